@@ -1,0 +1,32 @@
+# Thin wrapper around Meson; the real build description is meson.build.
+BUILD ?= build
+MESON_OPTS ?=
+
+.PHONY: all deps check demo bench clean asan
+
+all: $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) $(MESON_OPTS)
+
+deps:
+	scripts/install-deps
+
+check: deps all
+	tests/run
+
+demo: deps all
+	scripts/demo
+
+bench: deps all
+	bench/run
+
+# The whole suite under AddressSanitizer and UBSan, in its own build dir.
+asan: deps
+	$(MAKE) BUILD=build-asan MESON_OPTS="-Db_sanitize=address,undefined -Db_lundef=false" all
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		BUILD_DIR=build-asan ANOLE=$(CURDIR)/build-asan/anole tests/run
+
+clean:
+	rm -rf $(BUILD) build-asan

@@ -1,0 +1,158 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* anole build [OPTIONS] SOURCE IMAGE */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+static const char usage_text[] =
+	"anole build [OPTIONS] SOURCE IMAGE\n"
+	"\n"
+	"Build an EROFS image from the directory SOURCE. IMAGE appears only when\n"
+	"the build succeeded (it is written under a temporary name and renamed).\n"
+	"\n"
+	"  -q, --quiet            no progress, no summary\n"
+	"      --uuid=UUID        volume UUID (default: all zeros, for reproducible\n"
+	"                         images; 'random' picks one)\n"
+	"  -L, --label=NAME       volume label, at most 16 bytes\n"
+	"      --clamp-mtime=SECS clamp file times newer than SECS (default: the\n"
+	"                         SOURCE_DATE_EPOCH environment variable, if set)\n"
+	"  -h, --help             show this help";
+
+struct progress_state {
+	bool tty;
+	bool shown;
+};
+
+static void show_progress(const struct anole_progress *p, void *ctx)
+{
+	struct progress_state *s = ctx;
+	if (!s->tty || !strcmp(p->phase, "done")) {
+		if (s->shown)
+			fputs("\r\033[K", stderr);
+		return;
+	}
+	fprintf(stderr, "\r\033[K%s: %llu inodes, %.1f MiB, %.1fs", p->phase,
+		(unsigned long long)p->inodes, (double)p->bytes / 1048576.0, p->seconds);
+	s->shown = true;
+}
+
+static int parse_uuid(const char *s, uint8_t out[16])
+{
+	if (!strcmp(s, "random")) {
+		FILE *f = fopen("/dev/urandom", "r");
+		if (!f || fread(out, 1, 16, f) != 16) {
+			if (f)
+				fclose(f);
+			return -EIO;
+		}
+		fclose(f);
+		out[6] = (out[6] & 0x0f) | 0x40;
+		out[8] = (out[8] & 0x3f) | 0x80;
+		return 0;
+	}
+	int n = 0;
+	for (const char *p = s; *p; p++) {
+		if (*p == '-')
+			continue;
+		char hex[3] = {p[0], p[1], 0};
+		char *end;
+		if (n == 16 || !p[1])
+			return -EINVAL;
+		out[n++] = (uint8_t)strtoul(hex, &end, 16);
+		if (*end)
+			return -EINVAL;
+		p++;
+	}
+	return n == 16 ? 0 : -EINVAL;
+}
+
+static bool parse_i64(const char *s, int64_t *v)
+{
+	char *end;
+	errno = 0;
+	long long x = strtoll(s, &end, 10);
+	if (errno || !*s || *end)
+		return false;
+	*v = x;
+	return true;
+}
+
+int cmd_build(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"quiet", no_argument, NULL, 'q'},   {"uuid", required_argument, NULL, 'U'},
+		{"label", required_argument, NULL, 'L'}, {"clamp-mtime", required_argument, NULL, 'T'},
+		{"help", no_argument, NULL, 'h'},    {0},
+	};
+	struct anole_build_options opts = {0};
+	struct progress_state ps = {.tty = isatty(STDERR_FILENO)};
+	uint8_t uuid[16];
+	bool quiet = false;
+	int c;
+
+	const char *sde = getenv("SOURCE_DATE_EPOCH");
+	if (sde && *sde) {
+		if (!parse_i64(sde, &opts.mtime_clamp)) {
+			cli_error("SOURCE_DATE_EPOCH='%s' is not a number of seconds", sde);
+			return EXIT_USAGE;
+		}
+		opts.clamp_mtime = true;
+	}
+	while ((c = getopt_long(argc, argv, "qL:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'q':
+			quiet = true;
+			break;
+		case 'U':
+			if (parse_uuid(optarg, uuid) < 0) {
+				cli_error("--uuid: '%s' is not a UUID (or 'random')", optarg);
+				return EXIT_USAGE;
+			}
+			opts.uuid = uuid;
+			break;
+		case 'L':
+			if (strlen(optarg) > 16) {
+				cli_error("--label: '%s' is longer than 16 bytes", optarg);
+				return EXIT_USAGE;
+			}
+			opts.label = optarg;
+			break;
+		case 'T':
+			if (!parse_i64(optarg, &opts.mtime_clamp)) {
+				cli_error("--clamp-mtime: '%s' is not a number of seconds", optarg);
+				return EXIT_USAGE;
+			}
+			opts.clamp_mtime = true;
+			break;
+		case 'h':
+			puts(usage_text);
+			return 0;
+		default:
+			return cli_usage(usage_text);
+		}
+	}
+	if (argc - optind != 2)
+		return cli_usage(usage_text);
+	if (!quiet) {
+		opts.progress = show_progress;
+		opts.progress_ctx = &ps;
+	}
+
+	struct anole_build_stats st;
+	struct anole_error err = {0};
+	int r = anole_build(argv[optind], argv[optind + 1], &opts, &st, &err);
+	if (r < 0)
+		return cli_fail(&err, r);
+	if (!quiet) {
+		printf("%s: %llu inodes (%llu dirs, %llu files, %llu symlinks, %llu special), "
+		       "%.1f MiB data, image %.1f MiB, %.2fs\n",
+		       argv[optind + 1], (unsigned long long)st.inodes, (unsigned long long)st.dirs,
+		       (unsigned long long)st.regular, (unsigned long long)st.symlinks,
+		       (unsigned long long)st.special, (double)st.data_bytes / 1048576.0,
+		       (double)st.image_bytes / 1048576.0, st.seconds);
+	}
+	return 0;
+}

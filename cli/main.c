@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* anole: the command-line front end; one file per subcommand. */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const struct {
+	const char *name;
+	int (*fn)(int, char **);
+	const char *help;
+} commands[] = {
+	{"build", cmd_build, "build an EROFS image from a directory"},
+	{"check", cmd_check, "verify every structure and byte of an image"},
+	{"inspect", cmd_inspect, "show superblock or inode details"},
+	{"extract", cmd_extract, "restore an image's tree into a directory"},
+	{"mount", cmd_mount, "mount an image with the kernel's EROFS"},
+	{"umount", cmd_umount, "unmount an anole mount"},
+};
+
+void cli_error(const char *fmt, ...)
+{
+	va_list ap;
+	fputs("anole: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+int cli_usage(const char *usage)
+{
+	fprintf(stderr, "usage: %s\n", usage);
+	return EXIT_USAGE;
+}
+
+int cli_fail(const struct anole_error *err, int r)
+{
+	if (err && err->code)
+		cli_error("%s", err->msg);
+	else
+		cli_error("%s", strerror(r < 0 ? -r : r));
+	return 1;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: anole COMMAND [OPTIONS] ARGS...\n\n"
+		   "Kernel-native EROFS images for containers and file trees.\n\ncommands:\n");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].help);
+	fprintf(f, "\nRun 'anole COMMAND --help' for a command's options. Manual: docs/CLI.md\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--version")) {
+		printf("anole %s\n", ANOLE_VERSION);
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (!strcmp(argv[1], commands[i].name))
+			return commands[i].fn(argc - 1, argv + 1);
+	cli_error("unknown command '%s' (try 'anole --help')", argv[1]);
+	return EXIT_USAGE;
+}

@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * libanole: build, read, check and extract Linux-kernel-native EROFS images.
+ *
+ * Every function that can fail returns 0 (or a non-negative count) on
+ * success and a negative errno on failure; the human-readable reason,
+ * naming the path, nid or byte offset at fault, is left in the
+ * struct anole_error passed in (or kept by the image handle).
+ */
+#ifndef ANOLE_ANOLE_H
+#define ANOLE_ANOLE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ANOLE_VERSION "0.1.0"
+
+struct anole_error {
+	int code;       /* positive errno of the first failure, 0 if none */
+	char msg[1024]; /* one line, no trailing newline */
+};
+
+/* ---- building ---------------------------------------------------------- */
+
+struct anole_progress {
+	const char *phase; /* "scan", "data", "metadata" */
+	uint64_t inodes;
+	uint64_t bytes;
+	double seconds;
+};
+
+struct anole_build_options {
+	unsigned int blkszbits;       /* 0 means 12 (4096-byte blocks) */
+	const uint8_t *uuid;          /* 16 bytes, or NULL for all zeros */
+	const char *label;            /* volume name, at most 16 bytes */
+	bool clamp_mtime;             /* clamp mtimes newer than mtime_clamp */
+	int64_t mtime_clamp;
+	void (*progress)(const struct anole_progress *p, void *ctx);
+	void *progress_ctx;
+};
+
+struct anole_build_stats {
+	uint64_t inodes, dirs, regular, symlinks, special, hardlinks;
+	uint64_t data_bytes;  /* bytes of file content read */
+	uint64_t image_bytes;
+	uint64_t shared_xattrs;
+	uint64_t compact_inodes, extended_inodes;
+	double seconds;
+};
+
+/* Build @image from the directory tree at @source. The image appears
+ * atomically under its name only when the whole build succeeded. */
+int anole_build(const char *source, const char *image, const struct anole_build_options *opts,
+		struct anole_build_stats *stats, struct anole_error *err);
+
+/* ---- reading ----------------------------------------------------------- */
+
+struct anole_image;
+
+struct anole_image_info {
+	unsigned int blkszbits;
+	uint64_t blocks, inodes;
+	uint64_t root_nid;
+	uint32_t meta_blkaddr, xattr_blkaddr;
+	uint32_t feature_compat, feature_incompat;
+	uint64_t epoch;
+	uint32_t fixed_nsec;
+	uint32_t checksum;
+	uint8_t uuid[16];
+	char label[17];
+	uint64_t file_size;
+};
+
+struct anole_inode {
+	uint64_t nid;
+	uint32_t mode, uid, gid, nlink;
+	uint64_t size;
+	int64_t mtime;
+	uint32_t mtime_nsec;
+	uint32_t rdev; /* Linux dev_t as makedev() encodes it */
+	uint32_t ino;
+	uint8_t layout; /* enum erofs_datalayout */
+	bool extended;
+	uint16_t xattr_icount;
+	/* where things are, for readers and inspectors */
+	uint64_t pos;          /* byte offset of the on-disk inode */
+	uint32_t inode_isize, xattr_isize;
+	uint64_t startblk;     /* flat layouts */
+	uint16_t chunkformat;  /* chunk-based layout */
+};
+
+int anole_image_open(const char *path, struct anole_image **img, struct anole_error *err);
+void anole_image_close(struct anole_image *img);
+const struct anole_image_info *anole_image_info(const struct anole_image *img);
+/* The first error the image handle met (empty when none). */
+const struct anole_error *anole_image_error(const struct anole_image *img);
+
+int anole_inode_read(struct anole_image *img, uint64_t nid, struct anole_inode *ino);
+int anole_lookup(struct anole_image *img, const char *path, struct anole_inode *ino);
+
+typedef int (*anole_dirent_fn)(void *ctx, const char *name, size_t namelen, uint64_t nid,
+			       unsigned int file_type);
+/* Calls @fn for every entry, "." and ".." included; a non-zero return stops
+ * the walk and is passed back. */
+int anole_readdir(struct anole_image *img, const struct anole_inode *dir, anole_dirent_fn fn,
+		  void *ctx);
+
+/* Returns bytes read (short only at end of file). */
+ssize_t anole_pread(struct anole_image *img, const struct anole_inode *ino, void *buf, size_t len,
+		    uint64_t off);
+/* Is [off, off+len) of a file a hole? Sets *data_end to where the current
+ * data or hole run ends, so callers can skip holes. */
+int anole_map(struct anole_image *img, const struct anole_inode *ino, uint64_t off, bool *hole,
+	      uint64_t *run_end);
+int anole_readlink(struct anole_image *img, const struct anole_inode *ino, char *buf, size_t size);
+
+typedef int (*anole_xattr_fn)(void *ctx, const char *name, const void *value, size_t size);
+int anole_xattrs(struct anole_image *img, const struct anole_inode *ino, anole_xattr_fn fn,
+		 void *ctx);
+
+/* ---- whole-image operations --------------------------------------------- */
+
+struct anole_check_stats {
+	uint64_t inodes, dirs, files, bytes;
+};
+/* Walk and validate everything; reads every data byte. */
+int anole_check(struct anole_image *img, struct anole_check_stats *stats);
+
+struct anole_extract_options {
+	bool restore_owner; /* chown, as root */
+	bool quiet;
+};
+/* Restore the whole tree under @dir (created if missing, must be empty). */
+int anole_extract(struct anole_image *img, const char *dir,
+		  const struct anole_extract_options *opts, struct anole_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,191 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The EROFS on-disk format, as anole reads and writes it.
+ *
+ * Written from the format description in the Linux kernel
+ * (fs/erofs/erofs_fs.h, Documentation/filesystems/erofs.rst). All fields
+ * are little-endian; every structure's size is checked at compile time so
+ * a typo cannot silently shift a field.
+ */
+#ifndef ANOLE_EROFS_FS_H
+#define ANOLE_EROFS_FS_H
+
+#include <stdint.h>
+
+#define EROFS_MAGIC 0xE0F5E1E2u
+#define EROFS_SUPER_OFFSET 1024u
+#define EROFS_ISLOT_BITS 5 /* nids count 32-byte slots */
+#define EROFS_NAME_LEN 255u
+
+/* feature_compat */
+#define EROFS_COMPAT_SB_CHKSUM 0x00000001u
+#define EROFS_COMPAT_MTIME 0x00000002u
+#define EROFS_COMPAT_XATTR_FILTER 0x00000004u
+
+/* feature_incompat */
+#define EROFS_INCOMPAT_ZERO_PADDING 0x00000001u
+#define EROFS_INCOMPAT_COMPR_CFGS 0x00000002u /* also BIG_PCLUSTER */
+#define EROFS_INCOMPAT_CHUNKED_FILE 0x00000004u
+#define EROFS_INCOMPAT_DEVICE_TABLE 0x00000008u /* also COMPR_HEAD2 */
+#define EROFS_INCOMPAT_ZTAILPACKING 0x00000010u
+#define EROFS_INCOMPAT_FRAGMENTS 0x00000020u /* also DEDUPE */
+#define EROFS_INCOMPAT_XATTR_PREFIXES 0x00000040u
+#define EROFS_INCOMPAT_48BIT 0x00000080u
+#define EROFS_INCOMPAT_METABOX 0x00000100u
+
+/* What anole's reader understands today; anything else is refused. */
+#define ANOLE_READER_INCOMPAT (EROFS_INCOMPAT_CHUNKED_FILE | EROFS_INCOMPAT_DEVICE_TABLE)
+
+struct erofs_super_block {
+	uint32_t magic;
+	uint32_t checksum; /* crc32c of bytes 1024..block end, this field as 0 */
+	uint32_t feature_compat;
+	uint8_t blkszbits;
+	uint8_t sb_extslots;
+	uint16_t root_nid;
+	uint64_t inos;
+	uint64_t epoch;      /* base seconds of compact inode mtimes */
+	uint32_t fixed_nsec; /* nanoseconds of compact inode mtimes */
+	uint32_t blocks;
+	uint32_t meta_blkaddr;
+	uint32_t xattr_blkaddr;
+	uint8_t uuid[16];
+	uint8_t volume_name[16];
+	uint32_t feature_incompat;
+	uint16_t available_compr_algs; /* or lz4_max_distance */
+	uint16_t extra_devices;
+	uint16_t devt_slotoff; /* device table at devt_slotoff * 128 */
+	uint8_t dirblkbits;
+	uint8_t xattr_prefix_count;
+	uint32_t xattr_prefix_start;
+	uint64_t packed_nid;
+	uint8_t xattr_filter_reserved;
+	uint8_t reserved[23];
+} __attribute__((packed));
+
+struct erofs_deviceslot {
+	uint8_t tag[64];
+	uint32_t blocks;
+	uint32_t uniaddr; /* first block in the unified address space */
+	uint16_t blocks_hi;
+	uint16_t uniaddr_hi;
+	uint8_t reserved[52];
+} __attribute__((packed));
+
+/* i_format: bit 0 version, bits 1..3 data layout */
+enum erofs_datalayout {
+	EROFS_INODE_FLAT_PLAIN = 0,
+	EROFS_INODE_COMPRESSED_FULL = 1,
+	EROFS_INODE_FLAT_INLINE = 2,
+	EROFS_INODE_COMPRESSED_COMPACT = 3,
+	EROFS_INODE_CHUNK_BASED = 4,
+};
+#define EROFS_I_VERSION_MASK 0x1u
+#define EROFS_I_DATALAYOUT_SHIFT 1
+#define EROFS_I_DATALAYOUT_MASK 0x7u
+#define EROFS_I_KNOWN_BITS 0xfu /* bits above are features anole does not write */
+
+#define EROFS_CHUNK_FORMAT_BLKBITS_MASK 0x001fu
+#define EROFS_CHUNK_FORMAT_INDEXES 0x0020u
+#define EROFS_CHUNK_FORMAT_48BIT 0x0040u
+#define EROFS_NULL_ADDR 0xffffffffu /* a hole in a chunk map */
+
+struct erofs_inode_compact {
+	uint16_t i_format;
+	uint16_t i_xattr_icount;
+	uint16_t i_mode;
+	uint16_t i_nlink;
+	uint32_t i_size;
+	uint32_t i_mtime; /* seconds after superblock epoch */
+	uint32_t i_u;     /* start block, rdev, or chunk format */
+	uint32_t i_ino;
+	uint16_t i_uid;
+	uint16_t i_gid;
+	uint32_t i_reserved;
+} __attribute__((packed));
+
+struct erofs_inode_extended {
+	uint16_t i_format;
+	uint16_t i_xattr_icount;
+	uint16_t i_mode;
+	uint16_t i_reserved;
+	uint64_t i_size;
+	uint32_t i_u;
+	uint32_t i_ino;
+	uint32_t i_uid;
+	uint32_t i_gid;
+	uint64_t i_mtime;
+	uint32_t i_mtime_nsec;
+	uint32_t i_nlink;
+	uint8_t i_reserved2[16];
+} __attribute__((packed));
+
+struct erofs_xattr_ibody_header {
+	uint32_t h_name_filter;
+	uint8_t h_shared_count;
+	uint8_t h_reserved2[7];
+	/* followed by h_shared_count 32-bit shared xattr ids */
+} __attribute__((packed));
+
+enum erofs_xattr_index {
+	EROFS_XATTR_INDEX_USER = 1,
+	EROFS_XATTR_INDEX_POSIX_ACL_ACCESS = 2,
+	EROFS_XATTR_INDEX_POSIX_ACL_DEFAULT = 3,
+	EROFS_XATTR_INDEX_TRUSTED = 4,
+	EROFS_XATTR_INDEX_LUSTRE = 5,
+	EROFS_XATTR_INDEX_SECURITY = 6,
+};
+#define EROFS_XATTR_LONG_PREFIX 0x80u
+
+struct erofs_xattr_entry {
+	uint8_t e_name_len;
+	uint8_t e_name_index;
+	uint16_t e_value_size;
+	/* followed by the name suffix and the value, padded to 4 bytes */
+} __attribute__((packed));
+
+struct erofs_dirent {
+	uint64_t nid;
+	uint16_t nameoff;
+	uint8_t file_type;
+	uint8_t reserved;
+} __attribute__((packed));
+
+enum erofs_file_type {
+	EROFS_FT_UNKNOWN = 0,
+	EROFS_FT_REG_FILE = 1,
+	EROFS_FT_DIR = 2,
+	EROFS_FT_CHRDEV = 3,
+	EROFS_FT_BLKDEV = 4,
+	EROFS_FT_FIFO = 5,
+	EROFS_FT_SOCK = 6,
+	EROFS_FT_SYMLINK = 7,
+};
+
+struct erofs_inode_chunk_index {
+	uint16_t startblk_hi;
+	uint16_t device_id;
+	uint32_t startblk_lo;
+} __attribute__((packed));
+
+static inline unsigned int erofs_xattr_ibody_size(uint16_t icount)
+{
+	return icount ? (unsigned int)sizeof(struct erofs_xattr_ibody_header) + 4u * (icount - 1u) : 0;
+}
+
+static inline unsigned int erofs_xattr_entry_size(unsigned int name_len, unsigned int value_size)
+{
+	return (unsigned int)(sizeof(struct erofs_xattr_entry) + name_len + value_size + 3u) & ~3u;
+}
+
+_Static_assert(sizeof(struct erofs_super_block) == 128, "superblock is 128 bytes");
+_Static_assert(sizeof(struct erofs_deviceslot) == 128, "device slot is 128 bytes");
+_Static_assert(sizeof(struct erofs_inode_compact) == 32, "compact inode is 32 bytes");
+_Static_assert(sizeof(struct erofs_inode_extended) == 64, "extended inode is 64 bytes");
+_Static_assert(sizeof(struct erofs_xattr_ibody_header) == 12, "xattr ibody header is 12 bytes");
+_Static_assert(sizeof(struct erofs_xattr_entry) == 4, "xattr entry header is 4 bytes");
+_Static_assert(sizeof(struct erofs_dirent) == 12, "dirent is 12 bytes");
+_Static_assert(sizeof(struct erofs_inode_chunk_index) == 8, "chunk index is 8 bytes");
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "anole assumes a little-endian host");
+
+#endif

@@ -1,0 +1,703 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The EROFS image reader. It trusts nothing: every offset, size, nid and
+ * name is checked against the image before use, and every failure leaves
+ * one line naming the nid and byte offset at fault.
+ */
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include "anole/erofs_fs.h"
+#include "erofs/reader.h"
+#include "erofs/xattr.h"
+
+#define CACHE_SLOTS 64
+
+struct cached_block {
+	uint64_t blk;
+	bool valid;
+	uint8_t *data;
+};
+
+struct anole_image {
+	int fd;
+	char *path;
+	struct anole_image_info info;
+	struct anole_error err;
+	unsigned int blkbits;
+	uint32_t blksz;
+	uint64_t size; /* blocks * blksz, never more than the file */
+	struct cached_block cache[CACHE_SLOTS];
+	uint8_t *cache_mem;
+};
+
+int img_corrupt(struct anole_image *img, uint64_t nid, uint64_t off, const char *fmt, ...)
+{
+	char what[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	if (nid == UINT64_MAX)
+		return anole_err(&img->err, EFSCORRUPTED, "%s: byte offset %llu: %s", img->path,
+				 (unsigned long long)off, what);
+	return anole_err(&img->err, EFSCORRUPTED, "%s: nid %llu, byte offset %llu: %s", img->path,
+			 (unsigned long long)nid, (unsigned long long)off, what);
+}
+
+struct anole_error *img_err(struct anole_image *img)
+{
+	return &img->err;
+}
+
+const char *img_path(const struct anole_image *img)
+{
+	return img->path;
+}
+
+uint32_t img_blksz(const struct anole_image *img)
+{
+	return img->blksz;
+}
+
+/* Read metadata bytes through a small block cache. */
+int img_meta_read(struct anole_image *img, uint64_t nid, uint64_t off, void *buf, size_t len)
+{
+	if (off > img->size || len > img->size - off)
+		return img_corrupt(img, nid, off, "%zu bytes of metadata run past the image end (%llu)",
+				   len, (unsigned long long)img->size);
+	uint8_t *p = buf;
+	while (len) {
+		uint64_t blk = off >> img->blkbits;
+		uint32_t in = (uint32_t)(off & (img->blksz - 1));
+		size_t n = MIN(len, (size_t)(img->blksz - in));
+		struct cached_block *c = &img->cache[blk % CACHE_SLOTS];
+		if (!c->valid || c->blk != blk) {
+			int r = pread_full(img->fd, c->data, img->blksz, blk << img->blkbits);
+			if (r < 0) {
+				c->valid = false;
+				return anole_err(&img->err, r == -ENODATA ? EFSCORRUPTED : -r,
+						 "%s: byte offset %llu: %s", img->path,
+						 (unsigned long long)(blk << img->blkbits),
+						 r == -ENODATA ? "image is truncated" : strerror(-r));
+			}
+			c->blk = blk;
+			c->valid = true;
+		}
+		memcpy(p, c->data + in, n);
+		p += n;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static int read_super(struct anole_image *img)
+{
+	uint8_t blk0[4096];
+	struct stat st;
+
+	if (fstat(img->fd, &st) < 0)
+		return anole_err(&img->err, errno, "%s: %s", img->path, strerror(errno));
+	if (S_ISDIR(st.st_mode))
+		return anole_err(&img->err, EISDIR, "%s: is a directory, not an image", img->path);
+	img->info.file_size = (uint64_t)st.st_size;
+	if ((uint64_t)st.st_size < EROFS_SUPER_OFFSET + sizeof(struct erofs_super_block))
+		return anole_err(&img->err, EFSCORRUPTED,
+				 "%s: %llu bytes is too small for an EROFS image", img->path,
+				 (unsigned long long)st.st_size);
+	size_t have = (size_t)MIN((uint64_t)st.st_size, sizeof(blk0));
+	int r = pread_full(img->fd, blk0, have, 0);
+	if (r < 0)
+		return anole_err(&img->err, -r, "%s: cannot read: %s", img->path, strerror(-r));
+	struct erofs_super_block sb;
+	memcpy(&sb, blk0 + EROFS_SUPER_OFFSET, sizeof(sb));
+	if (sb.magic != EROFS_MAGIC)
+		return anole_err(&img->err, EFSCORRUPTED,
+				 "%s: byte offset 1024: bad magic 0x%08x, not an EROFS image",
+				 img->path, sb.magic);
+	if (sb.blkszbits < 9 || sb.blkszbits > 12)
+		return anole_err(&img->err, EFSCORRUPTED,
+				 "%s: byte offset 1036: block size 2^%u not supported (512..4096)",
+				 img->path, sb.blkszbits);
+	img->blkbits = sb.blkszbits;
+	img->blksz = 1u << sb.blkszbits;
+	if (sb.feature_compat & EROFS_COMPAT_SB_CHKSUM) {
+		uint32_t end = MAX(img->blksz, (uint32_t)EROFS_SUPER_OFFSET + 128);
+		if (end > have)
+			return anole_err(&img->err, EFSCORRUPTED, "%s: image is truncated in block 0",
+					 img->path);
+		uint8_t tmp[4096];
+		memcpy(tmp, blk0 + EROFS_SUPER_OFFSET, end - EROFS_SUPER_OFFSET);
+		memset(tmp + 4, 0, 4);
+		uint32_t crc = anole_crc32c(~0u, tmp, end - EROFS_SUPER_OFFSET);
+		if (crc != sb.checksum)
+			return anole_err(&img->err, EFSCORRUPTED,
+					 "%s: byte offset 1028: superblock checksum 0x%08x, expected "
+					 "0x%08x",
+					 img->path, sb.checksum, crc);
+	}
+	uint32_t unknown = sb.feature_incompat & ~ANOLE_READER_INCOMPAT;
+	if (unknown)
+		return anole_err(&img->err, EOPNOTSUPP,
+				 "%s: byte offset 1104: incompatible features 0x%x not supported "
+				 "(compressed images need a newer anole)",
+				 img->path, unknown);
+	if (sb.extra_devices)
+		return anole_err(&img->err, EOPNOTSUPP,
+				 "%s: image needs %u extra devices, not supported here", img->path,
+				 sb.extra_devices);
+	uint64_t blocks = sb.blocks;
+	if (blocks << img->blkbits > (uint64_t)st.st_size)
+		return anole_err(&img->err, EFSCORRUPTED,
+				 "%s: image is truncated: superblock says %llu bytes, file has %llu",
+				 img->path, (unsigned long long)(blocks << img->blkbits),
+				 (unsigned long long)st.st_size);
+	img->size = blocks << img->blkbits;
+	if (sb.meta_blkaddr >= blocks)
+		return anole_err(&img->err, EFSCORRUPTED,
+				 "%s: byte offset 1064: metadata block %u beyond %llu blocks",
+				 img->path, sb.meta_blkaddr, (unsigned long long)blocks);
+	if (sb.xattr_blkaddr >= blocks && sb.xattr_blkaddr)
+		return anole_err(&img->err, EFSCORRUPTED,
+				 "%s: byte offset 1068: xattr block %u beyond %llu blocks",
+				 img->path, sb.xattr_blkaddr, (unsigned long long)blocks);
+
+	struct anole_image_info *i = &img->info;
+	i->blkszbits = sb.blkszbits;
+	i->blocks = blocks;
+	i->inodes = sb.inos;
+	i->root_nid = sb.root_nid;
+	i->meta_blkaddr = sb.meta_blkaddr;
+	i->xattr_blkaddr = sb.xattr_blkaddr;
+	i->feature_compat = sb.feature_compat;
+	i->feature_incompat = sb.feature_incompat;
+	i->epoch = sb.epoch;
+	i->fixed_nsec = sb.fixed_nsec;
+	i->checksum = sb.checksum;
+	memcpy(i->uuid, sb.uuid, 16);
+	memcpy(i->label, sb.volume_name, 16);
+	i->label[16] = 0;
+	return 0;
+}
+
+int anole_image_open(const char *path, struct anole_image **out, struct anole_error *err)
+{
+	struct anole_image *img = calloc(1, sizeof(*img));
+	if (!img)
+		return anole_err(err, ENOMEM, "out of memory");
+	img->fd = open(path, O_RDONLY | O_CLOEXEC);
+	img->path = strdup(path);
+	if (img->fd < 0 || !img->path) {
+		int e = img->fd < 0 ? errno : ENOMEM;
+		anole_image_close(img);
+		return anole_err(err, e, "%s: %s", path, strerror(e));
+	}
+	int r = read_super(img);
+	if (r >= 0) {
+		img->cache_mem = malloc((size_t)CACHE_SLOTS * img->blksz);
+		if (!img->cache_mem)
+			r = anole_err(&img->err, ENOMEM, "out of memory");
+		for (int k = 0; r >= 0 && k < CACHE_SLOTS; k++)
+			img->cache[k].data = img->cache_mem + (size_t)k * img->blksz;
+	}
+	if (r < 0) {
+		*err = img->err;
+		anole_image_close(img);
+		return r;
+	}
+	*out = img;
+	return 0;
+}
+
+void anole_image_close(struct anole_image *img)
+{
+	if (!img)
+		return;
+	if (img->fd >= 0)
+		close(img->fd);
+	free(img->cache_mem);
+	free(img->path);
+	free(img);
+}
+
+const struct anole_image_info *anole_image_info(const struct anole_image *img)
+{
+	return &img->info;
+}
+
+const struct anole_error *anole_image_error(const struct anole_image *img)
+{
+	return &img->err;
+}
+
+/* ---- inodes ------------------------------------------------------------ */
+
+static int check_flat_range(struct anole_image *img, const struct anole_inode *ino,
+			    uint64_t nblocks)
+{
+	if (!nblocks)
+		return 0;
+	if (ino->startblk >= img->info.blocks || nblocks > img->info.blocks - ino->startblk)
+		return img_corrupt(img, ino->nid, ino->pos,
+				   "data blocks %llu..%llu lie outside the image (%llu blocks)",
+				   (unsigned long long)ino->startblk,
+				   (unsigned long long)(ino->startblk + nblocks - 1),
+				   (unsigned long long)img->info.blocks);
+	return 0;
+}
+
+int anole_inode_read(struct anole_image *img, uint64_t nid, struct anole_inode *ino)
+{
+	uint64_t pos = ((uint64_t)img->info.meta_blkaddr << img->blkbits) +
+		       (nid << EROFS_ISLOT_BITS);
+	union {
+		struct erofs_inode_compact c;
+		struct erofs_inode_extended e;
+	} raw;
+	int r;
+
+	if (nid > (img->size >> EROFS_ISLOT_BITS) || pos + 32 > img->size)
+		return img_corrupt(img, nid, pos, "nid out of range");
+	if ((r = img_meta_read(img, nid, pos, &raw, 32)) < 0)
+		return r;
+	memset(ino, 0, sizeof(*ino));
+	ino->nid = nid;
+	ino->pos = pos;
+	uint16_t fmt = raw.c.i_format;
+	if (fmt & ~EROFS_I_KNOWN_BITS)
+		return img_corrupt(img, nid, pos, "unsupported inode format bits 0x%x", fmt);
+	ino->extended = fmt & EROFS_I_VERSION_MASK;
+	ino->layout = (fmt >> EROFS_I_DATALAYOUT_SHIFT) & EROFS_I_DATALAYOUT_MASK;
+	uint32_t iu;
+	if (ino->extended) {
+		if ((r = img_meta_read(img, nid, pos, &raw, 64)) < 0)
+			return r;
+		ino->inode_isize = 64;
+		ino->xattr_icount = raw.e.i_xattr_icount;
+		ino->mode = raw.e.i_mode;
+		ino->size = raw.e.i_size;
+		iu = raw.e.i_u;
+		ino->ino = raw.e.i_ino;
+		ino->uid = raw.e.i_uid;
+		ino->gid = raw.e.i_gid;
+		ino->mtime = (int64_t)raw.e.i_mtime;
+		ino->mtime_nsec = raw.e.i_mtime_nsec;
+		ino->nlink = raw.e.i_nlink;
+		if (ino->mtime_nsec >= 1000000000u)
+			return img_corrupt(img, nid, pos + 44, "mtime nanoseconds %u out of range",
+					   ino->mtime_nsec);
+	} else {
+		ino->inode_isize = 32;
+		ino->xattr_icount = raw.c.i_xattr_icount;
+		ino->mode = raw.c.i_mode;
+		ino->size = raw.c.i_size;
+		iu = raw.c.i_u;
+		ino->ino = raw.c.i_ino;
+		ino->uid = raw.c.i_uid;
+		ino->gid = raw.c.i_gid;
+		ino->mtime = (int64_t)(img->info.epoch + raw.c.i_mtime);
+		ino->mtime_nsec = img->info.fixed_nsec;
+		ino->nlink = raw.c.i_nlink;
+	}
+	ino->xattr_isize = erofs_xattr_ibody_size(ino->xattr_icount);
+	if (ino->size > (1ull << 62))
+		return img_corrupt(img, nid, pos + 8, "file size %llu is absurd",
+				   (unsigned long long)ino->size);
+	uint64_t body_end = pos + ino->inode_isize + ino->xattr_isize;
+	if (body_end > img->size)
+		return img_corrupt(img, nid, pos, "inode and xattrs run past the image end");
+
+	switch (ino->mode & S_IFMT) {
+	case S_IFREG:
+	case S_IFDIR:
+	case S_IFLNK:
+		break;
+	case S_IFCHR:
+	case S_IFBLK:
+		ino->rdev = (uint32_t)makedev((iu & 0xfff00) >> 8, (iu & 0xff) | ((iu >> 12) & 0xfff00));
+		/* fall through */
+	case S_IFIFO:
+	case S_IFSOCK:
+		if (ino->size)
+			return img_corrupt(img, nid, pos, "special file with size %llu",
+					   (unsigned long long)ino->size);
+		return 0;
+	default:
+		return img_corrupt(img, nid, pos, "bad file type in mode 0%o", ino->mode);
+	}
+	if (S_ISLNK(ino->mode) && (ino->size == 0 || ino->size > 4095))
+		return img_corrupt(img, nid, pos, "symlink target length %llu",
+				   (unsigned long long)ino->size);
+	if (S_ISDIR(ino->mode) && ino->size < 2 * sizeof(struct erofs_dirent))
+		return img_corrupt(img, nid, pos, "directory size %llu is too small",
+				   (unsigned long long)ino->size);
+
+	uint64_t full = ino->size >> img->blkbits, tail = ino->size & (img->blksz - 1);
+	switch (ino->layout) {
+	case EROFS_INODE_FLAT_PLAIN:
+		ino->startblk = iu;
+		return check_flat_range(img, ino, DIV_ROUND_UP(ino->size, img->blksz));
+	case EROFS_INODE_FLAT_INLINE:
+		ino->startblk = iu;
+		if (tail && (body_end & (img->blksz - 1)) + tail > img->blksz)
+			return img_corrupt(img, nid, pos, "inline data crosses a block boundary");
+		if (body_end + tail > img->size)
+			return img_corrupt(img, nid, pos, "inline data runs past the image end");
+		return check_flat_range(img, ino, full);
+	case EROFS_INODE_CHUNK_BASED: {
+		if (!S_ISREG(ino->mode))
+			return img_corrupt(img, nid, pos, "chunk-based layout on a non-regular file");
+		ino->chunkformat = (uint16_t)iu;
+		if (ino->chunkformat & ~(EROFS_CHUNK_FORMAT_BLKBITS_MASK | EROFS_CHUNK_FORMAT_INDEXES))
+			return img_corrupt(img, nid, pos, "unsupported chunk format 0x%x",
+					   ino->chunkformat);
+		unsigned int cbits = img->blkbits + (ino->chunkformat & EROFS_CHUNK_FORMAT_BLKBITS_MASK);
+		if (cbits > 48)
+			return img_corrupt(img, nid, pos, "chunk size 2^%u is absurd", cbits);
+		unsigned int unit = ino->chunkformat & EROFS_CHUNK_FORMAT_INDEXES ? 8 : 4;
+		uint64_t n = DIV_ROUND_UP(ino->size, 1ull << cbits);
+		uint64_t start = ROUND_UP(body_end, unit);
+		if (n > img->size / unit || start + n * unit > img->size)
+			return img_corrupt(img, nid, pos, "chunk map of %llu entries runs past the "
+					   "image end", (unsigned long long)n);
+		return 0;
+	}
+	case EROFS_INODE_COMPRESSED_FULL:
+	case EROFS_INODE_COMPRESSED_COMPACT:
+		return anole_err(&img->err, EOPNOTSUPP,
+				 "%s: nid %llu: compressed files are not supported yet", img->path,
+				 (unsigned long long)nid);
+	default:
+		return img_corrupt(img, nid, pos, "unknown data layout %u", ino->layout);
+	}
+}
+
+/* ---- data -------------------------------------------------------------- */
+
+/* Where byte @off of a file lives: *phys, or a hole; *run is how many bytes
+ * from @off on share that answer. */
+static int map_one(struct anole_image *img, const struct anole_inode *ino, uint64_t off,
+		   bool *hole, uint64_t *phys, uint64_t *run)
+{
+	uint64_t body_end = ino->pos + ino->inode_isize + ino->xattr_isize;
+	uint64_t full_bytes = ino->size & ~(uint64_t)(img->blksz - 1);
+	*hole = false;
+	switch (ino->layout) {
+	case EROFS_INODE_FLAT_PLAIN:
+		*phys = (ino->startblk << img->blkbits) + off;
+		*run = ino->size - off;
+		return 0;
+	case EROFS_INODE_FLAT_INLINE:
+		if (off < full_bytes) {
+			*phys = (ino->startblk << img->blkbits) + off;
+			*run = full_bytes - off;
+		} else {
+			*phys = body_end + (off - full_bytes);
+			*run = ino->size - off;
+		}
+		return 0;
+	case EROFS_INODE_CHUNK_BASED: {
+		unsigned int cbits = img->blkbits + (ino->chunkformat & EROFS_CHUNK_FORMAT_BLKBITS_MASK);
+		bool idx8 = ino->chunkformat & EROFS_CHUNK_FORMAT_INDEXES;
+		unsigned int unit = idx8 ? 8 : 4;
+		uint64_t c = off >> cbits;
+		uint64_t at = ROUND_UP(body_end, unit) + c * unit;
+		uint64_t blk;
+		if (idx8) {
+			struct erofs_inode_chunk_index ci;
+			int r = img_meta_read(img, ino->nid, at, &ci, sizeof(ci));
+			if (r < 0)
+				return r;
+			if (ci.device_id || ci.startblk_hi)
+				return img_corrupt(img, ino->nid, at, "chunk %llu on device %u",
+						   (unsigned long long)c, ci.device_id);
+			blk = ci.startblk_lo;
+		} else {
+			uint32_t b;
+			int r = img_meta_read(img, ino->nid, at, &b, sizeof(b));
+			if (r < 0)
+				return r;
+			blk = b;
+		}
+		uint64_t cend = MIN(ino->size, (c + 1) << cbits);
+		*run = cend - off;
+		if (blk == EROFS_NULL_ADDR) {
+			*hole = true;
+			return 0;
+		}
+		uint64_t cblocks = DIV_ROUND_UP(cend - (c << cbits), img->blksz);
+		if (blk >= img->info.blocks || cblocks > img->info.blocks - blk)
+			return img_corrupt(img, ino->nid, at,
+					   "chunk %llu at block %llu lies outside the image",
+					   (unsigned long long)c, (unsigned long long)blk);
+		*phys = (blk << img->blkbits) + (off - (c << cbits));
+		return 0;
+	}
+	}
+	return img_corrupt(img, ino->nid, ino->pos, "cannot map data of layout %u", ino->layout);
+}
+
+int anole_map(struct anole_image *img, const struct anole_inode *ino, uint64_t off, bool *hole,
+	      uint64_t *run_end)
+{
+	uint64_t phys, run;
+	if (off >= ino->size) {
+		*hole = false;
+		*run_end = ino->size;
+		return 0;
+	}
+	int r = map_one(img, ino, off, hole, &phys, &run);
+	if (r < 0)
+		return r;
+	*run_end = off + run;
+	return 0;
+}
+
+ssize_t anole_pread(struct anole_image *img, const struct anole_inode *ino, void *buf, size_t len,
+		    uint64_t off)
+{
+	if (!S_ISREG(ino->mode) && !S_ISDIR(ino->mode) && !S_ISLNK(ino->mode))
+		return anole_err(&img->err, EINVAL, "nid %llu has no data",
+				 (unsigned long long)ino->nid);
+	if (off >= ino->size)
+		return 0;
+	len = (size_t)MIN((uint64_t)len, ino->size - off);
+	size_t done = 0;
+	while (done < len) {
+		bool hole;
+		uint64_t phys, run;
+		int r = map_one(img, ino, off + done, &hole, &phys, &run);
+		if (r < 0)
+			return r;
+		size_t n = (size_t)MIN(run, (uint64_t)(len - done));
+		if (hole) {
+			memset((char *)buf + done, 0, n);
+		} else {
+			if (phys > img->size || n > img->size - phys)
+				return img_corrupt(img, ino->nid, phys, "data runs past the image end");
+			r = pread_full(img->fd, (char *)buf + done, n, phys);
+			if (r < 0)
+				return anole_err(&img->err, r == -ENODATA ? EFSCORRUPTED : -r,
+						 "%s: nid %llu, byte offset %llu: %s", img->path,
+						 (unsigned long long)ino->nid,
+						 (unsigned long long)phys,
+						 r == -ENODATA ? "image is truncated" : strerror(-r));
+		}
+		done += n;
+	}
+	return (ssize_t)done;
+}
+
+int anole_readlink(struct anole_image *img, const struct anole_inode *ino, char *buf, size_t size)
+{
+	if (!S_ISLNK(ino->mode))
+		return anole_err(&img->err, EINVAL, "nid %llu is not a symlink",
+				 (unsigned long long)ino->nid);
+	if (size <= ino->size)
+		return anole_err(&img->err, ENAMETOOLONG, "symlink target too long");
+	ssize_t n = anole_pread(img, ino, buf, (size_t)ino->size, 0);
+	if (n < 0)
+		return (int)n;
+	buf[n] = 0;
+	if (memchr(buf, 0, (size_t)n))
+		return img_corrupt(img, ino->nid, ino->pos, "symlink target contains a NUL byte");
+	return (int)n;
+}
+
+/* ---- directories ------------------------------------------------------- */
+
+int anole_readdir(struct anole_image *img, const struct anole_inode *dir, anole_dirent_fn fn,
+		  void *ctx)
+{
+	if (!S_ISDIR(dir->mode))
+		return anole_err(&img->err, ENOTDIR, "nid %llu is not a directory",
+				 (unsigned long long)dir->nid);
+	_cleanup_free_ char *blk = malloc(img->blksz);
+	char prev[EROFS_NAME_LEN + 1];
+	size_t prevlen = 0;
+	bool first = true;
+	if (!blk)
+		return anole_err(&img->err, ENOMEM, "out of memory");
+
+	for (uint64_t boff = 0; boff < dir->size; boff += img->blksz) {
+		uint32_t maxsize = (uint32_t)MIN((uint64_t)img->blksz, dir->size - boff);
+		ssize_t n = anole_pread(img, dir, blk, maxsize, boff);
+		if (n < 0)
+			return (int)n;
+		if ((uint32_t)n != maxsize)
+			return img_corrupt(img, dir->nid, dir->pos, "short directory read");
+		struct erofs_dirent de;
+		if (maxsize < sizeof(de))
+			return img_corrupt(img, dir->nid, dir->pos,
+					   "directory block at %llu too small for an entry",
+					   (unsigned long long)boff);
+		memcpy(&de, blk, sizeof(de));
+		uint32_t count = de.nameoff / sizeof(de);
+		if (de.nameoff % sizeof(de) || !count || de.nameoff >= maxsize)
+			return img_corrupt(img, dir->nid, dir->pos,
+					   "directory block at %llu: bad first name offset %u",
+					   (unsigned long long)boff, de.nameoff);
+		for (uint32_t i = 0; i < count; i++) {
+			memcpy(&de, blk + i * sizeof(de), sizeof(de));
+			uint32_t end;
+			if (i + 1 < count) {
+				struct erofs_dirent nx;
+				memcpy(&nx, blk + (i + 1) * sizeof(de), sizeof(nx));
+				end = nx.nameoff;
+			} else {
+				end = de.nameoff;
+				while (end < maxsize && blk[end])
+					end++;
+			}
+			if (de.nameoff < count * sizeof(de) || end > maxsize || end <= de.nameoff)
+				return img_corrupt(img, dir->nid, dir->pos,
+						   "directory block at %llu, entry %u: bad name "
+						   "offset %u",
+						   (unsigned long long)boff, i, de.nameoff);
+			const char *name = blk + de.nameoff;
+			size_t len = end - de.nameoff;
+			if (len > EROFS_NAME_LEN || memchr(name, '/', len) || memchr(name, 0, len))
+				return img_corrupt(img, dir->nid, dir->pos,
+						   "directory block at %llu, entry %u: invalid name",
+						   (unsigned long long)boff, i);
+			if (de.file_type > EROFS_FT_SYMLINK)
+				return img_corrupt(img, dir->nid, dir->pos,
+						   "entry '%.*s': bad file type %u", (int)len, name,
+						   de.file_type);
+			if (!first) {
+				int c = memcmp(prev, name, MIN(prevlen, len));
+				if (c > 0 || (c == 0 && prevlen >= len))
+					return img_corrupt(img, dir->nid, dir->pos,
+							   "entry '%.*s' out of order or duplicate",
+							   (int)len, name);
+			}
+			memcpy(prev, name, len);
+			prevlen = len;
+			first = false;
+			int r = fn(ctx, name, len, de.nid, de.file_type);
+			if (r)
+				return r;
+		}
+	}
+	return 0;
+}
+
+struct find_ctx {
+	const char *name;
+	size_t len;
+	uint64_t nid;
+	bool found;
+};
+
+static int find_cb(void *ctx, const char *name, size_t len, uint64_t nid, unsigned int ft)
+{
+	struct find_ctx *f = ctx;
+	(void)ft;
+	if (len == f->len && !memcmp(name, f->name, len)) {
+		f->nid = nid;
+		f->found = true;
+		return 1;
+	}
+	return 0;
+}
+
+int anole_lookup(struct anole_image *img, const char *path, struct anole_inode *ino)
+{
+	int r = anole_inode_read(img, img->info.root_nid, ino);
+	if (r < 0)
+		return r;
+	const char *p = path;
+	for (;;) {
+		while (*p == '/')
+			p++;
+		if (!*p)
+			return 0;
+		const char *e = strchrnul(p, '/');
+		if (!S_ISDIR(ino->mode))
+			return anole_err(&img->err, ENOTDIR, "%s: %.*s: not a directory", path,
+					 (int)(p - path), path);
+		struct find_ctx f = {.name = p, .len = (size_t)(e - p)};
+		r = anole_readdir(img, ino, find_cb, &f);
+		if (r < 0)
+			return r;
+		if (!f.found)
+			return anole_err(&img->err, ENOENT, "%s: no such file or directory in %s",
+					 path, img->path);
+		if ((r = anole_inode_read(img, f.nid, ino)) < 0)
+			return r;
+		p = e;
+	}
+}
+
+/* ---- xattrs ------------------------------------------------------------ */
+
+static int emit_entry(struct anole_image *img, uint64_t nid, uint64_t at,
+		      const struct erofs_xattr_entry *e, const char *body, anole_xattr_fn fn,
+		      void *ctx)
+{
+	const char *prefix = xattr_prefix(e->e_name_index);
+	if (!prefix)
+		return img_corrupt(img, nid, at, "xattr with unknown name index %u", e->e_name_index);
+	bool whole = e->e_name_index == EROFS_XATTR_INDEX_POSIX_ACL_ACCESS ||
+		     e->e_name_index == EROFS_XATTR_INDEX_POSIX_ACL_DEFAULT;
+	if ((whole && e->e_name_len) || (!whole && !e->e_name_len))
+		return img_corrupt(img, nid, at, "xattr name of length %u under prefix %s",
+				   e->e_name_len, prefix);
+	if (memchr(body, 0, e->e_name_len))
+		return img_corrupt(img, nid, at, "xattr name contains a NUL byte");
+	char name[300];
+	snprintf(name, sizeof(name), "%s%.*s", prefix, (int)e->e_name_len, body);
+	return fn(ctx, name, body + e->e_name_len, e->e_value_size);
+}
+
+int anole_xattrs(struct anole_image *img, const struct anole_inode *ino, anole_xattr_fn fn,
+		 void *ctx)
+{
+	if (!ino->xattr_isize)
+		return 0;
+	uint64_t at = ino->pos + ino->inode_isize;
+	_cleanup_free_ char *body = malloc(ino->xattr_isize);
+	if (!body)
+		return anole_err(&img->err, ENOMEM, "out of memory");
+	int r = img_meta_read(img, ino->nid, at, body, ino->xattr_isize);
+	if (r < 0)
+		return r;
+	struct erofs_xattr_ibody_header h;
+	memcpy(&h, body, sizeof(h));
+	size_t off = sizeof(h) + 4u * h.h_shared_count;
+	if (off > ino->xattr_isize)
+		return img_corrupt(img, ino->nid, at, "%u shared xattr ids overflow the xattr area",
+				   h.h_shared_count);
+	uint64_t shared_base = (uint64_t)img->info.xattr_blkaddr << img->blkbits;
+	_cleanup_free_ char *sbody = NULL;
+	for (unsigned int i = 0; i < h.h_shared_count; i++) {
+		uint32_t id;
+		memcpy(&id, body + sizeof(h) + 4u * i, 4);
+		uint64_t spos = shared_base + 4ull * id;
+		struct erofs_xattr_entry e;
+		if ((r = img_meta_read(img, ino->nid, spos, &e, sizeof(e))) < 0)
+			return r;
+		size_t blen = (size_t)e.e_name_len + e.e_value_size;
+		free(sbody);
+		sbody = malloc(blen + 1);
+		if (!sbody)
+			return anole_err(&img->err, ENOMEM, "out of memory");
+		if ((r = img_meta_read(img, ino->nid, spos + sizeof(e), sbody, blen)) < 0)
+			return r;
+		if ((r = emit_entry(img, ino->nid, spos, &e, sbody, fn, ctx)))
+			return r;
+	}
+	while (off + sizeof(struct erofs_xattr_entry) <= ino->xattr_isize) {
+		struct erofs_xattr_entry e;
+		memcpy(&e, body + off, sizeof(e));
+		size_t esize = erofs_xattr_entry_size(e.e_name_len, e.e_value_size);
+		if (esize > ino->xattr_isize - off)
+			return img_corrupt(img, ino->nid, at + off, "xattr entry overflows the xattr area");
+		if ((r = emit_entry(img, ino->nid, at + off, &e, body + off + sizeof(e), fn, ctx)))
+			return r;
+		off += esize;
+	}
+	return 0;
+}

@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Reader internals shared by check, extract and inspect. */
+#ifndef ANOLE_READER_H
+#define ANOLE_READER_H
+
+#include "util/util.h"
+
+int img_corrupt(struct anole_image *img, uint64_t nid, uint64_t off, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+struct anole_error *img_err(struct anole_image *img);
+const char *img_path(const struct anole_image *img);
+uint32_t img_blksz(const struct anole_image *img);
+int img_meta_read(struct anole_image *img, uint64_t nid, uint64_t off, void *buf, size_t len);
+
+/* One directory's entries, "." and ".." included, in on-disk order. */
+struct dent {
+	uint64_t nid;
+	uint8_t type;
+	uint8_t len;
+	char name[256]; /* NUL-terminated copy */
+};
+struct dent_list {
+	struct dent *v;
+	size_t n, cap;
+};
+uint8_t mode_to_ftype(uint32_t mode);
+int read_dir_entries(struct anole_image *img, const struct anole_inode *dir, struct dent_list *out);
+
+#endif

@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The in-memory tree a build collects before it lays out metadata.
+ *
+ * A source (a directory walk today; tar and OCI layers later) adds inodes
+ * and directory entries and streams each regular file's data as it goes.
+ * Only metadata stays in memory: file contents go straight to the image's
+ * data area and short tails to a spool file, so memory grows with the
+ * number of inodes, never with file sizes.
+ */
+#ifndef ANOLE_TREE_H
+#define ANOLE_TREE_H
+
+#include "util/util.h"
+#include "erofs/xattr.h"
+
+struct tdentry;
+
+struct tdir {
+	struct tdentry **child; /* sorted by name before layout */
+	uint32_t nchild, cap;
+	uint32_t nsubdirs;
+	struct tdentry *parent; /* the dentry naming this dir, NULL for root */
+};
+
+enum tdata_kind {
+	TDATA_NONE,   /* empty, or not a regular file */
+	TDATA_FLAT,   /* contiguous blocks at startblk, optional inline tail */
+	TDATA_CHUNKS, /* chunk map (holes) kept in the spool */
+};
+
+struct tinode {
+	uint32_t mode, uid, gid, rdev;
+	int64_t mtime;
+	uint32_t mtime_nsec;
+	uint32_t nlink;
+	uint64_t size;
+	uint32_t xattr_set; /* interned set id, 0 = none */
+	uint32_t ino;
+
+	/* data placement */
+	uint8_t data_kind;
+	uint8_t chunkbits;
+	bool inline_tail;
+	uint32_t tail_len;
+	uint64_t tail_off; /* in the spool; also the chunk map's offset */
+	uint64_t startblk;
+	uint32_t nchunks;
+
+	/* metadata layout */
+	bool extended;
+	uint8_t layout;
+	uint16_t xattr_icount;
+	uint32_t meta_size;
+	uint64_t nid;
+
+	union {
+		struct tdir *dir;
+		char *symlink; /* target, NUL-terminated; size holds its length */
+	} u;
+};
+
+struct tdentry {
+	struct tinode *inode;
+	struct tdentry *parent;
+	uint16_t namelen;
+	char name[]; /* not NUL-terminated */
+};
+
+struct tree_writer;
+
+int tw_new(struct tree_writer **tw, const char *image, const struct anole_build_options *opts,
+	   struct anole_error *err);
+void tw_free(struct tree_writer *tw);
+struct xattr_table *tw_xattrs(struct tree_writer *tw);
+
+/* Create the root (a directory) or a new inode under @parent. */
+int tw_root(struct tree_writer *tw, struct tinode **root);
+int tw_add(struct tree_writer *tw, struct tinode *parent, const char *name, size_t namelen,
+	   struct tinode *inode, struct tdentry **out);
+/* Allocate a zeroed inode owned by the writer. */
+struct tinode *tw_inode_new(struct tree_writer *tw);
+
+/* Stream a regular file's content. @fd is read from its start; extents
+ * lists the data runs (holes elsewhere), or NULL for a dense file. */
+struct data_extent {
+	uint64_t off, len;
+};
+int tw_file_data(struct tree_writer *tw, struct tinode *inode, int fd, const struct data_extent *ext,
+		 size_t next, const char *path_for_errors);
+
+/* Lay out, write metadata and commit the image under its final name. */
+int tw_finish(struct tree_writer *tw, struct anole_build_stats *stats);
+
+/* Path of a dentry for messages ("/" for root). */
+void tdentry_path(const struct tdentry *d, struct strbuf *out);
+uint8_t mode_to_ftype(uint32_t mode);
+void tw_progress(struct tree_writer *tw, const char *phase, bool force);
+
+#endif

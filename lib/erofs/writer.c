@@ -1,0 +1,1151 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The EROFS image writer.
+ *
+ * Image layout (4 KiB blocks by default):
+ *
+ *   block 0          superblock at byte 1024
+ *   data area        regular file contents, in the order the source gives
+ *                    them (full blocks; tails that are not inlined)
+ *   late area        directory blocks and long symlinks (they need nids, or
+ *                    are only known after the scan)
+ *   shared xattrs    xattr_blkaddr
+ *   metadata area    meta_blkaddr: inodes with inline xattrs, chunk maps
+ *                    and inline tails; the root inode first (nid 0)
+ *
+ * Data is written while the source is scanned; everything that depends on
+ * nids is written by tw_finish() once the whole tree is known.
+ */
+#include <fcntl.h>
+#include <limits.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include "anole/erofs_fs.h"
+#include "erofs/tree.h"
+
+#define OPEN_META_BLOCKS 16
+
+struct tree_writer {
+	struct anole_build_options opts;
+	struct anole_error *err;
+	char *image_path;
+	char *tmp_path; /* set when O_TMPFILE was not available */
+	int fd;
+	int spool_fd;
+	uint64_t spool_len;
+	unsigned int blkbits;
+	uint32_t blksz;
+	uint64_t next_blk;
+
+	struct tinode **inodes; /* creation order; [0] is the root */
+	size_t ninodes, icap;
+	struct xattr_table *xt;
+	struct anole_build_stats stats;
+	double t0, last_progress;
+	char *buf; /* copy buffer */
+};
+
+#define COPY_BUF (1u << 20)
+
+static int tmpfile_in_dir_of(const char *path, char **tmp_path)
+{
+	_cleanup_free_ char *dir = strdup(path);
+	if (!dir)
+		return -ENOMEM;
+	char *slash = strrchr(dir, '/');
+	if (slash == dir)
+		dir[1] = 0;
+	else if (slash)
+		*slash = 0;
+	else
+		strcpy(dir, ".");
+
+	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0644);
+	if (fd >= 0)
+		return fd;
+	/* Fallback for filesystems without O_TMPFILE: a visible temp name. */
+	if (asprintf(tmp_path, "%s.anole-tmp-XXXXXX", path) < 0)
+		return -ENOMEM;
+	fd = mkostemp(*tmp_path, O_CLOEXEC);
+	if (fd < 0) {
+		int e = errno;
+		free(*tmp_path);
+		*tmp_path = NULL;
+		return -e;
+	}
+	fchmod(fd, 0644);
+	return fd;
+}
+
+/* An unnamed scratch file in $TMPDIR. */
+static int anon_tmpfile(void)
+{
+	const char *dir = getenv("TMPDIR");
+	if (!dir || !*dir)
+		dir = "/tmp";
+	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd >= 0)
+		return fd;
+	_cleanup_free_ char *path = NULL;
+	if (asprintf(&path, "%s/anole-spool-XXXXXX", dir) < 0)
+		return -ENOMEM;
+	fd = mkostemp(path, O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	unlink(path);
+	return fd;
+}
+
+int tw_new(struct tree_writer **out, const char *image, const struct anole_build_options *opts,
+	   struct anole_error *err)
+{
+	struct tree_writer *tw = calloc(1, sizeof(*tw));
+	if (!tw)
+		return anole_err(err, ENOMEM, "out of memory");
+	tw->fd = tw->spool_fd = -1;
+	tw->err = err;
+	if (opts)
+		tw->opts = *opts;
+	tw->blkbits = tw->opts.blkszbits ? tw->opts.blkszbits : 12;
+	if (tw->blkbits != 12) {
+		free(tw);
+		return anole_err(err, EINVAL, "only 4096-byte blocks are supported");
+	}
+	tw->blksz = 1u << tw->blkbits;
+	tw->next_blk = 1; /* block 0 holds the superblock */
+	tw->t0 = tw->last_progress = now_seconds();
+	tw->image_path = strdup(image);
+	tw->buf = malloc(COPY_BUF);
+	int r = tw->image_path && tw->buf ? xattr_table_new(&tw->xt) : -ENOMEM;
+	if (r < 0) {
+		tw_free(tw);
+		return anole_err(err, ENOMEM, "out of memory");
+	}
+	r = tmpfile_in_dir_of(image, &tw->tmp_path);
+	if (r < 0) {
+		tw_free(tw);
+		return anole_err(err, -r, "%s: cannot create output: %s", image, strerror(-r));
+	}
+	tw->fd = r;
+	/* The spool holds tails and chunk maps until metadata is written. */
+	r = anon_tmpfile();
+	if (r < 0) {
+		tw_free(tw);
+		return anole_err(err, -r, "cannot create a spool file in %s: %s",
+				 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", strerror(-r));
+	}
+	tw->spool_fd = r;
+	*out = tw;
+	return 0;
+}
+
+static void free_inode(struct tinode *ino)
+{
+	if (S_ISDIR(ino->mode) && ino->u.dir) {
+		for (uint32_t i = 0; i < ino->u.dir->nchild; i++)
+			free(ino->u.dir->child[i]);
+		free(ino->u.dir->child);
+		free(ino->u.dir);
+	} else if (S_ISLNK(ino->mode)) {
+		free(ino->u.symlink);
+	}
+	free(ino);
+}
+
+void tw_free(struct tree_writer *tw)
+{
+	if (!tw)
+		return;
+	if (tw->fd >= 0)
+		close(tw->fd);
+	if (tw->spool_fd >= 0)
+		close(tw->spool_fd);
+	if (tw->tmp_path) {
+		unlink(tw->tmp_path);
+		free(tw->tmp_path);
+	}
+	for (size_t i = 0; i < tw->ninodes; i++)
+		free_inode(tw->inodes[i]);
+	free(tw->inodes);
+	xattr_table_free(tw->xt);
+	free(tw->image_path);
+	free(tw->buf);
+	free(tw);
+}
+
+struct xattr_table *tw_xattrs(struct tree_writer *tw)
+{
+	return tw->xt;
+}
+
+void tw_progress(struct tree_writer *tw, const char *phase, bool force)
+{
+	if (!tw->opts.progress)
+		return;
+	double now = now_seconds();
+	if (!force && now - tw->last_progress < 0.2)
+		return;
+	tw->last_progress = now;
+	struct anole_progress p = {
+		.phase = phase,
+		.inodes = tw->ninodes,
+		.bytes = tw->stats.data_bytes,
+		.seconds = now - tw->t0,
+	};
+	tw->opts.progress(&p, tw->opts.progress_ctx);
+}
+
+struct tinode *tw_inode_new(struct tree_writer *tw)
+{
+	(void)tw;
+	return calloc(1, sizeof(struct tinode));
+}
+
+static int register_inode(struct tree_writer *tw, struct tinode *ino)
+{
+	if (tw->ninodes == tw->icap) {
+		size_t ncap = tw->icap ? tw->icap * 2 : 1024;
+		struct tinode **n = realloc(tw->inodes, ncap * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		tw->inodes = n;
+		tw->icap = ncap;
+	}
+	if (tw->opts.clamp_mtime && ino->mtime > tw->opts.mtime_clamp) {
+		ino->mtime = tw->opts.mtime_clamp;
+		ino->mtime_nsec = 0;
+	}
+	tw->inodes[tw->ninodes++] = ino;
+	ino->ino = (uint32_t)tw->ninodes;
+	if (S_ISDIR(ino->mode)) {
+		ino->u.dir = calloc(1, sizeof(struct tdir));
+		if (!ino->u.dir)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+int tw_root(struct tree_writer *tw, struct tinode **root)
+{
+	if (tw->ninodes)
+		return anole_err(tw->err, EINVAL, "root added twice");
+	if (!S_ISDIR((*root)->mode))
+		return anole_err(tw->err, ENOTDIR, "the root of an image must be a directory");
+	int r = register_inode(tw, *root);
+	if (r < 0) {
+		free(*root);
+		*root = NULL;
+		return anole_err(tw->err, -r, "out of memory");
+	}
+	(*root)->nlink = 1;
+	return 0;
+}
+
+void tdentry_path(const struct tdentry *d, struct strbuf *out)
+{
+	if (!d) {
+		strbuf_add(out, "/", 1);
+		return;
+	}
+	const struct tdentry *chain[4096];
+	size_t n = 0;
+	for (; d && n < ARRAY_SIZE(chain); d = d->parent)
+		chain[n++] = d;
+	while (n--) {
+		strbuf_add(out, "/", 1);
+		escape_name(chain[n]->name, chain[n]->namelen, out);
+	}
+}
+
+int tw_add(struct tree_writer *tw, struct tinode *parent, const char *name, size_t namelen,
+	   struct tinode *inode, struct tdentry **out)
+{
+	if (!namelen || namelen > EROFS_NAME_LEN || memchr(name, '/', namelen) ||
+	    memchr(name, 0, namelen) || (namelen == 1 && name[0] == '.') ||
+	    (namelen == 2 && name[0] == '.' && name[1] == '.'))
+		return anole_err(tw->err, EINVAL, "invalid file name '%.*s'", (int)MIN(namelen, 255),
+				 name);
+	if (!S_ISDIR(parent->mode))
+		return anole_err(tw->err, ENOTDIR, "parent of '%.*s' is not a directory",
+				 (int)namelen, name);
+	struct tdir *pd = parent->u.dir;
+	struct tdentry *d = malloc(sizeof(*d) + namelen);
+	if (!d)
+		return anole_err(tw->err, ENOMEM, "out of memory");
+	d->inode = inode;
+	d->parent = pd->parent;
+	d->namelen = (uint16_t)namelen;
+	memcpy(d->name, name, namelen);
+	/* dentry->parent names the parent *dentry* so paths can be rebuilt */
+	if (pd->nchild == pd->cap) {
+		uint32_t ncap = pd->cap ? pd->cap * 2 : 8;
+		struct tdentry **n = realloc(pd->child, ncap * sizeof(*n));
+		if (!n) {
+			free(d);
+			return anole_err(tw->err, ENOMEM, "out of memory");
+		}
+		pd->child = n;
+		pd->cap = ncap;
+	}
+	if (!inode->nlink) {
+		int r = register_inode(tw, inode);
+		if (r < 0) {
+			free(d);
+			return anole_err(tw->err, -r, "out of memory");
+		}
+	} else if (S_ISDIR(inode->mode)) {
+		free(d);
+		return anole_err(tw->err, EMLINK, "directory '%.*s' linked twice", (int)namelen,
+				 name);
+	} else {
+		tw->stats.hardlinks++;
+	}
+	if (inode->nlink == UINT32_MAX) {
+		free(d);
+		return anole_err(tw->err, EMLINK, "too many links to '%.*s'", (int)namelen, name);
+	}
+	inode->nlink++;
+	pd->child[pd->nchild++] = d;
+	if (S_ISDIR(inode->mode)) {
+		pd->nsubdirs++;
+		inode->u.dir->parent = d;
+	}
+	if (out)
+		*out = d;
+	return 0;
+}
+
+/* ---- file data --------------------------------------------------------- */
+
+static int copy_range(struct tree_writer *tw, int fd, uint64_t off, uint64_t len, uint64_t dst,
+		      const char *path)
+{
+	uint64_t done = 0;
+	bool cfr = true;
+
+	while (done < len) {
+		size_t want = (size_t)MIN(len - done, (uint64_t)COPY_BUF);
+		ssize_t n;
+		if (cfr) {
+			loff_t in = (loff_t)(off + done), outoff = (loff_t)(dst + done);
+			n = copy_file_range(fd, &in, tw->fd, &outoff, want, 0);
+			if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
+				      errno == EOPNOTSUPP || errno == EBADF)) {
+				cfr = false;
+				continue;
+			}
+		} else {
+			n = pread(fd, tw->buf, want, (off_t)(off + done));
+			if (n > 0) {
+				int r = pwrite_full(tw->fd, tw->buf, (size_t)n, dst + done);
+				if (r < 0)
+					return anole_err(tw->err, -r, "%s: cannot write image: %s",
+							 tw->image_path, strerror(-r));
+			}
+		}
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return anole_err(tw->err, errno, "%s: read error at offset %llu: %s", path,
+					 (unsigned long long)(off + done), strerror(errno));
+		}
+		if (n == 0)
+			return anole_err(tw->err, EIO,
+					 "%s: file shrank while being read (at offset %llu)", path,
+					 (unsigned long long)(off + done));
+		done += (uint64_t)n;
+		tw->stats.data_bytes += (uint64_t)n;
+		tw_progress(tw, "data", false);
+	}
+	return 0;
+}
+
+static int spool_write(struct tree_writer *tw, const void *data, size_t len, uint64_t *off)
+{
+	*off = tw->spool_len;
+	int r = pwrite_full(tw->spool_fd, data, len, tw->spool_len);
+	if (r < 0)
+		return anole_err(tw->err, -r, "spool file: %s", strerror(-r));
+	tw->spool_len += len;
+	return 0;
+}
+
+/* Inline the tail after the inode only when it will fit in one block even
+ * with an extended inode and every xattr inline: then layout never has to
+ * undo the choice. */
+static bool tail_fits_inline(struct tree_writer *tw, const struct tinode *ino, uint64_t tail)
+{
+	uint64_t need = sizeof(struct erofs_inode_extended) +
+			xattr_set_max_ibody(tw->xt, ino->xattr_set) + tail;
+	return tail && need <= tw->blksz;
+}
+
+static int write_flat(struct tree_writer *tw, struct tinode *ino, int fd, const char *path)
+{
+	uint64_t size = ino->size;
+	uint64_t full = size >> tw->blkbits;
+	uint64_t tail = size & (tw->blksz - 1);
+	int r;
+
+	ino->data_kind = TDATA_FLAT;
+	ino->startblk = tw->next_blk;
+	ino->inline_tail = tail_fits_inline(tw, ino, tail);
+	r = copy_range(tw, fd, 0, full << tw->blkbits, tw->next_blk << tw->blkbits, path);
+	if (r < 0)
+		return r;
+	tw->next_blk += full;
+	if (!tail)
+		return 0;
+
+	memset(tw->buf, 0, tw->blksz);
+	r = pread_full(fd, tw->buf, tail, full << tw->blkbits);
+	if (r < 0)
+		return anole_err(tw->err, r == -ENODATA ? EIO : -r,
+				 "%s: %s while reading the last %llu bytes", path,
+				 r == -ENODATA ? "file shrank" : strerror(-r),
+				 (unsigned long long)tail);
+	tw->stats.data_bytes += tail;
+	if (ino->inline_tail) {
+		ino->tail_len = (uint32_t)tail;
+		return spool_write(tw, tw->buf, tail, &ino->tail_off);
+	}
+	r = pwrite_full(tw->fd, tw->buf, tw->blksz, tw->next_blk << tw->blkbits);
+	if (r < 0)
+		return anole_err(tw->err, -r, "%s: cannot write image: %s", tw->image_path,
+				 strerror(-r));
+	tw->next_blk++;
+	return 0;
+}
+
+/* Chunks that hold any data, for a chunk size of 1 << cbits bytes. */
+static uint64_t data_chunks(const struct data_extent *ext, size_t n, unsigned int cbits)
+{
+	uint64_t count = 0, last = UINT64_MAX;
+	for (size_t i = 0; i < n; i++) {
+		if (!ext[i].len)
+			continue;
+		uint64_t first = ext[i].off >> cbits, end = (ext[i].off + ext[i].len - 1) >> cbits;
+		if (last != UINT64_MAX && first <= last)
+			first = last + 1;
+		if (first <= end)
+			count += end - first + 1;
+		last = MAX(last == UINT64_MAX ? 0 : last, end);
+	}
+	return count;
+}
+
+static int write_chunked(struct tree_writer *tw, struct tinode *ino, int fd,
+			 const struct data_extent *ext, size_t next, const char *path)
+{
+	uint64_t size = ino->size;
+	unsigned int best = 0;
+	uint64_t best_cost = UINT64_MAX;
+
+	/* Pick the chunk size that costs least: map entries against zeros
+	 * written for holes too small to skip. */
+	for (unsigned int cb = 0; cb <= 20; cb++) {
+		unsigned int cbits = tw->blkbits + cb;
+		uint64_t nchunks = DIV_ROUND_UP(size, 1ull << cbits);
+		if (nchunks > (1u << 24))
+			continue; /* a map above 64 MiB is never the answer */
+		uint64_t cost = nchunks * 4 + (data_chunks(ext, next, cbits) << cbits);
+		if (cost <= best_cost) {
+			best_cost = cost;
+			best = cb;
+		}
+		if (nchunks == 1)
+			break;
+	}
+	unsigned int cbits = tw->blkbits + best;
+	uint64_t csize = 1ull << cbits;
+	uint64_t nchunks = DIV_ROUND_UP(size, csize);
+	_cleanup_free_ uint32_t *map = malloc(nchunks * sizeof(uint32_t));
+	if (!map)
+		return anole_err(tw->err, ENOMEM, "%s: out of memory for chunk map", path);
+	for (uint64_t c = 0; c < nchunks; c++)
+		map[c] = EROFS_NULL_ADDR;
+
+	size_t e = 0;
+	for (uint64_t c = 0; c < nchunks; c++) {
+		uint64_t cstart = c << cbits, cend = MIN(size, cstart + csize);
+		while (e < next && ext[e].off + ext[e].len <= cstart)
+			e++;
+		if (e == next || ext[e].off >= cend)
+			continue; /* a hole */
+		if (tw->next_blk >= EROFS_NULL_ADDR)
+			return anole_err(tw->err, EFBIG, "image exceeds 2^32 blocks");
+		map[c] = (uint32_t)tw->next_blk;
+		uint64_t len = cend - cstart;
+		/* Read the chunk through pread: holes inside it read as zeros. */
+		for (uint64_t done = 0; done < len;) {
+			size_t want = (size_t)MIN(len - done, (uint64_t)COPY_BUF);
+			int r = pread_full(fd, tw->buf, want, cstart + done);
+			if (r < 0)
+				return anole_err(tw->err, r == -ENODATA ? EIO : -r,
+						 "%s: %s at offset %llu", path,
+						 r == -ENODATA ? "file shrank" : strerror(-r),
+						 (unsigned long long)(cstart + done));
+			size_t padded = ROUND_UP(want, tw->blksz);
+			memset(tw->buf + want, 0, padded - want);
+			r = pwrite_full(tw->fd, tw->buf, padded, (tw->next_blk << tw->blkbits) + done);
+			if (r < 0)
+				return anole_err(tw->err, -r, "%s: cannot write image: %s",
+						 tw->image_path, strerror(-r));
+			done += want;
+			tw->stats.data_bytes += want;
+		}
+		tw->next_blk += DIV_ROUND_UP(len, tw->blksz);
+		tw_progress(tw, "data", false);
+	}
+	ino->data_kind = TDATA_CHUNKS;
+	ino->chunkbits = (uint8_t)best;
+	ino->nchunks = (uint32_t)nchunks;
+	return spool_write(tw, map, nchunks * sizeof(uint32_t), &ino->tail_off);
+}
+
+int tw_file_data(struct tree_writer *tw, struct tinode *ino, int fd, const struct data_extent *ext,
+		 size_t next, const char *path)
+{
+	if (!ino->size)
+		return 0;
+	int r = ext ? write_chunked(tw, ino, fd, ext, next, path) : write_flat(tw, ino, fd, path);
+	if (r < 0)
+		return r;
+	if (tw->next_blk >= EROFS_NULL_ADDR)
+		return anole_err(tw->err, EFBIG, "image exceeds 2^32 blocks");
+	return 0;
+}
+
+/* ---- layout ------------------------------------------------------------ */
+
+uint8_t mode_to_ftype(uint32_t mode)
+{
+	switch (mode & S_IFMT) {
+	case S_IFREG: return EROFS_FT_REG_FILE;
+	case S_IFDIR: return EROFS_FT_DIR;
+	case S_IFCHR: return EROFS_FT_CHRDEV;
+	case S_IFBLK: return EROFS_FT_BLKDEV;
+	case S_IFIFO: return EROFS_FT_FIFO;
+	case S_IFSOCK: return EROFS_FT_SOCK;
+	case S_IFLNK: return EROFS_FT_SYMLINK;
+	}
+	return EROFS_FT_UNKNOWN;
+}
+
+struct dref {
+	const char *name;
+	uint16_t len;
+	struct tinode *inode;
+};
+
+static int cmp_name(const char *a, size_t alen, const char *b, size_t blen)
+{
+	int c = memcmp(a, b, MIN(alen, blen));
+	if (c)
+		return c;
+	return alen < blen ? -1 : alen > blen;
+}
+
+static int cmp_dentry(const void *x, const void *y)
+{
+	const struct tdentry *a = *(const struct tdentry *const *)x;
+	const struct tdentry *b = *(const struct tdentry *const *)y;
+	return cmp_name(a->name, a->namelen, b->name, b->namelen);
+}
+
+/* The entries of a directory as stored: "." and ".." merged in by name. */
+static struct dref *dir_refs(struct tinode *dir, struct tinode *parent, uint32_t *n)
+{
+	struct tdir *d = dir->u.dir;
+	struct dref *r = malloc((d->nchild + 2) * sizeof(*r));
+	if (!r)
+		return NULL;
+	uint32_t k = 0, i = 0;
+	struct dref dots[2] = {{".", 1, dir}, {"..", 2, parent}};
+	unsigned int di = 0;
+	while (i < d->nchild || di < 2) {
+		if (di < 2 && (i == d->nchild || cmp_name(dots[di].name, dots[di].len,
+							    d->child[i]->name,
+							    d->child[i]->namelen) < 0)) {
+			r[k++] = dots[di++];
+		} else {
+			r[k++] = (struct dref){d->child[i]->name, d->child[i]->namelen,
+					       d->child[i]->inode};
+			i++;
+		}
+	}
+	*n = k;
+	return r;
+}
+
+/* Size in bytes of a directory's data: entries packed into blocks. */
+static uint64_t dir_size(const struct dref *r, uint32_t n, uint32_t blksz)
+{
+	uint64_t blocks = 0;
+	uint32_t used = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t need = sizeof(struct erofs_dirent) + r[i].len;
+		if (!blocks || used + need > blksz) {
+			blocks++;
+			used = 0;
+		}
+		used += need;
+	}
+	return (blocks - 1) * blksz + used;
+}
+
+static struct tinode *parent_of(struct tree_writer *tw, struct tinode *dir)
+{
+	struct tdentry *d = dir->u.dir->parent;
+	if (!d)
+		return tw->inodes[0];
+	/* the dentry's parent field names the grandparent dentry; the parent
+	 * directory inode is found through it, or the root */
+	return d->parent ? d->parent->inode : tw->inodes[0];
+}
+
+static void inode_path(struct tree_writer *tw, struct tinode *ino, struct strbuf *out)
+{
+	/* Directories know their dentry; for others, search is not worth it. */
+	if (S_ISDIR(ino->mode))
+		tdentry_path(ino->u.dir->parent, out);
+	else
+		strbuf_addf(out, "inode #%u", ino->ino);
+	(void)tw;
+}
+
+static int sort_dirs(struct tree_writer *tw)
+{
+	for (size_t i = 0; i < tw->ninodes; i++) {
+		struct tinode *ino = tw->inodes[i];
+		if (!S_ISDIR(ino->mode))
+			continue;
+		struct tdir *d = ino->u.dir;
+		qsort(d->child, d->nchild, sizeof(*d->child), cmp_dentry);
+		for (uint32_t k = 1; k < d->nchild; k++) {
+			if (!cmp_dentry(&d->child[k - 1], &d->child[k])) {
+				struct strbuf p = {0};
+				inode_path(tw, ino, &p);
+				int r = anole_err(tw->err, EEXIST, "%s: duplicate entry '%.*s'",
+						  p.buf, (int)d->child[k]->namelen,
+						  d->child[k]->name);
+				strbuf_release(&p);
+				return r;
+			}
+		}
+	}
+	return 0;
+}
+
+struct layout {
+	int64_t epoch;
+	uint32_t fixed_nsec;
+	uint64_t late_blk;
+};
+
+static bool fits_compact(const struct tinode *ino, const struct layout *l)
+{
+	uint64_t nlink = S_ISDIR(ino->mode) ? 2ull + ino->u.dir->nsubdirs : ino->nlink;
+	return ino->uid <= UINT16_MAX && ino->gid <= UINT16_MAX && nlink <= UINT16_MAX &&
+	       ino->size <= UINT32_MAX && ino->mtime_nsec == l->fixed_nsec &&
+	       ino->mtime >= l->epoch && (uint64_t)(ino->mtime - l->epoch) <= UINT32_MAX;
+}
+
+/* Compact inodes store mtime as seconds after the superblock epoch with one
+ * shared nanosecond value: choose the epoch and nanoseconds that let the
+ * most inodes stay compact. */
+static void choose_epoch(struct tree_writer *tw, struct layout *l)
+{
+	uint32_t cand = 0, votes = 0;
+	for (size_t i = 0; i < tw->ninodes; i++) {
+		uint32_t ns = tw->inodes[i]->mtime_nsec;
+		if (!votes) {
+			cand = ns;
+			votes = 1;
+		} else {
+			votes += ns == cand ? 1 : -1u;
+		}
+	}
+	size_t count = 0;
+	for (size_t i = 0; i < tw->ninodes; i++)
+		count += tw->inodes[i]->mtime_nsec == cand;
+	l->fixed_nsec = count * 2 > tw->ninodes ? cand : 0;
+	l->epoch = INT64_MAX;
+	for (size_t i = 0; i < tw->ninodes; i++)
+		if (tw->inodes[i]->mtime_nsec == l->fixed_nsec && tw->inodes[i]->mtime < l->epoch)
+			l->epoch = tw->inodes[i]->mtime;
+	if (l->epoch == INT64_MAX || l->epoch < 0)
+		l->epoch = 0;
+}
+
+static int layout_inode(struct tree_writer *tw, struct tinode *ino, struct layout *l)
+{
+	uint32_t ibody;
+	xattr_set_ibody(tw->xt, ino->xattr_set, &ibody);
+	if (ibody > erofs_xattr_ibody_size(UINT16_MAX)) {
+		struct strbuf p = {0};
+		inode_path(tw, ino, &p);
+		int r = anole_err(tw->err, E2BIG, "%s: extended attributes too large (%u bytes)",
+				  p.buf, ibody);
+		strbuf_release(&p);
+		return r;
+	}
+	ino->xattr_icount = ibody ? (uint16_t)((ibody - 12) / 4 + 1) : 0;
+
+	uint64_t tail = 0, late_blocks = 0;
+	uint32_t extra = 0;
+	if (S_ISDIR(ino->mode)) {
+		uint32_t n;
+		_cleanup_free_ struct dref *r = dir_refs(ino, parent_of(tw, ino), &n);
+		if (!r)
+			return anole_err(tw->err, ENOMEM, "out of memory");
+		ino->size = dir_size(r, n, tw->blksz);
+		tail = ino->size & (tw->blksz - 1);
+		late_blocks = ino->size >> tw->blkbits;
+	} else if (S_ISLNK(ino->mode)) {
+		tail = ino->size;
+	}
+	ino->extended = !fits_compact(ino, l);
+	uint32_t core = ino->extended ? sizeof(struct erofs_inode_extended)
+				      : sizeof(struct erofs_inode_compact);
+
+	if (S_ISDIR(ino->mode) || S_ISLNK(ino->mode)) {
+		if (tail && core + ibody + tail <= tw->blksz) {
+			ino->layout = EROFS_INODE_FLAT_INLINE;
+			ino->inline_tail = true;
+			ino->tail_len = (uint32_t)tail;
+			extra = (uint32_t)tail;
+		} else {
+			ino->layout = EROFS_INODE_FLAT_PLAIN;
+			ino->inline_tail = false;
+			late_blocks = DIV_ROUND_UP(ino->size, tw->blksz);
+		}
+		ino->startblk = late_blocks ? l->late_blk : 0;
+		l->late_blk += late_blocks;
+	} else if (S_ISREG(ino->mode) && ino->data_kind == TDATA_CHUNKS) {
+		ino->layout = EROFS_INODE_CHUNK_BASED;
+		extra = ino->nchunks * 4;
+	} else if (S_ISREG(ino->mode) && ino->data_kind == TDATA_FLAT && ino->inline_tail) {
+		ino->layout = EROFS_INODE_FLAT_INLINE;
+		extra = ino->tail_len;
+	} else {
+		ino->layout = EROFS_INODE_FLAT_PLAIN;
+	}
+	ino->meta_size = core + ibody + extra;
+	if (ino->extended)
+		tw->stats.extended_inodes++;
+	else
+		tw->stats.compact_inodes++;
+	return 0;
+}
+
+struct placed {
+	uint64_t pos;
+	struct tinode *ino;
+};
+
+static int cmp_placed(const void *x, const void *y)
+{
+	const struct placed *a = x, *b = y;
+	return a->pos < b->pos ? -1 : a->pos > b->pos;
+}
+
+/* Assign nids: first fit over a few partly filled blocks, so that inodes
+ * with inline tails waste little space while none crosses a block. */
+static int place_inodes(struct tree_writer *tw, struct placed *pl, uint64_t *meta_blocks)
+{
+	struct {
+		uint64_t blk;
+		uint32_t used;
+	} open[OPEN_META_BLOCKS];
+	/* nid 0 is never used: the kernel reports nids as inode numbers, and
+	 * readdir(3) hides entries whose inode number is 0. */
+	unsigned int nopen = 1;
+	uint64_t fresh = 1;
+	open[0].blk = 0;
+	open[0].used = 1u << EROFS_ISLOT_BITS;
+
+	for (size_t i = 0; i < tw->ninodes; i++) {
+		struct tinode *ino = tw->inodes[i];
+		uint32_t size = ROUND_UP(ino->meta_size, 1u << EROFS_ISLOT_BITS);
+		uint64_t pos;
+		if (size > tw->blksz) {
+			pos = fresh << tw->blkbits;
+			fresh += DIV_ROUND_UP(size, tw->blksz);
+		} else {
+			unsigned int k;
+			for (k = 0; k < nopen; k++)
+				if (tw->blksz - open[k].used >= size)
+					break;
+			if (k == nopen) {
+				if (nopen == OPEN_META_BLOCKS) {
+					/* retire the fullest block */
+					unsigned int full = 0;
+					for (unsigned int j = 1; j < nopen; j++)
+						if (open[j].used > open[full].used)
+							full = j;
+					open[full] = open[--nopen];
+				}
+				open[nopen].blk = fresh++;
+				open[nopen].used = 0;
+				k = nopen++;
+			}
+			pos = (open[k].blk << tw->blkbits) + open[k].used;
+			open[k].used += size;
+			if (open[k].used == tw->blksz)
+				open[k] = open[--nopen];
+		}
+		ino->nid = pos >> EROFS_ISLOT_BITS;
+		pl[i] = (struct placed){pos, ino};
+	}
+	if (tw->inodes[0]->nid > UINT16_MAX)
+		return anole_err(tw->err, EFBIG, "root nid does not fit the superblock");
+	*meta_blocks = fresh;
+	qsort(pl, tw->ninodes, sizeof(*pl), cmp_placed);
+	return 0;
+}
+
+/* ---- writing metadata ---------------------------------------------------- */
+
+struct seqbuf {
+	struct tree_writer *tw;
+	uint64_t base; /* image offset of buf[0] */
+	size_t len;
+	char *buf;
+};
+
+static int seq_flush(struct seqbuf *s)
+{
+	int r = pwrite_full(s->tw->fd, s->buf, s->len, s->base);
+	if (r < 0)
+		return anole_err(s->tw->err, -r, "%s: cannot write image: %s", s->tw->image_path,
+				 strerror(-r));
+	s->base += s->len;
+	s->len = 0;
+	return 0;
+}
+
+static int seq_put(struct seqbuf *s, uint64_t pos, const void *data, size_t len)
+{
+	if (pos < s->base + s->len)
+		return anole_err(s->tw->err, EINVAL, "internal error: metadata overlap");
+	while (s->base + s->len < pos) {
+		size_t gap = (size_t)MIN(pos - s->base - s->len, (uint64_t)(COPY_BUF - s->len));
+		memset(s->buf + s->len, 0, gap);
+		s->len += gap;
+		if (s->len == COPY_BUF) {
+			int r = seq_flush(s);
+			if (r < 0)
+				return r;
+		}
+	}
+	const char *p = data;
+	while (len) {
+		size_t n = MIN(len, COPY_BUF - s->len);
+		memcpy(s->buf + s->len, p, n);
+		s->len += n;
+		p += n;
+		len -= n;
+		if (s->len == COPY_BUF) {
+			int r = seq_flush(s);
+			if (r < 0)
+				return r;
+		}
+	}
+	return 0;
+}
+
+static uint32_t encode_rdev(uint32_t rdev)
+{
+	unsigned int maj = major(rdev), min = minor(rdev);
+	return (min & 0xff) | (maj << 8) | ((min & ~0xffu) << 12);
+}
+
+/* Directory data: entries packed into blocks, names after each block's
+ * dirents, names never crossing a block. */
+static int dir_data(struct tree_writer *tw, struct tinode *ino, struct strbuf *out)
+{
+	uint32_t n;
+	_cleanup_free_ struct dref *r = dir_refs(ino, parent_of(tw, ino), &n);
+	if (!r || strbuf_grow(out, ROUND_UP(ino->size, tw->blksz)) < 0)
+		return anole_err(tw->err, ENOMEM, "out of memory");
+	out->len = 0;
+	for (uint32_t i = 0; i < n;) {
+		uint32_t used = 0, k = i;
+		while (k < n && used + sizeof(struct erofs_dirent) + r[k].len <= tw->blksz)
+			used += sizeof(struct erofs_dirent) + r[k++].len;
+		char *blk = out->buf + out->len;
+		memset(blk, 0, tw->blksz);
+		uint32_t nameoff = (k - i) * sizeof(struct erofs_dirent);
+		for (uint32_t j = i; j < k; j++) {
+			struct erofs_dirent de = {
+				.nid = r[j].inode->nid,
+				.nameoff = (uint16_t)nameoff,
+				.file_type = mode_to_ftype(r[j].inode->mode),
+			};
+			memcpy(blk + (j - i) * sizeof(de), &de, sizeof(de));
+			memcpy(blk + nameoff, r[j].name, r[j].len);
+			nameoff += r[j].len;
+		}
+		out->len += k < n ? tw->blksz : used;
+		i = k;
+	}
+	return 0;
+}
+
+static int write_inode(struct tree_writer *tw, struct seqbuf *s, uint64_t pos, struct tinode *ino,
+		       const struct layout *l, struct strbuf *scratch)
+{
+	char core[64] = {0};
+	uint32_t nlink = S_ISDIR(ino->mode) ? 2 + ino->u.dir->nsubdirs : ino->nlink;
+	uint32_t iu = 0;
+	uint16_t fmt = (uint16_t)((ino->extended ? 1 : 0) | (ino->layout << EROFS_I_DATALAYOUT_SHIFT));
+	const void *tail = NULL;
+	int r;
+
+	if (S_ISCHR(ino->mode) || S_ISBLK(ino->mode))
+		iu = encode_rdev(ino->rdev);
+	else if (ino->layout == EROFS_INODE_CHUNK_BASED)
+		iu = ino->chunkbits;
+	else
+		iu = (uint32_t)ino->startblk;
+
+	if (ino->extended) {
+		struct erofs_inode_extended *e = (void *)core;
+		e->i_format = fmt;
+		e->i_xattr_icount = ino->xattr_icount;
+		e->i_mode = (uint16_t)ino->mode;
+		e->i_size = ino->size;
+		e->i_u = iu;
+		e->i_ino = ino->ino;
+		e->i_uid = ino->uid;
+		e->i_gid = ino->gid;
+		e->i_mtime = (uint64_t)ino->mtime;
+		e->i_mtime_nsec = ino->mtime_nsec;
+		e->i_nlink = nlink;
+	} else {
+		struct erofs_inode_compact *c = (void *)core;
+		c->i_format = fmt;
+		c->i_xattr_icount = ino->xattr_icount;
+		c->i_mode = (uint16_t)ino->mode;
+		c->i_nlink = (uint16_t)nlink;
+		c->i_size = (uint32_t)ino->size;
+		c->i_mtime = (uint32_t)(ino->mtime - l->epoch);
+		c->i_u = iu;
+		c->i_ino = ino->ino;
+		c->i_uid = (uint16_t)ino->uid;
+		c->i_gid = (uint16_t)ino->gid;
+	}
+	uint32_t csize = ino->extended ? 64 : 32, ibody;
+	r = seq_put(s, pos, core, csize);
+	if (r < 0)
+		return r;
+	const void *xb = xattr_set_ibody(tw->xt, ino->xattr_set, &ibody);
+	if (ibody && (r = seq_put(s, pos + csize, xb, ibody)) < 0)
+		return r;
+	uint64_t at = pos + csize + ibody;
+
+	if (S_ISDIR(ino->mode)) {
+		if ((r = dir_data(tw, ino, scratch)) < 0)
+			return r;
+		uint64_t full = ino->inline_tail ? ino->size >> tw->blkbits
+						 : DIV_ROUND_UP(ino->size, tw->blksz);
+		if (full) {
+			/* pad the last block with zeros: the kernel reads whole blocks */
+			if (strbuf_grow(scratch, tw->blksz) < 0)
+				return anole_err(tw->err, ENOMEM, "out of memory");
+			memset(scratch->buf + scratch->len, 0,
+			       (size_t)((full << tw->blkbits) - MIN(scratch->len, full << tw->blkbits)));
+			r = pwrite_full(tw->fd, scratch->buf, (size_t)(full << tw->blkbits),
+					ino->startblk << tw->blkbits);
+			if (r < 0)
+				return anole_err(tw->err, -r, "%s: cannot write image: %s",
+						 tw->image_path, strerror(-r));
+		}
+		if (ino->inline_tail)
+			tail = scratch->buf + (full << tw->blkbits);
+	} else if (S_ISLNK(ino->mode)) {
+		if (ino->inline_tail) {
+			tail = ino->u.symlink;
+		} else {
+			memset(tw->buf, 0, ROUND_UP(ino->size, tw->blksz));
+			memcpy(tw->buf, ino->u.symlink, ino->size);
+			r = pwrite_full(tw->fd, tw->buf, ROUND_UP(ino->size, tw->blksz),
+					ino->startblk << tw->blkbits);
+			if (r < 0)
+				return anole_err(tw->err, -r, "%s: cannot write image: %s",
+						 tw->image_path, strerror(-r));
+		}
+	} else if (ino->layout == EROFS_INODE_CHUNK_BASED ||
+		   (ino->layout == EROFS_INODE_FLAT_INLINE && S_ISREG(ino->mode))) {
+		size_t len = ino->layout == EROFS_INODE_CHUNK_BASED ? ino->nchunks * 4u
+								     : ino->tail_len;
+		if (strbuf_grow(scratch, len) < 0)
+			return anole_err(tw->err, ENOMEM, "out of memory");
+		r = pread_full(tw->spool_fd, scratch->buf, len, ino->tail_off);
+		if (r < 0)
+			return anole_err(tw->err, EIO, "spool file: read error");
+		return seq_put(s, at, scratch->buf, len);
+	}
+	if (tail)
+		return seq_put(s, at, tail, ino->tail_len);
+	return 0;
+}
+
+static int write_superblock(struct tree_writer *tw, const struct layout *l, uint64_t meta_blkaddr,
+			    uint64_t xattr_blkaddr, uint64_t blocks, uint32_t incompat)
+{
+	_cleanup_free_ char *blk = calloc(1, tw->blksz);
+	if (!blk)
+		return anole_err(tw->err, ENOMEM, "out of memory");
+	struct erofs_super_block *sb = (void *)(blk + EROFS_SUPER_OFFSET);
+	sb->magic = EROFS_MAGIC;
+	sb->feature_compat = EROFS_COMPAT_SB_CHKSUM | EROFS_COMPAT_MTIME;
+	sb->blkszbits = (uint8_t)tw->blkbits;
+	sb->root_nid = (uint16_t)tw->inodes[0]->nid;
+	sb->inos = tw->ninodes;
+	sb->epoch = (uint64_t)l->epoch;
+	sb->fixed_nsec = l->fixed_nsec;
+	sb->blocks = (uint32_t)blocks;
+	sb->meta_blkaddr = (uint32_t)meta_blkaddr;
+	sb->xattr_blkaddr = (uint32_t)xattr_blkaddr;
+	if (tw->opts.uuid)
+		memcpy(sb->uuid, tw->opts.uuid, 16);
+	if (tw->opts.label)
+		memcpy(sb->volume_name, tw->opts.label, MIN(strlen(tw->opts.label), sizeof(sb->volume_name)));
+	sb->feature_incompat = incompat;
+
+	uint32_t end = tw->blksz; /* the checksum covers the rest of block 0 */
+	sb->checksum = anole_crc32c(~0u, blk + EROFS_SUPER_OFFSET, end - EROFS_SUPER_OFFSET);
+	int r = pwrite_full(tw->fd, blk, end, 0);
+	if (r < 0)
+		return anole_err(tw->err, -r, "%s: cannot write image: %s", tw->image_path,
+				 strerror(-r));
+	return 0;
+}
+
+static int commit(struct tree_writer *tw)
+{
+	if (tw->tmp_path) {
+		if (rename(tw->tmp_path, tw->image_path) < 0)
+			return anole_err(tw->err, errno, "%s: cannot rename into place: %s",
+					 tw->image_path, strerror(errno));
+		free(tw->tmp_path);
+		tw->tmp_path = NULL;
+		return 0;
+	}
+	/* Link the anonymous file under a temporary name, then rename over
+	 * the target: readers see the old image or the whole new one. */
+	char proc[64];
+	_cleanup_free_ char *tmp = NULL;
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", tw->fd);
+	for (int attempt = 0;; attempt++) {
+		free(tmp);
+		if (asprintf(&tmp, "%s.anole-tmp-%d-%d", tw->image_path, (int)getpid(), attempt) < 0)
+			return anole_err(tw->err, ENOMEM, "out of memory");
+		if (linkat(AT_FDCWD, proc, AT_FDCWD, tmp, AT_SYMLINK_FOLLOW) == 0)
+			break;
+		if (errno != EEXIST || attempt > 100)
+			return anole_err(tw->err, errno, "%s: cannot create output: %s",
+					 tw->image_path, strerror(errno));
+	}
+	if (rename(tmp, tw->image_path) < 0) {
+		int e = errno;
+		unlink(tmp);
+		return anole_err(tw->err, e, "%s: cannot rename into place: %s", tw->image_path,
+				 strerror(e));
+	}
+	return 0;
+}
+
+int tw_finish(struct tree_writer *tw, struct anole_build_stats *stats)
+{
+	struct layout l = {0};
+	int r;
+
+	if (!tw->ninodes)
+		return anole_err(tw->err, EINVAL, "empty tree");
+	tw_progress(tw, "metadata", true);
+	for (size_t i = 0; i < tw->ninodes; i++)
+		xattr_set_use(tw->xt, tw->inodes[i]->xattr_set);
+	if ((r = xattr_table_finalize(tw->xt)) < 0)
+		return anole_err(tw->err, -r, "out of memory");
+	if ((r = sort_dirs(tw)) < 0)
+		return r;
+	choose_epoch(tw, &l);
+
+	l.late_blk = tw->next_blk;
+	uint32_t incompat = 0;
+	for (size_t i = 0; i < tw->ninodes; i++) {
+		struct tinode *ino = tw->inodes[i];
+		if ((r = layout_inode(tw, ino, &l)) < 0)
+			return r;
+		if (ino->layout == EROFS_INODE_CHUNK_BASED)
+			incompat |= EROFS_INCOMPAT_CHUNKED_FILE;
+		if (S_ISDIR(ino->mode))
+			tw->stats.dirs++;
+		else if (S_ISREG(ino->mode))
+			tw->stats.regular++;
+		else if (S_ISLNK(ino->mode))
+			tw->stats.symlinks++;
+		else
+			tw->stats.special++;
+	}
+	uint64_t xattr_blkaddr = l.late_blk;
+	uint32_t shared = xattr_shared_size(tw->xt);
+	uint64_t meta_blkaddr = xattr_blkaddr + DIV_ROUND_UP(shared, tw->blksz);
+	if (!shared)
+		xattr_blkaddr = 0;
+
+	_cleanup_free_ struct placed *pl = malloc(tw->ninodes * sizeof(*pl));
+	if (!pl)
+		return anole_err(tw->err, ENOMEM, "out of memory");
+	uint64_t meta_blocks = 0;
+	if ((r = place_inodes(tw, pl, &meta_blocks)) < 0)
+		return r;
+	uint64_t blocks = meta_blkaddr + meta_blocks;
+	if (blocks > UINT32_MAX)
+		return anole_err(tw->err, EFBIG, "image exceeds 2^32 blocks");
+
+	if (shared) {
+		r = pwrite_full(tw->fd, xattr_shared_area(tw->xt), shared,
+				xattr_blkaddr << tw->blkbits);
+		if (r < 0)
+			return anole_err(tw->err, -r, "%s: cannot write image: %s", tw->image_path,
+					 strerror(-r));
+	}
+	_cleanup_free_ char *sbuf = malloc(COPY_BUF);
+	struct seqbuf s = {.tw = tw, .base = meta_blkaddr << tw->blkbits, .buf = sbuf};
+	struct strbuf scratch = {0};
+	if (!sbuf)
+		return anole_err(tw->err, ENOMEM, "out of memory");
+	for (size_t i = 0; i < tw->ninodes; i++) {
+		r = write_inode(tw, &s, (meta_blkaddr << tw->blkbits) + pl[i].pos, pl[i].ino, &l,
+				&scratch);
+		if (r < 0) {
+			strbuf_release(&scratch);
+			return r;
+		}
+		if (!(i & 0xfff))
+			tw_progress(tw, "metadata", false);
+	}
+	strbuf_release(&scratch);
+	if ((r = seq_flush(&s)) < 0)
+		return r;
+	if ((r = write_superblock(tw, &l, meta_blkaddr, xattr_blkaddr, blocks, incompat)) < 0)
+		return r;
+	if (ftruncate(tw->fd, (off_t)(blocks << tw->blkbits)) < 0)
+		return anole_err(tw->err, errno, "%s: %s", tw->image_path, strerror(errno));
+	if ((r = commit(tw)) < 0)
+		return r;
+
+	tw->stats.inodes = tw->ninodes;
+	tw->stats.image_bytes = blocks << tw->blkbits;
+	tw->stats.shared_xattrs = xattr_shared_count(tw->xt);
+	tw->stats.seconds = now_seconds() - tw->t0;
+	tw_progress(tw, "done", true);
+	if (stats)
+		*stats = tw->stats;
+	return 0;
+}

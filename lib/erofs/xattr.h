@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Extended attributes: name prefixes, and the table that interns
+ * (name, value) pairs and per-inode sets so that repeated pairs can be
+ * stored once in the shared xattr area.
+ */
+#ifndef ANOLE_XATTR_H
+#define ANOLE_XATTR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/util.h"
+
+/* Split a full name into an EROFS prefix index and the suffix. Returns the
+ * index (1..6) or 0 when no prefix matches. */
+unsigned int xattr_split_name(const char *name, const char **suffix);
+/* The prefix of an index ("user.", ...) or NULL. */
+const char *xattr_prefix(unsigned int index);
+
+struct xattr_table;
+
+int xattr_table_new(struct xattr_table **t);
+void xattr_table_free(struct xattr_table *t);
+
+/* A set under construction: add pairs, then intern it. */
+struct xattr_setbuf {
+	uint32_t *pairs;
+	uint32_t n, cap;
+};
+int xattr_set_add(struct xattr_table *t, struct xattr_setbuf *sb, const char *name,
+		  const void *value, size_t size, struct anole_error *err, const char *path);
+/* Returns the set id (>0), or 0 for an empty set; resets @sb. */
+int xattr_set_intern(struct xattr_table *t, struct xattr_setbuf *sb, uint32_t *set_id);
+void xattr_setbuf_release(struct xattr_setbuf *sb);
+
+/* Worst-case ibody size of a set (every pair inline). */
+uint32_t xattr_set_max_ibody(struct xattr_table *t, uint32_t set_id);
+/* Count one more inode using @set_id (drives sharing). */
+void xattr_set_use(struct xattr_table *t, uint32_t set_id);
+
+/* Decide which pairs are shared and encode the shared area; after this,
+ * ibody sizes and bytes are final. */
+int xattr_table_finalize(struct xattr_table *t);
+uint32_t xattr_shared_size(struct xattr_table *t); /* bytes, 4-aligned */
+const void *xattr_shared_area(struct xattr_table *t);
+uint32_t xattr_shared_count(struct xattr_table *t);
+/* The encoded ibody of a set; size is 0 for no xattrs. */
+const void *xattr_set_ibody(struct xattr_table *t, uint32_t set_id, uint32_t *size);
+
+#endif

@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Small helpers shared by the whole library: cleanup, errors, memory. */
+#ifndef ANOLE_UTIL_H
+#define ANOLE_UTIL_H
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "anole/anole.h"
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define ROUND_UP(x, a) ((((x) + (a) - 1) / (a)) * (a))
+#define DIV_ROUND_UP(x, a) (((x) + (a) - 1) / (a))
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* Filesystems report corruption as EUCLEAN; so do we. */
+#ifndef EFSCORRUPTED
+#define EFSCORRUPTED EUCLEAN
+#endif
+
+static inline void freep(void *p)
+{
+	free(*(void **)p);
+}
+static inline void closep(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+}
+static inline void fclosep(FILE **f)
+{
+	if (*f)
+		fclose(*f);
+}
+#define _cleanup_free_ __attribute__((cleanup(freep)))
+#define _cleanup_close_ __attribute__((cleanup(closep)))
+#define _cleanup_fclose_ __attribute__((cleanup(fclosep)))
+
+/* Hand a cleanup-managed value to someone else. */
+#define TAKE_PTR(p)                                                                                \
+	({                                                                                         \
+		__typeof__(p) _p = (p);                                                            \
+		(p) = NULL;                                                                        \
+		_p;                                                                                \
+	})
+#define TAKE_FD(fd)                                                                                \
+	({                                                                                         \
+		int _fd = (fd);                                                                    \
+		(fd) = -1;                                                                         \
+		_fd;                                                                               \
+	})
+
+/* Record the first error in @err and return -code, so callers can write
+ * `return anole_err(err, EINVAL, "...")`. Later errors never overwrite the
+ * first: the first one names the real cause. */
+int anole_err(struct anole_error *err, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+uint32_t anole_crc32c(uint32_t crc, const void *data, size_t len);
+
+/* Read or write exactly len bytes at off; short transfers become errors. */
+int pread_full(int fd, void *buf, size_t len, uint64_t off);
+int pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
+int write_full(int fd, const void *buf, size_t len);
+
+/* A growable byte buffer. */
+struct strbuf {
+	char *buf;
+	size_t len, cap;
+};
+int strbuf_grow(struct strbuf *sb, size_t extra);
+int strbuf_add(struct strbuf *sb, const void *data, size_t len);
+int strbuf_addf(struct strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void strbuf_release(struct strbuf *sb);
+
+/* Human-readable sizes and names with unprintable bytes escaped. */
+const char *fmt_bytes(uint64_t n, char buf[static 32]);
+void escape_name(const char *in, size_t len, struct strbuf *out);
+
+/* Monotonic seconds, for progress and summaries. */
+double now_seconds(void);
+
+#endif

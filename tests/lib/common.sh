@@ -1,0 +1,99 @@
+# shellcheck shell=bash
+# Sourced by tests/tNNNN-*.sh:  . "$(dirname "$0")/lib/common.sh"
+#
+# Provides ROOT, ANOLE, TMP (removed on exit, after unmounting whatever was
+# mounted below it) and helpers.  Exit status protocol, as tests/run expects:
+# 0 pass, 77 skip (last output line = reason), anything else fail.
+set -eu
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+ANOLE=${ANOLE:-build/anole}
+case $ANOLE in /*) ;; *) ANOLE=$ROOT/$ANOLE ;; esac
+# shellcheck disable=SC2034  # for the tests that source us
+TREECMP=$ROOT/tests/lib/treecmp
+MKTORTURE=$ROOT/tests/lib/mktorture
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/anole-test.XXXXXX")
+_MOUNTS=()	# mount points made by mktmpfs, also unmounted if outside $TMP
+
+# Mount points at or below $1, deepest first (mountinfo field 5 is the
+# mount point, octal-escaped; our paths contain no spaces).
+_mounts_under() {
+	awk -v p="$1" '$5 == p || index($5, p "/") == 1 { print $5 }' /proc/self/mountinfo |
+		sort -r
+}
+
+_cleanup() {
+	local rc=$? m
+	set +e
+	cd /
+	# Repeat: mounts can be stacked on one mount point.
+	for _ in 1 2 3 4 5; do
+		local left=
+		for m in $(_mounts_under "$TMP") "${_MOUNTS[@]}"; do
+			grep -q " $m " /proc/self/mountinfo || continue
+			left=1
+			umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+		done
+		[ -z "$left" ] && break
+	done
+	if [ -n "$(_mounts_under "$TMP")" ]; then
+		# Never rm -rf into something still mounted.
+		echo "common.sh: cannot unmount below $TMP, leaving it" >&2
+	else
+		rm -rf --one-file-system "$TMP"
+	fi
+	exit "$rc"
+}
+trap _cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+skip() { echo "$*" >&2; exit 77; }	# stderr: works inside $(...) too
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+need_root() { [ "$(id -u)" = 0 ] || skip "needs root"; }
+
+need_cmd() {
+	local c
+	for c; do
+		command -v "$c" >/dev/null 2>&1 || skip "needs command: $c"
+	done
+}
+
+need_erofs() {
+	grep -qw erofs /proc/filesystems && return 0
+	modprobe -q erofs 2>/dev/null || true	# it may just not be loaded yet
+	grep -qw erofs /proc/filesystems || skip "kernel has no erofs support"
+}
+
+# mktmpfs DIR [SIZE]: tmpfs (with user xattr support, kernel >= 6.6) at DIR.
+mktmpfs() {
+	need_root
+	mkdir -p "$1"
+	mount -t tmpfs -o "size=${2:-8g},mode=0755,huge=never" anole-test "$1"
+	_MOUNTS+=("$(cd "$1" && pwd -P)")
+}
+
+# expect_fail CMD...: CMD must fail cleanly (exit 1..127, not a signal).
+expect_fail() {
+	local rc=0
+	"$@" 2>"$TMP/last.err" || rc=$?
+	[ "$rc" != 0 ] || fail "expected failure but succeeded: $*"
+	[ "$rc" -lt 128 ] || fail "exit $rc (crash/signal?): $*; stderr: $(tail -n 5 "$TMP/last.err")"
+}
+
+# torture_tree DIR: fresh tmpfs at DIR holding the torture tree.
+torture_tree() {
+	mktmpfs "$1"
+	"$MKTORTURE" "$1"
+}
+
+# rootfs: print the cached Debian minbase rootfs (also sets ROOTFS), or
+# skip.  Use as `R=$(rootfs)` (a skip then exits the test with 77) or
+# `rootfs >/dev/null; use "$ROOTFS"`.
+rootfs() {
+	ROOTFS=$("$ROOT/tests/lib/rootfs-cache" 2>"$TMP/rootfs.err") ||
+		skip "no Debian rootfs: $(tail -n 1 "$TMP/rootfs.err")"
+	echo "$ROOTFS"
+}
