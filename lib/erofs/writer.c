@@ -622,7 +622,8 @@ static int sort_dirs(struct tree_writer *tw)
 		if (!S_ISDIR(ino->mode))
 			continue;
 		struct tdir *d = ino->u.dir;
-		qsort(d->child, d->nchild, sizeof(*d->child), cmp_dentry);
+		if (d->nchild)
+			qsort(d->child, d->nchild, sizeof(*d->child), cmp_dentry);
 		for (uint32_t k = 1; k < d->nchild; k++) {
 			if (!cmp_dentry(&d->child[k - 1], &d->child[k])) {
 				struct strbuf p = {0};

@@ -173,12 +173,11 @@ static int data_extents(int fd, const struct stat *st, struct data_extent **out,
 
 static int add_file_data(struct walk *w, int dirfd, const char *name, struct tinode *ino)
 {
-	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
+	_cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
 	if (fd < 0 && errno == EPERM)
 		fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return anole_err(w->err, errno, "%s: cannot open: %s", w->path.buf, strerror(errno));
-	_cleanup_close_ int cfd = fd;
 	struct stat st;
 	if (fstat(fd, &st) < 0)
 		return anole_err(w->err, errno, "%s: %s", w->path.buf, strerror(errno));
@@ -252,7 +251,8 @@ static int list_dir(struct walk *w, int dirfd, struct name ***out, size_t *count
 		return anole_err(w->err, -r, "%s: cannot read directory: %s", w->path.buf,
 				 strerror(-r));
 	}
-	qsort(v, n, sizeof(*v), cmp_names);
+	if (n)
+		qsort(v, n, sizeof(*v), cmp_names);
 	*out = v;
 	*count = n;
 	return 0;

@@ -115,7 +115,8 @@ int strbuf_add(struct strbuf *sb, const void *data, size_t len)
 	int r = strbuf_grow(sb, len);
 	if (r)
 		return r;
-	memcpy(sb->buf + sb->len, data, len);
+	if (len)
+		memcpy(sb->buf + sb->len, data, len);
 	sb->len += len;
 	sb->buf[sb->len] = 0;
 	return 0;
