@@ -21,6 +21,9 @@ extern "C" {
 
 #define ANOLE_VERSION "0.1.0"
 
+/* Bytes of file data compressed at a time unless told otherwise. */
+#define ANOLE_DEFAULT_PCLUSTER (256u << 10)
+
 struct anole_error {
 	int code;       /* positive errno of the first failure, 0 if none */
 	char msg[1024]; /* one line, no trailing newline */
@@ -41,6 +44,10 @@ struct anole_build_options {
 	const char *label;            /* volume name, at most 16 bytes */
 	bool clamp_mtime;             /* clamp mtimes newer than mtime_clamp */
 	int64_t mtime_clamp;
+	const char *compress;         /* "ALGO[:LEVEL]" (lz4, lz4hc, deflate, lzma,
+					 zstd, none); NULL = none */
+	uint32_t pcluster_size;       /* bytes compressed at a time; 0 = default */
+	unsigned int threads;         /* compression threads; 0 = all cores */
 	void (*progress)(const struct anole_progress *p, void *ctx);
 	void *progress_ctx;
 };
@@ -51,6 +58,7 @@ struct anole_build_stats {
 	uint64_t image_bytes;
 	uint64_t shared_xattrs;
 	uint64_t compact_inodes, extended_inodes;
+	uint64_t compressed_files, compressed_bytes_in, compressed_bytes_out;
 	double seconds;
 };
 
@@ -93,6 +101,10 @@ struct anole_inode {
 	uint32_t inode_isize, xattr_isize;
 	uint64_t startblk;     /* flat layouts */
 	uint16_t chunkformat;  /* chunk-based layout */
+	uint16_t z_advise;     /* compressed layouts */
+	uint8_t z_algorithms;  /* HEAD1 in the low nibble, HEAD2 in the high */
+	uint8_t z_lclusterbits;
+	uint32_t z_blocks;     /* blocks of compressed data */
 };
 
 int anole_image_open(const char *path, struct anole_image **img, struct anole_error *err);

@@ -34,7 +34,9 @@
 #define EROFS_INCOMPAT_METABOX 0x00000100u
 
 /* What anole's reader understands today; anything else is refused. */
-#define ANOLE_READER_INCOMPAT (EROFS_INCOMPAT_CHUNKED_FILE | EROFS_INCOMPAT_DEVICE_TABLE)
+#define ANOLE_READER_INCOMPAT                                                                      \
+	(EROFS_INCOMPAT_ZERO_PADDING | EROFS_INCOMPAT_COMPR_CFGS | EROFS_INCOMPAT_CHUNKED_FILE |    \
+	 EROFS_INCOMPAT_DEVICE_TABLE)
 
 struct erofs_super_block {
 	uint32_t magic;
@@ -187,5 +189,90 @@ _Static_assert(sizeof(struct erofs_xattr_entry) == 4, "xattr entry header is 4 b
 _Static_assert(sizeof(struct erofs_dirent) == 12, "dirent is 12 bytes");
 _Static_assert(sizeof(struct erofs_inode_chunk_index) == 8, "chunk index is 8 bytes");
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "anole assumes a little-endian host");
+
+/* ---- compressed files ---------------------------------------------------- */
+
+enum {
+	Z_EROFS_COMPRESSION_LZ4 = 0,
+	Z_EROFS_COMPRESSION_LZMA = 1,
+	Z_EROFS_COMPRESSION_DEFLATE = 2,
+	Z_EROFS_COMPRESSION_ZSTD = 3,
+	Z_EROFS_COMPRESSION_MAX
+};
+
+#define Z_EROFS_PCLUSTER_MAX_SIZE (1u << 20)   /* compressed bytes */
+#define Z_EROFS_PCLUSTER_MAX_DSIZE (12u << 20) /* decompressed bytes */
+#define Z_EROFS_LZMA_MAX_DICT_SIZE (8u << 20)
+
+/* Per-algorithm configuration records follow the superblock (COMPR_CFGS),
+ * each preceded by its 16-bit size, in algorithm order. */
+struct z_erofs_lz4_cfgs {
+	uint16_t max_distance;
+	uint16_t max_pclusterblks;
+	uint8_t reserved[10];
+} __attribute__((packed));
+
+struct z_erofs_lzma_cfgs {
+	uint32_t dict_size;
+	uint16_t format;
+	uint8_t reserved[8];
+} __attribute__((packed));
+
+struct z_erofs_deflate_cfgs {
+	uint8_t windowbits;
+	uint8_t reserved[5];
+} __attribute__((packed));
+
+struct z_erofs_zstd_cfgs {
+	uint8_t format;
+	uint8_t windowlog; /* log2(window) - 10 */
+	uint8_t reserved[4];
+} __attribute__((packed));
+
+#define Z_EROFS_ADVISE_COMPACTED_2B 0x0001
+#define Z_EROFS_ADVISE_BIG_PCLUSTER_1 0x0002
+#define Z_EROFS_ADVISE_BIG_PCLUSTER_2 0x0004
+#define Z_EROFS_ADVISE_INLINE_PCLUSTER 0x0008
+#define Z_EROFS_ADVISE_INTERLACED_PCLUSTER 0x0010
+#define Z_EROFS_ADVISE_FRAGMENT_PCLUSTER 0x0020
+
+/* Found at round_up(inode end + xattrs, 8) of a compressed inode. */
+struct z_erofs_map_header {
+	uint32_t h_fragmentoff; /* or: u16 reserved, u16 inline data size */
+	uint16_t h_advise;
+	uint8_t h_algorithmtype; /* low nibble HEAD1, high nibble HEAD2 */
+	uint8_t h_clusterbits;   /* lcluster = block << (bits & 7); bit 7: all in packed inode */
+} __attribute__((packed));
+
+enum {
+	Z_EROFS_LCLUSTER_TYPE_PLAIN = 0,
+	Z_EROFS_LCLUSTER_TYPE_HEAD1 = 1,
+	Z_EROFS_LCLUSTER_TYPE_NONHEAD = 2,
+	Z_EROFS_LCLUSTER_TYPE_HEAD2 = 3,
+};
+#define Z_EROFS_LI_LCLUSTER_TYPE_MASK 3u
+#define Z_EROFS_LI_PARTIAL_REF (1u << 15)
+#define Z_EROFS_LI_D0_CBLKCNT (1u << 11) /* delta[0] of the 1st NONHEAD: block count */
+
+/* Full (non-compact) lcluster index: one per logical cluster. */
+struct z_erofs_lcluster_index {
+	uint16_t di_advise; /* type in the low 2 bits */
+	uint16_t di_clusterofs;
+	union {
+		uint32_t blkaddr;  /* HEAD and PLAIN */
+		uint16_t delta[2]; /* NONHEAD: back to its head, on to the next */
+	} di_u;
+} __attribute__((packed));
+
+/* Full indexes start 8 bytes after the map header. */
+#define Z_EROFS_FULL_INDEX_START(end) (ROUND_UP_8(end) + sizeof(struct z_erofs_map_header) + 8)
+#define ROUND_UP_8(x) (((x) + 7) & ~(uint64_t)7)
+
+_Static_assert(sizeof(struct z_erofs_map_header) == 8, "map header is 8 bytes");
+_Static_assert(sizeof(struct z_erofs_lcluster_index) == 8, "lcluster index is 8 bytes");
+_Static_assert(sizeof(struct z_erofs_lz4_cfgs) == 14, "lz4 cfgs are 14 bytes");
+_Static_assert(sizeof(struct z_erofs_lzma_cfgs) == 14, "lzma cfgs are 14 bytes");
+_Static_assert(sizeof(struct z_erofs_deflate_cfgs) == 6, "deflate cfgs are 6 bytes");
+_Static_assert(sizeof(struct z_erofs_zstd_cfgs) == 6, "zstd cfgs are 6 bytes");
 
 #endif

@@ -101,6 +101,7 @@ struct checker {
 	struct nidset links; /* one entry per non-directory link */
 	struct nidset nlinks; /* parallel: the stored nlink */
 	struct dirset dirs;
+	struct dirset multi; /* inodes with several links, already read */
 	struct strbuf path;
 	char *buf;
 };
@@ -185,8 +186,8 @@ static int check_dir(struct checker *c, const struct anole_inode *dir, uint64_t 
 					ino.mode);
 		if (r >= 0)
 			r = anole_xattrs(c->img, &ino, count_xattr, NULL);
+		bool seen;
 		if (r >= 0 && S_ISDIR(ino.mode)) {
-			bool seen;
 			if (dirset_insert(&c->dirs, ino.nid, &seen) < 0)
 				r = anole_err(img_err(c->img), ENOMEM, "out of memory");
 			else if (seen)
@@ -200,11 +201,15 @@ static int check_dir(struct checker *c, const struct anole_inode *dir, uint64_t 
 				r = check_dir(c, &ino, dir->nid, depth + 1);
 			}
 		} else if (r >= 0) {
+			/* a hard-linked inode is counted and read at its first link */
+			bool first = true;
+			if (ino.nlink > 1 && dirset_insert(&c->multi, ino.nid, &seen) >= 0)
+				first = !seen;
 			if (nidset_add(&c->links, ino.nid) < 0 || nidset_add(&c->nlinks, ino.nlink) < 0)
 				r = anole_err(img_err(c->img), ENOMEM, "out of memory");
-			if (r >= 0 && S_ISREG(ino.mode))
+			if (r >= 0 && first && S_ISREG(ino.mode))
 				c->stats->files++;
-			if (r >= 0 && (S_ISREG(ino.mode) || S_ISLNK(ino.mode)))
+			if (r >= 0 && first && (S_ISREG(ino.mode) || S_ISLNK(ino.mode)))
 				r = check_data(c, &ino);
 		}
 		if (r < 0)
@@ -296,6 +301,7 @@ out:
 	free(c.links.v);
 	free(c.nlinks.v);
 	free(c.dirs.slot);
+	free(c.multi.slot);
 	strbuf_release(&c.path);
 	return r;
 }

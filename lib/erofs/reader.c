@@ -11,6 +11,7 @@
 #include "anole/erofs_fs.h"
 #include "erofs/reader.h"
 #include "erofs/xattr.h"
+#include "compress/codec.h"
 
 #define CACHE_SLOTS 64
 
@@ -30,6 +31,11 @@ struct anole_image {
 	uint64_t size; /* blocks * blksz, never more than the file */
 	struct cached_block cache[CACHE_SLOTS];
 	uint8_t *cache_mem;
+	/* the last decompressed extent, for sequential reads */
+	uint64_t z_nid, z_la;
+	uint32_t z_llen;
+	bool z_valid;
+	uint8_t *z_out, *z_in;
 };
 
 int img_corrupt(struct anole_image *img, uint64_t nid, uint64_t off, const char *fmt, ...)
@@ -203,7 +209,8 @@ int anole_image_open(const char *path, struct anole_image **out, struct anole_er
 			img->cache[k].data = img->cache_mem + (size_t)k * img->blksz;
 	}
 	if (r < 0) {
-		*err = img->err;
+		if (err && !err->code)
+			*err = img->err;
 		anole_image_close(img);
 		return r;
 	}
@@ -218,6 +225,8 @@ void anole_image_close(struct anole_image *img)
 	if (img->fd >= 0)
 		close(img->fd);
 	free(img->cache_mem);
+	free(img->z_out);
+	free(img->z_in);
 	free(img->path);
 	free(img);
 }
@@ -233,6 +242,9 @@ const struct anole_error *anole_image_error(const struct anole_image *img)
 }
 
 /* ---- inodes ------------------------------------------------------------ */
+
+static int read_zheader(struct anole_image *img, struct anole_inode *ino, uint32_t iu,
+			uint64_t body_end);
 
 static int check_flat_range(struct anole_image *img, const struct anole_inode *ino,
 			    uint64_t nblocks)
@@ -323,6 +335,10 @@ int anole_inode_read(struct anole_image *img, uint64_t nid, struct anole_inode *
 		if (ino->size)
 			return img_corrupt(img, nid, pos, "special file with size %llu",
 					   (unsigned long long)ino->size);
+		/* the kernel refuses unknown layouts whatever the file type */
+		if (ino->layout != EROFS_INODE_FLAT_PLAIN && ino->layout != EROFS_INODE_FLAT_INLINE)
+			return img_corrupt(img, nid, pos, "data layout %u on a special file",
+					   ino->layout);
 		return 0;
 	default:
 		return img_corrupt(img, nid, pos, "bad file type in mode 0%o", ino->mode);
@@ -366,12 +382,221 @@ int anole_inode_read(struct anole_image *img, uint64_t nid, struct anole_inode *
 	}
 	case EROFS_INODE_COMPRESSED_FULL:
 	case EROFS_INODE_COMPRESSED_COMPACT:
-		return anole_err(&img->err, EOPNOTSUPP,
-				 "%s: nid %llu: compressed files are not supported yet", img->path,
-				 (unsigned long long)nid);
+		return read_zheader(img, ino, iu, body_end);
 	default:
 		return img_corrupt(img, nid, pos, "unknown data layout %u", ino->layout);
 	}
+}
+
+/* ---- compressed files ---------------------------------------------------- */
+
+static int read_zheader(struct anole_image *img, struct anole_inode *ino, uint32_t iu,
+			uint64_t body_end)
+{
+	if (!S_ISREG(ino->mode))
+		return img_corrupt(img, ino->nid, ino->pos, "compressed layout on a non-regular file");
+	if (ino->layout == EROFS_INODE_COMPRESSED_COMPACT)
+		return anole_err(&img->err, EOPNOTSUPP,
+				 "%s: nid %llu: compact compressed indexes are not supported yet",
+				 img->path, (unsigned long long)ino->nid);
+	struct z_erofs_map_header h;
+	uint64_t hpos = ROUND_UP_8(body_end);
+	int r = img_meta_read(img, ino->nid, hpos, &h, sizeof(h));
+	if (r < 0)
+		return r;
+	ino->z_advise = h.h_advise;
+	ino->z_algorithms = h.h_algorithmtype;
+	ino->z_lclusterbits = (uint8_t)(img->blkbits + (h.h_clusterbits & 7));
+	ino->z_blocks = iu;
+	if ((h.h_clusterbits & 0x80) ||
+	    (h.h_advise & (Z_EROFS_ADVISE_INLINE_PCLUSTER | Z_EROFS_ADVISE_FRAGMENT_PCLUSTER |
+			   Z_EROFS_ADVISE_INTERLACED_PCLUSTER | Z_EROFS_ADVISE_COMPACTED_2B)))
+		return anole_err(&img->err, EOPNOTSUPP,
+				 "%s: nid %llu: compression features 0x%x (tail packing, fragments) "
+				 "are not supported yet",
+				 img->path, (unsigned long long)ino->nid, h.h_advise);
+	if ((h.h_algorithmtype & 15) >= Z_EROFS_COMPRESSION_MAX ||
+	    (h.h_algorithmtype >> 4) >= Z_EROFS_COMPRESSION_MAX)
+		return img_corrupt(img, ino->nid, hpos, "unknown compression algorithms 0x%x",
+				   h.h_algorithmtype);
+	if (ino->z_lclusterbits > 20)
+		return img_corrupt(img, ino->nid, hpos, "logical cluster size 2^%u",
+				   ino->z_lclusterbits);
+	uint64_t nlcl = DIV_ROUND_UP(ino->size, 1ull << ino->z_lclusterbits);
+	uint64_t start = Z_EROFS_FULL_INDEX_START(body_end);
+	if (nlcl > img->size / 8 || start + nlcl * 8 > img->size)
+		return img_corrupt(img, ino->nid, hpos, "%llu lcluster indexes run past the image end",
+				   (unsigned long long)nlcl);
+	return 0;
+}
+
+struct zidx {
+	unsigned int type;
+	uint16_t clusterofs;
+	uint32_t blkaddr;
+	uint16_t delta[2];
+};
+
+static int load_zidx(struct anole_image *img, const struct anole_inode *ino, uint64_t lcn,
+		     struct zidx *z)
+{
+	uint64_t pos = Z_EROFS_FULL_INDEX_START(ino->pos + ino->inode_isize + ino->xattr_isize) +
+		       lcn * sizeof(struct z_erofs_lcluster_index);
+	struct z_erofs_lcluster_index d;
+	int r = img_meta_read(img, ino->nid, pos, &d, sizeof(d));
+	if (r < 0)
+		return r;
+	z->type = d.di_advise & Z_EROFS_LI_LCLUSTER_TYPE_MASK;
+	if (z->type == Z_EROFS_LCLUSTER_TYPE_NONHEAD) {
+		z->delta[0] = d.di_u.delta[0];
+		z->delta[1] = d.di_u.delta[1];
+		return 0;
+	}
+	if (d.di_advise & Z_EROFS_LI_PARTIAL_REF)
+		return anole_err(&img->err, EOPNOTSUPP,
+				 "%s: nid %llu: partially referenced pclusters (dedupe) are not "
+				 "supported yet",
+				 img->path, (unsigned long long)ino->nid);
+	z->clusterofs = d.di_clusterofs;
+	z->blkaddr = d.di_u.blkaddr;
+	if (z->clusterofs >= (1u << ino->z_lclusterbits))
+		return img_corrupt(img, ino->nid, pos, "lcluster %llu: offset %u beyond the cluster",
+				   (unsigned long long)lcn, z->clusterofs);
+	return 0;
+}
+
+struct zmap {
+	uint64_t la, llen, pa, plen;
+	bool compressed;
+	unsigned int alg;
+};
+
+/* Find the extent holding byte @off of a compressed file. */
+static int zmap(struct anole_image *img, const struct anole_inode *ino, uint64_t off,
+		struct zmap *m)
+{
+	unsigned int lbits = ino->z_lclusterbits;
+	uint64_t nlcl = DIV_ROUND_UP(ino->size, 1ull << lbits);
+	uint64_t lcn = off >> lbits;
+	struct zidx z;
+	int r;
+
+	if ((r = load_zidx(img, ino, lcn, &z)) < 0)
+		return r;
+	if (z.type != Z_EROFS_LCLUSTER_TYPE_NONHEAD && (off & ((1ull << lbits) - 1)) < z.clusterofs) {
+		/* this lcluster's head starts after @off: the bytes before it
+		 * belong to the previous extent */
+		if (!lcn)
+			return img_corrupt(img, ino->nid, ino->pos, "first lcluster starts at %u",
+					   z.clusterofs);
+		lcn--;
+		if ((r = load_zidx(img, ino, lcn, &z)) < 0)
+			return r;
+	}
+	for (unsigned int steps = 0; z.type == Z_EROFS_LCLUSTER_TYPE_NONHEAD; steps++) {
+		uint16_t back = z.delta[0] & Z_EROFS_LI_D0_CBLKCNT ? 1 : z.delta[0];
+		if (!back || back > lcn || steps > 65536)
+			return img_corrupt(img, ino->nid, ino->pos,
+					   "lcluster %llu: bad lookback distance %u",
+					   (unsigned long long)lcn, back);
+		lcn -= back;
+		if ((r = load_zidx(img, ino, lcn, &z)) < 0)
+			return r;
+	}
+	uint64_t head = lcn;
+	m->la = (head << lbits) + z.clusterofs;
+	m->pa = (uint64_t)z.blkaddr << img->blkbits;
+	m->compressed = z.type != Z_EROFS_LCLUSTER_TYPE_PLAIN;
+	m->alg = z.type == Z_EROFS_LCLUSTER_TYPE_HEAD2 ? ino->z_algorithms >> 4
+						      : ino->z_algorithms & 15;
+	bool big = z.type == Z_EROFS_LCLUSTER_TYPE_HEAD1
+			   ? ino->z_advise & Z_EROFS_ADVISE_BIG_PCLUSTER_1
+			   : ino->z_advise & Z_EROFS_ADVISE_BIG_PCLUSTER_2;
+
+	/* where the extent ends: the next head, or the end of the file */
+	uint64_t cblocks = 1;
+	uint64_t end = ino->size;
+	lcn = head + 1;
+	for (unsigned int steps = 0; lcn < nlcl; steps++) {
+		if ((r = load_zidx(img, ino, lcn, &z)) < 0)
+			return r;
+		if (z.type != Z_EROFS_LCLUSTER_TYPE_NONHEAD) {
+			end = (lcn << lbits) + z.clusterofs;
+			break;
+		}
+		if (lcn == head + 1 && big && (z.delta[0] & Z_EROFS_LI_D0_CBLKCNT))
+			cblocks = z.delta[0] & ~Z_EROFS_LI_D0_CBLKCNT;
+		if (!z.delta[1] || steps > 65536)
+			return img_corrupt(img, ino->nid, ino->pos,
+					   "lcluster %llu: bad lookahead distance",
+					   (unsigned long long)lcn);
+		lcn += z.delta[1];
+	}
+	if (end <= m->la || end > ino->size || off < m->la || off >= end)
+		return img_corrupt(img, ino->nid, ino->pos, "extent at %llu has no data for offset %llu",
+				   (unsigned long long)m->la, (unsigned long long)off);
+	m->llen = end - m->la;
+	m->plen = cblocks << img->blkbits;
+	if (!cblocks || m->plen > Z_EROFS_PCLUSTER_MAX_SIZE || m->llen > Z_EROFS_PCLUSTER_MAX_DSIZE)
+		return img_corrupt(img, ino->nid, ino->pos,
+				   "extent at %llu: %llu compressed bytes for %llu bytes",
+				   (unsigned long long)m->la, (unsigned long long)m->plen,
+				   (unsigned long long)m->llen);
+	if (!m->compressed && m->plen < m->llen)
+		m->plen = ROUND_UP(m->llen, img->blksz); /* plain data spans its extent */
+	if (m->pa > img->size || m->plen > img->size - m->pa)
+		return img_corrupt(img, ino->nid, ino->pos,
+				   "extent at %llu: data at byte %llu lies outside the image",
+				   (unsigned long long)m->la, (unsigned long long)m->pa);
+	return 0;
+}
+
+static ssize_t zread(struct anole_image *img, const struct anole_inode *ino, char *buf, size_t len,
+		     uint64_t off)
+{
+	size_t done = 0;
+	while (done < len) {
+		struct zmap m;
+		int r = zmap(img, ino, off + done, &m);
+		if (r < 0)
+			return r;
+		size_t n = (size_t)MIN((uint64_t)(len - done), m.la + m.llen - (off + done));
+		if (!m.compressed) {
+			r = pread_full(img->fd, buf + done, n, m.pa + (off + done - m.la));
+			if (r < 0)
+				return img_corrupt(img, ino->nid, m.pa, "cannot read plain extent");
+			done += n;
+			continue;
+		}
+		if (!img->z_valid || img->z_nid != ino->nid || img->z_la != m.la) {
+			if (!img->z_out) {
+				img->z_out = malloc(Z_EROFS_PCLUSTER_MAX_DSIZE);
+				img->z_in = malloc(Z_EROFS_PCLUSTER_MAX_SIZE);
+				if (!img->z_out || !img->z_in)
+					return anole_err(&img->err, ENOMEM, "out of memory");
+			}
+			img->z_valid = false;
+			r = pread_full(img->fd, img->z_in, m.plen, m.pa);
+			if (r < 0)
+				return img_corrupt(img, ino->nid, m.pa, "cannot read compressed extent");
+			r = codec_decompress(m.alg, img->z_in, m.plen, img->z_out, m.llen);
+			if (r == -ENOMEM)
+				return anole_err(&img->err, ENOMEM, "out of memory");
+			if (r < 0)
+				return img_corrupt(img, ino->nid, m.pa,
+						   "corrupt compressed data (%s, %llu bytes at file "
+						   "offset %llu)",
+						   codec_alg_name(m.alg), (unsigned long long)m.plen,
+						   (unsigned long long)m.la);
+			img->z_valid = true;
+			img->z_nid = ino->nid;
+			img->z_la = m.la;
+			img->z_llen = (uint32_t)m.llen;
+		}
+		memcpy(buf + done, img->z_out + (off + done - m.la), n);
+		done += n;
+	}
+	return (ssize_t)done;
 }
 
 /* ---- data -------------------------------------------------------------- */
@@ -435,6 +660,15 @@ static int map_one(struct anole_image *img, const struct anole_inode *ino, uint6
 		*phys = (blk << img->blkbits) + (off - (c << cbits));
 		return 0;
 	}
+	case EROFS_INODE_COMPRESSED_FULL: {
+		struct zmap m;
+		int r = zmap(img, ino, off, &m);
+		if (r < 0)
+			return r;
+		*phys = m.pa;
+		*run = m.la + m.llen - off;
+		return 0;
+	}
 	}
 	return img_corrupt(img, ino->nid, ino->pos, "cannot map data of layout %u", ino->layout);
 }
@@ -464,6 +698,8 @@ ssize_t anole_pread(struct anole_image *img, const struct anole_inode *ino, void
 	if (off >= ino->size)
 		return 0;
 	len = (size_t)MIN((uint64_t)len, ino->size - off);
+	if (ino->layout == EROFS_INODE_COMPRESSED_FULL)
+		return zread(img, ino, buf, len, off);
 	size_t done = 0;
 	while (done < len) {
 		bool hole;

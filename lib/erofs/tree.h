@@ -27,6 +27,7 @@ enum tdata_kind {
 	TDATA_NONE,   /* empty, or not a regular file */
 	TDATA_FLAT,   /* contiguous blocks at startblk, optional inline tail */
 	TDATA_CHUNKS, /* chunk map (holes) kept in the spool */
+	TDATA_Z,      /* compressed: lcluster indexes kept in the spool */
 };
 
 struct tinode {
@@ -45,7 +46,8 @@ struct tinode {
 	uint32_t tail_len;
 	uint64_t tail_off; /* in the spool; also the chunk map's offset */
 	uint64_t startblk;
-	uint32_t nchunks;
+	uint32_t nchunks;  /* chunk map entries, or lcluster indexes */
+	uint32_t zblocks;  /* compressed: blocks its pclusters take */
 
 	/* metadata layout */
 	bool extended;
@@ -91,6 +93,14 @@ int tw_file_data(struct tree_writer *tw, struct tinode *inode, int fd, const str
 
 /* Lay out, write metadata and commit the image under its final name. */
 int tw_finish(struct tree_writer *tw, struct anole_build_stats *stats);
+
+/* For the compression pipeline: block size, the error sink, appending
+ * whole blocks to the data area, and the spool. */
+uint32_t tw_blksz(const struct tree_writer *tw);
+struct anole_error *tw_error(struct tree_writer *tw);
+int tw_data_append(struct tree_writer *tw, const void *data, size_t len, uint64_t *blk);
+int tw_spool(struct tree_writer *tw, const void *data, size_t len, uint64_t *off);
+void tw_add_data_bytes(struct tree_writer *tw, uint64_t n);
 
 /* Path of a dentry for messages ("/" for root). */
 void tdentry_path(const struct tdentry *d, struct strbuf *out);

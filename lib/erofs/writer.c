@@ -23,6 +23,7 @@
 
 #include "anole/erofs_fs.h"
 #include "erofs/tree.h"
+#include "erofs/zpipe.h"
 
 #define OPEN_META_BLOCKS 16
 
@@ -44,6 +45,10 @@ struct tree_writer {
 	struct anole_build_stats stats;
 	double t0, last_progress;
 	char *buf; /* copy buffer */
+
+	struct codec_spec zspec;
+	uint32_t pcluster;
+	struct zpipe *zp; /* NULL for uncompressed images */
 };
 
 #define COPY_BUF (1u << 20)
@@ -136,7 +141,63 @@ int tw_new(struct tree_writer **out, const char *image, const struct anole_build
 				 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", strerror(-r));
 	}
 	tw->spool_fd = r;
+
+	if (tw->opts.compress && (r = codec_parse(tw->opts.compress, &tw->zspec, err)) < 0) {
+		tw_free(tw);
+		return r;
+	}
+	tw->pcluster = tw->opts.pcluster_size ? tw->opts.pcluster_size : ANOLE_DEFAULT_PCLUSTER;
+	if (tw->pcluster < tw->blksz || tw->pcluster > Z_EROFS_PCLUSTER_MAX_SIZE ||
+	    tw->pcluster % tw->blksz) {
+		tw_free(tw);
+		return anole_err(err, EINVAL,
+				 "pcluster size %u: choose a multiple of %u from %u to %u bytes",
+				 tw->pcluster, tw->blksz, tw->blksz, Z_EROFS_PCLUSTER_MAX_SIZE);
+	}
+	if (tw->zspec.kind != CODEC_NONE) {
+		unsigned int threads = tw->opts.threads;
+		if (!threads) {
+			long n = sysconf(_SC_NPROCESSORS_ONLN);
+			threads = n > 0 ? (unsigned int)n : 1;
+		}
+		r = zpipe_new(tw, &tw->zspec, tw->pcluster, threads, &tw->zp);
+		if (r < 0) {
+			tw_free(tw);
+			return anole_err(err, -r, "cannot start compression threads: %s",
+					 strerror(-r));
+		}
+	}
 	*out = tw;
+	return 0;
+}
+
+uint32_t tw_blksz(const struct tree_writer *tw)
+{
+	return tw->blksz;
+}
+
+struct anole_error *tw_error(struct tree_writer *tw)
+{
+	return tw->err;
+}
+
+void tw_add_data_bytes(struct tree_writer *tw, uint64_t n)
+{
+	tw->stats.data_bytes += n;
+	tw_progress(tw, "data", false);
+}
+
+int tw_data_append(struct tree_writer *tw, const void *data, size_t len, uint64_t *blk)
+{
+	size_t padded = ROUND_UP(len, tw->blksz);
+	*blk = tw->next_blk;
+	if (tw->next_blk + padded / tw->blksz >= EROFS_NULL_ADDR)
+		return anole_err(tw->err, EFBIG, "image exceeds 2^32 blocks");
+	int r = pwrite_full(tw->fd, data, padded, tw->next_blk << tw->blkbits);
+	if (r < 0)
+		return anole_err(tw->err, -r, "%s: cannot write image: %s", tw->image_path,
+				 strerror(-r));
+	tw->next_blk += padded / tw->blksz;
 	return 0;
 }
 
@@ -157,6 +218,7 @@ void tw_free(struct tree_writer *tw)
 {
 	if (!tw)
 		return;
+	zpipe_free(tw->zp);
 	if (tw->fd >= 0)
 		close(tw->fd);
 	if (tw->spool_fd >= 0)
@@ -361,7 +423,7 @@ static int copy_range(struct tree_writer *tw, int fd, uint64_t off, uint64_t len
 	return 0;
 }
 
-static int spool_write(struct tree_writer *tw, const void *data, size_t len, uint64_t *off)
+int tw_spool(struct tree_writer *tw, const void *data, size_t len, uint64_t *off)
 {
 	*off = tw->spool_len;
 	int r = pwrite_full(tw->spool_fd, data, len, tw->spool_len);
@@ -389,8 +451,9 @@ static int write_flat(struct tree_writer *tw, struct tinode *ino, int fd, const 
 	int r;
 
 	ino->data_kind = TDATA_FLAT;
-	ino->startblk = tw->next_blk;
 	ino->inline_tail = tail_fits_inline(tw, ino, tail);
+	/* no blocks at all: say block 0, not wherever the allocator was */
+	ino->startblk = full || !ino->inline_tail ? tw->next_blk : 0;
 	r = copy_range(tw, fd, 0, full << tw->blkbits, tw->next_blk << tw->blkbits, path);
 	if (r < 0)
 		return r;
@@ -408,7 +471,7 @@ static int write_flat(struct tree_writer *tw, struct tinode *ino, int fd, const 
 	tw->stats.data_bytes += tail;
 	if (ino->inline_tail) {
 		ino->tail_len = (uint32_t)tail;
-		return spool_write(tw, tw->buf, tail, &ino->tail_off);
+		return tw_spool(tw, tw->buf, tail, &ino->tail_off);
 	}
 	r = pwrite_full(tw->fd, tw->buf, tw->blksz, tw->next_blk << tw->blkbits);
 	if (r < 0)
@@ -501,7 +564,7 @@ static int write_chunked(struct tree_writer *tw, struct tinode *ino, int fd,
 	ino->data_kind = TDATA_CHUNKS;
 	ino->chunkbits = (uint8_t)best;
 	ino->nchunks = (uint32_t)nchunks;
-	return spool_write(tw, map, nchunks * sizeof(uint32_t), &ino->tail_off);
+	return tw_spool(tw, map, nchunks * sizeof(uint32_t), &ino->tail_off);
 }
 
 int tw_file_data(struct tree_writer *tw, struct tinode *ino, int fd, const struct data_extent *ext,
@@ -509,7 +572,24 @@ int tw_file_data(struct tree_writer *tw, struct tinode *ino, int fd, const struc
 {
 	if (!ino->size)
 		return 0;
-	int r = ext ? write_chunked(tw, ino, fd, ext, next, path) : write_flat(tw, ino, fd, path);
+	int r;
+	if (tw->zp) {
+		/* Everything that takes blocks goes through the pipeline, so
+		 * blocks are handed out in one deterministic order. */
+		if (ext) {
+			/* Sparse files keep their holes as an uncompressed chunk
+			 * map; they are rare, so stalling the pipeline to
+			 * allocate their blocks in order costs little. */
+			if ((r = zpipe_drain(tw->zp)) < 0)
+				return r;
+			return write_chunked(tw, ino, fd, ext, next, path);
+		}
+		if (ino->size > tw->blksz)
+			return zpipe_file(tw->zp, ino, fd, true, path);
+		if (!tail_fits_inline(tw, ino, ino->size))
+			return zpipe_file(tw->zp, ino, fd, false, path);
+	}
+	r = ext ? write_chunked(tw, ino, fd, ext, next, path) : write_flat(tw, ino, fd, path);
 	if (r < 0)
 		return r;
 	if (tw->next_blk >= EROFS_NULL_ADDR)
@@ -727,6 +807,11 @@ static int layout_inode(struct tree_writer *tw, struct tinode *ino, struct layou
 	} else if (S_ISREG(ino->mode) && ino->data_kind == TDATA_CHUNKS) {
 		ino->layout = EROFS_INODE_CHUNK_BASED;
 		extra = ino->nchunks * 4;
+	} else if (S_ISREG(ino->mode) && ino->data_kind == TDATA_Z) {
+		ino->layout = EROFS_INODE_COMPRESSED_FULL;
+		uint32_t end = core + ibody;
+		extra = (uint32_t)(Z_EROFS_FULL_INDEX_START(end) - end) +
+			ino->nchunks * (uint32_t)sizeof(struct z_erofs_lcluster_index);
 	} else if (S_ISREG(ino->mode) && ino->data_kind == TDATA_FLAT && ino->inline_tail) {
 		ino->layout = EROFS_INODE_FLAT_INLINE;
 		extra = ino->tail_len;
@@ -909,6 +994,8 @@ static int write_inode(struct tree_writer *tw, struct seqbuf *s, uint64_t pos, s
 		iu = encode_rdev(ino->rdev);
 	else if (ino->layout == EROFS_INODE_CHUNK_BASED)
 		iu = ino->chunkbits;
+	else if (ino->layout == EROFS_INODE_COMPRESSED_FULL)
+		iu = ino->zblocks;
 	else
 		iu = (uint32_t)ino->startblk;
 
@@ -978,6 +1065,21 @@ static int write_inode(struct tree_writer *tw, struct seqbuf *s, uint64_t pos, s
 				return anole_err(tw->err, -r, "%s: cannot write image: %s",
 						 tw->image_path, strerror(-r));
 		}
+	} else if (ino->layout == EROFS_INODE_COMPRESSED_FULL) {
+		struct z_erofs_map_header h = {
+			.h_advise = Z_EROFS_ADVISE_BIG_PCLUSTER_1,
+			.h_algorithmtype = (uint8_t)codec_erofs_alg(tw->zspec.kind),
+		};
+		uint64_t hpos = pos + ROUND_UP_8(csize + ibody);
+		if ((r = seq_put(s, hpos, &h, sizeof(h))) < 0)
+			return r;
+		size_t len = ino->nchunks * sizeof(struct z_erofs_lcluster_index);
+		if (strbuf_grow(scratch, len) < 0)
+			return anole_err(tw->err, ENOMEM, "out of memory");
+		r = pread_full(tw->spool_fd, scratch->buf, len, ino->tail_off);
+		if (r < 0)
+			return anole_err(tw->err, EIO, "spool file: read error");
+		return seq_put(s, pos + Z_EROFS_FULL_INDEX_START(csize + ibody), scratch->buf, len);
 	} else if (ino->layout == EROFS_INODE_CHUNK_BASED ||
 		   (ino->layout == EROFS_INODE_FLAT_INLINE && S_ISREG(ino->mode))) {
 		size_t len = ino->layout == EROFS_INODE_CHUNK_BASED ? ino->nchunks * 4u
@@ -992,6 +1094,47 @@ static int write_inode(struct tree_writer *tw, struct seqbuf *s, uint64_t pos, s
 	if (tail)
 		return seq_put(s, at, tail, ino->tail_len);
 	return 0;
+}
+
+/* The per-algorithm record that follows the superblock (COMPR_CFGS). */
+static size_t compr_cfgs(struct tree_writer *tw, uint8_t *p)
+{
+	uint16_t size;
+	switch (tw->zspec.kind) {
+	case CODEC_LZ4:
+	case CODEC_LZ4HC: {
+		struct z_erofs_lz4_cfgs c = {
+			.max_pclusterblks = (uint16_t)MAX(zpipe_max_cblocks(tw->zp), 1u)};
+		size = sizeof(c);
+		memcpy(p + 2, &c, sizeof(c));
+		break;
+	}
+	case CODEC_LZMA: {
+		struct z_erofs_lzma_cfgs c = {.dict_size = MAX(tw->pcluster, 4096u)};
+		size = sizeof(c);
+		memcpy(p + 2, &c, sizeof(c));
+		break;
+	}
+	case CODEC_DEFLATE: {
+		struct z_erofs_deflate_cfgs c = {.windowbits = 15};
+		size = sizeof(c);
+		memcpy(p + 2, &c, sizeof(c));
+		break;
+	}
+	case CODEC_ZSTD: {
+		unsigned int wlog = 10;
+		while ((1u << wlog) < tw->pcluster)
+			wlog++;
+		struct z_erofs_zstd_cfgs c = {.windowlog = (uint8_t)(wlog - 10)};
+		size = sizeof(c);
+		memcpy(p + 2, &c, sizeof(c));
+		break;
+	}
+	default:
+		return 0;
+	}
+	memcpy(p, &size, 2);
+	return 2u + size;
 }
 
 static int write_superblock(struct tree_writer *tw, const struct layout *l, uint64_t meta_blkaddr,
@@ -1016,6 +1159,10 @@ static int write_superblock(struct tree_writer *tw, const struct layout *l, uint
 	if (tw->opts.label)
 		memcpy(sb->volume_name, tw->opts.label, MIN(strlen(tw->opts.label), sizeof(sb->volume_name)));
 	sb->feature_incompat = incompat;
+	if (incompat & EROFS_INCOMPAT_COMPR_CFGS) {
+		sb->available_compr_algs = (uint16_t)(1u << codec_erofs_alg(tw->zspec.kind));
+		compr_cfgs(tw, (uint8_t *)blk + EROFS_SUPER_OFFSET + sizeof(*sb));
+	}
 
 	uint32_t end = tw->blksz; /* the checksum covers the rest of block 0 */
 	sb->checksum = anole_crc32c(~0u, blk + EROFS_SUPER_OFFSET, end - EROFS_SUPER_OFFSET);
@@ -1067,6 +1214,8 @@ int tw_finish(struct tree_writer *tw, struct anole_build_stats *stats)
 
 	if (!tw->ninodes)
 		return anole_err(tw->err, EINVAL, "empty tree");
+	if (tw->zp && (r = zpipe_drain(tw->zp)) < 0)
+		return r;
 	tw_progress(tw, "metadata", true);
 	for (size_t i = 0; i < tw->ninodes; i++)
 		xattr_set_use(tw->xt, tw->inodes[i]->xattr_set);
@@ -1084,6 +1233,8 @@ int tw_finish(struct tree_writer *tw, struct anole_build_stats *stats)
 			return r;
 		if (ino->layout == EROFS_INODE_CHUNK_BASED)
 			incompat |= EROFS_INCOMPAT_CHUNKED_FILE;
+		if (ino->layout == EROFS_INODE_COMPRESSED_FULL)
+			incompat |= EROFS_INCOMPAT_ZERO_PADDING | EROFS_INCOMPAT_COMPR_CFGS;
 		if (S_ISDIR(ino->mode))
 			tw->stats.dirs++;
 		else if (S_ISREG(ino->mode))
@@ -1144,6 +1295,12 @@ int tw_finish(struct tree_writer *tw, struct anole_build_stats *stats)
 	tw->stats.inodes = tw->ninodes;
 	tw->stats.image_bytes = blocks << tw->blkbits;
 	tw->stats.shared_xattrs = xattr_shared_count(tw->xt);
+	if (tw->zp) {
+		const struct zpipe_stats *zs = zpipe_stats(tw->zp);
+		tw->stats.compressed_files = zs->files;
+		tw->stats.compressed_bytes_in = zs->bytes_in;
+		tw->stats.compressed_bytes_out = zs->bytes_out;
+	}
 	tw->stats.seconds = now_seconds() - tw->t0;
 	tw_progress(tw, "done", true);
 	if (stats)

@@ -21,7 +21,8 @@ unsigned int xattr_split_name(const char *name, const char **suffix)
 		size_t n = strlen(prefixes[i].prefix);
 		if (strncmp(name, prefixes[i].prefix, n))
 			continue;
-		if (prefixes[i].whole && name[n])
+		/* the ACL names are whole; other prefixes need a suffix */
+		if (prefixes[i].whole ? name[n] != 0 : name[n] == 0)
 			continue;
 		*suffix = name + n;
 		return prefixes[i].index;

@@ -1,0 +1,244 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "compress/codec.h"
+
+#include <libdeflate.h>
+#include <lz4.h>
+#include <lz4hc.h>
+#include <lzma.h>
+#include <zstd.h>
+#include <zstd_errors.h>
+
+#include "anole/erofs_fs.h"
+
+static const struct {
+	enum codec_kind kind;
+	const char *name;
+	int min, max, def;
+} codecs[] = {
+	{CODEC_NONE, "none", 0, 0, 0},
+	{CODEC_LZ4, "lz4", 0, 0, 0},
+	{CODEC_LZ4HC, "lz4hc", 1, 12, 9},
+	{CODEC_DEFLATE, "deflate", 1, 12, 9},
+	{CODEC_LZMA, "lzma", 0, 9, 6},
+	{CODEC_ZSTD, "zstd", 1, 22, 12},
+};
+
+int codec_parse(const char *text, struct codec_spec *spec, struct anole_error *err)
+{
+	const char *colon = strchr(text, ':');
+	size_t nlen = colon ? (size_t)(colon - text) : strlen(text);
+	for (size_t i = 0; i < ARRAY_SIZE(codecs); i++) {
+		if (strlen(codecs[i].name) != nlen || strncmp(text, codecs[i].name, nlen))
+			continue;
+		spec->kind = codecs[i].kind;
+		spec->level = codecs[i].def;
+		if (!colon)
+			return 0;
+		char *end;
+		long lv = strtol(colon + 1, &end, 10);
+		if (!colon[1] || *end || codecs[i].min == codecs[i].max || lv < codecs[i].min ||
+		    lv > codecs[i].max) {
+			if (codecs[i].min == codecs[i].max)
+				return anole_err(err, EINVAL, "compression '%s' takes no level",
+						 codecs[i].name);
+			return anole_err(err, EINVAL,
+					 "compression level '%s' for %s: choose %d..%d (default %d)",
+					 colon + 1, codecs[i].name, codecs[i].min, codecs[i].max,
+					 codecs[i].def);
+		}
+		spec->level = (int)lv;
+		return 0;
+	}
+	return anole_err(err, EINVAL,
+			 "unknown compression '%.*s': choose lz4, lz4hc[:1-12], deflate[:1-12], "
+			 "lzma[:0-9], zstd[:1-22] or none",
+			 (int)nlen, text);
+}
+
+const char *codec_name(enum codec_kind kind)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(codecs); i++)
+		if (codecs[i].kind == kind)
+			return codecs[i].name;
+	return "?";
+}
+
+const char *codec_alg_name(unsigned int alg)
+{
+	static const char *names[] = {"lz4", "lzma", "deflate", "zstd"};
+	return alg < ARRAY_SIZE(names) ? names[alg] : "unknown";
+}
+
+unsigned int codec_erofs_alg(enum codec_kind kind)
+{
+	switch (kind) {
+	case CODEC_LZMA: return Z_EROFS_COMPRESSION_LZMA;
+	case CODEC_DEFLATE: return Z_EROFS_COMPRESSION_DEFLATE;
+	case CODEC_ZSTD: return Z_EROFS_COMPRESSION_ZSTD;
+	default: return Z_EROFS_COMPRESSION_LZ4;
+	}
+}
+
+struct codec {
+	struct codec_spec spec;
+	void *lz4hc_state;
+	struct libdeflate_compressor *deflate;
+	ZSTD_CCtx *zstd;
+	lzma_stream lzma;
+	lzma_options_lzma lzma_opts;
+};
+
+int codec_new(const struct codec_spec *spec, uint32_t max_input, struct codec **out)
+{
+	struct codec *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->spec = *spec;
+	c->lzma = (lzma_stream)LZMA_STREAM_INIT;
+	switch (spec->kind) {
+	case CODEC_LZ4HC:
+		c->lz4hc_state = malloc((size_t)LZ4_sizeofStateHC());
+		if (!c->lz4hc_state)
+			goto nomem;
+		break;
+	case CODEC_DEFLATE:
+		c->deflate = libdeflate_alloc_compressor(spec->level);
+		if (!c->deflate)
+			goto nomem;
+		break;
+	case CODEC_ZSTD: {
+		c->zstd = ZSTD_createCCtx();
+		if (!c->zstd)
+			goto nomem;
+		/* One-shot frames carry their content size, and zstd shrinks
+		 * its window and tables to the input: never above the pcluster
+		 * size the superblock promises the kernel. */
+		(void)max_input;
+		ZSTD_CCtx_setParameter(c->zstd, ZSTD_c_compressionLevel, spec->level);
+		ZSTD_CCtx_setParameter(c->zstd, ZSTD_c_checksumFlag, 0);
+		ZSTD_CCtx_setParameter(c->zstd, ZSTD_c_contentSizeFlag, 1);
+		break;
+	}
+	case CODEC_LZMA:
+		if (lzma_lzma_preset(&c->lzma_opts, (uint32_t)spec->level))
+			goto nomem;
+		c->lzma_opts.dict_size = MAX(max_input, 4096u);
+		break;
+	default:
+		break;
+	}
+	*out = c;
+	return 0;
+nomem:
+	codec_free(c);
+	return -ENOMEM;
+}
+
+void codec_free(struct codec *c)
+{
+	if (!c)
+		return;
+	free(c->lz4hc_state);
+	if (c->deflate)
+		libdeflate_free_compressor(c->deflate);
+	ZSTD_freeCCtx(c->zstd);
+	lzma_end(&c->lzma);
+	free(c);
+}
+
+ssize_t codec_compress(struct codec *c, const void *in, size_t inlen, void *out, size_t cap)
+{
+	if (inlen > INT32_MAX || cap < 16)
+		return 0;
+	switch (c->spec.kind) {
+	case CODEC_LZ4:
+		return LZ4_compress_default(in, out, (int)inlen, (int)cap);
+	case CODEC_LZ4HC:
+		return LZ4_compress_HC_extStateHC(c->lz4hc_state, in, out, (int)inlen, (int)cap,
+						  c->spec.level);
+	case CODEC_DEFLATE:
+		return (ssize_t)libdeflate_deflate_compress(c->deflate, in, inlen, out, cap);
+	case CODEC_ZSTD: {
+		size_t n = ZSTD_compress2(c->zstd, out, cap, in, inlen);
+		if (ZSTD_isError(n))
+			return ZSTD_getErrorCode(n) == ZSTD_error_dstSize_tooSmall ? 0 : -EIO;
+		return (ssize_t)n;
+	}
+	case CODEC_LZMA: {
+		lzma_ret r = lzma_microlzma_encoder(&c->lzma, &c->lzma_opts);
+		if (r != LZMA_OK)
+			return r == LZMA_MEM_ERROR ? -ENOMEM : -EIO;
+		c->lzma.next_in = in;
+		c->lzma.avail_in = inlen;
+		c->lzma.next_out = out;
+		c->lzma.avail_out = cap;
+		r = lzma_code(&c->lzma, LZMA_FINISH);
+		if (r != LZMA_STREAM_END)
+			return -EIO;
+		/* MicroLZMA stops when the output is full: all input or nothing */
+		if (c->lzma.avail_in)
+			return 0;
+		return (ssize_t)(cap - c->lzma.avail_out);
+	}
+	default:
+		return -EINVAL;
+	}
+}
+
+int codec_decompress(unsigned int alg, const void *in, size_t inlen, void *out, size_t outlen)
+{
+	const uint8_t *p = in;
+	size_t skip = 0;
+	while (skip < inlen && !p[skip])
+		skip++;
+	if (skip == inlen || outlen > INT32_MAX)
+		return -EFSCORRUPTED;
+	p += skip;
+	inlen -= skip;
+
+	switch (alg) {
+	case Z_EROFS_COMPRESSION_LZ4: {
+		int n = LZ4_decompress_safe((const char *)p, out, (int)inlen, (int)outlen);
+		return n == (int)outlen ? 0 : -EFSCORRUPTED;
+	}
+	case Z_EROFS_COMPRESSION_DEFLATE: {
+		struct libdeflate_decompressor *d = libdeflate_alloc_decompressor();
+		if (!d)
+			return -ENOMEM;
+		size_t got = 0;
+		enum libdeflate_result r =
+			libdeflate_deflate_decompress_ex(d, p, inlen, out, outlen, NULL, &got);
+		libdeflate_free_decompressor(d);
+		return r == LIBDEFLATE_SUCCESS && got == outlen ? 0 : -EFSCORRUPTED;
+	}
+	case Z_EROFS_COMPRESSION_ZSTD: {
+		unsigned long long fsize = ZSTD_getFrameContentSize(p, inlen);
+		if (fsize != ZSTD_CONTENTSIZE_UNKNOWN && fsize != outlen)
+			return -EFSCORRUPTED;
+		ZSTD_DCtx *d = ZSTD_createDCtx();
+		if (!d)
+			return -ENOMEM;
+		/* bound the window so a hostile frame cannot ask for gigabytes */
+		ZSTD_DCtx_setParameter(d, ZSTD_d_windowLogMax, 24);
+		ZSTD_inBuffer ib = {p, inlen, 0};
+		ZSTD_outBuffer ob = {out, outlen, 0};
+		size_t r = ZSTD_decompressStream(d, &ob, &ib);
+		ZSTD_freeDCtx(d);
+		return !ZSTD_isError(r) && ob.pos == outlen ? 0 : -EFSCORRUPTED;
+	}
+	case Z_EROFS_COMPRESSION_LZMA: {
+		lzma_stream s = LZMA_STREAM_INIT;
+		if (lzma_microlzma_decoder(&s, inlen, outlen, true, 8u << 20) != LZMA_OK)
+			return -EFSCORRUPTED;
+		s.next_in = p;
+		s.avail_in = inlen;
+		s.next_out = out;
+		s.avail_out = outlen;
+		lzma_ret r = lzma_code(&s, LZMA_FINISH);
+		size_t got = outlen - s.avail_out;
+		lzma_end(&s);
+		return r == LZMA_STREAM_END && got == outlen ? 0 : -EFSCORRUPTED;
+	}
+	}
+	return -EFSCORRUPTED;
+}

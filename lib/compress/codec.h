@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Compression codecs for EROFS physical clusters, over the well-kept
+ * libraries: liblz4 (lz4, lz4hc), libdeflate (raw DEFLATE), liblzma
+ * (MicroLZMA, the framing the kernel's EROFS expects) and libzstd.
+ *
+ * anole compresses a fixed amount of input at a time and lets the output
+ * be whatever size it is, rounded up to whole blocks: no codec has to hit an
+ * exact output size, so all run at full speed.
+ */
+#ifndef ANOLE_CODEC_H
+#define ANOLE_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "util/util.h"
+
+enum codec_kind {
+	CODEC_NONE = 0,
+	CODEC_LZ4,
+	CODEC_LZ4HC,
+	CODEC_DEFLATE,
+	CODEC_LZMA,
+	CODEC_ZSTD,
+};
+
+struct codec_spec {
+	enum codec_kind kind;
+	int level;
+};
+
+/* "zstd", "lzma:9", "none" ...; on error the message lists the choices. */
+int codec_parse(const char *text, struct codec_spec *spec, struct anole_error *err);
+const char *codec_name(enum codec_kind kind);
+/* "lz4", "lzma", "deflate", "zstd" for an EROFS algorithm id. */
+const char *codec_alg_name(unsigned int alg);
+/* The EROFS algorithm id (Z_EROFS_COMPRESSION_*) a codec writes. */
+unsigned int codec_erofs_alg(enum codec_kind kind);
+
+struct codec;
+int codec_new(const struct codec_spec *spec, uint32_t max_input, struct codec **out);
+void codec_free(struct codec *c);
+/* Compress @in into at most @cap bytes. Returns the compressed size, 0 when
+ * it does not fit (the caller stores the data uncompressed), or -errno. */
+ssize_t codec_compress(struct codec *c, const void *in, size_t inlen, void *out, size_t cap);
+
+/* Decompress exactly @outlen bytes of algorithm @alg (an EROFS id). Leading
+ * zero bytes of @in are padding (EROFS ZERO_PADDING) and are skipped.
+ * Returns 0 or -EFSCORRUPTED. Never writes past @outlen. */
+int codec_decompress(unsigned int alg, const void *in, size_t inlen, void *out, size_t outlen);
+
+#endif

@@ -1,0 +1,345 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The compression pipeline: the source thread reads file data into a ring
+ * of jobs, worker threads compress them, and jobs are retired strictly in
+ * submission order, which is the only place blocks are allocated. So the
+ * image is byte-identical whatever the number of threads, and memory is
+ * bounded by the ring (2 x pcluster bytes per slot).
+ *
+ * Each job is one extent of a file: pcluster bytes of input compressed on
+ * their own (fixed input, any output size). An extent is stored compressed
+ * only if that saves at least one block, else as plain blocks; a file none
+ * of whose extents compressed becomes a plain flat file.
+ */
+#include <pthread.h>
+#include <sys/stat.h>
+
+#include "anole/erofs_fs.h"
+#include "compress/codec.h"
+#include "erofs/tree.h"
+#include "erofs/zpipe.h"
+
+enum job_state { JOB_FREE, JOB_PENDING, JOB_RUNNING, JOB_DONE };
+
+struct zjob {
+	struct tinode *ino;
+	uint32_t len;
+	bool compress;
+	bool first, last;
+	enum job_state state;
+	ssize_t clen; /* >0 compressed size; 0 store plain; <0 -errno */
+	uint8_t *in, *out;
+};
+
+/* What the retired extents of the current file look like so far. */
+struct zextent {
+	uint64_t blk;
+	uint32_t cblocks; /* 0 = plain */
+	uint32_t nlcl;
+};
+
+struct zpipe {
+	struct tree_writer *tw;
+	struct codec_spec spec;
+	uint32_t pcluster, blksz;
+	unsigned int blkbits;
+	struct zjob *jobs;
+	unsigned int njobs, head, count, next_run;
+	pthread_mutex_t lock;
+	pthread_cond_t work, done;
+	pthread_t *threads;
+	unsigned int nthreads;
+	bool stop;
+	int worker_err;
+
+	struct zextent *ext;
+	size_t next, ecap;
+	uint32_t max_cblocks;
+	struct zpipe_stats stats;
+};
+
+static void *worker(void *arg)
+{
+	struct zpipe *z = arg;
+	struct codec *c = NULL;
+	int r = codec_new(&z->spec, z->pcluster, &c);
+
+	pthread_mutex_lock(&z->lock);
+	if (r < 0)
+		z->worker_err = r;
+	for (;;) {
+		/* jobs run in ring order: wait for the next one to be filled */
+		while (!z->stop && z->jobs[z->next_run].state != JOB_PENDING)
+			pthread_cond_wait(&z->work, &z->lock);
+		if (z->stop)
+			break;
+		struct zjob *j = &z->jobs[z->next_run];
+		j->state = JOB_RUNNING;
+		z->next_run = (z->next_run + 1) % z->njobs;
+		pthread_mutex_unlock(&z->lock);
+
+		ssize_t n = 0;
+		if (c && j->compress) {
+			/* must save a whole block, or it is not worth a pcluster */
+			size_t blocks = DIV_ROUND_UP(j->len, z->blksz);
+			size_t cap = (blocks - 1) * z->blksz;
+			n = cap ? codec_compress(c, j->in, j->len, j->out, cap) : 0;
+			/* a leading zero byte would be taken for padding */
+			if (n > 0 && !j->out[0])
+				n = 0;
+		}
+		pthread_mutex_lock(&z->lock);
+		j->clen = c ? n : -ENOMEM;
+		j->state = JOB_DONE;
+		pthread_cond_broadcast(&z->done);
+	}
+	pthread_mutex_unlock(&z->lock);
+	codec_free(c);
+	return NULL;
+}
+
+int zpipe_new(struct tree_writer *tw, const struct codec_spec *spec, uint32_t pcluster,
+	      unsigned int threads, struct zpipe **out)
+{
+	struct zpipe *z = calloc(1, sizeof(*z));
+	if (!z)
+		return -ENOMEM;
+	z->tw = tw;
+	z->spec = *spec;
+	z->pcluster = pcluster;
+	z->blksz = tw_blksz(tw);
+	z->blkbits = (unsigned int)__builtin_ctz(z->blksz);
+	z->nthreads = threads ? threads : 1;
+	z->njobs = 2 * z->nthreads + 2;
+	z->jobs = calloc(z->njobs, sizeof(*z->jobs));
+	z->threads = calloc(z->nthreads, sizeof(*z->threads));
+	pthread_mutex_init(&z->lock, NULL);
+	pthread_cond_init(&z->work, NULL);
+	pthread_cond_init(&z->done, NULL);
+	if (!z->jobs || !z->threads)
+		goto nomem;
+	for (unsigned int i = 0; i < z->njobs; i++) {
+		z->jobs[i].in = malloc(pcluster);
+		z->jobs[i].out = malloc(pcluster);
+		if (!z->jobs[i].in || !z->jobs[i].out)
+			goto nomem;
+	}
+	for (unsigned int i = 0; i < z->nthreads; i++) {
+		if (pthread_create(&z->threads[i], NULL, worker, z)) {
+			z->nthreads = i;
+			zpipe_free(z);
+			return -EAGAIN;
+		}
+	}
+	*out = z;
+	return 0;
+nomem:
+	z->nthreads = 0;
+	zpipe_free(z);
+	return -ENOMEM;
+}
+
+void zpipe_free(struct zpipe *z)
+{
+	if (!z)
+		return;
+	pthread_mutex_lock(&z->lock);
+	z->stop = true;
+	pthread_cond_broadcast(&z->work);
+	pthread_mutex_unlock(&z->lock);
+	for (unsigned int i = 0; i < z->nthreads; i++)
+		pthread_join(z->threads[i], NULL);
+	for (unsigned int i = 0; z->jobs && i < z->njobs; i++) {
+		free(z->jobs[i].in);
+		free(z->jobs[i].out);
+	}
+	free(z->jobs);
+	free(z->threads);
+	free(z->ext);
+	pthread_mutex_destroy(&z->lock);
+	pthread_cond_destroy(&z->work);
+	pthread_cond_destroy(&z->done);
+	free(z);
+}
+
+const struct zpipe_stats *zpipe_stats(const struct zpipe *z)
+{
+	return &z->stats;
+}
+
+/* Full lcluster indexes for the file's extents. */
+static int finish_file(struct zpipe *z, struct tinode *ino)
+{
+	bool any = false;
+	for (size_t i = 0; i < z->next; i++)
+		any |= z->ext[i].cblocks != 0;
+	if (!any) {
+		/* nothing compressed: its plain blocks are contiguous */
+		ino->data_kind = TDATA_FLAT;
+		ino->startblk = z->ext[0].blk;
+		ino->inline_tail = false;
+		z->next = 0;
+		return 0;
+	}
+	uint64_t nlcl = DIV_ROUND_UP(ino->size, z->blksz);
+	_cleanup_free_ struct z_erofs_lcluster_index *idx = calloc(nlcl, sizeof(*idx));
+	if (!idx)
+		return anole_err(tw_error(z->tw), ENOMEM, "out of memory");
+	uint64_t lcn = 0, zblocks = 0;
+	for (size_t i = 0; i < z->next; i++) {
+		struct zextent *e = &z->ext[i];
+		for (uint32_t k = 0; k < e->nlcl; k++, lcn++) {
+			struct z_erofs_lcluster_index *d = &idx[lcn];
+			if (!e->cblocks) {
+				d->di_advise = Z_EROFS_LCLUSTER_TYPE_PLAIN;
+				d->di_u.blkaddr = (uint32_t)(e->blk + k);
+			} else if (k == 0) {
+				d->di_advise = Z_EROFS_LCLUSTER_TYPE_HEAD1;
+				d->di_u.blkaddr = (uint32_t)e->blk;
+			} else {
+				d->di_advise = Z_EROFS_LCLUSTER_TYPE_NONHEAD;
+				d->di_clusterofs = 0;
+				d->di_u.delta[0] = k == 1 ? (uint16_t)(Z_EROFS_LI_D0_CBLKCNT | e->cblocks)
+							  : (uint16_t)k;
+				d->di_u.delta[1] = (uint16_t)(e->nlcl - k);
+			}
+		}
+		zblocks += e->cblocks ? e->cblocks : e->nlcl;
+	}
+	ino->data_kind = TDATA_Z;
+	ino->nchunks = (uint32_t)nlcl;
+	ino->zblocks = (uint32_t)zblocks;
+	z->next = 0;
+	z->stats.files++;
+	return tw_spool(z->tw, idx, nlcl * sizeof(*idx), &ino->tail_off);
+}
+
+static int retire_one(struct zpipe *z)
+{
+	struct zjob *j = &z->jobs[z->head];
+	pthread_mutex_lock(&z->lock);
+	while (j->state != JOB_DONE)
+		pthread_cond_wait(&z->done, &z->lock);
+	pthread_mutex_unlock(&z->lock);
+
+	int r = 0;
+	if (j->clen < 0)
+		r = anole_err(tw_error(z->tw), (int)-j->clen, "compression failed: %s",
+			      strerror((int)-j->clen));
+	if (r >= 0 && j->first)
+		z->next = 0;
+	if (r >= 0 && z->next == z->ecap) {
+		size_t ncap = z->ecap ? z->ecap * 2 : 64;
+		struct zextent *n = realloc(z->ext, ncap * sizeof(*n));
+		if (!n)
+			r = anole_err(tw_error(z->tw), ENOMEM, "out of memory");
+		else {
+			z->ext = n;
+			z->ecap = ncap;
+		}
+	}
+	if (r >= 0) {
+		struct zextent *e = &z->ext[z->next++];
+		uint64_t blk;
+		e->nlcl = (uint32_t)DIV_ROUND_UP(j->len, z->blksz);
+		if (j->clen > 0) {
+			/* compressed bytes end at the end of the pcluster, leading
+			 * zeros before them: the kernel decompresses in place */
+			e->cblocks = (uint32_t)DIV_ROUND_UP((size_t)j->clen, z->blksz);
+			size_t pad = (size_t)e->cblocks * z->blksz - (size_t)j->clen;
+			memmove(j->out + pad, j->out, (size_t)j->clen);
+			memset(j->out, 0, pad);
+			r = tw_data_append(z->tw, j->out, (size_t)e->cblocks * z->blksz, &blk);
+			z->stats.bytes_in += j->len;
+			z->stats.bytes_out += (uint64_t)e->cblocks * z->blksz;
+			if (e->cblocks > z->max_cblocks)
+				z->max_cblocks = e->cblocks;
+		} else {
+			e->cblocks = 0;
+			r = tw_data_append(z->tw, j->in, j->len, &blk);
+		}
+		e->blk = blk;
+		if (r >= 0 && j->last)
+			r = j->compress ? finish_file(z, j->ino) : 0;
+		if (r >= 0 && j->last && !j->compress) {
+			j->ino->data_kind = TDATA_FLAT;
+			j->ino->startblk = z->ext[0].blk;
+			z->next = 0;
+		}
+	}
+	j->state = JOB_FREE;
+	z->head = (z->head + 1) % z->njobs;
+	z->count--;
+	return r;
+}
+
+static int submit(struct zpipe *z, struct zjob *proto)
+{
+	int r;
+	if (z->count == z->njobs && (r = retire_one(z)) < 0)
+		return r;
+	struct zjob *j = &z->jobs[(z->head + z->count) % z->njobs];
+	j->ino = proto->ino;
+	j->len = proto->len;
+	j->compress = proto->compress;
+	j->first = proto->first;
+	j->last = proto->last;
+	j->clen = 0;
+	pthread_mutex_lock(&z->lock);
+	j->state = JOB_PENDING;
+	z->count++;
+	pthread_cond_broadcast(&z->work);
+	pthread_mutex_unlock(&z->lock);
+	return 0;
+}
+
+/* The slot the next submit() fills, to read input into. */
+static struct zjob *next_slot(struct zpipe *z, int *err)
+{
+	*err = 0;
+	if (z->count == z->njobs)
+		*err = retire_one(z);
+	return &z->jobs[(z->head + z->count) % z->njobs];
+}
+
+int zpipe_file(struct zpipe *z, struct tinode *ino, int fd, bool compress, const char *path)
+{
+	uint64_t size = ino->size;
+	for (uint64_t off = 0; off < size;) {
+		int r;
+		struct zjob *slot = next_slot(z, &r);
+		if (r < 0)
+			return r;
+		uint32_t len = (uint32_t)MIN((uint64_t)z->pcluster, size - off);
+		r = pread_full(fd, slot->in, len, off);
+		if (r < 0)
+			return anole_err(tw_error(z->tw), r == -ENODATA ? EIO : -r, "%s: %s at offset %llu",
+					 path, r == -ENODATA ? "file shrank while being read" : strerror(-r),
+					 (unsigned long long)off);
+		/* zero the rest of the last block: plain blocks are written whole */
+		size_t padded = ROUND_UP((size_t)len, z->blksz);
+		memset(slot->in + len, 0, padded - len);
+		struct zjob proto = {.ino = ino, .len = len, .compress = compress, .first = off == 0,
+				     .last = off + len == size};
+		if ((r = submit(z, &proto)) < 0)
+			return r;
+		off += len;
+		tw_add_data_bytes(z->tw, len);
+	}
+	return 0;
+}
+
+int zpipe_drain(struct zpipe *z)
+{
+	while (z->count) {
+		int r = retire_one(z);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+uint32_t zpipe_max_cblocks(const struct zpipe *z)
+{
+	return z->max_cblocks;
+}

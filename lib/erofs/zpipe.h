@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The ordered, multi-threaded compression pipeline of the writer. */
+#ifndef ANOLE_ZPIPE_H
+#define ANOLE_ZPIPE_H
+
+#include "compress/codec.h"
+#include "erofs/tree.h"
+
+struct zpipe_stats {
+	uint64_t files, bytes_in, bytes_out;
+};
+
+struct zpipe;
+int zpipe_new(struct tree_writer *tw, const struct codec_spec *spec, uint32_t pcluster,
+	      unsigned int threads, struct zpipe **out);
+void zpipe_free(struct zpipe *z);
+/* Queue all of a regular file's data; @compress false copies it as plain
+ * blocks (still in order with everything else). */
+int zpipe_file(struct zpipe *z, struct tinode *ino, int fd, bool compress, const char *path);
+/* Retire every queued job. */
+int zpipe_drain(struct zpipe *z);
+const struct zpipe_stats *zpipe_stats(const struct zpipe *z);
+uint32_t zpipe_max_cblocks(const struct zpipe *z);
+
+#endif
