@@ -16,11 +16,17 @@ static const char usage_text[] =
 	"  -z, --compress=ALGO[:LEVEL]\n"
 	"                         compress file data: lz4, lz4hc[:1-12] (9),\n"
 	"                         deflate[:1-12] (9), lzma[:0-9] (6), zstd[:1-22]\n"
-	"                         (12), or none (the default). The kernel\n"
+	"                         (9), or none (the default). The kernel\n"
 	"                         decompresses in place.\n"
 	"      --pcluster=SIZE    bytes compressed at a time (4K..1M, default\n"
-	"                         256K): bigger compresses better, smaller reads\n"
+	"                         1M): bigger compresses better, smaller reads\n"
 	"                         less for random access\n"
+	"      --dedupe           store repeated data once: whole files, tails and\n"
+	"                         pclusters with equal bytes (SHA-256)\n"
+	"      --fragments, --no-fragments\n"
+	"                         pack small files and file tails together and\n"
+	"                         compress them as one (default: on, but off for\n"
+	"                         lz4 and lz4hc so erofs-utils 1.5 reads them)\n"
 	"  -j, --jobs=N           compression threads (default: all cores); the\n"
 	"                         image is the same for every N\n"
 	"  -q, --quiet            no progress, no summary\n"
@@ -115,7 +121,8 @@ int cmd_build(int argc, char **argv)
 		{"quiet", no_argument, NULL, 'q'},   {"uuid", required_argument, NULL, 'U'},
 		{"label", required_argument, NULL, 'L'}, {"clamp-mtime", required_argument, NULL, 'T'},
 		{"compress", required_argument, NULL, 'z'}, {"pcluster", required_argument, NULL, 'P'},
-		{"jobs", required_argument, NULL, 'j'},
+		{"jobs", required_argument, NULL, 'j'}, {"dedupe", no_argument, NULL, 'D'},
+		{"no-fragments", no_argument, NULL, 'F'}, {"fragments", no_argument, NULL, 'G'},
 		{"help", no_argument, NULL, 'h'},    {0},
 	};
 	struct anole_build_options opts = {0};
@@ -136,6 +143,15 @@ int cmd_build(int argc, char **argv)
 		switch (c) {
 		case 'z':
 			opts.compress = optarg;
+			break;
+		case 'D':
+			opts.dedupe = true;
+			break;
+		case 'F':
+			opts.fragments = -1;
+			break;
+		case 'G':
+			opts.fragments = 1;
 			break;
 		case 'P': {
 			uint64_t v;
@@ -205,11 +221,16 @@ int cmd_build(int argc, char **argv)
 		       (unsigned long long)st.regular, (unsigned long long)st.symlinks,
 		       (unsigned long long)st.special, (double)st.data_bytes / 1048576.0,
 		       (double)st.image_bytes / 1048576.0, st.seconds);
-		if (st.compressed_files)
-			printf("  compressed %llu files: %.1f MiB -> %.1f MiB\n",
+		if (st.compressed_files || st.fragment_bytes)
+			printf("  compressed %llu files: %.1f MiB -> %.1f MiB; %.1f MiB of small files "
+			       "and tails packed together\n",
 			       (unsigned long long)st.compressed_files,
 			       (double)st.compressed_bytes_in / 1048576.0,
-			       (double)st.compressed_bytes_out / 1048576.0);
+			       (double)st.compressed_bytes_out / 1048576.0,
+			       (double)st.fragment_bytes / 1048576.0);
+		if (st.dedupe_bytes)
+			printf("  dedupe: %.1f MiB found again and stored once\n",
+			       (double)st.dedupe_bytes / 1048576.0);
 	}
 	return 0;
 }

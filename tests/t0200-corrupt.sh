@@ -90,3 +90,38 @@ for bad in "$TMP"/flips/*.img; do
 	rm -rf "$TMP/x/t"
 done
 echo "random metadata flips: $caught of 150 detected, none crashed"
+
+# Compressed images: corrupt compressed data is found by check (exit 1,
+# naming the file) and never crashes any command.
+for algo in zstd lz4 lzma deflate; do
+	"$ANOLE" build -q -z $algo "$SRC" "$TMP/z.img" || fail "build -z $algo"
+	"$ANOLE" check -q "$TMP/z.img" || fail "check rejected a good -z $algo image"
+	zsize=$(stat -c %s "$TMP/z.img")
+	mkdir -p "$TMP/zflips"
+	python3 - "$TMP/z.img" "$TMP/zflips" $algo <<'PY'
+import random, sys
+img, out, algo = sys.argv[1], sys.argv[2], sys.argv[3]
+good = open(img, 'rb').read()
+rng = random.Random(algo)
+for i in range(40):
+    b = bytearray(good)
+    off = rng.randrange(4096, len(b))
+    b[off] ^= rng.randrange(1, 256)
+    open(f"{out}/{algo}-{i:03d}-{off}.img", 'wb').write(b)
+PY
+	for bad in "$TMP"/zflips/$algo-*.img; do
+		run_check "$bad" || true
+		rc=0; timeout 20 "$ANOLE" extract --no-owner -q "$bad" "$TMP/x/zt" >/dev/null 2>&1 || rc=$?
+		[ "$rc" -lt 124 ] || fail "extract died on $(basename "$bad") (exit $rc)"
+		rm -rf "$TMP/x/zt"
+	done
+done
+# zstd frames carry a checksum: a flipped byte in the first pcluster (that
+# of a compressible file bigger than a pcluster, written first) is seen.
+mkdir -p "$TMP/zsrc"
+for i in $(seq 1 60000); do echo "line $i of a compressible file"; done >"$TMP/zsrc/text"
+"$ANOLE" build -q -z zstd "$TMP/zsrc" "$TMP/z.img"
+corrupt "$TMP/z.img" $((4096 + 4000)) 0x01 "$TMP/bad.img"
+run_check "$TMP/bad.img" && fail "corrupt zstd data: check said ok"
+grep -q "compressed" "$TMP/err" || fail "corrupt zstd data not named: $(cat "$TMP/err")"
+cat "$TMP/err"

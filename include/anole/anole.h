@@ -22,7 +22,7 @@ extern "C" {
 #define ANOLE_VERSION "0.1.0"
 
 /* Bytes of file data compressed at a time unless told otherwise. */
-#define ANOLE_DEFAULT_PCLUSTER (256u << 10)
+#define ANOLE_DEFAULT_PCLUSTER (1024u << 10)
 
 struct anole_error {
 	int code;       /* positive errno of the first failure, 0 if none */
@@ -48,6 +48,11 @@ struct anole_build_options {
 					 zstd, none); NULL = none */
 	uint32_t pcluster_size;       /* bytes compressed at a time; 0 = default */
 	unsigned int threads;         /* compression threads; 0 = all cores */
+	int fragments;                /* pack small files and tails together:
+					 0 = by algorithm (on, but off for lz4
+					 and lz4hc, which old tools read), 1 on,
+					 -1 off */
+	bool dedupe;                  /* store repeated data once */
 	void (*progress)(const struct anole_progress *p, void *ctx);
 	void *progress_ctx;
 };
@@ -59,6 +64,8 @@ struct anole_build_stats {
 	uint64_t shared_xattrs;
 	uint64_t compact_inodes, extended_inodes;
 	uint64_t compressed_files, compressed_bytes_in, compressed_bytes_out;
+	uint64_t fragment_bytes; /* small files and tails packed together */
+	uint64_t dedupe_bytes;   /* file bytes found again and not stored */
 	double seconds;
 };
 
@@ -101,6 +108,9 @@ struct anole_inode {
 	uint32_t inode_isize, xattr_isize;
 	uint64_t startblk;     /* flat layouts */
 	uint16_t chunkformat;  /* chunk-based layout */
+	bool z_frag_whole;     /* all data in the packed inode */
+	uint64_t z_frag_off;   /* fragment offset in the packed inode */
+	uint64_t z_tail_la;    /* where the fragment part of the file begins */
 	uint16_t z_advise;     /* compressed layouts */
 	uint8_t z_algorithms;  /* HEAD1 in the low nibble, HEAD2 in the high */
 	uint8_t z_lclusterbits;

@@ -36,7 +36,7 @@
 /* What anole's reader understands today; anything else is refused. */
 #define ANOLE_READER_INCOMPAT                                                                      \
 	(EROFS_INCOMPAT_ZERO_PADDING | EROFS_INCOMPAT_COMPR_CFGS | EROFS_INCOMPAT_CHUNKED_FILE |    \
-	 EROFS_INCOMPAT_DEVICE_TABLE)
+	 EROFS_INCOMPAT_DEVICE_TABLE | EROFS_INCOMPAT_FRAGMENTS)
 
 struct erofs_super_block {
 	uint32_t magic;

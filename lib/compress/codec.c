@@ -20,7 +20,7 @@ static const struct {
 	{CODEC_LZ4HC, "lz4hc", 1, 12, 9},
 	{CODEC_DEFLATE, "deflate", 1, 12, 9},
 	{CODEC_LZMA, "lzma", 0, 9, 6},
-	{CODEC_ZSTD, "zstd", 1, 22, 12},
+	{CODEC_ZSTD, "zstd", 1, 22, 9},
 };
 
 int codec_parse(const char *text, struct codec_spec *spec, struct anole_error *err)
@@ -115,7 +115,9 @@ int codec_new(const struct codec_spec *spec, uint32_t max_input, struct codec **
 		 * size the superblock promises the kernel. */
 		(void)max_input;
 		ZSTD_CCtx_setParameter(c->zstd, ZSTD_c_compressionLevel, spec->level);
-		ZSTD_CCtx_setParameter(c->zstd, ZSTD_c_checksumFlag, 0);
+		/* 4 bytes a frame buy detection of any corrupted byte, in the
+		 * kernel and in anole check alike */
+		ZSTD_CCtx_setParameter(c->zstd, ZSTD_c_checksumFlag, 1);
 		ZSTD_CCtx_setParameter(c->zstd, ZSTD_c_contentSizeFlag, 1);
 		break;
 	}

@@ -36,6 +36,9 @@ struct anole_image {
 	uint32_t z_llen;
 	bool z_valid;
 	uint8_t *z_out, *z_in;
+	uint64_t packed_nid; /* 0: none */
+	struct anole_inode packed;
+	bool packed_loaded;
 };
 
 int img_corrupt(struct anole_image *img, uint64_t nid, uint64_t off, const char *fmt, ...)
@@ -171,6 +174,8 @@ static int read_super(struct anole_image *img)
 				 img->path, sb.xattr_blkaddr, (unsigned long long)blocks);
 
 	struct anole_image_info *i = &img->info;
+	if (sb.feature_incompat & EROFS_INCOMPAT_FRAGMENTS)
+		img->packed_nid = sb.packed_nid;
 	i->blkszbits = sb.blkszbits;
 	i->blocks = blocks;
 	i->inodes = sb.inos;
@@ -245,6 +250,7 @@ const struct anole_error *anole_image_error(const struct anole_image *img)
 
 static int read_zheader(struct anole_image *img, struct anole_inode *ino, uint32_t iu,
 			uint64_t body_end);
+static int find_tail(struct anole_image *img, struct anole_inode *ino);
 
 static int check_flat_range(struct anole_image *img, const struct anole_inode *ino,
 			    uint64_t nblocks)
@@ -404,13 +410,24 @@ static int read_zheader(struct anole_image *img, struct anole_inode *ino, uint32
 	int r = img_meta_read(img, ino->nid, hpos, &h, sizeof(h));
 	if (r < 0)
 		return r;
+	if (h.h_clusterbits & 0x80) {
+		/* the whole file lives in the packed inode */
+		uint64_t v;
+		memcpy(&v, &h, sizeof(v));
+		ino->z_frag_whole = true;
+		ino->z_frag_off = v & ~(1ull << 63);
+		ino->z_tail_la = 0;
+		ino->z_blocks = iu;
+		if (!img->packed_nid)
+			return img_corrupt(img, ino->nid, hpos, "fragment without a packed inode");
+		return 0;
+	}
 	ino->z_advise = h.h_advise;
 	ino->z_algorithms = h.h_algorithmtype;
 	ino->z_lclusterbits = (uint8_t)(img->blkbits + (h.h_clusterbits & 7));
 	ino->z_blocks = iu;
-	if ((h.h_clusterbits & 0x80) ||
-	    (h.h_advise & (Z_EROFS_ADVISE_INLINE_PCLUSTER | Z_EROFS_ADVISE_FRAGMENT_PCLUSTER |
-			   Z_EROFS_ADVISE_INTERLACED_PCLUSTER | Z_EROFS_ADVISE_COMPACTED_2B)))
+	if (h.h_advise & (Z_EROFS_ADVISE_INLINE_PCLUSTER | Z_EROFS_ADVISE_INTERLACED_PCLUSTER |
+			  Z_EROFS_ADVISE_COMPACTED_2B))
 		return anole_err(&img->err, EOPNOTSUPP,
 				 "%s: nid %llu: compression features 0x%x (tail packing, fragments) "
 				 "are not supported yet",
@@ -427,6 +444,14 @@ static int read_zheader(struct anole_image *img, struct anole_inode *ino, uint32
 	if (nlcl > img->size / 8 || start + nlcl * 8 > img->size)
 		return img_corrupt(img, ino->nid, hpos, "%llu lcluster indexes run past the image end",
 				   (unsigned long long)nlcl);
+	ino->z_tail_la = ino->size;
+	if (h.h_advise & Z_EROFS_ADVISE_FRAGMENT_PCLUSTER) {
+		if (!img->packed_nid)
+			return img_corrupt(img, ino->nid, hpos, "fragment without a packed inode");
+		ino->z_frag_off = h.h_fragmentoff;
+		if (ino->size)
+			return find_tail(img, ino);
+	}
 	return 0;
 }
 
@@ -462,6 +487,46 @@ static int load_zidx(struct anole_image *img, const struct anole_inode *ino, uin
 	if (z->clusterofs >= (1u << ino->z_lclusterbits))
 		return img_corrupt(img, ino->nid, pos, "lcluster %llu: offset %u beyond the cluster",
 				   (unsigned long long)lcn, z->clusterofs);
+	return 0;
+}
+
+/* The last extent of a file with a fragment is that fragment: find where
+ * it begins; its head's block address holds the offset's high half. */
+static int find_tail(struct anole_image *img, struct anole_inode *ino)
+{
+	uint64_t lcn = (ino->size - 1) >> ino->z_lclusterbits;
+	struct zidx z;
+	int r = load_zidx(img, ino, lcn, &z);
+	for (unsigned int steps = 0; r >= 0 && z.type == Z_EROFS_LCLUSTER_TYPE_NONHEAD; steps++) {
+		uint16_t back = z.delta[0] & Z_EROFS_LI_D0_CBLKCNT ? 1 : z.delta[0];
+		if (!back || back > lcn || steps > 65536)
+			return img_corrupt(img, ino->nid, ino->pos, "fragment extent has no head");
+		lcn -= back;
+		r = load_zidx(img, ino, lcn, &z);
+	}
+	if (r < 0)
+		return r;
+	ino->z_tail_la = (lcn << ino->z_lclusterbits) + z.clusterofs;
+	ino->z_frag_off |= (uint64_t)z.blkaddr << 32;
+	if (ino->z_tail_la >= ino->size)
+		return img_corrupt(img, ino->nid, ino->pos, "fragment starts past the end of the file");
+	return 0;
+}
+
+static int load_packed(struct anole_image *img)
+{
+	if (img->packed_loaded)
+		return 0;
+	int r = anole_inode_read(img, img->packed_nid, &img->packed);
+	if (r < 0)
+		return r;
+	bool compressed = img->packed.layout == EROFS_INODE_COMPRESSED_FULL ||
+			  img->packed.layout == EROFS_INODE_COMPRESSED_COMPACT;
+	if (!S_ISREG(img->packed.mode) ||
+	    (compressed && (img->packed.z_frag_whole || img->packed.z_tail_la < img->packed.size)))
+		return img_corrupt(img, img->packed_nid, img->packed.pos,
+				   "the packed inode is not a plain or compressed regular file");
+	img->packed_loaded = true;
 	return 0;
 }
 
@@ -551,10 +616,37 @@ static int zmap(struct anole_image *img, const struct anole_inode *ino, uint64_t
 	return 0;
 }
 
+static ssize_t read_fragment(struct anole_image *img, const struct anole_inode *ino, char *buf,
+			     size_t len, uint64_t off)
+{
+	int r = load_packed(img);
+	if (r < 0)
+		return r;
+	uint64_t at = ino->z_frag_off + (off - ino->z_tail_la);
+	if (at < ino->z_frag_off || at > img->packed.size || len > img->packed.size - at)
+		return img_corrupt(img, ino->nid, ino->pos,
+				   "fragment at %llu runs past the packed inode (%llu bytes)",
+				   (unsigned long long)ino->z_frag_off,
+				   (unsigned long long)img->packed.size);
+	struct anole_inode packed = img->packed;
+	ssize_t n = anole_pread(img, &packed, buf, len, at);
+	if (n >= 0 && (size_t)n != len)
+		return img_corrupt(img, ino->nid, ino->pos, "short fragment read");
+	return n;
+}
+
 static ssize_t zread(struct anole_image *img, const struct anole_inode *ino, char *buf, size_t len,
 		     uint64_t off)
 {
-	size_t done = 0;
+	size_t done = 0, total = len;
+	if (off + len > ino->z_tail_la) {
+		/* the part in the packed inode */
+		uint64_t from = MAX(off, ino->z_tail_la);
+		ssize_t n = read_fragment(img, ino, buf + (from - off), (size_t)(off + len - from), from);
+		if (n < 0)
+			return n;
+		len = (size_t)(from - off);
+	}
 	while (done < len) {
 		struct zmap m;
 		int r = zmap(img, ino, off + done, &m);
@@ -596,7 +688,7 @@ static ssize_t zread(struct anole_image *img, const struct anole_inode *ino, cha
 		memcpy(buf + done, img->z_out + (off + done - m.la), n);
 		done += n;
 	}
-	return (ssize_t)done;
+	return (ssize_t)total;
 }
 
 /* ---- data -------------------------------------------------------------- */
@@ -661,6 +753,11 @@ static int map_one(struct anole_image *img, const struct anole_inode *ino, uint6
 		return 0;
 	}
 	case EROFS_INODE_COMPRESSED_FULL: {
+		if (off >= ino->z_tail_la) {
+			*phys = 0;
+			*run = ino->size - off;
+			return 0;
+		}
 		struct zmap m;
 		int r = zmap(img, ino, off, &m);
 		if (r < 0)

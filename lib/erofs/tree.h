@@ -28,6 +28,7 @@ enum tdata_kind {
 	TDATA_FLAT,   /* contiguous blocks at startblk, optional inline tail */
 	TDATA_CHUNKS, /* chunk map (holes) kept in the spool */
 	TDATA_Z,      /* compressed: lcluster indexes kept in the spool */
+	TDATA_FRAG,   /* compressed, all of it in the packed inode */
 };
 
 struct tinode {
@@ -48,6 +49,8 @@ struct tinode {
 	uint64_t startblk;
 	uint32_t nchunks;  /* chunk map entries, or lcluster indexes */
 	uint32_t zblocks;  /* compressed: blocks its pclusters take */
+	bool has_frag;     /* its last bytes live in the packed inode */
+	uint64_t frag_off; /* where, in the packed inode */
 
 	/* metadata layout */
 	bool extended;
@@ -101,6 +104,7 @@ struct anole_error *tw_error(struct tree_writer *tw);
 int tw_data_append(struct tree_writer *tw, const void *data, size_t len, uint64_t *blk);
 int tw_spool(struct tree_writer *tw, const void *data, size_t len, uint64_t *off);
 void tw_add_data_bytes(struct tree_writer *tw, uint64_t n);
+uint64_t tw_next_block(const struct tree_writer *tw);
 
 /* Path of a dentry for messages ("/" for root). */
 void tdentry_path(const struct tdentry *d, struct strbuf *out);

@@ -24,6 +24,7 @@
 #include "anole/erofs_fs.h"
 #include "erofs/tree.h"
 #include "erofs/zpipe.h"
+#include "util/digest.h"
 
 #define OPEN_META_BLOCKS 16
 
@@ -49,6 +50,21 @@ struct tree_writer {
 	struct codec_spec zspec;
 	uint32_t pcluster;
 	struct zpipe *zp; /* NULL for uncompressed images */
+	bool fragments;
+	int frag_fd; /* small files and tails, packed together */
+	uint64_t frag_len;
+	struct tinode *packed;
+	struct digest_map *frag_seen; /* with dedupe: fragment digest -> offset */
+	struct frag_rec *frags;       /* every fragment stored, for reordering */
+	size_t nfrags, frag_cap;
+	struct strbuf frag_keys;
+};
+
+/* A fragment and the key it is grouped by in the packed inode. */
+struct frag_rec {
+	uint64_t off, new_off;
+	uint64_t len;
+	uint32_t key; /* offset of "extension\0basename\0" in frag_keys */
 };
 
 #define COPY_BUF (1u << 20)
@@ -108,7 +124,7 @@ int tw_new(struct tree_writer **out, const char *image, const struct anole_build
 	struct tree_writer *tw = calloc(1, sizeof(*tw));
 	if (!tw)
 		return anole_err(err, ENOMEM, "out of memory");
-	tw->fd = tw->spool_fd = -1;
+	tw->fd = tw->spool_fd = tw->frag_fd = -1;
 	tw->err = err;
 	if (opts)
 		tw->opts = *opts;
@@ -160,15 +176,33 @@ int tw_new(struct tree_writer **out, const char *image, const struct anole_build
 			long n = sysconf(_SC_NPROCESSORS_ONLN);
 			threads = n > 0 ? (unsigned int)n : 1;
 		}
-		r = zpipe_new(tw, &tw->zspec, tw->pcluster, threads, &tw->zp);
+		r = zpipe_new(tw, &tw->zspec, tw->pcluster, threads, tw->opts.dedupe, &tw->zp);
 		if (r < 0) {
 			tw_free(tw);
 			return anole_err(err, -r, "cannot start compression threads: %s",
 					 strerror(-r));
 		}
+		/* lz4 images stay readable by erofs-utils 1.5 and kernels before
+		 * 6.1, and keep the fastest random reads: no fragments unless asked */
+		bool lz4 = tw->zspec.kind == CODEC_LZ4 || tw->zspec.kind == CODEC_LZ4HC;
+		tw->fragments = tw->opts.fragments > 0 || (!tw->opts.fragments && !lz4);
+		if (tw->opts.dedupe && digest_map_new(&tw->frag_seen) < 0) {
+			tw_free(tw);
+			return anole_err(err, ENOMEM, "out of memory");
+		}
+		if (tw->fragments && (tw->frag_fd = anon_tmpfile()) < 0) {
+			r = tw->frag_fd;
+			tw_free(tw);
+			return anole_err(err, -r, "cannot create a fragment file: %s", strerror(-r));
+		}
 	}
 	*out = tw;
 	return 0;
+}
+
+uint64_t tw_next_block(const struct tree_writer *tw)
+{
+	return tw->next_blk;
 }
 
 uint32_t tw_blksz(const struct tree_writer *tw)
@@ -219,10 +253,15 @@ void tw_free(struct tree_writer *tw)
 	if (!tw)
 		return;
 	zpipe_free(tw->zp);
+	digest_map_free(tw->frag_seen);
+	free(tw->frags);
+	strbuf_release(&tw->frag_keys);
 	if (tw->fd >= 0)
 		close(tw->fd);
 	if (tw->spool_fd >= 0)
 		close(tw->spool_fd);
+	if (tw->frag_fd >= 0)
+		close(tw->frag_fd);
 	if (tw->tmp_path) {
 		unlink(tw->tmp_path);
 		free(tw->tmp_path);
@@ -567,6 +606,157 @@ static int write_chunked(struct tree_writer *tw, struct tinode *ino, int fd,
 	return tw_spool(tw, map, nchunks * sizeof(uint32_t), &ino->tail_off);
 }
 
+static int remember_fragment(struct tree_writer *tw, uint64_t off, uint64_t len, const char *path)
+{
+	if (tw->nfrags == tw->frag_cap) {
+		size_t ncap = tw->frag_cap ? tw->frag_cap * 2 : 1024;
+		struct frag_rec *n = realloc(tw->frags, ncap * sizeof(*n));
+		if (!n)
+			return anole_err(tw->err, ENOMEM, "out of memory");
+		tw->frags = n;
+		tw->frag_cap = ncap;
+	}
+	const char *base = strrchr(path, '/');
+	base = base ? base + 1 : path;
+	const char *dot = strrchr(base, '.');
+	const char *ext = dot && dot != base ? dot + 1 : "";
+	struct frag_rec *f = &tw->frags[tw->nfrags++];
+	*f = (struct frag_rec){.off = off, .len = len, .key = (uint32_t)tw->frag_keys.len};
+	if (strbuf_add(&tw->frag_keys, ext, strlen(ext) + 1) < 0 ||
+	    strbuf_add(&tw->frag_keys, base, strlen(base) + 1) < 0)
+		return anole_err(tw->err, ENOMEM, "out of memory");
+	return 0;
+}
+
+static int cmp_frag_key(const void *a, const void *b, void *arg)
+{
+	const struct frag_rec *x = a, *y = b;
+	const char *keys = arg;
+	int c = strcmp(keys + x->key, keys + y->key);
+	if (!c) {
+		const char *bx = keys + x->key + strlen(keys + x->key) + 1;
+		const char *by = keys + y->key + strlen(keys + y->key) + 1;
+		c = strcmp(bx, by);
+	}
+	return c ? c : (x->off < y->off ? -1 : x->off > y->off);
+}
+
+static int cmp_frag_off(const void *a, const void *b)
+{
+	const struct frag_rec *x = a, *y = b;
+	return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* Group fragments of like files (same extension, then same name: all the
+ * "copyright" files, all the ".py" files) so that the packed inode's
+ * pclusters compress better; then point every inode at its new offset. */
+static int reorder_fragments(struct tree_writer *tw)
+{
+	if (tw->nfrags < 2)
+		return 0;
+	qsort_r(tw->frags, tw->nfrags, sizeof(*tw->frags), cmp_frag_key, tw->frag_keys.buf);
+	int fd = anon_tmpfile();
+	if (fd < 0)
+		return anole_err(tw->err, -fd, "cannot create a fragment file: %s", strerror(-fd));
+	uint64_t at = 0;
+	for (size_t i = 0; i < tw->nfrags; i++) {
+		struct frag_rec *f = &tw->frags[i];
+		for (uint64_t done = 0; done < f->len;) {
+			size_t n = (size_t)MIN(f->len - done, (uint64_t)COPY_BUF);
+			int r = pread_full(tw->frag_fd, tw->buf, n, f->off + done);
+			if (r >= 0)
+				r = pwrite_full(fd, tw->buf, n, at + done);
+			if (r < 0) {
+				close(fd);
+				return anole_err(tw->err, EIO, "fragment file: %s", strerror(-r));
+			}
+			done += n;
+		}
+		f->new_off = at;
+		at += f->len;
+	}
+	close(tw->frag_fd);
+	tw->frag_fd = fd;
+	qsort(tw->frags, tw->nfrags, sizeof(*tw->frags), cmp_frag_off);
+	for (size_t i = 0; i < tw->ninodes; i++) {
+		struct tinode *ino = tw->inodes[i];
+		if (!ino->has_frag && ino->data_kind != TDATA_FRAG)
+			continue;
+		struct frag_rec key = {.off = ino->frag_off};
+		struct frag_rec *f = bsearch(&key, tw->frags, tw->nfrags, sizeof(key), cmp_frag_off);
+		if (!f)
+			return anole_err(tw->err, EINVAL, "internal error: lost fragment");
+		ino->frag_off = f->new_off;
+	}
+	return 0;
+}
+
+/* A file's last partial pcluster (all of it, when small) joins the packed
+ * inode, where it is compressed together with its neighbours; the full
+ * pclusters before it are compressed on their own. */
+static int add_fragment_file(struct tree_writer *tw, struct tinode *ino, int fd, const char *path)
+{
+	uint64_t tail = ino->size % tw->pcluster, head = ino->size - tail;
+	if (tail) {
+		int r = pread_full(fd, tw->buf, (size_t)tail, head);
+		if (r < 0)
+			return anole_err(tw->err, r == -ENODATA ? EIO : -r, "%s: %s at offset %llu",
+					 path, r == -ENODATA ? "file shrank while being read"
+							     : strerror(-r),
+					 (unsigned long long)head);
+		ino->has_frag = true;
+		ino->frag_off = tw->frag_len;
+		int found = 0;
+		if (tw->frag_seen) {
+			/* the same bytes already packed: point at them */
+			struct digest d;
+			sha256(tw->buf, (size_t)tail, &d);
+			found = digest_map_get_or_put(tw->frag_seen, &d, &ino->frag_off);
+			if (found < 0)
+				return anole_err(tw->err, ENOMEM, "out of memory");
+		}
+		if (found) {
+			tw->stats.dedupe_bytes += tail;
+		} else {
+			r = pwrite_full(tw->frag_fd, tw->buf, (size_t)tail, tw->frag_len);
+			if (r < 0)
+				return anole_err(tw->err, -r, "fragment file: %s", strerror(-r));
+			if ((r = remember_fragment(tw, tw->frag_len, tail, path)) < 0)
+				return r;
+			tw->frag_len += tail;
+			tw->stats.fragment_bytes += tail;
+		}
+		tw_add_data_bytes(tw, tail);
+	}
+	if (!head) {
+		ino->data_kind = TDATA_FRAG;
+		return 0;
+	}
+	return zpipe_file_head(tw->zp, ino, fd, head, path);
+}
+
+/* The packed inode: a regular file outside the tree, compressed like any
+ * other, whose bytes are the fragments. */
+static int add_packed_inode(struct tree_writer *tw)
+{
+	struct tinode *p = tw_inode_new(tw);
+	if (!p)
+		return anole_err(tw->err, ENOMEM, "out of memory");
+	p->mode = S_IFREG | 0400;
+	p->size = tw->frag_len;
+	p->mtime = tw->inodes[0]->mtime;
+	p->mtime_nsec = tw->inodes[0]->mtime_nsec;
+	int r = register_inode(tw, p);
+	if (r < 0) {
+		free(p);
+		return anole_err(tw->err, -r, "out of memory");
+	}
+	p->nlink = 1;
+	tw->packed = p;
+	tw->stats.data_bytes -= tw->frag_len; /* counted once, as fragments */
+	return zpipe_file(tw->zp, p, tw->frag_fd, true, "packed inode");
+}
+
 int tw_file_data(struct tree_writer *tw, struct tinode *ino, int fd, const struct data_extent *ext,
 		 size_t next, const char *path)
 {
@@ -584,6 +774,8 @@ int tw_file_data(struct tree_writer *tw, struct tinode *ino, int fd, const struc
 				return r;
 			return write_chunked(tw, ino, fd, ext, next, path);
 		}
+		if (tw->fragments)
+			return add_fragment_file(tw, ino, fd, path);
 		if (ino->size > tw->blksz)
 			return zpipe_file(tw->zp, ino, fd, true, path);
 		if (!tail_fits_inline(tw, ino, ino->size))
@@ -807,6 +999,10 @@ static int layout_inode(struct tree_writer *tw, struct tinode *ino, struct layou
 	} else if (S_ISREG(ino->mode) && ino->data_kind == TDATA_CHUNKS) {
 		ino->layout = EROFS_INODE_CHUNK_BASED;
 		extra = ino->nchunks * 4;
+	} else if (S_ISREG(ino->mode) && ino->data_kind == TDATA_FRAG) {
+		ino->layout = EROFS_INODE_COMPRESSED_FULL;
+		uint32_t end = core + ibody;
+		extra = (uint32_t)(ROUND_UP_8(end) - end) + sizeof(struct z_erofs_map_header);
 	} else if (S_ISREG(ino->mode) && ino->data_kind == TDATA_Z) {
 		ino->layout = EROFS_INODE_COMPRESSED_FULL;
 		uint32_t end = core + ibody;
@@ -995,7 +1191,7 @@ static int write_inode(struct tree_writer *tw, struct seqbuf *s, uint64_t pos, s
 	else if (ino->layout == EROFS_INODE_CHUNK_BASED)
 		iu = ino->chunkbits;
 	else if (ino->layout == EROFS_INODE_COMPRESSED_FULL)
-		iu = ino->zblocks;
+		iu = ino->data_kind == TDATA_FRAG ? 0 : ino->zblocks;
 	else
 		iu = (uint32_t)ino->startblk;
 
@@ -1065,11 +1261,20 @@ static int write_inode(struct tree_writer *tw, struct seqbuf *s, uint64_t pos, s
 				return anole_err(tw->err, -r, "%s: cannot write image: %s",
 						 tw->image_path, strerror(-r));
 		}
+	} else if (ino->layout == EROFS_INODE_COMPRESSED_FULL && ino->data_kind == TDATA_FRAG) {
+		/* the whole file is a fragment: the 8-byte header is its offset
+		 * in the packed inode, with the top bit set */
+		uint64_t h = ino->frag_off | (1ull << 63);
+		return seq_put(s, pos + ROUND_UP_8(csize + ibody), &h, sizeof(h));
 	} else if (ino->layout == EROFS_INODE_COMPRESSED_FULL) {
 		struct z_erofs_map_header h = {
 			.h_advise = Z_EROFS_ADVISE_BIG_PCLUSTER_1,
 			.h_algorithmtype = (uint8_t)codec_erofs_alg(tw->zspec.kind),
 		};
+		if (ino->has_frag) {
+			h.h_advise |= Z_EROFS_ADVISE_FRAGMENT_PCLUSTER;
+			h.h_fragmentoff = (uint32_t)ino->frag_off;
+		}
 		uint64_t hpos = pos + ROUND_UP_8(csize + ibody);
 		if ((r = seq_put(s, hpos, &h, sizeof(h))) < 0)
 			return r;
@@ -1079,6 +1284,13 @@ static int write_inode(struct tree_writer *tw, struct seqbuf *s, uint64_t pos, s
 		r = pread_full(tw->spool_fd, scratch->buf, len, ino->tail_off);
 		if (r < 0)
 			return anole_err(tw->err, EIO, "spool file: read error");
+		if (ino->has_frag) {
+			/* the fragment moved when fragments were grouped: its
+			 * head carries the final offset's high half */
+			struct z_erofs_lcluster_index *idx = (void *)scratch->buf;
+			uint64_t tail_lcn = (ino->size - ino->size % tw->pcluster) >> tw->blkbits;
+			idx[tail_lcn].di_u.blkaddr = (uint32_t)(ino->frag_off >> 32);
+		}
 		return seq_put(s, pos + Z_EROFS_FULL_INDEX_START(csize + ibody), scratch->buf, len);
 	} else if (ino->layout == EROFS_INODE_CHUNK_BASED ||
 		   (ino->layout == EROFS_INODE_FLAT_INLINE && S_ISREG(ino->mode))) {
@@ -1148,7 +1360,11 @@ static int write_superblock(struct tree_writer *tw, const struct layout *l, uint
 	sb->feature_compat = EROFS_COMPAT_SB_CHKSUM | EROFS_COMPAT_MTIME;
 	sb->blkszbits = (uint8_t)tw->blkbits;
 	sb->root_nid = (uint16_t)tw->inodes[0]->nid;
-	sb->inos = tw->ninodes;
+	sb->inos = tw->ninodes - (tw->packed ? 1 : 0);
+	if (tw->packed) {
+		sb->packed_nid = tw->packed->nid;
+		incompat |= EROFS_INCOMPAT_FRAGMENTS;
+	}
 	sb->epoch = (uint64_t)l->epoch;
 	sb->fixed_nsec = l->fixed_nsec;
 	sb->blocks = (uint32_t)blocks;
@@ -1214,6 +1430,8 @@ int tw_finish(struct tree_writer *tw, struct anole_build_stats *stats)
 
 	if (!tw->ninodes)
 		return anole_err(tw->err, EINVAL, "empty tree");
+	if (tw->frag_len && ((r = reorder_fragments(tw)) < 0 || (r = add_packed_inode(tw)) < 0))
+		return r;
 	if (tw->zp && (r = zpipe_drain(tw->zp)) < 0)
 		return r;
 	tw_progress(tw, "metadata", true);
@@ -1235,6 +1453,8 @@ int tw_finish(struct tree_writer *tw, struct anole_build_stats *stats)
 			incompat |= EROFS_INCOMPAT_CHUNKED_FILE;
 		if (ino->layout == EROFS_INODE_COMPRESSED_FULL)
 			incompat |= EROFS_INCOMPAT_ZERO_PADDING | EROFS_INCOMPAT_COMPR_CFGS;
+		if (ino == tw->packed)
+			continue;
 		if (S_ISDIR(ino->mode))
 			tw->stats.dirs++;
 		else if (S_ISREG(ino->mode))
@@ -1292,7 +1512,7 @@ int tw_finish(struct tree_writer *tw, struct anole_build_stats *stats)
 	if ((r = commit(tw)) < 0)
 		return r;
 
-	tw->stats.inodes = tw->ninodes;
+	tw->stats.inodes = tw->ninodes - (tw->packed ? 1 : 0);
 	tw->stats.image_bytes = blocks << tw->blkbits;
 	tw->stats.shared_xattrs = xattr_shared_count(tw->xt);
 	if (tw->zp) {
@@ -1300,6 +1520,7 @@ int tw_finish(struct tree_writer *tw, struct anole_build_stats *stats)
 		tw->stats.compressed_files = zs->files;
 		tw->stats.compressed_bytes_in = zs->bytes_in;
 		tw->stats.compressed_bytes_out = zs->bytes_out;
+		tw->stats.dedupe_bytes += zs->dedupe_bytes;
 	}
 	tw->stats.seconds = now_seconds() - tw->t0;
 	tw_progress(tw, "done", true);

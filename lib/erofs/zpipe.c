@@ -18,6 +18,7 @@
 #include "compress/codec.h"
 #include "erofs/tree.h"
 #include "erofs/zpipe.h"
+#include "util/digest.h"
 
 enum job_state { JOB_FREE, JOB_PENDING, JOB_RUNNING, JOB_DONE };
 
@@ -29,6 +30,7 @@ struct zjob {
 	enum job_state state;
 	ssize_t clen; /* >0 compressed size; 0 store plain; <0 -errno */
 	uint8_t *in, *out;
+	struct digest digest; /* of the input, with dedupe */
 };
 
 /* What the retired extents of the current file look like so far. */
@@ -56,6 +58,7 @@ struct zpipe {
 	size_t next, ecap;
 	uint32_t max_cblocks;
 	struct zpipe_stats stats;
+	struct digest_map *seen; /* extent digest -> where it was stored */
 };
 
 static void *worker(void *arg)
@@ -79,6 +82,11 @@ static void *worker(void *arg)
 		pthread_mutex_unlock(&z->lock);
 
 		ssize_t n = 0;
+		if (z->seen) {
+			sha256(j->in, j->len, &j->digest);
+			/* plain copies and compressed extents never share storage */
+			j->digest.b[31] ^= j->compress ? 0 : 0xff;
+		}
 		if (c && j->compress) {
 			/* must save a whole block, or it is not worth a pcluster */
 			size_t blocks = DIV_ROUND_UP(j->len, z->blksz);
@@ -99,11 +107,15 @@ static void *worker(void *arg)
 }
 
 int zpipe_new(struct tree_writer *tw, const struct codec_spec *spec, uint32_t pcluster,
-	      unsigned int threads, struct zpipe **out)
+	      unsigned int threads, bool dedupe, struct zpipe **out)
 {
 	struct zpipe *z = calloc(1, sizeof(*z));
 	if (!z)
 		return -ENOMEM;
+	if (dedupe && digest_map_new(&z->seen) < 0) {
+		free(z);
+		return -ENOMEM;
+	}
 	z->tw = tw;
 	z->spec = *spec;
 	z->pcluster = pcluster;
@@ -156,6 +168,7 @@ void zpipe_free(struct zpipe *z)
 	free(z->jobs);
 	free(z->threads);
 	free(z->ext);
+	digest_map_free(z->seen);
 	pthread_mutex_destroy(&z->lock);
 	pthread_cond_destroy(&z->work);
 	pthread_cond_destroy(&z->done);
@@ -173,7 +186,12 @@ static int finish_file(struct zpipe *z, struct tinode *ino)
 	bool any = false;
 	for (size_t i = 0; i < z->next; i++)
 		any |= z->ext[i].cblocks != 0;
-	if (!any) {
+	/* plain blocks become a flat file when they are contiguous (dedupe
+	 * may have pointed some elsewhere) */
+	bool contiguous = true;
+	for (size_t i = 1, lcn = z->ext[0].nlcl; i < z->next; lcn += z->ext[i++].nlcl)
+		contiguous &= z->ext[i].blk == z->ext[0].blk + lcn;
+	if (!any && !ino->has_frag && contiguous) {
 		/* nothing compressed: its plain blocks are contiguous */
 		ino->data_kind = TDATA_FLAT;
 		ino->startblk = z->ext[0].blk;
@@ -205,6 +223,22 @@ static int finish_file(struct zpipe *z, struct tinode *ino)
 			}
 		}
 		zblocks += e->cblocks ? e->cblocks : e->nlcl;
+	}
+	if (ino->has_frag) {
+		/* the tail extent: a head whose block address carries the high
+		 * half of the fragment offset, then plain back references */
+		uint64_t tail_lcn = lcn;
+		for (; lcn < nlcl; lcn++) {
+			struct z_erofs_lcluster_index *d = &idx[lcn];
+			if (lcn == tail_lcn) {
+				d->di_advise = Z_EROFS_LCLUSTER_TYPE_HEAD1;
+				d->di_u.blkaddr = (uint32_t)(ino->frag_off >> 32);
+			} else {
+				d->di_advise = Z_EROFS_LCLUSTER_TYPE_NONHEAD;
+				d->di_u.delta[0] = (uint16_t)MIN(lcn - tail_lcn, 0xffffu);
+				d->di_u.delta[1] = (uint16_t)MIN(nlcl - lcn, 0xffffu);
+			}
+		}
 	}
 	ino->data_kind = TDATA_Z;
 	ino->nchunks = (uint32_t)nlcl;
@@ -240,9 +274,28 @@ static int retire_one(struct zpipe *z)
 	}
 	if (r >= 0) {
 		struct zextent *e = &z->ext[z->next++];
-		uint64_t blk;
+		uint64_t blk, where = 0;
 		e->nlcl = (uint32_t)DIV_ROUND_UP(j->len, z->blksz);
-		if (j->clen > 0) {
+		int found = 0;
+		if (z->seen) {
+			/* remember where this content goes, or find where it went */
+			where = tw_next_block(z->tw) |
+				((uint64_t)(j->clen > 0 ? DIV_ROUND_UP((size_t)j->clen, z->blksz) : 0)
+				 << 40);
+			found = digest_map_get_or_put(z->seen, &j->digest, &where);
+			if (found < 0)
+				r = anole_err(tw_error(z->tw), ENOMEM, "out of memory");
+		}
+		if (found > 0) {
+			e->blk = where & ((1ull << 40) - 1);
+			e->cblocks = (uint32_t)(where >> 40);
+			z->stats.dedupe_bytes += j->len;
+			blk = e->blk;
+			if (e->cblocks > z->max_cblocks)
+				z->max_cblocks = e->cblocks;
+		} else if (r < 0) {
+			blk = 0;
+		} else if (j->clen > 0) {
 			/* compressed bytes end at the end of the pcluster, leading
 			 * zeros before them: the kernel decompresses in place */
 			e->cblocks = (uint32_t)DIV_ROUND_UP((size_t)j->clen, z->blksz);
@@ -302,9 +355,9 @@ static struct zjob *next_slot(struct zpipe *z, int *err)
 	return &z->jobs[(z->head + z->count) % z->njobs];
 }
 
-int zpipe_file(struct zpipe *z, struct tinode *ino, int fd, bool compress, const char *path)
+static int queue(struct zpipe *z, struct tinode *ino, int fd, uint64_t size, bool compress,
+		 const char *path)
 {
-	uint64_t size = ino->size;
 	for (uint64_t off = 0; off < size;) {
 		int r;
 		struct zjob *slot = next_slot(z, &r);
@@ -327,6 +380,16 @@ int zpipe_file(struct zpipe *z, struct tinode *ino, int fd, bool compress, const
 		tw_add_data_bytes(z->tw, len);
 	}
 	return 0;
+}
+
+int zpipe_file(struct zpipe *z, struct tinode *ino, int fd, bool compress, const char *path)
+{
+	return queue(z, ino, fd, ino->size, compress, path);
+}
+
+int zpipe_file_head(struct zpipe *z, struct tinode *ino, int fd, uint64_t len, const char *path)
+{
+	return queue(z, ino, fd, len, true, path);
 }
 
 int zpipe_drain(struct zpipe *z)

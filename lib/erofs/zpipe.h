@@ -7,16 +7,18 @@
 #include "erofs/tree.h"
 
 struct zpipe_stats {
-	uint64_t files, bytes_in, bytes_out;
+	uint64_t files, bytes_in, bytes_out, dedupe_bytes;
 };
 
 struct zpipe;
 int zpipe_new(struct tree_writer *tw, const struct codec_spec *spec, uint32_t pcluster,
-	      unsigned int threads, struct zpipe **out);
+	      unsigned int threads, bool dedupe, struct zpipe **out);
 void zpipe_free(struct zpipe *z);
 /* Queue all of a regular file's data; @compress false copies it as plain
  * blocks (still in order with everything else). */
 int zpipe_file(struct zpipe *z, struct tinode *ino, int fd, bool compress, const char *path);
+/* Compress only the first @len bytes of a file (its tail is a fragment). */
+int zpipe_file_head(struct zpipe *z, struct tinode *ino, int fd, uint64_t len, const char *path);
 /* Retire every queued job. */
 int zpipe_drain(struct zpipe *z);
 const struct zpipe_stats *zpipe_stats(const struct zpipe *z);

@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "util/digest.h"
+
+#include <errno.h>
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+
+void sha256(const void *data, size_t len, struct digest *out)
+{
+	unsigned int n = sizeof(out->b);
+	EVP_Digest(data, len, out->b, &n, EVP_sha256(), NULL);
+}
+
+struct slot {
+	struct digest d;
+	uint64_t value;
+	bool used;
+};
+
+struct digest_map {
+	struct slot *s;
+	size_t n, cap;
+};
+
+int digest_map_new(struct digest_map **m)
+{
+	*m = calloc(1, sizeof(**m));
+	return *m ? 0 : -ENOMEM;
+}
+
+void digest_map_free(struct digest_map *m)
+{
+	if (!m)
+		return;
+	free(m->s);
+	free(m);
+}
+
+static size_t slot_of(const struct digest *d, size_t cap)
+{
+	uint64_t h;
+	memcpy(&h, d->b, sizeof(h));
+	return (size_t)h & (cap - 1);
+}
+
+static int grow(struct digest_map *m)
+{
+	size_t ncap = m->cap ? m->cap * 2 : 1024;
+	struct slot *n = calloc(ncap, sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	for (size_t i = 0; i < m->cap; i++) {
+		if (!m->s[i].used)
+			continue;
+		size_t j = slot_of(&m->s[i].d, ncap);
+		while (n[j].used)
+			j = (j + 1) & (ncap - 1);
+		n[j] = m->s[i];
+	}
+	free(m->s);
+	m->s = n;
+	m->cap = ncap;
+	return 0;
+}
+
+int digest_map_get_or_put(struct digest_map *m, const struct digest *d, uint64_t *value)
+{
+	if ((m->n + 1) * 2 > m->cap) {
+		int r = grow(m);
+		if (r < 0)
+			return r;
+	}
+	size_t j = slot_of(d, m->cap);
+	for (; m->s[j].used; j = (j + 1) & (m->cap - 1)) {
+		if (!memcmp(&m->s[j].d, d, sizeof(*d))) {
+			*value = m->s[j].value;
+			return 1;
+		}
+	}
+	m->s[j].used = true;
+	m->s[j].d = *d;
+	m->s[j].value = *value;
+	m->n++;
+	return 0;
+}
