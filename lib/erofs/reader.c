@@ -12,6 +12,7 @@
 #include "erofs/reader.h"
 #include "erofs/xattr.h"
 #include "compress/codec.h"
+#include "erofs/zindex.h"
 
 #define CACHE_SLOTS 64
 
@@ -401,10 +402,6 @@ static int read_zheader(struct anole_image *img, struct anole_inode *ino, uint32
 {
 	if (!S_ISREG(ino->mode))
 		return img_corrupt(img, ino->nid, ino->pos, "compressed layout on a non-regular file");
-	if (ino->layout == EROFS_INODE_COMPRESSED_COMPACT)
-		return anole_err(&img->err, EOPNOTSUPP,
-				 "%s: nid %llu: compact compressed indexes are not supported yet",
-				 img->path, (unsigned long long)ino->nid);
 	struct z_erofs_map_header h;
 	uint64_t hpos = ROUND_UP_8(body_end);
 	int r = img_meta_read(img, ino->nid, hpos, &h, sizeof(h));
@@ -440,8 +437,18 @@ static int read_zheader(struct anole_image *img, struct anole_inode *ino, uint32
 		return img_corrupt(img, ino->nid, hpos, "logical cluster size 2^%u",
 				   ino->z_lclusterbits);
 	uint64_t nlcl = DIV_ROUND_UP(ino->size, 1ull << ino->z_lclusterbits);
-	uint64_t start = Z_EROFS_FULL_INDEX_START(body_end);
-	if (nlcl > img->size / 8 || start + nlcl * 8 > img->size)
+	uint64_t start = Z_EROFS_FULL_INDEX_START(body_end), bytes = nlcl * 8;
+	if (ino->layout == EROFS_INODE_COMPRESSED_COMPACT) {
+		if (ino->z_lclusterbits != 12 ||
+		    !(h.h_advise & Z_EROFS_ADVISE_BIG_PCLUSTER_1) !=
+			    !(h.h_advise & Z_EROFS_ADVISE_BIG_PCLUSTER_2))
+			return anole_err(&img->err, EOPNOTSUPP,
+					 "%s: nid %llu: this compact index variant is not supported",
+					 img->path, (unsigned long long)ino->nid);
+		start = ROUND_UP_8(body_end) + sizeof(struct z_erofs_map_header);
+		bytes = zindex_compact4_size(nlcl);
+	}
+	if (nlcl > img->size / 8 || start + bytes > img->size)
 		return img_corrupt(img, ino->nid, hpos, "%llu lcluster indexes run past the image end",
 				   (unsigned long long)nlcl);
 	ino->z_tail_la = ino->size;
@@ -465,6 +472,21 @@ struct zidx {
 static int load_zidx(struct anole_image *img, const struct anole_inode *ino, uint64_t lcn,
 		     struct zidx *z)
 {
+	if (ino->layout == EROFS_INODE_COMPRESSED_COMPACT) {
+		uint64_t at = ROUND_UP_8(ino->pos + ino->inode_isize + ino->xattr_isize) +
+			      sizeof(struct z_erofs_map_header) + (lcn / 2) * Z_COMPACT4_PACK;
+		uint8_t pack[Z_COMPACT4_PACK];
+		struct zidx_decoded d;
+		int r = img_meta_read(img, ino->nid, at, pack, sizeof(pack));
+		if (r < 0)
+			return r;
+		if (zindex_decode4(pack, (unsigned int)(lcn & 1), &d) < 0)
+			return img_corrupt(img, ino->nid, at, "lcluster %llu: bad compact index",
+					   (unsigned long long)lcn);
+		*z = (struct zidx){.type = d.type, .clusterofs = d.clusterofs,
+				   .blkaddr = d.blkaddr, .delta = {d.delta[0], d.delta[1]}};
+		return 0;
+	}
 	uint64_t pos = Z_EROFS_FULL_INDEX_START(ino->pos + ino->inode_isize + ino->xattr_isize) +
 		       lcn * sizeof(struct z_erofs_lcluster_index);
 	struct z_erofs_lcluster_index d;
@@ -752,7 +774,8 @@ static int map_one(struct anole_image *img, const struct anole_inode *ino, uint6
 		*phys = (blk << img->blkbits) + (off - (c << cbits));
 		return 0;
 	}
-	case EROFS_INODE_COMPRESSED_FULL: {
+	case EROFS_INODE_COMPRESSED_FULL:
+	case EROFS_INODE_COMPRESSED_COMPACT: {
 		if (off >= ino->z_tail_la) {
 			*phys = 0;
 			*run = ino->size - off;
@@ -795,7 +818,8 @@ ssize_t anole_pread(struct anole_image *img, const struct anole_inode *ino, void
 	if (off >= ino->size)
 		return 0;
 	len = (size_t)MIN((uint64_t)len, ino->size - off);
-	if (ino->layout == EROFS_INODE_COMPRESSED_FULL)
+	if (ino->layout == EROFS_INODE_COMPRESSED_FULL ||
+	    ino->layout == EROFS_INODE_COMPRESSED_COMPACT)
 		return zread(img, ino, buf, len, off);
 	size_t done = 0;
 	while (done < len) {

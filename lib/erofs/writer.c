@@ -24,6 +24,7 @@
 #include "anole/erofs_fs.h"
 #include "erofs/tree.h"
 #include "erofs/zpipe.h"
+#include "erofs/zindex.h"
 #include "util/digest.h"
 
 #define OPEN_META_BLOCKS 16
@@ -1003,6 +1004,13 @@ static int layout_inode(struct tree_writer *tw, struct tinode *ino, struct layou
 		ino->layout = EROFS_INODE_COMPRESSED_FULL;
 		uint32_t end = core + ibody;
 		extra = (uint32_t)(ROUND_UP_8(end) - end) + sizeof(struct z_erofs_map_header);
+	} else if (S_ISREG(ino->mode) && ino->data_kind == TDATA_Z &&
+		   ino->zcompact && (!ino->has_frag || tw->frag_len <= UINT32_MAX)) {
+		/* compact indexes: half the size of full ones */
+		ino->layout = EROFS_INODE_COMPRESSED_COMPACT;
+		uint32_t end = core + ibody;
+		extra = (uint32_t)(ROUND_UP_8(end) - end + sizeof(struct z_erofs_map_header) +
+				   zindex_compact4_size(ino->nchunks));
 	} else if (S_ISREG(ino->mode) && ino->data_kind == TDATA_Z) {
 		ino->layout = EROFS_INODE_COMPRESSED_FULL;
 		uint32_t end = core + ibody;
@@ -1190,7 +1198,8 @@ static int write_inode(struct tree_writer *tw, struct seqbuf *s, uint64_t pos, s
 		iu = encode_rdev(ino->rdev);
 	else if (ino->layout == EROFS_INODE_CHUNK_BASED)
 		iu = ino->chunkbits;
-	else if (ino->layout == EROFS_INODE_COMPRESSED_FULL)
+	else if (ino->layout == EROFS_INODE_COMPRESSED_FULL ||
+		 ino->layout == EROFS_INODE_COMPRESSED_COMPACT)
 		iu = ino->data_kind == TDATA_FRAG ? 0 : ino->zblocks;
 	else
 		iu = (uint32_t)ino->startblk;
@@ -1266,9 +1275,13 @@ static int write_inode(struct tree_writer *tw, struct seqbuf *s, uint64_t pos, s
 		 * in the packed inode, with the top bit set */
 		uint64_t h = ino->frag_off | (1ull << 63);
 		return seq_put(s, pos + ROUND_UP_8(csize + ibody), &h, sizeof(h));
-	} else if (ino->layout == EROFS_INODE_COMPRESSED_FULL) {
+	} else if (ino->layout == EROFS_INODE_COMPRESSED_FULL ||
+		   ino->layout == EROFS_INODE_COMPRESSED_COMPACT) {
+		bool compact = ino->layout == EROFS_INODE_COMPRESSED_COMPACT;
 		struct z_erofs_map_header h = {
-			.h_advise = Z_EROFS_ADVISE_BIG_PCLUSTER_1,
+			/* compact indexes need both big-pcluster bits alike */
+			.h_advise = (uint16_t)(Z_EROFS_ADVISE_BIG_PCLUSTER_1 |
+					       (compact ? Z_EROFS_ADVISE_BIG_PCLUSTER_2 : 0)),
 			.h_algorithmtype = (uint8_t)codec_erofs_alg(tw->zspec.kind),
 		};
 		if (ino->has_frag) {
@@ -1290,6 +1303,14 @@ static int write_inode(struct tree_writer *tw, struct seqbuf *s, uint64_t pos, s
 			struct z_erofs_lcluster_index *idx = (void *)scratch->buf;
 			uint64_t tail_lcn = (ino->size - ino->size % tw->pcluster) >> tw->blkbits;
 			idx[tail_lcn].di_u.blkaddr = (uint32_t)(ino->frag_off >> 32);
+		}
+		if (compact) {
+			size_t clen = (size_t)zindex_compact4_size(ino->nchunks);
+			_cleanup_free_ uint8_t *packs = malloc(clen);
+			if (!packs)
+				return anole_err(tw->err, ENOMEM, "out of memory");
+			zindex_compact4((const void *)scratch->buf, ino->nchunks, packs);
+			return seq_put(s, hpos + sizeof(h), packs, clen);
 		}
 		return seq_put(s, pos + Z_EROFS_FULL_INDEX_START(csize + ibody), scratch->buf, len);
 	} else if (ino->layout == EROFS_INODE_CHUNK_BASED ||
@@ -1451,7 +1472,8 @@ int tw_finish(struct tree_writer *tw, struct anole_build_stats *stats)
 			return r;
 		if (ino->layout == EROFS_INODE_CHUNK_BASED)
 			incompat |= EROFS_INCOMPAT_CHUNKED_FILE;
-		if (ino->layout == EROFS_INODE_COMPRESSED_FULL)
+		if (ino->layout == EROFS_INODE_COMPRESSED_FULL ||
+		    ino->layout == EROFS_INODE_COMPRESSED_COMPACT)
 			incompat |= EROFS_INCOMPAT_ZERO_PADDING | EROFS_INCOMPAT_COMPR_CFGS;
 		if (ino == tw->packed)
 			continue;

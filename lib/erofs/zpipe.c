@@ -18,6 +18,7 @@
 #include "compress/codec.h"
 #include "erofs/tree.h"
 #include "erofs/zpipe.h"
+#include "erofs/zindex.h"
 #include "util/digest.h"
 
 enum job_state { JOB_FREE, JOB_PENDING, JOB_RUNNING, JOB_DONE };
@@ -241,6 +242,7 @@ static int finish_file(struct zpipe *z, struct tinode *ino)
 		}
 	}
 	ino->data_kind = TDATA_Z;
+	ino->zcompact = zindex_compactable(idx, nlcl);
 	ino->nchunks = (uint32_t)nlcl;
 	ino->zblocks = (uint32_t)zblocks;
 	z->next = 0;
