@@ -529,7 +529,10 @@ static int find_tail(struct anole_image *img, struct anole_inode *ino)
 	if (r < 0)
 		return r;
 	ino->z_tail_la = (lcn << ino->z_lclusterbits) + z.clusterofs;
-	ino->z_frag_off |= (uint64_t)z.blkaddr << 32;
+	/* only full indexes carry the offset's high half (compact heads'
+	 * addresses are implied by their neighbours) */
+	if (ino->layout == EROFS_INODE_COMPRESSED_FULL)
+		ino->z_frag_off |= (uint64_t)z.blkaddr << 32;
 	if (ino->z_tail_la >= ino->size)
 		return img_corrupt(img, ino->nid, ino->pos, "fragment starts past the end of the file");
 	return 0;

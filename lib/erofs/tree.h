@@ -51,6 +51,7 @@ struct tinode {
 	uint32_t zblocks;  /* compressed: blocks its pclusters take */
 	bool has_frag;     /* its last bytes live in the packed inode */
 	bool zcompact;     /* its pclusters are contiguous: compact indexes fit */
+	uint64_t ztail_la; /* compressed: where its fragment tail begins */
 	uint64_t frag_off; /* where, in the packed inode */
 
 	/* metadata layout */

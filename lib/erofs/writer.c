@@ -25,6 +25,7 @@
 #include "erofs/tree.h"
 #include "erofs/zpipe.h"
 #include "erofs/zindex.h"
+#include "erofs/cdc.h"
 #include "util/digest.h"
 
 #define OPEN_META_BLOCKS 16
@@ -56,6 +57,8 @@ struct tree_writer {
 	uint64_t frag_len;
 	struct tinode *packed;
 	struct digest_map *frag_seen; /* with dedupe: fragment digest -> offset */
+	bool cdc;                     /* with dedupe: content-defined extents */
+	struct cdc_params cdcp;
 	struct frag_rec *frags;       /* every fragment stored, for reordering */
 	size_t nfrags, frag_cap;
 	struct strbuf frag_keys;
@@ -187,6 +190,11 @@ int tw_new(struct tree_writer **out, const char *image, const struct anole_build
 		 * 6.1, and keep the fastest random reads: no fragments unless asked */
 		bool lz4 = tw->zspec.kind == CODEC_LZ4 || tw->zspec.kind == CODEC_LZ4HC;
 		tw->fragments = tw->opts.fragments > 0 || (!tw->opts.fragments && !lz4);
+		/* dedupe finds repeats wherever they sit: extents are cut by
+		 * content (needs room for cuts at least 8 KiB apart) */
+		tw->cdc = tw->opts.dedupe && tw->pcluster >= (32u << 10);
+		tw->cdcp = cdc_for(tw->pcluster);
+		zpipe_set_cdc(tw->zp, tw->cdc);
 		if (tw->opts.dedupe && digest_map_new(&tw->frag_seen) < 0) {
 			tw_free(tw);
 			return anole_err(err, ENOMEM, "out of memory");
@@ -697,7 +705,17 @@ static int reorder_fragments(struct tree_writer *tw)
  * pclusters before it are compressed on their own. */
 static int add_fragment_file(struct tree_writer *tw, struct tinode *ino, int fd, const char *path)
 {
-	uint64_t tail = ino->size % tw->pcluster, head = ino->size - tail;
+	_cleanup_free_ uint64_t *cuts = NULL;
+	size_t ncuts = 0;
+	uint64_t head;
+	if (tw->cdc) {
+		int r = cdc_cuts(fd, ino->size, &tw->cdcp, (uint8_t *)tw->buf, 1, &cuts, &ncuts, &head);
+		if (r < 0)
+			return anole_err(tw->err, -r, "%s: %s", path, strerror(-r));
+	} else {
+		head = ino->size - ino->size % tw->pcluster;
+	}
+	uint64_t tail = ino->size - head;
 	if (tail) {
 		int r = pread_full(fd, tw->buf, (size_t)tail, head);
 		if (r < 0)
@@ -733,6 +751,8 @@ static int add_fragment_file(struct tree_writer *tw, struct tinode *ino, int fd,
 		ino->data_kind = TDATA_FRAG;
 		return 0;
 	}
+	if (tw->cdc)
+		return zpipe_file_cuts(tw->zp, ino, fd, cuts, ncuts, path);
 	return zpipe_file_head(tw->zp, ino, fd, head, path);
 }
 
@@ -777,6 +797,15 @@ int tw_file_data(struct tree_writer *tw, struct tinode *ino, int fd, const struc
 		}
 		if (tw->fragments)
 			return add_fragment_file(tw, ino, fd, path);
+		if (ino->size > tw->blksz && tw->cdc) {
+			_cleanup_free_ uint64_t *cuts = NULL;
+			size_t n;
+			uint64_t end;
+			r = cdc_cuts(fd, ino->size, &tw->cdcp, (uint8_t *)tw->buf, 0, &cuts, &n, &end);
+			if (r < 0)
+				return anole_err(tw->err, -r, "%s: %s", path, strerror(-r));
+			return zpipe_file_cuts(tw->zp, ino, fd, cuts, n, path);
+		}
 		if (ino->size > tw->blksz)
 			return zpipe_file(tw->zp, ino, fd, true, path);
 		if (!tail_fits_inline(tw, ino, ino->size))
@@ -1301,7 +1330,7 @@ static int write_inode(struct tree_writer *tw, struct seqbuf *s, uint64_t pos, s
 			/* the fragment moved when fragments were grouped: its
 			 * head carries the final offset's high half */
 			struct z_erofs_lcluster_index *idx = (void *)scratch->buf;
-			uint64_t tail_lcn = (ino->size - ino->size % tw->pcluster) >> tw->blkbits;
+			uint64_t tail_lcn = ino->ztail_la >> tw->blkbits;
 			idx[tail_lcn].di_u.blkaddr = (uint32_t)(ino->frag_off >> 32);
 		}
 		if (compact) {

@@ -25,6 +25,7 @@ enum job_state { JOB_FREE, JOB_PENDING, JOB_RUNNING, JOB_DONE };
 
 struct zjob {
 	struct tinode *ino;
+	uint64_t la; /* where in the file the extent begins */
 	uint32_t len;
 	bool compress;
 	bool first, last;
@@ -37,8 +38,10 @@ struct zjob {
 /* What the retired extents of the current file look like so far. */
 struct zextent {
 	uint64_t blk;
-	uint32_t cblocks; /* 0 = plain */
-	uint32_t nlcl;
+	uint64_t la;
+	uint32_t len;
+	uint32_t cblocks; /* compressed blocks; 0 = plain */
+	uint32_t nlcl;    /* blocks its plain bytes take */
 };
 
 struct zpipe {
@@ -60,6 +63,7 @@ struct zpipe {
 	uint32_t max_cblocks;
 	struct zpipe_stats stats;
 	struct digest_map *seen; /* extent digest -> where it was stored */
+	bool cdc;                /* content-defined extent boundaries */
 };
 
 static void *worker(void *arg)
@@ -182,6 +186,23 @@ const struct zpipe_stats *zpipe_stats(const struct zpipe *z)
 }
 
 /* Full lcluster indexes for the file's extents. */
+/* Mark lclusters [from, to) as back references to the head at @head. */
+static void nonheads(struct z_erofs_lcluster_index *idx, uint64_t head, uint64_t from, uint64_t to,
+		     uint64_t next_head, uint32_t cblocks)
+{
+	for (uint64_t lcn = from; lcn < to; lcn++) {
+		struct z_erofs_lcluster_index *d = &idx[lcn];
+		d->di_advise = Z_EROFS_LCLUSTER_TYPE_NONHEAD;
+		d->di_u.delta[0] = lcn == head + 1 && cblocks
+					   ? (uint16_t)(Z_EROFS_LI_D0_CBLKCNT | cblocks)
+					   : (uint16_t)MIN(lcn - head, 0xffffu);
+		d->di_u.delta[1] = (uint16_t)MIN(next_head - lcn, 0xffffu);
+	}
+}
+
+/* Lcluster indexes for the file's extents (and its fragment tail). An
+ * extent starting at byte a has its head in lcluster a/4K with clusterofs
+ * a%4K; the lclusters up to the next head refer back to it. */
 static int finish_file(struct zpipe *z, struct tinode *ino)
 {
 	bool any = false;
@@ -191,9 +212,8 @@ static int finish_file(struct zpipe *z, struct tinode *ino)
 	 * may have pointed some elsewhere) */
 	bool contiguous = true;
 	for (size_t i = 1, lcn = z->ext[0].nlcl; i < z->next; lcn += z->ext[i++].nlcl)
-		contiguous &= z->ext[i].blk == z->ext[0].blk + lcn;
+		contiguous &= z->ext[i].blk == z->ext[0].blk + lcn && !(z->ext[i].la % z->blksz);
 	if (!any && !ino->has_frag && contiguous) {
-		/* nothing compressed: its plain blocks are contiguous */
 		ino->data_kind = TDATA_FLAT;
 		ino->startblk = z->ext[0].blk;
 		ino->inline_tail = false;
@@ -204,47 +224,45 @@ static int finish_file(struct zpipe *z, struct tinode *ino)
 	_cleanup_free_ struct z_erofs_lcluster_index *idx = calloc(nlcl, sizeof(*idx));
 	if (!idx)
 		return anole_err(tw_error(z->tw), ENOMEM, "out of memory");
-	uint64_t lcn = 0, zblocks = 0;
+	uint64_t zblocks = 0, end = 0;
 	for (size_t i = 0; i < z->next; i++) {
 		struct zextent *e = &z->ext[i];
-		for (uint32_t k = 0; k < e->nlcl; k++, lcn++) {
-			struct z_erofs_lcluster_index *d = &idx[lcn];
-			if (!e->cblocks) {
-				d->di_advise = Z_EROFS_LCLUSTER_TYPE_PLAIN;
-				d->di_u.blkaddr = (uint32_t)(e->blk + k);
-			} else if (k == 0) {
-				d->di_advise = Z_EROFS_LCLUSTER_TYPE_HEAD1;
-				d->di_u.blkaddr = (uint32_t)e->blk;
-			} else {
-				d->di_advise = Z_EROFS_LCLUSTER_TYPE_NONHEAD;
-				d->di_clusterofs = 0;
-				d->di_u.delta[0] = k == 1 ? (uint16_t)(Z_EROFS_LI_D0_CBLKCNT | e->cblocks)
-							  : (uint16_t)k;
-				d->di_u.delta[1] = (uint16_t)(e->nlcl - k);
+		uint64_t head = e->la >> z->blkbits;
+		end = e->la + e->len;
+		uint64_t next_head = end >> z->blkbits; /* the lcluster holding the next start */
+		if (end == ino->size || (i + 1 == z->next && !ino->has_frag))
+			next_head = nlcl;
+		struct z_erofs_lcluster_index *d = &idx[head];
+		d->di_clusterofs = (uint16_t)(e->la & (z->blksz - 1));
+		if (!e->cblocks) {
+			/* aligned plain extents: one plain head per block */
+			for (uint32_t k = 0; k < e->nlcl; k++) {
+				idx[head + k].di_advise = Z_EROFS_LCLUSTER_TYPE_PLAIN;
+				idx[head + k].di_u.blkaddr = (uint32_t)(e->blk + k);
 			}
+		} else {
+			d->di_advise = e->cblocks ? Z_EROFS_LCLUSTER_TYPE_HEAD1
+						  : Z_EROFS_LCLUSTER_TYPE_PLAIN;
+			d->di_u.blkaddr = (uint32_t)e->blk;
+			nonheads(idx, head, head + 1, next_head, next_head,
+				 e->cblocks ? e->cblocks : e->nlcl);
 		}
 		zblocks += e->cblocks ? e->cblocks : e->nlcl;
 	}
 	if (ino->has_frag) {
 		/* the tail extent: a head whose block address carries the high
-		 * half of the fragment offset, then plain back references */
-		uint64_t tail_lcn = lcn;
-		for (; lcn < nlcl; lcn++) {
-			struct z_erofs_lcluster_index *d = &idx[lcn];
-			if (lcn == tail_lcn) {
-				d->di_advise = Z_EROFS_LCLUSTER_TYPE_HEAD1;
-				d->di_u.blkaddr = (uint32_t)(ino->frag_off >> 32);
-			} else {
-				d->di_advise = Z_EROFS_LCLUSTER_TYPE_NONHEAD;
-				d->di_u.delta[0] = (uint16_t)MIN(lcn - tail_lcn, 0xffffu);
-				d->di_u.delta[1] = (uint16_t)MIN(nlcl - lcn, 0xffffu);
-			}
-		}
+		 * half of the fragment offset, then back references */
+		uint64_t head = end >> z->blkbits;
+		idx[head].di_advise = Z_EROFS_LCLUSTER_TYPE_HEAD1;
+		idx[head].di_clusterofs = (uint16_t)(end & (z->blksz - 1));
+		idx[head].di_u.blkaddr = (uint32_t)(ino->frag_off >> 32);
+		nonheads(idx, head, head + 1, nlcl, nlcl, 0);
 	}
 	ino->data_kind = TDATA_Z;
 	ino->zcompact = zindex_compactable(idx, nlcl);
 	ino->nchunks = (uint32_t)nlcl;
 	ino->zblocks = (uint32_t)zblocks;
+	ino->ztail_la = end;
 	z->next = 0;
 	z->stats.files++;
 	return tw_spool(z->tw, idx, nlcl * sizeof(*idx), &ino->tail_off);
@@ -277,6 +295,8 @@ static int retire_one(struct zpipe *z)
 	if (r >= 0) {
 		struct zextent *e = &z->ext[z->next++];
 		uint64_t blk, where = 0;
+		e->la = j->la;
+		e->len = j->len;
 		e->nlcl = (uint32_t)DIV_ROUND_UP(j->len, z->blksz);
 		int found = 0;
 		if (z->seen) {
@@ -335,6 +355,7 @@ static int submit(struct zpipe *z, struct zjob *proto)
 		return r;
 	struct zjob *j = &z->jobs[(z->head + z->count) % z->njobs];
 	j->ino = proto->ino;
+	j->la = proto->la;
 	j->len = proto->len;
 	j->compress = proto->compress;
 	j->first = proto->first;
@@ -357,15 +378,17 @@ static struct zjob *next_slot(struct zpipe *z, int *err)
 	return &z->jobs[(z->head + z->count) % z->njobs];
 }
 
-static int queue(struct zpipe *z, struct tinode *ino, int fd, uint64_t size, bool compress,
-		 const char *path)
+/* Queue the extents [cuts[i-1], cuts[i]) of a file (cuts[-1] = 0). */
+static int queue_cuts(struct zpipe *z, struct tinode *ino, int fd, const uint64_t *cuts, size_t n,
+		      bool compress, const char *path)
 {
-	for (uint64_t off = 0; off < size;) {
+	uint64_t off = 0;
+	for (size_t i = 0; i < n; i++) {
 		int r;
 		struct zjob *slot = next_slot(z, &r);
 		if (r < 0)
 			return r;
-		uint32_t len = (uint32_t)MIN((uint64_t)z->pcluster, size - off);
+		uint32_t len = (uint32_t)(cuts[i] - off);
 		r = pread_full(fd, slot->in, len, off);
 		if (r < 0)
 			return anole_err(tw_error(z->tw), r == -ENODATA ? EIO : -r, "%s: %s at offset %llu",
@@ -374,14 +397,26 @@ static int queue(struct zpipe *z, struct tinode *ino, int fd, uint64_t size, boo
 		/* zero the rest of the last block: plain blocks are written whole */
 		size_t padded = ROUND_UP((size_t)len, z->blksz);
 		memset(slot->in + len, 0, padded - len);
-		struct zjob proto = {.ino = ino, .len = len, .compress = compress, .first = off == 0,
-				     .last = off + len == size};
+		struct zjob proto = {.ino = ino, .la = off, .len = len, .compress = compress,
+				     .first = i == 0, .last = i + 1 == n};
 		if ((r = submit(z, &proto)) < 0)
 			return r;
 		off += len;
 		tw_add_data_bytes(z->tw, len);
 	}
 	return 0;
+}
+
+static int queue(struct zpipe *z, struct tinode *ino, int fd, uint64_t size, bool compress,
+		 const char *path)
+{
+	size_t n = (size_t)DIV_ROUND_UP(size, z->pcluster);
+	_cleanup_free_ uint64_t *cuts = malloc(MAX(n, (size_t)1) * sizeof(*cuts));
+	if (!cuts)
+		return anole_err(tw_error(z->tw), ENOMEM, "out of memory");
+	for (size_t i = 0; i < n; i++)
+		cuts[i] = MIN((uint64_t)(i + 1) * z->pcluster, size);
+	return queue_cuts(z, ino, fd, cuts, n, compress, path);
 }
 
 int zpipe_file(struct zpipe *z, struct tinode *ino, int fd, bool compress, const char *path)
@@ -392,6 +427,17 @@ int zpipe_file(struct zpipe *z, struct tinode *ino, int fd, bool compress, const
 int zpipe_file_head(struct zpipe *z, struct tinode *ino, int fd, uint64_t len, const char *path)
 {
 	return queue(z, ino, fd, len, true, path);
+}
+
+int zpipe_file_cuts(struct zpipe *z, struct tinode *ino, int fd, const uint64_t *cuts, size_t n,
+		    const char *path)
+{
+	return queue_cuts(z, ino, fd, cuts, n, true, path);
+}
+
+void zpipe_set_cdc(struct zpipe *z, bool on)
+{
+	z->cdc = on;
 }
 
 int zpipe_drain(struct zpipe *z)

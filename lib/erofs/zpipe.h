@@ -19,6 +19,11 @@ void zpipe_free(struct zpipe *z);
 int zpipe_file(struct zpipe *z, struct tinode *ino, int fd, bool compress, const char *path);
 /* Compress only the first @len bytes of a file (its tail is a fragment). */
 int zpipe_file_head(struct zpipe *z, struct tinode *ino, int fd, uint64_t len, const char *path);
+/* Compress extents ending at @cuts (content-defined boundaries). */
+int zpipe_file_cuts(struct zpipe *z, struct tinode *ino, int fd, const uint64_t *cuts, size_t n,
+		    const char *path);
+/* Extents may start anywhere (plain ones then need big-pcluster heads). */
+void zpipe_set_cdc(struct zpipe *z, bool on);
 /* Retire every queued job. */
 int zpipe_drain(struct zpipe *z);
 const struct zpipe_stats *zpipe_stats(const struct zpipe *z);

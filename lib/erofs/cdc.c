@@ -1,0 +1,97 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "erofs/cdc.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "util/util.h"
+
+static uint64_t gear[256];
+
+static void gear_init(void)
+{
+	/* fixed pseudo-random values (splitmix64): images stay reproducible */
+	uint64_t x = 0x616e6f6c65636463ull; /* "anolecdc" */
+	for (int i = 0; i < 256; i++) {
+		uint64_t z = (x += 0x9e3779b97f4a7c15ull);
+		z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+		z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+		gear[i] = z ^ (z >> 31);
+	}
+}
+
+struct cdc_params cdc_for(uint32_t max)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	pthread_once(&once, gear_init);
+	unsigned int bits = 0;
+	while ((1u << (bits + 1)) <= max / 4)
+		bits++;
+	/* cuts at least a quarter apart, about every half on average */
+	struct cdc_params p = {.min = max / 4, .max = max, .mask = ((1ull << bits) - 1) << 24};
+	return p;
+}
+
+static uint32_t find_cut(const uint8_t *b, uint32_t len, const struct cdc_params *p)
+{
+	uint64_t h = 0;
+	/* the hash forgets bytes older than 64: start just before min */
+	uint32_t i = p->min > 64 ? p->min - 64 : 0;
+	for (; i < len; i++) {
+		h = (h << 1) + gear[b[i]];
+		if (i + 1 >= p->min && !(h & p->mask))
+			return i + 1;
+	}
+	return len;
+}
+
+int cdc_cuts(int fd, uint64_t size, const struct cdc_params *p, uint8_t *buf, int leave_tail,
+	     uint64_t **cuts, size_t *n, uint64_t *tail_start)
+{
+	size_t cap = 16, k = 0;
+	uint64_t *v = malloc(cap * sizeof(*v));
+	uint64_t pos = 0;
+	if (!v)
+		return -ENOMEM;
+	while (size - pos > p->max) {
+		int r = pread_full(fd, buf, p->max, pos);
+		if (r < 0) {
+			free(v);
+			return r;
+		}
+		/* Cuts fall on 4 KiB boundaries: an extent the codec cannot
+		 * shrink is then stored as whole plain blocks, the only plain
+		 * layout the kernel reads for multi-block extents. */
+		uint32_t cut = find_cut(buf, p->max, p) & ~4095u;
+		if (cut < 4096)
+			cut = 4096;
+		if (k == cap) {
+			cap *= 2;
+			uint64_t *nv = realloc(v, cap * sizeof(*nv));
+			if (!nv) {
+				free(v);
+				return -ENOMEM;
+			}
+			v = nv;
+		}
+		pos += cut;
+		v[k++] = pos;
+	}
+	if (!leave_tail && pos < size) {
+		if (k == cap) {
+			uint64_t *nv = realloc(v, (cap + 1) * sizeof(*nv));
+			if (!nv) {
+				free(v);
+				return -ENOMEM;
+			}
+			v = nv;
+		}
+		v[k++] = size;
+		pos = size;
+	}
+	*cuts = v;
+	*n = k;
+	*tail_start = pos;
+	return 0;
+}
