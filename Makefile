@@ -25,7 +25,7 @@ bench: deps all
 # The whole suite under AddressSanitizer and UBSan, in its own build dir.
 asan: deps
 	$(MAKE) BUILD=build-asan MESON_OPTS="-Db_sanitize=address,undefined -Db_lundef=false" all
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ANOLE_TEST_TIMEOUT=3000 \
 		BUILD_DIR=build-asan ANOLE=$(CURDIR)/build-asan/anole tests/run
 
 clean:

@@ -19,7 +19,7 @@ static const struct {
 	{CODEC_LZ4, "lz4", 0, 0, 0},
 	{CODEC_LZ4HC, "lz4hc", 1, 12, 9},
 	{CODEC_DEFLATE, "deflate", 1, 12, 9},
-	{CODEC_LZMA, "lzma", 0, 9, 6},
+	{CODEC_LZMA, "lzma", 0, 9, 4},
 	{CODEC_ZSTD, "zstd", 1, 22, 9},
 };
 
