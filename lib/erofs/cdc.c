@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "util/util.h"
 
@@ -46,49 +47,53 @@ static uint32_t find_cut(const uint8_t *b, uint32_t len, const struct cdc_params
 	return len;
 }
 
+static int push(uint64_t **v, size_t *k, size_t *cap, uint64_t x)
+{
+	if (*k == *cap) {
+		size_t ncap = *cap ? *cap * 2 : 16;
+		uint64_t *nv = realloc(*v, ncap * sizeof(*nv));
+		if (!nv)
+			return -ENOMEM;
+		*v = nv;
+		*cap = ncap;
+	}
+	(*v)[(*k)++] = x;
+	return 0;
+}
+
 int cdc_cuts(int fd, uint64_t size, const struct cdc_params *p, uint8_t *buf, int leave_tail,
 	     uint64_t **cuts, size_t *n, uint64_t *tail_start)
 {
-	size_t cap = 16, k = 0;
-	uint64_t *v = malloc(cap * sizeof(*v));
-	uint64_t pos = 0;
-	if (!v)
-		return -ENOMEM;
+	uint64_t *v = NULL, pos = 0;
+	size_t k = 0, cap = 0;
+	uint32_t have = 0; /* buf holds file bytes [pos, pos + have) */
+	int r = 0;
+
 	while (size - pos > p->max) {
-		int r = pread_full(fd, buf, p->max, pos);
-		if (r < 0) {
-			free(v);
-			return r;
-		}
+		/* top the window up to max bytes; what was read stays */
+		r = pread_full(fd, buf + have, p->max - have, pos + have);
+		if (r < 0)
+			break;
+		have = p->max;
 		/* Cuts fall on 4 KiB boundaries: an extent the codec cannot
 		 * shrink is then stored as whole plain blocks, the only plain
 		 * layout the kernel reads for multi-block extents. */
 		uint32_t cut = find_cut(buf, p->max, p) & ~4095u;
 		if (cut < 4096)
 			cut = 4096;
-		if (k == cap) {
-			cap *= 2;
-			uint64_t *nv = realloc(v, cap * sizeof(*nv));
-			if (!nv) {
-				free(v);
-				return -ENOMEM;
-			}
-			v = nv;
-		}
+		memmove(buf, buf + cut, have - cut);
+		have -= cut;
 		pos += cut;
-		v[k++] = pos;
+		if ((r = push(&v, &k, &cap, pos)) < 0)
+			break;
 	}
-	if (!leave_tail && pos < size) {
-		if (k == cap) {
-			uint64_t *nv = realloc(v, (cap + 1) * sizeof(*nv));
-			if (!nv) {
-				free(v);
-				return -ENOMEM;
-			}
-			v = nv;
-		}
-		v[k++] = size;
+	if (!r && !leave_tail && pos < size) {
+		r = push(&v, &k, &cap, size);
 		pos = size;
+	}
+	if (r < 0) {
+		free(v);
+		return r;
 	}
 	*cuts = v;
 	*n = k;
