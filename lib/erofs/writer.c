@@ -170,10 +170,11 @@ int tw_new(struct tree_writer **out, const char *image, const struct anole_build
 	/* an extent must be able to save a block: at least two of them */
 	if (tw->pcluster < 2 * tw->blksz || tw->pcluster > Z_EROFS_PCLUSTER_MAX_SIZE ||
 	    tw->pcluster % tw->blksz) {
+		uint32_t pc = tw->pcluster, bs = tw->blksz;
 		tw_free(tw);
 		return anole_err(err, EINVAL,
-				 "pcluster size %u: choose a multiple of %u from %u to %u bytes",
-				 tw->pcluster, tw->blksz, 2 * tw->blksz, Z_EROFS_PCLUSTER_MAX_SIZE);
+				 "pcluster size %u: choose a multiple of %u from %u to %u bytes", pc,
+				 bs, 2 * bs, Z_EROFS_PCLUSTER_MAX_SIZE);
 	}
 	if (tw->zspec.kind != CODEC_NONE) {
 		unsigned int threads = tw->opts.threads;
