@@ -268,6 +268,47 @@ static int finish_file(struct zpipe *z, struct tinode *ino)
 	return tw_spool(z->tw, idx, nlcl * sizeof(*idx), &ino->tail_off);
 }
 
+/* Put a finished job's bytes in the image: compressed bytes end at the end
+ * of their pcluster with leading zeros (the kernel decompresses in place);
+ * with dedupe, bytes stored before are pointed at instead. */
+static int store_extent(struct zpipe *z, struct zjob *j, struct zextent *e)
+{
+	e->la = j->la;
+	e->len = j->len;
+	e->nlcl = (uint32_t)DIV_ROUND_UP(j->len, z->blksz);
+	e->cblocks = j->clen > 0 ? (uint32_t)DIV_ROUND_UP((size_t)j->clen, z->blksz) : 0;
+	if (e->cblocks > z->max_cblocks)
+		z->max_cblocks = e->cblocks;
+	if (z->seen) {
+		uint64_t where = tw_next_block(z->tw) | ((uint64_t)e->cblocks << 40);
+		int found = digest_map_get_or_put(z->seen, &j->digest, &where);
+		if (found < 0)
+			return anole_err(tw_error(z->tw), ENOMEM, "out of memory");
+		if (found) {
+			e->blk = where & ((1ull << 40) - 1);
+			z->stats.dedupe_bytes += j->len;
+			return 0;
+		}
+	}
+	if (!e->cblocks)
+		return tw_data_append(z->tw, j->in, j->len, &e->blk);
+	size_t psize = (size_t)e->cblocks * z->blksz, pad = psize - (size_t)j->clen;
+	memmove(j->out + pad, j->out, (size_t)j->clen);
+	memset(j->out, 0, pad);
+	z->stats.bytes_in += j->len;
+	z->stats.bytes_out += psize;
+	return tw_data_append(z->tw, j->out, psize, &e->blk);
+}
+
+/* A file copied as plain blocks (it was too small to compress). */
+static int finish_copy(struct zpipe *z, struct tinode *ino)
+{
+	ino->data_kind = TDATA_FLAT;
+	ino->startblk = z->ext[0].blk;
+	z->next = 0;
+	return 0;
+}
+
 static int retire_one(struct zpipe *z)
 {
 	struct zjob *j = &z->jobs[z->head];
@@ -292,56 +333,10 @@ static int retire_one(struct zpipe *z)
 			z->ecap = ncap;
 		}
 	}
-	if (r >= 0) {
-		struct zextent *e = &z->ext[z->next++];
-		uint64_t blk, where = 0;
-		e->la = j->la;
-		e->len = j->len;
-		e->nlcl = (uint32_t)DIV_ROUND_UP(j->len, z->blksz);
-		int found = 0;
-		if (z->seen) {
-			/* remember where this content goes, or find where it went */
-			where = tw_next_block(z->tw) |
-				((uint64_t)(j->clen > 0 ? DIV_ROUND_UP((size_t)j->clen, z->blksz) : 0)
-				 << 40);
-			found = digest_map_get_or_put(z->seen, &j->digest, &where);
-			if (found < 0)
-				r = anole_err(tw_error(z->tw), ENOMEM, "out of memory");
-		}
-		if (found > 0) {
-			e->blk = where & ((1ull << 40) - 1);
-			e->cblocks = (uint32_t)(where >> 40);
-			z->stats.dedupe_bytes += j->len;
-			blk = e->blk;
-			if (e->cblocks > z->max_cblocks)
-				z->max_cblocks = e->cblocks;
-		} else if (r < 0) {
-			blk = 0;
-		} else if (j->clen > 0) {
-			/* compressed bytes end at the end of the pcluster, leading
-			 * zeros before them: the kernel decompresses in place */
-			e->cblocks = (uint32_t)DIV_ROUND_UP((size_t)j->clen, z->blksz);
-			size_t pad = (size_t)e->cblocks * z->blksz - (size_t)j->clen;
-			memmove(j->out + pad, j->out, (size_t)j->clen);
-			memset(j->out, 0, pad);
-			r = tw_data_append(z->tw, j->out, (size_t)e->cblocks * z->blksz, &blk);
-			z->stats.bytes_in += j->len;
-			z->stats.bytes_out += (uint64_t)e->cblocks * z->blksz;
-			if (e->cblocks > z->max_cblocks)
-				z->max_cblocks = e->cblocks;
-		} else {
-			e->cblocks = 0;
-			r = tw_data_append(z->tw, j->in, j->len, &blk);
-		}
-		e->blk = blk;
-		if (r >= 0 && j->last)
-			r = j->compress ? finish_file(z, j->ino) : 0;
-		if (r >= 0 && j->last && !j->compress) {
-			j->ino->data_kind = TDATA_FLAT;
-			j->ino->startblk = z->ext[0].blk;
-			z->next = 0;
-		}
-	}
+	if (r >= 0)
+		r = store_extent(z, j, &z->ext[z->next++]);
+	if (r >= 0 && j->last)
+		r = j->compress ? finish_file(z, j->ino) : finish_copy(z, j->ino);
 	j->state = JOB_FREE;
 	z->head = (z->head + 1) % z->njobs;
 	z->count--;
