@@ -10,8 +10,16 @@
 static const char usage_text[] =
 	"anole build [OPTIONS] SOURCE IMAGE\n"
 	"\n"
-	"Build an EROFS image from the directory SOURCE. IMAGE appears only when\n"
-	"the build succeeded (it is written under a temporary name and renamed).\n"
+	"Build an EROFS image from SOURCE. IMAGE appears only when the build\n"
+	"succeeded (it is written under a temporary name and renamed).\n"
+	"\n"
+	"SOURCE is one of:\n"
+	"  DIR                    a directory tree\n"
+	"  FILE.tar, -            a tar layer (plain, gzip, zstd or xz), - = stdin\n"
+	"  oci:DIR[:TAG]          an OCI image layout\n"
+	"  docker://HOST[:PORT]/REPO[:TAG|@DIGEST]\n"
+	"                         an image in a registry\n"
+	"Container layers merge with OCI whiteouts (.wh.NAME, .wh..wh..opq).\n"
 	"\n"
 	"  -z, --compress=ALGO[:LEVEL]\n"
 	"                         compress file data: lz4, lz4hc[:1-12] (9),\n"
@@ -35,6 +43,16 @@ static const char usage_text[] =
 	"  -L, --label=NAME       volume label, at most 16 bytes\n"
 	"      --clamp-mtime=SECS clamp file times newer than SECS (default: the\n"
 	"                         SOURCE_DATE_EPOCH environment variable, if set)\n"
+	"      --layers=MODE      merged (default): one image of the whole root\n"
+	"                         file system; separate: IMAGE is a new directory\n"
+	"                         with one image per layer (0001.erofs at the\n"
+	"                         bottom) and overlayfs whiteouts, to stack\n"
+	"      --platform=OS/ARCH[/VARIANT]\n"
+	"                         image to pick from a multi-platform index\n"
+	"                         (default linux/amd64)\n"
+	"      --tls-verify=BOOL  false: plain HTTP, or HTTPS without checking\n"
+	"                         certificates (default: verified HTTPS, except\n"
+	"                         plain HTTP for localhost and 127.0.0.0/8)\n"
 	"  -h, --help             show this help";
 
 struct progress_state {
@@ -123,6 +141,8 @@ int cmd_build(int argc, char **argv)
 		{"compress", required_argument, NULL, 'z'}, {"pcluster", required_argument, NULL, 'P'},
 		{"jobs", required_argument, NULL, 'j'}, {"dedupe", no_argument, NULL, 'D'},
 		{"no-fragments", no_argument, NULL, 'F'}, {"fragments", no_argument, NULL, 'G'},
+		{"layers", required_argument, NULL, 'Y'}, {"platform", required_argument, NULL, 'p'},
+		{"tls-verify", required_argument, NULL, 'V'},
 		{"help", no_argument, NULL, 'h'},    {0},
 	};
 	struct anole_build_options opts = {0};
@@ -194,6 +214,30 @@ int cmd_build(int argc, char **argv)
 				return EXIT_USAGE;
 			}
 			opts.clamp_mtime = true;
+			break;
+		case 'Y':
+			if (strcmp(optarg, "separate") && strcmp(optarg, "merged")) {
+				cli_error("--layers: '%s' is not 'merged' or 'separate'", optarg);
+				return EXIT_USAGE;
+			}
+			opts.layers_separate = !strcmp(optarg, "separate");
+			break;
+		case 'p':
+			if (!strchr(optarg, '/')) {
+				cli_error("--platform: '%s' is not OS/ARCH[/VARIANT]", optarg);
+				return EXIT_USAGE;
+			}
+			opts.platform = optarg;
+			break;
+		case 'V':
+			if (!strcmp(optarg, "true") || !strcmp(optarg, "1"))
+				opts.tls_verify = 1;
+			else if (!strcmp(optarg, "false") || !strcmp(optarg, "0"))
+				opts.tls_verify = -1;
+			else {
+				cli_error("--tls-verify: '%s' is not true or false", optarg);
+				return EXIT_USAGE;
+			}
 			break;
 		case 'h':
 			puts(usage_text);

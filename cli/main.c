@@ -11,10 +11,11 @@ static const struct {
 	int (*fn)(int, char **);
 	const char *help;
 } commands[] = {
-	{"build", cmd_build, "build an EROFS image from a directory"},
+	{"build", cmd_build, "build an EROFS image from a directory, tar or container image"},
 	{"check", cmd_check, "verify every structure and byte of an image"},
 	{"inspect", cmd_inspect, "show superblock or inode details"},
 	{"extract", cmd_extract, "restore an image's tree into a directory"},
+	{"export", cmd_export, "write an image's tree as a tar archive"},
 	{"mount", cmd_mount, "mount an image with the kernel's EROFS"},
 	{"umount", cmd_umount, "unmount an anole mount"},
 };

@@ -53,6 +53,14 @@ struct anole_build_options {
 					 and lz4hc, which old tools read), 1 on,
 					 -1 off */
 	bool dedupe;                  /* store repeated data once */
+	/* Container image sources (tar, oci:, docker://). */
+	const char *platform;         /* OS/ARCH[/VARIANT] picked from image
+					 indexes; NULL = linux/amd64 */
+	int tls_verify;               /* 0 = default (on, except plain HTTP for
+					 localhost and 127.0.0.0/8), 1 always
+					 verify, -1 plain HTTP/no verification */
+	bool layers_separate;         /* one image per layer, overlayfs
+					 whiteouts; @image names a directory */
 	void (*progress)(const struct anole_progress *p, void *ctx);
 	void *progress_ctx;
 };
@@ -69,7 +77,9 @@ struct anole_build_stats {
 	double seconds;
 };
 
-/* Build @image from the directory tree at @source. The image appears
+/* Build @image from @source: a directory, a tar file ("-" for stdin; plain,
+ * gzip, zstd or xz), "oci:DIR[:TAG]" or "docker://HOST/REPO[:TAG|@DIGEST]".
+ * Container layers merge with OCI whiteout rules. The image appears
  * atomically under its name only when the whole build succeeded. */
 int anole_build(const char *source, const char *image, const struct anole_build_options *opts,
 		struct anole_build_stats *stats, struct anole_error *err);
@@ -161,6 +171,14 @@ struct anole_extract_options {
 /* Restore the whole tree under @dir (created if missing, must be empty). */
 int anole_extract(struct anole_image *img, const char *dir,
 		  const struct anole_extract_options *opts, struct anole_error *err);
+
+struct anole_export_options {
+	bool quiet;
+};
+/* Write the whole tree as a POSIX (pax) tar to @out ("-" for stdout), with
+ * xattrs, hard links, devices and sub-second times. */
+int anole_export(struct anole_image *img, const char *out, const struct anole_export_options *opts,
+		 struct anole_error *err);
 
 #ifdef __cplusplus
 }

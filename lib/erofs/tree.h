@@ -87,6 +87,9 @@ int tw_add(struct tree_writer *tw, struct tinode *parent, const char *name, size
 	   struct tinode *inode, struct tdentry **out);
 /* Allocate a zeroed inode owned by the writer. */
 struct tinode *tw_inode_new(struct tree_writer *tw);
+/* Hand the writer an inode that will never be linked (a layer entry that a
+ * later one replaced), to be freed with the writer. */
+int tw_inode_orphan(struct tree_writer *tw, struct tinode *ino);
 
 /* Stream a regular file's content. @fd is read from its start; extents
  * lists the data runs (holes elsewhere), or NULL for a dense file. */

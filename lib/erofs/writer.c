@@ -44,6 +44,8 @@ struct tree_writer {
 
 	struct tinode **inodes; /* creation order; [0] is the root */
 	size_t ninodes, icap;
+	struct tinode **orphans; /* made but never linked (replaced entries) */
+	size_t norphans, ocap;
 	struct xattr_table *xt;
 	struct anole_build_stats stats;
 	double t0, last_progress;
@@ -280,6 +282,9 @@ void tw_free(struct tree_writer *tw)
 	for (size_t i = 0; i < tw->ninodes; i++)
 		free_inode(tw->inodes[i]);
 	free(tw->inodes);
+	for (size_t i = 0; i < tw->norphans; i++)
+		free_inode(tw->orphans[i]);
+	free(tw->orphans);
 	xattr_table_free(tw->xt);
 	free(tw->image_path);
 	free(tw->buf);
@@ -312,6 +317,21 @@ struct tinode *tw_inode_new(struct tree_writer *tw)
 {
 	(void)tw;
 	return calloc(1, sizeof(struct tinode));
+}
+
+int tw_inode_orphan(struct tree_writer *tw, struct tinode *ino)
+{
+	/* The compression pipeline may still point at it: keep it to the end. */
+	if (tw->norphans == tw->ocap) {
+		size_t ncap = tw->ocap ? tw->ocap * 2 : 64;
+		struct tinode **n = realloc(tw->orphans, ncap * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		tw->orphans = n;
+		tw->ocap = ncap;
+	}
+	tw->orphans[tw->norphans++] = ino;
+	return 0;
 }
 
 static int register_inode(struct tree_writer *tw, struct tinode *ino)

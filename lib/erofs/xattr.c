@@ -204,6 +204,24 @@ int xattr_set_add(struct xattr_table *t, struct xattr_setbuf *sb, const char *na
 	return 0;
 }
 
+int xattr_setbuf_load(struct xattr_table *t, struct xattr_setbuf *sb, uint32_t set_id)
+{
+	sb->n = 0;
+	if (!set_id)
+		return 0;
+	const struct xset *s = &t->sets[set_id];
+	if (sb->cap < s->n) {
+		uint32_t *n = realloc(sb->pairs, s->n * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		sb->pairs = n;
+		sb->cap = s->n;
+	}
+	memcpy(sb->pairs, s->pairs, s->n * sizeof(*sb->pairs));
+	sb->n = s->n;
+	return 0;
+}
+
 static int cmp_pair(const void *a, const void *b, void *arg)
 {
 	const struct xattr_table *t = arg;

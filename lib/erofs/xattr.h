@@ -33,6 +33,8 @@ int xattr_set_add(struct xattr_table *t, struct xattr_setbuf *sb, const char *na
 /* Returns the set id (>0), or 0 for an empty set; resets @sb. */
 int xattr_set_intern(struct xattr_table *t, struct xattr_setbuf *sb, uint32_t *set_id);
 void xattr_setbuf_release(struct xattr_setbuf *sb);
+/* Start @sb with the pairs of an interned set (to add to it). */
+int xattr_setbuf_load(struct xattr_table *t, struct xattr_setbuf *sb, uint32_t set_id);
 
 /* Worst-case ibody size of a set (every pair inline). */
 uint32_t xattr_set_max_ibody(struct xattr_table *t, uint32_t set_id);

@@ -12,6 +12,65 @@ void sha256(const void *data, size_t len, struct digest *out)
 	EVP_Digest(data, len, out->b, &n, EVP_sha256(), NULL);
 }
 
+struct sha256_stream *sha256_stream_new(void)
+{
+	EVP_MD_CTX *c = EVP_MD_CTX_new();
+	if (c && !EVP_DigestInit_ex(c, EVP_sha256(), NULL)) {
+		EVP_MD_CTX_free(c);
+		c = NULL;
+	}
+	return (struct sha256_stream *)c;
+}
+
+void sha256_stream_update(struct sha256_stream *s, const void *data, size_t len)
+{
+	EVP_DigestUpdate((EVP_MD_CTX *)s, data, len);
+}
+
+void sha256_stream_final(struct sha256_stream *s, struct digest *out)
+{
+	unsigned int n = sizeof(out->b);
+	EVP_DigestFinal_ex((EVP_MD_CTX *)s, out->b, &n);
+}
+
+void sha256_stream_free(struct sha256_stream *s)
+{
+	EVP_MD_CTX_free((EVP_MD_CTX *)s);
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+int digest_parse(const char *s, struct digest *out)
+{
+	if (strncmp(s, "sha256:", 7) || strlen(s) != DIGEST_STR_LEN)
+		return -EINVAL;
+	for (size_t i = 0; i < 32; i++) {
+		int hi = hexval(s[7 + 2 * i]), lo = hexval(s[8 + 2 * i]);
+		if (hi < 0 || lo < 0)
+			return -EINVAL;
+		out->b[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return 0;
+}
+
+void digest_format(const struct digest *d, char out[static DIGEST_STR_LEN + 1])
+{
+	static const char hex[] = "0123456789abcdef";
+	memcpy(out, "sha256:", 7);
+	for (size_t i = 0; i < 32; i++) {
+		out[7 + 2 * i] = hex[d->b[i] >> 4];
+		out[8 + 2 * i] = hex[d->b[i] & 15];
+	}
+	out[DIGEST_STR_LEN] = 0;
+}
+
 struct slot {
 	struct digest d;
 	uint64_t value;

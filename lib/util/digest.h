@@ -15,6 +15,18 @@ struct digest {
 
 void sha256(const void *data, size_t len, struct digest *out);
 
+/* Incremental SHA-256, for streams. */
+struct sha256_stream;
+struct sha256_stream *sha256_stream_new(void);
+void sha256_stream_update(struct sha256_stream *s, const void *data, size_t len);
+void sha256_stream_final(struct sha256_stream *s, struct digest *out);
+void sha256_stream_free(struct sha256_stream *s);
+
+/* "sha256:<64 lowercase hex>" <-> bytes. Parsing refuses anything else. */
+#define DIGEST_STR_LEN (7 + 64)
+int digest_parse(const char *s, struct digest *out);
+void digest_format(const struct digest *d, char out[static DIGEST_STR_LEN + 1]);
+
 struct digest_map;
 int digest_map_new(struct digest_map **m);
 void digest_map_free(struct digest_map *m);

@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * An OCI distribution (registry) client over libcurl: manifests and blobs,
+ * Bearer and Basic auth, redirects, retries with backoff. Every manifest
+ * fetched by digest is checked here; blobs are checked by their readers.
+ */
+#ifndef ANOLE_REGISTRY_H
+#define ANOLE_REGISTRY_H
+
+#include "util/util.h"
+
+struct registry_ref {
+	char host[256];      /* host[:port] */
+	char repo[256];      /* path in the registry */
+	char reference[160]; /* a tag or "sha256:..." */
+};
+/* HOST[:PORT]/REPO[:TAG|@DIGEST], "docker://" already stripped. */
+int registry_parse_ref(const char *ref, struct registry_ref *out, struct anole_error *err);
+
+struct registry;
+/* tls_verify: 0 = HTTPS except plain HTTP for localhost and 127.0.0.0/8,
+ * 1 = always verified HTTPS, -1 = plain HTTP. */
+int registry_new(const char *host, int tls_verify, struct anole_error *err, struct registry **out);
+void registry_free(struct registry *r);
+
+/* GET a manifest or index by tag or digest into @body (checked when @ref is
+ * a digest, or against Docker-Content-Digest when the registry sends one).
+ * @media_type, if not NULL, gets the Content-Type (128 bytes). */
+int registry_get_manifest(struct registry *r, const char *repo, const char *ref,
+			  struct strbuf *body, char *media_type, struct anole_error *err);
+
+/* Stream a blob into a socket whose other end is returned in *fd; a thread
+ * fetches it, resuming with Range requests after dropped connections. The
+ * reader checks the digest. Close *fd, then call registry_fetch_end. */
+struct registry_fetch;
+int registry_blob_stream(struct registry *r, const char *repo, const char *digest,
+			 uint64_t size, int *fd, struct registry_fetch **f,
+			 struct anole_error *err);
+int registry_fetch_end(struct registry_fetch *f, struct anole_error *err);
+
+#endif

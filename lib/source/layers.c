@@ -1,0 +1,930 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Container layers merged into one tree, top layer first.
+ *
+ * Layers are fed top-down, so when an entry is read we already know whether
+ * a higher layer replaced it, deleted it (.wh.NAME) or made its directory
+ * opaque (.wh..wh..opq): hidden entries are skipped and their data is never
+ * stored. The result is what overlayfs shows when each layer is unpacked on
+ * its own and the layers are stacked (containerd's overlay snapshotter): a
+ * directory merges with the directory below it unless a whiteout or an
+ * opaque marker cuts it off; anything else hides what is below it. Within
+ * one layer a later entry replaces an earlier one of the same path.
+ *
+ * In separate mode each layer becomes its own image and the markers are
+ * kept the way overlayfs reads them: a 0/0 character device for a whiteout
+ * and trusted.overlay.opaque=y on an opaque directory.
+ */
+#include <archive.h>
+#include <archive_entry.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include "anole/erofs_fs.h"
+#include "source/source.h"
+
+enum mkind { MK_DIR, MK_OTHER, MK_WHITEOUT, MK_DEAD };
+
+struct mnode {
+	struct mnode *parent, *first, *next; /* children, in arrival order */
+	struct tinode *inode;                /* NULL for whiteouts */
+	uint64_t hash;
+	uint32_t layer; /* the layer that put it here */
+	uint32_t floor; /* dirs: layers below this add no children */
+	uint8_t kind;
+	bool explicit_dir; /* a layer entry gave this dir its metadata */
+	bool opaque;       /* separate mode: gets trusted.overlay.opaque */
+	uint16_t namelen;
+	char name[];
+};
+
+/* A regular file of the current layer, for hard links to find. */
+struct lfile {
+	char *path;
+	struct tinode *inode;
+	bool hidden;       /* its data went to the scratch file, not the image */
+	bool materialized; /* a visible link has since stored its data */
+	uint64_t scratch_off;
+	struct data_extent *ext; /* sparse hidden file: its data runs */
+	size_t next;
+};
+
+struct layers {
+	struct tree_writer *tw;
+	struct anole_error *err;
+	bool separate;
+	struct mnode *root;
+	struct mnode **tab; /* (parent, name) -> live node */
+	size_t tabcap, tabcount;
+	struct mnode **nodes; /* every node, for freeing */
+	size_t nnodes, nodecap;
+	struct tinode **inodes; /* every inode made, linked or not */
+	size_t ninodes, inodecap;
+
+	/* the layer being read */
+	uint32_t layer;
+	const char *what;
+	struct lfile *files; /* open addressing by path */
+	size_t fcap, fcount;
+	struct strbuf path; /* normalized path of the current entry */
+	struct xattr_setbuf xs;
+	int spool_fd;       /* one file's data, for the writer to read */
+	int big_fd;         /* the same for files too big for memory */
+	int scratch_fd;     /* data of hidden files hard links may need */
+	uint64_t scratch_len;
+	char *buf;
+	struct layers_stats stats;
+};
+
+#define SPOOL_MEM_MAX (64ull << 20)
+#define IO_BUF (1u << 20)
+
+/* ---- nodes ------------------------------------------------------------- */
+
+static uint64_t node_hash(const struct mnode *parent, const char *name, size_t len)
+{
+	uint64_t h = 0xcbf29ce484222325ull ^ ((uintptr_t)parent * 0x9e3779b97f4a7c15ull);
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (uint8_t)name[i]) * 0x100000001b3ull;
+	return h ^ (h >> 31);
+}
+
+static size_t tab_find(const struct layers *l, const struct mnode *parent, const char *name,
+		       size_t len, uint64_t h)
+{
+	size_t j = (size_t)h & (l->tabcap - 1);
+	for (; l->tab[j]; j = (j + 1) & (l->tabcap - 1)) {
+		const struct mnode *n = l->tab[j];
+		if (n->hash == h && n->parent == parent && n->namelen == len &&
+		    !memcmp(n->name, name, len))
+			break;
+	}
+	return j;
+}
+
+static int tab_grow(struct layers *l)
+{
+	if ((l->tabcount + 1) * 4 < l->tabcap * 3)
+		return 0;
+	size_t ncap = l->tabcap ? l->tabcap * 2 : 4096;
+	struct mnode **n = calloc(ncap, sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	for (size_t i = 0; i < l->tabcap; i++) {
+		if (!l->tab[i])
+			continue;
+		size_t j = (size_t)l->tab[i]->hash & (ncap - 1);
+		while (n[j])
+			j = (j + 1) & (ncap - 1);
+		n[j] = l->tab[i];
+	}
+	free(l->tab);
+	l->tab = n;
+	l->tabcap = ncap;
+	return 0;
+}
+
+static struct mnode *lookup(struct layers *l, struct mnode *parent, const char *name, size_t len)
+{
+	return l->tab[tab_find(l, parent, name, len, node_hash(parent, name, len))];
+}
+
+static int track_inode(struct layers *l, struct tinode *ino)
+{
+	if (l->ninodes == l->inodecap) {
+		size_t ncap = l->inodecap ? l->inodecap * 2 : 1024;
+		struct tinode **n = realloc(l->inodes, ncap * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		l->inodes = n;
+		l->inodecap = ncap;
+	}
+	l->inodes[l->ninodes++] = ino;
+	return 0;
+}
+
+static struct tinode *new_inode(struct layers *l)
+{
+	struct tinode *ino = tw_inode_new(l->tw);
+	if (ino && track_inode(l, ino) < 0) {
+		free(ino);
+		return NULL;
+	}
+	return ino;
+}
+
+/* Put a new node at (parent, name), replacing whatever lives there. */
+static struct mnode *put_node(struct layers *l, struct mnode *parent, const char *name, size_t len,
+			      enum mkind kind)
+{
+	if (tab_grow(l) < 0)
+		return NULL;
+	if (l->nnodes == l->nodecap) {
+		size_t ncap = l->nodecap ? l->nodecap * 2 : 1024;
+		struct mnode **nv = realloc(l->nodes, ncap * sizeof(*nv));
+		if (!nv)
+			return NULL;
+		l->nodes = nv;
+		l->nodecap = ncap;
+	}
+	struct mnode *n = calloc(1, sizeof(*n) + len);
+	if (!n)
+		return NULL;
+	l->nodes[l->nnodes++] = n;
+	n->parent = parent;
+	n->namelen = (uint16_t)len;
+	memcpy(n->name, name, len);
+	n->hash = node_hash(parent, name, len);
+	n->kind = (uint8_t)kind;
+	n->layer = l->layer;
+	size_t j = tab_find(l, parent, name, len, n->hash);
+	if (l->tab[j])
+		l->tab[j]->kind = MK_DEAD; /* its subtree is unreachable now */
+	else
+		l->tabcount++;
+	l->tab[j] = n;
+	n->next = parent->first;
+	parent->first = n;
+	return n;
+}
+
+static struct tinode *implicit_dir_inode(struct layers *l)
+{
+	struct tinode *ino = new_inode(l);
+	if (ino)
+		ino->mode = S_IFDIR | 0755;
+	return ino;
+}
+
+static struct mnode *put_implicit_dir(struct layers *l, struct mnode *parent, const char *name,
+				      size_t len)
+{
+	struct tinode *ino = implicit_dir_inode(l);
+	struct mnode *n = ino ? put_node(l, parent, name, len, MK_DIR) : NULL;
+	if (n)
+		n->inode = ino;
+	return n;
+}
+
+/* ---- paths ------------------------------------------------------------- */
+
+/*
+ * Normalize a tar path into l->path: leading '/' and "./" go, empty and "."
+ * components go. ".." is refused: a layer has no business naming it, and
+ * refusing is simpler to reason about than clamping.
+ */
+static int normalize(struct layers *l, const char *raw, struct strbuf *out)
+{
+	out->len = 0;
+	if (out->buf)
+		out->buf[0] = 0;
+	const char *p = raw;
+	while (*p) {
+		while (*p == '/')
+			p++;
+		const char *end = strchrnul(p, '/');
+		size_t len = (size_t)(end - p);
+		if (len == 2 && p[0] == '.' && p[1] == '.')
+			return anole_err(l->err, EPERM, "%s: '%s': '..' in a path is refused",
+					 l->what, raw);
+		if (len > EROFS_NAME_LEN)
+			return anole_err(l->err, ENAMETOOLONG,
+					 "%s: '%.64s...': a name is longer than %d bytes", l->what,
+					 raw, EROFS_NAME_LEN);
+		if (len && !(len == 1 && p[0] == '.')) {
+			if (out->len)
+				strbuf_add(out, "/", 1);
+			strbuf_add(out, p, len);
+		}
+		p = end;
+	}
+	if (!out->buf)
+		strbuf_add(out, "", 0);
+	return out->buf ? 0 : anole_err(l->err, ENOMEM, "out of memory");
+}
+
+enum { VISIBLE = 0, HIDDEN = 1 };
+
+/*
+ * Find or make the directory that holds the last component of l->path.
+ * Returns HIDDEN when a higher layer cut this path off.
+ */
+static int walk_parents(struct layers *l, struct mnode **out)
+{
+	struct mnode *dir = l->root;
+	const char *p = l->path.buf;
+	for (;;) {
+		const char *slash = strchr(p, '/');
+		if (!slash)
+			break;
+		size_t len = (size_t)(slash - p);
+		struct mnode *n = lookup(l, dir, p, len);
+		if (n && n->kind == MK_WHITEOUT) {
+			if (n->layer > l->layer)
+				return HIDDEN;
+			/* ".wh.a" then "a/b" in one layer: a fresh directory */
+			if (!(n = put_implicit_dir(l, dir, p, len)))
+				return anole_err(l->err, ENOMEM, "out of memory");
+			n->floor = l->layer;
+		} else if (n && n->kind != MK_DIR) {
+			if (n->layer > l->layer)
+				return HIDDEN;
+			return anole_err(l->err, ENOTDIR,
+					 "%s: '%s': '%.*s' is not a directory in this layer "
+					 "(paths through symlinks or files are refused)",
+					 l->what, l->path.buf, (int)(slash - l->path.buf),
+					 l->path.buf);
+		} else if (!n) {
+			if (dir->floor > l->layer)
+				return HIDDEN;
+			if (!(n = put_implicit_dir(l, dir, p, len)))
+				return anole_err(l->err, ENOMEM, "out of memory");
+		}
+		dir = n;
+		p = slash + 1;
+	}
+	*out = dir;
+	return VISIBLE;
+}
+
+static const char *base_name(const struct strbuf *path)
+{
+	const char *s = strrchr(path->buf, '/');
+	return s ? s + 1 : path->buf;
+}
+
+/* ---- whiteouts --------------------------------------------------------- */
+
+static int opaque(struct layers *l)
+{
+	/* l->path ends in ".wh..wh..opq"; its parent is the directory */
+	struct mnode *dir;
+	int r = walk_parents(l, &dir);
+	if (r)
+		return r < 0 ? r : 0;
+	if (l->separate)
+		dir->opaque = true;
+	else if (dir->floor < l->layer)
+		dir->floor = l->layer;
+	l->stats.opaque_dirs++;
+	return 0;
+}
+
+static int whiteout(struct layers *l, const char *name, size_t len)
+{
+	if (!len || len > EROFS_NAME_LEN || (len == 1 && name[0] == '.') ||
+	    (len == 2 && name[0] == '.' && name[1] == '.'))
+		return anole_err(l->err, EINVAL, "%s: '%s': invalid whiteout", l->what,
+				 l->path.buf);
+	struct mnode *dir;
+	int r = walk_parents(l, &dir);
+	if (r)
+		return r < 0 ? r : 0;
+	l->stats.whiteouts++;
+	struct mnode *n = lookup(l, dir, name, len);
+	if (l->separate) {
+		if (n)
+			return 0; /* the layer's own entry wins */
+		struct tinode *ino = new_inode(l);
+		if (!ino || !(n = put_node(l, dir, name, len, MK_OTHER)))
+			return anole_err(l->err, ENOMEM, "out of memory");
+		ino->mode = S_IFCHR;
+		n->inode = ino;
+		return 0;
+	}
+	if (n) {
+		/* A whiteout only hides lower layers: a directory of this or a
+		 * higher layer stops merging with what is below. */
+		if (n->kind == MK_DIR && n->floor < l->layer)
+			n->floor = l->layer;
+		return 0;
+	}
+	if (dir->floor > l->layer)
+		return 0;
+	if (!put_node(l, dir, name, len, MK_WHITEOUT))
+		return anole_err(l->err, ENOMEM, "out of memory");
+	return 0;
+}
+
+/* ---- entries ----------------------------------------------------------- */
+
+/* Where an entry of l->path goes: a new node, an existing directory whose
+ * metadata it gives (*update), or HIDDEN. */
+static int place(struct layers *l, bool is_dir, struct mnode **out, bool *update)
+{
+	*update = false;
+	if (!l->path.len) { /* the root */
+		if (!is_dir)
+			return anole_err(l->err, EINVAL, "%s: the root entry is not a directory",
+					 l->what);
+		*out = l->root;
+		*update = !l->root->explicit_dir || l->root->layer == l->layer;
+		if (*update)
+			l->root->layer = l->layer;
+		return *update ? VISIBLE : HIDDEN;
+	}
+	struct mnode *dir;
+	int r = walk_parents(l, &dir);
+	if (r)
+		return r;
+	const char *name = base_name(&l->path);
+	size_t len = strlen(name);
+	struct mnode *n = lookup(l, dir, name, len);
+	if (n && n->layer > l->layer) {
+		/* A higher layer decided; only an implied directory above
+		 * takes its metadata from a real one below. */
+		if (n->kind == MK_DIR && is_dir && !n->explicit_dir) {
+			*out = n;
+			*update = true;
+			return VISIBLE;
+		}
+		return HIDDEN;
+	}
+	if (n && n->kind == MK_DIR && is_dir) {
+		*out = n; /* the same layer names it again: new metadata */
+		*update = true;
+		return VISIBLE;
+	}
+	if (!n && dir->floor > l->layer)
+		return HIDDEN;
+	bool was_whiteout = n && n->kind == MK_WHITEOUT;
+	if (!(n = put_node(l, dir, name, len, is_dir ? MK_DIR : MK_OTHER)))
+		return anole_err(l->err, ENOMEM, "out of memory");
+	if (was_whiteout && is_dir)
+		n->floor = l->layer;
+	*out = n;
+	return VISIBLE;
+}
+
+static int entry_xattrs(struct layers *l, struct archive_entry *e, struct tinode *ino)
+{
+	const char *name;
+	const void *value;
+	size_t size;
+	int r;
+	archive_entry_xattr_reset(e);
+	while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK) {
+		if (!name)
+			continue;
+		if ((r = xattr_set_add(tw_xattrs(l->tw), &l->xs, name, value, size, l->err,
+				       l->path.buf)) < 0)
+			return r;
+	}
+	if ((r = source_acl_xattrs(tw_xattrs(l->tw), &l->xs, e, l->err, l->path.buf)) < 0)
+		return r;
+	r = xattr_set_intern(tw_xattrs(l->tw), &l->xs, &ino->xattr_set);
+	return r < 0 ? anole_err(l->err, -r, "out of memory") : 0;
+}
+
+static int fill_inode(struct layers *l, struct archive_entry *e, struct tinode *ino)
+{
+	ino->mode = archive_entry_mode(e);
+	ino->uid = (uint32_t)archive_entry_uid(e);
+	ino->gid = (uint32_t)archive_entry_gid(e);
+	ino->mtime = archive_entry_mtime(e);
+	ino->mtime_nsec = (uint32_t)archive_entry_mtime_nsec(e);
+	if (ino->mtime_nsec >= 1000000000u)
+		ino->mtime_nsec = 0;
+	if (archive_entry_uid(e) < 0 || archive_entry_uid(e) > UINT32_MAX ||
+	    archive_entry_gid(e) < 0 || archive_entry_gid(e) > UINT32_MAX)
+		return anole_err(l->err, ERANGE, "%s: '%s': uid or gid out of range", l->what,
+				 l->path.buf);
+	switch (archive_entry_filetype(e)) {
+	case AE_IFREG:
+		if (archive_entry_size(e) < 0)
+			return anole_err(l->err, EINVAL, "%s: '%s': negative size", l->what,
+					 l->path.buf);
+		ino->size = (uint64_t)archive_entry_size(e);
+		break;
+	case AE_IFDIR:
+	case AE_IFIFO:
+		break;
+	case AE_IFCHR:
+	case AE_IFBLK:
+		ino->rdev = (uint32_t)makedev(archive_entry_rdevmajor(e), archive_entry_rdevminor(e));
+		break;
+	case AE_IFLNK: {
+		const char *t = source_entry_symlink(e);
+		if (!t || !*t)
+			return anole_err(l->err, EINVAL, "%s: '%s': symlink without a target",
+					 l->what, l->path.buf);
+		size_t tlen = strlen(t);
+		if (tlen > 4095)
+			return anole_err(l->err, ENAMETOOLONG, "%s: '%s': symlink target too long",
+					 l->what, l->path.buf);
+		if (!(ino->u.symlink = strdup(t)))
+			return anole_err(l->err, ENOMEM, "out of memory");
+		ino->size = tlen;
+		break;
+	}
+	default:
+		return anole_err(l->err, EINVAL, "%s: '%s': unsupported entry type 0%o", l->what,
+				 l->path.buf, archive_entry_filetype(e));
+	}
+	return entry_xattrs(l, e, ino);
+}
+
+static int spool_fd_for(struct layers *l, uint64_t size, int *fd)
+{
+	if (size <= SPOOL_MEM_MAX) {
+		if (l->spool_fd < 0 && (l->spool_fd = memfd_create("anole-spool", MFD_CLOEXEC)) < 0)
+			return anole_err(l->err, errno, "cannot create a spool file: %s",
+					 strerror(errno));
+		*fd = l->spool_fd;
+		return 0;
+	}
+	if (l->big_fd < 0 && (l->big_fd = source_tmpfile()) < 0)
+		return anole_err(l->err, -l->big_fd, "cannot create a temporary file: %s",
+				 strerror(-l->big_fd));
+	*fd = l->big_fd;
+	return 0;
+}
+
+/* Data runs of a sparse entry (merged, clipped to the size). */
+static int sparse_runs(struct archive_entry *e, uint64_t size, struct data_extent **out,
+		       size_t *n)
+{
+	*out = NULL;
+	*n = 0;
+	int count = archive_entry_sparse_reset(e);
+	if (count <= 0)
+		return 0;
+	struct data_extent *v = calloc((size_t)count, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	la_int64_t off, len;
+	while (archive_entry_sparse_next(e, &off, &len) == ARCHIVE_OK) {
+		if (off < 0 || len <= 0 || (uint64_t)off >= size)
+			continue;
+		uint64_t o = (uint64_t)off, ln = MIN((uint64_t)len, size - o);
+		if (*n && v[*n - 1].off + v[*n - 1].len >= o) {
+			uint64_t end = MAX(v[*n - 1].off + v[*n - 1].len, o + ln);
+			v[*n - 1].len = end - v[*n - 1].off;
+		} else if (*n < (size_t)count) {
+			v[(*n)++] = (struct data_extent){o, ln};
+		}
+	}
+	*out = v;
+	return 0;
+}
+
+/* Copy the entry's data to @fd at @base (holes stay holes). */
+static int copy_entry_data(struct layers *l, struct archive *a, uint64_t size, int fd,
+			   uint64_t base, bool sparse)
+{
+	const void *buf;
+	size_t len;
+	la_int64_t off;
+	uint64_t written = 0, end = 0;
+	int r;
+	if (sparse && ftruncate(fd, (off_t)base) < 0)
+		return anole_err(l->err, errno, "spool file: %s", strerror(errno));
+	while ((r = archive_read_data_block(a, &buf, &len, &off)) == ARCHIVE_OK) {
+		if (off < 0 || (uint64_t)off > size || len > size - (uint64_t)off)
+			return anole_err(l->err, EINVAL, "%s: '%s': data beyond the file's size",
+					 l->what, l->path.buf);
+		if (len && (r = pwrite_full(fd, buf, len, base + (uint64_t)off)) < 0)
+			return anole_err(l->err, -r, "spool file: %s", strerror(-r));
+		written += len;
+		end = MAX(end, (uint64_t)off + len);
+	}
+	if (r != ARCHIVE_EOF)
+		return source_archive_err(l->err, a, l->what, l->path.buf);
+	if (sparse) {
+		if (ftruncate(fd, (off_t)(base + size)) < 0)
+			return anole_err(l->err, errno, "spool file: %s", strerror(errno));
+	} else if (written != size || end != size) {
+		return anole_err(l->err, EIO, "%s: '%s': %llu of %llu data bytes", l->what,
+				 l->path.buf, (unsigned long long)written, (unsigned long long)size);
+	}
+	return 0;
+}
+
+static int store_data(struct layers *l, struct archive *a, struct archive_entry *e,
+		      struct tinode *ino)
+{
+	_cleanup_free_ struct data_extent *ext = NULL;
+	size_t next = 0;
+	int fd, r;
+	if (sparse_runs(e, ino->size, &ext, &next) < 0)
+		return anole_err(l->err, ENOMEM, "out of memory");
+	if ((r = spool_fd_for(l, ino->size, &fd)) < 0 ||
+	    (r = copy_entry_data(l, a, ino->size, fd, 0, ext != NULL)) < 0)
+		return r;
+	return tw_file_data(l->tw, ino, fd, ext, next, l->path.buf);
+}
+
+/* ---- hard links -------------------------------------------------------- */
+
+static uint64_t str_hash(const char *s)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+	for (; *s; s++)
+		h = (h ^ (uint8_t)*s) * 0x100000001b3ull;
+	return h;
+}
+
+static struct lfile *file_slot(struct layers *l, const char *path)
+{
+	if ((l->fcount + 1) * 2 > l->fcap) {
+		size_t ncap = l->fcap ? l->fcap * 2 : 1024;
+		struct lfile *n = calloc(ncap, sizeof(*n));
+		if (!n)
+			return NULL;
+		for (size_t i = 0; i < l->fcap; i++) {
+			if (!l->files[i].path)
+				continue;
+			size_t j = (size_t)str_hash(l->files[i].path) & (ncap - 1);
+			while (n[j].path)
+				j = (j + 1) & (ncap - 1);
+			n[j] = l->files[i];
+		}
+		free(l->files);
+		l->files = n;
+		l->fcap = ncap;
+	}
+	size_t j = (size_t)str_hash(path) & (l->fcap - 1);
+	while (l->files[j].path && strcmp(l->files[j].path, path))
+		j = (j + 1) & (l->fcap - 1);
+	return &l->files[j];
+}
+
+static void files_reset(struct layers *l)
+{
+	for (size_t i = 0; i < l->fcap; i++) {
+		free(l->files[i].path);
+		free(l->files[i].ext);
+	}
+	free(l->files);
+	l->files = NULL;
+	l->fcap = l->fcount = 0;
+	l->scratch_len = 0;
+	if (l->scratch_fd >= 0 && ftruncate(l->scratch_fd, 0) < 0) {
+		/* only wastes space */
+	}
+}
+
+static int remember_file(struct layers *l, struct tinode *ino, bool hidden, uint64_t scratch_off,
+			 struct data_extent *ext, size_t next)
+{
+	struct lfile *f = file_slot(l, l->path.buf);
+	if (!f)
+		return anole_err(l->err, ENOMEM, "out of memory");
+	if (!f->path) {
+		if (!(f->path = strdup(l->path.buf)))
+			return anole_err(l->err, ENOMEM, "out of memory");
+		l->fcount++;
+	}
+	free(f->ext);
+	f->inode = ino;
+	f->hidden = hidden;
+	f->materialized = false;
+	f->scratch_off = scratch_off;
+	f->ext = ext;
+	f->next = next;
+	return 0;
+}
+
+/* A hidden file's data, kept in case a visible hard link names it. */
+static int keep_hidden(struct layers *l, struct archive *a, struct archive_entry *e,
+		       struct tinode *ino)
+{
+	struct data_extent *ext = NULL;
+	size_t next = 0;
+	if (sparse_runs(e, ino->size, &ext, &next) < 0)
+		return anole_err(l->err, ENOMEM, "out of memory");
+	if (l->scratch_fd < 0 && (l->scratch_fd = source_tmpfile()) < 0) {
+		free(ext);
+		return anole_err(l->err, -l->scratch_fd, "cannot create a temporary file: %s",
+				 strerror(-l->scratch_fd));
+	}
+	uint64_t off = ROUND_UP(l->scratch_len, 4096);
+	int r = copy_entry_data(l, a, ino->size, l->scratch_fd, off, ext != NULL);
+	if (r < 0) {
+		free(ext);
+		return r;
+	}
+	l->scratch_len = off + ino->size;
+	return remember_file(l, ino, true, off, ext, next);
+}
+
+static int copy_fd(struct layers *l, int from, uint64_t foff, int to, uint64_t toff, uint64_t len)
+{
+	while (len) {
+		size_t n = (size_t)MIN(len, (uint64_t)IO_BUF);
+		int r = pread_full(from, l->buf, n, foff);
+		if (r >= 0)
+			r = pwrite_full(to, l->buf, n, toff);
+		if (r < 0)
+			return anole_err(l->err, -r, "temporary file: %s", strerror(-r));
+		foff += n;
+		toff += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static int materialize(struct layers *l, struct lfile *f)
+{
+	struct tinode *ino = f->inode;
+	int fd, r;
+	f->materialized = true;
+	if (!S_ISREG(ino->mode) || !ino->size)
+		return 0;
+	if ((r = spool_fd_for(l, ino->size, &fd)) < 0)
+		return r;
+	if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)ino->size) < 0)
+		return anole_err(l->err, errno, "spool file: %s", strerror(errno));
+	if (f->ext) {
+		for (size_t i = 0; i < f->next; i++)
+			if ((r = copy_fd(l, l->scratch_fd, f->scratch_off + f->ext[i].off, fd,
+					 f->ext[i].off, f->ext[i].len)) < 0)
+				return r;
+	} else if ((r = copy_fd(l, l->scratch_fd, f->scratch_off, fd, 0, ino->size)) < 0) {
+		return r;
+	}
+	return tw_file_data(l->tw, ino, fd, f->ext, f->next, f->path);
+}
+
+static int hard_link(struct layers *l, struct archive_entry *e, const char *target_raw)
+{
+	struct strbuf target = {0};
+	int r = normalize(l, target_raw, &target);
+	if (r < 0)
+		goto out;
+	struct lfile *f = file_slot(l, target.buf);
+	if (!f || !f->path) {
+		r = f ? anole_err(l->err, ENOENT,
+				  "%s: '%s': hard link to '%s', which is not an earlier entry of "
+				  "this layer",
+				  l->what, l->path.buf, target_raw)
+		      : anole_err(l->err, ENOMEM, "out of memory");
+		goto out;
+	}
+	struct tinode *ino = f->inode;
+	struct mnode *n;
+	bool update;
+	r = place(l, false, &n, &update);
+	if (r != VISIBLE) {
+		if (r == HIDDEN)
+			l->stats.hidden++, r = 0;
+		goto out;
+	}
+	n->inode = ino;
+	l->stats.hardlinks++;
+	if (f->hidden && !f->materialized)
+		r = materialize(l, f);
+	/* The link's own path now names the same file, for later links. */
+	if (r >= 0) {
+		struct lfile *g = file_slot(l, l->path.buf);
+		if (!g)
+			r = anole_err(l->err, ENOMEM, "out of memory");
+		else if (g != f)
+			r = remember_file(l, ino, false, 0, NULL, 0);
+	}
+out:
+	(void)e;
+	strbuf_release(&target);
+	return r;
+}
+
+/* ---- one entry --------------------------------------------------------- */
+
+static int layer_entry(struct layers *l, struct archive *a, struct archive_entry *e)
+{
+	const char *raw = source_entry_path(e);
+	if (!raw)
+		return anole_err(l->err, EINVAL, "%s: an entry without a usable name", l->what);
+	int r = normalize(l, raw, &l->path);
+	if (r < 0)
+		return r;
+	const char *base = base_name(&l->path);
+	if (!strncmp(base, ".wh.", 4)) {
+		if (!strcmp(base, ".wh..wh..opq"))
+			return opaque(l);
+		if (!strncmp(base, ".wh..wh.", 8))
+			return 0; /* aufs bookkeeping, meaningless here */
+		return whiteout(l, base + 4, strlen(base + 4));
+	}
+	const char *link = source_entry_hardlink(e);
+	if (link)
+		return hard_link(l, e, link);
+
+	unsigned int type = archive_entry_filetype(e);
+	bool is_dir = type == AE_IFDIR;
+	struct mnode *n = NULL;
+	bool update;
+	int vis = place(l, is_dir, &n, &update);
+	if (vis < 0)
+		return vis;
+	if (vis == HIDDEN) {
+		l->stats.hidden++;
+		if (is_dir)
+			return 0;
+	}
+	struct tinode *ino = new_inode(l);
+	if (!ino)
+		return anole_err(l->err, ENOMEM, "out of memory");
+	if ((r = fill_inode(l, e, ino)) < 0)
+		return r;
+	if (vis == HIDDEN) {
+		/* kept for hard links of this layer that a higher one left */
+		if (type == AE_IFREG && ino->size)
+			return keep_hidden(l, a, e, ino);
+		return remember_file(l, ino, true, 0, NULL, 0);
+	}
+	if (update) {
+		/* keep the directory (and its children), take the metadata */
+		struct tinode *d = n->inode;
+		d->mode = ino->mode;
+		d->uid = ino->uid;
+		d->gid = ino->gid;
+		d->mtime = ino->mtime;
+		d->mtime_nsec = ino->mtime_nsec;
+		d->xattr_set = ino->xattr_set;
+		n->explicit_dir = true;
+		return 0;
+	}
+	n->inode = ino;
+	n->explicit_dir = is_dir;
+	if (is_dir)
+		return 0;
+	if ((r = remember_file(l, ino, false, 0, NULL, 0)) < 0)
+		return r;
+	return type == AE_IFREG ? store_data(l, a, e, ino) : 0;
+}
+
+int layers_add(struct layers *l, struct archive *a, uint32_t layer, const char *what)
+{
+	struct archive_entry *e;
+	int r = 0;
+	l->layer = layer;
+	l->what = what;
+	for (;;) {
+		int ar = archive_read_next_header(a, &e);
+		if (ar == ARCHIVE_EOF)
+			break;
+		if (ar != ARCHIVE_OK && ar != ARCHIVE_WARN) {
+			r = source_archive_err(l->err, a, what, NULL);
+			break;
+		}
+		l->stats.entries++;
+		if ((r = layer_entry(l, a, e)) < 0)
+			break;
+		tw_progress(l->tw, "layers", false);
+	}
+	files_reset(l);
+	return r;
+}
+
+/* ---- the result -------------------------------------------------------- */
+
+static int mark_opaque(struct layers *l, struct tinode *ino)
+{
+	struct xattr_table *t = tw_xattrs(l->tw);
+	int r = xattr_setbuf_load(t, &l->xs, ino->xattr_set);
+	if (r < 0)
+		return anole_err(l->err, -r, "out of memory");
+	if ((r = xattr_set_add(t, &l->xs, "trusted.overlay.opaque", "y", 1, l->err, "opaque")) < 0)
+		return r;
+	r = xattr_set_intern(t, &l->xs, &ino->xattr_set);
+	return r < 0 ? anole_err(l->err, -r, "out of memory") : 0;
+}
+
+int layers_finish(struct layers *l)
+{
+	struct tinode *root = l->root->inode;
+	int r = tw_root(l->tw, &root);
+	if (r < 0)
+		return r;
+	/* Breadth first with an explicit queue: deep trees need no stack. */
+	size_t cap = 1024, head = 0, tail = 0;
+	struct mnode **q = malloc(cap * sizeof(*q));
+	if (!q)
+		return anole_err(l->err, ENOMEM, "out of memory");
+	q[tail++] = l->root;
+	while (head < tail && r >= 0) {
+		struct mnode *dir = q[head++];
+		if (dir->opaque && (r = mark_opaque(l, dir->inode)) < 0)
+			break;
+		for (struct mnode *c = dir->first; c && r >= 0; c = c->next) {
+			if (c->kind == MK_DEAD || c->kind == MK_WHITEOUT)
+				continue;
+			r = tw_add(l->tw, dir->inode, c->name, c->namelen, c->inode, NULL);
+			if (r < 0 || c->kind != MK_DIR)
+				continue;
+			if (tail == cap) {
+				struct mnode **nq = realloc(q, 2 * cap * sizeof(*q));
+				if (!nq) {
+					r = anole_err(l->err, ENOMEM, "out of memory");
+					break;
+				}
+				q = nq;
+				cap *= 2;
+			}
+			q[tail++] = c;
+		}
+	}
+	free(q);
+	return r;
+}
+
+const struct layers_stats *layers_stats(const struct layers *l)
+{
+	return &l->stats;
+}
+
+int layers_new(struct tree_writer *tw, bool separate, struct anole_error *err, struct layers **out)
+{
+	struct layers *l = calloc(1, sizeof(*l));
+	if (!l)
+		return anole_err(err, ENOMEM, "out of memory");
+	l->tw = tw;
+	l->err = err;
+	l->separate = separate;
+	l->spool_fd = l->big_fd = l->scratch_fd = -1;
+	l->buf = malloc(IO_BUF);
+	struct tinode *rootino = l->buf ? implicit_dir_inode(l) : NULL;
+	struct mnode *root = rootino ? calloc(1, sizeof(*root)) : NULL;
+	if (!root || tab_grow(l) < 0) {
+		free(root);
+		layers_free(l);
+		return anole_err(err, ENOMEM, "out of memory");
+	}
+	root->kind = MK_DIR;
+	root->inode = rootino;
+	root->layer = 0;
+	l->root = root;
+	*out = l;
+	return 0;
+}
+
+void layers_free(struct layers *l)
+{
+	if (!l)
+		return;
+	/* Inodes never linked belong to the writer now (the compression
+	 * pipeline may still hold them). */
+	for (size_t i = 0; i < l->ninodes; i++)
+		if (!l->inodes[i]->nlink && tw_inode_orphan(l->tw, l->inodes[i]) < 0)
+			free(l->inodes[i]); /* cannot happen after a drained pipeline */
+	free(l->inodes);
+	for (size_t i = 0; i < l->nnodes; i++)
+		free(l->nodes[i]);
+	free(l->nodes);
+	free(l->root);
+	free(l->tab);
+	files_reset(l);
+	strbuf_release(&l->path);
+	xattr_setbuf_release(&l->xs);
+	if (l->spool_fd >= 0)
+		close(l->spool_fd);
+	if (l->big_fd >= 0)
+		close(l->big_fd);
+	if (l->scratch_fd >= 0)
+		close(l->scratch_fd);
+	free(l->buf);
+	free(l);
+}

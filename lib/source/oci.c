@@ -1,0 +1,488 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Container images as build sources: OCI image layouts (oci:DIR[:TAG]),
+ * registries (docker://HOST/REPO[:TAG|@DIGEST]) and single tar layers.
+ *
+ * Whatever the origin, an image is a list of layer descriptors (bottom
+ * first). Layers are read top first, each as a stream checked against its
+ * digest, into one merged tree (or, with layers_separate, one image per
+ * layer). Every manifest and index is checked against the digest that
+ * names it before it is parsed.
+ */
+#include <fcntl.h>
+#include <jansson.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "registry/registry.h"
+#include "source/source.h"
+
+#define MAX_MANIFEST (4u << 20)
+#define MAX_INDEX_DEPTH 4
+#define ANNOT_REF_NAME "org.opencontainers.image.ref.name"
+
+struct layer_desc {
+	char media_type[128];
+	char digest_str[DIGEST_STR_LEN + 1];
+	struct digest digest;
+	uint64_t size;
+};
+
+struct image_src {
+	const char *name; /* as the user gave it */
+	char *dir;        /* oci: layout directory */
+	struct registry *reg;
+	char *repo;
+	const char *tar_path; /* a single tar (or "-") */
+	const char *platform;
+	struct layer_desc *layers; /* bottom first */
+	size_t nlayers;
+	struct anole_error *err;
+};
+
+bool source_is_image_ref(const char *s)
+{
+	return !strncmp(s, "oci:", 4) || !strncmp(s, "docker://", 9);
+}
+
+/* ---- manifests ---------------------------------------------------------- */
+
+static bool is_index_type(const char *mt)
+{
+	return !strcmp(mt, "application/vnd.oci.image.index.v1+json") ||
+	       !strcmp(mt, "application/vnd.docker.distribution.manifest.list.v2+json");
+}
+
+static bool is_manifest_type(const char *mt)
+{
+	return !strcmp(mt, "application/vnd.oci.image.manifest.v1+json") ||
+	       !strcmp(mt, "application/vnd.docker.distribution.manifest.v2+json");
+}
+
+static bool is_layer_type(const char *mt)
+{
+	static const char *const ok[] = {
+		"application/vnd.oci.image.layer.v1.tar",
+		"application/vnd.oci.image.layer.v1.tar+gzip",
+		"application/vnd.oci.image.layer.v1.tar+zstd",
+		"application/vnd.oci.image.layer.nondistributable.v1.tar",
+		"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+		"application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+		"application/vnd.docker.image.rootfs.diff.tar.gzip",
+		"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(ok); i++)
+		if (!strcmp(mt, ok[i]))
+			return true;
+	return false;
+}
+
+struct desc {
+	char media_type[128];
+	char digest_str[DIGEST_STR_LEN + 1];
+	struct digest digest;
+	uint64_t size;
+};
+
+static int parse_desc(struct image_src *s, json_t *j, const char *where, struct desc *d)
+{
+	const char *mt = json_string_value(json_object_get(j, "mediaType"));
+	const char *dg = json_string_value(json_object_get(j, "digest"));
+	json_t *size = json_object_get(j, "size");
+	if (!mt || !dg || !json_is_integer(size) || json_integer_value(size) < 0)
+		return anole_err(s->err, EBADMSG,
+				 "%s: %s: a descriptor lacks mediaType, digest or size", s->name,
+				 where);
+	if (digest_parse(dg, &d->digest) < 0)
+		return anole_err(s->err, EBADMSG,
+				 "%s: %s: unsupported digest '%.80s' (only sha256 is)", s->name,
+				 where, dg);
+	snprintf(d->media_type, sizeof(d->media_type), "%s", mt);
+	memcpy(d->digest_str, dg, DIGEST_STR_LEN + 1);
+	d->size = (uint64_t)json_integer_value(size);
+	return 0;
+}
+
+/* Fetch a small blob (manifest, index) into memory, checked. */
+static int get_blob_mem(struct image_src *s, const struct desc *d, struct strbuf *out)
+{
+	if (d->size > MAX_MANIFEST)
+		return anole_err(s->err, EFBIG, "%s: %s: %llu bytes is too big for a manifest",
+				 s->name, d->digest_str, (unsigned long long)d->size);
+	if (s->reg)
+		return registry_get_manifest(s->reg, s->repo, d->digest_str, out, NULL, s->err);
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/blobs/sha256/%s", s->dir, d->digest_str + 7);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return anole_err(s->err, errno, "%s: %s", path, strerror(errno));
+	if (strbuf_grow(out, d->size + 1) < 0)
+		return anole_err(s->err, ENOMEM, "out of memory");
+	ssize_t n = pread(fd, out->buf, d->size + 1, 0);
+	if (n < 0)
+		return anole_err(s->err, errno, "%s: %s", path, strerror(errno));
+	if ((uint64_t)n != d->size)
+		return anole_err(s->err, EBADMSG, "%s: %zd bytes where the descriptor says %llu",
+				 path, n, (unsigned long long)d->size);
+	out->len = (size_t)n;
+	out->buf[n] = 0;
+	struct digest got;
+	sha256(out->buf, out->len, &got);
+	if (memcmp(&got, &d->digest, sizeof(got)))
+		return anole_err(s->err, EBADMSG, "%s: content does not match its digest", path);
+	return 0;
+}
+
+/* "linux/amd64" or "linux/arm64/v8" */
+static bool platform_matches(json_t *p, const char *want)
+{
+	const char *os = json_string_value(json_object_get(p, "os"));
+	const char *arch = json_string_value(json_object_get(p, "architecture"));
+	const char *var = json_string_value(json_object_get(p, "variant"));
+	if (!os || !arch)
+		return false;
+	char have[256];
+	snprintf(have, sizeof(have), "%s/%s", os, arch);
+	size_t hl = strlen(have);
+	if (strncmp(want, have, hl))
+		return false;
+	if (!want[hl])
+		return true;
+	return want[hl] == '/' && var && !strcmp(want + hl + 1, var);
+}
+
+static int pick_platform(struct image_src *s, json_t *root, struct desc *d)
+{
+	json_t *ms = json_object_get(root, "manifests");
+	if (!json_is_array(ms))
+		return anole_err(s->err, EBADMSG, "%s: an image index without manifests", s->name);
+	size_t i;
+	json_t *m;
+	struct strbuf seen = {0};
+	json_array_foreach(ms, i, m) {
+		json_t *p = json_object_get(m, "platform");
+		if (p && platform_matches(p, s->platform)) {
+			strbuf_release(&seen);
+			return parse_desc(s, m, "image index", d);
+		}
+		if (p)
+			strbuf_addf(&seen, "%s%s/%s", seen.len ? ", " : "",
+				    json_string_value(json_object_get(p, "os")) ?: "?",
+				    json_string_value(json_object_get(p, "architecture")) ?: "?");
+	}
+	int r = anole_err(s->err, ENOENT, "%s: no image for platform %s (the index has: %s)",
+			  s->name, s->platform, seen.len ? seen.buf : "none");
+	strbuf_release(&seen);
+	return r;
+}
+
+static int read_layers(struct image_src *s, json_t *root)
+{
+	json_t *ls = json_object_get(root, "layers");
+	if (!json_is_array(ls))
+		return anole_err(s->err, EBADMSG, "%s: a manifest without layers", s->name);
+	size_t n = json_array_size(ls), i;
+	json_t *e;
+	if (!(s->layers = calloc(n ? n : 1, sizeof(*s->layers))))
+		return anole_err(s->err, ENOMEM, "out of memory");
+	json_array_foreach(ls, i, e) {
+		struct desc d;
+		int r = parse_desc(s, e, "layer", &d);
+		if (r < 0)
+			return r;
+		if (!is_layer_type(d.media_type))
+			return anole_err(s->err, ENOTSUP, "%s: layer %zu (%s): unsupported media type %s",
+					 s->name, i + 1, d.digest_str, d.media_type);
+		struct layer_desc *l = &s->layers[i];
+		memcpy(l->media_type, d.media_type, sizeof(l->media_type));
+		memcpy(l->digest_str, d.digest_str, sizeof(l->digest_str));
+		l->digest = d.digest;
+		l->size = d.size;
+	}
+	s->nlayers = n;
+	return 0;
+}
+
+/* Follow indexes down to a manifest and take its layers. */
+static int resolve(struct image_src *s, struct strbuf *body, const char *media_type, int depth)
+{
+	json_error_t je;
+	json_t *root = json_loadb(body->buf, body->len, 0, &je);
+	if (!root)
+		return anole_err(s->err, EBADMSG, "%s: bad JSON in a manifest: %s (line %d)",
+				 s->name, je.text, je.line);
+	const char *mt = json_string_value(json_object_get(root, "mediaType"));
+	if (!mt || !*mt)
+		mt = media_type;
+	if (!mt || !*mt)
+		mt = json_object_get(root, "manifests") ? "application/vnd.oci.image.index.v1+json"
+							 : "application/vnd.oci.image.manifest.v1+json";
+	int r;
+	if (is_manifest_type(mt)) {
+		r = read_layers(s, root);
+	} else if (is_index_type(mt)) {
+		struct desc d;
+		if (depth >= MAX_INDEX_DEPTH)
+			r = anole_err(s->err, ELOOP, "%s: image indexes nested too deep", s->name);
+		else if ((r = pick_platform(s, root, &d)) >= 0 &&
+			 (r = get_blob_mem(s, &d, body)) >= 0)
+			r = resolve(s, body, d.media_type, depth + 1);
+	} else {
+		r = anole_err(s->err, ENOTSUP, "%s: unsupported manifest media type %s", s->name,
+			      mt);
+	}
+	json_decref(root);
+	return r;
+}
+
+/* ---- OCI layouts --------------------------------------------------------- */
+
+static int open_layout(struct image_src *s, const char *spec)
+{
+	/* oci:DIR[:TAG]; a ':' followed by no '/' starts the tag */
+	const char *colon = strrchr(spec, ':');
+	const char *tag = NULL;
+	if (colon && !strchr(colon, '/'))
+		tag = colon + 1;
+	size_t dlen = tag ? (size_t)(colon - spec) : strlen(spec);
+	if (!(s->dir = strndup(spec, dlen)))
+		return anole_err(s->err, ENOMEM, "out of memory");
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/index.json", s->dir);
+	json_error_t je;
+	json_t *idx = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+	if (!idx)
+		return anole_err(s->err, errno == ENOENT ? ENOENT : EBADMSG,
+				 "%s: not an OCI image layout (%s)", s->dir, je.text);
+	json_t *ms = json_object_get(idx, "manifests");
+	size_t i, n = json_array_size(ms);
+	json_t *m, *found = NULL;
+	struct strbuf tags = {0};
+	json_array_foreach(ms, i, m) {
+		const char *t = json_string_value(
+			json_object_get(json_object_get(m, "annotations"), ANNOT_REF_NAME));
+		if (t)
+			strbuf_addf(&tags, "%s%s", tags.len ? ", " : "", t);
+		if ((tag && t && !strcmp(t, tag)) || (!tag && n == 1))
+			found = m;
+	}
+	int r;
+	struct desc d;
+	if (!found)
+		r = anole_err(s->err, ENOENT, "%s: %s (tags: %s)", s->dir,
+			      tag ? "no such tag" : "several images: name one as oci:DIR:TAG",
+			      tags.len ? tags.buf : "none");
+	else
+		r = parse_desc(s, found, "index.json", &d);
+	strbuf_release(&tags);
+	json_decref(idx);
+	if (r < 0)
+		return r;
+	struct strbuf body = {0};
+	r = get_blob_mem(s, &d, &body);
+	if (r >= 0)
+		r = resolve(s, &body, d.media_type, 0);
+	strbuf_release(&body);
+	return r;
+}
+
+/* ---- registries ---------------------------------------------------------- */
+
+static int open_registry(struct image_src *s, const char *ref, const struct anole_build_options *o)
+{
+	struct registry_ref rr;
+	int r = registry_parse_ref(ref, &rr, s->err);
+	if (r < 0)
+		return r;
+	if ((r = registry_new(rr.host, o->tls_verify, s->err, &s->reg)) < 0)
+		return r;
+	if (!(s->repo = strdup(rr.repo)))
+		return anole_err(s->err, ENOMEM, "out of memory");
+	struct strbuf body = {0};
+	char mt[128] = "";
+	r = registry_get_manifest(s->reg, s->repo, rr.reference, &body, mt, s->err);
+	if (r >= 0)
+		r = resolve(s, &body, mt, 0);
+	strbuf_release(&body);
+	return r;
+}
+
+/* ---- layer streams -------------------------------------------------------- */
+
+struct open_layer {
+	struct blob_stream bs;
+	struct registry_fetch *fetch;
+	char what[160];
+};
+
+static int layer_open(struct image_src *s, size_t i, struct open_layer *ol)
+{
+	memset(ol, 0, sizeof(*ol));
+	ol->bs.fd = -1;
+	if (s->tar_path) {
+		bool in = !strcmp(s->tar_path, "-");
+		snprintf(ol->what, sizeof(ol->what), "%s", in ? "stdin" : s->tar_path);
+		ol->bs = (struct blob_stream){.what = ol->what, .size = UINT64_MAX};
+		ol->bs.fd = in ? dup(0) : open(s->tar_path, O_RDONLY | O_CLOEXEC);
+		if (ol->bs.fd < 0)
+			return anole_err(s->err, errno, "%s: %s", s->tar_path, strerror(errno));
+		return 0;
+	}
+	const struct layer_desc *d = &s->layers[i];
+	snprintf(ol->what, sizeof(ol->what), "layer %zu (%.19s)", i + 1, d->digest_str);
+	ol->bs = (struct blob_stream){.what = ol->what, .verify = true, .want = d->digest,
+				      .size = d->size, .fd = -1};
+	if (s->reg)
+		return registry_blob_stream(s->reg, s->repo, d->digest_str, d->size, &ol->bs.fd,
+					    &ol->fetch, s->err);
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/blobs/sha256/%s", s->dir, d->digest_str + 7);
+	ol->bs.fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (ol->bs.fd < 0)
+		return anole_err(s->err, errno, "%s: %s", path, strerror(errno));
+	return 0;
+}
+
+/* Read layer @i (counted from the bottom) into @l. */
+static int layer_read(struct image_src *s, size_t i, struct layers *l)
+{
+	struct open_layer ol;
+	struct archive *a = NULL;
+	int r = layer_open(s, i, &ol);
+	if (r >= 0)
+		r = tar_open(&ol.bs, &a, s->err);
+	if (r >= 0)
+		r = layers_add(l, a, (uint32_t)i, ol.what);
+	/* Drain and check the digest, then let the download thread go. */
+	int rc = tar_close(&ol.bs, a, r >= 0, s->err);
+	if (ol.bs.fd >= 0)
+		close(ol.bs.fd);
+	if (ol.fetch) {
+		/* A failed download explains a broken tar better than the tar. */
+		struct anole_error fetch_err = {0};
+		int rf = registry_fetch_end(ol.fetch, &fetch_err);
+		if (rf < 0) {
+			*s->err = fetch_err;
+			return rf;
+		}
+	}
+	return r < 0 ? r : rc;
+}
+
+static int build_merged(struct image_src *s, const char *image,
+			const struct anole_build_options *opts, struct anole_build_stats *stats)
+{
+	struct tree_writer *tw;
+	struct layers *l = NULL;
+	int r = tw_new(&tw, image, opts, s->err);
+	if (r < 0)
+		return r;
+	r = layers_new(tw, false, s->err, &l);
+	for (size_t i = s->nlayers; i-- > 0 && r >= 0;)
+		r = layer_read(s, i, l);
+	if (r >= 0)
+		r = layers_finish(l);
+	layers_free(l);
+	if (r >= 0)
+		r = tw_finish(tw, stats);
+	tw_free(tw);
+	return r;
+}
+
+static void add_stats(struct anole_build_stats *sum, const struct anole_build_stats *s)
+{
+	sum->inodes += s->inodes;
+	sum->dirs += s->dirs;
+	sum->regular += s->regular;
+	sum->symlinks += s->symlinks;
+	sum->special += s->special;
+	sum->hardlinks += s->hardlinks;
+	sum->data_bytes += s->data_bytes;
+	sum->image_bytes += s->image_bytes;
+	sum->compressed_files += s->compressed_files;
+	sum->compressed_bytes_in += s->compressed_bytes_in;
+	sum->compressed_bytes_out += s->compressed_bytes_out;
+	sum->fragment_bytes += s->fragment_bytes;
+	sum->dedupe_bytes += s->dedupe_bytes;
+}
+
+/*
+ * One image per layer, 0001.erofs at the bottom, in a directory that is
+ * built under a temporary name and renamed when every layer is done.
+ */
+static int build_separate(struct image_src *s, const char *outdir,
+			  const struct anole_build_options *opts, struct anole_build_stats *stats)
+{
+	struct stat st;
+	if (lstat(outdir, &st) == 0)
+		return anole_err(s->err, EEXIST, "%s: already exists (--layers=separate makes a "
+				 "new directory)", outdir);
+	char tmp[4096];
+	snprintf(tmp, sizeof(tmp), "%s.tmp-XXXXXX", outdir);
+	if (!mkdtemp(tmp))
+		return anole_err(s->err, errno, "%s: %s", tmp, strerror(errno));
+	chmod(tmp, 0755);
+	double t0 = now_seconds();
+	int r = 0;
+	struct anole_build_stats sum = {0};
+	size_t n = s->tar_path ? 1 : s->nlayers;
+	for (size_t i = 0; i < n && r >= 0; i++) {
+		char path[4200];
+		snprintf(path, sizeof(path), "%s/%04zu.erofs", tmp, i + 1);
+		struct tree_writer *tw;
+		struct layers *l = NULL;
+		struct anole_build_stats one = {0};
+		if ((r = tw_new(&tw, path, opts, s->err)) < 0)
+			break;
+		r = layers_new(tw, true, s->err, &l);
+		if (r >= 0)
+			r = layer_read(s, i, l);
+		if (r >= 0)
+			r = layers_finish(l);
+		layers_free(l);
+		if (r >= 0)
+			r = tw_finish(tw, &one);
+		tw_free(tw);
+		add_stats(&sum, &one);
+	}
+	if (r >= 0 && rename(tmp, outdir) < 0)
+		r = anole_err(s->err, errno, "%s: %s", outdir, strerror(errno));
+	if (r < 0) {
+		for (size_t i = 0; i < n; i++) {
+			char path[4200];
+			snprintf(path, sizeof(path), "%s/%04zu.erofs", tmp, i + 1);
+			unlink(path);
+		}
+		rmdir(tmp);
+		return r;
+	}
+	sum.seconds = now_seconds() - t0;
+	if (stats)
+		*stats = sum;
+	return 0;
+}
+
+int source_image(const char *source, const char *image, const struct anole_build_options *opts,
+		 struct anole_build_stats *stats, struct anole_error *err)
+{
+	struct image_src s = {.name = source, .err = err,
+			      .platform = opts->platform ? opts->platform : "linux/amd64"};
+	int r;
+	if (!strncmp(source, "oci:", 4))
+		r = open_layout(&s, source + 4);
+	else if (!strncmp(source, "docker://", 9))
+		r = open_registry(&s, source + 9, opts);
+	else {
+		s.tar_path = source;
+		s.nlayers = 1;
+		r = 0;
+	}
+	if (r >= 0)
+		r = opts->layers_separate ? build_separate(&s, image, opts, stats)
+					  : build_merged(&s, image, opts, stats);
+	free(s.dir);
+	free(s.repo);
+	free(s.layers);
+	registry_free(s.reg);
+	return r;
+}
