@@ -33,6 +33,8 @@ struct mnode {
 	uint64_t hash;
 	uint32_t layer; /* the layer that put it here */
 	uint32_t floor; /* dirs: layers below this add no children */
+	uint32_t meta_floor; /* implied dirs: below this, metadata is of a
+				deleted directory */
 	uint8_t kind;
 	bool explicit_dir; /* a layer entry gave this dir its metadata */
 	bool opaque;       /* separate mode: gets trusted.overlay.opaque */
@@ -76,6 +78,21 @@ struct layers {
 	uint64_t scratch_len;
 	char *buf;
 	struct layers_stats stats;
+	struct dirmeta *dm; /* separate mode: directories of lower layers */
+};
+
+/* What a directory looked like in the layers below, for the directories a
+ * layer implies without an entry of its own (parents of changed files):
+ * stacked with overlayfs, the upper copy's metadata is what shows. */
+struct dmeta {
+	char *path;
+	uint32_t mode, uid, gid, mtime_nsec;
+	int64_t mtime;
+};
+
+struct dirmeta {
+	struct dmeta *v;
+	size_t cap, count;
 };
 
 #define SPOOL_MEM_MAX (64ull << 20)
@@ -153,6 +170,92 @@ static struct tinode *new_inode(struct layers *l)
 		return NULL;
 	}
 	return ino;
+}
+
+static uint64_t str_hash(const char *s, size_t len)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (uint8_t)s[i]) * 0x100000001b3ull;
+	return h;
+}
+
+static struct dmeta *dm_slot(struct dirmeta *dm, const char *path, size_t len, bool create)
+{
+	if (create && (dm->count + 1) * 2 > dm->cap) {
+		size_t ncap = dm->cap ? dm->cap * 2 : 1024;
+		struct dmeta *n = calloc(ncap, sizeof(*n));
+		if (!n)
+			return NULL;
+		for (size_t i = 0; i < dm->cap; i++) {
+			if (!dm->v[i].path)
+				continue;
+			size_t j = str_hash(dm->v[i].path, strlen(dm->v[i].path)) & (ncap - 1);
+			while (n[j].path)
+				j = (j + 1) & (ncap - 1);
+			n[j] = dm->v[i];
+		}
+		free(dm->v);
+		dm->v = n;
+		dm->cap = ncap;
+	}
+	if (!dm->cap)
+		return NULL;
+	size_t j = str_hash(path, len) & (dm->cap - 1);
+	for (; dm->v[j].path; j = (j + 1) & (dm->cap - 1))
+		if (!strncmp(dm->v[j].path, path, len) && !dm->v[j].path[len])
+			return &dm->v[j];
+	if (!create)
+		return NULL;
+	if (!(dm->v[j].path = strndup(path, len)))
+		return NULL;
+	dm->count++;
+	return &dm->v[j];
+}
+
+int dirmeta_new(struct dirmeta **out)
+{
+	*out = calloc(1, sizeof(**out));
+	return *out ? 0 : -ENOMEM;
+}
+
+void dirmeta_free(struct dirmeta *dm)
+{
+	if (!dm)
+		return;
+	for (size_t i = 0; i < dm->cap; i++)
+		free(dm->v[i].path);
+	free(dm->v);
+	free(dm);
+}
+
+void layers_use_dirmeta(struct layers *l, struct dirmeta *dm)
+{
+	l->dm = dm;
+}
+
+static void dm_remember(struct layers *l, const struct tinode *ino)
+{
+	struct dmeta *d = l->dm ? dm_slot(l->dm, l->path.buf, l->path.len, true) : NULL;
+	if (!d)
+		return; /* out of memory only costs the metadata */
+	d->mode = ino->mode;
+	d->uid = ino->uid;
+	d->gid = ino->gid;
+	d->mtime = ino->mtime;
+	d->mtime_nsec = ino->mtime_nsec;
+}
+
+static void dm_apply(struct layers *l, size_t len, struct tinode *ino)
+{
+	const struct dmeta *d = l->dm ? dm_slot(l->dm, l->path.buf, len, false) : NULL;
+	if (!d)
+		return;
+	ino->mode = d->mode;
+	ino->uid = d->uid;
+	ino->gid = d->gid;
+	ino->mtime = d->mtime;
+	ino->mtime_nsec = d->mtime_nsec;
 }
 
 /* Put a new node at (parent, name), replacing whatever lives there. */
@@ -267,7 +370,7 @@ static int walk_parents(struct layers *l, struct mnode **out)
 			/* ".wh.a" then "a/b" in one layer: a fresh directory */
 			if (!(n = put_implicit_dir(l, dir, p, len)))
 				return anole_err(l->err, ENOMEM, "out of memory");
-			n->floor = l->layer;
+			n->floor = n->meta_floor = l->layer;
 		} else if (n && n->kind != MK_DIR) {
 			if (n->layer > l->layer)
 				return HIDDEN;
@@ -281,6 +384,7 @@ static int walk_parents(struct layers *l, struct mnode **out)
 				return HIDDEN;
 			if (!(n = put_implicit_dir(l, dir, p, len)))
 				return anole_err(l->err, ENOMEM, "out of memory");
+			dm_apply(l, (size_t)(slash - l->path.buf), n->inode);
 		}
 		dir = n;
 		p = slash + 1;
@@ -339,6 +443,8 @@ static int whiteout(struct layers *l, const char *name, size_t len)
 		 * higher layer stops merging with what is below. */
 		if (n->kind == MK_DIR && n->floor < l->layer)
 			n->floor = l->layer;
+		if (n->kind == MK_DIR && n->meta_floor < l->layer)
+			n->meta_floor = l->layer;
 		return 0;
 	}
 	if (dir->floor > l->layer)
@@ -375,7 +481,8 @@ static int place(struct layers *l, bool is_dir, struct mnode **out, bool *update
 	if (n && n->layer > l->layer) {
 		/* A higher layer decided; only an implied directory above
 		 * takes its metadata from a real one below. */
-		if (n->kind == MK_DIR && is_dir && !n->explicit_dir) {
+		if (n->kind == MK_DIR && is_dir && !n->explicit_dir &&
+		    n->meta_floor <= l->layer) {
 			*out = n;
 			*update = true;
 			return VISIBLE;
@@ -558,14 +665,6 @@ static int store_data(struct layers *l, struct archive *a, struct archive_entry 
 
 /* ---- hard links -------------------------------------------------------- */
 
-static uint64_t str_hash(const char *s)
-{
-	uint64_t h = 0xcbf29ce484222325ull;
-	for (; *s; s++)
-		h = (h ^ (uint8_t)*s) * 0x100000001b3ull;
-	return h;
-}
-
 static struct lfile *file_slot(struct layers *l, const char *path)
 {
 	if ((l->fcount + 1) * 2 > l->fcap) {
@@ -576,7 +675,7 @@ static struct lfile *file_slot(struct layers *l, const char *path)
 		for (size_t i = 0; i < l->fcap; i++) {
 			if (!l->files[i].path)
 				continue;
-			size_t j = (size_t)str_hash(l->files[i].path) & (ncap - 1);
+			size_t j = (size_t)str_hash(l->files[i].path, strlen(l->files[i].path)) & (ncap - 1);
 			while (n[j].path)
 				j = (j + 1) & (ncap - 1);
 			n[j] = l->files[i];
@@ -585,7 +684,7 @@ static struct lfile *file_slot(struct layers *l, const char *path)
 		l->files = n;
 		l->fcap = ncap;
 	}
-	size_t j = (size_t)str_hash(path) & (l->fcap - 1);
+	size_t j = (size_t)str_hash(path, strlen(path)) & (l->fcap - 1);
 	while (l->files[j].path && strcmp(l->files[j].path, path))
 		j = (j + 1) & (l->fcap - 1);
 	return &l->files[j];
@@ -785,12 +884,15 @@ static int layer_entry(struct layers *l, struct archive *a, struct archive_entry
 		d->mtime_nsec = ino->mtime_nsec;
 		d->xattr_set = ino->xattr_set;
 		n->explicit_dir = true;
+		dm_remember(l, ino);
 		return 0;
 	}
 	n->inode = ino;
 	n->explicit_dir = is_dir;
-	if (is_dir)
+	if (is_dir) {
+		dm_remember(l, ino);
 		return 0;
+	}
 	if ((r = remember_file(l, ino, false, 0, NULL, 0)) < 0)
 		return r;
 	return type == AE_IFREG ? store_data(l, a, e, ino) : 0;
@@ -836,6 +938,11 @@ static int mark_opaque(struct layers *l, struct tinode *ino)
 int layers_finish(struct layers *l)
 {
 	struct tinode *root = l->root->inode;
+	if (!l->root->explicit_dir) {
+		strbuf_add(&l->path, "", 0);
+		l->path.len = 0;
+		dm_apply(l, 0, root);
+	}
 	int r = tw_root(l->tw, &root);
 	if (r < 0)
 		return r;

@@ -423,7 +423,8 @@ static int build_separate(struct image_src *s, const char *outdir,
 		return anole_err(s->err, errno, "%s: %s", tmp, strerror(errno));
 	chmod(tmp, 0755);
 	double t0 = now_seconds();
-	int r = 0;
+	struct dirmeta *dm = NULL;
+	int r = dirmeta_new(&dm) < 0 ? anole_err(s->err, ENOMEM, "out of memory") : 0;
 	struct anole_build_stats sum = {0};
 	size_t n = s->tar_path ? 1 : s->nlayers;
 	for (size_t i = 0; i < n && r >= 0; i++) {
@@ -435,8 +436,10 @@ static int build_separate(struct image_src *s, const char *outdir,
 		if ((r = tw_new(&tw, path, opts, s->err)) < 0)
 			break;
 		r = layers_new(tw, true, s->err, &l);
-		if (r >= 0)
+		if (r >= 0) {
+			layers_use_dirmeta(l, dm);
 			r = layer_read(s, i, l);
+		}
 		if (r >= 0)
 			r = layers_finish(l);
 		layers_free(l);
@@ -445,6 +448,7 @@ static int build_separate(struct image_src *s, const char *outdir,
 		tw_free(tw);
 		add_stats(&sum, &one);
 	}
+	dirmeta_free(dm);
 	if (r >= 0 && rename(tmp, outdir) < 0)
 		r = anole_err(s->err, errno, "%s: %s", outdir, strerror(errno));
 	if (r < 0) {

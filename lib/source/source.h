@@ -25,6 +25,12 @@ int layers_add(struct layers *l, struct archive *a, uint32_t layer, const char *
 /* Link the merged tree into the writer. */
 int layers_finish(struct layers *l);
 const struct layers_stats *layers_stats(const struct layers *l);
+/* Separate mode: directory metadata carried from lower layers to upper
+ * ones that imply a directory without an entry for it. */
+struct dirmeta;
+int dirmeta_new(struct dirmeta **out);
+void dirmeta_free(struct dirmeta *dm);
+void layers_use_dirmeta(struct layers *l, struct dirmeta *dm);
 void layers_free(struct layers *l);
 
 /* ---- tar streams (tar.c) ------------------------------------------------ */
