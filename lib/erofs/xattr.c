@@ -204,6 +204,25 @@ int xattr_set_add(struct xattr_table *t, struct xattr_setbuf *sb, const char *na
 	return 0;
 }
 
+int xattr_set_foreach(struct xattr_table *t, uint32_t set_id,
+		      int (*fn)(void *ctx, const char *name, const void *value, size_t size),
+		      void *ctx)
+{
+	if (!set_id)
+		return 0;
+	const struct xset *s = &t->sets[set_id];
+	for (uint32_t i = 0; i < s->n; i++) {
+		const struct xpair *p = &t->pairs[s->pairs[i]];
+		char name[300];
+		snprintf(name, sizeof(name), "%s%.*s", xattr_prefix(p->index), p->name_len,
+			 p->data);
+		int r = fn(ctx, name, p->data + p->name_len, p->value_size);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
 int xattr_setbuf_load(struct xattr_table *t, struct xattr_setbuf *sb, uint32_t set_id)
 {
 	sb->n = 0;

@@ -33,6 +33,10 @@ int xattr_set_add(struct xattr_table *t, struct xattr_setbuf *sb, const char *na
 /* Returns the set id (>0), or 0 for an empty set; resets @sb. */
 int xattr_set_intern(struct xattr_table *t, struct xattr_setbuf *sb, uint32_t *set_id);
 void xattr_setbuf_release(struct xattr_setbuf *sb);
+/* Call @fn with the full name and value of each pair of a set. */
+int xattr_set_foreach(struct xattr_table *t, uint32_t set_id,
+		      int (*fn)(void *ctx, const char *name, const void *value, size_t size),
+		      void *ctx);
 /* Start @sb with the pairs of an interned set (to add to it). */
 int xattr_setbuf_load(struct xattr_table *t, struct xattr_setbuf *sb, uint32_t set_id);
 

@@ -79,6 +79,19 @@ struct layers {
 	char *buf;
 	struct layers_stats stats;
 	struct dirmeta *dm; /* separate mode: directories of lower layers */
+	const char *const *lower; /* separate mode: images of the layers below */
+	size_t nlower;
+	struct pending *pend; /* hard links into lower layers, by target path */
+	size_t pcap, pcount;
+};
+
+/* Links of a higher layer to a file a lower layer will bring. */
+struct pending {
+	char *path;
+	uint32_t layer; /* of the links: the target comes from below it */
+	bool resolved;
+	struct mnode **links;
+	size_t n, cap;
 };
 
 /* What a directory looked like in the layers below, for the directories a
@@ -88,6 +101,9 @@ struct dmeta {
 	char *path;
 	uint32_t mode, uid, gid, mtime_nsec;
 	int64_t mtime;
+	char *symlink; /* the path is a symlink to this, not a directory */
+	bool gone;     /* a later layer deleted or replaced it */
+	struct strbuf xattrs; /* name\0, u16 size, value; repeated */
 };
 
 struct dirmeta {
@@ -146,6 +162,42 @@ static int tab_grow(struct layers *l)
 static struct mnode *lookup(struct layers *l, struct mnode *parent, const char *name, size_t len)
 {
 	return l->tab[tab_find(l, parent, name, len, node_hash(parent, name, len))];
+}
+
+/* Linear probing: delete by shifting later entries of the run back. */
+static void tab_remove(struct layers *l, struct mnode *n)
+{
+	size_t mask = l->tabcap - 1, i = (size_t)n->hash & mask;
+	while (l->tab[i] != n) {
+		if (!l->tab[i])
+			return;
+		i = (i + 1) & mask;
+	}
+	l->tab[i] = NULL;
+	l->tabcount--;
+	for (size_t j = (i + 1) & mask; l->tab[j]; j = (j + 1) & mask) {
+		size_t home = (size_t)l->tab[j]->hash & mask;
+		/* move it back unless its home lies cyclically in (i, j] */
+		if ((j > i && (home <= i || home > j)) || (j < i && home <= i && home > j)) {
+			l->tab[i] = l->tab[j];
+			l->tab[j] = NULL;
+			i = j;
+		}
+	}
+}
+
+/* Re-parent @c (with its subtree) under @dst. */
+static void move_node(struct layers *l, struct mnode *c, struct mnode *dst)
+{
+	tab_remove(l, c);
+	c->parent = dst;
+	c->hash = node_hash(dst, c->name, c->namelen);
+	size_t j = tab_find(l, dst, c->name, c->namelen, c->hash);
+	if (!l->tab[j])
+		l->tabcount++;
+	l->tab[j] = c; /* over a node the caller declared dead */
+	c->next = dst->first;
+	dst->first = c;
 }
 
 static int track_inode(struct layers *l, struct tinode *ino)
@@ -223,15 +275,31 @@ void dirmeta_free(struct dirmeta *dm)
 {
 	if (!dm)
 		return;
-	for (size_t i = 0; i < dm->cap; i++)
+	for (size_t i = 0; i < dm->cap; i++) {
 		free(dm->v[i].path);
+		free(dm->v[i].symlink);
+		strbuf_release(&dm->v[i].xattrs);
+	}
 	free(dm->v);
 	free(dm);
 }
 
-void layers_use_dirmeta(struct layers *l, struct dirmeta *dm)
+void layers_use_dirmeta(struct layers *l, struct dirmeta *dm, const char *const *lower,
+			size_t nlower)
 {
 	l->dm = dm;
+	l->lower = lower;
+	l->nlower = nlower;
+}
+
+static int dm_add_xattr(void *ctx, const char *name, const void *value, size_t size)
+{
+	struct strbuf *sb = ctx;
+	uint16_t sz = (uint16_t)size;
+	strbuf_add(sb, name, strlen(name) + 1);
+	strbuf_add(sb, &sz, 2);
+	strbuf_add(sb, value, size);
+	return 0;
 }
 
 static void dm_remember(struct layers *l, const struct tinode *ino)
@@ -244,13 +312,52 @@ static void dm_remember(struct layers *l, const struct tinode *ino)
 	d->gid = ino->gid;
 	d->mtime = ino->mtime;
 	d->mtime_nsec = ino->mtime_nsec;
+	free(d->symlink);
+	d->symlink = NULL;
+	d->gone = false;
+	d->xattrs.len = 0;
+	xattr_set_foreach(tw_xattrs(l->tw), ino->xattr_set, dm_add_xattr, &d->xattrs);
+}
+
+/* A non-directory at l->path: a symlink later layers may write through,
+ * or the end of a directory they would have taken metadata from. */
+static void dm_other(struct layers *l, const struct tinode *ino)
+{
+	if (!l->dm)
+		return;
+	bool link = S_ISLNK(ino->mode);
+	struct dmeta *d = dm_slot(l->dm, l->path.buf, l->path.len, link);
+	if (!d)
+		return;
+	free(d->symlink);
+	d->symlink = link ? strdup(ino->u.symlink) : NULL;
+	d->gone = !link;
+}
+
+static void dm_gone(struct layers *l, const char *path, size_t len)
+{
+	struct dmeta *d = l->dm ? dm_slot(l->dm, path, len, false) : NULL;
+	if (d)
+		d->gone = true;
 }
 
 static void dm_apply(struct layers *l, size_t len, struct tinode *ino)
 {
 	const struct dmeta *d = l->dm ? dm_slot(l->dm, l->path.buf, len, false) : NULL;
-	if (!d)
+	if (!d || d->gone || d->symlink)
 		return;
+	/* xattrs go into this image's own table */
+	struct xattr_table *t = tw_xattrs(l->tw);
+	for (size_t off = 0; off < d->xattrs.len;) {
+		const char *name = d->xattrs.buf + off;
+		size_t nl = strlen(name) + 1;
+		uint16_t sz;
+		memcpy(&sz, name + nl, 2);
+		xattr_set_add(t, &l->xs, name, name + nl + 2, sz, l->err, l->path.buf);
+		off += nl + 2 + sz;
+	}
+	if (xattr_set_intern(t, &l->xs, &ino->xattr_set) < 0)
+		ino->xattr_set = 0;
 	ino->mode = d->mode;
 	ino->uid = d->uid;
 	ino->gid = d->gid;
@@ -354,10 +461,60 @@ enum { VISIBLE = 0, HIDDEN = 1 };
  * Find or make the directory that holds the last component of l->path.
  * Returns HIDDEN when a higher layer cut this path off.
  */
+/*
+ * Separate mode: the directory prefix [0, len) of l->path is a symlink a
+ * lower layer made; rewrite l->path through it (inside the root, ".."
+ * stopping there), as umoci and containerd resolve parent paths.
+ */
+static int through_symlink(struct layers *l, size_t len, const char *target)
+{
+	struct strbuf in = {0}, out = {0};
+	if (target[0] != '/') {
+		const char *slash = memrchr(l->path.buf, '/', len);
+		if (slash)
+			strbuf_add(&in, l->path.buf, (size_t)(slash - l->path.buf + 1));
+	}
+	strbuf_addf(&in, "%s/%s", target, l->path.buf + len + 1);
+	if (!in.buf)
+		return anole_err(l->err, ENOMEM, "out of memory");
+	size_t *starts = calloc(in.len / 2 + 2, sizeof(*starts)), depth = 0;
+	if (!starts) {
+		strbuf_release(&in);
+		return anole_err(l->err, ENOMEM, "out of memory");
+	}
+	for (char *c = in.buf, *end; *c; c = end) {
+		end = strchrnul(c, '/');
+		size_t n = (size_t)(end - c);
+		if (*end)
+			end++;
+		if (!n || (n == 1 && c[0] == '.'))
+			continue;
+		if (n == 2 && c[0] == '.' && c[1] == '.') {
+			if (depth)
+				out.len = starts[--depth];
+			continue;
+		}
+		starts[depth++] = out.len;
+		if (out.len)
+			strbuf_add(&out, "/", 1);
+		strbuf_add(&out, c, n);
+	}
+	strbuf_add(&out, "", 0);
+	free(starts);
+	strbuf_release(&in);
+	if (!out.buf)
+		return anole_err(l->err, ENOMEM, "out of memory");
+	out.buf[out.len] = 0;
+	strbuf_release(&l->path);
+	l->path = out;
+	return 0;
+}
+
 static int walk_parents(struct layers *l, struct mnode **out)
 {
 	struct mnode *dir = l->root;
 	const char *p = l->path.buf;
+	int hops = 0;
 	for (;;) {
 		const char *slash = strchr(p, '/');
 		if (!slash)
@@ -382,6 +539,19 @@ static int walk_parents(struct layers *l, struct mnode **out)
 		} else if (!n) {
 			if (dir->floor > l->layer)
 				return HIDDEN;
+			size_t plen = (size_t)(slash - l->path.buf);
+			const struct dmeta *d = l->dm ? dm_slot(l->dm, l->path.buf, plen, false) : NULL;
+			if (d && d->symlink && !d->gone) {
+				if (++hops > 40)
+					return anole_err(l->err, ELOOP, "%s: '%s': too many symlinks",
+							 l->what, l->path.buf);
+				int r = through_symlink(l, plen, d->symlink);
+				if (r < 0)
+					return r;
+				dir = l->root;
+				p = l->path.buf;
+				continue;
+			}
 			if (!(n = put_implicit_dir(l, dir, p, len)))
 				return anole_err(l->err, ENOMEM, "out of memory");
 			dm_apply(l, (size_t)(slash - l->path.buf), n->inode);
@@ -416,17 +586,29 @@ static int opaque(struct layers *l)
 	return 0;
 }
 
-static int whiteout(struct layers *l, const char *name, size_t len)
+static int whiteout(struct layers *l, const char *wname, size_t len)
 {
-	if (!len || len > EROFS_NAME_LEN || (len == 1 && name[0] == '.') ||
-	    (len == 2 && name[0] == '.' && name[1] == '.'))
+	if (!len || len > EROFS_NAME_LEN || (len == 1 && wname[0] == '.') ||
+	    (len == 2 && wname[0] == '.' && wname[1] == '.'))
 		return anole_err(l->err, EINVAL, "%s: '%s': invalid whiteout", l->what,
 				 l->path.buf);
+	char name[EROFS_NAME_LEN + 1]; /* walk_parents may rewrite l->path */
+	memcpy(name, wname, len);
+	name[len] = 0;
 	struct mnode *dir;
 	int r = walk_parents(l, &dir);
 	if (r)
 		return r < 0 ? r : 0;
 	l->stats.whiteouts++;
+	if (l->dm) {
+		size_t plen = (size_t)(base_name(&l->path) - l->path.buf);
+		struct strbuf wp = {0};
+		strbuf_add(&wp, l->path.buf, plen);
+		strbuf_add(&wp, name, len);
+		if (wp.buf)
+			dm_gone(l, wp.buf, wp.len);
+		strbuf_release(&wp);
+	}
 	struct mnode *n = lookup(l, dir, name, len);
 	if (l->separate) {
 		if (n)
@@ -456,9 +638,85 @@ static int whiteout(struct layers *l, const char *name, size_t len)
 
 /* ---- entries ----------------------------------------------------------- */
 
+/* Merge the children of @src into the directory @dst: where both have a
+ * name, the higher layer's node wins and directories merge. */
+static void merge_into(struct layers *l, struct mnode *dst, struct mnode *src, int depth)
+{
+	struct mnode *c = src->first, *next;
+	src->first = NULL;
+	for (; c; c = next) {
+		next = c->next;
+		if (c->kind == MK_DEAD)
+			continue;
+		struct mnode *ex = lookup(l, dst, c->name, c->namelen);
+		if (!ex) {
+			move_node(l, c, dst);
+		} else if (ex->kind == MK_DIR && c->kind == MK_DIR && depth < 64) {
+			merge_into(l, ex, c, depth + 1);
+			c->kind = MK_DEAD;
+		} else if (c->layer > ex->layer) {
+			ex->kind = MK_DEAD;
+			move_node(l, c, dst); /* tab_find now lands on ex's slot: replace */
+		} else {
+			c->kind = MK_DEAD;
+		}
+	}
+}
+
+/*
+ * A lower layer's symlink where higher layers implied a directory: those
+ * layers wrote through the symlink (umoci and containerd resolve parent
+ * paths inside the root), so their entries move to the symlink's target.
+ * Returns true when they moved.
+ */
+static bool follow_symlink(struct layers *l, struct mnode *parent, struct mnode *n,
+			   const char *target)
+{
+	struct strbuf p = {0};
+	if (target[0] != '/') {
+		const char *slash = strrchr(l->path.buf, '/');
+		if (slash)
+			strbuf_add(&p, l->path.buf, (size_t)(slash - l->path.buf + 1));
+	}
+	strbuf_add(&p, target, strlen(target));
+	if (!p.buf)
+		return false;
+	/* resolve lexically, ".." stopping at the root */
+	struct mnode *dir = l->root;
+	bool ok = true;
+	for (char *c = p.buf, *end; ok && *c; c = end) {
+		end = strchrnul(c, '/');
+		size_t len = (size_t)(end - c);
+		if (*end)
+			*end++ = 0;
+		if (!len || (len == 1 && c[0] == '.'))
+			continue;
+		if (len == 2 && c[0] == '.' && c[1] == '.') {
+			dir = dir->parent ? dir->parent : l->root;
+			continue;
+		}
+		struct mnode *next = len <= EROFS_NAME_LEN ? lookup(l, dir, c, len) : NULL;
+		if (!next && len <= EROFS_NAME_LEN && dir->floor <= l->layer)
+			next = put_implicit_dir(l, dir, c, len);
+		ok = next && next->kind == MK_DIR && next != n;
+		dir = next;
+	}
+	strbuf_release(&p);
+	/* never into itself (a loop) */
+	for (struct mnode *a = dir; ok && a; a = a->parent)
+		ok = a != n;
+	(void)parent;
+	if (!ok)
+		return false;
+	merge_into(l, dir, n, 0);
+	return true;
+}
+
 /* Where an entry of l->path goes: a new node, an existing directory whose
- * metadata it gives (*update), or HIDDEN. */
-static int place(struct layers *l, bool is_dir, struct mnode **out, bool *update)
+ * metadata it gives (*update), or HIDDEN. @symlink is the target when the
+ * entry is a symlink. */
+static int place(struct layers *l, bool is_dir, const char *symlink, struct mnode **out,
+		 bool *update)
 {
 	*update = false;
 	if (!l->path.len) { /* the root */
@@ -487,6 +745,20 @@ static int place(struct layers *l, bool is_dir, struct mnode **out, bool *update
 			*update = true;
 			return VISIBLE;
 		}
+		if (symlink && n->kind == MK_DIR && !n->explicit_dir &&
+		    n->meta_floor <= l->layer && n->floor <= l->layer &&
+		    follow_symlink(l, dir, n, symlink)) {
+			if (!(n = put_node(l, dir, name, len, MK_OTHER)))
+				return anole_err(l->err, ENOMEM, "out of memory");
+			*out = n;
+			return VISIBLE;
+		}
+		/* A non-directory here ended whatever directory lower layers
+		 * had at this path before the higher one came. */
+		if (n->kind == MK_DIR && !is_dir) {
+			n->floor = MAX(n->floor, l->layer);
+			n->meta_floor = MAX(n->meta_floor, l->layer);
+		}
 		return HIDDEN;
 	}
 	if (n && n->kind == MK_DIR && is_dir) {
@@ -505,21 +777,40 @@ static int place(struct layers *l, bool is_dir, struct mnode **out, bool *update
 	return VISIBLE;
 }
 
+/* Same name twice in one header: the later wins (as pax says). An empty
+ * value is dropped: in pax an empty record deletes the keyword, and Go's
+ * tar (Docker, containerd, umoci) reads it so. */
 static int entry_xattrs(struct layers *l, struct archive_entry *e, struct tinode *ino)
 {
-	const char *name;
-	const void *value;
-	size_t size;
+	struct xa {
+		const char *name;
+		const void *value;
+		size_t size;
+	} v[1024];
+	size_t n = 0;
+	bool has_acl = false;
 	int r;
 	archive_entry_xattr_reset(e);
-	while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK) {
-		if (!name)
+	while (archive_entry_xattr_next(e, &v[n].name, &v[n].value, &v[n].size) == ARCHIVE_OK) {
+		if (!v[n].name || !v[n].size)
 			continue;
-		if ((r = xattr_set_add(tw_xattrs(l->tw), &l->xs, name, value, size, l->err,
-				       l->path.buf)) < 0)
+		if (++n == ARRAY_SIZE(v))
+			return anole_err(l->err, E2BIG, "%s: '%s': too many xattrs", l->what,
+					 l->path.buf);
+	}
+	for (size_t i = 0; i < n; i++) {
+		bool later = false;
+		for (size_t j = i + 1; j < n && !later; j++)
+			later = !strcmp(v[i].name, v[j].name);
+		if (later)
+			continue;
+		has_acl |= !strncmp(v[i].name, "system.posix_acl_", 17);
+		if ((r = xattr_set_add(tw_xattrs(l->tw), &l->xs, v[i].name, v[i].value, v[i].size,
+				       l->err, l->path.buf)) < 0)
 			return r;
 	}
-	if ((r = source_acl_xattrs(tw_xattrs(l->tw), &l->xs, e, l->err, l->path.buf)) < 0)
+	if (!has_acl && (r = source_acl_xattrs(tw_xattrs(l->tw), &l->xs, e, &ino->mode, l->err,
+					       l->path.buf)) < 0)
 		return r;
 	r = xattr_set_intern(tw_xattrs(l->tw), &l->xs, &ino->xattr_set);
 	return r < 0 ? anole_err(l->err, -r, "out of memory") : 0;
@@ -534,6 +825,11 @@ static int fill_inode(struct layers *l, struct archive_entry *e, struct tinode *
 	ino->mtime_nsec = (uint32_t)archive_entry_mtime_nsec(e);
 	if (ino->mtime_nsec >= 1000000000u)
 		ino->mtime_nsec = 0;
+	/* libarchive reads pax "-5.25" as -5 s and 0.25 s, meaning -5.25 s */
+	if (ino->mtime < 0 && ino->mtime_nsec) {
+		ino->mtime -= 1;
+		ino->mtime_nsec = 1000000000u - ino->mtime_nsec;
+	}
 	if (archive_entry_uid(e) < 0 || archive_entry_uid(e) > UINT32_MAX ||
 	    archive_entry_gid(e) < 0 || archive_entry_gid(e) > UINT32_MAX)
 		return anole_err(l->err, ERANGE, "%s: '%s': uid or gid out of range", l->what,
@@ -787,34 +1083,215 @@ static int materialize(struct layers *l, struct lfile *f)
 	return tw_file_data(l->tw, ino, fd, f->ext, f->next, f->path);
 }
 
-static int hard_link(struct layers *l, struct archive_entry *e, const char *target_raw)
+static struct pending *pending_slot(struct layers *l, const char *path, bool create)
+{
+	if (create && (l->pcount + 1) * 2 > l->pcap) {
+		size_t ncap = l->pcap ? l->pcap * 2 : 64;
+		struct pending *n = calloc(ncap, sizeof(*n));
+		if (!n)
+			return NULL;
+		for (size_t i = 0; i < l->pcap; i++) {
+			if (!l->pend[i].path)
+				continue;
+			size_t j = str_hash(l->pend[i].path, strlen(l->pend[i].path)) & (ncap - 1);
+			while (n[j].path)
+				j = (j + 1) & (ncap - 1);
+			n[j] = l->pend[i];
+		}
+		free(l->pend);
+		l->pend = n;
+		l->pcap = ncap;
+	}
+	if (!l->pcap)
+		return NULL;
+	size_t j = str_hash(path, strlen(path)) & (l->pcap - 1);
+	for (; l->pend[j].path; j = (j + 1) & (l->pcap - 1))
+		if (!strcmp(l->pend[j].path, path))
+			return &l->pend[j];
+	if (!create || !(l->pend[j].path = strdup(path)))
+		return NULL;
+	l->pcount++;
+	l->pend[j].layer = l->layer;
+	return &l->pend[j];
+}
+
+/* A link of this layer whose target a lower layer brings (as umoci and
+ * containerd, applying layers in order, allow). */
+static int link_from_lower(struct layers *l, struct mnode *n, const char *target);
+
+static int link_down(struct layers *l, struct mnode *n, const char *target)
+{
+	if (l->separate)
+		return link_from_lower(l, n, target);
+	struct pending *p = pending_slot(l, target, true);
+	if (!p)
+		return anole_err(l->err, ENOMEM, "out of memory");
+	if (p->resolved || p->layer != l->layer)
+		return anole_err(l->err, ENOTSUP, "%s: '%s': hard link to '%s' across several layers",
+				 l->what, l->path.buf, target);
+	if (p->n == p->cap) {
+		size_t ncap = p->cap ? p->cap * 2 : 4;
+		struct mnode **v = realloc(p->links, ncap * sizeof(*v));
+		if (!v)
+			return anole_err(l->err, ENOMEM, "out of memory");
+		p->links = v;
+		p->cap = ncap;
+	}
+	p->links[p->n++] = n;
+	return 0;
+}
+
+static int copy_xattr(void *ctx, const char *name, const void *value, size_t size)
+{
+	struct layers *l = ctx;
+	return xattr_set_add(tw_xattrs(l->tw), &l->xs, name, value, size, l->err, l->path.buf);
+}
+
+/* Copy a file of an image below into this layer's spool and inode. */
+static int copy_lower_file(struct layers *l, struct anole_image *img, const struct anole_inode *ai,
+			   struct tinode *ino)
+{
+	ino->mode = ai->mode;
+	ino->uid = ai->uid;
+	ino->gid = ai->gid;
+	ino->mtime = ai->mtime;
+	ino->mtime_nsec = ai->mtime_nsec;
+	ino->rdev = ai->rdev;
+	int r = anole_xattrs(img, ai, copy_xattr, l);
+	if (r < 0)
+		return r;
+	if ((r = xattr_set_intern(tw_xattrs(l->tw), &l->xs, &ino->xattr_set)) < 0)
+		return anole_err(l->err, -r, "out of memory");
+	if (S_ISLNK(ai->mode)) {
+		char buf[4097];
+		r = anole_readlink(img, ai, buf, sizeof(buf));
+		if (r < 0)
+			return anole_err(l->err, -r, "%s: cannot read the symlink", l->path.buf);
+		ino->size = strlen(buf);
+		return (ino->u.symlink = strdup(buf)) ? 0 : anole_err(l->err, ENOMEM, "out of memory");
+	}
+	if (!S_ISREG(ai->mode))
+		return 0;
+	ino->size = ai->size;
+	int fd;
+	if ((r = spool_fd_for(l, ai->size, &fd)) < 0)
+		return r;
+	for (uint64_t off = 0; off < ai->size;) {
+		ssize_t got = anole_pread(img, ai, l->buf, IO_BUF, off);
+		if (got <= 0)
+			return anole_err(l->err, got < 0 ? (int)-got : EIO, "%s: %s", l->path.buf,
+					 anole_image_error(img)->msg);
+		if ((r = pwrite_full(fd, l->buf, (size_t)got, off)) < 0)
+			return anole_err(l->err, -r, "spool file: %s", strerror(-r));
+		off += (uint64_t)got;
+	}
+	return tw_file_data(l->tw, ino, fd, NULL, 0, l->path.buf);
+}
+
+/*
+ * Separate mode: a hard link to a file of a lower layer. As a runtime
+ * applying the layer over a mounted stack would, copy the file up into
+ * this layer and link both names to the copy.
+ */
+static int link_from_lower(struct layers *l, struct mnode *n, const char *target)
+{
+	char path[8192];
+	snprintf(path, sizeof(path), "/%s", target);
+	for (size_t j = l->nlower; j-- > 0;) {
+		struct anole_image *img;
+		struct anole_error ierr = {0};
+		if (anole_image_open(l->lower[j], &img, &ierr) < 0)
+			return anole_err(l->err, ierr.code, "%s", ierr.msg);
+		struct anole_inode ai;
+		int r = anole_lookup(img, path, &ai);
+		if (r == -ENOENT || r == -ENOTDIR) {
+			anole_image_close(img);
+			continue;
+		}
+		if (r >= 0 && (S_ISDIR(ai.mode) || (S_ISCHR(ai.mode) && !ai.rdev)))
+			r = anole_err(l->err, ENOENT, "%s: '%s': hard link to '%s', which a lower "
+				      "layer deleted or made a directory", l->what, l->path.buf, target);
+		struct tinode *ino = r >= 0 ? new_inode(l) : NULL;
+		if (r >= 0 && !ino)
+			r = anole_err(l->err, ENOMEM, "out of memory");
+		struct strbuf link = {0};
+		strbuf_add(&link, l->path.buf, l->path.len + 1);
+		if (r >= 0) {
+			/* the copy-up: the target's own name in this layer */
+			strbuf_release(&l->path);
+			strbuf_add(&l->path, target, strlen(target) + 1);
+			l->path.len--;
+			r = copy_lower_file(l, img, &ai, ino);
+		}
+		struct mnode *t = NULL;
+		bool update;
+		if (r >= 0 && (r = place(l, false, NULL, &t, &update)) == VISIBLE) {
+			t->inode = ino;
+			r = remember_file(l, ino, false, 0, NULL, 0);
+		}
+		strbuf_release(&l->path);
+		l->path = link;
+		l->path.len = strlen(link.buf);
+		anole_image_close(img);
+		if (r < 0)
+			return r;
+		n->inode = ino;
+		return 0;
+	}
+	return anole_err(l->err, ENOENT, "%s: '%s': hard link to '%s': no lower layer has that file",
+			 l->what, l->path.buf, target);
+}
+
+/* Does a link of a higher layer wait for this path? */
+static struct pending *waiting_for(struct layers *l)
+{
+	struct pending *p = l->pcount ? pending_slot(l, l->path.buf, false) : NULL;
+	return p && !p->resolved && p->layer > l->layer ? p : NULL;
+}
+
+static void resolve_links(struct pending *p, struct tinode *ino)
+{
+	for (size_t i = 0; i < p->n; i++)
+		p->links[i]->inode = ino;
+	p->resolved = true;
+}
+
+static int hard_link(struct layers *l, const char *target_raw)
 {
 	struct strbuf target = {0};
 	int r = normalize(l, target_raw, &target);
 	if (r < 0)
 		goto out;
 	struct lfile *f = file_slot(l, target.buf);
-	if (!f || !f->path) {
-		r = f ? anole_err(l->err, ENOENT,
-				  "%s: '%s': hard link to '%s', which is not an earlier entry of "
-				  "this layer",
-				  l->what, l->path.buf, target_raw)
-		      : anole_err(l->err, ENOMEM, "out of memory");
+	if (!f) {
+		r = anole_err(l->err, ENOMEM, "out of memory");
 		goto out;
 	}
-	struct tinode *ino = f->inode;
+	struct pending *wait = waiting_for(l);
 	struct mnode *n;
 	bool update;
-	r = place(l, false, &n, &update);
-	if (r != VISIBLE) {
+	r = place(l, false, NULL, &n, &update);
+	if (r < 0 || (r == HIDDEN && !wait)) {
 		if (r == HIDDEN)
 			l->stats.hidden++, r = 0;
 		goto out;
 	}
-	n->inode = ino;
-	l->stats.hardlinks++;
+	if (!f->path) { /* not in this layer: a lower one brings it */
+		r = r == VISIBLE ? link_down(l, n, target.buf) : 0;
+		if (r >= 0 && wait)
+			r = anole_err(l->err, ENOTSUP, "%s: '%s': hard link chain across layers",
+				      l->what, l->path.buf);
+		goto out;
+	}
+	struct tinode *ino = f->inode;
+	if (r == VISIBLE) {
+		n->inode = ino;
+		l->stats.hardlinks++;
+	}
 	if (f->hidden && !f->materialized)
 		r = materialize(l, f);
+	if (r >= 0 && wait)
+		resolve_links(wait, ino);
 	/* The link's own path now names the same file, for later links. */
 	if (r >= 0) {
 		struct lfile *g = file_slot(l, l->path.buf);
@@ -824,7 +1301,6 @@ static int hard_link(struct layers *l, struct archive_entry *e, const char *targ
 			r = remember_file(l, ino, false, 0, NULL, 0);
 	}
 out:
-	(void)e;
 	strbuf_release(&target);
 	return r;
 }
@@ -849,13 +1325,17 @@ static int layer_entry(struct layers *l, struct archive *a, struct archive_entry
 	}
 	const char *link = source_entry_hardlink(e);
 	if (link)
-		return hard_link(l, e, link);
+		return hard_link(l, link);
 
 	unsigned int type = archive_entry_filetype(e);
 	bool is_dir = type == AE_IFDIR;
 	struct mnode *n = NULL;
 	bool update;
-	int vis = place(l, is_dir, &n, &update);
+	struct pending *wait = waiting_for(l);
+	if (wait && is_dir)
+		return anole_err(l->err, EPERM, "%s: '%s': a higher layer hard-links this directory",
+				 l->what, l->path.buf);
+	int vis = place(l, is_dir, type == AE_IFLNK ? source_entry_symlink(e) : NULL, &n, &update);
 	if (vis < 0)
 		return vis;
 	if (vis == HIDDEN) {
@@ -868,6 +1348,14 @@ static int layer_entry(struct layers *l, struct archive *a, struct archive_entry
 		return anole_err(l->err, ENOMEM, "out of memory");
 	if ((r = fill_inode(l, e, ino)) < 0)
 		return r;
+	if (wait)
+		resolve_links(wait, ino);
+	if (vis == HIDDEN && wait) {
+		/* hidden here, but a higher layer's link shows it */
+		if ((r = remember_file(l, ino, false, 0, NULL, 0)) < 0)
+			return r;
+		return type == AE_IFREG ? store_data(l, a, e, ino) : 0;
+	}
 	if (vis == HIDDEN) {
 		/* kept for hard links of this layer that a higher one left */
 		if (type == AE_IFREG && ino->size)
@@ -893,6 +1381,7 @@ static int layer_entry(struct layers *l, struct archive *a, struct archive_entry
 		dm_remember(l, ino);
 		return 0;
 	}
+	dm_other(l, ino);
 	if ((r = remember_file(l, ino, false, 0, NULL, 0)) < 0)
 		return r;
 	return type == AE_IFREG ? store_data(l, a, e, ino) : 0;
@@ -937,6 +1426,12 @@ static int mark_opaque(struct layers *l, struct tinode *ino)
 
 int layers_finish(struct layers *l)
 {
+	for (size_t i = 0; i < l->pcap; i++) {
+		struct pending *p = &l->pend[i];
+		if (p->path && !p->resolved)
+			return anole_err(l->err, ENOENT,
+					 "hard link to '%s': no lower layer has that file", p->path);
+	}
 	struct tinode *root = l->root->inode;
 	if (!l->root->explicit_dir) {
 		strbuf_add(&l->path, "", 0);
@@ -1023,6 +1518,11 @@ void layers_free(struct layers *l)
 	free(l->nodes);
 	free(l->root);
 	free(l->tab);
+	for (size_t i = 0; i < l->pcap; i++) {
+		free(l->pend[i].path);
+		free(l->pend[i].links);
+	}
+	free(l->pend);
 	files_reset(l);
 	strbuf_release(&l->path);
 	xattr_setbuf_release(&l->xs);

@@ -427,9 +427,16 @@ static int build_separate(struct image_src *s, const char *outdir,
 	int r = dirmeta_new(&dm) < 0 ? anole_err(s->err, ENOMEM, "out of memory") : 0;
 	struct anole_build_stats sum = {0};
 	size_t n = s->tar_path ? 1 : s->nlayers;
+	char **built = calloc(n, sizeof(*built));
+	if (!built)
+		r = anole_err(s->err, ENOMEM, "out of memory");
 	for (size_t i = 0; i < n && r >= 0; i++) {
 		char path[4200];
 		snprintf(path, sizeof(path), "%s/%04zu.erofs", tmp, i + 1);
+		if (!(built[i] = strdup(path))) {
+			r = anole_err(s->err, ENOMEM, "out of memory");
+			break;
+		}
 		struct tree_writer *tw;
 		struct layers *l = NULL;
 		struct anole_build_stats one = {0};
@@ -437,7 +444,7 @@ static int build_separate(struct image_src *s, const char *outdir,
 			break;
 		r = layers_new(tw, true, s->err, &l);
 		if (r >= 0) {
-			layers_use_dirmeta(l, dm);
+			layers_use_dirmeta(l, dm, (const char *const *)built, i);
 			r = layer_read(s, i, l);
 		}
 		if (r >= 0)
@@ -449,6 +456,9 @@ static int build_separate(struct image_src *s, const char *outdir,
 		add_stats(&sum, &one);
 	}
 	dirmeta_free(dm);
+	for (size_t i = 0; built && i < n; i++)
+		free(built[i]);
+	free(built);
 	if (r >= 0 && rename(tmp, outdir) < 0)
 		r = anole_err(s->err, errno, "%s: %s", outdir, strerror(errno));
 	if (r < 0) {

@@ -25,12 +25,14 @@ int layers_add(struct layers *l, struct archive *a, uint32_t layer, const char *
 /* Link the merged tree into the writer. */
 int layers_finish(struct layers *l);
 const struct layers_stats *layers_stats(const struct layers *l);
-/* Separate mode: directory metadata carried from lower layers to upper
- * ones that imply a directory without an entry for it. */
+/* Separate mode: what lower layers left (directory metadata, symlinks)
+ * for upper ones that imply a directory or write through a symlink, and
+ * the lower layers' images, for hard links into them. */
 struct dirmeta;
 int dirmeta_new(struct dirmeta **out);
 void dirmeta_free(struct dirmeta *dm);
-void layers_use_dirmeta(struct layers *l, struct dirmeta *dm);
+void layers_use_dirmeta(struct layers *l, struct dirmeta *dm, const char *const *lower,
+			size_t nlower);
 void layers_free(struct layers *l);
 
 /* ---- tar streams (tar.c) ------------------------------------------------ */
@@ -60,7 +62,7 @@ const char *source_entry_hardlink(struct archive_entry *e);
 const char *source_entry_symlink(struct archive_entry *e);
 /* POSIX ACLs libarchive parsed (SCHILY.acl.*) as system.posix_acl_* pairs. */
 int source_acl_xattrs(struct xattr_table *t, struct xattr_setbuf *sb, struct archive_entry *e,
-		      struct anole_error *err, const char *path);
+		      uint32_t *mode, struct anole_error *err, const char *path);
 int source_archive_err(struct anole_error *err, struct archive *a, const char *what,
 		       const char *path);
 /* An unnamed temporary file in $TMPDIR (or /var/tmp): -errno on failure. */

@@ -99,7 +99,8 @@ static uint16_t acl_tag(int tag)
 }
 
 static int acl_xattr(struct xattr_table *t, struct xattr_setbuf *sb, struct archive_entry *e,
-		     int type, const char *name, struct anole_error *err, const char *path)
+		     int type, const char *name, uint32_t *mode, struct anole_error *err,
+		     const char *path)
 {
 	int count = archive_entry_acl_reset(e, type);
 	if (count <= 0 || count > 4096)
@@ -113,6 +114,9 @@ static int acl_xattr(struct xattr_table *t, struct xattr_setbuf *sb, struct arch
 		if (!t16)
 			continue; /* NFSv4 "everyone@" and the like */
 		bool named = t16 == 0x02 || t16 == 0x08;
+		/* with a mask, the group bits of the mode are the mask */
+		if (t16 == 0x10 && type == ARCHIVE_ENTRY_ACL_TYPE_ACCESS)
+			*mode = (*mode & ~070u) | (uint32_t)(perm & 7) << 3;
 		v[n++] = (struct acl_ent){t16, (uint16_t)(perm & 7),
 					  named ? (uint32_t)qual : ACL_UNDEFINED_ID};
 	}
@@ -131,13 +135,13 @@ static int acl_xattr(struct xattr_table *t, struct xattr_setbuf *sb, struct arch
 }
 
 int source_acl_xattrs(struct xattr_table *t, struct xattr_setbuf *sb, struct archive_entry *e,
-		      struct anole_error *err, const char *path)
+		      uint32_t *mode, struct anole_error *err, const char *path)
 {
-	int r = acl_xattr(t, sb, e, ARCHIVE_ENTRY_ACL_TYPE_ACCESS, "system.posix_acl_access", err,
-			  path);
+	int r = acl_xattr(t, sb, e, ARCHIVE_ENTRY_ACL_TYPE_ACCESS, "system.posix_acl_access", mode,
+			  err, path);
 	if (r >= 0)
 		r = acl_xattr(t, sb, e, ARCHIVE_ENTRY_ACL_TYPE_DEFAULT, "system.posix_acl_default",
-			      err, path);
+			      mode, err, path);
 	return r;
 }
 
