@@ -21,6 +21,7 @@ demo: deps all
 
 bench: deps all
 	bench/run
+	bench/oci
 
 # The whole suite under AddressSanitizer and UBSan, in its own build dir.
 asan: deps
