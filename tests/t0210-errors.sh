@@ -36,7 +36,7 @@ expect_error 2 "thread count" "$ANOLE" build -z zstd -j 0 "$TMP/src" "$TMP/x.img
 SOURCE_DATE_EPOCH=abc expect_error 2 "SOURCE_DATE_EPOCH" "$ANOLE" build "$TMP/src" "$TMP/x.img"
 
 expect_error 1 "$TMP/nonexistent" "$ANOLE" build "$TMP/nonexistent" "$TMP/out/x.img"
-expect_error 1 "not a directory, tar archive" "$ANOLE" build "$TMP/src/d/f" "$TMP/out/x.img"
+expect_error 1 "not readable as a tar archive" "$ANOLE" build "$TMP/src/d/f" "$TMP/out/x.img"
 expect_error 1 "cannot create output" "$ANOLE" build "$TMP/src" "$TMP/nodir/x.img"
 [ -z "$(ls -A "$TMP/out")" ] || fail "failed builds left files: $(ls -A "$TMP/out")"
 
@@ -52,7 +52,7 @@ fi
 # A previous image survives a failed build under the same name.
 "$ANOLE" build -q "$TMP/src" "$TMP/out/keep.img"
 cp "$TMP/out/keep.img" "$TMP/keep.orig"
-expect_error 1 "not a directory, tar archive" "$ANOLE" build "$TMP/src/d/f" "$TMP/out/keep.img"
+expect_error 1 "not readable as a tar archive" "$ANOLE" build "$TMP/src/d/f" "$TMP/out/keep.img"
 cmp "$TMP/out/keep.img" "$TMP/keep.orig" || fail "a failed build damaged the old image"
 
 # Non-images and missing files.

@@ -123,7 +123,8 @@ static int fail_at(struct checker *c, int r)
 	return r;
 }
 
-static int check_data(struct checker *c, const struct anole_inode *ino)
+/* Out of line: keeps its buffer out of the recursion's frames. */
+static __attribute__((noinline)) int check_data(struct checker *c, const struct anole_inode *ino)
 {
 	if (S_ISLNK(ino->mode)) {
 		char target[4096];

@@ -462,6 +462,18 @@ static int note_socket(struct exporter *x)
 	return 0;
 }
 
+/* Out of line: its buffer must not sit in every frame of the recursion. */
+static __attribute__((noinline)) int set_symlink(struct exporter *x, struct archive_entry *e,
+						 const struct anole_inode *ino)
+{
+	char target[4096];
+	int r = anole_readlink(x->img, ino, target, sizeof(target));
+	if (r < 0)
+		return read_failed(x, r);
+	archive_entry_copy_symlink(e, target);
+	return 0;
+}
+
 static int export_inode(struct exporter *x, const struct anole_inode *ino, int depth)
 {
 	struct archive_entry *e = x->e;
@@ -514,13 +526,10 @@ static int export_inode(struct exporter *x, const struct anole_inode *ino, int d
 				archive_entry_sparse_add_entry(e, (la_int64_t)ino->size, 0);
 		}
 		break;
-	case S_IFLNK: {
-		char target[4096];
-		if ((r = anole_readlink(x->img, ino, target, sizeof(target))) < 0)
-			return read_failed(x, r);
-		archive_entry_copy_symlink(e, target);
+	case S_IFLNK:
+		if ((r = set_symlink(x, e, ino)) < 0)
+			return r;
 		break;
-	}
 	case S_IFCHR:
 	case S_IFBLK:
 		archive_entry_set_rdevmajor(e, major(ino->rdev));

@@ -175,6 +175,20 @@ static int open_beneath(struct extractor *x, const char *relpath, const char **b
 
 static int extract_dir(struct extractor *x, int dirfd, const struct anole_inode *dir, int depth);
 
+/* Out of line: its buffer must not sit in every frame of the recursion. */
+static __attribute__((noinline)) int extract_symlink(struct extractor *x, int dirfd,
+						     const struct dent *d,
+						     const struct anole_inode *ino)
+{
+	char target[4096];
+	int r = anole_readlink(x->img, ino, target, sizeof(target));
+	if (r < 0)
+		return r;
+	if (symlinkat(target, dirfd, d->name) < 0)
+		return xerr(x, errno, "cannot create symlink");
+	return restore_attrs(x, dirfd, d->name, -1, ino);
+}
+
 static int extract_entry(struct extractor *x, int dirfd, const struct dent *d, int depth)
 {
 	struct anole_inode ino;
@@ -220,14 +234,8 @@ static int extract_entry(struct extractor *x, int dirfd, const struct dent *d, i
 			return r;
 		return restore_attrs(x, dirfd, d->name, fd, &ino);
 	}
-	case S_IFLNK: {
-		char target[4096];
-		if ((r = anole_readlink(x->img, &ino, target, sizeof(target))) < 0)
-			return r;
-		if (symlinkat(target, dirfd, d->name) < 0)
-			return xerr(x, errno, "cannot create symlink");
-		return restore_attrs(x, dirfd, d->name, -1, &ino);
-	}
+	case S_IFLNK:
+		return extract_symlink(x, dirfd, d, &ino);
 	default:
 		if (mknodat(dirfd, d->name, (ino.mode & S_IFMT) | 0600, ino.rdev) < 0)
 			return xerr(x, errno, "cannot create special file");

@@ -88,6 +88,7 @@ struct layers {
 /* Links of a higher layer to a file a lower layer will bring. */
 struct pending {
 	char *path;
+	char *first_link; /* for messages */
 	uint32_t layer; /* of the links: the target comes from below it */
 	bool resolved;
 	struct mnode **links;
@@ -1138,6 +1139,8 @@ static int link_down(struct layers *l, struct mnode *n, const char *target)
 		p->cap = ncap;
 	}
 	p->links[p->n++] = n;
+	if (!p->first_link && !(p->first_link = strdup(l->path.buf)))
+		return anole_err(l->err, ENOMEM, "out of memory");
 	return 0;
 }
 
@@ -1274,6 +1277,12 @@ static int hard_link(struct layers *l, const char *target_raw)
 	if (r < 0 || (r == HIDDEN && !wait)) {
 		if (r == HIDDEN)
 			l->stats.hidden++, r = 0;
+		goto out;
+	}
+	if (!f->path && !l->layer && !l->separate) {
+		r = anole_err(l->err, ENOENT,
+			      "%s: '%s': hard link to '%s', which is not an earlier entry of this "
+			      "layer (nor of one below)", l->what, l->path.buf, target_raw);
 		goto out;
 	}
 	if (!f->path) { /* not in this layer: a lower one brings it */
@@ -1430,7 +1439,8 @@ int layers_finish(struct layers *l)
 		struct pending *p = &l->pend[i];
 		if (p->path && !p->resolved)
 			return anole_err(l->err, ENOENT,
-					 "hard link to '%s': no lower layer has that file", p->path);
+					 "'%s': hard link to '%s': no lower layer has that file",
+					 p->first_link ? p->first_link : "?", p->path);
 	}
 	struct tinode *root = l->root->inode;
 	if (!l->root->explicit_dir) {
@@ -1520,6 +1530,7 @@ void layers_free(struct layers *l)
 	free(l->tab);
 	for (size_t i = 0; i < l->pcap; i++) {
 		free(l->pend[i].path);
+		free(l->pend[i].first_link);
 		free(l->pend[i].links);
 	}
 	free(l->pend);

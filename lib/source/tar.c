@@ -226,8 +226,8 @@ int tar_open(struct blob_stream *bs, struct archive **out, struct anole_error *e
 	if (archive_read_open(a, bs, NULL, bs_read, NULL) != ARCHIVE_OK) {
 		int r = !bs->failed
 				? anole_err(err, EINVAL,
-					    "%s: not a directory, tar archive (plain, gzip, zstd or "
-					    "xz) or image reference: %s",
+					    "%s: not a directory, and not readable as a tar archive "
+					    "(plain, gzip, zstd or xz): %s",
 					    bs->what, archive_error_string(a) ?: "unknown format")
 				: source_archive_err(err, a, bs->what, NULL);
 		archive_read_free(a);
