@@ -22,6 +22,9 @@ static int build_dir(const char *source, const char *image, const struct anole_b
 int anole_build(const char *source, const char *image, const struct anole_build_options *opts,
 		struct anole_build_stats *stats, struct anole_error *err)
 {
+	static const struct anole_build_options defaults;
+	if (!opts)
+		opts = &defaults;
 	if (source_is_image_ref(source) || opts->layers_separate || !strcmp(source, "-"))
 		return source_image(source, image, opts, stats, err);
 	struct stat st;

@@ -1230,9 +1230,10 @@ static void build_errors(void **state)
 	join(image, sizeof(image), fx->root, "no/such/dir/out.erofs");
 	build_fails(fx->src, image, ENOENT);
 
+	/* a file that is no tar archive either */
 	join(src, sizeof(src), fx->src, "b4096");
 	join(image, sizeof(image), fx->root, "out.erofs");
-	build_fails(src, image, ENOTDIR);
+	build_fails(src, image, EINVAL);
 	join(src, sizeof(src), fx->root, "no-such-source");
 	build_fails(src, image, ENOENT);
 
