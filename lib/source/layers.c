@@ -5,11 +5,12 @@
  * Layers are fed top-down, so when an entry is read we already know whether
  * a higher layer replaced it, deleted it (.wh.NAME) or made its directory
  * opaque (.wh..wh..opq): hidden entries are skipped and their data is never
- * stored. The result is what overlayfs shows when each layer is unpacked on
- * its own and the layers are stacked (containerd's overlay snapshotter): a
- * directory merges with the directory below it unless a whiteout or an
- * opaque marker cuts it off; anything else hides what is below it. Within
- * one layer a later entry replaces an earlier one of the same path.
+ * stored. The result is what applying the layers in order gives (umoci,
+ * containerd): a directory merges with the directory below it unless a
+ * whiteout or an opaque marker cuts it off; anything else hides what is
+ * below it; within one layer a later entry replaces an earlier one. Paths
+ * through a lower layer's symlink resolve inside the root: when the
+ * symlink arrives, what higher layers put under it moves to its target.
  *
  * In separate mode each layer becomes its own image and the markers are
  * kept the way overlayfs reads them: a 0/0 character device for a whiteout
