@@ -275,6 +275,13 @@ int cmd_build(int argc, char **argv)
 		if (st.dedupe_bytes)
 			printf("  dedupe: %.1f MiB found again and stored once\n",
 			       (double)st.dedupe_bytes / 1048576.0);
+		if (st.layers)
+			printf("  %llu layer%s, %llu tar entries: %llu hidden by higher layers (not "
+			       "stored), %llu whiteouts\n",
+			       (unsigned long long)st.layers, st.layers == 1 ? "" : "s",
+			       (unsigned long long)st.layer_entries,
+			       (unsigned long long)st.hidden_entries,
+			       (unsigned long long)st.whiteouts);
 	}
 	return 0;
 }

@@ -74,6 +74,10 @@ struct anole_build_stats {
 	uint64_t compressed_files, compressed_bytes_in, compressed_bytes_out;
 	uint64_t fragment_bytes; /* small files and tails packed together */
 	uint64_t dedupe_bytes;   /* file bytes found again and not stored */
+	/* container sources */
+	uint64_t layers, layer_entries;
+	uint64_t hidden_entries; /* replaced or deleted by a higher layer */
+	uint64_t whiteouts;
 	double seconds;
 };
 

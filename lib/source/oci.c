@@ -382,10 +382,17 @@ static int build_merged(struct image_src *s, const char *image,
 		r = layer_read(s, i, l);
 	if (r >= 0)
 		r = layers_finish(l);
+	struct layers_stats ls = l ? *layers_stats(l) : (struct layers_stats){0};
 	layers_free(l);
 	if (r >= 0)
 		r = tw_finish(tw, stats);
 	tw_free(tw);
+	if (r >= 0 && stats) {
+		stats->layers = s->nlayers;
+		stats->layer_entries = ls.entries;
+		stats->hidden_entries = ls.hidden;
+		stats->whiteouts = ls.whiteouts;
+	}
 	return r;
 }
 
@@ -404,6 +411,9 @@ static void add_stats(struct anole_build_stats *sum, const struct anole_build_st
 	sum->compressed_bytes_out += s->compressed_bytes_out;
 	sum->fragment_bytes += s->fragment_bytes;
 	sum->dedupe_bytes += s->dedupe_bytes;
+	sum->layers++;
+	sum->layer_entries += s->layer_entries;
+	sum->whiteouts += s->whiteouts;
 }
 
 /*
@@ -449,10 +459,17 @@ static int build_separate(struct image_src *s, const char *outdir,
 		}
 		if (r >= 0)
 			r = layers_finish(l);
+		if (l) {
+			one.layer_entries = layers_stats(l)->entries;
+			one.whiteouts = layers_stats(l)->whiteouts;
+		}
 		layers_free(l);
+		uint64_t entries = one.layer_entries, wh = one.whiteouts;
 		if (r >= 0)
 			r = tw_finish(tw, &one);
 		tw_free(tw);
+		one.layer_entries = entries;
+		one.whiteouts = wh;
 		add_stats(&sum, &one);
 	}
 	dirmeta_free(dm);
