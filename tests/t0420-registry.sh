@@ -52,6 +52,17 @@ registry_push "$SMALL" multi anole/small || fail "push of the index failed"
 "$ANOLE" build -q "docker://$REGISTRY/anole/small:multi" "$TMP/multi.img" || fail "index build failed"
 cmp "$TMP/v1.img" "$TMP/multi.img" || fail "index (amd64) differs from v1"
 
+# Docker v2 media types (schema 2 manifest, rootfs.diff.tar.gzip layers)
+skopeo --insecure-policy copy -q --format v2s2 --dest-tls-verify=false \
+	--dest-authfile "$REGISTRY_DIR/auth.json" "oci:$SMALL:v1-gzip" \
+	"docker://$REGISTRY/anole/docker:v1" || fail "v2s2 push failed"
+curl -s -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+	"http://$REGISTRY/v2/anole/docker/manifests/v1" | grep -q 'rootfs.diff.tar.gzip' ||
+	fail "the registry does not hold a Docker v2 manifest"
+"$ANOLE" build -q "docker://$REGISTRY/anole/docker:v1" "$TMP/docker.img" || fail "Docker v2 build failed"
+"$ANOLE" build -q "oci:$SMALL:v1-gzip" "$TMP/gzip.img"
+cmp "$TMP/gzip.img" "$TMP/docker.img" || fail "Docker v2 image differs from the OCI one"
+
 expect_fail "$ANOLE" build -q "docker://$REGISTRY/anole/small:nope" "$TMP/x.img"
 grep -q "not found (HTTP 404)" "$TMP/last.err" || fail "unknown tag: $(cat "$TMP/last.err")"
 expect_fail "$ANOLE" build -q "docker://$REGISTRY/anole/none:v1" "$TMP/x.img"
@@ -73,7 +84,7 @@ echo "== token auth"
 registry_start --token-auth
 : >"$TMP/token.log"
 from_registry "$SMALL" anole/small "small, token auth"
-grep -q "service=anole-test&scope=repository%3Aanole%2Fsmall%3Apull auth=none" "$TMP/token.log" ||
+grep -q "service=anole-test&scope=repository:anole/small:pull auth=none" "$TMP/token.log" ||
 	fail "anole did not ask the token endpoint: $(cat "$TMP/token.log")"
 if [ -n "$FULL" ]; then
 	from_registry "$FULL" anole/full "full (debootstrap rootfs), token auth"

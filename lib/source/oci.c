@@ -69,6 +69,7 @@ static bool is_layer_type(const char *mt)
 		"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
 		"application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
 		"application/vnd.docker.image.rootfs.diff.tar.gzip",
+		"application/vnd.docker.image.rootfs.diff.tar",
 		"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(ok); i++)
