@@ -105,24 +105,6 @@ static int tmpfile_in_dir_of(const char *path, char **tmp_path)
 	return fd;
 }
 
-/* An unnamed scratch file in $TMPDIR. */
-static int anon_tmpfile(void)
-{
-	const char *dir = getenv("TMPDIR");
-	if (!dir || !*dir)
-		dir = "/tmp";
-	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (fd >= 0)
-		return fd;
-	_cleanup_free_ char *path = NULL;
-	if (asprintf(&path, "%s/anole-spool-XXXXXX", dir) < 0)
-		return -ENOMEM;
-	fd = mkostemp(path, O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	unlink(path);
-	return fd;
-}
 
 int tw_new(struct tree_writer **out, const char *image, const struct anole_build_options *opts,
 	   struct anole_error *err)
@@ -156,7 +138,7 @@ int tw_new(struct tree_writer **out, const char *image, const struct anole_build
 	}
 	tw->fd = r;
 	/* The spool holds tails and chunk maps until metadata is written. */
-	r = anon_tmpfile();
+	r = tmpfile_unnamed("/tmp");
 	if (r < 0) {
 		tw_free(tw);
 		return anole_err(err, -r, "cannot create a spool file in %s: %s",
@@ -203,7 +185,7 @@ int tw_new(struct tree_writer **out, const char *image, const struct anole_build
 			tw_free(tw);
 			return anole_err(err, ENOMEM, "out of memory");
 		}
-		if (tw->fragments && (tw->frag_fd = anon_tmpfile()) < 0) {
+		if (tw->fragments && (tw->frag_fd = tmpfile_unnamed("/tmp")) < 0) {
 			r = tw->frag_fd;
 			tw_free(tw);
 			return anole_err(err, -r, "cannot create a fragment file: %s", strerror(-r));
@@ -686,7 +668,7 @@ static int reorder_fragments(struct tree_writer *tw)
 	if (tw->nfrags < 2)
 		return 0;
 	qsort_r(tw->frags, tw->nfrags, sizeof(*tw->frags), cmp_frag_key, tw->frag_keys.buf);
-	int fd = anon_tmpfile();
+	int fd = tmpfile_unnamed("/tmp");
 	if (fd < 0)
 		return anole_err(tw->err, -fd, "cannot create a fragment file: %s", strerror(-fd));
 	uint64_t at = 0;

@@ -25,6 +25,7 @@
 
 #include "anole/erofs_fs.h"
 #include "source/source.h"
+#include "util/strmap.h"
 
 enum mkind { MK_DIR, MK_OTHER, MK_WHITEOUT, MK_DEAD };
 
@@ -69,8 +70,7 @@ struct layers {
 	/* the layer being read */
 	uint32_t layer;
 	const char *what;
-	struct lfile *files; /* open addressing by path */
-	size_t fcap, fcount;
+	struct strmap *files; /* path -> struct lfile */
 	struct strbuf path; /* normalized path of the current entry */
 	struct xattr_setbuf xs;
 	int spool_fd;       /* one file's data, for the writer to read */
@@ -82,8 +82,8 @@ struct layers {
 	struct dirmeta *dm; /* separate mode: directories of lower layers */
 	const char *const *lower; /* separate mode: images of the layers below */
 	size_t nlower;
-	struct pending *pend; /* hard links into lower layers, by target path */
-	size_t pcap, pcount;
+	struct strmap *pend; /* target path -> struct pending: hard links into
+				lower layers */
 };
 
 /* Links of a higher layer to a file a lower layer will bring. */
@@ -109,8 +109,7 @@ struct dmeta {
 };
 
 struct dirmeta {
-	struct dmeta *v;
-	size_t cap, count;
+	struct strmap *m; /* path -> struct dmeta */
 };
 
 #define SPOOL_MEM_MAX (64ull << 20)
@@ -226,63 +225,52 @@ static struct tinode *new_inode(struct layers *l)
 	return ino;
 }
 
-static uint64_t str_hash(const char *s, size_t len)
+/* The record of @key in @m (records start with their own copy of the key,
+ * char *path); a zeroed one is made when @create and it is absent. */
+static void *record(struct strmap *m, const char *key, size_t len, size_t size, bool create)
 {
-	uint64_t h = 0xcbf29ce484222325ull;
-	for (size_t i = 0; i < len; i++)
-		h = (h ^ (uint8_t)s[i]) * 0x100000001b3ull;
-	return h;
+	void **slot = m ? strmap_slot(m, key, len, create) : NULL;
+	if (!slot || *slot)
+		return slot ? *slot : NULL;
+	char **rec = calloc(1, size);
+	if (rec && !(*rec = strndup(key, len))) {
+		free(rec);
+		rec = NULL;
+	}
+	return *slot = rec;
 }
 
 static struct dmeta *dm_slot(struct dirmeta *dm, const char *path, size_t len, bool create)
 {
-	if (create && (dm->count + 1) * 2 > dm->cap) {
-		size_t ncap = dm->cap ? dm->cap * 2 : 1024;
-		struct dmeta *n = calloc(ncap, sizeof(*n));
-		if (!n)
-			return NULL;
-		for (size_t i = 0; i < dm->cap; i++) {
-			if (!dm->v[i].path)
-				continue;
-			size_t j = str_hash(dm->v[i].path, strlen(dm->v[i].path)) & (ncap - 1);
-			while (n[j].path)
-				j = (j + 1) & (ncap - 1);
-			n[j] = dm->v[i];
-		}
-		free(dm->v);
-		dm->v = n;
-		dm->cap = ncap;
-	}
-	if (!dm->cap)
-		return NULL;
-	size_t j = str_hash(path, len) & (dm->cap - 1);
-	for (; dm->v[j].path; j = (j + 1) & (dm->cap - 1))
-		if (!strncmp(dm->v[j].path, path, len) && !dm->v[j].path[len])
-			return &dm->v[j];
-	if (!create)
-		return NULL;
-	if (!(dm->v[j].path = strndup(path, len)))
-		return NULL;
-	dm->count++;
-	return &dm->v[j];
+	return record(dm->m, path, len, sizeof(struct dmeta), create);
 }
 
 int dirmeta_new(struct dirmeta **out)
 {
 	*out = calloc(1, sizeof(**out));
+	if (*out && !((*out)->m = strmap_new())) {
+		free(*out);
+		*out = NULL;
+	}
 	return *out ? 0 : -ENOMEM;
+}
+
+static void free_dmeta(void *p)
+{
+	struct dmeta *d = p;
+	if (!d)
+		return;
+	free(d->path);
+	free(d->symlink);
+	strbuf_release(&d->xattrs);
+	free(d);
 }
 
 void dirmeta_free(struct dirmeta *dm)
 {
 	if (!dm)
 		return;
-	for (size_t i = 0; i < dm->cap; i++) {
-		free(dm->v[i].path);
-		free(dm->v[i].symlink);
-		strbuf_release(&dm->v[i].xattrs);
-	}
-	free(dm->v);
+	strmap_free(dm->m, free_dmeta);
 	free(dm);
 }
 
@@ -880,7 +868,7 @@ static int spool_fd_for(struct layers *l, uint64_t size, int *fd)
 		*fd = l->spool_fd;
 		return 0;
 	}
-	if (l->big_fd < 0 && (l->big_fd = source_tmpfile()) < 0)
+	if (l->big_fd < 0 && (l->big_fd = tmpfile_unnamed("/var/tmp")) < 0)
 		return anole_err(l->err, -l->big_fd, "cannot create a temporary file: %s",
 				 strerror(-l->big_fd));
 	*fd = l->big_fd;
@@ -963,40 +951,24 @@ static int store_data(struct layers *l, struct archive *a, struct archive_entry 
 
 /* ---- hard links -------------------------------------------------------- */
 
-static struct lfile *file_slot(struct layers *l, const char *path)
+static struct lfile *file_find(struct layers *l, const char *path)
 {
-	if ((l->fcount + 1) * 2 > l->fcap) {
-		size_t ncap = l->fcap ? l->fcap * 2 : 1024;
-		struct lfile *n = calloc(ncap, sizeof(*n));
-		if (!n)
-			return NULL;
-		for (size_t i = 0; i < l->fcap; i++) {
-			if (!l->files[i].path)
-				continue;
-			size_t j = (size_t)str_hash(l->files[i].path, strlen(l->files[i].path)) & (ncap - 1);
-			while (n[j].path)
-				j = (j + 1) & (ncap - 1);
-			n[j] = l->files[i];
-		}
-		free(l->files);
-		l->files = n;
-		l->fcap = ncap;
-	}
-	size_t j = (size_t)str_hash(path, strlen(path)) & (l->fcap - 1);
-	while (l->files[j].path && strcmp(l->files[j].path, path))
-		j = (j + 1) & (l->fcap - 1);
-	return &l->files[j];
+	return record(l->files, path, strlen(path), sizeof(struct lfile), false);
+}
+
+static void free_lfile(void *p)
+{
+	struct lfile *f = p;
+	if (!f)
+		return;
+	free(f->path);
+	free(f->ext);
+	free(f);
 }
 
 static void files_reset(struct layers *l)
 {
-	for (size_t i = 0; i < l->fcap; i++) {
-		free(l->files[i].path);
-		free(l->files[i].ext);
-	}
-	free(l->files);
-	l->files = NULL;
-	l->fcap = l->fcount = 0;
+	strmap_clear(l->files, free_lfile);
 	l->scratch_len = 0;
 	if (l->scratch_fd >= 0 && ftruncate(l->scratch_fd, 0) < 0) {
 		/* only wastes space */
@@ -1006,13 +978,10 @@ static void files_reset(struct layers *l)
 static int remember_file(struct layers *l, struct tinode *ino, bool hidden, uint64_t scratch_off,
 			 struct data_extent *ext, size_t next)
 {
-	struct lfile *f = file_slot(l, l->path.buf);
-	if (!f)
+	struct lfile *f = record(l->files, l->path.buf, l->path.len, sizeof(*f), true);
+	if (!f) {
+		free(ext);
 		return anole_err(l->err, ENOMEM, "out of memory");
-	if (!f->path) {
-		if (!(f->path = strdup(l->path.buf)))
-			return anole_err(l->err, ENOMEM, "out of memory");
-		l->fcount++;
 	}
 	free(f->ext);
 	f->inode = ino;
@@ -1032,7 +1001,7 @@ static int keep_hidden(struct layers *l, struct archive *a, struct archive_entry
 	size_t next = 0;
 	if (sparse_runs(e, ino->size, &ext, &next) < 0)
 		return anole_err(l->err, ENOMEM, "out of memory");
-	if (l->scratch_fd < 0 && (l->scratch_fd = source_tmpfile()) < 0) {
+	if (l->scratch_fd < 0 && (l->scratch_fd = tmpfile_unnamed("/var/tmp")) < 0) {
 		free(ext);
 		return anole_err(l->err, -l->scratch_fd, "cannot create a temporary file: %s",
 				 strerror(-l->scratch_fd));
@@ -1087,34 +1056,18 @@ static int materialize(struct layers *l, struct lfile *f)
 
 static struct pending *pending_slot(struct layers *l, const char *path, bool create)
 {
-	if (create && (l->pcount + 1) * 2 > l->pcap) {
-		size_t ncap = l->pcap ? l->pcap * 2 : 64;
-		struct pending *n = calloc(ncap, sizeof(*n));
-		if (!n)
-			return NULL;
-		for (size_t i = 0; i < l->pcap; i++) {
-			if (!l->pend[i].path)
-				continue;
-			size_t j = str_hash(l->pend[i].path, strlen(l->pend[i].path)) & (ncap - 1);
-			while (n[j].path)
-				j = (j + 1) & (ncap - 1);
-			n[j] = l->pend[i];
-		}
-		free(l->pend);
-		l->pend = n;
-		l->pcap = ncap;
-	}
-	if (!l->pcap)
-		return NULL;
-	size_t j = str_hash(path, strlen(path)) & (l->pcap - 1);
-	for (; l->pend[j].path; j = (j + 1) & (l->pcap - 1))
-		if (!strcmp(l->pend[j].path, path))
-			return &l->pend[j];
-	if (!create || !(l->pend[j].path = strdup(path)))
-		return NULL;
-	l->pcount++;
-	l->pend[j].layer = l->layer;
-	return &l->pend[j];
+	return record(l->pend, path, strlen(path), sizeof(struct pending), create);
+}
+
+static void free_pending(void *v)
+{
+	struct pending *p = v;
+	if (!p)
+		return;
+	free(p->path);
+	free(p->first_link);
+	free(p->links);
+	free(p);
 }
 
 /* A link of this layer whose target a lower layer brings (as umoci and
@@ -1128,6 +1081,8 @@ static int link_down(struct layers *l, struct mnode *n, const char *target)
 	struct pending *p = pending_slot(l, target, true);
 	if (!p)
 		return anole_err(l->err, ENOMEM, "out of memory");
+	if (!p->n)
+		p->layer = l->layer;
 	if (p->resolved || p->layer != l->layer)
 		return anole_err(l->err, ENOTSUP, "%s: '%s': hard link to '%s' across several layers",
 				 l->what, l->path.buf, target);
@@ -1249,7 +1204,7 @@ static int link_from_lower(struct layers *l, struct mnode *n, const char *target
 /* Does a link of a higher layer wait for this path? */
 static struct pending *waiting_for(struct layers *l)
 {
-	struct pending *p = l->pcount ? pending_slot(l, l->path.buf, false) : NULL;
+	struct pending *p = strmap_count(l->pend) ? pending_slot(l, l->path.buf, false) : NULL;
 	return p && !p->resolved && p->layer > l->layer ? p : NULL;
 }
 
@@ -1266,11 +1221,7 @@ static int hard_link(struct layers *l, const char *target_raw)
 	int r = normalize(l, target_raw, &target);
 	if (r < 0)
 		goto out;
-	struct lfile *f = file_slot(l, target.buf);
-	if (!f) {
-		r = anole_err(l->err, ENOMEM, "out of memory");
-		goto out;
-	}
+	struct lfile *f = file_find(l, target.buf);
 	struct pending *wait = waiting_for(l);
 	struct mnode *n;
 	bool update;
@@ -1280,13 +1231,13 @@ static int hard_link(struct layers *l, const char *target_raw)
 			l->stats.hidden++, r = 0;
 		goto out;
 	}
-	if (!f->path && !l->layer && !l->separate) {
+	if (!f && !l->layer && !l->separate) {
 		r = anole_err(l->err, ENOENT,
 			      "%s: '%s': hard link to '%s', which is not an earlier entry of this "
 			      "layer (nor of one below)", l->what, l->path.buf, target_raw);
 		goto out;
 	}
-	if (!f->path) { /* not in this layer: a lower one brings it */
+	if (!f) { /* not in this layer: a lower one brings it */
 		r = r == VISIBLE ? link_down(l, n, target.buf) : 0;
 		if (r >= 0 && wait)
 			r = anole_err(l->err, ENOTSUP, "%s: '%s': hard link chain across layers",
@@ -1303,13 +1254,8 @@ static int hard_link(struct layers *l, const char *target_raw)
 	if (r >= 0 && wait)
 		resolve_links(wait, ino);
 	/* The link's own path now names the same file, for later links. */
-	if (r >= 0) {
-		struct lfile *g = file_slot(l, l->path.buf);
-		if (!g)
-			r = anole_err(l->err, ENOMEM, "out of memory");
-		else if (g != f)
-			r = remember_file(l, ino, false, 0, NULL, 0);
-	}
+	if (r >= 0 && file_find(l, l->path.buf) != f)
+		r = remember_file(l, ino, false, 0, NULL, 0);
 out:
 	strbuf_release(&target);
 	return r;
@@ -1434,15 +1380,21 @@ static int mark_opaque(struct layers *l, struct tinode *ino)
 	return r < 0 ? anole_err(l->err, -r, "out of memory") : 0;
 }
 
+static void find_unresolved(const char *key, void *value, void *ctx)
+{
+	const struct pending *p = value, **lost = ctx;
+	(void)key;
+	if (!p->resolved && !*lost)
+		*lost = p;
+}
+
 int layers_finish(struct layers *l)
 {
-	for (size_t i = 0; i < l->pcap; i++) {
-		struct pending *p = &l->pend[i];
-		if (p->path && !p->resolved)
-			return anole_err(l->err, ENOENT,
-					 "'%s': hard link to '%s': no lower layer has that file",
-					 p->first_link ? p->first_link : "?", p->path);
-	}
+	const struct pending *lost = NULL;
+	strmap_foreach(l->pend, find_unresolved, &lost);
+	if (lost)
+		return anole_err(l->err, ENOENT, "'%s': hard link to '%s': no lower layer has that file",
+				 lost->first_link ? lost->first_link : "?", lost->path);
 	struct tinode *root = l->root->inode;
 	if (!l->root->explicit_dir) {
 		strbuf_add(&l->path, "", 0);
@@ -1498,7 +1450,9 @@ int layers_new(struct tree_writer *tw, bool separate, struct anole_error *err, s
 	l->err = err;
 	l->separate = separate;
 	l->spool_fd = l->big_fd = l->scratch_fd = -1;
-	l->buf = malloc(IO_BUF);
+	l->files = strmap_new();
+	l->pend = strmap_new();
+	l->buf = l->files && l->pend ? malloc(IO_BUF) : NULL;
 	struct tinode *rootino = l->buf ? implicit_dir_inode(l) : NULL;
 	struct mnode *root = rootino ? calloc(1, sizeof(*root)) : NULL;
 	if (!root || tab_grow(l) < 0) {
@@ -1529,13 +1483,9 @@ void layers_free(struct layers *l)
 	free(l->nodes);
 	free(l->root);
 	free(l->tab);
-	for (size_t i = 0; i < l->pcap; i++) {
-		free(l->pend[i].path);
-		free(l->pend[i].first_link);
-		free(l->pend[i].links);
-	}
-	free(l->pend);
+	strmap_free(l->pend, free_pending);
 	files_reset(l);
+	strmap_free(l->files, NULL);
 	strbuf_release(&l->path);
 	xattr_setbuf_release(&l->xs);
 	if (l->spool_fd >= 0)

@@ -65,8 +65,6 @@ int source_acl_xattrs(struct xattr_table *t, struct xattr_setbuf *sb, struct arc
 		      uint32_t *mode, struct anole_error *err, const char *path);
 int source_archive_err(struct anole_error *err, struct archive *a, const char *what,
 		       const char *path);
-/* An unnamed temporary file in $TMPDIR (or /var/tmp): -errno on failure. */
-int source_tmpfile(void);
 
 /* ---- OCI images (oci.c) ------------------------------------------------- */
 

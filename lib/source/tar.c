@@ -43,22 +43,6 @@ int source_archive_err(struct anole_error *err, struct archive *a, const char *w
 	return anole_err(err, code, "%s: %s", what, msg ? msg : "read error");
 }
 
-int source_tmpfile(void)
-{
-	const char *dir = getenv("TMPDIR");
-	if (!dir || !*dir)
-		dir = "/var/tmp";
-	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (fd >= 0)
-		return fd;
-	char path[4096];
-	snprintf(path, sizeof(path), "%s/anole-XXXXXX", dir);
-	fd = mkostemp(path, O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	unlink(path);
-	return fd;
-}
 
 /* ---- ACLs --------------------------------------------------------------- */
 

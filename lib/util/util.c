@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "util.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <time.h>
 
@@ -180,4 +181,22 @@ double now_seconds(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int tmpfile_unnamed(const char *fallback_dir)
+{
+	const char *dir = getenv("TMPDIR");
+	if (!dir || !*dir)
+		dir = fallback_dir;
+	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd >= 0)
+		return fd;
+	_cleanup_free_ char *path = NULL;
+	if (asprintf(&path, "%s/anole-XXXXXX", dir) < 0)
+		return -ENOMEM;
+	fd = mkostemp(path, O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	unlink(path);
+	return fd;
 }

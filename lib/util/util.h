@@ -85,6 +85,10 @@ void strbuf_release(struct strbuf *sb);
 const char *fmt_bytes(uint64_t n, char buf[static 32]);
 void escape_name(const char *in, size_t len, struct strbuf *out);
 
+/* An unnamed scratch file in $TMPDIR, else @fallback_dir; -errno on
+ * failure. */
+int tmpfile_unnamed(const char *fallback_dir);
+
 /* Monotonic seconds, for progress and summaries. */
 double now_seconds(void);
 

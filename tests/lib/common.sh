@@ -97,3 +97,17 @@ rootfs() {
 		skip "no Debian rootfs: $(tail -n 1 "$TMP/rootfs.err")"
 	echo "$ROOTFS"
 }
+
+# image_matches IMAGE TREE WHAT: mount IMAGE at $TMP/mnt (anole mount) and
+# compare it with TREE through treecmp; fail with WHAT and the differences.
+image_matches() {
+	local mnt=$TMP/mnt
+	mkdir -p "$mnt"
+	"$ANOLE" mount "$1" "$mnt" || fail "$3: mount failed"
+	"$TREECMP" "$2" "$mnt" >"$TMP/cmp.log" 2>&1 || {
+		cat "$TMP/cmp.log"
+		"$ANOLE" umount "$mnt"
+		fail "$3: kernel view differs from $2"
+	}
+	"$ANOLE" umount "$mnt"
+}
