@@ -5,7 +5,8 @@
 # redirects of blob requests; each build gives the same image as the
 # OCI layout. A flipped byte in a blob fails the build with a digest
 # error and leaves no image. Also: Basic credentials from
-# $REGISTRY_AUTH_FILE reach the token endpoint.
+# $REGISTRY_AUTH_FILE reach the token endpoint, identity tokens as an
+# OAuth2 refresh grant.
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 # shellcheck source=lib/registry
@@ -73,5 +74,12 @@ REGISTRY_AUTH_FILE=$TMP/auth.json "$ANOLE" build -q "docker://$REGISTRY/anole/sm
 	"$TMP/auth.img" || fail "build with an auth file failed"
 grep -q "auth=basic:alice" "$TMP/token.log" || fail "credentials not sent: $(cat "$TMP/token.log")"
 cmp "$TMP/ref.img" "$TMP/auth.img" || fail "auth-file image differs"
+# an identity token is exchanged with an OAuth2 refresh-token POST
+printf '{"auths": {"http://%s": {"identitytoken": "idtok-1"}}}\n' "$REGISTRY" >"$TMP/auth.json"
+rm -f "$TMP/auth.img"
+REGISTRY_AUTH_FILE=$TMP/auth.json "$ANOLE" build -q "docker://$REGISTRY/anole/small:v1" \
+	"$TMP/auth.img" || fail "build with an identity token failed"
+grep -q "grant=refresh_token refresh=idtok-1" "$TMP/token.log" ||
+	fail "identity token not used: $(cat "$TMP/token.log")"
 registry_stop
 echo "faults handled: 503, dropped connections (with and without Range), redirects, flipped bytes"
