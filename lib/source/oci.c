@@ -21,7 +21,8 @@
 #define MAX_INDEX_DEPTH 4
 #define ANNOT_REF_NAME "org.opencontainers.image.ref.name"
 
-struct layer_desc {
+/* An OCI content descriptor. */
+struct desc {
 	char media_type[128];
 	char digest_str[DIGEST_STR_LEN + 1];
 	struct digest digest;
@@ -35,7 +36,7 @@ struct image_src {
 	char *repo;
 	const char *tar_path; /* a single tar (or "-") */
 	const char *platform;
-	struct layer_desc *layers; /* bottom first */
+	struct desc *layers; /* bottom first */
 	size_t nlayers;
 	struct anole_error *err;
 };
@@ -77,13 +78,6 @@ static bool is_layer_type(const char *mt)
 			return true;
 	return false;
 }
-
-struct desc {
-	char media_type[128];
-	char digest_str[DIGEST_STR_LEN + 1];
-	struct digest digest;
-	uint64_t size;
-};
 
 static int parse_desc(struct image_src *s, json_t *j, const char *where, struct desc *d)
 {
@@ -187,18 +181,13 @@ static int read_layers(struct image_src *s, json_t *root)
 	if (!(s->layers = calloc(n ? n : 1, sizeof(*s->layers))))
 		return anole_err(s->err, ENOMEM, "out of memory");
 	json_array_foreach(ls, i, e) {
-		struct desc d;
-		int r = parse_desc(s, e, "layer", &d);
+		struct desc *d = &s->layers[i];
+		int r = parse_desc(s, e, "layer", d);
 		if (r < 0)
 			return r;
-		if (!is_layer_type(d.media_type))
+		if (!is_layer_type(d->media_type))
 			return anole_err(s->err, ENOTSUP, "%s: layer %zu (%s): unsupported media type %s",
-					 s->name, i + 1, d.digest_str, d.media_type);
-		struct layer_desc *l = &s->layers[i];
-		memcpy(l->media_type, d.media_type, sizeof(l->media_type));
-		memcpy(l->digest_str, d.digest_str, sizeof(l->digest_str));
-		l->digest = d.digest;
-		l->size = d.size;
+					 s->name, i + 1, d->digest_str, d->media_type);
 	}
 	s->nlayers = n;
 	return 0;
@@ -329,7 +318,7 @@ static int layer_open(struct image_src *s, size_t i, struct open_layer *ol)
 			return anole_err(s->err, errno, "%s: %s", s->tar_path, strerror(errno));
 		return 0;
 	}
-	const struct layer_desc *d = &s->layers[i];
+	const struct desc *d = &s->layers[i];
 	snprintf(ol->what, sizeof(ol->what), "layer %zu (%.19s)", i + 1, d->digest_str);
 	ol->bs = (struct blob_stream){.what = ol->what, .verify = true, .want = d->digest,
 				      .size = d->size, .fd = -1};
