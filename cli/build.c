@@ -50,8 +50,8 @@ static const char usage_text[] =
 	"      --platform=OS/ARCH[/VARIANT]\n"
 	"                         image to pick from a multi-platform index\n"
 	"                         (default linux/amd64)\n"
-	"      --tls-verify=BOOL  false: plain HTTP, or HTTPS without checking\n"
-	"                         certificates (default: verified HTTPS, except\n"
+	"      --tls-verify=BOOL  false: HTTPS without certificate checks, else\n"
+	"                         plain HTTP (default: verified HTTPS, except\n"
 	"                         plain HTTP for localhost and 127.0.0.0/8)\n"
 	"  -h, --help             show this help";
 

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Container images from a registry: Debian's docker-registry on 127.0.0.1,
 # without auth and with a Bearer-token challenge ("silly" auth plus the
-# test's token endpoint). `anole build docker://...` gives the same bytes
+# test's token endpoint), and over HTTPS with a self-signed certificate.
+# `anole build docker://...` gives the same bytes
 # as from the OCI layout and mounts equal to `umoci unpack`; by tag, by
 # digest and through an index; missing images and a corrupted blob fail
 # with one line and leave no image.
@@ -39,6 +40,10 @@ registry_push "$SMALL" multi anole/small || fail "push of the index failed"
 "$ANOLE" build -q "docker://$REGISTRY/anole/small:v1" "$TMP/v1.img"
 "$ANOLE" build -q "docker://$REGISTRY/anole/small:multi" "$TMP/multi.img" || fail "index build failed"
 cmp "$TMP/v1.img" "$TMP/multi.img" || fail "index (amd64) differs from v1"
+# --tls-verify=false tries HTTPS first, then falls back to plain HTTP
+"$ANOLE" build -q --tls-verify=false "docker://$REGISTRY/anole/small:v1" "$TMP/insecure.img" ||
+	fail "--tls-verify=false against a plain HTTP registry failed"
+cmp "$TMP/v1.img" "$TMP/insecure.img" || fail "--tls-verify=false image differs"
 
 # Docker v2 media types (schema 2 manifest, rootfs.diff.tar.gzip layers)
 skopeo --insecure-policy copy -q --format v2s2 --dest-tls-verify=false \
@@ -66,6 +71,22 @@ expect_fail "$ANOLE" build -q "docker://$REGISTRY/anole/small:v1" "$TMP/x.img"
 grep -Eq "does not match|digest|corrupt|gzip|zstd|tar" "$TMP/last.err" ||
 	fail "corrupt blob: $(cat "$TMP/last.err")"
 [ ! -e "$TMP/x.img" ] || fail "a failed build left an image"
+registry_stop
+
+echo "== HTTPS (self-signed certificate)"
+registry_start --tls
+skopeo --insecure-policy copy -q --dest-tls-verify=false --dest-authfile "$REGISTRY_DIR/auth.json" \
+	"oci:$SMALL:v1" "docker://$REGISTRY/anole/small:v1" || fail "push over HTTPS failed"
+# 127.0.0.1 means plain HTTP by default: that fails against a TLS server
+expect_fail "$ANOLE" build -q "docker://$REGISTRY/anole/small:v1" "$TMP/x.img"
+# verified HTTPS refuses the self-signed certificate, with one line
+expect_fail "$ANOLE" build -q --tls-verify=true "docker://$REGISTRY/anole/small:v1" "$TMP/x.img"
+grep -qi "certificate" "$TMP/last.err" || fail "TLS error: $(cat "$TMP/last.err")"
+[ ! -e "$TMP/x.img" ] || fail "a failed build left an image"
+# --tls-verify=false: HTTPS without checks
+"$ANOLE" build -q --tls-verify=false "docker://$REGISTRY/anole/small:v1" "$TMP/tls.img" ||
+	fail "build over HTTPS with --tls-verify=false failed"
+cmp "$TMP/v1.img" "$TMP/tls.img" || fail "image over HTTPS differs"
 registry_stop
 
 echo "== token auth"

@@ -22,6 +22,7 @@ struct registry {
 	char host[256];
 	char base[300]; /* scheme://host */
 	bool verify;
+	bool may_downgrade; /* --tls-verify=false: plain HTTP if TLS fails */
 	pthread_mutex_t lock; /* guards auth, shared with fetch threads */
 	char *auth;           /* "Authorization: ..." or NULL */
 	char *basic;          /* base64 user:pass from the auth file */
@@ -150,8 +151,11 @@ int registry_new(const char *host, int tls_verify, struct anole_error *err, stru
 	if (!r)
 		return anole_err(err, ENOMEM, "out of memory");
 	snprintf(r->host, sizeof(r->host), "%s", host);
-	bool plain = tls_verify < 0 || (tls_verify == 0 && local_host(host));
+	/* --tls-verify=false tries HTTPS without checks first and falls back to
+	 * plain HTTP, as skopeo does; local hosts get plain HTTP, as in Docker */
+	bool plain = tls_verify == 0 && local_host(host);
 	r->verify = tls_verify >= 0;
+	r->may_downgrade = tls_verify < 0;
 	snprintf(r->base, sizeof(r->base), "%s://%s", plain ? "http" : "https", host);
 	pthread_mutex_init(&r->lock, NULL);
 	load_credentials(r);
@@ -485,6 +489,15 @@ static int request(struct registry *r, const char *path, const char *accept, con
 		if (x->too_big)
 			return anole_err(err, EFBIG, "%s%s: response larger than %zu bytes", r->base,
 					 path, x->max_body);
+		if (cc == CURLE_SSL_CONNECT_ERROR && r->may_downgrade &&
+		    !strncmp(r->base, "https:", 6)) {
+			char plain[sizeof(r->base)];
+			snprintf(plain, sizeof(plain), "http://%s", r->host);
+			memcpy(r->base, plain, sizeof(plain));
+			snprintf(url, sizeof(url), "%s%s", r->base, path);
+			r->may_downgrade = false;
+			continue;
+		}
 		if (cc == CURLE_OK && x->status == 401 && !authed && x->challenge[0]) {
 			int rc = authenticate(r, x->challenge, repo, err);
 			if (rc < 0)
