@@ -190,6 +190,18 @@ struct xfer {
 	uint64_t delivered, skip;
 	long cur_status; /* of the response being received */
 	bool too_big, write_failed;
+	/* ... or one range into a buffer */
+	char *range_buf;
+	uint64_t range_off, range_len, range_got, range_seen;
+	/* request */
+	const char *method;       /* NULL: GET */
+	const char *upload_type; /* Content-Type of the upload */
+	int upload_fd;            /* upload [upload_off, +upload_len) of it */
+	const void *upload_mem;   /* ... or this */
+	uint64_t upload_off, upload_len, upload_pos;
+	char location[2048]; /* Location of the last response */
+	const char *extra_header;
+	uint64_t content_length;
 };
 
 static void header_value(const char *line, size_t len, const char *name, char *out, size_t outsz)
@@ -212,6 +224,8 @@ static size_t on_header(char *line, size_t size, size_t n, void *ctx)
 	size_t len = size * n;
 	if (len > 5 && !strncmp(line, "HTTP/", 5)) { /* a new response (redirects) */
 		x->challenge[0] = x->content_type[0] = x->content_digest[0] = 0;
+		x->location[0] = 0;
+		x->range_got = x->range_seen = 0;
 		const char *sp = memchr(line, ' ', len);
 		x->cur_status = sp ? strtol(sp + 1, NULL, 10) : 0;
 		/* a whole body where we asked for the rest: skip what we have */
@@ -222,6 +236,11 @@ static size_t on_header(char *line, size_t size, size_t n, void *ctx)
 	header_value(line, len, "content-type:", x->content_type, sizeof(x->content_type));
 	header_value(line, len, "docker-content-digest:", x->content_digest,
 		     sizeof(x->content_digest));
+	header_value(line, len, "location:", x->location, sizeof(x->location));
+	char cl[32] = "";
+	header_value(line, len, "content-length:", cl, sizeof(cl));
+	if (cl[0])
+		x->content_length = strtoull(cl, NULL, 10);
 	return len;
 }
 
@@ -238,6 +257,17 @@ static size_t on_body(char *data, size_t size, size_t n, void *ctx)
 	}
 	if (x->cur_status != 200 && x->cur_status != 206)
 		return len; /* an error page, not blob bytes */
+	if (x->range_buf) {
+		/* 206: the range itself; 200: the whole blob, take our part */
+		uint64_t at = x->cur_status == 200 ? x->range_seen : x->range_off + x->range_seen;
+		x->range_seen += len;
+		uint64_t from = MAX(at, x->range_off), to = MIN(at + len, x->range_off + x->range_len);
+		if (to > from) {
+			memcpy(x->range_buf + (from - x->range_off), data + (from - at), to - from);
+			x->range_got = MAX(x->range_got, to - x->range_off);
+		}
+		return len;
+	}
 	size_t keep = len;
 	if (x->skip) {
 		size_t s = (size_t)MIN((uint64_t)len, x->skip);
@@ -260,6 +290,24 @@ static size_t on_body(char *data, size_t size, size_t n, void *ctx)
 	return len;
 }
 
+static size_t on_upload(char *buf, size_t size, size_t n, void *ctx)
+{
+	struct xfer *x = ctx;
+	size_t want = (size_t)MIN((uint64_t)(size * n), x->upload_len - x->upload_pos);
+	if (!want)
+		return 0;
+	if (x->upload_mem) {
+		memcpy(buf, (const char *)x->upload_mem + x->upload_pos, want);
+	} else {
+		ssize_t got = pread(x->upload_fd, buf, want, (off_t)(x->upload_off + x->upload_pos));
+		if (got <= 0)
+			return CURL_READFUNC_ABORT;
+		want = (size_t)got;
+	}
+	x->upload_pos += want;
+	return want;
+}
+
 static CURL *new_handle(struct xfer *x, const char *url, struct curl_slist *hdrs)
 {
 	CURL *c = curl_easy_init();
@@ -267,7 +315,18 @@ static CURL *new_handle(struct xfer *x, const char *url, struct curl_slist *hdrs
 		return NULL;
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+	/* uploads answer with a Location to follow by hand; GETs may redirect */
+	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, x->method ? 0L : 1L);
+	if (x->method && !strcmp(x->method, "HEAD")) {
+		curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+	} else if (x->method) {
+		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, x->method);
+		curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(c, CURLOPT_READFUNCTION, on_upload);
+		curl_easy_setopt(c, CURLOPT_READDATA, x);
+		curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)x->upload_len);
+		x->upload_pos = 0;
+	}
 	curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
 	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -456,8 +515,11 @@ out:
 static int request(struct registry *r, const char *path, const char *accept, const char *repo,
 		   struct xfer *x, struct anole_error *err)
 {
-	char url[1024];
-	snprintf(url, sizeof(url), "%s%s", r->base, path);
+	char url[2400];
+	if (!strncmp(path, "http://", 7) || !strncmp(path, "https://", 8))
+		snprintf(url, sizeof(url), "%s", path); /* an upload Location */
+	else
+		snprintf(url, sizeof(url), "%s%s", r->base, path);
 	bool authed = false;
 	for (int attempt = 0;;) {
 		struct curl_slist *hdrs = NULL;
@@ -472,6 +534,18 @@ static int request(struct registry *r, const char *path, const char *accept, con
 			snprintf(range, sizeof(range), "Range: bytes=%llu-",
 				 (unsigned long long)x->delivered);
 			hdrs = curl_slist_append(hdrs, range);
+		} else if (x->range_buf) {
+			snprintf(range, sizeof(range), "Range: bytes=%llu-%llu",
+				 (unsigned long long)x->range_off,
+				 (unsigned long long)(x->range_off + x->range_len - 1));
+			hdrs = curl_slist_append(hdrs, range);
+		}
+		if (x->extra_header)
+			hdrs = curl_slist_append(hdrs, x->extra_header);
+		char ctype[200];
+		if (x->upload_type) {
+			snprintf(ctype, sizeof(ctype), "Content-Type: %s", x->upload_type);
+			hdrs = curl_slist_append(hdrs, ctype);
 		}
 		if (x->body)
 			x->body->len = 0;
@@ -498,6 +572,10 @@ static int request(struct registry *r, const char *path, const char *accept, con
 			r->may_downgrade = false;
 			continue;
 		}
+		/* 416 comes with the whole Content-Length but no body: curl
+		 * calls that a partial file; the status is what counts */
+		if (cc == CURLE_PARTIAL_FILE && x->status == 416)
+			cc = CURLE_OK;
 		if (cc == CURLE_OK && x->status == 401 && !authed && x->challenge[0]) {
 			int rc = authenticate(r, x->challenge, repo, err);
 			if (rc < 0)
@@ -632,4 +710,144 @@ int registry_fetch_end(struct registry_fetch *f, struct anole_error *err)
 		rc = 0;
 	free(f);
 	return rc;
+}
+
+/* ---- issue 5: ranges, existence, uploads ------------------------------------- */
+
+int registry_blob_exists(struct registry *r, const char *repo, const char *digest,
+			 uint64_t *size, struct anole_error *err)
+{
+	char path[600];
+	snprintf(path, sizeof(path), "/v2/%s/blobs/%s", repo, digest);
+	struct xfer x = {.reg = r, .sock = -1, .method = "HEAD"};
+	struct strbuf sink = {0};
+	x.body = &sink;
+	x.max_body = 1;
+	int rc = request(r, path, NULL, repo, &x, err);
+	strbuf_release(&sink);
+	if (rc < 0)
+		return rc;
+	if (x.status == 404)
+		return 0;
+	if (x.status != 200)
+		return http_error(r, path, x.status, err);
+	if (size)
+		*size = x.content_length;
+	return 1;
+}
+
+int registry_blob_range(struct registry *r, const char *repo, const char *digest, uint64_t off,
+			uint64_t len, void *buf, struct anole_error *err)
+{
+	char path[600];
+	snprintf(path, sizeof(path), "/v2/%s/blobs/%s", repo, digest);
+	if (!len)
+		return 0;
+	struct xfer x = {.reg = r, .sock = -1, .range_buf = buf, .range_off = off, .range_len = len};
+	int rc = request(r, path, NULL, repo, &x, err);
+	if (rc < 0)
+		return rc;
+	if (x.status == 416)
+		return anole_err(err, ERANGE, "%s: %s: bytes %llu-%llu are beyond the blob",
+				 r->host, digest, (unsigned long long)off,
+				 (unsigned long long)(off + len - 1));
+	if (x.status != 200 && x.status != 206)
+		return http_error(r, path, x.status, err);
+	if (x.range_got != len)
+		return anole_err(err, EIO, "%s: %s: %llu of %llu bytes at %llu", r->host, digest,
+				 (unsigned long long)x.range_got, (unsigned long long)len,
+				 (unsigned long long)off);
+	return 0;
+}
+
+/* An upload URL plus a query parameter. */
+static void with_param(char *out, size_t size, const char *loc, const char *param)
+{
+	snprintf(out, size, "%s%s%s", loc, strchr(loc, '?') ? "&" : "?", param);
+}
+
+int registry_blob_push(struct registry *r, const char *repo, const char *digest, int fd,
+		       uint64_t off, uint64_t len, const char *from, uint64_t chunk,
+		       const char **how, struct anole_error *err)
+{
+	int rc = registry_blob_exists(r, repo, digest, NULL, err);
+	if (rc != 0) {
+		*how = "present";
+		return rc < 0 ? rc : 0;
+	}
+	char path[1200], loc[2048];
+	struct strbuf sink = {0};
+	struct xfer x = {.reg = r, .sock = -1, .method = "POST", .body = &sink, .max_body = 1u << 16};
+	if (from && strcmp(from, repo))
+		snprintf(path, sizeof(path), "/v2/%s/blobs/uploads/?mount=%s&from=%s", repo, digest,
+			 from);
+	else
+		snprintf(path, sizeof(path), "/v2/%s/blobs/uploads/", repo);
+	if ((rc = request(r, path, NULL, repo, &x, err)) < 0)
+		goto out;
+	if (x.status == 201) {
+		*how = "mounted";
+		goto out;
+	}
+	if (x.status != 202 || !x.location[0]) {
+		rc = http_error(r, path, x.status, err);
+		goto out;
+	}
+	snprintf(loc, sizeof(loc), "%s", x.location);
+	/* chunked: PATCH each piece at its Content-Range, following Location */
+	for (uint64_t done = 0; chunk && done < len;) {
+		uint64_t n = MIN(chunk, len - done);
+		char crange[80];
+		snprintf(crange, sizeof(crange), "Content-Range: %llu-%llu", (unsigned long long)done,
+			 (unsigned long long)(done + n - 1));
+		x = (struct xfer){.reg = r, .sock = -1, .method = "PATCH", .body = &sink,
+				  .max_body = 1u << 16, .upload_fd = fd, .upload_off = off + done,
+				  .upload_len = n, .extra_header = crange,
+				  .upload_type = "application/octet-stream"};
+		if ((rc = request(r, loc, NULL, repo, &x, err)) < 0)
+			goto out;
+		if (x.status != 202 || !x.location[0]) {
+			rc = http_error(r, "upload chunk", x.status, err);
+			goto out;
+		}
+		snprintf(loc, sizeof(loc), "%s", x.location);
+		done += n;
+	}
+	char param[100], put[2200];
+	snprintf(param, sizeof(param), "digest=%s", digest);
+	with_param(put, sizeof(put), loc, param);
+	x = (struct xfer){.reg = r, .sock = -1, .method = "PUT", .body = &sink, .max_body = 1u << 16,
+			  .upload_fd = fd, .upload_off = off, .upload_len = chunk ? 0 : len,
+			  .upload_type = "application/octet-stream"};
+	if ((rc = request(r, put, NULL, repo, &x, err)) < 0)
+		goto out;
+	if (x.status != 201) {
+		rc = x.status == 400 ? anole_err(err, EBADMSG, "%s: %s: the registry refused the "
+						 "blob (digest mismatch?)", r->host, digest)
+				     : http_error(r, "upload", x.status, err);
+		goto out;
+	}
+	*how = "uploaded";
+out:
+	strbuf_release(&sink);
+	return rc < 0 ? rc : 0;
+}
+
+int registry_put_manifest(struct registry *r, const char *repo, const char *ref,
+			  const char *media_type, const void *body, size_t len,
+			  struct anole_error *err)
+{
+	char path[600];
+	snprintf(path, sizeof(path), "/v2/%s/manifests/%s", repo, ref);
+	struct strbuf sink = {0};
+	struct xfer x = {.reg = r, .sock = -1, .method = "PUT", .body = &sink, .max_body = 1u << 16,
+			 .upload_mem = body, .upload_len = len, .upload_type = media_type};
+	int rc = request(r, path, NULL, repo, &x, err);
+	if (rc >= 0 && x.status != 201)
+		rc = http_error(r, path, x.status, err);
+	if (rc < 0 && x.status == 400 && sink.len)
+		snprintf(err->msg, sizeof(err->msg), "%s: %s:%s: manifest refused: %.200s", r->host,
+			 repo, ref, sink.buf);
+	strbuf_release(&sink);
+	return rc < 0 ? rc : 0;
 }

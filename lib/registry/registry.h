@@ -38,4 +38,24 @@ int registry_blob_stream(struct registry *r, const char *repo, const char *diges
 			 struct anole_error *err);
 int registry_fetch_end(struct registry_fetch *f, struct anole_error *err);
 
+/* HEAD a blob: 1 when the registry has it (*size from Content-Length), 0
+ * when not. */
+int registry_blob_exists(struct registry *r, const char *repo, const char *digest,
+			 uint64_t *size, struct anole_error *err);
+/* Read [off, off+len) of a blob with one Range request into @buf. A 206
+ * and a 200 with the whole blob both work; 416 gives -ERANGE. The caller
+ * verifies the bytes. */
+int registry_blob_range(struct registry *r, const char *repo, const char *digest, uint64_t off,
+			uint64_t len, void *buf, struct anole_error *err);
+/* Upload [off, off+len) of @fd as blob @digest, unless the registry has
+ * it; with @from (another repository), try a cross-repository mount
+ * first. @chunk 0: one PUT; else PATCHes of @chunk bytes, then a PUT.
+ * *how says what happened: "present", "mounted" or "uploaded". */
+int registry_blob_push(struct registry *r, const char *repo, const char *digest, int fd,
+		       uint64_t off, uint64_t len, const char *from, uint64_t chunk,
+		       const char **how, struct anole_error *err);
+int registry_put_manifest(struct registry *r, const char *repo, const char *ref,
+			  const char *media_type, const void *body, size_t len,
+			  struct anole_error *err);
+
 #endif
