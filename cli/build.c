@@ -47,6 +47,10 @@ static const char usage_text[] =
 	"                         file system; separate: IMAGE is a new directory\n"
 	"                         with one image per layer (0001.erofs at the\n"
 	"                         bottom) and overlayfs whiteouts, to stack\n"
+	"      --separate-data    file data goes to a content-addressed blob,\n"
+	"                         DIR/blobs/sha256/HEX beside IMAGE (DIR),\n"
+	"                         which the kernel reads as an extra device\n"
+	"                         (the lazy format's local layout)\n"
 	"      --platform=OS/ARCH[/VARIANT]\n"
 	"                         image to pick from a multi-platform index\n"
 	"                         (default linux/amd64)\n"
@@ -143,6 +147,7 @@ int cmd_build(int argc, char **argv)
 		{"no-fragments", no_argument, NULL, 'F'}, {"fragments", no_argument, NULL, 'G'},
 		{"layers", required_argument, NULL, 'Y'}, {"platform", required_argument, NULL, 'p'},
 		{"tls-verify", required_argument, NULL, 'V'},
+		{"separate-data", no_argument, NULL, 'S'},
 		{"help", no_argument, NULL, 'h'},    {0},
 	};
 	struct anole_build_options opts = {0};
@@ -221,6 +226,9 @@ int cmd_build(int argc, char **argv)
 				return EXIT_USAGE;
 			}
 			opts.layers_separate = !strcmp(optarg, "separate");
+			break;
+		case 'S':
+			opts.separate_data = true;
 			break;
 		case 'p':
 			if (!strchr(optarg, '/')) {

@@ -5,6 +5,8 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+
 #include "cli.h"
 
 static const char mount_usage[] =
@@ -42,7 +44,21 @@ int cmd_mount(int argc, char **argv)
 	int r = anole_image_open(image, &img, &err);
 	if (r < 0)
 		return cli_fail(&err, r);
+	/* data blobs go to the kernel as device= options, in table order */
+	char opts[8192] = "";
+	size_t used = 0;
+	for (unsigned int i = 0; anole_image_device(img, i); i++)
+		used += (size_t)snprintf(opts + used, sizeof(opts) - MIN(used, sizeof(opts)), "%sdevice=%s",
+					 used ? "," : "", anole_image_device(img, i));
 	anole_image_close(img);
+	if (data && *data)
+		used += (size_t)snprintf(opts + used, sizeof(opts) - MIN(used, sizeof(opts)), "%s%s",
+					 used ? "," : "", data);
+	if (used >= sizeof(opts)) {
+		cli_error("%s: mount options too long", image);
+		return 1;
+	}
+	data = used ? opts : NULL;
 
 	struct stat st;
 	if (stat(target, &st) < 0 || !S_ISDIR(st.st_mode)) {

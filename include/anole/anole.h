@@ -61,6 +61,10 @@ struct anole_build_options {
 					 verify, -1 plain HTTP/no verification */
 	bool layers_separate;         /* one image per layer, overlayfs
 					 whiteouts; @image names a directory */
+	bool separate_data;           /* file data in a content-addressed blob,
+					 DIR/blobs/sha256/HEX beside the image
+					 (DIR = the image's directory), which
+					 the image names in its device table */
 	void (*progress)(const struct anole_progress *p, void *ctx);
 	void *progress_ctx;
 };
@@ -104,6 +108,7 @@ struct anole_image_info {
 	uint8_t uuid[16];
 	char label[17];
 	uint64_t file_size;
+	unsigned int extra_devices; /* data blobs (unified addressing) */
 };
 
 struct anole_inode {
@@ -134,6 +139,9 @@ struct anole_inode {
 int anole_image_open(const char *path, struct anole_image **img, struct anole_error *err);
 void anole_image_close(struct anole_image *img);
 const struct anole_image_info *anole_image_info(const struct anole_image *img);
+/* The path of data blob @i (0-based) the image reads through its device
+ * table, or NULL. */
+const char *anole_image_device(const struct anole_image *img, unsigned int i);
 /* The first error the image handle met (empty when none). */
 const struct anole_error *anole_image_error(const struct anole_image *img);
 

@@ -22,9 +22,18 @@ struct cached_block {
 	uint8_t *data;
 };
 
+/* An extra device (a data blob) in the unified block address space. */
+struct img_dev {
+	int fd;
+	uint64_t start, len; /* bytes of the unified address space it covers */
+	char *path;
+};
+
 struct anole_image {
 	int fd;
 	char *path;
+	struct img_dev *devs;
+	unsigned int ndevs;
 	struct anole_image_info info;
 	struct anole_error err;
 	unsigned int blkbits;
@@ -103,6 +112,95 @@ int img_meta_read(struct anole_image *img, uint64_t nid, uint64_t off, void *buf
 	return 0;
 }
 
+#define MAX_DEVICES 256
+
+/*
+ * The device table names each blob by a 64-hex-digit tag (its SHA-256);
+ * the blob is looked up beside the image, as DIR/blobs/sha256/TAG, then as
+ * DIR/TAG. Only unified addressing is supported: each device covers a
+ * block range of its own.
+ */
+static int open_devices(struct anole_image *img, const struct erofs_super_block *sb)
+{
+	if (sb->extra_devices > MAX_DEVICES)
+		return anole_err(&img->err, EFSCORRUPTED, "%s: byte offset 1110: %u extra devices",
+				 img->path, sb->extra_devices);
+	img->devs = calloc(sb->extra_devices, sizeof(*img->devs));
+	if (!img->devs)
+		return anole_err(&img->err, ENOMEM, "out of memory");
+	const char *slash = strrchr(img->path, '/');
+	int dlen = slash ? (int)(slash - img->path) + 1 : 0;
+	for (unsigned int i = 0; i < sb->extra_devices; i++) {
+		struct erofs_deviceslot slot;
+		uint64_t at = (uint64_t)sb->devt_slotoff * sizeof(slot) + i * sizeof(slot);
+		/* (before the block cache exists) */
+		if (at + sizeof(slot) > img->size || pread_full(img->fd, &slot, sizeof(slot), at) < 0)
+			return anole_err(&img->err, EFSCORRUPTED,
+					 "%s: byte offset %llu: device table outside the image",
+					 img->path, (unsigned long long)at);
+		char tag[65];
+		memcpy(tag, slot.tag, 64);
+		tag[64] = 0;
+		for (int k = 0; k < 64; k++)
+			if (!strchr("0123456789abcdef", tag[k]) || !tag[k])
+				return anole_err(&img->err, EFSCORRUPTED,
+						 "%s: byte offset %llu: device %u: tag is not a "
+						 "sha256 digest", img->path, (unsigned long long)at, i + 1);
+		uint64_t blocks = slot.blocks | (uint64_t)slot.blocks_hi << 32;
+		uint64_t uniaddr = slot.uniaddr | (uint64_t)slot.uniaddr_hi << 32;
+		if (!uniaddr || uniaddr < sb->blocks || uniaddr + blocks > (1ull << 32))
+			return anole_err(&img->err, EOPNOTSUPP,
+					 "%s: byte offset %llu: device %u does not map a block range "
+					 "of its own (unified addressing)", img->path,
+					 (unsigned long long)at, i + 1);
+		char p1[4200], p2[4200];
+		snprintf(p1, sizeof(p1), "%.*sblobs/sha256/%s", dlen, img->path, tag);
+		snprintf(p2, sizeof(p2), "%.*s%s", dlen, img->path, tag);
+		struct img_dev *d = &img->devs[i];
+		const char *found = p1;
+		d->fd = open(p1, O_RDONLY | O_CLOEXEC);
+		if (d->fd < 0)
+			d->fd = open(found = p2, O_RDONLY | O_CLOEXEC);
+		if (d->fd < 0)
+			return anole_err(&img->err, ENOENT, "%s: needs data blob sha256:%s (not at %s)",
+					 img->path, tag, p1);
+		img->ndevs = i + 1;
+		if (!(d->path = strdup(found)))
+			return anole_err(&img->err, ENOMEM, "out of memory");
+		struct stat st;
+		d->start = uniaddr << img->blkbits;
+		d->len = blocks << img->blkbits;
+		if (fstat(d->fd, &st) < 0 || (uint64_t)st.st_size < d->len)
+			return anole_err(&img->err, EFSCORRUPTED, "%s: data blob sha256:%s is truncated",
+					 img->path, tag);
+	}
+	img->info.extra_devices = sb->extra_devices;
+	return 0;
+}
+
+/* The file and offset holding the data bytes [pa, pa+len) of the unified
+ * address space, or an error naming @nid when no device has them all. */
+static int img_locate(struct anole_image *img, uint64_t nid, uint64_t pa, uint64_t len, int *fd,
+		      uint64_t *off)
+{
+	for (unsigned int i = 0; i < img->ndevs; i++) {
+		const struct img_dev *d = &img->devs[i];
+		if (pa >= d->start && pa - d->start < d->len) {
+			if (len > d->len - (pa - d->start))
+				break;
+			*fd = d->fd;
+			*off = pa - d->start;
+			return 0;
+		}
+	}
+	if (pa > img->size || len > img->size - pa)
+		return img_corrupt(img, nid, pa, "data at byte %llu lies outside the image",
+				   (unsigned long long)pa);
+	*fd = img->fd;
+	*off = pa;
+	return 0;
+}
+
 static int read_super(struct anole_image *img)
 {
 	uint8_t blk0[4096];
@@ -154,10 +252,6 @@ static int read_super(struct anole_image *img)
 				 "%s: byte offset 1104: incompatible features 0x%x not supported "
 				 "(compressed images need a newer anole)",
 				 img->path, unknown);
-	if (sb.extra_devices)
-		return anole_err(&img->err, EOPNOTSUPP,
-				 "%s: image needs %u extra devices, not supported here", img->path,
-				 sb.extra_devices);
 	uint64_t blocks = sb.blocks;
 	if (blocks << img->blkbits > (uint64_t)st.st_size)
 		return anole_err(&img->err, EFSCORRUPTED,
@@ -191,6 +285,8 @@ static int read_super(struct anole_image *img)
 	memcpy(i->uuid, sb.uuid, 16);
 	memcpy(i->label, sb.volume_name, 16);
 	i->label[16] = 0;
+	if (sb.extra_devices && (r = open_devices(img, &sb)) < 0)
+		return r;
 	return 0;
 }
 
@@ -230,11 +326,21 @@ void anole_image_close(struct anole_image *img)
 		return;
 	if (img->fd >= 0)
 		close(img->fd);
+	for (unsigned int i = 0; i < img->ndevs; i++) {
+		close(img->devs[i].fd);
+		free(img->devs[i].path);
+	}
+	free(img->devs);
 	free(img->cache_mem);
 	free(img->z_out);
 	free(img->z_in);
 	free(img->path);
 	free(img);
+}
+
+const char *anole_image_device(const struct anole_image *img, unsigned int i)
+{
+	return i < img->ndevs ? img->devs[i].path : NULL;
 }
 
 const struct anole_image_info *anole_image_info(const struct anole_image *img)
@@ -253,12 +359,25 @@ static int read_zheader(struct anole_image *img, struct anole_inode *ino, uint32
 			uint64_t body_end);
 static int find_tail(struct anole_image *img, struct anole_inode *ino);
 
+/* Are blocks [blk, blk+n) in the image or wholly in one data blob? */
+static bool blocks_exist(const struct anole_image *img, uint64_t blk, uint64_t n)
+{
+	if (blk < img->info.blocks && n <= img->info.blocks - blk)
+		return true;
+	for (unsigned int i = 0; i < img->ndevs; i++) {
+		uint64_t s = img->devs[i].start >> img->blkbits, l = img->devs[i].len >> img->blkbits;
+		if (blk >= s && blk - s < l && n <= l - (blk - s))
+			return true;
+	}
+	return false;
+}
+
 static int check_flat_range(struct anole_image *img, const struct anole_inode *ino,
 			    uint64_t nblocks)
 {
 	if (!nblocks)
 		return 0;
-	if (ino->startblk >= img->info.blocks || nblocks > img->info.blocks - ino->startblk)
+	if (!blocks_exist(img, ino->startblk, nblocks))
 		return img_corrupt(img, ino->nid, ino->pos,
 				   "data blocks %llu..%llu lie outside the image (%llu blocks)",
 				   (unsigned long long)ino->startblk,
@@ -634,11 +753,9 @@ static int zmap(struct anole_image *img, const struct anole_inode *ino, uint64_t
 				   (unsigned long long)m->llen);
 	if (!m->compressed && m->plen < m->llen)
 		m->plen = ROUND_UP(m->llen, img->blksz); /* plain data spans its extent */
-	if (m->pa > img->size || m->plen > img->size - m->pa)
-		return img_corrupt(img, ino->nid, ino->pos,
-				   "extent at %llu: data at byte %llu lies outside the image",
-				   (unsigned long long)m->la, (unsigned long long)m->pa);
-	return 0;
+	int fd;
+	uint64_t at;
+	return img_locate(img, ino->nid, m->pa, m->plen, &fd, &at);
 }
 
 static ssize_t read_fragment(struct anole_image *img, const struct anole_inode *ino, char *buf,
@@ -678,8 +795,12 @@ static ssize_t zread(struct anole_image *img, const struct anole_inode *ino, cha
 		if (r < 0)
 			return r;
 		size_t n = (size_t)MIN((uint64_t)(len - done), m.la + m.llen - (off + done));
+		int fd;
+		uint64_t at;
+		if ((r = img_locate(img, ino->nid, m.pa, m.plen, &fd, &at)) < 0)
+			return r;
 		if (!m.compressed) {
-			r = pread_full(img->fd, buf + done, n, m.pa + (off + done - m.la));
+			r = pread_full(fd, buf + done, n, at + (off + done - m.la));
 			if (r < 0)
 				return img_corrupt(img, ino->nid, m.pa, "cannot read plain extent");
 			done += n;
@@ -693,7 +814,7 @@ static ssize_t zread(struct anole_image *img, const struct anole_inode *ino, cha
 					return anole_err(&img->err, ENOMEM, "out of memory");
 			}
 			img->z_valid = false;
-			r = pread_full(img->fd, img->z_in, m.plen, m.pa);
+			r = pread_full(fd, img->z_in, m.plen, at);
 			if (r < 0)
 				return img_corrupt(img, ino->nid, m.pa, "cannot read compressed extent");
 			r = codec_decompress(m.alg, img->z_in, m.plen, img->z_out, m.llen);
@@ -770,7 +891,7 @@ static int map_one(struct anole_image *img, const struct anole_inode *ino, uint6
 			return 0;
 		}
 		uint64_t cblocks = DIV_ROUND_UP(cend - (c << cbits), img->blksz);
-		if (blk >= img->info.blocks || cblocks > img->info.blocks - blk)
+		if (!blocks_exist(img, blk, cblocks))
 			return img_corrupt(img, ino->nid, at,
 					   "chunk %llu at block %llu lies outside the image",
 					   (unsigned long long)c, (unsigned long long)blk);
@@ -835,9 +956,11 @@ ssize_t anole_pread(struct anole_image *img, const struct anole_inode *ino, void
 		if (hole) {
 			memset((char *)buf + done, 0, n);
 		} else {
-			if (phys > img->size || n > img->size - phys)
-				return img_corrupt(img, ino->nid, phys, "data runs past the image end");
-			r = pread_full(img->fd, (char *)buf + done, n, phys);
+			int fd;
+			uint64_t at;
+			if ((r = img_locate(img, ino->nid, phys, n, &fd, &at)) < 0)
+				return r;
+			r = pread_full(fd, (char *)buf + done, n, at);
 			if (r < 0)
 				return anole_err(&img->err, r == -ENODATA ? EFSCORRUPTED : -r,
 						 "%s: nid %llu, byte offset %llu: %s", img->path,

@@ -36,6 +36,10 @@ struct tree_writer {
 	char *image_path;
 	char *tmp_path; /* set when O_TMPFILE was not available */
 	int fd;
+	int data_fd;         /* fd, or the data blob with separate_data */
+	uint64_t data_base;  /* block address of data_fd's first block */
+	char *blob_tmp_path; /* set when O_TMPFILE was not available */
+	char blob_hex[65];
 	int spool_fd;
 	uint64_t spool_len;
 	unsigned int blkbits;
@@ -105,6 +109,50 @@ static int tmpfile_in_dir_of(const char *path, char **tmp_path)
 	return fd;
 }
 
+/* Data blocks of a separate-data image live at this address and up, on
+ * the extra device: far above any metadata, well below 2^32. Block 1 of
+ * the image holds the device table. */
+#define DATA_DEVICE_BASE (1ull << 28)
+#define DEVT_BLOCK 1
+
+static char *blob_dir(const struct tree_writer *tw)
+{
+	const char *slash = strrchr(tw->image_path, '/');
+	char *d = NULL;
+	if (asprintf(&d, "%.*s%sblobs/sha256", slash ? (int)(slash - tw->image_path) : 0,
+		     tw->image_path, slash ? "/" : "") < 0)
+		return NULL;
+	return d;
+}
+
+static int open_blob(struct tree_writer *tw)
+{
+	_cleanup_free_ char *dir = blob_dir(tw);
+	_cleanup_free_ char *probe = NULL;
+	if (!dir || asprintf(&probe, "%s/x", dir) < 0)
+		return anole_err(tw->err, ENOMEM, "out of memory");
+	for (char *p = dir + 1; (p = strchr(p, '/')); p++) {
+		*p = 0;
+		mkdir(dir, 0755);
+		*p = '/';
+	}
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+		return anole_err(tw->err, errno, "%s: %s", dir, strerror(errno));
+	int r = tmpfile_in_dir_of(probe, &tw->blob_tmp_path);
+	if (r < 0)
+		return anole_err(tw->err, -r, "%s: cannot create the data blob: %s", dir,
+				 strerror(-r));
+	tw->data_fd = r;
+	tw->data_base = DATA_DEVICE_BASE;
+	tw->next_blk = DATA_DEVICE_BASE;
+	return 0;
+}
+
+/* Byte offset of data block @blk in data_fd. */
+static uint64_t data_pos(const struct tree_writer *tw, uint64_t blk)
+{
+	return (blk - tw->data_base) << tw->blkbits;
+}
 
 int tw_new(struct tree_writer **out, const char *image, const struct anole_build_options *opts,
 	   struct anole_error *err)
@@ -112,7 +160,7 @@ int tw_new(struct tree_writer **out, const char *image, const struct anole_build
 	struct tree_writer *tw = calloc(1, sizeof(*tw));
 	if (!tw)
 		return anole_err(err, ENOMEM, "out of memory");
-	tw->fd = tw->spool_fd = tw->frag_fd = -1;
+	tw->fd = tw->data_fd = tw->spool_fd = tw->frag_fd = -1;
 	tw->err = err;
 	if (opts)
 		tw->opts = *opts;
@@ -136,7 +184,11 @@ int tw_new(struct tree_writer **out, const char *image, const struct anole_build
 		tw_free(tw);
 		return anole_err(err, -r, "%s: cannot create output: %s", image, strerror(-r));
 	}
-	tw->fd = r;
+	tw->fd = tw->data_fd = r;
+	if (tw->opts.separate_data && (r = open_blob(tw)) < 0) {
+		tw_free(tw);
+		return r;
+	}
 	/* The spool holds tails and chunk maps until metadata is written. */
 	r = tmpfile_unnamed("/tmp");
 	if (r < 0) {
@@ -222,7 +274,7 @@ int tw_data_append(struct tree_writer *tw, const void *data, size_t len, uint64_
 	*blk = tw->next_blk;
 	if (tw->next_blk + padded / tw->blksz >= EROFS_NULL_ADDR)
 		return anole_err(tw->err, EFBIG, "image exceeds 2^32 blocks");
-	int r = pwrite_full(tw->fd, data, padded, tw->next_blk << tw->blkbits);
+	int r = pwrite_full(tw->data_fd, data, padded, data_pos(tw, tw->next_blk));
 	if (r < 0)
 		return anole_err(tw->err, -r, "%s: cannot write image: %s", tw->image_path,
 				 strerror(-r));
@@ -251,6 +303,12 @@ void tw_free(struct tree_writer *tw)
 	digest_map_free(tw->frag_seen);
 	free(tw->frags);
 	strbuf_release(&tw->frag_keys);
+	if (tw->data_fd >= 0 && tw->data_fd != tw->fd)
+		close(tw->data_fd);
+	if (tw->blob_tmp_path) {
+		unlink(tw->blob_tmp_path);
+		free(tw->blob_tmp_path);
+	}
 	if (tw->fd >= 0)
 		close(tw->fd);
 	if (tw->spool_fd >= 0)
@@ -443,7 +501,7 @@ static int copy_range(struct tree_writer *tw, int fd, uint64_t off, uint64_t len
 		ssize_t n;
 		if (cfr) {
 			loff_t in = (loff_t)(off + done), outoff = (loff_t)(dst + done);
-			n = copy_file_range(fd, &in, tw->fd, &outoff, want, 0);
+			n = copy_file_range(fd, &in, tw->data_fd, &outoff, want, 0);
 			if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
 				      errno == EOPNOTSUPP || errno == EBADF)) {
 				cfr = false;
@@ -452,7 +510,7 @@ static int copy_range(struct tree_writer *tw, int fd, uint64_t off, uint64_t len
 		} else {
 			n = pread(fd, tw->buf, want, (off_t)(off + done));
 			if (n > 0) {
-				int r = pwrite_full(tw->fd, tw->buf, (size_t)n, dst + done);
+				int r = pwrite_full(tw->data_fd, tw->buf, (size_t)n, dst + done);
 				if (r < 0)
 					return anole_err(tw->err, -r, "%s: cannot write image: %s",
 							 tw->image_path, strerror(-r));
@@ -506,7 +564,7 @@ static int write_flat(struct tree_writer *tw, struct tinode *ino, int fd, const 
 	ino->inline_tail = tail_fits_inline(tw, ino, tail);
 	/* no blocks at all: say block 0, not wherever the allocator was */
 	ino->startblk = full || !ino->inline_tail ? tw->next_blk : 0;
-	r = copy_range(tw, fd, 0, full << tw->blkbits, tw->next_blk << tw->blkbits, path);
+	r = copy_range(tw, fd, 0, full << tw->blkbits, data_pos(tw, tw->next_blk), path);
 	if (r < 0)
 		return r;
 	tw->next_blk += full;
@@ -525,7 +583,7 @@ static int write_flat(struct tree_writer *tw, struct tinode *ino, int fd, const 
 		ino->tail_len = (uint32_t)tail;
 		return tw_spool(tw, tw->buf, tail, &ino->tail_off);
 	}
-	r = pwrite_full(tw->fd, tw->buf, tw->blksz, tw->next_blk << tw->blkbits);
+	r = pwrite_full(tw->data_fd, tw->buf, tw->blksz, data_pos(tw, tw->next_blk));
 	if (r < 0)
 		return anole_err(tw->err, -r, "%s: cannot write image: %s", tw->image_path,
 				 strerror(-r));
@@ -603,7 +661,7 @@ static int write_chunked(struct tree_writer *tw, struct tinode *ino, int fd,
 						 (unsigned long long)(cstart + done));
 			size_t padded = ROUND_UP(want, tw->blksz);
 			memset(tw->buf + want, 0, padded - want);
-			r = pwrite_full(tw->fd, tw->buf, padded, (tw->next_blk << tw->blkbits) + done);
+			r = pwrite_full(tw->data_fd, tw->buf, padded, data_pos(tw, tw->next_blk) + done);
 			if (r < 0)
 				return anole_err(tw->err, -r, "%s: cannot write image: %s",
 						 tw->image_path, strerror(-r));
@@ -1428,6 +1486,11 @@ static int write_superblock(struct tree_writer *tw, const struct layout *l, uint
 		memcpy(sb->uuid, tw->opts.uuid, 16);
 	if (tw->opts.label)
 		memcpy(sb->volume_name, tw->opts.label, MIN(strlen(tw->opts.label), sizeof(sb->volume_name)));
+	if (tw->blob_hex[0]) {
+		incompat |= EROFS_INCOMPAT_DEVICE_TABLE;
+		sb->extra_devices = 1;
+		sb->devt_slotoff = (uint16_t)((DEVT_BLOCK << tw->blkbits) / sizeof(struct erofs_deviceslot));
+	}
 	sb->feature_incompat = incompat;
 	if (incompat & EROFS_INCOMPAT_COMPR_CFGS) {
 		sb->available_compr_algs = (uint16_t)(1u << codec_erofs_alg(tw->zspec.kind));
@@ -1477,6 +1540,58 @@ static int commit(struct tree_writer *tw)
 	return 0;
 }
 
+/* Name the data blob by its SHA-256 and describe it in the device table. */
+static int seal_blob(struct tree_writer *tw)
+{
+	uint64_t blocks = tw->next_blk - tw->data_base, len = blocks << tw->blkbits;
+	struct sha256_stream *h = sha256_stream_new();
+	if (!h)
+		return anole_err(tw->err, ENOMEM, "out of memory");
+	int r = 0;
+	for (uint64_t off = 0; off < len && r >= 0;) {
+		size_t n = (size_t)MIN(len - off, (uint64_t)COPY_BUF);
+		if ((r = pread_full(tw->data_fd, tw->buf, n, off)) >= 0)
+			sha256_stream_update(h, tw->buf, n);
+		off += n;
+	}
+	struct digest d;
+	sha256_stream_final(h, &d);
+	sha256_stream_free(h);
+	if (r < 0)
+		return anole_err(tw->err, -r, "data blob: %s", strerror(-r));
+	char s[DIGEST_STR_LEN + 1];
+	digest_format(&d, s);
+	memcpy(tw->blob_hex, s + 7, 65);
+	struct erofs_deviceslot slot = {0};
+	memcpy(slot.tag, tw->blob_hex, sizeof(slot.tag)); /* 64 hex digits, no NUL */
+	slot.blocks = (uint32_t)blocks;
+	slot.uniaddr = (uint32_t)tw->data_base;
+	r = pwrite_full(tw->fd, &slot, sizeof(slot), DEVT_BLOCK << tw->blkbits);
+	return r < 0 ? anole_err(tw->err, -r, "%s: cannot write image: %s", tw->image_path,
+				 strerror(-r))
+		     : 0;
+}
+
+/* Link the blob under its digest (an equal one may be there already). */
+static int commit_blob(struct tree_writer *tw)
+{
+	_cleanup_free_ char *dir = blob_dir(tw), *final = NULL;
+	if (!dir || asprintf(&final, "%s/%s", dir, tw->blob_hex) < 0)
+		return anole_err(tw->err, ENOMEM, "out of memory");
+	if (tw->blob_tmp_path) {
+		if (rename(tw->blob_tmp_path, final) < 0)
+			return anole_err(tw->err, errno, "%s: %s", final, strerror(errno));
+		free(tw->blob_tmp_path);
+		tw->blob_tmp_path = NULL;
+		return 0;
+	}
+	char proc[64];
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", tw->data_fd);
+	if (linkat(AT_FDCWD, proc, AT_FDCWD, final, AT_SYMLINK_FOLLOW) < 0 && errno != EEXIST)
+		return anole_err(tw->err, errno, "%s: %s", final, strerror(errno));
+	return 0;
+}
+
 int tw_finish(struct tree_writer *tw, struct anole_build_stats *stats)
 {
 	struct layout l = {0};
@@ -1497,7 +1612,11 @@ int tw_finish(struct tree_writer *tw, struct anole_build_stats *stats)
 		return r;
 	choose_epoch(tw, &l);
 
-	l.late_blk = tw->next_blk;
+	bool blob = tw->data_base && tw->next_blk > tw->data_base;
+	if (blob && (r = seal_blob(tw)) < 0)
+		return r;
+	/* with a data blob, metadata starts after the device table block */
+	l.late_blk = tw->data_base ? DEVT_BLOCK + 1 : tw->next_blk;
 	uint32_t incompat = 0;
 	for (size_t i = 0; i < tw->ninodes; i++) {
 		struct tinode *ino = tw->inodes[i];
@@ -1564,6 +1683,9 @@ int tw_finish(struct tree_writer *tw, struct anole_build_stats *stats)
 		return r;
 	if (ftruncate(tw->fd, (off_t)(blocks << tw->blkbits)) < 0)
 		return anole_err(tw->err, errno, "%s: %s", tw->image_path, strerror(errno));
+	/* the blob first: an image never names a blob that is not there */
+	if (blob && (r = commit_blob(tw)) < 0)
+		return r;
 	if ((r = commit(tw)) < 0)
 		return r;
 
