@@ -283,6 +283,9 @@ int cmd_build(int argc, char **argv)
 		if (st.dedupe_bytes)
 			printf("  dedupe: %.1f MiB found again and stored once\n",
 			       (double)st.dedupe_bytes / 1048576.0);
+		if (st.blob_digest[0])
+			printf("  data blob: blobs/sha256/%s, %.1f MiB\n", st.blob_digest + 7,
+			       (double)st.blob_bytes / 1048576.0);
 		if (st.layers)
 			printf("  %llu layer%s, %llu tar entries: %llu hidden by higher layers (not "
 			       "stored), %llu whiteouts\n",

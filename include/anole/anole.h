@@ -82,6 +82,9 @@ struct anole_build_stats {
 	uint64_t layers, layer_entries;
 	uint64_t hidden_entries; /* replaced or deleted by a higher layer */
 	uint64_t whiteouts;
+	/* separate_data: the data blob beside the image */
+	uint64_t blob_bytes;
+	char blob_digest[72]; /* "sha256:HEX", empty when none */
 	double seconds;
 };
 

@@ -1691,6 +1691,11 @@ int tw_finish(struct tree_writer *tw, struct anole_build_stats *stats)
 
 	tw->stats.inodes = tw->ninodes - (tw->packed ? 1 : 0);
 	tw->stats.image_bytes = blocks << tw->blkbits;
+	if (blob) {
+		tw->stats.blob_bytes = (tw->next_blk - tw->data_base) << tw->blkbits;
+		snprintf(tw->stats.blob_digest, sizeof(tw->stats.blob_digest), "sha256:%s",
+			 tw->blob_hex);
+	}
 	tw->stats.shared_xattrs = xattr_shared_count(tw->xt);
 	if (tw->zp) {
 		const struct zpipe_stats *zs = zpipe_stats(tw->zp);
