@@ -211,7 +211,11 @@ static void print_text(json_t *o, int indent)
 			printf("%*s%s (%zu):\n", indent, "", key, n);
 			json_array_foreach(v, k, e)
 			{
-				if (json_object_get(e, "nid"))
+				if (json_object_get(e, "digest"))
+					printf("%*s%s  %lld bytes\n", indent + 2, "",
+					       json_string_value(json_object_get(e, "path")),
+					       (long long)json_integer_value(json_object_get(e, "bytes")));
+				else if (json_object_get(e, "nid"))
 					printf("%*s%-8lld %s\n", indent + 2, "",
 					       (long long)json_integer_value(json_object_get(e, "nid")),
 					       json_string_value(json_object_get(e, "name")));
@@ -259,6 +263,21 @@ int cmd_inspect(int argc, char **argv)
 	json_t *o;
 	if (argc - optind == 1) {
 		o = super_json(anole_image_info(img));
+		/* data blobs of a separate-data image, with their sizes */
+		json_t *blobs = json_array();
+		for (unsigned int i = 0; anole_image_device(img, i); i++) {
+			const char *path = anole_image_device(img, i);
+			const char *base = strrchr(path, '/');
+			struct stat st;
+			json_array_append_new(
+				blobs, json_pack("{s:s+, s:s, s:I}", "digest", "sha256:",
+						 base ? base + 1 : path, "path", path, "bytes",
+						 (json_int_t)(stat(path, &st) == 0 ? st.st_size : -1)));
+		}
+		if (json_array_size(blobs))
+			json_object_set_new(o, "data_blobs", blobs);
+		else
+			json_decref(blobs);
 	} else {
 		struct anole_inode ino;
 		r = anole_lookup(img, argv[optind + 1], &ino);

@@ -35,6 +35,17 @@ for cfg in "none" "zstd" "lz4hc"; do
 	done
 done
 
+# inspect lists the blob
+"$ANOLE" inspect --json "$TMP/zstd-rootfs/img.erofs" >"$TMP/inspect.json"
+python3 -c '
+import json, os, sys
+o = json.load(open(sys.argv[1]))
+b = o["data_blobs"]
+assert len(b) == 1 and b[0]["digest"] == "sha256:" + os.path.basename(b[0]["path"]), b
+assert b[0]["bytes"] == os.path.getsize(b[0]["path"]), b
+assert "device_table" in o["features"], o["features"]
+' "$TMP/inspect.json" || fail "inspect does not show the data blob"
+
 # extract reads through the blob (into tmpfs: the torture tree's big
 # xattrs do not fit ext4)
 mktmpfs "$TMP/xfs"
