@@ -631,14 +631,14 @@ static int export_dir(struct exporter *x, const struct anole_inode *dir, int dep
 
 struct target {
 	int fd;
-	bool own;       /* we opened it */
-	bool anon;      /* O_TMPFILE: link it in at the end */
-	char *tmp_path; /* visible temporary name (no O_TMPFILE) */
+	bool own;            /* we opened it */
+	bool atomic;         /* a regular file: out, committed at the end */
+	struct outfile out;
 };
 
 static int open_target(const char *out, struct target *t, struct anole_error *err)
 {
-	*t = (struct target){.fd = -1};
+	*t = (struct target){.fd = -1, .out = {.fd = -1}};
 	if (!strcmp(out, "-")) {
 		fflush(stdout);
 		t->fd = STDOUT_FILENO;
@@ -655,35 +655,11 @@ static int open_target(const char *out, struct target *t, struct anole_error *er
 		t->own = true;
 		return 0;
 	}
-	_cleanup_free_ char *dir = strdup(out);
-	if (!dir)
-		return anole_err(err, ENOMEM, "out of memory");
-	char *slash = strrchr(dir, '/');
-	if (slash == dir)
-		dir[1] = 0;
-	else if (slash)
-		*slash = 0;
-	else
-		strcpy(dir, ".");
-	t->own = true;
-	t->fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666);
-	if (t->fd >= 0) {
-		t->anon = true;
-		return 0;
-	}
-	/* no O_TMPFILE there: a visible temporary name, renamed at the end */
-	if (asprintf(&t->tmp_path, "%s.anole-tmp-XXXXXX", out) < 0) {
-		t->tmp_path = NULL;
-		return anole_err(err, ENOMEM, "out of memory");
-	}
-	t->fd = mkostemp(t->tmp_path, O_CLOEXEC);
-	if (t->fd < 0) {
-		int e = errno;
-		free(t->tmp_path);
-		t->tmp_path = NULL;
-		return anole_err(err, e, "%s: cannot create: %s", out, strerror(e));
-	}
-	fchmod(t->fd, 0644);
+	int r = outfile_open(&t->out, out);
+	if (r < 0)
+		return anole_err(err, -r, "%s: cannot create: %s", out, strerror(-r));
+	t->fd = t->out.fd;
+	t->atomic = true;
 	return 0;
 }
 
@@ -692,40 +668,13 @@ static int open_target(const char *out, struct target *t, struct anole_error *er
 static int close_target(const char *out, struct target *t, bool ok, struct anole_error *err)
 {
 	int r = 0;
-	if (ok && t->anon) {
-		char proc[64];
-		_cleanup_free_ char *tmp = NULL;
-		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", t->fd);
-		for (int attempt = 0;; attempt++) {
-			free(tmp);
-			if (asprintf(&tmp, "%s.anole-tmp-%d-%d", out, (int)getpid(), attempt) < 0) {
-				tmp = NULL;
-				r = anole_err(err, ENOMEM, "out of memory");
-				break;
-			}
-			if (linkat(AT_FDCWD, proc, AT_FDCWD, tmp, AT_SYMLINK_FOLLOW) == 0)
-				break;
-			if (errno != EEXIST || attempt > 100) {
-				r = anole_err(err, errno, "%s: cannot create: %s", out,
-					      strerror(errno));
-				break;
-			}
-		}
-		if (r == 0 && rename(tmp, out) < 0) {
-			r = anole_err(err, errno, "%s: cannot rename into place: %s", out,
-				      strerror(errno));
-			unlink(tmp);
-		}
-	} else if (ok && t->tmp_path && rename(t->tmp_path, out) < 0) {
-		r = anole_err(err, errno, "%s: cannot rename into place: %s", out,
-			      strerror(errno));
-	}
-	if (t->tmp_path && (!ok || r < 0))
-		unlink(t->tmp_path);
-	free(t->tmp_path);
-	t->tmp_path = NULL;
-	if (t->own && t->fd >= 0 && close(t->fd) < 0 && ok && r == 0)
+	if (t->atomic) {
+		if (ok && (r = outfile_commit(&t->out, out)) < 0)
+			r = anole_err(err, -r, "%s: cannot rename into place: %s", out, strerror(-r));
+		outfile_close(&t->out);
+	} else if (t->own && t->fd >= 0 && close(t->fd) < 0 && ok) {
 		r = anole_err(err, errno, "%s: cannot write: %s", out, strerror(errno));
+	}
 	t->fd = -1;
 	return r;
 }

@@ -34,11 +34,10 @@ struct tree_writer {
 	struct anole_build_options opts;
 	struct anole_error *err;
 	char *image_path;
-	char *tmp_path; /* set when O_TMPFILE was not available */
-	int fd;
-	int data_fd;         /* fd, or the data blob with separate_data */
+	struct outfile out;  /* the image */
+	struct outfile blob; /* separate_data: the data blob */
+	int data_fd;         /* where data blocks go: out.fd or blob.fd */
 	uint64_t data_base;  /* block address of data_fd's first block */
-	char *blob_tmp_path; /* set when O_TMPFILE was not available */
 	char blob_hex[65];
 	int spool_fd;
 	uint64_t spool_len;
@@ -79,36 +78,6 @@ struct frag_rec {
 
 #define COPY_BUF (1u << 20)
 
-static int tmpfile_in_dir_of(const char *path, char **tmp_path)
-{
-	_cleanup_free_ char *dir = strdup(path);
-	if (!dir)
-		return -ENOMEM;
-	char *slash = strrchr(dir, '/');
-	if (slash == dir)
-		dir[1] = 0;
-	else if (slash)
-		*slash = 0;
-	else
-		strcpy(dir, ".");
-
-	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0644);
-	if (fd >= 0)
-		return fd;
-	/* Fallback for filesystems without O_TMPFILE: a visible temp name. */
-	if (asprintf(tmp_path, "%s.anole-tmp-XXXXXX", path) < 0)
-		return -ENOMEM;
-	fd = mkostemp(*tmp_path, O_CLOEXEC);
-	if (fd < 0) {
-		int e = errno;
-		free(*tmp_path);
-		*tmp_path = NULL;
-		return -e;
-	}
-	fchmod(fd, 0644);
-	return fd;
-}
-
 /* Data blocks of a separate-data image live at this address and up, on
  * the extra device: far above any metadata, well below 2^32. Block 1 of
  * the image holds the device table. */
@@ -138,11 +107,11 @@ static int open_blob(struct tree_writer *tw)
 	}
 	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
 		return anole_err(tw->err, errno, "%s: %s", dir, strerror(errno));
-	int r = tmpfile_in_dir_of(probe, &tw->blob_tmp_path);
+	int r = outfile_open(&tw->blob, probe);
 	if (r < 0)
 		return anole_err(tw->err, -r, "%s: cannot create the data blob: %s", dir,
 				 strerror(-r));
-	tw->data_fd = r;
+	tw->data_fd = tw->blob.fd;
 	tw->data_base = DATA_DEVICE_BASE;
 	tw->next_blk = DATA_DEVICE_BASE;
 	return 0;
@@ -160,7 +129,7 @@ int tw_new(struct tree_writer **out, const char *image, const struct anole_build
 	struct tree_writer *tw = calloc(1, sizeof(*tw));
 	if (!tw)
 		return anole_err(err, ENOMEM, "out of memory");
-	tw->fd = tw->data_fd = tw->spool_fd = tw->frag_fd = -1;
+	tw->out.fd = tw->blob.fd = tw->data_fd = tw->spool_fd = tw->frag_fd = -1;
 	tw->err = err;
 	if (opts)
 		tw->opts = *opts;
@@ -179,12 +148,12 @@ int tw_new(struct tree_writer **out, const char *image, const struct anole_build
 		tw_free(tw);
 		return anole_err(err, ENOMEM, "out of memory");
 	}
-	r = tmpfile_in_dir_of(image, &tw->tmp_path);
+	r = outfile_open(&tw->out, image);
 	if (r < 0) {
 		tw_free(tw);
 		return anole_err(err, -r, "%s: cannot create output: %s", image, strerror(-r));
 	}
-	tw->fd = tw->data_fd = r;
+	tw->data_fd = tw->out.fd;
 	if (tw->opts.separate_data && (r = open_blob(tw)) < 0) {
 		tw_free(tw);
 		return r;
@@ -303,22 +272,12 @@ void tw_free(struct tree_writer *tw)
 	digest_map_free(tw->frag_seen);
 	free(tw->frags);
 	strbuf_release(&tw->frag_keys);
-	if (tw->data_fd >= 0 && tw->data_fd != tw->fd)
-		close(tw->data_fd);
-	if (tw->blob_tmp_path) {
-		unlink(tw->blob_tmp_path);
-		free(tw->blob_tmp_path);
-	}
-	if (tw->fd >= 0)
-		close(tw->fd);
+	outfile_close(&tw->blob);
+	outfile_close(&tw->out);
 	if (tw->spool_fd >= 0)
 		close(tw->spool_fd);
 	if (tw->frag_fd >= 0)
 		close(tw->frag_fd);
-	if (tw->tmp_path) {
-		unlink(tw->tmp_path);
-		free(tw->tmp_path);
-	}
 	for (size_t i = 0; i < tw->ninodes; i++)
 		free_inode(tw->inodes[i]);
 	free(tw->inodes);
@@ -1198,7 +1157,7 @@ struct seqbuf {
 
 static int seq_flush(struct seqbuf *s)
 {
-	int r = pwrite_full(s->tw->fd, s->buf, s->len, s->base);
+	int r = pwrite_full(s->tw->out.fd, s->buf, s->len, s->base);
 	if (r < 0)
 		return anole_err(s->tw->err, -r, "%s: cannot write image: %s", s->tw->image_path,
 				 strerror(-r));
@@ -1341,7 +1300,7 @@ static int write_inode(struct tree_writer *tw, struct seqbuf *s, uint64_t pos, s
 				return anole_err(tw->err, ENOMEM, "out of memory");
 			memset(scratch->buf + scratch->len, 0,
 			       (size_t)((full << tw->blkbits) - MIN(scratch->len, full << tw->blkbits)));
-			r = pwrite_full(tw->fd, scratch->buf, (size_t)(full << tw->blkbits),
+			r = pwrite_full(tw->out.fd, scratch->buf, (size_t)(full << tw->blkbits),
 					ino->startblk << tw->blkbits);
 			if (r < 0)
 				return anole_err(tw->err, -r, "%s: cannot write image: %s",
@@ -1355,7 +1314,7 @@ static int write_inode(struct tree_writer *tw, struct seqbuf *s, uint64_t pos, s
 		} else {
 			memset(tw->buf, 0, ROUND_UP(ino->size, tw->blksz));
 			memcpy(tw->buf, ino->u.symlink, ino->size);
-			r = pwrite_full(tw->fd, tw->buf, ROUND_UP(ino->size, tw->blksz),
+			r = pwrite_full(tw->out.fd, tw->buf, ROUND_UP(ino->size, tw->blksz),
 					ino->startblk << tw->blkbits);
 			if (r < 0)
 				return anole_err(tw->err, -r, "%s: cannot write image: %s",
@@ -1499,7 +1458,7 @@ static int write_superblock(struct tree_writer *tw, const struct layout *l, uint
 
 	uint32_t end = tw->blksz; /* the checksum covers the rest of block 0 */
 	sb->checksum = anole_crc32c(~0u, blk + EROFS_SUPER_OFFSET, end - EROFS_SUPER_OFFSET);
-	int r = pwrite_full(tw->fd, blk, end, 0);
+	int r = pwrite_full(tw->out.fd, blk, end, 0);
 	if (r < 0)
 		return anole_err(tw->err, -r, "%s: cannot write image: %s", tw->image_path,
 				 strerror(-r));
@@ -1508,36 +1467,10 @@ static int write_superblock(struct tree_writer *tw, const struct layout *l, uint
 
 static int commit(struct tree_writer *tw)
 {
-	if (tw->tmp_path) {
-		if (rename(tw->tmp_path, tw->image_path) < 0)
-			return anole_err(tw->err, errno, "%s: cannot rename into place: %s",
-					 tw->image_path, strerror(errno));
-		free(tw->tmp_path);
-		tw->tmp_path = NULL;
-		return 0;
-	}
-	/* Link the anonymous file under a temporary name, then rename over
-	 * the target: readers see the old image or the whole new one. */
-	char proc[64];
-	_cleanup_free_ char *tmp = NULL;
-	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", tw->fd);
-	for (int attempt = 0;; attempt++) {
-		free(tmp);
-		if (asprintf(&tmp, "%s.anole-tmp-%d-%d", tw->image_path, (int)getpid(), attempt) < 0)
-			return anole_err(tw->err, ENOMEM, "out of memory");
-		if (linkat(AT_FDCWD, proc, AT_FDCWD, tmp, AT_SYMLINK_FOLLOW) == 0)
-			break;
-		if (errno != EEXIST || attempt > 100)
-			return anole_err(tw->err, errno, "%s: cannot create output: %s",
-					 tw->image_path, strerror(errno));
-	}
-	if (rename(tmp, tw->image_path) < 0) {
-		int e = errno;
-		unlink(tmp);
-		return anole_err(tw->err, e, "%s: cannot rename into place: %s", tw->image_path,
-				 strerror(e));
-	}
-	return 0;
+	int r = outfile_commit(&tw->out, tw->image_path);
+	return r < 0 ? anole_err(tw->err, -r, "%s: cannot rename into place: %s", tw->image_path,
+				 strerror(-r))
+		     : 0;
 }
 
 /* Name the data blob by its SHA-256 and describe it in the device table. */
@@ -1566,30 +1499,20 @@ static int seal_blob(struct tree_writer *tw)
 	memcpy(slot.tag, tw->blob_hex, sizeof(slot.tag)); /* 64 hex digits, no NUL */
 	slot.blocks = (uint32_t)blocks;
 	slot.uniaddr = (uint32_t)tw->data_base;
-	r = pwrite_full(tw->fd, &slot, sizeof(slot), DEVT_BLOCK << tw->blkbits);
+	r = pwrite_full(tw->out.fd, &slot, sizeof(slot), DEVT_BLOCK << tw->blkbits);
 	return r < 0 ? anole_err(tw->err, -r, "%s: cannot write image: %s", tw->image_path,
 				 strerror(-r))
 		     : 0;
 }
 
-/* Link the blob under its digest (an equal one may be there already). */
+/* Put the blob under its digest (over an equal one, if there). */
 static int commit_blob(struct tree_writer *tw)
 {
 	_cleanup_free_ char *dir = blob_dir(tw), *final = NULL;
 	if (!dir || asprintf(&final, "%s/%s", dir, tw->blob_hex) < 0)
 		return anole_err(tw->err, ENOMEM, "out of memory");
-	if (tw->blob_tmp_path) {
-		if (rename(tw->blob_tmp_path, final) < 0)
-			return anole_err(tw->err, errno, "%s: %s", final, strerror(errno));
-		free(tw->blob_tmp_path);
-		tw->blob_tmp_path = NULL;
-		return 0;
-	}
-	char proc[64];
-	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", tw->data_fd);
-	if (linkat(AT_FDCWD, proc, AT_FDCWD, final, AT_SYMLINK_FOLLOW) < 0 && errno != EEXIST)
-		return anole_err(tw->err, errno, "%s: %s", final, strerror(errno));
-	return 0;
+	int r = outfile_commit(&tw->blob, final);
+	return r < 0 ? anole_err(tw->err, -r, "%s: %s", final, strerror(-r)) : 0;
 }
 
 int tw_finish(struct tree_writer *tw, struct anole_build_stats *stats)
@@ -1655,7 +1578,7 @@ int tw_finish(struct tree_writer *tw, struct anole_build_stats *stats)
 		return anole_err(tw->err, EFBIG, "image exceeds 2^32 blocks");
 
 	if (shared) {
-		r = pwrite_full(tw->fd, xattr_shared_area(tw->xt), shared,
+		r = pwrite_full(tw->out.fd, xattr_shared_area(tw->xt), shared,
 				xattr_blkaddr << tw->blkbits);
 		if (r < 0)
 			return anole_err(tw->err, -r, "%s: cannot write image: %s", tw->image_path,
@@ -1681,7 +1604,7 @@ int tw_finish(struct tree_writer *tw, struct anole_build_stats *stats)
 		return r;
 	if ((r = write_superblock(tw, &l, meta_blkaddr, xattr_blkaddr, blocks, incompat)) < 0)
 		return r;
-	if (ftruncate(tw->fd, (off_t)(blocks << tw->blkbits)) < 0)
+	if (ftruncate(tw->out.fd, (off_t)(blocks << tw->blkbits)) < 0)
 		return anole_err(tw->err, errno, "%s: %s", tw->image_path, strerror(errno));
 	/* the blob first: an image never names a blob that is not there */
 	if (blob && (r = commit_blob(tw)) < 0)

@@ -652,11 +652,9 @@ static void *fetch_main(void *arg)
 	struct registry_fetch *f = arg;
 	struct xfer x = {.reg = f->reg, .sock = f->sock};
 	for (int resumes = 0;; resumes++) {
-		uint64_t had = x.delivered;
 		f->rc = request(f->reg, f->path, NULL, f->repo, &x, &f->err);
 		if (f->rc < 0)
 			break;
-		(void)had;
 		if (x.status != 200 && x.status != 206) {
 			f->rc = http_error(f->reg, f->path, x.status, &f->err);
 			break;

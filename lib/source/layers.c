@@ -659,8 +659,7 @@ static void merge_into(struct layers *l, struct mnode *dst, struct mnode *src, i
  * paths inside the root), so their entries move to the symlink's target.
  * Returns true when they moved.
  */
-static bool follow_symlink(struct layers *l, struct mnode *parent, struct mnode *n,
-			   const char *target)
+static bool follow_symlink(struct layers *l, struct mnode *n, const char *target)
 {
 	struct strbuf p = {0};
 	if (target[0] != '/') {
@@ -695,7 +694,6 @@ static bool follow_symlink(struct layers *l, struct mnode *parent, struct mnode 
 	/* never into itself (a loop) */
 	for (struct mnode *a = dir; ok && a; a = a->parent)
 		ok = a != n;
-	(void)parent;
 	if (!ok)
 		return false;
 	merge_into(l, dir, n, 0);
@@ -737,7 +735,7 @@ static int place(struct layers *l, bool is_dir, const char *symlink, struct mnod
 		}
 		if (symlink && n->kind == MK_DIR && !n->explicit_dir &&
 		    n->meta_floor <= l->layer && n->floor <= l->layer &&
-		    follow_symlink(l, dir, n, symlink)) {
+		    follow_symlink(l, n, symlink)) {
 			if (!(n = put_node(l, dir, name, len, MK_OTHER)))
 				return anole_err(l->err, ENOMEM, "out of memory");
 			*out = n;

@@ -449,17 +449,13 @@ static int build_separate(struct image_src *s, const char *outdir,
 		}
 		if (r >= 0)
 			r = layers_finish(l);
-		if (l) {
-			one.layer_entries = layers_stats(l)->entries;
-			one.whiteouts = layers_stats(l)->whiteouts;
-		}
+		struct layers_stats ls = l ? *layers_stats(l) : (struct layers_stats){0};
 		layers_free(l);
-		uint64_t entries = one.layer_entries, wh = one.whiteouts;
 		if (r >= 0)
 			r = tw_finish(tw, &one);
 		tw_free(tw);
-		one.layer_entries = entries;
-		one.whiteouts = wh;
+		one.layer_entries = ls.entries;
+		one.whiteouts = ls.whiteouts;
 		add_stats(&sum, &one);
 	}
 	dirmeta_free(dm);

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/stat.h>
 #include <time.h>
 
 int anole_err(struct anole_error *err, int code, const char *fmt, ...)
@@ -199,4 +200,79 @@ int tmpfile_unnamed(const char *fallback_dir)
 		return -errno;
 	unlink(path);
 	return fd;
+}
+
+int outfile_open(struct outfile *f, const char *path)
+{
+	*f = (struct outfile){.fd = -1};
+	_cleanup_free_ char *dir = strdup(path);
+	if (!dir)
+		return -ENOMEM;
+	char *slash = strrchr(dir, '/');
+	if (slash == dir)
+		dir[1] = 0;
+	else if (slash)
+		*slash = 0;
+	else
+		strcpy(dir, ".");
+	f->fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0644);
+	if (f->fd >= 0)
+		return 0;
+	/* a filesystem without O_TMPFILE: a visible temporary name */
+	if (asprintf(&f->tmp_path, "%s.anole-tmp-XXXXXX", path) < 0) {
+		f->tmp_path = NULL;
+		return -ENOMEM;
+	}
+	f->fd = mkostemp(f->tmp_path, O_CLOEXEC);
+	if (f->fd < 0) {
+		int e = errno;
+		free(f->tmp_path);
+		f->tmp_path = NULL;
+		return -e;
+	}
+	fchmod(f->fd, 0644);
+	return 0;
+}
+
+int outfile_commit(struct outfile *f, const char *path)
+{
+	if (f->tmp_path) {
+		if (rename(f->tmp_path, path) < 0)
+			return -errno;
+		free(f->tmp_path);
+		f->tmp_path = NULL;
+		return 0;
+	}
+	/* link the anonymous file under a temporary name, then rename */
+	char proc[64];
+	_cleanup_free_ char *tmp = NULL;
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", f->fd);
+	for (int attempt = 0;; attempt++) {
+		free(tmp);
+		if (asprintf(&tmp, "%s.anole-tmp-%d-%d", path, (int)getpid(), attempt) < 0) {
+			tmp = NULL;
+			return -ENOMEM;
+		}
+		if (linkat(AT_FDCWD, proc, AT_FDCWD, tmp, AT_SYMLINK_FOLLOW) == 0)
+			break;
+		if (errno != EEXIST || attempt > 100)
+			return -errno;
+	}
+	if (rename(tmp, path) < 0) {
+		int e = errno;
+		unlink(tmp);
+		return -e;
+	}
+	return 0;
+}
+
+void outfile_close(struct outfile *f)
+{
+	if (f->fd >= 0)
+		close(f->fd);
+	if (f->tmp_path) {
+		unlink(f->tmp_path);
+		free(f->tmp_path);
+	}
+	*f = (struct outfile){.fd = -1};
 }

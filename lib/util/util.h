@@ -85,6 +85,24 @@ void strbuf_release(struct strbuf *sb);
 const char *fmt_bytes(uint64_t n, char buf[static 32]);
 void escape_name(const char *in, size_t len, struct strbuf *out);
 
+/*
+ * An output file that appears under its name only when committed: an
+ * O_TMPFILE in the target's directory (or, where that is missing, a
+ * visible temporary name), linked and renamed over the target at the end,
+ * so readers see the old file or the whole new one. Functions return 0 or
+ * -errno.
+ */
+struct outfile {
+	int fd;
+	char *tmp_path; /* the visible temporary name, when no O_TMPFILE */
+};
+/* Open (read-write, mode 0644) in the directory of @path. */
+int outfile_open(struct outfile *f, const char *path);
+/* Put the file under @path, replacing what is there. */
+int outfile_commit(struct outfile *f, const char *path);
+/* Close; an uncommitted file vanishes. */
+void outfile_close(struct outfile *f);
+
 /* An unnamed scratch file in $TMPDIR, else @fallback_dir; -errno on
  * failure. */
 int tmpfile_unnamed(const char *fallback_dir);
