@@ -59,96 +59,15 @@ static const char usage_text[] =
 	"                         plain HTTP for localhost and 127.0.0.0/8)\n"
 	"  -h, --help             show this help";
 
-struct progress_state {
-	bool tty;
-	bool shown;
-};
-
-static void show_progress(const struct anole_progress *p, void *ctx)
-{
-	struct progress_state *s = ctx;
-	if (!s->tty || !strcmp(p->phase, "done")) {
-		if (s->shown)
-			fputs("\r\033[K", stderr);
-		return;
-	}
-	fprintf(stderr, "\r\033[K%s: %llu inodes, %.1f MiB, %.1fs", p->phase,
-		(unsigned long long)p->inodes, (double)p->bytes / 1048576.0, p->seconds);
-	s->shown = true;
-}
-
-static int parse_uuid(const char *s, uint8_t out[16])
-{
-	if (!strcmp(s, "random")) {
-		FILE *f = fopen("/dev/urandom", "r");
-		if (!f || fread(out, 1, 16, f) != 16) {
-			if (f)
-				fclose(f);
-			return -EIO;
-		}
-		fclose(f);
-		out[6] = (out[6] & 0x0f) | 0x40;
-		out[8] = (out[8] & 0x3f) | 0x80;
-		return 0;
-	}
-	int n = 0;
-	for (const char *p = s; *p; p++) {
-		if (*p == '-')
-			continue;
-		char hex[3] = {p[0], p[1], 0};
-		char *end;
-		if (n == 16 || !p[1])
-			return -EINVAL;
-		out[n++] = (uint8_t)strtoul(hex, &end, 16);
-		if (*end)
-			return -EINVAL;
-		p++;
-	}
-	return n == 16 ? 0 : -EINVAL;
-}
-
-static bool parse_i64(const char *s, int64_t *v)
-{
-	char *end;
-	errno = 0;
-	long long x = strtoll(s, &end, 10);
-	if (errno || !*s || *end)
-		return false;
-	*v = x;
-	return true;
-}
-
-static int parse_size(const char *s, uint64_t *v)
-{
-	char *end;
-	errno = 0;
-	unsigned long long x = strtoull(s, &end, 10);
-	if (errno || end == s)
-		return -EINVAL;
-	switch (*end) {
-	case 'k': case 'K': x <<= 10; end++; break;
-	case 'm': case 'M': x <<= 20; end++; break;
-	}
-	if (*end == 'i' || *end == 'B')
-		end += (*end == 'i' && end[1] == 'B') ? 2 : 1;
-	if (*end)
-		return -EINVAL;
-	*v = x;
-	return 0;
-}
-
 int cmd_build(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"quiet", no_argument, NULL, 'q'},   {"uuid", required_argument, NULL, 'U'},
-		{"label", required_argument, NULL, 'L'}, {"clamp-mtime", required_argument, NULL, 'T'},
-		{"compress", required_argument, NULL, 'z'}, {"pcluster", required_argument, NULL, 'P'},
-		{"jobs", required_argument, NULL, 'j'}, {"dedupe", no_argument, NULL, 'D'},
-		{"no-fragments", no_argument, NULL, 'F'}, {"fragments", no_argument, NULL, 'G'},
-		{"layers", required_argument, NULL, 'Y'}, {"platform", required_argument, NULL, 'p'},
-		{"tls-verify", required_argument, NULL, 'V'},
+		CLI_BUILD_LONGOPTS,
+		{"quiet", no_argument, NULL, 'q'},
+		{"layers", required_argument, NULL, 'Y'},
 		{"separate-data", no_argument, NULL, 'S'},
-		{"help", no_argument, NULL, 'h'},    {0},
+		{"help", no_argument, NULL, 'h'},
+		{0},
 	};
 	struct anole_build_options opts = {0};
 	struct progress_state ps = {.tty = isatty(STDERR_FILENO)};
@@ -156,69 +75,13 @@ int cmd_build(int argc, char **argv)
 	bool quiet = false;
 	int c;
 
-	const char *sde = getenv("SOURCE_DATE_EPOCH");
-	if (sde && *sde) {
-		if (!parse_i64(sde, &opts.mtime_clamp)) {
-			cli_error("SOURCE_DATE_EPOCH='%s' is not a number of seconds", sde);
-			return EXIT_USAGE;
-		}
-		opts.clamp_mtime = true;
-	}
+	int r = cli_build_defaults(&opts);
+	if (r)
+		return r;
 	while ((c = getopt_long(argc, argv, "qL:hz:j:", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'z':
-			opts.compress = optarg;
-			break;
-		case 'D':
-			opts.dedupe = true;
-			break;
-		case 'F':
-			opts.fragments = -1;
-			break;
-		case 'G':
-			opts.fragments = 1;
-			break;
-		case 'P': {
-			uint64_t v;
-			if (parse_size(optarg, &v) < 0 || v > UINT32_MAX) {
-				cli_error("--pcluster: '%s' is not a size (e.g. 65536, 128K, 1M)", optarg);
-				return EXIT_USAGE;
-			}
-			opts.pcluster_size = (uint32_t)v;
-			break;
-		}
-		case 'j': {
-			int64_t v;
-			if (!parse_i64(optarg, &v) || v < 1 || v > 1024) {
-				cli_error("--jobs: '%s' is not a thread count (1..1024)", optarg);
-				return EXIT_USAGE;
-			}
-			opts.threads = (unsigned int)v;
-			break;
-		}
 		case 'q':
 			quiet = true;
-			break;
-		case 'U':
-			if (parse_uuid(optarg, uuid) < 0) {
-				cli_error("--uuid: '%s' is not a UUID (or 'random')", optarg);
-				return EXIT_USAGE;
-			}
-			opts.uuid = uuid;
-			break;
-		case 'L':
-			if (strlen(optarg) > 16) {
-				cli_error("--label: '%s' is longer than 16 bytes", optarg);
-				return EXIT_USAGE;
-			}
-			opts.label = optarg;
-			break;
-		case 'T':
-			if (!parse_i64(optarg, &opts.mtime_clamp)) {
-				cli_error("--clamp-mtime: '%s' is not a number of seconds", optarg);
-				return EXIT_USAGE;
-			}
-			opts.clamp_mtime = true;
 			break;
 		case 'Y':
 			if (strcmp(optarg, "separate") && strcmp(optarg, "merged")) {
@@ -230,69 +93,28 @@ int cmd_build(int argc, char **argv)
 		case 'S':
 			opts.separate_data = true;
 			break;
-		case 'p':
-			if (!strchr(optarg, '/')) {
-				cli_error("--platform: '%s' is not OS/ARCH[/VARIANT]", optarg);
-				return EXIT_USAGE;
-			}
-			opts.platform = optarg;
-			break;
-		case 'V':
-			if (!strcmp(optarg, "true") || !strcmp(optarg, "1"))
-				opts.tls_verify = 1;
-			else if (!strcmp(optarg, "false") || !strcmp(optarg, "0"))
-				opts.tls_verify = -1;
-			else {
-				cli_error("--tls-verify: '%s' is not true or false", optarg);
-				return EXIT_USAGE;
-			}
-			break;
 		case 'h':
 			puts(usage_text);
 			return 0;
 		default:
-			return cli_usage(usage_text);
+			r = cli_build_option(c, optarg, &opts, uuid);
+			if (r)
+				return r > 0 ? cli_usage(usage_text) : EXIT_USAGE;
 		}
 	}
 	if (argc - optind != 2)
 		return cli_usage(usage_text);
 	if (!quiet) {
-		opts.progress = show_progress;
+		opts.progress = cli_show_progress;
 		opts.progress_ctx = &ps;
 	}
 
 	struct anole_build_stats st;
 	struct anole_error err = {0};
-	int r = anole_build(argv[optind], argv[optind + 1], &opts, &st, &err);
+	r = anole_build(argv[optind], argv[optind + 1], &opts, &st, &err);
 	if (r < 0)
 		return cli_fail(&err, r);
-	if (!quiet) {
-		printf("%s: %llu inodes (%llu dirs, %llu files, %llu symlinks, %llu special), "
-		       "%.1f MiB data, image %.1f MiB, %.2fs\n",
-		       argv[optind + 1], (unsigned long long)st.inodes, (unsigned long long)st.dirs,
-		       (unsigned long long)st.regular, (unsigned long long)st.symlinks,
-		       (unsigned long long)st.special, (double)st.data_bytes / 1048576.0,
-		       (double)st.image_bytes / 1048576.0, st.seconds);
-		if (st.compressed_files || st.fragment_bytes)
-			printf("  compressed %llu files: %.1f MiB -> %.1f MiB; %.1f MiB of small files "
-			       "and tails packed together\n",
-			       (unsigned long long)st.compressed_files,
-			       (double)st.compressed_bytes_in / 1048576.0,
-			       (double)st.compressed_bytes_out / 1048576.0,
-			       (double)st.fragment_bytes / 1048576.0);
-		if (st.dedupe_bytes)
-			printf("  dedupe: %.1f MiB found again and stored once\n",
-			       (double)st.dedupe_bytes / 1048576.0);
-		if (st.blob_digest[0])
-			printf("  data blob: blobs/sha256/%s, %.1f MiB\n", st.blob_digest + 7,
-			       (double)st.blob_bytes / 1048576.0);
-		if (st.layers)
-			printf("  %llu layer%s, %llu tar entries: %llu hidden by higher layers (not "
-			       "stored), %llu whiteouts\n",
-			       (unsigned long long)st.layers, st.layers == 1 ? "" : "s",
-			       (unsigned long long)st.layer_entries,
-			       (unsigned long long)st.hidden_entries,
-			       (unsigned long long)st.whiteouts);
-	}
+	if (!quiet)
+		cli_build_summary(argv[optind + 1], &st);
 	return 0;
 }

@@ -17,6 +17,37 @@ int cmd_extract(int argc, char **argv);
 int cmd_mount(int argc, char **argv);
 int cmd_umount(int argc, char **argv);
 int cmd_export(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_pull(int argc, char **argv);
+
+/* Lazy images: a layout DIR, oci:DIR[:TAG] or docker://... */
+bool cli_is_lazy_ref(const char *arg);
+/* The image file @arg means: itself, or a local lazy image's metadata
+ * image (malloc'd). */
+int cli_image_path(const char *arg, char **path, struct anole_error *err);
+
+/* Shared by build and convert (buildopts.c). */
+struct progress_state {
+	bool tty;
+	bool shown;
+};
+void cli_show_progress(const struct anole_progress *p, void *ctx);
+int cli_parse_size(const char *s, uint64_t *v);
+/* SOURCE_DATE_EPOCH; 0 or EXIT_USAGE. */
+int cli_build_defaults(struct anole_build_options *o);
+/* One image option (getopt code @c): 0 taken, 1 not an image option,
+ * -EXIT_USAGE after printing why @arg is wrong. */
+int cli_build_option(int c, const char *arg, struct anole_build_options *o, uint8_t uuid[16]);
+/* The image options' long names (end with {0}). */
+#define CLI_BUILD_LONGOPTS                                                                         \
+	{"uuid", required_argument, NULL, 'U'}, {"label", required_argument, NULL, 'L'},           \
+		{"clamp-mtime", required_argument, NULL, 'T'},                                     \
+		{"compress", required_argument, NULL, 'z'},                                        \
+		{"pcluster", required_argument, NULL, 'P'}, {"jobs", required_argument, NULL, 'j'}, \
+		{"dedupe", no_argument, NULL, 'D'}, {"no-fragments", no_argument, NULL, 'F'},      \
+		{"fragments", no_argument, NULL, 'G'}, {"platform", required_argument, NULL, 'p'}, \
+		{"tls-verify", required_argument, NULL, 'V'}
+void cli_build_summary(const char *image, const struct anole_build_stats *st);
 
 /* Print "anole: MSG" on stderr, one line. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

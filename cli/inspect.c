@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* anole inspect [--json] IMAGE [PATH] */
 #include <jansson.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -13,6 +14,9 @@ static const char usage_text[] =
 	"\n"
 	"Without PATH: the superblock. With PATH: that inode (layout, data\n"
 	"location, xattrs; entries of a directory).\n"
+	"IMAGE may be a lazy image: an OCI layout DIR, oci:DIR[:TAG] or\n"
+	"docker://HOST/REPO[:TAG]; without PATH that shows its manifest, data\n"
+	"blobs with sizes, and the dedup summary it was converted with.\n"
 	"\n"
 	"  --json   machine-readable output";
 
@@ -211,9 +215,15 @@ static void print_text(json_t *o, int indent)
 			printf("%*s%s (%zu):\n", indent, "", key, n);
 			json_array_foreach(v, k, e)
 			{
-				if (json_object_get(e, "digest"))
+				if (json_object_get(e, "origin"))
+					printf("%*s%s  %s\n", indent + 2, "",
+					       json_string_value(json_object_get(e, "digest")),
+					       json_string_value(json_object_get(e, "origin")));
+				else if (json_object_get(e, "digest"))
 					printf("%*s%s  %lld bytes\n", indent + 2, "",
-					       json_string_value(json_object_get(e, "path")),
+					       json_string_value(json_object_get(e, "path")
+								 ? json_object_get(e, "path")
+								 : json_object_get(e, "digest")),
 					       (long long)json_integer_value(json_object_get(e, "bytes")));
 				else if (json_object_get(e, "nid"))
 					printf("%*s%-8lld %s\n", indent + 2, "",
@@ -237,6 +247,57 @@ static void print_text(json_t *o, int indent)
 	}
 }
 
+/* Print and free @o. */
+static void emit(json_t *o, bool json)
+{
+	if (json) {
+		json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		putchar('\n');
+	} else {
+		print_text(o, 0);
+	}
+	json_decref(o);
+}
+
+/* A lazy image: its manifest, blobs and the dedup summary of its config. */
+static json_t *lazy_json(const struct anole_lazy_info *li)
+{
+	json_t *blobs = json_array();
+	for (size_t i = 0; i < li->nblobs; i++) {
+		const struct anole_lazy_blob *b = &li->blobs[i];
+		json_array_append_new(blobs, json_pack("{s:s,s:I,s:s,s:I,s:s,s:I}", "digest", b->digest,
+						       "bytes", (json_int_t)b->size, "digest_table",
+						       b->digests, "digest_table_bytes",
+						       (json_int_t)b->digests_size, "chunk_index",
+						       b->chunks, "chunk_index_bytes",
+						       (json_int_t)b->chunks_size));
+	}
+	json_error_t je;
+	json_t *cfg = json_loads(li->config_json ? li->config_json : "", 0, &je);
+	json_t *o = json_pack("{s:s,s:I,s:s,s:I,s:o}", "manifest", li->manifest_digest,
+			      "manifest_bytes", (json_int_t)li->manifest_size, "metadata_image",
+			      li->meta_digest, "metadata_image_bytes", (json_int_t)li->meta_size,
+			      "data_blobs", blobs);
+	if (li->meta_path)
+		json_object_set_new(o, "metadata_image_path", json_string(li->meta_path));
+	if (cfg)
+		json_object_set_new(o, "config", cfg);
+	return o;
+}
+
+static int inspect_lazy(const char *ref, bool json)
+{
+	struct anole_error err = {0};
+	struct anole_lazy_info *li;
+	int r = anole_lazy_open(ref, 0, &li, &err);
+	if (r < 0)
+		return cli_fail(&err, r);
+	json_t *o = lazy_json(li);
+	anole_lazy_free(li);
+	emit(o, json);
+	return 0;
+}
+
 int cmd_inspect(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -254,10 +315,16 @@ int cmd_inspect(int argc, char **argv)
 	}
 	if (argc - optind < 1 || argc - optind > 2)
 		return cli_usage(usage_text);
+	if (argc - optind == 1 && cli_is_lazy_ref(argv[optind]))
+		return inspect_lazy(argv[optind], json);
 
 	struct anole_error err = {0};
 	struct anole_image *img;
-	int r = anole_image_open(argv[optind], &img, &err);
+	char *image = NULL;
+	int r = cli_image_path(argv[optind], &image, &err);
+	if (r >= 0)
+		r = anole_image_open(image, &img, &err);
+	free(image);
 	if (r < 0)
 		return cli_fail(&err, r);
 	json_t *o;
@@ -295,13 +362,7 @@ int cmd_inspect(int argc, char **argv)
 		anole_image_close(img);
 		return rc;
 	}
-	if (json) {
-		json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-		putchar('\n');
-	} else {
-		print_text(o, 0);
-	}
-	json_decref(o);
+	emit(o, json);
 	anole_image_close(img);
 	return 0;
 }

@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* anole: the command-line front end; one file per subcommand. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -16,6 +19,8 @@ static const struct {
 	{"inspect", cmd_inspect, "show superblock or inode details"},
 	{"extract", cmd_extract, "restore an image's tree into a directory"},
 	{"export", cmd_export, "write an image's tree as a tar archive"},
+	{"convert", cmd_convert, "make a lazy image (metadata + data blobs) in a registry or layout"},
+	{"pull", cmd_pull, "fetch and verify a lazy image into a local layout"},
 	{"mount", cmd_mount, "mount an image with the kernel's EROFS"},
 	{"umount", cmd_umount, "unmount an anole mount"},
 };
@@ -43,6 +48,38 @@ int cli_fail(const struct anole_error *err, int r)
 	else
 		cli_error("%s", strerror(r < 0 ? -r : r));
 	return 1;
+}
+
+bool cli_is_lazy_ref(const char *arg)
+{
+	struct stat st;
+	char idx[4096];
+	if (!strncmp(arg, "oci:", 4) || !strncmp(arg, "docker://", 9))
+		return true;
+	snprintf(idx, sizeof(idx), "%s/index.json", arg);
+	return !stat(arg, &st) && S_ISDIR(st.st_mode) && !access(idx, F_OK);
+}
+
+int cli_image_path(const char *arg, char **path, struct anole_error *err)
+{
+	if (!cli_is_lazy_ref(arg)) {
+		*path = strdup(arg);
+		return *path ? 0 : -ENOMEM;
+	}
+	struct anole_lazy_info *li;
+	int r = anole_lazy_open(arg, 0, &li, err);
+	if (r < 0)
+		return r;
+	*path = li->meta_path;
+	li->meta_path = NULL;
+	anole_lazy_free(li);
+	if (!*path) {
+		snprintf(err->msg, sizeof(err->msg), "%s: a registry image: pull it first (anole pull)",
+			 arg);
+		err->code = EINVAL;
+		return -EINVAL;
+	}
+	return 0;
 }
 
 static void usage(FILE *f)

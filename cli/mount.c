@@ -1,19 +1,28 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* anole mount IMAGE MOUNTPOINT / anole umount MOUNTPOINT */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 
+static inline void free_strp(char **p)
+{
+	free(*p);
+}
+#define _cleanup_image_path_ __attribute__((cleanup(free_strp)))
+
 #include "cli.h"
 
 static const char mount_usage[] =
-	"anole mount [-o OPTIONS] IMAGE MOUNTPOINT\n"
+	"anole mount [-o OPTIONS] IMAGE|DIR|oci:DIR[:TAG] MOUNTPOINT\n"
 	"\n"
 	"Mount a local EROFS image read-only with the kernel, file-backed (no\n"
-	"loop device). The image is checked to be EROFS first.\n"
+	"loop device). The image is checked to be EROFS first. A lazy image in\n"
+	"an OCI layout (from anole pull or convert) mounts its metadata image\n"
+	"with its data blobs as device= files.\n"
 	"\n"
 	"  -o OPTIONS   extra EROFS mount options (e.g. 'acl,user_xattr')";
 
@@ -35,13 +44,16 @@ int cmd_mount(int argc, char **argv)
 	}
 	if (argc - optind != 2)
 		return cli_usage(mount_usage);
-	const char *image = argv[optind], *target = argv[optind + 1];
+	const char *target = argv[optind + 1];
 
 	/* Refuse early, with a clear message, what the kernel would refuse
 	 * with a bare EINVAL. */
 	struct anole_error err = {0};
 	struct anole_image *img;
-	int r = anole_image_open(image, &img, &err);
+	_cleanup_image_path_ char *image = NULL;
+	int r = cli_image_path(argv[optind], &image, &err);
+	if (r >= 0)
+		r = anole_image_open(image, &img, &err);
 	if (r < 0)
 		return cli_fail(&err, r);
 	/* data blobs go to the kernel as device= options, in table order */

@@ -65,8 +65,19 @@ struct anole_build_options {
 					 DIR/blobs/sha256/HEX beside the image
 					 (DIR = the image's directory), which
 					 the image names in its device table */
+	/* separate_data with compression and dedupe: data blobs of earlier
+	 * images whose extents this image may point at instead of storing
+	 * them again (at most 64) */
+	const struct anole_base_blob *bases;
+	size_t nbases;
 	void (*progress)(const struct anole_progress *p, void *ctx);
 	void *progress_ctx;
+};
+
+/* An earlier image's data blob, known by its chunk index file. */
+struct anole_base_blob {
+	const char *digest;      /* "sha256:HEX" of the blob */
+	const char *chunks_path; /* its chunk index (anole/lazy_fs.h) */
 };
 
 struct anole_build_stats {
@@ -85,6 +96,10 @@ struct anole_build_stats {
 	/* separate_data: the data blob beside the image */
 	uint64_t blob_bytes;
 	char blob_digest[72]; /* "sha256:HEX", empty when none */
+	char blob_digests[72]; /* its digest table, DIR/blobs/sha256/HEX too */
+	char blob_chunks[72];  /* its chunk index, likewise */
+	uint64_t bases_used;   /* bit i: the image reads base blob i */
+	uint64_t base_reused_bytes; /* file bytes found in base blobs */
 	double seconds;
 };
 
@@ -194,6 +209,69 @@ struct anole_export_options {
  * xattrs, hard links, devices and sub-second times. */
 int anole_export(struct anole_image *img, const char *out, const struct anole_export_options *opts,
 		 struct anole_error *err);
+
+/* ---- lazy images (metadata image + data blobs; docs/FORMAT.md) ---------- */
+
+struct anole_convert_options {
+	struct anole_build_options build; /* compress NULL = zstd; separate data and
+					     dedupe are implied; fragments default off */
+	const char *const *dedup_with;    /* lazy images whose blobs may be reused */
+	size_t ndedup_with;
+	uint64_t upload_chunk;            /* 0 = one PUT per blob, else PATCHes */
+	const char *work_dir;             /* staging for registry targets;
+					     NULL = $TMPDIR, else /var/tmp */
+	void (*log)(void *ctx, const char *line); /* one line per step, or NULL */
+	void *log_ctx;
+};
+
+struct anole_convert_stats {
+	struct anole_build_stats build;
+	char manifest_digest[72];
+	uint64_t total_bytes;   /* manifest + every blob it references */
+	uint64_t new_bytes;     /* bytes of blobs the target did not have */
+	unsigned int blobs, blobs_uploaded, blobs_present, blobs_mounted;
+	unsigned int base_blobs, base_blobs_used;
+};
+
+/* Convert @source (anything anole_build reads) into a lazy image at
+ * @target ("docker://HOST/REPO[:TAG]" or "oci:DIR[:TAG]"). */
+int anole_convert(const char *source, const char *target, const struct anole_convert_options *o,
+		  struct anole_convert_stats *stats, struct anole_error *err);
+
+struct anole_pull_options {
+	int tls_verify;
+	void (*log)(void *ctx, const char *line);
+	void *log_ctx;
+};
+struct anole_pull_stats {
+	char manifest_digest[72];
+	uint64_t bytes_fetched, bytes_present;
+	unsigned int blobs_fetched, blobs_present;
+};
+/* Fetch a lazy image and everything it references into the OCI layout
+ * @dir (created when missing), verifying every byte, the data blobs range
+ * by range against their digest tables. Nothing unverified is left there. */
+int anole_pull(const char *ref, const char *dir, const struct anole_pull_options *o,
+	       struct anole_pull_stats *stats, struct anole_error *err);
+
+/* What a lazy image's manifest says. */
+struct anole_lazy_blob {
+	char digest[72], digests[72], chunks[72];
+	uint64_t size, digests_size, chunks_size;
+};
+struct anole_lazy_info {
+	char manifest_digest[72], meta_digest[72], config_digest[72];
+	uint64_t manifest_size, meta_size, config_size;
+	char *config_json;      /* the config blob's text */
+	char *meta_path;        /* local layouts: the metadata image */
+	size_t nblobs;
+	struct anole_lazy_blob *blobs;
+};
+/* Read a lazy image's manifest and config from a layout ("oci:DIR[:TAG]"
+ * or DIR) or a registry. */
+int anole_lazy_open(const char *ref, int tls_verify, struct anole_lazy_info **out,
+		    struct anole_error *err);
+void anole_lazy_free(struct anole_lazy_info *li);
 
 #ifdef __cplusplus
 }

@@ -110,6 +110,8 @@ int tw_data_append(struct tree_writer *tw, const void *data, size_t len, uint64_
 int tw_spool(struct tree_writer *tw, const void *data, size_t len, uint64_t *off);
 void tw_add_data_bytes(struct tree_writer *tw, uint64_t n);
 uint64_t tw_next_block(const struct tree_writer *tw);
+/* An extent of @len file bytes was found stored at @blk. */
+void tw_note_reuse(struct tree_writer *tw, uint64_t blk, uint64_t len);
 
 /* Path of a dentry for messages ("/" for root). */
 void tdentry_path(const struct tdentry *d, struct strbuf *out);

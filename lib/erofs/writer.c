@@ -26,6 +26,7 @@
 #include "erofs/zpipe.h"
 #include "erofs/zindex.h"
 #include "erofs/cdc.h"
+#include "erofs/blobmeta.h"
 #include "util/digest.h"
 
 #define OPEN_META_BLOCKS 16
@@ -39,6 +40,10 @@ struct tree_writer {
 	int data_fd;         /* where data blocks go: out.fd or blob.fd */
 	uint64_t data_base;  /* block address of data_fd's first block */
 	char blob_hex[65];
+	struct strbuf blob_table, blob_chunks; /* its digest table, chunk index */
+	struct wbase *bases; /* other images' blobs it may point into */
+	size_t nbases;
+	unsigned int ndevs;  /* device table slots written */
 	int spool_fd;
 	uint64_t spool_len;
 	unsigned int blkbits;
@@ -67,6 +72,14 @@ struct tree_writer {
 	struct frag_rec *frags;       /* every fragment stored, for reordering */
 	size_t nfrags, frag_cap;
 	struct strbuf frag_keys;
+};
+
+/* A base blob: where it sits in the unified address space. */
+struct wbase {
+	struct digest d;
+	uint64_t uni, blocks;
+	uint64_t reused; /* file bytes found in it */
+	bool used;
 };
 
 /* A fragment and the key it is grouped by in the packed inode. */
@@ -122,6 +135,8 @@ static uint64_t data_pos(const struct tree_writer *tw, uint64_t blk)
 {
 	return (blk - tw->data_base) << tw->blkbits;
 }
+
+static int load_bases(struct tree_writer *tw);
 
 int tw_new(struct tree_writer **out, const char *image, const struct anole_build_options *opts,
 	   struct anole_error *err)
@@ -212,8 +227,68 @@ int tw_new(struct tree_writer **out, const char *image, const struct anole_build
 			return anole_err(err, -r, "cannot create a fragment file: %s", strerror(-r));
 		}
 	}
+	if (tw->opts.nbases && (r = load_bases(tw)) < 0) {
+		tw_free(tw);
+		return r;
+	}
 	*out = tw;
 	return 0;
+}
+
+/* Offer every extent of the base blobs to the pipeline's dedupe map. The
+ * bases take the unified addresses from DATA_DEVICE_BASE up, in order; the
+ * image's own blob comes after them. */
+static int load_bases(struct tree_writer *tw)
+{
+	if (!tw->opts.separate_data || !tw->zp || !tw->opts.dedupe)
+		return anole_err(tw->err, EINVAL,
+				 "base blobs need separate data, compression and dedupe");
+	if (tw->opts.nbases > 64)
+		return anole_err(tw->err, E2BIG, "%zu base blobs: at most 64", tw->opts.nbases);
+	tw->bases = calloc(tw->opts.nbases, sizeof(*tw->bases));
+	if (!tw->bases)
+		return anole_err(tw->err, ENOMEM, "out of memory");
+	uint64_t uni = DATA_DEVICE_BASE;
+	for (size_t i = 0; i < tw->opts.nbases; i++) {
+		const struct anole_base_blob *b = &tw->opts.bases[i];
+		struct wbase *w = &tw->bases[tw->nbases++];
+		if (digest_parse(b->digest, &w->d) < 0)
+			return anole_err(tw->err, EINVAL, "base blob '%s': not a sha256 digest",
+					 b->digest);
+		struct chunk_index ci;
+		int r = chunk_index_load(b->chunks_path, &ci, tw->err);
+		if (r < 0)
+			return r;
+		w->uni = uni;
+		w->blocks = ci.head.blob_blocks;
+		for (uint64_t k = 0; k < ci.head.count && r >= 0; k++) {
+			const struct anole_chunk_entry *e = &ci.e[k];
+			struct digest key;
+			memcpy(key.b, e->key, sizeof(key.b));
+			r = zpipe_preload(tw->zp, &key,
+					  zpipe_where(uni + e->blkaddr, e->cblocks, e->nblocks));
+		}
+		chunk_index_release(&ci);
+		if (r < 0)
+			return anole_err(tw->err, -r, "out of memory");
+		uni += w->blocks;
+		if (uni > (1ull << 31))
+			return anole_err(tw->err, EFBIG, "base blobs exceed 2^31 blocks");
+	}
+	tw->data_base = tw->next_blk = uni;
+	return 0;
+}
+
+void tw_note_reuse(struct tree_writer *tw, uint64_t blk, uint64_t len)
+{
+	for (size_t i = 0; i < tw->nbases; i++) {
+		struct wbase *w = &tw->bases[i];
+		if (blk >= w->uni && blk < w->uni + w->blocks) {
+			w->used = true;
+			w->reused += len;
+			return;
+		}
+	}
 }
 
 uint64_t tw_next_block(const struct tree_writer *tw)
@@ -272,6 +347,9 @@ void tw_free(struct tree_writer *tw)
 	digest_map_free(tw->frag_seen);
 	free(tw->frags);
 	strbuf_release(&tw->frag_keys);
+	strbuf_release(&tw->blob_table);
+	strbuf_release(&tw->blob_chunks);
+	free(tw->bases);
 	outfile_close(&tw->blob);
 	outfile_close(&tw->out);
 	if (tw->spool_fd >= 0)
@@ -1445,9 +1523,9 @@ static int write_superblock(struct tree_writer *tw, const struct layout *l, uint
 		memcpy(sb->uuid, tw->opts.uuid, 16);
 	if (tw->opts.label)
 		memcpy(sb->volume_name, tw->opts.label, MIN(strlen(tw->opts.label), sizeof(sb->volume_name)));
-	if (tw->blob_hex[0]) {
+	if (tw->ndevs) {
 		incompat |= EROFS_INCOMPAT_DEVICE_TABLE;
-		sb->extra_devices = 1;
+		sb->extra_devices = (uint16_t)tw->ndevs;
 		sb->devt_slotoff = (uint16_t)((DEVT_BLOCK << tw->blkbits) / sizeof(struct erofs_deviceslot));
 	}
 	sb->feature_incompat = incompat;
@@ -1473,46 +1551,153 @@ static int commit(struct tree_writer *tw)
 		     : 0;
 }
 
-/* Name the data blob by its SHA-256 and describe it in the device table. */
+static int cmp_chunk_key(const void *a, const void *b)
+{
+	return memcmp(a, b, 32);
+}
+
+struct chunk_collect {
+	struct tree_writer *tw;
+	struct anole_chunk_entry *e;
+	size_t n;
+};
+
+static int collect_chunk(void *ctx, const struct digest *d, uint64_t where)
+{
+	struct chunk_collect *c = ctx;
+	uint64_t blk = ZPIPE_WHERE_BLK(where);
+	if (blk < c->tw->data_base)
+		return 0; /* in a base blob: that blob's index lists it */
+	struct anole_chunk_entry *e = &c->e[c->n++];
+	memcpy(e->key, d->b, sizeof(e->key));
+	e->blkaddr = (uint32_t)(blk - c->tw->data_base);
+	e->cblocks = ZPIPE_WHERE_CBLOCKS(where);
+	e->nblocks = ZPIPE_WHERE_NBLOCKS(where);
+	return 0;
+}
+
+/* The extents stored in the blob, for later images to reuse. */
+static int make_chunk_index(struct tree_writer *tw, uint64_t blocks)
+{
+	struct chunk_index ci = {0};
+	memcpy(ci.head.magic, ANOLE_CHUNK_INDEX_MAGIC, 8);
+	ci.head.blkszbits = tw->blkbits;
+	ci.head.algorithm = codec_erofs_alg(tw->zspec.kind);
+	ci.head.pcluster = tw->pcluster;
+	ci.head.blob_blocks = blocks;
+	const struct digest_map *seen = tw->zp ? zpipe_seen(tw->zp) : NULL;
+	struct chunk_collect c = {.tw = tw};
+	if (seen) {
+		c.e = calloc(MAX(digest_map_count(seen), (size_t)1), sizeof(*c.e));
+		if (!c.e)
+			return anole_err(tw->err, ENOMEM, "out of memory");
+		digest_map_foreach(seen, collect_chunk, &c);
+		qsort(c.e, c.n, sizeof(*c.e), cmp_chunk_key);
+	}
+	ci.head.count = c.n;
+	ci.e = c.e;
+	int r = chunk_index_encode(&ci, &tw->blob_chunks);
+	chunk_index_release(&ci);
+	return r < 0 ? anole_err(tw->err, ENOMEM, "out of memory") : 0;
+}
+
+/* Name the data blob by its SHA-256 and make its digest table (per 1 MiB
+ * range) and chunk index. */
 static int seal_blob(struct tree_writer *tw)
 {
+	_Static_assert(COPY_BUF == 1u << ANOLE_RANGE_BITS, "one range per read");
 	uint64_t blocks = tw->next_blk - tw->data_base, len = blocks << tw->blkbits;
+	struct digest_table t;
 	struct sha256_stream *h = sha256_stream_new();
-	if (!h)
+	if (!h || digest_table_init(&t, len) < 0) {
+		sha256_stream_free(h);
 		return anole_err(tw->err, ENOMEM, "out of memory");
+	}
 	int r = 0;
-	for (uint64_t off = 0; off < len && r >= 0;) {
+	for (uint64_t off = 0, i = 0; off < len && r >= 0; i++) {
 		size_t n = (size_t)MIN(len - off, (uint64_t)COPY_BUF);
-		if ((r = pread_full(tw->data_fd, tw->buf, n, off)) >= 0)
+		if ((r = pread_full(tw->data_fd, tw->buf, n, off)) >= 0) {
 			sha256_stream_update(h, tw->buf, n);
+			sha256(tw->buf, n, &t.d[i]);
+		}
 		off += n;
 	}
 	struct digest d;
 	sha256_stream_final(h, &d);
 	sha256_stream_free(h);
+	if (r >= 0 && digest_table_encode(&t, &tw->blob_table) < 0)
+		r = -ENOMEM;
+	digest_table_release(&t);
 	if (r < 0)
 		return anole_err(tw->err, -r, "data blob: %s", strerror(-r));
 	char s[DIGEST_STR_LEN + 1];
 	digest_format(&d, s);
 	memcpy(tw->blob_hex, s + 7, 65);
-	struct erofs_deviceslot slot = {0};
-	memcpy(slot.tag, tw->blob_hex, sizeof(slot.tag)); /* 64 hex digits, no NUL */
-	slot.blocks = (uint32_t)blocks;
-	slot.uniaddr = (uint32_t)tw->data_base;
-	r = pwrite_full(tw->out.fd, &slot, sizeof(slot), DEVT_BLOCK << tw->blkbits);
-	return r < 0 ? anole_err(tw->err, -r, "%s: cannot write image: %s", tw->image_path,
-				 strerror(-r))
-		     : 0;
+	return make_chunk_index(tw, blocks);
 }
 
-/* Put the blob under its digest (over an equal one, if there). */
+/* Device table blocks: room for every base blob and the image's own. */
+static uint64_t devt_blocks(const struct tree_writer *tw)
+{
+	size_t slots = tw->nbases + 1;
+	return DIV_ROUND_UP(slots * sizeof(struct erofs_deviceslot), tw->blksz);
+}
+
+/* One slot per blob the image reads: the used base blobs, then its own. */
+static int write_devices(struct tree_writer *tw, bool own)
+{
+	struct erofs_deviceslot slot;
+	char hex[DIGEST_STR_LEN + 1];
+	uint64_t pos = DEVT_BLOCK << tw->blkbits;
+	for (size_t i = 0; i <= tw->nbases; i++) {
+		memset(&slot, 0, sizeof(slot));
+		if (i < tw->nbases) {
+			const struct wbase *w = &tw->bases[i];
+			if (!w->used)
+				continue;
+			digest_format(&w->d, hex);
+			memcpy(slot.tag, hex + 7, sizeof(slot.tag));
+			slot.blocks = (uint32_t)w->blocks;
+			slot.uniaddr = (uint32_t)w->uni;
+			tw->stats.bases_used |= 1ull << i;
+			tw->stats.base_reused_bytes += w->reused;
+		} else {
+			if (!own)
+				break;
+			/* 64 hex digits, no NUL */
+			memcpy(slot.tag, tw->blob_hex, sizeof(slot.tag));
+			slot.blocks = (uint32_t)(tw->next_blk - tw->data_base);
+			slot.uniaddr = (uint32_t)tw->data_base;
+		}
+		int r = pwrite_full(tw->out.fd, &slot, sizeof(slot), pos);
+		if (r < 0)
+			return anole_err(tw->err, -r, "%s: cannot write image: %s", tw->image_path,
+					 strerror(-r));
+		pos += sizeof(slot);
+		tw->ndevs++;
+	}
+	return 0;
+}
+
+/* Put the blob under its digest (over an equal one, if there), then its
+ * digest table and chunk index under theirs. */
 static int commit_blob(struct tree_writer *tw)
 {
 	_cleanup_free_ char *dir = blob_dir(tw), *final = NULL;
 	if (!dir || asprintf(&final, "%s/%s", dir, tw->blob_hex) < 0)
 		return anole_err(tw->err, ENOMEM, "out of memory");
 	int r = outfile_commit(&tw->blob, final);
-	return r < 0 ? anole_err(tw->err, -r, "%s: %s", final, strerror(-r)) : 0;
+	if (r < 0)
+		return anole_err(tw->err, -r, "%s: %s", final, strerror(-r));
+	struct digest d;
+	if ((r = cas_put(dir, tw->blob_table.buf, tw->blob_table.len, &d)) >= 0) {
+		digest_format(&d, tw->stats.blob_digests);
+		r = cas_put(dir, tw->blob_chunks.buf, tw->blob_chunks.len, &d);
+		digest_format(&d, tw->stats.blob_chunks);
+	}
+	return r < 0 ? anole_err(tw->err, -r, "%s: cannot store the blob's tables: %s", dir,
+				 strerror(-r))
+		     : 0;
 }
 
 int tw_finish(struct tree_writer *tw, struct anole_build_stats *stats)
@@ -1538,8 +1723,10 @@ int tw_finish(struct tree_writer *tw, struct anole_build_stats *stats)
 	bool blob = tw->data_base && tw->next_blk > tw->data_base;
 	if (blob && (r = seal_blob(tw)) < 0)
 		return r;
-	/* with a data blob, metadata starts after the device table block */
-	l.late_blk = tw->data_base ? DEVT_BLOCK + 1 : tw->next_blk;
+	if (tw->data_base && (r = write_devices(tw, blob)) < 0)
+		return r;
+	/* with data blobs, metadata starts after the device table */
+	l.late_blk = tw->data_base ? DEVT_BLOCK + devt_blocks(tw) : tw->next_blk;
 	uint32_t incompat = 0;
 	for (size_t i = 0; i < tw->ninodes; i++) {
 		struct tinode *ino = tw->inodes[i];

@@ -89,8 +89,7 @@ static void *worker(void *arg)
 		ssize_t n = 0;
 		if (z->seen) {
 			sha256(j->in, j->len, &j->digest);
-			/* plain copies and compressed extents never share storage */
-			j->digest.b[31] ^= j->compress ? 0 : 0xff;
+			zpipe_key(&j->digest, j->compress, &z->spec, z->pcluster);
 		}
 		if (c && j->compress) {
 			/* must save a whole block, or it is not worth a pcluster */
@@ -280,13 +279,20 @@ static int store_extent(struct zpipe *z, struct zjob *j, struct zextent *e)
 	if (e->cblocks > z->max_cblocks)
 		z->max_cblocks = e->cblocks;
 	if (z->seen) {
-		uint64_t where = tw_next_block(z->tw) | ((uint64_t)e->cblocks << 40);
+		uint64_t where = zpipe_where(tw_next_block(z->tw), e->cblocks,
+					     e->cblocks ? e->cblocks : e->nlcl);
 		int found = digest_map_get_or_put(z->seen, &j->digest, &where);
 		if (found < 0)
 			return anole_err(tw_error(z->tw), ENOMEM, "out of memory");
 		if (found) {
-			e->blk = where & ((1ull << 40) - 1);
+			/* stored earlier, maybe by another image with another
+			 * library version: its block count is the truth */
+			e->blk = ZPIPE_WHERE_BLK(where);
+			e->cblocks = ZPIPE_WHERE_CBLOCKS(where);
+			if (e->cblocks > z->max_cblocks)
+				z->max_cblocks = e->cblocks;
 			z->stats.dedupe_bytes += j->len;
+			tw_note_reuse(z->tw, e->blk, j->len);
 			return 0;
 		}
 	}
@@ -448,4 +454,30 @@ int zpipe_drain(struct zpipe *z)
 uint32_t zpipe_max_cblocks(const struct zpipe *z)
 {
 	return z->max_cblocks;
+}
+
+void zpipe_key(struct digest *d, bool compress, const struct codec_spec *spec, uint32_t pcluster)
+{
+	d->b[29] ^= (uint8_t)__builtin_ctz(pcluster);
+	d->b[30] ^= (uint8_t)(codec_erofs_alg(spec->kind) + 1);
+	/* plain copies and compressed extents never share storage */
+	d->b[31] ^= compress ? 0 : 0xff;
+}
+
+uint64_t zpipe_where(uint64_t blk, uint32_t cblocks, uint32_t nblocks)
+{
+	return blk | (uint64_t)cblocks << 40 | (uint64_t)nblocks << 52;
+}
+
+int zpipe_preload(struct zpipe *z, const struct digest *key, uint64_t where)
+{
+	if (!z->seen)
+		return -EINVAL;
+	int r = digest_map_get_or_put(z->seen, key, &where);
+	return r < 0 ? r : 0;
+}
+
+const struct digest_map *zpipe_seen(const struct zpipe *z)
+{
+	return z->seen;
 }

@@ -29,4 +29,20 @@ int zpipe_drain(struct zpipe *z);
 const struct zpipe_stats *zpipe_stats(const struct zpipe *z);
 uint32_t zpipe_max_cblocks(const struct zpipe *z);
 
+/* Dedupe keys: the SHA-256 of an extent's input, made to differ by how
+ * it is stored (include/anole/lazy_fs.h, struct anole_chunk_entry). */
+struct digest;
+struct digest_map;
+void zpipe_key(struct digest *d, bool compress, const struct codec_spec *spec, uint32_t pcluster);
+/* Where an extent is: block address, compressed blocks (0 = plain) and
+ * blocks taken, packed in the dedupe map's value. */
+uint64_t zpipe_where(uint64_t blk, uint32_t cblocks, uint32_t nblocks);
+#define ZPIPE_WHERE_BLK(w) ((w) & ((1ull << 40) - 1))
+#define ZPIPE_WHERE_CBLOCKS(w) ((uint32_t)((w) >> 40) & 0xfffu)
+#define ZPIPE_WHERE_NBLOCKS(w) ((uint32_t)((w) >> 52))
+/* Offer an extent stored elsewhere (another image's blob) for reuse. */
+int zpipe_preload(struct zpipe *z, const struct digest *key, uint64_t where);
+/* Every extent the pipeline knows (with dedupe), by key. */
+const struct digest_map *zpipe_seen(const struct zpipe *z);
+
 #endif

@@ -787,6 +787,11 @@ int registry_blob_push(struct registry *r, const char *repo, const char *digest,
 		*how = "mounted";
 		goto out;
 	}
+	if (fd < 0) {
+		rc = anole_err(err, ENOENT, "%s: blob %s: the registry would not mount it from %s",
+			       r->host, digest, from ? from : repo);
+		goto out;
+	}
 	if (x.status != 202 || !x.location[0]) {
 		rc = http_error(r, path, x.status, err);
 		goto out;

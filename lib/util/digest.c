@@ -5,6 +5,9 @@
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+
+#include "util/util.h"
 
 void sha256(const void *data, size_t len, struct digest *out)
 {
@@ -142,4 +145,37 @@ int digest_map_get_or_put(struct digest_map *m, const struct digest *d, uint64_t
 	m->s[j].value = *value;
 	m->n++;
 	return 0;
+}
+
+int digest_map_foreach(const struct digest_map *m,
+		       int (*fn)(void *ctx, const struct digest *d, uint64_t value), void *ctx)
+{
+	for (size_t i = 0; i < m->cap; i++) {
+		if (!m->s[i].used)
+			continue;
+		int r = fn(ctx, &m->s[i].d, m->s[i].value);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+size_t digest_map_count(const struct digest_map *m)
+{
+	return m->n;
+}
+
+int cas_put(const char *dir, const void *data, size_t len, struct digest *out)
+{
+	char hex[DIGEST_STR_LEN + 1];
+	sha256(data, len, out);
+	digest_format(out, hex);
+	_cleanup_free_ char *path = NULL;
+	if (asprintf(&path, "%s/%s", dir, hex + 7) < 0)
+		return -ENOMEM;
+	struct stat st;
+	if (!stat(path, &st) && S_ISREG(st.st_mode) && (uint64_t)st.st_size == len)
+		return 0;
+	int r = outfile_write(path, data, len);
+	return r < 0 ? r : 0;
 }

@@ -27,11 +27,20 @@ void sha256_stream_free(struct sha256_stream *s);
 int digest_parse(const char *s, struct digest *out);
 void digest_format(const struct digest *d, char out[static DIGEST_STR_LEN + 1]);
 
+/* Store @len bytes as DIR/HEX (HEX = their SHA-256), atomically; an equal
+ * file already there is kept. *out gets the digest. 0 or -errno. */
+int cas_put(const char *dir, const void *data, size_t len, struct digest *out);
+
 struct digest_map;
 int digest_map_new(struct digest_map **m);
 void digest_map_free(struct digest_map *m);
 /* Look @d up; when absent, insert it with @value. Returns true when it was
  * present, with *value set to the stored one. -ENOMEM on failure. */
 int digest_map_get_or_put(struct digest_map *m, const struct digest *d, uint64_t *value);
+/* Call @fn for every entry, in no particular order; a non-zero return
+ * stops the walk and is passed back. */
+int digest_map_foreach(const struct digest_map *m,
+		       int (*fn)(void *ctx, const struct digest *d, uint64_t value), void *ctx);
+size_t digest_map_count(const struct digest_map *m);
 
 #endif

@@ -276,3 +276,15 @@ void outfile_close(struct outfile *f)
 	}
 	*f = (struct outfile){.fd = -1};
 }
+
+int outfile_write(const char *path, const void *data, size_t len)
+{
+	struct outfile f;
+	int r = outfile_open(&f, path);
+	if (r >= 0)
+		r = pwrite_full(f.fd, data, len, 0);
+	if (r >= 0)
+		r = outfile_commit(&f, path);
+	outfile_close(&f);
+	return r;
+}

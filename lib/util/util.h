@@ -102,6 +102,8 @@ int outfile_open(struct outfile *f, const char *path);
 int outfile_commit(struct outfile *f, const char *path);
 /* Close; an uncommitted file vanishes. */
 void outfile_close(struct outfile *f);
+/* The whole of @data as @path, in one atomic step. */
+int outfile_write(const char *path, const void *data, size_t len);
 
 /* An unnamed scratch file in $TMPDIR, else @fallback_dir; -errno on
  * failure. */

@@ -1,0 +1,812 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Lazy images: a metadata EROFS image plus data blobs (each with a digest
+ * table and a chunk index) under one OCI image manifest. Converting builds
+ * and pushes one, pulling fetches and verifies one into a local layout.
+ * docs/FORMAT.md ("Lazy images") is the specification.
+ */
+#include <fcntl.h>
+#include <ftw.h>
+#include <jansson.h>
+#include <sys/stat.h>
+
+#include "anole/lazy_fs.h"
+#include "erofs/blobmeta.h"
+#include "lazy/store.h"
+#include "util/digest.h"
+
+#define OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
+#define MAX_SMALL (256ull << 20) /* digest tables, chunk indexes, configs */
+#define FORMAT_VERSION "1"
+
+static void logf_(void (*log)(void *, const char *), void *ctx, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void logf_(void (*log)(void *, const char *), void *ctx, const char *fmt, ...)
+{
+	if (!log)
+		return;
+	char line[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	log(ctx, line);
+}
+
+/* ---- manifests ------------------------------------------------------------ */
+
+void anole_lazy_free(struct anole_lazy_info *li)
+{
+	if (!li)
+		return;
+	free(li->config_json);
+	free(li->meta_path);
+	free(li->blobs);
+	free(li);
+}
+
+static int get_desc(const char *name, json_t *j, char digest[72], uint64_t *size,
+		    struct anole_error *err)
+{
+	const char *d = json_string_value(json_object_get(j, "digest"));
+	json_t *sz = json_object_get(j, "size");
+	struct digest tmp;
+	if (!d || digest_parse(d, &tmp) < 0 || !json_is_integer(sz) || json_integer_value(sz) < 0)
+		return anole_err(err, EBADMSG, "%s: a descriptor without a sha256 digest and size",
+				 name);
+	snprintf(digest, 72, "%s", d);
+	*size = (uint64_t)json_integer_value(sz);
+	return 0;
+}
+
+/* The layer whose digest is @digest and media type @mt, or NULL. */
+static json_t *find_layer(json_t *layers, const char *digest, const char *mt)
+{
+	size_t i;
+	json_t *l;
+	json_array_foreach(layers, i, l) {
+		const char *d = json_string_value(json_object_get(l, "digest"));
+		const char *t = json_string_value(json_object_get(l, "mediaType"));
+		if (d && t && !strcmp(d, digest) && !strcmp(t, mt))
+			return l;
+	}
+	return NULL;
+}
+
+static int parse_blob(const char *name, json_t *layers, json_t *l, struct anole_lazy_blob *b,
+		      struct anole_error *err)
+{
+	int r = get_desc(name, l, b->digest, &b->size, err);
+	if (r < 0)
+		return r;
+	json_t *an = json_object_get(l, "annotations");
+	const char *dt = json_string_value(json_object_get(an, ANOLE_ANNOT_DIGESTS));
+	const char *ck = json_string_value(json_object_get(an, ANOLE_ANNOT_CHUNKS));
+	json_t *dl = dt ? find_layer(layers, dt, ANOLE_MT_DIGESTS) : NULL;
+	json_t *cl = ck ? find_layer(layers, ck, ANOLE_MT_CHUNKS) : NULL;
+	if (!dl || !cl)
+		return anole_err(err, EBADMSG,
+				 "%s: data blob %s: its digest table or chunk index is not among "
+				 "the layers",
+				 name, b->digest);
+	if ((r = get_desc(name, dl, b->digests, &b->digests_size, err)) < 0)
+		return r;
+	return get_desc(name, cl, b->chunks, &b->chunks_size, err);
+}
+
+static int parse_manifest(const char *name, const struct strbuf *body, const char *mt,
+			  struct anole_lazy_info *li, struct anole_error *err)
+{
+	json_error_t je;
+	json_t *root = json_loadb(body->buf, body->len, JSON_REJECT_DUPLICATES, &je);
+	if (!root)
+		return anole_err(err, EBADMSG, "%s: bad JSON in the manifest: %s (byte %d)", name,
+				 je.text, je.position);
+	const char *t = json_string_value(json_object_get(root, "mediaType"));
+	if (!t || !*t)
+		t = mt && *mt ? mt : OCI_MANIFEST;
+	json_t *config = json_object_get(root, "config");
+	const char *ct = json_string_value(json_object_get(config, "mediaType"));
+	json_t *layers = json_object_get(root, "layers");
+	int r = 0;
+	if (strcmp(t, OCI_MANIFEST))
+		r = anole_err(err, ENOTSUP, "%s: media type %s is not an OCI image manifest", name,
+			      t);
+	else if (!ct || strcmp(ct, ANOLE_MT_CONFIG))
+		r = anole_err(err, ENOTSUP,
+			      "%s: not an anole lazy image (config media type %s; convert it "
+			      "with anole convert)",
+			      name, ct ? ct : "missing");
+	else if (!json_is_array(layers))
+		r = anole_err(err, EBADMSG, "%s: the manifest has no layers", name);
+	else
+		r = get_desc(name, config, li->config_digest, &li->config_size, err);
+	size_t i, nmeta = 0;
+	json_t *l;
+	if (r >= 0 && !(li->blobs = calloc(json_array_size(layers) + 1, sizeof(*li->blobs))))
+		r = anole_err(err, ENOMEM, "out of memory");
+	json_array_foreach(layers, i, l) {
+		if (r < 0)
+			break;
+		const char *lt = json_string_value(json_object_get(l, "mediaType"));
+		if (lt && !strcmp(lt, ANOLE_MT_META)) {
+			r = get_desc(name, l, li->meta_digest, &li->meta_size, err);
+			nmeta++;
+		} else if (lt && !strcmp(lt, ANOLE_MT_BLOB)) {
+			r = parse_blob(name, layers, l, &li->blobs[li->nblobs++], err);
+		} else if (!lt || (strcmp(lt, ANOLE_MT_DIGESTS) && strcmp(lt, ANOLE_MT_CHUNKS))) {
+			r = anole_err(err, ENOTSUP, "%s: layer %zu has unknown media type %s", name,
+				      i + 1, lt ? lt : "(none)");
+		}
+	}
+	if (r >= 0 && nmeta != 1)
+		r = anole_err(err, EBADMSG, "%s: %zu metadata images in the manifest, not one", name,
+			      nmeta);
+	json_decref(root);
+	return r;
+}
+
+/* Manifest and config of the image @s names. */
+static int lazy_read(struct store *s, struct strbuf *body, struct anole_lazy_info **out,
+		     struct anole_error *err)
+{
+	struct anole_lazy_info *li = calloc(1, sizeof(*li));
+	if (!li)
+		return anole_err(err, ENOMEM, "out of memory");
+	char mt[128] = "";
+	struct digest dg;
+	struct strbuf cfg = {0};
+	int r = store_get_manifest(s, body, mt, &dg, err);
+	if (r >= 0)
+		r = parse_manifest(s->name, body, mt, li, err);
+	if (r >= 0)
+		r = store_get_small(s, li->config_digest, li->config_size, MAX_SMALL, &cfg, err);
+	if (r < 0) {
+		strbuf_release(&cfg);
+		anole_lazy_free(li);
+		return r;
+	}
+	digest_format(&dg, li->manifest_digest);
+	li->manifest_size = body->len;
+	li->config_json = cfg.buf;
+	li->meta_path = store_blob_path(s, li->meta_digest);
+	*out = li;
+	return 0;
+}
+
+int anole_lazy_open(const char *ref, int tls_verify, struct anole_lazy_info **out,
+		    struct anole_error *err)
+{
+	struct store *s;
+	int r = store_open(ref, tls_verify, false, &s, err);
+	if (r < 0)
+		return r;
+	struct strbuf body = {0};
+	r = lazy_read(s, &body, out, err);
+	strbuf_release(&body);
+	store_free(s);
+	return r;
+}
+
+/* ---- verified copies -------------------------------------------------------- */
+
+/* Copy blob @digest of @size bytes from @src into the directory @dst, as
+ * DST/HEX only once every byte checked out: against @table range by range
+ * when given, and against the digest as a whole. */
+static int fetch_verified(struct store *src, const char *digest, uint64_t size,
+			  const struct digest_table *table, const char *dst, struct anole_error *err)
+{
+	struct digest want;
+	if (digest_parse(digest, &want) < 0)
+		return anole_err(err, EBADMSG, "%s: bad digest %.80s", src->name, digest);
+	_cleanup_free_ char *path = NULL;
+	_cleanup_free_ char *buf = malloc(1u << ANOLE_RANGE_BITS);
+	if (!buf || asprintf(&path, "%s/%s", dst, digest + 7) < 0)
+		return anole_err(err, ENOMEM, "out of memory");
+	struct outfile out;
+	int r = outfile_open(&out, path);
+	if (r < 0)
+		return anole_err(err, -r, "%s: %s", path, strerror(-r));
+	int fd = -1;
+	struct registry_fetch *f = NULL;
+	struct sha256_stream *h = sha256_stream_new();
+	if (!h)
+		r = anole_err(err, ENOMEM, "out of memory");
+	else
+		r = store_open_blob(src, digest, size, &fd, &f, err);
+	uint64_t range = 1ull << ANOLE_RANGE_BITS, off = 0;
+	for (uint64_t i = 0; r >= 0 && off < size; i++) {
+		size_t want_len = (size_t)MIN(range, size - off), got = 0;
+		while (got < want_len) {
+			ssize_t n = read(fd, buf + got, want_len - got);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				break;
+			got += (size_t)n;
+		}
+		if (got < want_len) {
+			r = anole_err(err, EIO, "%s: blob %s: ended at byte %llu of %llu", src->name,
+				      digest, (unsigned long long)(off + got),
+				      (unsigned long long)size);
+			break;
+		}
+		if (table) {
+			struct digest d;
+			sha256(buf, got, &d);
+			if (memcmp(&d, &table->d[i], sizeof(d))) {
+				r = anole_err(err, EBADMSG,
+					      "%s: blob %s: bytes %llu-%llu (range %llu of %llu) do "
+					      "not match its digest table",
+					      src->name, digest, (unsigned long long)off,
+					      (unsigned long long)(off + got - 1),
+					      (unsigned long long)i + 1,
+					      (unsigned long long)table->head.count);
+				break;
+			}
+		}
+		sha256_stream_update(h, buf, got);
+		if ((r = pwrite_full(out.fd, buf, got, off)) < 0)
+			r = anole_err(err, -r, "%s: %s", path, strerror(-r));
+		off += got;
+	}
+	if (fd >= 0)
+		close(fd);
+	if (f) {
+		struct anole_error fe = {0};
+		if (store_blob_end(f, &fe) < 0 && r >= 0)
+			r = anole_err(err, fe.code, "%s", fe.msg);
+	}
+	if (r >= 0) {
+		struct digest got;
+		sha256_stream_final(h, &got);
+		if (memcmp(&got, &want, sizeof(got)))
+			r = anole_err(err, EBADMSG, "%s: blob %s: content does not match its digest",
+				      src->name, digest);
+	}
+	sha256_stream_free(h);
+	if (r >= 0 && (r = outfile_commit(&out, path)) < 0)
+		r = anole_err(err, -r, "%s: %s", path, strerror(-r));
+	outfile_close(&out);
+	return r;
+}
+
+/* Fetch into layout @dst unless there; *fetched tells which. */
+static int ensure_local(struct store *src, struct store *dst, const char *digest, uint64_t size,
+			const struct digest_table *table, bool *fetched, struct anole_error *err)
+{
+	*fetched = false;
+	int r = store_has_blob(dst, digest, size, err);
+	if (r != 0)
+		return r < 0 ? r : 0;
+	_cleanup_free_ char *dir = store_blob_dir(dst);
+	if (!dir)
+		return anole_err(err, ENOMEM, "out of memory");
+	*fetched = true;
+	return fetch_verified(src, digest, size, table, dir, err);
+}
+
+static int load_table(struct store *dst, const struct anole_lazy_blob *b, struct digest_table *t,
+		      struct anole_error *err)
+{
+	struct strbuf raw = {0};
+	char what[160];
+	snprintf(what, sizeof(what), "%s: digest table %.19s", dst->name, b->digests);
+	int r = store_get_small(dst, b->digests, b->digests_size, MAX_SMALL, &raw, err);
+	if (r >= 0)
+		r = digest_table_decode(raw.buf, raw.len, b->size, t, err, what);
+	strbuf_release(&raw);
+	return r;
+}
+
+/* Everything one lazy image references, from @src into layout @dst. */
+static int copy_image(struct store *src, struct store *dst, const struct anole_lazy_info *li,
+		      struct anole_pull_stats *ps, void (*log)(void *, const char *), void *ctx,
+		      struct anole_error *err)
+{
+	struct {
+		const char *digest;
+		uint64_t size;
+	} small[2] = {{li->config_digest, li->config_size}, {li->meta_digest, li->meta_size}};
+	bool fetched;
+	int r = 0;
+	for (size_t i = 0; i < 2 && r >= 0; i++) {
+		r = ensure_local(src, dst, small[i].digest, small[i].size, NULL, &fetched, err);
+		ps->blobs_fetched += fetched;
+		ps->blobs_present += !fetched;
+		*(fetched ? &ps->bytes_fetched : &ps->bytes_present) += small[i].size;
+	}
+	for (size_t i = 0; i < li->nblobs && r >= 0; i++) {
+		const struct anole_lazy_blob *b = &li->blobs[i];
+		if ((r = ensure_local(src, dst, b->digests, b->digests_size, NULL, &fetched, err)) < 0 ||
+		    (r = ensure_local(src, dst, b->chunks, b->chunks_size, NULL, &fetched, err)) < 0)
+			break;
+		struct digest_table t;
+		if ((r = load_table(dst, b, &t, err)) < 0)
+			break;
+		char sz[32];
+		logf_(log, ctx, "blob %.19s (%s)", b->digest, fmt_bytes(b->size, sz));
+		r = ensure_local(src, dst, b->digest, b->size, &t, &fetched, err);
+		digest_table_release(&t);
+		ps->blobs_fetched += fetched;
+		ps->blobs_present += !fetched;
+		*(fetched ? &ps->bytes_fetched : &ps->bytes_present) += b->size;
+	}
+	return r;
+}
+
+/* The metadata image must read exactly blobs the manifest lists. */
+static int check_devices(const struct anole_lazy_info *li, const char *name,
+			 struct anole_error *err)
+{
+	struct anole_image *img;
+	int r = anole_image_open(li->meta_path, &img, err);
+	if (r < 0)
+		return r;
+	for (unsigned int i = 0; r >= 0 && anole_image_device(img, i); i++) {
+		const char *p = strrchr(anole_image_device(img, i), '/');
+		p = p ? p + 1 : anole_image_device(img, i);
+		bool listed = false;
+		for (size_t k = 0; k < li->nblobs; k++)
+			listed |= !strcmp(li->blobs[k].digest + 7, p);
+		if (!listed)
+			r = anole_err(err, EBADMSG,
+				      "%s: the metadata image reads blob sha256:%s, which the "
+				      "manifest does not list",
+				      name, p);
+	}
+	anole_image_close(img);
+	return r;
+}
+
+int anole_pull(const char *ref, const char *dir, const struct anole_pull_options *o,
+	       struct anole_pull_stats *stats, struct anole_error *err)
+{
+	struct anole_pull_options none = {0};
+	struct anole_pull_stats ps = {0};
+	o = o ? o : &none;
+	struct store *src = NULL, *dst = NULL;
+	struct anole_lazy_info *li = NULL;
+	struct strbuf body = {0};
+	int r = store_open(ref, o->tls_verify, false, &src, err);
+	if (r >= 0)
+		r = lazy_read(src, &body, &li, err);
+	_cleanup_free_ char *dspec = NULL;
+	if (r >= 0) {
+		/* name the copy with the source's tag */
+		const char *tag = src->reg ? src->ref.reference : src->tag;
+		if (!tag || !strncmp(tag, "sha256:", 7))
+			tag = "latest";
+		if (asprintf(&dspec, "oci:%s:%s", dir, tag) < 0)
+			r = anole_err(err, ENOMEM, "out of memory");
+		else
+			r = store_open(dspec, 0, true, &dst, err);
+	}
+	if (r >= 0)
+		r = copy_image(src, dst, li, &ps, o->log, o->log_ctx, err);
+	if (r >= 0) {
+		free(li->meta_path);
+		li->meta_path = store_blob_path(dst, li->meta_digest);
+		r = check_devices(li, ref, err);
+	}
+	struct digest dg;
+	if (r >= 0)
+		r = store_put_manifest(dst, body.buf, body.len, OCI_MANIFEST, &dg, err);
+	if (r >= 0) {
+		digest_format(&dg, ps.manifest_digest);
+		if (stats)
+			*stats = ps;
+	}
+	strbuf_release(&body);
+	anole_lazy_free(li);
+	store_free(src);
+	store_free(dst);
+	return r;
+}
+
+/* ---- converting ------------------------------------------------------------- */
+
+struct base {
+	struct anole_lazy_blob b;
+	struct store *from; /* not owned */
+	char *chunks_path;
+};
+
+struct convert {
+	const struct anole_convert_options *o;
+	struct anole_convert_stats *st;
+	struct anole_error *err;
+	struct store *target;
+	struct store **refs; /* --dedup-with stores */
+	size_t nrefs;
+	struct base *bases;
+	size_t nbases;
+	char *stage;   /* where the build writes: DIR with DIR/blobs/sha256 */
+	char *blobdir; /* stage/blobs/sha256 */
+	bool own_stage; /* a temporary directory to remove */
+};
+
+static int base_known(const struct convert *c, const char *digest)
+{
+	for (size_t i = 0; i < c->nbases; i++)
+		if (!strcmp(c->bases[i].b.digest, digest))
+			return 1;
+	return 0;
+}
+
+/* Collect the blobs of every --dedup-with image, with their chunk indexes
+ * (fetched and verified into the staging directory). */
+static int load_bases(struct convert *c)
+{
+	const struct anole_convert_options *o = c->o;
+	c->refs = calloc(o->ndedup_with + 1, sizeof(*c->refs));
+	if (!c->refs)
+		return anole_err(c->err, ENOMEM, "out of memory");
+	for (size_t i = 0; i < o->ndedup_with; i++) {
+		struct store *s;
+		int r = store_open(o->dedup_with[i], o->build.tls_verify, false, &s, c->err);
+		if (r < 0)
+			return r;
+		c->refs[c->nrefs++] = s;
+		struct strbuf body = {0};
+		struct anole_lazy_info *li;
+		r = lazy_read(s, &body, &li, c->err);
+		strbuf_release(&body);
+		if (r < 0)
+			return r;
+		struct base *nb = realloc(c->bases, (c->nbases + li->nblobs) * sizeof(*nb));
+		if (!nb) {
+			anole_lazy_free(li);
+			return anole_err(c->err, ENOMEM, "out of memory");
+		}
+		c->bases = nb;
+		for (size_t k = 0; k < li->nblobs && r >= 0; k++) {
+			if (base_known(c, li->blobs[k].digest))
+				continue;
+			struct base *b = &c->bases[c->nbases];
+			*b = (struct base){.b = li->blobs[k], .from = s};
+			if (s->reg) {
+				struct strbuf raw = {0};
+				struct digest d;
+				r = store_get_small(s, b->b.chunks, b->b.chunks_size, MAX_SMALL, &raw,
+						    c->err);
+				if (r >= 0 && (r = cas_put(c->blobdir, raw.buf, raw.len, &d)) < 0)
+					r = anole_err(c->err, -r, "%s: %s", c->blobdir, strerror(-r));
+				strbuf_release(&raw);
+				if (r >= 0 && asprintf(&b->chunks_path, "%s/%s", c->blobdir,
+						       b->b.chunks + 7) < 0)
+					b->chunks_path = NULL;
+			} else {
+				b->chunks_path = store_blob_path(s, b->b.chunks);
+			}
+			if (r >= 0 && !b->chunks_path)
+				r = anole_err(c->err, ENOMEM, "out of memory");
+			if (r >= 0)
+				c->nbases++;
+		}
+		anole_lazy_free(li);
+		if (r < 0)
+			return r;
+	}
+	c->st->base_blobs = (unsigned int)c->nbases;
+	return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	remove(path);
+	return 0;
+}
+
+static int make_stage(struct convert *c)
+{
+	if (!store_is_registry(c->target)) {
+		c->stage = strdup(c->target->dir);
+	} else {
+		const char *base = c->o->work_dir ? c->o->work_dir
+			       : getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp";
+		if (asprintf(&c->stage, "%s/anole-convert.XXXXXX", base) < 0)
+			c->stage = NULL;
+		else if (!mkdtemp(c->stage))
+			return anole_err(c->err, errno, "%s: cannot make a work directory: %s", base,
+					 strerror(errno));
+		c->own_stage = true;
+	}
+	if (!c->stage || asprintf(&c->blobdir, "%s/blobs/sha256", c->stage) < 0)
+		return anole_err(c->err, ENOMEM, "out of memory");
+	if (c->own_stage) {
+		char *p = strrchr(c->blobdir, '/');
+		*p = 0;
+		int r = mkdir(c->blobdir, 0755);
+		*p = '/';
+		if (r < 0 || mkdir(c->blobdir, 0755) < 0)
+			return anole_err(c->err, errno, "%s: %s", c->blobdir, strerror(errno));
+	}
+	return 0;
+}
+
+static int file_size(const char *dir, const char *digest, uint64_t *size)
+{
+	_cleanup_free_ char *p = NULL;
+	struct stat st;
+	if (asprintf(&p, "%s/%s", dir, digest + 7) < 0)
+		return -ENOMEM;
+	if (stat(p, &st) < 0)
+		return -errno;
+	*size = (uint64_t)st.st_size;
+	return 0;
+}
+
+/* Hash the finished metadata image and put it under its digest. */
+static int store_meta(struct convert *c, const char *tmp, char digest[72], uint64_t *size)
+{
+	_cleanup_close_ int fd = open(tmp, O_RDONLY | O_CLOEXEC);
+	struct sha256_stream *h = sha256_stream_new();
+	_cleanup_free_ char *buf = malloc(1u << 20), *final = NULL;
+	int r = fd < 0 ? -errno : 0;
+	*size = 0;
+	for (ssize_t n = 1; r >= 0 && h && buf && n > 0;) {
+		n = read(fd, buf, 1u << 20);
+		if (n < 0)
+			r = -errno;
+		else if (n > 0) {
+			sha256_stream_update(h, buf, (size_t)n);
+			*size += (uint64_t)n;
+		}
+	}
+	struct digest d;
+	if (h)
+		sha256_stream_final(h, &d);
+	if (r >= 0 && (!h || !buf))
+		r = -ENOMEM;
+	sha256_stream_free(h);
+	if (r >= 0) {
+		digest_format(&d, digest);
+		if (asprintf(&final, "%s/%s", c->blobdir, digest + 7) < 0)
+			r = -ENOMEM;
+		else if (rename(tmp, final) < 0)
+			r = -errno;
+	}
+	return r < 0 ? anole_err(c->err, -r, "%s: %s", tmp, strerror(-r)) : 0;
+}
+
+static json_t *desc_json(const char *mt, const char *digest, uint64_t size)
+{
+	return json_pack("{s:s,s:s,s:I}", "mediaType", mt, "digest", digest, "size",
+			 (json_int_t)size);
+}
+
+static void add_blob_layers(json_t *layers, const struct anole_lazy_blob *b)
+{
+	json_t *d = desc_json(ANOLE_MT_BLOB, b->digest, b->size);
+	json_object_set_new(d, "annotations",
+			    json_pack("{s:s,s:s}", ANOLE_ANNOT_DIGESTS, b->digests,
+				      ANOLE_ANNOT_CHUNKS, b->chunks));
+	json_array_append_new(layers, d);
+	json_array_append_new(layers, desc_json(ANOLE_MT_DIGESTS, b->digests, b->digests_size));
+	json_array_append_new(layers, desc_json(ANOLE_MT_CHUNKS, b->chunks, b->chunks_size));
+}
+
+/* The config: what a reader needs besides the manifest, and the dedup
+ * summary `anole inspect` shows. Deterministic: no times, no paths. */
+static int make_config(struct convert *c, const char *compress, char digest[72], uint64_t *size)
+{
+	const struct anole_build_stats *bs = &c->st->build;
+	json_t *blobs = json_array();
+	for (size_t i = 0; i < c->nbases; i++)
+		if (bs->bases_used & (1ull << i))
+			json_array_append_new(blobs, json_pack("{s:s,s:s}", "digest",
+							       c->bases[i].b.digest, "origin",
+							       "reused"));
+	if (bs->blob_digest[0])
+		json_array_append_new(blobs,
+				      json_pack("{s:s,s:s}", "digest", bs->blob_digest, "origin", "new"));
+	json_t *cfg = json_pack(
+		"{s:s,s:i,s:s,s:{s:I,s:I,s:I,s:I},s:o}", "formatVersion", FORMAT_VERSION,
+		"blockSize", 4096, "compression", compress, "dedup", "fileBytes",
+		(json_int_t)bs->data_bytes, "reusedBytes", (json_int_t)bs->base_reused_bytes,
+		"withinImageBytes", (json_int_t)(bs->dedupe_bytes - bs->base_reused_bytes),
+		"newBlobBytes", (json_int_t)bs->blob_bytes, "blobs", blobs);
+	char *text = cfg ? json_dumps(cfg, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	json_decref(cfg);
+	if (!text)
+		return anole_err(c->err, ENOMEM, "out of memory");
+	struct digest d;
+	*size = strlen(text);
+	int r = cas_put(c->blobdir, text, *size, &d);
+	free(text);
+	digest_format(&d, digest);
+	return r < 0 ? anole_err(c->err, -r, "%s: %s", c->blobdir, strerror(-r)) : 0;
+}
+
+/* A blob of the new manifest into the target, from wherever it is. */
+static int place_blob(struct convert *c, const char *digest, uint64_t size)
+{
+	struct anole_convert_stats *st = c->st;
+	struct store *t = c->target;
+	struct store *from = NULL;
+	for (size_t i = 0; i < c->nbases && !from; i++) {
+		const struct anole_lazy_blob *b = &c->bases[i].b;
+		if (!strcmp(b->digest, digest) || !strcmp(b->digests, digest) ||
+		    !strcmp(b->chunks, digest))
+			from = c->bases[i].from;
+	}
+	_cleanup_free_ char *local = NULL;
+	if (asprintf(&local, "%s/%s", c->blobdir, digest + 7) < 0)
+		return anole_err(c->err, ENOMEM, "out of memory");
+	struct stat sb;
+	bool have_local = !stat(local, &sb) && (uint64_t)sb.st_size == size;
+	int r;
+	if (!t->reg) {
+		/* a layout target: the stage is the layout */
+		if (have_local) {
+			/* written by this conversion, or shared with an image there */
+			st->blobs_uploaded++;
+			st->new_bytes += size;
+			return 0;
+		}
+		bool fetched;
+		r = ensure_local(from ? from : t, t, digest, size, NULL, &fetched, c->err);
+		st->blobs_uploaded += fetched;
+		st->new_bytes += fetched ? size : 0;
+		return r;
+	}
+	const char *how = "present";
+	if (have_local || (from && !from->reg)) {
+		_cleanup_free_ char *path = have_local ? NULL : store_blob_path(from, digest);
+		_cleanup_close_ int fd = open(have_local ? local : path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			return anole_err(c->err, errno, "%s: %s", have_local ? local : path,
+					 strerror(errno));
+		r = registry_blob_push(t->reg, t->ref.repo, digest, fd, 0, size,
+				       from && from->reg ? from->ref.repo : NULL, c->o->upload_chunk,
+				       &how, c->err);
+	} else if (from && store_same_registry(from, t)) {
+		r = registry_blob_push(t->reg, t->ref.repo, digest, -1, 0, size, from->ref.repo, 0,
+				       &how, c->err);
+	} else {
+		return anole_err(c->err, ENOTSUP,
+				 "%s: blob %s is in %s: --dedup-with must name an image in the "
+				 "same registry or a local layout",
+				 t->name, digest, from ? from->name : "no source");
+	}
+	if (r < 0)
+		return r;
+	if (!strcmp(how, "present"))
+		st->blobs_present++;
+	else if (!strcmp(how, "mounted"))
+		st->blobs_mounted++;
+	else {
+		st->blobs_uploaded++;
+		st->new_bytes += size;
+	}
+	return 0;
+}
+
+static int write_manifest(struct convert *c, const char *compress)
+{
+	const struct anole_build_stats *bs = &c->st->build;
+	char meta[72], cfg[72];
+	uint64_t meta_size = 0, cfg_size = 0;
+	_cleanup_free_ char *tmp = NULL;
+	if (asprintf(&tmp, "%s/.anole-meta.erofs", c->stage) < 0)
+		return anole_err(c->err, ENOMEM, "out of memory");
+	int r = store_meta(c, tmp, meta, &meta_size);
+	if (r < 0 || (r = make_config(c, compress, cfg, &cfg_size)) < 0)
+		return r;
+
+	json_t *layers = json_array();
+	json_array_append_new(layers, desc_json(ANOLE_MT_META, meta, meta_size));
+	/* data blobs in device table order: used bases, then the new one */
+	for (size_t i = 0; i < c->nbases; i++)
+		if (bs->bases_used & (1ull << i)) {
+			add_blob_layers(layers, &c->bases[i].b);
+			c->st->base_blobs_used++;
+		}
+	if (bs->blob_digest[0]) {
+		struct anole_lazy_blob own = {0};
+		snprintf(own.digest, sizeof(own.digest), "%s", bs->blob_digest);
+		snprintf(own.digests, sizeof(own.digests), "%s", bs->blob_digests);
+		snprintf(own.chunks, sizeof(own.chunks), "%s", bs->blob_chunks);
+		own.size = bs->blob_bytes;
+		if (file_size(c->blobdir, own.digests, &own.digests_size) < 0 ||
+		    file_size(c->blobdir, own.chunks, &own.chunks_size) < 0) {
+			json_decref(layers);
+			return anole_err(c->err, EIO, "%s: the blob's tables are missing", c->blobdir);
+		}
+		add_blob_layers(layers, &own);
+	}
+	json_t *m = json_pack("{s:i,s:s,s:s,s:o,s:o,s:{s:s}}", "schemaVersion", 2, "mediaType",
+			      OCI_MANIFEST, "artifactType", ANOLE_ARTIFACT_TYPE, "config",
+			      desc_json(ANOLE_MT_CONFIG, cfg, cfg_size), "layers", layers,
+			      "annotations", "dev.anole.format", FORMAT_VERSION);
+	char *text = m ? json_dumps(m, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	json_decref(m);
+	if (!text)
+		return anole_err(c->err, ENOMEM, "out of memory");
+
+	/* every blob first, the manifest last: a tag never names missing data */
+	json_error_t je;
+	json_t *doc = json_loads(text, 0, &je);
+	json_t *l;
+	size_t i;
+	r = place_blob(c, cfg, cfg_size);
+	c->st->total_bytes = strlen(text) + cfg_size;
+	json_array_foreach(json_object_get(doc, "layers"), i, l) {
+		if (r < 0)
+			break;
+		const char *d = json_string_value(json_object_get(l, "digest"));
+		uint64_t sz = (uint64_t)json_integer_value(json_object_get(l, "size"));
+		logf_(c->o->log, c->o->log_ctx, "blob %.19s %s",
+		      d, json_string_value(json_object_get(l, "mediaType")));
+		r = place_blob(c, d, sz);
+		c->st->total_bytes += sz;
+		c->st->blobs++;
+	}
+	json_decref(doc);
+	struct digest dg;
+	if (r >= 0)
+		r = store_put_manifest(c->target, text, strlen(text), OCI_MANIFEST, &dg, c->err);
+	free(text);
+	if (r >= 0)
+		digest_format(&dg, c->st->manifest_digest);
+	return r;
+}
+
+int anole_convert(const char *source, const char *target, const struct anole_convert_options *o,
+		  struct anole_convert_stats *stats, struct anole_error *err)
+{
+	struct anole_convert_stats st = {0};
+	struct convert c = {.o = o, .st = &st, .err = err};
+	if (strncmp(target, "docker://", 9) && strncmp(target, "oci:", 4))
+		return anole_err(err, EINVAL, "%s: the target is docker://HOST/REPO[:TAG] or "
+				 "oci:DIR[:TAG]", target);
+	int r = store_open(target, o->build.tls_verify, true, &c.target, err);
+	if (r >= 0)
+		r = make_stage(&c);
+	if (r >= 0)
+		r = load_bases(&c);
+	_cleanup_free_ struct anole_base_blob *bb = calloc(c.nbases + 1, sizeof(*bb));
+	_cleanup_free_ char *tmp = NULL;
+	if (r >= 0 && (!bb || asprintf(&tmp, "%s/.anole-meta.erofs", c.stage) < 0))
+		r = anole_err(err, ENOMEM, "out of memory");
+	struct anole_build_options bo = o->build;
+	if (r >= 0) {
+		for (size_t i = 0; i < c.nbases; i++)
+			bb[i] = (struct anole_base_blob){.digest = c.bases[i].b.digest,
+							 .chunks_path = c.bases[i].chunks_path};
+		if (!bo.compress)
+			bo.compress = "zstd";
+		/* small files and tails stay in their own extents, so that
+		 * equal files in other images find them */
+		if (!bo.fragments)
+			bo.fragments = -1;
+		bo.separate_data = true;
+		bo.dedupe = true;
+		bo.bases = bb;
+		bo.nbases = c.nbases;
+		bo.layers_separate = false;
+		r = anole_build(source, tmp, &bo, &st.build, err);
+	}
+	if (r >= 0)
+		r = write_manifest(&c, bo.compress);
+	if (tmp && r < 0)
+		unlink(tmp);
+	if (c.own_stage && c.stage)
+		nftw(c.stage, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	for (size_t i = 0; i < c.nbases; i++)
+		free(c.bases[i].chunks_path);
+	free(c.bases);
+	for (size_t i = 0; i < c.nrefs; i++)
+		store_free(c.refs[i]);
+	free(c.refs);
+	free(c.stage);
+	free(c.blobdir);
+	store_free(c.target);
+	if (r >= 0 && stats)
+		*stats = st;
+	return r;
+}

@@ -1,0 +1,317 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Stores: OCI image layouts and registry repositories behind one set of
+ * calls. Layout writes are atomic (temporary file, then rename), so a
+ * reader sees index.json and every blob whole or not at all.
+ */
+#include <fcntl.h>
+#include <jansson.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include "lazy/store.h"
+#include "util/digest.h"
+
+#define ANNOT_REF_NAME "org.opencontainers.image.ref.name"
+#define MAX_MANIFEST (4u << 20)
+#define LAYOUT_FILE "{\"imageLayoutVersion\":\"1.0.0\"}"
+
+static int mkdir_p(char *path)
+{
+	for (char *p = path + 1; (p = strchr(p, '/')); p++) {
+		*p = 0;
+		int r = mkdir(path, 0755);
+		*p = '/';
+		if (r < 0 && errno != EEXIST)
+			return -errno;
+	}
+	return mkdir(path, 0755) < 0 && errno != EEXIST ? -errno : 0;
+}
+
+/* Make DIR an empty layout unless it is one. */
+static int layout_create(struct store *s, struct anole_error *err)
+{
+	_cleanup_free_ char *blobs = NULL, *lf = NULL, *idx = NULL;
+	if (asprintf(&blobs, "%s/blobs/sha256", s->dir) < 0 ||
+	    asprintf(&lf, "%s/oci-layout", s->dir) < 0 || asprintf(&idx, "%s/index.json", s->dir) < 0)
+		return anole_err(err, ENOMEM, "out of memory");
+	int r = mkdir_p(blobs);
+	if (r < 0)
+		return anole_err(err, -r, "%s: cannot create: %s", blobs, strerror(-r));
+	if (access(lf, F_OK) < 0 && (r = outfile_write(lf, LAYOUT_FILE, strlen(LAYOUT_FILE))) < 0)
+		return anole_err(err, -r, "%s: %s", lf, strerror(-r));
+	static const char empty[] = "{\"schemaVersion\":2,\"manifests\":[]}\n";
+	if (access(idx, F_OK) < 0 && (r = outfile_write(idx, empty, strlen(empty))) < 0)
+		return anole_err(err, -r, "%s: %s", idx, strerror(-r));
+	return 0;
+}
+
+int store_open(const char *spec, int tls_verify, bool create, struct store **out,
+	       struct anole_error *err)
+{
+	struct store *s = calloc(1, sizeof(*s));
+	if (!s || !(s->name = strdup(spec))) {
+		free(s);
+		return anole_err(err, ENOMEM, "out of memory");
+	}
+	int r = 0;
+	if (!strncmp(spec, "docker://", 9)) {
+		if ((r = registry_parse_ref(spec + 9, &s->ref, err)) >= 0)
+			r = registry_new(s->ref.host, tls_verify, err, &s->reg);
+	} else {
+		/* oci:DIR[:TAG], or a bare DIR; a ':' followed by no '/' starts the tag */
+		const char *p = !strncmp(spec, "oci:", 4) ? spec + 4 : spec;
+		const char *colon = p != spec ? strrchr(p, ':') : NULL;
+		if (colon && strchr(colon, '/'))
+			colon = NULL;
+		s->dir = colon ? strndup(p, (size_t)(colon - p)) : strdup(p);
+		if (colon && !(s->tag = strdup(colon + 1)))
+			r = -ENOMEM;
+		if (!s->dir || r < 0)
+			r = anole_err(err, ENOMEM, "out of memory");
+		else if (!*s->dir || (colon && !colon[1]))
+			r = anole_err(err, EINVAL, "%s: expected oci:DIR[:TAG]", spec);
+		else if (create)
+			r = layout_create(s, err);
+	}
+	if (r < 0) {
+		store_free(s);
+		return r;
+	}
+	*out = s;
+	return 0;
+}
+
+void store_free(struct store *s)
+{
+	if (!s)
+		return;
+	registry_free(s->reg);
+	free(s->name);
+	free(s->dir);
+	free(s->tag);
+	free(s);
+}
+
+bool store_same_registry(const struct store *a, const struct store *b)
+{
+	return a->reg && b->reg && !strcmp(a->ref.host, b->ref.host);
+}
+
+char *store_blob_dir(const struct store *s)
+{
+	char *p = NULL;
+	if (s->reg || asprintf(&p, "%s/blobs/sha256", s->dir) < 0)
+		return NULL;
+	return p;
+}
+
+char *store_blob_path(const struct store *s, const char *digest)
+{
+	char *p = NULL;
+	if (s->reg || strncmp(digest, "sha256:", 7) ||
+	    asprintf(&p, "%s/blobs/sha256/%s", s->dir, digest + 7) < 0)
+		return NULL;
+	return p;
+}
+
+/* The descriptor index.json gives for the tag (or its only entry). */
+static int layout_find(struct store *s, char digest[DIGEST_STR_LEN + 1], uint64_t *size, char *mt,
+		       struct anole_error *err)
+{
+	_cleanup_free_ char *path = NULL;
+	if (asprintf(&path, "%s/index.json", s->dir) < 0)
+		return anole_err(err, ENOMEM, "out of memory");
+	json_error_t je;
+	json_t *idx = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+	if (!idx)
+		return anole_err(err, access(path, F_OK) ? ENOENT : EBADMSG,
+				 "%s: not an OCI image layout (%s)", s->dir, je.text);
+	json_t *m, *found = NULL;
+	size_t i, n = json_array_size(json_object_get(idx, "manifests"));
+	struct strbuf tags = {0};
+	json_array_foreach(json_object_get(idx, "manifests"), i, m) {
+		const char *t = json_string_value(
+			json_object_get(json_object_get(m, "annotations"), ANNOT_REF_NAME));
+		if (t)
+			strbuf_addf(&tags, "%s%s", tags.len ? ", " : "", t);
+		if ((s->tag && t && !strcmp(t, s->tag)) || (!s->tag && n == 1))
+			found = m;
+	}
+	int r = 0;
+	const char *dg = json_string_value(json_object_get(found, "digest"));
+	const char *t = json_string_value(json_object_get(found, "mediaType"));
+	json_t *sz = json_object_get(found, "size");
+	if (!found)
+		r = anole_err(err, ENOENT, "%s: %s (tags: %s)", s->name,
+			      s->tag ? "no such tag" : "several images: name one as oci:DIR:TAG",
+			      tags.len ? tags.buf : "none");
+	else if (!dg || strlen(dg) != DIGEST_STR_LEN || !json_is_integer(sz) ||
+		 json_integer_value(sz) < 0)
+		r = anole_err(err, EBADMSG, "%s: index.json: a bad descriptor", s->name);
+	else {
+		memcpy(digest, dg, DIGEST_STR_LEN + 1);
+		*size = (uint64_t)json_integer_value(sz);
+		snprintf(mt, 128, "%s", t ? t : "");
+	}
+	strbuf_release(&tags);
+	json_decref(idx);
+	return r;
+}
+
+int store_get_manifest(struct store *s, struct strbuf *body, char *mt, struct digest *dg,
+		       struct anole_error *err)
+{
+	int r;
+	if (s->reg) {
+		*mt = 0;
+		r = registry_get_manifest(s->reg, s->ref.repo, s->ref.reference, body, mt, err);
+		if (r >= 0)
+			sha256(body->buf, body->len, dg);
+		return r;
+	}
+	char digest[DIGEST_STR_LEN + 1];
+	uint64_t size = 0;
+	if ((r = layout_find(s, digest, &size, mt, err)) < 0)
+		return r;
+	if ((r = store_get_small(s, digest, size, MAX_MANIFEST, body, err)) < 0)
+		return r;
+	return digest_parse(digest, dg) < 0
+		       ? anole_err(err, EBADMSG, "%s: unsupported digest %s", s->name, digest)
+		       : 0;
+}
+
+int store_get_small(struct store *s, const char *digest, uint64_t size, uint64_t max,
+		    struct strbuf *out, struct anole_error *err)
+{
+	struct digest want, got;
+	if (digest_parse(digest, &want) < 0)
+		return anole_err(err, EBADMSG, "%s: unsupported digest '%.80s'", s->name, digest);
+	if (size > max)
+		return anole_err(err, EFBIG, "%s: blob %s: %llu bytes is more than the %llu allowed",
+				 s->name, digest, (unsigned long long)size,
+				 (unsigned long long)max);
+	int fd = -1;
+	struct registry_fetch *f = NULL;
+	int r = store_open_blob(s, digest, size, &fd, &f, err);
+	if (r < 0)
+		return r;
+	out->len = 0;
+	if (strbuf_grow(out, size + 1) < 0)
+		r = anole_err(err, ENOMEM, "out of memory");
+	while (r >= 0) {
+		ssize_t n = read(fd, out->buf + out->len, out->cap - out->len - 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			r = anole_err(err, errno, "%s: blob %s: %s", s->name, digest, strerror(errno));
+		if (n <= 0)
+			break;
+		out->len += (size_t)n;
+		if (out->len > size)
+			break;
+	}
+	close(fd);
+	int rf = f ? store_blob_end(f, err) : 0;
+	if (r < 0 || (r = rf) < 0)
+		return r;
+	out->buf[MIN(out->len, (size_t)size)] = 0;
+	sha256(out->buf, out->len, &got);
+	if (out->len != size || memcmp(&got, &want, sizeof(got)))
+		return anole_err(err, EBADMSG,
+				 "%s: blob %s: content does not match its digest and size", s->name,
+				 digest);
+	return 0;
+}
+
+int store_open_blob(struct store *s, const char *digest, uint64_t size, int *fd,
+		    struct registry_fetch **f, struct anole_error *err)
+{
+	*f = NULL;
+	if (s->reg)
+		return registry_blob_stream(s->reg, s->ref.repo, digest, size, fd, f, err);
+	_cleanup_free_ char *path = store_blob_path(s, digest);
+	if (!path)
+		return anole_err(err, EINVAL, "%s: bad digest %.80s", s->name, digest);
+	*fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	return *fd < 0 ? anole_err(err, errno, "%s: %s", path, strerror(errno)) : 0;
+}
+
+int store_blob_end(struct registry_fetch *f, struct anole_error *err)
+{
+	struct anole_error fe = {0};
+	int r = registry_fetch_end(f, &fe);
+	if (r < 0)
+		*err = fe; /* a failed download explains short data best */
+	return r;
+}
+
+int store_has_blob(struct store *s, const char *digest, uint64_t size, struct anole_error *err)
+{
+	if (s->reg) {
+		uint64_t got = 0;
+		int r = registry_blob_exists(s->reg, s->ref.repo, digest, &got, err);
+		return r <= 0 ? r : got == size;
+	}
+	_cleanup_free_ char *path = store_blob_path(s, digest);
+	struct stat st;
+	return path && !stat(path, &st) && S_ISREG(st.st_mode) && (uint64_t)st.st_size == size;
+}
+
+/* index.json with @tag pointing at the manifest, replacing what it named. */
+static int layout_tag(struct store *s, const char *tag, const char *digest, size_t len,
+		      const char *mt, struct anole_error *err)
+{
+	_cleanup_free_ char *path = NULL, *lock = NULL;
+	if (asprintf(&path, "%s/index.json", s->dir) < 0 ||
+	    asprintf(&lock, "%s/.index.lock", s->dir) < 0)
+		return anole_err(err, ENOMEM, "out of memory");
+	/* writers of one layout take turns, so no tag is lost */
+	_cleanup_close_ int lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (lfd < 0 || flock(lfd, LOCK_EX) < 0)
+		return anole_err(err, errno, "%s: %s", lock, strerror(errno));
+	json_error_t je;
+	json_t *idx = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+	json_t *ms = json_object_get(idx, "manifests");
+	if (!idx || !json_is_array(ms)) {
+		json_decref(idx);
+		return anole_err(err, EBADMSG, "%s: not an OCI image index (%s)", path, je.text);
+	}
+	for (size_t i = json_array_size(ms); i-- > 0;) {
+		const char *t = json_string_value(json_object_get(
+			json_object_get(json_array_get(ms, i), "annotations"), ANNOT_REF_NAME));
+		if (t && !strcmp(t, tag))
+			json_array_remove(ms, i);
+	}
+	json_array_append_new(ms, json_pack("{s:s,s:s,s:I,s:{s:s}}", "mediaType", mt, "digest",
+					    digest, "size", (json_int_t)len, "annotations",
+					    ANNOT_REF_NAME, tag));
+	char *text = json_dumps(idx, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	json_decref(idx);
+	if (!text)
+		return anole_err(err, ENOMEM, "out of memory");
+	int r = outfile_write(path, text, strlen(text));
+	free(text);
+	return r < 0 ? anole_err(err, -r, "%s: %s", path, strerror(-r)) : 0;
+}
+
+int store_put_manifest(struct store *s, const void *body, size_t len, const char *mt,
+		       struct digest *dg, struct anole_error *err)
+{
+	char digest[DIGEST_STR_LEN + 1];
+	sha256(body, len, dg);
+	digest_format(dg, digest);
+	if (s->reg) {
+		const char *ref = s->ref.reference;
+		if (!strncmp(ref, "sha256:", 7) && strcmp(ref, digest))
+			return anole_err(err, EINVAL, "%s: the manifest's digest is %s", s->name,
+					 digest);
+		return registry_put_manifest(s->reg, s->ref.repo, ref, mt, body, len, err);
+	}
+	_cleanup_free_ char *dir = store_blob_dir(s);
+	struct digest d;
+	int r = dir ? cas_put(dir, body, len, &d) : -ENOMEM;
+	if (r < 0)
+		return anole_err(err, -r, "%s: cannot store the manifest: %s", s->name, strerror(-r));
+	return layout_tag(s, s->tag ? s->tag : "latest", digest, len, mt, err);
+}
