@@ -262,6 +262,10 @@ struct anole_lazy_blob {
 struct anole_lazy_info {
 	char manifest_digest[72], meta_digest[72], config_digest[72];
 	uint64_t manifest_size, meta_size, config_size;
+	/* the metadata image itself: the layer is zstd-compressed when these
+	 * differ from meta_digest/meta_size */
+	char meta_image_digest[72];
+	uint64_t meta_image_size;
 	char *config_json;      /* the config blob's text */
 	char *meta_path;        /* local layouts: the metadata image */
 	size_t nblobs;

@@ -16,6 +16,7 @@
 
 #define ANOLE_MT_CONFIG "application/vnd.anole.config.v1+json"
 #define ANOLE_MT_META "application/vnd.anole.erofs.meta.v1"
+#define ANOLE_MT_META_ZSTD "application/vnd.anole.erofs.meta.v1+zstd"
 #define ANOLE_MT_BLOB "application/vnd.anole.erofs.blob.v1"
 #define ANOLE_MT_DIGESTS "application/vnd.anole.blob.digests.v1"
 #define ANOLE_MT_CHUNKS "application/vnd.anole.blob.chunks.v1"
@@ -23,6 +24,9 @@
 /* data blob descriptor annotations: the digests of its companions */
 #define ANOLE_ANNOT_DIGESTS "dev.anole.blob.digests"
 #define ANOLE_ANNOT_CHUNKS "dev.anole.blob.chunks"
+/* compressed metadata layer annotations: the image's own digest and size */
+#define ANOLE_ANNOT_META_DIGEST "dev.anole.meta.digest"
+#define ANOLE_ANNOT_META_SIZE "dev.anole.meta.size"
 
 #define ANOLE_DIGEST_TABLE_MAGIC "ANOLEDT1"
 #define ANOLE_RANGE_BITS 20 /* 1 MiB ranges */

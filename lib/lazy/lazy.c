@@ -9,6 +9,7 @@
 #include <ftw.h>
 #include <jansson.h>
 #include <sys/stat.h>
+#include <zstd.h>
 
 #include "anole/lazy_fs.h"
 #include "erofs/blobmeta.h"
@@ -18,6 +19,7 @@
 #define OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
 #define MAX_SMALL (256ull << 20) /* digest tables, chunk indexes, configs */
 #define FORMAT_VERSION "1"
+#define META_ZSTD_LEVEL 12
 
 static void logf_(void (*log)(void *, const char *), void *ctx, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -94,6 +96,32 @@ static int parse_blob(const char *name, json_t *layers, json_t *l, struct anole_
 	return get_desc(name, cl, b->chunks, &b->chunks_size, err);
 }
 
+/* The metadata image's own digest and size: the layer's, or from the
+ * annotations of a compressed layer. */
+static int meta_image_desc(const char *name, json_t *l, bool zstd, struct anole_lazy_info *li,
+			   struct anole_error *err)
+{
+	if (!zstd) {
+		memcpy(li->meta_image_digest, li->meta_digest, sizeof(li->meta_digest));
+		li->meta_image_size = li->meta_size;
+		return 0;
+	}
+	json_t *an = json_object_get(l, "annotations");
+	const char *d = json_string_value(json_object_get(an, ANOLE_ANNOT_META_DIGEST));
+	const char *sz = json_string_value(json_object_get(an, ANOLE_ANNOT_META_SIZE));
+	struct digest tmp;
+	char *end = NULL;
+	unsigned long long n = sz ? strtoull(sz, &end, 10) : 0;
+	if (!d || digest_parse(d, &tmp) < 0 || !sz || !*sz || *end || !n)
+		return anole_err(err, EBADMSG,
+				 "%s: the compressed metadata image lacks its digest or size "
+				 "annotation",
+				 name);
+	snprintf(li->meta_image_digest, sizeof(li->meta_image_digest), "%s", d);
+	li->meta_image_size = n;
+	return 0;
+}
+
 static int parse_manifest(const char *name, const struct strbuf *body, const char *mt,
 			  struct anole_lazy_info *li, struct anole_error *err)
 {
@@ -129,8 +157,10 @@ static int parse_manifest(const char *name, const struct strbuf *body, const cha
 		if (r < 0)
 			break;
 		const char *lt = json_string_value(json_object_get(l, "mediaType"));
-		if (lt && !strcmp(lt, ANOLE_MT_META)) {
+		if (lt && (!strcmp(lt, ANOLE_MT_META) || !strcmp(lt, ANOLE_MT_META_ZSTD))) {
 			r = get_desc(name, l, li->meta_digest, &li->meta_size, err);
+			if (r >= 0)
+				r = meta_image_desc(name, l, !strcmp(lt, ANOLE_MT_META_ZSTD), li, err);
 			nmeta++;
 		} else if (lt && !strcmp(lt, ANOLE_MT_BLOB)) {
 			r = parse_blob(name, layers, l, &li->blobs[li->nblobs++], err);
@@ -169,7 +199,7 @@ static int lazy_read(struct store *s, struct strbuf *body, struct anole_lazy_inf
 	digest_format(&dg, li->manifest_digest);
 	li->manifest_size = body->len;
 	li->config_json = cfg.buf;
-	li->meta_path = store_blob_path(s, li->meta_digest);
+	li->meta_path = store_blob_path(s, li->meta_image_digest);
 	*out = li;
 	return 0;
 }
@@ -299,6 +329,64 @@ static int load_table(struct store *dst, const struct anole_lazy_blob *b, struct
 	return r;
 }
 
+/* Decompress the local zstd metadata layer into the metadata image, under
+ * its own digest once that checked out. */
+static int unpack_meta(struct store *dst, const struct anole_lazy_info *li, struct anole_error *err)
+{
+	if (store_has_blob(dst, li->meta_image_digest, li->meta_image_size, err) == 1)
+		return 0;
+	_cleanup_free_ char *zpath = store_blob_path(dst, li->meta_digest);
+	_cleanup_free_ char *path = store_blob_path(dst, li->meta_image_digest);
+	_cleanup_free_ char *in = malloc(ZSTD_DStreamInSize()), *out = malloc(ZSTD_DStreamOutSize());
+	_cleanup_close_ int fd = zpath ? open(zpath, O_RDONLY | O_CLOEXEC) : -1;
+	if (!path || !in || !out || fd < 0)
+		return anole_err(err, fd < 0 ? errno : ENOMEM, "%s: %s", zpath ? zpath : "meta",
+				 strerror(fd < 0 ? errno : ENOMEM));
+	struct outfile of;
+	int r = outfile_open(&of, path);
+	if (r < 0)
+		return anole_err(err, -r, "%s: %s", path, strerror(-r));
+	ZSTD_DStream *z = ZSTD_createDStream();
+	struct sha256_stream *h = sha256_stream_new();
+	uint64_t done = 0;
+	size_t zr = 1;
+	if (!z || !h)
+		r = -ENOMEM;
+	for (ssize_t n = 1; r >= 0 && n > 0;) {
+		if ((n = read(fd, in, ZSTD_DStreamInSize())) < 0)
+			r = -errno;
+		ZSTD_inBuffer ib = {in, n > 0 ? (size_t)n : 0, 0};
+		while (r >= 0 && ib.pos < ib.size) {
+			ZSTD_outBuffer ob = {out, ZSTD_DStreamOutSize(), 0};
+			zr = ZSTD_decompressStream(z, &ob, &ib);
+			if (ZSTD_isError(zr) || done + ob.pos > li->meta_image_size)
+				r = -EBADMSG;
+			else if ((r = pwrite_full(of.fd, out, ob.pos, done)) >= 0) {
+				sha256_stream_update(h, out, ob.pos);
+				done += ob.pos;
+			}
+		}
+	}
+	struct digest got, want;
+	if (h)
+		sha256_stream_final(h, &got);
+	if (r >= 0 && (zr || done != li->meta_image_size ||
+		       digest_parse(li->meta_image_digest, &want) < 0 || memcmp(&got, &want, 32)))
+		r = -EBADMSG;
+	if (r >= 0)
+		r = outfile_commit(&of, path);
+	outfile_close(&of);
+	ZSTD_freeDStream(z);
+	sha256_stream_free(h);
+	if (r == -EBADMSG)
+		return anole_err(err, EBADMSG,
+				 "%s: metadata layer %s does not decompress to image %s of %llu "
+				 "bytes",
+				 dst->name, li->meta_digest, li->meta_image_digest,
+				 (unsigned long long)li->meta_image_size);
+	return r < 0 ? anole_err(err, -r, "%s: %s", path, strerror(-r)) : 0;
+}
+
 /* Everything one lazy image references, from @src into layout @dst. */
 static int copy_image(struct store *src, struct store *dst, const struct anole_lazy_info *li,
 		      struct anole_pull_stats *ps, void (*log)(void *, const char *), void *ctx,
@@ -316,6 +404,8 @@ static int copy_image(struct store *src, struct store *dst, const struct anole_l
 		ps->blobs_present += !fetched;
 		*(fetched ? &ps->bytes_fetched : &ps->bytes_present) += small[i].size;
 	}
+	if (r >= 0 && strcmp(li->meta_digest, li->meta_image_digest))
+		r = unpack_meta(dst, li, err);
 	for (size_t i = 0; i < li->nblobs && r >= 0; i++) {
 		const struct anole_lazy_blob *b = &li->blobs[i];
 		if ((r = ensure_local(src, dst, b->digests, b->digests_size, NULL, &fetched, err)) < 0 ||
@@ -386,7 +476,7 @@ int anole_pull(const char *ref, const char *dir, const struct anole_pull_options
 		r = copy_image(src, dst, li, &ps, o->log, o->log_ctx, err);
 	if (r >= 0) {
 		free(li->meta_path);
-		li->meta_path = store_blob_path(dst, li->meta_digest);
+		li->meta_path = store_blob_path(dst, li->meta_image_digest);
 		r = check_devices(li, ref, err);
 	}
 	struct digest dg;
@@ -540,37 +630,39 @@ static int file_size(const char *dir, const char *digest, uint64_t *size)
 	return 0;
 }
 
-/* Hash the finished metadata image and put it under its digest. */
-static int store_meta(struct convert *c, const char *tmp, char digest[72], uint64_t *size)
+/* Put the finished metadata image under its digest, and a zstd copy of
+ * it (the layer registries store) under that one's. */
+static int store_meta(struct convert *c, const char *tmp, char digest[72], uint64_t *size,
+		      char zdigest[72], uint64_t *zsize)
 {
 	_cleanup_close_ int fd = open(tmp, O_RDONLY | O_CLOEXEC);
-	struct sha256_stream *h = sha256_stream_new();
-	_cleanup_free_ char *buf = malloc(1u << 20), *final = NULL;
-	int r = fd < 0 ? -errno : 0;
-	*size = 0;
-	for (ssize_t n = 1; r >= 0 && h && buf && n > 0;) {
-		n = read(fd, buf, 1u << 20);
-		if (n < 0)
-			r = -errno;
-		else if (n > 0) {
-			sha256_stream_update(h, buf, (size_t)n);
-			*size += (uint64_t)n;
-		}
-	}
-	struct digest d;
-	if (h)
-		sha256_stream_final(h, &d);
-	if (r >= 0 && (!h || !buf))
-		r = -ENOMEM;
-	sha256_stream_free(h);
-	if (r >= 0) {
-		digest_format(&d, digest);
-		if (asprintf(&final, "%s/%s", c->blobdir, digest + 7) < 0)
-			r = -ENOMEM;
-		else if (rename(tmp, final) < 0)
-			r = -errno;
-	}
-	return r < 0 ? anole_err(c->err, -r, "%s: %s", tmp, strerror(-r)) : 0;
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return anole_err(c->err, errno, "%s: %s", tmp, strerror(errno));
+	*size = (uint64_t)st.st_size;
+	size_t cap = ZSTD_compressBound(*size);
+	_cleanup_free_ char *buf = malloc(MAX(*size, (uint64_t)1)), *zbuf = malloc(cap);
+	_cleanup_free_ char *final = NULL;
+	if (!buf || !zbuf)
+		return anole_err(c->err, ENOMEM, "out of memory");
+	int r = pread_full(fd, buf, *size, 0);
+	if (r < 0)
+		return anole_err(c->err, -r, "%s: %s", tmp, strerror(-r));
+	size_t zn = ZSTD_compress(zbuf, cap, buf, *size, META_ZSTD_LEVEL);
+	if (ZSTD_isError(zn))
+		return anole_err(c->err, EIO, "%s: zstd: %s", tmp, ZSTD_getErrorName(zn));
+	struct digest d, zd;
+	sha256(buf, *size, &d);
+	digest_format(&d, digest);
+	if (asprintf(&final, "%s/%s", c->blobdir, digest + 7) < 0)
+		return anole_err(c->err, ENOMEM, "out of memory");
+	if (rename(tmp, final) < 0)
+		return anole_err(c->err, errno, "%s: %s", final, strerror(errno));
+	if ((r = cas_put(c->blobdir, zbuf, zn, &zd)) < 0)
+		return anole_err(c->err, -r, "%s: %s", c->blobdir, strerror(-r));
+	digest_format(&zd, zdigest);
+	*zsize = zn;
+	return 0;
 }
 
 static json_t *desc_json(const char *mt, const char *digest, uint64_t size)
@@ -689,17 +781,22 @@ static int place_blob(struct convert *c, const char *digest, uint64_t size)
 static int write_manifest(struct convert *c, const char *compress)
 {
 	const struct anole_build_stats *bs = &c->st->build;
-	char meta[72], cfg[72];
-	uint64_t meta_size = 0, cfg_size = 0;
+	char meta[72], zmeta[72], cfg[72], msize[24];
+	uint64_t meta_size = 0, zmeta_size = 0, cfg_size = 0;
 	_cleanup_free_ char *tmp = NULL;
 	if (asprintf(&tmp, "%s/.anole-meta.erofs", c->stage) < 0)
 		return anole_err(c->err, ENOMEM, "out of memory");
-	int r = store_meta(c, tmp, meta, &meta_size);
+	int r = store_meta(c, tmp, meta, &meta_size, zmeta, &zmeta_size);
 	if (r < 0 || (r = make_config(c, compress, cfg, &cfg_size)) < 0)
 		return r;
 
 	json_t *layers = json_array();
-	json_array_append_new(layers, desc_json(ANOLE_MT_META, meta, meta_size));
+	json_t *ml = desc_json(ANOLE_MT_META_ZSTD, zmeta, zmeta_size);
+	snprintf(msize, sizeof(msize), "%llu", (unsigned long long)meta_size);
+	json_object_set_new(ml, "annotations",
+			    json_pack("{s:s,s:s}", ANOLE_ANNOT_META_DIGEST, meta,
+				      ANOLE_ANNOT_META_SIZE, msize));
+	json_array_append_new(layers, ml);
 	/* data blobs in device table order: used bases, then the new one */
 	for (size_t i = 0; i < c->nbases; i++)
 		if (bs->bases_used & (1ull << i)) {
