@@ -54,6 +54,8 @@ bool cli_is_lazy_ref(const char *arg)
 {
 	struct stat st;
 	char idx[4096];
+	if (!arg)
+		return false;
 	if (!strncmp(arg, "oci:", 4) || !strncmp(arg, "docker://", 9))
 		return true;
 	snprintf(idx, sizeof(idx), "%s/index.json", arg);
