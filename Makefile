@@ -22,6 +22,7 @@ demo: deps all
 bench: deps all
 	bench/run
 	bench/oci
+	bench/dedup
 
 # The whole suite under AddressSanitizer and UBSan, in its own build dir.
 asan: deps
