@@ -162,8 +162,9 @@ static int open_devices(struct anole_image *img, const struct erofs_super_block 
 		if (d->fd < 0)
 			d->fd = open(found = p2, O_RDONLY | O_CLOEXEC);
 		if (d->fd < 0)
-			return anole_err(&img->err, ENOENT, "%s: needs data blob sha256:%s (not at %s)",
-					 img->path, tag, p1);
+			return anole_err(&img->err, ENOENT,
+					 "%s: needs data blob sha256:%s (neither %s nor %s exists)",
+					 img->path, tag, p1, p2);
 		img->ndevs = i + 1;
 		if (!(d->path = strdup(found)))
 			return anole_err(&img->err, ENOMEM, "out of memory");

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <zstd.h>
 
+#include "anole/erofs_fs.h"
 #include "anole/lazy_fs.h"
 #include "erofs/blobmeta.h"
 #include "lazy/store.h"
@@ -425,27 +426,36 @@ static int copy_image(struct store *src, struct store *dst, const struct anole_l
 	return r;
 }
 
-/* The metadata image must read exactly blobs the manifest lists. */
+/* The metadata image must read only blobs the manifest lists: its device
+ * table is read before the image is opened, which needs those blobs. */
 static int check_devices(const struct anole_lazy_info *li, const char *name,
 			 struct anole_error *err)
 {
-	struct anole_image *img;
-	int r = anole_image_open(li->meta_path, &img, err);
-	if (r < 0)
-		return r;
-	for (unsigned int i = 0; r >= 0 && anole_image_device(img, i); i++) {
-		const char *p = strrchr(anole_image_device(img, i), '/');
-		p = p ? p + 1 : anole_image_device(img, i);
+	_cleanup_close_ int fd = open(li->meta_path, O_RDONLY | O_CLOEXEC);
+	struct erofs_super_block sb;
+	if (fd < 0 || pread_full(fd, &sb, sizeof(sb), EROFS_SUPER_OFFSET) < 0 ||
+	    sb.magic != EROFS_MAGIC)
+		return anole_err(err, EBADMSG, "%s: the metadata image is not EROFS", name);
+	unsigned int n = sb.feature_incompat & EROFS_INCOMPAT_DEVICE_TABLE ? sb.extra_devices : 0;
+	for (unsigned int i = 0; i < n; i++) {
+		struct erofs_deviceslot slot;
+		uint64_t at = (uint64_t)sb.devt_slotoff * sizeof(slot) + i * sizeof(slot);
+		if (pread_full(fd, &slot, sizeof(slot), at) < 0)
+			return anole_err(err, EBADMSG, "%s: the metadata image's device table is cut",
+					 name);
 		bool listed = false;
 		for (size_t k = 0; k < li->nblobs; k++)
-			listed |= !strcmp(li->blobs[k].digest + 7, p);
+			listed |= !memcmp(li->blobs[k].digest + 7, slot.tag, 64);
 		if (!listed)
-			r = anole_err(err, EBADMSG,
-				      "%s: the metadata image reads blob sha256:%s, which the "
-				      "manifest does not list",
-				      name, p);
+			return anole_err(err, EBADMSG,
+					 "%s: the metadata image reads blob sha256:%.64s, which the "
+					 "manifest does not list",
+					 name, (const char *)slot.tag);
 	}
-	anole_image_close(img);
+	struct anole_image *img;
+	int r = anole_image_open(li->meta_path, &img, err);
+	if (r >= 0)
+		anole_image_close(img);
 	return r;
 }
 

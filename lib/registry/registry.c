@@ -614,7 +614,7 @@ int registry_get_manifest(struct registry *r, const char *repo, const char *ref,
 	if (rc < 0)
 		return rc;
 	char what[600];
-	snprintf(what, sizeof(what), "%s:%s", repo, ref);
+	snprintf(what, sizeof(what), "%s%s%s", repo, strncmp(ref, "sha256:", 7) ? ":" : "@", ref);
 	if (x.status != 200)
 		return http_error(r, what, x.status, err);
 	if (strbuf_add(body, "", 0) < 0)
