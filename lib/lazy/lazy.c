@@ -707,11 +707,14 @@ static int make_config(struct convert *c, const char *compress, char digest[72],
 		json_array_append_new(blobs,
 				      json_pack("{s:s,s:s}", "digest", bs->blob_digest, "origin", "new"));
 	json_t *cfg = json_pack(
-		"{s:s,s:i,s:s,s:{s:I,s:I,s:I,s:I},s:o}", "formatVersion", FORMAT_VERSION,
-		"blockSize", 4096, "compression", compress, "dedup", "fileBytes",
+		"{s:s,s:i,s:s,s:{s:I,s:I,s:I,s:I},s:o,s:{s:I,s:I,s:I,s:I,s:I}}", "formatVersion",
+		FORMAT_VERSION, "blockSize", 4096, "compression", compress, "dedup", "fileBytes",
 		(json_int_t)bs->data_bytes, "reusedBytes", (json_int_t)bs->base_reused_bytes,
 		"withinImageBytes", (json_int_t)(bs->dedupe_bytes - bs->base_reused_bytes),
-		"newBlobBytes", (json_int_t)bs->blob_bytes, "blobs", blobs);
+		"newBlobBytes", (json_int_t)bs->blob_bytes, "blobs", blobs, "source", "layers",
+		(json_int_t)bs->layers, "layerEntries", (json_int_t)bs->layer_entries,
+		"hiddenEntries", (json_int_t)bs->hidden_entries, "inodes", (json_int_t)bs->inodes,
+		"files", (json_int_t)bs->regular);
 	char *text = cfg ? json_dumps(cfg, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 	json_decref(cfg);
 	if (!text)
