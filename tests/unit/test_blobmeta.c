@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Digest tables and chunk indexes: round trips, and hostile files refused. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "erofs/blobmeta.h"
+
+static void digest_table_round_trip(void **state)
+{
+	(void)state;
+	struct digest_table t, back;
+	uint64_t size = 3 * (1ull << ANOLE_RANGE_BITS) + 17; /* a short last range */
+	assert_int_equal(digest_table_init(&t, size), 0);
+	assert_int_equal(t.head.count, 4);
+	for (int i = 0; i < 4; i++)
+		memset(t.d[i].b, i + 1, 32);
+	struct strbuf raw = {0};
+	assert_int_equal(digest_table_encode(&t, &raw), 0);
+	assert_int_equal(raw.len, 64 + 4 * 32);
+	struct anole_error err = {0};
+	assert_int_equal(digest_table_decode(raw.buf, raw.len, size, &back, &err, "t"), 0);
+	assert_memory_equal(back.d, t.d, 4 * 32);
+	digest_table_release(&back);
+
+	/* another blob size, a cut table, a bad magic: refused with a message */
+	assert_true(digest_table_decode(raw.buf, raw.len, size + (1u << 20), &back, &err, "t") < 0);
+	assert_non_null(strstr(err.msg, "t: digest table describes"));
+	err = (struct anole_error){0};
+	assert_true(digest_table_decode(raw.buf, raw.len - 1, size, &back, &err, "t") < 0);
+	assert_true(digest_table_decode(raw.buf, 10, size, &back, &err, "t") < 0);
+	raw.buf[0] ^= 1;
+	assert_true(digest_table_decode(raw.buf, raw.len, size, &back, &err, "t") < 0);
+	strbuf_release(&raw);
+	digest_table_release(&t);
+}
+
+static void write_index(const char *path, struct chunk_index *c)
+{
+	struct strbuf raw = {0};
+	assert_int_equal(chunk_index_encode(c, &raw), 0);
+	assert_int_equal(outfile_write(path, raw.buf, raw.len), 0);
+	strbuf_release(&raw);
+}
+
+static void chunk_index_checks(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/test_blobmeta.XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char path[64];
+	snprintf(path, sizeof(path), "%s/ci", dir);
+
+	struct anole_chunk_entry e[2] = {{.blkaddr = 0, .cblocks = 3, .nblocks = 3},
+					 {.blkaddr = 3, .cblocks = 0, .nblocks = 7}};
+	memset(e[0].key, 1, 32);
+	memset(e[1].key, 2, 32);
+	struct chunk_index c = {.e = e};
+	memcpy(c.head.magic, ANOLE_CHUNK_INDEX_MAGIC, 8);
+	c.head.blkszbits = 12;
+	c.head.count = 2;
+	c.head.blob_blocks = 10;
+	write_index(path, &c);
+	struct chunk_index back;
+	struct anole_error err = {0};
+	assert_int_equal(chunk_index_load(path, &back, &err), 0);
+	assert_int_equal(back.head.count, 2);
+	assert_memory_equal(back.e, e, sizeof(e));
+	chunk_index_release(&back);
+
+	/* an entry past the blob's end */
+	c.head.blob_blocks = 9;
+	write_index(path, &c);
+	assert_true(chunk_index_load(path, &back, &err) < 0);
+	assert_non_null(strstr(err.msg, "entry 1 lies outside the blob"));
+	/* a count the file does not hold */
+	c.head.blob_blocks = 10;
+	c.head.count = 3;
+	c.e = NULL;
+	struct strbuf raw = {0};
+	assert_int_equal(strbuf_add(&raw, &c.head, sizeof(c.head)), 0);
+	assert_int_equal(strbuf_add(&raw, e, sizeof(e)), 0);
+	assert_int_equal(outfile_write(path, raw.buf, raw.len), 0);
+	strbuf_release(&raw);
+	err = (struct anole_error){0};
+	assert_true(chunk_index_load(path, &back, &err) < 0);
+	assert_non_null(strstr(err.msg, "not a chunk index"));
+
+	unlink(path);
+	rmdir(dir);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(digest_table_round_trip),
+		cmocka_unit_test(chunk_index_checks),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
