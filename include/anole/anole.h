@@ -78,6 +78,7 @@ struct anole_build_options {
 struct anole_base_blob {
 	const char *digest;      /* "sha256:HEX" of the blob */
 	const char *chunks_path; /* its chunk index (anole/lazy_fs.h) */
+	uint64_t size;           /* the blob's bytes, 0 = unknown; checked against the index */
 };
 
 struct anole_build_stats {

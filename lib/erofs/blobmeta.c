@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include "anole/erofs_fs.h"
 #include "erofs/blobmeta.h"
 
 #define MAX_CHUNK_INDEX (1ull << 31)
@@ -45,10 +46,9 @@ int digest_table_decode(const void *data, size_t len, uint64_t blob_size, struct
 		return anole_err(err, EBADMSG, "%s: digest table of %zu bytes is too short", what,
 				 len);
 	memcpy(&h, data, sizeof(h));
-	if (memcmp(h.magic, ANOLE_DIGEST_TABLE_MAGIC, 8) || h.range_bits < 12 ||
-	    h.range_bits > 30)
-		return anole_err(err, EBADMSG, "%s: not a digest table (bad magic or range size)",
-				 what);
+	/* one range size only: every reader of the table may rely on it */
+	if (memcmp(h.magic, ANOLE_DIGEST_TABLE_MAGIC, 8) || h.range_bits != ANOLE_RANGE_BITS)
+		return anole_err(err, EBADMSG, "%s: not a digest table of 1 MiB ranges", what);
 	uint64_t count = DIV_ROUND_UP(blob_size, 1ull << h.range_bits);
 	if (h.blob_size != blob_size || h.count != count ||
 	    len != sizeof(h) + count * sizeof(struct digest))
@@ -88,10 +88,14 @@ int chunk_index_load(const char *path, struct chunk_index *c, struct anole_error
 		return anole_err(err, errno, "%s: %s", path, strerror(errno));
 	struct anole_chunk_index_head h;
 	int r = (uint64_t)st.st_size >= sizeof(h) ? pread_full(fd, &h, sizeof(h), 0) : -EBADMSG;
+	/* count is bounded before it is multiplied, so the size check cannot wrap */
 	if (r < 0 || memcmp(h.magic, ANOLE_CHUNK_INDEX_MAGIC, 8) || h.blkszbits != 12 ||
-	    (uint64_t)st.st_size > MAX_CHUNK_INDEX ||
-	    (uint64_t)st.st_size != sizeof(h) + h.count * sizeof(*c->e))
+	    (uint64_t)st.st_size > MAX_CHUNK_INDEX || h.count > MAX_CHUNK_INDEX / sizeof(*c->e) ||
+	    (uint64_t)st.st_size != sizeof(h) + h.count * sizeof(*c->e) ||
+	    h.pcluster < 4096 || h.pcluster > Z_EROFS_PCLUSTER_MAX_SIZE || h.pcluster % 4096 ||
+	    h.blob_blocks > (1ull << 31))
 		return anole_err(err, EBADMSG, "%s: not a chunk index of 4 KiB blocks", path);
+	uint32_t max_blocks = h.pcluster / 4096;
 	c->head = h;
 	c->e = malloc(MAX(h.count, 1) * sizeof(*c->e));
 	if (!c->e)
@@ -102,7 +106,7 @@ int chunk_index_load(const char *path, struct chunk_index *c, struct anole_error
 	}
 	for (uint64_t i = 0; i < h.count; i++) {
 		const struct anole_chunk_entry *e = &c->e[i];
-		if (!e->nblocks || e->cblocks > e->nblocks || e->nblocks > 4096 ||
+		if (!e->nblocks || e->nblocks > max_blocks || (e->cblocks && e->cblocks != e->nblocks) ||
 		    (uint64_t)e->blkaddr + e->nblocks > h.blob_blocks) {
 			chunk_index_release(c);
 			return anole_err(err, EBADMSG, "%s: entry %llu lies outside the blob", path,

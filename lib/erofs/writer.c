@@ -259,6 +259,13 @@ static int load_bases(struct tree_writer *tw)
 		int r = chunk_index_load(b->chunks_path, &ci, tw->err);
 		if (r < 0)
 			return r;
+		if (b->size && b->size != ci.head.blob_blocks << 12) {
+			chunk_index_release(&ci);
+			return anole_err(tw->err, EBADMSG,
+					 "%s: chunk index describes %llu blocks, blob %s has %llu bytes",
+					 b->chunks_path, (unsigned long long)ci.head.blob_blocks,
+					 b->digest, (unsigned long long)b->size);
+		}
 		w->uni = uni;
 		w->blocks = ci.head.blob_blocks;
 		for (uint64_t k = 0; k < ci.head.count && r >= 0; k++) {

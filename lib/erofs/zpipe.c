@@ -284,6 +284,12 @@ static int store_extent(struct zpipe *z, struct zjob *j, struct zextent *e)
 		int found = digest_map_get_or_put(z->seen, &j->digest, &where);
 		if (found < 0)
 			return anole_err(tw_error(z->tw), ENOMEM, "out of memory");
+		/* a base's index says how it stored the extent; an entry that
+		 * cannot hold these bytes (wrong length, oversized) is a miss */
+		uint32_t had_c = ZPIPE_WHERE_CBLOCKS(where), had_n = ZPIPE_WHERE_NBLOCKS(where);
+		if (found && (had_c ? had_c != had_n || had_n > z->pcluster / z->blksz
+				    : had_n != e->nlcl))
+			found = 0;
 		if (found) {
 			/* stored earlier, maybe by another image with another
 			 * library version: its block count is the truth */

@@ -19,6 +19,7 @@
 
 #define OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
 #define MAX_SMALL (256ull << 20) /* digest tables, chunk indexes, configs */
+#define MAX_META_IMAGE (16ull << 30) /* a metadata image; millions of files fit */
 #define FORMAT_VERSION "1"
 #define META_ZSTD_LEVEL 12
 
@@ -112,8 +113,10 @@ static int meta_image_desc(const char *name, json_t *l, bool zstd, struct anole_
 	const char *sz = json_string_value(json_object_get(an, ANOLE_ANNOT_META_SIZE));
 	struct digest tmp;
 	char *end = NULL;
-	unsigned long long n = sz ? strtoull(sz, &end, 10) : 0;
-	if (!d || digest_parse(d, &tmp) < 0 || !sz || !*sz || *end || !n)
+	errno = 0;
+	/* the size bounds decompression: a digit string, at most MAX_META_IMAGE */
+	unsigned long long n = sz && *sz >= '0' && *sz <= '9' ? strtoull(sz, &end, 10) : 0;
+	if (!d || digest_parse(d, &tmp) < 0 || !n || *end || errno || n > MAX_META_IMAGE)
 		return anole_err(err, EBADMSG,
 				 "%s: the compressed metadata image lacks its digest or size "
 				 "annotation",
@@ -285,7 +288,8 @@ static int fetch_verified(struct store *src, const char *digest, uint64_t size,
 		close(fd);
 	if (f) {
 		struct anole_error fe = {0};
-		if (store_blob_end(f, &fe) < 0 && r >= 0)
+		/* a short body is the transfer's fault: its error says why */
+		if (store_blob_end(f, &fe) < 0 && (r >= 0 || r == -EIO))
 			r = anole_err(err, fe.code, "%s", fe.msg);
 	}
 	if (r >= 0) {
@@ -433,10 +437,12 @@ static int check_devices(const struct anole_lazy_info *li, const char *name,
 {
 	_cleanup_close_ int fd = open(li->meta_path, O_RDONLY | O_CLOEXEC);
 	struct erofs_super_block sb;
-	if (fd < 0 || pread_full(fd, &sb, sizeof(sb), EROFS_SUPER_OFFSET) < 0 ||
-	    sb.magic != EROFS_MAGIC)
+	if (fd < 0)
+		return anole_err(err, errno, "%s: %s", li->meta_path, strerror(errno));
+	if (pread_full(fd, &sb, sizeof(sb), EROFS_SUPER_OFFSET) < 0 || sb.magic != EROFS_MAGIC)
 		return anole_err(err, EBADMSG, "%s: the metadata image is not EROFS", name);
-	unsigned int n = sb.feature_incompat & EROFS_INCOMPAT_DEVICE_TABLE ? sb.extra_devices : 0;
+	/* readers open devices whenever extra_devices is set, flag or not */
+	unsigned int n = sb.extra_devices;
 	for (unsigned int i = 0; i < n; i++) {
 		struct erofs_deviceslot slot;
 		uint64_t at = (uint64_t)sb.devt_slotoff * sizeof(slot) + i * sizeof(slot);
@@ -554,7 +560,7 @@ static int load_bases(struct convert *c)
 		strbuf_release(&body);
 		if (r < 0)
 			return r;
-		struct base *nb = realloc(c->bases, (c->nbases + li->nblobs) * sizeof(*nb));
+		struct base *nb = realloc(c->bases, (c->nbases + li->nblobs + 1) * sizeof(*nb));
 		if (!nb) {
 			anole_lazy_free(li);
 			return anole_err(c->err, ENOMEM, "out of memory");
@@ -843,6 +849,10 @@ static int write_manifest(struct convert *c, const char *compress)
 	json_t *doc = json_loads(text, 0, &je);
 	json_t *l;
 	size_t i;
+	if (!doc) {
+		free(text);
+		return anole_err(c->err, ENOMEM, "out of memory");
+	}
 	r = place_blob(c, cfg, cfg_size);
 	c->st->total_bytes = strlen(text) + cfg_size;
 	json_array_foreach(json_object_get(doc, "layers"), i, l) {
@@ -887,7 +897,8 @@ int anole_convert(const char *source, const char *target, const struct anole_con
 	if (r >= 0) {
 		for (size_t i = 0; i < c.nbases; i++)
 			bb[i] = (struct anole_base_blob){.digest = c.bases[i].b.digest,
-							 .chunks_path = c.bases[i].chunks_path};
+							 .chunks_path = c.bases[i].chunks_path,
+							 .size = c.bases[i].b.size};
 		if (!bo.compress)
 			bo.compress = "zstd";
 		/* small files and tails stay in their own extents, so that

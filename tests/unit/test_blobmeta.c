@@ -36,6 +36,10 @@ static void digest_table_round_trip(void **state)
 	err = (struct anole_error){0};
 	assert_true(digest_table_decode(raw.buf, raw.len - 1, size, &back, &err, "t") < 0);
 	assert_true(digest_table_decode(raw.buf, 10, size, &back, &err, "t") < 0);
+	/* only 1 MiB ranges: readers index the table by offset >> 20 */
+	raw.buf[8] = 12;
+	assert_true(digest_table_decode(raw.buf, raw.len, size, &back, &err, "t") < 0);
+	raw.buf[8] = ANOLE_RANGE_BITS;
 	raw.buf[0] ^= 1;
 	assert_true(digest_table_decode(raw.buf, raw.len, size, &back, &err, "t") < 0);
 	strbuf_release(&raw);
@@ -67,6 +71,7 @@ static void chunk_index_checks(void **state)
 	c.head.blkszbits = 12;
 	c.head.count = 2;
 	c.head.blob_blocks = 10;
+	c.head.pcluster = 32768;
 	write_index(path, &c);
 	struct chunk_index back;
 	struct anole_error err = {0};
@@ -92,6 +97,20 @@ static void chunk_index_checks(void **state)
 	err = (struct anole_error){0};
 	assert_true(chunk_index_load(path, &back, &err) < 0);
 	assert_non_null(strstr(err.msg, "not a chunk index"));
+	/* a count whose byte size wraps to the file's size */
+	c.head.count = 2 + (1ull << 60); /* x 48 wraps to 96 */
+	raw = (struct strbuf){0};
+	assert_int_equal(strbuf_add(&raw, &c.head, sizeof(c.head)), 0);
+	assert_int_equal(strbuf_add(&raw, e, sizeof(e)), 0);
+	assert_int_equal(outfile_write(path, raw.buf, raw.len), 0);
+	strbuf_release(&raw);
+	assert_true(chunk_index_load(path, &back, &err) < 0);
+	/* an entry larger than the writer's pcluster */
+	c.head.count = 2;
+	c.head.pcluster = 16384;
+	c.e = e;
+	write_index(path, &c);
+	assert_true(chunk_index_load(path, &back, &err) < 0);
 
 	unlink(path);
 	rmdir(dir);
