@@ -23,6 +23,8 @@ static const struct {
 	{"pull", cmd_pull, "fetch and verify a lazy image into a local layout"},
 	{"mount", cmd_mount, "mount an image with the kernel's EROFS"},
 	{"umount", cmd_umount, "unmount an anole mount"},
+	{"status", cmd_status, "show lazy mounts, the cache and the daemon's counters"},
+	{"daemon", cmd_daemon, "serve lazy mounts (started by mount when needed)"},
 };
 
 void cli_error(const char *fmt, ...)

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 
@@ -14,29 +15,117 @@ static inline void free_strp(char **p)
 }
 #define _cleanup_image_path_ __attribute__((cleanup(free_strp)))
 
+#include <jansson.h>
+
 #include "cli.h"
 
 static const char mount_usage[] =
-	"anole mount [-o OPTIONS] IMAGE|DIR|oci:DIR[:TAG] MOUNTPOINT\n"
+	"anole mount [OPTIONS] IMAGE|DIR|oci:DIR[:TAG]|docker://REF MOUNTPOINT\n"
 	"\n"
-	"Mount a local EROFS image read-only with the kernel, file-backed (no\n"
-	"loop device). The image is checked to be EROFS first. A lazy image in\n"
-	"an OCI layout (from anole pull or convert) mounts its metadata image\n"
-	"with its data blobs as device= files.\n"
+	"Mount an image read-only with the kernel's EROFS, file-backed (no loop\n"
+	"device). A local image file, or a lazy image in an OCI layout whose\n"
+	"blobs are all there, mounts directly. A docker:// lazy image (or any\n"
+	"with --lazy) mounts at once, before its data is here: the anole daemon\n"
+	"(started when needed) fetches, verifies and caches each range the first\n"
+	"time something reads it; after that the kernel alone serves it.\n"
 	"\n"
-	"  -o OPTIONS   extra EROFS mount options (e.g. 'acl,user_xattr')";
+	"  -o OPTIONS            extra EROFS mount options (e.g. 'acl,user_xattr')\n"
+	"  --lazy                go through the daemon even for a local layout\n"
+	"  --prefetch=none|all   after mounting, fetch the rest in the background\n"
+	"                        at low priority (default none: only what is read)\n"
+	"  --prefetch-rate=SIZE  background bytes per second (default 50M; 0 = no cap)\n"
+	"  --tls-verify=BOOL     check the registry's certificate (default true)";
+
+static int lazy_mount(const char *ref, const char *target, const char *options,
+		      const char *prefetch, uint64_t rate, int tls_verify)
+{
+	char real[4096];
+	if (!realpath(target, real)) {
+		cli_error("%s: %s", target, strerror(errno));
+		return 1;
+	}
+	json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:i}", "op", "mount", "ref", ref,
+				"mountpoint", real, "options", options ? options : "", "prefetch",
+				prefetch, "prefetch_rate", (json_int_t)rate, "tls_verify",
+				tls_verify);
+	char *text = req ? json_dumps(req, JSON_COMPACT) : NULL;
+	json_decref(req);
+	if (!text) {
+		cli_error("out of memory");
+		return 1;
+	}
+	struct anole_error err = {0};
+	char *reply = NULL;
+	int r = anole_daemon_request(text, 1, &reply, &err);
+	free(text);
+	if (r < 0)
+		return cli_fail(&err, r);
+	json_error_t je;
+	json_t *j = json_loads(reply, 0, &je);
+	free(reply);
+	const char *msg = json_string_value(json_object_get(j, "error"));
+	int rc = 0;
+	if (!j || msg) {
+		cli_error("%s", msg ? msg : "the daemon's answer is not JSON");
+		rc = 1;
+	}
+	json_decref(j);
+	return rc;
+}
+
+/* A layout whose blobs are not all there is lazy by nature. */
+static bool needs_daemon(const char *arg, bool lazy)
+{
+	if (lazy || !strncmp(arg, "docker://", 9))
+		return true;
+	if (!cli_is_lazy_ref(arg))
+		return false;
+	struct anole_error err = {0};
+	struct anole_lazy_info *li;
+	if (anole_lazy_open(arg, 0, &li, &err) < 0)
+		return false; /* the direct path says what is wrong */
+	bool missing = !li->meta_path || access(li->meta_path, R_OK);
+	anole_lazy_free(li);
+	return missing;
+}
 
 int cmd_mount(int argc, char **argv)
 {
 	static const struct option longopts[] = {{"options", required_argument, NULL, 'o'},
+						 {"lazy", no_argument, NULL, 'l'},
+						 {"prefetch", required_argument, NULL, 'p'},
+						 {"prefetch-rate", required_argument, NULL, 'r'},
+						 {"tls-verify", required_argument, NULL, 'V'},
 						 {"help", no_argument, NULL, 'h'},
 						 {0}};
-	const char *data = NULL;
+	const char *data = NULL, *prefetch = "none";
+	bool lazy = false;
+	int tls_verify = 0; /* the registry client's default */
+	uint64_t rate = 50ull << 20;
 	int c;
 	while ((c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
 		if (c == 'o')
 			data = optarg;
-		else if (c == 'h') {
+		else if (c == 'l')
+			lazy = true;
+		else if (c == 'p') {
+			if (strcmp(optarg, "none") && strcmp(optarg, "all")) {
+				cli_error("--prefetch=%s: choose none or all", optarg);
+				return EXIT_USAGE;
+			}
+			prefetch = optarg;
+		} else if (c == 'r') {
+			if (cli_parse_size(optarg, &rate) < 0) {
+				cli_error("--prefetch-rate=%s: not a size", optarg);
+				return EXIT_USAGE;
+			}
+		} else if (c == 'V') {
+			if (strcmp(optarg, "true") && strcmp(optarg, "false")) {
+				cli_error("--tls-verify=%s: choose true or false", optarg);
+				return EXIT_USAGE;
+			}
+			tls_verify = !strcmp(optarg, "true") ? 1 : -1;
+		} else if (c == 'h') {
 			puts(mount_usage);
 			return 0;
 		} else
@@ -45,6 +134,8 @@ int cmd_mount(int argc, char **argv)
 	if (argc - optind != 2)
 		return cli_usage(mount_usage);
 	const char *target = argv[optind + 1];
+	if (needs_daemon(argv[optind], lazy))
+		return lazy_mount(argv[optind], target, data, prefetch, rate, tls_verify);
 
 	/* Refuse early, with a clear message, what the kernel would refuse
 	 * with a bare EINVAL. */
@@ -102,6 +193,28 @@ int cmd_umount(int argc, char **argv)
 	}
 	if (argc != 2)
 		return cli_usage("anole umount MOUNTPOINT");
+	/* a lazy mount: the daemon unmounts it and lets go of its blobs */
+	char real[4096], *reply = NULL;
+	struct anole_error err = {0};
+	json_t *req = json_pack("{s:s, s:s}", "op", "umount", "mountpoint",
+				realpath(argv[1], real) ? real : argv[1]);
+	char *text = req ? json_dumps(req, JSON_COMPACT) : NULL;
+	json_decref(req);
+	if (text && anole_daemon_request(text, 0, &reply, &err) >= 0) {
+		free(text);
+		json_error_t je;
+		json_t *j = json_loads(reply, 0, &je);
+		free(reply);
+		const char *msg = json_string_value(json_object_get(j, "error"));
+		bool theirs = j && (!msg || !strstr(msg, "no lazy image is mounted there"));
+		if (theirs && msg)
+			cli_error("%s", msg);
+		json_decref(j);
+		if (theirs)
+			return msg ? 1 : 0;
+	} else {
+		free(text);
+	}
 	if (umount2(argv[1], 0) < 0) {
 		cli_error("%s: %s", argv[1], strerror(errno));
 		return 1;

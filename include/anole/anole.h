@@ -278,6 +278,19 @@ int anole_lazy_open(const char *ref, int tls_verify, struct anole_lazy_info **ou
 		    struct anole_error *err);
 void anole_lazy_free(struct anole_lazy_info *li);
 
+/* ---- the lazy mount service ---------------------------------------------------
+ * A daemon serves lazy mounts: the kernel reads the images, the daemon
+ * fills missing ranges of their data blobs when a reader first needs them
+ * (fanotify pre-content events). $ANOLE_RUNTIME_DIR (default /run/anole)
+ * holds its socket, pid files and log; $ANOLE_CACHE_DIR (default
+ * /var/lib/anole/cache) the shared cache. */
+/* Run the daemon in this process until nothing is mounted. */
+int anole_daemon(struct anole_error *err);
+/* One JSON request ({"op":"mount"|"umount"|"status"|"metrics", ...}) to the
+ * daemon, started first when @start and not running; *reply is its JSON
+ * answer (free it). */
+int anole_daemon_request(const char *request, int start, char **reply, struct anole_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -14,7 +14,7 @@
 #include "anole/erofs_fs.h"
 #include "anole/lazy_fs.h"
 #include "erofs/blobmeta.h"
-#include "lazy/store.h"
+#include "lazy/lazy.h"
 #include "util/digest.h"
 
 #define OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
@@ -394,8 +394,8 @@ static int unpack_meta(struct store *dst, const struct anole_lazy_info *li, stru
 
 /* Everything one lazy image references, from @src into layout @dst. */
 static int copy_image(struct store *src, struct store *dst, const struct anole_lazy_info *li,
-		      struct anole_pull_stats *ps, void (*log)(void *, const char *), void *ctx,
-		      struct anole_error *err)
+		      bool data, struct anole_pull_stats *ps, void (*log)(void *, const char *),
+		      void *ctx, struct anole_error *err)
 {
 	struct {
 		const char *digest;
@@ -413,8 +413,15 @@ static int copy_image(struct store *src, struct store *dst, const struct anole_l
 		r = unpack_meta(dst, li, err);
 	for (size_t i = 0; i < li->nblobs && r >= 0; i++) {
 		const struct anole_lazy_blob *b = &li->blobs[i];
-		if ((r = ensure_local(src, dst, b->digests, b->digests_size, NULL, &fetched, err)) < 0 ||
-		    (r = ensure_local(src, dst, b->chunks, b->chunks_size, NULL, &fetched, err)) < 0)
+		if ((r = ensure_local(src, dst, b->digests, b->digests_size, NULL, &fetched, err)) < 0)
+			break;
+		if (!data) { /* a lazy mount checks the table now and reads data later */
+			struct digest_table t;
+			if ((r = load_table(dst, b, &t, err)) >= 0)
+				digest_table_release(&t);
+			continue;
+		}
+		if ((r = ensure_local(src, dst, b->chunks, b->chunks_size, NULL, &fetched, err)) < 0)
 			break;
 		struct digest_table t;
 		if ((r = load_table(dst, b, &t, err)) < 0)
@@ -432,8 +439,8 @@ static int copy_image(struct store *src, struct store *dst, const struct anole_l
 
 /* The metadata image must read only blobs the manifest lists: its device
  * table is read before the image is opened, which needs those blobs. */
-static int check_devices(const struct anole_lazy_info *li, const char *name,
-			 struct anole_error *err)
+static int check_slots(const struct anole_lazy_info *li, const char *name,
+		       struct anole_error *err)
 {
 	_cleanup_close_ int fd = open(li->meta_path, O_RDONLY | O_CLOEXEC);
 	struct erofs_super_block sb;
@@ -458,8 +465,17 @@ static int check_devices(const struct anole_lazy_info *li, const char *name,
 					 "manifest does not list",
 					 name, (const char *)slot.tag);
 	}
+	return 0;
+}
+
+static int check_devices(const struct anole_lazy_info *li, const char *name,
+			 struct anole_error *err)
+{
+	int r = check_slots(li, name, err);
+	if (r < 0)
+		return r;
 	struct anole_image *img;
-	int r = anole_image_open(li->meta_path, &img, err);
+	r = anole_image_open(li->meta_path, &img, err);
 	if (r >= 0)
 		anole_image_close(img);
 	return r;
@@ -489,7 +505,7 @@ int anole_pull(const char *ref, const char *dir, const struct anole_pull_options
 			r = store_open(dspec, 0, true, &dst, err);
 	}
 	if (r >= 0)
-		r = copy_image(src, dst, li, &ps, o->log, o->log_ctx, err);
+		r = copy_image(src, dst, li, true, &ps, o->log, o->log_ctx, err);
 	if (r >= 0) {
 		free(li->meta_path);
 		li->meta_path = store_blob_path(dst, li->meta_image_digest);
@@ -506,6 +522,49 @@ int anole_pull(const char *ref, const char *dir, const struct anole_pull_options
 	strbuf_release(&body);
 	anole_lazy_free(li);
 	store_free(src);
+	store_free(dst);
+	return r;
+}
+
+int lazy_prepare(const char *ref, const char *cache_dir, int tls_verify,
+		 struct anole_lazy_info **out, struct store **src_out, struct anole_error *err)
+{
+	struct anole_pull_stats ps = {0};
+	struct store *src = NULL, *dst = NULL;
+	struct anole_lazy_info *li = NULL;
+	struct strbuf body = {0};
+	int r = store_open(ref, tls_verify, false, &src, err);
+	if (r >= 0)
+		r = lazy_read(src, &body, &li, err);
+	if (r >= 0)
+		r = store_open(cache_dir, 0, true, &dst, err);
+	if (r >= 0)
+		r = copy_image(src, dst, li, false, &ps, NULL, NULL, err);
+	if (r >= 0) {
+		free(li->meta_path);
+		li->meta_path = store_blob_path(dst, li->meta_image_digest);
+		r = li->meta_path ? check_slots(li, ref, err) : anole_err(err, ENOMEM, "out of memory");
+	}
+	strbuf_release(&body);
+	store_free(dst);
+	if (r < 0) {
+		anole_lazy_free(li);
+		store_free(src);
+		return r;
+	}
+	*out = li;
+	*src_out = src;
+	return 0;
+}
+
+int lazy_blob_table(const char *cache_dir, const struct anole_lazy_blob *b, struct digest_table *t,
+		    struct anole_error *err)
+{
+	struct store *dst;
+	int r = store_open(cache_dir, 0, false, &dst, err);
+	if (r < 0)
+		return r;
+	r = load_table(dst, b, t, err);
 	store_free(dst);
 	return r;
 }

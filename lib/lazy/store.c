@@ -246,6 +246,25 @@ int store_blob_end(struct registry_fetch *f, struct anole_error *err)
 	return r;
 }
 
+int store_read_range(struct store *s, const char *digest, uint64_t off, uint64_t len, void *buf,
+		     struct anole_error *err)
+{
+	if (s->reg)
+		return registry_blob_range(s->reg, s->ref.repo, digest, off, len, buf, err);
+	_cleanup_free_ char *path = store_blob_path(s, digest);
+	if (!path)
+		return anole_err(err, EINVAL, "%s: bad digest %.80s", s->name, digest);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return anole_err(err, errno, "%s: %s", path, strerror(errno));
+	int r = pread_full(fd, buf, len, off);
+	if (r < 0)
+		return anole_err(err, -r, "%s: bytes %llu-%llu: %s", path, (unsigned long long)off,
+				 (unsigned long long)(off + len - 1),
+				 r == -ENODATA ? "the file is shorter" : strerror(-r));
+	return 0;
+}
+
 int store_has_blob(struct store *s, const char *digest, uint64_t size, struct anole_error *err)
 {
 	if (s->reg) {

@@ -1,0 +1,20 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Lazy images inside the library: what the lazy mount daemon needs. */
+#ifndef ANOLE_LAZY_H
+#define ANOLE_LAZY_H
+
+#include "anole/anole.h"
+#include "erofs/blobmeta.h"
+#include "lazy/store.h"
+
+/* Fetch and verify everything a lazy mount of @ref needs before mounting
+ * into the layout @cache_dir: the config, the metadata image and every
+ * blob's digest table, but no data. (*out)->meta_path is the metadata image
+ * in the cache; *src the store to read data from (the caller frees both). */
+int lazy_prepare(const char *ref, const char *cache_dir, int tls_verify,
+		 struct anole_lazy_info **out, struct store **src, struct anole_error *err);
+/* A blob's digest table, from the cache (lazy_prepare put it there). */
+int lazy_blob_table(const char *cache_dir, const struct anole_lazy_blob *b, struct digest_table *t,
+		    struct anole_error *err);
+
+#endif

@@ -1,0 +1,263 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The worker's control socket: one JSON request per connection, one JSON
+ * reply. Requests: mount, umount, status, metrics. The daemon ends when
+ * nothing is mounted and no request is under way.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "serve/worker.h"
+
+#define MAX_REQUEST (64u << 10)
+
+static json_t *blob_status(const struct blob *b)
+{
+	uint64_t present = blob_present(b);
+	uint64_t bytes = MIN(present << ANOLE_RANGE_BITS, b->size);
+	if (!b->complete && b->nranges && b->state[b->nranges - 1] == RANGE_PRESENT &&
+	    b->size % (1ull << ANOLE_RANGE_BITS))
+		bytes -= (1ull << ANOLE_RANGE_BITS) - b->size % (1ull << ANOLE_RANGE_BITS);
+	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:b, s:I, s:I, s:I, s:I, s:s}", "digest",
+			 b->digest, "size", (json_int_t)b->size, "ranges", (json_int_t)b->nranges,
+			 "ranges_present", (json_int_t)present, "bytes_cached", (json_int_t)bytes,
+			 "complete", b->complete, "bytes_fetched", (json_int_t)b->fetched_bytes,
+			 "fetch_requests", (json_int_t)b->fetches, "failures",
+			 (json_int_t)b->failures, "readers_waiting", (json_int_t)b->waiting,
+			 "path", b->path);
+}
+
+static json_t *status_json(void)
+{
+	json_t *mounts = json_array(), *blobs = json_array();
+	uint64_t cached = 0, total = 0;
+	for (size_t i = 0; i < W.nmounts; i++) {
+		const struct lmount *m = W.mounts[i];
+		json_t *digests = json_array();
+		for (size_t k = 0; k < m->nblobs; k++)
+			json_array_append_new(digests, json_string(m->blobs[k]->digest));
+		json_array_append_new(mounts, json_pack("{s:s, s:s, s:s, s:o}", "mountpoint",
+							m->mountpoint, "ref", m->ref, "manifest",
+							m->manifest, "blobs", digests));
+	}
+	for (const struct blob *b = W.blobs; b; b = b->next) {
+		json_t *j = blob_status(b);
+		cached += (uint64_t)json_integer_value(json_object_get(j, "bytes_cached"));
+		total += b->size;
+		json_array_append_new(blobs, j);
+	}
+	size_t queued = 0;
+	for (const struct job *j = W.demand; j; j = j->next)
+		queued++;
+	for (const struct job *j = W.background; j; j = j->next)
+		queued++;
+	return json_pack("{s:i, s:I, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+			 "pid", (int)getpid(), "started", (json_int_t)W.started, "cache",
+			 W.paths.cache, "mounts", mounts, "blobs", blobs, "bytes_total",
+			 (json_int_t)total, "bytes_cached", (json_int_t)cached, "bytes_fetched",
+			 (json_int_t)W.fetched_bytes, "fetch_requests",
+			 (json_int_t)W.fetch_requests, "fetch_errors", (json_int_t)W.fetch_errors,
+			 "events", (json_int_t)W.events, "events_pending",
+			 (json_int_t)W.npending_events, "reads_failed", (json_int_t)W.denied,
+			 "jobs_queued", (json_int_t)queued);
+}
+
+/* Prometheus text format, from the status. */
+static char *metrics_text(json_t *st)
+{
+	struct strbuf out = {0};
+	char line[512];
+	static const struct {
+		const char *key, *name, *type, *help;
+	} g[] = {
+		{"bytes_total", "anole_blob_bytes", "gauge", "Bytes of the data blobs in use."},
+		{"bytes_cached", "anole_cache_bytes", "gauge", "Verified bytes of them in the cache."},
+		{"bytes_fetched", "anole_fetched_bytes_total", "counter", "Bytes fetched."},
+		{"fetch_requests", "anole_fetch_requests_total", "counter", "Range requests made."},
+		{"fetch_errors", "anole_fetch_errors_total", "counter",
+		 "Failed or unverifiable fetches."},
+		{"events", "anole_read_events_total", "counter", "Reads the kernel asked about."},
+		{"events_pending", "anole_read_events_pending", "gauge", "Reads waiting for data."},
+		{"reads_failed", "anole_reads_failed_total", "counter", "Reads answered with EIO."},
+		{"jobs_queued", "anole_fetch_jobs_queued", "gauge", "Fetches waiting for a thread."},
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(g); i++) {
+		int n = snprintf(line, sizeof(line), "# HELP %s %s\n# TYPE %s %s\n%s %lld\n", g[i].name,
+				 g[i].help, g[i].name, g[i].type, g[i].name,
+				 (long long)json_integer_value(json_object_get(st, g[i].key)));
+		strbuf_add(&out, line, (size_t)n);
+	}
+	int n = snprintf(line, sizeof(line),
+			 "# HELP anole_mounts Lazy images mounted.\n# TYPE anole_mounts gauge\n"
+			 "anole_mounts %zu\n",
+			 json_array_size(json_object_get(st, "mounts")));
+	strbuf_add(&out, line, (size_t)n);
+	strbuf_add(&out, "", 1);
+	return out.buf;
+}
+
+static void write_metrics_file(void)
+{
+	json_t *st = status_json();
+	char *text = metrics_text(st);
+	json_decref(st);
+	char path[600];
+	snprintf(path, sizeof(path), "%s/metrics.prom", W.paths.runtime);
+	if (text)
+		outfile_write(path, text, strlen(text));
+	free(text);
+}
+
+static void reply(int fd, json_t *j)
+{
+	char *text = json_dumps(j, JSON_COMPACT);
+	json_decref(j);
+	if (!text)
+		return;
+	size_t len = strlen(text);
+	text[len] = '\n';
+	write_full(fd, text, len + 1);
+	free(text);
+}
+
+static json_t *error_json(const struct anole_error *err, int r)
+{
+	return json_pack("{s:s}", "error", err->msg[0] ? err->msg : strerror(-r));
+}
+
+static void maybe_quit(void)
+{
+	if (W.nmounts || W.ops)
+		return;
+	/* nothing mounted: no reader can need us; the holder ends with us */
+	write_metrics_file();
+	struct hmsg m = {.type = HMSG_QUIT};
+	send(W.holder, &m, sizeof(m), MSG_NOSIGNAL);
+	char path[600];
+	snprintf(path, sizeof(path), "%s/daemon.sock", W.paths.runtime);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/daemon.pid", W.paths.runtime);
+	unlink(path);
+	wlog("nothing mounted; exiting");
+	_exit(0);
+}
+
+static void handle(int fd)
+{
+	_cleanup_free_ char *buf = malloc(MAX_REQUEST + 1);
+	size_t len = 0;
+	while (buf && len < MAX_REQUEST) {
+		ssize_t n = read(fd, buf + len, MAX_REQUEST - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		if (memchr(buf + len - (size_t)n, '\n', (size_t)n))
+			break;
+	}
+	if (!buf || !len)
+		return;
+	buf[len] = 0;
+	json_error_t je;
+	json_t *req = json_loads(buf, JSON_DISABLE_EOF_CHECK, &je);
+	const char *op = json_string_value(json_object_get(req, "op"));
+	struct anole_error err = {0};
+	int r;
+	if (!op) {
+		reply(fd, json_pack("{s:s}", "error", "bad request"));
+	} else if (!strcmp(op, "mount")) {
+		const char *ref = json_string_value(json_object_get(req, "ref"));
+		const char *mnt = json_string_value(json_object_get(req, "mountpoint"));
+		const char *opts = json_string_value(json_object_get(req, "options"));
+		const char *prefetch = json_string_value(json_object_get(req, "prefetch"));
+		json_int_t rate = json_integer_value(json_object_get(req, "prefetch_rate"));
+		int tls = (int)json_integer_value(json_object_get(req, "tls_verify"));
+		if (rate > 0)
+			W.prefetch_rate = (uint64_t)rate;
+		if (!ref || !mnt)
+			r = anole_err(&err, EINVAL, "mount: needs ref and mountpoint");
+		else
+			r = op_mount(ref, mnt, tls, opts, prefetch, &err);
+		reply(fd, r < 0 ? error_json(&err, r) : json_pack("{s:b}", "ok", 1));
+	} else if (!strcmp(op, "umount")) {
+		const char *mnt = json_string_value(json_object_get(req, "mountpoint"));
+		bool idle = false;
+		r = mnt ? op_umount(mnt, &idle, &err)
+			: anole_err(&err, EINVAL, "umount: needs mountpoint");
+		reply(fd, r < 0 ? error_json(&err, r) : json_pack("{s:b}", "ok", 1));
+	} else if (!strcmp(op, "status")) {
+		pthread_mutex_lock(&W.lock);
+		json_t *st = status_json();
+		pthread_mutex_unlock(&W.lock);
+		reply(fd, st);
+	} else if (!strcmp(op, "metrics")) {
+		pthread_mutex_lock(&W.lock);
+		json_t *st = status_json();
+		pthread_mutex_unlock(&W.lock);
+		char *text = metrics_text(st);
+		json_decref(st);
+		reply(fd, json_pack("{s:s}", "metrics", text ? text : ""));
+		free(text);
+	} else {
+		reply(fd, json_pack("{s:s}", "error", "unknown request"));
+	}
+	json_decref(req);
+}
+
+static void *client_thread(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	handle(fd);
+	close(fd);
+	pthread_mutex_lock(&W.lock);
+	W.ops--;
+	maybe_quit();
+	pthread_mutex_unlock(&W.lock);
+	return NULL;
+}
+
+/* The metrics file, every few seconds while the daemon runs. */
+static void *metrics_thread(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		sleep(2);
+		pthread_mutex_lock(&W.lock);
+		prune_mounts();
+		write_metrics_file();
+		maybe_quit();
+		pthread_mutex_unlock(&W.lock);
+	}
+	return NULL;
+}
+
+void control_loop(int ctl)
+{
+	pthread_t t;
+	pthread_attr_t a;
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	pthread_create(&t, &a, metrics_thread, NULL);
+	for (;;) {
+		int fd = accept4(ctl, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0)
+			continue;
+		pthread_mutex_lock(&W.lock);
+		W.ops++;
+		pthread_mutex_unlock(&W.lock);
+		if (pthread_create(&t, &a, client_thread, (void *)(intptr_t)fd)) {
+			close(fd);
+			pthread_mutex_lock(&W.lock);
+			W.ops--;
+			pthread_mutex_unlock(&W.lock);
+		}
+	}
+}

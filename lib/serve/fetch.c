@@ -1,0 +1,276 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Fetching ranges: waiting readers, the job queues and the fetch threads.
+ *
+ * A reader's event names a byte range of a blob; it waits for the 1 MiB
+ * ranges that cover it. Each missing range is fetched once however many
+ * readers wait for it: a range is absent, being fetched, or present.
+ * Neighbouring missing ranges go in one request (up to COALESCE), and a
+ * demand read also asks for the READAHEAD ranges after it. Background
+ * prefetch has its own queue and one thread, which runs only while no
+ * demand job waits, at a capped rate.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "serve/worker.h"
+
+#define COALESCE 4
+#define READAHEAD 1
+/* the registry client retries failed transfers itself (about 8 s in all);
+ * here a range that came but did not verify is fetched once more */
+#define ATTEMPTS 2
+#define DEMAND_THREADS 8
+
+static bool all_present(const struct blob *b, uint64_t first, uint64_t last)
+{
+	for (uint64_t i = first; i <= last; i++)
+		if (b->state[i] != RANGE_PRESENT)
+			return false;
+	return true;
+}
+
+static void push(struct job **list, struct job *j)
+{
+	while (*list)
+		list = &(*list)->next;
+	j->next = NULL;
+	*list = j;
+}
+
+/* A queued background job holding range @r moves to the demand queue. */
+static void promote(struct blob *b, uint64_t r)
+{
+	for (struct job **p = &W.background; *p; p = &(*p)->next) {
+		struct job *j = *p;
+		if (j->b == b && r >= j->first && r < j->first + j->count) {
+			*p = j->next;
+			j->background = false;
+			push(&W.demand, j);
+			return;
+		}
+	}
+}
+
+static void schedule(struct blob *b, uint64_t from, uint64_t to, bool background)
+{
+	for (uint64_t r = from; r <= to && r < b->nranges; r++) {
+		if (b->state[r] == RANGE_FETCHING && !background)
+			promote(b, r);
+		if (b->state[r] != RANGE_ABSENT)
+			continue;
+		struct job *j = calloc(1, sizeof(*j));
+		if (!j)
+			return; /* a later event asks again */
+		j->b = b;
+		j->first = r;
+		j->background = background;
+		while (r <= to && r < b->nranges && b->state[r] == RANGE_ABSENT &&
+		       j->count < COALESCE) {
+			b->state[r++] = RANGE_FETCHING;
+			j->count++;
+		}
+		r--;
+		push(background ? &W.background : &W.demand, j);
+	}
+	pthread_cond_broadcast(&W.jobs_cond);
+}
+
+void wait_for(struct blob *b, uint64_t id, uint64_t first, uint64_t last)
+{
+	if (all_present(b, first, last)) {
+		answer_event(id, true);
+		return;
+	}
+	struct waiter *w = calloc(1, sizeof(*w));
+	if (!w) {
+		answer_event(id, false);
+		return;
+	}
+	*w = (struct waiter){.next = W.waiters, .id = id, .b = b, .first = first, .last = last};
+	W.waiters = w;
+	b->waiting++;
+	schedule(b, first, MIN(last + READAHEAD, b->nranges - 1), false);
+}
+
+void prefetch_blob(struct blob *b)
+{
+	if (!b->complete && b->nranges)
+		schedule(b, 0, b->nranges - 1, true);
+}
+
+void cancel_jobs(struct blob *b)
+{
+	struct job **lists[2] = {&W.demand, &W.background};
+	for (int l = 0; l < 2; l++)
+		for (struct job **p = lists[l]; *p;) {
+			struct job *j = *p;
+			if (j->b != b) {
+				p = &j->next;
+				continue;
+			}
+			*p = j->next;
+			memset(b->state + j->first, RANGE_ABSENT, j->count);
+			free(j);
+		}
+	for (struct waiter **p = &W.waiters; *p;) {
+		struct waiter *w = *p;
+		if (w->b != b) {
+			p = &w->next;
+			continue;
+		}
+		*p = w->next;
+		answer_event(w->id, false);
+		free(w);
+	}
+}
+
+/* After a job: answer every reader it concerns. */
+static void wake(struct blob *b, const struct job *j, bool ok)
+{
+	for (struct waiter **p = &W.waiters; *p;) {
+		struct waiter *w = *p;
+		bool mine = w->b == b;
+		bool failed = mine && !ok && w->first < j->first + j->count && w->last >= j->first;
+		if (mine && (failed || all_present(b, w->first, w->last))) {
+			*p = w->next;
+			b->waiting--;
+			answer_event(w->id, !failed);
+			free(w);
+			continue;
+		}
+		p = &w->next;
+	}
+}
+
+static void sleep_s(double s)
+{
+	struct timespec ts = {.tv_sec = (time_t)s, .tv_nsec = (long)((s - (double)(time_t)s) * 1e9)};
+	nanosleep(&ts, NULL);
+}
+
+/* Fetch, verify and store one job's ranges; no lock held. */
+static int run_job(struct job *j, uint64_t *len_out)
+{
+	struct blob *b = j->b;
+	uint64_t off = j->first << ANOLE_RANGE_BITS;
+	uint64_t len = MIN(j->count << ANOLE_RANGE_BITS, b->size - off);
+	*len_out = len;
+	_cleanup_free_ char *buf = malloc(len);
+	if (!buf)
+		return -ENOMEM;
+	int r = -EIO;
+	for (int attempt = 0; attempt < ATTEMPTS; attempt++) {
+		struct anole_error err = {0};
+		__atomic_add_fetch(&W.fetch_requests, 1, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&b->fetches, 1, __ATOMIC_RELAXED);
+		r = store_read_range(b->src, b->digest, off, len, buf, &err);
+		if (r < 0) {
+			__atomic_add_fetch(&W.fetch_errors, 1, __ATOMIC_RELAXED);
+			wlog("%s", err.msg);
+			break;
+		}
+		__atomic_add_fetch(&W.fetched_bytes, len, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&b->fetched_bytes, len, __ATOMIC_RELAXED);
+		for (uint64_t i = 0; i < j->count && r >= 0; i++) {
+			uint64_t at = i << ANOLE_RANGE_BITS;
+			struct digest d;
+			sha256(buf + at, MIN(1ull << ANOLE_RANGE_BITS, len - at), &d);
+			if (memcmp(&d, &b->table.d[j->first + i], sizeof(d))) {
+				__atomic_add_fetch(&W.fetch_errors, 1, __ATOMIC_RELAXED);
+				wlog("blob %s: bytes %llu-%llu do not match its digest table "
+				     "(attempt %d of %d)",
+				     b->digest, (unsigned long long)(off + at),
+				     (unsigned long long)(off + MIN(at + (1ull << ANOLE_RANGE_BITS), len) - 1),
+				     attempt + 1, ATTEMPTS);
+				r = -EBADMSG;
+			}
+		}
+		if (r >= 0)
+			break;
+	}
+	if (r < 0)
+		return r;
+	/* bytes on disk first, then the map says so: a crash in between
+	 * loses a range, never makes one up */
+	if ((r = pwrite_full(b->fd, buf, len, off)) < 0 || fdatasync(b->fd) < 0) {
+		wlog("%s: %s", b->path, strerror(r < 0 ? -r : errno));
+		return r < 0 ? r : -errno;
+	}
+	uint8_t ones[COALESCE];
+	memset(ones, 1, sizeof(ones));
+	if (pwrite_full(b->mapfd, ones, j->count, j->first) < 0)
+		wlog("%s: cannot record ranges", b->path);
+	return 0;
+}
+
+static void finish_job(struct job *j, int r)
+{
+	struct blob *b = j->b;
+	memset(b->state + j->first, r >= 0 ? RANGE_PRESENT : RANGE_ABSENT, j->count);
+	if (r < 0)
+		b->failures++;
+	wake(b, j, r >= 0);
+	b->busy--;
+	if (b->orphan) {
+		if (!b->busy)
+			blob_release(b);
+		return;
+	}
+	if (r >= 0 && !b->busy && blob_present(b) == b->nranges)
+		complete_blob_locked(b);
+}
+
+static void *fetcher(void *arg)
+{
+	bool background = arg != NULL;
+	if (background) /* prefetch yields the CPU and the disk to readers */
+		setpriority(PRIO_PROCESS, (id_t)gettid(), 19);
+	pthread_mutex_lock(&W.lock);
+	for (;;) {
+		struct job *j = W.demand;
+		if (j)
+			W.demand = j->next;
+		else if (background && (j = W.background))
+			W.background = j->next;
+		if (!j) {
+			pthread_cond_wait(&W.jobs_cond, &W.lock);
+			continue;
+		}
+		j->b->busy++;
+		pthread_mutex_unlock(&W.lock);
+		uint64_t len = 0;
+		int r = run_job(j, &len);
+		pthread_mutex_lock(&W.lock);
+		bool was_background = j->background;
+		finish_job(j, r);
+		free(j);
+		if (was_background && W.prefetch_rate) {
+			pthread_mutex_unlock(&W.lock);
+			sleep_s((double)len / (double)W.prefetch_rate);
+			pthread_mutex_lock(&W.lock);
+		}
+	}
+	return NULL;
+}
+
+int start_fetchers(void)
+{
+	for (int i = 0; i <= DEMAND_THREADS; i++) {
+		pthread_t t;
+		pthread_attr_t a;
+		pthread_attr_init(&a);
+		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+		pthread_attr_setstacksize(&a, 256 << 10);
+		int r = pthread_create(&t, &a, fetcher, i == DEMAND_THREADS ? (void *)1 : NULL);
+		pthread_attr_destroy(&a);
+		if (r)
+			return -r;
+	}
+	return 0;
+}

@@ -1,0 +1,737 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The worker: mounts lazy images and fills their cache files on demand.
+ *
+ * Every data blob of a mounted image is a file in the cache: complete
+ * (verified, under blobs/sha256/HEX) or partial (partial/HEX, sparse, with
+ * partial/HEX.ranges holding one byte per 1 MiB range: 1 once that range
+ * was verified and is on disk). A partial file carries a FAN_PRE_ACCESS
+ * mark; the kernel asks before every read of it, and the worker answers
+ * once the range is there. Its writes go through a descriptor opened
+ * before the mark was added, which raises no events: writing through any
+ * other would wake the daemon for its own write.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/vfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "anole/erofs_fs.h"
+#include "lazy/lazy.h"
+#include "serve/fan.h"
+#include "serve/serve.h"
+#include "serve/worker.h"
+
+struct worker W = {.lock = PTHREAD_MUTEX_INITIALIZER,
+		   .jobs_cond = PTHREAD_COND_INITIALIZER,
+		   .send_lock = PTHREAD_MUTEX_INITIALIZER};
+
+void wlog(const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	time_t t = time(NULL);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02dZ anole worker: %s\n", tm.tm_year + 1900,
+		tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, line);
+}
+
+static void send_holder(const struct hmsg *m, int fd)
+{
+	char cbuf[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = {.iov_base = (void *)m, .iov_len = sizeof(*m)};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+	if (fd >= 0) {
+		memset(cbuf, 0, sizeof(cbuf));
+		mh.msg_control = cbuf;
+		mh.msg_controllen = sizeof(cbuf);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof(fd));
+	}
+	pthread_mutex_lock(&W.send_lock);
+	if (sendmsg(W.holder, &mh, MSG_NOSIGNAL) < 0)
+		wlog("holder: %s", strerror(errno));
+	pthread_mutex_unlock(&W.send_lock);
+}
+
+void answer_event(uint64_t id, bool ok)
+{
+	struct hmsg m = {.type = HMSG_ANSWER, .id = id,
+			 .response = ok ? FAN_ALLOW : FAN_DENY_WITH(EIO)};
+	send_holder(&m, -1);
+	if (W.npending_events)
+		W.npending_events--;
+	if (!ok)
+		W.denied++;
+}
+
+/* ---- blobs ------------------------------------------------------------------ */
+
+static void blob_paths(const char *digest, char *partial, char *map, char *complete, size_t size)
+{
+	snprintf(partial, size, "%s/partial/%s", W.paths.cache, digest + 7);
+	snprintf(map, size, "%s/partial/%s.ranges", W.paths.cache, digest + 7);
+	snprintf(complete, size, "%s/blobs/sha256/%s", W.paths.cache, digest + 7);
+}
+
+static struct blob *find_blob(const char *digest)
+{
+	for (struct blob *b = W.blobs; b; b = b->next)
+		if (!strcmp(b->digest, digest))
+			return b;
+	return NULL;
+}
+
+static int kept_fd(const char *digest)
+{
+	for (size_t i = 0; i < W.inherited.nkept; i++)
+		if (!strcmp(W.inherited.kept[i].tag, digest)) {
+			int fd = W.inherited.kept[i].fd;
+			W.inherited.kept[i].fd = -1; /* taken */
+			return fd;
+		}
+	return -1;
+}
+
+static void blob_free(struct blob *b)
+{
+	if (b->fd >= 0)
+		close(b->fd);
+	if (b->mapfd >= 0)
+		close(b->mapfd);
+	digest_table_release(&b->table);
+	store_free(b->src);
+	free(b->state);
+	free(b);
+}
+
+/* The blob is all there: unmark it and move it among the complete blobs.
+ * The data reaches the disk before the rename, so a complete name always
+ * means verified bytes on disk. */
+void complete_blob_locked(struct blob *b)
+{
+	char partial[600], map[600], complete[600];
+	blob_paths(b->digest, partial, map, complete, sizeof(partial));
+	if (fdatasync(b->fd) < 0) {
+		wlog("%s: %s", partial, strerror(errno));
+		return;
+	}
+	if (b->marked && fanotify_mark(W.group, FAN_MARK_REMOVE, FAN_PRE_ACCESS, AT_FDCWD, partial) < 0)
+		wlog("%s: unmark: %s", partial, strerror(errno));
+	b->marked = false;
+	if (rename(partial, complete) < 0) {
+		wlog("%s: %s", complete, strerror(errno));
+		return;
+	}
+	unlink(map);
+	close(b->fd);
+	close(b->mapfd);
+	b->fd = b->mapfd = -1;
+	b->complete = true;
+	snprintf(b->path, sizeof(b->path), "%s", complete);
+	struct hmsg m = {.type = HMSG_DROP};
+	snprintf(m.tag, sizeof(m.tag), "%s", b->digest);
+	send_holder(&m, -1);
+	wlog("blob %.19s complete (%llu bytes fetched in %llu requests)", b->digest,
+	     (unsigned long long)b->fetched_bytes, (unsigned long long)b->fetches);
+}
+
+static int open_map(struct blob *b, const char *map, bool fresh, struct anole_error *err)
+{
+	b->mapfd = open(map, O_RDWR | O_CREAT | O_CLOEXEC | (fresh ? O_TRUNC : 0), 0600);
+	if (b->mapfd < 0)
+		return anole_err(err, errno, "%s: %s", map, strerror(errno));
+	b->state = calloc(MAX(b->nranges, 1), 1);
+	if (!b->state)
+		return anole_err(err, ENOMEM, "out of memory");
+	struct stat st;
+	if (!fresh && !fstat(b->mapfd, &st) && (uint64_t)st.st_size == b->nranges &&
+	    pread_full(b->mapfd, b->state, b->nranges, 0) >= 0) {
+		for (uint64_t i = 0; i < b->nranges; i++)
+			b->state[i] = b->state[i] == 1 ? RANGE_PRESENT : RANGE_ABSENT;
+		return 0;
+	}
+	memset(b->state, RANGE_ABSENT, b->nranges);
+	if (ftruncate(b->mapfd, 0) < 0 || ftruncate(b->mapfd, (off_t)b->nranges) < 0)
+		return anole_err(err, errno, "%s: %s", map, strerror(errno));
+	return 0;
+}
+
+uint64_t blob_present(const struct blob *b)
+{
+	if (b->complete)
+		return b->nranges;
+	uint64_t n = 0;
+	for (uint64_t i = 0; i < b->nranges; i++)
+		n += b->state[i] == RANGE_PRESENT;
+	return n;
+}
+
+/* A blob of an image being mounted, shared with other mounts; W.lock held. */
+static int get_blob(const struct anole_lazy_blob *lb, const char *ref, int tls_verify,
+		    struct blob **out, struct anole_error *err)
+{
+	struct blob *b = find_blob(lb->digest);
+	if (b) {
+		if (b->size != lb->size)
+			return anole_err(err, EBADMSG, "blob %s: %llu bytes, another image says %llu",
+					 lb->digest, (unsigned long long)lb->size,
+					 (unsigned long long)b->size);
+		b->refs++;
+		*out = b;
+		return 0;
+	}
+	char partial[600], map[600], complete[600];
+	blob_paths(lb->digest, partial, map, complete, sizeof(partial));
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return anole_err(err, ENOMEM, "out of memory");
+	b->fd = b->mapfd = -1;
+	b->refs = 1;
+	b->size = lb->size;
+	b->nranges = DIV_ROUND_UP(lb->size, 1ull << ANOLE_RANGE_BITS);
+	snprintf(b->digest, sizeof(b->digest), "%s", lb->digest);
+	int r = store_open(ref, tls_verify, false, &b->src, err);
+	struct stat st;
+	if (r >= 0 && !stat(complete, &st) && S_ISREG(st.st_mode) && (uint64_t)st.st_size == b->size) {
+		/* complete blobs were verified whole before they got this name */
+		b->complete = true;
+		snprintf(b->path, sizeof(b->path), "%s", complete);
+		int fd = kept_fd(lb->digest);
+		if (fd >= 0)
+			close(fd);
+		goto done;
+	}
+	if (r >= 0)
+		r = lazy_blob_table(W.paths.cache, lb, &b->table, err);
+	if (r < 0)
+		goto fail;
+	snprintf(b->path, sizeof(b->path), "%s", partial);
+	/* a descriptor from before the mark: inherited from the holder
+	 * (an earlier worker made it), or made now, before marking */
+	b->fd = kept_fd(lb->digest);
+	bool fresh = false;
+	if (b->fd < 0) {
+		if (mkdir(W.partial, 0700) < 0 && errno != EEXIST) {
+			r = anole_err(err, errno, "%s: %s", W.partial, strerror(errno));
+			goto fail;
+		}
+		/* a file marked by a dead group is fine: the mark went with it */
+		b->fd = open(partial, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (b->fd < 0 || fstat(b->fd, &st) < 0) {
+			r = anole_err(err, errno, "%s: %s", partial, strerror(errno));
+			goto fail;
+		}
+		if ((uint64_t)st.st_size != b->size) {
+			fresh = true;
+			if (ftruncate(b->fd, 0) < 0 || ftruncate(b->fd, (off_t)b->size) < 0) {
+				r = anole_err(err, errno, "%s: %s", partial, strerror(errno));
+				goto fail;
+			}
+		}
+		if (fanotify_mark(W.group, FAN_MARK_ADD, FAN_PRE_ACCESS, AT_FDCWD, partial) < 0) {
+			r = anole_err(err, errno, "%s: fanotify mark: %s", partial, strerror(errno));
+			goto fail;
+		}
+		b->marked = true;
+		struct hmsg m = {.type = HMSG_KEEP};
+		snprintf(m.tag, sizeof(m.tag), "%s", b->digest);
+		send_holder(&m, b->fd);
+	} else {
+		b->marked = true;
+	}
+	if (fstat(b->fd, &st) < 0) {
+		r = anole_err(err, errno, "%s: %s", partial, strerror(errno));
+		goto fail;
+	}
+	b->dev = st.st_dev;
+	b->ino = st.st_ino;
+	if ((r = open_map(b, map, fresh, err)) < 0)
+		goto fail;
+	if (blob_present(b) == b->nranges)
+		complete_blob_locked(b);
+done:
+	b->next = W.blobs;
+	W.blobs = b;
+	*out = b;
+	return 0;
+fail:
+	if (b->marked)
+		fanotify_mark(W.group, FAN_MARK_REMOVE, FAN_PRE_ACCESS, AT_FDCWD, partial);
+	blob_free(b);
+	return r;
+}
+
+/* W.lock held. A partial blob nobody mounts keeps its cache file, not its
+ * mark (no reader can reach it). */
+static void put_blob(struct blob *b)
+{
+	if (--b->refs)
+		return;
+	cancel_jobs(b);
+	if (b->busy) {
+		b->orphan = true; /* the fetch thread frees it */
+		return;
+	}
+	for (struct blob **p = &W.blobs; *p; p = &(*p)->next)
+		if (*p == b) {
+			*p = b->next;
+			break;
+		}
+	if (b->marked)
+		fanotify_mark(W.group, FAN_MARK_REMOVE, FAN_PRE_ACCESS, AT_FDCWD, b->path);
+	if (!b->complete) {
+		struct hmsg m = {.type = HMSG_DROP};
+		snprintf(m.tag, sizeof(m.tag), "%s", b->digest);
+		send_holder(&m, -1);
+	}
+	blob_free(b);
+}
+
+void blob_release(struct blob *b)
+{
+	b->orphan = false;
+	b->refs = 1;
+	put_blob(b);
+}
+
+/* ---- events ------------------------------------------------------------------ */
+
+static void on_event(const struct hmsg *ev)
+{
+	pthread_mutex_lock(&W.lock);
+	W.events++;
+	W.npending_events++;
+	struct blob *b = NULL;
+	for (struct blob *x = W.blobs; x; x = x->next)
+		if (x->dev == ev->dev && x->ino == ev->ino && !x->orphan)
+			b = x;
+	if (!b) {
+		/* not ours to fill: a read of a hole must fail, not see zeros */
+		wlog("event for unknown file %llu:%llu; failing the read",
+		     (unsigned long long)ev->dev, (unsigned long long)ev->ino);
+		answer_event(ev->id, false);
+	} else if (b->complete || !ev->count || ev->off >= b->size) {
+		answer_event(ev->id, true);
+	} else {
+		uint64_t first = ev->off >> ANOLE_RANGE_BITS;
+		uint64_t last = MIN(ev->off + ev->count - 1, b->size - 1) >> ANOLE_RANGE_BITS;
+		wait_for(b, ev->id, first, last);
+	}
+	pthread_mutex_unlock(&W.lock);
+}
+
+static void *event_loop(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		struct hmsg m;
+		ssize_t n = recv(W.holder, &m, sizeof(m), 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			wlog("the holder is gone; exiting");
+			_exit(1);
+		}
+		if (n == (ssize_t)sizeof(m) && m.type == HMSG_EVENT)
+			on_event(&m);
+	}
+	return NULL;
+}
+
+/* ---- mounts ------------------------------------------------------------------ */
+
+static struct lmount *find_mount(const char *mnt)
+{
+	for (size_t i = 0; i < W.nmounts; i++)
+		if (!strcmp(W.mounts[i]->mountpoint, mnt))
+			return W.mounts[i];
+	return NULL;
+}
+
+static void mount_free(struct lmount *m)
+{
+	if (!m)
+		return;
+	free(m->mountpoint);
+	free(m->ref);
+	free(m->meta_path);
+	free(m->lblobs);
+	free(m->blobs);
+	free(m);
+}
+
+/* Device slot i of the metadata image names blob HEX: the kernel wants the
+ * blobs as device= options in slot order. */
+static int device_options(const char *meta, struct lmount *m, char **out, struct anole_error *err)
+{
+	_cleanup_close_ int fd = open(meta, O_RDONLY | O_CLOEXEC);
+	struct erofs_super_block sb;
+	if (fd < 0 || pread_full(fd, &sb, sizeof(sb), EROFS_SUPER_OFFSET) < 0)
+		return anole_err(err, EBADMSG, "%s: cannot read the superblock", meta);
+	struct strbuf sb_opts = {0};
+	for (unsigned int i = 0; i < sb.extra_devices; i++) {
+		struct erofs_deviceslot slot;
+		uint64_t at = (uint64_t)sb.devt_slotoff * sizeof(slot) + i * sizeof(slot);
+		if (pread_full(fd, &slot, sizeof(slot), at) < 0)
+			goto bad;
+		struct blob *b = NULL;
+		for (size_t k = 0; k < m->nblobs; k++)
+			if (!memcmp(m->blobs[k]->digest + 7, slot.tag, 64))
+				b = m->blobs[k];
+		if (!b)
+			goto bad;
+		if (strbuf_add(&sb_opts, i ? ",device=" : "device=", i ? 8 : 7) < 0 ||
+		    strbuf_add(&sb_opts, b->path, strlen(b->path)) < 0)
+			goto nomem;
+	}
+	if (strbuf_add(&sb_opts, "", 1) < 0)
+		goto nomem;
+	*out = sb_opts.buf;
+	return 0;
+bad:
+	strbuf_release(&sb_opts);
+	return anole_err(err, EBADMSG, "%s: its device table names a blob the image lacks", meta);
+nomem:
+	strbuf_release(&sb_opts);
+	return anole_err(err, ENOMEM, "out of memory");
+}
+
+static bool is_erofs_mount(const char *path)
+{
+	struct statfs sf;
+	return !statfs(path, &sf) && sf.f_type == EROFS_MAGIC;
+}
+
+/* W.lock held: take the image's blobs, mount it. */
+static int attach(struct lmount *m, const char *options, struct anole_error *err)
+{
+	m->blobs = calloc(MAX(m->nblobs, 1), sizeof(*m->blobs));
+	if (!m->blobs)
+		return anole_err(err, ENOMEM, "out of memory");
+	int r = 0;
+	size_t got = 0;
+	for (; got < m->nblobs && r >= 0; got++)
+		r = get_blob(&m->lblobs[got], m->ref, m->tls_verify, &m->blobs[got], err);
+	if (r < 0)
+		got--;
+	_cleanup_free_ char *data = NULL;
+	if (r >= 0)
+		r = device_options(m->meta_path, m, &data, err);
+	if (r >= 0 && options && *options) {
+		char *more = NULL;
+		if (asprintf(&more, "%s%s%s", data, *data ? "," : "", options) < 0)
+			r = anole_err(err, ENOMEM, "out of memory");
+		free(data);
+		data = more;
+	}
+	if (r >= 0 && !m->restored &&
+	    mount(m->meta_path, m->mountpoint, "erofs", MS_RDONLY, *data ? data : NULL) < 0)
+		r = anole_err(err, errno, "%s: mount: %s", m->mountpoint, strerror(errno));
+	if (r < 0) {
+		while (got)
+			put_blob(m->blobs[--got]);
+		return r;
+	}
+	return 0;
+}
+
+static json_t *mount_json(const struct lmount *m)
+{
+	json_t *blobs = json_array();
+	for (size_t i = 0; i < m->nblobs; i++) {
+		const struct anole_lazy_blob *b = &m->lblobs[i];
+		json_array_append_new(blobs, json_pack("{s:s, s:I, s:s, s:I}", "digest", b->digest,
+						       "size", (json_int_t)b->size, "digests",
+						       b->digests, "digests_size",
+						       (json_int_t)b->digests_size));
+	}
+	return json_pack("{s:s, s:s, s:i, s:s, s:s, s:o}", "mountpoint", m->mountpoint, "ref",
+			 m->ref, "tls_verify", m->tls_verify, "manifest", m->manifest, "meta",
+			 m->meta_path, "blobs", blobs);
+}
+
+/* The mounts, for a worker started after this one dies. */
+static void save_mounts(void)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; i < W.nmounts; i++)
+		json_array_append_new(a, mount_json(W.mounts[i]));
+	char *text = json_dumps(a, JSON_INDENT(1));
+	json_decref(a);
+	char path[600];
+	snprintf(path, sizeof(path), "%s/mounts.json", W.paths.runtime);
+	if (!text || outfile_write(path, text, strlen(text)) < 0)
+		wlog("%s: cannot write", path);
+	free(text);
+}
+
+static int add_mount(struct lmount *m)
+{
+	struct lmount **a = realloc(W.mounts, (W.nmounts + 1) * sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	W.mounts = a;
+	a[W.nmounts++] = m;
+	return 0;
+}
+
+int op_mount(const char *ref, const char *mnt, int tls_verify, const char *options,
+	     const char *prefetch, struct anole_error *err)
+{
+	char real[PATH_MAX];
+	if (!realpath(mnt, real))
+		return anole_err(err, errno, "%s: %s", mnt, strerror(errno));
+	struct stat st;
+	if (stat(real, &st) < 0 || !S_ISDIR(st.st_mode))
+		return anole_err(err, ENOTDIR, "%s: mount point is not a directory", mnt);
+	pthread_mutex_lock(&W.lock);
+	bool busy = find_mount(real) != NULL;
+	pthread_mutex_unlock(&W.lock);
+	if (busy)
+		return anole_err(err, EBUSY, "%s: a lazy image is mounted there already", real);
+
+	struct anole_lazy_info *li = NULL;
+	struct store *src = NULL;
+	int r = lazy_prepare(ref, W.paths.cache, tls_verify, &li, &src, err);
+	if (r < 0)
+		return r;
+	store_free(src);
+	struct lmount *m = calloc(1, sizeof(*m));
+	if (!m || !(m->mountpoint = strdup(real)) || !(m->ref = strdup(ref)) ||
+	    !(m->meta_path = strdup(li->meta_path)) ||
+	    !(m->lblobs = calloc(MAX(li->nblobs, 1), sizeof(*m->lblobs)))) {
+		anole_lazy_free(li);
+		mount_free(m);
+		return anole_err(err, ENOMEM, "out of memory");
+	}
+	m->tls_verify = tls_verify;
+	m->nblobs = li->nblobs;
+	memcpy(m->lblobs, li->blobs, li->nblobs * sizeof(*m->lblobs));
+	snprintf(m->manifest, sizeof(m->manifest), "%s", li->manifest_digest);
+	anole_lazy_free(li);
+
+	pthread_mutex_lock(&W.lock);
+	r = attach(m, options, err);
+	if (r >= 0 && add_mount(m) < 0) {
+		umount2(m->mountpoint, MNT_DETACH);
+		for (size_t i = 0; i < m->nblobs; i++)
+			put_blob(m->blobs[i]);
+		r = anole_err(err, ENOMEM, "out of memory");
+	}
+	if (r >= 0) {
+		save_mounts();
+		if (prefetch && !strcmp(prefetch, "all"))
+			for (size_t i = 0; i < m->nblobs; i++)
+				prefetch_blob(m->blobs[i]);
+	}
+	pthread_mutex_unlock(&W.lock);
+	if (r < 0) {
+		mount_free(m);
+		return r;
+	}
+	wlog("mounted %s on %s (%zu data blobs)", ref, real, m->nblobs);
+	return 0;
+}
+
+static void detach(size_t i)
+{
+	struct lmount *m = W.mounts[i];
+	for (size_t k = 0; k < m->nblobs; k++)
+		put_blob(m->blobs[k]);
+	W.mounts[i] = W.mounts[--W.nmounts];
+	mount_free(m);
+}
+
+int op_umount(const char *mnt, bool *idle, struct anole_error *err)
+{
+	char real[PATH_MAX];
+	if (!realpath(mnt, real))
+		snprintf(real, sizeof(real), "%s", mnt);
+	pthread_mutex_lock(&W.lock);
+	int r = 0;
+	size_t i = 0;
+	while (i < W.nmounts && strcmp(W.mounts[i]->mountpoint, real))
+		i++;
+	if (i == W.nmounts)
+		r = anole_err(err, ENOENT, "%s: no lazy image is mounted there", real);
+	else if (umount2(real, 0) < 0 && errno != EINVAL)
+		r = anole_err(err, errno, "%s: %s", real, strerror(errno));
+	if (r >= 0) {
+		detach(i);
+		save_mounts();
+		wlog("unmounted %s", real);
+	}
+	*idle = !W.nmounts;
+	pthread_mutex_unlock(&W.lock);
+	return r;
+}
+
+/* Mounts someone unmounted without us (umount(8)): let go of them. */
+void prune_mounts(void)
+{
+	bool changed = false;
+	for (size_t i = 0; i < W.nmounts;) {
+		if (is_erofs_mount(W.mounts[i]->mountpoint)) {
+			i++;
+			continue;
+		}
+		wlog("%s is no longer mounted; letting go of it", W.mounts[i]->mountpoint);
+		detach(i);
+		changed = true;
+	}
+	if (changed)
+		save_mounts();
+}
+
+/* After a restart: the mounts an earlier worker made, still mounted. */
+static void restore_mounts(void)
+{
+	char path[600];
+	snprintf(path, sizeof(path), "%s/mounts.json", W.paths.runtime);
+	json_error_t je;
+	json_t *a = json_load_file(path, 0, &je);
+	if (!a)
+		return;
+	size_t i;
+	json_t *j;
+	json_array_foreach(a, i, j) {
+		const char *mnt = json_string_value(json_object_get(j, "mountpoint"));
+		const char *ref = json_string_value(json_object_get(j, "ref"));
+		const char *meta = json_string_value(json_object_get(j, "meta"));
+		const char *man = json_string_value(json_object_get(j, "manifest"));
+		json_t *blobs = json_object_get(j, "blobs");
+		if (!mnt || !ref || !meta || !is_erofs_mount(mnt))
+			continue;
+		struct lmount *m = calloc(1, sizeof(*m));
+		size_t n = json_array_size(blobs);
+		if (!m || !(m->mountpoint = strdup(mnt)) || !(m->ref = strdup(ref)) ||
+		    !(m->meta_path = strdup(meta)) ||
+		    !(m->lblobs = calloc(MAX(n, 1), sizeof(*m->lblobs)))) {
+			mount_free(m);
+			continue;
+		}
+		m->restored = true;
+		m->tls_verify = (int)json_integer_value(json_object_get(j, "tls_verify"));
+		snprintf(m->manifest, sizeof(m->manifest), "%s", man ? man : "");
+		size_t k;
+		json_t *b;
+		json_array_foreach(blobs, k, b) {
+			struct anole_lazy_blob *lb = &m->lblobs[m->nblobs++];
+			snprintf(lb->digest, sizeof(lb->digest), "%s",
+				 json_string_value(json_object_get(b, "digest")) ?: "");
+			snprintf(lb->digests, sizeof(lb->digests), "%s",
+				 json_string_value(json_object_get(b, "digests")) ?: "");
+			lb->size = (uint64_t)json_integer_value(json_object_get(b, "size"));
+			lb->digests_size =
+				(uint64_t)json_integer_value(json_object_get(b, "digests_size"));
+		}
+		struct anole_error err = {0};
+		pthread_mutex_lock(&W.lock);
+		int r = attach(m, NULL, &err);
+		if (r >= 0 && add_mount(m) < 0)
+			r = -ENOMEM;
+		pthread_mutex_unlock(&W.lock);
+		if (r < 0) {
+			wlog("%s: cannot restore: %s", mnt, err.msg);
+			mount_free(m);
+			continue;
+		}
+		m->restored = false;
+		wlog("restored %s on %s", ref, mnt);
+	}
+	json_decref(a);
+	pthread_mutex_lock(&W.lock);
+	save_mounts();
+	pthread_mutex_unlock(&W.lock);
+}
+
+/* ---- life ---------------------------------------------------------------------- */
+
+static int bind_control(void)
+{
+	char path[600];
+	snprintf(path, sizeof(path), "%s/daemon.sock", W.paths.runtime);
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	unlink(path);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 64) < 0) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	chmod(path, 0600);
+	return fd;
+}
+
+void serve_worker(const struct holder_state *h)
+{
+	signal(SIGPIPE, SIG_IGN);
+	serve_paths_init(&W.paths);
+	snprintf(W.partial, sizeof(W.partial), "%s/partial", W.paths.cache);
+	W.group = h->group;
+	W.holder = h->sock;
+	W.inherited = *h;
+	/* the events' descriptors are the holder's to answer with */
+	for (size_t i = 0; i < h->npending; i++)
+		close(h->pending[i].fd);
+	W.started = time(NULL);
+	if (mkdir(W.paths.cache, 0700) < 0 && errno != EEXIST)
+		wlog("%s: %s", W.paths.cache, strerror(errno));
+	int ctl = bind_control();
+	if (ctl < 0) {
+		wlog("%s/daemon.sock: %s", W.paths.runtime, strerror(-ctl));
+		_exit(1);
+	}
+	char pid[600], line[32];
+	snprintf(pid, sizeof(pid), "%s/daemon.pid", W.paths.runtime);
+	snprintf(line, sizeof(line), "%d\n", (int)getpid());
+	outfile_write(pid, line, strlen(line));
+	restore_mounts();
+	/* kept descriptors nobody claimed belong to blobs no longer mounted */
+	for (size_t i = 0; i < W.inherited.nkept; i++)
+		if (W.inherited.kept[i].fd >= 0) {
+			struct hmsg m = {.type = HMSG_DROP};
+			snprintf(m.tag, sizeof(m.tag), "%s", W.inherited.kept[i].tag);
+			send_holder(&m, -1);
+			close(W.inherited.kept[i].fd);
+		}
+	if (start_fetchers() < 0) {
+		wlog("cannot start fetch threads");
+		_exit(1);
+	}
+	for (size_t i = 0; i < h->npending; i++)
+		on_event(&h->pending[i].ev);
+	pthread_t t;
+	if (pthread_create(&t, NULL, event_loop, NULL)) {
+		wlog("cannot start the event thread");
+		_exit(1);
+	}
+	wlog("serving (pid %d, %zu mounts restored, %zu reads waiting)", (int)getpid(), W.nmounts,
+	     h->npending);
+	control_loop(ctl);
+}

@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The worker's state, shared by its threads under W.lock. */
+#ifndef ANOLE_WORKER_H
+#define ANOLE_WORKER_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+
+#include "erofs/blobmeta.h"
+#include "lazy/store.h"
+#include "serve/serve.h"
+#include "util/util.h"
+
+enum { RANGE_ABSENT = 0, RANGE_FETCHING = 2, RANGE_PRESENT = 1 };
+
+struct blob {
+	struct blob *next;
+	char digest[72];
+	char path[600]; /* the file the kernel reads: partial or complete */
+	uint64_t size, nranges;
+	int fd;         /* partial: written through, raises no events */
+	int mapfd;      /* partial: HEX.ranges */
+	uint8_t *state; /* per range */
+	struct digest_table table;
+	struct store *src;
+	uint64_t dev, ino;
+	bool complete, marked, orphan;
+	unsigned refs, busy; /* busy: fetches under way */
+	uint64_t fetched_bytes, fetches, failures, waiting;
+};
+
+struct lmount {
+	char *mountpoint, *ref, *meta_path;
+	char manifest[72];
+	int tls_verify;
+	bool restored;
+	size_t nblobs;
+	struct anole_lazy_blob *lblobs;
+	struct blob **blobs;
+};
+
+struct waiter {
+	struct waiter *next;
+	uint64_t id;
+	struct blob *b;
+	uint64_t first, last;
+};
+
+struct job {
+	struct job *next;
+	struct blob *b;
+	uint64_t first, count; /* ranges */
+	bool background;
+};
+
+struct worker {
+	pthread_mutex_t lock;
+	pthread_cond_t jobs_cond;
+	pthread_mutex_t send_lock;
+	struct serve_paths paths;
+	char partial[600]; /* the cache's partial/ */
+	unsigned ops;      /* control requests under way */
+	int group, holder;
+	struct holder_state inherited;
+	time_t started;
+	struct blob *blobs;
+	struct lmount **mounts;
+	size_t nmounts;
+	struct waiter *waiters;
+	struct job *demand, *background;
+	uint64_t events, npending_events, denied, fetch_requests, fetched_bytes, fetch_errors;
+	uint64_t prefetch_rate; /* bytes per second, 0 = unlimited */
+};
+extern struct worker W;
+
+void wlog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void answer_event(uint64_t id, bool ok);
+uint64_t blob_present(const struct blob *b);
+void blob_release(struct blob *b);
+void complete_blob_locked(struct blob *b);
+
+/* fetch.c, all with W.lock held but start_fetchers */
+void wait_for(struct blob *b, uint64_t id, uint64_t first, uint64_t last);
+void prefetch_blob(struct blob *b);
+void cancel_jobs(struct blob *b);
+int start_fetchers(void);
+
+/* control.c */
+int op_mount(const char *ref, const char *mnt, int tls_verify, const char *options,
+	     const char *prefetch, struct anole_error *err);
+int op_umount(const char *mnt, bool *idle, struct anole_error *err);
+void control_loop(int fd) __attribute__((noreturn));
+void prune_mounts(void);
+
+#endif
