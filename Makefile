@@ -23,6 +23,7 @@ bench: deps all
 	bench/run
 	bench/oci
 	bench/dedup
+	bench/lazy
 
 # The whole suite under AddressSanitizer and UBSan, in its own build dir.
 asan: deps

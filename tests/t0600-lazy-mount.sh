@@ -16,14 +16,7 @@
 need_root
 need_erofs
 need_cmd docker-registry skopeo umoci python3 curl
-python3 - <<'EOF' || skip "this kernel has no fanotify pre-content events (FAN_PRE_ACCESS)"
-import ctypes, os
-libc = ctypes.CDLL(None, use_errno=True)
-fd = libc.fanotify_init(0x8, os.O_RDONLY)          # FAN_CLASS_PRE_CONTENT
-if fd < 0: raise SystemExit(1)
-r = libc.fanotify_mark(fd, 1, ctypes.c_uint64(0x00100000), -100, b"/")  # FAN_PRE_ACCESS
-raise SystemExit(0 if r == 0 or ctypes.get_errno() != 22 else 1)
-EOF
+"$ROOT/tests/lib/fanotify-probe" || skip "this kernel has no fanotify pre-content events (FAN_PRE_ACCESS)"
 
 SMALL=$("$ROOT/tests/lib/mkoci" --small) || fail "mkoci --small failed"
 FULL=$("$ROOT/tests/lib/mkoci" 2>"$TMP/mkoci.err") || FULL=

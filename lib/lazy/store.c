@@ -247,10 +247,10 @@ int store_blob_end(struct registry_fetch *f, struct anole_error *err)
 }
 
 int store_read_range(struct store *s, const char *digest, uint64_t off, uint64_t len, void *buf,
-		     struct anole_error *err)
+		     bool quick, struct anole_error *err)
 {
 	if (s->reg)
-		return registry_blob_range(s->reg, s->ref.repo, digest, off, len, buf, err);
+		return registry_blob_range(s->reg, s->ref.repo, digest, off, len, buf, quick, err);
 	_cleanup_free_ char *path = store_blob_path(s, digest);
 	if (!path)
 		return anole_err(err, EINVAL, "%s: bad digest %.80s", s->name, digest);

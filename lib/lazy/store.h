@@ -41,9 +41,10 @@ int store_get_small(struct store *s, const char *digest, uint64_t size, uint64_t
 int store_open_blob(struct store *s, const char *digest, uint64_t size, int *fd,
 		    struct registry_fetch **f, struct anole_error *err);
 int store_blob_end(struct registry_fetch *f, struct anole_error *err);
-/* Bytes [off, off+len) of a blob into @buf (unchecked: the caller verifies). */
+/* Bytes [off, off+len) of a blob into @buf (unchecked: the caller
+ * verifies); @quick: without retries. */
 int store_read_range(struct store *s, const char *digest, uint64_t off, uint64_t len, void *buf,
-		     struct anole_error *err);
+		     bool quick, struct anole_error *err);
 /* 1 when the store has the blob with this size, 0 when not. */
 int store_has_blob(struct store *s, const char *digest, uint64_t size, struct anole_error *err);
 /* DIR/blobs/sha256/HEX of a layout (malloc'd), NULL for registries. */

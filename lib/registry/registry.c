@@ -193,6 +193,8 @@ struct xfer {
 	/* ... or one range into a buffer */
 	char *range_buf;
 	uint64_t range_off, range_len, range_got, range_seen;
+	int max_attempts;     /* 0: MAX_ATTEMPTS */
+	long stall_seconds;   /* 0: 60 */
 	/* request */
 	const char *method;       /* NULL: GET */
 	const char *upload_type; /* Content-Type of the upload */
@@ -337,7 +339,7 @@ static CURL *new_handle(struct xfer *x, const char *url, struct curl_slist *hdrs
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 30L);
 	/* a stalled transfer (under 1 KiB/s for 60 s) is dropped and retried */
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
-	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, x->stall_seconds ? x->stall_seconds : 60L);
 	curl_easy_setopt(c, CURLOPT_USERAGENT, "anole/" ANOLE_VERSION);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "identity");
@@ -583,7 +585,8 @@ static int request(struct registry *r, const char *path, const char *accept, con
 			authed = true;
 			continue;
 		}
-		if (transient(cc, x->status) && ++attempt < MAX_ATTEMPTS) {
+		if (transient(cc, x->status) &&
+		    ++attempt < (x->max_attempts ? x->max_attempts : MAX_ATTEMPTS)) {
 			backoff(attempt - 1);
 			continue;
 		}
@@ -735,13 +738,15 @@ int registry_blob_exists(struct registry *r, const char *repo, const char *diges
 }
 
 int registry_blob_range(struct registry *r, const char *repo, const char *digest, uint64_t off,
-			uint64_t len, void *buf, struct anole_error *err)
+			uint64_t len, void *buf, bool quick, struct anole_error *err)
 {
 	char path[600];
 	snprintf(path, sizeof(path), "/v2/%s/blobs/%s", repo, digest);
 	if (!len)
 		return 0;
-	struct xfer x = {.reg = r, .sock = -1, .range_buf = buf, .range_off = off, .range_len = len};
+	/* a reader waits on these: a stall ends sooner than a download's */
+	struct xfer x = {.reg = r, .sock = -1, .range_buf = buf, .range_off = off, .range_len = len,
+			 .max_attempts = quick ? 1 : 0, .stall_seconds = 15};
 	int rc = request(r, path, NULL, repo, &x, err);
 	if (rc < 0)
 		return rc;

@@ -44,9 +44,9 @@ int registry_blob_exists(struct registry *r, const char *repo, const char *diges
 			 uint64_t *size, struct anole_error *err);
 /* Read [off, off+len) of a blob with one Range request into @buf. A 206
  * and a 200 with the whole blob both work; 416 gives -ERANGE. The caller
- * verifies the bytes. */
+ * verifies the bytes. @quick: one attempt, no retries. */
 int registry_blob_range(struct registry *r, const char *repo, const char *digest, uint64_t off,
-			uint64_t len, void *buf, struct anole_error *err);
+			uint64_t len, void *buf, bool quick, struct anole_error *err);
 /* Upload [off, off+len) of @fd as blob @digest, unless the registry has
  * it; with @from (another repository), try a cross-repository mount
  * first. @chunk 0: one PUT; else PATCHes of @chunk bytes, then a PUT.

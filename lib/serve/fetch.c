@@ -6,7 +6,8 @@
  * ranges that cover it. Each missing range is fetched once however many
  * readers wait for it: a range is absent, being fetched, or present.
  * Neighbouring missing ranges go in one request (up to COALESCE), and a
- * demand read also asks for the READAHEAD ranges after it. Background
+ * demand read that follows the range before it also asks for the
+ * READAHEAD ranges after it. Background
  * prefetch has its own queue and one thread, which runs only while no
  * demand job waits, at a capped rate.
  */
@@ -25,6 +26,7 @@
 /* the registry client retries failed transfers itself (about 8 s in all);
  * here a range that came but did not verify is fetched once more */
 #define ATTEMPTS 2
+#define DOWN_SECONDS 30
 #define DEMAND_THREADS 8
 
 static bool all_present(const struct blob *b, uint64_t first, uint64_t last)
@@ -95,7 +97,10 @@ void wait_for(struct blob *b, uint64_t id, uint64_t first, uint64_t last)
 	*w = (struct waiter){.next = W.waiters, .id = id, .b = b, .first = first, .last = last};
 	W.waiters = w;
 	b->waiting++;
-	schedule(b, first, MIN(last + READAHEAD, b->nranges - 1), false);
+	/* read ahead only when reads walk forward: a random read costs its
+	 * own ranges and nothing more */
+	bool sequential = first > 0 && b->state[first - 1] != RANGE_ABSENT;
+	schedule(b, first, MIN(last + (sequential ? READAHEAD : 0), b->nranges - 1), false);
 }
 
 void prefetch_blob(struct blob *b)
@@ -169,12 +174,19 @@ static int run_job(struct job *j, uint64_t *len_out)
 		struct anole_error err = {0};
 		__atomic_add_fetch(&W.fetch_requests, 1, __ATOMIC_RELAXED);
 		__atomic_add_fetch(&b->fetches, 1, __ATOMIC_RELAXED);
-		r = store_read_range(b->src, b->digest, off, len, buf, &err);
+		/* a source that just failed gets one try per range, not the
+		 * full retry schedule: readers learn it is down in moments */
+		time_t down = __atomic_load_n(&b->down_since, __ATOMIC_RELAXED);
+		bool quick = down && time(NULL) - down < DOWN_SECONDS;
+		r = store_read_range(b->src, b->digest, off, len, buf, quick, &err);
 		if (r < 0) {
 			__atomic_add_fetch(&W.fetch_errors, 1, __ATOMIC_RELAXED);
+			if (!quick)
+				__atomic_store_n(&b->down_since, time(NULL), __ATOMIC_RELAXED);
 			wlog("%s", err.msg);
 			break;
 		}
+		__atomic_store_n(&b->down_since, 0, __ATOMIC_RELAXED);
 		__atomic_add_fetch(&W.fetched_bytes, len, __ATOMIC_RELAXED);
 		__atomic_add_fetch(&b->fetched_bytes, len, __ATOMIC_RELAXED);
 		for (uint64_t i = 0; i < j->count && r >= 0; i++) {

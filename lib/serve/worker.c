@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -691,6 +692,10 @@ static int bind_control(void)
 void serve_worker(const struct holder_state *h)
 {
 	signal(SIGPIPE, SIG_IGN);
+	/* fetch buffers (up to 4 MiB) go back to the system when freed, and
+	 * the threads share two arenas: the daemon stays small */
+	mallopt(M_MMAP_THRESHOLD, 256 << 10);
+	mallopt(M_ARENA_MAX, 2);
 	serve_paths_init(&W.paths);
 	snprintf(W.partial, sizeof(W.partial), "%s/partial", W.paths.cache);
 	W.group = h->group;

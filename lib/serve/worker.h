@@ -28,6 +28,7 @@ struct blob {
 	bool complete, marked, orphan;
 	unsigned refs, busy; /* busy: fetches under way */
 	uint64_t fetched_bytes, fetches, failures, waiting;
+	time_t down_since; /* the last full-retry fetch failed then; 0 = fine */
 };
 
 struct lmount {

@@ -72,7 +72,7 @@ int main(int argc, char **argv)
 	} else if (!strcmp(cmd, "range") && argc == 7) {
 		uint64_t off = strtoull(argv[5], NULL, 0), len = strtoull(argv[6], NULL, 0);
 		char *buf = malloc(len ? len : 1);
-		rc = buf ? registry_blob_range(r, repo, argv[4], off, len, buf, &err) : -1;
+		rc = buf ? registry_blob_range(r, repo, argv[4], off, len, buf, false, &err) : -1;
 		if (rc >= 0 && fwrite(buf, 1, len, stdout) != len)
 			rc = -1;
 		free(buf);
