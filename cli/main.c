@@ -25,6 +25,7 @@ static const struct {
 	{"umount", cmd_umount, "unmount an anole mount"},
 	{"status", cmd_status, "show lazy mounts, the cache and the daemon's counters"},
 	{"daemon", cmd_daemon, "serve lazy mounts (started by mount when needed)"},
+	{"cache", cmd_cache, "list or shrink the lazy mount cache"},
 };
 
 void cli_error(const char *fmt, ...)

@@ -31,23 +31,27 @@ static const char mount_usage[] =
 	"\n"
 	"  -o OPTIONS            extra EROFS mount options (e.g. 'acl,user_xattr')\n"
 	"  --lazy                go through the daemon even for a local layout\n"
+	"  --fuse                serve through FUSE (anole's reader) instead of the\n"
+	"                        kernel's EROFS; chosen by itself, with a notice, when\n"
+	"                        the kernel path is unavailable (no pre-content\n"
+	"                        events, or not root)\n"
 	"  --prefetch=none|all   after mounting, fetch the rest in the background\n"
 	"                        at low priority (default none: only what is read)\n"
 	"  --prefetch-rate=SIZE  background bytes per second (default 50M; 0 = no cap)\n"
 	"  --tls-verify=BOOL     check the registry's certificate (default true)";
 
 static int lazy_mount(const char *ref, const char *target, const char *options,
-		      const char *prefetch, uint64_t rate, int tls_verify)
+		      const char *prefetch, uint64_t rate, int tls_verify, bool fuse)
 {
 	char real[4096];
 	if (!realpath(target, real)) {
 		cli_error("%s: %s", target, strerror(errno));
 		return 1;
 	}
-	json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:i}", "op", "mount", "ref", ref,
-				"mountpoint", real, "options", options ? options : "", "prefetch",
-				prefetch, "prefetch_rate", (json_int_t)rate, "tls_verify",
-				tls_verify);
+	json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:i, s:b}", "op", "mount", "ref",
+				ref, "mountpoint", real, "options", options ? options : "",
+				"prefetch", prefetch, "prefetch_rate", (json_int_t)rate,
+				"tls_verify", tls_verify, "fuse", fuse);
 	char *text = req ? json_dumps(req, JSON_COMPACT) : NULL;
 	json_decref(req);
 	if (!text) {
@@ -64,6 +68,9 @@ static int lazy_mount(const char *ref, const char *target, const char *options,
 	json_t *j = json_loads(reply, 0, &je);
 	free(reply);
 	const char *msg = json_string_value(json_object_get(j, "error"));
+	const char *notice = json_string_value(json_object_get(j, "notice"));
+	if (notice && *notice)
+		fprintf(stderr, "anole: notice: %s\n", notice);
 	int rc = 0;
 	if (!j || msg) {
 		cli_error("%s", msg ? msg : "the daemon's answer is not JSON");
@@ -73,13 +80,16 @@ static int lazy_mount(const char *ref, const char *target, const char *options,
 	return rc;
 }
 
-/* A layout whose blobs are not all there is lazy by nature. */
+/* A layout whose blobs are not all there is lazy by nature; users
+ * cannot mount EROFS, so their lazy images go through the daemon's FUSE. */
 static bool needs_daemon(const char *arg, bool lazy)
 {
 	if (lazy || !strncmp(arg, "docker://", 9))
 		return true;
 	if (!cli_is_lazy_ref(arg))
 		return false;
+	if (geteuid() != 0)
+		return true;
 	struct anole_error err = {0};
 	struct anole_lazy_info *li;
 	if (anole_lazy_open(arg, 0, &li, &err) < 0)
@@ -93,13 +103,14 @@ int cmd_mount(int argc, char **argv)
 {
 	static const struct option longopts[] = {{"options", required_argument, NULL, 'o'},
 						 {"lazy", no_argument, NULL, 'l'},
+						 {"fuse", no_argument, NULL, 'f'},
 						 {"prefetch", required_argument, NULL, 'p'},
 						 {"prefetch-rate", required_argument, NULL, 'r'},
 						 {"tls-verify", required_argument, NULL, 'V'},
 						 {"help", no_argument, NULL, 'h'},
 						 {0}};
 	const char *data = NULL, *prefetch = "none";
-	bool lazy = false;
+	bool lazy = false, fuse = false;
 	int tls_verify = 0; /* the registry client's default */
 	uint64_t rate = 50ull << 20;
 	int c;
@@ -108,6 +119,8 @@ int cmd_mount(int argc, char **argv)
 			data = optarg;
 		else if (c == 'l')
 			lazy = true;
+		else if (c == 'f')
+			lazy = fuse = true;
 		else if (c == 'p') {
 			if (strcmp(optarg, "none") && strcmp(optarg, "all")) {
 				cli_error("--prefetch=%s: choose none or all", optarg);
@@ -135,7 +148,7 @@ int cmd_mount(int argc, char **argv)
 		return cli_usage(mount_usage);
 	const char *target = argv[optind + 1];
 	if (needs_daemon(argv[optind], lazy))
-		return lazy_mount(argv[optind], target, data, prefetch, rate, tls_verify);
+		return lazy_mount(argv[optind], target, data, prefetch, rate, tls_verify, fuse);
 
 	/* Refuse early, with a clear message, what the kernel would refuse
 	 * with a bare EINVAL. */

@@ -30,11 +30,13 @@ export ANOLE_RUNTIME_DIR=$TMP/run ANOLE_CACHE_DIR=$TMP/cache
 daemon_kill() {
 	local m
 	for m in $(_mounts_under "$TMP"); do "$ANOLE" umount "$m" 2>/dev/null || true; done
-	[ -f "$ANOLE_RUNTIME_DIR/holder.pid" ] && kill -9 "$(cat "$ANOLE_RUNTIME_DIR/holder.pid")" 2>/dev/null
-	[ -f "$ANOLE_RUNTIME_DIR/daemon.pid" ] && kill -9 "$(cat "$ANOLE_RUNTIME_DIR/daemon.pid")" 2>/dev/null
+	kill -9 "$(cat "$ANOLE_RUNTIME_DIR/holder.pid" 2>/dev/null)" 2>/dev/null
+	kill -9 "$(cat "$ANOLE_RUNTIME_DIR/daemon.pid" 2>/dev/null)" 2>/dev/null
 	true
 }
-trap 'daemon_kill; _cleanup' EXIT
+# (the test's status reaches _cleanup through $?)
+trap '_rc=$?; daemon_kill; [ -n "${FUSE_MODE:-}" ] && chmod "$FUSE_MODE" /dev/fuse
+	[ -n "${U:-}" ] && { umount -l "$U/mnt" 2>/dev/null; rm -rf "$U"; }; (exit $_rc); _cleanup' EXIT
 
 # wait_daemon_gone: the holder exits within a few seconds of the last umount
 wait_daemon_gone() {
@@ -199,13 +201,115 @@ echo "corrupted range: $(grep -c EIO "$TMP/r6") files failed with EIO, none read
 cp "$TMP/blob.orig" "$data"
 "$ANOLE" umount "$TMP/m6"
 
-echo "== 7. bad input"
+echo "== 7. the FUSE fallback (--fuse): the same content tests"
 fresh_cache
-mkdir -p "$TMP/m7"
-expect_fail "$ANOLE" mount "docker://$REGISTRY/lazy/nosuch:v1" "$TMP/m7"
+mkdir -p "$TMP/m7f"
+"$ANOLE" mount --fuse "$REF" "$TMP/m7f" || fail "anole mount --fuse failed: $(tail -n 3 "$ANOLE_RUNTIME_DIR/daemon.log")"
+awk -v m="$TMP/m7f" '$2 == m && $3 == "fuse.anole"' /proc/mounts | grep -q . || fail "no fuse.anole mount"
+"$TREECMP" --ignore-root-mtime "$TRUTH" "$TMP/m7f" >"$TMP/cmp7" || fail "FUSE mount differs: $(tail -n 5 "$TMP/cmp7")"
+echo "FUSE, one reader: $(tail -n 1 "$TMP/cmp7")"
+umount "$TMP/m7f"
+wait_daemon_gone
+fresh_cache
+"$ANOLE" mount --fuse "$REF" "$TMP/m7f" || fail "anole mount --fuse failed"
+readers "$TMP/m7f" 16 "$TMP/r7"
+[ "$(cat "$TMP/r7.rc")" = 0 ] || fail "FUSE readers saw errors or wrong bytes: $(head -n 5 "$TMP/r7")"
+# a kernel mount of the same image now shares the FUSE mount's cache
+mkdir -p "$TMP/m7k"
+"$ANOLE" mount "$REF" "$TMP/m7k" || fail "kernel mount beside FUSE failed"
+"$TREECMP" --ignore-root-mtime "$TRUTH" "$TMP/m7k" >"$TMP/cmp7k" || fail "kernel mount beside FUSE differs"
+"$ANOLE" umount "$TMP/m7k"
+"$ANOLE" umount "$TMP/m7f" || fail "anole umount of the FUSE mount failed"
+awk -v m="$TMP/m7f" '$2 == m' /proc/mounts | grep -q . && fail "FUSE mount left behind"
+
+echo "== 8. a user without root gets the FUSE path, with a notice"
+if command -v setpriv >/dev/null && [ -c /dev/fuse ] && command -v fusermount3 >/dev/null; then
+	wait_daemon_gone
+	# Debian's udev makes /dev/fuse 0666; some containers do not
+	FUSE_MODE=$(stat -c %a /dev/fuse)
+	chmod 666 /dev/fuse
+	U=$(mktemp -d /tmp/anole-user.XXXXXX)
+	chown 65534:65534 "$U"
+	mkdir "$U/mnt" && chown 65534:65534 "$U/mnt"
+	as_user() { setpriv --reuid=65534 --regid=65534 --clear-groups env HOME="$U" XDG_RUNTIME_DIR= XDG_CACHE_HOME= ANOLE_RUNTIME_DIR= ANOLE_CACHE_DIR= "$@"; }
+	as_user "$ANOLE" mount "$REF" "$U/mnt" 2>"$TMP/user.err" || fail "user mount failed: $(cat "$TMP/user.err")"
+	grep -q "notice: .*FUSE" "$TMP/user.err" || fail "no notice about the FUSE fallback: $(cat "$TMP/user.err")"
+	# files anyone may read: o+r, every directory above them o+x
+	python3 - "$TRUTH" >"$TMP/ufiles" <<'PY'
+import os, stat, sys
+top = sys.argv[1]
+out = []
+for d, dirs, files in os.walk(top):
+    dirs[:] = [x for x in dirs if os.lstat(os.path.join(d, x)).st_mode & stat.S_IXOTH]
+    for f in files:
+        st = os.lstat(os.path.join(d, f))
+        if stat.S_ISREG(st.st_mode) and st.st_mode & stat.S_IROTH and st.st_size:
+            out.append("./" + os.path.relpath(os.path.join(d, f), top))
+print("\n".join(sorted(out)[:300]))
+PY
+	[ -s "$TMP/ufiles" ] || fail "the user can read none of the source's files"
+	(cd "$TRUTH" && xargs -d '\n' sha256sum <"$TMP/ufiles") >"$TMP/usum.want"
+	as_user sh -c 'cd "$1" && xargs -d "\n" sha256sum' _ "$U/mnt" <"$TMP/ufiles" >"$TMP/usum.got" ||
+		fail "the user could not read the FUSE mount"
+	cmp "$TMP/usum.want" "$TMP/usum.got" || fail "the user's FUSE mount differs from the source"
+	echo "user (uid 65534): $(wc -l <"$TMP/ufiles") files read through FUSE match the source"
+	as_user "$ANOLE" umount "$U/mnt" || fail "user umount failed"
+	for _ in $(seq 1 50); do pgrep -u 65534 -f "anole daemon" >/dev/null || break; sleep 0.2; done
+	pgrep -u 65534 -f "anole daemon" >/dev/null && fail "the user's daemon did not end"
+	chmod "$FUSE_MODE" /dev/fuse
+	rm -rf "$U"
+else
+	echo "skipped: setpriv, /dev/fuse or fusermount3 missing"
+fi
+
+echo "== 8b. --prefetch=all fills the cache in the background, unread"
+fresh_cache
+mkdir -p "$TMP/m8p"
+"$ANOLE" mount --prefetch=all --prefetch-rate=0 "$REF" "$TMP/m8p" || fail "mount --prefetch=all failed"
+done=
+for _ in $(seq 1 150); do
+	"$ANOLE" status --json >"$TMP/st8.json"
+	if python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(0 if all(b["complete"] for b in s["blobs"]) else 1)' "$TMP/st8.json"; then
+		done=1
+		break
+	fi
+	sleep 0.2
+done
+[ -n "$done" ] || fail "prefetch did not complete the cache in 30 s: $(cat "$TMP/st8.json")"
+python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); assert s["events"] == 0 and s["bytes_fetched"] == s["bytes_total"], s' "$TMP/st8.json" ||
+	fail "prefetch fetched other than the blobs, or reads happened"
+"$TREECMP" --ignore-root-mtime "$TRUTH" "$TMP/m8p" >"$TMP/cmp8p" || fail "prefetched mount differs"
+echo "prefetch: the whole blob cached with no read; $(tail -n 1 "$TMP/cmp8p")"
+"$ANOLE" umount "$TMP/m8p"
+
+echo "== 9. anole cache ls and gc: what mounts use stays"
+fresh_cache
+mkdir -p "$TMP/m9c"
+"$ANOLE" mount "$REF" "$TMP/m9c" || fail "mount failed"
+head -c 100000 "$TMP/m9c/usr/bin/bash" >/dev/null || true
+"$ANOLE" cache ls >"$TMP/ls1" || fail "cache ls failed"
+grep -Eq "partial +in use" "$TMP/ls1" || fail "cache ls does not show the partial blob in use: $(cat "$TMP/ls1")"
+"$ANOLE" cache gc --max-size 0 >"$TMP/gc1" 2>&1 || fail "cache gc failed: $(cat "$TMP/gc1")"
+cat "$TMP/gc1"
+grep -q "kept [1-9][0-9]* in use" "$TMP/gc1" || fail "gc did not keep the files in use"
+"$TREECMP" --ignore-root-mtime "$TRUTH" "$TMP/m9c" >"$TMP/cmp9" || fail "after gc the mount differs: $(tail -n 3 "$TMP/cmp9")"
+"$ANOLE" umount "$TMP/m9c"
+wait_daemon_gone
+"$ANOLE" cache gc --max-size 0 >"$TMP/gc2" 2>&1 || fail "cache gc failed"
+"$ANOLE" cache ls --json >"$TMP/ls2.json"
+python3 -c 'import json,sys; a=json.load(open(sys.argv[1])); assert a == [], a' "$TMP/ls2.json" ||
+	fail "gc with nothing mounted left blobs: $(cat "$TMP/ls2.json")"
+echo "cache gc: $(cat "$TMP/gc1"); then with nothing mounted: $(cat "$TMP/gc2")"
+expect_fail "$ANOLE" cache gc --max-size lots
+
+echo "== 10. bad input"
+fresh_cache
+mkdir -p "$TMP/m9"
+expect_fail "$ANOLE" mount "docker://$REGISTRY/lazy/nosuch:v1" "$TMP/m9"
+grep -q "nosuch" "$TMP/last.err" || fail "the error does not name the image: $(cat "$TMP/last.err")"
 expect_fail "$ANOLE" mount "$REF" "$TMP/convert.out"
-expect_fail "$ANOLE" mount --prefetch=some "$REF" "$TMP/m7"
-awk -v m="$TMP/m7" '$2 == m' /proc/mounts | grep -q . && fail "a failed mount left a mount"
+expect_fail "$ANOLE" mount --prefetch=some "$REF" "$TMP/m9"
+awk -v m="$TMP/m9" '$2 == m' /proc/mounts | grep -q . && fail "a failed mount left a mount"
 wait_daemon_gone
 kill "$PROXY_PID" 2>/dev/null || true
 echo ok

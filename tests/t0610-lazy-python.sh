@@ -20,10 +20,10 @@ export ANOLE_RUNTIME_DIR=$TMP/run ANOLE_CACHE_DIR=$TMP/cache
 daemon_kill() {
 	local m
 	for m in $(_mounts_under "$TMP"); do "$ANOLE" umount "$m" 2>/dev/null || true; done
-	[ -f "$ANOLE_RUNTIME_DIR/holder.pid" ] && kill -9 "$(cat "$ANOLE_RUNTIME_DIR/holder.pid")" 2>/dev/null
+	kill -9 "$(cat "$ANOLE_RUNTIME_DIR/holder.pid" 2>/dev/null)" 2>/dev/null
 	true
 }
-trap 'daemon_kill; _cleanup' EXIT
+trap '_rc=$?; daemon_kill; (exit $_rc); _cleanup' EXIT
 
 registry_start
 REF=docker://$REGISTRY/lazy/python:v1

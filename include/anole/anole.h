@@ -156,6 +156,18 @@ struct anole_inode {
 };
 
 int anole_image_open(const char *path, struct anole_image **img, struct anole_error *err);
+struct anole_image_options {
+	/* the data blobs' paths in device table order (NULL entries, or no
+	 * array: blobs/sha256/HEX or HEX next to the image) */
+	const char *const *devices;
+	size_t ndevices;
+	/* called before data is read from [off, off+len) of device @dev
+	 * (0-based); a negative errno fails the read with it */
+	int (*before_read)(void *ctx, unsigned int dev, uint64_t off, uint64_t len);
+	void *ctx;
+};
+int anole_image_open_with(const char *path, const struct anole_image_options *opts,
+			  struct anole_image **img, struct anole_error *err);
 void anole_image_close(struct anole_image *img);
 const struct anole_image_info *anole_image_info(const struct anole_image *img);
 /* The path of data blob @i (0-based) the image reads through its device
@@ -166,6 +178,10 @@ const struct anole_error *anole_image_error(const struct anole_image *img);
 
 int anole_inode_read(struct anole_image *img, uint64_t nid, struct anole_inode *ino);
 int anole_lookup(struct anole_image *img, const char *path, struct anole_inode *ino);
+/* The entry @name (@len bytes) of directory @dir: 1 and *ino when there,
+ * 0 when not (not an error), negative on a bad image. */
+int anole_lookup_child(struct anole_image *img, const struct anole_inode *dir, const char *name,
+		       size_t len, struct anole_inode *ino);
 
 typedef int (*anole_dirent_fn)(void *ctx, const char *name, size_t namelen, uint64_t nid,
 			       unsigned int file_type);
@@ -290,6 +306,25 @@ int anole_daemon(struct anole_error *err);
  * daemon, started first when @start and not running; *reply is its JSON
  * answer (free it). */
 int anole_daemon_request(const char *request, int start, char **reply, struct anole_error *err);
+
+/* The cache ($ANOLE_CACHE_DIR): blobs, complete or partial. */
+struct anole_cache_entry {
+	char digest[72];
+	char path[800];
+	uint64_t size;  /* the blob's bytes */
+	uint64_t disk;  /* bytes it takes on disk (a partial blob: what is there) */
+	int64_t last_used; /* the later of its atime and mtime */
+	bool partial, in_use; /* in use: by a mount the daemon serves */
+};
+int anole_cache_list(int (*fn)(void *ctx, const struct anole_cache_entry *e), void *ctx,
+		     struct anole_error *err);
+struct anole_cache_gc_stats {
+	uint64_t before, after, removed_bytes;
+	unsigned removed, kept_in_use;
+};
+/* Remove blobs, least recently used first, until the cache takes at most
+ * @max_size bytes on disk; never what a mount uses. */
+int anole_cache_gc(uint64_t max_size, struct anole_cache_gc_stats *st, struct anole_error *err);
 
 #ifdef __cplusplus
 }

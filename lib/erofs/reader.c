@@ -49,6 +49,7 @@ struct anole_image {
 	uint64_t packed_nid; /* 0: none */
 	struct anole_inode packed;
 	bool packed_loaded;
+	struct anole_image_options opts;
 };
 
 int img_corrupt(struct anole_image *img, uint64_t nid, uint64_t off, const char *fmt, ...)
@@ -158,7 +159,15 @@ static int open_devices(struct anole_image *img, const struct erofs_super_block 
 		snprintf(p2, sizeof(p2), "%.*s%s", dlen, img->path, tag);
 		struct img_dev *d = &img->devs[i];
 		const char *found = p1;
-		d->fd = open(p1, O_RDONLY | O_CLOEXEC);
+		if (img->opts.devices && i < img->opts.ndevices && img->opts.devices[i]) {
+			found = img->opts.devices[i];
+			d->fd = open(found, O_RDONLY | O_CLOEXEC);
+			if (d->fd < 0)
+				return anole_err(&img->err, errno, "%s: data blob sha256:%s: %s: %s",
+						 img->path, tag, found, strerror(errno));
+		} else {
+			d->fd = open(p1, O_RDONLY | O_CLOEXEC);
+		}
 		if (d->fd < 0)
 			d->fd = open(found = p2, O_RDONLY | O_CLOEXEC);
 		if (d->fd < 0)
@@ -191,6 +200,14 @@ static int img_locate(struct anole_image *img, uint64_t nid, uint64_t pa, uint64
 				break;
 			*fd = d->fd;
 			*off = pa - d->start;
+			int r = img->opts.before_read
+					? img->opts.before_read(img->opts.ctx, i, *off, len)
+					: 0;
+			if (r < 0)
+				return anole_err(&img->err, -r,
+						 "%s: data blob %u, bytes %llu-%llu: %s", img->path,
+						 i + 1, (unsigned long long)*off,
+						 (unsigned long long)(*off + len - 1), strerror(-r));
 			return 0;
 		}
 	}
@@ -293,9 +310,17 @@ static int read_super(struct anole_image *img)
 
 int anole_image_open(const char *path, struct anole_image **out, struct anole_error *err)
 {
+	return anole_image_open_with(path, NULL, out, err);
+}
+
+int anole_image_open_with(const char *path, const struct anole_image_options *opts,
+			  struct anole_image **out, struct anole_error *err)
+{
 	struct anole_image *img = calloc(1, sizeof(*img));
 	if (!img)
 		return anole_err(err, ENOMEM, "out of memory");
+	if (opts)
+		img->opts = *opts;
 	img->fd = open(path, O_RDONLY | O_CLOEXEC);
 	img->path = strdup(path);
 	if (img->fd < 0 || !img->path) {
@@ -317,6 +342,7 @@ int anole_image_open(const char *path, struct anole_image **out, struct anole_er
 		anole_image_close(img);
 		return r;
 	}
+	img->opts.devices = NULL; /* the caller's; opened by now */
 	*out = img;
 	return 0;
 }
@@ -1087,6 +1113,19 @@ static int find_cb(void *ctx, const char *name, size_t len, uint64_t nid, unsign
 	return 0;
 }
 
+int anole_lookup_child(struct anole_image *img, const struct anole_inode *dir, const char *name,
+		       size_t len, struct anole_inode *ino)
+{
+	struct find_ctx f = {.name = name, .len = len};
+	int r = anole_readdir(img, dir, find_cb, &f);
+	if (r < 0)
+		return r;
+	if (!f.found)
+		return 0;
+	r = anole_inode_read(img, f.nid, ino);
+	return r < 0 ? r : 1;
+}
+
 int anole_lookup(struct anole_image *img, const char *path, struct anole_inode *ino)
 {
 	int r = anole_inode_read(img, img->info.root_nid, ino);
@@ -1102,15 +1141,13 @@ int anole_lookup(struct anole_image *img, const char *path, struct anole_inode *
 		if (!S_ISDIR(ino->mode))
 			return anole_err(&img->err, ENOTDIR, "%s: %.*s: not a directory", path,
 					 (int)(p - path), path);
-		struct find_ctx f = {.name = p, .len = (size_t)(e - p)};
-		r = anole_readdir(img, ino, find_cb, &f);
+		struct anole_inode dir = *ino;
+		r = anole_lookup_child(img, &dir, p, (size_t)(e - p), ino);
 		if (r < 0)
 			return r;
-		if (!f.found)
+		if (!r)
 			return anole_err(&img->err, ENOENT, "%s: no such file or directory in %s",
 					 path, img->path);
-		if ((r = anole_inode_read(img, f.nid, ino)) < 0)
-			return r;
 		p = e;
 	}
 }

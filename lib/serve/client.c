@@ -18,8 +18,27 @@
 void serve_paths_init(struct serve_paths *p)
 {
 	const char *rt = getenv("ANOLE_RUNTIME_DIR"), *cache = getenv("ANOLE_CACHE_DIR");
-	snprintf(p->runtime, sizeof(p->runtime), "%s", rt && *rt ? rt : "/run/anole");
-	snprintf(p->cache, sizeof(p->cache), "%s", cache && *cache ? cache : "/var/lib/anole/cache");
+	if (geteuid() == 0 || (rt && *rt && cache && *cache)) {
+		snprintf(p->runtime, sizeof(p->runtime), "%s", rt && *rt ? rt : "/run/anole");
+		snprintf(p->cache, sizeof(p->cache), "%s",
+			 cache && *cache ? cache : "/var/lib/anole/cache");
+		return;
+	}
+	/* users: their own runtime and cache directories */
+	const char *xrt = getenv("XDG_RUNTIME_DIR"), *xc = getenv("XDG_CACHE_HOME");
+	const char *home = getenv("HOME");
+	if (rt && *rt)
+		snprintf(p->runtime, sizeof(p->runtime), "%s", rt);
+	else if (xrt && *xrt)
+		snprintf(p->runtime, sizeof(p->runtime), "%s/anole", xrt);
+	else
+		snprintf(p->runtime, sizeof(p->runtime), "/tmp/anole-%u", (unsigned)geteuid());
+	if (cache && *cache)
+		snprintf(p->cache, sizeof(p->cache), "%s", cache);
+	else if (xc && *xc)
+		snprintf(p->cache, sizeof(p->cache), "%s/anole", xc);
+	else
+		snprintf(p->cache, sizeof(p->cache), "%s/.cache/anole", home && *home ? home : "/tmp");
 }
 
 static int connect_daemon(const struct serve_paths *p)

@@ -40,12 +40,19 @@ static json_t *status_json(void)
 	uint64_t cached = 0, total = 0;
 	for (size_t i = 0; i < W.nmounts; i++) {
 		const struct lmount *m = W.mounts[i];
-		json_t *digests = json_array();
-		for (size_t k = 0; k < m->nblobs; k++)
+		json_t *digests = json_array(), *uses = json_array();
+		const char *meta = strrchr(m->meta_path, '/');
+		if (meta)
+			json_array_append_new(uses, json_sprintf("sha256:%s", meta + 1));
+		for (size_t k = 0; k < m->nblobs; k++) {
 			json_array_append_new(digests, json_string(m->blobs[k]->digest));
-		json_array_append_new(mounts, json_pack("{s:s, s:s, s:s, s:o}", "mountpoint",
+			json_array_append_new(uses, json_string(m->lblobs[k].digest));
+			json_array_append_new(uses, json_string(m->lblobs[k].digests));
+		}
+		json_array_append_new(mounts, json_pack("{s:s, s:s, s:s, s:s, s:o, s:o}", "mountpoint",
 							m->mountpoint, "ref", m->ref, "manifest",
-							m->manifest, "blobs", digests));
+							m->manifest, "path", m->fuse ? "fuse" : "kernel",
+							"blobs", digests, "uses", uses));
 	}
 	for (const struct blob *b = W.blobs; b; b = b->next) {
 		json_t *j = blob_status(b);
@@ -182,11 +189,15 @@ static void handle(int fd)
 		int tls = (int)json_integer_value(json_object_get(req, "tls_verify"));
 		if (rate > 0)
 			W.prefetch_rate = (uint64_t)rate;
+		bool fuse = json_is_true(json_object_get(req, "fuse"));
+		char notice[512] = "";
 		if (!ref || !mnt)
 			r = anole_err(&err, EINVAL, "mount: needs ref and mountpoint");
 		else
-			r = op_mount(ref, mnt, tls, opts, prefetch, &err);
-		reply(fd, r < 0 ? error_json(&err, r) : json_pack("{s:b}", "ok", 1));
+			r = op_mount(ref, mnt, tls, opts, prefetch, fuse, notice, sizeof(notice),
+				     &err);
+		reply(fd, r < 0 ? error_json(&err, r)
+			       : json_pack("{s:b, s:s}", "ok", 1, "notice", notice));
 	} else if (!strcmp(op, "umount")) {
 		const char *mnt = json_string_value(json_object_get(req, "mountpoint"));
 		bool idle = false;
@@ -231,7 +242,10 @@ static void *metrics_thread(void *arg)
 	for (;;) {
 		sleep(2);
 		pthread_mutex_lock(&W.lock);
-		prune_mounts();
+		struct fusefs **stop = prune_mounts();
+		pthread_mutex_unlock(&W.lock);
+		stop_fuse(stop);
+		pthread_mutex_lock(&W.lock);
 		write_metrics_file();
 		maybe_quit();
 		pthread_mutex_unlock(&W.lock);

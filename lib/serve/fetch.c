@@ -83,24 +83,64 @@ static void schedule(struct blob *b, uint64_t from, uint64_t to, bool background
 	pthread_cond_broadcast(&W.jobs_cond);
 }
 
-void wait_for(struct blob *b, uint64_t id, uint64_t first, uint64_t last)
+static void finish_waiter(struct waiter *w, bool ok)
 {
-	if (all_present(b, first, last)) {
-		answer_event(id, true);
-		return;
+	if (w->sw) {
+		w->sw->done = true;
+		w->sw->ok = ok;
+		pthread_cond_broadcast(&w->sw->cond);
+	} else {
+		answer_event(w->id, ok);
 	}
+	free(w);
+}
+
+static void add_waiter(struct blob *b, uint64_t id, struct sync_wait *sw, uint64_t first,
+		       uint64_t last)
+{
 	struct waiter *w = calloc(1, sizeof(*w));
 	if (!w) {
-		answer_event(id, false);
+		if (sw)
+			sw->done = true; /* ok stays false */
+		else
+			answer_event(id, false);
 		return;
 	}
-	*w = (struct waiter){.next = W.waiters, .id = id, .b = b, .first = first, .last = last};
+	*w = (struct waiter){.next = W.waiters, .id = id, .sw = sw, .b = b, .first = first,
+			     .last = last};
 	W.waiters = w;
 	b->waiting++;
 	/* read ahead only when reads walk forward: a random read costs its
 	 * own ranges and nothing more */
 	bool sequential = first > 0 && b->state[first - 1] != RANGE_ABSENT;
 	schedule(b, first, MIN(last + (sequential ? READAHEAD : 0), b->nranges - 1), false);
+}
+
+void wait_for(struct blob *b, uint64_t id, uint64_t first, uint64_t last)
+{
+	if (all_present(b, first, last))
+		answer_event(id, true);
+	else
+		add_waiter(b, id, NULL, first, last);
+}
+
+int fetch_wait(struct blob *b, uint64_t off, uint64_t len)
+{
+	pthread_mutex_lock(&W.lock);
+	int r = 0;
+	if (!b->complete && len && off < b->size) {
+		uint64_t first = off >> ANOLE_RANGE_BITS;
+		uint64_t last = MIN(off + len - 1, b->size - 1) >> ANOLE_RANGE_BITS;
+		if (!all_present(b, first, last)) {
+			struct sync_wait sw = {.cond = PTHREAD_COND_INITIALIZER};
+			add_waiter(b, 0, &sw, first, last);
+			while (!sw.done)
+				pthread_cond_wait(&sw.cond, &W.lock);
+			r = sw.ok ? 0 : -EIO;
+		}
+	}
+	pthread_mutex_unlock(&W.lock);
+	return r;
 }
 
 void prefetch_blob(struct blob *b)
@@ -130,8 +170,7 @@ void cancel_jobs(struct blob *b)
 			continue;
 		}
 		*p = w->next;
-		answer_event(w->id, false);
-		free(w);
+		finish_waiter(w, false);
 	}
 }
 
@@ -145,8 +184,7 @@ static void wake(struct blob *b, const struct job *j, bool ok)
 		if (mine && (failed || all_present(b, w->first, w->last))) {
 			*p = w->next;
 			b->waiting--;
-			answer_event(w->id, !failed);
-			free(w);
+			finish_waiter(w, !failed);
 			continue;
 		}
 		p = &w->next;

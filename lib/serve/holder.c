@@ -220,10 +220,13 @@ int serve_daemon(struct anole_error *err)
 	h.group = fanotify_init(FAN_CLASS_PRE_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK |
 					FAN_UNLIMITED_QUEUE | FAN_UNLIMITED_MARKS,
 				O_RDONLY | O_LARGEFILE | O_CLOEXEC);
-	if (h.group < 0)
-		return anole_err(err, errno,
-				 "fanotify: %s (pre-content events need Linux 6.14+ and root)",
-				 strerror(errno));
+	if (h.group < 0) {
+		/* no kernel path: mounts fall back to FUSE */
+		snprintf(h.no_group_why, sizeof(h.no_group_why),
+			 "fanotify pre-content events: %s; they need Linux 6.14+ and root",
+			 strerror(errno));
+		fprintf(stderr, "anole daemon: %s\n", h.no_group_why);
+	}
 	signal(SIGPIPE, SIG_IGN);
 	pid_t worker = start_worker(&h);
 	if (worker < 0)

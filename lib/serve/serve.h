@@ -48,7 +48,8 @@ struct pending_event {
 	int fd; /* the event's descriptor: its number answers the event */
 };
 struct holder_state {
-	int group; /* the fanotify group */
+	int group; /* the fanotify group; -1: none (FUSE only) */
+	char no_group_why[160];
 	int sock;  /* to the worker */
 	struct kept_fd *kept;
 	size_t nkept;
@@ -66,6 +67,10 @@ void serve_paths_init(struct serve_paths *p);
 int serve_daemon(struct anole_error *err);
 /* The worker's life; never returns. */
 void serve_worker(const struct holder_state *h) __attribute__((noreturn));
+
+/* flock(@how) on CACHE/.lock: the daemon holds it shared while it sets
+ * up a mount, cache gc exclusive. Returns the descriptor or -errno. */
+int serve_cache_lock(const char *cache, int how);
 
 /* Send one JSON request to the daemon (started when @start and not
  * running) and return its JSON reply (malloc'd). */

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -32,6 +33,7 @@
 #include "anole/erofs_fs.h"
 #include "lazy/lazy.h"
 #include "serve/fan.h"
+#include "serve/fusefs.h"
 #include "serve/serve.h"
 #include "serve/worker.h"
 
@@ -188,7 +190,7 @@ uint64_t blob_present(const struct blob *b)
 }
 
 /* A blob of an image being mounted, shared with other mounts; W.lock held. */
-static int get_blob(const struct anole_lazy_blob *lb, const char *ref, int tls_verify,
+static int get_blob(const struct anole_lazy_blob *lb, const char *ref, int tls_verify, bool mark,
 		    struct blob **out, struct anole_error *err)
 {
 	struct blob *b = find_blob(lb->digest);
@@ -197,6 +199,14 @@ static int get_blob(const struct anole_lazy_blob *lb, const char *ref, int tls_v
 			return anole_err(err, EBADMSG, "blob %s: %llu bytes, another image says %llu",
 					 lb->digest, (unsigned long long)lb->size,
 					 (unsigned long long)b->size);
+		/* a FUSE mount made it unmarked; its descriptor predates the
+		 * mark, so it still writes without events */
+		if (mark && !b->complete && !b->marked) {
+			if (fanotify_mark(W.group, FAN_MARK_ADD, FAN_PRE_ACCESS, AT_FDCWD, b->path) < 0)
+				return anole_err(err, errno, "%s: fanotify mark: %s", b->path,
+						 strerror(errno));
+			b->marked = true;
+		}
 		b->refs++;
 		*out = b;
 		return 0;
@@ -249,11 +259,12 @@ static int get_blob(const struct anole_lazy_blob *lb, const char *ref, int tls_v
 				goto fail;
 			}
 		}
-		if (fanotify_mark(W.group, FAN_MARK_ADD, FAN_PRE_ACCESS, AT_FDCWD, partial) < 0) {
+		if (mark &&
+		    fanotify_mark(W.group, FAN_MARK_ADD, FAN_PRE_ACCESS, AT_FDCWD, partial) < 0) {
 			r = anole_err(err, errno, "%s: fanotify mark: %s", partial, strerror(errno));
 			goto fail;
 		}
-		b->marked = true;
+		b->marked = mark;
 		struct hmsg m = {.type = HMSG_KEEP};
 		snprintf(m.tag, sizeof(m.tag), "%s", b->digest);
 		send_holder(&m, b->fd);
@@ -378,6 +389,7 @@ static void mount_free(struct lmount *m)
 	free(m->meta_path);
 	free(m->lblobs);
 	free(m->blobs);
+	free(m->devblobs);
 	free(m);
 }
 
@@ -390,6 +402,10 @@ static int device_options(const char *meta, struct lmount *m, char **out, struct
 	if (fd < 0 || pread_full(fd, &sb, sizeof(sb), EROFS_SUPER_OFFSET) < 0)
 		return anole_err(err, EBADMSG, "%s: cannot read the superblock", meta);
 	struct strbuf sb_opts = {0};
+	free(m->devblobs);
+	m->ndevs = 0;
+	if (!(m->devblobs = calloc(MAX(sb.extra_devices, 1), sizeof(*m->devblobs))))
+		goto nomem;
 	for (unsigned int i = 0; i < sb.extra_devices; i++) {
 		struct erofs_deviceslot slot;
 		uint64_t at = (uint64_t)sb.devt_slotoff * sizeof(slot) + i * sizeof(slot);
@@ -401,6 +417,7 @@ static int device_options(const char *meta, struct lmount *m, char **out, struct
 				b = m->blobs[k];
 		if (!b)
 			goto bad;
+		m->devblobs[m->ndevs++] = b;
 		if (strbuf_add(&sb_opts, i ? ",device=" : "device=", i ? 8 : 7) < 0 ||
 		    strbuf_add(&sb_opts, b->path, strlen(b->path)) < 0)
 			goto nomem;
@@ -417,10 +434,12 @@ nomem:
 	return anole_err(err, ENOMEM, "out of memory");
 }
 
-static bool is_erofs_mount(const char *path)
+#define FUSE_SUPER_MAGIC 0x65735546
+
+static bool is_mounted(const char *path, bool fuse)
 {
 	struct statfs sf;
-	return !statfs(path, &sf) && sf.f_type == EROFS_MAGIC;
+	return !statfs(path, &sf) && sf.f_type == (fuse ? FUSE_SUPER_MAGIC : EROFS_MAGIC);
 }
 
 /* W.lock held: take the image's blobs, mount it. */
@@ -432,7 +451,7 @@ static int attach(struct lmount *m, const char *options, struct anole_error *err
 	int r = 0;
 	size_t got = 0;
 	for (; got < m->nblobs && r >= 0; got++)
-		r = get_blob(&m->lblobs[got], m->ref, m->tls_verify, &m->blobs[got], err);
+		r = get_blob(&m->lblobs[got], m->ref, m->tls_verify, !m->fuse, &m->blobs[got], err);
 	if (r < 0)
 		got--;
 	_cleanup_free_ char *data = NULL;
@@ -445,7 +464,7 @@ static int attach(struct lmount *m, const char *options, struct anole_error *err
 		free(data);
 		data = more;
 	}
-	if (r >= 0 && !m->restored &&
+	if (r >= 0 && !m->restored && !m->fuse &&
 	    mount(m->meta_path, m->mountpoint, "erofs", MS_RDONLY, *data ? data : NULL) < 0)
 		r = anole_err(err, errno, "%s: mount: %s", m->mountpoint, strerror(errno));
 	if (r < 0) {
@@ -466,9 +485,9 @@ static json_t *mount_json(const struct lmount *m)
 						       b->digests, "digests_size",
 						       (json_int_t)b->digests_size));
 	}
-	return json_pack("{s:s, s:s, s:i, s:s, s:s, s:o}", "mountpoint", m->mountpoint, "ref",
+	return json_pack("{s:s, s:s, s:i, s:s, s:s, s:b, s:o}", "mountpoint", m->mountpoint, "ref",
 			 m->ref, "tls_verify", m->tls_verify, "manifest", m->manifest, "meta",
-			 m->meta_path, "blobs", blobs);
+			 m->meta_path, "fuse", m->fuse, "blobs", blobs);
 }
 
 /* The mounts, for a worker started after this one dies. */
@@ -496,9 +515,16 @@ static int add_mount(struct lmount *m)
 	return 0;
 }
 
-int op_mount(const char *ref, const char *mnt, int tls_verify, const char *options,
-	     const char *prefetch, struct anole_error *err)
+static int mount_locked(const char *ref, const char *mnt, int tls_verify, const char *options,
+			const char *prefetch, bool fuse, char *notice, size_t notice_size,
+			struct anole_error *err)
 {
+	if (!fuse && W.group < 0) {
+		fuse = true;
+		snprintf(notice, notice_size,
+			 "the kernel path is unavailable (%s); serving %s through FUSE instead",
+			 W.no_kernel_why, mnt);
+	}
 	char real[PATH_MAX];
 	if (!realpath(mnt, real))
 		return anole_err(err, errno, "%s: %s", mnt, strerror(errno));
@@ -526,18 +552,33 @@ int op_mount(const char *ref, const char *mnt, int tls_verify, const char *optio
 		return anole_err(err, ENOMEM, "out of memory");
 	}
 	m->tls_verify = tls_verify;
+	m->fuse = fuse;
 	m->nblobs = li->nblobs;
 	memcpy(m->lblobs, li->blobs, li->nblobs * sizeof(*m->lblobs));
 	snprintf(m->manifest, sizeof(m->manifest), "%s", li->manifest_digest);
 	anole_lazy_free(li);
 
 	pthread_mutex_lock(&W.lock);
-	r = attach(m, options, err);
+	r = attach(m, fuse ? NULL : options, err);
+	if (r >= 0 && fuse) {
+		/* FUSE threads take W.lock to wait for data: mount without it */
+		pthread_mutex_unlock(&W.lock);
+		r = fusefs_mount(m, m->devblobs, m->ndevs, options, &m->fs, err);
+		pthread_mutex_lock(&W.lock);
+		if (r < 0)
+			for (size_t i = 0; i < m->nblobs; i++)
+				put_blob(m->blobs[i]);
+	}
 	if (r >= 0 && add_mount(m) < 0) {
-		umount2(m->mountpoint, MNT_DETACH);
+		struct fusefs *fs = m->fs;
+		if (!fs)
+			umount2(m->mountpoint, MNT_DETACH);
 		for (size_t i = 0; i < m->nblobs; i++)
 			put_blob(m->blobs[i]);
 		r = anole_err(err, ENOMEM, "out of memory");
+		pthread_mutex_unlock(&W.lock);
+		fusefs_unmount(fs);
+		pthread_mutex_lock(&W.lock);
 	}
 	if (r >= 0) {
 		save_mounts();
@@ -550,8 +591,21 @@ int op_mount(const char *ref, const char *mnt, int tls_verify, const char *optio
 		mount_free(m);
 		return r;
 	}
-	wlog("mounted %s on %s (%zu data blobs)", ref, real, m->nblobs);
+	wlog("mounted %s on %s (%zu data blobs%s)", ref, real, m->nblobs, fuse ? ", FUSE" : "");
 	return 0;
+}
+
+int op_mount(const char *ref, const char *mnt, int tls_verify, const char *options,
+	     const char *prefetch, bool fuse, char *notice, size_t notice_size,
+	     struct anole_error *err)
+{
+	/* cache gc waits while files are fetched for a mount and taken */
+	int lock = serve_cache_lock(W.paths.cache, LOCK_SH);
+	int r = mount_locked(ref, mnt, tls_verify, options, prefetch, fuse, notice, notice_size,
+			     err);
+	if (lock >= 0)
+		close(lock);
+	return r;
 }
 
 static void detach(size_t i)
@@ -575,9 +629,19 @@ int op_umount(const char *mnt, bool *idle, struct anole_error *err)
 		i++;
 	if (i == W.nmounts)
 		r = anole_err(err, ENOENT, "%s: no lazy image is mounted there", real);
-	else if (umount2(real, 0) < 0 && errno != EINVAL)
+	else if (!W.mounts[i]->fuse && umount2(real, 0) < 0 && errno != EINVAL)
 		r = anole_err(err, errno, "%s: %s", real, strerror(errno));
-	if (r >= 0) {
+	if (r >= 0 && W.mounts[i]->fuse) {
+		/* its threads may wait on W.lock: stop them without it */
+		struct fusefs *fs = W.mounts[i]->fs;
+		W.mounts[i]->fs = NULL;
+		pthread_mutex_unlock(&W.lock);
+		fusefs_unmount(fs);
+		pthread_mutex_lock(&W.lock);
+		for (i = 0; i < W.nmounts && strcmp(W.mounts[i]->mountpoint, real); i++)
+			;
+	}
+	if (r >= 0 && i < W.nmounts) {
 		detach(i);
 		save_mounts();
 		wlog("unmounted %s", real);
@@ -588,20 +652,34 @@ int op_umount(const char *mnt, bool *idle, struct anole_error *err)
 }
 
 /* Mounts someone unmounted without us (umount(8)): let go of them. */
-void prune_mounts(void)
+struct fusefs **prune_mounts(void)
 {
+	struct fusefs **stop = calloc(W.nmounts + 1, sizeof(*stop));
+	size_t nstop = 0;
 	bool changed = false;
 	for (size_t i = 0; i < W.nmounts;) {
-		if (is_erofs_mount(W.mounts[i]->mountpoint)) {
+		struct lmount *m = W.mounts[i];
+		if (is_mounted(m->mountpoint, m->fuse) || (m->fuse && !stop)) {
 			i++;
 			continue;
 		}
-		wlog("%s is no longer mounted; letting go of it", W.mounts[i]->mountpoint);
+		wlog("%s is no longer mounted; letting go of it", m->mountpoint);
+		if (m->fs)
+			stop[nstop++] = m->fs;
+		m->fs = NULL;
 		detach(i);
 		changed = true;
 	}
 	if (changed)
 		save_mounts();
+	return stop;
+}
+
+void stop_fuse(struct fusefs **list)
+{
+	for (size_t i = 0; list && list[i]; i++)
+		fusefs_unmount(list[i]);
+	free(list);
 }
 
 /* After a restart: the mounts an earlier worker made, still mounted. */
@@ -621,7 +699,13 @@ static void restore_mounts(void)
 		const char *meta = json_string_value(json_object_get(j, "meta"));
 		const char *man = json_string_value(json_object_get(j, "manifest"));
 		json_t *blobs = json_object_get(j, "blobs");
-		if (!mnt || !ref || !meta || !is_erofs_mount(mnt))
+		if (json_is_true(json_object_get(j, "fuse"))) {
+			/* its server died with the last worker */
+			if (mnt)
+				umount2(mnt, MNT_DETACH);
+			continue;
+		}
+		if (!mnt || !ref || !meta || !is_mounted(mnt, false))
 			continue;
 		struct lmount *m = calloc(1, sizeof(*m));
 		size_t n = json_array_size(blobs);
@@ -699,14 +783,23 @@ void serve_worker(const struct holder_state *h)
 	serve_paths_init(&W.paths);
 	snprintf(W.partial, sizeof(W.partial), "%s/partial", W.paths.cache);
 	W.group = h->group;
+	snprintf(W.no_kernel_why, sizeof(W.no_kernel_why), "%s", h->no_group_why);
 	W.holder = h->sock;
 	W.inherited = *h;
 	/* the events' descriptors are the holder's to answer with */
 	for (size_t i = 0; i < h->npending; i++)
 		close(h->pending[i].fd);
 	W.started = time(NULL);
-	if (mkdir(W.paths.cache, 0700) < 0 && errno != EEXIST)
-		wlog("%s: %s", W.paths.cache, strerror(errno));
+	for (char *s = W.paths.cache + 1;; s++) /* mkdir -p */
+		if (!*s || *s == '/') {
+			char c = *s;
+			*s = 0;
+			if (mkdir(W.paths.cache, 0700) < 0 && errno != EEXIST)
+				wlog("%s: %s", W.paths.cache, strerror(errno));
+			*s = c;
+			if (!c)
+				break;
+		}
 	int ctl = bind_control();
 	if (ctl < 0) {
 		wlog("%s/daemon.sock: %s", W.paths.runtime, strerror(-ctl));

@@ -36,13 +36,24 @@ struct lmount {
 	char manifest[72];
 	int tls_verify;
 	bool restored;
+	bool fuse;          /* served by fusefs, not the kernel's EROFS */
+	struct fusefs *fs;
+	struct blob **devblobs; /* blobs in device table order */
+	size_t ndevs;
 	size_t nblobs;
 	struct anole_lazy_blob *lblobs;
 	struct blob **blobs;
 };
 
+/* a thread of ours waiting (the FUSE path) rather than a kernel event */
+struct sync_wait {
+	pthread_cond_t cond;
+	bool done, ok;
+};
+
 struct waiter {
 	struct waiter *next;
+	struct sync_wait *sw; /* or NULL: answer event id */
 	uint64_t id;
 	struct blob *b;
 	uint64_t first, last;
@@ -62,7 +73,8 @@ struct worker {
 	struct serve_paths paths;
 	char partial[600]; /* the cache's partial/ */
 	unsigned ops;      /* control requests under way */
-	int group, holder;
+	int group, holder; /* group -1: no kernel path (FUSE only) */
+	char no_kernel_why[160];
 	struct holder_state inherited;
 	time_t started;
 	struct blob *blobs;
@@ -83,15 +95,22 @@ void complete_blob_locked(struct blob *b);
 
 /* fetch.c, all with W.lock held but start_fetchers */
 void wait_for(struct blob *b, uint64_t id, uint64_t first, uint64_t last);
+/* Without W.lock: return once [off, off+len) of @b is verified in the
+ * cache (0) or could not be fetched (-EIO). */
+int fetch_wait(struct blob *b, uint64_t off, uint64_t len);
 void prefetch_blob(struct blob *b);
 void cancel_jobs(struct blob *b);
 int start_fetchers(void);
 
 /* control.c */
 int op_mount(const char *ref, const char *mnt, int tls_verify, const char *options,
-	     const char *prefetch, struct anole_error *err);
+	     const char *prefetch, bool fuse, char *notice, size_t notice_size,
+	     struct anole_error *err);
 int op_umount(const char *mnt, bool *idle, struct anole_error *err);
 void control_loop(int fd) __attribute__((noreturn));
-void prune_mounts(void);
+/* Mounts unmounted behind our back; returns FUSE servers to stop once
+ * W.lock is dropped (NULL-terminated, malloc'd, or NULL). */
+struct fusefs **prune_mounts(void);
+void stop_fuse(struct fusefs **list);
 
 #endif
