@@ -39,10 +39,11 @@ trap '_rc=$?; daemon_kill; [ -n "${FUSE_MODE:-}" ] && chmod "$FUSE_MODE" /dev/fu
 	[ -n "${U:-}" ] && { umount -l "$U/mnt" 2>/dev/null; rm -rf "$U"; }; (exit $_rc); _cleanup' EXIT
 
 # wait_daemon_gone: the holder exits within a few seconds of the last umount
+alive() { [ -e "$1" ] && kill -0 "$(cat "$1" 2>/dev/null)" 2>/dev/null; }
 wait_daemon_gone() {
 	local i
 	for i in $(seq 1 50); do
-		[ -e "$ANOLE_RUNTIME_DIR/holder.pid" ] || return 0
+		alive "$ANOLE_RUNTIME_DIR/holder.pid" || alive "$ANOLE_RUNTIME_DIR/daemon.pid" || return 0
 		sleep 0.2
 	done
 	fail "the daemon still runs with nothing mounted: $(cat "$ANOLE_RUNTIME_DIR/daemon.log")"
@@ -160,8 +161,25 @@ grep -q WRONG "$TMP/r4" && fail "a reader got wrong bytes after a worker was kil
 	fail "after the kills the mount differs: $(tail -n 3 "$TMP/cmp4")"
 echo "after the kills the whole tree reads right: $(tail -n 1 "$TMP/cmp4")"
 
-echo "== 5. the registry goes away mid-read, then comes back"
 "$ANOLE" umount "$TMP/m4"
+
+echo "== 4b. SIGKILL the holder while 16 readers read: the worker takes over"
+fresh_cache
+mkdir -p "$TMP/m4h"
+"$ANOLE" mount "$PREF" "$TMP/m4h" || fail "mount through the proxy failed"
+readers "$TMP/m4h" 16 "$TMP/r4h" &
+RPID=$!
+sleep 1.5
+kill -9 "$(cat "$ANOLE_RUNTIME_DIR/holder.pid")" || fail "no holder to kill"
+wait "$RPID"
+grep -q WRONG "$TMP/r4h" && fail "a reader got wrong bytes after the holder was killed: $(grep -m 3 WRONG "$TMP/r4h")"
+grep -q "the holder is gone" "$ANOLE_RUNTIME_DIR/daemon.log" || fail "the worker did not take over"
+"$TREECMP" --ignore-root-mtime "$TRUTH" "$TMP/m4h" >"$TMP/cmp4h" ||
+	fail "after the holder died the mount differs: $(tail -n 3 "$TMP/cmp4h")"
+echo "holder killed: no wrong bytes ($(grep -c EIO "$TMP/r4h" || true) reads failed with EIO); then $(tail -n 1 "$TMP/cmp4h")"
+"$ANOLE" umount "$TMP/m4h" || fail "umount after the holder died failed"
+
+echo "== 5. the registry goes away mid-read, then comes back"
 fresh_cache
 mkdir -p "$TMP/m5"
 "$ANOLE" mount "$PREF" "$TMP/m5" || fail "mount failed"

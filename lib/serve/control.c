@@ -152,6 +152,10 @@ static void maybe_quit(void)
 	unlink(path);
 	snprintf(path, sizeof(path), "%s/daemon.pid", W.paths.runtime);
 	unlink(path);
+	if (W.direct) { /* the holder died without cleaning up */
+		snprintf(path, sizeof(path), "%s/holder.pid", W.paths.runtime);
+		unlink(path);
+	}
 	wlog("nothing mounted; exiting");
 	_exit(0);
 }

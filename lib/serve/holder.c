@@ -32,13 +32,18 @@ static int send_msg(int sock, const struct hmsg *m)
 	return n == (ssize_t)sizeof(*m) ? 0 : -errno;
 }
 
+void fan_answer(int group, int evfd, uint32_t response)
+{
+	struct fanotify_response r = {.fd = evfd, .response = response};
+	if (write(group, &r, sizeof(r)) < 0 && (response & FAN_DENY)) {
+		r.response = FAN_DENY; /* a kernel without errno in answers */
+		(void)!write(group, &r, sizeof(r));
+	}
+}
+
 static void answer(struct holder_state *h, size_t i, uint32_t response)
 {
-	struct fanotify_response r = {.fd = h->pending[i].fd, .response = response};
-	if (write(h->group, &r, sizeof(r)) < 0 && (response & FAN_DENY)) {
-		r.response = FAN_DENY; /* a kernel without errno in answers */
-		(void)!write(h->group, &r, sizeof(r));
-	}
+	fan_answer(h->group, h->pending[i].fd, response);
 	close(h->pending[i].fd);
 	h->pending[i] = h->pending[--h->npending];
 }
@@ -53,42 +58,43 @@ static int add_pending(struct holder_state *h, const struct hmsg *ev, int fd)
 	return 0;
 }
 
-/* Read a batch of events; each pre-content event waits for the worker. */
-static void read_events(struct holder_state *h, bool worker_up)
+void fan_read_events(int group, void (*fn)(void *ctx, struct hmsg *ev), void *ctx)
 {
 	char buf[16384] __attribute__((aligned(8)));
-	ssize_t len = read(h->group, buf, sizeof(buf));
+	ssize_t len = read(group, buf, sizeof(buf));
 	if (len <= 0)
 		return;
 	struct fanotify_event_metadata *m = (struct fanotify_event_metadata *)buf;
 	for (; FAN_EVENT_OK(m, len); m = FAN_EVENT_NEXT(m, len)) {
 		if (m->fd < 0)
 			continue;
-		struct hmsg ev = {.type = HMSG_EVENT, .id = next_event_id++};
 		struct stat st;
 		const struct fan_range_info *ri = (const void *)(m + 1);
 		bool has_range = m->event_len >= sizeof(*m) + sizeof(*ri) &&
 				 ri->hdr.info_type == FAN_EVENT_INFO_TYPE_RANGE;
 		if (!(m->mask & FAN_PRE_ACCESS) || fstat(m->fd, &st) < 0 || !has_range) {
 			/* nothing we asked for: let it through untouched */
-			struct fanotify_response r = {.fd = m->fd, .response = FAN_ALLOW};
-			(void)!write(h->group, &r, sizeof(r));
+			fan_answer(group, m->fd, FAN_ALLOW);
 			close(m->fd);
 			continue;
 		}
-		ev.dev = st.st_dev;
-		ev.ino = st.st_ino;
-		ev.off = ri->offset;
-		ev.count = ri->count;
-		if (add_pending(h, &ev, m->fd) < 0) {
-			struct fanotify_response r = {.fd = m->fd, .response = FAN_DENY_WITH(EIO)};
-			(void)!write(h->group, &r, sizeof(r));
-			close(m->fd);
-			continue;
-		}
-		if (worker_up)
-			send_msg(h->sock, &ev); /* lost with the worker: resent to the next */
+		struct hmsg ev = {.type = HMSG_EVENT, .evfd = m->fd, .dev = st.st_dev,
+				  .ino = st.st_ino, .off = ri->offset, .count = ri->count};
+		fn(ctx, &ev);
 	}
+}
+
+/* Each pre-content event waits for the worker. */
+static void holder_event(void *ctx, struct hmsg *ev)
+{
+	struct holder_state *h = ctx;
+	ev->id = next_event_id++;
+	if (add_pending(h, ev, ev->evfd) < 0) {
+		fan_answer(h->group, ev->evfd, FAN_DENY_WITH(EIO));
+		close(ev->evfd);
+		return;
+	}
+	send_msg(h->sock, ev); /* lost with the worker: resent to the next */
 }
 
 static void keep_fd(struct holder_state *h, const struct hmsg *m, int fd)
@@ -240,7 +246,7 @@ int serve_daemon(struct anole_error *err)
 		if (poll(p, 2, -1) < 0 && errno != EINTR)
 			break;
 		if (p[0].revents & POLLIN)
-			read_events(&h, true);
+			fan_read_events(h.group, holder_event, &h);
 		if (!(p[1].revents & (POLLIN | POLLHUP | POLLERR)))
 			continue;
 		if (worker_message(&h, &quit))

@@ -33,6 +33,8 @@ enum hmsg_type {
 struct hmsg {
 	uint32_t type;
 	uint32_t response;
+	int32_t evfd; /* events: the holder's descriptor of the event */
+	uint32_t pad;
 	uint64_t id;
 	uint64_t dev, ino, off, count;
 	char tag[80];
@@ -56,6 +58,12 @@ struct holder_state {
 	struct pending_event *pending;
 	size_t npending;
 };
+
+/* Read one batch of events from fanotify group @group; @fn gets each
+ * pre-content event (type, dev, ino, off, count and evfd filled in; id
+ * left to it) and owns its descriptor; other events are allowed at once. */
+void fan_read_events(int group, void (*fn)(void *ctx, struct hmsg *ev), void *ctx);
+void fan_answer(int group, int evfd, uint32_t response);
 
 struct serve_paths {
 	char runtime[512]; /* $ANOLE_RUNTIME_DIR or /run/anole */

@@ -17,6 +17,7 @@
 #include <jansson.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,11 +77,39 @@ static void send_holder(const struct hmsg *m, int fd)
 	pthread_mutex_unlock(&W.send_lock);
 }
 
+static void pend_add(uint64_t id, int evfd, bool close_it)
+{
+	if (W.npend == W.pend_cap) {
+		size_t cap = W.pend_cap ? 2 * W.pend_cap : 64;
+		struct pend *p = realloc(W.pend, cap * sizeof(*p));
+		if (!p)
+			return; /* answered through the holder all the same */
+		W.pend = p;
+		W.pend_cap = cap;
+	}
+	W.pend[W.npend++] = (struct pend){.id = id, .evfd = evfd, .close_it = close_it};
+}
+
 void answer_event(uint64_t id, bool ok)
 {
-	struct hmsg m = {.type = HMSG_ANSWER, .id = id,
-			 .response = ok ? FAN_ALLOW : FAN_DENY_WITH(EIO)};
-	send_holder(&m, -1);
+	uint32_t response = ok ? FAN_ALLOW : FAN_DENY_WITH(EIO);
+	struct pend p = {.id = id, .evfd = -1};
+	for (size_t i = 0; i < W.npend; i++)
+		if (W.pend[i].id == id) {
+			p = W.pend[i];
+			W.pend[i] = W.pend[--W.npend];
+			break;
+		}
+	if (W.direct) {
+		if (p.evfd >= 0) {
+			fan_answer(W.group, p.evfd, response);
+			if (p.close_it)
+				close(p.evfd);
+		}
+	} else {
+		struct hmsg m = {.type = HMSG_ANSWER, .id = id, .response = response};
+		send_holder(&m, -1);
+	}
 	if (W.npending_events)
 		W.npending_events--;
 	if (!ok)
@@ -352,6 +381,46 @@ static void on_event(const struct hmsg *ev)
 	pthread_mutex_unlock(&W.lock);
 }
 
+static uint64_t direct_ids = 1ull << 62; /* apart from the holder's */
+
+static void direct_event(void *ctx, struct hmsg *ev)
+{
+	(void)ctx;
+	pthread_mutex_lock(&W.lock);
+	ev->id = direct_ids++;
+	pend_add(ev->id, ev->evfd, true);
+	pthread_mutex_unlock(&W.lock);
+	on_event(ev);
+}
+
+/* The holder died, but this worker holds the group too: the marks stay.
+ * The kernel matches answers by descriptor number; the holder's waiting
+ * events are failed (EIO) by their numbers before any new event is read,
+ * so no new event's number can be confused with theirs. Then read events
+ * here. */
+static void take_over(void)
+{
+	pthread_mutex_lock(&W.lock);
+	W.direct = true;
+	size_t n = W.npend;
+	for (size_t i = 0; i < W.npend; i++)
+		if (W.pend[i].evfd >= 0)
+			fan_answer(W.group, W.pend[i].evfd, FAN_DENY_WITH(EIO));
+	W.npend = 0;
+	W.denied += n;
+	W.npending_events -= MIN(W.npending_events, n);
+	pthread_mutex_unlock(&W.lock);
+	wlog("the holder is gone; %zu waiting reads failed; serving events here. A worker "
+	     "crash can no longer be survived: remount when convenient", n);
+	for (;;) {
+		struct pollfd p = {.fd = W.group, .events = POLLIN};
+		if (poll(&p, 1, -1) < 0 && errno != EINTR)
+			_exit(1);
+		if (p.revents & POLLIN)
+			fan_read_events(W.group, direct_event, NULL);
+	}
+}
+
 static void *event_loop(void *arg)
 {
 	(void)arg;
@@ -361,11 +430,18 @@ static void *event_loop(void *arg)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
-			wlog("the holder is gone; exiting");
-			_exit(1);
+			if (W.group < 0) {
+				wlog("the holder is gone; exiting");
+				_exit(1);
+			}
+			take_over();
 		}
-		if (n == (ssize_t)sizeof(m) && m.type == HMSG_EVENT)
+		if (n == (ssize_t)sizeof(m) && m.type == HMSG_EVENT) {
+			pthread_mutex_lock(&W.lock);
+			pend_add(m.id, m.evfd, false);
+			pthread_mutex_unlock(&W.lock);
 			on_event(&m);
+		}
 	}
 	return NULL;
 }
@@ -822,8 +898,12 @@ void serve_worker(const struct holder_state *h)
 		wlog("cannot start fetch threads");
 		_exit(1);
 	}
-	for (size_t i = 0; i < h->npending; i++)
+	for (size_t i = 0; i < h->npending; i++) {
+		pthread_mutex_lock(&W.lock);
+		pend_add(h->pending[i].ev.id, h->pending[i].fd, false);
+		pthread_mutex_unlock(&W.lock);
 		on_event(&h->pending[i].ev);
+	}
 	pthread_t t;
 	if (pthread_create(&t, NULL, event_loop, NULL)) {
 		wlog("cannot start the event thread");

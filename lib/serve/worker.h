@@ -84,6 +84,15 @@ struct worker {
 	struct job *demand, *background;
 	uint64_t events, npending_events, denied, fetch_requests, fetched_bytes, fetch_errors;
 	uint64_t prefetch_rate; /* bytes per second, 0 = unlimited */
+	/* events not answered yet, with the number of their descriptor: if
+	 * the holder dies, the worker answers them on the group itself */
+	struct pend {
+		uint64_t id;
+		int evfd;
+		bool close_it; /* ours to close once answered */
+	} *pend;
+	size_t npend, pend_cap;
+	bool direct; /* the holder is gone: we read and answer events */
 };
 extern struct worker W;
 
