@@ -329,5 +329,19 @@ expect_fail "$ANOLE" mount "$REF" "$TMP/convert.out"
 expect_fail "$ANOLE" mount --prefetch=some "$REF" "$TMP/m9"
 awk -v m="$TMP/m9" '$2 == m' /proc/mounts | grep -q . && fail "a failed mount left a mount"
 wait_daemon_gone
+
+echo "== 11. umount -l with a file still open: its reads still wait for verified data"
+fresh_cache
+mkdir -p "$TMP/m11"
+"$ANOLE" mount "$REF" "$TMP/m11" || fail "mount failed"
+big=$(cd "$TRUTH" && find . -type f -size +2M | head -n 1)
+exec 3<"$TMP/m11/$big"
+umount -l "$TMP/m11"
+sleep 3 # the daemon notices the mount is gone (every 2 s)
+grep -q "no longer mounted" "$ANOLE_RUNTIME_DIR/daemon.log" || fail "the daemon missed umount -l"
+cmp - "$TRUTH/$big" <&3 || fail "reading a file of a lazily unmounted image gave other bytes"
+exec 3<&-
+echo "after umount -l, an open file still read right: $big"
+daemon_kill
 kill "$PROXY_PID" 2>/dev/null || true
 echo ok

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,8 +42,24 @@ static int in_use(struct strmap *set, struct anole_error *err)
 {
 	char *reply = NULL;
 	struct anole_error e = {0};
-	if (serve_request("{\"op\":\"status\"}", false, &reply, &e) < 0)
+	if (serve_request("{\"op\":\"status\"}", false, &reply, &e) < 0) {
+		/* no answer is "nothing in use" only when no daemon lives */
+		struct serve_paths p;
+		serve_paths_init(&p);
+		static const char *const pids[] = {"holder.pid", "daemon.pid"};
+		for (int i = 0; i < 2; i++) {
+			char path[600], line[32] = "";
+			snprintf(path, sizeof(path), "%s/%s", p.runtime, pids[i]);
+			_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+			long pid = fd >= 0 && read(fd, line, sizeof(line) - 1) > 0 ? atol(line) : 0;
+			if (pid > 0 && kill((pid_t)pid, 0) == 0)
+				return anole_err(err, EAGAIN,
+						 "the anole daemon (pid %ld) runs but does not answer "
+						 "(%s); try again",
+						 pid, e.msg);
+		}
 		return 0;
+	}
 	json_error_t je;
 	json_t *st = json_loads(reply, 0, &je);
 	free(reply);

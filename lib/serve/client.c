@@ -102,7 +102,23 @@ static int start_and_connect(const struct serve_paths *p, struct anole_error *er
 			 p->runtime);
 }
 
+static int request_once(const char *request, bool start, char **reply, bool *unanswered,
+			struct anole_error *err);
+
 int serve_request(const char *request, bool start, char **reply, struct anole_error *err)
+{
+	bool unanswered = false;
+	int r = request_once(request, start, reply, &unanswered, err);
+	/* a daemon that was just ending: ask the next one */
+	if (r < 0 && unanswered && start) {
+		memset(err, 0, sizeof(*err));
+		r = request_once(request, start, reply, &unanswered, err);
+	}
+	return r;
+}
+
+static int request_once(const char *request, bool start, char **reply, bool *unanswered,
+			struct anole_error *err)
 {
 	struct serve_paths p;
 	serve_paths_init(&p);
@@ -134,6 +150,7 @@ int serve_request(const char *request, bool start, char **reply, struct anole_er
 		r = -ENOMEM;
 	if (r < 0 || in.len <= 1) {
 		strbuf_release(&in);
+		*unanswered = true;
 		return anole_err(err, r < 0 ? -r : EPIPE,
 				 "the anole daemon ended the request without an answer; see "
 				 "%s/daemon.log",

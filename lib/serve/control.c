@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <jansson.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,8 @@
 #include "serve/worker.h"
 
 #define MAX_REQUEST (64u << 10)
+
+static int ctl_fd = -1;
 
 static json_t *blob_status(const struct blob *b)
 {
@@ -141,8 +144,12 @@ static json_t *error_json(const struct anole_error *err, int r)
 
 static void maybe_quit(void)
 {
-	if (W.nmounts || W.ops)
+	/* lingering blobs may still be read by a lazily unmounted EROFS */
+	if (W.nmounts || W.ops || W.nlingering || W.nmounting)
 		return;
+	struct pollfd p = {.fd = ctl_fd, .events = POLLIN};
+	if (ctl_fd >= 0 && poll(&p, 1, 0) > 0)
+		return; /* a client is at the door */
 	/* nothing mounted: no reader can need us; the holder ends with us */
 	write_metrics_file();
 	struct hmsg m = {.type = HMSG_QUIT};
@@ -246,10 +253,8 @@ static void *metrics_thread(void *arg)
 	for (;;) {
 		sleep(2);
 		pthread_mutex_lock(&W.lock);
-		struct fusefs **stop = prune_mounts();
-		pthread_mutex_unlock(&W.lock);
-		stop_fuse(stop);
-		pthread_mutex_lock(&W.lock);
+		prune_mounts();
+		release_lingering();
 		write_metrics_file();
 		maybe_quit();
 		pthread_mutex_unlock(&W.lock);
@@ -259,6 +264,7 @@ static void *metrics_thread(void *arg)
 
 void control_loop(int ctl)
 {
+	ctl_fd = ctl;
 	pthread_t t;
 	pthread_attr_t a;
 	pthread_attr_init(&a);

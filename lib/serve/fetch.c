@@ -59,7 +59,8 @@ static void promote(struct blob *b, uint64_t r)
 	}
 }
 
-static void schedule(struct blob *b, uint64_t from, uint64_t to, bool background)
+/* -ENOMEM when a job could not be made (its ranges stay absent). */
+static int schedule(struct blob *b, uint64_t from, uint64_t to, bool background)
 {
 	for (uint64_t r = from; r <= to && r < b->nranges; r++) {
 		if (b->state[r] == RANGE_FETCHING && !background)
@@ -67,8 +68,10 @@ static void schedule(struct blob *b, uint64_t from, uint64_t to, bool background
 		if (b->state[r] != RANGE_ABSENT)
 			continue;
 		struct job *j = calloc(1, sizeof(*j));
-		if (!j)
-			return; /* a later event asks again */
+		if (!j) {
+			pthread_cond_broadcast(&W.jobs_cond);
+			return -ENOMEM;
+		}
 		j->b = b;
 		j->first = r;
 		j->background = background;
@@ -81,6 +84,7 @@ static void schedule(struct blob *b, uint64_t from, uint64_t to, bool background
 		push(background ? &W.background : &W.demand, j);
 	}
 	pthread_cond_broadcast(&W.jobs_cond);
+	return 0;
 }
 
 static void finish_waiter(struct waiter *w, bool ok)
@@ -113,7 +117,12 @@ static void add_waiter(struct blob *b, uint64_t id, struct sync_wait *sw, uint64
 	/* read ahead only when reads walk forward: a random read costs its
 	 * own ranges and nothing more */
 	bool sequential = first > 0 && b->state[first - 1] != RANGE_ABSENT;
-	schedule(b, first, MIN(last + (sequential ? READAHEAD : 0), b->nranges - 1), false);
+	if (schedule(b, first, MIN(last + (sequential ? READAHEAD : 0), b->nranges - 1), false) < 0) {
+		/* no job will wake this reader: fail it now */
+		W.waiters = w->next;
+		b->waiting--;
+		finish_waiter(w, false);
+	}
 }
 
 void wait_for(struct blob *b, uint64_t id, uint64_t first, uint64_t last)
@@ -130,7 +139,8 @@ int fetch_wait(struct blob *b, uint64_t off, uint64_t len)
 	int r = 0;
 	if (!b->complete && len && off < b->size) {
 		uint64_t first = off >> ANOLE_RANGE_BITS;
-		uint64_t last = MIN(off + len - 1, b->size - 1) >> ANOLE_RANGE_BITS;
+		/* (len is capped first: off + len must not wrap) */
+		uint64_t last = (off + MIN(len, b->size - off) - 1) >> ANOLE_RANGE_BITS;
 		if (!all_present(b, first, last)) {
 			struct sync_wait sw = {.cond = PTHREAD_COND_INITIALIZER};
 			add_waiter(b, 0, &sw, first, last);

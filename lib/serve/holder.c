@@ -26,9 +26,10 @@
 
 static uint64_t next_event_id = 1;
 
+/* Never blocks: the worker may be blocked sending to us. */
 static int send_msg(int sock, const struct hmsg *m)
 {
-	ssize_t n = send(sock, m, sizeof(*m), MSG_NOSIGNAL);
+	ssize_t n = send(sock, m, sizeof(*m), MSG_NOSIGNAL | MSG_DONTWAIT);
 	return n == (ssize_t)sizeof(*m) ? 0 : -errno;
 }
 
@@ -56,6 +57,19 @@ static int add_pending(struct holder_state *h, const struct hmsg *ev, int fd)
 	h->pending = p;
 	p[h->npending++] = (struct pending_event){.ev = *ev, .fd = fd};
 	return 0;
+}
+
+/* Events the worker has not been sent yet (its queue was full), in order. */
+static bool send_pending(struct holder_state *h)
+{
+	for (size_t i = 0; i < h->npending; i++) {
+		if (h->pending[i].sent)
+			continue;
+		if (send_msg(h->sock, &h->pending[i].ev) < 0)
+			return false;
+		h->pending[i].sent = true;
+	}
+	return true;
 }
 
 void fan_read_events(int group, void (*fn)(void *ctx, struct hmsg *ev), void *ctx)
@@ -94,7 +108,8 @@ static void holder_event(void *ctx, struct hmsg *ev)
 		close(ev->evfd);
 		return;
 	}
-	send_msg(h->sock, ev); /* lost with the worker: resent to the next */
+	/* unsent ones go later; lost with a worker, the next inherits them */
+	send_pending(h);
 }
 
 static void keep_fd(struct holder_state *h, const struct hmsg *m, int fd)
@@ -126,15 +141,17 @@ static void drop_fd(struct holder_state *h, const char *tag)
 }
 
 /* One message from the worker; false when the worker is gone. */
-static bool worker_message(struct holder_state *h, bool *quit)
+static bool worker_message(struct holder_state *h, bool *quit, bool *drained)
 {
 	struct hmsg m;
 	char cbuf[CMSG_SPACE(sizeof(int))];
 	struct iovec iov = {.iov_base = &m, .iov_len = sizeof(m)};
 	struct msghdr mh = {
 		.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
-	ssize_t n = recvmsg(h->sock, &mh, MSG_CMSG_CLOEXEC);
-	if (n < 0 && (errno == EINTR || errno == EAGAIN))
+	ssize_t n = recvmsg(h->sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+	if (n < 0 && errno == EAGAIN)
+		return *drained = true;
+	if (n < 0 && errno == EINTR)
 		return true;
 	if (n <= 0)
 		return false;
@@ -194,6 +211,8 @@ static pid_t start_worker(struct holder_state *h)
 	if (h->sock >= 0)
 		close(h->sock);
 	h->sock = sv[0];
+	for (size_t i = 0; i < h->npending; i++)
+		h->pending[i].sent = true; /* the child has its copy */
 	return pid;
 }
 
@@ -241,16 +260,23 @@ int serve_daemon(struct anole_error *err)
 	unsigned nstarts = 1;
 	starts[0] = now();
 	bool quit = false;
+	bool backlog = false;
 	for (;;) {
-		struct pollfd p[2] = {{.fd = h.group, .events = POLLIN}, {.fd = h.sock, .events = POLLIN}};
+		struct pollfd p[2] = {{.fd = h.group, .events = POLLIN},
+				      {.fd = h.sock, .events = POLLIN | (backlog ? POLLOUT : 0)}};
 		if (poll(p, 2, -1) < 0 && errno != EINTR)
 			break;
 		if (p[0].revents & POLLIN)
 			fan_read_events(h.group, holder_event, &h);
-		if (!(p[1].revents & (POLLIN | POLLHUP | POLLERR)))
+		/* everything the worker said, then what it has not been sent */
+		bool alive = true, drained = false;
+		if (p[1].revents & (POLLIN | POLLHUP | POLLERR))
+			while (alive && !drained)
+				alive = worker_message(&h, &quit, &drained);
+		if (alive) {
+			backlog = !send_pending(&h);
 			continue;
-		if (worker_message(&h, &quit))
-			continue;
+		}
 		/* the worker is gone */
 		int status;
 		waitpid(worker, &status, 0);

@@ -47,7 +47,8 @@ struct kept_fd {
 };
 struct pending_event {
 	struct hmsg ev;
-	int fd; /* the event's descriptor: its number answers the event */
+	int fd;    /* the event's descriptor: its number answers the event */
+	bool sent; /* the current worker has it (or inherited it) */
 };
 struct holder_state {
 	int group; /* the fanotify group; -1: none (FUSE only) */

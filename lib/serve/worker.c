@@ -223,6 +223,10 @@ static int get_blob(const struct anole_lazy_blob *lb, const char *ref, int tls_v
 		    struct blob **out, struct anole_error *err)
 {
 	struct blob *b = find_blob(lb->digest);
+	if (b && b->orphan) {
+		/* its last mount went while a fetch ran: take it back */
+		b->orphan = false;
+	}
 	if (b) {
 		if (b->size != lb->size)
 			return anole_err(err, EBADMSG, "blob %s: %llu bytes, another image says %llu",
@@ -257,8 +261,12 @@ static int get_blob(const struct anole_lazy_blob *lb, const char *ref, int tls_v
 		b->complete = true;
 		snprintf(b->path, sizeof(b->path), "%s", complete);
 		int fd = kept_fd(lb->digest);
-		if (fd >= 0)
+		if (fd >= 0) { /* the holder's copy is not needed either */
 			close(fd);
+			struct hmsg m = {.type = HMSG_DROP};
+			snprintf(m.tag, sizeof(m.tag), "%s", b->digest);
+			send_holder(&m, -1);
+		}
 		goto done;
 	}
 	if (r >= 0)
@@ -288,18 +296,20 @@ static int get_blob(const struct anole_lazy_blob *lb, const char *ref, int tls_v
 				goto fail;
 			}
 		}
-		if (mark &&
-		    fanotify_mark(W.group, FAN_MARK_ADD, FAN_PRE_ACCESS, AT_FDCWD, partial) < 0) {
-			r = anole_err(err, errno, "%s: fanotify mark: %s", partial, strerror(errno));
-			goto fail;
-		}
-		b->marked = mark;
+		/* the holder keeps the descriptor before the file is marked: a
+		 * worker dying in between leaves no marked file without one */
 		struct hmsg m = {.type = HMSG_KEEP};
 		snprintf(m.tag, sizeof(m.tag), "%s", b->digest);
 		send_holder(&m, b->fd);
+		b->kept = true;
 	} else {
-		b->marked = true;
+		b->kept = true;
 	}
+	if (mark && fanotify_mark(W.group, FAN_MARK_ADD, FAN_PRE_ACCESS, AT_FDCWD, partial) < 0) {
+		r = anole_err(err, errno, "%s: fanotify mark: %s", partial, strerror(errno));
+		goto fail;
+	}
+	b->marked = mark;
 	if (fstat(b->fd, &st) < 0) {
 		r = anole_err(err, errno, "%s: %s", partial, strerror(errno));
 		goto fail;
@@ -318,6 +328,11 @@ done:
 fail:
 	if (b->marked)
 		fanotify_mark(W.group, FAN_MARK_REMOVE, FAN_PRE_ACCESS, AT_FDCWD, partial);
+	if (b->kept) {
+		struct hmsg m = {.type = HMSG_DROP};
+		snprintf(m.tag, sizeof(m.tag), "%s", b->digest);
+		send_holder(&m, -1);
+	}
 	blob_free(b);
 	return r;
 }
@@ -375,7 +390,8 @@ static void on_event(const struct hmsg *ev)
 		answer_event(ev->id, true);
 	} else {
 		uint64_t first = ev->off >> ANOLE_RANGE_BITS;
-		uint64_t last = MIN(ev->off + ev->count - 1, b->size - 1) >> ANOLE_RANGE_BITS;
+		/* (count is capped first: off + count must not wrap) */
+		uint64_t last = (ev->off + MIN(ev->count, b->size - ev->off) - 1) >> ANOLE_RANGE_BITS;
 		wait_for(b, ev->id, first, last);
 	}
 	pthread_mutex_unlock(&W.lock);
@@ -403,9 +419,12 @@ static void take_over(void)
 	pthread_mutex_lock(&W.lock);
 	W.direct = true;
 	size_t n = W.npend;
-	for (size_t i = 0; i < W.npend; i++)
-		if (W.pend[i].evfd >= 0)
-			fan_answer(W.group, W.pend[i].evfd, FAN_DENY_WITH(EIO));
+	/* also events the holder had read but not passed on, which we do not
+	 * know: every descriptor number it may have used */
+	for (int fd = 0; fd < 65536; fd++) {
+		struct fanotify_response resp = {.fd = fd, .response = FAN_DENY_WITH(EIO)};
+		(void)!write(W.group, &resp, sizeof(resp));
+	}
 	W.npend = 0;
 	W.denied += n;
 	W.npending_events -= MIN(W.npending_events, n);
@@ -518,6 +537,9 @@ static bool is_mounted(const char *path, bool fuse)
 	return !statfs(path, &sf) && sf.f_type == (fuse ? FUSE_SUPER_MAGIC : EROFS_MAGIC);
 }
 
+static void linger(struct lmount *m);
+static void finish_fuse(struct lmount *m);
+
 /* W.lock held: take the image's blobs, mount it. */
 static int attach(struct lmount *m, const char *options, struct anole_error *err)
 {
@@ -543,6 +565,13 @@ static int attach(struct lmount *m, const char *options, struct anole_error *err
 	if (r >= 0 && !m->restored && !m->fuse &&
 	    mount(m->meta_path, m->mountpoint, "erofs", MS_RDONLY, *data ? data : NULL) < 0)
 		r = anole_err(err, errno, "%s: mount: %s", m->mountpoint, strerror(errno));
+	if (r < 0 && m->restored) {
+		/* the mount lives on: keep the marks we have; reads of blobs we
+		 * could not take back fail (unknown file: EIO) */
+		m->nblobs = got;
+		linger(m);
+		return r;
+	}
 	if (r < 0) {
 		while (got)
 			put_blob(m->blobs[--got]);
@@ -591,6 +620,9 @@ static int add_mount(struct lmount *m)
 	return 0;
 }
 
+static int mount_setup(const char *ref, const char *real, int tls_verify, const char *options,
+		       const char *prefetch, bool fuse, struct anole_error *err);
+
 static int mount_locked(const char *ref, const char *mnt, int tls_verify, const char *options,
 			const char *prefetch, bool fuse, char *notice, size_t notice_size,
 			struct anole_error *err)
@@ -607,12 +639,37 @@ static int mount_locked(const char *ref, const char *mnt, int tls_verify, const 
 	struct stat st;
 	if (stat(real, &st) < 0 || !S_ISDIR(st.st_mode))
 		return anole_err(err, ENOTDIR, "%s: mount point is not a directory", mnt);
+	/* one mount per mount point, also while one is being set up */
 	pthread_mutex_lock(&W.lock);
 	bool busy = find_mount(real) != NULL;
+	for (size_t i = 0; i < W.nmounting; i++)
+		busy |= !strcmp(W.mounting[i], real);
+	char **ing = busy ? NULL : realloc(W.mounting, (W.nmounting + 1) * sizeof(*ing));
+	char *mine = ing ? strdup(real) : NULL;
+	if (ing)
+		W.mounting = ing;
+	if (mine)
+		W.mounting[W.nmounting++] = mine;
 	pthread_mutex_unlock(&W.lock);
 	if (busy)
 		return anole_err(err, EBUSY, "%s: a lazy image is mounted there already", real);
+	if (!mine)
+		return anole_err(err, ENOMEM, "out of memory");
+	int r = mount_setup(ref, real, tls_verify, options, prefetch, fuse, err);
+	pthread_mutex_lock(&W.lock);
+	for (size_t i = 0; i < W.nmounting; i++)
+		if (W.mounting[i] == mine) {
+			W.mounting[i] = W.mounting[--W.nmounting];
+			break;
+		}
+	pthread_mutex_unlock(&W.lock);
+	free(mine);
+	return r;
+}
 
+static int mount_setup(const char *ref, const char *real, int tls_verify, const char *options,
+		       const char *prefetch, bool fuse, struct anole_error *err)
+{
 	struct anole_lazy_info *li = NULL;
 	struct store *src = NULL;
 	int r = lazy_prepare(ref, W.paths.cache, tls_verify, &li, &src, err);
@@ -646,15 +703,15 @@ static int mount_locked(const char *ref, const char *mnt, int tls_verify, const 
 				put_blob(m->blobs[i]);
 	}
 	if (r >= 0 && add_mount(m) < 0) {
-		struct fusefs *fs = m->fs;
-		if (!fs)
-			umount2(m->mountpoint, MNT_DETACH);
-		for (size_t i = 0; i < m->nblobs; i++)
-			put_blob(m->blobs[i]);
 		r = anole_err(err, ENOMEM, "out of memory");
-		pthread_mutex_unlock(&W.lock);
-		fusefs_unmount(fs);
-		pthread_mutex_lock(&W.lock);
+		if (m->fs) {
+			finish_fuse(m);
+			m = NULL;
+		} else {
+			umount2(m->mountpoint, 0);
+			for (size_t i = 0; i < m->nblobs; i++)
+				put_blob(m->blobs[i]);
+		}
 	}
 	if (r >= 0) {
 		save_mounts();
@@ -684,12 +741,45 @@ int op_mount(const char *ref, const char *mnt, int tls_verify, const char *optio
 	return r;
 }
 
-static void detach(size_t i)
+/* Take mount i out of the list; W.lock held. */
+static struct lmount *unlist(size_t i)
 {
 	struct lmount *m = W.mounts[i];
+	W.mounts[i] = W.mounts[--W.nmounts];
+	return m;
+}
+
+/* A kernel mount gone behind our back may still be read: umount -l keeps
+ * an EROFS alive while files are open. Its partial blobs keep their marks
+ * (and the daemon stays) so such reads still wait for verified data. */
+static void linger(struct lmount *m)
+{
+	for (size_t k = 0; k < m->nblobs; k++) {
+		struct blob *b = m->blobs[k];
+		if (!b)
+			continue;
+		struct blob **l = b->complete ? NULL
+					      : realloc(W.lingering, (W.nlingering + 1) * sizeof(*l));
+		if (l) {
+			W.lingering = l;
+			l[W.nlingering++] = b; /* its reference moves here */
+		} else {
+			put_blob(b);
+		}
+	}
+	m->nblobs = 0;
+}
+
+/* A FUSE mount's server stops without W.lock (its threads take it), and
+ * only then are its blobs and memory released. */
+static void finish_fuse(struct lmount *m)
+{
+	pthread_mutex_unlock(&W.lock);
+	fusefs_unmount(m->fs);
+	m->fs = NULL;
+	pthread_mutex_lock(&W.lock);
 	for (size_t k = 0; k < m->nblobs; k++)
 		put_blob(m->blobs[k]);
-	W.mounts[i] = W.mounts[--W.nmounts];
 	mount_free(m);
 }
 
@@ -707,19 +797,16 @@ int op_umount(const char *mnt, bool *idle, struct anole_error *err)
 		r = anole_err(err, ENOENT, "%s: no lazy image is mounted there", real);
 	else if (!W.mounts[i]->fuse && umount2(real, 0) < 0 && errno != EINVAL)
 		r = anole_err(err, errno, "%s: %s", real, strerror(errno));
-	if (r >= 0 && W.mounts[i]->fuse) {
-		/* its threads may wait on W.lock: stop them without it */
-		struct fusefs *fs = W.mounts[i]->fs;
-		W.mounts[i]->fs = NULL;
-		pthread_mutex_unlock(&W.lock);
-		fusefs_unmount(fs);
-		pthread_mutex_lock(&W.lock);
-		for (i = 0; i < W.nmounts && strcmp(W.mounts[i]->mountpoint, real); i++)
-			;
-	}
-	if (r >= 0 && i < W.nmounts) {
-		detach(i);
+	if (r >= 0) {
+		struct lmount *m = unlist(i);
 		save_mounts();
+		if (m->fuse) {
+			finish_fuse(m);
+		} else {
+			for (size_t k = 0; k < m->nblobs; k++)
+				put_blob(m->blobs[k]);
+			mount_free(m);
+		}
 		wlog("unmounted %s", real);
 	}
 	*idle = !W.nmounts;
@@ -727,35 +814,86 @@ int op_umount(const char *mnt, bool *idle, struct anole_error *err)
 	return r;
 }
 
-/* Mounts someone unmounted without us (umount(8)): let go of them. */
-struct fusefs **prune_mounts(void)
+/* The mount points of /proc/self/mountinfo, as written there (octal
+ * escapes); read without entering the file systems (a statfs of a FUSE
+ * mount would call into our own server). */
+static char *read_mountinfo(void)
 {
-	struct fusefs **stop = calloc(W.nmounts + 1, sizeof(*stop));
-	size_t nstop = 0;
-	bool changed = false;
+	struct strbuf sb = {0};
+	_cleanup_close_ int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+	char buf[8192];
+	ssize_t n;
+	while (fd >= 0 && (n = read(fd, buf, sizeof(buf))) > 0)
+		if (strbuf_add(&sb, buf, (size_t)n) < 0)
+			break;
+	strbuf_add(&sb, "", 1);
+	return sb.buf;
+}
+
+static bool listed(const char *info, const char *path, bool fuse)
+{
+	char want[PATH_MAX * 4 + 8], *w = want;
+	*w++ = ' ';
+	for (const char *p = path; *p; p++) {
+		if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\\')
+			w += sprintf(w, "\\%03o", (unsigned char)*p);
+		else
+			*w++ = *p;
+	}
+	*w++ = ' ';
+	*w = 0;
+	for (const char *line = info; line && *line;) {
+		const char *end = strchrnul(line, '\n');
+		/* field 5 is the mount point; the type follows " - " */
+		const char *f = line;
+		for (int k = 0; k < 4 && f < end; k++)
+			f = memchr(f, ' ', (size_t)(end - f)) ? (char *)memchr(f, ' ', (size_t)(end - f)) + 1 : end;
+		const char *dash = strstr(f, " - ");
+		if (f > line && f < end && !strncmp(f - 1, want, strlen(want)) && dash && dash < end &&
+		    !strncmp(dash + 3, fuse ? "fuse.anole " : "erofs ", fuse ? 11 : 6))
+			return true;
+		line = *end ? end + 1 : end;
+	}
+	return false;
+}
+
+/* Mounts someone unmounted without us (umount(8)); W.lock held, may be
+ * dropped (FUSE servers stop without it). */
+void prune_mounts(void)
+{
+	_cleanup_free_ char *info = read_mountinfo();
+	if (!info)
+		return;
 	for (size_t i = 0; i < W.nmounts;) {
 		struct lmount *m = W.mounts[i];
-		if (is_mounted(m->mountpoint, m->fuse) || (m->fuse && !stop)) {
+		if (listed(info, m->mountpoint, m->fuse)) {
 			i++;
 			continue;
 		}
 		wlog("%s is no longer mounted; letting go of it", m->mountpoint);
-		if (m->fs)
-			stop[nstop++] = m->fs;
-		m->fs = NULL;
-		detach(i);
-		changed = true;
-	}
-	if (changed)
+		unlist(i);
 		save_mounts();
-	return stop;
+		if (m->fuse) {
+			finish_fuse(m); /* drops W.lock: the list may change */
+			i = 0;
+		} else {
+			linger(m);
+			mount_free(m);
+		}
+	}
 }
 
-void stop_fuse(struct fusefs **list)
+/* Lingering blobs that completed need no mark any more. */
+void release_lingering(void)
 {
-	for (size_t i = 0; list && list[i]; i++)
-		fusefs_unmount(list[i]);
-	free(list);
+	for (size_t i = 0; i < W.nlingering;) {
+		if (!W.lingering[i]->complete) {
+			i++;
+			continue;
+		}
+		put_blob(W.lingering[i]);
+		W.lingering[i] = W.lingering[--W.nlingering];
+	}
 }
 
 /* After a restart: the mounts an earlier worker made, still mounted. */

@@ -26,6 +26,7 @@ struct blob {
 	struct store *src;
 	uint64_t dev, ino;
 	bool complete, marked, orphan;
+	bool kept; /* the holder has a copy of fd */
 	unsigned refs, busy; /* busy: fetches under way */
 	uint64_t fetched_bytes, fetches, failures, waiting;
 	time_t down_since; /* the last full-retry fetch failed then; 0 = fine */
@@ -93,6 +94,10 @@ struct worker {
 	} *pend;
 	size_t npend, pend_cap;
 	bool direct; /* the holder is gone: we read and answer events */
+	struct blob **lingering; /* partial blobs of mounts gone behind our back */
+	size_t nlingering;
+	char **mounting; /* mount points being set up */
+	size_t nmounting;
 };
 extern struct worker W;
 
@@ -117,9 +122,9 @@ int op_mount(const char *ref, const char *mnt, int tls_verify, const char *optio
 	     struct anole_error *err);
 int op_umount(const char *mnt, bool *idle, struct anole_error *err);
 void control_loop(int fd) __attribute__((noreturn));
-/* Mounts unmounted behind our back; returns FUSE servers to stop once
- * W.lock is dropped (NULL-terminated, malloc'd, or NULL). */
-struct fusefs **prune_mounts(void);
-void stop_fuse(struct fusefs **list);
+/* W.lock held (dropped a while for FUSE mounts): let go of mounts
+ * unmounted behind our back; their partial blobs linger marked. */
+void prune_mounts(void);
+void release_lingering(void);
 
 #endif
