@@ -22,6 +22,7 @@ int cmd_pull(int argc, char **argv);
 int cmd_daemon(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_cache(int argc, char **argv);
+int cmd_run(int argc, char **argv);
 
 /* Lazy images: a layout DIR, oci:DIR[:TAG] or docker://... */
 bool cli_is_lazy_ref(const char *arg);
@@ -51,6 +52,9 @@ int cli_build_option(int c, const char *arg, struct anole_build_options *o, uint
 		{"fragments", no_argument, NULL, 'G'}, {"platform", required_argument, NULL, 'p'}, \
 		{"tls-verify", required_argument, NULL, 'V'}
 void cli_build_summary(const char *image, const struct anole_build_stats *st);
+
+/* A library progress line, indented on stderr (a log callback). */
+void cli_progress_line(void *ctx, const char *line);
 
 /* Print "anole: MSG" on stderr, one line. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

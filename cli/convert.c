@@ -31,12 +31,6 @@ static const char usage_text[] =
 	"files keep their own extents, so other images can share them), --uuid,\n"
 	"-L, --clamp-mtime, --platform, --tls-verify.";
 
-static void log_line(void *ctx, const char *line)
-{
-	(void)ctx;
-	fprintf(stderr, "  %s\n", line);
-}
-
 static void summary(const char *target, const struct anole_convert_stats *st)
 {
 	const struct anole_build_stats *b = &st->build;
@@ -115,7 +109,7 @@ int cmd_convert(int argc, char **argv)
 	if (!quiet) {
 		o.build.progress = cli_show_progress;
 		o.build.progress_ctx = &ps;
-		o.log = log_line;
+		o.log = cli_progress_line;
 	}
 	struct anole_convert_stats st;
 	struct anole_error err = {0};

@@ -26,6 +26,7 @@ static const struct {
 	{"status", cmd_status, "show lazy mounts, the cache and the daemon's counters"},
 	{"daemon", cmd_daemon, "serve lazy mounts (started by mount when needed)"},
 	{"cache", cmd_cache, "list or shrink the lazy mount cache"},
+	{"run", cmd_run, "run a container from a lazy image"},
 };
 
 void cli_error(const char *fmt, ...)
@@ -42,6 +43,12 @@ int cli_usage(const char *usage)
 {
 	fprintf(stderr, "usage: %s\n", usage);
 	return EXIT_USAGE;
+}
+
+void cli_progress_line(void *ctx, const char *line)
+{
+	(void)ctx;
+	fprintf(stderr, "  %s\n", line);
 }
 
 int cli_fail(const struct anole_error *err, int r)

@@ -17,12 +17,6 @@ static const char usage_text[] =
 	"  --tls-verify=BOOL  as for build\n"
 	"  -q, --quiet        no progress, no summary";
 
-static void log_line(void *ctx, const char *line)
-{
-	(void)ctx;
-	fprintf(stderr, "  %s\n", line);
-}
-
 int cmd_pull(int argc, char **argv)
 {
 	static const struct option longopts[] = {{"tls-verify", required_argument, NULL, 'V'},
@@ -50,7 +44,7 @@ int cmd_pull(int argc, char **argv)
 	if (argc - optind != 2)
 		return cli_usage(usage_text);
 	if (!quiet)
-		o.log = log_line;
+		o.log = cli_progress_line;
 	struct anole_pull_stats st;
 	struct anole_error err = {0};
 	int r = anole_pull(argv[optind], argv[optind + 1], &o, &st, &err);

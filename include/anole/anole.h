@@ -72,6 +72,10 @@ struct anole_build_options {
 	size_t nbases;
 	void (*progress)(const struct anole_progress *p, void *ctx);
 	void *progress_ctx;
+	/* container sources: when set, gets the image config's "config"
+	 * object (Env, Entrypoint, Cmd, WorkingDir, User...) as JSON,
+	 * malloc'd (NULL when the image has none); the caller frees it */
+	char **run_config;
 };
 
 /* An earlier image's data blob, known by its chunk index file. */
@@ -306,6 +310,29 @@ int anole_daemon(struct anole_error *err);
  * daemon, started first when @start and not running; *reply is its JSON
  * answer (free it). */
 int anole_daemon_request(const char *request, int start, char **reply, struct anole_error *err);
+
+/* ---- running a container ---------------------------------------------------- */
+struct anole_run_options {
+	const char *ref;           /* a lazy image */
+	const char *const *argv;   /* the command; none: the image's */
+	size_t argc;
+	const char *const *env;    /* KEY=VALUE, after the image's */
+	size_t nenv;
+	const char *const *volumes; /* /SRC:/DST[:ro|rw] */
+	size_t nvolumes;
+	const char *workdir;       /* NULL: the image's */
+	const char *runtime;       /* NULL: crun or runc, the first that works */
+	const char *upper;         /* the writable layer's directory; NULL: a tmpfs */
+	bool net_none;             /* else the host's network */
+	int tls_verify;
+	void (*log)(void *ctx, const char *line);
+	void *log_ctx;
+};
+/* Mount @o->ref lazily, put a writable overlay on it, run the command with
+ * an OCI runtime, and undo every mount. *status: the command's exit status
+ * (128 + signal when killed). SIGINT, SIGTERM, SIGHUP and SIGQUIT go to the
+ * runtime meanwhile. */
+int anole_run(const struct anole_run_options *o, int *status, struct anole_error *err);
 
 /* The cache ($ANOLE_CACHE_DIR): blobs, complete or partial. */
 struct anole_cache_entry {

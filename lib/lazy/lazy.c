@@ -23,20 +23,6 @@
 #define FORMAT_VERSION "1"
 #define META_ZSTD_LEVEL 12
 
-static void logf_(void (*log)(void *, const char *), void *ctx, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void logf_(void (*log)(void *, const char *), void *ctx, const char *fmt, ...)
-{
-	if (!log)
-		return;
-	char line[512];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	log(ctx, line);
-}
-
 /* ---- manifests ------------------------------------------------------------ */
 
 void anole_lazy_free(struct anole_lazy_info *li)
@@ -427,7 +413,7 @@ static int copy_image(struct store *src, struct store *dst, const struct anole_l
 		if ((r = load_table(dst, b, &t, err)) < 0)
 			break;
 		char sz[32];
-		logf_(log, ctx, "blob %.19s (%s)", b->digest, fmt_bytes(b->size, sz));
+		log_line(log, ctx, "blob %.19s (%s)", b->digest, fmt_bytes(b->size, sz));
 		r = ensure_local(src, dst, b->digest, b->size, &t, &fetched, err);
 		digest_table_release(&t);
 		ps->blobs_fetched += fetched;
@@ -589,6 +575,7 @@ struct convert {
 	char *stage;   /* where the build writes: DIR with DIR/blobs/sha256 */
 	char *blobdir; /* stage/blobs/sha256 */
 	bool own_stage; /* a temporary directory to remove */
+	char *run_config; /* the source image's config.config, JSON, or NULL */
 };
 
 static int base_known(const struct convert *c, const char *digest)
@@ -780,6 +767,11 @@ static int make_config(struct convert *c, const char *compress, char digest[72],
 		(json_int_t)bs->layers, "layerEntries", (json_int_t)bs->layer_entries,
 		"hiddenEntries", (json_int_t)bs->hidden_entries, "inodes", (json_int_t)bs->inodes,
 		"files", (json_int_t)bs->regular);
+	/* what to run, for anole run: the source image's own config */
+	json_error_t je;
+	json_t *run = c->run_config ? json_loads(c->run_config, 0, &je) : NULL;
+	if (cfg && run)
+		json_object_set_new(cfg, "imageConfig", run);
 	char *text = cfg ? json_dumps(cfg, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 	json_decref(cfg);
 	if (!text)
@@ -919,7 +911,7 @@ static int write_manifest(struct convert *c, const char *compress)
 			break;
 		const char *d = json_string_value(json_object_get(l, "digest"));
 		uint64_t sz = (uint64_t)json_integer_value(json_object_get(l, "size"));
-		logf_(c->o->log, c->o->log_ctx, "blob %.19s %s",
+		log_line(c->o->log, c->o->log_ctx, "blob %.19s %s",
 		      d, json_string_value(json_object_get(l, "mediaType")));
 		r = place_blob(c, d, sz);
 		c->st->total_bytes += sz;
@@ -969,6 +961,7 @@ int anole_convert(const char *source, const char *target, const struct anole_con
 		bo.bases = bb;
 		bo.nbases = c.nbases;
 		bo.layers_separate = false;
+		bo.run_config = &c.run_config;
 		r = anole_build(source, tmp, &bo, &st.build, err);
 	}
 	if (r >= 0)
@@ -985,6 +978,7 @@ int anole_convert(const char *source, const char *target, const struct anole_con
 	free(c.refs);
 	free(c.stage);
 	free(c.blobdir);
+	free(c.run_config);
 	store_free(c.target);
 	if (r >= 0 && stats)
 		*stats = st;

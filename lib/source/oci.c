@@ -38,6 +38,8 @@ struct image_src {
 	const char *platform;
 	struct desc *layers; /* bottom first */
 	size_t nlayers;
+	struct desc config;
+	bool has_config;
 	struct anole_error *err;
 };
 
@@ -178,6 +180,13 @@ static int read_layers(struct image_src *s, json_t *root)
 		return anole_err(s->err, EBADMSG, "%s: a manifest without layers", s->name);
 	size_t n = json_array_size(ls), i;
 	json_t *e;
+	json_t *cfg = json_object_get(root, "config");
+	if (cfg) {
+		int r = parse_desc(s, cfg, "config", &s->config);
+		if (r < 0)
+			return r;
+		s->has_config = true;
+	}
 	if (!(s->layers = calloc(n ? n : 1, sizeof(*s->layers))))
 		return anole_err(s->err, ENOMEM, "out of memory");
 	json_array_foreach(ls, i, e) {
@@ -479,6 +488,50 @@ static int build_separate(struct image_src *s, const char *outdir,
 	return 0;
 }
 
+/* The image config's "config" object (what to run: Env, Entrypoint, Cmd,
+ * WorkingDir, User, ...) as compact JSON, for whoever asked for it. */
+static int take_run_config(struct image_src *s, char **out)
+{
+	*out = NULL;
+	if (!s->has_config)
+		return 0;
+	struct strbuf body = {0};
+	int r;
+	if (s->config.size > MAX_MANIFEST) {
+		r = anole_err(s->err, EFBIG, "%s: config %s: %llu bytes is too big", s->name,
+			      s->config.digest_str, (unsigned long long)s->config.size);
+	} else if (s->reg) {
+		/* a blob, not a manifest: a ranged read, then its digest */
+		r = strbuf_grow(&body, s->config.size + 1) < 0
+			    ? anole_err(s->err, ENOMEM, "out of memory")
+			    : registry_blob_range(s->reg, s->repo, s->config.digest_str, 0,
+						  s->config.size, body.buf, false, s->err);
+		if (r >= 0) {
+			struct digest got;
+			body.len = s->config.size;
+			body.buf[body.len] = 0;
+			sha256(body.buf, body.len, &got);
+			if (memcmp(&got, &s->config.digest, sizeof(got)))
+				r = anole_err(s->err, EBADMSG, "%s: config %s: content does not "
+					      "match its digest", s->name, s->config.digest_str);
+		}
+	} else {
+		r = get_blob_mem(s, &s->config, &body);
+	}
+	json_error_t je;
+	json_t *root = r >= 0 ? json_loadb(body.buf, body.len, 0, &je) : NULL;
+	if (r >= 0 && !root)
+		r = anole_err(s->err, EBADMSG, "%s: config %s: bad JSON: %s", s->name,
+			      s->config.digest_str, je.text);
+	json_t *run = json_object_get(root, "config");
+	if (r >= 0 && json_is_object(run) &&
+	    !(*out = json_dumps(run, JSON_COMPACT | JSON_SORT_KEYS)))
+		r = anole_err(s->err, ENOMEM, "out of memory");
+	json_decref(root);
+	strbuf_release(&body);
+	return r;
+}
+
 int source_image(const char *source, const char *image, const struct anole_build_options *opts,
 		 struct anole_build_stats *stats, struct anole_error *err)
 {
@@ -494,6 +547,8 @@ int source_image(const char *source, const char *image, const struct anole_build
 		s.nlayers = 1;
 		r = 0;
 	}
+	if (r >= 0 && opts->run_config)
+		r = take_run_config(&s, opts->run_config);
 	if (r >= 0)
 		r = opts->layers_separate ? build_separate(&s, image, opts, stats)
 					  : build_merged(&s, image, opts, stats);

@@ -288,3 +288,15 @@ int outfile_write(const char *path, const void *data, size_t len)
 	outfile_close(&f);
 	return r;
 }
+
+void log_line(void (*log)(void *, const char *), void *ctx, const char *fmt, ...)
+{
+	if (!log)
+		return;
+	char line[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	log(ctx, line);
+}

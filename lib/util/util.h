@@ -67,6 +67,9 @@ int anole_err(struct anole_error *err, int code, const char *fmt, ...)
 uint32_t anole_crc32c(uint32_t crc, const void *data, size_t len);
 
 /* Read or write exactly len bytes at off; short transfers become errors. */
+/* A progress line through a caller's log callback (none: nothing). */
+void log_line(void (*log)(void *, const char *), void *ctx, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 int pread_full(int fd, void *buf, size_t len, uint64_t off);
 int pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 int write_full(int fd, const void *buf, size_t len);

@@ -1,0 +1,113 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* anole run [OPTIONS] REF [--] [CMD [ARG...]] */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char run_usage[] =
+	"anole run [OPTIONS] REF [--] [CMD [ARG...]]\n"
+	"\n"
+	"Run a container from a lazy image: mount REF lazily (it starts before\n"
+	"its data is here), put a writable overlay on it, and run CMD (default:\n"
+	"the image's entrypoint and command) with an OCI runtime. Exits with the\n"
+	"command's status; every mount is undone, also on Ctrl-C.\n"
+	"\n"
+	"  -e, --env KEY=VALUE     set an environment variable (repeatable)\n"
+	"  -v, --volume /SRC:/DST[:ro]  bind a host directory (repeatable)\n"
+	"  -w, --workdir DIR       working directory (default: the image's)\n"
+	"      --runtime NAME      OCI runtime (default: crun or runc, the first\n"
+	"                          that works on this host)\n"
+	"      --upper DIR         keep the writable layer in DIR (default: tmpfs)\n"
+	"      --net=host|none     network (default host)\n"
+	"      --tls-verify=BOOL   check the registry's certificate\n"
+	"  -q, --quiet             no progress lines";
+
+int cmd_run(int argc, char **argv)
+{
+	static const struct option longopts[] = {{"env", required_argument, NULL, 'e'},
+						 {"volume", required_argument, NULL, 'v'},
+						 {"workdir", required_argument, NULL, 'w'},
+						 {"runtime", required_argument, NULL, 'R'},
+						 {"upper", required_argument, NULL, 'U'},
+						 {"net", required_argument, NULL, 'n'},
+						 {"tls-verify", required_argument, NULL, 'V'},
+						 {"quiet", no_argument, NULL, 'q'},
+						 {"help", no_argument, NULL, 'h'},
+						 {0}};
+	struct anole_run_options o = {.log = cli_progress_line};
+	const char **env = calloc((size_t)argc, sizeof(*env));
+	const char **vols = calloc((size_t)argc, sizeof(*vols));
+	if (!env || !vols) {
+		free(env);
+		free(vols);
+		cli_error("out of memory");
+		return 1;
+	}
+	int c, rc = -1;
+	/* "+": options end at REF; what follows is the command's */
+	while (rc < 0 && (c = getopt_long(argc, argv, "+e:v:w:qh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'e':
+			if (!strchr(optarg, '=')) {
+				cli_error("--env %s: expected KEY=VALUE", optarg);
+				rc = EXIT_USAGE;
+			}
+			env[o.nenv++] = optarg;
+			break;
+		case 'v':
+			vols[o.nvolumes++] = optarg;
+			break;
+		case 'w':
+			o.workdir = optarg;
+			break;
+		case 'R':
+			o.runtime = optarg;
+			break;
+		case 'U':
+			o.upper = optarg;
+			break;
+		case 'n':
+			if (strcmp(optarg, "host") && strcmp(optarg, "none")) {
+				cli_error("--net=%s: choose host or none", optarg);
+				rc = EXIT_USAGE;
+			}
+			o.net_none = !strcmp(optarg, "none");
+			break;
+		case 'V':
+			if (strcmp(optarg, "true") && strcmp(optarg, "false")) {
+				cli_error("--tls-verify=%s: choose true or false", optarg);
+				rc = EXIT_USAGE;
+			}
+			o.tls_verify = !strcmp(optarg, "true") ? 1 : -1;
+			break;
+		case 'q':
+			o.log = NULL;
+			break;
+		case 'h':
+			puts(run_usage);
+			rc = 0;
+			break;
+		default:
+			rc = cli_usage(run_usage);
+		}
+	}
+	if (rc < 0 && optind >= argc)
+		rc = cli_usage(run_usage);
+	if (rc < 0) {
+		o.ref = argv[optind++];
+		if (optind < argc && !strcmp(argv[optind], "--"))
+			optind++;
+		o.argv = (const char *const *)argv + optind;
+		o.argc = (size_t)(argc - optind);
+		o.env = env;
+		o.volumes = vols;
+		struct anole_error err = {0};
+		int status = 0;
+		int r = anole_run(&o, &status, &err);
+		rc = r < 0 ? cli_fail(&err, r) : status;
+	}
+	free(env);
+	free(vols);
+	return rc;
+}

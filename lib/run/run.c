@@ -1,0 +1,397 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * anole run: a container from a lazy image. The image is mounted lazily
+ * (through the daemon), a writable overlayfs goes on top (upper layer on
+ * a tmpfs or a directory), an OCI runtime bundle is made from the
+ * runtime's own default spec patched with the image's config and the
+ * caller's options, and an existing OCI runtime (runc or crun) runs it.
+ * Signals go to the runtime, its exit status comes back, and every mount
+ * is undone however the run ends.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "anole/anole.h"
+#include "serve/serve.h"
+#include "util/util.h"
+
+struct run {
+	const struct anole_run_options *o;
+	struct anole_error *err;
+	char dir[600], lower[700], rw[700], rootfs[700], bundle[700];
+	char id[64];
+	const char *runtime;
+	bool lower_mounted, rw_mounted, rootfs_mounted, created;
+};
+
+/* Run a helper to its end, quietly; its exit status or -errno. */
+static int run_quiet(char *const argv[], const char *cwd)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR);
+		if (null >= 0) {
+			dup2(null, 1);
+			dup2(null, 2);
+		}
+		if (cwd && chdir(cwd) < 0)
+			_exit(127);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	int st;
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* crun 1.8 refuses hybrid cgroup hierarchies (cgroup v1 controllers plus
+ * v2 at /sys/fs/cgroup/unified): prefer it only where it works. */
+static const char *pick_runtime(const struct anole_run_options *o, struct anole_error *err,
+				int *r)
+{
+	*r = 0;
+	if (o->runtime) {
+		char *argv[] = {(char *)o->runtime, "--version", NULL};
+		if (run_quiet(argv, NULL) != 0)
+			*r = anole_err(err, ENOENT, "OCI runtime '%s' does not run", o->runtime);
+		return o->runtime;
+	}
+	struct stat st;
+	bool hybrid = !stat("/sys/fs/cgroup/unified", &st) && S_ISDIR(st.st_mode);
+	static const char *const candidates[] = {"crun", "runc"};
+	for (size_t i = 0; i < ARRAY_SIZE(candidates); i++) {
+		if (hybrid && !strcmp(candidates[i], "crun"))
+			continue;
+		char *argv[] = {(char *)candidates[i], "--version", NULL};
+		if (run_quiet(argv, NULL) == 0)
+			return candidates[i];
+	}
+	*r = anole_err(err, ENOENT,
+		       "no working OCI runtime: install runc (or crun on a cgroup v2 host), or "
+		       "name one with --runtime");
+	return NULL;
+}
+
+/* "uid[:gid]" or names from the image's /etc/passwd and /etc/group. */
+static int lookup_id(const char *rootfs, const char *file, const char *name, unsigned *id,
+		     unsigned *gid)
+{
+	char *end;
+	unsigned long v = strtoul(name, &end, 10);
+	if (*name && !*end) {
+		*id = (unsigned)v;
+		return 0;
+	}
+	char path[800], line[1024];
+	snprintf(path, sizeof(path), "%s/etc/%s", rootfs, file);
+	_cleanup_fclose_ FILE *f = fopen(path, "re");
+	size_t n = strlen(name);
+	while (f && fgets(line, sizeof(line), f)) {
+		if (strncmp(line, name, n) || line[n] != ':')
+			continue;
+		char *p = strchr(line + n + 1, ':'); /* past the password */
+		if (!p)
+			break;
+		*id = (unsigned)strtoul(p + 1, &end, 10);
+		if (gid && *end == ':')
+			*gid = (unsigned)strtoul(end + 1, NULL, 10);
+		return 0;
+	}
+	return -ENOENT;
+}
+
+static int set_user(struct run *r, json_t *process, const char *user)
+{
+	unsigned uid = 0, gid = 0;
+	if (user && *user) {
+		char u[256];
+		snprintf(u, sizeof(u), "%s", user);
+		char *g = strchr(u, ':');
+		if (g)
+			*g++ = 0;
+		if (lookup_id(r->rootfs, "passwd", u, &uid, &gid) < 0 ||
+		    (g && lookup_id(r->rootfs, "group", g, &gid, NULL) < 0))
+			return anole_err(r->err, ENOENT, "%s: user '%s' is not in the image",
+					 r->o->ref, user);
+	}
+	json_object_set_new(process, "user", json_pack("{s:i,s:i}", "uid", uid, "gid", gid));
+	return 0;
+}
+
+static json_t *strings(json_t *a)
+{
+	json_t *out = json_array();
+	size_t i;
+	json_t *v;
+	json_array_foreach(a, i, v)
+		if (json_is_string(v))
+			json_array_append(out, v);
+	return out;
+}
+
+/* The runtime's default spec, patched with the image and the options. */
+static int make_bundle(struct run *r, json_t *image)
+{
+	const struct anole_run_options *o = r->o;
+	char *spec[] = {(char *)r->runtime, "spec", NULL};
+	int rc = run_quiet(spec, r->bundle);
+	char path[800];
+	snprintf(path, sizeof(path), "%s/config.json", r->bundle);
+	json_error_t je;
+	json_t *s = rc == 0 ? json_load_file(path, 0, &je) : NULL;
+	if (!s)
+		return anole_err(r->err, EIO, "%s spec: no usable default spec (exit %d)", r->runtime,
+				 rc);
+	json_t *process = json_object_get(s, "process");
+	/* the command: Entrypoint + (the given command, else Cmd) */
+	json_t *args = strings(json_object_get(image, "Entrypoint"));
+	if (o->argc)
+		for (size_t i = 0; i < o->argc; i++)
+			json_array_append_new(args, json_string(o->argv[i]));
+	else
+		json_array_extend(args, json_object_get(image, "Cmd"));
+	int ret = 0;
+	if (!json_array_size(args)) {
+		ret = anole_err(r->err, EINVAL, "%s: the image names no command: give one", o->ref);
+		goto out;
+	}
+	json_object_set_new(process, "args", args);
+	json_t *env = strings(json_object_get(image, "Env"));
+	bool has_path = false;
+	size_t i;
+	json_t *v;
+	json_array_foreach(env, i, v)
+		has_path |= !strncmp(json_string_value(v), "PATH=", 5);
+	if (!has_path)
+		json_array_append_new(
+			env, json_string("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"));
+	for (size_t k = 0; k < o->nenv; k++)
+		json_array_append_new(env, json_string(o->env[k]));
+	json_object_set_new(process, "env", env);
+	const char *wd = o->workdir ? o->workdir : json_string_value(json_object_get(image, "WorkingDir"));
+	json_object_set_new(process, "cwd", json_string(wd && *wd ? wd : "/"));
+	json_object_set_new(process, "terminal", json_boolean(isatty(0) && isatty(1)));
+	/* a container as users expect from docker run: root's usual powers */
+	if ((ret = set_user(r, process, json_string_value(json_object_get(image, "User")))) < 0)
+		goto out;
+	json_t *caps = json_pack("[s,s,s,s,s,s,s,s,s,s,s,s,s,s]", "CAP_CHOWN", "CAP_DAC_OVERRIDE",
+				 "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+				 "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+				 "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
+				 "CAP_AUDIT_WRITE");
+	json_object_set_new(process, "capabilities",
+			    json_pack("{s:O,s:O,s:O}", "bounding", caps, "effective", caps,
+				      "permitted", caps));
+	json_decref(caps);
+	json_object_set_new(s, "root", json_pack("{s:s,s:b}", "path", r->rootfs, "readonly", 0));
+	json_object_set_new(s, "hostname", json_string("anole"));
+	json_t *mounts = json_object_get(s, "mounts");
+	/* host networking needs the host's resolver */
+	if (!o->net_none)
+		json_array_append_new(mounts, json_pack("{s:s,s:s,s:s,s:[s,s]}", "destination",
+							"/etc/resolv.conf", "type", "bind",
+							"source", "/etc/resolv.conf", "options",
+							"rbind", "ro"));
+	for (size_t k = 0; k < o->nvolumes; k++) {
+		char vol[1200];
+		snprintf(vol, sizeof(vol), "%s", o->volumes[k]);
+		char *dst = strchr(vol, ':');
+		char *mode = dst ? strchr(dst + 1, ':') : NULL;
+		if (dst)
+			*dst++ = 0;
+		if (mode)
+			*mode++ = 0;
+		if (!dst || *vol != '/' || *dst != '/' || (mode && strcmp(mode, "ro") && strcmp(mode, "rw"))) {
+			ret = anole_err(r->err, EINVAL, "--volume %s: expected /SRC:/DST[:ro]",
+					o->volumes[k]);
+			goto out;
+		}
+		json_array_append_new(mounts, json_pack("{s:s,s:s,s:s,s:[s,s]}", "destination", dst,
+							"type", "bind", "source", vol, "options",
+							"rbind", mode && !strcmp(mode, "ro") ? "ro" : "rw"));
+	}
+	/* host network: no network namespace */
+	json_t *ns = json_object_get(json_object_get(s, "linux"), "namespaces");
+	for (i = json_array_size(ns); i-- > 0;)
+		if (!o->net_none &&
+		    !strcmp(json_string_value(json_object_get(json_array_get(ns, i), "type")) ?: "",
+			    "network"))
+			json_array_remove(ns, i);
+	if (json_dump_file(s, path, JSON_INDENT(1)) < 0)
+		ret = anole_err(r->err, EIO, "%s: cannot write", path);
+out:
+	json_decref(s);
+	return ret;
+}
+
+static int daemon_call(json_t *req, struct anole_error *err)
+{
+	char *text = json_dumps(req, JSON_COMPACT), *reply = NULL;
+	json_decref(req);
+	if (!text)
+		return anole_err(err, ENOMEM, "out of memory");
+	int r = serve_request(text, true, &reply, err);
+	free(text);
+	if (r < 0)
+		return r;
+	json_error_t je;
+	json_t *j = json_loads(reply, 0, &je);
+	free(reply);
+	const char *msg = json_string_value(json_object_get(j, "error"));
+	if (!j || msg)
+		r = anole_err(err, EIO, "%s", msg ? msg : "the daemon's answer is not JSON");
+	json_decref(j);
+	return r;
+}
+
+static volatile pid_t child_pid;
+static volatile sig_atomic_t signals_seen;
+
+/* To the runtime, which passes it to the container. A container's init
+ * ignores signals it has no handler for, so a second one kills it. */
+static void forward(int sig)
+{
+	signals_seen++;
+	if (child_pid > 0)
+		kill(child_pid, sig);
+}
+
+static void cleanup(struct run *r)
+{
+	if (r->created) {
+		char *del[] = {(char *)r->runtime, "delete", "-f", r->id, NULL};
+		run_quiet(del, NULL);
+	}
+	if (r->rootfs_mounted && umount2(r->rootfs, 0) < 0)
+		umount2(r->rootfs, MNT_DETACH);
+	if (r->rw_mounted && umount2(r->rw, 0) < 0)
+		umount2(r->rw, MNT_DETACH);
+	if (r->lower_mounted) {
+		struct anole_error e = {0};
+		if (daemon_call(json_pack("{s:s,s:s}", "op", "umount", "mountpoint", r->lower),
+				&e) < 0)
+			umount2(r->lower, MNT_DETACH);
+	}
+	/* (never into something still mounted) */
+	char *rm[] = {"rm", "-rf", "--one-file-system", r->dir, NULL};
+	run_quiet(rm, NULL);
+}
+
+int anole_run(const struct anole_run_options *o, int *status, struct anole_error *err)
+{
+	struct run r = {.o = o, .err = err};
+	struct serve_paths p;
+	serve_paths_init(&p);
+	int ret = 0;
+	r.runtime = pick_runtime(o, err, &ret);
+	if (ret < 0)
+		return ret;
+	/* the image and what it runs, before anything is mounted */
+	struct anole_lazy_info *li = NULL;
+	if ((ret = anole_lazy_open(o->ref, o->tls_verify, &li, err)) < 0)
+		return ret;
+	json_error_t je;
+	json_t *cfg = json_loads(li->config_json ? li->config_json : "{}", 0, &je);
+	anole_lazy_free(li);
+	json_t *image = json_object_get(cfg, "imageConfig");
+
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	snprintf(r.id, sizeof(r.id), "anole-%d-%lx", (int)getpid(), (unsigned long)ts.tv_nsec);
+	snprintf(r.dir, sizeof(r.dir), "%s/run/%s", p.runtime, r.id);
+	snprintf(r.lower, sizeof(r.lower), "%s/lower", r.dir);
+	snprintf(r.rw, sizeof(r.rw), "%s/rw", r.dir);
+	snprintf(r.rootfs, sizeof(r.rootfs), "%s/rootfs", r.dir);
+	snprintf(r.bundle, sizeof(r.bundle), "%s/bundle", r.dir);
+	char runs[600];
+	snprintf(runs, sizeof(runs), "%s/run", p.runtime);
+	mkdir(p.runtime, 0700);
+	mkdir(runs, 0700);
+	if (mkdir(r.dir, 0700) < 0 || mkdir(r.lower, 0755) < 0 || mkdir(r.rw, 0755) < 0 ||
+	    mkdir(r.rootfs, 0755) < 0 || mkdir(r.bundle, 0700) < 0) {
+		ret = anole_err(err, errno, "%s: %s", r.dir, strerror(errno));
+		cleanup(&r);
+		goto out;
+	}
+	/* signals that would end us now end the run, and cleanup runs */
+	signals_seen = 0;
+	struct sigaction sa = {.sa_handler = forward}; /* no SA_RESTART: waitpid wakes */
+	sigemptyset(&sa.sa_mask);
+	struct sigaction old[4];
+	static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+	for (size_t i = 0; i < 4; i++)
+		sigaction(sigs[i], &sa, &old[i]);
+
+	log_line(o->log, o->log_ctx, "mounting %s lazily", o->ref);
+	ret = daemon_call(json_pack("{s:s,s:s,s:s,s:i}", "op", "mount", "ref", o->ref, "mountpoint",
+				    r.lower, "tls_verify", o->tls_verify),
+			  err);
+	r.lower_mounted = ret >= 0;
+	const char *upper = o->upper ? o->upper : r.rw;
+	if (ret >= 0 && !o->upper) {
+		if (mount("tmpfs", r.rw, "tmpfs", 0, "mode=0755") < 0)
+			ret = anole_err(err, errno, "%s: tmpfs: %s", r.rw, strerror(errno));
+		r.rw_mounted = ret >= 0;
+	}
+	char up[800], work[800], data[2600];
+	snprintf(up, sizeof(up), "%s/upper", upper);
+	snprintf(work, sizeof(work), "%s/work", upper);
+	if (ret >= 0 && ((mkdir(up, 0755) < 0 && errno != EEXIST) ||
+			 (mkdir(work, 0755) < 0 && errno != EEXIST)))
+		ret = anole_err(err, errno, "%s: %s", upper, strerror(errno));
+	snprintf(data, sizeof(data), "lowerdir=%s,upperdir=%s,workdir=%s", r.lower, up, work);
+	if (ret >= 0 && mount("overlay", r.rootfs, "overlay", 0, data) < 0)
+		ret = anole_err(err, errno, "%s: overlay: %s", r.rootfs, strerror(errno));
+	r.rootfs_mounted = ret >= 0;
+	if (ret >= 0)
+		ret = make_bundle(&r, image);
+	if (ret >= 0) {
+		log_line(o->log, o->log_ctx, "running it with %s", r.runtime);
+		pid_t pid = fork();
+		if (pid == 0) {
+			for (size_t i = 0; i < 4; i++)
+				sigaction(sigs[i], &old[i], NULL);
+			execlp(r.runtime, r.runtime, "run", "--bundle", r.bundle, r.id, (char *)NULL);
+			fprintf(stderr, "anole: %s: %s\n", r.runtime, strerror(errno));
+			_exit(127);
+		}
+		if (pid < 0) {
+			ret = anole_err(err, errno, "fork: %s", strerror(errno));
+		} else {
+			r.created = true;
+			child_pid = pid;
+			int st;
+			bool killed = false;
+			while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+				if (signals_seen >= 2 && !killed) {
+					log_line(o->log, o->log_ctx, "second signal: killing the container");
+					char *kill9[] = {(char *)r.runtime, "kill", r.id, "KILL", NULL};
+					run_quiet(kill9, NULL);
+					killed = true;
+				}
+			}
+			child_pid = 0;
+			*status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+		}
+	}
+	cleanup(&r);
+	for (size_t i = 0; i < 4; i++)
+		sigaction(sigs[i], &old[i], NULL);
+out:
+	json_decref(cfg);
+	return ret;
+}
