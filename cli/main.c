@@ -27,6 +27,7 @@ static const struct {
 	{"daemon", cmd_daemon, "serve lazy mounts (started by mount when needed)"},
 	{"cache", cmd_cache, "list or shrink the lazy mount cache"},
 	{"run", cmd_run, "run a container from a lazy image"},
+	{"prefetch", cmd_prefetch, "record what a workload reads, to prefetch it first"},
 };
 
 void cli_error(const char *fmt, ...)

@@ -35,8 +35,10 @@ static const char mount_usage[] =
 	"                        kernel's EROFS; chosen by itself, with a notice, when\n"
 	"                        the kernel path is unavailable (no pre-content\n"
 	"                        events, or not root)\n"
-	"  --prefetch=none|all   after mounting, fetch the rest in the background\n"
-	"                        at low priority (default none: only what is read)\n"
+	"  --prefetch=recorded|all|none  recorded (default): fetch first, in order,\n"
+	"                        the ranges `anole prefetch record` stored with the\n"
+	"                        image, if any; all: those, then the rest in the\n"
+	"                        background at low priority; none: only what is read\n"
 	"  --prefetch-rate=SIZE  background bytes per second (default 50M; 0 = no cap)\n"
 	"  --tls-verify=BOOL     check the registry's certificate (default true)";
 
@@ -109,7 +111,7 @@ int cmd_mount(int argc, char **argv)
 						 {"tls-verify", required_argument, NULL, 'V'},
 						 {"help", no_argument, NULL, 'h'},
 						 {0}};
-	const char *data = NULL, *prefetch = "none";
+	const char *data = NULL, *prefetch = "recorded";
 	bool lazy = false, fuse = false;
 	int tls_verify = 0; /* the registry client's default */
 	uint64_t rate = 50ull << 20;
@@ -122,8 +124,9 @@ int cmd_mount(int argc, char **argv)
 		else if (c == 'f')
 			lazy = fuse = true;
 		else if (c == 'p') {
-			if (strcmp(optarg, "none") && strcmp(optarg, "all")) {
-				cli_error("--prefetch=%s: choose none or all", optarg);
+			if (strcmp(optarg, "none") && strcmp(optarg, "recorded") &&
+			    strcmp(optarg, "all")) {
+				cli_error("--prefetch=%s: choose none, recorded or all", optarg);
 				return EXIT_USAGE;
 			}
 			prefetch = optarg;

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* anole run [OPTIONS] REF [--] [CMD [ARG...]] */
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,7 +24,57 @@ static const char run_usage[] =
 	"      --tls-verify=BOOL   check the registry's certificate\n"
 	"  -q, --quiet             no progress lines";
 
+static const char prefetch_usage[] =
+	"anole prefetch record [RUN OPTIONS] REF [--] [CMD [ARG...]]\n"
+	"\n"
+	"Run CMD (default: the image's command) as anole run does, but through\n"
+	"FUSE, recording which 1 MiB ranges of the image's data it reads, in\n"
+	"the order it first reads them. The list is stored with the image, as an\n"
+	"artifact tagged sha256-HEX.prefetch whose subject is the image (the\n"
+	"image's digest does not change). anole mount and anole run then fetch\n"
+	"those ranges first, in that order (unless --prefetch=none).";
+
+static int run_main(int argc, char **argv, bool record);
+
+int cmd_prefetch(int argc, char **argv)
+{
+	if (argc >= 2 && !strcmp(argv[1], "record"))
+		return run_main(argc - 1, argv + 1, true);
+	if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+		puts(prefetch_usage);
+		return 0;
+	}
+	return cli_usage(prefetch_usage);
+}
+
+/* The recorded list, stored with the image; one line about it. */
+static int store_trace(const struct anole_run_options *o, char *trace)
+{
+	json_error_t je;
+	json_t *t = json_loads(trace ? trace : "", 0, &je);
+	size_t n = json_array_size(json_object_get(t, "ranges"));
+	json_decref(t);
+	if (!t) {
+		cli_error("%s: the daemon returned no recording", o->ref);
+		return 1;
+	}
+	struct anole_error err = {0};
+	char tag[128];
+	int r = anole_prefetch_store(o->ref, trace, o->tls_verify, tag, sizeof(tag), &err);
+	if (r < 0)
+		return cli_fail(&err, r);
+	fprintf(stderr, "anole: recorded %zu ranges (%zu MiB at most) in read order; stored with "
+			"the image as tag %s\n",
+		n, n, tag);
+	return 0;
+}
+
 int cmd_run(int argc, char **argv)
+{
+	return run_main(argc, argv, false);
+}
+
+static int run_main(int argc, char **argv, bool record)
 {
 	static const struct option longopts[] = {{"env", required_argument, NULL, 'e'},
 						 {"volume", required_argument, NULL, 'v'},
@@ -35,7 +86,9 @@ int cmd_run(int argc, char **argv)
 						 {"quiet", no_argument, NULL, 'q'},
 						 {"help", no_argument, NULL, 'h'},
 						 {0}};
-	struct anole_run_options o = {.log = cli_progress_line};
+	struct anole_run_options o = {.log = cli_progress_line, .record = record};
+	char *trace = NULL;
+	o.trace = &trace;
 	const char **env = calloc((size_t)argc, sizeof(*env));
 	const char **vols = calloc((size_t)argc, sizeof(*vols));
 	if (!env || !vols) {
@@ -85,15 +138,15 @@ int cmd_run(int argc, char **argv)
 			o.log = NULL;
 			break;
 		case 'h':
-			puts(run_usage);
+			puts(record ? prefetch_usage : run_usage);
 			rc = 0;
 			break;
 		default:
-			rc = cli_usage(run_usage);
+			rc = cli_usage(record ? prefetch_usage : run_usage);
 		}
 	}
 	if (rc < 0 && optind >= argc)
-		rc = cli_usage(run_usage);
+		rc = cli_usage(record ? prefetch_usage : run_usage);
 	if (rc < 0) {
 		o.ref = argv[optind++];
 		if (optind < argc && !strcmp(argv[optind], "--"))
@@ -106,7 +159,16 @@ int cmd_run(int argc, char **argv)
 		int status = 0;
 		int r = anole_run(&o, &status, &err);
 		rc = r < 0 ? cli_fail(&err, r) : status;
+		if (r >= 0 && record) {
+			if (status)
+				fprintf(stderr, "anole: notice: the command exited %d; its reads are "
+						"recorded all the same\n",
+					status);
+			int s = store_trace(&o, trace);
+			rc = s ? s : rc;
+		}
 	}
+	free(trace);
 	free(env);
 	free(vols);
 	return rc;

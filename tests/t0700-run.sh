@@ -96,7 +96,36 @@ sleep 0.5
 [ -z "$(left_mounts)" ] || fail "mounts left after Ctrl-C: $(left_mounts)"
 [ -z "$(ls "$ANOLE_RUNTIME_DIR/run" 2>/dev/null)" ] || fail "run directories left: $(ls "$ANOLE_RUNTIME_DIR/run")"
 
-echo "== 4. bad input: one line, non-zero, nothing mounted"
+echo "== 4. anole prefetch record, then mounts fetch the recorded ranges first"
+out=$("$ANOLE" prefetch record -q "$REF" -- python3 -c 'import json; print("recorded")' 2>"$TMP/rec.err") ||
+	fail "prefetch record failed: $(cat "$TMP/rec.err")"
+[ "$out" = recorded ] || fail "the recorded command printed: $out"
+grep -q "recorded [1-9][0-9]* ranges" "$TMP/rec.err" || fail "no recording summary: $(cat "$TMP/rec.err")"
+tag=$(sed -n 's/.*as tag \(sha256-[0-9a-f]*\.prefetch\).*/\1/p' "$TMP/rec.err")
+registry_curl "/v2/run/python/tags/list" | grep -q "$tag" || fail "the registry has no tag $tag"
+[ -z "$(left_mounts)" ] || fail "mounts left after recording: $(left_mounts)"
+st() { "$ANOLE" status --json | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s[sys.argv[1]])' "$1"; }
+for mode in recorded none; do
+	for _ in $(seq 1 50); do [ -e "$ANOLE_RUNTIME_DIR/holder.pid" ] || break; sleep 0.2; done
+	rm -rf "$ANOLE_CACHE_DIR"
+	mkdir -p "$TMP/pm"
+	"$ANOLE" mount --prefetch=$mode "$REF" "$TMP/pm" || fail "mount --prefetch=$mode failed"
+	for _ in $(seq 1 100); do [ "$(st jobs_queued)" = 0 ] && break; sleep 0.1; done
+	sleep 0.5
+	before=$(st bytes_fetched)
+	[ "$(st events)" = 0 ] || fail "reads happened before the workload"
+	chroot "$TMP/pm" /usr/bin/python3 -c 'import json' || fail "python3 failed"
+	after=$(st bytes_fetched)
+	echo "--prefetch=$mode: $before bytes fetched before the workload, $((after - before)) during it"
+	if [ $mode = recorded ]; then
+		[ "$before" -gt 0 ] || fail "the recorded list was not prefetched"
+	else
+		[ "$before" = 0 ] || fail "--prefetch=none fetched $before bytes"
+	fi
+	"$ANOLE" umount "$TMP/pm"
+done
+
+echo "== 5. bad input: one line, non-zero, nothing mounted"
 expect_fail "$ANOLE" run -q "docker://$REGISTRY/run/nosuch:v1"
 grep -q nosuch "$TMP/last.err" || fail "the error does not name the image: $(cat "$TMP/last.err")"
 "$ANOLE" convert -q "$ROOTFS" "docker://$REGISTRY/run/nocmd:v1" >/dev/null 2>&1 || fail "convert of a tree failed"

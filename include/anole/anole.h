@@ -325,6 +325,10 @@ struct anole_run_options {
 	const char *upper;         /* the writable layer's directory; NULL: a tmpfs */
 	bool net_none;             /* else the host's network */
 	int tls_verify;
+	/* record which data the command reads, in order (through FUSE, so
+	 * every first read shows); *trace gets the list as JSON */
+	bool record;
+	char **trace;
 	void (*log)(void *ctx, const char *line);
 	void *log_ctx;
 };
@@ -333,6 +337,12 @@ struct anole_run_options {
  * (128 + signal when killed). SIGINT, SIGTERM, SIGHUP and SIGQUIT go to the
  * runtime meanwhile. */
 int anole_run(const struct anole_run_options *o, int *status, struct anole_error *err);
+
+/* Store a recorded prefetch list (anole_run's trace) with the image @ref:
+ * an artifact tagged sha256-HEX.prefetch whose subject is the image.
+ * *tag gets that tag. */
+int anole_prefetch_store(const char *ref, const char *list_json, int tls_verify, char *tag,
+			 size_t tag_size, struct anole_error *err);
 
 /* The cache ($ANOLE_CACHE_DIR): blobs, complete or partial. */
 struct anole_cache_entry {

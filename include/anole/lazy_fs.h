@@ -21,6 +21,11 @@
 #define ANOLE_MT_DIGESTS "application/vnd.anole.blob.digests.v1"
 #define ANOLE_MT_CHUNKS "application/vnd.anole.blob.chunks.v1"
 #define ANOLE_ARTIFACT_TYPE "application/vnd.anole.image.v1"
+/* A recorded prefetch list: an artifact manifest whose subject is the
+ * image's manifest, tagged sha256-HEX.prefetch (HEX: the image manifest's
+ * digest); its one layer is the list (docs/FORMAT.md). */
+#define ANOLE_PREFETCH_TYPE "application/vnd.anole.prefetch.v1"
+#define ANOLE_MT_PREFETCH "application/vnd.anole.prefetch.v1+json"
 /* data blob descriptor annotations: the digests of its companions */
 #define ANOLE_ANNOT_DIGESTS "dev.anole.blob.digests"
 #define ANOLE_ANNOT_CHUNKS "dev.anole.blob.chunks"

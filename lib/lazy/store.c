@@ -314,6 +314,40 @@ static int layout_tag(struct store *s, const char *tag, const char *digest, size
 	return r < 0 ? anole_err(err, -r, "%s: %s", path, strerror(-r)) : 0;
 }
 
+char *store_spec_with_tag(const struct store *s, const char *tag)
+{
+	char *out = NULL;
+	int n = s->reg ? asprintf(&out, "docker://%s/%s:%s", s->ref.host, s->ref.repo, tag)
+		       : asprintf(&out, "oci:%s:%s", s->dir, tag);
+	return n < 0 ? NULL : out;
+}
+
+int store_put_blob(struct store *s, const void *data, size_t len, struct digest *dg,
+		   struct anole_error *err)
+{
+	char digest[DIGEST_STR_LEN + 1];
+	sha256(data, len, dg);
+	digest_format(dg, digest);
+	if (s->reg) {
+		/* the upload reads a file: an unnamed one holds the bytes */
+		char tmpl[] = "/tmp/anole-blob.XXXXXX";
+		_cleanup_close_ int fd = mkstemp(tmpl);
+		if (fd < 0)
+			return anole_err(err, errno, "temporary file: %s", strerror(errno));
+		unlink(tmpl);
+		int r = write_full(fd, data, len);
+		if (r < 0)
+			return anole_err(err, -r, "temporary file: %s", strerror(-r));
+		const char *how;
+		return registry_blob_push(s->reg, s->ref.repo, digest, fd, 0, len, NULL, 0, &how,
+					  err);
+	}
+	_cleanup_free_ char *dir = store_blob_dir(s);
+	struct digest d;
+	int r = dir ? cas_put(dir, data, len, &d) : -ENOMEM;
+	return r < 0 ? anole_err(err, -r, "%s: cannot store a blob: %s", s->name, strerror(-r)) : 0;
+}
+
 int store_put_manifest(struct store *s, const void *body, size_t len, const char *mt,
 		       struct digest *dg, struct anole_error *err)
 {

@@ -51,6 +51,12 @@ int store_has_blob(struct store *s, const char *digest, uint64_t size, struct an
 char *store_blob_path(const struct store *s, const char *digest);
 /* DIR/blobs/sha256 of a layout. */
 char *store_blob_dir(const struct store *s);
+/* The same place under another tag: "oci:DIR:TAG" or "docker://HOST/REPO:TAG"
+ * (malloc'd). */
+char *store_spec_with_tag(const struct store *s, const char *tag);
+/* Put a small blob (its digest is computed) into the store. */
+int store_put_blob(struct store *s, const void *data, size_t len, struct digest *dg,
+		   struct anole_error *err);
 /* Store a manifest and name it with the store's tag ("latest" when none). */
 int store_put_manifest(struct store *s, const void *body, size_t len, const char *mt,
 		       struct digest *dg, struct anole_error *err);

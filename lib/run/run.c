@@ -238,7 +238,8 @@ out:
 	return ret;
 }
 
-static int daemon_call(json_t *req, struct anole_error *err)
+/* *answer (when wanted) gets the daemon's reply text. */
+static int daemon_call(json_t *req, struct anole_error *err, char **answer)
 {
 	char *text = json_dumps(req, JSON_COMPACT), *reply = NULL;
 	json_decref(req);
@@ -254,6 +255,8 @@ static int daemon_call(json_t *req, struct anole_error *err)
 	const char *msg = json_string_value(json_object_get(j, "error"));
 	if (!j || msg)
 		r = anole_err(err, EIO, "%s", msg ? msg : "the daemon's answer is not JSON");
+	if (r >= 0 && answer && !(*answer = json_dumps(j, JSON_COMPACT)))
+		r = anole_err(err, ENOMEM, "out of memory");
 	json_decref(j);
 	return r;
 }
@@ -282,8 +285,8 @@ static void cleanup(struct run *r)
 		umount2(r->rw, MNT_DETACH);
 	if (r->lower_mounted) {
 		struct anole_error e = {0};
-		if (daemon_call(json_pack("{s:s,s:s}", "op", "umount", "mountpoint", r->lower),
-				&e) < 0)
+		if (daemon_call(json_pack("{s:s,s:s}", "op", "umount", "mountpoint", r->lower), &e,
+				NULL) < 0)
 			umount2(r->lower, MNT_DETACH);
 	}
 	/* (never into something still mounted) */
@@ -337,9 +340,10 @@ int anole_run(const struct anole_run_options *o, int *status, struct anole_error
 		sigaction(sigs[i], &sa, &old[i]);
 
 	log_line(o->log, o->log_ctx, "mounting %s lazily", o->ref);
-	ret = daemon_call(json_pack("{s:s,s:s,s:s,s:i}", "op", "mount", "ref", o->ref, "mountpoint",
-				    r.lower, "tls_verify", o->tls_verify),
-			  err);
+	ret = daemon_call(json_pack("{s:s,s:s,s:s,s:i,s:b,s:b}", "op", "mount", "ref", o->ref,
+				    "mountpoint", r.lower, "tls_verify", o->tls_verify, "record",
+				    o->record, "fuse", o->record),
+			  err, NULL);
 	r.lower_mounted = ret >= 0;
 	const char *upper = o->upper ? o->upper : r.rw;
 	if (ret >= 0 && !o->upper) {
@@ -388,6 +392,9 @@ int anole_run(const struct anole_run_options *o, int *status, struct anole_error
 			*status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 		}
 	}
+	if (ret >= 0 && o->record && o->trace)
+		ret = daemon_call(json_pack("{s:s,s:s}", "op", "trace", "mountpoint", r.lower), err,
+				  o->trace);
 	cleanup(&r);
 	for (size_t i = 0; i < 4; i++)
 		sigaction(sigs[i], &old[i], NULL);

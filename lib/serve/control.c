@@ -205,7 +205,8 @@ static void handle(int fd)
 		if (!ref || !mnt)
 			r = anole_err(&err, EINVAL, "mount: needs ref and mountpoint");
 		else
-			r = op_mount(ref, mnt, tls, opts, prefetch, fuse, notice, sizeof(notice),
+			r = op_mount(ref, mnt, tls, opts, prefetch, fuse,
+				     json_is_true(json_object_get(req, "record")), notice, sizeof(notice),
 				     &err);
 		reply(fd, r < 0 ? error_json(&err, r)
 			       : json_pack("{s:b, s:s}", "ok", 1, "notice", notice));
@@ -215,6 +216,12 @@ static void handle(int fd)
 		r = mnt ? op_umount(mnt, &idle, &err)
 			: anole_err(&err, EINVAL, "umount: needs mountpoint");
 		reply(fd, r < 0 ? error_json(&err, r) : json_pack("{s:b}", "ok", 1));
+	} else if (!strcmp(op, "trace")) {
+		const char *mnt = json_string_value(json_object_get(req, "mountpoint"));
+		json_t *t = mnt ? op_trace(mnt, &err) : NULL;
+		if (!mnt)
+			anole_err(&err, EINVAL, "trace: needs mountpoint");
+		reply(fd, t ? t : error_json(&err, -EINVAL));
 	} else if (!strcmp(op, "status")) {
 		pthread_mutex_lock(&W.lock);
 		json_t *st = status_json();

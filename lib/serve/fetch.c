@@ -153,6 +153,77 @@ int fetch_wait(struct blob *b, uint64_t off, uint64_t len)
 	return r;
 }
 
+void prefetch_list(struct lmount *m, json_t *list)
+{
+	json_t *blobs = json_object_get(list, "blobs"), *ranges = json_object_get(list, "ranges");
+	size_t nb = json_array_size(blobs);
+	struct blob **map = calloc(MAX(nb, 1), sizeof(*map));
+	if (!map)
+		return;
+	/* the list names blobs by digest: this mount's, or skipped */
+	for (size_t i = 0; i < nb; i++)
+		for (size_t k = 0; k < m->nblobs; k++)
+			if (!strcmp(json_string_value(json_array_get(blobs, i)) ?: "",
+				    m->blobs[k]->digest))
+				map[i] = m->blobs[k];
+	size_t i, jobs = 0;
+	json_t *e;
+	struct blob *run_b = NULL;
+	uint64_t run_first = 0, run_last = 0;
+	json_array_foreach(ranges, i, e) {
+		json_int_t bi = json_integer_value(json_array_get(e, 0));
+		json_int_t r = json_integer_value(json_array_get(e, 1));
+		if (bi < 0 || (size_t)bi >= nb || !map[bi] || r < 0 ||
+		    (uint64_t)r >= map[bi]->nranges || map[bi]->complete)
+			continue;
+		/* runs of neighbours become one request, in the list's order */
+		if (run_b == map[bi] && (uint64_t)r == run_last + 1 &&
+		    run_last + 1 - run_first < COALESCE) {
+			run_last = (uint64_t)r;
+			continue;
+		}
+		if (run_b)
+			jobs += schedule(run_b, run_first, run_last, false) >= 0;
+		run_b = map[bi];
+		run_first = run_last = (uint64_t)r;
+	}
+	if (run_b)
+		jobs += schedule(run_b, run_first, run_last, false) >= 0;
+	free(map);
+	wlog("%s: prefetching %zu recorded ranges (%zu requests at most)", m->mountpoint,
+	     json_array_size(ranges), jobs);
+}
+
+void trace_note(struct lmount *m, struct blob *b, uint64_t off, uint64_t len)
+{
+	size_t k = 0;
+	while (k < m->nblobs && m->blobs[k] != b)
+		k++;
+	if (k == m->nblobs || !len || off >= b->size)
+		return;
+	if (!m->seen && !(m->seen = calloc(m->nblobs, sizeof(*m->seen))))
+		return;
+	if (!m->seen[k] && !(m->seen[k] = calloc(MAX(b->nranges, 1), 1)))
+		return;
+	uint64_t first = off >> ANOLE_RANGE_BITS;
+	uint64_t last = (off + MIN(len, b->size - off) - 1) >> ANOLE_RANGE_BITS;
+	for (uint64_t r = first; r <= last; r++) {
+		if (m->seen[k][r])
+			continue;
+		if (m->ntrace == m->trace_cap) {
+			size_t cap = m->trace_cap ? 2 * m->trace_cap : 256;
+			uint64_t(*t)[2] = realloc(m->trace, cap * sizeof(*t));
+			if (!t)
+				return;
+			m->trace = t;
+			m->trace_cap = cap;
+		}
+		m->seen[k][r] = 1;
+		m->trace[m->ntrace][0] = k;
+		m->trace[m->ntrace++][1] = r;
+	}
+}
+
 void prefetch_blob(struct blob *b)
 {
 	if (!b->complete && b->nranges)

@@ -485,6 +485,10 @@ static void mount_free(struct lmount *m)
 	free(m->lblobs);
 	free(m->blobs);
 	free(m->devblobs);
+	for (size_t k = 0; m->seen && k < m->nblobs; k++)
+		free(m->seen[k]);
+	free(m->seen);
+	free(m->trace);
 	free(m);
 }
 
@@ -621,11 +625,11 @@ static int add_mount(struct lmount *m)
 }
 
 static int mount_setup(const char *ref, const char *real, int tls_verify, const char *options,
-		       const char *prefetch, bool fuse, struct anole_error *err);
+		       const char *prefetch, bool fuse, bool record, struct anole_error *err);
 
 static int mount_locked(const char *ref, const char *mnt, int tls_verify, const char *options,
-			const char *prefetch, bool fuse, char *notice, size_t notice_size,
-			struct anole_error *err)
+			const char *prefetch, bool fuse, bool record, char *notice,
+			size_t notice_size, struct anole_error *err)
 {
 	if (!fuse && W.group < 0) {
 		fuse = true;
@@ -655,7 +659,7 @@ static int mount_locked(const char *ref, const char *mnt, int tls_verify, const 
 		return anole_err(err, EBUSY, "%s: a lazy image is mounted there already", real);
 	if (!mine)
 		return anole_err(err, ENOMEM, "out of memory");
-	int r = mount_setup(ref, real, tls_verify, options, prefetch, fuse, err);
+	int r = mount_setup(ref, real, tls_verify, options, prefetch, fuse || record, record, err);
 	pthread_mutex_lock(&W.lock);
 	for (size_t i = 0; i < W.nmounting; i++)
 		if (W.mounting[i] == mine) {
@@ -668,11 +672,19 @@ static int mount_locked(const char *ref, const char *mnt, int tls_verify, const 
 }
 
 static int mount_setup(const char *ref, const char *real, int tls_verify, const char *options,
-		       const char *prefetch, bool fuse, struct anole_error *err)
+		       const char *prefetch, bool fuse, bool record, struct anole_error *err)
 {
 	struct anole_lazy_info *li = NULL;
 	struct store *src = NULL;
 	int r = lazy_prepare(ref, W.paths.cache, tls_verify, &li, &src, err);
+	/* a recorded prefetch list comes first, in its order (not when
+	 * recording one: the workload must show what it reads) */
+	json_t *list = NULL;
+	if (r >= 0 && !record && strcmp(prefetch ? prefetch : "", "none")) {
+		struct anole_error e = {0};
+		if (lazy_prefetch_get(ref, li->manifest_digest, tls_verify, &list, &e) < 0)
+			wlog("%s: prefetch list ignored: %s", ref, e.msg);
+	}
 	if (r < 0)
 		return r;
 	store_free(src);
@@ -686,6 +698,7 @@ static int mount_setup(const char *ref, const char *real, int tls_verify, const 
 	}
 	m->tls_verify = tls_verify;
 	m->fuse = fuse;
+	m->record = record;
 	m->nblobs = li->nblobs;
 	memcpy(m->lblobs, li->blobs, li->nblobs * sizeof(*m->lblobs));
 	snprintf(m->manifest, sizeof(m->manifest), "%s", li->manifest_digest);
@@ -715,10 +728,13 @@ static int mount_setup(const char *ref, const char *real, int tls_verify, const 
 	}
 	if (r >= 0) {
 		save_mounts();
+		if (list)
+			prefetch_list(m, list);
 		if (prefetch && !strcmp(prefetch, "all"))
 			for (size_t i = 0; i < m->nblobs; i++)
 				prefetch_blob(m->blobs[i]);
 	}
+	json_decref(list);
 	pthread_mutex_unlock(&W.lock);
 	if (r < 0) {
 		mount_free(m);
@@ -729,16 +745,39 @@ static int mount_setup(const char *ref, const char *real, int tls_verify, const 
 }
 
 int op_mount(const char *ref, const char *mnt, int tls_verify, const char *options,
-	     const char *prefetch, bool fuse, char *notice, size_t notice_size,
+	     const char *prefetch, bool fuse, bool record, char *notice, size_t notice_size,
 	     struct anole_error *err)
 {
 	/* cache gc waits while files are fetched for a mount and taken */
 	int lock = serve_cache_lock(W.paths.cache, LOCK_SH);
-	int r = mount_locked(ref, mnt, tls_verify, options, prefetch, fuse, notice, notice_size,
-			     err);
+	int r = mount_locked(ref, mnt, tls_verify, options, prefetch, fuse, record, notice,
+			     notice_size, err);
 	if (lock >= 0)
 		close(lock);
 	return r;
+}
+
+json_t *op_trace(const char *mnt, struct anole_error *err)
+{
+	char real[PATH_MAX];
+	if (!realpath(mnt, real))
+		snprintf(real, sizeof(real), "%s", mnt);
+	pthread_mutex_lock(&W.lock);
+	struct lmount *m = find_mount(real);
+	json_t *out = NULL;
+	if (!m || !m->record) {
+		anole_err(err, ENOENT, "%s: no recording lazy mount there", real);
+	} else {
+		json_t *blobs = json_array(), *ranges = json_array();
+		for (size_t k = 0; k < m->nblobs; k++)
+			json_array_append_new(blobs, json_string(m->blobs[k]->digest));
+		for (size_t i = 0; i < m->ntrace; i++)
+			json_array_append_new(ranges, json_pack("[I,I]", (json_int_t)m->trace[i][0],
+								(json_int_t)m->trace[i][1]));
+		out = json_pack("{s:o,s:o}", "blobs", blobs, "ranges", ranges);
+	}
+	pthread_mutex_unlock(&W.lock);
+	return out;
 }
 
 /* Take mount i out of the list; W.lock held. */

@@ -9,6 +9,7 @@
 
 #include "erofs/blobmeta.h"
 #include "lazy/store.h"
+#include <jansson.h>
 #include "serve/serve.h"
 #include "util/util.h"
 
@@ -41,6 +42,11 @@ struct lmount {
 	struct fusefs *fs;
 	struct blob **devblobs; /* blobs in device table order */
 	size_t ndevs;
+	/* recording: ranges in first-read order, as (blob index, range) */
+	bool record;
+	uint64_t (*trace)[2];
+	size_t ntrace, trace_cap;
+	uint8_t **seen; /* per blob, per range */
 	size_t nblobs;
 	struct anole_lazy_blob *lblobs;
 	struct blob **blobs;
@@ -113,13 +119,20 @@ void wait_for(struct blob *b, uint64_t id, uint64_t first, uint64_t last);
  * cache (0) or could not be fetched (-EIO). */
 int fetch_wait(struct blob *b, uint64_t off, uint64_t len);
 void prefetch_blob(struct blob *b);
+/* A recorded list ({"blobs":[...],"ranges":[[i,r]...]}), as demand
+ * fetches in its order. */
+void prefetch_list(struct lmount *m, struct json_t *list);
+/* A recording mount's reader needs [off, off+len) of blob @b. */
+void trace_note(struct lmount *m, struct blob *b, uint64_t off, uint64_t len);
 void cancel_jobs(struct blob *b);
 int start_fetchers(void);
 
 /* control.c */
 int op_mount(const char *ref, const char *mnt, int tls_verify, const char *options,
-	     const char *prefetch, bool fuse, char *notice, size_t notice_size,
+	     const char *prefetch, bool fuse, bool record, char *notice, size_t notice_size,
 	     struct anole_error *err);
+/* The ranges a recording mount's readers needed, in order (JSON). */
+struct json_t *op_trace(const char *mnt, struct anole_error *err);
 int op_umount(const char *mnt, bool *idle, struct anole_error *err);
 void control_loop(int fd) __attribute__((noreturn));
 /* W.lock held (dropped a while for FUSE mounts): let go of mounts

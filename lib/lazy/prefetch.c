@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Recorded prefetch lists: which 1 MiB ranges of which data blobs a
+ * workload needed, in the order it first needed them. Stored next to the
+ * image as an artifact whose subject is the image manifest, under the tag
+ * sha256-HEX.prefetch, so the image's own digest does not change.
+ */
+#include <jansson.h>
+
+#include "anole/lazy_fs.h"
+#include "lazy/lazy.h"
+
+#define OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
+#define OCI_EMPTY "application/vnd.oci.empty.v1+json"
+#define MAX_LIST (64u << 20)
+
+static char *prefetch_tag(const char *manifest_digest)
+{
+	char *t = NULL;
+	return asprintf(&t, "sha256-%.64s.prefetch", manifest_digest + 7) < 0 ? NULL : t;
+}
+
+int lazy_prefetch_put(const char *ref, const char *list_json, int tls_verify, char *tag_out,
+		      size_t tag_size, struct anole_error *err)
+{
+	struct anole_lazy_info *li;
+	int r = anole_lazy_open(ref, tls_verify, &li, err);
+	if (r < 0)
+		return r;
+	struct store *s = NULL, *t = NULL;
+	_cleanup_free_ char *tag = prefetch_tag(li->manifest_digest), *spec = NULL;
+	r = store_open(ref, tls_verify, false, &s, err);
+	if (r >= 0 && (!tag || !(spec = store_spec_with_tag(s, tag))))
+		r = anole_err(err, ENOMEM, "out of memory");
+	if (r >= 0)
+		r = store_open(spec, tls_verify, false, &t, err);
+	struct digest ld, cd, md;
+	char ls[72], cs[72];
+	size_t len = strlen(list_json);
+	if (r >= 0)
+		r = store_put_blob(t, list_json, len, &ld, err);
+	if (r >= 0)
+		r = store_put_blob(t, "{}", 2, &cd, err);
+	char *text = NULL;
+	if (r >= 0) {
+		digest_format(&ld, ls);
+		digest_format(&cd, cs);
+		json_t *m = json_pack(
+			"{s:i,s:s,s:s,s:{s:s,s:s,s:i},s:[{s:s,s:s,s:I}],s:{s:s,s:s,s:I}}",
+			"schemaVersion", 2, "mediaType", OCI_MANIFEST, "artifactType",
+			ANOLE_PREFETCH_TYPE, "config", "mediaType", OCI_EMPTY, "digest", cs, "size", 2,
+			"layers", "mediaType", ANOLE_MT_PREFETCH, "digest", ls, "size",
+			(json_int_t)len, "subject", "mediaType", OCI_MANIFEST, "digest",
+			li->manifest_digest, "size", (json_int_t)li->manifest_size);
+		text = m ? json_dumps(m, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+		json_decref(m);
+		if (!text)
+			r = anole_err(err, ENOMEM, "out of memory");
+	}
+	if (r >= 0)
+		r = store_put_manifest(t, text, strlen(text), OCI_MANIFEST, &md, err);
+	if (r >= 0 && tag_out)
+		snprintf(tag_out, tag_size, "%s", tag);
+	free(text);
+	store_free(s);
+	store_free(t);
+	anole_lazy_free(li);
+	return r;
+}
+
+int lazy_prefetch_get(const char *ref, const char *manifest_digest, int tls_verify, json_t **out,
+		      struct anole_error *err)
+{
+	*out = NULL;
+	struct store *s = NULL, *t = NULL;
+	_cleanup_free_ char *tag = prefetch_tag(manifest_digest), *spec = NULL;
+	int r = store_open(ref, tls_verify, false, &s, err);
+	if (r >= 0 && (!tag || !(spec = store_spec_with_tag(s, tag))))
+		r = anole_err(err, ENOMEM, "out of memory");
+	if (r >= 0)
+		r = store_open(spec, tls_verify, false, &t, err);
+	struct strbuf body = {0}, list = {0};
+	char mt[128] = "";
+	struct digest dg;
+	if (r >= 0 && store_get_manifest(t, &body, mt, &dg, err) < 0) {
+		/* no list recorded: not an error */
+		memset(err, 0, sizeof(*err));
+		goto out;
+	}
+	json_error_t je;
+	json_t *m = r >= 0 ? json_loadb(body.buf, body.len, 0, &je) : NULL;
+	json_t *l = json_array_get(json_object_get(m, "layers"), 0);
+	const char *subject = json_string_value(json_object_get(json_object_get(m, "subject"), "digest"));
+	const char *ld = json_string_value(json_object_get(l, "digest"));
+	json_int_t lsize = json_integer_value(json_object_get(l, "size"));
+	if (r >= 0 && (!m || !subject || strcmp(subject, manifest_digest) || !ld || lsize <= 0 ||
+		       strcmp(json_string_value(json_object_get(m, "artifactType")) ?: "",
+			      ANOLE_PREFETCH_TYPE)))
+		r = anole_err(err, EBADMSG, "%s: tag %s is not a prefetch list of this image", ref,
+			      tag);
+	if (r >= 0)
+		r = store_get_small(t, ld, (uint64_t)lsize, MAX_LIST, &list, err);
+	json_decref(m);
+	if (r >= 0 && !(*out = json_loadb(list.buf, list.len, 0, &je)))
+		r = anole_err(err, EBADMSG, "%s: the prefetch list is not JSON", ref);
+out:
+	strbuf_release(&body);
+	strbuf_release(&list);
+	store_free(s);
+	store_free(t);
+	return r;
+}
+
+int anole_prefetch_store(const char *ref, const char *list_json, int tls_verify, char *tag,
+			 size_t tag_size, struct anole_error *err)
+{
+	return lazy_prefetch_put(ref, list_json, tls_verify, tag, tag_size, err);
+}
