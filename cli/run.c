@@ -17,6 +17,8 @@ static const char run_usage[] =
 	"  -e, --env KEY=VALUE     set an environment variable (repeatable)\n"
 	"  -v, --volume /SRC:/DST[:ro]  bind a host directory (repeatable)\n"
 	"  -w, --workdir DIR       working directory (default: the image's)\n"
+	"  -u, --user USER[:GROUP] run as this user (names from the image's\n"
+	"                          /etc/passwd and /etc/group; default: the image's)\n"
 	"      --runtime NAME      OCI runtime (default: crun or runc, the first\n"
 	"                          that works on this host)\n"
 	"      --upper DIR         keep the writable layer in DIR (default: tmpfs)\n"
@@ -79,6 +81,7 @@ static int run_main(int argc, char **argv, bool record)
 	static const struct option longopts[] = {{"env", required_argument, NULL, 'e'},
 						 {"volume", required_argument, NULL, 'v'},
 						 {"workdir", required_argument, NULL, 'w'},
+						 {"user", required_argument, NULL, 'u'},
 						 {"runtime", required_argument, NULL, 'R'},
 						 {"upper", required_argument, NULL, 'U'},
 						 {"net", required_argument, NULL, 'n'},
@@ -99,7 +102,7 @@ static int run_main(int argc, char **argv, bool record)
 	}
 	int c, rc = -1;
 	/* "+": options end at REF; what follows is the command's */
-	while (rc < 0 && (c = getopt_long(argc, argv, "+e:v:w:qh", longopts, NULL)) != -1) {
+	while (rc < 0 && (c = getopt_long(argc, argv, "+e:v:w:u:qh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'e':
 			if (!strchr(optarg, '=')) {
@@ -113,6 +116,9 @@ static int run_main(int argc, char **argv, bool record)
 			break;
 		case 'w':
 			o.workdir = optarg;
+			break;
+		case 'u':
+			o.user = optarg;
 			break;
 		case 'R':
 			o.runtime = optarg;

@@ -66,6 +66,10 @@ out=$("$ANOLE" run -q -e X=42 -v "$TMP/vol:/data:ro" "$REF" -- \
 [ "$out" = "$(printf 'from the host\n42 hello\nnew')" ] || fail "the container printed: $out"
 cmp -s "$ROOTFS/usr/bin/python3" <("$ANOLE" run -q "$REF" -- cat /usr/bin/python3) ||
 	fail "a write of one run leaked into the image or the next run"
+out=$("$ANOLE" run -q -u nobody:nogroup "$REF" -- sh -c 'echo $(id -u) $(id -g)') || fail "run -u nobody failed: $out"
+[ "$out" = "65534 65534" ] || fail "run -u nobody:nogroup ran as: $out"
+expect_fail "$ANOLE" run -q -u nosuchuser "$REF" -- true
+grep -q "nosuchuser" "$TMP/last.err" || fail "no clear error for an unknown user: $(cat "$TMP/last.err")"
 [ -z "$(left_mounts)" ] || fail "mounts left after the runs: $(left_mounts)"
 
 echo "== 3. Ctrl-C ends the run and leaves no mount"

@@ -321,6 +321,7 @@ struct anole_run_options {
 	const char *const *volumes; /* /SRC:/DST[:ro|rw] */
 	size_t nvolumes;
 	const char *workdir;       /* NULL: the image's */
+	const char *user;          /* USER[:GROUP] or UID[:GID]; NULL: the image's */
 	const char *runtime;       /* NULL: crun or runc, the first that works */
 	const char *upper;         /* the writable layer's directory; NULL: a tmpfs */
 	bool net_none;             /* else the host's network */

@@ -15,7 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/openat2.h>
 #include <sys/mount.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -96,9 +98,16 @@ static int lookup_id(const char *rootfs, const char *file, const char *name, uns
 		*id = (unsigned)v;
 		return 0;
 	}
-	char path[800], line[1024];
-	snprintf(path, sizeof(path), "%s/etc/%s", rootfs, file);
-	_cleanup_fclose_ FILE *f = fopen(path, "re");
+	/* the image's file, resolved inside the image: a symlink in it must
+	 * not lead to the host's files */
+	char path[64], line[1024];
+	snprintf(path, sizeof(path), "etc/%s", file);
+	_cleanup_close_ int root = open(rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	struct open_how how = {.flags = O_RDONLY | O_CLOEXEC, .resolve = RESOLVE_IN_ROOT};
+	int fd = root < 0 ? -1 : (int)syscall(SYS_openat2, root, path, &how, sizeof(how));
+	_cleanup_fclose_ FILE *f = fd >= 0 ? fdopen(fd, "re") : NULL;
+	if (fd >= 0 && !f)
+		close(fd);
 	size_t n = strlen(name);
 	while (f && fgets(line, sizeof(line), f)) {
 		if (strncmp(line, name, n) || line[n] != ':')
@@ -167,6 +176,7 @@ static int make_bundle(struct run *r, json_t *image)
 	int ret = 0;
 	if (!json_array_size(args)) {
 		ret = anole_err(r->err, EINVAL, "%s: the image names no command: give one", o->ref);
+		json_decref(args);
 		goto out;
 	}
 	json_object_set_new(process, "args", args);
@@ -186,7 +196,8 @@ static int make_bundle(struct run *r, json_t *image)
 	json_object_set_new(process, "cwd", json_string(wd && *wd ? wd : "/"));
 	json_object_set_new(process, "terminal", json_boolean(isatty(0) && isatty(1)));
 	/* a container as users expect from docker run: root's usual powers */
-	if ((ret = set_user(r, process, json_string_value(json_object_get(image, "User")))) < 0)
+	const char *user = o->user ? o->user : json_string_value(json_object_get(image, "User"));
+	if ((ret = set_user(r, process, user)) < 0)
 		goto out;
 	json_t *caps = json_pack("[s,s,s,s,s,s,s,s,s,s,s,s,s,s]", "CAP_CHOWN", "CAP_DAC_OVERRIDE",
 				 "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
