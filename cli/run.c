@@ -60,6 +60,11 @@ static int store_trace(const struct anole_run_options *o, char *trace)
 		cli_error("%s: the daemon returned no recording", o->ref);
 		return 1;
 	}
+	if (!n) {
+		/* an empty list would replace a good one */
+		cli_error("%s: the command read no data of the image: nothing recorded", o->ref);
+		return 1;
+	}
 	struct anole_error err = {0};
 	char tag[128];
 	int r = anole_prefetch_store(o->ref, trace, o->tls_verify, tag, sizeof(tag), &err);
@@ -165,7 +170,11 @@ static int run_main(int argc, char **argv, bool record)
 		int status = 0;
 		int r = anole_run(&o, &status, &err);
 		rc = r < 0 ? cli_fail(&err, r) : status;
-		if (r >= 0 && record) {
+		if (r >= 0 && record && status == 127) {
+			cli_error("%s: the command did not start (exit 127): nothing recorded",
+				  o.ref);
+			rc = 1;
+		} else if (r >= 0 && record) {
 			if (status)
 				fprintf(stderr, "anole: notice: the command exited %d; its reads are "
 						"recorded all the same\n",

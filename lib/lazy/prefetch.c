@@ -12,7 +12,7 @@
 
 #define OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
 #define OCI_EMPTY "application/vnd.oci.empty.v1+json"
-#define MAX_LIST (64u << 20)
+#define MAX_LIST (4u << 20) /* ~400k ranges, 400 GiB of data */
 
 static char *prefetch_tag(const char *manifest_digest)
 {

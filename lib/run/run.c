@@ -88,36 +88,63 @@ static const char *pick_runtime(const struct anole_run_options *o, struct anole_
 	return NULL;
 }
 
+/* Decimal digits only, below 2^31 (no sign, no spaces, not empty). */
+static bool number(const char *s, unsigned *v)
+{
+	if (!*s || strspn(s, "0123456789") != strlen(s) || strlen(s) > 10)
+		return false;
+	unsigned long long x = strtoull(s, NULL, 10);
+	if (x >= (1ull << 31))
+		return false;
+	*v = (unsigned)x;
+	return true;
+}
+
 /* "uid[:gid]" or names from the image's /etc/passwd and /etc/group. */
 static int lookup_id(const char *rootfs, const char *file, const char *name, unsigned *id,
 		     unsigned *gid)
 {
 	char *end;
-	unsigned long v = strtoul(name, &end, 10);
-	if (*name && !*end) {
-		*id = (unsigned)v;
+	if (number(name, id))
 		return 0;
-	}
 	/* the image's file, resolved inside the image: a symlink in it must
 	 * not lead to the host's files */
 	char path[64], line[1024];
 	snprintf(path, sizeof(path), "etc/%s", file);
 	_cleanup_close_ int root = open(rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	struct open_how how = {.flags = O_RDONLY | O_CLOEXEC, .resolve = RESOLVE_IN_ROOT};
+	/* a regular file only (a device or fifo there would be the host's),
+	 * and not endless */
+	struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY,
+			       .resolve = RESOLVE_IN_ROOT};
 	int fd = root < 0 ? -1 : (int)syscall(SYS_openat2, root, path, &how, sizeof(how));
+	struct stat st;
+	if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))) {
+		close(fd);
+		fd = -1;
+	}
 	_cleanup_fclose_ FILE *f = fd >= 0 ? fdopen(fd, "re") : NULL;
 	if (fd >= 0 && !f)
 		close(fd);
-	size_t n = strlen(name);
-	while (f && fgets(line, sizeof(line), f)) {
+	size_t n = strlen(name), seen = 0;
+	while (f && seen < (4u << 20) && fgets(line, sizeof(line), f)) {
+		seen += strlen(line);
 		if (strncmp(line, name, n) || line[n] != ':')
 			continue;
 		char *p = strchr(line + n + 1, ':'); /* past the password */
 		if (!p)
 			break;
-		*id = (unsigned)strtoul(p + 1, &end, 10);
-		if (gid && *end == ':')
-			*gid = (unsigned)strtoul(end + 1, NULL, 10);
+		end = strchr(p + 1, ':');
+		if (!end)
+			break;
+		*end = 0;
+		if (!number(p + 1, id))
+			break;
+		char *g = end + 1, *gend = strchr(g, ':');
+		if (gid && gend) {
+			*gend = 0;
+			if (!number(g, gid))
+				break;
+		}
 		return 0;
 	}
 	return -ENOENT;
@@ -137,7 +164,8 @@ static int set_user(struct run *r, json_t *process, const char *user)
 			return anole_err(r->err, ENOENT, "%s: user '%s' is not in the image",
 					 r->o->ref, user);
 	}
-	json_object_set_new(process, "user", json_pack("{s:i,s:i}", "uid", uid, "gid", gid));
+	json_object_set_new(process, "user", json_pack("{s:I,s:I}", "uid", (json_int_t)uid, "gid",
+						       (json_int_t)gid));
 	return 0;
 }
 
@@ -168,12 +196,23 @@ static int make_bundle(struct run *r, json_t *image)
 	json_t *process = json_object_get(s, "process");
 	/* the command: Entrypoint + (the given command, else Cmd) */
 	json_t *args = strings(json_object_get(image, "Entrypoint"));
-	if (o->argc)
-		for (size_t i = 0; i < o->argc; i++)
-			json_array_append_new(args, json_string(o->argv[i]));
-	else
-		json_array_extend(args, json_object_get(image, "Cmd"));
 	int ret = 0;
+	if (o->argc) {
+		for (size_t i = 0; i < o->argc && ret >= 0; i++) {
+			json_t *a = json_string(o->argv[i]);
+			if (!a)
+				ret = anole_err(r->err, EINVAL, "argument %zu is not UTF-8 text", i + 1);
+			json_array_append_new(args, a);
+		}
+	} else {
+		json_t *cmd = strings(json_object_get(image, "Cmd"));
+		json_array_extend(args, cmd);
+		json_decref(cmd);
+	}
+	if (ret < 0) {
+		json_decref(args);
+		goto out;
+	}
 	if (!json_array_size(args)) {
 		ret = anole_err(r->err, EINVAL, "%s: the image names no command: give one", o->ref);
 		json_decref(args);
@@ -189,8 +228,15 @@ static int make_bundle(struct run *r, json_t *image)
 	if (!has_path)
 		json_array_append_new(
 			env, json_string("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"));
-	for (size_t k = 0; k < o->nenv; k++)
-		json_array_append_new(env, json_string(o->env[k]));
+	for (size_t k = 0; k < o->nenv; k++) {
+		json_t *e = json_string(o->env[k]);
+		if (!e) {
+			json_decref(env);
+			ret = anole_err(r->err, EINVAL, "--env %zu is not UTF-8 text", k + 1);
+			goto out;
+		}
+		json_array_append_new(env, e);
+	}
 	json_object_set_new(process, "env", env);
 	const char *wd = o->workdir ? o->workdir : json_string_value(json_object_get(image, "WorkingDir"));
 	json_object_set_new(process, "cwd", json_string(wd && *wd ? wd : "/"));
@@ -279,9 +325,11 @@ static volatile sig_atomic_t signals_seen;
  * ignores signals it has no handler for, so a second one kills it. */
 static void forward(int sig)
 {
+	int saved = errno;
 	signals_seen++;
 	if (child_pid > 0)
 		kill(child_pid, sig);
+	errno = saved;
 }
 
 static void cleanup(struct run *r)
@@ -369,29 +417,44 @@ int anole_run(const struct anole_run_options *o, int *status, struct anole_error
 			 (mkdir(work, 0755) < 0 && errno != EEXIST)))
 		ret = anole_err(err, errno, "%s: %s", upper, strerror(errno));
 	snprintf(data, sizeof(data), "lowerdir=%s,upperdir=%s,workdir=%s", r.lower, up, work);
+	if (ret >= 0 && (strpbrk(r.lower, ",:\\") || strpbrk(up, ",:\\")))
+		ret = anole_err(err, EINVAL, "%s: overlayfs paths may not hold ',' ':' or '\\'", up);
 	if (ret >= 0 && mount("overlay", r.rootfs, "overlay", 0, data) < 0)
 		ret = anole_err(err, errno, "%s: overlay: %s", r.rootfs, strerror(errno));
 	r.rootfs_mounted = ret >= 0;
 	if (ret >= 0)
 		ret = make_bundle(&r, image);
+	/* interrupted while setting up: do not start it at all */
+	if (ret >= 0 && signals_seen)
+		ret = anole_err(err, EINTR, "%s: interrupted before the container started", o->ref);
+	sigset_t block, saved_mask;
+	sigemptyset(&block);
+	for (size_t i = 0; i < 4; i++)
+		sigaddset(&block, sigs[i]);
 	if (ret >= 0) {
 		log_line(o->log, o->log_ctx, "running it with %s", r.runtime);
+		/* a signal between fork and child_pid would be lost: hold them */
+		sigprocmask(SIG_BLOCK, &block, &saved_mask);
 		pid_t pid = fork();
 		if (pid == 0) {
 			for (size_t i = 0; i < 4; i++)
 				sigaction(sigs[i], &old[i], NULL);
+			sigprocmask(SIG_SETMASK, &saved_mask, NULL);
 			execlp(r.runtime, r.runtime, "run", "--bundle", r.bundle, r.id, (char *)NULL);
 			fprintf(stderr, "anole: %s: %s\n", r.runtime, strerror(errno));
 			_exit(127);
 		}
+		if (pid > 0)
+			child_pid = pid;
+		int fork_errno = errno;
+		sigprocmask(SIG_SETMASK, &saved_mask, NULL);
 		if (pid < 0) {
-			ret = anole_err(err, errno, "fork: %s", strerror(errno));
+			ret = anole_err(err, fork_errno, "fork: %s", strerror(fork_errno));
 		} else {
 			r.created = true;
-			child_pid = pid;
-			int st;
+			int st = 0, w;
 			bool killed = false;
-			while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+			while ((w = waitpid(pid, &st, 0)) < 0 && errno == EINTR) {
 				if (signals_seen >= 2 && !killed) {
 					log_line(o->log, o->log_ctx, "second signal: killing the container");
 					char *kill9[] = {(char *)r.runtime, "kill", r.id, "KILL", NULL};
@@ -400,7 +463,11 @@ int anole_run(const struct anole_run_options *o, int *status, struct anole_error
 				}
 			}
 			child_pid = 0;
-			*status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+			if (w < 0)
+				ret = anole_err(err, errno, "waiting for %s: %s", r.runtime,
+						strerror(errno));
+			else
+				*status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 		}
 	}
 	if (ret >= 0 && o->record && o->trace)

@@ -129,9 +129,21 @@ static int request_once(const char *request, bool start, char **reply, bool *una
 		return anole_err(err, ENOENT, "no anole daemon runs (%s/daemon.sock)", p.runtime);
 	if (fd < 0)
 		return fd;
-	int r = write_full(fd, request, strlen(request));
-	if (r >= 0)
-		r = write_full(fd, "\n", 1);
+	/* send, not write: a daemon gone mid-request is an error, not SIGPIPE */
+	int r = 0;
+	size_t len = strlen(request), off = 0;
+	while (off <= len) {
+		const char *chunk = off < len ? request + off : "\n";
+		size_t n = off < len ? len - off : 1;
+		ssize_t w = send(fd, chunk, n, MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			r = -errno;
+			break;
+		}
+		off += (size_t)w;
+	}
 	struct strbuf in = {0};
 	char buf[4096];
 	for (;;) {

@@ -66,6 +66,8 @@ static json_t *status_json(void)
 	size_t queued = 0;
 	for (const struct job *j = W.demand; j; j = j->next)
 		queued++;
+	for (const struct job *j = W.listed; j; j = j->next)
+		queued++;
 	for (const struct job *j = W.background; j; j = j->next)
 		queued++;
 	return json_pack("{s:i, s:I, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",

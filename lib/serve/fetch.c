@@ -45,25 +45,31 @@ static void push(struct job **list, struct job *j)
 	*list = j;
 }
 
-/* A queued background job holding range @r moves to the demand queue. */
+/* A queued list or background job holding range @r moves to the demand
+ * queue: a reader waits for it now. */
 static void promote(struct blob *b, uint64_t r)
 {
-	for (struct job **p = &W.background; *p; p = &(*p)->next) {
-		struct job *j = *p;
-		if (j->b == b && r >= j->first && r < j->first + j->count) {
-			*p = j->next;
-			j->background = false;
-			push(&W.demand, j);
-			return;
+	struct job **lists[2] = {&W.listed, &W.background};
+	for (int l = 0; l < 2; l++)
+		for (struct job **p = lists[l]; *p; p = &(*p)->next) {
+			struct job *j = *p;
+			if (j->b == b && r >= j->first && r < j->first + j->count) {
+				*p = j->next;
+				j->background = false;
+				push(&W.demand, j);
+				return;
+			}
 		}
-	}
 }
 
+enum prio { DEMAND, LISTED, BACKGROUND };
+
 /* -ENOMEM when a job could not be made (its ranges stay absent). */
-static int schedule(struct blob *b, uint64_t from, uint64_t to, bool background)
+static int schedule_prio(struct blob *b, uint64_t from, uint64_t to, enum prio prio)
 {
+	bool background = prio == BACKGROUND;
 	for (uint64_t r = from; r <= to && r < b->nranges; r++) {
-		if (b->state[r] == RANGE_FETCHING && !background)
+		if (b->state[r] == RANGE_FETCHING && prio == DEMAND)
 			promote(b, r);
 		if (b->state[r] != RANGE_ABSENT)
 			continue;
@@ -81,10 +87,15 @@ static int schedule(struct blob *b, uint64_t from, uint64_t to, bool background)
 			j->count++;
 		}
 		r--;
-		push(background ? &W.background : &W.demand, j);
+		push(prio == BACKGROUND ? &W.background : prio == LISTED ? &W.listed : &W.demand, j);
 	}
 	pthread_cond_broadcast(&W.jobs_cond);
 	return 0;
+}
+
+static int schedule(struct blob *b, uint64_t from, uint64_t to, bool background)
+{
+	return schedule_prio(b, from, to, background ? BACKGROUND : DEMAND);
 }
 
 static void finish_waiter(struct waiter *w, bool ok)
@@ -156,7 +167,15 @@ int fetch_wait(struct blob *b, uint64_t off, uint64_t len)
 void prefetch_list(struct lmount *m, json_t *list)
 {
 	json_t *blobs = json_object_get(list, "blobs"), *ranges = json_object_get(list, "ranges");
-	size_t nb = json_array_size(blobs);
+	size_t nb = json_array_size(blobs), total = 0;
+	for (size_t k = 0; k < m->nblobs; k++)
+		total += m->blobs[k]->nranges;
+	/* a list cannot name more than the image has */
+	if (nb > 64 || json_array_size(ranges) > total) {
+		wlog("%s: prefetch list ignored: %zu blobs, %zu ranges for an image of %zu",
+		     m->mountpoint, nb, json_array_size(ranges), total);
+		return;
+	}
 	struct blob **map = calloc(MAX(nb, 1), sizeof(*map));
 	if (!map)
 		return;
@@ -183,12 +202,12 @@ void prefetch_list(struct lmount *m, json_t *list)
 			continue;
 		}
 		if (run_b)
-			jobs += schedule(run_b, run_first, run_last, false) >= 0;
+			jobs += schedule_prio(run_b, run_first, run_last, LISTED) >= 0;
 		run_b = map[bi];
 		run_first = run_last = (uint64_t)r;
 	}
 	if (run_b)
-		jobs += schedule(run_b, run_first, run_last, false) >= 0;
+		jobs += schedule_prio(run_b, run_first, run_last, LISTED) >= 0;
 	free(map);
 	wlog("%s: prefetching %zu recorded ranges (%zu requests at most)", m->mountpoint,
 	     json_array_size(ranges), jobs);
@@ -232,8 +251,8 @@ void prefetch_blob(struct blob *b)
 
 void cancel_jobs(struct blob *b)
 {
-	struct job **lists[2] = {&W.demand, &W.background};
-	for (int l = 0; l < 2; l++)
+	struct job **lists[3] = {&W.demand, &W.listed, &W.background};
+	for (int l = 0; l < 3; l++)
 		for (struct job **p = lists[l]; *p;) {
 			struct job *j = *p;
 			if (j->b != b) {
@@ -364,9 +383,12 @@ static void *fetcher(void *arg)
 		setpriority(PRIO_PROCESS, (id_t)gettid(), 19);
 	pthread_mutex_lock(&W.lock);
 	for (;;) {
+		/* readers first, then the recorded list, then the rest */
 		struct job *j = W.demand;
 		if (j)
 			W.demand = j->next;
+		else if ((j = W.listed))
+			W.listed = j->next;
 		else if (background && (j = W.background))
 			W.background = j->next;
 		if (!j) {

@@ -694,6 +694,7 @@ static int mount_setup(const char *ref, const char *real, int tls_verify, const 
 	    !(m->lblobs = calloc(MAX(li->nblobs, 1), sizeof(*m->lblobs)))) {
 		anole_lazy_free(li);
 		mount_free(m);
+		json_decref(list);
 		return anole_err(err, ENOMEM, "out of memory");
 	}
 	m->tls_verify = tls_verify;

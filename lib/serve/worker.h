@@ -88,7 +88,7 @@ struct worker {
 	struct lmount **mounts;
 	size_t nmounts;
 	struct waiter *waiters;
-	struct job *demand, *background;
+	struct job *demand, *listed, *background;
 	uint64_t events, npending_events, denied, fetch_requests, fetched_bytes, fetch_errors;
 	uint64_t prefetch_rate; /* bytes per second, 0 = unlimited */
 	/* events not answered yet, with the number of their descriptor: if
