@@ -533,12 +533,11 @@ nomem:
 	return anole_err(err, ENOMEM, "out of memory");
 }
 
-#define FUSE_SUPER_MAGIC 0x65735546
-
-static bool is_mounted(const char *path, bool fuse)
+/* (restored mounts are kernel ones: a FUSE server dies with its worker) */
+static bool is_erofs_mount(const char *path)
 {
 	struct statfs sf;
-	return !statfs(path, &sf) && sf.f_type == (fuse ? FUSE_SUPER_MAGIC : EROFS_MAGIC);
+	return !statfs(path, &sf) && sf.f_type == EROFS_MAGIC;
 }
 
 static void linger(struct lmount *m);
@@ -959,7 +958,7 @@ static void restore_mounts(void)
 				umount2(mnt, MNT_DETACH);
 			continue;
 		}
-		if (!mnt || !ref || !meta || !is_mounted(mnt, false))
+		if (!mnt || !ref || !meta || !is_erofs_mount(mnt))
 			continue;
 		struct lmount *m = calloc(1, sizeof(*m));
 		size_t n = json_array_size(blobs);
