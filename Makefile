@@ -24,6 +24,7 @@ bench: deps all
 	bench/oci
 	bench/dedup
 	bench/lazy
+	bench/startup
 
 # The whole suite under AddressSanitizer and UBSan, in its own build dir.
 asan: deps

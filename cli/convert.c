@@ -12,7 +12,7 @@ static const char usage_text[] =
 	"Convert SOURCE (anything 'anole build' reads: DIR, tar, oci:DIR[:TAG],\n"
 	"docker://...) into a lazy image: a small metadata EROFS image plus\n"
 	"content-addressed data blobs, each with a digest table (SHA-256 per\n"
-	"1 MiB) and a chunk index, under one OCI manifest. TARGET is\n"
+	"range) and a chunk index, under one OCI manifest. TARGET is\n"
 	"docker://HOST[:PORT]/REPO[:TAG] or oci:DIR[:TAG] (TAG defaults to\n"
 	"latest). Blobs the target has are skipped. Format: docs/FORMAT.md.\n"
 	"\n"
@@ -22,6 +22,9 @@ static const char usage_text[] =
 	"                         being stored again; repeatable (64 blobs max)\n"
 	"  --chunk-size=SIZE      upload blobs in PATCH requests of SIZE bytes\n"
 	"                         (default: one PUT per blob)\n"
+"  --range-size=SIZE      the digest table's range: what a lazy mount\n"
+	"                         fetches and verifies at a time; 4K to 1M, a\n"
+	"                         power of two (default 64K)\n"
 	"  --work-dir=DIR         staging for registry targets (default $TMPDIR,\n"
 	"                         else /var/tmp)\n"
 	"  -z, --compress=ALGO[:LEVEL]\n"
@@ -57,6 +60,7 @@ int cmd_convert(int argc, char **argv)
 		{"dedup-with", required_argument, NULL, 'W'},
 		{"chunk-size", required_argument, NULL, 'C'},
 		{"work-dir", required_argument, NULL, 'w'},
+		{"range-size", required_argument, NULL, 'r'},
 		{"quiet", no_argument, NULL, 'q'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
@@ -86,6 +90,18 @@ int cmd_convert(int argc, char **argv)
 		case 'w':
 			o.work_dir = optarg;
 			break;
+		case 'r': {
+			uint64_t v;
+			if (cli_parse_size(optarg, &v) < 0 || v < 4096 || v > (1u << 20) ||
+			    (v & (v - 1))) {
+				cli_error("--range-size: '%s' is not a power of two from 4K to 1M",
+					  optarg);
+				free(with);
+				return EXIT_USAGE;
+			}
+			o.build.range_bits = (unsigned)__builtin_ctzll(v);
+			break;
+		}
 		case 'q':
 			quiet = true;
 			break;

@@ -23,6 +23,8 @@ static const char run_usage[] =
 	"                          that works on this host)\n"
 	"      --upper DIR         keep the writable layer in DIR (default: tmpfs)\n"
 	"      --net=host|none     network (default host)\n"
+	"      --prefetch=recorded|all|none  as anole mount (default recorded: the\n"
+	"                          list `anole prefetch record` stored, if any)\n"
 	"      --tls-verify=BOOL   check the registry's certificate\n"
 	"  -q, --quiet             no progress lines";
 
@@ -30,7 +32,7 @@ static const char prefetch_usage[] =
 	"anole prefetch record [RUN OPTIONS] REF [--] [CMD [ARG...]]\n"
 	"\n"
 	"Run CMD (default: the image's command) as anole run does, but through\n"
-	"FUSE, recording which 1 MiB ranges of the image's data it reads, in\n"
+	"FUSE, recording which ranges of the image's data it reads, in\n"
 	"the order it first reads them. The list is stored with the image, as an\n"
 	"artifact tagged sha256-HEX.prefetch whose subject is the image (the\n"
 	"image's digest does not change). anole mount and anole run then fetch\n"
@@ -55,6 +57,7 @@ static int store_trace(const struct anole_run_options *o, char *trace)
 	json_error_t je;
 	json_t *t = json_loads(trace ? trace : "", 0, &je);
 	size_t n = json_array_size(json_object_get(t, "ranges"));
+	double mib = (double)json_integer_value(json_object_get(t, "bytes")) / 1048576.0;
 	json_decref(t);
 	if (!t) {
 		cli_error("%s: the daemon returned no recording", o->ref);
@@ -70,9 +73,9 @@ static int store_trace(const struct anole_run_options *o, char *trace)
 	int r = anole_prefetch_store(o->ref, trace, o->tls_verify, tag, sizeof(tag), &err);
 	if (r < 0)
 		return cli_fail(&err, r);
-	fprintf(stderr, "anole: recorded %zu ranges (%zu MiB at most) in read order; stored with "
-			"the image as tag %s\n",
-		n, n, tag);
+	fprintf(stderr, "anole: recorded %zu ranges (%.1f MiB) in read order; stored with the image "
+			"as tag %s\n",
+		n, mib, tag);
 	return 0;
 }
 
@@ -91,6 +94,7 @@ static int run_main(int argc, char **argv, bool record)
 						 {"upper", required_argument, NULL, 'U'},
 						 {"net", required_argument, NULL, 'n'},
 						 {"tls-verify", required_argument, NULL, 'V'},
+						 {"prefetch", required_argument, NULL, 'p'},
 						 {"quiet", no_argument, NULL, 'q'},
 						 {"help", no_argument, NULL, 'h'},
 						 {0}};
@@ -137,6 +141,14 @@ static int run_main(int argc, char **argv, bool record)
 				rc = EXIT_USAGE;
 			}
 			o.net_none = !strcmp(optarg, "none");
+			break;
+		case 'p':
+			if (strcmp(optarg, "recorded") && strcmp(optarg, "all") &&
+			    strcmp(optarg, "none")) {
+				cli_error("--prefetch=%s: choose none, recorded or all", optarg);
+				rc = EXIT_USAGE;
+			}
+			o.prefetch = optarg;
 			break;
 		case 'V':
 			if (strcmp(optarg, "true") && strcmp(optarg, "false")) {

@@ -109,6 +109,28 @@ umount "$TMP/m2" # plain umount(8): the daemon notices and ends
 wait_daemon_gone
 grep -q "no longer mounted" "$ANOLE_RUNTIME_DIR/daemon.log" || fail "daemon missed umount(8)"
 
+echo "== 2b. digest tables of 4 KiB and 1 MiB ranges serve the same tree"
+probe=$(cd "$TRUTH" && find . -type f -size +8k | sort | head -n 1)
+for rs in 4K 1M; do
+	fresh_cache
+	"$ANOLE" convert -q --range-size=$rs "oci:$L:v1" "docker://$REGISTRY/lazy/rs:$rs" \
+		>"$TMP/convert.out" 2>&1 || fail "convert --range-size=$rs failed: $(tail -n 3 "$TMP/convert.out")"
+	mkdir -p "$TMP/rs$rs"
+	"$ANOLE" mount "docker://$REGISTRY/lazy/rs:$rs" "$TMP/rs$rs" || fail "mount of the $rs image failed"
+	cmp "$TRUTH/$probe" "$TMP/rs$rs/$probe" || fail "$rs ranges: $probe differs"
+	"$ANOLE" status --json >"$TMP/strs.json"
+	python3 - "$TMP/strs.json" <<'EOF' || fail "$rs ranges: fetched/read accounting is wrong: $(cat "$TMP/strs.json")"
+import json, sys
+s = json.load(open(sys.argv[1]))
+assert 0 < s["bytes_read"] <= s["bytes_fetched"] < s["bytes_total"], s
+EOF
+	"$TREECMP" --ignore-root-mtime "$TRUTH" "$TMP/rs$rs" >"$TMP/cmprs" || fail "$rs ranges: the mount differs: $(tail -n 5 "$TMP/cmprs")"
+	"$ANOLE" umount "$TMP/rs$rs" || fail "umount failed"
+done
+expect_fail "$ANOLE" convert --range-size=3K "oci:$L:v1" "docker://$REGISTRY/lazy/bad:v1"
+expect_fail "$ANOLE" convert --range-size=2M "oci:$L:v1" "docker://$REGISTRY/lazy/bad:v1"
+fresh_cache
+
 echo "== 3. 16 concurrent readers on a cold cache"
 fresh_cache
 mkdir -p "$TMP/m3"

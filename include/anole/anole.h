@@ -70,6 +70,9 @@ struct anole_build_options {
 	 * them again (at most 64) */
 	const struct anole_base_blob *bases;
 	size_t nbases;
+	/* separate_data: the digest table's range size, 1 << range_bits
+	 * bytes (12..20); 0 = ANOLE_RANGE_BITS_DEFAULT (64 KiB) */
+	unsigned range_bits;
 	void (*progress)(const struct anole_progress *p, void *ctx);
 	void *progress_ctx;
 	/* container sources: when set, gets the image config's "config"
@@ -325,6 +328,7 @@ struct anole_run_options {
 	const char *runtime;       /* NULL: crun or runc, the first that works */
 	const char *upper;         /* the writable layer's directory; NULL: a tmpfs */
 	bool net_none;             /* else the host's network */
+	const char *prefetch;      /* recorded (NULL), all or none: as anole mount */
 	int tls_verify;
 	/* record which data the command reads, in order (through FUSE, so
 	 * every first read shows); *trace gets the list as JSON */

@@ -34,7 +34,12 @@
 #define ANOLE_ANNOT_META_SIZE "dev.anole.meta.size"
 
 #define ANOLE_DIGEST_TABLE_MAGIC "ANOLEDT1"
-#define ANOLE_RANGE_BITS 20 /* 1 MiB ranges */
+/* Digest table ranges: 1 << range_bits bytes, 4 KiB to 1 MiB; the unit a
+ * lazy mount fetches and verifies. 64 KiB by default: finer means fewer
+ * bytes fetched that nobody reads, a bigger table and more requests. */
+#define ANOLE_RANGE_BITS_MIN 12
+#define ANOLE_RANGE_BITS_MAX 20
+#define ANOLE_RANGE_BITS_DEFAULT 16
 
 struct anole_digest_table_head {
 	char magic[8];      /* ANOLEDT1 */

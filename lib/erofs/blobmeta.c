@@ -12,13 +12,15 @@
 
 #define MAX_CHUNK_INDEX (1ull << 31)
 
-int digest_table_init(struct digest_table *t, uint64_t blob_size)
+int digest_table_init(struct digest_table *t, uint64_t blob_size, unsigned range_bits)
 {
 	memset(t, 0, sizeof(*t));
+	if (range_bits < ANOLE_RANGE_BITS_MIN || range_bits > ANOLE_RANGE_BITS_MAX)
+		return -EINVAL;
 	memcpy(t->head.magic, ANOLE_DIGEST_TABLE_MAGIC, 8);
-	t->head.range_bits = ANOLE_RANGE_BITS;
+	t->head.range_bits = range_bits;
 	t->head.blob_size = blob_size;
-	t->head.count = DIV_ROUND_UP(blob_size, 1ull << ANOLE_RANGE_BITS);
+	t->head.count = DIV_ROUND_UP(blob_size, 1ull << range_bits);
 	t->d = calloc(MAX(t->head.count, 1), sizeof(*t->d));
 	return t->d ? 0 : -ENOMEM;
 }
@@ -46,9 +48,12 @@ int digest_table_decode(const void *data, size_t len, uint64_t blob_size, struct
 		return anole_err(err, EBADMSG, "%s: digest table of %zu bytes is too short", what,
 				 len);
 	memcpy(&h, data, sizeof(h));
-	/* one range size only: every reader of the table may rely on it */
-	if (memcmp(h.magic, ANOLE_DIGEST_TABLE_MAGIC, 8) || h.range_bits != ANOLE_RANGE_BITS)
-		return anole_err(err, EBADMSG, "%s: not a digest table of 1 MiB ranges", what);
+	if (memcmp(h.magic, ANOLE_DIGEST_TABLE_MAGIC, 8))
+		return anole_err(err, EBADMSG, "%s: not a digest table", what);
+	/* bounded: readers size buffers and shift by it */
+	if (h.range_bits < ANOLE_RANGE_BITS_MIN || h.range_bits > ANOLE_RANGE_BITS_MAX)
+		return anole_err(err, EBADMSG, "%s: digest table ranges of 2^%u bytes (not 4 KiB to 1 MiB)",
+				 what, h.range_bits);
 	uint64_t count = DIV_ROUND_UP(blob_size, 1ull << h.range_bits);
 	if (h.blob_size != blob_size || h.count != count ||
 	    len != sizeof(h) + count * sizeof(struct digest))

@@ -7,12 +7,12 @@
 #include "util/digest.h"
 #include "util/util.h"
 
-/* Digests of 1 << ANOLE_RANGE_BITS byte ranges, filled as a blob is read. */
+/* Digests of 1 << range_bits byte ranges, filled as a blob is read. */
 struct digest_table {
 	struct anole_digest_table_head head;
 	struct digest *d;
 };
-int digest_table_init(struct digest_table *t, uint64_t blob_size);
+int digest_table_init(struct digest_table *t, uint64_t blob_size, unsigned range_bits);
 void digest_table_release(struct digest_table *t);
 /* Serialise to a new buffer. */
 int digest_table_encode(const struct digest_table *t, struct strbuf *out);

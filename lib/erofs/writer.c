@@ -1608,25 +1608,33 @@ static int make_chunk_index(struct tree_writer *tw, uint64_t blocks)
 	return r < 0 ? anole_err(tw->err, ENOMEM, "out of memory") : 0;
 }
 
-/* Name the data blob by its SHA-256 and make its digest table (per 1 MiB
+/* Name the data blob by its SHA-256 and make its digest table (per
  * range) and chunk index. */
 static int seal_blob(struct tree_writer *tw)
 {
-	_Static_assert(COPY_BUF == 1u << ANOLE_RANGE_BITS, "one range per read");
+	_Static_assert(COPY_BUF == 1u << ANOLE_RANGE_BITS_MAX, "whole ranges per read");
 	uint64_t blocks = tw->next_blk - tw->data_base, len = blocks << tw->blkbits;
+	unsigned bits = tw->opts.range_bits ? tw->opts.range_bits : ANOLE_RANGE_BITS_DEFAULT;
 	struct digest_table t;
+	int r = digest_table_init(&t, len, bits);
+	if (r == -EINVAL)
+		return anole_err(tw->err, EINVAL, "digest table ranges of 2^%u bytes: choose 4 KiB to "
+				 "1 MiB", bits);
 	struct sha256_stream *h = sha256_stream_new();
-	if (!h || digest_table_init(&t, len) < 0) {
+	if (!h || r < 0) {
 		sha256_stream_free(h);
+		if (r >= 0)
+			digest_table_release(&t);
 		return anole_err(tw->err, ENOMEM, "out of memory");
 	}
-	int r = 0;
-	for (uint64_t off = 0, i = 0; off < len && r >= 0; i++) {
+	uint64_t range = 1ull << bits;
+	for (uint64_t off = 0, i = 0; off < len && r >= 0;) {
 		size_t n = (size_t)MIN(len - off, (uint64_t)COPY_BUF);
-		if ((r = pread_full(tw->data_fd, tw->buf, n, off)) >= 0) {
-			sha256_stream_update(h, tw->buf, n);
-			sha256(tw->buf, n, &t.d[i]);
-		}
+		if ((r = pread_full(tw->data_fd, tw->buf, n, off)) < 0)
+			break;
+		sha256_stream_update(h, tw->buf, n);
+		for (size_t at = 0; at < n; at += range) /* COPY_BUF is whole ranges */
+			sha256(tw->buf + at, (size_t)MIN(range, n - at), &t.d[i++]);
 		off += n;
 	}
 	struct digest d;

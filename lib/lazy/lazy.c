@@ -220,7 +220,9 @@ static int fetch_verified(struct store *src, const char *digest, uint64_t size,
 	if (digest_parse(digest, &want) < 0)
 		return anole_err(err, EBADMSG, "%s: bad digest %.80s", src->name, digest);
 	_cleanup_free_ char *path = NULL;
-	_cleanup_free_ char *buf = malloc(1u << ANOLE_RANGE_BITS);
+	/* table ranges, else any read size: the whole digest is checked too */
+	uint64_t range = 1ull << (table ? table->head.range_bits : ANOLE_RANGE_BITS_MAX), off = 0;
+	_cleanup_free_ char *buf = malloc(range);
 	if (!buf || asprintf(&path, "%s/%s", dst, digest + 7) < 0)
 		return anole_err(err, ENOMEM, "out of memory");
 	struct outfile out;
@@ -234,7 +236,6 @@ static int fetch_verified(struct store *src, const char *digest, uint64_t size,
 		r = anole_err(err, ENOMEM, "out of memory");
 	else
 		r = store_open_blob(src, digest, size, &fd, &f, err);
-	uint64_t range = 1ull << ANOLE_RANGE_BITS, off = 0;
 	for (uint64_t i = 0; r >= 0 && off < size; i++) {
 		size_t want_len = (size_t)MIN(range, size - off), got = 0;
 		while (got < want_len) {

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Recorded prefetch lists: which 1 MiB ranges of which data blobs a
+ * Recorded prefetch lists: which ranges of which data blobs a
  * workload needed, in the order it first needed them. Stored next to the
  * image as an artifact whose subject is the image manifest, under the tag
  * sha256-HEX.prefetch, so the image's own digest does not change.

@@ -399,9 +399,11 @@ int anole_run(const struct anole_run_options *o, int *status, struct anole_error
 		sigaction(sigs[i], &sa, &old[i]);
 
 	log_line(o->log, o->log_ctx, "mounting %s lazily", o->ref);
-	ret = daemon_call(json_pack("{s:s,s:s,s:s,s:i,s:b,s:b}", "op", "mount", "ref", o->ref,
+	/* recording starts from an empty cache: only then does every read show */
+	const char *prefetch = o->record ? "none" : o->prefetch ? o->prefetch : "recorded";
+	ret = daemon_call(json_pack("{s:s,s:s,s:s,s:i,s:b,s:b,s:s}", "op", "mount", "ref", o->ref,
 				    "mountpoint", r.lower, "tls_verify", o->tls_verify, "record",
-				    o->record, "fuse", o->record),
+				    o->record, "fuse", o->record, "prefetch", prefetch),
 			  err, NULL);
 	r.lower_mounted = ret >= 0;
 	const char *upper = o->upper ? o->upper : r.rw;

@@ -24,14 +24,15 @@ static int ctl_fd = -1;
 static json_t *blob_status(const struct blob *b)
 {
 	uint64_t present = blob_present(b);
-	uint64_t bytes = MIN(present << ANOLE_RANGE_BITS, b->size);
+	uint64_t bytes = MIN(present << b->rbits, b->size);
 	if (!b->complete && b->nranges && b->state[b->nranges - 1] == RANGE_PRESENT &&
-	    b->size % (1ull << ANOLE_RANGE_BITS))
-		bytes -= (1ull << ANOLE_RANGE_BITS) - b->size % (1ull << ANOLE_RANGE_BITS);
-	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:b, s:I, s:I, s:I, s:I, s:s}", "digest",
+	    b->size % (1ull << b->rbits))
+		bytes -= (1ull << b->rbits) - b->size % (1ull << b->rbits);
+	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:b, s:I, s:I, s:I, s:I, s:I, s:s}", "digest",
 			 b->digest, "size", (json_int_t)b->size, "ranges", (json_int_t)b->nranges,
 			 "ranges_present", (json_int_t)present, "bytes_cached", (json_int_t)bytes,
 			 "complete", b->complete, "bytes_fetched", (json_int_t)b->fetched_bytes,
+			 "bytes_read", (json_int_t)b->read_bytes,
 			 "fetch_requests", (json_int_t)b->fetches, "failures",
 			 (json_int_t)b->failures, "readers_waiting", (json_int_t)b->waiting,
 			 "path", b->path);
@@ -70,11 +71,13 @@ static json_t *status_json(void)
 		queued++;
 	for (const struct job *j = W.background; j; j = j->next)
 		queued++;
-	return json_pack("{s:i, s:I, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+	return json_pack("{s:i, s:I, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+			 "s:I}",
 			 "pid", (int)getpid(), "started", (json_int_t)W.started, "cache",
 			 W.paths.cache, "mounts", mounts, "blobs", blobs, "bytes_total",
 			 (json_int_t)total, "bytes_cached", (json_int_t)cached, "bytes_fetched",
-			 (json_int_t)W.fetched_bytes, "fetch_requests",
+			 (json_int_t)W.fetched_bytes, "bytes_read", (json_int_t)W.read_bytes,
+			 "fetch_requests",
 			 (json_int_t)W.fetch_requests, "fetch_errors", (json_int_t)W.fetch_errors,
 			 "events", (json_int_t)W.events, "events_pending",
 			 (json_int_t)W.npending_events, "reads_failed", (json_int_t)W.denied,
@@ -92,6 +95,8 @@ static char *metrics_text(json_t *st)
 		{"bytes_total", "anole_blob_bytes", "gauge", "Bytes of the data blobs in use."},
 		{"bytes_cached", "anole_cache_bytes", "gauge", "Verified bytes of them in the cache."},
 		{"bytes_fetched", "anole_fetched_bytes_total", "counter", "Bytes fetched."},
+		{"bytes_read", "anole_read_bytes_total", "counter",
+		 "Distinct bytes of partly fetched blobs that reads asked for."},
 		{"fetch_requests", "anole_fetch_requests_total", "counter", "Range requests made."},
 		{"fetch_errors", "anole_fetch_errors_total", "counter",
 		 "Failed or unverifiable fetches."},
@@ -165,7 +170,10 @@ static void maybe_quit(void)
 		snprintf(path, sizeof(path), "%s/holder.pid", W.paths.runtime);
 		unlink(path);
 	}
-	wlog("nothing mounted; exiting");
+	wlog("nothing mounted; exiting (fetched %llu bytes in %llu requests; reads asked for "
+	     "%llu distinct bytes of partial blobs)",
+	     (unsigned long long)W.fetched_bytes, (unsigned long long)W.fetch_requests,
+	     (unsigned long long)W.read_bytes);
 	_exit(0);
 }
 

@@ -2,12 +2,14 @@
 /*
  * Fetching ranges: waiting readers, the job queues and the fetch threads.
  *
- * A reader's event names a byte range of a blob; it waits for the 1 MiB
+ * A reader's event names a byte range of a blob; it waits for the
  * ranges that cover it. Each missing range is fetched once however many
  * readers wait for it: a range is absent, being fetched, or present.
- * Neighbouring missing ranges go in one request (up to COALESCE), and a
- * demand read that follows the range before it also asks for the
- * READAHEAD ranges after it. Background
+ * Neighbouring missing ranges go in one request (up to coalesce()). There
+ * is no read-ahead of our own: the kernel's already asks for what a
+ * sequential reader will want, and on a slow link guessed bytes delay the
+ * ones a reader waits for (bench/startup: a 2 MiB read-ahead made every
+ * start-up slower). Background
  * prefetch has its own queue and one thread, which runs only while no
  * demand job waits, at a capped rate.
  */
@@ -21,13 +23,22 @@
 
 #include "serve/worker.h"
 
-#define COALESCE 4
-#define READAHEAD 1
+/* the most one request asks for: a reader waits for all of it, prefetch
+ * does not; and at least 4 ranges, as with 1 MiB ranges */
+#define DEMAND_REQUEST_MAX (1u << 20)
+#define PREFETCH_REQUEST_MAX (4u << 20)
+#define COALESCE_MIN 4
+#define COALESCE_MAX (PREFETCH_REQUEST_MAX >> ANOLE_RANGE_BITS_MIN)
 /* the registry client retries failed transfers itself (about 8 s in all);
  * here a range that came but did not verify is fetched once more */
 #define ATTEMPTS 2
 #define DOWN_SECONDS 30
 #define DEMAND_THREADS 8
+/* Listed jobs (prefetch lists, read-ahead) in flight at once. They are in
+ * the order they will be needed: more at once would share the link and
+ * make the first one needed arrive later. Two keep it busy across a
+ * request's round trip. */
+#define LISTED_PARALLEL 2
 
 static bool all_present(const struct blob *b, uint64_t first, uint64_t last)
 {
@@ -64,6 +75,12 @@ static void promote(struct blob *b, uint64_t r)
 
 enum prio { DEMAND, LISTED, BACKGROUND };
 
+static uint64_t coalesce(const struct blob *b, enum prio prio)
+{
+	uint64_t bytes = prio == DEMAND ? DEMAND_REQUEST_MAX : PREFETCH_REQUEST_MAX;
+	return MAX(COALESCE_MIN, bytes >> b->rbits);
+}
+
 /* -ENOMEM when a job could not be made (its ranges stay absent). */
 static int schedule_prio(struct blob *b, uint64_t from, uint64_t to, enum prio prio)
 {
@@ -82,7 +99,7 @@ static int schedule_prio(struct blob *b, uint64_t from, uint64_t to, enum prio p
 		j->first = r;
 		j->background = background;
 		while (r <= to && r < b->nranges && b->state[r] == RANGE_ABSENT &&
-		       j->count < COALESCE) {
+		       j->count < coalesce(b, prio)) {
 			b->state[r++] = RANGE_FETCHING;
 			j->count++;
 		}
@@ -125,10 +142,7 @@ static void add_waiter(struct blob *b, uint64_t id, struct sync_wait *sw, uint64
 			     .last = last};
 	W.waiters = w;
 	b->waiting++;
-	/* read ahead only when reads walk forward: a random read costs its
-	 * own ranges and nothing more */
-	bool sequential = first > 0 && b->state[first - 1] != RANGE_ABSENT;
-	if (schedule(b, first, MIN(last + (sequential ? READAHEAD : 0), b->nranges - 1), false) < 0) {
+	if (schedule(b, first, last, false) < 0) {
 		/* no job will wake this reader: fail it now */
 		W.waiters = w->next;
 		b->waiting--;
@@ -149,9 +163,9 @@ int fetch_wait(struct blob *b, uint64_t off, uint64_t len)
 	pthread_mutex_lock(&W.lock);
 	int r = 0;
 	if (!b->complete && len && off < b->size) {
-		uint64_t first = off >> ANOLE_RANGE_BITS;
+		uint64_t first = off >> b->rbits;
 		/* (len is capped first: off + len must not wrap) */
-		uint64_t last = (off + MIN(len, b->size - off) - 1) >> ANOLE_RANGE_BITS;
+		uint64_t last = (off + MIN(len, b->size - off) - 1) >> b->rbits;
 		if (!all_present(b, first, last)) {
 			struct sync_wait sw = {.cond = PTHREAD_COND_INITIALIZER};
 			add_waiter(b, 0, &sw, first, last);
@@ -197,7 +211,7 @@ void prefetch_list(struct lmount *m, json_t *list)
 			continue;
 		/* runs of neighbours become one request, in the list's order */
 		if (run_b == map[bi] && (uint64_t)r == run_last + 1 &&
-		    run_last + 1 - run_first < COALESCE) {
+		    run_last + 1 - run_first < coalesce(run_b, LISTED)) {
 			run_last = (uint64_t)r;
 			continue;
 		}
@@ -224,8 +238,8 @@ void trace_note(struct lmount *m, struct blob *b, uint64_t off, uint64_t len)
 		return;
 	if (!m->seen[k] && !(m->seen[k] = calloc(MAX(b->nranges, 1), 1)))
 		return;
-	uint64_t first = off >> ANOLE_RANGE_BITS;
-	uint64_t last = (off + MIN(len, b->size - off) - 1) >> ANOLE_RANGE_BITS;
+	uint64_t first = off >> b->rbits;
+	uint64_t last = (off + MIN(len, b->size - off) - 1) >> b->rbits;
 	for (uint64_t r = first; r <= last; r++) {
 		if (m->seen[k][r])
 			continue;
@@ -301,8 +315,8 @@ static void sleep_s(double s)
 static int run_job(struct job *j, uint64_t *len_out)
 {
 	struct blob *b = j->b;
-	uint64_t off = j->first << ANOLE_RANGE_BITS;
-	uint64_t len = MIN(j->count << ANOLE_RANGE_BITS, b->size - off);
+	uint64_t off = j->first << b->rbits;
+	uint64_t len = MIN(j->count << b->rbits, b->size - off);
 	*len_out = len;
 	_cleanup_free_ char *buf = malloc(len);
 	if (!buf)
@@ -328,15 +342,15 @@ static int run_job(struct job *j, uint64_t *len_out)
 		__atomic_add_fetch(&W.fetched_bytes, len, __ATOMIC_RELAXED);
 		__atomic_add_fetch(&b->fetched_bytes, len, __ATOMIC_RELAXED);
 		for (uint64_t i = 0; i < j->count && r >= 0; i++) {
-			uint64_t at = i << ANOLE_RANGE_BITS;
+			uint64_t at = i << b->rbits;
 			struct digest d;
-			sha256(buf + at, MIN(1ull << ANOLE_RANGE_BITS, len - at), &d);
+			sha256(buf + at, MIN(1ull << b->rbits, len - at), &d);
 			if (memcmp(&d, &b->table.d[j->first + i], sizeof(d))) {
 				__atomic_add_fetch(&W.fetch_errors, 1, __ATOMIC_RELAXED);
 				wlog("blob %s: bytes %llu-%llu do not match its digest table "
 				     "(attempt %d of %d)",
 				     b->digest, (unsigned long long)(off + at),
-				     (unsigned long long)(off + MIN(at + (1ull << ANOLE_RANGE_BITS), len) - 1),
+				     (unsigned long long)(off + MIN(at + (1ull << b->rbits), len) - 1),
 				     attempt + 1, ATTEMPTS);
 				r = -EBADMSG;
 			}
@@ -352,7 +366,8 @@ static int run_job(struct job *j, uint64_t *len_out)
 		wlog("%s: %s", b->path, strerror(r < 0 ? -r : errno));
 		return r < 0 ? r : -errno;
 	}
-	uint8_t ones[COALESCE];
+	uint8_t ones[COALESCE_MAX];
+	_Static_assert(COALESCE_MAX >= COALESCE_MIN, "");
 	memset(ones, 1, sizeof(ones));
 	if (pwrite_full(b->mapfd, ones, j->count, j->first) < 0)
 		wlog("%s: cannot record ranges", b->path);
@@ -387,8 +402,11 @@ static void *fetcher(void *arg)
 		struct job *j = W.demand;
 		if (j)
 			W.demand = j->next;
-		else if ((j = W.listed))
+		else if (W.listed_running < LISTED_PARALLEL && (j = W.listed)) {
 			W.listed = j->next;
+			j->listed = true;
+			W.listed_running++;
+		}
 		else if (background && (j = W.background))
 			W.background = j->next;
 		if (!j) {
@@ -401,6 +419,10 @@ static void *fetcher(void *arg)
 		int r = run_job(j, &len);
 		pthread_mutex_lock(&W.lock);
 		bool was_background = j->background;
+		if (j->listed) {
+			W.listed_running--;
+			pthread_cond_broadcast(&W.jobs_cond);
+		}
 		finish_job(j, r);
 		free(j);
 		if (was_background && W.prefetch_rate) {

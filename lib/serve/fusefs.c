@@ -44,11 +44,12 @@ static int before_read(void *ctx, unsigned int dev, uint64_t off, uint64_t len)
 	struct fusefs *fs = ctx;
 	if (dev >= fs->ndevs)
 		return -EIO;
-	if (fs->m->record) {
-		pthread_mutex_lock(&W.lock);
+	pthread_mutex_lock(&W.lock);
+	if (fs->m->record)
 		trace_note(fs->m, fs->devblobs[dev], off, len);
-		pthread_mutex_unlock(&W.lock);
-	}
+	if (!fs->devblobs[dev]->complete)
+		note_read_locked(fs->devblobs[dev], off, len);
+	pthread_mutex_unlock(&W.lock);
 	return fetch_wait(fs->devblobs[dev], off, len);
 }
 

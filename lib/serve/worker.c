@@ -4,7 +4,7 @@
  *
  * Every data blob of a mounted image is a file in the cache: complete
  * (verified, under blobs/sha256/HEX) or partial (partial/HEX, sparse, with
- * partial/HEX.ranges holding one byte per 1 MiB range: 1 once that range
+ * partial/HEX.ranges holding one byte per range: 1 once that range
  * was verified and is on disk). A partial file carries a FAN_PRE_ACCESS
  * mark; the kernel asks before every read of it, and the worker answers
  * once the range is there. Its writes go through a descriptor opened
@@ -49,11 +49,13 @@ void wlog(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	time_t t = time(NULL);
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
 	struct tm tm;
-	gmtime_r(&t, &tm);
-	fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02dZ anole worker: %s\n", tm.tm_year + 1900,
-		tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, line);
+	gmtime_r(&now.tv_sec, &tm);
+	fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ anole worker: %s\n",
+		tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+		now.tv_nsec / 1000000, line);
 }
 
 static void send_holder(const struct hmsg *m, int fd)
@@ -153,6 +155,7 @@ static void blob_free(struct blob *b)
 	digest_table_release(&b->table);
 	store_free(b->src);
 	free(b->state);
+	free(b->readmap);
 	free(b);
 }
 
@@ -252,7 +255,9 @@ static int get_blob(const struct anole_lazy_blob *lb, const char *ref, int tls_v
 	b->fd = b->mapfd = -1;
 	b->refs = 1;
 	b->size = lb->size;
-	b->nranges = DIV_ROUND_UP(lb->size, 1ull << ANOLE_RANGE_BITS);
+	/* a complete blob needs no table: count it in the biggest ranges */
+	b->rbits = ANOLE_RANGE_BITS_MAX;
+	b->nranges = DIV_ROUND_UP(lb->size, 1ull << b->rbits);
 	snprintf(b->digest, sizeof(b->digest), "%s", lb->digest);
 	int r = store_open(ref, tls_verify, false, &b->src, err);
 	struct stat st;
@@ -273,6 +278,8 @@ static int get_blob(const struct anole_lazy_blob *lb, const char *ref, int tls_v
 		r = lazy_blob_table(W.paths.cache, lb, &b->table, err);
 	if (r < 0)
 		goto fail;
+	b->rbits = b->table.head.range_bits;
+	b->nranges = b->table.head.count;
 	snprintf(b->path, sizeof(b->path), "%s", partial);
 	/* a descriptor from before the mark: inherited from the holder
 	 * (an earlier worker made it), or made now, before marking */
@@ -372,6 +379,25 @@ void blob_release(struct blob *b)
 
 /* ---- events ------------------------------------------------------------------ */
 
+/* W.lock held. Counts each 4 KiB page once (bench and status only). */
+void note_read_locked(struct blob *b, uint64_t off, uint64_t len)
+{
+	if (!len || off >= b->size)
+		return;
+	len = MIN(len, b->size - off);
+	uint64_t pages = (b->size + 4095) / 4096;
+	if (!b->readmap && !(b->readmap = calloc((size_t)((pages + 7) / 8), 1)))
+		return;
+	for (uint64_t p = off / 4096; p <= (off + len - 1) / 4096; p++) {
+		if (b->readmap[p / 8] & (1u << (p % 8)))
+			continue;
+		b->readmap[p / 8] |= (uint8_t)(1u << (p % 8));
+		uint64_t n = MIN(4096, b->size - p * 4096);
+		b->read_bytes += n;
+		W.read_bytes += n;
+	}
+}
+
 static void on_event(const struct hmsg *ev)
 {
 	pthread_mutex_lock(&W.lock);
@@ -389,9 +415,10 @@ static void on_event(const struct hmsg *ev)
 	} else if (b->complete || !ev->count || ev->off >= b->size) {
 		answer_event(ev->id, true);
 	} else {
-		uint64_t first = ev->off >> ANOLE_RANGE_BITS;
+		note_read_locked(b, ev->off, ev->count);
+		uint64_t first = ev->off >> b->rbits;
 		/* (count is capped first: off + count must not wrap) */
-		uint64_t last = (ev->off + MIN(ev->count, b->size - ev->off) - 1) >> ANOLE_RANGE_BITS;
+		uint64_t last = (ev->off + MIN(ev->count, b->size - ev->off) - 1) >> b->rbits;
 		wait_for(b, ev->id, first, last);
 	}
 	pthread_mutex_unlock(&W.lock);
@@ -771,10 +798,17 @@ json_t *op_trace(const char *mnt, struct anole_error *err)
 		json_t *blobs = json_array(), *ranges = json_array();
 		for (size_t k = 0; k < m->nblobs; k++)
 			json_array_append_new(blobs, json_string(m->blobs[k]->digest));
-		for (size_t i = 0; i < m->ntrace; i++)
+		uint64_t bytes = 0;
+		for (size_t i = 0; i < m->ntrace; i++) {
+			const struct blob *b = m->blobs[m->trace[i][0]];
+			uint64_t off = m->trace[i][1] << b->rbits;
+			bytes += off < b->size ? MIN(1ull << b->rbits, b->size - off) : 0;
 			json_array_append_new(ranges, json_pack("[I,I]", (json_int_t)m->trace[i][0],
 								(json_int_t)m->trace[i][1]));
-		out = json_pack("{s:o,s:o}", "blobs", blobs, "ranges", ranges);
+		}
+		/* "bytes": informative, for people reading the list */
+		out = json_pack("{s:o,s:o,s:I}", "blobs", blobs, "ranges", ranges, "bytes",
+				(json_int_t)bytes);
 	}
 	pthread_mutex_unlock(&W.lock);
 	return out;

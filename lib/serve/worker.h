@@ -20,6 +20,7 @@ struct blob {
 	char digest[72];
 	char path[600]; /* the file the kernel reads: partial or complete */
 	uint64_t size, nranges;
+	unsigned rbits; /* ranges of 1 << rbits bytes: the digest table's */
 	int fd;         /* partial: written through, raises no events */
 	int mapfd;      /* partial: HEX.ranges */
 	uint8_t *state; /* per range */
@@ -30,6 +31,10 @@ struct blob {
 	bool kept; /* the holder has a copy of fd */
 	unsigned refs, busy; /* busy: fetches under way */
 	uint64_t fetched_bytes, fetches, failures, waiting;
+	/* distinct 4 KiB pages readers asked for while the blob was partial:
+	 * what a workload needed, to compare with what was fetched */
+	uint8_t *readmap;
+	uint64_t read_bytes;
 	time_t down_since; /* the last full-retry fetch failed then; 0 = fine */
 };
 
@@ -71,6 +76,7 @@ struct job {
 	struct blob *b;
 	uint64_t first, count; /* ranges */
 	bool background;
+	bool listed; /* taken from W.listed: counts in W.listed_running */
 };
 
 struct worker {
@@ -89,7 +95,9 @@ struct worker {
 	size_t nmounts;
 	struct waiter *waiters;
 	struct job *demand, *listed, *background;
+	unsigned listed_running;
 	uint64_t events, npending_events, denied, fetch_requests, fetched_bytes, fetch_errors;
+	uint64_t read_bytes;
 	uint64_t prefetch_rate; /* bytes per second, 0 = unlimited */
 	/* events not answered yet, with the number of their descriptor: if
 	 * the holder dies, the worker answers them on the group itself */
@@ -124,6 +132,7 @@ void prefetch_blob(struct blob *b);
 void prefetch_list(struct lmount *m, struct json_t *list);
 /* A recording mount's reader needs [off, off+len) of blob @b. */
 void trace_note(struct lmount *m, struct blob *b, uint64_t off, uint64_t len);
+void note_read_locked(struct blob *b, uint64_t off, uint64_t len);
 void cancel_jobs(struct blob *b);
 int start_fetchers(void);
 

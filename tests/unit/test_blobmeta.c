@@ -17,8 +17,8 @@ static void digest_table_round_trip(void **state)
 {
 	(void)state;
 	struct digest_table t, back;
-	uint64_t size = 3 * (1ull << ANOLE_RANGE_BITS) + 17; /* a short last range */
-	assert_int_equal(digest_table_init(&t, size), 0);
+	uint64_t size = 3 * (1ull << 16) + 17; /* a short last range */
+	assert_int_equal(digest_table_init(&t, size, 16), 0);
 	assert_int_equal(t.head.count, 4);
 	for (int i = 0; i < 4; i++)
 		memset(t.d[i].b, i + 1, 32);
@@ -36,10 +36,15 @@ static void digest_table_round_trip(void **state)
 	err = (struct anole_error){0};
 	assert_true(digest_table_decode(raw.buf, raw.len - 1, size, &back, &err, "t") < 0);
 	assert_true(digest_table_decode(raw.buf, 10, size, &back, &err, "t") < 0);
-	/* only 1 MiB ranges: readers index the table by offset >> 20 */
-	raw.buf[8] = 12;
-	assert_true(digest_table_decode(raw.buf, raw.len, size, &back, &err, "t") < 0);
-	raw.buf[8] = ANOLE_RANGE_BITS;
+	/* ranges of 4 KiB to 1 MiB only; the count must follow from them */
+	for (int bits = 0; bits < 64; bits++) {
+		raw.buf[8] = (char)bits;
+		if (bits != 16)
+			assert_true(digest_table_decode(raw.buf, raw.len, size, &back, &err, "t") < 0);
+	}
+	raw.buf[8] = 16;
+	assert_int_equal(digest_table_init(&back, size, 11), -EINVAL);
+	assert_int_equal(digest_table_init(&back, size, 21), -EINVAL);
 	raw.buf[0] ^= 1;
 	assert_true(digest_table_decode(raw.buf, raw.len, size, &back, &err, "t") < 0);
 	strbuf_release(&raw);
