@@ -2,7 +2,7 @@
 BUILD ?= build
 MESON_OPTS ?=
 
-.PHONY: all deps check demo bench clean asan
+.PHONY: all deps check demo bench clean asan fuzz
 
 all: $(BUILD)/build.ninja
 	ninja -C $(BUILD)
@@ -32,5 +32,11 @@ asan: deps
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ANOLE_TEST_TIMEOUT=3000 \
 		BUILD_DIR=build-asan ANOLE=$(CURDIR)/build-asan/anole tests/run
 
+# libFuzzer targets (clang, ASan+UBSan), each run FUZZ_SECONDS from its seeds.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	CC=clang $(MAKE) BUILD=build-fuzz MESON_OPTS="-Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false -Dc_args=-fsanitize=fuzzer-no-link" all
+	tests/fuzz/run $(FUZZ_SECONDS)
+
 clean:
-	rm -rf $(BUILD) build-asan
+	rm -rf $(BUILD) build-asan build-fuzz

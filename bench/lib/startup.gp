@@ -11,6 +11,7 @@ set boxwidth 0.9
 set grid ytics
 set key top left
 set yrange [0:*]
+set offsets 0, 0, graph 0.08, 0
 plot datafile using 2:xtic(1) title "(a) skopeo copy + umoci unpack + runc", \
      '' using 3 title "(b) anole run", \
      '' using 4 title "(c) anole run, recorded prefetch"
