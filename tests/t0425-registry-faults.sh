@@ -17,22 +17,10 @@ need_cmd docker-registry skopeo umoci zstd python3
 L=$("$ROOT/tests/lib/mkoci" --small) || fail "mkoci --small failed"
 "$ANOLE" build -q "oci:$L:v1" "$TMP/ref.img" || fail "build from the layout failed"
 
-proxy() {	# FAULT...: start a fault proxy in front of $REGISTRY, set PROXY
-	local log=$TMP/proxy.$#.$RANDOM
-	: >"$TMP/proxy.log"
-	_reg_spawn "$log" python3 "$ROOT/tests/lib/faultproxy" "$REGISTRY" "$TMP/proxy.log" "$@"
-	for _ in $(seq 100); do
-		[ -s "$log" ] && break
-		sleep 0.05
-	done
-	PROXY=127.0.0.1:$(head -n 1 "$log")
-	PROXY_PID=$_REG_LAST
-}
-
 through() {	# WHAT FAULT...: build through the proxy, compare
 	local what=$1
 	shift
-	proxy "$@"
+	faultproxy_start "$@"
 	rm -f "$TMP/p.img"
 	"$ANOLE" build -q "docker://$PROXY/anole/small:v1" "$TMP/p.img" 2>"$TMP/err" || {
 		cat "$TMP/err" "$TMP/proxy.log"
@@ -55,7 +43,7 @@ grep -q "range ignored" "$TMP/proxy.log" || fail "no resumed request was answere
 through "redirects" redirect
 grep -q -- "-> 307" "$TMP/proxy.log" || fail "no redirect was served"
 
-proxy flip
+faultproxy_start flip
 rc=0
 "$ANOLE" build -q "docker://$PROXY/anole/small:v1" "$TMP/bad.img" 2>"$TMP/err" || rc=$?
 [ $rc = 1 ] || fail "flipped blob: exit $rc: $(cat "$TMP/err")"

@@ -16,7 +16,7 @@
 need_root
 need_erofs
 need_cmd docker-registry skopeo umoci python3 curl
-"$ROOT/tests/lib/fanotify-probe" || skip "this kernel has no fanotify pre-content events (FAN_PRE_ACCESS)"
+need_fanotify
 
 SMALL=$("$ROOT/tests/lib/mkoci" --small) || fail "mkoci --small failed"
 FULL=$("$ROOT/tests/lib/mkoci" 2>"$TMP/mkoci.err") || FULL=

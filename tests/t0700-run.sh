@@ -13,7 +13,7 @@
 need_root
 need_erofs
 need_cmd docker-registry python3 runc
-"$ROOT/tests/lib/fanotify-probe" || skip "this kernel has no fanotify pre-content events (FAN_PRE_ACCESS)"
+need_fanotify
 ROOTFS=$("$ROOT/tests/lib/rootfs-variant" minbase-python-bookworm-v1 python3 --no-debs 2>"$TMP/rootfs.err") ||
 	skip "no python3 rootfs: $(tail -n 1 "$TMP/rootfs.err")"
 

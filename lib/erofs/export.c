@@ -184,7 +184,7 @@ static int nid_add(struct nid_map *m, uint64_t nid, const char *path, bool with_
 		*m = g;
 	}
 	size_t i = nid_slot(m, nid);
-	if (with_paths && !(m->paths[i] = strdup(path)))
+	if (with_paths && path && !(m->paths[i] = strdup(path)))
 		return -ENOMEM;
 	m->nids[i] = nid + 1;
 	m->n++;

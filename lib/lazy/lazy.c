@@ -5,8 +5,10 @@
  * and pushes one, pulling fetches and verifies one into a local layout.
  * docs/FORMAT.md ("Lazy images") is the specification.
  */
+#include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <sys/file.h>
 #include <jansson.h>
 #include <sys/stat.h>
 #include <zstd.h>
@@ -359,7 +361,7 @@ static int unpack_meta(struct store *dst, const struct anole_lazy_info *li, stru
 			}
 		}
 	}
-	struct digest got, want;
+	struct digest got = {0}, want;
 	if (h)
 		sha256_stream_final(h, &got);
 	if (r >= 0 && (zr || done != li->meta_image_size ||
@@ -576,6 +578,7 @@ struct convert {
 	char *stage;   /* where the build writes: DIR with DIR/blobs/sha256 */
 	char *blobdir; /* stage/blobs/sha256 */
 	bool own_stage; /* a temporary directory to remove */
+	int stage_lock; /* own_stage: STAGE.lock, flocked while we live */
 	char *run_config; /* the source image's config.config, JSON, or NULL */
 };
 
@@ -654,6 +657,32 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 	return 0;
 }
 
+/* Work directories of converts that were killed: each live convert holds
+ * a lock on STAGE.lock, so one whose lock can be taken is abandoned. */
+static void remove_stale_stages(const char *base)
+{
+	DIR *d = opendir(base);
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		size_t n = strlen(e->d_name);
+		if (strncmp(e->d_name, "anole-convert.", 14) || n < 5 ||
+		    strcmp(e->d_name + n - 5, ".lock"))
+			continue;
+		int fd = openat(dirfd(d), e->d_name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0)
+			continue;
+		if (!flock(fd, LOCK_EX | LOCK_NB)) {
+			_cleanup_free_ char *dir = NULL;
+			if (asprintf(&dir, "%s/%.*s", base, (int)(n - 5), e->d_name) >= 0)
+				nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+			unlinkat(dirfd(d), e->d_name, 0);
+		}
+		close(fd);
+	}
+	if (d)
+		closedir(d);
+}
+
 static int make_stage(struct convert *c)
 {
 	if (!store_is_registry(c->target)) {
@@ -661,12 +690,22 @@ static int make_stage(struct convert *c)
 	} else {
 		const char *base = c->o->work_dir ? c->o->work_dir
 			       : getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp";
+		remove_stale_stages(base);
 		if (asprintf(&c->stage, "%s/anole-convert.XXXXXX", base) < 0)
 			c->stage = NULL;
 		else if (!mkdtemp(c->stage))
 			return anole_err(c->err, errno, "%s: cannot make a work directory: %s", base,
 					 strerror(errno));
 		c->own_stage = true;
+		/* held until we exit, however that happens; locked before it gets
+		 * the name other converts look for */
+		_cleanup_free_ char *lock = NULL, *tmp = NULL;
+		if (asprintf(&lock, "%s.lock", c->stage) < 0 ||
+		    asprintf(&tmp, "%s.lock.new", c->stage) < 0)
+			return anole_err(c->err, ENOMEM, "out of memory");
+		c->stage_lock = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (c->stage_lock < 0 || flock(c->stage_lock, LOCK_EX) < 0 || rename(tmp, lock) < 0)
+			return anole_err(c->err, errno, "%s: %s", lock, strerror(errno));
 	}
 	if (!c->stage || asprintf(&c->blobdir, "%s/blobs/sha256", c->stage) < 0)
 		return anole_err(c->err, ENOMEM, "out of memory");
@@ -932,7 +971,7 @@ int anole_convert(const char *source, const char *target, const struct anole_con
 		  struct anole_convert_stats *stats, struct anole_error *err)
 {
 	struct anole_convert_stats st = {0};
-	struct convert c = {.o = o, .st = &st, .err = err};
+	struct convert c = {.o = o, .st = &st, .err = err, .stage_lock = -1};
 	if (strncmp(target, "docker://", 9) && strncmp(target, "oci:", 4))
 		return anole_err(err, EINVAL, "%s: the target is docker://HOST/REPO[:TAG] or "
 				 "oci:DIR[:TAG]", target);
@@ -969,8 +1008,14 @@ int anole_convert(const char *source, const char *target, const struct anole_con
 		r = write_manifest(&c, bo.compress);
 	if (tmp && r < 0)
 		unlink(tmp);
-	if (c.own_stage && c.stage)
+	if (c.own_stage && c.stage) {
 		nftw(c.stage, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+		_cleanup_free_ char *lock = NULL;
+		if (asprintf(&lock, "%s.lock", c.stage) >= 0)
+			unlink(lock);
+	}
+	if (c.stage_lock >= 0)
+		close(c.stage_lock);
 	for (size_t i = 0; i < c.nbases; i++)
 		free(c.bases[i].chunks_path);
 	free(c.bases);

@@ -67,6 +67,10 @@ need_erofs() {
 	grep -qw erofs /proc/filesystems || skip "kernel has no erofs support"
 }
 
+need_fanotify() {
+	"$ROOT/tests/lib/fanotify-probe" || skip "this kernel has no fanotify pre-content events (FAN_PRE_ACCESS)"
+}
+
 # mktmpfs DIR [SIZE]: tmpfs (with user xattr support, kernel >= 6.6) at DIR.
 mktmpfs() {
 	need_root
