@@ -23,6 +23,7 @@ expect_error 2 "usage" "$ANOLE"
 expect_error 2 "unknown command" "$ANOLE" frobnicate
 expect_error 2 "usage" "$ANOLE" build "$TMP/src"
 expect_error 2 "usage" "$ANOLE" build --bogus "$TMP/src" "$TMP/x.img"
+expect_error 1 "cannot create output" "$ANOLE" build "$TMP/src" ""
 expect_error 2 "not a UUID" "$ANOLE" build --uuid=xyz "$TMP/src" "$TMP/x.img"
 expect_error 2 "longer than 16" "$ANOLE" build -L 12345678901234567 "$TMP/src" "$TMP/x.img"
 expect_error 1 "choose lz4, lz4hc" "$ANOLE" build -z brotli "$TMP/src" "$TMP/x.img"

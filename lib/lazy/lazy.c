@@ -691,9 +691,10 @@ static int make_stage(struct convert *c)
 		const char *base = c->o->work_dir ? c->o->work_dir
 			       : getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp";
 		remove_stale_stages(base);
-		if (asprintf(&c->stage, "%s/anole-convert.XXXXXX", base) < 0)
+		if (asprintf(&c->stage, "%s/anole-convert.XXXXXX", base) < 0) {
 			c->stage = NULL;
-		else if (!mkdtemp(c->stage))
+			return anole_err(c->err, ENOMEM, "out of memory");
+		} else if (!mkdtemp(c->stage))
 			return anole_err(c->err, errno, "%s: cannot make a work directory: %s", base,
 					 strerror(errno));
 		c->own_stage = true;

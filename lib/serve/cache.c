@@ -197,7 +197,8 @@ int anole_cache_gc(uint64_t max_size, struct anole_cache_gc_stats *st, struct an
 		total += c.e[i].disk;
 	st->before = total;
 	/* least recently used first; what mounts use stays */
-	qsort(c.e, c.n, sizeof(*c.e), by_age);
+	if (c.n)
+		qsort(c.e, c.n, sizeof(*c.e), by_age);
 	for (size_t i = 0; r >= 0 && i < c.n && total > max_size; i++) {
 		const struct anole_cache_entry *e = &c.e[i];
 		if (e->in_use) {

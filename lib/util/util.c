@@ -205,6 +205,8 @@ int tmpfile_unnamed(const char *fallback_dir)
 int outfile_open(struct outfile *f, const char *path)
 {
 	*f = (struct outfile){.fd = -1};
+	if (!*path)
+		return -ENOENT;
 	_cleanup_free_ char *dir = strdup(path);
 	if (!dir)
 		return -ENOMEM;
