@@ -10,12 +10,11 @@
  * here or coming queues READAHEAD_BYTES after it, behind readers, and a
  * read that reaches into the second half of that window queues the next,
  * twice as big, up to READAHEAD_MAX. Misses then overlap the round trip,
- * and a reader that streams gets ever bigger requests ahead of it. bench/startup, 100 Mbit/s, 10 ms: node's start-up took 4.6 s with
- * none, 3.3 s with 128 KiB, 3.1 s with 256 KiB and 3.7 s with 2 MiB (the
- * guessed bytes delay the ones a reader waits for); 128 KiB keeps what is
- * fetched in vain lowest (docs/DECISIONS.md). Background
- * prefetch has its own queue and one thread, which runs only while no
- * demand job waits, at a capped rate.
+ * and a reader that streams gets ever bigger requests ahead of it; a
+ * bigger first window only delays, on a slow link, the bytes a reader
+ * waits for (docs/DECISIONS.md). Background prefetch has its own queue
+ * and one thread, which runs only while no demand job waits, at a capped
+ * rate.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -88,7 +87,7 @@ static uint64_t coalesce(const struct blob *b, enum prio prio)
 }
 
 /* -ENOMEM when a job could not be made (its ranges stay absent). */
-static int schedule_prio(struct blob *b, uint64_t from, uint64_t to, enum prio prio)
+static int schedule(struct blob *b, uint64_t from, uint64_t to, enum prio prio)
 {
 	bool background = prio == BACKGROUND;
 	for (uint64_t r = from; r <= to && r < b->nranges; r++) {
@@ -114,11 +113,6 @@ static int schedule_prio(struct blob *b, uint64_t from, uint64_t to, enum prio p
 	}
 	pthread_cond_broadcast(&W.jobs_cond);
 	return 0;
-}
-
-static int schedule(struct blob *b, uint64_t from, uint64_t to, bool background)
-{
-	return schedule_prio(b, from, to, background ? BACKGROUND : DEMAND);
 }
 
 static void finish_waiter(struct waiter *w, bool ok)
@@ -148,7 +142,7 @@ static void add_waiter(struct blob *b, uint64_t id, struct sync_wait *sw, uint64
 			     .last = last};
 	W.waiters = w;
 	b->waiting++;
-	if (schedule(b, first, last, false) < 0) {
+	if (schedule(b, first, last, DEMAND) < 0) {
 		/* no job will wake this reader: fail it now */
 		W.waiters = w->next;
 		b->waiting--;
@@ -178,7 +172,7 @@ static void readahead(struct blob *b, uint64_t first, uint64_t last)
 	b->ra_size = n;
 	b->ra_end = MIN(from + n - 1, b->nranges - 1);
 	b->ra_mark = from + n / 2;
-	(void)schedule_prio(b, from, b->ra_end, LISTED);
+	(void)schedule(b, from, b->ra_end, LISTED);
 }
 
 void wait_for(struct blob *b, uint64_t id, uint64_t first, uint64_t last)
@@ -249,12 +243,12 @@ void prefetch_list(struct lmount *m, json_t *list)
 			continue;
 		}
 		if (run_b)
-			jobs += schedule_prio(run_b, run_first, run_last, LISTED) >= 0;
+			jobs += schedule(run_b, run_first, run_last, LISTED) >= 0;
 		run_b = map[bi];
 		run_first = run_last = (uint64_t)r;
 	}
 	if (run_b)
-		jobs += schedule_prio(run_b, run_first, run_last, LISTED) >= 0;
+		jobs += schedule(run_b, run_first, run_last, LISTED) >= 0;
 	free(map);
 	wlog("%s: prefetching %zu recorded ranges (%zu requests at most)", m->mountpoint,
 	     json_array_size(ranges), jobs);
@@ -293,7 +287,7 @@ void trace_note(struct lmount *m, struct blob *b, uint64_t off, uint64_t len)
 void prefetch_blob(struct blob *b)
 {
 	if (!b->complete && b->nranges)
-		schedule(b, 0, b->nranges - 1, true);
+		schedule(b, 0, b->nranges - 1, BACKGROUND);
 }
 
 void cancel_jobs(struct blob *b)

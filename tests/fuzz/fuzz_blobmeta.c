@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "erofs/blobmeta.h"
+#include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -32,16 +33,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		digest_table_release(&t);
 	}
 	/* chunk indexes are read from files */
-	int fd = memfd_create("fuzz-index", MFD_CLOEXEC);
+	char path[32];
+	int fd = fuzz_memfd(data, size, path);
 	if (fd < 0)
 		return 0;
-	if (write(fd, data, size) == (ssize_t)size) {
-		char path[64];
-		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-		struct chunk_index ci;
-		if (chunk_index_load(path, &ci, &err) >= 0)
-			chunk_index_release(&ci);
-	}
+	struct chunk_index ci;
+	if (chunk_index_load(path, &ci, &err) >= 0)
+		chunk_index_release(&ci);
 	close(fd);
 	return 0;
 }

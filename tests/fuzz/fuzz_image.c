@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "anole/anole.h"
+#include "fuzz.h"
 
 #define MAX_WALK 2000 /* inodes visited by the walk, so an input stays fast */
 
@@ -72,15 +73,10 @@ static int visit(struct walk *w, uint64_t nid)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	int fd = memfd_create("fuzz-image", MFD_CLOEXEC);
+	char path[32];
+	int fd = fuzz_memfd(data, size, path);
 	if (fd < 0)
 		return 0;
-	if (size && write(fd, data, size) != (ssize_t)size) {
-		close(fd);
-		return 0;
-	}
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
 	struct anole_image *img = NULL;
 	struct anole_error err = {0};
 	if (anole_image_open(path, &img, &err) >= 0) {

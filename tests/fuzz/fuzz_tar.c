@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "anole/anole.h"
+#include "fuzz.h"
 
 static char out[64];
 
@@ -27,15 +28,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		snprintf(out, sizeof(out), "/tmp/anole-fuzz-tar-%d.img", (int)getpid());
 		atexit(remove_out);
 	}
-	int fd = memfd_create("fuzz-layer", MFD_CLOEXEC);
+	char src[32];
+	int fd = fuzz_memfd(data, size, src);
 	if (fd < 0)
 		return 0;
-	if (size && write(fd, data, size) != (ssize_t)size) {
-		close(fd);
-		return 0;
-	}
-	char src[64];
-	snprintf(src, sizeof(src), "/proc/self/fd/%d", fd);
 	struct anole_build_options o = {.compress = size & 1 ? "lz4" : NULL, .dedupe = size & 2};
 	struct anole_build_stats st;
 	struct anole_error err = {0};
