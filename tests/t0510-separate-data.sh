@@ -61,6 +61,20 @@ cmp "$TMP/zstd-torture/img.erofs" "$TMP/again/img.erofs" || fail "two builds dif
 "$ANOLE" build -q -z zstd --separate-data "$SRC" "$TMP/again/second.erofs"
 [ "$(find "$TMP/again/blobs/sha256" -type f | wc -l)" = 3 ] || fail "equal data made two blobs"
 
+# small files that do not compress stay out of the metadata image (a lazy
+# mount fetches it whole); ones that do stay inline
+mkdir -p "$TMP/small/src" "$TMP/small/out"
+head -c 1500 /dev/urandom >"$TMP/small/src/random.bin"
+yes "some text" | head -c 1500 >"$TMP/small/src/text.txt"
+"$ANOLE" build -q -z zstd --no-fragments --separate-data "$TMP/small/src" "$TMP/small/out/img.erofs"
+for f in random.bin:flat-plain text.txt:flat-inline; do
+	got=$("$ANOLE" inspect --json "$TMP/small/out/img.erofs" "/${f%%:*}" |
+		python3 -c 'import json,sys; print(json.load(sys.stdin)["layout"])')
+	[ "$got" = "${f#*:}" ] || fail "${f%%:*}: layout $got, not ${f#*:}"
+done
+"$ANOLE" check "$TMP/small/out/img.erofs" >/dev/null || fail "small files: check failed"
+image_matches "$TMP/small/out/img.erofs" "$TMP/small/src" "small files"
+
 # a missing blob is named
 rm -f "$TMP/again/blobs/sha256/"*
 expect_fail "$ANOLE" check "$TMP/again/img.erofs"

@@ -15,6 +15,7 @@ GET /_bench/stats answers {"bytes": N, "requests": N}: response bytes
 import http.client
 import http.server
 import json
+import os
 import socket
 import sys
 import threading
@@ -22,6 +23,9 @@ import time
 
 upstream, delay = sys.argv[1], int(sys.argv[2]) / 1000.0
 lock = threading.Lock()
+# DELAYPROXY_LOG=FILE: one line per request (start and end times, status,
+# bytes, path, range), to see where a start-up spends its time
+reqlog = open(os.environ["DELAYPROXY_LOG"], "a", buffering=1) if os.environ.get("DELAYPROXY_LOG") else None
 stats = {"bytes": 0, "requests": 0}
 PASS = ("content-type", "content-length", "docker-content-digest", "www-authenticate",
         "content-range", "location", "accept-ranges", "etag")
@@ -71,6 +75,16 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.w.write(body)  # the stats are not counted in themselves
 
     def forward(self, head):
+        t0 = time.time()
+        try:
+            self.forward_timed(head)
+        finally:
+            if reqlog:
+                with lock:
+                    reqlog.write("%.3f %.3f %s %s %s\n" % (t0, time.time(), self.path[-20:],
+                                 self.headers.get("Range", "-"), getattr(self, "_status", "-")))
+
+    def forward_timed(self, head):
         with lock:
             stats["requests"] += 1
         if delay:
@@ -84,6 +98,7 @@ class H(http.server.BaseHTTPRequestHandler):
                     conn.putheader(k, ", ".join(v))
             conn.endheaders()
             resp = conn.getresponse()
+            self._status = resp.status
             self.send_response(resp.status)
             for k, v in resp.getheaders():
                 if k.lower() in PASS:

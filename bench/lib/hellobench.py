@@ -92,6 +92,9 @@ def until_ready(argv, w, env=None):
                         ready_at = time.monotonic()
             except OSError:
                 pass
+    if os.environ.get("HB_TRACE"):  # wall-clock start and ready, to line up with logs
+        log("TRACE start %.3f ready %.3f" % (time.time() - (time.monotonic() - t0),
+                                             time.time() - (time.monotonic() - (ready_at or t0))))
     if ready_at is not None and w.get("server"):
         p.send_signal(signal.SIGTERM)
     try:
@@ -227,6 +230,9 @@ def one_run(anole, registry, name, mode, work):
     if ms is None or status not in ok_status:
         log("%s (%s): not ready or failed (status %s):\n%s" % (name, mode, status, tail))
         ms = None
+    if os.environ.get("HB_LOGDIR") and mode != "a":  # keep the daemon's log
+        shutil.copy(os.path.join(work, "rt", "daemon.log"),
+                    os.path.join(os.environ["HB_LOGDIR"], "%s-%s-%d.log" % (name, mode, time.time())))
     shutil.rmtree(work, ignore_errors=True)
     return ms, after["bytes"] - before["bytes"], after["requests"] - before["requests"], \
         fetched, read

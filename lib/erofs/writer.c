@@ -20,6 +20,7 @@
 #include <limits.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <zstd.h>
 
 #include "anole/erofs_fs.h"
 #include "erofs/tree.h"
@@ -597,6 +598,17 @@ static bool tail_fits_inline(struct tree_writer *tw, const struct tinode *ino, u
 	return tail && need <= tw->blksz;
 }
 
+/* zstd's fastest level saves less than an eighth (compressed data) */
+static bool incompressible(const void *data, size_t len)
+{
+	size_t cap = ZSTD_compressBound(len);
+	_cleanup_free_ char *out = malloc(cap);
+	if (!out)
+		return false;
+	size_t n = ZSTD_compress(out, cap, data, len, 1);
+	return !ZSTD_isError(n) && n > len - len / 8;
+}
+
 static int write_flat(struct tree_writer *tw, struct tinode *ino, int fd, const char *path)
 {
 	uint64_t size = ino->size;
@@ -623,6 +635,14 @@ static int write_flat(struct tree_writer *tw, struct tinode *ino, int fd, const 
 				 r == -ENODATA ? "file shrank" : strerror(-r),
 				 (unsigned long long)tail);
 	tw->stats.data_bytes += tail;
+	if (ino->inline_tail && tw->opts.separate_data && incompressible(tw->buf, tail)) {
+		/* a lazy image's metadata is fetched whole before anything runs:
+		 * bytes that do not compress (.gz documentation, mostly) wait in
+		 * the data blob until read */
+		ino->inline_tail = false;
+		if (!full) /* else the tail follows the full blocks */
+			ino->startblk = tw->next_blk;
+	}
 	if (ino->inline_tail) {
 		ino->tail_len = (uint32_t)tail;
 		return tw_spool(tw, tw->buf, tail, &ino->tail_off);

@@ -392,8 +392,17 @@ static int copy_image(struct store *src, struct store *dst, const struct anole_l
 	} small[2] = {{li->config_digest, li->config_size}, {li->meta_digest, li->meta_size}};
 	bool fetched;
 	int r = 0;
+	/* the config came with the manifest, checked against its digest */
+	bool config_put = false;
+	if (li->config_json && store_has_blob(dst, li->config_digest, li->config_size, err) == 0) {
+		struct digest d;
+		if ((r = store_put_blob(dst, li->config_json, li->config_size, &d, err)) < 0)
+			return r;
+		config_put = true;
+	}
 	for (size_t i = 0; i < 2 && r >= 0; i++) {
 		r = ensure_local(src, dst, small[i].digest, small[i].size, NULL, &fetched, err);
+		fetched = fetched || (i == 0 && config_put);
 		ps->blobs_fetched += fetched;
 		ps->blobs_present += !fetched;
 		*(fetched ? &ps->bytes_fetched : &ps->bytes_present) += small[i].size;

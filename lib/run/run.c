@@ -318,6 +318,27 @@ static int daemon_call(json_t *req, struct anole_error *err, char **answer)
 	return r;
 }
 
+/* The config from the daemon's answer; from the registry if it has none
+ * (a daemon of an older anole). */
+static int image_config(struct run *r, const char *answer, json_t **cfg)
+{
+	json_t *a = json_loads(answer, 0, NULL);
+	json_t *c = json_object_get(a, "config");
+	if (json_is_object(c)) {
+		*cfg = json_incref(c);
+		json_decref(a);
+		return 0;
+	}
+	json_decref(a);
+	struct anole_lazy_info *li = NULL;
+	int ret = anole_lazy_open(r->o->ref, r->o->tls_verify, &li, r->err);
+	if (ret < 0)
+		return ret;
+	*cfg = json_loads(li->config_json ? li->config_json : "{}", 0, NULL);
+	anole_lazy_free(li);
+	return *cfg ? 0 : anole_err(r->err, EBADMSG, "%s: the image config is not JSON", r->o->ref);
+}
+
 static volatile pid_t child_pid;
 static volatile sig_atomic_t signals_seen;
 
@@ -362,14 +383,7 @@ int anole_run(const struct anole_run_options *o, int *status, struct anole_error
 	r.runtime = pick_runtime(o, err, &ret);
 	if (ret < 0)
 		return ret;
-	/* the image and what it runs, before anything is mounted */
-	struct anole_lazy_info *li = NULL;
-	if ((ret = anole_lazy_open(o->ref, o->tls_verify, &li, err)) < 0)
-		return ret;
-	json_error_t je;
-	json_t *cfg = json_loads(li->config_json ? li->config_json : "{}", 0, &je);
-	anole_lazy_free(li);
-	json_t *image = json_object_get(cfg, "imageConfig");
+	json_t *cfg = NULL, *image = NULL;
 
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -401,11 +415,16 @@ int anole_run(const struct anole_run_options *o, int *status, struct anole_error
 	log_line(o->log, o->log_ctx, "mounting %s lazily", o->ref);
 	/* recording starts from an empty cache: only then does every read show */
 	const char *prefetch = o->record ? "none" : o->prefetch ? o->prefetch : "recorded";
+	_cleanup_free_ char *answer = NULL;
 	ret = daemon_call(json_pack("{s:s,s:s,s:s,s:i,s:b,s:b,s:s}", "op", "mount", "ref", o->ref,
 				    "mountpoint", r.lower, "tls_verify", o->tls_verify, "record",
 				    o->record, "fuse", o->record, "prefetch", prefetch),
-			  err, NULL);
+			  err, &answer);
 	r.lower_mounted = ret >= 0;
+	/* the image's config comes with the mount: no second trip for it */
+	if (ret >= 0)
+		ret = image_config(&r, answer, &cfg);
+	image = json_object_get(cfg, "imageConfig");
 	const char *upper = o->upper ? o->upper : r.rw;
 	if (ret >= 0 && !o->upper) {
 		if (mount("tmpfs", r.rw, "tmpfs", 0, "mode=0755") < 0)

@@ -91,11 +91,12 @@ static int start_and_connect(const struct serve_paths *p, struct anole_error *er
 	int r = spawn_daemon(p, err);
 	if (r < 0)
 		return r;
-	for (int i = 0; i < 200; i++) { /* 10 s */
+	/* a new daemon listens within milliseconds: poll often at first */
+	for (long waited = 0, ms = 1; waited < 10000; waited += ms, ms = MIN(ms * 2, 50)) {
 		int fd = connect_daemon(p);
 		if (fd >= 0)
 			return fd;
-		struct timespec ts = {0, 50 * 1000 * 1000};
+		struct timespec ts = {0, ms * 1000 * 1000};
 		nanosleep(&ts, NULL);
 	}
 	return anole_err(err, ETIMEDOUT, "the anole daemon did not start; see %s/daemon.log",

@@ -212,14 +212,19 @@ static void handle(int fd)
 			W.prefetch_rate = (uint64_t)rate;
 		bool fuse = json_is_true(json_object_get(req, "fuse"));
 		char notice[512] = "";
+		char *config = NULL;
 		if (!ref || !mnt)
 			r = anole_err(&err, EINVAL, "mount: needs ref and mountpoint");
 		else
 			r = op_mount(ref, mnt, tls, opts, prefetch, fuse,
 				     json_is_true(json_object_get(req, "record")), notice, sizeof(notice),
-				     &err);
-		reply(fd, r < 0 ? error_json(&err, r)
-			       : json_pack("{s:b, s:s}", "ok", 1, "notice", notice));
+				     &config, &err);
+		/* (as an object: it is JSON, and only well-formed JSON may pass) */
+		json_t *cj = config ? json_loads(config, 0, NULL) : NULL;
+		free(config);
+		reply(fd, r < 0 ? (json_decref(cj), error_json(&err, r))
+			       : json_pack("{s:b, s:s, s:o?}", "ok", 1, "notice", notice, "config",
+					   cj));
 	} else if (!strcmp(op, "umount")) {
 		const char *mnt = json_string_value(json_object_get(req, "mountpoint"));
 		bool idle = false;

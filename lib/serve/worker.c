@@ -651,11 +651,12 @@ static int add_mount(struct lmount *m)
 }
 
 static int mount_setup(const char *ref, const char *real, int tls_verify, const char *options,
-		       const char *prefetch, bool fuse, bool record, struct anole_error *err);
+		       const char *prefetch, bool fuse, bool record, char **config,
+		       struct anole_error *err);
 
 static int mount_locked(const char *ref, const char *mnt, int tls_verify, const char *options,
 			const char *prefetch, bool fuse, bool record, char *notice,
-			size_t notice_size, struct anole_error *err)
+			size_t notice_size, char **config, struct anole_error *err)
 {
 	if (!fuse && W.group < 0) {
 		fuse = true;
@@ -685,7 +686,8 @@ static int mount_locked(const char *ref, const char *mnt, int tls_verify, const 
 		return anole_err(err, EBUSY, "%s: a lazy image is mounted there already", real);
 	if (!mine)
 		return anole_err(err, ENOMEM, "out of memory");
-	int r = mount_setup(ref, real, tls_verify, options, prefetch, fuse || record, record, err);
+	int r = mount_setup(ref, real, tls_verify, options, prefetch, fuse || record, record, config,
+			    err);
 	pthread_mutex_lock(&W.lock);
 	for (size_t i = 0; i < W.nmounting; i++)
 		if (W.mounting[i] == mine) {
@@ -698,7 +700,8 @@ static int mount_locked(const char *ref, const char *mnt, int tls_verify, const 
 }
 
 static int mount_setup(const char *ref, const char *real, int tls_verify, const char *options,
-		       const char *prefetch, bool fuse, bool record, struct anole_error *err)
+		       const char *prefetch, bool fuse, bool record, char **config,
+		       struct anole_error *err)
 {
 	struct anole_lazy_info *li = NULL;
 	struct store *src = NULL;
@@ -729,6 +732,10 @@ static int mount_setup(const char *ref, const char *real, int tls_verify, const 
 	m->nblobs = li->nblobs;
 	memcpy(m->lblobs, li->blobs, li->nblobs * sizeof(*m->lblobs));
 	snprintf(m->manifest, sizeof(m->manifest), "%s", li->manifest_digest);
+	if (config && li->config_json) { /* `anole run` builds its bundle from it */
+		*config = li->config_json;
+		li->config_json = NULL;
+	}
 	anole_lazy_free(li);
 
 	pthread_mutex_lock(&W.lock);
@@ -773,12 +780,12 @@ static int mount_setup(const char *ref, const char *real, int tls_verify, const 
 
 int op_mount(const char *ref, const char *mnt, int tls_verify, const char *options,
 	     const char *prefetch, bool fuse, bool record, char *notice, size_t notice_size,
-	     struct anole_error *err)
+	     char **config, struct anole_error *err)
 {
 	/* cache gc waits while files are fetched for a mount and taken */
 	int lock = serve_cache_lock(W.paths.cache, LOCK_SH);
 	int r = mount_locked(ref, mnt, tls_verify, options, prefetch, fuse, record, notice,
-			     notice_size, err);
+			     notice_size, config, err);
 	if (lock >= 0)
 		close(lock);
 	return r;

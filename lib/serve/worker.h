@@ -35,8 +35,11 @@ struct blob {
 	 * what a workload needed, to compare with what was fetched */
 	uint8_t *readmap;
 	uint64_t read_bytes;
-	/* read-ahead window (ranges): a read reaching ra_mark opens the next */
-	uint64_t ra_size, ra_mark, ra_end;
+	/* read-ahead window (ranges): a read reaching ra_mark opens the next;
+	 * windows opened and windows read into, to stop opening useless ones */
+	uint64_t ra_start, ra_size, ra_mark, ra_end;
+	uint32_t ra_opened, ra_used;
+	bool ra_hit;
 	time_t down_since; /* the last full-retry fetch failed then; 0 = fine */
 };
 
@@ -139,9 +142,10 @@ void cancel_jobs(struct blob *b);
 int start_fetchers(void);
 
 /* control.c */
+/* *config: the image's config JSON (the caller frees it), also on failure */
 int op_mount(const char *ref, const char *mnt, int tls_verify, const char *options,
 	     const char *prefetch, bool fuse, bool record, char *notice, size_t notice_size,
-	     struct anole_error *err);
+	     char **config, struct anole_error *err);
 /* The ranges a recording mount's readers needed, in order (JSON). */
 struct json_t *op_trace(const char *mnt, struct anole_error *err);
 int op_umount(const char *mnt, bool *idle, struct anole_error *err);
