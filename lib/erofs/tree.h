@@ -44,6 +44,7 @@ struct tinode {
 	uint8_t data_kind;
 	uint8_t chunkbits;
 	bool inline_tail;
+	bool cold_tail; /* a block of its own at the data's end (tail_off, tail_len) */
 	uint32_t tail_len;
 	uint64_t tail_off; /* in the spool; also the chunk map's offset */
 	uint64_t startblk;

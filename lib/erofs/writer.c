@@ -598,9 +598,14 @@ static bool tail_fits_inline(struct tree_writer *tw, const struct tinode *ino, u
 	return tail && need <= tw->blksz;
 }
 
-/* zstd's fastest level saves less than an eighth (compressed data) */
+/* zstd's fastest level saves less than an eighth (compressed data). Tails
+ * under 1 KiB count as compressible: alone they do not compress (a frame
+ * costs bytes), in the metadata image with others they do, and start-ups
+ * read many such files (/etc/hostname, /etc/ld.so.conf...). */
 static bool incompressible(const void *data, size_t len)
 {
+	if (len < 1024)
+		return false;
 	size_t cap = ZSTD_compressBound(len);
 	_cleanup_free_ char *out = malloc(cap);
 	if (!out)
@@ -638,10 +643,14 @@ static int write_flat(struct tree_writer *tw, struct tinode *ino, int fd, const 
 	if (ino->inline_tail && tw->opts.separate_data && incompressible(tw->buf, tail)) {
 		/* a lazy image's metadata is fetched whole before anything runs:
 		 * bytes that do not compress (.gz documentation, mostly) wait in
-		 * the data blob until read */
+		 * the data blob until read; a small file's block goes after all
+		 * other data (write_cold_tails), away from data that is read */
 		ino->inline_tail = false;
-		if (!full) /* else the tail follows the full blocks */
-			ino->startblk = tw->next_blk;
+		if (!full) {
+			ino->cold_tail = true;
+			ino->tail_len = (uint32_t)tail;
+			return tw_spool(tw, tw->buf, tail, &ino->tail_off);
+		}
 	}
 	if (ino->inline_tail) {
 		ino->tail_len = (uint32_t)tail;
@@ -1735,6 +1744,28 @@ static int commit_blob(struct tree_writer *tw)
 		     : 0;
 }
 
+/* The blocks of small files write_flat kept out of the metadata. */
+static int write_cold_tails(struct tree_writer *tw)
+{
+	for (size_t i = 0; i < tw->ninodes; i++) {
+		struct tinode *ino = tw->inodes[i];
+		if (!ino->cold_tail)
+			continue;
+		memset(tw->buf, 0, tw->blksz);
+		int r = pread_full(tw->spool_fd, tw->buf, ino->tail_len, ino->tail_off);
+		if (r < 0)
+			return anole_err(tw->err, r == -ENODATA ? EIO : -r, "spool file: %s",
+					 strerror(r == -ENODATA ? EIO : -r));
+		if (tw->next_blk >= EROFS_NULL_ADDR)
+			return anole_err(tw->err, EFBIG, "%s: image too big", tw->image_path);
+		if ((r = pwrite_full(tw->data_fd, tw->buf, tw->blksz, data_pos(tw, tw->next_blk))) < 0)
+			return anole_err(tw->err, -r, "%s: cannot write image: %s", tw->image_path,
+					 strerror(-r));
+		ino->startblk = tw->next_blk++;
+	}
+	return 0;
+}
+
 int tw_finish(struct tree_writer *tw, struct anole_build_stats *stats)
 {
 	struct layout l = {0};
@@ -1745,6 +1776,8 @@ int tw_finish(struct tree_writer *tw, struct anole_build_stats *stats)
 	if (tw->frag_len && ((r = reorder_fragments(tw)) < 0 || (r = add_packed_inode(tw)) < 0))
 		return r;
 	if (tw->zp && (r = zpipe_drain(tw->zp)) < 0)
+		return r;
+	if ((r = write_cold_tails(tw)) < 0)
 		return r;
 	tw_progress(tw, "metadata", true);
 	for (size_t i = 0; i < tw->ninodes; i++)

@@ -6,8 +6,8 @@
  * ranges that cover it. Each missing range is fetched once however many
  * readers wait for it: a range is absent, being fetched, or present.
  * Neighbouring missing ranges go in one request (up to coalesce()).
- * Read-ahead works as the kernel's: a miss queues READAHEAD_BYTES after
- * it, behind readers (unless such windows have mostly gone unread), and a
+ * Read-ahead works as the kernel's: a miss whose range follows one already
+ * here or coming queues READAHEAD_BYTES after it, behind readers, and a
  * read that reaches into the second half of that window queues the next,
  * twice as big, up to READAHEAD_MAX. Misses then overlap the round trip,
  * and a reader that streams gets ever bigger requests ahead of it; a
@@ -44,7 +44,6 @@
 #define LISTED_PARALLEL 2
 #define READAHEAD_BYTES (128u << 10)
 #define READAHEAD_MAX PREFETCH_REQUEST_MAX
-#define READAHEAD_TRIAL 16
 
 static bool all_present(const struct blob *b, uint64_t first, uint64_t last)
 {
@@ -151,33 +150,18 @@ static void add_waiter(struct blob *b, uint64_t id, struct sync_wait *sw, uint64
 	}
 }
 
-/* A first window after a miss that follows no data pays when reads are
- * clustered (a program's code, a library's tables), and wastes bytes when
- * they are scattered: after a few, they open only while at least a
- * quarter of them is read into. */
-static bool isolated_windows_pay(const struct blob *b)
-{
-	return b->ra_opened < READAHEAD_TRIAL || b->ra_used * 4 >= b->ra_opened;
-}
-
 /* W.lock held; before the read's own ranges are scheduled. */
 static void readahead(struct blob *b, uint64_t first, uint64_t last)
 {
 	uint64_t init = MAX(1, READAHEAD_BYTES >> b->rbits);
 	uint64_t max = MAX(init, READAHEAD_MAX >> b->rbits), from, n;
-	bool in_window = b->ra_size && first >= b->ra_start && first <= b->ra_end;
-	if (in_window && !b->ra_hit) {
-		b->ra_hit = true;
-		b->ra_used++;
-	}
 	if (b->ra_size && first <= b->ra_end + 1 && last >= b->ra_mark) {
 		from = MAX(b->ra_end, last) + 1; /* the window is being read: the next */
 		n = MIN(b->ra_size * 2, max);
-	} else if (!all_present(b, first, last) &&
-		   ((first > 0 && b->state[first - 1] != RANGE_ABSENT) || isolated_windows_pay(b))) {
-		from = last + 1; /* a miss: a first window after it */
+	} else if (first > 0 && b->state[first - 1] != RANGE_ABSENT &&
+		   !all_present(b, first, last)) {
+		from = last + 1; /* a miss right after data: a first window */
 		n = init;
-		b->ra_opened++;
 	} else {
 		return;
 	}
@@ -185,11 +169,9 @@ static void readahead(struct blob *b, uint64_t first, uint64_t last)
 		b->ra_size = 0;
 		return;
 	}
-	b->ra_start = from;
 	b->ra_size = n;
 	b->ra_end = MIN(from + n - 1, b->nranges - 1);
 	b->ra_mark = from + n / 2;
-	b->ra_hit = false;
 	(void)schedule(b, from, b->ra_end, LISTED);
 }
 

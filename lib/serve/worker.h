@@ -35,11 +35,8 @@ struct blob {
 	 * what a workload needed, to compare with what was fetched */
 	uint8_t *readmap;
 	uint64_t read_bytes;
-	/* read-ahead window (ranges): a read reaching ra_mark opens the next;
-	 * windows opened and windows read into, to stop opening useless ones */
-	uint64_t ra_start, ra_size, ra_mark, ra_end;
-	uint32_t ra_opened, ra_used;
-	bool ra_hit;
+	/* read-ahead window (ranges): a read reaching ra_mark opens the next */
+	uint64_t ra_size, ra_mark, ra_end;
 	time_t down_since; /* the last full-retry fetch failed then; 0 = fine */
 };
 
