@@ -2,7 +2,7 @@
 BUILD ?= build
 MESON_OPTS ?=
 
-.PHONY: all deps check demo bench clean asan fuzz
+.PHONY: all deps check demo bench clean asan fuzz tidy
 
 all: $(BUILD)/build.ninja
 	ninja -C $(BUILD)
@@ -37,6 +37,10 @@ FUZZ_SECONDS ?= 60
 fuzz: deps
 	CC=clang $(MAKE) BUILD=build-fuzz MESON_OPTS="-Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false -Dc_args=-fsanitize=fuzzer-no-link" all
 	tests/fuzz/run $(FUZZ_SECONDS)
+
+# clang-tidy alone, with the checks in .clang-tidy (also part of check).
+tidy: deps all
+	tests/run t0035
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz

@@ -124,7 +124,7 @@ static int xattr_cb(void *ctx, const char *name, const void *value, size_t size)
 		for (size_t k = 0; k < shown; k++)
 			sprintf(hex + 2 * k, "%02x", v[k]);
 		if (shown < size)
-			strcpy(hex + 2 * shown, "...");
+			memcpy(hex + 2 * shown, "...", 4);
 		val = json_string(hex);
 	}
 	json_array_append_new(a, json_pack("{s:s, s:I, s:o*}", "name", name, "size",

@@ -88,13 +88,13 @@ static int restore_attrs(struct extractor *x, int dirfd, const char *name, int f
 	if ((r = anole_xattrs(x->img, ino, apply_xattr, &a)) < 0)
 		return r;
 	if (!S_ISLNK(ino->mode)) {
-		r = fd >= 0 ? fchmod(fd, ino->mode & 07777)
-			    : fchmodat(dirfd, name, ino->mode & 07777, 0);
+		r = self || fd >= 0 ? fchmod(fd, ino->mode & 07777)
+				    : fchmodat(dirfd, name, ino->mode & 07777, 0);
 		if (r < 0)
 			return xerr(x, errno, "cannot set mode");
 	}
 	struct timespec ts[2] = {{ino->mtime, ino->mtime_nsec}, {ino->mtime, ino->mtime_nsec}};
-	r = fd >= 0 ? futimens(fd, ts) : utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW);
+	r = self || fd >= 0 ? futimens(fd, ts) : utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW);
 	if (r < 0)
 		return xerr(x, errno, "cannot set times");
 	return 0;

@@ -52,7 +52,7 @@ struct anole_image {
 	struct anole_image_options opts;
 };
 
-int img_corrupt(struct anole_image *img, uint64_t nid, uint64_t off, const char *fmt, ...)
+int img_corrupt_(struct anole_image *img, uint64_t nid, uint64_t off, const char *fmt, ...)
 {
 	char what[512];
 	va_list ap;
@@ -1187,7 +1187,7 @@ int anole_xattrs(struct anole_image *img, const struct anole_inode *ino, anole_x
 		return r;
 	struct erofs_xattr_ibody_header h;
 	memcpy(&h, body, sizeof(h));
-	size_t off = sizeof(h) + 4u * h.h_shared_count;
+	size_t off = sizeof(h) + 4 * (size_t)h.h_shared_count;
 	if (off > ino->xattr_isize)
 		return img_corrupt(img, ino->nid, at, "%u shared xattr ids overflow the xattr area",
 				   h.h_shared_count);
@@ -1195,7 +1195,7 @@ int anole_xattrs(struct anole_image *img, const struct anole_inode *ino, anole_x
 	_cleanup_free_ char *sbody = NULL;
 	for (unsigned int i = 0; i < h.h_shared_count; i++) {
 		uint32_t id;
-		memcpy(&id, body + sizeof(h) + 4u * i, 4);
+		memcpy(&id, body + sizeof(h) + 4 * (size_t)i, 4);
 		uint64_t spos = shared_base + 4ull * id;
 		struct erofs_xattr_entry e;
 		if ((r = img_meta_read(img, ino->nid, spos, &e, sizeof(e))) < 0)

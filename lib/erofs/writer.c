@@ -1822,7 +1822,7 @@ int tw_finish(struct tree_writer *tw, struct anole_build_stats *stats)
 	if (!shared)
 		xattr_blkaddr = 0;
 
-	_cleanup_free_ struct placed *pl = malloc(tw->ninodes * sizeof(*pl));
+	_cleanup_free_ struct placed *pl = malloc(MAX(tw->ninodes, 1) * sizeof(*pl));
 	if (!pl)
 		return anole_err(tw->err, ENOMEM, "out of memory");
 	uint64_t meta_blocks = 0;

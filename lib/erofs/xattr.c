@@ -285,7 +285,7 @@ int xattr_set_intern(struct xattr_table *t, struct xattr_setbuf *sb, uint32_t *s
 	}
 	struct xset *s = &t->sets[t->nsets];
 	*s = (struct xset){.hash = h, .n = sb->n};
-	s->pairs = malloc(sb->n * sizeof(*sb->pairs));
+	s->pairs = calloc(MAX(sb->n, 1), sizeof(*sb->pairs));
 	if (!s->pairs)
 		return -ENOMEM;
 	memcpy(s->pairs, sb->pairs, sb->n * sizeof(*sb->pairs));

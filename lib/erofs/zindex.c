@@ -66,9 +66,7 @@ static void entry(const struct z_erofs_lcluster_index *full, uint64_t n, uint64_
 	uint16_t d0 = d->di_u.delta[0];
 	if (d0 == 1) /* the first after a head: say so with a block count */
 		d0 = Z_EROFS_LI_D0_CBLKCNT | 1;
-	if (d0 & Z_EROFS_LI_D0_CBLKCNT)
-		*lo = d0;
-	else if (i == 1) /* the last of a pack keeps the distance ahead */
+	if (!(d0 & Z_EROFS_LI_D0_CBLKCNT) && i == 1) /* the last of a pack keeps the distance ahead */
 		*lo = d->di_u.delta[1] < Z_EROFS_LI_D0_CBLKCNT ? d->di_u.delta[1]
 							       : Z_EROFS_LI_D0_CBLKCNT - 1;
 	else

@@ -697,8 +697,8 @@ static int make_stage(struct convert *c)
 	if (!store_is_registry(c->target)) {
 		c->stage = strdup(c->target->dir);
 	} else {
-		const char *base = c->o->work_dir ? c->o->work_dir
-			       : getenv("TMPDIR") ? getenv("TMPDIR") : "/var/tmp";
+		const char *tmpdir = getenv("TMPDIR");
+		const char *base = c->o->work_dir ? c->o->work_dir : tmpdir ? tmpdir : "/var/tmp";
 		remove_stale_stages(base);
 		if (asprintf(&c->stage, "%s/anole-convert.XXXXXX", base) < 0) {
 			c->stage = NULL;

@@ -384,6 +384,7 @@ int anole_run(const struct anole_run_options *o, int *status, struct anole_error
 	if (ret < 0)
 		return ret;
 	json_t *cfg = NULL, *image = NULL;
+	_cleanup_free_ char *answer = NULL; /* the daemon's to our mount */
 
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -415,7 +416,6 @@ int anole_run(const struct anole_run_options *o, int *status, struct anole_error
 	log_line(o->log, o->log_ctx, "mounting %s lazily", o->ref);
 	/* recording starts from an empty cache: only then does every read show */
 	const char *prefetch = o->record ? "none" : o->prefetch ? o->prefetch : "recorded";
-	_cleanup_free_ char *answer = NULL;
 	ret = daemon_call(json_pack("{s:s,s:s,s:s,s:i,s:b,s:b,s:s}", "op", "mount", "ref", o->ref,
 				    "mountpoint", r.lower, "tls_verify", o->tls_verify, "record",
 				    o->record, "fuse", o->record, "prefetch", prefetch),

@@ -233,18 +233,18 @@ void prefetch_list(struct lmount *m, json_t *list)
 	json_array_foreach(ranges, i, e) {
 		json_int_t bi = json_integer_value(json_array_get(e, 0));
 		json_int_t r = json_integer_value(json_array_get(e, 1));
-		if (bi < 0 || (size_t)bi >= nb || !map[bi] || r < 0 ||
-		    (uint64_t)r >= map[bi]->nranges || map[bi]->complete)
+		struct blob *b = bi >= 0 && (size_t)bi < nb ? map[bi] : NULL;
+		if (!b || r < 0 || (uint64_t)r >= b->nranges || b->complete)
 			continue;
 		/* runs of neighbours become one request, in the list's order */
-		if (run_b == map[bi] && (uint64_t)r == run_last + 1 &&
-		    run_last + 1 - run_first < coalesce(run_b, LISTED)) {
+		if (run_b == b && (uint64_t)r == run_last + 1 &&
+		    run_last + 1 - run_first < coalesce(b, LISTED)) {
 			run_last = (uint64_t)r;
 			continue;
 		}
 		if (run_b)
 			jobs += schedule(run_b, run_first, run_last, LISTED) >= 0;
-		run_b = map[bi];
+		run_b = b;
 		run_first = run_last = (uint64_t)r;
 	}
 	if (run_b)

@@ -111,9 +111,10 @@ static int acl_xattr(struct xattr_table *t, struct xattr_setbuf *sb, struct arch
 	uint32_t ver = ACL_XATTR_VERSION;
 	memcpy(buf, &ver, 4); /* little-endian hosts only, as the rest of anole */
 	for (int i = 0; i < n; i++) {
-		memcpy(buf + 4 + 8 * i, &v[i].tag, 2);
-		memcpy(buf + 6 + 8 * i, &v[i].perm, 2);
-		memcpy(buf + 8 + 8 * i, &v[i].id, 4);
+		size_t at = 8 * (size_t)i;
+		memcpy(buf + 4 + at, &v[i].tag, 2);
+		memcpy(buf + 6 + at, &v[i].perm, 2);
+		memcpy(buf + 8 + at, &v[i].id, 4);
 	}
 	return xattr_set_add(t, sb, name, buf, 4 + 8 * (size_t)n, err, path);
 }

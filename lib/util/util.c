@@ -6,7 +6,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-int anole_err(struct anole_error *err, int code, const char *fmt, ...)
+int anole_err_(struct anole_error *err, int code, const char *fmt, ...)
 {
 	if (code <= 0)
 		code = EIO;
@@ -99,7 +99,7 @@ int write_full(int fd, const void *buf, size_t len)
 
 int strbuf_grow(struct strbuf *sb, size_t extra)
 {
-	if (sb->len + extra + 1 <= sb->cap)
+	if (sb->buf && sb->len + extra + 1 <= sb->cap)
 		return 0;
 	size_t cap = sb->cap ? sb->cap : 64;
 	while (cap < sb->len + extra + 1)
@@ -216,7 +216,7 @@ int outfile_open(struct outfile *f, const char *path)
 	else if (slash)
 		*slash = 0;
 	else
-		strcpy(dir, ".");
+		memcpy(dir, ".", 2);
 	f->fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0644);
 	if (f->fd >= 0)
 		return 0;

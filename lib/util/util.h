@@ -61,8 +61,17 @@ static inline void fclosep(FILE **f)
 /* Record the first error in @err and return -code, so callers can write
  * `return anole_err(err, EINVAL, "...")`. Later errors never overwrite the
  * first: the first one names the real cause. */
-int anole_err(struct anole_error *err, int code, const char *fmt, ...)
+int anole_err_(struct anole_error *err, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* (a macro saying the result is negative: static analysers then follow
+ * error paths as the code does) */
+#define anole_err(...)                                                                             \
+	({                                                                                         \
+		int anole_err_r_ = anole_err_(__VA_ARGS__);                                        \
+		if (anole_err_r_ >= 0)                                                             \
+			__builtin_unreachable();                                                   \
+		anole_err_r_;                                                                      \
+	})
 
 uint32_t anole_crc32c(uint32_t crc, const void *data, size_t len);
 
