@@ -7,14 +7,7 @@
 
 int img_corrupt_(struct anole_image *img, uint64_t nid, uint64_t off, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
-/* negative, as anole_err() */
-#define img_corrupt(...)                                                                           \
-	({                                                                                         \
-		int img_corrupt_r_ = img_corrupt_(__VA_ARGS__);                                    \
-		if (img_corrupt_r_ >= 0)                                                           \
-			__builtin_unreachable();                                                   \
-		img_corrupt_r_;                                                                    \
-	})
+#define img_corrupt(...) anole_negative(img_corrupt_(__VA_ARGS__))
 struct anole_error *img_err(struct anole_image *img);
 const char *img_path(const struct anole_image *img);
 uint32_t img_blksz(const struct anole_image *img);

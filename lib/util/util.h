@@ -63,15 +63,16 @@ static inline void fclosep(FILE **f)
  * first: the first one names the real cause. */
 int anole_err_(struct anole_error *err, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-/* (a macro saying the result is negative: static analysers then follow
- * error paths as the code does) */
-#define anole_err(...)                                                                             \
+/* @x, which is negative: told so, static analysers follow error paths as
+ * the code does */
+#define anole_negative(x)                                                                          \
 	({                                                                                         \
-		int anole_err_r_ = anole_err_(__VA_ARGS__);                                        \
-		if (anole_err_r_ >= 0)                                                             \
+		int anole_negative_r_ = (x);                                                       \
+		if (anole_negative_r_ >= 0)                                                        \
 			__builtin_unreachable();                                                   \
-		anole_err_r_;                                                                      \
+		anole_negative_r_;                                                                 \
 	})
+#define anole_err(...) anole_negative(anole_err_(__VA_ARGS__))
 
 uint32_t anole_crc32c(uint32_t crc, const void *data, size_t len);
 
