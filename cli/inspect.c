@@ -94,9 +94,10 @@ static json_t *super_json(const struct anole_image_info *i)
 		 i->uuid[0], i->uuid[1], i->uuid[2], i->uuid[3], i->uuid[4], i->uuid[5],
 		 i->uuid[6], i->uuid[7], i->uuid[8], i->uuid[9], i->uuid[10], i->uuid[11],
 		 i->uuid[12], i->uuid[13], i->uuid[14], i->uuid[15]);
+	uint64_t image_bytes = i->blocks << i->blkszbits;
 	return json_pack("{s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:s, s:s, s:I, s:I, s:I, s:I}",
 			 "block_size", 1 << i->blkszbits, "blocks", (json_int_t)i->blocks,
-			 "image_bytes", (json_int_t)(i->blocks << i->blkszbits), "inodes",
+			 "image_bytes", (json_int_t)image_bytes, "inodes",
 			 (json_int_t)i->inodes, "root_nid", (json_int_t)i->root_nid,
 			 "meta_blkaddr", (json_int_t)i->meta_blkaddr, "xattr_blkaddr",
 			 (json_int_t)i->xattr_blkaddr, "features",

@@ -376,7 +376,7 @@ static int run_job(struct job *j, uint64_t *len_out)
 				__atomic_add_fetch(&W.fetch_errors, 1, __ATOMIC_RELAXED);
 				wlog("blob %s: bytes %llu-%llu do not match its digest table "
 				     "(attempt %d of %d)",
-				     b->digest, (unsigned long long)(off + at),
+				     b->digest, (unsigned long long)off + at,
 				     (unsigned long long)(off + MIN(at + (1ull << b->rbits), len) - 1),
 				     attempt + 1, ATTEMPTS);
 				r = -EBADMSG;
