@@ -86,9 +86,10 @@ int cmd_status(int argc, char **argv)
 	printf("daemon pid %lld; cache %s\n", num(st, "pid"),
 	       json_string_value(json_object_get(st, "cache")));
 	printf("%s of %s cached; %s fetched in %lld requests (%lld failed); %lld reads asked, "
-	       "%lld waiting, %lld failed\n",
+	       "%lld waiting, %lld failed; %lld waited %.3f s in all\n",
 	       a, b, d, num(st, "fetch_requests"), num(st, "fetch_errors"), num(st, "events"),
-	       num(st, "events_pending"), num(st, "reads_failed"));
+	       num(st, "events_pending"), num(st, "reads_failed"), num(st, "read_waits"),
+	       (double)num(st, "read_wait_us") / 1e6);
 	size_t i;
 	json_t *m;
 	json_array_foreach(json_object_get(st, "mounts"), i, m)

@@ -156,7 +156,7 @@ def metrics(work):
             for line in f:
                 if not line.startswith("#") and " " in line:
                     k, v = line.split()
-                    out[k] = int(v)
+                    out[k] = float(v) if "." in v else int(v)
     except OSError:
         pass
     return out
@@ -215,6 +215,7 @@ def one_run(anole, registry, name, mode, work):
     drop_caches()
     before = proxy_stats(registry)
     fetched = read = "-"
+    waits = None
     if mode == "a":
         ms, status, tail = run_classic(registry, name, w, work, "hb-%d" % os.getpid())
     else:
@@ -225,6 +226,7 @@ def one_run(anole, registry, name, mode, work):
         m = metrics(work)
         fetched = m.get("anole_fetched_bytes_total", "-")
         read = m.get("anole_read_bytes_total", "-")
+        waits = (m.get("anole_read_waits_total", 0), m.get("anole_read_wait_seconds_total", 0))
     after = proxy_stats(registry)
     ok_status = (0, 143) if w.get("server") else (0,)
     if ms is None or status not in ok_status:
@@ -235,7 +237,7 @@ def one_run(anole, registry, name, mode, work):
                     os.path.join(os.environ["HB_LOGDIR"], "%s-%s-%d.log" % (name, mode, time.time())))
     shutil.rmtree(work, ignore_errors=True)
     return ms, after["bytes"] - before["bytes"], after["requests"] - before["requests"], \
-        fetched, read
+        fetched, read, waits
 
 
 def cmd_record(anole, registry, work, names):
@@ -262,12 +264,14 @@ def cmd_run(anole, registry, work, reps, modes, names):
     for name in names:
         for rep in range(1, reps + 1):
             for mode in modes:
-                ms, nbytes, nreq, fetched, read = one_run(anole, registry, name, mode, work)
+                ms, nbytes, nreq, fetched, read, waits = one_run(anole, registry, name, mode,
+                                                                 work)
                 row = [name, mode, rep, "-" if ms is None else "%.0f" % ms, nbytes, nreq,
                        fetched, read]
                 print("\t".join(str(x) for x in row), flush=True)
-                log("%-8s %s #%d: %s ms, %.1f MiB in %d requests" %
-                    (name, mode, rep, row[3], nbytes / 1048576.0, nreq))
+                log("%-8s %s #%d: %s ms, %.1f MiB in %d requests%s" %
+                    (name, mode, rep, row[3], nbytes / 1048576.0, nreq,
+                     "; %d reads waited %.2f s in all" % waits if waits else ""))
 
 
 def main():

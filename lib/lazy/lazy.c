@@ -381,37 +381,48 @@ static int unpack_meta(struct store *dst, const struct anole_lazy_info *li, stru
 	return r < 0 ? anole_err(err, -r, "%s: %s", path, strerror(-r)) : 0;
 }
 
+/* The config came with the manifest, checked against its digest: stored
+ * from there, not fetched a second time. */
+static int ensure_config(struct store *src, struct store *dst, const struct anole_lazy_info *li,
+			 bool *fetched, struct anole_error *err)
+{
+	if (!li->config_json)
+		return ensure_local(src, dst, li->config_digest, li->config_size, NULL, fetched,
+				    err);
+	int r = store_has_blob(dst, li->config_digest, li->config_size, err);
+	*fetched = r == 0;
+	if (r != 0)
+		return r < 0 ? r : 0;
+	struct digest d;
+	return store_put_blob(dst, li->config_json, li->config_size, &d, err);
+}
+
+static void count_blob(struct anole_pull_stats *ps, bool fetched, uint64_t size)
+{
+	ps->blobs_fetched += fetched;
+	ps->blobs_present += !fetched;
+	*(fetched ? &ps->bytes_fetched : &ps->bytes_present) += size;
+}
+
 /* Everything one lazy image references, from @src into layout @dst. */
 static int copy_image(struct store *src, struct store *dst, const struct anole_lazy_info *li,
 		      bool data, struct anole_pull_stats *ps, void (*log)(void *, const char *),
 		      void *ctx, struct anole_error *err)
 {
-	struct {
-		const char *digest;
-		uint64_t size;
-	} small[2] = {{li->config_digest, li->config_size}, {li->meta_digest, li->meta_size}};
 	bool fetched;
-	int r = 0;
-	/* the config came with the manifest, checked against its digest */
-	bool config_put = false;
-	if (li->config_json && store_has_blob(dst, li->config_digest, li->config_size, err) == 0) {
-		struct digest d;
-		if ((r = store_put_blob(dst, li->config_json, li->config_size, &d, err)) < 0)
-			return r;
-		config_put = true;
+	int r = ensure_config(src, dst, li, &fetched, err);
+	if (r >= 0) {
+		count_blob(ps, fetched, li->config_size);
+		r = ensure_local(src, dst, li->meta_digest, li->meta_size, NULL, &fetched, err);
 	}
-	for (size_t i = 0; i < 2 && r >= 0; i++) {
-		r = ensure_local(src, dst, small[i].digest, small[i].size, NULL, &fetched, err);
-		fetched = fetched || (i == 0 && config_put);
-		ps->blobs_fetched += fetched;
-		ps->blobs_present += !fetched;
-		*(fetched ? &ps->bytes_fetched : &ps->bytes_present) += small[i].size;
-	}
+	if (r >= 0)
+		count_blob(ps, fetched, li->meta_size);
 	if (r >= 0 && strcmp(li->meta_digest, li->meta_image_digest))
 		r = unpack_meta(dst, li, err);
 	for (size_t i = 0; i < li->nblobs && r >= 0; i++) {
 		const struct anole_lazy_blob *b = &li->blobs[i];
-		if ((r = ensure_local(src, dst, b->digests, b->digests_size, NULL, &fetched, err)) < 0)
+		if ((r = ensure_local(src, dst, b->digests, b->digests_size, NULL, &fetched, err)) < 0 ||
+		    (r = ensure_local(src, dst, b->chunks, b->chunks_size, NULL, &fetched, err)) < 0)
 			break;
 		if (!data) { /* a lazy mount checks the table now and reads data later */
 			struct digest_table t;
@@ -419,8 +430,6 @@ static int copy_image(struct store *src, struct store *dst, const struct anole_l
 				digest_table_release(&t);
 			continue;
 		}
-		if ((r = ensure_local(src, dst, b->chunks, b->chunks_size, NULL, &fetched, err)) < 0)
-			break;
 		struct digest_table t;
 		if ((r = load_table(dst, b, &t, err)) < 0)
 			break;
@@ -428,9 +437,8 @@ static int copy_image(struct store *src, struct store *dst, const struct anole_l
 		log_line(log, ctx, "blob %.19s (%s)", b->digest, fmt_bytes(b->size, sz));
 		r = ensure_local(src, dst, b->digest, b->size, &t, &fetched, err);
 		digest_table_release(&t);
-		ps->blobs_fetched += fetched;
-		ps->blobs_present += !fetched;
-		*(fetched ? &ps->bytes_fetched : &ps->bytes_present) += b->size;
+		if (r >= 0)
+			count_blob(ps, fetched, b->size);
 	}
 	return r;
 }
@@ -565,6 +573,49 @@ int lazy_blob_table(const char *cache_dir, const struct anole_lazy_blob *b, stru
 	r = load_table(dst, b, t, err);
 	store_free(dst);
 	return r;
+}
+
+static int span_cmp(const void *a, const void *b)
+{
+	const uint64_t *x = a, *y = b;
+	return x[0] < y[0] ? -1 : x[0] > y[0];
+}
+
+int lazy_blob_extents(const char *cache_dir, const struct anole_lazy_blob *b,
+		      uint64_t (**spans)[2], size_t *n, struct anole_error *err)
+{
+	*spans = NULL;
+	*n = 0;
+	struct store *dst;
+	int r = store_open(cache_dir, 0, false, &dst, err);
+	if (r < 0)
+		return r;
+	_cleanup_free_ char *path = store_blob_path(dst, b->chunks);
+	store_free(dst);
+	if (!path)
+		return anole_err(err, ENOMEM, "out of memory");
+	struct chunk_index c;
+	if ((r = chunk_index_load(path, &c, err)) < 0)
+		return r;
+	uint64_t (*s)[2] = malloc(MAX(c.head.count, 1) * sizeof(*s));
+	if (!s) {
+		chunk_index_release(&c);
+		return anole_err(err, ENOMEM, "out of memory");
+	}
+	size_t k = 0;
+	for (uint64_t i = 0; i < c.head.count; i++) {
+		const struct anole_chunk_entry *e = &c.e[i];
+		if (!e->cblocks) /* plain bytes: the kernel reads only what it needs */
+			continue;
+		s[k][0] = (uint64_t)e->blkaddr << 12;
+		s[k][1] = ((uint64_t)e->blkaddr + e->nblocks) << 12;
+		k++;
+	}
+	chunk_index_release(&c);
+	qsort(s, k, sizeof(*s), span_cmp);
+	*spans = s;
+	*n = k;
+	return 0;
 }
 
 /* ---- converting ------------------------------------------------------------- */

@@ -9,13 +9,17 @@
 
 /* Fetch and verify everything a lazy mount of @ref needs before mounting
  * into the layout @cache_dir: the config, the metadata image and every
- * blob's digest table, but no data. (*out)->meta_path is the metadata image
+ * blob's digest table and chunk index, but no data. (*out)->meta_path is the metadata image
  * in the cache; *src the store to read data from (the caller frees both). */
 int lazy_prepare(const char *ref, const char *cache_dir, int tls_verify,
 		 struct anole_lazy_info **out, struct store **src, struct anole_error *err);
 /* A blob's digest table, from the cache (lazy_prepare put it there). */
 int lazy_blob_table(const char *cache_dir, const struct anole_lazy_blob *b, struct digest_table *t,
 		    struct anole_error *err);
+/* A blob's compressed extents as byte spans [start, end), sorted, from its
+ * chunk index in the cache: the kernel reads each of them whole. */
+int lazy_blob_extents(const char *cache_dir, const struct anole_lazy_blob *b,
+		      uint64_t (**spans)[2], size_t *n, struct anole_error *err);
 
 /* Store a prefetch list ({"blobs":[digests],"ranges":[[blob, range]...]})
  * for the image @ref names; *tag_out gets the tag it is under. */

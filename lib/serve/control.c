@@ -52,6 +52,7 @@ static json_t *status_json(void)
 			json_array_append_new(digests, json_string(m->blobs[k]->digest));
 			json_array_append_new(uses, json_string(m->lblobs[k].digest));
 			json_array_append_new(uses, json_string(m->lblobs[k].digests));
+			json_array_append_new(uses, json_string(m->lblobs[k].chunks));
 		}
 		json_array_append_new(mounts, json_pack("{s:s, s:s, s:s, s:s, s:o, s:o}", "mountpoint",
 							m->mountpoint, "ref", m->ref, "manifest",
@@ -72,7 +73,7 @@ static json_t *status_json(void)
 	for (const struct job *j = W.background; j; j = j->next)
 		queued++;
 	return json_pack("{s:i, s:I, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
-			 "s:I}",
+			 "s:I, s:I, s:I}",
 			 "pid", (int)getpid(), "started", (json_int_t)W.started, "cache",
 			 W.paths.cache, "mounts", mounts, "blobs", blobs, "bytes_total",
 			 (json_int_t)total, "bytes_cached", (json_int_t)cached, "bytes_fetched",
@@ -81,7 +82,8 @@ static json_t *status_json(void)
 			 (json_int_t)W.fetch_requests, "fetch_errors", (json_int_t)W.fetch_errors,
 			 "events", (json_int_t)W.events, "events_pending",
 			 (json_int_t)W.npending_events, "reads_failed", (json_int_t)W.denied,
-			 "jobs_queued", (json_int_t)queued);
+			 "jobs_queued", (json_int_t)queued, "read_waits", (json_int_t)W.read_waits,
+			 "read_wait_us", (json_int_t)W.read_wait_us);
 }
 
 /* Prometheus text format, from the status. */
@@ -104,6 +106,7 @@ static char *metrics_text(json_t *st)
 		{"events_pending", "anole_read_events_pending", "gauge", "Reads waiting for data."},
 		{"reads_failed", "anole_reads_failed_total", "counter", "Reads answered with EIO."},
 		{"jobs_queued", "anole_fetch_jobs_queued", "gauge", "Fetches waiting for a thread."},
+		{"read_waits", "anole_read_waits_total", "counter", "Reads that waited for a fetch."},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(g); i++) {
 		int n = snprintf(line, sizeof(line), "# HELP %s %s\n# TYPE %s %s\n%s %lld\n", g[i].name,
@@ -112,6 +115,12 @@ static char *metrics_text(json_t *st)
 		strbuf_add(&out, line, (size_t)n);
 	}
 	int n = snprintf(line, sizeof(line),
+			 "# HELP anole_read_wait_seconds_total Time reads spent waiting for "
+			 "fetches.\n# TYPE anole_read_wait_seconds_total counter\n"
+			 "anole_read_wait_seconds_total %.6f\n",
+			 (double)json_integer_value(json_object_get(st, "read_wait_us")) / 1e6);
+	strbuf_add(&out, line, (size_t)n);
+	n = snprintf(line, sizeof(line),
 			 "# HELP anole_mounts Lazy images mounted.\n# TYPE anole_mounts gauge\n"
 			 "anole_mounts %zu\n",
 			 json_array_size(json_object_get(st, "mounts")));
@@ -171,9 +180,10 @@ static void maybe_quit(void)
 		unlink(path);
 	}
 	wlog("nothing mounted; exiting (fetched %llu bytes in %llu requests; reads asked for "
-	     "%llu distinct bytes of partial blobs)",
+	     "%llu distinct bytes of partial blobs; %llu reads waited %.3f s in all)",
 	     (unsigned long long)W.fetched_bytes, (unsigned long long)W.fetch_requests,
-	     (unsigned long long)W.read_bytes);
+	     (unsigned long long)W.read_bytes, (unsigned long long)W.read_waits,
+	     (double)W.read_wait_us / 1e6);
 	_exit(0);
 }
 

@@ -117,6 +117,8 @@ static int schedule(struct blob *b, uint64_t from, uint64_t to, enum prio prio)
 
 static void finish_waiter(struct waiter *w, bool ok)
 {
+	W.read_waits++;
+	W.read_wait_us += (uint64_t)((now_seconds() - w->since) * 1e6);
 	if (w->sw) {
 		w->sw->done = true;
 		w->sw->ok = ok;
@@ -127,8 +129,10 @@ static void finish_waiter(struct waiter *w, bool ok)
 	free(w);
 }
 
+/* Reader waits for [first, last]; [sfirst, slast] (which holds it) is
+ * fetched. */
 static void add_waiter(struct blob *b, uint64_t id, struct sync_wait *sw, uint64_t first,
-		       uint64_t last)
+		       uint64_t last, uint64_t sfirst, uint64_t slast)
 {
 	struct waiter *w = calloc(1, sizeof(*w));
 	if (!w) {
@@ -139,10 +143,10 @@ static void add_waiter(struct blob *b, uint64_t id, struct sync_wait *sw, uint64
 		return;
 	}
 	*w = (struct waiter){.next = W.waiters, .id = id, .sw = sw, .b = b, .first = first,
-			     .last = last};
+			     .last = last, .since = now_seconds()};
 	W.waiters = w;
 	b->waiting++;
-	if (schedule(b, first, last, DEMAND) < 0) {
+	if (schedule(b, sfirst, slast, DEMAND) < 0) {
 		/* no job will wake this reader: fail it now */
 		W.waiters = w->next;
 		b->waiting--;
@@ -175,13 +179,51 @@ static void readahead(struct blob *b, uint64_t first, uint64_t last)
 	(void)schedule(b, from, b->ra_end, LISTED);
 }
 
-void wait_for(struct blob *b, uint64_t id, uint64_t first, uint64_t last)
+/* The compressed extent that holds byte @off, or NULL. */
+static const uint64_t *extent_at(const struct blob *b, uint64_t off)
 {
-	readahead(b, first, last);
-	if (all_present(b, first, last))
+	size_t lo = 0, hi = b->nextents;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (b->extents[mid][0] <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo && off < b->extents[lo - 1][1] ? b->extents[lo - 1] : NULL;
+}
+
+/* A read of [off, off + len) (len > 0, off < size): its own ranges, and
+ * those of the compressed extents it touches. The kernel decompresses an
+ * extent whole but asks for it in pieces, one after another: fetched
+ * piece by piece, each would wait a round trip of its own. */
+struct read_span {
+	uint64_t first, last;   /* what the reader waits for */
+	uint64_t sfirst, slast; /* what it will need next: fetched with it */
+};
+
+static struct read_span read_span(const struct blob *b, uint64_t off, uint64_t len)
+{
+	uint64_t end = off + MIN(len, b->size - off); /* (capped: cannot wrap) */
+	const uint64_t *lo = extent_at(b, off), *hi = extent_at(b, end - 1);
+	return (struct read_span){
+		.first = off >> b->rbits,
+		.last = (end - 1) >> b->rbits,
+		.sfirst = (lo ? lo[0] : off) >> b->rbits,
+		.slast = ((hi ? MIN(hi[1], b->size) : end) - 1) >> b->rbits,
+	};
+}
+
+void wait_for(struct blob *b, uint64_t id, uint64_t off, uint64_t len)
+{
+	struct read_span s = read_span(b, off, len);
+	readahead(b, s.sfirst, s.slast);
+	if (all_present(b, s.first, s.last)) {
 		answer_event(id, true);
-	else
-		add_waiter(b, id, NULL, first, last);
+		(void)schedule(b, s.sfirst, s.slast, DEMAND);
+	} else {
+		add_waiter(b, id, NULL, s.first, s.last, s.sfirst, s.slast);
+	}
 }
 
 int fetch_wait(struct blob *b, uint64_t off, uint64_t len)
@@ -189,13 +231,11 @@ int fetch_wait(struct blob *b, uint64_t off, uint64_t len)
 	pthread_mutex_lock(&W.lock);
 	int r = 0;
 	if (!b->complete && len && off < b->size) {
-		uint64_t first = off >> b->rbits;
-		/* (len is capped first: off + len must not wrap) */
-		uint64_t last = (off + MIN(len, b->size - off) - 1) >> b->rbits;
-		readahead(b, first, last);
-		if (!all_present(b, first, last)) {
+		struct read_span s = read_span(b, off, len);
+		readahead(b, s.sfirst, s.slast);
+		if (!all_present(b, s.first, s.last)) {
 			struct sync_wait sw = {.cond = PTHREAD_COND_INITIALIZER};
-			add_waiter(b, 0, &sw, first, last);
+			add_waiter(b, 0, &sw, s.first, s.last, s.sfirst, s.slast);
 			while (!sw.done)
 				pthread_cond_wait(&sw.cond, &W.lock);
 			r = sw.ok ? 0 : -EIO;

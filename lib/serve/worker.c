@@ -153,6 +153,7 @@ static void blob_free(struct blob *b)
 	if (b->mapfd >= 0)
 		close(b->mapfd);
 	digest_table_release(&b->table);
+	free(b->extents);
 	store_free(b->src);
 	free(b->state);
 	free(b->readmap);
@@ -280,6 +281,9 @@ static int get_blob(const struct anole_lazy_blob *lb, const char *ref, int tls_v
 		goto fail;
 	b->rbits = b->table.head.range_bits;
 	b->nranges = b->table.head.count;
+	struct anole_error e = {0};
+	if (lazy_blob_extents(W.paths.cache, lb, &b->extents, &b->nextents, &e) < 0)
+		wlog("blob %.19s: reads fetch only the ranges they ask for: %s", lb->digest, e.msg);
 	snprintf(b->path, sizeof(b->path), "%s", partial);
 	/* a descriptor from before the mark: inherited from the holder
 	 * (an earlier worker made it), or made now, before marking */
@@ -416,10 +420,7 @@ static void on_event(const struct hmsg *ev)
 		answer_event(ev->id, true);
 	} else {
 		note_read_locked(b, ev->off, ev->count);
-		uint64_t first = ev->off >> b->rbits;
-		/* (count is capped first: off + count must not wrap) */
-		uint64_t last = (ev->off + MIN(ev->count, b->size - ev->off) - 1) >> b->rbits;
-		wait_for(b, ev->id, first, last);
+		wait_for(b, ev->id, ev->off, ev->count);
 	}
 	pthread_mutex_unlock(&W.lock);
 }

@@ -35,6 +35,9 @@ struct blob {
 	 * what a workload needed, to compare with what was fetched */
 	uint8_t *readmap;
 	uint64_t read_bytes;
+	/* its compressed extents, [start, end) in bytes, sorted (may be none) */
+	uint64_t (*extents)[2];
+	size_t nextents;
 	/* read-ahead window (ranges): a read reaching ra_mark opens the next */
 	uint64_t ra_size, ra_mark, ra_end;
 	time_t down_since; /* the last full-retry fetch failed then; 0 = fine */
@@ -71,6 +74,7 @@ struct waiter {
 	uint64_t id;
 	struct blob *b;
 	uint64_t first, last;
+	double since; /* now_seconds() when it began to wait */
 };
 
 struct job {
@@ -100,6 +104,9 @@ struct worker {
 	unsigned listed_running;
 	uint64_t events, npending_events, denied, fetch_requests, fetched_bytes, fetch_errors;
 	uint64_t read_bytes;
+	/* reads that waited for a fetch, and how long they waited in all:
+	 * the time a workload lost to the network */
+	uint64_t read_waits, read_wait_us;
 	uint64_t prefetch_rate; /* bytes per second, 0 = unlimited */
 	/* events not answered yet, with the number of their descriptor: if
 	 * the holder dies, the worker answers them on the group itself */
@@ -124,7 +131,7 @@ void blob_release(struct blob *b);
 void complete_blob_locked(struct blob *b);
 
 /* fetch.c, all with W.lock held but start_fetchers */
-void wait_for(struct blob *b, uint64_t id, uint64_t first, uint64_t last);
+void wait_for(struct blob *b, uint64_t id, uint64_t off, uint64_t len);
 /* Without W.lock: return once [off, off+len) of @b is verified in the
  * cache (0) or could not be fetched (-EIO). */
 int fetch_wait(struct blob *b, uint64_t off, uint64_t len);
