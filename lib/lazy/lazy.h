@@ -9,8 +9,9 @@
 
 /* Fetch and verify everything a lazy mount of @ref needs before mounting
  * into the layout @cache_dir: the config, the metadata image and every
- * blob's digest table and chunk index, but no data. (*out)->meta_path is the metadata image
- * in the cache; *src the store to read data from (the caller frees both). */
+ * blob's digest table and chunk index, but no data. (*out)->meta_path is
+ * the metadata image in the cache; *src the store to read data from (the
+ * caller frees both). */
 int lazy_prepare(const char *ref, const char *cache_dir, int tls_verify,
 		 struct anole_lazy_info **out, struct store **src, struct anole_error *err);
 /* A blob's digest table, from the cache (lazy_prepare put it there). */

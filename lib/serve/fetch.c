@@ -62,8 +62,8 @@ static void push(struct job **list, struct job *j)
 }
 
 /* A queued list or background job holding range @r moves to the demand
- * queue: a reader waits for it now. */
-static void promote(struct blob *b, uint64_t r)
+ * queue: a reader waits for it now. False when no queued job holds it. */
+static bool promote(struct blob *b, uint64_t r)
 {
 	struct job **lists[2] = {&W.listed, &W.background};
 	for (int l = 0; l < 2; l++)
@@ -73,9 +73,10 @@ static void promote(struct blob *b, uint64_t r)
 				*p = j->next;
 				j->background = false;
 				push(&W.demand, j);
-				return;
+				return true;
 			}
 		}
+	return false;
 }
 
 enum prio { DEMAND, LISTED, BACKGROUND };
@@ -86,13 +87,15 @@ static uint64_t coalesce(const struct blob *b, enum prio prio)
 	return MAX(COALESCE_MIN, bytes >> b->rbits);
 }
 
-/* -ENOMEM when a job could not be made (its ranges stay absent). */
+/* -ENOMEM when a job could not be made (its ranges stay absent). Fetch
+ * threads are woken only when a queue changed: readers of ranges already
+ * here or coming call this too. */
 static int schedule(struct blob *b, uint64_t from, uint64_t to, enum prio prio)
 {
-	bool background = prio == BACKGROUND;
+	bool background = prio == BACKGROUND, queued = false;
 	for (uint64_t r = from; r <= to && r < b->nranges; r++) {
 		if (b->state[r] == RANGE_FETCHING && prio == DEMAND)
-			promote(b, r);
+			queued |= promote(b, r);
 		if (b->state[r] != RANGE_ABSENT)
 			continue;
 		struct job *j = calloc(1, sizeof(*j));
@@ -110,8 +113,10 @@ static int schedule(struct blob *b, uint64_t from, uint64_t to, enum prio prio)
 		}
 		r--;
 		push(prio == BACKGROUND ? &W.background : prio == LISTED ? &W.listed : &W.demand, j);
+		queued = true;
 	}
-	pthread_cond_broadcast(&W.jobs_cond);
+	if (queued)
+		pthread_cond_broadcast(&W.jobs_cond);
 	return 0;
 }
 
