@@ -41,6 +41,22 @@ registry_start
 "$ANOLE" convert -q "oci:$L:v1" "docker://$REGISTRY/faults/lazy:v1" >"$TMP/convert.out" 2>&1 ||
 	fail "convert failed: $(cat "$TMP/convert.out")"
 
+# no fault: requests share kept-alive connections (a new one would cost
+# a handshake's round trip, and with TLS another)
+faultproxy_start
+rm -rf "$ANOLE_CACHE_DIR" "$ANOLE_RUNTIME_DIR"
+mkdir -p "$TMP/lm"
+"$ANOLE" mount --prefetch=none "docker://$PROXY/faults/lazy:v1" "$TMP/lm" || fail "mount through the proxy failed"
+"$TREECMP" --ignore-root-mtime "$TRUTH" "$TMP/lm" >"$TMP/cmp" || fail "lazy mount differs: $(tail -n 3 "$TMP/cmp")"
+"$ANOLE" umount "$TMP/lm" || fail "umount failed"
+wait_daemon_gone
+gets=$(grep -c '^GET ' "$TMP/proxy.log")
+conns=$(grep -c '^CONNECTION ' "$TMP/proxy.log")
+echo "keep-alive: $gets GETs on $conns connections"
+[ "$gets" -ge 8 ] || fail "only $gets GETs: the image is too small to tell"
+[ $((conns * 2)) -le "$gets" ] || fail "$gets GETs took $conns connections: not kept alive"
+kill "$PROXY_PID" 2>/dev/null || true
+
 for fault in 503=3 reset redirect badredirect ignore-range flip delay=300; do
 	faultproxy_start "$fault"
 	REF=docker://$PROXY/faults/lazy:v1

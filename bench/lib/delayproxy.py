@@ -7,10 +7,12 @@ Listens on 127.0.0.1 (of the network namespace it runs in). Each GET or
 HEAD waits DELAY_MS before it is passed to the registry, which listens on
 a unix socket, so only the client side of the traffic crosses the shaped
 loopback. The kernel here has no netem; one delay per request stands in
-for the round trip a request costs on a real network.
+for the round trip a request costs on a real network, and one more per
+new connection for the TCP handshake's (keep-alive saves it; TLS, which
+would cost another, is not modelled).
 
-GET /_bench/stats answers {"bytes": N, "requests": N}: response bytes
-(status line, headers and body) sent since the start.
+GET /_bench/stats answers {"bytes": N, "requests": N, "connections": N}:
+response bytes (status line, headers and body) sent since the start.
 """
 import http.client
 import http.server
@@ -26,7 +28,7 @@ lock = threading.Lock()
 # DELAYPROXY_LOG=FILE: one line per request (start and end times, status,
 # bytes, path, range), to see where a start-up spends its time
 reqlog = open(os.environ["DELAYPROXY_LOG"], "a", buffering=1) if os.environ.get("DELAYPROXY_LOG") else None
-stats = {"bytes": 0, "requests": 0}
+stats = {"bytes": 0, "requests": 0, "connections": 0}
 PASS = ("content-type", "content-length", "docker-content-digest", "www-authenticate",
         "content-range", "location", "accept-ranges", "etag")
 
@@ -54,6 +56,13 @@ class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def setup(self):
+        with lock:
+            stats["connections"] += 1
+        if delay:
+            time.sleep(delay)  # the handshake's round trip
+        # as Go's net/http (docker-registry) does: without it, Nagle and
+        # the client's delayed ACKs hold a kept-alive response's last bytes
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().setup()
         self.wfile = CountingWriter(self.wfile)
 

@@ -236,8 +236,10 @@ def one_run(anole, registry, name, mode, work):
         shutil.copy(os.path.join(work, "rt", "daemon.log"),
                     os.path.join(os.environ["HB_LOGDIR"], "%s-%s-%d.log" % (name, mode, time.time())))
     shutil.rmtree(work, ignore_errors=True)
+    # the stats request itself opened one connection
+    conns = after.get("connections", 1) - before.get("connections", 0) - 1
     return ms, after["bytes"] - before["bytes"], after["requests"] - before["requests"], \
-        fetched, read, waits
+        fetched, read, waits, conns
 
 
 def cmd_record(anole, registry, work, names):
@@ -264,13 +266,13 @@ def cmd_run(anole, registry, work, reps, modes, names):
     for name in names:
         for rep in range(1, reps + 1):
             for mode in modes:
-                ms, nbytes, nreq, fetched, read, waits = one_run(anole, registry, name, mode,
-                                                                 work)
+                ms, nbytes, nreq, fetched, read, waits, conns = one_run(anole, registry, name,
+                                                                        mode, work)
                 row = [name, mode, rep, "-" if ms is None else "%.0f" % ms, nbytes, nreq,
                        fetched, read]
                 print("\t".join(str(x) for x in row), flush=True)
-                log("%-8s %s #%d: %s ms, %.1f MiB in %d requests%s" %
-                    (name, mode, rep, row[3], nbytes / 1048576.0, nreq,
+                log("%-8s %s #%d: %s ms, %.1f MiB in %d requests on %d connections%s" %
+                    (name, mode, rep, row[3], nbytes / 1048576.0, nreq, conns,
                      "; %d reads waited %.2f s in all" % waits if waits else ""))
 
 

@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <sys/file.h>
 #include <jansson.h>
 #include <sys/stat.h>
@@ -169,8 +170,8 @@ static int parse_manifest(const char *name, const struct strbuf *body, const cha
 }
 
 /* Manifest and config of the image @s names. */
-static int lazy_read(struct store *s, struct strbuf *body, struct anole_lazy_info **out,
-		     struct anole_error *err)
+static int lazy_read(struct store *s, bool with_config, struct strbuf *body,
+		     struct anole_lazy_info **out, struct anole_error *err)
 {
 	struct anole_lazy_info *li = calloc(1, sizeof(*li));
 	if (!li)
@@ -181,7 +182,7 @@ static int lazy_read(struct store *s, struct strbuf *body, struct anole_lazy_inf
 	int r = store_get_manifest(s, body, mt, &dg, err);
 	if (r >= 0)
 		r = parse_manifest(s->name, body, mt, li, err);
-	if (r >= 0)
+	if (r >= 0 && with_config)
 		r = store_get_small(s, li->config_digest, li->config_size, MAX_SMALL, &cfg, err);
 	if (r < 0) {
 		strbuf_release(&cfg);
@@ -204,7 +205,7 @@ int anole_lazy_open(const char *ref, int tls_verify, struct anole_lazy_info **ou
 	if (r < 0)
 		return r;
 	struct strbuf body = {0};
-	r = lazy_read(s, &body, out, err);
+	r = lazy_read(s, true, &body, out, err);
 	strbuf_release(&body);
 	store_free(s);
 	return r;
@@ -381,14 +382,11 @@ static int unpack_meta(struct store *dst, const struct anole_lazy_info *li, stru
 	return r < 0 ? anole_err(err, -r, "%s: %s", path, strerror(-r)) : 0;
 }
 
-/* The config came with the manifest, checked against its digest: stored
- * from there, not fetched a second time. */
-static int ensure_config(struct store *src, struct store *dst, const struct anole_lazy_info *li,
-			 bool *fetched, struct anole_error *err)
+/* The config, when it came with the manifest (checked against its digest):
+ * stored from there, not fetched a second time. */
+static int store_config(struct store *dst, const struct anole_lazy_info *li, bool *fetched,
+			struct anole_error *err)
 {
-	if (!li->config_json)
-		return ensure_local(src, dst, li->config_digest, li->config_size, NULL, fetched,
-				    err);
 	int r = store_has_blob(dst, li->config_digest, li->config_size, err);
 	*fetched = r == 0;
 	if (r != 0)
@@ -404,26 +402,97 @@ static void count_blob(struct anole_pull_stats *ps, bool fetched, uint64_t size)
 	*(fetched ? &ps->bytes_fetched : &ps->bytes_present) += size;
 }
 
+/* One small blob fetched on a thread of its own. */
+struct small_fetch {
+	struct store *src, *dst;
+	const char *digest;
+	uint64_t size;
+	const struct anole_lazy_info *meta; /* the metadata layer: unpack it too */
+	bool fetched;
+	int r;
+	struct anole_error err;
+	pthread_t thread;
+	bool started;
+};
+
+static void *small_fetch_main(void *arg)
+{
+	struct small_fetch *f = arg;
+	f->r = ensure_local(f->src, f->dst, f->digest, f->size, NULL, &f->fetched, &f->err);
+	if (f->r >= 0 && f->meta) /* while the tables still come */
+		f->r = unpack_meta(f->dst, f->meta, &f->err);
+	return NULL;
+}
+
+/* The metadata layer (then its unpacking), digest tables and chunk
+ * indexes, all at once: a mount waits for them, and one after another
+ * they cost a round trip each. */
+static int fetch_small(struct store *src, struct store *dst, const struct anole_lazy_info *li,
+		       struct anole_pull_stats *ps, struct anole_error *err)
+{
+	size_t n = 2 + 2 * li->nblobs;
+	struct small_fetch *f = calloc(n, sizeof(*f));
+	if (!f)
+		return anole_err(err, ENOMEM, "out of memory");
+	f[0] = (struct small_fetch){.digest = li->meta_digest, .size = li->meta_size,
+				    .meta = strcmp(li->meta_digest, li->meta_image_digest) ? li : NULL};
+	for (size_t i = 0; i < li->nblobs; i++) {
+		f[1 + 2 * i] = (struct small_fetch){.digest = li->blobs[i].digests,
+						    .size = li->blobs[i].digests_size};
+		f[2 + 2 * i] = (struct small_fetch){.digest = li->blobs[i].chunks,
+						    .size = li->blobs[i].chunks_size};
+	}
+	if (!li->config_json) /* last: this thread fetches it */
+		f[n - 1] = (struct small_fetch){.digest = li->config_digest, .size = li->config_size};
+	else
+		n--;
+	/* in waves of 16 (an image with many base blobs) */
+	for (size_t wave = 0; wave < n; wave += 16) {
+		size_t end = MIN(n, wave + 16);
+		for (size_t i = wave; i < end; i++) {
+			f[i].src = src;
+			f[i].dst = dst;
+			/* the last one (or one no thread could be made for) runs here */
+			f[i].started = i + 1 < end &&
+				       !pthread_create(&f[i].thread, NULL, small_fetch_main, &f[i]);
+			if (!f[i].started)
+				small_fetch_main(&f[i]);
+		}
+		for (size_t i = wave; i < end; i++)
+			if (f[i].started)
+				pthread_join(f[i].thread, NULL);
+	}
+	int r = 0;
+	for (size_t i = 0; i < n && r >= 0; i++)
+		if (f[i].r < 0)
+			r = anole_err(err, f[i].err.code, "%s", f[i].err.msg);
+	if (r >= 0) {
+		count_blob(ps, f[0].fetched, li->meta_size);
+		if (!li->config_json)
+			count_blob(ps, f[n - 1].fetched, li->config_size);
+	}
+	free(f);
+	return r;
+}
+
 /* Everything one lazy image references, from @src into layout @dst. */
-static int copy_image(struct store *src, struct store *dst, const struct anole_lazy_info *li,
-		      bool data, struct anole_pull_stats *ps, void (*log)(void *, const char *),
-		      void *ctx, struct anole_error *err)
+static int copy_image(struct store *src, struct store *dst, struct anole_lazy_info *li, bool data,
+		      struct anole_pull_stats *ps, void (*log)(void *, const char *), void *ctx,
+		      struct anole_error *err)
 {
 	bool fetched;
-	int r = ensure_config(src, dst, li, &fetched, err);
-	if (r >= 0) {
+	int r = 0;
+	if (li->config_json && (r = store_config(dst, li, &fetched, err)) >= 0)
 		count_blob(ps, fetched, li->config_size);
-		r = ensure_local(src, dst, li->meta_digest, li->meta_size, NULL, &fetched, err);
+	if (r >= 0 && (r = fetch_small(src, dst, li, ps, err)) >= 0 && !li->config_json) {
+		struct strbuf cfg = {0}; /* `anole run` builds its bundle from it */
+		r = store_get_small(dst, li->config_digest, li->config_size, MAX_SMALL, &cfg, err);
+		li->config_json = r >= 0 ? cfg.buf : NULL;
+		if (r < 0)
+			strbuf_release(&cfg);
 	}
-	if (r >= 0)
-		count_blob(ps, fetched, li->meta_size);
-	if (r >= 0 && strcmp(li->meta_digest, li->meta_image_digest))
-		r = unpack_meta(dst, li, err);
 	for (size_t i = 0; i < li->nblobs && r >= 0; i++) {
 		const struct anole_lazy_blob *b = &li->blobs[i];
-		if ((r = ensure_local(src, dst, b->digests, b->digests_size, NULL, &fetched, err)) < 0 ||
-		    (r = ensure_local(src, dst, b->chunks, b->chunks_size, NULL, &fetched, err)) < 0)
-			break;
 		if (!data) { /* a lazy mount checks the table now and reads data later */
 			struct digest_table t;
 			if ((r = load_table(dst, b, &t, err)) >= 0)
@@ -498,7 +567,7 @@ int anole_pull(const char *ref, const char *dir, const struct anole_pull_options
 	struct strbuf body = {0};
 	int r = store_open(ref, o->tls_verify, false, &src, err);
 	if (r >= 0)
-		r = lazy_read(src, &body, &li, err);
+		r = lazy_read(src, false, &body, &li, err);
 	_cleanup_free_ char *dspec = NULL;
 	if (r >= 0) {
 		/* name the copy with the source's tag */
@@ -541,7 +610,7 @@ int lazy_prepare(const char *ref, const char *cache_dir, int tls_verify,
 	struct strbuf body = {0};
 	int r = store_open(ref, tls_verify, false, &src, err);
 	if (r >= 0)
-		r = lazy_read(src, &body, &li, err);
+		r = lazy_read(src, false, &body, &li, err);
 	if (r >= 0)
 		r = store_open(cache_dir, 0, true, &dst, err);
 	if (r >= 0)
@@ -666,7 +735,7 @@ static int load_bases(struct convert *c)
 		c->refs[c->nrefs++] = s;
 		struct strbuf body = {0};
 		struct anole_lazy_info *li;
-		r = lazy_read(s, &body, &li, c->err);
+		r = lazy_read(s, true, &body, &li, c->err);
 		strbuf_release(&body);
 		if (r < 0)
 			return r;

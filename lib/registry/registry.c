@@ -27,6 +27,12 @@ struct registry {
 	char *auth;           /* "Authorization: ..." or NULL */
 	char *basic;          /* base64 user:pass from the auth file */
 	char *identity_token;
+	/* idle handles, each keeping its connections open: a lazy read's
+	 * request then costs one round trip, not a TCP (and TLS) handshake
+	 * more. Handles, not a curl share: libcurl does not support sharing a
+	 * connection cache between threads. Under lock. */
+	CURL *idle[16];
+	size_t nidle;
 };
 
 /* ---- references ---------------------------------------------------------- */
@@ -167,6 +173,8 @@ void registry_free(struct registry *r)
 {
 	if (!r)
 		return;
+	while (r->nidle)
+		curl_easy_cleanup(r->idle[--r->nidle]);
 	pthread_mutex_destroy(&r->lock);
 	free(r->auth);
 	free(r->basic);
@@ -310,9 +318,35 @@ static size_t on_upload(char *buf, size_t size, size_t n, void *ctx)
 	return want;
 }
 
+/* An idle handle (its options reset, its connections kept) or a new one. */
+static CURL *get_handle(struct registry *r)
+{
+	CURL *c = NULL;
+	pthread_mutex_lock(&r->lock);
+	if (r->nidle)
+		c = r->idle[--r->nidle];
+	pthread_mutex_unlock(&r->lock);
+	if (!c)
+		return curl_easy_init();
+	curl_easy_reset(c);
+	return c;
+}
+
+static void put_handle(struct registry *r, CURL *c)
+{
+	pthread_mutex_lock(&r->lock);
+	if (r->nidle < sizeof(r->idle) / sizeof(r->idle[0])) {
+		r->idle[r->nidle++] = c;
+		c = NULL;
+	}
+	pthread_mutex_unlock(&r->lock);
+	if (c)
+		curl_easy_cleanup(c);
+}
+
 static CURL *new_handle(struct xfer *x, const char *url, struct curl_slist *hdrs)
 {
-	CURL *c = curl_easy_init();
+	CURL *c = get_handle(x->reg);
 	if (!c)
 		return NULL;
 	curl_easy_setopt(c, CURLOPT_URL, url);
@@ -470,7 +504,7 @@ static int authenticate(struct registry *r, const char *challenge, const char *r
 			curl_easy_setopt(c, CURLOPT_POSTFIELDS, post);
 		CURLcode cc = curl_easy_perform(c);
 		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &x.status);
-		curl_easy_cleanup(c);
+		put_handle(r, c);
 		if (transient(cc, x.status) && attempt + 1 < MAX_ATTEMPTS) {
 			backoff(attempt);
 			continue;
@@ -558,7 +592,7 @@ static int request(struct registry *r, const char *path, const char *accept, con
 		}
 		CURLcode cc = curl_easy_perform(c);
 		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &x->status);
-		curl_easy_cleanup(c);
+		put_handle(r, c);
 		curl_slist_free_all(hdrs);
 		if (x->write_failed)
 			return anole_err(err, EPIPE, "%s: reader went away", path);
