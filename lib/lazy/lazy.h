@@ -32,4 +32,24 @@ struct json_t;
 int lazy_prefetch_get(const char *ref, const char *manifest_digest, int tls_verify,
 		      struct json_t **out, struct anole_error *err);
 
+/* What a recorded list asks of one blob of the mounted image. */
+struct prefetch_blob {
+	const char *digest; /* "sha256:HEX" */
+	uint64_t nranges;   /* digest-table ranges it has */
+	uint64_t max_run;   /* the most ranges one request may ask for */
+};
+/* Neighbouring ranges of one blob, fetched in one request. */
+struct prefetch_run {
+	size_t blob; /* index into the image's blobs */
+	uint64_t first, last;
+};
+/* The runs a recorded list ({"blobs":[digests],"ranges":[[blob, range]...]},
+ * docs/FORMAT.md) asks for, in its order. Entries that name a blob the
+ * image lacks, a range beyond a blob's end, or anything but two integers
+ * are skipped; a list that is not an object, names over 64 blobs or more
+ * ranges than the image has is refused with -EBADMSG and a reason in @why.
+ * The list comes from the registry: nothing in it is trusted. */
+int prefetch_list_runs(struct json_t *list, const struct prefetch_blob *blobs, size_t nblobs,
+		       struct prefetch_run **runs, size_t *nruns, char *why, size_t why_size);
+
 #endif

@@ -5,7 +5,12 @@
  * image as an artifact whose subject is the image manifest, under the tag
  * sha256-HEX.prefetch, so the image's own digest does not change.
  */
+#include <errno.h>
 #include <jansson.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "anole/lazy_fs.h"
 #include "lazy/lazy.h"
@@ -109,6 +114,72 @@ out:
 	store_free(s);
 	store_free(t);
 	return r;
+}
+
+static bool ranges_fit(json_t *ranges, const struct prefetch_blob *blobs, size_t nblobs)
+{
+	uint64_t total = 0;
+	for (size_t k = 0; k < nblobs; k++)
+		total += blobs[k].nranges;
+	return json_array_size(ranges) <= total;
+}
+
+int prefetch_list_runs(json_t *list, const struct prefetch_blob *blobs, size_t nblobs,
+		       struct prefetch_run **runs, size_t *nruns, char *why, size_t why_size)
+{
+	*runs = NULL;
+	*nruns = 0;
+	json_t *lb = json_object_get(list, "blobs"), *ranges = json_object_get(list, "ranges");
+	size_t nb = json_array_size(lb);
+	if (!json_is_object(list) || !json_is_array(ranges)) {
+		snprintf(why, why_size, "not a prefetch list");
+		return -EBADMSG;
+	}
+	/* a list cannot name more than the image has */
+	if (nb > 64 || !ranges_fit(ranges, blobs, nblobs)) {
+		snprintf(why, why_size, "%zu blobs, %zu ranges for an image of %zu blobs", nb,
+			 json_array_size(ranges), nblobs);
+		return -EBADMSG;
+	}
+	/* the list names blobs by digest: the image's, or skipped */
+	size_t map[64];
+	for (size_t i = 0; i < nb; i++) {
+		const char *d = json_string_value(json_array_get(lb, i));
+		map[i] = SIZE_MAX;
+		for (size_t k = 0; d && k < nblobs && map[i] == SIZE_MAX; k++)
+			if (!strcmp(d, blobs[k].digest))
+				map[i] = k;
+	}
+	struct prefetch_run *out = malloc(MAX(json_array_size(ranges), 1) * sizeof(*out));
+	if (!out) {
+		snprintf(why, why_size, "out of memory");
+		return -ENOMEM;
+	}
+	size_t n = 0, i;
+	json_t *e;
+	json_array_foreach(ranges, i, e) {
+		json_t *jb = json_array_get(e, 0), *jr = json_array_get(e, 1);
+		if (json_array_size(e) != 2 || !json_is_integer(jb) || !json_is_integer(jr))
+			continue;
+		json_int_t bi = json_integer_value(jb), r = json_integer_value(jr);
+		if (bi < 0 || (size_t)bi >= nb || map[bi] == SIZE_MAX || r < 0)
+			continue;
+		const struct prefetch_blob *b = &blobs[map[bi]];
+		if ((uint64_t)r >= b->nranges)
+			continue;
+		/* runs of neighbours become one request, in the list's order */
+		struct prefetch_run *last = n ? &out[n - 1] : NULL;
+		if (last && last->blob == map[bi] && (uint64_t)r == last->last + 1 &&
+		    last->last + 1 - last->first < MAX(b->max_run, 1)) {
+			last->last = (uint64_t)r;
+			continue;
+		}
+		out[n++] = (struct prefetch_run){.blob = map[bi], .first = (uint64_t)r,
+						 .last = (uint64_t)r};
+	}
+	*runs = out;
+	*nruns = n;
+	return 0;
 }
 
 int anole_prefetch_store(const char *ref, const char *list_json, int tls_verify, char *tag,

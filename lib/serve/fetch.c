@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lazy/lazy.h"
 #include "serve/worker.h"
 
 /* the most one request asks for: a reader waits for all of it, prefetch
@@ -252,51 +253,30 @@ int fetch_wait(struct blob *b, uint64_t off, uint64_t len)
 
 void prefetch_list(struct lmount *m, json_t *list)
 {
-	json_t *blobs = json_object_get(list, "blobs"), *ranges = json_object_get(list, "ranges");
-	size_t nb = json_array_size(blobs), total = 0;
+	struct prefetch_blob *pb = calloc(MAX(m->nblobs, 1), sizeof(*pb));
+	struct prefetch_run *runs = NULL;
+	size_t nruns = 0, jobs = 0;
+	char why[160];
+	if (!pb)
+		return;
 	for (size_t k = 0; k < m->nblobs; k++)
-		total += m->blobs[k]->nranges;
-	/* a list cannot name more than the image has */
-	if (nb > 64 || json_array_size(ranges) > total) {
-		wlog("%s: prefetch list ignored: %zu blobs, %zu ranges for an image of %zu",
-		     m->mountpoint, nb, json_array_size(ranges), total);
+		pb[k] = (struct prefetch_blob){.digest = m->blobs[k]->digest,
+					       .nranges = m->blobs[k]->nranges,
+					       .max_run = coalesce(m->blobs[k], LISTED)};
+	if (prefetch_list_runs(list, pb, m->nblobs, &runs, &nruns, why, sizeof(why)) < 0) {
+		wlog("%s: prefetch list ignored: %s", m->mountpoint, why);
+		free(pb);
 		return;
 	}
-	struct blob **map = calloc(MAX(nb, 1), sizeof(*map));
-	if (!map)
-		return;
-	/* the list names blobs by digest: this mount's, or skipped */
-	for (size_t i = 0; i < nb; i++)
-		for (size_t k = 0; k < m->nblobs; k++)
-			if (!strcmp(json_string_value(json_array_get(blobs, i)) ?: "",
-				    m->blobs[k]->digest))
-				map[i] = m->blobs[k];
-	size_t i, jobs = 0;
-	json_t *e;
-	struct blob *run_b = NULL;
-	uint64_t run_first = 0, run_last = 0;
-	json_array_foreach(ranges, i, e) {
-		json_int_t bi = json_integer_value(json_array_get(e, 0));
-		json_int_t r = json_integer_value(json_array_get(e, 1));
-		struct blob *b = bi >= 0 && (size_t)bi < nb ? map[bi] : NULL;
-		if (!b || r < 0 || (uint64_t)r >= b->nranges || b->complete)
-			continue;
-		/* runs of neighbours become one request, in the list's order */
-		if (run_b == b && (uint64_t)r == run_last + 1 &&
-		    run_last + 1 - run_first < coalesce(b, LISTED)) {
-			run_last = (uint64_t)r;
-			continue;
-		}
-		if (run_b)
-			jobs += schedule(run_b, run_first, run_last, LISTED) >= 0;
-		run_b = b;
-		run_first = run_last = (uint64_t)r;
+	for (size_t i = 0; i < nruns; i++) {
+		struct blob *b = m->blobs[runs[i].blob];
+		if (!b->complete)
+			jobs += schedule(b, runs[i].first, runs[i].last, LISTED) >= 0;
 	}
-	if (run_b)
-		jobs += schedule(run_b, run_first, run_last, LISTED) >= 0;
-	free(map);
+	free(runs);
+	free(pb);
 	wlog("%s: prefetching %zu recorded ranges (%zu requests at most)", m->mountpoint,
-	     json_array_size(ranges), jobs);
+	     json_array_size(json_object_get(list, "ranges")), jobs);
 }
 
 void trace_note(struct lmount *m, struct blob *b, uint64_t off, uint64_t len)
