@@ -6,7 +6,9 @@
 # and again: nothing they leave is taken for complete (no tag names a
 # half-written image, a later pull verifies and finishes), and the final
 # run's result equals the source; the next convert removes the work
-# directories killed ones left.
+# directories killed ones left. (4) pull and convert onto a full disk: one
+# clear line, no tag, nothing under a blob's name but that blob, and no
+# work files left behind.
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 # shellcheck source=lib/registry
@@ -30,6 +32,7 @@ daemon_kill() {
 	kill -9 "$(cat "$ANOLE_RUNTIME_DIR/daemon.pid" 2>/dev/null)" 2>/dev/null
 	sleep 0.2
 	umount "$TMP/cachefs" 2>/dev/null
+	umount "$TMP/smallfs" 2>/dev/null
 	true
 }
 trap '_rc=$?; daemon_kill; (exit $_rc); _cleanup' EXIT
@@ -124,3 +127,40 @@ left=$(ls "$TMP/work" | wc -l)
 [ -z "$(ls -A "$TMP/work")" ] || fail "work directories of killed converts were not cleaned up: $(ls "$TMP/work")"
 "$ANOLE" pull -q "$REF2" "$TMP/conv-pulled" || fail "pull of the converted image failed"
 echo "convert: 4 kills ($left work entries left by them, removed by the next convert), no tag on a partial image, then a whole one"
+
+echo "== 4. pull and convert onto a full disk"
+truncate -s 16M "$TMP/small.ext4"
+mkfs.ext4 -q -F "$TMP/small.ext4"
+mkdir -p "$TMP/smallfs"
+mount -o loop "$TMP/small.ext4" "$TMP/smallfs" || fail "cannot loop-mount the small ext4 image"
+one_line_enospc() { # one_line_enospc WHAT ERRFILE
+	[ "$(wc -l <"$2")" = 1 ] || fail "$1 on a full disk: not one line: $(cat "$2")"
+	grep -q "No space left" "$2" || fail "$1 on a full disk: no ENOSPC in: $(cat "$2")"
+}
+whole_blobs() { # whole_blobs LAYOUT WHAT
+	local f
+	for f in "$1"/blobs/sha256/*; do
+		[ -f "$f" ] || continue
+		[ "$(sha256sum <"$f" | cut -d' ' -f1)" = "$(basename "$f")" ] ||
+			fail "$2: blobs/sha256/$(basename "$f") is not that blob"
+	done
+	if [ -f "$1/index.json" ]; then
+		python3 -c 'import json,sys; sys.exit(len(json.load(open(sys.argv[1])).get("manifests", [])) != 0)' "$1/index.json" ||
+			fail "$2: index.json names an image: $(cat "$1/index.json")"
+	fi
+}
+rc=0
+"$ANOLE" pull -q "$REF" "$TMP/smallfs/pulled" >/dev/null 2>"$TMP/pull.err" || rc=$?
+[ "$rc" = 1 ] || fail "pull onto a full disk: exit $rc: $(cat "$TMP/pull.err")"
+one_line_enospc pull "$TMP/pull.err"
+whole_blobs "$TMP/smallfs/pulled" "pull onto a full disk"
+echo "pull: $(cat "$TMP/pull.err")"
+rm -rf "$TMP/smallfs/pulled"
+rc=0
+"$ANOLE" convert -q --work-dir="$TMP/smallfs/work" "$SRC" "oci:$TMP/smallfs/conv" >/dev/null 2>"$TMP/conv.err" || rc=$?
+[ "$rc" = 1 ] || fail "convert onto a full disk: exit $rc: $(cat "$TMP/conv.err")"
+one_line_enospc convert "$TMP/conv.err"
+whole_blobs "$TMP/smallfs/conv" "convert onto a full disk"
+[ -z "$(ls -A "$TMP/smallfs/work" 2>/dev/null)" ] || fail "convert on a full disk left work files: $(ls "$TMP/smallfs/work")"
+echo "convert: $(cat "$TMP/conv.err")"
+umount "$TMP/smallfs"
