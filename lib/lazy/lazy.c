@@ -382,19 +382,6 @@ static int unpack_meta(struct store *dst, const struct anole_lazy_info *li, stru
 	return r < 0 ? anole_err(err, -r, "%s: %s", path, strerror(-r)) : 0;
 }
 
-/* The config, when it came with the manifest (checked against its digest):
- * stored from there, not fetched a second time. */
-static int store_config(struct store *dst, const struct anole_lazy_info *li, bool *fetched,
-			struct anole_error *err)
-{
-	int r = store_has_blob(dst, li->config_digest, li->config_size, err);
-	*fetched = r == 0;
-	if (r != 0)
-		return r < 0 ? r : 0;
-	struct digest d;
-	return store_put_blob(dst, li->config_json, li->config_size, &d, err);
-}
-
 static void count_blob(struct anole_pull_stats *ps, bool fetched, uint64_t size)
 {
 	ps->blobs_fetched += fetched;
@@ -424,9 +411,9 @@ static void *small_fetch_main(void *arg)
 	return NULL;
 }
 
-/* The metadata layer (then its unpacking), digest tables and chunk
- * indexes, all at once: a mount waits for them, and one after another
- * they cost a round trip each. */
+/* The config, the metadata layer (then its unpacking), digest tables and
+ * chunk indexes, all at once: a mount waits for them, and one after
+ * another they cost a round trip each. */
 static int fetch_small(struct store *src, struct store *dst, const struct anole_lazy_info *li,
 		       struct anole_pull_stats *ps, struct anole_error *err)
 {
@@ -442,10 +429,7 @@ static int fetch_small(struct store *src, struct store *dst, const struct anole_
 		f[2 + 2 * i] = (struct small_fetch){.digest = li->blobs[i].chunks,
 						    .size = li->blobs[i].chunks_size};
 	}
-	if (!li->config_json) /* last: this thread fetches it */
-		f[n - 1] = (struct small_fetch){.digest = li->config_digest, .size = li->config_size};
-	else
-		n--;
+	f[n - 1] = (struct small_fetch){.digest = li->config_digest, .size = li->config_size};
 	/* in waves of 16 (an image with many base blobs) */
 	for (size_t wave = 0; wave < n; wave += 16) {
 		size_t end = MIN(n, wave + 16);
@@ -468,23 +452,21 @@ static int fetch_small(struct store *src, struct store *dst, const struct anole_
 			r = anole_err(err, f[i].err.code, "%s", f[i].err.msg);
 	if (r >= 0) {
 		count_blob(ps, f[0].fetched, li->meta_size);
-		if (!li->config_json)
-			count_blob(ps, f[n - 1].fetched, li->config_size);
+		count_blob(ps, f[n - 1].fetched, li->config_size);
 	}
 	free(f);
 	return r;
 }
 
-/* Everything one lazy image references, from @src into layout @dst. */
+/* Everything one lazy image references (@li read without its config),
+ * from @src into layout @dst. */
 static int copy_image(struct store *src, struct store *dst, struct anole_lazy_info *li, bool data,
 		      struct anole_pull_stats *ps, void (*log)(void *, const char *), void *ctx,
 		      struct anole_error *err)
 {
 	bool fetched;
-	int r = 0;
-	if (li->config_json && (r = store_config(dst, li, &fetched, err)) >= 0)
-		count_blob(ps, fetched, li->config_size);
-	if (r >= 0 && (r = fetch_small(src, dst, li, ps, err)) >= 0 && !li->config_json) {
+	int r = fetch_small(src, dst, li, ps, err);
+	if (r >= 0) {
 		struct strbuf cfg = {0}; /* `anole run` builds its bundle from it */
 		r = store_get_small(dst, li->config_digest, li->config_size, MAX_SMALL, &cfg, err);
 		li->config_json = r >= 0 ? cfg.buf : NULL;

@@ -335,7 +335,7 @@ static CURL *get_handle(struct registry *r)
 static void put_handle(struct registry *r, CURL *c)
 {
 	pthread_mutex_lock(&r->lock);
-	if (r->nidle < sizeof(r->idle) / sizeof(r->idle[0])) {
+	if (r->nidle < ARRAY_SIZE(r->idle)) {
 		r->idle[r->nidle++] = c;
 		c = NULL;
 	}
