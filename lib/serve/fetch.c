@@ -412,11 +412,24 @@ static int run_job(struct job *j, uint64_t *len_out)
 	}
 	if (r < 0)
 		return r;
-	/* bytes on disk first, then the map says so: a crash in between
-	 * loses a range, never makes one up */
-	if ((r = pwrite_full(b->fd, buf, len, off)) < 0 || fdatasync(b->fd) < 0) {
-		wlog("%s: %s", b->path, strerror(r < 0 ? -r : errno));
-		return r < 0 ? r : -errno;
+	/* verified bytes in the page cache are all a reader needs: making
+	 * them durable (persist_job) waits until the readers have them */
+	if ((r = pwrite_full(b->fd, buf, len, off)) < 0) {
+		wlog("%s: %s", b->path, strerror(-r));
+		return r;
+	}
+	return 0;
+}
+
+/* Bytes on disk first, then the map says so: a crash in between loses a
+ * range, never makes one up. */
+static int persist_job(const struct job *j)
+{
+	struct blob *b = j->b;
+	if (fdatasync(b->fd) < 0) {
+		int e = errno;
+		wlog("%s: %s", b->path, strerror(e));
+		return -e;
 	}
 	uint8_t ones[COALESCE_MAX];
 	_Static_assert(COALESCE_MAX >= COALESCE_MIN, "");
@@ -426,13 +439,22 @@ static int run_job(struct job *j, uint64_t *len_out)
 	return 0;
 }
 
-static void finish_job(struct job *j, int r)
+/* The readers of a job's ranges get their answer. The blob stays busy
+ * until release_job: it is neither completed nor freed under persist_job. */
+static void answer_job(struct job *j, int r)
 {
 	struct blob *b = j->b;
 	memset(b->state + j->first, r >= 0 ? RANGE_PRESENT : RANGE_ABSENT, j->count);
 	if (r < 0)
 		b->failures++;
 	wake(b, j, r >= 0);
+}
+
+static void release_job(struct job *j, int r)
+{
+	struct blob *b = j->b;
+	if (r < 0) /* not on disk: fetched again when next asked for */
+		memset(b->state + j->first, RANGE_ABSENT, j->count);
 	b->busy--;
 	if (b->orphan) {
 		if (!b->busy)
@@ -470,12 +492,18 @@ static void *fetcher(void *arg)
 		uint64_t len = 0;
 		int r = run_job(j, &len);
 		pthread_mutex_lock(&W.lock);
+		answer_job(j, r);
+		if (r >= 0) {
+			pthread_mutex_unlock(&W.lock);
+			r = persist_job(j);
+			pthread_mutex_lock(&W.lock);
+		}
 		bool was_background = j->background;
 		if (j->listed) {
 			W.listed_running--;
 			pthread_cond_broadcast(&W.jobs_cond);
 		}
-		finish_job(j, r);
+		release_job(j, r);
 		free(j);
 		if (was_background && W.prefetch_rate) {
 			pthread_mutex_unlock(&W.lock);
