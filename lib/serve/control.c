@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "serve/request.h"
 #include "serve/worker.h"
 
 #define MAX_REQUEST (64u << 10)
@@ -203,67 +204,58 @@ static void handle(int fd)
 	}
 	if (!buf || !len)
 		return;
-	buf[len] = 0;
-	json_error_t je;
-	json_t *req = json_loads(buf, JSON_DISABLE_EOF_CHECK, &je);
-	const char *op = json_string_value(json_object_get(req, "op"));
+	struct ctl_request req;
+	char why[160];
 	struct anole_error err = {0};
 	int r;
-	if (!op) {
-		reply(fd, json_pack("{s:s}", "error", "bad request"));
-	} else if (!strcmp(op, "mount")) {
-		const char *ref = json_string_value(json_object_get(req, "ref"));
-		const char *mnt = json_string_value(json_object_get(req, "mountpoint"));
-		const char *opts = json_string_value(json_object_get(req, "options"));
-		const char *prefetch = json_string_value(json_object_get(req, "prefetch"));
-		json_int_t rate = json_integer_value(json_object_get(req, "prefetch_rate"));
-		int tls = (int)json_integer_value(json_object_get(req, "tls_verify"));
-		if (rate > 0)
-			W.prefetch_rate = (uint64_t)rate;
-		bool fuse = json_is_true(json_object_get(req, "fuse"));
+	if (ctl_request_parse(buf, len, &req, why, sizeof(why)) < 0) {
+		reply(fd, json_pack("{s:s}", "error", why));
+		return;
+	}
+	switch (req.op) {
+	case CTL_MOUNT: {
+		if (req.prefetch_rate)
+			W.prefetch_rate = req.prefetch_rate;
 		char notice[512] = "";
 		char *config = NULL;
-		if (!ref || !mnt)
-			r = anole_err(&err, EINVAL, "mount: needs ref and mountpoint");
-		else
-			r = op_mount(ref, mnt, tls, opts, prefetch, fuse,
-				     json_is_true(json_object_get(req, "record")), notice, sizeof(notice),
-				     &config, &err);
+		r = op_mount(req.ref, req.mountpoint, req.tls_verify, req.options, req.prefetch,
+			     req.fuse, req.record, notice, sizeof(notice), &config, &err);
 		/* (as an object: it is JSON, and only well-formed JSON may pass) */
 		json_t *cj = config ? json_loads(config, 0, NULL) : NULL;
 		free(config);
 		reply(fd, r < 0 ? (json_decref(cj), error_json(&err, r))
 			       : json_pack("{s:b, s:s, s:o?}", "ok", 1, "notice", notice, "config",
 					   cj));
-	} else if (!strcmp(op, "umount")) {
-		const char *mnt = json_string_value(json_object_get(req, "mountpoint"));
+		break;
+	}
+	case CTL_UMOUNT: {
 		bool idle = false;
-		r = mnt ? op_umount(mnt, &idle, &err)
-			: anole_err(&err, EINVAL, "umount: needs mountpoint");
+		r = op_umount(req.mountpoint, &idle, &err);
 		reply(fd, r < 0 ? error_json(&err, r) : json_pack("{s:b}", "ok", 1));
-	} else if (!strcmp(op, "trace")) {
-		const char *mnt = json_string_value(json_object_get(req, "mountpoint"));
-		json_t *t = mnt ? op_trace(mnt, &err) : NULL;
-		if (!mnt)
-			anole_err(&err, EINVAL, "trace: needs mountpoint");
+		break;
+	}
+	case CTL_TRACE: {
+		json_t *t = op_trace(req.mountpoint, &err);
 		reply(fd, t ? t : error_json(&err, -EINVAL));
-	} else if (!strcmp(op, "status")) {
+		break;
+	}
+	case CTL_STATUS:
+	case CTL_METRICS: {
 		pthread_mutex_lock(&W.lock);
 		json_t *st = status_json();
 		pthread_mutex_unlock(&W.lock);
-		reply(fd, st);
-	} else if (!strcmp(op, "metrics")) {
-		pthread_mutex_lock(&W.lock);
-		json_t *st = status_json();
-		pthread_mutex_unlock(&W.lock);
+		if (req.op == CTL_STATUS) {
+			reply(fd, st);
+			break;
+		}
 		char *text = metrics_text(st);
 		json_decref(st);
 		reply(fd, json_pack("{s:s}", "metrics", text ? text : ""));
 		free(text);
-	} else {
-		reply(fd, json_pack("{s:s}", "error", "unknown request"));
+		break;
 	}
-	json_decref(req);
+	}
+	ctl_request_release(&req);
 }
 
 static void *client_thread(void *arg)

@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Control requests: what a client may ask of the daemon, checked field by
+ * field. A field of the wrong type is an error, not a missing field: a
+ * client that sent `"fuse": "yes"` should hear so rather than get a
+ * kernel mount.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "serve/request.h"
+
+#define MAX_FIELD PATH_MAX
+
+static const struct {
+	const char *name;
+	enum ctl_op op;
+} ops[] = {
+	{"mount", CTL_MOUNT},   {"umount", CTL_UMOUNT},   {"trace", CTL_TRACE},
+	{"status", CTL_STATUS}, {"metrics", CTL_METRICS},
+};
+
+__attribute__((format(printf, 3, 4))) static int bad(char *why, size_t size, const char *fmt,
+							   ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, size, fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+/* An optional string field: NULL when absent. */
+static int string_field(json_t *o, const char *name, const char **out, char *why, size_t size)
+{
+	json_t *v = json_object_get(o, name);
+	*out = NULL;
+	if (!v)
+		return 0;
+	if (!json_is_string(v))
+		return bad(why, size, "bad request: %s must be a string", name);
+	const char *s = json_string_value(v);
+	size_t len = json_string_length(v);
+	if (len > MAX_FIELD || strlen(s) != len)
+		return bad(why, size, "bad request: %s is too long or holds a NUL", name);
+	*out = s;
+	return 0;
+}
+
+static int bool_field(json_t *o, const char *name, bool *out, char *why, size_t size)
+{
+	json_t *v = json_object_get(o, name);
+	if (v && !json_is_boolean(v))
+		return bad(why, size, "bad request: %s must be true or false", name);
+	*out = json_is_true(v);
+	return 0;
+}
+
+static int mount_fields(json_t *o, struct ctl_request *req, char *why, size_t size)
+{
+	int r;
+	if ((r = string_field(o, "ref", &req->ref, why, size)) < 0 ||
+	    (r = string_field(o, "options", &req->options, why, size)) < 0 ||
+	    (r = string_field(o, "prefetch", &req->prefetch, why, size)) < 0 ||
+	    (r = bool_field(o, "fuse", &req->fuse, why, size)) < 0 ||
+	    (r = bool_field(o, "record", &req->record, why, size)) < 0)
+		return r;
+	if (!req->ref || !*req->ref)
+		return bad(why, size, "mount: needs %s", "ref and mountpoint");
+	json_t *rate = json_object_get(o, "prefetch_rate");
+	if (rate && (!json_is_integer(rate) || json_integer_value(rate) < 0))
+		return bad(why, size, "bad request: %s must be a byte rate", "prefetch_rate");
+	req->prefetch_rate = rate ? (uint64_t)json_integer_value(rate) : 0;
+	json_t *tls = json_object_get(o, "tls_verify");
+	json_int_t t = json_integer_value(tls);
+	if (tls && (!json_is_integer(tls) || t < -1 || t > 1))
+		return bad(why, size, "bad request: %s must be -1, 0 or 1", "tls_verify");
+	req->tls_verify = (int)t;
+	return 0;
+}
+
+int ctl_request_parse(const char *buf, size_t len, struct ctl_request *req, char *why,
+		      size_t why_size)
+{
+	*req = (struct ctl_request){0};
+	json_error_t je;
+	/* a request is one line; the daemon may have read past it */
+	req->json = json_loadb(buf, len, JSON_DISABLE_EOF_CHECK | JSON_REJECT_DUPLICATES, &je);
+	if (!json_is_object(req->json)) {
+		ctl_request_release(req);
+		return bad(why, why_size, "bad request: %s", "not a JSON object");
+	}
+	const char *op = NULL;
+	int r = string_field(req->json, "op", &op, why, why_size);
+	if (r >= 0 && !op)
+		r = bad(why, why_size, "bad request: no %s", "op");
+	size_t i = 0;
+	while (op && i < sizeof(ops) / sizeof(ops[0]) && strcmp(ops[i].name, op))
+		i++;
+	if (op && i == sizeof(ops) / sizeof(ops[0]))
+		r = bad(why, why_size, "unknown request %.40s", op);
+	if (r >= 0 && op) {
+		req->op = ops[i].op;
+		if (req->op != CTL_STATUS && req->op != CTL_METRICS) {
+			r = string_field(req->json, "mountpoint", &req->mountpoint, why, why_size);
+			if (r >= 0 && (!req->mountpoint || !*req->mountpoint))
+				r = bad(why, why_size, "%s: needs mountpoint", op);
+		}
+	}
+	if (r >= 0 && req->op == CTL_MOUNT)
+		r = mount_fields(req->json, req, why, why_size);
+	if (r < 0)
+		ctl_request_release(req);
+	return r;
+}
+
+void ctl_request_release(struct ctl_request *req)
+{
+	json_decref(req->json);
+	*req = (struct ctl_request){0};
+}

@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef ANOLE_SERVE_REQUEST_H
+#define ANOLE_SERVE_REQUEST_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* One request on the daemon's control socket, checked before any of it is
+ * acted on. Pure: no daemon state, so the fuzzer runs it as it is. */
+enum ctl_op { CTL_MOUNT, CTL_UMOUNT, CTL_TRACE, CTL_STATUS, CTL_METRICS };
+
+struct ctl_request {
+	json_t *json; /* holds the strings below */
+	enum ctl_op op;
+	const char *ref, *mountpoint, *options, *prefetch;
+	uint64_t prefetch_rate; /* 0: unchanged */
+	int tls_verify;         /* -1 no, 0 the client's default, 1 yes */
+	bool fuse, record;
+};
+
+/* 0 and @req filled (release it), or -EINVAL and why in @why. */
+int ctl_request_parse(const char *buf, size_t len, struct ctl_request *req, char *why,
+		      size_t why_size);
+void ctl_request_release(struct ctl_request *req);
+
+#endif

@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Control socket requests: what the daemon accepts, and what it refuses. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <errno.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "serve/request.h"
+
+static int parse(const char *text, struct ctl_request *req, char *why)
+{
+	return ctl_request_parse(text, strlen(text), req, why, 160);
+}
+
+static void accepts_what_clients_send(void **state)
+{
+	(void)state;
+	struct ctl_request req;
+	char why[160];
+	assert_int_equal(parse("{\"op\":\"mount\",\"ref\":\"docker://h/r:t\",\"mountpoint\":\"/m\","
+			       "\"options\":\"\",\"prefetch\":\"none\",\"prefetch_rate\":5,"
+			       "\"tls_verify\":-1,\"fuse\":true,\"record\":false}\n{\"op\":",
+			       &req, why),
+			 0);
+	assert_int_equal(req.op, CTL_MOUNT);
+	assert_string_equal(req.ref, "docker://h/r:t");
+	assert_string_equal(req.mountpoint, "/m");
+	assert_string_equal(req.prefetch, "none");
+	assert_int_equal(req.prefetch_rate, 5);
+	assert_int_equal(req.tls_verify, -1);
+	assert_true(req.fuse);
+	assert_false(req.record);
+	ctl_request_release(&req);
+	assert_int_equal(parse("{\"op\":\"mount\",\"ref\":\"r\",\"mountpoint\":\"/m\"}", &req, why),
+			 0);
+	assert_null(req.options);
+	assert_int_equal(req.tls_verify, 0);
+	ctl_request_release(&req);
+	assert_int_equal(parse("{\"op\":\"umount\",\"mountpoint\":\"/m\"}", &req, why), 0);
+	assert_int_equal(req.op, CTL_UMOUNT);
+	ctl_request_release(&req);
+	assert_int_equal(parse("{\"op\":\"status\",\"later\":[1]}", &req, why), 0);
+	assert_int_equal(req.op, CTL_STATUS);
+	ctl_request_release(&req);
+}
+
+static void refuses(const char *text, const char *want)
+{
+	struct ctl_request req;
+	char why[160] = "";
+	assert_int_equal(parse(text, &req, why), -EINVAL);
+	assert_null(req.json);
+	if (!strstr(why, want))
+		fail_msg("%s: \"%s\" does not say \"%s\"", text, why, want);
+}
+
+static void refuses_and_says_why(void **state)
+{
+	(void)state;
+	refuses("", "not a JSON object");
+	refuses("[\"op\",\"status\"]", "not a JSON object");
+	refuses("{\"op\":1}", "op must be a string");
+	refuses("{\"ref\":\"r\"}", "no op");
+	refuses("{\"op\":\"format\"}", "unknown request format");
+	refuses("{\"op\":\"status\",\"op\":\"mount\"}", "not a JSON object");
+	refuses("{\"op\":\"umount\"}", "umount: needs mountpoint");
+	refuses("{\"op\":\"trace\",\"mountpoint\":\"\"}", "trace: needs mountpoint");
+	refuses("{\"op\":\"mount\",\"mountpoint\":\"/m\"}", "needs ref");
+	refuses("{\"op\":\"mount\",\"ref\":\"r\",\"mountpoint\":\"/m\",\"fuse\":\"yes\"}",
+		"fuse must be true or false");
+	refuses("{\"op\":\"mount\",\"ref\":\"r\",\"mountpoint\":\"/m\",\"tls_verify\":2}",
+		"tls_verify must be");
+	refuses("{\"op\":\"mount\",\"ref\":\"r\",\"mountpoint\":\"/m\",\"prefetch_rate\":-1}",
+		"prefetch_rate must be");
+	/* jansson refuses a NUL itself; the parser would too */
+	refuses("{\"op\":\"mount\",\"ref\":\"r\\u0000x\",\"mountpoint\":\"/m\"}", "bad request");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(accepts_what_clients_send),
+		cmocka_unit_test(refuses_and_says_why),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
