@@ -584,6 +584,7 @@ int anole_pull(const char *ref, const char *dir, const struct anole_pull_options
 }
 
 int lazy_prepare(const char *ref, const char *cache_dir, int tls_verify,
+		 void (*manifest_known)(const char *digest, void *ctx), void *ctx,
 		 struct anole_lazy_info **out, struct store **src_out, struct anole_error *err)
 {
 	struct anole_pull_stats ps = {0};
@@ -593,6 +594,8 @@ int lazy_prepare(const char *ref, const char *cache_dir, int tls_verify,
 	int r = store_open(ref, tls_verify, false, &src, err);
 	if (r >= 0)
 		r = lazy_read(src, false, &body, &li, err);
+	if (r >= 0 && manifest_known)
+		manifest_known(li->manifest_digest, ctx);
 	if (r >= 0)
 		r = store_open(cache_dir, 0, true, &dst, err);
 	if (r >= 0)

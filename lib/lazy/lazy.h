@@ -11,8 +11,11 @@
  * into the layout @cache_dir: the config, the metadata image and every
  * blob's digest table and chunk index, but no data. (*out)->meta_path is
  * the metadata image in the cache; *src the store to read data from (the
- * caller frees both). */
+ * caller frees both). @manifest_known, when set, is called with the
+ * image's manifest digest as soon as it is known, before the rest comes:
+ * the caller can fetch what hangs off the image meanwhile. */
 int lazy_prepare(const char *ref, const char *cache_dir, int tls_verify,
+		 void (*manifest_known)(const char *digest, void *ctx), void *ctx,
 		 struct anole_lazy_info **out, struct store **src, struct anole_error *err);
 /* A blob's digest table, from the cache (lazy_prepare put it there). */
 int lazy_blob_table(const char *cache_dir, const struct anole_lazy_blob *b, struct digest_table *t,

@@ -700,23 +700,60 @@ static int mount_locked(const char *ref, const char *mnt, int tls_verify, const 
 	return r;
 }
 
+/* The recorded prefetch list of an image being mounted, fetched on a
+ * thread of its own while the metadata comes: two round trips (its tag,
+ * then the list) that the mount would otherwise wait for. */
+struct list_fetch {
+	const char *ref;
+	int tls_verify;
+	char digest[160];
+	json_t *list;
+	pthread_t thread;
+	bool started;
+};
+
+static void *list_fetch_main(void *arg)
+{
+	struct list_fetch *lf = arg;
+	struct anole_error e = {0};
+	if (lazy_prefetch_get(lf->ref, lf->digest, lf->tls_verify, &lf->list, &e) < 0)
+		wlog("%s: prefetch list ignored: %s", lf->ref, e.msg);
+	return NULL;
+}
+
+static void list_fetch_start(const char *digest, void *ctx)
+{
+	struct list_fetch *lf = ctx;
+	snprintf(lf->digest, sizeof(lf->digest), "%s", digest);
+	lf->started = !pthread_create(&lf->thread, NULL, list_fetch_main, lf);
+	if (!lf->started) /* no thread: fetch it here, as before */
+		list_fetch_main(lf);
+}
+
+static json_t *list_fetch_finish(struct list_fetch *lf)
+{
+	if (lf->started)
+		pthread_join(lf->thread, NULL);
+	return lf->list;
+}
+
 static int mount_setup(const char *ref, const char *real, int tls_verify, const char *options,
 		       const char *prefetch, bool fuse, bool record, char **config,
 		       struct anole_error *err)
 {
 	struct anole_lazy_info *li = NULL;
 	struct store *src = NULL;
-	int r = lazy_prepare(ref, W.paths.cache, tls_verify, &li, &src, err);
 	/* a recorded prefetch list comes first, in its order (not when
 	 * recording one: the workload must show what it reads) */
-	json_t *list = NULL;
-	if (r >= 0 && !record && strcmp(prefetch ? prefetch : "", "none")) {
-		struct anole_error e = {0};
-		if (lazy_prefetch_get(ref, li->manifest_digest, tls_verify, &list, &e) < 0)
-			wlog("%s: prefetch list ignored: %s", ref, e.msg);
-	}
-	if (r < 0)
+	struct list_fetch lf = {.ref = ref, .tls_verify = tls_verify};
+	bool want_list = !record && strcmp(prefetch ? prefetch : "", "none");
+	int r = lazy_prepare(ref, W.paths.cache, tls_verify, want_list ? list_fetch_start : NULL,
+			     &lf, &li, &src, err);
+	json_t *list = list_fetch_finish(&lf);
+	if (r < 0) {
+		json_decref(list);
 		return r;
+	}
 	store_free(src);
 	struct lmount *m = calloc(1, sizeof(*m));
 	if (!m || !(m->mountpoint = strdup(real)) || !(m->ref = strdup(ref)) ||
