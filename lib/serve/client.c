@@ -91,8 +91,10 @@ static int start_and_connect(const struct serve_paths *p, struct anole_error *er
 	int r = spawn_daemon(p, err);
 	if (r < 0)
 		return r;
-	/* a new daemon listens within milliseconds: poll often at first */
-	for (long waited = 0, ms = 1; waited < 10000; waited += ms, ms = MIN(ms * 2, 50)) {
+	/* a new daemon listens within tens of milliseconds, and a container's
+	 * start waits for it: look every 2 ms (a failed connect costs
+	 * microseconds), then every 50 */
+	for (long waited = 0, ms = 2; waited < 10000; waited += ms, ms = waited < 2000 ? 2 : 50) {
 		int fd = connect_daemon(p);
 		if (fd >= 0)
 			return fd;
