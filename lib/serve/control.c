@@ -190,7 +190,7 @@ static void maybe_quit(void)
 
 static void handle(int fd)
 {
-	_cleanup_free_ char *buf = malloc(MAX_REQUEST + 1);
+	_cleanup_free_ char *buf = malloc(MAX_REQUEST);
 	size_t len = 0;
 	while (buf && len < MAX_REQUEST) {
 		ssize_t n = read(fd, buf + len, MAX_REQUEST - len);

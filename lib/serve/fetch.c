@@ -493,16 +493,17 @@ static void *fetcher(void *arg)
 		int r = run_job(j, &len);
 		pthread_mutex_lock(&W.lock);
 		answer_job(j, r);
+		/* the bytes are here: the link is free for the next listed job */
+		if (j->listed) {
+			W.listed_running--;
+			pthread_cond_broadcast(&W.jobs_cond);
+		}
 		if (r >= 0) {
 			pthread_mutex_unlock(&W.lock);
 			r = persist_job(j);
 			pthread_mutex_lock(&W.lock);
 		}
 		bool was_background = j->background;
-		if (j->listed) {
-			W.listed_running--;
-			pthread_cond_broadcast(&W.jobs_cond);
-		}
 		release_job(j, r);
 		free(j);
 		if (was_background && W.prefetch_rate) {

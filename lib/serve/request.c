@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "serve/request.h"
+#include "util/util.h"
 
 #define MAX_FIELD PATH_MAX
 
@@ -95,14 +96,14 @@ int ctl_request_parse(const char *buf, size_t len, struct ctl_request *req, char
 	}
 	const char *op = NULL;
 	int r = string_field(req->json, "op", &op, why, why_size);
+	size_t i = 0;
+	while (op && i < ARRAY_SIZE(ops) && strcmp(ops[i].name, op))
+		i++;
 	if (r >= 0 && !op)
 		r = bad(why, why_size, "bad request: no %s", "op");
-	size_t i = 0;
-	while (op && i < sizeof(ops) / sizeof(ops[0]) && strcmp(ops[i].name, op))
-		i++;
-	if (op && i == sizeof(ops) / sizeof(ops[0]))
+	else if (r >= 0 && i == ARRAY_SIZE(ops))
 		r = bad(why, why_size, "unknown request %.40s", op);
-	if (r >= 0 && op) {
+	if (r >= 0) {
 		req->op = ops[i].op;
 		if (req->op != CTL_STATUS && req->op != CTL_METRICS) {
 			r = string_field(req->json, "mountpoint", &req->mountpoint, why, why_size);
