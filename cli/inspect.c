@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* anole inspect [--json] IMAGE [PATH] */
+/* anole inspect [--json] [--load-hints] IMAGE [PATH] */
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +10,7 @@
 #include "cli.h"
 
 static const char usage_text[] =
-	"anole inspect [--json] IMAGE [PATH]\n"
+	"anole inspect [--json] [--load-hints] IMAGE [PATH]\n"
 	"\n"
 	"Without PATH: the superblock. With PATH: that inode (layout, data\n"
 	"location, xattrs; entries of a directory).\n"
@@ -18,7 +18,38 @@ static const char usage_text[] =
 	"docker://HOST/REPO[:TAG]; without PATH that shows its manifest, data\n"
 	"blobs with sizes, and the dedup summary it was converted with.\n"
 	"\n"
-	"  --json   machine-readable output";
+	"  --json        machine-readable output\n"
+	"  --load-hints  what the dynamic loader reads to start each program,\n"
+	"                as `anole convert` stores it (an image whose data lies\n"
+	"                in blobs beside it: `build --separate-data`)";
+
+/* Each program with the files the loader opens to start it and the
+ * bytes of blob it reads from them. */
+static int print_hints(const char *json_text)
+{
+	json_t *doc = json_loads(json_text, 0, NULL);
+	json_t *files = json_object_get(doc, "files"), *paths = json_object_get(doc, "paths");
+	size_t i;
+	json_t *p;
+	json_array_foreach(json_object_get(doc, "programs"), i, p) {
+		uint64_t bytes = 0;
+		size_t n = json_array_size(p);
+		for (size_t k = 3; k < n; k++) {
+			json_t *f = json_array_get(files, (size_t)json_integer_value(json_array_get(p, k)));
+			for (size_t s = 2; s < json_array_size(f); s += 3)
+				bytes += (uint64_t)json_integer_value(json_array_get(f, s));
+		}
+		printf("%s: %zu files, %.1f KiB of blobs\n",
+		       json_string_value(json_array_get(
+			       paths, (size_t)json_integer_value(json_array_get(p, 3)))),
+		       n - 3, (double)bytes / 1024);
+		for (size_t k = 4; k < n; k++)
+			printf("  %s\n", json_string_value(json_array_get(
+						  paths, (size_t)json_integer_value(json_array_get(p, k)))));
+	}
+	json_decref(doc);
+	return 0;
+}
 
 /* Names are bytes; JSON wants UTF-8: escape what is not. */
 static json_t *name_json(const char *name, size_t len)
@@ -281,6 +312,9 @@ static json_t *lazy_json(const struct anole_lazy_info *li)
 			      "data_blobs", blobs);
 	if (li->meta_path)
 		json_object_set_new(o, "metadata_image_path", json_string(li->meta_path));
+	if (li->hints_digest[0])
+		json_object_set_new(o, "load_hints", json_pack("{s:s,s:I}", "digest", li->hints_digest,
+							       "bytes", (json_int_t)li->hints_size));
 	if (cfg)
 		json_object_set_new(o, "config", cfg);
 	return o;
@@ -301,13 +335,17 @@ static int inspect_lazy(const char *ref, bool json)
 
 int cmd_inspect(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {0}};
-	bool json = false;
+	static const struct option longopts[] = {{"json", no_argument, NULL, 'j'},
+						   {"load-hints", no_argument, NULL, 'L'},
+						   {"help", no_argument, NULL, 'h'},
+						   {0}};
+	bool json = false, hints = false;
 	int c;
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		if (c == 'j')
 			json = true;
+		else if (c == 'L')
+			hints = true;
 		else if (c == 'h') {
 			puts(usage_text);
 			return 0;
@@ -316,13 +354,29 @@ int cmd_inspect(int argc, char **argv)
 	}
 	if (argc - optind < 1 || argc - optind > 2)
 		return cli_usage(usage_text);
-	if (argc - optind == 1 && cli_is_lazy_ref(argv[optind]))
+	if (argc - optind == 1 && cli_is_lazy_ref(argv[optind]) && !hints)
 		return inspect_lazy(argv[optind], json);
 
 	struct anole_error err = {0};
 	struct anole_image *img;
 	char *image = NULL;
 	int r = cli_image_path(argv[optind], &image, &err);
+	if (hints) {
+		char *text = NULL;
+		if (argc - optind > 1) {
+			free(image);
+			cli_error("--load-hints takes no PATH");
+			return EXIT_USAGE;
+		}
+		if (r >= 0)
+			r = anole_load_hints(image, &text, &err);
+		free(image);
+		if (r < 0)
+			return cli_fail(&err, r);
+		r = json ? puts(text) < 0 : print_hints(text);
+		free(text);
+		return r ? 1 : 0;
+	}
 	if (r >= 0)
 		r = anole_image_open(image, &img, &err);
 	free(image);

@@ -104,9 +104,15 @@ assert m.get("artifactType") == "application/vnd.anole.image.v1", m.get("artifac
 assert m["config"]["mediaType"] == "application/vnd.anole.config.v1+json", m["config"]
 L = m["layers"]
 assert L[0]["mediaType"].startswith("application/vnd.anole.erofs.meta.v1"), L[0]
-assert len(L) >= 4 and (len(L) - 1) % 3 == 0, "%d layers" % len(L)
+H = [d for d in L if d["mediaType"] == "application/vnd.anole.load-hints.v1+json"]
+assert len(H) <= 1 and (not H or H[0] is L[-1]), "load hints not last, or twice"
+if H:  # JSON of files and programs (t0710 checks what they hold)
+    h = json.load(open(blob(H[0]["digest"])))
+    assert h["version"] == 1 and isinstance(h["files"], list) and isinstance(h["programs"], list), h.keys()
 for d in [m["config"]] + L:
     assert os.path.getsize(blob(d["digest"])) == d["size"], "size of %s" % d["digest"]
+L = L[:len(L) - len(H)]
+assert len(L) >= 4 and (len(L) - 1) % 3 == 0, "%d layers" % len(L)
 for i in range(1, len(L), 3):
     b, t, c = L[i:i + 3]
     assert b["mediaType"] == "application/vnd.anole.erofs.blob.v1", b

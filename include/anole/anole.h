@@ -210,6 +210,12 @@ typedef int (*anole_xattr_fn)(void *ctx, const char *name, const void *value, si
 int anole_xattrs(struct anole_image *img, const struct anole_inode *ino, anole_xattr_fn fn,
 		 void *ctx);
 
+/* What the dynamic loader reads to start each program of the image at
+ * @image, whose data lies in blobs beside it (`build --separate-data`, a
+ * lazy image's metadata image): the ELF load hints `anole convert`
+ * stores (docs/FORMAT.md), as JSON with each file's path under "paths". */
+int anole_load_hints(const char *image, char **json, struct anole_error *err);
+
 /* ---- whole-image operations --------------------------------------------- */
 
 struct anole_check_stats {
@@ -292,6 +298,8 @@ struct anole_lazy_info {
 	uint64_t meta_image_size;
 	char *config_json;      /* the config blob's text */
 	char *meta_path;        /* local layouts: the metadata image */
+	char hints_digest[72];  /* ELF load hints; empty when the image has none */
+	uint64_t hints_size;
 	size_t nblobs;
 	struct anole_lazy_blob *blobs;
 };
@@ -329,6 +337,7 @@ struct anole_run_options {
 	const char *upper;         /* the writable layer's directory; NULL: a tmpfs */
 	bool net_none;             /* else the host's network */
 	const char *prefetch;      /* recorded (NULL), all or none: as anole mount */
+	bool no_load_hints;        /* as anole mount --no-load-hints */
 	int tls_verify;
 	/* record which data the command reads, in order (through FUSE, so
 	 * every first read shows); *trace gets the list as JSON */

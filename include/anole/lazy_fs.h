@@ -20,6 +20,9 @@
 #define ANOLE_MT_BLOB "application/vnd.anole.erofs.blob.v1"
 #define ANOLE_MT_DIGESTS "application/vnd.anole.blob.digests.v1"
 #define ANOLE_MT_CHUNKS "application/vnd.anole.blob.chunks.v1"
+/* ELF load hints: what the dynamic loader reads to start each program
+ * (docs/FORMAT.md); optional, one at most */
+#define ANOLE_MT_HINTS "application/vnd.anole.load-hints.v1+json"
 #define ANOLE_ARTIFACT_TYPE "application/vnd.anole.image.v1"
 /* A recorded prefetch list: an artifact manifest whose subject is the
  * image's manifest, tagged sha256-HEX.prefetch (HEX: the image manifest's

@@ -17,6 +17,7 @@
 #include "anole/erofs_fs.h"
 #include "anole/lazy_fs.h"
 #include "erofs/blobmeta.h"
+#include "lazy/hints.h"
 #include "lazy/lazy.h"
 #include "util/digest.h"
 
@@ -157,6 +158,11 @@ static int parse_manifest(const char *name, const struct strbuf *body, const cha
 			nmeta++;
 		} else if (lt && !strcmp(lt, ANOLE_MT_BLOB)) {
 			r = parse_blob(name, layers, l, &li->blobs[li->nblobs++], err);
+		} else if (lt && !strcmp(lt, ANOLE_MT_HINTS)) {
+			if (li->hints_digest[0])
+				r = anole_err(err, EBADMSG, "%s: two load hint layers", name);
+			else
+				r = get_desc(name, l, li->hints_digest, &li->hints_size, err);
 		} else if (!lt || (strcmp(lt, ANOLE_MT_DIGESTS) && strcmp(lt, ANOLE_MT_CHUNKS))) {
 			r = anole_err(err, ENOTSUP, "%s: layer %zu has unknown media type %s", name,
 				      i + 1, lt ? lt : "(none)");
@@ -417,7 +423,7 @@ static void *small_fetch_main(void *arg)
 static int fetch_small(struct store *src, struct store *dst, const struct anole_lazy_info *li,
 		       struct anole_pull_stats *ps, struct anole_error *err)
 {
-	size_t n = 2 + 2 * li->nblobs;
+	size_t n = 2 + 2 * li->nblobs + (li->hints_digest[0] != 0);
 	struct small_fetch *f = calloc(n, sizeof(*f));
 	if (!f)
 		return anole_err(err, ENOMEM, "out of memory");
@@ -429,6 +435,8 @@ static int fetch_small(struct store *src, struct store *dst, const struct anole_
 		f[2 + 2 * i] = (struct small_fetch){.digest = li->blobs[i].chunks,
 						    .size = li->blobs[i].chunks_size};
 	}
+	if (li->hints_digest[0])
+		f[n - 2] = (struct small_fetch){.digest = li->hints_digest, .size = li->hints_size};
 	f[n - 1] = (struct small_fetch){.digest = li->config_digest, .size = li->config_size};
 	/* in waves of 16 (an image with many base blobs) */
 	for (size_t wave = 0; wave < n; wave += 16) {
@@ -1003,6 +1011,29 @@ static int place_blob(struct convert *c, const char *digest, uint64_t size)
 	return 0;
 }
 
+/* The image's ELF load hints, next to its blobs; none (and a note) when
+ * its data cannot be read here, as when it reuses a base image's blob. */
+static void make_hints(struct convert *c, const char *meta, char digest[72], uint64_t *size)
+{
+	_cleanup_free_ char *path = NULL, *json = NULL;
+	struct anole_error e = {0};
+	struct digest d;
+	if (asprintf(&path, "%s/%s", c->blobdir, meta + 7) < 0)
+		return;
+	double t0 = now_seconds();
+	int r = load_hints_build(path, NULL, 0, false, &json, &e);
+	if (r < 0) {
+		log_line(c->o->log, c->o->log_ctx, "no load hints: %s", e.msg);
+		return;
+	}
+	if (cas_put(c->blobdir, json, strlen(json), &d) < 0)
+		return;
+	digest_format(&d, digest);
+	*size = strlen(json);
+	log_line(c->o->log, c->o->log_ctx, "load hints: %llu bytes in %.2f s",
+		 (unsigned long long)*size, now_seconds() - t0);
+}
+
 static int write_manifest(struct convert *c, const char *compress)
 {
 	const struct anole_build_stats *bs = &c->st->build;
@@ -1014,6 +1045,9 @@ static int write_manifest(struct convert *c, const char *compress)
 	int r = store_meta(c, tmp, meta, &meta_size, zmeta, &zmeta_size);
 	if (r < 0 || (r = make_config(c, compress, cfg, &cfg_size)) < 0)
 		return r;
+	char hints[72] = "";
+	uint64_t hints_size = 0;
+	make_hints(c, meta, hints, &hints_size);
 
 	json_t *layers = json_array();
 	json_t *ml = desc_json(ANOLE_MT_META_ZSTD, zmeta, zmeta_size);
@@ -1041,6 +1075,8 @@ static int write_manifest(struct convert *c, const char *compress)
 		}
 		add_blob_layers(layers, &own);
 	}
+	if (hints[0])
+		json_array_append_new(layers, desc_json(ANOLE_MT_HINTS, hints, hints_size));
 	json_t *m = json_pack("{s:i,s:s,s:s,s:o,s:o,s:{s:s}}", "schemaVersion", 2, "mediaType",
 			      OCI_MANIFEST, "artifactType", ANOLE_ARTIFACT_TYPE, "config",
 			      desc_json(ANOLE_MT_CONFIG, cfg, cfg_size), "layers", layers,
