@@ -40,20 +40,22 @@ static const char mount_usage[] =
 	"                        image, if any; all: those, then the rest in the\n"
 	"                        background at low priority; none: only what is read\n"
 	"  --prefetch-rate=SIZE  background bytes per second (default 50M; 0 = no cap)\n"
+	"  --no-load-hints       do not fetch, when a program starts, what the\n"
+	"                        dynamic loader will read (the image's ELF load hints)\n"
 	"  --tls-verify=BOOL     check the registry's certificate (default true)";
 
 static int lazy_mount(const char *ref, const char *target, const char *options,
-		      const char *prefetch, uint64_t rate, int tls_verify, bool fuse)
+		      const char *prefetch, uint64_t rate, int tls_verify, bool fuse, bool no_hints)
 {
 	char real[4096];
 	if (!realpath(target, real)) {
 		cli_error("%s: %s", target, strerror(errno));
 		return 1;
 	}
-	json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:i, s:b}", "op", "mount", "ref",
-				ref, "mountpoint", real, "options", options ? options : "",
+	json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:i, s:b, s:b}", "op", "mount",
+				"ref", ref, "mountpoint", real, "options", options ? options : "",
 				"prefetch", prefetch, "prefetch_rate", (json_int_t)rate,
-				"tls_verify", tls_verify, "fuse", fuse);
+				"tls_verify", tls_verify, "fuse", fuse, "no_load_hints", no_hints);
 	char *text = req ? json_dumps(req, JSON_COMPACT) : NULL;
 	json_decref(req);
 	if (!text) {
@@ -109,10 +111,11 @@ int cmd_mount(int argc, char **argv)
 						 {"prefetch", required_argument, NULL, 'p'},
 						 {"prefetch-rate", required_argument, NULL, 'r'},
 						 {"tls-verify", required_argument, NULL, 'V'},
+						 {"no-load-hints", no_argument, NULL, 'H'},
 						 {"help", no_argument, NULL, 'h'},
 						 {0}};
 	const char *data = NULL, *prefetch = "recorded";
-	bool lazy = false, fuse = false;
+	bool lazy = false, fuse = false, no_hints = false;
 	int tls_verify = 0; /* the registry client's default */
 	uint64_t rate = 50ull << 20;
 	int c;
@@ -123,6 +126,8 @@ int cmd_mount(int argc, char **argv)
 			lazy = true;
 		else if (c == 'f')
 			lazy = fuse = true;
+		else if (c == 'H')
+			no_hints = true;
 		else if (c == 'p') {
 			if (strcmp(optarg, "none") && strcmp(optarg, "recorded") &&
 			    strcmp(optarg, "all")) {
@@ -151,7 +156,8 @@ int cmd_mount(int argc, char **argv)
 		return cli_usage(mount_usage);
 	const char *target = argv[optind + 1];
 	if (needs_daemon(argv[optind], lazy))
-		return lazy_mount(argv[optind], target, data, prefetch, rate, tls_verify, fuse);
+		return lazy_mount(argv[optind], target, data, prefetch, rate, tls_verify, fuse,
+				  no_hints);
 
 	/* Refuse early, with a clear message, what the kernel would refuse
 	 * with a bare EINVAL. */

@@ -25,6 +25,9 @@ static const char run_usage[] =
 	"      --net=host|none     network (default host)\n"
 	"      --prefetch=recorded|all|none  as anole mount (default recorded: the\n"
 	"                          list `anole prefetch record` stored, if any)\n"
+	"      --no-load-hints     as anole mount (by default the daemon fetches what\n"
+	"                          the dynamic loader reads to start the program as\n"
+	"                          soon as the image is mounted)\n"
 	"      --tls-verify=BOOL   check the registry's certificate\n"
 	"  -q, --quiet             no progress lines";
 
@@ -95,6 +98,7 @@ static int run_main(int argc, char **argv, bool record)
 						 {"net", required_argument, NULL, 'n'},
 						 {"tls-verify", required_argument, NULL, 'V'},
 						 {"prefetch", required_argument, NULL, 'p'},
+						 {"no-load-hints", no_argument, NULL, 'H'},
 						 {"quiet", no_argument, NULL, 'q'},
 						 {"help", no_argument, NULL, 'h'},
 						 {0}};
@@ -149,6 +153,9 @@ static int run_main(int argc, char **argv, bool record)
 				rc = EXIT_USAGE;
 			}
 			o.prefetch = optarg;
+			break;
+		case 'H':
+			o.no_load_hints = true;
 			break;
 		case 'V':
 			if (strcmp(optarg, "true") && strcmp(optarg, "false")) {

@@ -6,6 +6,8 @@
 # writable overlay work; Ctrl-C (SIGINT, twice for a command that ignores
 # it) ends the run and leaves no mount behind; bad input (unknown image,
 # no command, no runtime) fails with one line, non-zero, nothing mounted.
+# The ELF load hints convert stores are used: the run's program has its
+# loader ranges fetched from the mount on (t0710 checks the hints).
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 # shellcheck source=lib/registry
@@ -51,6 +53,12 @@ out=$("$ANOLE" run -q "$REF") || fail "anole run failed: $out"
 echo "anole run (cold cache, daemon start included) took $((($(date +%s%N) - start) / 1000000)) ms"
 [ "$out" = "hello from /tmp" ] || fail "the container printed: $out"
 [ -z "$(left_mounts)" ] || fail "mounts left after the run: $(left_mounts)"
+# the convert stored load hints; the daemon fetched python3's at the mount
+grep -q "load_hints" "$TMP/inspect.json" || fail "the lazy image has no load hints"
+grep -q "fetching what the loader reads to start python3" "$ANOLE_RUNTIME_DIR/daemon.log" ||
+	fail "python3's load hints were not used: $(tail -n 5 "$ANOLE_RUNTIME_DIR/daemon.log")"
+! grep -q "load hints ignored" "$ANOLE_RUNTIME_DIR/daemon.log" ||
+	fail "$(grep "load hints ignored" "$ANOLE_RUNTIME_DIR/daemon.log")"
 
 echo "== 2. a command, its exit status, --env, --volume, writes"
 set +e

@@ -416,9 +416,13 @@ int anole_run(const struct anole_run_options *o, int *status, struct anole_error
 	log_line(o->log, o->log_ctx, "mounting %s lazily", o->ref);
 	/* recording starts from an empty cache: only then does every read show */
 	const char *prefetch = o->record ? "none" : o->prefetch ? o->prefetch : "recorded";
-	ret = daemon_call(json_pack("{s:s,s:s,s:s,s:i,s:b,s:b,s:s}", "op", "mount", "ref", o->ref,
-				    "mountpoint", r.lower, "tls_verify", o->tls_verify, "record",
-				    o->record, "fuse", o->record, "prefetch", prefetch),
+	/* the program it will start (or the entrypoint): the daemon fetches
+	 * what the loader reads to start it while the runtime starts */
+	ret = daemon_call(json_pack("{s:s,s:s,s:s,s:i,s:b,s:b,s:s,s:s,s:b}", "op", "mount", "ref",
+				    o->ref, "mountpoint", r.lower, "tls_verify", o->tls_verify,
+				    "record", o->record, "fuse", o->record, "prefetch", prefetch,
+				    "exec", o->argc ? o->argv[0] : "", "no_load_hints",
+				    o->no_load_hints),
 			  err, &answer);
 	r.lower_mounted = ret >= 0;
 	/* the image's config comes with the mount: no second trip for it */

@@ -181,10 +181,11 @@ static void maybe_quit(void)
 		unlink(path);
 	}
 	wlog("nothing mounted; exiting (fetched %llu bytes in %llu requests; reads asked for "
-	     "%llu distinct bytes of partial blobs; %llu reads waited %.3f s in all)",
+	     "%llu distinct bytes of partial blobs; %llu reads waited %.3f s in all; load hints "
+	     "of %llu programs)",
 	     (unsigned long long)W.fetched_bytes, (unsigned long long)W.fetch_requests,
 	     (unsigned long long)W.read_bytes, (unsigned long long)W.read_waits,
-	     (double)W.read_wait_us / 1e6);
+	     (double)W.read_wait_us / 1e6, (unsigned long long)W.hint_programs);
 	_exit(0);
 }
 
@@ -219,7 +220,8 @@ static void handle(int fd)
 		char notice[512] = "";
 		char *config = NULL;
 		r = op_mount(req.ref, req.mountpoint, req.tls_verify, req.options, req.prefetch,
-			     req.fuse, req.record, notice, sizeof(notice), &config, &err);
+			     req.fuse, req.record, req.no_load_hints ? NULL : req.exec,
+			     !req.no_load_hints, notice, sizeof(notice), &config, &err);
 		/* (as an object: it is JSON, and only well-formed JSON may pass) */
 		json_t *cj = config ? json_loads(config, 0, NULL) : NULL;
 		free(config);

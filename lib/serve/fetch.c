@@ -279,6 +279,62 @@ void prefetch_list(struct lmount *m, json_t *list)
 	     json_array_size(json_object_get(list, "ranges")), jobs);
 }
 
+/* Program @p of @m starts. The loader opens its files one after another,
+ * reading each one's header and .dynamic (the first two spans of a
+ * file's hints), and only then relocates: those first, for every file in
+ * load order, then the rest, all behind readers. */
+static void fire_program(struct lmount *m, uint32_t p)
+{
+	struct load_hints *h = m->hints;
+	h->fired[p] = 1;
+	W.hint_programs++;
+	for (int pass = 0; pass < 2; pass++)
+		for (uint32_t c = h->prog_start[p]; c < h->prog_start[p + 1]; c++) {
+			uint32_t f = h->closure[c];
+			if (h->file_done[f] > pass)
+				continue;
+			h->file_done[f] = (uint8_t)(pass + 1);
+			uint32_t s0 = h->file_start[f], s1 = h->file_start[f + 1];
+			uint32_t from = pass ? MIN(s0 + 2, s1) : s0, to = pass ? s1 : MIN(s0 + 2, s1);
+			for (uint32_t s = from; s < to; s++) {
+				const struct hint_span *sp = &h->spans[s];
+				struct blob *b = sp->dev < m->ndevs ? m->devblobs[sp->dev] : NULL;
+				if (!b || b->complete || !b->nranges)
+					continue;
+				uint64_t first = sp->off >> b->rbits;
+				uint64_t last = MIN((sp->off + sp->len - 1) >> b->rbits, b->nranges - 1);
+				(void)schedule(b, first, last, LISTED);
+			}
+		}
+}
+
+void hints_on_read(struct blob *b, uint64_t off, uint64_t len)
+{
+	for (size_t i = 0; i < W.nmounts; i++) {
+		struct lmount *m = W.mounts[i];
+		struct load_hints *h = m->hints;
+		for (uint32_t dev = 0; h && dev < m->ndevs; dev++) {
+			if (m->devblobs[dev] != b)
+				continue;
+			/* triggers are sorted by (dev, off): the first that may overlap */
+			size_t lo = 0, hi = h->nprogs;
+			while (lo < hi) {
+				size_t mid = lo + (hi - lo) / 2;
+				const struct hint_trigger *t = &h->trig[mid];
+				if (t->dev < dev || (t->dev == dev && t->off + t->len <= off))
+					lo = mid + 1;
+				else
+					hi = mid;
+			}
+			for (size_t k = lo; k < h->nprogs && h->trig[k].dev == dev &&
+					    h->trig[k].off < off + len;
+			     k++)
+				if (!h->fired[h->trig[k].prog])
+					fire_program(m, h->trig[k].prog);
+		}
+	}
+}
+
 void trace_note(struct lmount *m, struct blob *b, uint64_t off, uint64_t len)
 {
 	size_t k = 0;

@@ -66,8 +66,10 @@ static int mount_fields(json_t *o, struct ctl_request *req, char *why, size_t si
 	if ((r = string_field(o, "ref", &req->ref, why, size)) < 0 ||
 	    (r = string_field(o, "options", &req->options, why, size)) < 0 ||
 	    (r = string_field(o, "prefetch", &req->prefetch, why, size)) < 0 ||
+	    (r = string_field(o, "exec", &req->exec, why, size)) < 0 ||
 	    (r = bool_field(o, "fuse", &req->fuse, why, size)) < 0 ||
-	    (r = bool_field(o, "record", &req->record, why, size)) < 0)
+	    (r = bool_field(o, "record", &req->record, why, size)) < 0 ||
+	    (r = bool_field(o, "no_load_hints", &req->no_load_hints, why, size)) < 0)
 		return r;
 	if (!req->ref || !*req->ref)
 		return bad(why, size, "mount: needs %s", "ref and mountpoint");

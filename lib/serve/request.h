@@ -15,9 +15,11 @@ struct ctl_request {
 	json_t *json; /* holds the strings below */
 	enum ctl_op op;
 	const char *ref, *mountpoint, *options, *prefetch;
+	const char *exec; /* mount: what a run will start ("": the entrypoint) */
 	uint64_t prefetch_rate; /* 0: unchanged */
 	int tls_verify;         /* -1 no, 0 the client's default, 1 yes */
 	bool fuse, record;
+	bool no_load_hints; /* mount: do not fetch programs' loader ranges */
 };
 
 /* 0 and @req filled (release it), or -EINVAL and why in @why. */

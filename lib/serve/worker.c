@@ -421,6 +421,7 @@ static void on_event(const struct hmsg *ev)
 	} else {
 		note_read_locked(b, ev->off, ev->count);
 		wait_for(b, ev->id, ev->off, ev->count);
+		hints_on_read(b, ev->off, ev->count);
 	}
 	pthread_mutex_unlock(&W.lock);
 }
@@ -517,7 +518,30 @@ static void mount_free(struct lmount *m)
 		free(m->seen[k]);
 	free(m->seen);
 	free(m->trace);
+	load_hints_free(m->hints);
 	free(m);
+}
+
+/* The image's load hints, from the cache (lazy_prepare fetched and
+ * verified them); a mount without them works as before. */
+static void load_mount_hints(struct lmount *m, const char *digest, uint64_t size)
+{
+	struct store *s = NULL;
+	struct strbuf text = {0};
+	struct anole_error e = {0};
+	char why[200] = "";
+	uint64_t *sizes = calloc(MAX(m->ndevs, 1), sizeof(*sizes));
+	for (size_t i = 0; sizes && i < m->ndevs; i++)
+		sizes[i] = m->devblobs[i] ? m->devblobs[i]->size : 0;
+	if (!sizes || store_open(W.paths.cache, 0, false, &s, &e) < 0 ||
+	    store_get_small(s, digest, size, 64u << 20, &text, &e) < 0)
+		wlog("%s: load hints ignored: %s", m->mountpoint, sizes ? e.msg : "out of memory");
+	else if (load_hints_parse(text.buf, text.len, sizes, m->ndevs, &m->hints, why,
+				  sizeof(why)) < 0)
+		wlog("%s: load hints ignored: %s", m->mountpoint, why);
+	strbuf_release(&text);
+	store_free(s);
+	free(sizes);
 }
 
 /* Device slot i of the metadata image names blob HEX: the kernel wants the
@@ -652,12 +676,13 @@ static int add_mount(struct lmount *m)
 }
 
 static int mount_setup(const char *ref, const char *real, int tls_verify, const char *options,
-		       const char *prefetch, bool fuse, bool record, char **config,
-		       struct anole_error *err);
+		       const char *prefetch, bool fuse, bool record, const char *exec,
+		       bool hints, char **config, struct anole_error *err);
 
 static int mount_locked(const char *ref, const char *mnt, int tls_verify, const char *options,
-			const char *prefetch, bool fuse, bool record, char *notice,
-			size_t notice_size, char **config, struct anole_error *err)
+			const char *prefetch, bool fuse, bool record, const char *exec,
+			bool hints, char *notice, size_t notice_size, char **config,
+			struct anole_error *err)
 {
 	if (!fuse && W.group < 0) {
 		fuse = true;
@@ -687,8 +712,8 @@ static int mount_locked(const char *ref, const char *mnt, int tls_verify, const 
 		return anole_err(err, EBUSY, "%s: a lazy image is mounted there already", real);
 	if (!mine)
 		return anole_err(err, ENOMEM, "out of memory");
-	int r = mount_setup(ref, real, tls_verify, options, prefetch, fuse || record, record, config,
-			    err);
+	int r = mount_setup(ref, real, tls_verify, options, prefetch, fuse || record, record, exec,
+			    hints, config, err);
 	pthread_mutex_lock(&W.lock);
 	for (size_t i = 0; i < W.nmounting; i++)
 		if (W.mounting[i] == mine) {
@@ -737,9 +762,45 @@ static json_t *list_fetch_finish(struct list_fetch *lf)
 	return lf->list;
 }
 
+/* `anole run` will start @exec ("": none given) under the image's
+ * Entrypoint and Cmd, from @config: the program's loader ranges can come while the runtime starts, before
+ * its first read asks for them. W.lock held. */
+static void start_program_hints(struct lmount *m, const char *exec, const char *config)
+{
+	json_t *cfg = config ? json_loads(config, 0, NULL) : NULL;
+	json_t *image = json_object_get(cfg, "imageConfig");
+	/* as the bundle's command: Entrypoint, then the given command or Cmd */
+	const char *argv0 = json_string_value(json_array_get(json_object_get(image, "Entrypoint"), 0));
+	if (!argv0)
+		argv0 = *exec ? exec
+			      : json_string_value(json_array_get(json_object_get(image, "Cmd"), 0));
+	const char *path = NULL;
+	size_t i;
+	json_t *e;
+	json_array_foreach(json_object_get(image, "Env"), i, e) {
+		const char *v = json_string_value(e);
+		if (v && !strncmp(v, "PATH=", 5))
+			path = v + 5;
+	}
+	const char **devs = calloc(MAX(m->ndevs, 1), sizeof(*devs));
+	uint32_t dev = 0;
+	uint64_t off = 0, len = 0;
+	for (size_t k = 0; devs && k < m->ndevs; k++)
+		devs[k] = m->devblobs[k] ? m->devblobs[k]->path : NULL;
+	int r = devs && argv0 ? load_hints_program_at(m->meta_path, devs, m->ndevs, argv0, path,
+						      &dev, &off, &len)
+			      : -ENOENT;
+	if (r >= 0 && dev < m->ndevs && m->devblobs[dev])
+		hints_on_read(m->devblobs[dev], off, len);
+	if (r >= 0)
+		wlog("%s: fetching what the loader reads to start %s", m->mountpoint, argv0);
+	free(devs);
+	json_decref(cfg);
+}
+
 static int mount_setup(const char *ref, const char *real, int tls_verify, const char *options,
-		       const char *prefetch, bool fuse, bool record, char **config,
-		       struct anole_error *err)
+		       const char *prefetch, bool fuse, bool record, const char *exec,
+		       bool hints, char **config, struct anole_error *err)
 {
 	struct anole_lazy_info *li = NULL;
 	struct store *src = NULL;
@@ -770,6 +831,9 @@ static int mount_setup(const char *ref, const char *real, int tls_verify, const 
 	m->nblobs = li->nblobs;
 	memcpy(m->lblobs, li->blobs, li->nblobs * sizeof(*m->lblobs));
 	snprintf(m->manifest, sizeof(m->manifest), "%s", li->manifest_digest);
+	char hints_digest[72];
+	uint64_t hints_size = li->hints_size;
+	snprintf(hints_digest, sizeof(hints_digest), "%s", hints ? li->hints_digest : "");
 	if (config && li->config_json) { /* `anole run` builds its bundle from it */
 		*config = li->config_json;
 		li->config_json = NULL;
@@ -778,6 +842,10 @@ static int mount_setup(const char *ref, const char *real, int tls_verify, const 
 
 	pthread_mutex_lock(&W.lock);
 	r = attach(m, fuse ? NULL : options, err);
+	if (r >= 0 && hints_digest[0] && !fuse)
+		load_mount_hints(m, hints_digest, hints_size);
+	if (r >= 0 && m->hints && exec)
+		start_program_hints(m, exec, config ? *config : NULL);
 	if (r >= 0 && fuse) {
 		/* FUSE threads take W.lock to wait for data: mount without it */
 		pthread_mutex_unlock(&W.lock);
@@ -817,13 +885,13 @@ static int mount_setup(const char *ref, const char *real, int tls_verify, const 
 }
 
 int op_mount(const char *ref, const char *mnt, int tls_verify, const char *options,
-	     const char *prefetch, bool fuse, bool record, char *notice, size_t notice_size,
-	     char **config, struct anole_error *err)
+	     const char *prefetch, bool fuse, bool record, const char *exec, bool hints,
+	     char *notice, size_t notice_size, char **config, struct anole_error *err)
 {
 	/* cache gc waits while files are fetched for a mount and taken */
 	int lock = serve_cache_lock(W.paths.cache, LOCK_SH);
-	int r = mount_locked(ref, mnt, tls_verify, options, prefetch, fuse, record, notice,
-			     notice_size, config, err);
+	int r = mount_locked(ref, mnt, tls_verify, options, prefetch, fuse, record, exec, hints,
+			     notice, notice_size, config, err);
 	if (lock >= 0)
 		close(lock);
 	return r;

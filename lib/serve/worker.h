@@ -8,6 +8,7 @@
 #include <stdarg.h>
 
 #include "erofs/blobmeta.h"
+#include "lazy/hints.h"
 #include "lazy/store.h"
 #include <jansson.h>
 #include "serve/serve.h"
@@ -60,6 +61,7 @@ struct lmount {
 	size_t nblobs;
 	struct anole_lazy_blob *lblobs;
 	struct blob **blobs;
+	struct load_hints *hints; /* or NULL: the image has none */
 };
 
 /* a thread of ours waiting (the FUSE path) rather than a kernel event */
@@ -103,6 +105,7 @@ struct worker {
 	struct job *demand, *listed, *background;
 	unsigned listed_running;
 	uint64_t events, npending_events, denied, fetch_requests, fetched_bytes, fetch_errors;
+	uint64_t hint_programs; /* programs whose loader ranges were queued */
 	uint64_t read_bytes;
 	/* reads that waited for a fetch, and how long they waited in all:
 	 * the time a workload lost to the network */
@@ -139,6 +142,9 @@ void prefetch_blob(struct blob *b);
 /* A recorded list ({"blobs":[...],"ranges":[[i,r]...]}), as demand
  * fetches in its order. */
 void prefetch_list(struct lmount *m, struct json_t *list);
+/* A read of [off, off+len) of @b: if it begins a program of a mounted
+ * image, queue what the loader will read to start it (W.lock held). */
+void hints_on_read(struct blob *b, uint64_t off, uint64_t len);
 /* A recording mount's reader needs [off, off+len) of blob @b. */
 void trace_note(struct lmount *m, struct blob *b, uint64_t off, uint64_t len);
 void note_read_locked(struct blob *b, uint64_t off, uint64_t len);
@@ -146,10 +152,13 @@ void cancel_jobs(struct blob *b);
 int start_fetchers(void);
 
 /* control.c */
-/* *config: the image's config JSON (the caller frees it), also on failure */
+/* *config: the image's config JSON (the caller frees it), also on failure.
+ * @exec: what `anole run` will start (a path or a name; "": none given,
+ * the image's entrypoint), or NULL for a plain mount. @hints: fetch what
+ * the loader reads to start a program when it starts (ELF load hints). */
 int op_mount(const char *ref, const char *mnt, int tls_verify, const char *options,
-	     const char *prefetch, bool fuse, bool record, char *notice, size_t notice_size,
-	     char **config, struct anole_error *err);
+	     const char *prefetch, bool fuse, bool record, const char *exec, bool hints,
+	     char *notice, size_t notice_size, char **config, struct anole_error *err);
 /* The ranges a recording mount's readers needed, in order (JSON). */
 struct json_t *op_trace(const char *mnt, struct anole_error *err);
 int op_umount(const char *mnt, bool *idle, struct anole_error *err);

@@ -23,7 +23,8 @@ static void accepts_what_clients_send(void **state)
 	char why[160];
 	assert_int_equal(parse("{\"op\":\"mount\",\"ref\":\"docker://h/r:t\",\"mountpoint\":\"/m\","
 			       "\"options\":\"\",\"prefetch\":\"none\",\"prefetch_rate\":5,"
-			       "\"tls_verify\":-1,\"fuse\":true,\"record\":false}\n{\"op\":",
+			       "\"tls_verify\":-1,\"fuse\":true,\"record\":false,\"exec\":\"node\","
+			       "\"no_load_hints\":true}\n{\"op\":",
 			       &req, why),
 			 0);
 	assert_int_equal(req.op, CTL_MOUNT);
@@ -34,10 +35,14 @@ static void accepts_what_clients_send(void **state)
 	assert_int_equal(req.tls_verify, -1);
 	assert_true(req.fuse);
 	assert_false(req.record);
+	assert_string_equal(req.exec, "node");
+	assert_true(req.no_load_hints);
 	ctl_request_release(&req);
 	assert_int_equal(parse("{\"op\":\"mount\",\"ref\":\"r\",\"mountpoint\":\"/m\"}", &req, why),
 			 0);
 	assert_null(req.options);
+	assert_null(req.exec);
+	assert_false(req.no_load_hints);
 	assert_int_equal(req.tls_verify, 0);
 	ctl_request_release(&req);
 	assert_int_equal(parse("{\"op\":\"umount\",\"mountpoint\":\"/m\"}", &req, why), 0);
@@ -72,6 +77,10 @@ static void refuses_and_says_why(void **state)
 	refuses("{\"op\":\"mount\",\"mountpoint\":\"/m\"}", "needs ref");
 	refuses("{\"op\":\"mount\",\"ref\":\"r\",\"mountpoint\":\"/m\",\"fuse\":\"yes\"}",
 		"fuse must be true or false");
+	refuses("{\"op\":\"mount\",\"ref\":\"r\",\"mountpoint\":\"/m\",\"exec\":[\"sh\"]}",
+		"exec must be a string");
+	refuses("{\"op\":\"mount\",\"ref\":\"r\",\"mountpoint\":\"/m\",\"no_load_hints\":1}",
+		"no_load_hints must be true or false");
 	refuses("{\"op\":\"mount\",\"ref\":\"r\",\"mountpoint\":\"/m\",\"tls_verify\":2}",
 		"tls_verify must be");
 	refuses("{\"op\":\"mount\",\"ref\":\"r\",\"mountpoint\":\"/m\",\"prefetch_rate\":-1}",
