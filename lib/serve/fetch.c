@@ -283,9 +283,10 @@ void prefetch_list(struct lmount *m, json_t *list)
  * reading each one's header and .dynamic (the first two spans of a
  * file's hints), and only then relocates: those first, for every file in
  * load order, then the rest, all behind readers. */
-static void fire_program(struct lmount *m, uint32_t p)
+static size_t fire_program(struct lmount *m, uint32_t p)
 {
 	struct load_hints *h = m->hints;
+	size_t spans = 0;
 	h->fired[p] = 1;
 	W.hint_programs++;
 	for (int pass = 0; pass < 2; pass++)
@@ -303,36 +304,41 @@ static void fire_program(struct lmount *m, uint32_t p)
 					continue;
 				uint64_t first = sp->off >> b->rbits;
 				uint64_t last = MIN((sp->off + sp->len - 1) >> b->rbits, b->nranges - 1);
-				(void)schedule(b, first, last, LISTED);
+				spans += schedule(b, first, last, LISTED) >= 0;
 			}
 		}
+	return spans;
+}
+
+size_t mount_hints_on_read(struct lmount *m, struct blob *b, uint64_t off, uint64_t len)
+{
+	struct load_hints *h = m->hints;
+	size_t spans = 0;
+	for (uint32_t dev = 0; h && dev < m->ndevs; dev++) {
+		if (m->devblobs[dev] != b)
+			continue;
+		/* triggers are sorted by (dev, off): the first that may overlap */
+		size_t lo = 0, hi = h->nprogs;
+		while (lo < hi) {
+			size_t mid = lo + (hi - lo) / 2;
+			const struct hint_trigger *t = &h->trig[mid];
+			if (t->dev < dev || (t->dev == dev && t->off + t->len <= off))
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		for (size_t k = lo; k < h->nprogs && h->trig[k].dev == dev && h->trig[k].off < off + len;
+		     k++)
+			if (!h->fired[h->trig[k].prog])
+				spans += fire_program(m, h->trig[k].prog);
+	}
+	return spans;
 }
 
 void hints_on_read(struct blob *b, uint64_t off, uint64_t len)
 {
-	for (size_t i = 0; i < W.nmounts; i++) {
-		struct lmount *m = W.mounts[i];
-		struct load_hints *h = m->hints;
-		for (uint32_t dev = 0; h && dev < m->ndevs; dev++) {
-			if (m->devblobs[dev] != b)
-				continue;
-			/* triggers are sorted by (dev, off): the first that may overlap */
-			size_t lo = 0, hi = h->nprogs;
-			while (lo < hi) {
-				size_t mid = lo + (hi - lo) / 2;
-				const struct hint_trigger *t = &h->trig[mid];
-				if (t->dev < dev || (t->dev == dev && t->off + t->len <= off))
-					lo = mid + 1;
-				else
-					hi = mid;
-			}
-			for (size_t k = lo; k < h->nprogs && h->trig[k].dev == dev &&
-					    h->trig[k].off < off + len;
-			     k++)
-				if (!h->fired[h->trig[k].prog])
-					fire_program(m, h->trig[k].prog);
-		}
-	}
+	for (size_t i = 0; i < W.nmounts; i++)
+		(void)mount_hints_on_read(W.mounts[i], b, off, len);
 }
 
 void trace_note(struct lmount *m, struct blob *b, uint64_t off, uint64_t len)

@@ -790,10 +790,12 @@ static void start_program_hints(struct lmount *m, const char *exec, const char *
 	int r = devs && argv0 ? load_hints_program_at(m->meta_path, devs, m->ndevs, argv0, path,
 						      &dev, &off, &len)
 			      : -ENOENT;
+	size_t spans = 0;
 	if (r >= 0 && dev < m->ndevs && m->devblobs[dev])
-		hints_on_read(m->devblobs[dev], off, len);
-	if (r >= 0)
-		wlog("%s: fetching what the loader reads to start %s", m->mountpoint, argv0);
+		spans = mount_hints_on_read(m, m->devblobs[dev], off, len);
+	if (spans)
+		wlog("%s: fetching what the loader reads to start %s (%zu spans)", m->mountpoint,
+		     argv0, spans);
 	free(devs);
 	json_decref(cfg);
 }

@@ -145,6 +145,9 @@ void prefetch_list(struct lmount *m, struct json_t *list);
 /* A read of [off, off+len) of @b: if it begins a program of a mounted
  * image, queue what the loader will read to start it (W.lock held). */
 void hints_on_read(struct blob *b, uint64_t off, uint64_t len);
+/* The same for mount @m alone (one not yet listed in W.mounts, too);
+ * returns how many spans it queued. */
+size_t mount_hints_on_read(struct lmount *m, struct blob *b, uint64_t off, uint64_t len);
 /* A recording mount's reader needs [off, off+len) of blob @b. */
 void trace_note(struct lmount *m, struct blob *b, uint64_t off, uint64_t len);
 void note_read_locked(struct blob *b, uint64_t off, uint64_t len);
