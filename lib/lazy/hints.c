@@ -63,7 +63,11 @@ struct elf_file {
 	uint64_t first_dev, first_off, first_len; /* where its byte 0 lies */
 	bool first_known;
 	bool bad; /* not ELF, or unreadable */
-	bool done;
+	size_t index; /* in hints.files */
+	/* its interpreter and libraries, found once (NULL: not in the image) */
+	bool linked;
+	struct elf_file *interp_file, **libs;
+	unsigned int seen; /* the closure walk that reached it last */
 };
 
 struct hints {
@@ -71,6 +75,7 @@ struct hints {
 	struct elf_file **files;
 	size_t nfiles, files_cap;
 	struct strmap *by_path; /* canonical path -> index + 1 */
+	unsigned int walk;      /* closure walks so far */
 	char *dirs[MAX_DIRS];
 	size_t ndirs;
 	/* before_read capture */
@@ -368,6 +373,7 @@ static void file_free(struct elf_file *f)
 	free(f->runpath);
 	free(f->interp);
 	free(f->blob_spans);
+	free(f->libs);
 	free(f);
 }
 
@@ -398,6 +404,7 @@ static struct elf_file *get_file(struct hints *h, const char *path, const struct
 		h->files = n;
 		h->files_cap = c;
 	}
+	f->index = h->nfiles;
 	h->files[h->nfiles++] = f;
 	*slot = (void *)(uintptr_t)h->nfiles;
 	f->bad = !S_ISREG(ino->mode) || parse_elf(h, f) < 0;
@@ -470,11 +477,9 @@ static void add_dir(struct hints *h, const char *dir, size_t len)
 static void read_ld_conf(struct hints *h, const char *path, int depth);
 
 struct include_ctx {
-	struct hints *h;
-	const char *dir, *pattern;
+	const char *pattern;
 	char **names;
 	size_t n, cap;
-	int depth;
 };
 
 static int include_entry(void *ctx, const char *name, size_t len, uint64_t nid, unsigned int type)
@@ -521,7 +526,7 @@ static void read_ld_include(struct hints *h, const char *pattern, int depth)
 	_cleanup_free_ char *canon = NULL;
 	if (resolve(h, dir[0] ? dir : "/", &d, &canon) <= 0 || !S_ISDIR(d.mode))
 		return;
-	struct include_ctx c = {.h = h, .dir = dir, .pattern = slash + 1, .depth = depth};
+	struct include_ctx c = {.pattern = slash + 1};
 	(void)anole_readdir(h->img, &d, include_entry, &c);
 	qsort(c.names, c.n, sizeof(*c.names), name_cmp);
 	for (size_t i = 0; i < c.n; i++) {
@@ -611,44 +616,46 @@ static int walk_entry(void *ctx, const char *name, size_t len, uint64_t nid, uns
 	return r < 0 ? r : 0;
 }
 
-/* @f's closure in load order: itself, its interpreter, then its libraries
- * breadth first, as ld.so loads them. */
+/* @f's interpreter and libraries, as the loader finds them. */
+static void link_file(struct hints *h, struct elf_file *f)
+{
+	struct anole_inode ino;
+	_cleanup_free_ char *canon = NULL;
+	f->linked = true;
+	if (f->interp && resolve(h, f->interp, &ino, &canon) > 0)
+		f->interp_file = get_file(h, canon, &ino);
+	if (f->nneeded && !(f->libs = calloc(f->nneeded, sizeof(*f->libs))))
+		return;
+	for (size_t i = 0; i < f->nneeded; i++)
+		f->libs[i] = find_library(h, f, f->needed[i]);
+}
+
+/* Add @f to the closure @out of this walk, unless it is there already. */
+static void reach(struct hints *h, struct elf_file *f, size_t *out, size_t *n, size_t max)
+{
+	if (f && f->seen != h->walk && *n < max) {
+		f->seen = h->walk;
+		out[(*n)++] = f->index;
+	}
+}
+
+/* @f's closure in load order, as indexes into h->files: itself, its
+ * interpreter, then its libraries breadth first, as ld.so loads them. */
 static size_t closure(struct hints *h, struct elf_file *f, size_t *out, size_t max)
 {
 	size_t n = 0;
-	for (size_t i = 0; i < h->nfiles; i++)
-		h->files[i]->done = false;
-	struct elf_file *start[2] = {f, NULL};
-	struct anole_inode ino;
-	_cleanup_free_ char *canon = NULL;
-	if (f->interp && resolve(h, f->interp, &ino, &canon) > 0)
-		start[1] = get_file(h, canon, &ino);
-	/* queue of files; indices into h->files found by path */
-	struct elf_file **q = malloc(max * sizeof(*q));
-	if (!q)
-		return 0;
-	size_t qh = 0, qt = 0;
-	for (size_t k = 0; k < 2; k++)
-		if (start[k] && !start[k]->done && qt < max) {
-			start[k]->done = true;
-			q[qt++] = start[k];
-		}
-	while (qh < qt) {
-		struct elf_file *g = q[qh++];
-		for (size_t i = 0; i < g->nneeded && qt < max; i++) {
-			struct elf_file *lib = find_library(h, g, g->needed[i]);
-			if (lib && !lib->done) {
-				lib->done = true;
-				q[qt++] = lib;
-			}
-		}
+	h->walk++;
+	if (!f->linked)
+		link_file(h, f);
+	reach(h, f, out, &n, max);
+	reach(h, f->interp_file, out, &n, max);
+	for (size_t k = 0; k < n; k++) {
+		struct elf_file *g = h->files[out[k]];
+		if (!g->linked)
+			link_file(h, g);
+		for (size_t i = 0; g->libs && i < g->nneeded; i++)
+			reach(h, g->libs[i], out, &n, max);
 	}
-	for (size_t i = 0; i < qt; i++) {
-		void **slot = strmap_slot(h->by_path, q[i]->path, strlen(q[i]->path), false);
-		if (slot && *slot)
-			out[n++] = (uintptr_t)*slot - 1;
-	}
-	free(q);
 	return n;
 }
 

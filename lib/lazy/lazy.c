@@ -1026,10 +1026,11 @@ static void make_hints(struct convert *c, const char *meta, char digest[72], uin
 		log_line(c->o->log, c->o->log_ctx, "no load hints: %s", e.msg);
 		return;
 	}
-	if (cas_put(c->blobdir, json, strlen(json), &d) < 0)
+	size_t len = strlen(json);
+	if (cas_put(c->blobdir, json, len, &d) < 0)
 		return;
 	digest_format(&d, digest);
-	*size = strlen(json);
+	*size = len;
 	log_line(c->o->log, c->o->log_ctx, "load hints: %llu bytes in %.2f s",
 		 (unsigned long long)*size, now_seconds() - t0);
 }

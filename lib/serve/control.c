@@ -220,8 +220,8 @@ static void handle(int fd)
 		char notice[512] = "";
 		char *config = NULL;
 		r = op_mount(req.ref, req.mountpoint, req.tls_verify, req.options, req.prefetch,
-			     req.fuse, req.record, req.no_load_hints ? NULL : req.exec,
-			     !req.no_load_hints, notice, sizeof(notice), &config, &err);
+			     req.fuse, req.record, req.exec, !req.no_load_hints, notice,
+			     sizeof(notice), &config, &err);
 		/* (as an object: it is JSON, and only well-formed JSON may pass) */
 		json_t *cj = config ? json_loads(config, 0, NULL) : NULL;
 		free(config);

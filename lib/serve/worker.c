@@ -763,8 +763,9 @@ static json_t *list_fetch_finish(struct list_fetch *lf)
 }
 
 /* `anole run` will start @exec ("": none given) under the image's
- * Entrypoint and Cmd, from @config: the program's loader ranges can come while the runtime starts, before
- * its first read asks for them. W.lock held. */
+ * Entrypoint and Cmd, from @config: the program's loader ranges can come
+ * while the runtime starts, before its first read asks for them. W.lock
+ * held. */
 static void start_program_hints(struct lmount *m, const char *exec, const char *config)
 {
 	json_t *cfg = config ? json_loads(config, 0, NULL) : NULL;
