@@ -121,16 +121,31 @@ for i in range(1, len(L), 3):
     assert b["annotations"]["dev.anole.blob.digests"] == t["digest"], b
     assert b["annotations"]["dev.anole.blob.chunks"] == c["digest"], b
     tab = open(blob(t["digest"]), "rb").read()
-    assert tab[:8] == b"ANOLEDT1", tab[:8]
+    assert tab[:8] == b"ANOLEDT2", tab[:8]
     bits, = struct.unpack_from("<I", tab, 8)
     size, count = struct.unpack_from("<QQ", tab, 16)
     assert bits == 16 and size == b["size"], (bits, size, b["size"])  # convert's default
-    assert count == (size + (1 << bits) - 1) >> bits and len(tab) == 64 + 32 * count, (count, len(tab))
+    assert len(tab) == 64 + 36 * count, (count, len(tab))
+    lens = struct.unpack_from("<%dI" % count, tab, 64 + 32 * count)
+    assert sum(lens) == size and all(0 < n <= 1 << 20 for n in lens), lens
+    starts = [sum(lens[:k]) for k in range(count)] if count < 5000 else None
     with open(blob(b["digest"]), "rb") as f:
         for k in range(count):
-            h = hashlib.sha256(f.read(1 << bits)).digest()
+            h = hashlib.sha256(f.read(lens[k])).digest()
             assert h == tab[64 + 32 * k:96 + 32 * k], "%s: range %d differs from its table" % (b["digest"], k + 1)
-    assert open(blob(c["digest"]), "rb").read(8) == b"ANOLECX1", c
+    ci = open(blob(c["digest"]), "rb").read()
+    assert ci[:8] == b"ANOLECX1", c
+    # ranges are cut at compressed extents: one bigger than a 64 KiB range
+    # is a range of its own; other ranges hold at most 64 KiB
+    n, = struct.unpack_from("<Q", ci, 24)
+    ext = set()
+    for k in range(n):
+        addr, cblocks, nblocks = struct.unpack_from("<III", ci, 64 + 48 * k + 32)
+        if cblocks and nblocks * 4096 > 1 << bits:
+            ext.add((addr * 4096, nblocks * 4096))
+    ranges = set(zip(starts, lens)) if starts is not None else ext
+    assert ext <= ranges, "compressed extents that are not ranges: %s" % sorted(ext - ranges)[:5]
+    assert all(n <= 1 << bits or (s, n) in ext for s, n in ranges), "a long range that is no extent"
 EOF
 }
 
@@ -311,10 +326,17 @@ for where in middle last; do
 	else
 		off=$((BIG_BYTES - 1))
 	fi
-	RANGE=65536	# convert's default digest range
-	first=$((off / RANGE * RANGE))
-	last=$((first + RANGE - 1))
-	[ $last -lt "$BIG_BYTES" ] || last=$((BIG_BYTES - 1))
+	# the range of the digest table that holds it
+	read -r first last < <(python3 -c '
+import struct, sys
+tab = open(sys.argv[1], "rb").read(); off = int(sys.argv[2])
+count, = struct.unpack_from("<Q", tab, 24)
+at = 0
+for n in struct.unpack_from("<%dI" % count, tab, 64 + 32 * count):
+    if off < at + n:
+        print(at, at + n - 1); break
+    at += n
+' "$(regblob "$(jget "$TMP/full.json" 'o["data_blobs"][0]["digest_table"]')")" $off)
 	flip "$DATA" $off
 	expect_fail "$ANOLE" pull -q "docker://$REGISTRY/lazy/full:v1" "$TMP/tampered-$where"
 	cat "$TMP/last.err"

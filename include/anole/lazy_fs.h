@@ -36,22 +36,31 @@
 #define ANOLE_ANNOT_META_DIGEST "dev.anole.meta.digest"
 #define ANOLE_ANNOT_META_SIZE "dev.anole.meta.size"
 
+/* Version 1: fixed ranges of 1 << range_bits bytes. Version 2: ranges cut
+ * at the blob's extents (a compressed extent is one range, so a lazy mount
+ * fetches it exactly), their lengths listed after the digests. */
 #define ANOLE_DIGEST_TABLE_MAGIC "ANOLEDT1"
+#define ANOLE_DIGEST_TABLE_MAGIC_V2 "ANOLEDT2"
 /* Digest table ranges: 1 << range_bits bytes, 4 KiB to 1 MiB; the unit a
  * lazy mount fetches and verifies. 64 KiB by default: finer means fewer
- * bytes fetched that nobody reads, a bigger table and more requests. */
+ * bytes fetched that nobody reads, a bigger table and more requests. In
+ * version 2 it is the size plain stretches are cut at and small extents
+ * are grouped up to; a compressed extent is one range of up to 1 MiB. */
 #define ANOLE_RANGE_BITS_MIN 12
 #define ANOLE_RANGE_BITS_MAX 20
 #define ANOLE_RANGE_BITS_DEFAULT 16
+#define ANOLE_RANGE_MAX (1u << ANOLE_RANGE_BITS_MAX)
 
 struct anole_digest_table_head {
-	char magic[8];      /* ANOLEDT1 */
-	uint32_t range_bits; /* ranges of 1 << range_bits bytes; the last may be short */
+	char magic[8];      /* ANOLEDT1 or ANOLEDT2 */
+	uint32_t range_bits; /* v1: ranges of 1 << range_bits bytes, the last may
+			      * be short; v2: the cut size of plain stretches */
 	uint32_t reserved0;
 	uint64_t blob_size;
-	uint64_t count;      /* ranges = ceil(blob_size / range) */
+	uint64_t count;      /* v1: ceil(blob_size / range); v2: ranges listed */
 	uint8_t reserved[32];
-	/* then count SHA-256 digests of 32 bytes */
+	/* then count SHA-256 digests of 32 bytes; v2: then count range
+	 * lengths (uint32_t, 1 to ANOLE_RANGE_MAX, summing to blob_size) */
 };
 
 #define ANOLE_CHUNK_INDEX_MAGIC "ANOLECX1"

@@ -1612,8 +1612,22 @@ static int collect_chunk(void *ctx, const struct digest *d, uint64_t where)
 	return 0;
 }
 
-/* The extents stored in the blob, for later images to reuse. */
-static int make_chunk_index(struct tree_writer *tw, uint64_t blocks)
+/* The extents stored in the blob (none without compression). */
+static int collect_extents(struct tree_writer *tw, struct chunk_collect *c)
+{
+	*c = (struct chunk_collect){.tw = tw};
+	const struct digest_map *seen = tw->zp ? zpipe_seen(tw->zp) : NULL;
+	if (!seen)
+		return 0;
+	c->e = calloc(MAX(digest_map_count(seen), (size_t)1), sizeof(*c->e));
+	if (!c->e)
+		return anole_err(tw->err, ENOMEM, "out of memory");
+	digest_map_foreach(seen, collect_chunk, c);
+	return 0;
+}
+
+/* Takes @c's entries: the index later images reuse extents by. */
+static int make_chunk_index(struct tree_writer *tw, uint64_t blocks, struct chunk_collect *c)
 {
 	struct chunk_index ci = {0};
 	memcpy(ci.head.magic, ANOLE_CHUNK_INDEX_MAGIC, 8);
@@ -1621,50 +1635,115 @@ static int make_chunk_index(struct tree_writer *tw, uint64_t blocks)
 	ci.head.algorithm = codec_erofs_alg(tw->zspec.kind);
 	ci.head.pcluster = tw->pcluster;
 	ci.head.blob_blocks = blocks;
-	const struct digest_map *seen = tw->zp ? zpipe_seen(tw->zp) : NULL;
-	struct chunk_collect c = {.tw = tw};
-	if (seen) {
-		c.e = calloc(MAX(digest_map_count(seen), (size_t)1), sizeof(*c.e));
-		if (!c.e)
-			return anole_err(tw->err, ENOMEM, "out of memory");
-		digest_map_foreach(seen, collect_chunk, &c);
-		qsort(c.e, c.n, sizeof(*c.e), cmp_chunk_key);
-	}
-	ci.head.count = c.n;
-	ci.e = c.e;
+	qsort(c->e, c->n, sizeof(*c->e), cmp_chunk_key);
+	ci.head.count = c->n;
+	ci.e = c->e;
+	c->e = NULL;
 	int r = chunk_index_encode(&ci, &tw->blob_chunks);
 	chunk_index_release(&ci);
 	return r < 0 ? anole_err(tw->err, ENOMEM, "out of memory") : 0;
+}
+
+static int cmp_entry_addr(const void *a, const void *b)
+{
+	const struct anole_chunk_entry *x = a, *y = b;
+	return (x->blkaddr > y->blkaddr) - (x->blkaddr < y->blkaddr);
+}
+
+/* Range starts, cut so that no range reaches into a compressed extent
+ * from outside it: a lazy mount fetches an extent the kernel needs whole,
+ * and nothing around it. A compressed extent is one range; plain
+ * stretches are cut every @unit bytes; neighbouring small pieces share a
+ * range up to @unit, so the table stays small. */
+struct cuts {
+	uint64_t *start;
+	uint64_t n, cap, open_len, unit;
+};
+
+static int cut_piece(struct cuts *c, uint64_t at, uint64_t len)
+{
+	if (c->n && c->open_len && c->open_len + len <= c->unit) {
+		c->open_len += len;
+	} else {
+		if (c->n == c->cap) {
+			size_t cap = c->cap ? 2 * c->cap : 1024;
+			uint64_t *s = realloc(c->start, cap * sizeof(*s));
+			if (!s)
+				return -ENOMEM;
+			c->start = s;
+			c->cap = cap;
+		}
+		c->start[c->n++] = at;
+		c->open_len = len;
+	}
+	if (c->open_len >= c->unit)
+		c->open_len = 0; /* full: the next piece starts a range */
+	return 0;
+}
+
+static int cut_plain(struct cuts *c, uint64_t from, uint64_t to)
+{
+	int r = 0;
+	for (uint64_t at = from; at < to && r >= 0; at += c->unit)
+		r = cut_piece(c, at, MIN(c->unit, to - at));
+	return r;
+}
+
+static int cut_ranges(struct tree_writer *tw, struct chunk_collect *ext, uint64_t len,
+		      struct cuts *c)
+{
+	qsort(ext->e, ext->n, sizeof(*ext->e), cmp_entry_addr);
+	uint64_t pos = 0;
+	int r = 0;
+	for (size_t i = 0; i < ext->n && r >= 0; i++) {
+		const struct anole_chunk_entry *e = &ext->e[i];
+		uint64_t at = (uint64_t)e->blkaddr << tw->blkbits;
+		uint64_t end = MIN(at + ((uint64_t)e->nblocks << tw->blkbits), len);
+		if (at < pos || end <= at)
+			continue; /* cannot happen; an overlap would only cost bytes */
+		r = cut_plain(c, pos, at);
+		if (r >= 0)
+			r = e->cblocks ? cut_piece(c, at, end - at) : cut_plain(c, at, end);
+		pos = end;
+	}
+	if (r >= 0)
+		r = cut_plain(c, pos, len);
+	return r;
 }
 
 /* Name the data blob by its SHA-256 and make its digest table (per
  * range) and chunk index. */
 static int seal_blob(struct tree_writer *tw)
 {
-	_Static_assert(COPY_BUF == 1u << ANOLE_RANGE_BITS_MAX, "whole ranges per read");
 	uint64_t blocks = tw->next_blk - tw->data_base, len = blocks << tw->blkbits;
 	unsigned bits = tw->opts.range_bits ? tw->opts.range_bits : ANOLE_RANGE_BITS_DEFAULT;
-	struct digest_table t;
-	int r = digest_table_init(&t, len, bits);
-	if (r == -EINVAL)
+	if (bits < ANOLE_RANGE_BITS_MIN || bits > ANOLE_RANGE_BITS_MAX)
 		return anole_err(tw->err, EINVAL, "digest table ranges of 2^%u bytes: choose 4 KiB to "
 				 "1 MiB", bits);
-	struct sha256_stream *h = sha256_stream_new();
-	if (!h || r < 0) {
-		sha256_stream_free(h);
+	struct chunk_collect ext;
+	int r = collect_extents(tw, &ext);
+	if (r < 0)
+		return r;
+	struct cuts cuts = {.unit = 1ull << bits};
+	struct digest_table t = {0};
+	if ((r = cut_ranges(tw, &ext, len, &cuts)) >= 0)
+		r = digest_table_init_cuts(&t, len, bits, cuts.start, cuts.n);
+	free(cuts.start);
+	struct sha256_stream *h = r >= 0 ? sha256_stream_new() : NULL;
+	if (!h) {
 		if (r >= 0)
 			digest_table_release(&t);
-		return anole_err(tw->err, ENOMEM, "out of memory");
+		free(ext.e);
+		return anole_err(tw->err, r == -EINVAL ? EINVAL : ENOMEM,
+				 r == -EINVAL ? "data blob: extents overlap" : "out of memory");
 	}
-	uint64_t range = 1ull << bits;
-	for (uint64_t off = 0, i = 0; off < len && r >= 0;) {
-		size_t n = (size_t)MIN(len - off, (uint64_t)COPY_BUF);
-		if ((r = pread_full(tw->data_fd, tw->buf, n, off)) < 0)
+	_Static_assert(COPY_BUF >= ANOLE_RANGE_MAX, "a range per read");
+	for (uint64_t i = 0; i < t.head.count && r >= 0; i++) {
+		size_t n = (size_t)digest_table_range_len(&t, i);
+		if ((r = pread_full(tw->data_fd, tw->buf, n, t.off[i])) < 0)
 			break;
 		sha256_stream_update(h, tw->buf, n);
-		for (size_t at = 0; at < n; at += range) /* COPY_BUF is whole ranges */
-			sha256(tw->buf + at, (size_t)MIN(range, n - at), &t.d[i++]);
-		off += n;
+		sha256(tw->buf, n, &t.d[i]);
 	}
 	struct digest d;
 	sha256_stream_final(h, &d);
@@ -1672,12 +1751,14 @@ static int seal_blob(struct tree_writer *tw)
 	if (r >= 0 && digest_table_encode(&t, &tw->blob_table) < 0)
 		r = -ENOMEM;
 	digest_table_release(&t);
-	if (r < 0)
+	if (r < 0) {
+		free(ext.e);
 		return anole_err(tw->err, -r, "data blob: %s", strerror(-r));
+	}
 	char s[DIGEST_STR_LEN + 1];
 	digest_format(&d, s);
 	memcpy(tw->blob_hex, s + 7, 65);
-	return make_chunk_index(tw, blocks);
+	return make_chunk_index(tw, blocks, &ext);
 }
 
 /* Device table blocks: room for every base blob and the image's own. */

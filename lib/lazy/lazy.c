@@ -230,7 +230,7 @@ static int fetch_verified(struct store *src, const char *digest, uint64_t size,
 		return anole_err(err, EBADMSG, "%s: bad digest %.80s", src->name, digest);
 	_cleanup_free_ char *path = NULL;
 	/* table ranges, else any read size: the whole digest is checked too */
-	uint64_t range = 1ull << (table ? table->head.range_bits : ANOLE_RANGE_BITS_MAX), off = 0;
+	uint64_t range = table ? MAX(table->max_len, 1) : ANOLE_RANGE_MAX, off = 0;
 	_cleanup_free_ char *buf = malloc(range);
 	if (!buf || asprintf(&path, "%s/%s", dst, digest + 7) < 0)
 		return anole_err(err, ENOMEM, "out of memory");
@@ -246,7 +246,8 @@ static int fetch_verified(struct store *src, const char *digest, uint64_t size,
 	else
 		r = store_open_blob(src, digest, size, &fd, &f, err);
 	for (uint64_t i = 0; r >= 0 && off < size; i++) {
-		size_t want_len = (size_t)MIN(range, size - off), got = 0;
+		size_t want_len = (size_t)(table ? digest_table_range_len(table, i) : MIN(range, size - off));
+		size_t got = 0;
 		while (got < want_len) {
 			ssize_t n = read(fd, buf + got, want_len - got);
 			if (n < 0 && errno == EINTR)

@@ -24,11 +24,10 @@ static int ctl_fd = -1;
 
 static json_t *blob_status(const struct blob *b)
 {
-	uint64_t present = blob_present(b);
-	uint64_t bytes = MIN(present << b->rbits, b->size);
-	if (!b->complete && b->nranges && b->state[b->nranges - 1] == RANGE_PRESENT &&
-	    b->size % (1ull << b->rbits))
-		bytes -= (1ull << b->rbits) - b->size % (1ull << b->rbits);
+	uint64_t present = blob_present(b), bytes = b->complete ? b->size : 0;
+	for (uint64_t i = 0; !b->complete && i < b->nranges; i++)
+		if (b->state[i] == RANGE_PRESENT)
+			bytes += range_off(b, i + 1) - range_off(b, i);
 	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:b, s:I, s:I, s:I, s:I, s:I, s:s}", "digest",
 			 b->digest, "size", (json_int_t)b->size, "ranges", (json_int_t)b->nranges,
 			 "ranges_present", (json_int_t)present, "bytes_cached", (json_int_t)bytes,

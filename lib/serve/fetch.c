@@ -32,7 +32,7 @@
 #define DEMAND_REQUEST_MAX (1u << 20)
 #define PREFETCH_REQUEST_MAX (4u << 20)
 #define COALESCE_MIN 4
-#define COALESCE_MAX (PREFETCH_REQUEST_MAX >> ANOLE_RANGE_BITS_MIN)
+#define COALESCE_MAX 1024
 /* the registry client retries failed transfers itself (about 8 s in all);
  * here a range that came but did not verify is fetched once more */
 #define ATTEMPTS 2
@@ -82,10 +82,13 @@ static bool promote(struct blob *b, uint64_t r)
 
 enum prio { DEMAND, LISTED, BACKGROUND };
 
-static uint64_t coalesce(const struct blob *b, enum prio prio)
+/* May a job of @prio from range @first take in range @r too? */
+static bool coalesce(const struct blob *b, enum prio prio, uint64_t first, uint64_t r)
 {
 	uint64_t bytes = prio == DEMAND ? DEMAND_REQUEST_MAX : PREFETCH_REQUEST_MAX;
-	return MAX(COALESCE_MIN, bytes >> b->rbits);
+	uint64_t count = r - first;
+	return count < COALESCE_MAX &&
+	       (count < COALESCE_MIN || range_off(b, r + 1) - range_off(b, first) <= bytes);
 }
 
 /* -ENOMEM when a job could not be made (its ranges stay absent). Fetch
@@ -108,7 +111,7 @@ static int schedule(struct blob *b, uint64_t from, uint64_t to, enum prio prio)
 		j->first = r;
 		j->background = background;
 		while (r <= to && r < b->nranges && b->state[r] == RANGE_ABSENT &&
-		       j->count < coalesce(b, prio)) {
+		       (!j->count || coalesce(b, prio, j->first, r))) {
 			b->state[r++] = RANGE_FETCHING;
 			j->count++;
 		}
@@ -163,15 +166,14 @@ static void add_waiter(struct blob *b, uint64_t id, struct sync_wait *sw, uint64
 /* W.lock held; before the read's own ranges are scheduled. */
 static void readahead(struct blob *b, uint64_t first, uint64_t last)
 {
-	uint64_t init = MAX(1, READAHEAD_BYTES >> b->rbits);
-	uint64_t max = MAX(init, READAHEAD_MAX >> b->rbits), from, n;
+	uint64_t from, n;
 	if (b->ra_size && first <= b->ra_end + 1 && last >= b->ra_mark) {
 		from = MAX(b->ra_end, last) + 1; /* the window is being read: the next */
-		n = MIN(b->ra_size * 2, max);
+		n = MIN(b->ra_size * 2, READAHEAD_MAX);
 	} else if (first > 0 && b->state[first - 1] != RANGE_ABSENT &&
 		   !all_present(b, first, last)) {
 		from = last + 1; /* a miss right after data: a first window */
-		n = init;
+		n = READAHEAD_BYTES;
 	} else {
 		return;
 	}
@@ -179,9 +181,11 @@ static void readahead(struct blob *b, uint64_t first, uint64_t last)
 		b->ra_size = 0;
 		return;
 	}
+	/* in whole ranges: at least one, up to n bytes */
+	uint64_t start = range_off(b, from);
 	b->ra_size = n;
-	b->ra_end = MIN(from + n - 1, b->nranges - 1);
-	b->ra_mark = from + n / 2;
+	b->ra_end = MAX(from, range_at(b, MIN(start + n, b->size) - 1));
+	b->ra_mark = MIN(range_at(b, MIN(start + n / 2, b->size - 1)), b->ra_end);
 	(void)schedule(b, from, b->ra_end, LISTED);
 }
 
@@ -213,10 +217,10 @@ static struct read_span read_span(const struct blob *b, uint64_t off, uint64_t l
 	uint64_t end = off + MIN(len, b->size - off); /* (capped: cannot wrap) */
 	const uint64_t *lo = extent_at(b, off), *hi = extent_at(b, end - 1);
 	return (struct read_span){
-		.first = off >> b->rbits,
-		.last = (end - 1) >> b->rbits,
-		.sfirst = (lo ? lo[0] : off) >> b->rbits,
-		.slast = ((hi ? MIN(hi[1], b->size) : end) - 1) >> b->rbits,
+		.first = range_at(b, off),
+		.last = range_at(b, end - 1),
+		.sfirst = range_at(b, lo ? lo[0] : off),
+		.slast = range_at(b, (hi ? MIN(hi[1], b->size) : end) - 1),
 	};
 }
 
@@ -262,7 +266,7 @@ void prefetch_list(struct lmount *m, json_t *list)
 	for (size_t k = 0; k < m->nblobs; k++)
 		pb[k] = (struct prefetch_blob){.digest = m->blobs[k]->digest,
 					       .nranges = m->blobs[k]->nranges,
-					       .max_run = coalesce(m->blobs[k], LISTED)};
+					       .max_run = COALESCE_MAX};
 	if (prefetch_list_runs(list, pb, m->nblobs, &runs, &nruns, why, sizeof(why)) < 0) {
 		wlog("%s: prefetch list ignored: %s", m->mountpoint, why);
 		free(pb);
@@ -300,10 +304,10 @@ static size_t fire_program(struct lmount *m, uint32_t p)
 			for (uint32_t s = from; s < to; s++) {
 				const struct hint_span *sp = &h->spans[s];
 				struct blob *b = sp->dev < m->ndevs ? m->devblobs[sp->dev] : NULL;
-				if (!b || b->complete || !b->nranges)
+				if (!b || b->complete || !b->nranges || !sp->len || sp->off >= b->size)
 					continue;
-				uint64_t first = sp->off >> b->rbits;
-				uint64_t last = MIN((sp->off + sp->len - 1) >> b->rbits, b->nranges - 1);
+				uint64_t first = range_at(b, sp->off);
+				uint64_t last = range_at(b, MIN(sp->off + sp->len, b->size) - 1);
 				spans += schedule(b, first, last, LISTED) >= 0;
 			}
 		}
@@ -352,8 +356,8 @@ void trace_note(struct lmount *m, struct blob *b, uint64_t off, uint64_t len)
 		return;
 	if (!m->seen[k] && !(m->seen[k] = calloc(MAX(b->nranges, 1), 1)))
 		return;
-	uint64_t first = off >> b->rbits;
-	uint64_t last = (off + MIN(len, b->size - off) - 1) >> b->rbits;
+	uint64_t first = range_at(b, off);
+	uint64_t last = range_at(b, off + MIN(len, b->size - off) - 1);
 	for (uint64_t r = first; r <= last; r++) {
 		if (m->seen[k][r])
 			continue;
@@ -429,8 +433,8 @@ static void sleep_s(double s)
 static int run_job(struct job *j, uint64_t *len_out)
 {
 	struct blob *b = j->b;
-	uint64_t off = j->first << b->rbits;
-	uint64_t len = MIN(j->count << b->rbits, b->size - off);
+	uint64_t off = range_off(b, j->first);
+	uint64_t len = range_off(b, j->first + j->count) - off;
 	*len_out = len;
 	_cleanup_free_ char *buf = malloc(len);
 	if (!buf)
@@ -456,16 +460,16 @@ static int run_job(struct job *j, uint64_t *len_out)
 		__atomic_add_fetch(&W.fetched_bytes, len, __ATOMIC_RELAXED);
 		__atomic_add_fetch(&b->fetched_bytes, len, __ATOMIC_RELAXED);
 		for (uint64_t i = 0; i < j->count && r >= 0; i++) {
-			uint64_t at = i << b->rbits;
+			uint64_t at = range_off(b, j->first + i) - off;
+			uint64_t n = range_off(b, j->first + i + 1) - off - at;
 			struct digest d;
-			sha256(buf + at, MIN(1ull << b->rbits, len - at), &d);
+			sha256(buf + at, n, &d);
 			if (memcmp(&d, &b->table.d[j->first + i], sizeof(d))) {
 				__atomic_add_fetch(&W.fetch_errors, 1, __ATOMIC_RELAXED);
 				wlog("blob %s: bytes %llu-%llu do not match its digest table "
 				     "(attempt %d of %d)",
-				     b->digest, (unsigned long long)off + at,
-				     (unsigned long long)(off + MIN(at + (1ull << b->rbits), len) - 1),
-				     attempt + 1, ATTEMPTS);
+				     b->digest, (unsigned long long)(off + at),
+				     (unsigned long long)(off + at + n - 1), attempt + 1, ATTEMPTS);
 				r = -EBADMSG;
 			}
 		}

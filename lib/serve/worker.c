@@ -257,8 +257,7 @@ static int get_blob(const struct anole_lazy_blob *lb, const char *ref, int tls_v
 	b->refs = 1;
 	b->size = lb->size;
 	/* a complete blob needs no table: count it in the biggest ranges */
-	b->rbits = ANOLE_RANGE_BITS_MAX;
-	b->nranges = DIV_ROUND_UP(lb->size, 1ull << b->rbits);
+	b->nranges = DIV_ROUND_UP(lb->size, 1ull << ANOLE_RANGE_BITS_MAX);
 	snprintf(b->digest, sizeof(b->digest), "%s", lb->digest);
 	int r = store_open(ref, tls_verify, false, &b->src, err);
 	struct stat st;
@@ -279,7 +278,6 @@ static int get_blob(const struct anole_lazy_blob *lb, const char *ref, int tls_v
 		r = lazy_blob_table(W.paths.cache, lb, &b->table, err);
 	if (r < 0)
 		goto fail;
-	b->rbits = b->table.head.range_bits;
 	b->nranges = b->table.head.count;
 	struct anole_error e = {0};
 	if (lazy_blob_extents(W.paths.cache, lb, &b->extents, &b->nextents, &e) < 0)
@@ -917,8 +915,8 @@ json_t *op_trace(const char *mnt, struct anole_error *err)
 		uint64_t bytes = 0;
 		for (size_t i = 0; i < m->ntrace; i++) {
 			const struct blob *b = m->blobs[m->trace[i][0]];
-			uint64_t off = m->trace[i][1] << b->rbits;
-			bytes += off < b->size ? MIN(1ull << b->rbits, b->size - off) : 0;
+			uint64_t r = m->trace[i][1];
+			bytes += r < b->nranges ? range_off(b, r + 1) - range_off(b, r) : 0;
 			json_array_append_new(ranges, json_pack("[I,I]", (json_int_t)m->trace[i][0],
 								(json_int_t)m->trace[i][1]));
 		}

@@ -20,8 +20,7 @@ struct blob {
 	struct blob *next;
 	char digest[72];
 	char path[600]; /* the file the kernel reads: partial or complete */
-	uint64_t size, nranges;
-	unsigned rbits; /* ranges of 1 << rbits bytes: the digest table's */
+	uint64_t size, nranges; /* ranges: the digest table's (1 MiB when complete) */
 	int fd;         /* partial: written through, raises no events */
 	int mapfd;      /* partial: HEX.ranges */
 	uint8_t *state; /* per range */
@@ -39,7 +38,8 @@ struct blob {
 	/* its compressed extents, [start, end) in bytes, sorted (may be none) */
 	uint64_t (*extents)[2];
 	size_t nextents;
-	/* read-ahead window (ranges): a read reaching ra_mark opens the next */
+	/* read-ahead window: ra_size bytes in ranges up to ra_end; a read
+	 * reaching range ra_mark opens the next */
 	uint64_t ra_size, ra_mark, ra_end;
 	time_t down_since; /* the last full-retry fetch failed then; 0 = fine */
 };
@@ -126,6 +126,18 @@ struct worker {
 	size_t nmounting;
 };
 extern struct worker W;
+
+/* Range i of a blob is [range_off(b, i), range_off(b, i + 1)). */
+static inline uint64_t range_off(const struct blob *b, uint64_t i)
+{
+	return b->table.off ? b->table.off[i] : MIN(i << ANOLE_RANGE_BITS_MAX, b->size);
+}
+
+/* The range holding byte @off (< b->size). */
+static inline uint64_t range_at(const struct blob *b, uint64_t off)
+{
+	return b->table.off ? digest_table_range_at(&b->table, off) : off >> ANOLE_RANGE_BITS_MAX;
+}
 
 void wlog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void answer_event(uint64_t id, bool ok);

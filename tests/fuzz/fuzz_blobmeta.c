@@ -25,10 +25,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct anole_error err = {0};
 	struct digest_table t;
 	if (digest_table_decode(data, size, blob_size, &t, &err, "fuzz") >= 0) {
-		/* what the daemon does with it: index by range */
+		/* what the daemon does with it: index by range, and find the
+		 * range of a byte; ranges must tile the blob */
 		volatile uint8_t x = 0;
-		for (uint64_t i = 0; i < t.head.count; i++)
+		for (uint64_t i = 0; i < t.head.count; i++) {
 			x ^= t.d[i].b[0];
+			if (t.off[i] >= t.off[i + 1] || digest_table_range_len(&t, i) > t.max_len ||
+			    digest_table_range_at(&t, t.off[i]) != i ||
+			    digest_table_range_at(&t, t.off[i + 1] - 1) != i)
+				__builtin_trap();
+		}
+		if (t.off[t.head.count] != blob_size)
+			__builtin_trap();
 		(void)x;
 		digest_table_release(&t);
 	}

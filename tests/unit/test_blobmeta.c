@@ -51,6 +51,59 @@ static void digest_table_round_trip(void **state)
 	digest_table_release(&t);
 }
 
+/* Version 2: ranges cut where the writer says, their lengths listed. */
+static void digest_table_cuts(void **state)
+{
+	(void)state;
+	uint64_t size = (3u << 20) - 4096;
+	uint64_t starts[] = {0, 4096, 12288, 1u << 20, 2u << 20};
+	struct digest_table t, back;
+	assert_int_equal(digest_table_init_cuts(&t, size, 16, starts, 5), 0);
+	assert_int_equal(t.max_len, 1u << 20);
+	for (int i = 0; i < 5; i++)
+		memset(t.d[i].b, i + 1, 32);
+	struct strbuf raw = {0};
+	assert_int_equal(digest_table_encode(&t, &raw), 0);
+	assert_int_equal(raw.len, 64 + 5 * 36);
+	assert_memory_equal(raw.buf, "ANOLEDT2", 8);
+	struct anole_error err = {0};
+	assert_int_equal(digest_table_decode(raw.buf, raw.len, size, &back, &err, "t"), 0);
+	assert_memory_equal(back.d, t.d, 5 * 32);
+	assert_memory_equal(back.off, t.off, 6 * sizeof(uint64_t));
+	assert_int_equal(digest_table_range_at(&back, 0), 0);
+	assert_int_equal(digest_table_range_at(&back, 4095), 0);
+	assert_int_equal(digest_table_range_at(&back, 4096), 1);
+	assert_int_equal(digest_table_range_at(&back, 12287), 1);
+	assert_int_equal(digest_table_range_at(&back, (1u << 20) - 1), 2);
+	assert_int_equal(digest_table_range_at(&back, size - 1), 4);
+	assert_int_equal(digest_table_range_len(&back, 4), (1u << 20) - 4096);
+	digest_table_release(&back);
+	/* lengths that do not add up to the blob, a zero length, a range
+	 * over 1 MiB, a count the length does not hold: refused */
+	uint32_t *lens = (uint32_t *)(void *)(raw.buf + 64 + 5 * 32);
+	lens[4] -= 4096;
+	assert_true(digest_table_decode(raw.buf, raw.len, size, &back, &err, "t") < 0);
+	assert_non_null(strstr(err.msg, "ranges hold"));
+	lens[3] += lens[4] + 4096; /* the sum is right, range 3 too long */
+	lens[4] = 0;
+	assert_true(digest_table_decode(raw.buf, raw.len, size, &back, &err, "t") < 0);
+	lens[3] = 1u << 20; /* and now only range 4 is empty */
+	assert_true(digest_table_decode(raw.buf, raw.len, size, &back, &err, "t") < 0);
+	assert_true(digest_table_decode(raw.buf, raw.len - 4, size, &back, &err, "t") < 0);
+	raw.buf[24] = 6;
+	assert_true(digest_table_decode(raw.buf, raw.len, size, &back, &err, "t") < 0);
+	strbuf_release(&raw);
+	digest_table_release(&t);
+	/* the writer's cuts are checked too */
+	uint64_t bad[] = {0, 8192, 4096};
+	assert_int_equal(digest_table_init_cuts(&t, size, 16, bad, 3), -EINVAL);
+	uint64_t far[] = {0, 4096};
+	assert_int_equal(digest_table_init_cuts(&t, size, 16, far, 2), -EINVAL);
+	assert_int_equal(digest_table_init_cuts(&t, size, 11, starts, 5), -EINVAL);
+	uint64_t late[] = {4096};
+	assert_int_equal(digest_table_init_cuts(&t, size, 16, late, 1), -EINVAL);
+}
+
 static void write_index(const char *path, struct chunk_index *c)
 {
 	struct strbuf raw = {0};
@@ -125,6 +178,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(digest_table_round_trip),
+		cmocka_unit_test(digest_table_cuts),
 		cmocka_unit_test(chunk_index_checks),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
