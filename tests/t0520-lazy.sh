@@ -116,7 +116,7 @@ assert len(L) >= 4 and (len(L) - 1) % 3 == 0, "%d layers" % len(L)
 for i in range(1, len(L), 3):
     b, t, c = L[i:i + 3]
     assert b["mediaType"] == "application/vnd.anole.erofs.blob.v1", b
-    assert t["mediaType"] == "application/vnd.anole.blob.digests.v1", t
+    assert t["mediaType"] == "application/vnd.anole.blob.digests.v2", t
     assert c["mediaType"] == "application/vnd.anole.blob.chunks.v1", c
     assert b["annotations"]["dev.anole.blob.digests"] == t["digest"], b
     assert b["annotations"]["dev.anole.blob.chunks"] == c["digest"], b

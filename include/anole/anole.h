@@ -288,6 +288,9 @@ int anole_pull(const char *ref, const char *dir, const struct anole_pull_options
 struct anole_lazy_blob {
 	char digest[72], digests[72], chunks[72];
 	uint64_t size, digests_size, chunks_size;
+	/* its digest table is version 2 (ranges cut at its extents): a lazy
+	 * mount needs no chunk index to fetch extents whole */
+	bool cut_at_extents;
 };
 struct anole_lazy_info {
 	char manifest_digest[72], meta_digest[72], config_digest[72];

@@ -19,6 +19,8 @@
 #define ANOLE_MT_META_ZSTD "application/vnd.anole.erofs.meta.v1+zstd"
 #define ANOLE_MT_BLOB "application/vnd.anole.erofs.blob.v1"
 #define ANOLE_MT_DIGESTS "application/vnd.anole.blob.digests.v1"
+/* a version 2 table (ANOLEDT2), ranges cut at the blob's extents */
+#define ANOLE_MT_DIGESTS_V2 "application/vnd.anole.blob.digests.v2"
 #define ANOLE_MT_CHUNKS "application/vnd.anole.blob.chunks.v1"
 /* ELF load hints: what the dynamic loader reads to start each program
  * (docs/FORMAT.md); optional, one at most */

@@ -280,7 +280,8 @@ static int get_blob(const struct anole_lazy_blob *lb, const char *ref, int tls_v
 		goto fail;
 	b->nranges = b->table.head.count;
 	struct anole_error e = {0};
-	if (lazy_blob_extents(W.paths.cache, lb, &b->extents, &b->nextents, &e) < 0)
+	if (!lb->cut_at_extents &&
+	    lazy_blob_extents(W.paths.cache, lb, &b->extents, &b->nextents, &e) < 0)
 		wlog("blob %.19s: reads fetch only the ranges they ask for: %s", lb->digest, e.msg);
 	snprintf(b->path, sizeof(b->path), "%s", partial);
 	/* a descriptor from before the mark: inherited from the holder
@@ -638,10 +639,11 @@ static json_t *mount_json(const struct lmount *m)
 	json_t *blobs = json_array();
 	for (size_t i = 0; i < m->nblobs; i++) {
 		const struct anole_lazy_blob *b = &m->lblobs[i];
-		json_array_append_new(blobs, json_pack("{s:s, s:I, s:s, s:I}", "digest", b->digest,
-						       "size", (json_int_t)b->size, "digests",
-						       b->digests, "digests_size",
-						       (json_int_t)b->digests_size));
+		json_array_append_new(blobs, json_pack("{s:s, s:I, s:s, s:I, s:b}", "digest",
+						       b->digest, "size", (json_int_t)b->size,
+						       "digests", b->digests, "digests_size",
+						       (json_int_t)b->digests_size, "cut_at_extents",
+						       b->cut_at_extents));
 	}
 	return json_pack("{s:s, s:s, s:i, s:s, s:s, s:b, s:o}", "mountpoint", m->mountpoint, "ref",
 			 m->ref, "tls_verify", m->tls_verify, "manifest", m->manifest, "meta",
@@ -1130,6 +1132,7 @@ static void restore_mounts(void)
 			lb->size = (uint64_t)json_integer_value(json_object_get(b, "size"));
 			lb->digests_size =
 				(uint64_t)json_integer_value(json_object_get(b, "digests_size"));
+			lb->cut_at_extents = json_is_true(json_object_get(b, "cut_at_extents"));
 		}
 		struct anole_error err = {0};
 		pthread_mutex_lock(&W.lock);
