@@ -74,4 +74,21 @@ expect_error 1 "not empty" "$ANOLE" extract "$TMP/out/keep.img" "$TMP/src"
 # mount needs a directory as the mount point.
 expect_error 1 "not a directory" "$ANOLE" mount "$TMP/out/keep.img" "$TMP/src/d/f"
 expect_error 1 "" "$ANOLE" umount "$TMP/src"
+
+# libcurl and libarchive are loaded on first use: without them, what needs
+# them fails with one line naming the library; the rest works.
+if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null; then
+	libpath() { ldconfig -p | awk -v l="$1" '$1 == l { print $NF; exit }'; }
+	curl_so=$(libpath libcurl.so.4) archive_so=$(libpath libarchive.so.13)
+	[ -n "$curl_so" ] && [ -n "$archive_so" ] || fail "ldconfig knows no libcurl.so.4 or libarchive.so.13"
+	without_libs() {	# CMD... with both libraries an empty file
+		unshare -m sh -c 'mount --bind /dev/null "$1" && mount --bind /dev/null "$2" && shift 2 && exec "$@"' \
+			sh "$curl_so" "$archive_so" "$@"
+	}
+	expect_error 1 "libarchive.so.13" without_libs "$ANOLE" build "$TMP/src/d/f" "$TMP/out/nolib.img"
+	expect_error 1 "libarchive.so.13" without_libs "$ANOLE" export "$TMP/out/keep.img" -o "$TMP/out/nolib.tar"
+	expect_error 1 "libcurl.so.4" without_libs "$ANOLE" pull docker://127.0.0.1:9/x/y "$TMP/out/nolib"
+	[ ! -e "$TMP/out/nolib.img" ] && [ ! -e "$TMP/out/nolib.tar" ] || fail "a failed load left output"
+	without_libs "$ANOLE" build -q "$TMP/src" "$TMP/out/nolib.img" || fail "build from a directory needs no libarchive"
+fi
 echo ok

@@ -18,9 +18,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
-#include <archive.h>
-#include <archive_entry.h>
-
+#include "util/dyn_archive.h"
 #include "util/util.h"
 
 #define MAX_DEPTH 4096
@@ -706,7 +704,11 @@ int anole_export(struct anole_image *img, const char *out, const struct anole_ex
 			     .out = out, .fd = -1};
 	struct target t;
 	struct anole_inode root;
-	int r = open_target(out, &t, err);
+	/* before the output exists: nothing to undo */
+	int r = anole_archive_load(err);
+	if (r < 0)
+		return r;
+	r = open_target(out, &t, err);
 	if (r < 0)
 		return r;
 	/* libarchive encodes names from the thread's LC_CTYPE: UTF-8 names

@@ -2,13 +2,13 @@
 #include "registry/registry.h"
 
 #include <ctype.h>
-#include <curl/curl.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "util/digest.h"
+#include "util/dyn_curl.h"
 
 #define MAX_BODY (4u << 20)
 #define MAX_ATTEMPTS 6
@@ -144,15 +144,12 @@ static void load_credentials(struct registry *r)
 	json_decref(root);
 }
 
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static void curl_init(void)
-{
-	curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
 int registry_new(const char *host, int tls_verify, struct anole_error *err, struct registry **out)
 {
-	pthread_once(&curl_once, curl_init);
+	/* every use of curl goes through a registry */
+	int rc = anole_curl_load(err);
+	if (rc < 0)
+		return rc;
 	struct registry *r = calloc(1, sizeof(*r));
 	if (!r)
 		return anole_err(err, ENOMEM, "out of memory");

@@ -16,8 +16,6 @@
  * kept the way overlayfs reads them: a 0/0 character device for a whiteout
  * and trusted.overlay.opaque=y on an opaque directory.
  */
-#include <archive.h>
-#include <archive_entry.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -25,6 +23,7 @@
 
 #include "anole/erofs_fs.h"
 #include "source/source.h"
+#include "util/dyn_archive.h"
 #include "util/strmap.h"
 
 enum mkind { MK_DIR, MK_OTHER, MK_WHITEOUT, MK_DEAD };

@@ -4,12 +4,11 @@
  * their bytes. The stream is hashed as libarchive pulls it, so a layer is
  * checked against its digest without a second read.
  */
-#include <archive.h>
-#include <archive_entry.h>
 #include <fcntl.h>
 #include <unistd.h>
 
 #include "source/source.h"
+#include "util/dyn_archive.h"
 
 #define STREAM_BUF (256u << 10)
 
@@ -193,6 +192,9 @@ static la_ssize_t bs_read(struct archive *a, void *ctx, const void **buf)
 
 int tar_open(struct blob_stream *bs, struct archive **out, struct anole_error *err)
 {
+	int r = anole_archive_load(err);
+	if (r < 0)
+		return r;
 	bs->got = 0;
 	bs->eof = false;
 	if (!(bs->buf = malloc(STREAM_BUF)))
@@ -209,7 +211,7 @@ int tar_open(struct blob_stream *bs, struct archive **out, struct anole_error *e
 	archive_read_support_format_tar(a);
 	archive_read_support_format_empty(a);
 	if (archive_read_open(a, bs, NULL, bs_read, NULL) != ARCHIVE_OK) {
-		int r = !bs->failed
+		r = !bs->failed
 				? anole_err(err, EINVAL,
 					    "%s: not a directory, and not readable as a tar archive "
 					    "(plain, gzip, zstd or xz): %s",
