@@ -166,6 +166,20 @@ int registry_new(const char *host, int tls_verify, struct anole_error *err, stru
 	return 0;
 }
 
+static void *preload_main(void *arg)
+{
+	(void)arg;
+	anole_curl_load(NULL); /* a failure is registry_new's to report */
+	return NULL;
+}
+
+void registry_preload(void)
+{
+	pthread_t t;
+	if (!pthread_create(&t, NULL, preload_main, NULL))
+		pthread_detach(t);
+}
+
 void registry_free(struct registry *r)
 {
 	if (!r)

@@ -22,6 +22,10 @@ struct registry;
  * 1 = always verified HTTPS, -1 = plain HTTP. */
 int registry_new(const char *host, int tls_verify, struct anole_error *err, struct registry **out);
 void registry_free(struct registry *r);
+/* Start loading libcurl in a thread of its own, for a process that will
+ * soon need it: the first registry_new then finds it loaded, or waits
+ * for the rest of the load. */
+void registry_preload(void);
 
 /* GET a manifest or index by tag or digest into @body (checked when @ref is
  * a digest, or against Docker-Content-Digest when the registry sends one).

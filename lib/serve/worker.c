@@ -33,6 +33,7 @@
 
 #include "anole/erofs_fs.h"
 #include "lazy/lazy.h"
+#include "registry/registry.h"
 #include "serve/fan.h"
 #include "serve/fusefs.h"
 #include "serve/serve.h"
@@ -1184,6 +1185,9 @@ void serve_worker(const struct holder_state *h)
 	 * the threads share two arenas: the daemon stays small */
 	mallopt(M_MMAP_THRESHOLD, 256 << 10);
 	mallopt(M_ARENA_MAX, 2);
+	/* a cold load of libcurl (and the TLS and Kerberos libraries under
+	 * it) takes tens of ms: done by the time the first mount asks */
+	registry_preload();
 	serve_paths_init(&W.paths);
 	snprintf(W.partial, sizeof(W.partial), "%s/partial", W.paths.cache);
 	W.group = h->group;
