@@ -1635,7 +1635,8 @@ static int make_chunk_index(struct tree_writer *tw, uint64_t blocks, struct chun
 	ci.head.algorithm = codec_erofs_alg(tw->zspec.kind);
 	ci.head.pcluster = tw->pcluster;
 	ci.head.blob_blocks = blocks;
-	qsort(c->e, c->n, sizeof(*c->e), cmp_chunk_key);
+	if (c->n)
+		qsort(c->e, c->n, sizeof(*c->e), cmp_chunk_key);
 	ci.head.count = c->n;
 	ci.e = c->e;
 	c->e = NULL;
@@ -1692,7 +1693,8 @@ static int cut_plain(struct cuts *c, uint64_t from, uint64_t to)
 static int cut_ranges(struct tree_writer *tw, struct chunk_collect *ext, uint64_t len,
 		      struct cuts *c)
 {
-	qsort(ext->e, ext->n, sizeof(*ext->e), cmp_entry_addr);
+	if (ext->n)
+		qsort(ext->e, ext->n, sizeof(*ext->e), cmp_entry_addr);
 	uint64_t pos = 0;
 	int r = 0;
 	for (size_t i = 0; i < ext->n && r >= 0; i++) {

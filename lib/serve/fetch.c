@@ -436,7 +436,7 @@ static int run_job(struct job *j, uint64_t *len_out)
 	uint64_t off = range_off(b, j->first);
 	uint64_t len = range_off(b, j->first + j->count) - off;
 	*len_out = len;
-	_cleanup_free_ char *buf = malloc(len);
+	_cleanup_free_ char *buf = malloc(MAX(len, 1));
 	if (!buf)
 		return -ENOMEM;
 	int r = -EIO;
@@ -462,14 +462,15 @@ static int run_job(struct job *j, uint64_t *len_out)
 		for (uint64_t i = 0; i < j->count && r >= 0; i++) {
 			uint64_t at = range_off(b, j->first + i) - off;
 			uint64_t n = range_off(b, j->first + i + 1) - off - at;
+			uint64_t from = off + at, last = from + n - 1;
 			struct digest d;
 			sha256(buf + at, n, &d);
 			if (memcmp(&d, &b->table.d[j->first + i], sizeof(d))) {
 				__atomic_add_fetch(&W.fetch_errors, 1, __ATOMIC_RELAXED);
 				wlog("blob %s: bytes %llu-%llu do not match its digest table "
 				     "(attempt %d of %d)",
-				     b->digest, (unsigned long long)(off + at),
-				     (unsigned long long)(off + at + n - 1), attempt + 1, ATTEMPTS);
+				     b->digest, (unsigned long long)from, (unsigned long long)last,
+				     attempt + 1, ATTEMPTS);
 				r = -EBADMSG;
 			}
 		}
