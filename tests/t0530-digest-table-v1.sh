@@ -93,7 +93,37 @@ echo "== 2. a version 1 layout pulls, every range verified"
 "$ANOLE" pull -q "oci:$TMP/v1:v1" "$TMP/pulled" || fail "pull of a version 1 layout failed"
 image_matches "oci:$TMP/pulled:v1" "$TRUTH" "pulled version 1 layout"
 
-echo "== 3. a version 2 table whose lengths fall short of the blob: one line"
+echo "== 3. a cached ranges map kept for another table of the same blob is not trusted"
+# The same blob under its v1 table left a map behind; a forged one here
+# claims every v2 range present (a map of the v2 count of ones, headed by
+# the v1 table's digest). Trusting it would serve never-fetched zeros.
+export ANOLE_CACHE_DIR=$TMP/cache2 ANOLE_RUNTIME_DIR=$TMP/run2
+python3 - "$TMP/v1" "$TMP/v2" "$ANOLE_CACHE_DIR" <<'EOF' || fail "forging the cache failed"
+import hashlib, json, os, struct, sys
+def man(lay):
+    idx = json.load(open(os.path.join(lay, "index.json")))
+    return json.load(open(os.path.join(lay, "blobs/sha256", idx["manifests"][0]["digest"][7:])))
+def table(m):
+    return next(l for l in m["layers"] if l["mediaType"].startswith("application/vnd.anole.blob.digests"))
+old, new = table(man(sys.argv[1])), table(man(sys.argv[2]))
+blob = next(l for l in man(sys.argv[2])["layers"] if l["mediaType"] == "application/vnd.anole.erofs.blob.v1")
+count, = struct.unpack_from("<Q", open(os.path.join(sys.argv[2], "blobs/sha256", new["digest"][7:]), "rb").read(), 24)
+part = os.path.join(sys.argv[3], "partial")
+os.makedirs(part)
+with open(os.path.join(part, blob["digest"][7:]), "wb") as f:
+    f.truncate(blob["size"])
+with open(os.path.join(part, blob["digest"][7:] + ".ranges"), "wb") as f:
+    f.write(bytes.fromhex(old["digest"][7:]) + b"\x01" * count)
+EOF
+mkdir -p "$TMP/m2"
+"$ANOLE" mount --lazy "oci:$TMP/v2:v1" "$TMP/m2" ||
+	fail "lazy mount over a forged cache failed: $(cat "$ANOLE_RUNTIME_DIR/daemon.log" 2>/dev/null)"
+"$TREECMP" --ignore-root-mtime "$TRUTH" "$TMP/m2" >"$TMP/cmp2" ||
+	fail "a map kept for another table was trusted: $(tail -n 5 "$TMP/cmp2")"
+tail -n 1 "$TMP/cmp2"
+"$ANOLE" umount "$TMP/m2" || fail "umount failed"
+
+echo "== 4. a version 2 table whose lengths fall short of the blob: one line"
 cp -a "$TMP/v2" "$TMP/bad"
 rewrite "$TMP/bad" badlen >/dev/null || fail "rewriting the lengths failed"
 expect_fail "$ANOLE" pull -q "oci:$TMP/bad:v1" "$TMP/bad-pulled"

@@ -59,6 +59,10 @@ int digest_table_init_cuts(struct digest_table *t, uint64_t blob_size, unsigned 
 	int r = new_table(t, ANOLE_DIGEST_TABLE_MAGIC_V2, blob_size, range_bits, count);
 	if (r < 0)
 		return r;
+	if (!count && blob_size) {
+		digest_table_release(t);
+		return -EINVAL;
+	}
 	memcpy(t->off, starts, count * sizeof(*starts));
 	t->off[count] = blob_size;
 	for (uint64_t i = 0; i < count; i++) {
@@ -151,10 +155,13 @@ int digest_table_decode(const void *data, size_t len, uint64_t blob_size, struct
 	for (uint64_t i = 0; i < count; i++) {
 		uint32_t n;
 		memcpy(&n, p + i * sizeof(n), sizeof(n));
-		if (!n || n > ANOLE_RANGE_MAX || n > blob_size - at) {
+		/* whole 4 KiB blocks but the last: a table of tiny ranges
+		 * would make every read-ahead a walk over millions */
+		if (!n || n > ANOLE_RANGE_MAX || n > blob_size - at ||
+		    (n % 4096 && i + 1 < count)) {
 			digest_table_release(t);
 			return anole_err(err, EBADMSG, "%s: digest table range %llu of %u bytes "
-					 "(ranges hold 1 byte to 1 MiB, inside the blob)", what,
+					 "(ranges hold 4 KiB blocks up to 1 MiB, inside the blob)", what,
 					 (unsigned long long)i, n);
 		}
 		t->off[i] = at;

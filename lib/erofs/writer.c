@@ -1737,7 +1737,7 @@ static int seal_blob(struct tree_writer *tw)
 			digest_table_release(&t);
 		free(ext.e);
 		return anole_err(tw->err, r == -EINVAL ? EINVAL : ENOMEM,
-				 r == -EINVAL ? "data blob: extents overlap" : "out of memory");
+				 r == -EINVAL ? "data blob: bad range cuts" : "out of memory");
 	}
 	_Static_assert(COPY_BUF >= ANOLE_RANGE_MAX, "a range per read");
 	for (uint64_t i = 0; i < t.head.count && r >= 0; i++) {

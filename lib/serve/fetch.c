@@ -501,7 +501,7 @@ static int persist_job(const struct job *j)
 	uint8_t ones[COALESCE_MAX];
 	_Static_assert(COALESCE_MAX >= COALESCE_MIN, "");
 	memset(ones, 1, sizeof(ones));
-	if (pwrite_full(b->mapfd, ones, j->count, j->first) < 0)
+	if (pwrite_full(b->mapfd, ones, j->count, RANGES_MAP_HEAD + j->first) < 0)
 		wlog("%s: cannot record ranges", b->path);
 	return 0;
 }

@@ -4,8 +4,8 @@
  *
  * Every data blob of a mounted image is a file in the cache: complete
  * (verified, under blobs/sha256/HEX) or partial (partial/HEX, sparse, with
- * partial/HEX.ranges holding one byte per range: 1 once that range
- * was verified and is on disk). A partial file carries a FAN_PRE_ACCESS
+ * partial/HEX.ranges holding the digest table's SHA-256, then one byte
+ * per range: 1 once that range was verified and is on disk). A partial file carries a FAN_PRE_ACCESS
  * mark; the kernel asks before every read of it, and the worker answers
  * once the range is there. Its writes go through a descriptor opened
  * before the mark was added, which raises no events: writing through any
@@ -192,8 +192,16 @@ void complete_blob_locked(struct blob *b)
 	     (unsigned long long)b->fetched_bytes, (unsigned long long)b->fetches);
 }
 
-static int open_map(struct blob *b, const char *map, bool fresh, struct anole_error *err)
+/* The map starts with the SHA-256 of the digest table its bytes count
+ * ranges of: the same blob under another table (a version 1 and a
+ * version 2 conversion of the same data) cuts other ranges, and its
+ * bytes would claim ranges never fetched. Any other map starts over. */
+static int open_map(struct blob *b, const char *map, const char *table_digest, bool fresh,
+		    struct anole_error *err)
 {
+	struct digest want, have;
+	if (digest_parse(table_digest, &want) < 0)
+		return anole_err(err, EBADMSG, "%s: bad digest table digest", map);
 	b->mapfd = open(map, O_RDWR | O_CREAT | O_CLOEXEC | (fresh ? O_TRUNC : 0), 0600);
 	if (b->mapfd < 0)
 		return anole_err(err, errno, "%s: %s", map, strerror(errno));
@@ -201,14 +209,16 @@ static int open_map(struct blob *b, const char *map, bool fresh, struct anole_er
 	if (!b->state)
 		return anole_err(err, ENOMEM, "out of memory");
 	struct stat st;
-	if (!fresh && !fstat(b->mapfd, &st) && (uint64_t)st.st_size == b->nranges &&
-	    pread_full(b->mapfd, b->state, b->nranges, 0) >= 0) {
+	if (!fresh && !fstat(b->mapfd, &st) && (uint64_t)st.st_size == RANGES_MAP_HEAD + b->nranges &&
+	    pread_full(b->mapfd, &have, sizeof(have), 0) >= 0 && !memcmp(&have, &want, sizeof(want)) &&
+	    pread_full(b->mapfd, b->state, b->nranges, RANGES_MAP_HEAD) >= 0) {
 		for (uint64_t i = 0; i < b->nranges; i++)
 			b->state[i] = b->state[i] == 1 ? RANGE_PRESENT : RANGE_ABSENT;
 		return 0;
 	}
 	memset(b->state, RANGE_ABSENT, b->nranges);
-	if (ftruncate(b->mapfd, 0) < 0 || ftruncate(b->mapfd, (off_t)b->nranges) < 0)
+	if (ftruncate(b->mapfd, 0) < 0 || pwrite_full(b->mapfd, &want, sizeof(want), 0) < 0 ||
+	    ftruncate(b->mapfd, (off_t)(RANGES_MAP_HEAD + b->nranges)) < 0)
 		return anole_err(err, errno, "%s: %s", map, strerror(errno));
 	return 0;
 }
@@ -327,7 +337,7 @@ static int get_blob(const struct anole_lazy_blob *lb, const char *ref, int tls_v
 	}
 	b->dev = st.st_dev;
 	b->ino = st.st_ino;
-	if ((r = open_map(b, map, fresh, err)) < 0)
+	if ((r = open_map(b, map, lb->digests, fresh, err)) < 0)
 		goto fail;
 	if (blob_present(b) == b->nranges)
 		complete_blob_locked(b);

@@ -15,6 +15,8 @@
 #include "util/util.h"
 
 enum { RANGE_ABSENT = 0, RANGE_FETCHING = 2, RANGE_PRESENT = 1 };
+/* partial/HEX.ranges: the digest table's SHA-256, then a byte per range */
+#define RANGES_MAP_HEAD 32u
 
 struct blob {
 	struct blob *next;

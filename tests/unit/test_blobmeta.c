@@ -89,6 +89,17 @@ static void digest_table_cuts(void **state)
 	assert_true(digest_table_decode(raw.buf, raw.len, size, &back, &err, "t") < 0);
 	lens[3] = 1u << 20; /* and now only range 4 is empty */
 	assert_true(digest_table_decode(raw.buf, raw.len, size, &back, &err, "t") < 0);
+	lens[3] = 1u << 20;
+	lens[4] = (1u << 20) - 4096;
+	lens[1] += 1; /* not whole blocks, though the sum is right */
+	lens[2] -= 1;
+	err = (struct anole_error){0};
+	assert_true(digest_table_decode(raw.buf, raw.len, size, &back, &err, "t") < 0);
+	assert_non_null(strstr(err.msg, "4 KiB blocks"));
+	lens[1] -= 1;
+	lens[2] += 1;
+	assert_int_equal(digest_table_decode(raw.buf, raw.len, size, &back, &err, "t"), 0);
+	digest_table_release(&back);
 	assert_true(digest_table_decode(raw.buf, raw.len - 4, size, &back, &err, "t") < 0);
 	raw.buf[24] = 6;
 	assert_true(digest_table_decode(raw.buf, raw.len, size, &back, &err, "t") < 0);
@@ -100,6 +111,7 @@ static void digest_table_cuts(void **state)
 	uint64_t far[] = {0, 4096};
 	assert_int_equal(digest_table_init_cuts(&t, size, 16, far, 2), -EINVAL);
 	assert_int_equal(digest_table_init_cuts(&t, size, 11, starts, 5), -EINVAL);
+	assert_int_equal(digest_table_init_cuts(&t, size, 16, starts, 0), -EINVAL);
 	uint64_t late[] = {4096};
 	assert_int_equal(digest_table_init_cuts(&t, size, 16, late, 1), -EINVAL);
 }
