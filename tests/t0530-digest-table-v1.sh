@@ -82,6 +82,14 @@ mkdir -p "$TMP/m"
 # version 1: the daemon needs the chunk index to fetch extents whole
 [ -e "$ANOLE_CACHE_DIR/blobs/sha256/${CHUNKS#sha256:}" ] ||
 	fail "the mount of a version 1 image did not fetch its chunk index"
+# a worker killed now restores the mount, its chunk index too
+pid=$(cat "$ANOLE_RUNTIME_DIR/daemon.pid") && kill -9 "$pid" || fail "no worker to kill"
+for _ in $(seq 1 100); do
+	grep -q "1 mounts restored" "$ANOLE_RUNTIME_DIR/daemon.log" && break
+	sleep 0.1
+done
+grep -q "1 mounts restored" "$ANOLE_RUNTIME_DIR/daemon.log" ||
+	fail "no worker restored the mount: $(cat "$ANOLE_RUNTIME_DIR/daemon.log")"
 "$TREECMP" --ignore-root-mtime "$TRUTH" "$TMP/m" >"$TMP/cmp" ||
 	fail "version 1 lazy mount differs: $(tail -n 5 "$TMP/cmp")"
 tail -n 1 "$TMP/cmp"

@@ -650,11 +650,12 @@ static json_t *mount_json(const struct lmount *m)
 	json_t *blobs = json_array();
 	for (size_t i = 0; i < m->nblobs; i++) {
 		const struct anole_lazy_blob *b = &m->lblobs[i];
-		json_array_append_new(blobs, json_pack("{s:s, s:I, s:s, s:I, s:b}", "digest",
+		/* chunks: a restored v1 blob finds its extents again */
+		json_array_append_new(blobs, json_pack("{s:s, s:I, s:s, s:I, s:s, s:b}", "digest",
 						       b->digest, "size", (json_int_t)b->size,
 						       "digests", b->digests, "digests_size",
-						       (json_int_t)b->digests_size, "cut_at_extents",
-						       b->cut_at_extents));
+						       (json_int_t)b->digests_size, "chunks", b->chunks,
+						       "cut_at_extents", b->cut_at_extents));
 	}
 	return json_pack("{s:s, s:s, s:i, s:s, s:s, s:b, s:o}", "mountpoint", m->mountpoint, "ref",
 			 m->ref, "tls_verify", m->tls_verify, "manifest", m->manifest, "meta",
@@ -1144,6 +1145,8 @@ static void restore_mounts(void)
 			lb->digests_size =
 				(uint64_t)json_integer_value(json_object_get(b, "digests_size"));
 			lb->cut_at_extents = json_is_true(json_object_get(b, "cut_at_extents"));
+			snprintf(lb->chunks, sizeof(lb->chunks), "%s",
+				 json_string_value(json_object_get(b, "chunks")) ?: "");
 		}
 		struct anole_error err = {0};
 		pthread_mutex_lock(&W.lock);
