@@ -460,11 +460,10 @@ static int run_job(struct job *j, uint64_t *len_out)
 		__atomic_add_fetch(&W.fetched_bytes, len, __ATOMIC_RELAXED);
 		__atomic_add_fetch(&b->fetched_bytes, len, __ATOMIC_RELAXED);
 		for (uint64_t i = 0; i < j->count && r >= 0; i++) {
-			uint64_t at = range_off(b, j->first + i) - off;
-			uint64_t n = range_off(b, j->first + i + 1) - off - at;
-			uint64_t from = off + at, last = from + n - 1;
+			uint64_t from = range_off(b, j->first + i);
+			uint64_t n = range_off(b, j->first + i + 1) - from, last = from + n - 1;
 			struct digest d;
-			sha256(buf + at, n, &d);
+			sha256(buf + (from - off), n, &d);
 			if (memcmp(&d, &b->table.d[j->first + i], sizeof(d))) {
 				__atomic_add_fetch(&W.fetch_errors, 1, __ATOMIC_RELAXED);
 				wlog("blob %s: bytes %llu-%llu do not match its digest table "

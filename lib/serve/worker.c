@@ -5,11 +5,12 @@
  * Every data blob of a mounted image is a file in the cache: complete
  * (verified, under blobs/sha256/HEX) or partial (partial/HEX, sparse, with
  * partial/HEX.ranges holding the digest table's SHA-256, then one byte
- * per range: 1 once that range was verified and is on disk). A partial file carries a FAN_PRE_ACCESS
- * mark; the kernel asks before every read of it, and the worker answers
- * once the range is there. Its writes go through a descriptor opened
- * before the mark was added, which raises no events: writing through any
- * other would wake the daemon for its own write.
+ * per range: 1 once that range was verified and is on disk). A partial
+ * file carries a FAN_PRE_ACCESS mark; the kernel asks before every read
+ * of it, and the worker answers once the range is there. Its writes go
+ * through a descriptor opened before the mark was added, which raises no
+ * events: writing through any other would wake the daemon for its own
+ * write.
  */
 #include <dirent.h>
 #include <errno.h>
