@@ -15,7 +15,7 @@
 #include "util/safefs.h"
 #include "util/util.h"
 
-#define RM_MAX_DEPTH 4096
+#define RM_MAX_DEPTH 65536
 
 void fd_path(int fd, char buf[static 32])
 {
@@ -99,11 +99,12 @@ static void make_removable(int fd)
 		fchmod(fd, (st.st_mode & 07777) | 0700);
 }
 
-static int rm_contents(int fd, uint64_t mnt, int depth);
-
-/* @name in @dirfd, whatever it turns out to be, and all below it. */
-static int rm_entry(int dirfd, const char *name, unsigned char type, uint64_t mnt, int depth)
+/* One entry of a directory being emptied, whatever it turns out to be:
+ * removed unless it is a directory; a directory on our mount is opened
+ * (*child) to be walked into. */
+static int rm_or_open(int dirfd, const char *name, unsigned char type, uint64_t mnt, int *child)
 {
+	*child = -1;
 	if (type != DT_DIR && type != DT_UNKNOWN) {
 		if (!unlinkat(dirfd, name, 0) || errno == ENOENT)
 			return 0;
@@ -121,33 +122,110 @@ static int rm_entry(int dirfd, const char *name, unsigned char type, uint64_t mn
 	int r = mount_of(fd, &here);
 	if (r >= 0 && here != mnt)
 		r = -EXDEV; /* a mount point: what is mounted there is not ours to remove */
-	if (r >= 0)
-		r = rm_contents(fd, mnt, depth + 1);
-	close(fd);
-	/* ENOTDIR: no longer the directory we emptied (swapped for a link,
-	 * say): the entry goes all the same, as it is, unfollowed */
-	if (r >= 0 && unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT &&
-	    (errno != ENOTDIR || (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)))
-		r = -errno;
+	if (r < 0)
+		close(fd);
+	else
+		*child = fd;
 	return r;
 }
 
-static int rm_contents(int fd, uint64_t mnt, int depth)
+/* A directory we emptied goes; if it is no longer a directory (swapped
+ * for a link, say), the entry goes all the same, unfollowed. */
+static int rm_emptied(int dirfd, const char *name)
 {
-	if (depth > RM_MAX_DEPTH)
-		return -ELOOP;
+	if (!unlinkat(dirfd, name, AT_REMOVEDIR) || errno == ENOENT)
+		return 0;
+	if (errno == ENOTDIR && (!unlinkat(dirfd, name, 0) || errno == ENOENT))
+		return 0;
+	return -errno;
+}
+
+/* A directory of the walk: its entries, read whole, and which it is. */
+struct level {
+	struct strbuf names;
+	size_t next;    /* offset of the next entry */
+	const char *in; /* the entry being walked into */
+	dev_t dev;
+	ino_t ino;
+};
+
+static int level_enter(struct level *l, int fd)
+{
+	struct stat st;
+	*l = (struct level){0};
 	make_removable(fd);
-	struct strbuf names = {0};
-	int first = dir_list(fd, &names);
-	for (size_t off = 0; off < names.len;) {
-		unsigned char type = (unsigned char)names.buf[off];
-		const char *name = names.buf + off + 1;
-		off += strlen(name) + 2;
-		int r = rm_entry(fd, name, type, mnt, depth);
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	l->dev = st.st_dev;
+	l->ino = st.st_ino;
+	return dir_list(fd, &l->names);
+}
+
+/* Depth-first, one directory open at a time, so that depth costs memory
+ * and not descriptors (a tree as deep as an image may make is far deeper
+ * than RLIMIT_NOFILE). Going back up opens "..", which must be the
+ * directory we came from: if someone moved ours away meanwhile, the walk
+ * stops there rather than work in a stranger's directory. */
+static int rm_contents(int top, uint64_t mnt)
+{
+	struct level *lv = calloc(16, sizeof(*lv));
+	size_t n = 1, cap = 16;
+	int fd = fcntl(top, F_DUPFD_CLOEXEC, 0);
+	if (!lv || fd < 0) {
+		int e = fd < 0 ? errno : ENOMEM;
+		free(lv);
+		if (fd >= 0)
+			close(fd);
+		return -e;
+	}
+	int first = level_enter(&lv[0], fd);
+	while (n) {
+		struct level *l = &lv[n - 1];
+		if (l->next < l->names.len) {
+			unsigned char type = (unsigned char)l->names.buf[l->next];
+			const char *name = l->names.buf + l->next + 1;
+			l->next += strlen(name) + 2;
+			int child, r = rm_or_open(fd, name, type, mnt, &child);
+			if (child >= 0 && n == cap) {
+				struct level *m = n < RM_MAX_DEPTH ? realloc(lv, 2 * cap * sizeof(*m)) : NULL;
+				r = m ? 0 : n < RM_MAX_DEPTH ? -ENOMEM : -ELOOP;
+				lv = m ? m : lv;
+				cap = m ? 2 * cap : cap;
+			}
+			if (child >= 0 && r >= 0) {
+				lv[n - 1].in = name;
+				close(fd);
+				fd = child;
+				r = level_enter(&lv[n++], fd);
+			} else if (child >= 0) {
+				close(child);
+			}
+			if (r < 0 && first >= 0)
+				first = r;
+			continue;
+		}
+		strbuf_release(&l->names);
+		if (--n == 0)
+			break;
+		int up = openat(fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		struct stat st;
+		if (up < 0 || fstat(up, &st) < 0 || st.st_dev != lv[n - 1].dev ||
+		    st.st_ino != lv[n - 1].ino) {
+			if (up >= 0)
+				close(up);
+			first = first < 0 ? first : -ESTALE;
+			break;
+		}
+		close(fd);
+		fd = up;
+		int r = rm_emptied(fd, lv[n - 1].in);
 		if (r < 0 && first >= 0)
 			first = r;
 	}
-	strbuf_release(&names);
+	for (size_t i = 0; i < n; i++)
+		strbuf_release(&lv[i].names);
+	free(lv);
+	close(fd);
 	return first;
 }
 
@@ -155,14 +233,21 @@ int rm_tree_contents(int fd)
 {
 	uint64_t mnt;
 	int r = mount_of(fd, &mnt);
-	return r < 0 ? r : rm_contents(fd, mnt, 0);
+	return r < 0 ? r : rm_contents(fd, mnt);
 }
 
 int rm_tree_at(int dirfd, const char *name)
 {
 	uint64_t mnt;
-	int r = mount_of(dirfd, &mnt);
-	return r < 0 ? r : rm_entry(dirfd, name, DT_UNKNOWN, mnt, 0);
+	int child = -1, r = mount_of(dirfd, &mnt);
+	if (r >= 0)
+		r = rm_or_open(dirfd, name, DT_UNKNOWN, mnt, &child);
+	if (r < 0 || child < 0)
+		return r;
+	r = rm_contents(child, mnt);
+	close(child);
+	int e = rm_emptied(dirfd, name);
+	return r < 0 ? r : e;
 }
 
 /* Whether @name in @dirfd is still the inode @fd holds. */

@@ -20,7 +20,8 @@
  * point) is left whole and makes the result -EXDEV. Removes what it can
  * and returns the first error. Without root, directories we own but may
  * not write or search are given u+rwx first (an extract's 0555 ones).
- * Depth is bounded (4096 levels); one descriptor is open per level. */
+ * One directory is open at a time, so depth (up to 65536 levels) costs
+ * memory, not descriptors. */
 int rm_tree_contents(int fd);
 /* Remove @name in @dirfd and, if it is a directory, all below it. */
 int rm_tree_at(int dirfd, const char *name);
