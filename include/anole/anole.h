@@ -338,7 +338,11 @@ struct anole_run_options {
 	const char *user;          /* USER[:GROUP] or UID[:GID]; NULL: the image's */
 	const char *runtime;       /* NULL: crun or runc, the first that works */
 	const char *upper;         /* the writable layer's directory; NULL: a tmpfs */
-	bool net_none;             /* else the host's network */
+	/* network: by default (neither) and with net_none, a network
+	 * namespace of the container's own with only loopback; net_host: the
+	 * host's network namespace and /etc/resolv.conf */
+	bool net_none;
+	bool net_host;
 	const char *prefetch;      /* recorded (NULL), all or none: as anole mount */
 	bool no_load_hints;        /* as anole mount --no-load-hints */
 	int tls_verify;
