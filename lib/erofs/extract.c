@@ -319,6 +319,8 @@ static int target_open(const char *path, struct target *t, struct anole_error *e
 		t->base = slash[1] ? slash + 1 : ".";
 	}
 	t->parent = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (t->parent < 0 && errno == EACCES) /* unreadable: nothing stale to list there */
+		t->parent = open(parent, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (t->parent < 0 || !*t->base)
 		return anole_err(err, t->parent < 0 ? errno : ENOENT, "%s: %s", path,
 				 strerror(t->parent < 0 ? errno : ENOENT));
