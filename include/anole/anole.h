@@ -228,7 +228,8 @@ struct anole_extract_options {
 	bool restore_owner; /* chown, as root */
 	bool quiet;
 };
-/* Restore the whole tree under @dir (created if missing, must be empty). */
+/* Restore the whole tree under @dir (created if missing, must be empty;
+ * never a symlink), all or nothing: a failure leaves @dir as it was. */
 int anole_extract(struct anole_image *img, const char *dir,
 		  const struct anole_extract_options *opts, struct anole_error *err);
 
