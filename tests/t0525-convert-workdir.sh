@@ -51,9 +51,11 @@ mkdir -m 0755 "$WD/anole-convert.open"
 echo kept >"$WD/anole-convert.open/f"
 mkdir -m 0700 "$WD/anole-convert.live"
 echo kept >"$WD/anole-convert.live/f"
-flock "$WD/anole-convert.live" sleep 600 &
-holder=$!
-for _ in $(seq 1 50); do flock -n "$WD/anole-convert.live" true || break; sleep 0.1; done
+# held by a process that lives until fd 8 closes (at the latest when the
+# test ends); the fifo says when the lock is taken
+mkfifo "$TMP/locked"
+exec 8> >(flock -o "$WD/anole-convert.live" sh -c 'echo >"$1"; exec cat >/dev/null' sh "$TMP/locked")
+read -r _ <"$TMP/locked"
 ! flock -n "$WD/anole-convert.live" true || fail "the live directory is not locked"
 # older anole's layout, its lock free
 mkdir -m 0700 "$WD/anole-convert.older"
@@ -68,8 +70,7 @@ snapshot() {	# everything but the ones meant to go, with owners, modes and conte
 before=$(snapshot)
 "$ANOLE" convert -q --work-dir="$WD" "$SRC" "$REF" >"$TMP/convert.out" 2>&1 ||
 	fail "convert failed: $(tail -n 3 "$TMP/convert.out")"
-kill "$holder" 2>/dev/null || true
-wait "$holder" 2>/dev/null || true
+exec 8>&-
 [ ! -e "$killed" ] || fail "the killed convert's work directory is still there"
 [ ! -e "$WD/anole-convert.older" ] && [ ! -e "$WD/anole-convert.older.lock" ] ||
 	fail "the older convert's work directory or lock is still there"

@@ -22,9 +22,9 @@ void fd_path(int fd, char buf[static 32])
 	snprintf(buf, 32, "/proc/self/fd/%d", fd);
 }
 
-/* The mount @fd is on: statx's mount id, else (a kernel before 5.8) the
- * device. Never equal for two mounts, so a walk that compares them stays
- * on one. */
+/* The mount @fd is on: statx's mount id, unique per mount; else (a kernel
+ * before 5.8) the device, which tells file systems apart but not two
+ * mounts of one. */
 static int mount_of(int fd, uint64_t *id)
 {
 	struct statx stx;
