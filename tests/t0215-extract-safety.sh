@@ -119,7 +119,8 @@ left=$(find "$K" -maxdepth 1 -name '.anole-extract.*')
 rc=0
 hooked env ANOLE_HOOK_KILL=b2 "$ANOLE" extract "$TMP/good.img" "$K/d" 2>/dev/null || rc=$?
 [ "$rc" = 137 ] || fail "the hook did not kill extract into an existing DIR (exit $rc)"
-[ "$(ls -A "$K/d" | grep -c '^\.anole-extract\.')" = 1 ] && [ "$(ls -A "$K/d" | wc -l)" = 1 ] ||
+[ "$(find "$K/d" -mindepth 1 -maxdepth 1 -name '.anole-extract.*' | wc -l)" = 1 ] &&
+	[ "$(find "$K/d" -mindepth 1 -maxdepth 1 | wc -l)" = 1 ] ||
 	fail "a killed extract into an existing DIR left: $(ls -A "$K/d")"
 # look-alikes another user planted, beside DIR: theirs, not ours
 chown 65534:65534 "$K"
