@@ -10,7 +10,8 @@ static const char usage_text[] =
 	"\n"
 	"Restore the image's tree into DIR (created if missing; must be empty):\n"
 	"contents with holes, modes, times, xattrs, ACLs, devices, hard links,\n"
-	"and owners when run as root. Never writes outside DIR.\n"
+	"and owners when run as root. Never writes outside DIR, nor through a\n"
+	"DIR that is a symlink; a failure leaves DIR as it was.\n"
 	"\n"
 	"  --no-owner   do not restore owners\n"
 	"  -q, --quiet  no warnings";

@@ -15,14 +15,17 @@ static const char run_usage[] =
 	"command's status; every mount is undone, also on Ctrl-C.\n"
 	"\n"
 	"  -e, --env KEY=VALUE     set an environment variable (repeatable)\n"
-	"  -v, --volume /SRC:/DST[:ro]  bind a host directory (repeatable)\n"
+	"  -v, --volume /SRC:/DST[:ro]  bind a host directory (repeatable); :ro\n"
+	"                          makes it and every mount below it read-only\n"
 	"  -w, --workdir DIR       working directory (default: the image's)\n"
 	"  -u, --user USER[:GROUP] run as this user (names from the image's\n"
 	"                          /etc/passwd and /etc/group; default: the image's)\n"
 	"      --runtime NAME      OCI runtime (default: crun or runc, the first\n"
 	"                          that works on this host)\n"
 	"      --upper DIR         keep the writable layer in DIR (default: tmpfs)\n"
-	"      --net=host|none     network (default host)\n"
+	"      --net=none|host     none (the default): a network namespace of its\n"
+	"                          own, loopback only; host: the host's network\n"
+	"                          and /etc/resolv.conf\n"
 	"      --prefetch=recorded|all|none  as anole mount (default recorded: the\n"
 	"                          list `anole prefetch record` stored, if any)\n"
 	"      --no-load-hints     as anole mount (by default the daemon fetches what\n"
@@ -145,6 +148,7 @@ static int run_main(int argc, char **argv, bool record)
 				rc = EXIT_USAGE;
 			}
 			o.net_none = !strcmp(optarg, "none");
+			o.net_host = !strcmp(optarg, "host");
 			break;
 		case 'p':
 			if (strcmp(optarg, "recorded") && strcmp(optarg, "all") &&

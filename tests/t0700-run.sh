@@ -6,6 +6,11 @@
 # writable overlay work; Ctrl-C (SIGINT, twice for a command that ignores
 # it) ends the run and leaves no mount behind; bad input (unknown image,
 # no command, no runtime) fails with one line, non-zero, nothing mounted.
+# Confinement: a ":ro" volume is read-only with the mounts below its
+# source too; the default network (and --net=none) is a namespace with
+# loopback only, --net=host the host's interfaces; no CAP_NET_RAW, so
+# raw sockets fail (older anole: host network, raw sockets, writable
+# submounts).
 # The ELF load hints convert stores are used: the run's program has its
 # loader ranges fetched from the mount on (t0710 checks the hints).
 # shellcheck source=lib/common.sh
@@ -137,7 +142,66 @@ for mode in recorded none; do
 	"$ANOLE" umount "$TMP/pm"
 done
 
-echo "== 5. bad input: one line, non-zero, nothing mounted"
+echo "== 5. confinement: read-only volumes, the network, capabilities"
+# a read-only volume with a mount below its source: read-only all through
+# (a bind with "ro" alone leaves the mount below writable)
+mkdir -p "$TMP/rov"
+echo top >"$TMP/rov/top"
+mktmpfs "$TMP/rov/sub" 16m
+echo below >"$TMP/rov/sub/f"
+probe='import errno, os
+for p in ("/data/new", "/data/sub/new"):
+    try:
+        open(p, "w").close()
+        print(p, "written")
+    except OSError as e:
+        print(p, errno.errorcode[e.errno])
+for line in open("/proc/self/mountinfo"):
+    f = line.split()
+    if f[4] == "/data/sub":
+        print("/data/sub", f[5].split(",")[0])'
+out=$("$ANOLE" run -q -v "$TMP/rov:/data:ro" "$REF" -- python3 -c "$probe") || fail "run with a read-only volume failed: $out"
+[ "$out" = "$(printf '/data/new EROFS\n/data/sub/new EROFS\n/data/sub ro')" ] ||
+	fail "a read-only volume is writable inside: $out"
+[ ! -e "$TMP/rov/new" ] && [ ! -e "$TMP/rov/sub/new" ] || fail "a write through a read-only volume reached the host"
+[ "$(findmnt -no OPTIONS "$TMP/rov/sub" | cut -d, -f1)" = rw ] || fail "the host's own mount below the volume became read-only"
+out=$("$ANOLE" run -q -v "$TMP/rov:/data" "$REF" -- sh -c 'echo rw >/data/sub/new && cat /data/sub/new') ||
+	fail "run with a writable volume failed: $out"
+[ "$out" = rw ] && [ "$(cat "$TMP/rov/sub/new")" = rw ] || fail "a writable volume did not write through: $out"
+# the network: by default (and --net=none) loopback only, and working;
+# --net=host: the host's interfaces
+links='import socket
+print(" ".join(sorted(n for _, n in socket.if_nameindex())))'
+lo='import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1)
+c = socket.create_connection(s.getsockname(), timeout=5); a, _ = s.accept()
+c.sendall(b"ok"); print("loopback", a.recv(2).decode())'
+host_links=$(python3 -c "$links")
+for net in "" --net=none; do
+	out=$("$ANOLE" run -q $net "$REF" -- python3 -c "$links") || fail "run $net failed: $out"
+	[ "$out" = lo ] || fail "run ${net:-(default)} sees the interfaces: $out (host: $host_links)"
+	out=$("$ANOLE" run -q $net "$REF" -- python3 -c "$lo") || fail "run $net: loopback failed: $out"
+	[ "$out" = "loopback ok" ] || fail "run ${net:-(default)}: loopback does not work: $out"
+done
+[ "$host_links" != lo ] || echo "note: the host has only lo; --net=host is compared all the same"
+out=$("$ANOLE" run -q --net=host "$REF" -- python3 -c "$links") || fail "run --net=host failed: $out"
+[ "$out" = "$host_links" ] || fail "run --net=host sees: $out; the host has: $host_links"
+# no CAP_NET_RAW (bit 13): raw sockets, as ping would use, are refused
+raw='import errno, socket
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    print("raw socket opened")
+except OSError as e:
+    print("raw", errno.errorcode[e.errno])
+caps = {l.split(":")[0]: int(l.split()[1], 16) for l in open("/proc/self/status") if l.startswith("Cap")}
+print("NET_RAW", "in" if (caps["CapEff"] | caps["CapBnd"]) >> 13 & 1 else "out")'
+for net in "" --net=host; do
+	out=$("$ANOLE" run -q $net "$REF" -- python3 -c "$raw") || fail "run $net failed: $out"
+	[ "$out" = "$(printf 'raw EPERM\nNET_RAW out')" ] || fail "run ${net:-(default)}: $out"
+done
+[ -z "$(left_mounts)" ] || fail "mounts left after the confinement runs: $(left_mounts)"
+
+echo "== 6. bad input: one line, non-zero, nothing mounted"
 expect_fail "$ANOLE" run -q "docker://$REGISTRY/run/nosuch:v1"
 grep -q nosuch "$TMP/last.err" || fail "the error does not name the image: $(cat "$TMP/last.err")"
 "$ANOLE" convert -q "$ROOTFS" "docker://$REGISTRY/run/nocmd:v1" >/dev/null 2>&1 || fail "convert of a tree failed"

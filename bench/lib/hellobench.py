@@ -163,7 +163,9 @@ def metrics(work):
 
 
 def anole_argv(anole, ref, w, extra):
-    argv = [anole, "run", "-q"] + extra
+    # the host's network, as the classic runc run has: servers are probed
+    # from the host (ready_url)
+    argv = [anole, "run", "-q", "--net=host"] + extra
     if "user" in w:
         argv += ["-u", w["user"]]
     return argv + [ref, "--"] + w["cmd"]
@@ -185,9 +187,9 @@ c = json.load(open(p))
 c["process"]["args"] = json.load(open(b + "/../args.json"))
 c["process"]["terminal"] = False
 c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"] if n["type"] != "network"]
-caps = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+caps = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
         "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
-        "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"]  # as anole run (docker's set)
+        "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"]  # as anole run (docker's set less NET_RAW)
 c["process"]["capabilities"] = {"bounding": caps, "effective": caps, "permitted": caps}
 if user != "-":
     import os
@@ -248,7 +250,7 @@ def cmd_record(anole, registry, work, names):
         shutil.rmtree(work, ignore_errors=True)
         os.makedirs(work)
         ref = "docker://%s/hb/%s:anole" % (registry, name)
-        argv = [anole, "prefetch", "record", "-q"]
+        argv = [anole, "prefetch", "record", "-q", "--net=host"]
         if "user" in w:
             argv += ["-u", w["user"]]
         argv += [ref, "--"] + w["cmd"]

@@ -228,7 +228,8 @@ struct anole_extract_options {
 	bool restore_owner; /* chown, as root */
 	bool quiet;
 };
-/* Restore the whole tree under @dir (created if missing, must be empty). */
+/* Restore the whole tree under @dir (created if missing, must be empty;
+ * never a symlink), all or nothing: a failure leaves @dir as it was. */
 int anole_extract(struct anole_image *img, const char *dir,
 		  const struct anole_extract_options *opts, struct anole_error *err);
 
@@ -338,7 +339,11 @@ struct anole_run_options {
 	const char *user;          /* USER[:GROUP] or UID[:GID]; NULL: the image's */
 	const char *runtime;       /* NULL: crun or runc, the first that works */
 	const char *upper;         /* the writable layer's directory; NULL: a tmpfs */
-	bool net_none;             /* else the host's network */
+	/* network: by default (neither) and with net_none, a network
+	 * namespace of the container's own with only loopback; net_host: the
+	 * host's network namespace and /etc/resolv.conf */
+	bool net_none;
+	bool net_host;
 	const char *prefetch;      /* recorded (NULL), all or none: as anole mount */
 	bool no_load_hints;        /* as anole mount --no-load-hints */
 	int tls_verify;

@@ -4,8 +4,17 @@
  *
  * Safety: every entry is created relative to a directory file descriptor
  * that anole itself created and opened with O_NOFOLLOW, with O_EXCL-style
- * creation, so no name from the image (nor a symlink it contains) can make
- * anole write outside the target. Names "." and ".." never become entries.
+ * creation, and every attribute is then set through a descriptor of what
+ * was created, so no name from the image (nor a symlink it contains) can
+ * make anole write outside the target. Names "." and ".." never become
+ * entries.
+ *
+ * All or nothing: DIR is opened once (its last component without
+ * following a symlink) and the tree is built in a private work directory
+ * (.anole-extract.XXXXXX, 0700, locked; see util/safefs.h) beside a DIR
+ * that does not exist yet, or inside an empty one. Only the finished tree
+ * is moved into place; a failure removes it and leaves DIR as it was. One
+ * left by a killed extract is removed by the next extract in that place.
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -16,8 +25,10 @@
 
 #include "anole/erofs_fs.h"
 #include "erofs/reader.h"
+#include "util/safefs.h"
 
 #define MAX_DEPTH 4096
+#define WORK_PREFIX ".anole-extract."
 
 struct link_seen {
 	uint64_t nid;
@@ -44,15 +55,15 @@ static int xerr(struct extractor *x, int e, const char *what)
 
 struct xattr_apply {
 	struct extractor *x;
-	int fd;          /* for files and directories */
-	const char *lpath; /* for everything else */
+	int fd;           /* a file or directory opened for real */
+	const char *path; /* else /proc/self/fd/N of its O_PATH descriptor */
 };
 
 static int apply_xattr(void *ctx, const char *name, const void *value, size_t size)
 {
 	struct xattr_apply *a = ctx;
 	int r = a->fd >= 0 ? fsetxattr(a->fd, name, value, size, 0)
-			   : lsetxattr(a->lpath, name, value, size, 0);
+			   : setxattr(a->path, name, value, size, 0);
 	if (r == 0)
 		return 0;
 	if (!a->x->as_root && (errno == EPERM || errno == ENOTSUP)) {
@@ -68,36 +79,43 @@ static int apply_xattr(void *ctx, const char *name, const void *value, size_t si
 }
 
 /* Owner, xattrs, mode, times — in that order: chown clears setuid bits and
- * file capabilities, so it comes first. */
-static int restore_attrs(struct extractor *x, int dirfd, const char *name, int fd,
-			 const struct anole_inode *ino)
+ * file capabilities, so it comes first. All through @fd, what we created,
+ * never its name. @fd is an O_PATH descriptor for symlinks and special
+ * files (opening those for real could block or reach a device); the calls
+ * that take only paths get /proc/self/fd/N, which reaches the very inode
+ * (for a symlink, the link itself). */
+static int restore_attrs(struct extractor *x, int fd, bool opath, const struct anole_inode *ino)
 {
-	char lpath[64 + 256];
-	int r;
-	bool self = !name; /* the target root itself */
-
-	if (x->as_root && x->opts->restore_owner) {
-		r = self ? fchown(fd, ino->uid, ino->gid)
-			 : fchownat(dirfd, name, ino->uid, ino->gid, AT_SYMLINK_NOFOLLOW);
-		if (r < 0)
-			return xerr(x, errno, "cannot set owner");
-	}
-	if (!self)
-		snprintf(lpath, sizeof(lpath), "/proc/self/fd/%d/%s", dirfd, name);
-	struct xattr_apply a = {.x = x, .fd = fd, .lpath = lpath};
-	if ((r = anole_xattrs(x->img, ino, apply_xattr, &a)) < 0)
-		return r;
-	if (!S_ISLNK(ino->mode)) {
-		r = self || fd >= 0 ? fchmod(fd, ino->mode & 07777)
-				    : fchmodat(dirfd, name, ino->mode & 07777, 0);
-		if (r < 0)
-			return xerr(x, errno, "cannot set mode");
-	}
-	struct timespec ts[2] = {{ino->mtime, ino->mtime_nsec}, {ino->mtime, ino->mtime_nsec}};
-	r = self || fd >= 0 ? futimens(fd, ts) : utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW);
+	char proc[32];
+	fd_path(fd, proc);
+	if (x->as_root && x->opts->restore_owner &&
+	    fchownat(fd, "", ino->uid, ino->gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+		return xerr(x, errno, "cannot set owner");
+	struct xattr_apply a = {.x = x, .fd = opath ? -1 : fd, .path = proc};
+	int r = anole_xattrs(x->img, ino, apply_xattr, &a);
 	if (r < 0)
+		return r;
+	mode_t mode = ino->mode & 07777;
+	if (!S_ISLNK(ino->mode) && (opath ? chmod(proc, mode) : fchmod(fd, mode)) < 0)
+		return xerr(x, errno, "cannot set mode");
+	struct timespec ts[2] = {{ino->mtime, ino->mtime_nsec}, {ino->mtime, ino->mtime_nsec}};
+	if (utimensat(fd, "", ts, AT_EMPTY_PATH) < 0)
 		return xerr(x, errno, "cannot set times");
 	return 0;
+}
+
+/* What we just made as @name, opened once without following it (an
+ * O_PATH descriptor) and checked to be of the type we made. */
+static int restore_created(struct extractor *x, int dirfd, const char *name,
+			   const struct anole_inode *ino)
+{
+	_cleanup_close_ int fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return xerr(x, errno, "cannot open what was created");
+	if ((st.st_mode & S_IFMT) != (ino->mode & S_IFMT))
+		return xerr(x, EEXIST, "replaced while extracting");
+	return restore_attrs(x, fd, true, ino);
 }
 
 static int write_file(struct extractor *x, int fd, const struct anole_inode *ino)
@@ -186,7 +204,7 @@ static __attribute__((noinline)) int extract_symlink(struct extractor *x, int di
 		return r;
 	if (symlinkat(target, dirfd, d->name) < 0)
 		return xerr(x, errno, "cannot create symlink");
-	return restore_attrs(x, dirfd, d->name, -1, ino);
+	return restore_created(x, dirfd, d->name, ino);
 }
 
 static int extract_entry(struct extractor *x, int dirfd, const struct dent *d, int depth)
@@ -222,7 +240,7 @@ static int extract_entry(struct extractor *x, int dirfd, const struct dent *d, i
 			return xerr(x, errno, "cannot open directory");
 		if ((r = extract_dir(x, fd, &ino, depth + 1)) < 0)
 			return r;
-		return restore_attrs(x, dirfd, d->name, fd, &ino);
+		return restore_attrs(x, fd, false, &ino);
 	}
 	case S_IFREG: {
 		_cleanup_close_ int fd = openat(dirfd, d->name,
@@ -232,14 +250,14 @@ static int extract_entry(struct extractor *x, int dirfd, const struct dent *d, i
 			return xerr(x, errno, "cannot create file");
 		if ((r = write_file(x, fd, &ino)) < 0)
 			return r;
-		return restore_attrs(x, dirfd, d->name, fd, &ino);
+		return restore_attrs(x, fd, false, &ino);
 	}
 	case S_IFLNK:
 		return extract_symlink(x, dirfd, d, &ino);
 	default:
 		if (mknodat(dirfd, d->name, (ino.mode & S_IFMT) | 0600, ino.rdev) < 0)
 			return xerr(x, errno, "cannot create special file");
-		return restore_attrs(x, dirfd, d->name, -1, &ino);
+		return restore_created(x, dirfd, d->name, &ino);
 	}
 }
 
@@ -272,28 +290,203 @@ static int extract_dir(struct extractor *x, int dirfd, const struct anole_inode 
 	return r;
 }
 
-static int prepare_target(const char *dir, struct anole_error *err)
+/* DIR, opened once: its parent as the caller names it, then DIR in it
+ * without following a symlink. Everything after works from these. */
+struct target {
+	const char *path;
+	char *buf;        /* a copy of path, cut into parent and base */
+	const char *base; /* DIR's last component */
+	int parent;
+	int dir;      /* -1: DIR does not exist yet */
+	struct stat st; /* DIR as found, put back after a failure */
+};
+
+static int target_open(const char *path, struct target *t, struct anole_error *err)
 {
-	if (mkdir(dir, 0700) == 0)
-		return 0;
-	if (errno != EEXIST)
-		return anole_err(err, errno, "%s: cannot create: %s", dir, strerror(errno));
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return anole_err(err, errno, "%s: %s", dir, strerror(errno));
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return anole_err(err, errno, "%s: %s", dir, strerror(errno));
+	*t = (struct target){.path = path, .parent = -1, .dir = -1};
+	size_t n = strlen(path);
+	char *p = t->buf = strdup(path);
+	if (!p)
+		return anole_err(err, ENOMEM, "out of memory");
+	t->base = p;
+	while (n > 1 && p[n - 1] == '/')
+		p[--n] = 0;
+	char *slash = strrchr(p, '/');
+	const char *parent = ".";
+	if (slash) {
+		*slash = 0;
+		parent = slash == p ? "/" : p;
+		t->base = slash[1] ? slash + 1 : ".";
 	}
-	struct dirent *de;
+	t->parent = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (t->parent < 0 && errno == EACCES) /* unreadable: nothing stale to list there */
+		t->parent = open(parent, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (t->parent < 0 || !*t->base)
+		return anole_err(err, t->parent < 0 ? errno : ENOENT, "%s: %s", path,
+				 strerror(t->parent < 0 ? errno : ENOENT));
+	t->dir = openat(t->parent, t->base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (t->dir < 0 && errno == ENOENT)
+		return 0;
+	int e = errno;
+	struct stat st;
+	if (t->dir < 0 && !fstatat(t->parent, t->base, &st, AT_SYMLINK_NOFOLLOW) &&
+	    S_ISLNK(st.st_mode))
+		return anole_err(err, ELOOP, "%s: is a symbolic link; name the directory itself",
+				 path);
+	if (t->dir >= 0 && fstat(t->dir, &t->st) < 0) {
+		e = errno;
+		close(t->dir);
+		t->dir = -1;
+	}
+	return t->dir < 0 ? anole_err(err, e, "%s: %s", path, strerror(e)) : 0;
+}
+
+static void target_close(struct target *t)
+{
+	if (t->dir >= 0)
+		close(t->dir);
+	if (t->parent >= 0)
+		close(t->parent);
+	free(t->buf);
+}
+
+/* An existing DIR must be empty, once what killed extracts left there is
+ * gone. */
+static int target_empty(const struct target *t, struct anole_error *err)
+{
+	struct strbuf names = {0};
+	int r = dir_list(t->dir, &names);
+	if (r < 0)
+		r = anole_err(err, -r, "%s: %s", t->path, strerror(-r));
+	else if (names.len)
+		r = anole_err(err, ENOTEMPTY, "%s: target directory is not empty", t->path);
+	strbuf_release(&names);
+	return r;
+}
+
+/* After a failure, DIR's owner, mode and times as they were (making and
+ * removing the work directory in it changed its times). */
+static void target_put_back(const struct target *t)
+{
+	struct stat now;
+	if (t->dir < 0 || fstat(t->dir, &now) < 0)
+		return;
 	int r = 0;
-	while ((de = readdir(d)))
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-			r = anole_err(err, ENOTEMPTY, "%s: target directory is not empty", dir);
-			break;
+	if (now.st_uid != t->st.st_uid || now.st_gid != t->st.st_gid)
+		r |= fchown(t->dir, t->st.st_uid, t->st.st_gid);
+	if ((now.st_mode & 07777) != (t->st.st_mode & 07777))
+		r |= fchmod(t->dir, t->st.st_mode & 07777);
+	struct timespec ts[2] = {t->st.st_atim, t->st.st_mtim};
+	r |= futimens(t->dir, ts);
+	(void)r; /* best effort: the failure being reported is the first one */
+}
+
+/* A directory moved to another parent must be writable (its ".."
+ * changes): without root, lend ours u+w for the move. */
+static int move_entry(int from, const char *name, int to, const char *newname)
+{
+	if (!renameat2(from, name, to, newname, RENAME_NOREPLACE))
+		return 0;
+	if (errno != EACCES || geteuid() == 0)
+		return -errno;
+	_cleanup_close_ int fd = openat(from, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0 || fchmod(fd, (st.st_mode & 07777) | 0200) < 0)
+		return -EACCES;
+	int r = renameat2(from, name, to, newname, RENAME_NOREPLACE) < 0 ? -errno : 0;
+	fchmod(fd, st.st_mode & 07777);
+	return r;
+}
+
+/* Undo what a failed commit moved into DIR: each entry only while its
+ * name still holds what we moved; back into the work directory while it
+ * exists (@to), else removed in place. */
+static void unmove(struct target *t, int to, const struct strbuf *names, const ino_t *inos,
+		   size_t n)
+{
+	size_t off = 0;
+	for (size_t i = 0; i < n; i++) {
+		const char *name = names->buf + off + 1;
+		off += strlen(name) + 2;
+		struct stat st;
+		if (fstatat(t->dir, name, &st, AT_SYMLINK_NOFOLLOW) || st.st_ino != inos[i])
+			continue;
+		if (to >= 0)
+			move_entry(t->dir, name, to, name);
+		else
+			rm_tree_at(t->dir, name);
+	}
+}
+
+/* DIR exists: the tree's top entries move into it, the work directory
+ * goes (while DIR may still be written: the image's root may be 0555),
+ * then DIR takes the image root's attributes. A failure undoes it. */
+static int commit_into(struct extractor *x, struct target *t, struct workdir *w,
+		       const struct anole_inode *root)
+{
+	struct strbuf names = {0};
+	int r = dir_list(x->rootfd, &names);
+	ino_t *inos = calloc(names.len + 1, sizeof(*inos));
+	size_t moved = 0, off = 0;
+	if (r >= 0 && !inos)
+		r = -ENOMEM;
+	while (r >= 0 && off < names.len) {
+		const char *name = names.buf + off + 1;
+		off += strlen(name) + 2;
+		struct stat st;
+		if (fstatat(x->rootfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			r = -errno;
+		else if ((r = move_entry(x->rootfd, name, t->dir, name)) >= 0)
+			inos[moved++] = st.st_ino;
+	}
+	if (r < 0) {
+		unmove(t, x->rootfd, &names, inos, moved);
+		r = anole_err(x->err, -r, "%s: %s", t->path, strerror(-r));
+	} else {
+		close(x->rootfd);
+		x->rootfd = -1;
+		workdir_remove(w);
+		if ((r = restore_attrs(x, t->dir, false, root)) < 0) {
+			target_put_back(t); /* DIR writable again */
+			unmove(t, -1, &names, inos, moved);
 		}
-	closedir(d);
+	}
+	free(inos);
+	strbuf_release(&names);
+	return r;
+}
+
+/* DIR does not exist: the tree takes its name (unless something else
+ * took it meanwhile), then the image root's attributes. */
+static int commit_new(struct extractor *x, struct target *t, struct workdir *w,
+		      const struct anole_inode *root)
+{
+	int r = move_entry(w->fd, "root", t->parent, t->base);
+	if (r < 0)
+		return anole_err(x->err, -r, "%s: %s", t->path,
+				 r == -EEXIST ? "appeared while extracting; left alone" : strerror(-r));
+	struct stat st, now;
+	r = restore_attrs(x, x->rootfd, false, root);
+	if (r < 0 && !fstat(x->rootfd, &st) &&
+	    !fstatat(t->parent, t->base, &now, AT_SYMLINK_NOFOLLOW) && st.st_ino == now.st_ino &&
+	    st.st_dev == now.st_dev)
+		move_entry(t->parent, t->base, w->fd, "root");
+	return r;
+}
+
+/* The work directory for the tree, and the tree's root in it. */
+static int make_work(struct extractor *x, struct target *t, struct workdir *w)
+{
+	int home = t->dir >= 0 ? t->dir : t->parent;
+	workdir_clean(home, WORK_PREFIX);
+	int r = t->dir >= 0 ? target_empty(t, x->err) : 0;
+	if (r >= 0 && (r = workdir_create(w, home, WORK_PREFIX)) < 0)
+		return anole_err(x->err, -r, "%s: cannot make a work directory: %s", t->path,
+				 strerror(-r));
+	if (r >= 0 && (mkdirat(w->fd, "root", 0700) < 0 ||
+		       (x->rootfd = openat(w->fd, "root",
+					   O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0))
+		r = anole_err(x->err, errno, "%s: %s", t->path, strerror(errno));
 	return r;
 }
 
@@ -304,27 +497,29 @@ int anole_extract(struct anole_image *img, const char *dir,
 	struct extractor x = {.img = img, .err = err, .opts = opts ? opts : &defaults,
 			      .rootfd = -1, .as_root = geteuid() == 0};
 	struct anole_inode root;
-	int r = prepare_target(dir, err);
-	if (r < 0)
-		return r;
-	x.rootfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct target t;
+	struct workdir w = {.parent = -1, .fd = -1};
+	int r = target_open(dir, &t, err);
+	if (r >= 0)
+		r = make_work(&x, &t, &w);
 	x.buf = malloc(1u << 20);
 	strbuf_add(&x.rel, "", 0);
-	if (x.rootfd < 0 || !x.buf) {
-		r = anole_err(err, x.rootfd < 0 ? errno : ENOMEM, "%s: %s", dir,
-			      strerror(x.rootfd < 0 ? errno : ENOMEM));
-		goto out;
-	}
-	r = anole_inode_read(img, anole_image_info(img)->root_nid, &root);
+	if (r >= 0 && !x.buf)
+		r = anole_err(err, ENOMEM, "out of memory");
+	if (r >= 0)
+		r = anole_inode_read(img, anole_image_info(img)->root_nid, &root);
 	if (r >= 0)
 		r = extract_dir(&x, x.rootfd, &root, 0);
 	if (r >= 0)
-		r = restore_attrs(&x, -1, NULL, x.rootfd, &root);
+		r = t.dir >= 0 ? commit_into(&x, &t, &w, &root) : commit_new(&x, &t, &w, &root);
 	if (r < 0 && !err->code)
 		*err = *anole_image_error(img);
-out:
 	if (x.rootfd >= 0)
 		close(x.rootfd);
+	workdir_remove(&w);
+	if (r < 0)
+		target_put_back(&t); /* the work directory changed its times */
+	target_close(&t);
 	for (size_t i = 0; i < x.nlinks; i++)
 		free(x.links[i].relpath);
 	free(x.links);

@@ -5,11 +5,8 @@
  * and pushes one, pulling fetches and verifies one into a local layout.
  * docs/FORMAT.md ("Lazy images") is the specification.
  */
-#include <dirent.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <pthread.h>
-#include <sys/file.h>
 #include <jansson.h>
 #include <sys/stat.h>
 #include <zstd.h>
@@ -20,6 +17,7 @@
 #include "lazy/hints.h"
 #include "lazy/lazy.h"
 #include "util/digest.h"
+#include "util/safefs.h"
 
 #define OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
 #define MAX_SMALL (256ull << 20) /* digest tables, chunk indexes, configs */
@@ -720,8 +718,8 @@ struct convert {
 	size_t nbases;
 	char *stage;   /* where the build writes: DIR with DIR/blobs/sha256 */
 	char *blobdir; /* stage/blobs/sha256 */
-	bool own_stage; /* a temporary directory to remove */
-	int stage_lock; /* own_stage: STAGE.lock, flocked while we live */
+	bool own_stage; /* a work directory of ours, to remove */
+	struct workdir work; /* own_stage: it, locked while we live */
 	char *run_config; /* the source image's config.config, JSON, or NULL */
 };
 
@@ -791,41 +789,10 @@ static int load_bases(struct convert *c)
 	return 0;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	remove(path);
-	return 0;
-}
-
-/* Work directories of converts that were killed: each live convert holds
- * a lock on STAGE.lock, so one whose lock can be taken is abandoned. */
-static void remove_stale_stages(const char *base)
-{
-	DIR *d = opendir(base);
-	struct dirent *e;
-	while (d && (e = readdir(d))) {
-		size_t n = strlen(e->d_name);
-		if (strncmp(e->d_name, "anole-convert.", 14) || n < 5 ||
-		    strcmp(e->d_name + n - 5, ".lock"))
-			continue;
-		int fd = openat(dirfd(d), e->d_name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-		if (fd < 0)
-			continue;
-		if (!flock(fd, LOCK_EX | LOCK_NB)) {
-			_cleanup_free_ char *dir = NULL;
-			if (asprintf(&dir, "%s/%.*s", base, (int)(n - 5), e->d_name) >= 0)
-				nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-			unlinkat(dirfd(d), e->d_name, 0);
-		}
-		close(fd);
-	}
-	if (d)
-		closedir(d);
-}
-
+/* A registry target is staged in a work directory of our own under
+ * BASE: anole-convert.XXXXXX, 0700, locked while we live, so that the
+ * next convert can tell (and remove) the ones left by a killed one, and
+ * nothing else. */
 static int make_stage(struct convert *c)
 {
 	if (!store_is_registry(c->target)) {
@@ -833,32 +800,27 @@ static int make_stage(struct convert *c)
 	} else {
 		const char *tmpdir = getenv("TMPDIR");
 		const char *base = c->o->work_dir ? c->o->work_dir : tmpdir ? tmpdir : "/var/tmp";
-		remove_stale_stages(base);
-		if (asprintf(&c->stage, "%s/anole-convert.XXXXXX", base) < 0) {
+		_cleanup_close_ int bfd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (bfd < 0)
+			return anole_err(c->err, errno, "%s: %s", base, strerror(errno));
+		workdir_clean(bfd, "anole-convert.");
+		int r = workdir_create(&c->work, bfd, "anole-convert.");
+		if (r < 0)
+			return anole_err(c->err, -r, "%s: cannot make a work directory: %s", base,
+					 strerror(-r));
+		c->own_stage = true;
+		if (asprintf(&c->stage, "%s/%s", base, c->work.name) < 0) {
 			c->stage = NULL;
 			return anole_err(c->err, ENOMEM, "out of memory");
-		} else if (!mkdtemp(c->stage))
-			return anole_err(c->err, errno, "%s: cannot make a work directory: %s", base,
-					 strerror(errno));
-		c->own_stage = true;
-		/* held until we exit, however that happens; locked before it gets
-		 * the name other converts look for */
-		_cleanup_free_ char *lock = NULL, *tmp = NULL;
-		if (asprintf(&lock, "%s.lock", c->stage) < 0 ||
-		    asprintf(&tmp, "%s.lock.new", c->stage) < 0)
-			return anole_err(c->err, ENOMEM, "out of memory");
-		c->stage_lock = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-		if (c->stage_lock < 0 || flock(c->stage_lock, LOCK_EX) < 0 || rename(tmp, lock) < 0)
-			return anole_err(c->err, errno, "%s: %s", lock, strerror(errno));
+		}
 	}
 	if (!c->stage || asprintf(&c->blobdir, "%s/blobs/sha256", c->stage) < 0)
 		return anole_err(c->err, ENOMEM, "out of memory");
 	if (c->own_stage) {
-		char *p = strrchr(c->blobdir, '/');
-		*p = 0;
-		int r = mkdir(c->blobdir, 0755);
-		*p = '/';
-		if (r < 0 || mkdir(c->blobdir, 0755) < 0)
+		_cleanup_close_ int bd = -1;
+		if (mkdirat(c->work.fd, "blobs", 0755) < 0 ||
+		    (bd = openat(c->work.fd, "blobs", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0 ||
+		    mkdirat(bd, "sha256", 0755) < 0)
 			return anole_err(c->err, errno, "%s: %s", c->blobdir, strerror(errno));
 	}
 	return 0;
@@ -1148,7 +1110,7 @@ int anole_convert(const char *source, const char *target, const struct anole_con
 		  struct anole_convert_stats *stats, struct anole_error *err)
 {
 	struct anole_convert_stats st = {0};
-	struct convert c = {.o = o, .st = &st, .err = err, .stage_lock = -1};
+	struct convert c = {.o = o, .st = &st, .err = err, .work = {.parent = -1, .fd = -1}};
 	if (strncmp(target, "docker://", 9) && strncmp(target, "oci:", 4))
 		return anole_err(err, EINVAL, "%s: the target is docker://HOST/REPO[:TAG] or "
 				 "oci:DIR[:TAG]", target);
@@ -1185,14 +1147,7 @@ int anole_convert(const char *source, const char *target, const struct anole_con
 		r = write_manifest(&c, bo.compress);
 	if (tmp && r < 0)
 		unlink(tmp);
-	if (c.own_stage && c.stage) {
-		nftw(c.stage, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-		_cleanup_free_ char *lock = NULL;
-		if (asprintf(&lock, "%s.lock", c.stage) >= 0)
-			unlink(lock);
-	}
-	if (c.stage_lock >= 0)
-		close(c.stage_lock);
+	workdir_remove(&c.work);
 	for (size_t i = 0; i < c.nbases; i++)
 		free(c.bases[i].chunks_path);
 	free(c.bases);

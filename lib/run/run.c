@@ -245,9 +245,11 @@ static int make_bundle(struct run *r, json_t *image)
 	const char *user = o->user ? o->user : json_string_value(json_object_get(image, "User"));
 	if ((ret = set_user(r, process, user)) < 0)
 		goto out;
-	json_t *caps = json_pack("[s,s,s,s,s,s,s,s,s,s,s,s,s,s]", "CAP_CHOWN", "CAP_DAC_OVERRIDE",
-				 "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
-				 "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+	/* ... less CAP_NET_RAW: raw sockets forge packets and sniff the
+	 * namespace's traffic, and a ping needs no raw socket */
+	json_t *caps = json_pack("[s,s,s,s,s,s,s,s,s,s,s,s,s]", "CAP_CHOWN", "CAP_DAC_OVERRIDE",
+				 "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_SETGID",
+				 "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
 				 "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
 				 "CAP_AUDIT_WRITE");
 	json_object_set_new(process, "capabilities",
@@ -258,7 +260,7 @@ static int make_bundle(struct run *r, json_t *image)
 	json_object_set_new(s, "hostname", json_string("anole"));
 	json_t *mounts = json_object_get(s, "mounts");
 	/* host networking needs the host's resolver */
-	if (!o->net_none)
+	if (o->net_host)
 		json_array_append_new(mounts, json_pack("{s:s,s:s,s:s,s:[s,s]}", "destination",
 							"/etc/resolv.conf", "type", "bind",
 							"source", "/etc/resolv.conf", "options",
@@ -277,14 +279,19 @@ static int make_bundle(struct run *r, json_t *image)
 					o->volumes[k]);
 			goto out;
 		}
-		json_array_append_new(mounts, json_pack("{s:s,s:s,s:s,s:[s,s]}", "destination", dst,
+		/* "ro" alone would leave the mounts below SRC writable: "rro"
+		 * makes the whole tree read-only (mount_setattr, AT_RECURSIVE) */
+		json_t *opts = mode && !strcmp(mode, "ro") ? json_pack("[s,s,s]", "rbind", "ro", "rro")
+							   : json_pack("[s,s]", "rbind", "rw");
+		json_array_append_new(mounts, json_pack("{s:s,s:s,s:s,s:o}", "destination", dst,
 							"type", "bind", "source", vol, "options",
-							"rbind", mode && !strcmp(mode, "ro") ? "ro" : "rw"));
+							opts));
 	}
-	/* host network: no network namespace */
+	/* host network: no network namespace (the default spec has one,
+	 * where the runtime brings up loopback only) */
 	json_t *ns = json_object_get(json_object_get(s, "linux"), "namespaces");
 	for (i = json_array_size(ns); i-- > 0;)
-		if (!o->net_none &&
+		if (o->net_host &&
 		    !strcmp(json_string_value(json_object_get(json_array_get(ns, i), "type")) ?: "",
 			    "network"))
 			json_array_remove(ns, i);
