@@ -12,6 +12,11 @@
  * through a lower layer's symlink resolve inside the root: when the
  * symlink arrives, what higher layers put under it moves to its target.
  *
+ * A whiteout or opaque marker creates nothing: the directories it names
+ * are "ghosts" until a real entry shows they exist. Under a non-directory
+ * of its own layer it deletes nothing (umoci repack writes whiteouts for
+ * the old children of a directory it made a symlink or a file).
+ *
  * In separate mode each layer becomes its own image and the markers are
  * kept the way overlayfs reads them: a 0/0 character device for a whiteout
  * and trusted.overlay.opaque=y on an opaque directory.
@@ -39,6 +44,8 @@ struct mnode {
 	uint8_t kind;
 	bool explicit_dir; /* a layer entry gave this dir its metadata */
 	bool opaque;       /* separate mode: gets trusted.overlay.opaque */
+	bool ghost;        /* a dir made only to hold whiteouts: not in the
+			      image unless a real entry turns up in it */
 	uint16_t namelen;
 	char name[];
 };
@@ -293,11 +300,36 @@ static int dm_add_xattr(void *ctx, const char *name, const void *value, size_t s
 	return 0;
 }
 
-static void dm_remember(struct layers *l, const struct tinode *ino)
+static bool dm_is_dir(const struct dmeta *d)
 {
-	struct dmeta *d = l->dm ? dm_slot(l->dm, l->path.buf, l->path.len, true) : NULL;
-	if (!d)
-		return; /* out of memory only costs the metadata */
+	return d && S_ISDIR(d->mode) && !d->gone && !d->symlink;
+}
+
+struct dm_prefix {
+	const char *path;
+	size_t len;
+};
+
+static void dm_gone_under(const char *key, void *value, void *ctx)
+{
+	const struct dm_prefix *p = ctx;
+	struct dmeta *d = value;
+	bool under = p->len ? !strncmp(key, p->path, p->len) && key[p->len] == '/' : key[0] != 0;
+	if (d && under)
+		d->gone = true;
+}
+
+/* Everything lower layers left under the directory @path is gone (an
+ * opaque marker, a whiteout or a non-directory over it): a later layer
+ * that makes the directory again starts it empty. */
+static void dm_cut(struct layers *l, const char *path, size_t len)
+{
+	struct dm_prefix p = {path, len};
+	strmap_foreach(l->dm->m, dm_gone_under, &p);
+}
+
+static void dm_set(struct dmeta *d, struct layers *l, const struct tinode *ino)
+{
 	d->mode = ino->mode;
 	d->uid = ino->uid;
 	d->gid = ino->gid;
@@ -310,6 +342,13 @@ static void dm_remember(struct layers *l, const struct tinode *ino)
 	xattr_set_foreach(tw_xattrs(l->tw), ino->xattr_set, dm_add_xattr, &d->xattrs);
 }
 
+static void dm_remember(struct layers *l, const struct tinode *ino)
+{
+	struct dmeta *d = l->dm ? dm_slot(l->dm, l->path.buf, l->path.len, true) : NULL;
+	if (d) /* (out of memory only costs the metadata) */
+		dm_set(d, l, ino);
+}
+
 /* A non-directory at l->path: a symlink later layers may write through,
  * or the end of a directory they would have taken metadata from. */
 static void dm_other(struct layers *l, const struct tinode *ino)
@@ -320,6 +359,8 @@ static void dm_other(struct layers *l, const struct tinode *ino)
 	struct dmeta *d = dm_slot(l->dm, l->path.buf, l->path.len, link);
 	if (!d)
 		return;
+	if (dm_is_dir(d))
+		dm_cut(l, l->path.buf, l->path.len);
 	free(d->symlink);
 	d->symlink = link ? strdup(ino->u.symlink) : NULL;
 	d->gone = !link;
@@ -328,15 +369,25 @@ static void dm_other(struct layers *l, const struct tinode *ino)
 static void dm_gone(struct layers *l, const char *path, size_t len)
 {
 	struct dmeta *d = l->dm ? dm_slot(l->dm, path, len, false) : NULL;
+	if (dm_is_dir(d))
+		dm_cut(l, path, len);
 	if (d)
 		d->gone = true;
 }
 
-static void dm_apply(struct layers *l, size_t len, struct tinode *ino)
+/* A directory this layer implies at the first @len bytes of l->path: it
+ * shows the metadata the layers below gave it (stacked with overlayfs,
+ * the upper copy's is what shows), and when they had none it is
+ * remembered, so that later layers know it exists. */
+static void dm_implied(struct layers *l, size_t len, struct tinode *ino)
 {
-	const struct dmeta *d = l->dm ? dm_slot(l->dm, l->path.buf, len, false) : NULL;
-	if (!d || d->gone || d->symlink)
+	struct dmeta *d = l->dm ? dm_slot(l->dm, l->path.buf, len, true) : NULL;
+	if (!d)
 		return;
+	if (!dm_is_dir(d)) {
+		dm_set(d, l, ino);
+		return;
+	}
 	/* xattrs go into this image's own table */
 	struct xattr_table *t = tw_xattrs(l->tw);
 	for (size_t off = 0; off < d->xattrs.len;) {
@@ -400,13 +451,35 @@ static struct tinode *implicit_dir_inode(struct layers *l)
 }
 
 static struct mnode *put_implicit_dir(struct layers *l, struct mnode *parent, const char *name,
-				      size_t len)
+				      size_t len, bool ghost)
 {
 	struct tinode *ino = implicit_dir_inode(l);
 	struct mnode *n = ino ? put_node(l, parent, name, len, MK_DIR) : NULL;
-	if (n)
+	if (n) {
 		n->inode = ino;
+		n->ghost = ghost;
+	}
 	return n;
+}
+
+/* A real entry lives in @n: it and the ghosts above it are in the image
+ * (the parents of a real node are real). */
+static void unghost(struct mnode *n)
+{
+	for (; n && n->ghost; n = n->parent)
+		n->ghost = false;
+}
+
+/* Layers below this one add nothing under directory @n (an opaque
+ * marker, or the directory replaced a whiteout or a non-directory of
+ * this layer), and with @deleted give it no metadata either. In
+ * separate mode overlayfs learns it from the opaque mark. */
+static void cut_below(struct layers *l, struct mnode *n, bool deleted)
+{
+	n->floor = MAX(n->floor, l->layer);
+	if (deleted)
+		n->meta_floor = MAX(n->meta_floor, l->layer);
+	n->opaque |= l->separate;
 }
 
 /* ---- paths ------------------------------------------------------------- */
@@ -446,12 +519,12 @@ static int normalize(struct layers *l, const char *raw, struct strbuf *out)
 	return out->buf ? 0 : anole_err(l->err, ENOMEM, "out of memory");
 }
 
-enum { VISIBLE = 0, HIDDEN = 1 };
+/* Where an entry goes: VISIBLE; HIDDEN (a higher layer deleted or
+ * replaced a directory on its way); CUT (a directory above it is opaque to
+ * this layer: only a directory a higher layer implied can still take its
+ * metadata from here). */
+enum { VISIBLE = 0, HIDDEN = 1, CUT = 2 };
 
-/*
- * Find or make the directory that holds the last component of l->path.
- * Returns HIDDEN when a higher layer cut this path off.
- */
 /*
  * Separate mode: the directory prefix [0, len) of l->path is a symlink a
  * lower layer made; rewrite l->path through it (inside the root, ".."
@@ -501,36 +574,62 @@ static int through_symlink(struct layers *l, size_t len, const char *target)
 	return 0;
 }
 
-static int walk_parents(struct layers *l, struct mnode **out)
+/* A directory of this layer's path that no node holds yet: made, or for
+ * a whiteout or opaque marker (@marker) maybe not. */
+static int implied_dir(struct layers *l, struct mnode *dir, const char *name, size_t len,
+		       bool marker, struct mnode **out)
+{
+	size_t plen = (size_t)(name + len - l->path.buf);
+	if (marker && l->separate) {
+		/* the layers below are known: a marker in a directory they
+		 * do not have deletes nothing */
+		const struct dmeta *d = l->dm ? dm_slot(l->dm, l->path.buf, plen, false) : NULL;
+		if (!dm_is_dir(d))
+			return HIDDEN;
+	}
+	if (!(*out = put_implicit_dir(l, dir, name, len, marker && !l->separate)))
+		return anole_err(l->err, ENOMEM, "out of memory");
+	dm_implied(l, plen, (*out)->inode);
+	return VISIBLE;
+}
+
+/*
+ * Find or make the directory that holds the last component of l->path
+ * (VISIBLE), or say why there is none (HIDDEN, CUT). @marker: the entry
+ * is a whiteout or opaque marker, which makes only ghosts, and which
+ * under a non-directory of its own layer is HIDDEN: that directory is
+ * gone in this layer, so its whiteouts delete nothing.
+ */
+static int walk_parents(struct layers *l, bool marker, struct mnode **out)
 {
 	struct mnode *dir = l->root;
 	const char *p = l->path.buf;
+	bool cut = false;
 	int hops = 0;
 	for (;;) {
+		cut |= dir->floor > l->layer;
 		const char *slash = strchr(p, '/');
 		if (!slash)
 			break;
-		size_t len = (size_t)(slash - p);
+		size_t len = (size_t)(slash - p), plen = (size_t)(slash - l->path.buf);
 		struct mnode *n = lookup(l, dir, p, len);
 		if (n && n->kind == MK_WHITEOUT) {
 			if (n->layer > l->layer)
 				return HIDDEN;
 			/* ".wh.a" then "a/b" in one layer: a fresh directory */
-			if (!(n = put_implicit_dir(l, dir, p, len)))
+			if (!(n = put_implicit_dir(l, dir, p, len, marker && !l->separate)))
 				return anole_err(l->err, ENOMEM, "out of memory");
-			n->floor = n->meta_floor = l->layer;
+			cut_below(l, n, true);
 		} else if (n && n->kind != MK_DIR) {
-			if (n->layer > l->layer)
+			if (n->layer > l->layer || marker)
 				return HIDDEN;
 			return anole_err(l->err, ENOTDIR,
 					 "%s: '%s': '%.*s' is not a directory in this layer "
 					 "(paths through symlinks or files are refused)",
-					 l->what, l->path.buf, (int)(slash - l->path.buf),
-					 l->path.buf);
+					 l->what, l->path.buf, (int)plen, l->path.buf);
 		} else if (!n) {
-			if (dir->floor > l->layer)
+			if (cut)
 				return HIDDEN;
-			size_t plen = (size_t)(slash - l->path.buf);
 			const struct dmeta *d = l->dm ? dm_slot(l->dm, l->path.buf, plen, false) : NULL;
 			if (d && d->symlink && !d->gone) {
 				if (++hops > 40)
@@ -541,17 +640,20 @@ static int walk_parents(struct layers *l, struct mnode **out)
 					return r;
 				dir = l->root;
 				p = l->path.buf;
+				cut = false;
 				continue;
 			}
-			if (!(n = put_implicit_dir(l, dir, p, len)))
-				return anole_err(l->err, ENOMEM, "out of memory");
-			dm_apply(l, (size_t)(slash - l->path.buf), n->inode);
+			int r = implied_dir(l, dir, p, len, marker, &n);
+			if (r)
+				return r;
+		} else if (n->ghost && !marker && !cut && n->meta_floor <= l->layer) {
+			unghost(n); /* this layer had the directory */
 		}
 		dir = n;
 		p = slash + 1;
 	}
 	*out = dir;
-	return VISIBLE;
+	return cut ? CUT : VISIBLE;
 }
 
 static const char *base_name(const struct strbuf *path)
@@ -566,13 +668,12 @@ static int opaque(struct layers *l)
 {
 	/* l->path ends in ".wh..wh..opq"; its parent is the directory */
 	struct mnode *dir;
-	int r = walk_parents(l, &dir);
+	int r = walk_parents(l, true, &dir);
 	if (r)
 		return r < 0 ? r : 0;
-	if (l->separate)
-		dir->opaque = true;
-	else if (dir->floor < l->layer)
-		dir->floor = l->layer;
+	cut_below(l, dir, false);
+	if (l->dm)
+		dm_cut(l, l->path.buf, (size_t)(base_name(&l->path) - l->path.buf) - (dir != l->root));
 	l->stats.opaque_dirs++;
 	return 0;
 }
@@ -587,43 +688,38 @@ static int whiteout(struct layers *l, const char *wname, size_t len)
 	memcpy(name, wname, len);
 	name[len] = 0;
 	struct mnode *dir;
-	int r = walk_parents(l, &dir);
-	if (r)
+	int r = walk_parents(l, true, &dir);
+	if (r) /* nothing below is visible there to delete */
 		return r < 0 ? r : 0;
 	l->stats.whiteouts++;
-	if (l->dm) {
-		size_t plen = (size_t)(base_name(&l->path) - l->path.buf);
+	struct mnode *n = lookup(l, dir, name, len);
+	if (l->dm && (!n || n->kind == MK_DIR)) {
+		/* what the layers below had there is gone (a directory of
+		 * this layer stays, without their children) */
 		struct strbuf wp = {0};
-		strbuf_add(&wp, l->path.buf, plen);
+		strbuf_add(&wp, l->path.buf, (size_t)(base_name(&l->path) - l->path.buf));
 		strbuf_add(&wp, name, len);
-		if (wp.buf)
+		if (wp.buf && n)
+			dm_cut(l, wp.buf, wp.len);
+		else if (wp.buf)
 			dm_gone(l, wp.buf, wp.len);
 		strbuf_release(&wp);
-	}
-	struct mnode *n = lookup(l, dir, name, len);
-	if (l->separate) {
-		if (n)
-			return 0; /* the layer's own entry wins */
-		struct tinode *ino = new_inode(l);
-		if (!ino || !(n = put_node(l, dir, name, len, MK_OTHER)))
-			return anole_err(l->err, ENOMEM, "out of memory");
-		ino->mode = S_IFCHR;
-		n->inode = ino;
-		return 0;
 	}
 	if (n) {
 		/* A whiteout only hides lower layers: a directory of this or a
 		 * higher layer stops merging with what is below. */
-		if (n->kind == MK_DIR && n->floor < l->layer)
-			n->floor = l->layer;
-		if (n->kind == MK_DIR && n->meta_floor < l->layer)
-			n->meta_floor = l->layer;
+		if (n->kind == MK_DIR)
+			cut_below(l, n, true);
 		return 0;
 	}
-	if (dir->floor > l->layer)
-		return 0;
-	if (!put_node(l, dir, name, len, MK_WHITEOUT))
+	if (!(n = put_node(l, dir, name, len, MK_WHITEOUT)))
 		return anole_err(l->err, ENOMEM, "out of memory");
+	if (l->separate) {
+		/* overlayfs's whiteout: a 0/0 character device */
+		if (!(n->inode = new_inode(l)))
+			return anole_err(l->err, ENOMEM, "out of memory");
+		n->inode->mode = S_IFCHR;
+	}
 	return 0;
 }
 
@@ -639,11 +735,15 @@ static void merge_into(struct layers *l, struct mnode *dst, struct mnode *src, i
 		next = c->next;
 		if (c->kind == MK_DEAD)
 			continue;
+		if (c->kind != MK_WHITEOUT && !c->ghost)
+			unghost(dst);
 		struct mnode *ex = lookup(l, dst, c->name, c->namelen);
 		if (!ex) {
 			move_node(l, c, dst);
 		} else if (ex->kind == MK_DIR && c->kind == MK_DIR && depth < 64) {
 			merge_into(l, ex, c, depth + 1);
+			if (!c->ghost)
+				unghost(ex);
 			c->kind = MK_DEAD;
 		} else if (c->layer > ex->layer) {
 			ex->kind = MK_DEAD;
@@ -687,7 +787,7 @@ static bool follow_symlink(struct layers *l, struct mnode *n, const char *target
 		}
 		struct mnode *next = len <= EROFS_NAME_LEN ? lookup(l, dir, c, len) : NULL;
 		if (!next && len <= EROFS_NAME_LEN && dir->floor <= l->layer)
-			next = put_implicit_dir(l, dir, c, len);
+			next = put_implicit_dir(l, dir, c, len, n->ghost);
 		ok = next && next->kind == MK_DIR && next != n;
 		dir = next;
 	}
@@ -699,6 +799,40 @@ static bool follow_symlink(struct layers *l, struct mnode *n, const char *target
 		return false;
 	merge_into(l, dir, n, 0);
 	return true;
+}
+
+/* place() when a higher layer put node @n at the path: only a directory
+ * a higher layer implied takes its metadata from a real one below. */
+static int place_below(struct layers *l, struct mnode *dir, struct mnode *n, bool cut,
+		       bool is_dir, const char *symlink, struct mnode **out, bool *update)
+{
+	bool implied = n->kind == MK_DIR && !n->explicit_dir && n->meta_floor <= l->layer;
+	if (implied && is_dir && !(cut && n->ghost)) {
+		unghost(n);
+		*out = n;
+		*update = true;
+		return VISIBLE;
+	}
+	if (cut)
+		return HIDDEN;
+	if (implied && (symlink || n->ghost)) {
+		/* Higher layers wrote through this symlink, or their markers
+		 * named something under this non-directory: the symlink or
+		 * file stays, what they put here moves to the target (or,
+		 * markers only, deletes nothing). */
+		if (symlink && n->floor <= l->layer && follow_symlink(l, n, symlink))
+			n->kind = MK_DEAD;
+		if (n->kind == MK_DEAD || n->ghost) {
+			if (!(*out = put_node(l, dir, n->name, n->namelen, MK_OTHER)))
+				return anole_err(l->err, ENOMEM, "out of memory");
+			return VISIBLE;
+		}
+	}
+	/* A non-directory here ended whatever directory lower layers
+	 * had at this path before the higher one came. */
+	if (n->kind == MK_DIR && !is_dir)
+		cut_below(l, n, true);
+	return HIDDEN;
 }
 
 /* Where an entry of l->path goes: a new node, an existing directory whose
@@ -719,49 +853,30 @@ static int place(struct layers *l, bool is_dir, const char *symlink, struct mnod
 		return *update ? VISIBLE : HIDDEN;
 	}
 	struct mnode *dir;
-	int r = walk_parents(l, &dir);
-	if (r)
+	int r = walk_parents(l, false, &dir);
+	if (r < 0 || r == HIDDEN)
 		return r;
+	bool cut = r == CUT;
 	const char *name = base_name(&l->path);
 	size_t len = strlen(name);
 	struct mnode *n = lookup(l, dir, name, len);
-	if (n && n->layer > l->layer) {
-		/* A higher layer decided; only an implied directory above
-		 * takes its metadata from a real one below. */
-		if (n->kind == MK_DIR && is_dir && !n->explicit_dir &&
-		    n->meta_floor <= l->layer) {
-			*out = n;
-			*update = true;
-			return VISIBLE;
-		}
-		if (symlink && n->kind == MK_DIR && !n->explicit_dir &&
-		    n->meta_floor <= l->layer && n->floor <= l->layer &&
-		    follow_symlink(l, n, symlink)) {
-			if (!(n = put_node(l, dir, name, len, MK_OTHER)))
-				return anole_err(l->err, ENOMEM, "out of memory");
-			*out = n;
-			return VISIBLE;
-		}
-		/* A non-directory here ended whatever directory lower layers
-		 * had at this path before the higher one came. */
-		if (n->kind == MK_DIR && !is_dir) {
-			n->floor = MAX(n->floor, l->layer);
-			n->meta_floor = MAX(n->meta_floor, l->layer);
-		}
+	if (n && n->layer > l->layer)
+		return place_below(l, dir, n, cut, is_dir, symlink, out, update);
+	if (cut)
 		return HIDDEN;
-	}
 	if (n && n->kind == MK_DIR && is_dir) {
 		*out = n; /* the same layer names it again: new metadata */
 		*update = true;
+		unghost(n);
 		return VISIBLE;
 	}
-	if (!n && dir->floor > l->layer)
-		return HIDDEN;
-	bool was_whiteout = n && n->kind == MK_WHITEOUT;
+	/* After a whiteout or a non-directory of this layer at its path, a
+	 * directory starts empty (umoci removed the lower one). */
+	bool replaced = n && n->kind != MK_DIR;
 	if (!(n = put_node(l, dir, name, len, is_dir ? MK_DIR : MK_OTHER)))
 		return anole_err(l->err, ENOMEM, "out of memory");
-	if (was_whiteout && is_dir)
-		n->floor = l->layer;
+	if (replaced && is_dir)
+		cut_below(l, n, false);
 	*out = n;
 	return VISIBLE;
 }
@@ -1398,7 +1513,7 @@ int layers_finish(struct layers *l)
 	if (!l->root->explicit_dir) {
 		strbuf_add(&l->path, "", 0);
 		l->path.len = 0;
-		dm_apply(l, 0, root);
+		dm_implied(l, 0, root);
 	}
 	int r = tw_root(l->tw, &root);
 	if (r < 0)
@@ -1414,7 +1529,11 @@ int layers_finish(struct layers *l)
 		if (dir->opaque && (r = mark_opaque(l, dir->inode)) < 0)
 			break;
 		for (struct mnode *c = dir->first; c && r >= 0; c = c->next) {
-			if (c->kind == MK_DEAD || c->kind == MK_WHITEOUT)
+			/* Separate mode keeps whiteouts (they have an inode),
+			 * except in an opaque directory: there they would
+			 * hide nothing, and overlayfs shows them as devices. */
+			if (c->kind == MK_DEAD || c->ghost ||
+			    (c->kind == MK_WHITEOUT && (!c->inode || dir->opaque)))
 				continue;
 			r = tw_add(l->tw, dir->inode, c->name, c->namelen, c->inode, NULL);
 			if (r < 0 || c->kind != MK_DIR)
