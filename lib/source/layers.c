@@ -78,6 +78,7 @@ struct layers {
 	const char *what;
 	struct strmap *files; /* path -> struct lfile */
 	struct strbuf path; /* normalized path of the current entry */
+	struct strbuf ename; /* "LAYER: 'PATH'", see entry_name() */
 	struct xattr_setbuf xs;
 	int spool_fd;       /* one file's data, for the writer to read */
 	int big_fd;         /* the same for files too big for memory */
@@ -119,6 +120,9 @@ struct dirmeta {
 };
 
 #define SPOOL_MEM_MAX (64ull << 20)
+/* A sparse entry's size is only a claim. 2^56 bytes is what the writer's
+ * chunk maps cover (2^24 chunks of 4 GiB). */
+#define MAX_FILE_SIZE (1ull << 56)
 #define IO_BUF (1u << 20)
 
 /* ---- nodes ------------------------------------------------------------- */
@@ -246,6 +250,15 @@ static void *record(struct strmap *m, const char *key, size_t len, size_t size, 
 		rec = NULL;
 	}
 	return *slot = rec;
+}
+
+/* "LAYER: 'PATH'": how other modules' messages (xattrs, the writer) name
+ * an entry, so that every error names the layer and the entry. */
+static const char *entry_name(struct layers *l, const char *path)
+{
+	l->ename.len = 0;
+	strbuf_addf(&l->ename, "%s: '%s'", l->what, path);
+	return l->ename.buf ? l->ename.buf : path;
 }
 
 static struct dmeta *dm_slot(struct dirmeta *dm, const char *path, size_t len, bool create)
@@ -395,7 +408,8 @@ static void dm_implied(struct layers *l, size_t len, struct tinode *ino)
 		size_t nl = strlen(name) + 1;
 		uint16_t sz;
 		memcpy(&sz, name + nl, 2);
-		xattr_set_add(t, &l->xs, name, name + nl + 2, sz, l->err, l->path.buf);
+		xattr_set_add(t, &l->xs, name, name + nl + 2, sz, l->err,
+			      entry_name(l, l->path.buf));
 		off += nl + 2 + sz;
 	}
 	if (xattr_set_intern(t, &l->xs, &ino->xattr_set) < 0)
@@ -882,8 +896,9 @@ static int place(struct layers *l, bool is_dir, const char *symlink, struct mnod
 }
 
 /* Same name twice in one header: the later wins (as pax says). An empty
- * value is dropped: in pax an empty record deletes the keyword, and Go's
- * tar (Docker, containerd, umoci) reads it so. */
+ * value is an empty xattr, as GNU tar and containerd (which reads Go's
+ * PAXRecords) restore it; umoci 0.4.7 drops it (Go's Header.Xattrs
+ * skips empty values). */
 static int entry_xattrs(struct layers *l, struct archive_entry *e, struct tinode *ino)
 {
 	struct xa {
@@ -896,7 +911,7 @@ static int entry_xattrs(struct layers *l, struct archive_entry *e, struct tinode
 	int r;
 	archive_entry_xattr_reset(e);
 	while (archive_entry_xattr_next(e, &v[n].name, &v[n].value, &v[n].size) == ARCHIVE_OK) {
-		if (!v[n].name || !v[n].size)
+		if (!v[n].name)
 			continue;
 		if (++n == ARRAY_SIZE(v))
 			return anole_err(l->err, E2BIG, "%s: '%s': too many xattrs", l->what,
@@ -910,11 +925,11 @@ static int entry_xattrs(struct layers *l, struct archive_entry *e, struct tinode
 			continue;
 		has_acl |= !strncmp(v[i].name, "system.posix_acl_", 17);
 		if ((r = xattr_set_add(tw_xattrs(l->tw), &l->xs, v[i].name, v[i].value, v[i].size,
-				       l->err, l->path.buf)) < 0)
+				       l->err, entry_name(l, l->path.buf))) < 0)
 			return r;
 	}
 	if (!has_acl && (r = source_acl_xattrs(tw_xattrs(l->tw), &l->xs, e, &ino->mode, l->err,
-					       l->path.buf)) < 0)
+					       entry_name(l, l->path.buf))) < 0)
 		return r;
 	r = xattr_set_intern(tw_xattrs(l->tw), &l->xs, &ino->xattr_set);
 	return r < 0 ? anole_err(l->err, -r, "out of memory") : 0;
@@ -944,6 +959,11 @@ static int fill_inode(struct layers *l, struct archive_entry *e, struct tinode *
 			return anole_err(l->err, EINVAL, "%s: '%s': negative size", l->what,
 					 l->path.buf);
 		ino->size = (uint64_t)archive_entry_size(e);
+		if (ino->size > MAX_FILE_SIZE)
+			return anole_err(l->err, EFBIG,
+					 "%s: '%s': %llu bytes, more than the 2^56 anole stores "
+					 "in a file", l->what, l->path.buf,
+					 (unsigned long long)ino->size);
 		break;
 	case AE_IFDIR:
 	case AE_IFIFO:
@@ -1027,13 +1047,15 @@ static int copy_entry_data(struct layers *l, struct archive *a, uint64_t size, i
 	uint64_t written = 0, end = 0;
 	int r;
 	if (sparse && ftruncate(fd, (off_t)base) < 0)
-		return anole_err(l->err, errno, "spool file: %s", strerror(errno));
+		return anole_err(l->err, errno, "%s: '%s': spool file: %s", l->what,
+					 l->path.buf, strerror(errno));
 	while ((r = archive_read_data_block(a, &buf, &len, &off)) == ARCHIVE_OK) {
 		if (off < 0 || (uint64_t)off > size || len > size - (uint64_t)off)
 			return anole_err(l->err, EINVAL, "%s: '%s': data beyond the file's size",
 					 l->what, l->path.buf);
 		if (len && (r = pwrite_full(fd, buf, len, base + (uint64_t)off)) < 0)
-			return anole_err(l->err, -r, "spool file: %s", strerror(-r));
+			return anole_err(l->err, -r, "%s: '%s': spool file: %s", l->what,
+					 l->path.buf, strerror(-r));
 		written += len;
 		end = MAX(end, (uint64_t)off + len);
 	}
@@ -1041,7 +1063,8 @@ static int copy_entry_data(struct layers *l, struct archive *a, uint64_t size, i
 		return source_archive_err(l->err, a, l->what, l->path.buf);
 	if (sparse) {
 		if (ftruncate(fd, (off_t)(base + size)) < 0)
-			return anole_err(l->err, errno, "spool file: %s", strerror(errno));
+			return anole_err(l->err, errno, "%s: '%s': spool file: %s", l->what,
+					 l->path.buf, strerror(errno));
 	} else if (written != size || end != size) {
 		return anole_err(l->err, EIO, "%s: '%s': %llu of %llu data bytes", l->what,
 				 l->path.buf, (unsigned long long)written, (unsigned long long)size);
@@ -1060,7 +1083,7 @@ static int store_data(struct layers *l, struct archive *a, struct archive_entry 
 	if ((r = spool_fd_for(l, ino->size, &fd)) < 0 ||
 	    (r = copy_entry_data(l, a, ino->size, fd, 0, ext != NULL)) < 0)
 		return r;
-	return tw_file_data(l->tw, ino, fd, ext, next, l->path.buf);
+	return tw_file_data(l->tw, ino, fd, ext, next, entry_name(l, l->path.buf));
 }
 
 /* ---- hard links -------------------------------------------------------- */
@@ -1138,7 +1161,8 @@ static int copy_fd(struct layers *l, int from, uint64_t foff, int to, uint64_t t
 		if (r >= 0)
 			r = pwrite_full(to, l->buf, n, toff);
 		if (r < 0)
-			return anole_err(l->err, -r, "temporary file: %s", strerror(-r));
+			return anole_err(l->err, -r, "%s: '%s': temporary file: %s", l->what,
+					 l->path.buf, strerror(-r));
 		foff += n;
 		toff += n;
 		len -= n;
@@ -1156,7 +1180,8 @@ static int materialize(struct layers *l, struct lfile *f)
 	if ((r = spool_fd_for(l, ino->size, &fd)) < 0)
 		return r;
 	if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)ino->size) < 0)
-		return anole_err(l->err, errno, "spool file: %s", strerror(errno));
+		return anole_err(l->err, errno, "%s: '%s': spool file: %s", l->what,
+					 l->path.buf, strerror(errno));
 	if (f->ext) {
 		for (size_t i = 0; i < f->next; i++)
 			if ((r = copy_fd(l, l->scratch_fd, f->scratch_off + f->ext[i].off, fd,
@@ -1165,7 +1190,7 @@ static int materialize(struct layers *l, struct lfile *f)
 	} else if ((r = copy_fd(l, l->scratch_fd, f->scratch_off, fd, 0, ino->size)) < 0) {
 		return r;
 	}
-	return tw_file_data(l->tw, ino, fd, f->ext, f->next, f->path);
+	return tw_file_data(l->tw, ino, fd, f->ext, f->next, entry_name(l, f->path));
 }
 
 static struct pending *pending_slot(struct layers *l, const char *path, bool create)
@@ -1217,7 +1242,8 @@ static int link_down(struct layers *l, struct mnode *n, const char *target)
 static int copy_xattr(void *ctx, const char *name, const void *value, size_t size)
 {
 	struct layers *l = ctx;
-	return xattr_set_add(tw_xattrs(l->tw), &l->xs, name, value, size, l->err, l->path.buf);
+	return xattr_set_add(tw_xattrs(l->tw), &l->xs, name, value, size, l->err,
+			     entry_name(l, l->path.buf));
 }
 
 /* Copy a file of an image below into this layer's spool and inode. */
@@ -1239,7 +1265,8 @@ static int copy_lower_file(struct layers *l, struct anole_image *img, const stru
 		char buf[4097];
 		r = anole_readlink(img, ai, buf, sizeof(buf));
 		if (r < 0)
-			return anole_err(l->err, -r, "%s: cannot read the symlink", l->path.buf);
+			return anole_err(l->err, -r, "%s: '%s': cannot read the symlink", l->what,
+					 l->path.buf);
 		ino->size = strlen(buf);
 		return (ino->u.symlink = strdup(buf)) ? 0 : anole_err(l->err, ENOMEM, "out of memory");
 	}
@@ -1252,13 +1279,14 @@ static int copy_lower_file(struct layers *l, struct anole_image *img, const stru
 	for (uint64_t off = 0; off < ai->size;) {
 		ssize_t got = anole_pread(img, ai, l->buf, IO_BUF, off);
 		if (got <= 0)
-			return anole_err(l->err, got < 0 ? (int)-got : EIO, "%s: %s", l->path.buf,
-					 anole_image_error(img)->msg);
+			return anole_err(l->err, got < 0 ? (int)-got : EIO, "%s: '%s': %s", l->what,
+					 l->path.buf, anole_image_error(img)->msg);
 		if ((r = pwrite_full(fd, l->buf, (size_t)got, off)) < 0)
-			return anole_err(l->err, -r, "spool file: %s", strerror(-r));
+			return anole_err(l->err, -r, "%s: '%s': spool file: %s", l->what,
+					 l->path.buf, strerror(-r));
 		off += (uint64_t)got;
 	}
-	return tw_file_data(l->tw, ino, fd, NULL, 0, l->path.buf);
+	return tw_file_data(l->tw, ino, fd, NULL, 0, entry_name(l, l->path.buf));
 }
 
 /*
@@ -1605,6 +1633,7 @@ void layers_free(struct layers *l)
 	files_reset(l);
 	strmap_free(l->files, NULL);
 	strbuf_release(&l->path);
+	strbuf_release(&l->ename);
 	xattr_setbuf_release(&l->xs);
 	if (l->spool_fd >= 0)
 		close(l->spool_fd);
