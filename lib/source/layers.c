@@ -76,6 +76,7 @@ struct layers {
 	/* the layer being read */
 	uint32_t layer;
 	const char *what;
+	struct blob_stream *bs;
 	struct strmap *files; /* path -> struct lfile */
 	struct strbuf path; /* normalized path of the current entry */
 	struct strbuf ename; /* "LAYER: 'PATH'", see entry_name() */
@@ -1060,7 +1061,7 @@ static int copy_entry_data(struct layers *l, struct archive *a, uint64_t size, i
 		end = MAX(end, (uint64_t)off + len);
 	}
 	if (r != ARCHIVE_EOF)
-		return source_archive_err(l->err, a, l->what, l->path.buf);
+		return tar_error(l->bs, a, l->path.buf, l->err);
 	if (sparse) {
 		if (ftruncate(fd, (off_t)(base + size)) < 0)
 			return anole_err(l->err, errno, "%s: '%s': spool file: %s", l->what,
@@ -1485,20 +1486,14 @@ static int layer_entry(struct layers *l, struct archive *a, struct archive_entry
 	return type == AE_IFREG ? store_data(l, a, e, ino) : 0;
 }
 
-int layers_add(struct layers *l, struct archive *a, uint32_t layer, const char *what)
+int layers_add(struct layers *l, struct blob_stream *bs, struct archive *a, uint32_t layer)
 {
 	struct archive_entry *e;
-	int r = 0;
+	int r;
 	l->layer = layer;
-	l->what = what;
-	for (;;) {
-		int ar = archive_read_next_header(a, &e);
-		if (ar == ARCHIVE_EOF)
-			break;
-		if (ar != ARCHIVE_OK && ar != ARCHIVE_WARN) {
-			r = source_archive_err(l->err, a, what, NULL);
-			break;
-		}
+	l->what = bs->what;
+	l->bs = bs;
+	while ((r = tar_next(bs, a, &e, l->err)) > 0) {
 		l->stats.entries++;
 		if ((r = layer_entry(l, a, e)) < 0)
 			break;

@@ -351,8 +351,9 @@ static int layer_read(struct image_src *s, size_t i, struct layers *l)
 	if (r >= 0)
 		r = tar_open(&ol.bs, &a, s->err);
 	if (r >= 0)
-		r = layers_add(l, a, (uint32_t)i, ol.what);
-	/* Drain and check the digest, then let the download thread go. */
+		r = layers_add(l, &ol.bs, a, (uint32_t)i);
+	/* Drain and check the digest (which, not matching, explains a
+	 * failure best), then let the download thread go. */
 	int rc = tar_close(&ol.bs, a, r >= 0, s->err);
 	if (ol.bs.fd >= 0)
 		close(ol.bs.fd);
@@ -365,7 +366,7 @@ static int layer_read(struct image_src *s, size_t i, struct layers *l)
 			return rf;
 		}
 	}
-	return r < 0 ? r : rc;
+	return rc < 0 ? rc : r;
 }
 
 static int build_merged(struct image_src *s, const char *image,
