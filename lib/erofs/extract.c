@@ -17,7 +17,6 @@
 #include "anole/erofs_fs.h"
 #include "erofs/reader.h"
 
-#define MAX_DEPTH 4096
 
 struct link_seen {
 	uint64_t nid;
@@ -245,9 +244,9 @@ static int extract_entry(struct extractor *x, int dirfd, const struct dent *d, i
 
 static int extract_dir(struct extractor *x, int dirfd, const struct anole_inode *dir, int depth)
 {
-	if (depth > MAX_DEPTH)
+	if (depth > ANOLE_MAX_DEPTH)
 		return img_corrupt(x->img, dir->nid, dir->pos, "directory tree deeper than %d",
-				   MAX_DEPTH);
+				   ANOLE_MAX_DEPTH);
 	struct dent_list l = {0};
 	int r = read_dir_entries(x->img, dir, &l);
 	size_t plen = x->rel.len;
