@@ -40,6 +40,18 @@ for fmt in zstd zstd:chunked; do
 	cmp "$TMP/repack.img" "$TMP/skopeo.img" || fail "skopeo $fmt: image differs from gzip's"
 done
 
+# Docker media types BuildKit and Windows-era tools write: zstd, and
+# foreign layers (plain and gzip): the same layers, the same image.
+D=$TMP/docker-types
+"$ROOT/tests/lib/ocitool" init "$D"
+"$ROOT/tests/lib/ocitool" new "$D" v1
+"$ROOT/tests/lib/ocitool" add-layer "$D" v1 "$C/wh_absent/v11.tar" --compress zstd \
+	--media-type application/vnd.docker.image.rootfs.diff.tar.zstd >/dev/null
+"$ROOT/tests/lib/ocitool" add-layer "$D" v1 "$C/wh_absent/v12.tar" --compress none \
+	--media-type application/vnd.docker.image.rootfs.foreign.diff.tar >/dev/null
+"$ANOLE" build -q "oci:$D:v1" "$TMP/docker-types.img" || fail "Docker media types: build failed"
+cmp "$TMP/wh_absent.img" "$TMP/docker-types.img" || fail "Docker media types: the image differs"
+
 # Empty xattrs: GNU tar --xattrs writes them as empty PAX records; a tar
 # file, a merged image and separate layers keep them (umoci 0.4.7 drops
 # them, so the truth is the tree tar read, compared through getfattr too).

@@ -78,7 +78,10 @@ static bool is_layer_type(const char *mt)
 		"application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
 		"application/vnd.docker.image.rootfs.diff.tar.gzip",
 		"application/vnd.docker.image.rootfs.diff.tar",
+		/* BuildKit's zstd under Docker media types; containerd reads it */
+		"application/vnd.docker.image.rootfs.diff.tar.zstd",
 		"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+		"application/vnd.docker.image.rootfs.foreign.diff.tar",
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(ok); i++)
 		if (!strcmp(mt, ok[i]))
