@@ -1049,7 +1049,7 @@ static int copy_entry_data(struct layers *l, struct archive *a, uint64_t size, i
 	int r;
 	if (sparse && ftruncate(fd, (off_t)base) < 0)
 		return anole_err(l->err, errno, "%s: '%s': spool file: %s", l->what,
-					 l->path.buf, strerror(errno));
+				 l->path.buf, strerror(errno));
 	while ((r = archive_read_data_block(a, &buf, &len, &off)) == ARCHIVE_OK) {
 		if (off < 0 || (uint64_t)off > size || len > size - (uint64_t)off)
 			return anole_err(l->err, EINVAL, "%s: '%s': data beyond the file's size",
@@ -1182,7 +1182,7 @@ static int materialize(struct layers *l, struct lfile *f)
 		return r;
 	if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)ino->size) < 0)
 		return anole_err(l->err, errno, "%s: '%s': spool file: %s", l->what,
-					 l->path.buf, strerror(errno));
+				 l->path.buf, strerror(errno));
 	if (f->ext) {
 		for (size_t i = 0; i < f->next; i++)
 			if ((r = copy_fd(l, l->scratch_fd, f->scratch_off + f->ext[i].off, fd,
