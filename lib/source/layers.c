@@ -113,6 +113,9 @@ struct dmeta {
 	int64_t mtime;
 	char *symlink; /* the path is a symlink to this, not a directory */
 	bool gone;     /* a later layer deleted or replaced it */
+	/* layer + 1 that last made it, and that last cut off what lower
+	 * layers had under it: a record made before a cut above it is stale */
+	uint32_t born, cut;
 	struct strbuf xattrs; /* name\0, u16 size, value; repeated */
 };
 
@@ -319,27 +322,28 @@ static bool dm_is_dir(const struct dmeta *d)
 	return d && S_ISDIR(d->mode) && !d->gone && !d->symlink;
 }
 
-struct dm_prefix {
-	const char *path;
-	size_t len;
-};
-
-static void dm_gone_under(const char *key, void *value, void *ctx)
-{
-	const struct dm_prefix *p = ctx;
-	struct dmeta *d = value;
-	bool under = p->len ? !strncmp(key, p->path, p->len) && key[p->len] == '/' : key[0] != 0;
-	if (d && under)
-		d->gone = true;
-}
-
 /* Everything lower layers left under the directory @path is gone (an
  * opaque marker, a whiteout or a non-directory over it): a later layer
- * that makes the directory again starts it empty. */
+ * that makes the directory again starts it empty. Records below it go
+ * stale (dm_step), rather than being found and marked here. */
 static void dm_cut(struct layers *l, const char *path, size_t len)
 {
-	struct dm_prefix p = {path, len};
-	strmap_foreach(l->dm->m, dm_gone_under, &p);
+	struct dmeta *d = dm_slot(l->dm, path, len, true);
+	if (d)
+		d->cut = l->layer + 1;
+}
+
+/* The record of the prefix [0, @len) of l->path, walking down from the
+ * root: NULL when absent or stale. @cutoff carries the latest cut of the
+ * prefixes above it (start with dm_step(l, 0, &zero)). */
+static const struct dmeta *dm_step(struct layers *l, size_t len, uint32_t *cutoff)
+{
+	const struct dmeta *d = l->dm ? dm_slot(l->dm, l->path.buf, len, false) : NULL;
+	if (!d)
+		return NULL;
+	bool stale = d->born < *cutoff;
+	*cutoff = MAX(*cutoff, d->cut);
+	return stale ? NULL : d;
 }
 
 static void dm_set(struct dmeta *d, struct layers *l, const struct tinode *ino)
@@ -352,6 +356,7 @@ static void dm_set(struct dmeta *d, struct layers *l, const struct tinode *ino)
 	free(d->symlink);
 	d->symlink = NULL;
 	d->gone = false;
+	d->born = l->layer + 1;
 	d->xattrs.len = 0;
 	xattr_set_foreach(tw_xattrs(l->tw), ino->xattr_set, dm_add_xattr, &d->xattrs);
 }
@@ -374,32 +379,35 @@ static void dm_other(struct layers *l, const struct tinode *ino)
 	if (!d)
 		return;
 	if (dm_is_dir(d))
-		dm_cut(l, l->path.buf, l->path.len);
+		d->cut = l->layer + 1;
 	free(d->symlink);
 	d->symlink = link ? strdup(ino->u.symlink) : NULL;
 	d->gone = !link;
+	d->born = l->layer + 1;
 }
 
 static void dm_gone(struct layers *l, const char *path, size_t len)
 {
 	struct dmeta *d = l->dm ? dm_slot(l->dm, path, len, false) : NULL;
-	if (dm_is_dir(d))
-		dm_cut(l, path, len);
-	if (d)
+	if (d) {
 		d->gone = true;
+		d->cut = l->layer + 1;
+	}
 }
 
-/* A directory this layer implies at the first @len bytes of l->path: it
- * shows the metadata the layers below gave it (stacked with overlayfs,
- * the upper copy's is what shows), and when they had none it is
- * remembered, so that later layers know it exists. */
-static void dm_implied(struct layers *l, size_t len, struct tinode *ino)
+/* A directory this layer implies at the first @len bytes of l->path,
+ * whose record is @d (dm_step): it shows the metadata the layers below
+ * gave it (stacked with overlayfs, the upper copy's is what shows), and
+ * when they had none it is remembered, so that later layers know it
+ * exists. */
+static void dm_implied(struct layers *l, size_t len, const struct dmeta *d, struct tinode *ino)
 {
-	struct dmeta *d = l->dm ? dm_slot(l->dm, l->path.buf, len, true) : NULL;
-	if (!d)
+	if (!l->dm)
 		return;
 	if (!dm_is_dir(d)) {
-		dm_set(d, l, ino);
+		struct dmeta *nd = dm_slot(l->dm, l->path.buf, len, true);
+		if (nd)
+			dm_set(nd, l, ino);
 		return;
 	}
 	/* xattrs go into this image's own table */
@@ -589,22 +597,19 @@ static int through_symlink(struct layers *l, size_t len, const char *target)
 	return 0;
 }
 
-/* A directory of this layer's path that no node holds yet: made, or for
- * a whiteout or opaque marker (@marker) maybe not. */
+/* A directory of this layer's path that no node holds yet (@d: what
+ * the layers below left there): made, or for a whiteout or opaque marker
+ * (@marker) maybe not. */
 static int implied_dir(struct layers *l, struct mnode *dir, const char *name, size_t len,
-		       bool marker, struct mnode **out)
+		       bool marker, const struct dmeta *d, struct mnode **out)
 {
-	size_t plen = (size_t)(name + len - l->path.buf);
-	if (marker && l->separate) {
-		/* the layers below are known: a marker in a directory they
-		 * do not have deletes nothing */
-		const struct dmeta *d = l->dm ? dm_slot(l->dm, l->path.buf, plen, false) : NULL;
-		if (!dm_is_dir(d))
-			return HIDDEN;
-	}
+	/* separate mode knows the layers below: a marker in a directory
+	 * they do not have deletes nothing */
+	if (marker && l->separate && !dm_is_dir(d))
+		return HIDDEN;
 	if (!(*out = put_implicit_dir(l, dir, name, len, marker && !l->separate)))
 		return anole_err(l->err, ENOMEM, "out of memory");
-	dm_implied(l, plen, (*out)->inode);
+	dm_implied(l, (size_t)(name + len - l->path.buf), d, (*out)->inode);
 	return VISIBLE;
 }
 
@@ -621,12 +626,15 @@ static int walk_parents(struct layers *l, bool marker, struct mnode **out)
 	const char *p = l->path.buf;
 	bool cut = false;
 	int hops = 0;
+	uint32_t cutoff = 0;
+	dm_step(l, 0, &cutoff);
 	for (;;) {
 		cut |= dir->floor > l->layer;
 		const char *slash = strchr(p, '/');
 		if (!slash)
 			break;
 		size_t len = (size_t)(slash - p), plen = (size_t)(slash - l->path.buf);
+		const struct dmeta *d = dm_step(l, plen, &cutoff);
 		struct mnode *n = lookup(l, dir, p, len);
 		if (n && n->kind == MK_WHITEOUT) {
 			if (n->layer > l->layer)
@@ -645,7 +653,6 @@ static int walk_parents(struct layers *l, bool marker, struct mnode **out)
 		} else if (!n) {
 			if (cut)
 				return HIDDEN;
-			const struct dmeta *d = l->dm ? dm_slot(l->dm, l->path.buf, plen, false) : NULL;
 			if (d && d->symlink && !d->gone) {
 				if (++hops > 40)
 					return anole_err(l->err, ELOOP, "%s: '%s': too many symlinks",
@@ -656,9 +663,11 @@ static int walk_parents(struct layers *l, bool marker, struct mnode **out)
 				dir = l->root;
 				p = l->path.buf;
 				cut = false;
+				cutoff = 0;
+				dm_step(l, 0, &cutoff);
 				continue;
 			}
-			int r = implied_dir(l, dir, p, len, marker, &n);
+			int r = implied_dir(l, dir, p, len, marker, d, &n);
 			if (r)
 				return r;
 		} else if (n->ghost && !marker && !cut && n->meta_floor <= l->layer) {
@@ -1536,7 +1545,7 @@ int layers_finish(struct layers *l)
 	if (!l->root->explicit_dir) {
 		strbuf_add(&l->path, "", 0);
 		l->path.len = 0;
-		dm_implied(l, 0, root);
+		dm_implied(l, 0, l->dm ? dm_slot(l->dm, "", 0, false) : NULL, root);
 	}
 	int r = tw_root(l->tw, &root);
 	if (r < 0)
