@@ -622,7 +622,7 @@ static int implied_dir(struct layers *l, struct mnode *dir, const char *name, si
  */
 static int walk_parents(struct layers *l, bool marker, struct mnode **out)
 {
-	struct mnode *dir = l->root;
+	struct mnode *dir = *out = l->root;
 	const char *p = l->path.buf;
 	bool cut = false;
 	int hops = 0;
