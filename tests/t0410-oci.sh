@@ -95,20 +95,7 @@ run_image() {	# LAYOUT-DIR NAME
 
 	# One image per layer, stacked with overlayfs.
 	"$ANOLE" build -q --layers=separate "oci:$L:v1" "$TMP/$name.sep" || fail "$name: separate failed"
-	local lower="" i
-	for i in "$TMP/$name.sep"/*.erofs; do
-		mkdir -p "$i.mnt"
-		"$ANOLE" mount "$i" "$i.mnt" || fail "$name: mount $i failed"
-		lower=$i.mnt${lower:+:$lower}
-	done
-	mount -t overlay overlay -o "lowerdir=$lower" "$MNT" || fail "$name: overlay mount failed"
-	# overlayfs shows a lower layer's link count, not what is left of it
-	"$TREECMP" --no-nlink "$TRUTH" "$MNT" >"$TMP/cmp.log" 2>&1 || {
-		cat "$TMP/cmp.log"
-		fail "$name: overlayfs stack of separate layers differs from umoci unpack"
-	}
-	umount "$MNT"
-	for i in "$TMP/$name.sep"/*.erofs; do "$ANOLE" umount "$i.mnt"; done
+	stack_matches "$TMP/$name.sep" "$TRUTH" "$name"
 
 	# export -> tar -x reproduces the tree.
 	"$ANOLE" export -q "$TMP/$name.img" -o "$TMP/$name.tar" || fail "$name: export failed"

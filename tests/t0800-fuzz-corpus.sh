@@ -7,7 +7,7 @@
 . "$(dirname "$0")/lib/common.sh"
 bin=$ROOT/${BUILD_DIR:-build}/tests/fuzz
 F=$ROOT/tests/fuzz
-for t in image tar blobmeta oci prefetch control hints; do
+for t in image tar blobmeta oci prefetch control hints tarhdr; do
 	exe=$bin/fuzz_${t}_replay
 	[ -x "$exe" ] || fail "$exe not built"
 	files=()

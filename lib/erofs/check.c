@@ -9,7 +9,6 @@
 #include "anole/erofs_fs.h"
 #include "erofs/reader.h"
 
-#define MAX_DEPTH 4096
 
 static int collect(void *ctx, const char *name, size_t len, uint64_t nid, unsigned int type)
 {
@@ -154,9 +153,9 @@ static __attribute__((noinline)) int check_data(struct checker *c, const struct 
 
 static int check_dir(struct checker *c, const struct anole_inode *dir, uint64_t parent, int depth)
 {
-	if (depth > MAX_DEPTH)
+	if (depth > ANOLE_MAX_DEPTH)
 		return img_corrupt(c->img, dir->nid, dir->pos, "directory tree deeper than %d",
-				   MAX_DEPTH);
+				   ANOLE_MAX_DEPTH);
 	struct dent_list l = {0};
 	int r = read_dir_entries(c->img, dir, &l);
 	uint32_t subdirs = 0;

@@ -21,7 +21,6 @@
 #include "util/dyn_archive.h"
 #include "util/util.h"
 
-#define MAX_DEPTH 4096
 #define DATA_CHUNK (1u << 20)
 /* Holes are fed to libarchive (which skips them) from a read-only zero
  * mapping: address space only, no memory behind it. archive_write_data()
@@ -588,7 +587,7 @@ static void free_dents(struct dent_list *l)
  * which anole_readdir enforces. */
 static int export_dir(struct exporter *x, const struct anole_inode *dir, int depth)
 {
-	if (depth > MAX_DEPTH)
+	if (depth > ANOLE_MAX_DEPTH)
 		return corrupt(x, "directory tree too deep");
 	if (nid_find(&x->dirs, dir->nid))
 		return corrupt(x, "directory reached twice (a loop)");
@@ -747,7 +746,7 @@ int anole_export(struct anole_image *img, const char *out, const struct anole_ex
 	else if (!S_ISDIR(root.mode))
 		r = corrupt(&x, "root is not a directory");
 	else
-		r = export_inode(&x, &root, 0);
+		r = export_inode(&x, &root, -1); /* the root's entries are at depth 0 */
 	if (r >= 0 && archive_write_close(x.a) != ARCHIVE_OK)
 		r = archive_failed(&x, "finish the tar");
 out:

@@ -27,7 +27,6 @@
 #include "erofs/reader.h"
 #include "util/safefs.h"
 
-#define MAX_DEPTH 4096
 #define WORK_PREFIX ".anole-extract."
 
 struct link_seen {
@@ -263,9 +262,9 @@ static int extract_entry(struct extractor *x, int dirfd, const struct dent *d, i
 
 static int extract_dir(struct extractor *x, int dirfd, const struct anole_inode *dir, int depth)
 {
-	if (depth > MAX_DEPTH)
+	if (depth > ANOLE_MAX_DEPTH)
 		return img_corrupt(x->img, dir->nid, dir->pos, "directory tree deeper than %d",
-				   MAX_DEPTH);
+				   ANOLE_MAX_DEPTH);
 	struct dent_list l = {0};
 	int r = read_dir_entries(x->img, dir, &l);
 	size_t plen = x->rel.len;

@@ -21,6 +21,7 @@ struct tdir {
 	uint32_t nchild, cap;
 	uint32_t nsubdirs;
 	struct tdentry *parent; /* the dentry naming this dir, NULL for root */
+	uint32_t depth;         /* below the root */
 };
 
 enum tdata_kind {

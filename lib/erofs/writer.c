@@ -475,6 +475,24 @@ void tdentry_path(const struct tdentry *d, struct strbuf *out)
 	}
 }
 
+/* check and extract would refuse the image: say so now, with the end of
+ * the path */
+static int too_deep(struct tree_writer *tw, const struct tdir *pd, const char *name,
+		    size_t namelen)
+{
+	struct strbuf p = {0};
+	tdentry_path(pd->parent, &p);
+	strbuf_add(&p, "/", 1);
+	escape_name(name, namelen, &p);
+	int r = anole_err(tw->err, ELOOP,
+			  "'%s%s': directories nested deeper than %d (check and extract refuse "
+			  "deeper trees)",
+			  p.len > 120 ? "..." : "", p.buf ? p.buf + (p.len > 120 ? p.len - 120 : 0) : "",
+			  ANOLE_MAX_DEPTH);
+	strbuf_release(&p);
+	return r;
+}
+
 int tw_add(struct tree_writer *tw, struct tinode *parent, const char *name, size_t namelen,
 	   struct tinode *inode, struct tdentry **out)
 {
@@ -487,6 +505,8 @@ int tw_add(struct tree_writer *tw, struct tinode *parent, const char *name, size
 		return anole_err(tw->err, ENOTDIR, "parent of '%.*s' is not a directory",
 				 (int)namelen, name);
 	struct tdir *pd = parent->u.dir;
+	if (S_ISDIR(inode->mode) && !inode->nlink && pd->depth >= ANOLE_MAX_DEPTH)
+		return too_deep(tw, pd, name, namelen);
 	struct tdentry *d = malloc(sizeof(*d) + namelen);
 	if (!d)
 		return anole_err(tw->err, ENOMEM, "out of memory");
@@ -527,6 +547,7 @@ int tw_add(struct tree_writer *tw, struct tinode *parent, const char *name, size
 	if (S_ISDIR(inode->mode)) {
 		pd->nsubdirs++;
 		inode->u.dir->parent = d;
+		inode->u.dir->depth = pd->depth + 1;
 	}
 	if (out)
 		*out = d;

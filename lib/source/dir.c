@@ -26,6 +26,8 @@ struct walk {
 	struct xattr_setbuf xs;
 	char *xnames, *xvalue;
 	size_t xnames_cap;
+	char *link; /* a symlink's target; walk_entry recurses 4096 deep, so
+		       its big buffers are here, not on the stack */
 };
 
 static size_t hl_slot(const struct walk *w, dev_t dev, ino_t ino)
@@ -309,15 +311,17 @@ static int walk_entry(struct walk *w, int dirfd, struct tinode *dir, const struc
 		return r;
 	}
 	if (S_ISLNK(st.st_mode)) {
-		char target[4097];
-		ssize_t len = readlinkat(dirfd, nm->s, target, sizeof(target));
-		if (len < 0 || len >= (ssize_t)sizeof(target)) {
+		const size_t size = 4097;
+		ssize_t len = w->link || (w->link = malloc(size))
+				      ? readlinkat(dirfd, nm->s, w->link, size)
+				      : (errno = ENOMEM, -1);
+		if (len < 0 || len >= (ssize_t)size) {
 			free(ino);
 			return anole_err(w->err, len < 0 ? errno : ENAMETOOLONG,
 					 "%s: cannot read symlink: %s", w->path.buf,
 					 len < 0 ? strerror(errno) : "target too long");
 		}
-		ino->u.symlink = strndup(target, (size_t)len);
+		ino->u.symlink = strndup(w->link, (size_t)len);
 		ino->size = (uint64_t)len;
 		if (!ino->u.symlink) {
 			free(ino);
@@ -381,6 +385,7 @@ int source_dir(struct tree_writer *tw, const char *path, struct anole_error *err
 	free(w.hl);
 	free(w.xnames);
 	free(w.xvalue);
+	free(w.link);
 	xattr_setbuf_release(&w.xs);
 	return r;
 }

@@ -12,6 +12,11 @@
  * through a lower layer's symlink resolve inside the root: when the
  * symlink arrives, what higher layers put under it moves to its target.
  *
+ * A whiteout or opaque marker creates nothing: the directories it names
+ * are "ghosts" until a real entry shows they exist. Under a non-directory
+ * of its own layer it deletes nothing (umoci repack writes whiteouts for
+ * the old children of a directory it made a symlink or a file).
+ *
  * In separate mode each layer becomes its own image and the markers are
  * kept the way overlayfs reads them: a 0/0 character device for a whiteout
  * and trusted.overlay.opaque=y on an opaque directory.
@@ -39,6 +44,8 @@ struct mnode {
 	uint8_t kind;
 	bool explicit_dir; /* a layer entry gave this dir its metadata */
 	bool opaque;       /* separate mode: gets trusted.overlay.opaque */
+	bool ghost;        /* a dir made only to hold whiteouts: not in the
+			      image unless a real entry turns up in it */
 	uint16_t namelen;
 	char name[];
 };
@@ -69,8 +76,10 @@ struct layers {
 	/* the layer being read */
 	uint32_t layer;
 	const char *what;
+	struct blob_stream *bs;
 	struct strmap *files; /* path -> struct lfile */
 	struct strbuf path; /* normalized path of the current entry */
+	struct strbuf ename; /* "LAYER: 'PATH'", see entry_name() */
 	struct xattr_setbuf xs;
 	int spool_fd;       /* one file's data, for the writer to read */
 	int big_fd;         /* the same for files too big for memory */
@@ -104,6 +113,9 @@ struct dmeta {
 	int64_t mtime;
 	char *symlink; /* the path is a symlink to this, not a directory */
 	bool gone;     /* a later layer deleted or replaced it */
+	/* layer + 1 that last made it, and that last cut off what lower
+	 * layers had under it: a record made before a cut above it is stale */
+	uint32_t born, cut;
 	struct strbuf xattrs; /* name\0, u16 size, value; repeated */
 };
 
@@ -112,6 +124,9 @@ struct dirmeta {
 };
 
 #define SPOOL_MEM_MAX (64ull << 20)
+/* A sparse entry's size is only a claim. 2^56 bytes is what the writer's
+ * chunk maps cover (2^24 chunks of 4 GiB). */
+#define MAX_FILE_SIZE (1ull << 56)
 #define IO_BUF (1u << 20)
 
 /* ---- nodes ------------------------------------------------------------- */
@@ -241,6 +256,15 @@ static void *record(struct strmap *m, const char *key, size_t len, size_t size, 
 	return *slot = rec;
 }
 
+/* "LAYER: 'PATH'": how other modules' messages (xattrs, the writer) name
+ * an entry, so that every error names the layer and the entry. */
+static const char *entry_name(struct layers *l, const char *path)
+{
+	l->ename.len = 0;
+	strbuf_addf(&l->ename, "%s: '%s'", l->what, path);
+	return l->ename.buf ? l->ename.buf : path;
+}
+
 static struct dmeta *dm_slot(struct dirmeta *dm, const char *path, size_t len, bool create)
 {
 	return record(dm->m, path, len, sizeof(struct dmeta), create);
@@ -293,11 +317,37 @@ static int dm_add_xattr(void *ctx, const char *name, const void *value, size_t s
 	return 0;
 }
 
-static void dm_remember(struct layers *l, const struct tinode *ino)
+static bool dm_is_dir(const struct dmeta *d)
 {
-	struct dmeta *d = l->dm ? dm_slot(l->dm, l->path.buf, l->path.len, true) : NULL;
+	return d && S_ISDIR(d->mode) && !d->gone && !d->symlink;
+}
+
+/* Everything lower layers left under the directory @path is gone (an
+ * opaque marker, a whiteout or a non-directory over it): a later layer
+ * that makes the directory again starts it empty. Records below it go
+ * stale (dm_step), rather than being found and marked here. */
+static void dm_cut(struct layers *l, const char *path, size_t len)
+{
+	struct dmeta *d = dm_slot(l->dm, path, len, true);
+	if (d)
+		d->cut = l->layer + 1;
+}
+
+/* The record of the prefix [0, @len) of l->path, walking down from the
+ * root: NULL when absent or stale. @cutoff carries the latest cut of the
+ * prefixes above it (start with dm_step(l, 0, &zero)). */
+static const struct dmeta *dm_step(struct layers *l, size_t len, uint32_t *cutoff)
+{
+	const struct dmeta *d = l->dm ? dm_slot(l->dm, l->path.buf, len, false) : NULL;
 	if (!d)
-		return; /* out of memory only costs the metadata */
+		return NULL;
+	bool stale = d->born < *cutoff;
+	*cutoff = MAX(*cutoff, d->cut);
+	return stale ? NULL : d;
+}
+
+static void dm_set(struct dmeta *d, struct layers *l, const struct tinode *ino)
+{
 	d->mode = ino->mode;
 	d->uid = ino->uid;
 	d->gid = ino->gid;
@@ -306,8 +356,16 @@ static void dm_remember(struct layers *l, const struct tinode *ino)
 	free(d->symlink);
 	d->symlink = NULL;
 	d->gone = false;
+	d->born = l->layer + 1;
 	d->xattrs.len = 0;
 	xattr_set_foreach(tw_xattrs(l->tw), ino->xattr_set, dm_add_xattr, &d->xattrs);
+}
+
+static void dm_remember(struct layers *l, const struct tinode *ino)
+{
+	struct dmeta *d = l->dm ? dm_slot(l->dm, l->path.buf, l->path.len, true) : NULL;
+	if (d) /* (out of memory only costs the metadata) */
+		dm_set(d, l, ino);
 }
 
 /* A non-directory at l->path: a symlink later layers may write through,
@@ -320,23 +378,38 @@ static void dm_other(struct layers *l, const struct tinode *ino)
 	struct dmeta *d = dm_slot(l->dm, l->path.buf, l->path.len, link);
 	if (!d)
 		return;
+	if (dm_is_dir(d))
+		d->cut = l->layer + 1;
 	free(d->symlink);
 	d->symlink = link ? strdup(ino->u.symlink) : NULL;
 	d->gone = !link;
+	d->born = l->layer + 1;
 }
 
 static void dm_gone(struct layers *l, const char *path, size_t len)
 {
 	struct dmeta *d = l->dm ? dm_slot(l->dm, path, len, false) : NULL;
-	if (d)
+	if (d) {
 		d->gone = true;
+		d->cut = l->layer + 1;
+	}
 }
 
-static void dm_apply(struct layers *l, size_t len, struct tinode *ino)
+/* A directory this layer implies at the first @len bytes of l->path,
+ * whose record is @d (dm_step): it shows the metadata the layers below
+ * gave it (stacked with overlayfs, the upper copy's is what shows), and
+ * when they had none it is remembered, so that later layers know it
+ * exists. */
+static void dm_implied(struct layers *l, size_t len, const struct dmeta *d, struct tinode *ino)
 {
-	const struct dmeta *d = l->dm ? dm_slot(l->dm, l->path.buf, len, false) : NULL;
-	if (!d || d->gone || d->symlink)
+	if (!l->dm)
 		return;
+	if (!dm_is_dir(d)) {
+		struct dmeta *nd = dm_slot(l->dm, l->path.buf, len, true);
+		if (nd)
+			dm_set(nd, l, ino);
+		return;
+	}
 	/* xattrs go into this image's own table */
 	struct xattr_table *t = tw_xattrs(l->tw);
 	for (size_t off = 0; off < d->xattrs.len;) {
@@ -344,7 +417,8 @@ static void dm_apply(struct layers *l, size_t len, struct tinode *ino)
 		size_t nl = strlen(name) + 1;
 		uint16_t sz;
 		memcpy(&sz, name + nl, 2);
-		xattr_set_add(t, &l->xs, name, name + nl + 2, sz, l->err, l->path.buf);
+		xattr_set_add(t, &l->xs, name, name + nl + 2, sz, l->err,
+			      entry_name(l, l->path.buf));
 		off += nl + 2 + sz;
 	}
 	if (xattr_set_intern(t, &l->xs, &ino->xattr_set) < 0)
@@ -400,13 +474,35 @@ static struct tinode *implicit_dir_inode(struct layers *l)
 }
 
 static struct mnode *put_implicit_dir(struct layers *l, struct mnode *parent, const char *name,
-				      size_t len)
+				      size_t len, bool ghost)
 {
 	struct tinode *ino = implicit_dir_inode(l);
 	struct mnode *n = ino ? put_node(l, parent, name, len, MK_DIR) : NULL;
-	if (n)
+	if (n) {
 		n->inode = ino;
+		n->ghost = ghost;
+	}
 	return n;
+}
+
+/* A real entry lives in @n: it and the ghosts above it are in the image
+ * (the parents of a real node are real). */
+static void unghost(struct mnode *n)
+{
+	for (; n && n->ghost; n = n->parent)
+		n->ghost = false;
+}
+
+/* Layers below this one add nothing under directory @n (an opaque
+ * marker, or the directory replaced a whiteout or a non-directory of
+ * this layer), and with @deleted give it no metadata either. In
+ * separate mode overlayfs learns it from the opaque mark. */
+static void cut_below(struct layers *l, struct mnode *n, bool deleted)
+{
+	n->floor = MAX(n->floor, l->layer);
+	if (deleted)
+		n->meta_floor = MAX(n->meta_floor, l->layer);
+	n->opaque |= l->separate;
 }
 
 /* ---- paths ------------------------------------------------------------- */
@@ -446,12 +542,12 @@ static int normalize(struct layers *l, const char *raw, struct strbuf *out)
 	return out->buf ? 0 : anole_err(l->err, ENOMEM, "out of memory");
 }
 
-enum { VISIBLE = 0, HIDDEN = 1 };
+/* Where an entry goes: VISIBLE; HIDDEN (a higher layer deleted or
+ * replaced a directory on its way); CUT (a directory above it is opaque to
+ * this layer: only a directory a higher layer implied can still take its
+ * metadata from here). */
+enum { VISIBLE = 0, HIDDEN = 1, CUT = 2 };
 
-/*
- * Find or make the directory that holds the last component of l->path.
- * Returns HIDDEN when a higher layer cut this path off.
- */
 /*
  * Separate mode: the directory prefix [0, len) of l->path is a symlink a
  * lower layer made; rewrite l->path through it (inside the root, ".."
@@ -501,37 +597,62 @@ static int through_symlink(struct layers *l, size_t len, const char *target)
 	return 0;
 }
 
-static int walk_parents(struct layers *l, struct mnode **out)
+/* A directory of this layer's path that no node holds yet (@d: what
+ * the layers below left there): made, or for a whiteout or opaque marker
+ * (@marker) maybe not. */
+static int implied_dir(struct layers *l, struct mnode *dir, const char *name, size_t len,
+		       bool marker, const struct dmeta *d, struct mnode **out)
 {
-	struct mnode *dir = l->root;
+	/* separate mode knows the layers below: a marker in a directory
+	 * they do not have deletes nothing */
+	if (marker && l->separate && !dm_is_dir(d))
+		return HIDDEN;
+	if (!(*out = put_implicit_dir(l, dir, name, len, marker && !l->separate)))
+		return anole_err(l->err, ENOMEM, "out of memory");
+	dm_implied(l, (size_t)(name + len - l->path.buf), d, (*out)->inode);
+	return VISIBLE;
+}
+
+/*
+ * Find or make the directory that holds the last component of l->path
+ * (VISIBLE), or say why there is none (HIDDEN, CUT). @marker: the entry
+ * is a whiteout or opaque marker, which makes only ghosts, and which
+ * under a non-directory of its own layer is HIDDEN: that directory is
+ * gone in this layer, so its whiteouts delete nothing.
+ */
+static int walk_parents(struct layers *l, bool marker, struct mnode **out)
+{
+	struct mnode *dir = *out = l->root;
 	const char *p = l->path.buf;
+	bool cut = false;
 	int hops = 0;
+	uint32_t cutoff = 0;
+	dm_step(l, 0, &cutoff);
 	for (;;) {
+		cut |= dir->floor > l->layer;
 		const char *slash = strchr(p, '/');
 		if (!slash)
 			break;
-		size_t len = (size_t)(slash - p);
+		size_t len = (size_t)(slash - p), plen = (size_t)(slash - l->path.buf);
+		const struct dmeta *d = dm_step(l, plen, &cutoff);
 		struct mnode *n = lookup(l, dir, p, len);
 		if (n && n->kind == MK_WHITEOUT) {
 			if (n->layer > l->layer)
 				return HIDDEN;
 			/* ".wh.a" then "a/b" in one layer: a fresh directory */
-			if (!(n = put_implicit_dir(l, dir, p, len)))
+			if (!(n = put_implicit_dir(l, dir, p, len, marker && !l->separate)))
 				return anole_err(l->err, ENOMEM, "out of memory");
-			n->floor = n->meta_floor = l->layer;
+			cut_below(l, n, true);
 		} else if (n && n->kind != MK_DIR) {
-			if (n->layer > l->layer)
+			if (n->layer > l->layer || marker)
 				return HIDDEN;
 			return anole_err(l->err, ENOTDIR,
 					 "%s: '%s': '%.*s' is not a directory in this layer "
 					 "(paths through symlinks or files are refused)",
-					 l->what, l->path.buf, (int)(slash - l->path.buf),
-					 l->path.buf);
+					 l->what, l->path.buf, (int)plen, l->path.buf);
 		} else if (!n) {
-			if (dir->floor > l->layer)
+			if (cut)
 				return HIDDEN;
-			size_t plen = (size_t)(slash - l->path.buf);
-			const struct dmeta *d = l->dm ? dm_slot(l->dm, l->path.buf, plen, false) : NULL;
 			if (d && d->symlink && !d->gone) {
 				if (++hops > 40)
 					return anole_err(l->err, ELOOP, "%s: '%s': too many symlinks",
@@ -541,17 +662,22 @@ static int walk_parents(struct layers *l, struct mnode **out)
 					return r;
 				dir = l->root;
 				p = l->path.buf;
+				cut = false;
+				cutoff = 0;
+				dm_step(l, 0, &cutoff);
 				continue;
 			}
-			if (!(n = put_implicit_dir(l, dir, p, len)))
-				return anole_err(l->err, ENOMEM, "out of memory");
-			dm_apply(l, (size_t)(slash - l->path.buf), n->inode);
+			int r = implied_dir(l, dir, p, len, marker, d, &n);
+			if (r)
+				return r;
+		} else if (n->ghost && !marker && !cut && n->meta_floor <= l->layer) {
+			unghost(n); /* this layer had the directory */
 		}
 		dir = n;
 		p = slash + 1;
 	}
 	*out = dir;
-	return VISIBLE;
+	return cut ? CUT : VISIBLE;
 }
 
 static const char *base_name(const struct strbuf *path)
@@ -566,13 +692,12 @@ static int opaque(struct layers *l)
 {
 	/* l->path ends in ".wh..wh..opq"; its parent is the directory */
 	struct mnode *dir;
-	int r = walk_parents(l, &dir);
+	int r = walk_parents(l, true, &dir);
 	if (r)
 		return r < 0 ? r : 0;
-	if (l->separate)
-		dir->opaque = true;
-	else if (dir->floor < l->layer)
-		dir->floor = l->layer;
+	cut_below(l, dir, false);
+	if (l->dm)
+		dm_cut(l, l->path.buf, (size_t)(base_name(&l->path) - l->path.buf) - (dir != l->root));
 	l->stats.opaque_dirs++;
 	return 0;
 }
@@ -587,43 +712,38 @@ static int whiteout(struct layers *l, const char *wname, size_t len)
 	memcpy(name, wname, len);
 	name[len] = 0;
 	struct mnode *dir;
-	int r = walk_parents(l, &dir);
-	if (r)
+	int r = walk_parents(l, true, &dir);
+	if (r) /* nothing below is visible there to delete */
 		return r < 0 ? r : 0;
 	l->stats.whiteouts++;
-	if (l->dm) {
-		size_t plen = (size_t)(base_name(&l->path) - l->path.buf);
+	struct mnode *n = lookup(l, dir, name, len);
+	if (l->dm && (!n || n->kind == MK_DIR)) {
+		/* what the layers below had there is gone (a directory of
+		 * this layer stays, without their children) */
 		struct strbuf wp = {0};
-		strbuf_add(&wp, l->path.buf, plen);
+		strbuf_add(&wp, l->path.buf, (size_t)(base_name(&l->path) - l->path.buf));
 		strbuf_add(&wp, name, len);
-		if (wp.buf)
+		if (wp.buf && n)
+			dm_cut(l, wp.buf, wp.len);
+		else if (wp.buf)
 			dm_gone(l, wp.buf, wp.len);
 		strbuf_release(&wp);
-	}
-	struct mnode *n = lookup(l, dir, name, len);
-	if (l->separate) {
-		if (n)
-			return 0; /* the layer's own entry wins */
-		struct tinode *ino = new_inode(l);
-		if (!ino || !(n = put_node(l, dir, name, len, MK_OTHER)))
-			return anole_err(l->err, ENOMEM, "out of memory");
-		ino->mode = S_IFCHR;
-		n->inode = ino;
-		return 0;
 	}
 	if (n) {
 		/* A whiteout only hides lower layers: a directory of this or a
 		 * higher layer stops merging with what is below. */
-		if (n->kind == MK_DIR && n->floor < l->layer)
-			n->floor = l->layer;
-		if (n->kind == MK_DIR && n->meta_floor < l->layer)
-			n->meta_floor = l->layer;
+		if (n->kind == MK_DIR)
+			cut_below(l, n, true);
 		return 0;
 	}
-	if (dir->floor > l->layer)
-		return 0;
-	if (!put_node(l, dir, name, len, MK_WHITEOUT))
+	if (!(n = put_node(l, dir, name, len, MK_WHITEOUT)))
 		return anole_err(l->err, ENOMEM, "out of memory");
+	if (l->separate) {
+		/* overlayfs's whiteout: a 0/0 character device */
+		if (!(n->inode = new_inode(l)))
+			return anole_err(l->err, ENOMEM, "out of memory");
+		n->inode->mode = S_IFCHR;
+	}
 	return 0;
 }
 
@@ -639,11 +759,15 @@ static void merge_into(struct layers *l, struct mnode *dst, struct mnode *src, i
 		next = c->next;
 		if (c->kind == MK_DEAD)
 			continue;
+		if (c->kind != MK_WHITEOUT && !c->ghost)
+			unghost(dst);
 		struct mnode *ex = lookup(l, dst, c->name, c->namelen);
 		if (!ex) {
 			move_node(l, c, dst);
 		} else if (ex->kind == MK_DIR && c->kind == MK_DIR && depth < 64) {
 			merge_into(l, ex, c, depth + 1);
+			if (!c->ghost)
+				unghost(ex);
 			c->kind = MK_DEAD;
 		} else if (c->layer > ex->layer) {
 			ex->kind = MK_DEAD;
@@ -687,7 +811,7 @@ static bool follow_symlink(struct layers *l, struct mnode *n, const char *target
 		}
 		struct mnode *next = len <= EROFS_NAME_LEN ? lookup(l, dir, c, len) : NULL;
 		if (!next && len <= EROFS_NAME_LEN && dir->floor <= l->layer)
-			next = put_implicit_dir(l, dir, c, len);
+			next = put_implicit_dir(l, dir, c, len, n->ghost);
 		ok = next && next->kind == MK_DIR && next != n;
 		dir = next;
 	}
@@ -699,6 +823,40 @@ static bool follow_symlink(struct layers *l, struct mnode *n, const char *target
 		return false;
 	merge_into(l, dir, n, 0);
 	return true;
+}
+
+/* place() when a higher layer put node @n at the path: only a directory
+ * a higher layer implied takes its metadata from a real one below. */
+static int place_below(struct layers *l, struct mnode *dir, struct mnode *n, bool cut,
+		       bool is_dir, const char *symlink, struct mnode **out, bool *update)
+{
+	bool implied = n->kind == MK_DIR && !n->explicit_dir && n->meta_floor <= l->layer;
+	if (implied && is_dir && !(cut && n->ghost)) {
+		unghost(n);
+		*out = n;
+		*update = true;
+		return VISIBLE;
+	}
+	if (cut)
+		return HIDDEN;
+	if (implied && (symlink || n->ghost)) {
+		/* Higher layers wrote through this symlink, or their markers
+		 * named something under this non-directory: the symlink or
+		 * file stays, what they put here moves to the target (or,
+		 * markers only, deletes nothing). */
+		if (symlink && n->floor <= l->layer && follow_symlink(l, n, symlink))
+			n->kind = MK_DEAD;
+		if (n->kind == MK_DEAD || n->ghost) {
+			if (!(*out = put_node(l, dir, n->name, n->namelen, MK_OTHER)))
+				return anole_err(l->err, ENOMEM, "out of memory");
+			return VISIBLE;
+		}
+	}
+	/* A non-directory here ended whatever directory lower layers
+	 * had at this path before the higher one came. */
+	if (n->kind == MK_DIR && !is_dir)
+		cut_below(l, n, true);
+	return HIDDEN;
 }
 
 /* Where an entry of l->path goes: a new node, an existing directory whose
@@ -719,56 +877,38 @@ static int place(struct layers *l, bool is_dir, const char *symlink, struct mnod
 		return *update ? VISIBLE : HIDDEN;
 	}
 	struct mnode *dir;
-	int r = walk_parents(l, &dir);
-	if (r)
+	int r = walk_parents(l, false, &dir);
+	if (r < 0 || r == HIDDEN)
 		return r;
+	bool cut = r == CUT;
 	const char *name = base_name(&l->path);
 	size_t len = strlen(name);
 	struct mnode *n = lookup(l, dir, name, len);
-	if (n && n->layer > l->layer) {
-		/* A higher layer decided; only an implied directory above
-		 * takes its metadata from a real one below. */
-		if (n->kind == MK_DIR && is_dir && !n->explicit_dir &&
-		    n->meta_floor <= l->layer) {
-			*out = n;
-			*update = true;
-			return VISIBLE;
-		}
-		if (symlink && n->kind == MK_DIR && !n->explicit_dir &&
-		    n->meta_floor <= l->layer && n->floor <= l->layer &&
-		    follow_symlink(l, n, symlink)) {
-			if (!(n = put_node(l, dir, name, len, MK_OTHER)))
-				return anole_err(l->err, ENOMEM, "out of memory");
-			*out = n;
-			return VISIBLE;
-		}
-		/* A non-directory here ended whatever directory lower layers
-		 * had at this path before the higher one came. */
-		if (n->kind == MK_DIR && !is_dir) {
-			n->floor = MAX(n->floor, l->layer);
-			n->meta_floor = MAX(n->meta_floor, l->layer);
-		}
+	if (n && n->layer > l->layer)
+		return place_below(l, dir, n, cut, is_dir, symlink, out, update);
+	if (cut)
 		return HIDDEN;
-	}
 	if (n && n->kind == MK_DIR && is_dir) {
 		*out = n; /* the same layer names it again: new metadata */
 		*update = true;
+		unghost(n);
 		return VISIBLE;
 	}
-	if (!n && dir->floor > l->layer)
-		return HIDDEN;
-	bool was_whiteout = n && n->kind == MK_WHITEOUT;
+	/* After a whiteout or a non-directory of this layer at its path, a
+	 * directory starts empty (umoci removed the lower one). */
+	bool replaced = n && n->kind != MK_DIR;
 	if (!(n = put_node(l, dir, name, len, is_dir ? MK_DIR : MK_OTHER)))
 		return anole_err(l->err, ENOMEM, "out of memory");
-	if (was_whiteout && is_dir)
-		n->floor = l->layer;
+	if (replaced && is_dir)
+		cut_below(l, n, false);
 	*out = n;
 	return VISIBLE;
 }
 
 /* Same name twice in one header: the later wins (as pax says). An empty
- * value is dropped: in pax an empty record deletes the keyword, and Go's
- * tar (Docker, containerd, umoci) reads it so. */
+ * value is an empty xattr, as GNU tar and containerd (which reads Go's
+ * PAXRecords) restore it; umoci 0.4.7 drops it (Go's Header.Xattrs
+ * skips empty values). */
 static int entry_xattrs(struct layers *l, struct archive_entry *e, struct tinode *ino)
 {
 	struct xa {
@@ -781,7 +921,7 @@ static int entry_xattrs(struct layers *l, struct archive_entry *e, struct tinode
 	int r;
 	archive_entry_xattr_reset(e);
 	while (archive_entry_xattr_next(e, &v[n].name, &v[n].value, &v[n].size) == ARCHIVE_OK) {
-		if (!v[n].name || !v[n].size)
+		if (!v[n].name)
 			continue;
 		if (++n == ARRAY_SIZE(v))
 			return anole_err(l->err, E2BIG, "%s: '%s': too many xattrs", l->what,
@@ -795,11 +935,11 @@ static int entry_xattrs(struct layers *l, struct archive_entry *e, struct tinode
 			continue;
 		has_acl |= !strncmp(v[i].name, "system.posix_acl_", 17);
 		if ((r = xattr_set_add(tw_xattrs(l->tw), &l->xs, v[i].name, v[i].value, v[i].size,
-				       l->err, l->path.buf)) < 0)
+				       l->err, entry_name(l, l->path.buf))) < 0)
 			return r;
 	}
 	if (!has_acl && (r = source_acl_xattrs(tw_xattrs(l->tw), &l->xs, e, &ino->mode, l->err,
-					       l->path.buf)) < 0)
+					       entry_name(l, l->path.buf))) < 0)
 		return r;
 	r = xattr_set_intern(tw_xattrs(l->tw), &l->xs, &ino->xattr_set);
 	return r < 0 ? anole_err(l->err, -r, "out of memory") : 0;
@@ -829,6 +969,11 @@ static int fill_inode(struct layers *l, struct archive_entry *e, struct tinode *
 			return anole_err(l->err, EINVAL, "%s: '%s': negative size", l->what,
 					 l->path.buf);
 		ino->size = (uint64_t)archive_entry_size(e);
+		if (ino->size > MAX_FILE_SIZE)
+			return anole_err(l->err, EFBIG,
+					 "%s: '%s': %llu bytes, more than the 2^56 anole stores "
+					 "in a file", l->what, l->path.buf,
+					 (unsigned long long)ino->size);
 		break;
 	case AE_IFDIR:
 	case AE_IFIFO:
@@ -912,21 +1057,24 @@ static int copy_entry_data(struct layers *l, struct archive *a, uint64_t size, i
 	uint64_t written = 0, end = 0;
 	int r;
 	if (sparse && ftruncate(fd, (off_t)base) < 0)
-		return anole_err(l->err, errno, "spool file: %s", strerror(errno));
+		return anole_err(l->err, errno, "%s: '%s': spool file: %s", l->what,
+				 l->path.buf, strerror(errno));
 	while ((r = archive_read_data_block(a, &buf, &len, &off)) == ARCHIVE_OK) {
 		if (off < 0 || (uint64_t)off > size || len > size - (uint64_t)off)
 			return anole_err(l->err, EINVAL, "%s: '%s': data beyond the file's size",
 					 l->what, l->path.buf);
 		if (len && (r = pwrite_full(fd, buf, len, base + (uint64_t)off)) < 0)
-			return anole_err(l->err, -r, "spool file: %s", strerror(-r));
+			return anole_err(l->err, -r, "%s: '%s': spool file: %s", l->what,
+					 l->path.buf, strerror(-r));
 		written += len;
 		end = MAX(end, (uint64_t)off + len);
 	}
 	if (r != ARCHIVE_EOF)
-		return source_archive_err(l->err, a, l->what, l->path.buf);
+		return tar_error(l->bs, a, l->path.buf, l->err);
 	if (sparse) {
 		if (ftruncate(fd, (off_t)(base + size)) < 0)
-			return anole_err(l->err, errno, "spool file: %s", strerror(errno));
+			return anole_err(l->err, errno, "%s: '%s': spool file: %s", l->what,
+					 l->path.buf, strerror(errno));
 	} else if (written != size || end != size) {
 		return anole_err(l->err, EIO, "%s: '%s': %llu of %llu data bytes", l->what,
 				 l->path.buf, (unsigned long long)written, (unsigned long long)size);
@@ -945,7 +1093,7 @@ static int store_data(struct layers *l, struct archive *a, struct archive_entry 
 	if ((r = spool_fd_for(l, ino->size, &fd)) < 0 ||
 	    (r = copy_entry_data(l, a, ino->size, fd, 0, ext != NULL)) < 0)
 		return r;
-	return tw_file_data(l->tw, ino, fd, ext, next, l->path.buf);
+	return tw_file_data(l->tw, ino, fd, ext, next, entry_name(l, l->path.buf));
 }
 
 /* ---- hard links -------------------------------------------------------- */
@@ -1023,7 +1171,8 @@ static int copy_fd(struct layers *l, int from, uint64_t foff, int to, uint64_t t
 		if (r >= 0)
 			r = pwrite_full(to, l->buf, n, toff);
 		if (r < 0)
-			return anole_err(l->err, -r, "temporary file: %s", strerror(-r));
+			return anole_err(l->err, -r, "%s: '%s': temporary file: %s", l->what,
+					 l->path.buf, strerror(-r));
 		foff += n;
 		toff += n;
 		len -= n;
@@ -1041,7 +1190,8 @@ static int materialize(struct layers *l, struct lfile *f)
 	if ((r = spool_fd_for(l, ino->size, &fd)) < 0)
 		return r;
 	if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)ino->size) < 0)
-		return anole_err(l->err, errno, "spool file: %s", strerror(errno));
+		return anole_err(l->err, errno, "%s: '%s': spool file: %s", l->what,
+				 l->path.buf, strerror(errno));
 	if (f->ext) {
 		for (size_t i = 0; i < f->next; i++)
 			if ((r = copy_fd(l, l->scratch_fd, f->scratch_off + f->ext[i].off, fd,
@@ -1050,7 +1200,7 @@ static int materialize(struct layers *l, struct lfile *f)
 	} else if ((r = copy_fd(l, l->scratch_fd, f->scratch_off, fd, 0, ino->size)) < 0) {
 		return r;
 	}
-	return tw_file_data(l->tw, ino, fd, f->ext, f->next, f->path);
+	return tw_file_data(l->tw, ino, fd, f->ext, f->next, entry_name(l, f->path));
 }
 
 static struct pending *pending_slot(struct layers *l, const char *path, bool create)
@@ -1102,7 +1252,8 @@ static int link_down(struct layers *l, struct mnode *n, const char *target)
 static int copy_xattr(void *ctx, const char *name, const void *value, size_t size)
 {
 	struct layers *l = ctx;
-	return xattr_set_add(tw_xattrs(l->tw), &l->xs, name, value, size, l->err, l->path.buf);
+	return xattr_set_add(tw_xattrs(l->tw), &l->xs, name, value, size, l->err,
+			     entry_name(l, l->path.buf));
 }
 
 /* Copy a file of an image below into this layer's spool and inode. */
@@ -1124,7 +1275,8 @@ static int copy_lower_file(struct layers *l, struct anole_image *img, const stru
 		char buf[4097];
 		r = anole_readlink(img, ai, buf, sizeof(buf));
 		if (r < 0)
-			return anole_err(l->err, -r, "%s: cannot read the symlink", l->path.buf);
+			return anole_err(l->err, -r, "%s: '%s': cannot read the symlink", l->what,
+					 l->path.buf);
 		ino->size = strlen(buf);
 		return (ino->u.symlink = strdup(buf)) ? 0 : anole_err(l->err, ENOMEM, "out of memory");
 	}
@@ -1137,13 +1289,14 @@ static int copy_lower_file(struct layers *l, struct anole_image *img, const stru
 	for (uint64_t off = 0; off < ai->size;) {
 		ssize_t got = anole_pread(img, ai, l->buf, IO_BUF, off);
 		if (got <= 0)
-			return anole_err(l->err, got < 0 ? (int)-got : EIO, "%s: %s", l->path.buf,
-					 anole_image_error(img)->msg);
+			return anole_err(l->err, got < 0 ? (int)-got : EIO, "%s: '%s': %s", l->what,
+					 l->path.buf, anole_image_error(img)->msg);
 		if ((r = pwrite_full(fd, l->buf, (size_t)got, off)) < 0)
-			return anole_err(l->err, -r, "spool file: %s", strerror(-r));
+			return anole_err(l->err, -r, "%s: '%s': spool file: %s", l->what,
+					 l->path.buf, strerror(-r));
 		off += (uint64_t)got;
 	}
-	return tw_file_data(l->tw, ino, fd, NULL, 0, l->path.buf);
+	return tw_file_data(l->tw, ino, fd, NULL, 0, entry_name(l, l->path.buf));
 }
 
 /*
@@ -1342,20 +1495,14 @@ static int layer_entry(struct layers *l, struct archive *a, struct archive_entry
 	return type == AE_IFREG ? store_data(l, a, e, ino) : 0;
 }
 
-int layers_add(struct layers *l, struct archive *a, uint32_t layer, const char *what)
+int layers_add(struct layers *l, struct blob_stream *bs, struct archive *a, uint32_t layer)
 {
 	struct archive_entry *e;
-	int r = 0;
+	int r;
 	l->layer = layer;
-	l->what = what;
-	for (;;) {
-		int ar = archive_read_next_header(a, &e);
-		if (ar == ARCHIVE_EOF)
-			break;
-		if (ar != ARCHIVE_OK && ar != ARCHIVE_WARN) {
-			r = source_archive_err(l->err, a, what, NULL);
-			break;
-		}
+	l->what = bs->what;
+	l->bs = bs;
+	while ((r = tar_next(bs, a, &e, l->err)) > 0) {
 		l->stats.entries++;
 		if ((r = layer_entry(l, a, e)) < 0)
 			break;
@@ -1398,7 +1545,7 @@ int layers_finish(struct layers *l)
 	if (!l->root->explicit_dir) {
 		strbuf_add(&l->path, "", 0);
 		l->path.len = 0;
-		dm_apply(l, 0, root);
+		dm_implied(l, 0, l->dm ? dm_slot(l->dm, "", 0, false) : NULL, root);
 	}
 	int r = tw_root(l->tw, &root);
 	if (r < 0)
@@ -1414,7 +1561,11 @@ int layers_finish(struct layers *l)
 		if (dir->opaque && (r = mark_opaque(l, dir->inode)) < 0)
 			break;
 		for (struct mnode *c = dir->first; c && r >= 0; c = c->next) {
-			if (c->kind == MK_DEAD || c->kind == MK_WHITEOUT)
+			/* Separate mode keeps whiteouts (they have an inode),
+			 * except in an opaque directory: there they would
+			 * hide nothing, and overlayfs shows them as devices. */
+			if (c->kind == MK_DEAD || c->ghost ||
+			    (c->kind == MK_WHITEOUT && (!c->inode || dir->opaque)))
 				continue;
 			r = tw_add(l->tw, dir->inode, c->name, c->namelen, c->inode, NULL);
 			if (r < 0 || c->kind != MK_DIR)
@@ -1486,6 +1637,7 @@ void layers_free(struct layers *l)
 	files_reset(l);
 	strmap_free(l->files, NULL);
 	strbuf_release(&l->path);
+	strbuf_release(&l->ename);
 	xattr_setbuf_release(&l->xs);
 	if (l->spool_fd >= 0)
 		close(l->spool_fd);

@@ -18,6 +18,9 @@
 #include "source/source.h"
 
 #define MAX_MANIFEST (4u << 20)
+/* Layers of one image: what overlayfs stacks at most (OVL_MAX_STACK), so
+ * --layers=separate images can be mounted; Docker stops at 127. */
+#define MAX_LAYERS 500
 #define MAX_INDEX_DEPTH 4
 #define ANNOT_REF_NAME "org.opencontainers.image.ref.name"
 
@@ -38,6 +41,8 @@ struct image_src {
 	const char *platform;
 	struct desc *layers; /* bottom first */
 	size_t nlayers;
+	int *fetched; /* registry: layers listed more than once, downloaded
+			 once to an unnamed file (-1: not yet) */
 	struct desc config;
 	bool has_config;
 	struct anole_error *err;
@@ -73,7 +78,10 @@ static bool is_layer_type(const char *mt)
 		"application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
 		"application/vnd.docker.image.rootfs.diff.tar.gzip",
 		"application/vnd.docker.image.rootfs.diff.tar",
+		/* BuildKit's zstd under Docker media types; containerd reads it */
+		"application/vnd.docker.image.rootfs.diff.tar.zstd",
 		"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+		"application/vnd.docker.image.rootfs.foreign.diff.tar",
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(ok); i++)
 		if (!strcmp(mt, ok[i]))
@@ -180,6 +188,9 @@ static int read_layers(struct image_src *s, json_t *root)
 		return anole_err(s->err, EBADMSG, "%s: a manifest without layers", s->name);
 	size_t n = json_array_size(ls), i;
 	json_t *e;
+	if (n > MAX_LAYERS)
+		return anole_err(s->err, E2BIG, "%s: %zu layers, more than the %d anole builds "
+				 "(overlayfs stacks %d)", s->name, n, MAX_LAYERS, MAX_LAYERS);
 	json_t *cfg = json_object_get(root, "config");
 	if (cfg) {
 		int r = parse_desc(s, cfg, "config", &s->config);
@@ -314,6 +325,72 @@ struct open_layer {
 	char what[160];
 };
 
+/* Another file description of @fd: an offset of its own. */
+static int open_again(int fd)
+{
+	char p[64];
+	snprintf(p, sizeof(p), "/proc/self/fd/%d", fd);
+	return open(p, O_RDONLY | O_CLOEXEC);
+}
+
+/* Is layer @i's blob listed more than once? */
+static bool listed_again(const struct image_src *s, size_t i)
+{
+	for (size_t j = 0; j < s->nlayers; j++)
+		if (j != i && !memcmp(&s->layers[j].digest, &s->layers[i].digest,
+				      sizeof(struct digest)))
+			return true;
+	return false;
+}
+
+/* A blob the manifest lists more than once, downloaded the first time
+ * into an unnamed file that every use reads (checked as each reads it). */
+static int fetch_once(struct image_src *s, size_t i, int *fd)
+{
+	if (!s->fetched) {
+		if (!(s->fetched = malloc(s->nlayers * sizeof(int))))
+			return anole_err(s->err, ENOMEM, "out of memory");
+		for (size_t j = 0; j < s->nlayers; j++)
+			s->fetched[j] = -1;
+	}
+	const struct desc *d = &s->layers[i];
+	for (size_t j = 0; j < s->nlayers; j++) {
+		if (s->fetched[j] < 0 || memcmp(&s->layers[j].digest, &d->digest, sizeof(d->digest)))
+			continue;
+		if ((*fd = open_again(s->fetched[j])) < 0)
+			return anole_err(s->err, errno, "%s: %s", d->digest_str, strerror(errno));
+		return 0;
+	}
+	int tmp = tmpfile_unnamed("/var/tmp");
+	if (tmp < 0)
+		return anole_err(s->err, -tmp, "cannot create a temporary file: %s", strerror(-tmp));
+	s->fetched[i] = tmp;
+	int in;
+	struct registry_fetch *f;
+	int r = registry_blob_stream(s->reg, s->repo, d->digest_str, d->size, &in, &f, s->err);
+	if (r < 0)
+		return r;
+	/* (one byte past the size is enough for the reader to see a lie) */
+	char buf[65536];
+	ssize_t n = 0;
+	int w = 0;
+	for (uint64_t got = 0; got <= d->size && w >= 0; got += (uint64_t)n) {
+		if ((n = read(in, buf, sizeof(buf))) <= 0)
+			break;
+		w = pwrite_full(tmp, buf, (size_t)n, got);
+	}
+	int rerr = n < 0 ? errno : 0;
+	close(in);
+	if ((r = registry_fetch_end(f, s->err)) < 0)
+		return r;
+	if (rerr || w < 0)
+		return anole_err(s->err, rerr ? rerr : -w, "%s: %s: %s", d->digest_str,
+				 rerr ? "download" : "temporary file", strerror(rerr ? rerr : -w));
+	if ((*fd = open_again(tmp)) < 0)
+		return anole_err(s->err, errno, "%s: %s", d->digest_str, strerror(errno));
+	return 0;
+}
+
 static int layer_open(struct image_src *s, size_t i, struct open_layer *ol)
 {
 	memset(ol, 0, sizeof(*ol));
@@ -331,9 +408,11 @@ static int layer_open(struct image_src *s, size_t i, struct open_layer *ol)
 	snprintf(ol->what, sizeof(ol->what), "layer %zu (%.19s)", i + 1, d->digest_str);
 	ol->bs = (struct blob_stream){.what = ol->what, .verify = true, .want = d->digest,
 				      .size = d->size, .fd = -1};
-	if (s->reg)
+	if (s->reg && !listed_again(s, i))
 		return registry_blob_stream(s->reg, s->repo, d->digest_str, d->size, &ol->bs.fd,
 					    &ol->fetch, s->err);
+	if (s->reg)
+		return fetch_once(s, i, &ol->bs.fd);
 	char path[4096];
 	snprintf(path, sizeof(path), "%s/blobs/sha256/%s", s->dir, d->digest_str + 7);
 	ol->bs.fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -351,8 +430,9 @@ static int layer_read(struct image_src *s, size_t i, struct layers *l)
 	if (r >= 0)
 		r = tar_open(&ol.bs, &a, s->err);
 	if (r >= 0)
-		r = layers_add(l, a, (uint32_t)i, ol.what);
-	/* Drain and check the digest, then let the download thread go. */
+		r = layers_add(l, &ol.bs, a, (uint32_t)i);
+	/* Drain and check the digest (which, not matching, explains a
+	 * failure best), then let the download thread go. */
 	int rc = tar_close(&ol.bs, a, r >= 0, s->err);
 	if (ol.bs.fd >= 0)
 		close(ol.bs.fd);
@@ -365,7 +445,7 @@ static int layer_read(struct image_src *s, size_t i, struct layers *l)
 			return rf;
 		}
 	}
-	return r < 0 ? r : rc;
+	return rc < 0 ? rc : r;
 }
 
 static int build_merged(struct image_src *s, const char *image,
@@ -552,6 +632,10 @@ int source_image(const char *source, const char *image, const struct anole_build
 	if (r >= 0)
 		r = opts->layers_separate ? build_separate(&s, image, opts, stats)
 					  : build_merged(&s, image, opts, stats);
+	for (size_t i = 0; s.fetched && i < s.nlayers; i++)
+		if (s.fetched[i] >= 0)
+			close(s.fetched[i]);
+	free(s.fetched);
 	free(s.dir);
 	free(s.repo);
 	free(s.layers);

@@ -57,8 +57,11 @@
 	X(archive_entry_xattr_reset)                                                               \
 	X(archive_errno)                                                                           \
 	X(archive_error_string)                                                                    \
+	X(archive_filter_bytes)                                                                    \
 	X(archive_read_data_block)                                                                 \
+	X(archive_read_data_skip)                                                                  \
 	X(archive_read_free)                                                                       \
+	X(archive_read_header_position)                                                            \
 	X(archive_read_new)                                                                        \
 	X(archive_read_next_header)                                                                \
 	X(archive_read_open)                                                                       \
@@ -66,6 +69,7 @@
 	X(archive_read_support_filter_xz)                                                          \
 	X(archive_read_support_filter_zstd)                                                        \
 	X(archive_read_support_format_empty)                                                       \
+	X(archive_read_support_format_raw)                                                         \
 	X(archive_read_support_format_tar)                                                         \
 	X(archive_set_error)                                                                       \
 	X(archive_write_add_filter_none)                                                           \
@@ -120,8 +124,11 @@ DYNLIB_DECLARE(anole_archive, ANOLE_ARCHIVE_FUNCS)
 #define archive_entry_xattr_reset anole_archive.archive_entry_xattr_reset
 #define archive_errno anole_archive.archive_errno
 #define archive_error_string anole_archive.archive_error_string
+#define archive_filter_bytes anole_archive.archive_filter_bytes
 #define archive_read_data_block anole_archive.archive_read_data_block
+#define archive_read_data_skip anole_archive.archive_read_data_skip
 #define archive_read_free anole_archive.archive_read_free
+#define archive_read_header_position anole_archive.archive_read_header_position
 #define archive_read_new anole_archive.archive_read_new
 #define archive_read_next_header anole_archive.archive_read_next_header
 #define archive_read_open anole_archive.archive_read_open
@@ -129,6 +136,7 @@ DYNLIB_DECLARE(anole_archive, ANOLE_ARCHIVE_FUNCS)
 #define archive_read_support_filter_xz anole_archive.archive_read_support_filter_xz
 #define archive_read_support_filter_zstd anole_archive.archive_read_support_filter_zstd
 #define archive_read_support_format_empty anole_archive.archive_read_support_format_empty
+#define archive_read_support_format_raw anole_archive.archive_read_support_format_raw
 #define archive_read_support_format_tar anole_archive.archive_read_support_format_tar
 #define archive_set_error anole_archive.archive_set_error
 #define archive_write_add_filter_none anole_archive.archive_write_add_filter_none

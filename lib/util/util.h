@@ -24,6 +24,10 @@
 /* Filesystems report corruption as EUCLEAN; so do we. */
 #ifndef EFSCORRUPTED
 #define EFSCORRUPTED EUCLEAN
+
+/* How deep directories nest below the root: build makes no deeper tree
+ * than check, extract and export walk. */
+#define ANOLE_MAX_DEPTH 4096
 #endif
 
 static inline void freep(void *p)

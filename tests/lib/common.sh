@@ -115,3 +115,31 @@ image_matches() {
 	}
 	"$ANOLE" umount "$mnt"
 }
+
+# stack_matches DIR TREE WHAT: the images DIR/*.erofs (0001.erofs at the
+# bottom, as `build --layers=separate` writes them) stacked with overlayfs
+# at $TMP/mnt equal TREE, link counts aside (overlayfs shows a lower
+# layer's, not what is left of it). One image is compared alone:
+# overlayfs needs two lower layers.
+stack_matches() {
+	local mnt=$TMP/mnt lower="" i
+	set -- "$@" "$1"/*.erofs
+	if [ $# = 4 ]; then
+		image_matches "$4" "$2" "$3"
+		return
+	fi
+	mkdir -p "$mnt"
+	for i in "${@:4}"; do
+		mkdir -p "$i.mnt"
+		"$ANOLE" mount "$i" "$i.mnt" || fail "$3: mount $i failed"
+		lower=$i.mnt${lower:+:$lower}
+	done
+	mount -t overlay overlay -o "lowerdir=$lower" "$mnt" || fail "$3: overlay mount failed"
+	"$TREECMP" --no-nlink "$2" "$mnt" >"$TMP/cmp.log" 2>&1 || {
+		cat "$TMP/cmp.log"
+		umount "$mnt"
+		fail "$3: overlayfs stack of separate layers differs from $2"
+	}
+	umount "$mnt"
+	for i in "${@:4}"; do "$ANOLE" umount "$i.mnt"; done
+}
