@@ -294,9 +294,12 @@ static int fetch_verified(struct store *src, const char *digest, uint64_t size,
 		close(fd);
 	if (f) {
 		struct anole_error fe = {0};
-		/* a short body is the transfer's fault: its error says why */
-		if (store_blob_end(f, &fe) < 0 && (r >= 0 || r == -EIO))
+		/* a short body is the transfer's fault: its error says why
+		 * (in place of ours: anole_err keeps the first) */
+		if (store_blob_end(f, &fe) < 0 && (r >= 0 || r == -EIO)) {
+			*err = (struct anole_error){0};
 			r = anole_err(err, fe.code, "%s", fe.msg);
+		}
 	}
 	if (r >= 0) {
 		struct digest got;

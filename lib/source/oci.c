@@ -293,7 +293,7 @@ static int open_registry(struct image_src *s, const char *ref, const struct anol
 	int r = registry_parse_ref(ref, &rr, s->err);
 	if (r < 0)
 		return r;
-	if ((r = registry_new(rr.host, o->tls_verify, s->err, &s->reg)) < 0)
+	if ((r = registry_new(rr.host, o->tls_verify, NULL, s->err, &s->reg)) < 0)
 		return r;
 	if (!(s->repo = strdup(rr.repo)))
 		return anole_err(s->err, ENOMEM, "out of memory");
