@@ -616,6 +616,7 @@ int anole_pull(const char *ref, const char *dir, const struct anole_pull_options
 }
 
 int lazy_prepare(const char *ref, const char *cache_dir, int tls_verify,
+		 const struct registry_creds *creds,
 		 void (*manifest_known)(const char *digest, void *ctx), void *ctx,
 		 struct anole_lazy_info **out, struct store **src_out, struct anole_error *err)
 {
@@ -623,7 +624,7 @@ int lazy_prepare(const char *ref, const char *cache_dir, int tls_verify,
 	struct store *src = NULL, *dst = NULL;
 	struct anole_lazy_info *li = NULL;
 	struct strbuf body = {0};
-	int r = store_open(ref, tls_verify, false, &src, err);
+	int r = store_open_as(ref, tls_verify, creds, false, &src, err);
 	if (r >= 0)
 		r = lazy_read(src, false, &body, &li, err);
 	if (r >= 0 && manifest_known)

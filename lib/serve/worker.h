@@ -50,6 +50,10 @@ struct lmount {
 	char *mountpoint, *ref, *meta_path;
 	char manifest[72];
 	int tls_verify;
+	/* the registry credentials its client sent: its fetches use these
+	 * alone (never the daemon's environment); kept in memory and, for a
+	 * worker restart, in RUNTIME/credentials.json (0600), nowhere else */
+	struct registry_creds creds;
 	bool restored;
 	bool fuse;          /* served by fusefs, not the kernel's EROFS */
 	struct fusefs *fs;
@@ -173,9 +177,10 @@ int start_fetchers(void);
  * @exec: what `anole run` will start (a path or a name; "": none given,
  * the image's entrypoint), or NULL for a plain mount. @hints: fetch what
  * the loader reads to start a program when it starts (ELF load hints). */
-int op_mount(const char *ref, const char *mnt, int tls_verify, const char *options,
-	     const char *prefetch, bool fuse, bool record, const char *exec, bool hints,
-	     char *notice, size_t notice_size, char **config, struct anole_error *err);
+int op_mount(const char *ref, const char *mnt, int tls_verify,
+	     const struct registry_creds *creds, const char *options, const char *prefetch,
+	     bool fuse, bool record, const char *exec, bool hints, char *notice,
+	     size_t notice_size, char **config, struct anole_error *err);
 /* The ranges a recording mount's readers needed, in order (JSON). */
 struct json_t *op_trace(const char *mnt, struct anole_error *err);
 int op_umount(const char *mnt, bool *idle, struct anole_error *err);
