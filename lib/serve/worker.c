@@ -159,6 +159,7 @@ static void blob_free(struct blob *b)
 	store_free(b->src);
 	free(b->state);
 	free(b->readmap);
+	free(b->failed_until);
 	free(b);
 }
 

@@ -44,6 +44,9 @@ struct blob {
 	 * reaching range ra_mark opens the next */
 	uint64_t ra_size, ra_mark, ra_end;
 	time_t down_since; /* the last full-retry fetch failed then; 0 = fine */
+	/* per range, until when (now_seconds()) a read of it fails at once: its
+	 * fetch just failed (allocated on the first failure) */
+	double *failed_until;
 };
 
 struct lmount {
