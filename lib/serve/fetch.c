@@ -33,8 +33,9 @@
 #define PREFETCH_REQUEST_MAX (4u << 20)
 #define COALESCE_MIN 4
 #define COALESCE_MAX 1024
-/* the registry client retries failed transfers itself (about 8 s in all);
- * here a range that came but did not verify is fetched once more */
+/* the registry client retries failed transfers itself, within the
+ * range's deadline (8 s + its size at 128 KiB/s); here a range that came
+ * but did not verify is fetched once more */
 #define ATTEMPTS 2
 #define DOWN_SECONDS 30
 #define DEMAND_THREADS 8
