@@ -46,10 +46,12 @@
 #define LISTED_PARALLEL 2
 #define READAHEAD_BYTES (128u << 10)
 #define READAHEAD_MAX PREFETCH_REQUEST_MAX
-/* A read of a range whose fetch failed this recently fails at once: the
- * kernel asks again for a read that just failed (readahead, then the
- * page alone, ...), and each ask would wait out a fetch's deadline again. */
-#define FAILED_SECONDS 5.0
+/* A read of a range whose fetch timed out this recently fails at once:
+ * the kernel asks again for a read that just failed (read-ahead, then the
+ * page alone, ...), and each ask would wait out a fetch's deadline again.
+ * Quick failures (refused, dropped, a bad answer) cost little to retry,
+ * and a reader retrying once the registry is back gets its bytes. */
+#define TIMED_OUT_SECONDS 3.0
 
 static bool all_present(const struct blob *b, uint64_t first, uint64_t last)
 {
@@ -59,8 +61,8 @@ static bool all_present(const struct blob *b, uint64_t first, uint64_t last)
 	return true;
 }
 
-/* Did a fetch of a range in [first, last] fail just now? */
-static bool failed_lately(const struct blob *b, uint64_t first, uint64_t last)
+/* Did a fetch of a range in [first, last] time out just now? */
+static bool timed_out_lately(const struct blob *b, uint64_t first, uint64_t last)
 {
 	double now = now_seconds();
 	for (uint64_t i = first; b->failed_until && i <= last; i++)
@@ -69,11 +71,11 @@ static bool failed_lately(const struct blob *b, uint64_t first, uint64_t last)
 	return false;
 }
 
-static void note_failure(struct blob *b, const struct job *j)
+static void note_timeout(struct blob *b, const struct job *j)
 {
 	if (!b->failed_until && !(b->failed_until = calloc(MAX(b->nranges, 1), sizeof(double))))
 		return; /* (reads then only wait again) */
-	double until = now_seconds() + FAILED_SECONDS;
+	double until = now_seconds() + TIMED_OUT_SECONDS;
 	for (uint64_t i = 0; i < j->count; i++)
 		b->failed_until[j->first + i] = until;
 }
@@ -251,7 +253,7 @@ static struct read_span read_span(const struct blob *b, uint64_t off, uint64_t l
 void wait_for(struct blob *b, uint64_t id, uint64_t off, uint64_t len)
 {
 	struct read_span s = read_span(b, off, len);
-	if (failed_lately(b, s.first, s.last)) {
+	if (timed_out_lately(b, s.first, s.last)) {
 		answer_event(id, false);
 		return;
 	}
@@ -270,7 +272,7 @@ int fetch_wait(struct blob *b, uint64_t off, uint64_t len)
 	int r = 0;
 	if (!b->complete && len && off < b->size) {
 		struct read_span s = read_span(b, off, len);
-		if (failed_lately(b, s.first, s.last))
+		if (timed_out_lately(b, s.first, s.last))
 			r = -EIO;
 		else
 			readahead(b, s.sfirst, s.slast);
@@ -542,10 +544,10 @@ static void answer_job(struct job *j, int r)
 {
 	struct blob *b = j->b;
 	memset(b->state + j->first, r >= 0 ? RANGE_PRESENT : RANGE_ABSENT, j->count);
-	if (r < 0) {
+	if (r < 0)
 		b->failures++;
-		note_failure(b, j);
-	}
+	if (r == -ETIMEDOUT)
+		note_timeout(b, j);
 	wake(b, j, r >= 0);
 }
 

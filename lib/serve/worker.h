@@ -45,7 +45,7 @@ struct blob {
 	uint64_t ra_size, ra_mark, ra_end;
 	time_t down_since; /* the last full-retry fetch failed then; 0 = fine */
 	/* per range, until when (now_seconds()) a read of it fails at once: its
-	 * fetch just failed (allocated on the first failure) */
+	 * fetch just timed out (allocated on the first time out) */
 	double *failed_until;
 };
 
