@@ -80,7 +80,7 @@ static int credentials_field(json_t *o, struct ctl_request *req, char *why, size
 		int r = string_field(c, key, to, why, size);
 		if (r < 0)
 			return r;
-		for (const char *p = *to; *p; p++)
+		for (const char *p = *to; p && *p; p++)
 			if (*p <= ' ' || *p > '~')
 				return bad(why, size, "bad request: credentials.%s holds a bad byte",
 					   key);
