@@ -589,13 +589,7 @@ static void backoff(const struct xfer *x, int attempt)
 
 /* ---- origins ------------------------------------------------------------------ */
 
-/*
- * Credentials go to one origin, as curl's redirect rule has it: scheme,
- * host and port. This is "scheme://host:port" of an http(s) URL, host in
- * lower case and the port always written; false for other URLs and for
- * ones with user info.
- */
-static bool url_origin(const char *url, char *out, size_t size)
+bool registry_url_origin(const char *url, char *out, size_t size)
 {
 	bool tls = !strncasecmp(url, "https://", 8);
 	if (!tls && strncasecmp(url, "http://", 7))
@@ -626,12 +620,10 @@ static bool url_origin(const char *url, char *out, size_t size)
 static bool same_origin(const char *url, const char *origin)
 {
 	char o[320];
-	return *origin && url_origin(url, o, sizeof(o)) && !strcmp(o, origin);
+	return *origin && registry_url_origin(url, o, sizeof(o)) && !strcmp(o, origin);
 }
 
-/* A Location header as an absolute URL: as it is when absolute (http or
- * https), else a path on the origin of @url, the request that got it. */
-static bool absolute_location(const char *url, const char *loc, char *out, size_t size)
+bool registry_absolute_location(const char *url, const char *loc, char *out, size_t size)
 {
 	int w;
 	if (!strncasecmp(loc, "http://", 7) || !strncasecmp(loc, "https://", 8)) {
@@ -674,7 +666,7 @@ static void set_auth(struct registry *r, const char *scheme, const char *cred)
 		explicit_bzero(r->auth, strlen(r->auth));
 	free(r->auth);
 	r->auth = h;
-	if (!url_origin(r->base, r->auth_origin, sizeof(r->auth_origin)))
+	if (!registry_url_origin(r->base, r->auth_origin, sizeof(r->auth_origin)))
 		r->auth_origin[0] = 0;
 	pthread_mutex_unlock(&r->lock);
 }
@@ -882,7 +874,8 @@ static CURLcode perform(struct registry *r, const char *url, const char *accept,
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &x->status);
 	char *eff = NULL, origin[320];
 	curl_easy_getinfo(c, CURLINFO_EFFECTIVE_URL, &eff);
-	*from_registry = eff && url_origin(r->base, origin, sizeof(origin)) && same_origin(eff, origin);
+	*from_registry = eff && registry_url_origin(r->base, origin, sizeof(origin)) &&
+			 same_origin(eff, origin);
 	put_handle(r, c);
 	curl_slist_free_all(hdrs);
 	/* ended on purpose: all that was needed is here */
@@ -1162,7 +1155,7 @@ static int upload_location(struct registry *r, const char *url, const struct xfe
 {
 	char was[2400];
 	snprintf(was, sizeof(was), "%s%s", strstr(url, "://") ? "" : r->base, url);
-	if (!absolute_location(was, x->location, loc, size))
+	if (!registry_absolute_location(was, x->location, loc, size))
 		return anole_err(err, EBADMSG, "%s: an upload Location that is no http(s) URL: %.200s",
 				 r->host, x->location);
 	return 0;

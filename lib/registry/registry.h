@@ -39,6 +39,16 @@ void registry_creds_release(struct registry_creds *c);
 struct json_t;
 int registry_creds_for_ref(const char *ref, struct json_t **out, struct anole_error *err);
 
+/* Credentials go to one origin, as curl's redirect rule has it: scheme,
+ * host and port. *out gets "scheme://host:port" of an http(s) @url, host
+ * in lower case, the port always written; false for other URLs and for
+ * ones with user info. */
+bool registry_url_origin(const char *url, char *out, size_t size);
+/* A Location header as an absolute URL: as it is when absolute (http or
+ * https), else a path on the origin of @url, the request that got it;
+ * false for anything else. */
+bool registry_absolute_location(const char *url, const char *loc, char *out, size_t size);
+
 struct registry;
 /* tls_verify: 0 = HTTPS except plain HTTP for localhost and 127.0.0.0/8,
  * 1 = always verified HTTPS, -1 = plain HTTP. @creds: NULL for the
