@@ -171,7 +171,7 @@ int store_get_manifest(struct store *s, struct strbuf *body, char *mt, struct di
 	int r;
 	if (s->reg) {
 		*mt = 0;
-		r = registry_get_manifest(s->reg, s->ref.repo, s->ref.reference, body, mt, err);
+		r = registry_get_manifest(s->reg, s->ref.repo, s->ref.reference, 0, body, mt, err);
 		if (r >= 0)
 			sha256(body->buf, body->len, dg);
 		return r;

@@ -987,12 +987,13 @@ static int http_error(struct registry *r, const char *what, long status, struct 
 	return anole_err(err, EIO, "%s: %s: HTTP %ld", r->host, what, status);
 }
 
-int registry_get_manifest(struct registry *r, const char *repo, const char *ref,
+int registry_get_manifest(struct registry *r, const char *repo, const char *ref, uint64_t size,
 			  struct strbuf *body, char *media_type, struct anole_error *err)
 {
 	char path[600];
 	snprintf(path, sizeof(path), "/v2/%s/manifests/%s", repo, ref);
-	struct xfer x = {.reg = r, .body = body, .max_body = MAX_BODY, .sock = -1};
+	struct xfer x = {.reg = r, .body = body, .sock = -1,
+			 .max_body = size && size < MAX_BODY ? (size_t)size : MAX_BODY};
 	body->len = 0;
 	int rc = request(r, path, ACCEPT_MANIFESTS, repo, &x, err);
 	if (rc < 0)

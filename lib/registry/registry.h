@@ -63,9 +63,10 @@ void registry_free(struct registry *r);
 void registry_preload(void);
 
 /* GET a manifest or index by tag or digest into @body (checked when @ref is
- * a digest, or against Docker-Content-Digest when the registry sends one).
+ * a digest, or against Docker-Content-Digest when the registry sends one),
+ * refused when longer than @size (its descriptor's; 0: unknown, 4 MiB).
  * @media_type, if not NULL, gets the Content-Type (128 bytes). */
-int registry_get_manifest(struct registry *r, const char *repo, const char *ref,
+int registry_get_manifest(struct registry *r, const char *repo, const char *ref, uint64_t size,
 			  struct strbuf *body, char *media_type, struct anole_error *err);
 
 /* Stream a blob into a socket whose other end is returned in *fd; a thread
