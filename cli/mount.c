@@ -52,19 +52,30 @@ static int lazy_mount(const char *ref, const char *target, const char *options,
 		cli_error("%s: %s", target, strerror(errno));
 		return 1;
 	}
-	json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:i, s:b, s:b}", "op", "mount",
+	/* the daemon fetches with our credentials, not those of whoever
+	 * started it */
+	struct anole_error err = {0};
+	char *creds = NULL;
+	int r = anole_mount_credentials(ref, &creds, &err);
+	if (r < 0)
+		return cli_fail(&err, r);
+	json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:i, s:b, s:b, s:o*}", "op", "mount",
 				"ref", ref, "mountpoint", real, "options", options ? options : "",
 				"prefetch", prefetch, "prefetch_rate", (json_int_t)rate,
-				"tls_verify", tls_verify, "fuse", fuse, "no_load_hints", no_hints);
+				"tls_verify", tls_verify, "fuse", fuse, "no_load_hints", no_hints,
+				"credentials", creds ? json_loads(creds, 0, NULL) : NULL);
+	if (creds)
+		explicit_bzero(creds, strlen(creds));
+	free(creds);
 	char *text = req ? json_dumps(req, JSON_COMPACT) : NULL;
 	json_decref(req);
 	if (!text) {
 		cli_error("out of memory");
 		return 1;
 	}
-	struct anole_error err = {0};
 	char *reply = NULL;
-	int r = anole_daemon_request(text, 1, &reply, &err);
+	r = anole_daemon_request(text, 1, &reply, &err);
+	explicit_bzero(text, strlen(text));
 	free(text);
 	if (r < 0)
 		return cli_fail(&err, r);

@@ -17,25 +17,8 @@ need_fanotify
 
 L=$("$ROOT/tests/lib/mkoci" --small) || fail "mkoci --small failed"
 TRUTH=$(dirname "$L")/truth/rootfs
-export ANOLE_RUNTIME_DIR=$TMP/run ANOLE_CACHE_DIR=$TMP/cache
-daemon_kill() {
-	local m
-	for m in $(_mounts_under "$TMP"); do "$ANOLE" umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
-	kill -9 "$(cat "$ANOLE_RUNTIME_DIR/holder.pid" 2>/dev/null)" 2>/dev/null
-	kill -9 "$(cat "$ANOLE_RUNTIME_DIR/daemon.pid" 2>/dev/null)" 2>/dev/null
-	true
-}
-trap '_rc=$?; daemon_kill; (exit $_rc); _cleanup' EXIT
-wait_daemon_gone() {
-	local i p alive
-	for i in $(seq 1 50); do
-		alive=0
-		for p in holder daemon; do kill -0 "$(cat "$ANOLE_RUNTIME_DIR/$p.pid" 2>/dev/null)" 2>/dev/null && alive=1; done
-		[ "$alive" = 0 ] && return 0
-		sleep 0.2
-	done
-	daemon_kill
-}
+# shellcheck source=lib/lazyd
+. "$ROOT/tests/lib/lazyd"
 
 registry_start
 "$ANOLE" convert -q "oci:$L:v1" "docker://$REGISTRY/faults/lazy:v1" >"$TMP/convert.out" 2>&1 ||

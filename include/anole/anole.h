@@ -325,6 +325,13 @@ int anole_daemon(struct anole_error *err);
  * daemon, started first when @start and not running; *reply is its JSON
  * answer (free it). */
 int anole_daemon_request(const char *request, int start, char **reply, struct anole_error *err);
+/* What a mount request carries as "credentials": the caller's for the
+ * registry @ref ("docker://...") names, from $REGISTRY_AUTH_FILE or
+ * ~/.docker/config.json, as JSON text (free it; it holds a secret), or
+ * *json = NULL when there are none. The daemon uses only these for the
+ * mount, never its own environment's. A reference with a user name or
+ * password is refused. */
+int anole_mount_credentials(const char *ref, char **json, struct anole_error *err);
 
 /* ---- running a container ---------------------------------------------------- */
 struct anole_run_options {

@@ -292,9 +292,12 @@ static int fetch_verified(struct store *src, const char *digest, uint64_t size,
 		close(fd);
 	if (f) {
 		struct anole_error fe = {0};
-		/* a short body is the transfer's fault: its error says why */
-		if (store_blob_end(f, &fe) < 0 && (r >= 0 || r == -EIO))
+		/* a short body is the transfer's fault: its error says why
+		 * (in place of ours: anole_err keeps the first) */
+		if (store_blob_end(f, &fe) < 0 && (r >= 0 || r == -EIO)) {
+			*err = (struct anole_error){0};
 			r = anole_err(err, fe.code, "%s", fe.msg);
+		}
 	}
 	if (r >= 0) {
 		struct digest got;
@@ -611,6 +614,7 @@ int anole_pull(const char *ref, const char *dir, const struct anole_pull_options
 }
 
 int lazy_prepare(const char *ref, const char *cache_dir, int tls_verify,
+		 const struct registry_creds *creds,
 		 void (*manifest_known)(const char *digest, void *ctx), void *ctx,
 		 struct anole_lazy_info **out, struct store **src_out, struct anole_error *err)
 {
@@ -618,7 +622,7 @@ int lazy_prepare(const char *ref, const char *cache_dir, int tls_verify,
 	struct store *src = NULL, *dst = NULL;
 	struct anole_lazy_info *li = NULL;
 	struct strbuf body = {0};
-	int r = store_open(ref, tls_verify, false, &src, err);
+	int r = store_open_as(ref, tls_verify, creds, false, &src, err);
 	if (r >= 0)
 		r = lazy_read(src, false, &body, &li, err);
 	if (r >= 0 && manifest_known)

@@ -13,8 +13,10 @@
  * the metadata image in the cache; *src the store to read data from (the
  * caller frees both). @manifest_known, when set, is called with the
  * image's manifest digest as soon as it is known, before the rest comes:
- * the caller can fetch what hangs off the image meanwhile. */
+ * the caller can fetch what hangs off the image meanwhile. @creds: for
+ * the registry (store_open_as). */
 int lazy_prepare(const char *ref, const char *cache_dir, int tls_verify,
+		 const struct registry_creds *creds,
 		 void (*manifest_known)(const char *digest, void *ctx), void *ctx,
 		 struct anole_lazy_info **out, struct store **src, struct anole_error *err);
 /* A blob's digest table, from the cache (lazy_prepare put it there). */
@@ -33,7 +35,8 @@ int lazy_prefetch_put(const char *ref, const char *list_json, int tls_verify, ch
  * *out = NULL when there is none. */
 struct json_t;
 int lazy_prefetch_get(const char *ref, const char *manifest_digest, int tls_verify,
-		      struct json_t **out, struct anole_error *err);
+		      const struct registry_creds *creds, struct json_t **out,
+		      struct anole_error *err);
 
 /* What a recorded list asks of one blob of the mounted image. */
 struct prefetch_blob {

@@ -73,17 +73,17 @@ int lazy_prefetch_put(const char *ref, const char *list_json, int tls_verify, ch
 	return r;
 }
 
-int lazy_prefetch_get(const char *ref, const char *manifest_digest, int tls_verify, json_t **out,
-		      struct anole_error *err)
+int lazy_prefetch_get(const char *ref, const char *manifest_digest, int tls_verify,
+		      const struct registry_creds *creds, json_t **out, struct anole_error *err)
 {
 	*out = NULL;
 	struct store *s = NULL, *t = NULL;
 	_cleanup_free_ char *tag = prefetch_tag(manifest_digest), *spec = NULL;
-	int r = store_open(ref, tls_verify, false, &s, err);
+	int r = store_open_as(ref, tls_verify, creds, false, &s, err);
 	if (r >= 0 && (!tag || !(spec = store_spec_with_tag(s, tag))))
 		r = anole_err(err, ENOMEM, "out of memory");
 	if (r >= 0)
-		r = store_open(spec, tls_verify, false, &t, err);
+		r = store_open_as(spec, tls_verify, creds, false, &t, err);
 	struct strbuf body = {0}, list = {0};
 	char mt[128] = "";
 	struct digest dg;

@@ -49,6 +49,12 @@ static int layout_create(struct store *s, struct anole_error *err)
 int store_open(const char *spec, int tls_verify, bool create, struct store **out,
 	       struct anole_error *err)
 {
+	return store_open_as(spec, tls_verify, NULL, create, out, err);
+}
+
+int store_open_as(const char *spec, int tls_verify, const struct registry_creds *creds,
+		  bool create, struct store **out, struct anole_error *err)
+{
 	struct store *s = calloc(1, sizeof(*s));
 	if (!s || !(s->name = strdup(spec))) {
 		free(s);
@@ -57,7 +63,7 @@ int store_open(const char *spec, int tls_verify, bool create, struct store **out
 	int r = 0;
 	if (!strncmp(spec, "docker://", 9)) {
 		if ((r = registry_parse_ref(spec + 9, &s->ref, err)) >= 0)
-			r = registry_new(s->ref.host, tls_verify, err, &s->reg);
+			r = registry_new(s->ref.host, tls_verify, creds, err, &s->reg);
 	} else {
 		/* oci:DIR[:TAG], or a bare DIR; a ':' followed by no '/' starts the tag */
 		const char *p = !strncmp(spec, "oci:", 4) ? spec + 4 : spec;
@@ -165,7 +171,7 @@ int store_get_manifest(struct store *s, struct strbuf *body, char *mt, struct di
 	int r;
 	if (s->reg) {
 		*mt = 0;
-		r = registry_get_manifest(s->reg, s->ref.repo, s->ref.reference, body, mt, err);
+		r = registry_get_manifest(s->reg, s->ref.repo, s->ref.reference, 0, body, mt, err);
 		if (r >= 0)
 			sha256(body->buf, body->len, dg);
 		return r;

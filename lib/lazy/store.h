@@ -18,9 +18,13 @@ struct store {
 	struct registry_ref ref;
 };
 
-/* @create makes a missing layout directory. */
+/* @create makes a missing layout directory. A registry gets the caller's
+ * credentials for its host. */
 int store_open(const char *spec, int tls_verify, bool create, struct store **out,
 	       struct anole_error *err);
+/* The same with @creds for a registry (registry_new: NULL = the caller's). */
+int store_open_as(const char *spec, int tls_verify, const struct registry_creds *creds,
+		  bool create, struct store **out, struct anole_error *err);
 void store_free(struct store *s);
 static inline bool store_is_registry(const struct store *s)
 {

@@ -12,11 +12,39 @@
 
 #define MAX_BODY (4u << 20)
 #define MAX_ATTEMPTS 6
+#define MAX_ERROR_PAGE (64u << 10) /* of a 4xx/5xx answer's body, the rest unread */
 #define ACCEPT_MANIFESTS                                                                  \
 	"Accept: application/vnd.oci.image.manifest.v1+json, "                            \
 	"application/vnd.oci.image.index.v1+json, "                                       \
 	"application/vnd.docker.distribution.manifest.v2+json, "                          \
 	"application/vnd.docker.distribution.manifest.list.v2+json"
+
+/*
+ * Bounds on every call (docs/SECURITY.md, "Registries"). An attempt is
+ * dropped once it moved under STALL_RATE bytes/s for its kind's stall
+ * time; after MAX_STALLS such stalls the call fails. The whole call (its
+ * attempts, redirects, token requests and backoff) ends by its deadline:
+ * the kind's floor plus its bytes at the kind's minimum rate.
+ */
+#define STALL_RATE 1024L
+#define MAX_STALLS 2
+#define CONNECT_TIMEOUT 10L
+enum kind {
+	K_DOC,    /* manifests, tokens, HEAD, upload answers: small JSON */
+	K_RANGE,  /* a range a lazy reader waits for */
+	K_BLOB,   /* a whole blob whose size is known */
+	K_UPLOAD, /* a blob (or manifest) sent */
+};
+static const struct bound {
+	long stall;      /* seconds under STALL_RATE */
+	double floor;    /* seconds */
+	double min_rate; /* bytes per second the deadline allows for */
+} bounds[] = {
+	[K_DOC] = {10, 30, 0},
+	[K_RANGE] = {5, 8, 128 << 10},
+	[K_BLOB] = {30, 30, 64 << 10},
+	[K_UPLOAD] = {30, 30, 64 << 10},
+};
 
 struct registry {
 	char host[256];
@@ -25,8 +53,8 @@ struct registry {
 	bool may_downgrade; /* --tls-verify=false: plain HTTP if TLS fails */
 	pthread_mutex_t lock; /* guards auth, shared with fetch threads */
 	char *auth;           /* "Authorization: ..." or NULL */
-	char *basic;          /* base64 user:pass from the auth file */
-	char *identity_token;
+	char auth_origin[320]; /* the only origin that gets it */
+	struct registry_creds creds;
 	/* idle handles, each keeping its connections open: a lazy read's
 	 * request then costs one round trip, not a TCP (and TLS) handshake
 	 * more. Handles, not a curl share: libcurl does not support sharing a
@@ -45,6 +73,13 @@ int registry_parse_ref(const char *ref, struct registry_ref *out, struct anole_e
 		return anole_err(err, EINVAL, "docker://%s: expected docker://HOST/REPO[:TAG|@DIGEST]",
 				 ref);
 	size_t hl = (size_t)(slash - ref);
+	const char *at_host = memchr(ref, '@', hl);
+	if (at_host) /* (the part before '@' is never printed) */
+		return anole_err(err, EINVAL,
+				 "docker://…@%s: a reference may not hold a user name or password; "
+				 "put them in the auth file ($REGISTRY_AUTH_FILE or "
+				 "~/.docker/config.json, see docs/CLI.md)",
+				 at_host + 1);
 	bool is_host = memchr(ref, '.', hl) || memchr(ref, ':', hl) ||
 		       (hl == 9 && !memcmp(ref, "localhost", 9));
 	const char *rest = slash + 1;
@@ -107,15 +142,38 @@ static bool local_host(const char *host)
 	       : !strncmp(host, "[::1]", 5);
 }
 
-/* Basic credentials or an identity token from the Docker-style auth file. */
-static void load_credentials(struct registry *r)
+void registry_creds_release(struct registry_creds *c)
 {
+	if (c->basic)
+		explicit_bzero(c->basic, strlen(c->basic));
+	if (c->identity_token)
+		explicit_bzero(c->identity_token, strlen(c->identity_token));
+	free(c->basic);
+	free(c->identity_token);
+	c->basic = c->identity_token = NULL;
+}
+
+int registry_creds_copy(struct registry_creds *to, const struct registry_creds *from)
+{
+	*to = (struct registry_creds){0};
+	if ((from->basic && !(to->basic = strdup(from->basic))) ||
+	    (from->identity_token && !(to->identity_token = strdup(from->identity_token)))) {
+		registry_creds_release(to);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* Basic credentials or an identity token from the Docker-style auth file. */
+int registry_creds_load(const char *host, struct registry_creds *out)
+{
+	*out = (struct registry_creds){0};
 	const char *path = getenv("REGISTRY_AUTH_FILE");
 	char buf[4096];
 	if (!path) {
 		const char *home = getenv("HOME");
 		if (!home)
-			return;
+			return 0;
 		snprintf(buf, sizeof(buf), "%s/.docker/config.json", home);
 		path = buf;
 	}
@@ -123,6 +181,7 @@ static void load_credentials(struct registry *r)
 	json_t *auths = json_object_get(root, "auths");
 	const char *key;
 	json_t *v;
+	int r = 0;
 	json_object_foreach(auths, key, v) {
 		const char *k = key;
 		if (!strncmp(k, "https://", 8))
@@ -130,21 +189,63 @@ static void load_credentials(struct registry *r)
 		else if (!strncmp(k, "http://", 7))
 			k += 7;
 		size_t kl = strcspn(k, "/");
-		bool hub = !strcmp(r->host, "registry-1.docker.io") && !strncmp(k, "index.docker.io", kl);
-		if (!hub && (kl != strlen(r->host) || strncmp(k, r->host, kl)))
+		bool hub = !strcmp(host, "registry-1.docker.io") && !strncmp(k, "index.docker.io", kl);
+		if (!hub && (kl != strlen(host) || strncmp(k, host, kl)))
 			continue;
-		const char *a = json_string_value(json_object_get(v, "auth"));
-		const char *t = json_string_value(json_object_get(v, "identitytoken"));
-		if (a && *a)
-			r->basic = strdup(a);
-		if (t && *t)
-			r->identity_token = strdup(t);
+		struct registry_creds found = {
+			.basic = (char *)json_string_value(json_object_get(v, "auth")),
+			.identity_token = (char *)json_string_value(json_object_get(v, "identitytoken")),
+		};
+		if (found.basic && !*found.basic)
+			found.basic = NULL;
+		if (found.identity_token && !*found.identity_token)
+			found.identity_token = NULL;
+		r = registry_creds_copy(out, &found);
 		break;
 	}
 	json_decref(root);
+	return r;
 }
 
-int registry_new(const char *host, int tls_verify, struct anole_error *err, struct registry **out)
+int registry_creds_for_ref(const char *ref, json_t **out, struct anole_error *err)
+{
+	*out = NULL;
+	if (strncmp(ref, "docker://", 9))
+		return 0;
+	struct registry_ref rr;
+	struct registry_creds c;
+	int r = registry_parse_ref(ref + 9, &rr, err);
+	if (r < 0)
+		return r;
+	if (registry_creds_load(rr.host, &c) < 0)
+		return anole_err(err, ENOMEM, "out of memory");
+	if (c.basic || c.identity_token) {
+		*out = json_object();
+		if (!*out || (c.basic && json_object_set_new(*out, "basic", json_string(c.basic))) ||
+		    (c.identity_token &&
+		     json_object_set_new(*out, "identity_token", json_string(c.identity_token)))) {
+			json_decref(*out);
+			*out = NULL;
+			r = anole_err(err, ENOMEM, "out of memory");
+		}
+	}
+	registry_creds_release(&c);
+	return r;
+}
+
+int anole_mount_credentials(const char *ref, char **json, struct anole_error *err)
+{
+	json_t *j = NULL;
+	*json = NULL;
+	int r = registry_creds_for_ref(ref, &j, err);
+	if (r >= 0 && j && !(*json = json_dumps(j, JSON_COMPACT)))
+		r = anole_err(err, ENOMEM, "out of memory");
+	json_decref(j); /* (jansson frees its strings without wiping them) */
+	return r;
+}
+
+int registry_new(const char *host, int tls_verify, const struct registry_creds *creds,
+		 struct anole_error *err, struct registry **out)
 {
 	/* every use of curl goes through a registry */
 	int rc = anole_curl_load(err);
@@ -161,7 +262,11 @@ int registry_new(const char *host, int tls_verify, struct anole_error *err, stru
 	r->may_downgrade = tls_verify < 0;
 	snprintf(r->base, sizeof(r->base), "%s://%s", plain ? "http" : "https", host);
 	pthread_mutex_init(&r->lock, NULL);
-	load_credentials(r);
+	if ((creds ? registry_creds_copy(&r->creds, creds) : registry_creds_load(host, &r->creds)) <
+	    0) {
+		registry_free(r);
+		return anole_err(err, ENOMEM, "out of memory");
+	}
 	*out = r;
 	return 0;
 }
@@ -187,9 +292,10 @@ void registry_free(struct registry *r)
 	while (r->nidle)
 		curl_easy_cleanup(r->idle[--r->nidle]);
 	pthread_mutex_destroy(&r->lock);
+	if (r->auth)
+		explicit_bzero(r->auth, strlen(r->auth));
 	free(r->auth);
-	free(r->basic);
-	free(r->identity_token);
+	registry_creds_release(&r->creds);
 	free(r);
 }
 
@@ -204,16 +310,25 @@ struct xfer {
 	/* body to memory ... */
 	struct strbuf *body;
 	size_t max_body;
-	/* ... or to a socket, skipping what an earlier attempt delivered */
+	/* ... or to a socket, skipping what an earlier attempt delivered, up
+	 * to @limit bytes (the descriptor's size: more is not read) */
 	int sock;
-	uint64_t delivered, skip;
+	uint64_t delivered, skip, limit;
 	long cur_status; /* of the response being received */
+	uint64_t content_length; /* of the response being received, 0: not sent */
+	uint64_t error_page;     /* bytes of an error answer's body seen */
 	bool too_big, write_failed;
+	bool done; /* all that was needed came; the rest was not read */
 	/* ... or one range into a buffer */
 	char *range_buf;
 	uint64_t range_off, range_len, range_got, range_seen;
+	uint64_t range_start; /* where a 206's body starts (Content-Range) */
+	bool range_refused;   /* a 200 that would cost too much to read */
 	int max_attempts;     /* 0: MAX_ATTEMPTS */
-	long stall_seconds;   /* 0: 60 */
+	/* bounds: every attempt's stall time, the whole call's deadline */
+	enum kind kind;
+	double started, deadline; /* now_seconds(); deadline 0: set by request */
+	int stalls;
 	/* request */
 	const char *method;       /* NULL: GET */
 	const char *upload_type; /* Content-Type of the upload */
@@ -222,8 +337,17 @@ struct xfer {
 	uint64_t upload_off, upload_len, upload_pos;
 	char location[2048]; /* Location of the last response */
 	const char *extra_header;
-	uint64_t content_length;
+	bool no_redirects; /* the request carries a secret in its body */
 };
+
+/* The call's bounds: its kind's stall time, and a deadline @bytes allow. */
+static void xfer_bound(struct xfer *x, enum kind kind, uint64_t bytes)
+{
+	const struct bound *b = &bounds[kind];
+	x->kind = kind;
+	x->started = now_seconds();
+	x->deadline = x->started + b->floor + (b->min_rate > 0 ? (double)bytes / b->min_rate : 0);
+}
 
 static void header_value(const char *line, size_t len, const char *name, char *out, size_t outsz)
 {
@@ -247,6 +371,8 @@ static size_t on_header(char *line, size_t size, size_t n, void *ctx)
 		x->challenge[0] = x->content_type[0] = x->content_digest[0] = 0;
 		x->location[0] = 0;
 		x->range_got = x->range_seen = 0;
+		x->range_start = x->range_off;
+		x->content_length = x->error_page = 0;
 		const char *sp = memchr(line, ' ', len);
 		x->cur_status = sp ? strtol(sp + 1, NULL, 10) : 0;
 		/* a whole body where we asked for the rest: skip what we have */
@@ -258,43 +384,55 @@ static size_t on_header(char *line, size_t size, size_t n, void *ctx)
 	header_value(line, len, "docker-content-digest:", x->content_digest,
 		     sizeof(x->content_digest));
 	header_value(line, len, "location:", x->location, sizeof(x->location));
-	char cl[32] = "";
-	header_value(line, len, "content-length:", cl, sizeof(cl));
-	if (cl[0])
-		x->content_length = strtoull(cl, NULL, 10);
+	char v[80] = "";
+	header_value(line, len, "content-length:", v, sizeof(v));
+	if (v[0])
+		x->content_length = strtoull(v, NULL, 10);
+	v[0] = 0;
+	header_value(line, len, "content-range:", v, sizeof(v)); /* bytes FIRST-LAST/SIZE */
+	if (!strncmp(v, "bytes ", 6) && isdigit((unsigned char)v[6]))
+		x->range_start = strtoull(v + 6, NULL, 10);
 	return len;
 }
 
-static size_t on_body(char *data, size_t size, size_t n, void *ctx)
+/* A range request's answer: a 206 holds the range (from its Content-Range
+ * start), a 200 the blob from byte 0, taken only when the range ends in
+ * its first REGISTRY_RANGE_200_MAX bytes. Once the range is in, anything
+ * more is not read: the transfer ends there. */
+static size_t range_body(struct xfer *x, const char *data, size_t len)
 {
-	struct xfer *x = ctx;
-	size_t len = size * n;
-	if (x->body) {
-		if (x->body->len + len > x->max_body) {
-			x->too_big = true;
-			return 0;
-		}
-		return strbuf_add(x->body, data, len) < 0 ? 0 : len;
+	uint64_t end = x->range_off + x->range_len;
+	if (x->cur_status == 200 && end > REGISTRY_RANGE_200_MAX) {
+		x->range_refused = true;
+		return 0;
 	}
-	if (x->cur_status != 200 && x->cur_status != 206)
-		return len; /* an error page, not blob bytes */
-	if (x->range_buf) {
-		/* 206: the range itself; 200: the whole blob, take our part */
-		uint64_t at = x->cur_status == 200 ? x->range_seen : x->range_off + x->range_seen;
-		x->range_seen += len;
-		uint64_t from = MAX(at, x->range_off), to = MIN(at + len, x->range_off + x->range_len);
-		if (to > from) {
-			memcpy(x->range_buf + (from - x->range_off), data + (from - at), to - from);
-			x->range_got = MAX(x->range_got, to - x->range_off);
-		}
-		return len;
+	uint64_t at = (x->cur_status == 206 ? x->range_start : 0) + x->range_seen;
+	x->range_seen += len;
+	uint64_t from = MAX(at, x->range_off), to = MIN(at + len, end);
+	if (to > from) {
+		memcpy(x->range_buf + (from - x->range_off), data + (from - at), to - from);
+		x->range_got += to - from;
 	}
+	if (at + len < end || (x->content_length && x->range_seen == x->content_length))
+		return len; /* more to come, or the answer ends here */
+	x->done = true;
+	return 0;
+}
+
+/* A blob into the socket: what an earlier attempt delivered is skipped,
+ * and nothing past the descriptor's size is read. */
+static size_t stream_body(struct xfer *x, char *data, size_t len)
+{
 	size_t keep = len;
 	if (x->skip) {
 		size_t s = (size_t)MIN((uint64_t)len, x->skip);
 		x->skip -= s;
 		data += s;
 		keep -= s;
+	}
+	if (keep > x->limit - MIN(x->delivered, x->limit)) {
+		keep = (size_t)(x->limit - MIN(x->delivered, x->limit));
+		x->done = true;
 	}
 	while (keep) {
 		ssize_t w = send(x->sock, data, keep, MSG_NOSIGNAL);
@@ -308,7 +446,27 @@ static size_t on_body(char *data, size_t size, size_t n, void *ctx)
 		keep -= (size_t)w;
 		x->delivered += (uint64_t)w;
 	}
-	return len;
+	return x->done ? 0 : len;
+}
+
+static size_t on_body(char *data, size_t size, size_t n, void *ctx)
+{
+	struct xfer *x = ctx;
+	size_t len = size * n;
+	if (x->body) {
+		if (x->body->len + len > x->max_body) {
+			x->too_big = true;
+			return 0;
+		}
+		return strbuf_add(x->body, data, len) < 0 ? 0 : len;
+	}
+	if (x->cur_status != 200 && x->cur_status != 206) {
+		/* an error page, not blob bytes: its status is what counts */
+		x->error_page += len;
+		x->done = x->error_page > MAX_ERROR_PAGE;
+		return x->done ? 0 : len;
+	}
+	return x->range_buf ? range_body(x, data, len) : stream_body(x, data, len);
 }
 
 static size_t on_upload(char *buf, size_t size, size_t n, void *ctx)
@@ -362,8 +520,11 @@ static CURL *new_handle(struct xfer *x, const char *url, struct curl_slist *hdrs
 		return NULL;
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-	/* uploads answer with a Location to follow by hand; GETs may redirect */
-	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, x->method ? 0L : 1L);
+	/* uploads answer with a Location to follow by hand; GETs may
+	 * redirect, and curl sends no Authorization header to another
+	 * origin then (UNRESTRICTED_AUTH off: its default, said again) */
+	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, x->method || x->no_redirects ? 0L : 1L);
+	curl_easy_setopt(c, CURLOPT_UNRESTRICTED_AUTH, 0L);
 	if (x->method && !strcmp(x->method, "HEAD")) {
 		curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
 	} else if (x->method) {
@@ -381,10 +542,12 @@ static CURL *new_handle(struct xfer *x, const char *url, struct curl_slist *hdrs
 	curl_easy_setopt(c, CURLOPT_HEADERDATA, x);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 30L);
-	/* a stalled transfer (under 1 KiB/s for 60 s) is dropped and retried */
-	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
-	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, x->stall_seconds ? x->stall_seconds : 60L);
+	/* the call's deadline bounds this attempt; a stall ends it sooner */
+	double left = x->deadline - now_seconds();
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)MAX(left * 1000, 1.0));
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, CONNECT_TIMEOUT);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, STALL_RATE);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, bounds[x->kind].stall);
 	curl_easy_setopt(c, CURLOPT_USERAGENT, "anole/" ANOLE_VERSION);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "identity");
@@ -415,10 +578,63 @@ static bool transient(CURLcode cc, long status)
 	}
 }
 
-static void backoff(int attempt)
+/* 0.25 s, 0.5 s, 1 s, 2 s, 4 s, never past the call's deadline */
+static void backoff(const struct xfer *x, int attempt)
 {
-	/* 0.25 s, 0.5 s, 1 s, 2 s, 4 s */
-	usleep((useconds_t)(250000u << (attempt < 5 ? attempt : 4)));
+	double s = 0.25 * (1 << (attempt < 5 ? attempt : 4));
+	double left = x->deadline - now_seconds();
+	if (left > 0)
+		usleep((useconds_t)(MIN(s, left) * 1e6));
+}
+
+/* ---- origins ------------------------------------------------------------------ */
+
+bool registry_url_origin(const char *url, char *out, size_t size)
+{
+	bool tls = !strncasecmp(url, "https://", 8);
+	if (!tls && strncasecmp(url, "http://", 7))
+		return false;
+	const char *h = url + (tls ? 8 : 7);
+	size_t n = strcspn(h, "/?#");
+	if (!n || memchr(h, '@', n))
+		return false;
+	/* [v6 literal] or name, then :port */
+	const char *after = h[0] == '[' ? memchr(h, ']', n) : h;
+	if (!after)
+		return false;
+	const char *colon = memchr(after, ':', n - (size_t)(after - h));
+	size_t hl = colon ? (size_t)(colon - h) : n, pl = colon ? n - hl - 1 : 0;
+	char port[8] = "";
+	if (!hl || pl >= sizeof(port) || (pl && strspn(colon + 1, "0123456789") < pl))
+		return false;
+	memcpy(port, colon ? colon + 1 : "", pl);
+	long p = pl ? strtol(port, NULL, 10) : tls ? 443 : 80;
+	int w = snprintf(out, size, "%s://%.*s:%ld", tls ? "https" : "http", (int)hl, h, p);
+	if (w < 0 || (size_t)w >= size)
+		return false;
+	for (char *c = out; *c; c++)
+		*c = (char)tolower((unsigned char)*c);
+	return true;
+}
+
+static bool same_origin(const char *url, const char *origin)
+{
+	char o[320];
+	return *origin && registry_url_origin(url, o, sizeof(o)) && !strcmp(o, origin);
+}
+
+bool registry_absolute_location(const char *url, const char *loc, char *out, size_t size)
+{
+	int w;
+	if (!strncasecmp(loc, "http://", 7) || !strncasecmp(loc, "https://", 8)) {
+		w = snprintf(out, size, "%s", loc);
+	} else if (loc[0] == '/' && loc[1] != '/' && strstr(url, "://")) {
+		const char *h = strstr(url, "://") + 3;
+		w = snprintf(out, size, "%.*s%s", (int)(h + strcspn(h, "/?#") - url), url, loc);
+	} else {
+		return false;
+	}
+	return w >= 0 && (size_t)w < size;
 }
 
 /* ---- auth ------------------------------------------------------------------- */
@@ -439,33 +655,64 @@ static bool challenge_param(const char *ch, const char *key, char *out, size_t o
 	return false;
 }
 
+/* The header goes to the registry's origin only (its base now). */
 static void set_auth(struct registry *r, const char *scheme, const char *cred)
 {
 	char *h = NULL;
 	if (asprintf(&h, "Authorization: %s %s", scheme, cred) < 0)
 		h = NULL;
 	pthread_mutex_lock(&r->lock);
+	if (r->auth)
+		explicit_bzero(r->auth, strlen(r->auth));
 	free(r->auth);
 	r->auth = h;
+	if (!registry_url_origin(r->base, r->auth_origin, sizeof(r->auth_origin)))
+		r->auth_origin[0] = 0;
 	pthread_mutex_unlock(&r->lock);
 }
 
-/* Answer a 401: get a token from the realm the challenge names. */
-static int authenticate(struct registry *r, const char *challenge, const char *repo,
-			struct anole_error *err)
+/* GET (or, with an identity token, POST) the token endpoint @url; the
+ * user's credentials go with it as @hdrs or @post. A POST follows no
+ * redirect (curl would send its body on to any origin); a GET's
+ * Authorization stays with the realm's origin (curl's rule). */
+static int token_request(struct registry *r, const char *url, const char *realm,
+			 struct curl_slist *hdrs, const char *post, struct strbuf *body,
+			 struct anole_error *err)
 {
-	if (!strncasecmp(challenge, "Basic", 5)) {
-		if (!r->basic)
-			return anole_err(err, EACCES,
-					 "%s: the registry wants a user name and password (none for "
-					 "this host in ~/.docker/config.json or $REGISTRY_AUTH_FILE)",
-					 r->host);
-		set_auth(r, "Basic", r->basic);
+	struct xfer x = {.reg = r, .body = body, .max_body = 1u << 20, .no_redirects = post != NULL};
+	xfer_bound(&x, K_DOC, 0);
+	for (int attempt = 0;; attempt++) {
+		body->len = 0;
+		CURL *c = new_handle(&x, url, hdrs);
+		if (!c)
+			return anole_err(err, ENOMEM, "out of memory");
+		if (post)
+			curl_easy_setopt(c, CURLOPT_POSTFIELDS, post);
+		CURLcode cc = curl_easy_perform(c);
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &x.status);
+		put_handle(r, c);
+		if (transient(cc, x.status) && attempt + 1 < MAX_ATTEMPTS &&
+		    now_seconds() < x.deadline) {
+			backoff(&x, attempt);
+			continue;
+		}
+		if (cc != CURLE_OK)
+			return anole_err(err, EACCES, "%s: token request to %s failed: %s", r->host,
+					 realm, curl_easy_strerror(cc));
+		if (x.status != 200)
+			return anole_err(err, EACCES, "%s: token request to %s answered HTTP %ld",
+					 r->host, realm, x.status);
 		return 0;
 	}
-	if (strncasecmp(challenge, "Bearer", 6))
-		return anole_err(err, EACCES, "%s: unsupported authentication challenge '%.100s'",
-				 r->host, challenge);
+}
+
+/* A Bearer token from the realm a challenge of the registry names. The
+ * user's credentials go there as Docker sends them (the registry chose
+ * the realm, and could as well have asked for them itself), but never in
+ * clear from a registry reached over https. */
+static int bearer_token(struct registry *r, const char *challenge, const char *repo,
+			struct anole_error *err)
+{
 	char realm[512], service[256] = "", scope[512] = "";
 	if (!challenge_param(challenge, "realm", realm, sizeof(realm)))
 		return anole_err(err, EACCES, "%s: a Bearer challenge without a realm", r->host);
@@ -475,168 +722,257 @@ static int authenticate(struct registry *r, const char *challenge, const char *r
 	if (strncmp(realm, "https://", 8) && strncmp(realm, "http://", 7))
 		return anole_err(err, EACCES, "%s: token realm '%s' is not an http(s) URL", r->host,
 				 realm);
+	const struct registry_creds *cr = &r->creds;
+	if ((cr->basic || cr->identity_token) && strncmp(realm, "https://", 8) &&
+	    !strncmp(r->base, "https://", 8))
+		return anole_err(err, EACCES,
+				 "%s: token realm %s is plain http: credentials are not sent in "
+				 "clear for an https registry",
+				 r->host, realm);
 
 	struct strbuf body = {0};
-	struct xfer x = {.reg = r, .body = &body, .max_body = 1u << 20};
 	struct curl_slist *hdrs = NULL;
-	char *url = NULL, *post = NULL;
+	char *url = NULL, *post = NULL, *es = NULL, *sc = NULL, *tok = NULL;
 	CURL *c = curl_easy_init();
 	int rc = -ENOMEM;
-	if (!c)
+	if (!c || !(es = curl_easy_escape(c, service, 0)) || !(sc = curl_easy_escape(c, scope, 0)) ||
+	    (cr->identity_token && !(tok = curl_easy_escape(c, cr->identity_token, 0))))
 		goto out;
-	char *es = curl_easy_escape(c, service, 0), *sc = curl_easy_escape(c, scope, 0);
-	if (r->identity_token) {
-		char *tok = curl_easy_escape(c, r->identity_token, 0);
+	if (tok) {
 		if (asprintf(&post, "grant_type=refresh_token&client_id=anole&service=%s&scope=%s"
 				    "&refresh_token=%s", es, sc, tok) < 0)
 			post = NULL;
-		curl_free(tok);
 		url = strdup(realm);
+		if (!post)
+			goto out;
 	} else if (asprintf(&url, "%s%sservice=%s&scope=%s", realm, strchr(realm, '?') ? "&" : "?",
 			    es, sc) < 0) {
 		url = NULL;
 	}
-	curl_free(es);
-	curl_free(sc);
-	curl_easy_cleanup(c);
 	if (!url)
 		goto out;
-	if (r->basic && !r->identity_token) {
+	if (cr->basic && !tok) {
 		char h[1024];
-		snprintf(h, sizeof(h), "Authorization: Basic %s", r->basic);
+		snprintf(h, sizeof(h), "Authorization: Basic %s", cr->basic);
 		hdrs = curl_slist_append(hdrs, h);
-	}
-	for (int attempt = 0;; attempt++) {
-		body.len = 0;
-		c = new_handle(&x, url, hdrs);
-		if (!c)
+		explicit_bzero(h, sizeof(h));
+		if (!hdrs)
 			goto out;
-		if (post)
-			curl_easy_setopt(c, CURLOPT_POSTFIELDS, post);
-		CURLcode cc = curl_easy_perform(c);
-		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &x.status);
-		put_handle(r, c);
-		if (transient(cc, x.status) && attempt + 1 < MAX_ATTEMPTS) {
-			backoff(attempt);
-			continue;
-		}
-		if (cc != CURLE_OK || x.status != 200) {
-			rc = anole_err(err, EACCES, "%s: token request to %s failed: %s", r->host, realm,
-				       cc != CURLE_OK ? curl_easy_strerror(cc) : "HTTP error");
-			if (cc == CURLE_OK)
-				snprintf(err->msg, sizeof(err->msg),
-					 "%s: token request to %s answered HTTP %ld", r->host, realm,
-					 x.status);
-			goto out;
-		}
-		break;
 	}
+	if ((rc = token_request(r, url, realm, hdrs, post, &body, err)) < 0)
+		goto out;
 	json_t *j = json_loadb(body.buf ? body.buf : "", body.len, 0, NULL);
-	const char *tok = json_string_value(json_object_get(j, "token"));
-	if (!tok || !*tok)
-		tok = json_string_value(json_object_get(j, "access_token"));
-	if (tok && *tok && !strpbrk(tok, "\r\n")) {
-		set_auth(r, "Bearer", tok);
-		rc = 0;
-	} else {
+	const char *t = json_string_value(json_object_get(j, "token"));
+	if (!t || !*t)
+		t = json_string_value(json_object_get(j, "access_token"));
+	if (t && *t && !strpbrk(t, "\r\n"))
+		set_auth(r, "Bearer", t);
+	else
 		rc = anole_err(err, EACCES, "%s: the token endpoint %s gave no token", r->host, realm);
-	}
 	json_decref(j);
 out:
 	if (rc == -ENOMEM)
 		rc = anole_err(err, ENOMEM, "out of memory");
+	if (c) {
+		curl_free(es);
+		curl_free(sc);
+		curl_free(tok);
+		curl_easy_cleanup(c);
+	}
 	curl_slist_free_all(hdrs);
 	free(url);
+	if (post)
+		explicit_bzero(post, strlen(post));
 	free(post);
 	strbuf_release(&body);
 	return rc;
 }
 
+/* Answer a 401 of the registry's own origin. */
+static int authenticate(struct registry *r, const char *challenge, const char *repo,
+			struct anole_error *err)
+{
+	if (!strncasecmp(challenge, "Basic", 5)) {
+		if (!r->creds.basic)
+			return anole_err(err, EACCES,
+					 "%s: the registry wants a user name and password (none for "
+					 "this host in ~/.docker/config.json or $REGISTRY_AUTH_FILE)",
+					 r->host);
+		set_auth(r, "Basic", r->creds.basic);
+		return 0;
+	}
+	if (strncasecmp(challenge, "Bearer", 6))
+		return anole_err(err, EACCES, "%s: unsupported authentication challenge '%.100s'",
+				 r->host, challenge);
+	return bearer_token(r, challenge, repo, err);
+}
+
 /* ---- requests ---------------------------------------------------------------- */
 
+static bool add_header(struct curl_slist **h, const char *line)
+{
+	struct curl_slist *n = curl_slist_append(*h, line);
+	if (n)
+		*h = n;
+	return n != NULL;
+}
+
+/* The headers of one attempt into *out; false when out of memory. The
+ * Authorization header only when @url is on the origin that asked for it. */
+static bool request_headers(struct registry *r, const char *url, const char *accept,
+			    const struct xfer *x, struct curl_slist **out)
+{
+	struct curl_slist *h = NULL;
+	bool ok = true;
+	char line[200];
+	pthread_mutex_lock(&r->lock);
+	if (r->auth && same_origin(url, r->auth_origin))
+		ok = add_header(&h, r->auth);
+	pthread_mutex_unlock(&r->lock);
+	if (ok && accept)
+		ok = add_header(&h, accept);
+	if (ok && (x->delivered || x->range_buf)) {
+		if (x->delivered)
+			snprintf(line, sizeof(line), "Range: bytes=%llu-",
+				 (unsigned long long)x->delivered);
+		else
+			snprintf(line, sizeof(line), "Range: bytes=%llu-%llu",
+				 (unsigned long long)x->range_off,
+				 (unsigned long long)(x->range_off + x->range_len - 1));
+		ok = add_header(&h, line);
+	}
+	if (ok && x->extra_header)
+		ok = add_header(&h, x->extra_header);
+	if (ok && x->upload_type) {
+		snprintf(line, sizeof(line), "Content-Type: %s", x->upload_type);
+		ok = add_header(&h, line);
+	}
+	if (!ok) {
+		curl_slist_free_all(h);
+		h = NULL;
+	}
+	*out = h;
+	return ok;
+}
+
+/* One attempt; *from_registry: the final answer came from the registry's
+ * own origin (not a redirect's). */
+static CURLcode perform(struct registry *r, const char *url, const char *accept, struct xfer *x,
+			bool *from_registry, struct anole_error *err)
+{
+	struct curl_slist *hdrs = NULL;
+	CURL *c = request_headers(r, url, accept, x, &hdrs) ? new_handle(x, url, hdrs) : NULL;
+	if (!c) {
+		curl_slist_free_all(hdrs);
+		anole_err(err, ENOMEM, "out of memory");
+		return CURLE_OUT_OF_MEMORY;
+	}
+	if (x->body)
+		x->body->len = 0;
+	x->done = false;
+	CURLcode cc = curl_easy_perform(c);
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &x->status);
+	char *eff = NULL, origin[320];
+	curl_easy_getinfo(c, CURLINFO_EFFECTIVE_URL, &eff);
+	*from_registry = eff && registry_url_origin(r->base, origin, sizeof(origin)) &&
+			 same_origin(eff, origin);
+	put_handle(r, c);
+	curl_slist_free_all(hdrs);
+	/* ended on purpose: all that was needed is here */
+	if (cc == CURLE_WRITE_ERROR && x->done)
+		cc = CURLE_OK;
+	/* 416 comes with the whole Content-Length but no body: curl
+	 * calls that a partial file; the status is what counts */
+	if (cc == CURLE_PARTIAL_FILE && x->status == 416)
+		cc = CURLE_OK;
+	if (cc == CURLE_OK && r->may_downgrade)
+		r->may_downgrade = false; /* TLS worked: it stays */
+	return cc;
+}
+
+/* The one line for a call that ran out of time. */
+static int timed_out(const struct xfer *x, const char *url, struct anole_error *err)
+{
+	if (now_seconds() < x->deadline)
+		return anole_err(err, ETIMEDOUT, "%s: no progress (under %ld bytes/s) for %ld s, %d %s",
+				 url, STALL_RATE, bounds[x->kind].stall, x->stalls,
+				 x->stalls == 1 ? "time" : "times");
+	return anole_err(err, ETIMEDOUT, "%s: not done within %.0f s", url,
+			 x->deadline - x->started);
+}
+
+/* What ended an attempt on our side, as the call's error; 0: nothing. */
+static int local_failure(const struct xfer *x, const char *url, struct anole_error *err)
+{
+	if (x->write_failed)
+		return anole_err(err, EPIPE, "%s: reader went away", url);
+	if (x->too_big)
+		return anole_err(err, EFBIG, "%s: response larger than %zu bytes", url, x->max_body);
+	if (x->range_refused)
+		return anole_err(err, EIO,
+				 "%s: the registry ignores Range (200 for bytes %llu-%llu); not "
+				 "reading the blob up to them",
+				 url, (unsigned long long)x->range_off,
+				 (unsigned long long)(x->range_off + x->range_len - 1));
+	return 0;
+}
+
 /*
- * GET @path with retries; answers 401 once by authenticating. On return
- * x->status holds the final HTTP status. For socket transfers the Range
- * header resumes after what was delivered.
+ * GET @path (or an absolute URL) with retries; answers a 401 of the
+ * registry's own origin once by authenticating. On return x->status holds
+ * the final HTTP status. For socket transfers the Range header resumes
+ * after what was delivered. The call ends by x's deadline (set here for
+ * a small document when the caller set none).
  */
 static int request(struct registry *r, const char *path, const char *accept, const char *repo,
 		   struct xfer *x, struct anole_error *err)
 {
 	char url[2400];
-	if (!strncmp(path, "http://", 7) || !strncmp(path, "https://", 8))
-		snprintf(url, sizeof(url), "%s", path); /* an upload Location */
-	else
-		snprintf(url, sizeof(url), "%s%s", r->base, path);
+	bool absolute = !strncmp(path, "http://", 7) || !strncmp(path, "https://", 8);
+	snprintf(url, sizeof(url), "%s%s", absolute ? "" : r->base, path);
+	if (!x->deadline)
+		xfer_bound(x, K_DOC, 0);
 	bool authed = false;
 	for (int attempt = 0;;) {
-		struct curl_slist *hdrs = NULL;
-		char range[64];
-		pthread_mutex_lock(&r->lock);
-		if (r->auth)
-			hdrs = curl_slist_append(hdrs, r->auth);
-		pthread_mutex_unlock(&r->lock);
-		if (accept)
-			hdrs = curl_slist_append(hdrs, accept);
-		if (x->delivered) {
-			snprintf(range, sizeof(range), "Range: bytes=%llu-",
-				 (unsigned long long)x->delivered);
-			hdrs = curl_slist_append(hdrs, range);
-		} else if (x->range_buf) {
-			snprintf(range, sizeof(range), "Range: bytes=%llu-%llu",
-				 (unsigned long long)x->range_off,
-				 (unsigned long long)(x->range_off + x->range_len - 1));
-			hdrs = curl_slist_append(hdrs, range);
-		}
-		if (x->extra_header)
-			hdrs = curl_slist_append(hdrs, x->extra_header);
-		char ctype[200];
-		if (x->upload_type) {
-			snprintf(ctype, sizeof(ctype), "Content-Type: %s", x->upload_type);
-			hdrs = curl_slist_append(hdrs, ctype);
-		}
-		if (x->body)
-			x->body->len = 0;
-		CURL *c = new_handle(x, url, hdrs);
-		if (!c) {
-			curl_slist_free_all(hdrs);
-			return anole_err(err, ENOMEM, "out of memory");
-		}
-		CURLcode cc = curl_easy_perform(c);
-		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &x->status);
-		put_handle(r, c);
-		curl_slist_free_all(hdrs);
-		if (x->write_failed)
-			return anole_err(err, EPIPE, "%s: reader went away", path);
-		if (x->too_big)
-			return anole_err(err, EFBIG, "%s%s: response larger than %zu bytes", r->base,
-					 path, x->max_body);
-		if (cc == CURLE_SSL_CONNECT_ERROR && r->may_downgrade &&
+		if (now_seconds() >= x->deadline)
+			return timed_out(x, url, err);
+		bool from_registry = false;
+		CURLcode cc = perform(r, url, accept, x, &from_registry, err);
+		int rc = cc == CURLE_OUT_OF_MEMORY ? -ENOMEM : local_failure(x, url, err);
+		if (rc < 0)
+			return rc;
+		if (cc == CURLE_SSL_CONNECT_ERROR && r->may_downgrade && !absolute &&
 		    !strncmp(r->base, "https:", 6)) {
-			char plain[sizeof(r->base)];
-			snprintf(plain, sizeof(plain), "http://%s", r->host);
-			memcpy(r->base, plain, sizeof(plain));
+			snprintf(r->base, sizeof(r->base), "http://%s", r->host);
 			snprintf(url, sizeof(url), "%s%s", r->base, path);
 			r->may_downgrade = false;
 			continue;
 		}
-		/* 416 comes with the whole Content-Length but no body: curl
-		 * calls that a partial file; the status is what counts */
-		if (cc == CURLE_PARTIAL_FILE && x->status == 416)
-			cc = CURLE_OK;
-		if (cc == CURLE_OK && x->status == 401 && !authed && x->challenge[0]) {
-			int rc = authenticate(r, x->challenge, repo, err);
-			if (rc < 0)
-				return rc;
-			authed = true;
-			continue;
+		if (cc == CURLE_OK && x->status == 401 && x->challenge[0]) {
+			if (!from_registry)
+				return anole_err(err, EACCES,
+						 "%s: access denied (HTTP 401 from another origin; "
+						 "credentials go only to %s)",
+						 url, r->base);
+			if (!authed) {
+				if ((rc = authenticate(r, x->challenge, repo, err)) < 0)
+					return rc;
+				authed = true;
+				continue;
+			}
 		}
+		if (cc == CURLE_OPERATION_TIMEDOUT && now_seconds() < x->deadline &&
+		    ++x->stalls >= MAX_STALLS)
+			return timed_out(x, url, err); /* a stall gets one more try */
 		if (transient(cc, x->status) &&
 		    ++attempt < (x->max_attempts ? x->max_attempts : MAX_ATTEMPTS)) {
-			backoff(attempt - 1);
+			backoff(x, attempt - 1);
 			continue;
 		}
+		if (cc == CURLE_OPERATION_TIMEDOUT)
+			return timed_out(x, url, err);
 		if (cc != CURLE_OK)
-			return anole_err(err, EIO, "%s%s: %s", r->base, path, curl_easy_strerror(cc));
+			return anole_err(err, EIO, "%s: %s", url, curl_easy_strerror(cc));
 		return 0;
 	}
 }
@@ -651,12 +987,13 @@ static int http_error(struct registry *r, const char *what, long status, struct 
 	return anole_err(err, EIO, "%s: %s: HTTP %ld", r->host, what, status);
 }
 
-int registry_get_manifest(struct registry *r, const char *repo, const char *ref,
+int registry_get_manifest(struct registry *r, const char *repo, const char *ref, uint64_t size,
 			  struct strbuf *body, char *media_type, struct anole_error *err)
 {
 	char path[600];
 	snprintf(path, sizeof(path), "/v2/%s/manifests/%s", repo, ref);
-	struct xfer x = {.reg = r, .body = body, .max_body = MAX_BODY, .sock = -1};
+	struct xfer x = {.reg = r, .body = body, .sock = -1,
+			 .max_body = size && size < MAX_BODY ? (size_t)size : MAX_BODY};
 	body->len = 0;
 	int rc = request(r, path, ACCEPT_MANIFESTS, repo, &x, err);
 	if (rc < 0)
@@ -698,7 +1035,9 @@ struct registry_fetch {
 static void *fetch_main(void *arg)
 {
 	struct registry_fetch *f = arg;
-	struct xfer x = {.reg = f->reg, .sock = f->sock};
+	/* one deadline for the blob, resumes and all */
+	struct xfer x = {.reg = f->reg, .sock = f->sock, .limit = f->size};
+	xfer_bound(&x, K_BLOB, f->size);
 	for (int resumes = 0;; resumes++) {
 		f->rc = request(f->reg, f->path, NULL, f->repo, &x, &f->err);
 		if (f->rc < 0)
@@ -710,7 +1049,7 @@ static void *fetch_main(void *arg)
 		if (x.delivered >= f->size || resumes >= MAX_ATTEMPTS)
 			break;
 		/* The body ended early without a curl error: resume. */
-		backoff(resumes);
+		backoff(&x, resumes);
 	}
 	shutdown(f->sock, SHUT_WR);
 	close(f->sock);
@@ -791,7 +1130,8 @@ int registry_blob_range(struct registry *r, const char *repo, const char *digest
 		return 0;
 	/* a reader waits on these: a stall ends sooner than a download's */
 	struct xfer x = {.reg = r, .sock = -1, .range_buf = buf, .range_off = off, .range_len = len,
-			 .max_attempts = quick ? 1 : 0, .stall_seconds = 15};
+			 .max_attempts = quick ? 1 : 0};
+	xfer_bound(&x, K_RANGE, len);
 	int rc = request(r, path, NULL, repo, &x, err);
 	if (rc < 0)
 		return rc;
@@ -805,6 +1145,20 @@ int registry_blob_range(struct registry *r, const char *repo, const char *digest
 		return anole_err(err, EIO, "%s: %s: %llu of %llu bytes at %llu", r->host, digest,
 				 (unsigned long long)x.range_got, (unsigned long long)len,
 				 (unsigned long long)off);
+	return 0;
+}
+
+/* Where an upload goes on: the Location of @x's answer to @url, made
+ * absolute. It may name another origin (an upload service): that one
+ * gets no credentials (request_headers). */
+static int upload_location(struct registry *r, const char *url, const struct xfer *x, char *loc,
+			   size_t size, struct anole_error *err)
+{
+	char was[2400];
+	snprintf(was, sizeof(was), "%s%s", strstr(url, "://") ? "" : r->base, url);
+	if (!registry_absolute_location(was, x->location, loc, size))
+		return anole_err(err, EBADMSG, "%s: an upload Location that is no http(s) URL: %.200s",
+				 r->host, x->location);
 	return 0;
 }
 
@@ -846,7 +1200,8 @@ int registry_blob_push(struct registry *r, const char *repo, const char *digest,
 		rc = http_error(r, path, x.status, err);
 		goto out;
 	}
-	snprintf(loc, sizeof(loc), "%s", x.location);
+	if ((rc = upload_location(r, path, &x, loc, sizeof(loc), err)) < 0)
+		goto out;
 	/* chunked: PATCH each piece at its Content-Range, following Location */
 	for (uint64_t done = 0; chunk && done < len;) {
 		uint64_t n = MIN(chunk, len - done);
@@ -857,13 +1212,17 @@ int registry_blob_push(struct registry *r, const char *repo, const char *digest,
 				  .max_body = 1u << 16, .upload_fd = fd, .upload_off = off + done,
 				  .upload_len = n, .extra_header = crange,
 				  .upload_type = "application/octet-stream"};
+		xfer_bound(&x, K_UPLOAD, n);
 		if ((rc = request(r, loc, NULL, repo, &x, err)) < 0)
 			goto out;
 		if (x.status != 202 || !x.location[0]) {
 			rc = http_error(r, "upload chunk", x.status, err);
 			goto out;
 		}
-		snprintf(loc, sizeof(loc), "%s", x.location);
+		char was[sizeof(loc)];
+		memcpy(was, loc, sizeof(was));
+		if ((rc = upload_location(r, was, &x, loc, sizeof(loc), err)) < 0)
+			goto out;
 		done += n;
 	}
 	char param[100], put[2200];
@@ -872,6 +1231,7 @@ int registry_blob_push(struct registry *r, const char *repo, const char *digest,
 	x = (struct xfer){.reg = r, .sock = -1, .method = "PUT", .body = &sink, .max_body = 1u << 16,
 			  .upload_fd = fd, .upload_off = off, .upload_len = chunk ? 0 : len,
 			  .upload_type = "application/octet-stream"};
+	xfer_bound(&x, K_UPLOAD, x.upload_len);
 	if ((rc = request(r, put, NULL, repo, &x, err)) < 0)
 		goto out;
 	if (x.status != 201) {
@@ -895,6 +1255,7 @@ int registry_put_manifest(struct registry *r, const char *repo, const char *ref,
 	struct strbuf sink = {0};
 	struct xfer x = {.reg = r, .sock = -1, .method = "PUT", .body = &sink, .max_body = 1u << 16,
 			 .upload_mem = body, .upload_len = len, .upload_type = media_type};
+	xfer_bound(&x, K_UPLOAD, len);
 	int rc = request(r, path, NULL, repo, &x, err);
 	if (rc >= 0 && x.status != 201)
 		rc = http_error(r, path, x.status, err);

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "anole/anole.h"
+#include "registry/registry.h"
 #include "serve/serve.h"
 #include "util/util.h"
 
@@ -310,6 +311,7 @@ static int daemon_call(json_t *req, struct anole_error *err, char **answer)
 	if (!text)
 		return anole_err(err, ENOMEM, "out of memory");
 	int r = serve_request(text, true, &reply, err);
+	explicit_bzero(text, strlen(text)); /* a mount's holds credentials */
 	free(text);
 	if (r < 0)
 		return r;
@@ -390,6 +392,11 @@ int anole_run(const struct anole_run_options *o, int *status, struct anole_error
 	r.runtime = pick_runtime(o, err, &ret);
 	if (ret < 0)
 		return ret;
+	/* ours, not those of whoever started the daemon; a reference that
+	 * holds a password is refused before it is shown anywhere */
+	json_t *creds = NULL;
+	if ((ret = registry_creds_for_ref(o->ref, &creds, err)) < 0)
+		return ret;
 	json_t *cfg = NULL, *image = NULL;
 	_cleanup_free_ char *answer = NULL; /* the daemon's to our mount */
 
@@ -408,6 +415,7 @@ int anole_run(const struct anole_run_options *o, int *status, struct anole_error
 	if (mkdir(r.dir, 0700) < 0 || mkdir(r.lower, 0755) < 0 || mkdir(r.rw, 0755) < 0 ||
 	    mkdir(r.rootfs, 0755) < 0 || mkdir(r.bundle, 0700) < 0) {
 		ret = anole_err(err, errno, "%s: %s", r.dir, strerror(errno));
+		json_decref(creds);
 		cleanup(&r);
 		goto out;
 	}
@@ -425,11 +433,11 @@ int anole_run(const struct anole_run_options *o, int *status, struct anole_error
 	const char *prefetch = o->record ? "none" : o->prefetch ? o->prefetch : "recorded";
 	/* the program it will start (or the entrypoint): the daemon fetches
 	 * what the loader reads to start it while the runtime starts */
-	ret = daemon_call(json_pack("{s:s,s:s,s:s,s:i,s:b,s:b,s:s,s:s,s:b}", "op", "mount", "ref",
-				    o->ref, "mountpoint", r.lower, "tls_verify", o->tls_verify,
-				    "record", o->record, "fuse", o->record, "prefetch", prefetch,
-				    "exec", o->argc ? o->argv[0] : "", "no_load_hints",
-				    o->no_load_hints),
+	ret = daemon_call(json_pack("{s:s,s:s,s:s,s:i,s:b,s:b,s:s,s:s,s:b,s:o*}", "op", "mount",
+				    "ref", o->ref, "mountpoint", r.lower, "tls_verify",
+				    o->tls_verify, "record", o->record, "fuse", o->record,
+				    "prefetch", prefetch, "exec", o->argc ? o->argv[0] : "",
+				    "no_load_hints", o->no_load_hints, "credentials", creds),
 			  err, &answer);
 	r.lower_mounted = ret >= 0;
 	/* the image's config comes with the mount: no second trip for it */

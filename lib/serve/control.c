@@ -218,9 +218,11 @@ static void handle(int fd)
 			W.prefetch_rate = req.prefetch_rate;
 		char notice[512] = "";
 		char *config = NULL;
-		r = op_mount(req.ref, req.mountpoint, req.tls_verify, req.options, req.prefetch,
-			     req.fuse, req.record, req.exec, !req.no_load_hints, notice,
-			     sizeof(notice), &config, &err);
+		struct registry_creds creds = {.basic = (char *)req.cred_basic,
+					       .identity_token = (char *)req.cred_token};
+		r = op_mount(req.ref, req.mountpoint, req.tls_verify, &creds, req.options,
+			     req.prefetch, req.fuse, req.record, req.exec, !req.no_load_hints,
+			     notice, sizeof(notice), &config, &err);
 		/* (as an object: it is JSON, and only well-formed JSON may pass) */
 		json_t *cj = config ? json_loads(config, 0, NULL) : NULL;
 		free(config);

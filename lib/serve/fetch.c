@@ -33,8 +33,9 @@
 #define PREFETCH_REQUEST_MAX (4u << 20)
 #define COALESCE_MIN 4
 #define COALESCE_MAX 1024
-/* the registry client retries failed transfers itself (about 8 s in all);
- * here a range that came but did not verify is fetched once more */
+/* the registry client retries failed transfers itself, within the
+ * range's deadline (8 s + its size at 128 KiB/s); here a range that came
+ * but did not verify is fetched once more */
 #define ATTEMPTS 2
 #define DOWN_SECONDS 30
 #define DEMAND_THREADS 8
@@ -45,6 +46,12 @@
 #define LISTED_PARALLEL 2
 #define READAHEAD_BYTES (128u << 10)
 #define READAHEAD_MAX PREFETCH_REQUEST_MAX
+/* A read of a range whose fetch timed out this recently fails at once:
+ * the kernel asks again for a read that just failed (read-ahead, then the
+ * page alone, ...), and each ask would wait out a fetch's deadline again.
+ * Quick failures (refused, dropped, a bad answer) cost little to retry,
+ * and a reader retrying once the registry is back gets its bytes. */
+#define TIMED_OUT_SECONDS 3.0
 
 static bool all_present(const struct blob *b, uint64_t first, uint64_t last)
 {
@@ -52,6 +59,25 @@ static bool all_present(const struct blob *b, uint64_t first, uint64_t last)
 		if (b->state[i] != RANGE_PRESENT)
 			return false;
 	return true;
+}
+
+/* Did a fetch of a range in [first, last] time out just now? */
+static bool timed_out_lately(const struct blob *b, uint64_t first, uint64_t last)
+{
+	double now = now_seconds();
+	for (uint64_t i = first; b->failed_until && i <= last; i++)
+		if (b->state[i] == RANGE_ABSENT && b->failed_until[i] > now)
+			return true;
+	return false;
+}
+
+static void note_timeout(struct blob *b, const struct job *j)
+{
+	if (!b->failed_until && !(b->failed_until = calloc(MAX(b->nranges, 1), sizeof(double))))
+		return; /* (reads then only wait again) */
+	double until = now_seconds() + TIMED_OUT_SECONDS;
+	for (uint64_t i = 0; i < j->count; i++)
+		b->failed_until[j->first + i] = until;
 }
 
 static void push(struct job **list, struct job *j)
@@ -227,6 +253,10 @@ static struct read_span read_span(const struct blob *b, uint64_t off, uint64_t l
 void wait_for(struct blob *b, uint64_t id, uint64_t off, uint64_t len)
 {
 	struct read_span s = read_span(b, off, len);
+	if (timed_out_lately(b, s.first, s.last)) {
+		answer_event(id, false);
+		return;
+	}
 	readahead(b, s.sfirst, s.slast);
 	if (all_present(b, s.first, s.last)) {
 		answer_event(id, true);
@@ -242,8 +272,11 @@ int fetch_wait(struct blob *b, uint64_t off, uint64_t len)
 	int r = 0;
 	if (!b->complete && len && off < b->size) {
 		struct read_span s = read_span(b, off, len);
-		readahead(b, s.sfirst, s.slast);
-		if (!all_present(b, s.first, s.last)) {
+		if (timed_out_lately(b, s.first, s.last))
+			r = -EIO;
+		else
+			readahead(b, s.sfirst, s.slast);
+		if (!r && !all_present(b, s.first, s.last)) {
 			struct sync_wait sw = {.cond = PTHREAD_COND_INITIALIZER};
 			add_waiter(b, 0, &sw, s.first, s.last, s.sfirst, s.slast);
 			while (!sw.done)
@@ -513,6 +546,8 @@ static void answer_job(struct job *j, int r)
 	memset(b->state + j->first, r >= 0 ? RANGE_PRESENT : RANGE_ABSENT, j->count);
 	if (r < 0)
 		b->failures++;
+	if (r == -ETIMEDOUT)
+		note_timeout(b, j);
 	wake(b, j, r >= 0);
 }
 

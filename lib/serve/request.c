@@ -60,6 +60,34 @@ static int bool_field(json_t *o, const char *name, bool *out, char *why, size_t 
 	return 0;
 }
 
+/* "credentials": {"basic": BASE64, "identity_token": TOKEN}, both
+ * optional: they go into HTTP headers and forms, so printable ASCII. */
+static int credentials_field(json_t *o, struct ctl_request *req, char *why, size_t size)
+{
+	json_t *c = json_object_get(o, "credentials");
+	if (!c || json_is_null(c))
+		return 0;
+	if (!json_is_object(c))
+		return bad(why, size, "bad request: %s must be an object", "credentials");
+	const char *key;
+	json_t *v;
+	json_object_foreach(c, key, v) {
+		const char **to = !strcmp(key, "basic")            ? &req->cred_basic
+				  : !strcmp(key, "identity_token") ? &req->cred_token
+								   : NULL;
+		if (!to)
+			return bad(why, size, "bad request: credentials.%.40s is unknown", key);
+		int r = string_field(c, key, to, why, size);
+		if (r < 0)
+			return r;
+		for (const char *p = *to; p && *p; p++)
+			if (*p <= ' ' || *p > '~')
+				return bad(why, size, "bad request: credentials.%s holds a bad byte",
+					   key);
+	}
+	return 0;
+}
+
 static int mount_fields(json_t *o, struct ctl_request *req, char *why, size_t size)
 {
 	int r;
@@ -69,7 +97,8 @@ static int mount_fields(json_t *o, struct ctl_request *req, char *why, size_t si
 	    (r = string_field(o, "exec", &req->exec, why, size)) < 0 ||
 	    (r = bool_field(o, "fuse", &req->fuse, why, size)) < 0 ||
 	    (r = bool_field(o, "record", &req->record, why, size)) < 0 ||
-	    (r = bool_field(o, "no_load_hints", &req->no_load_hints, why, size)) < 0)
+	    (r = bool_field(o, "no_load_hints", &req->no_load_hints, why, size)) < 0 ||
+	    (r = credentials_field(o, req, why, size)) < 0)
 		return r;
 	if (!req->ref || !*req->ref)
 		return bad(why, size, "mount: needs %s", "ref and mountpoint");

@@ -20,6 +20,9 @@ struct ctl_request {
 	int tls_verify;         /* -1 no, 0 the client's default, 1 yes */
 	bool fuse, record;
 	bool no_load_hints; /* mount: do not fetch programs' loader ranges */
+	/* mount: the client's registry credentials (or NULL): the mount's
+	 * own, kept for it alone and never logged */
+	const char *cred_basic, *cred_token;
 };
 
 /* 0 and @req filled (release it), or -EINVAL and why in @why. */

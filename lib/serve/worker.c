@@ -159,6 +159,7 @@ static void blob_free(struct blob *b)
 	store_free(b->src);
 	free(b->state);
 	free(b->readmap);
+	free(b->failed_until);
 	free(b);
 }
 
@@ -235,8 +236,9 @@ uint64_t blob_present(const struct blob *b)
 }
 
 /* A blob of an image being mounted, shared with other mounts; W.lock held. */
-static int get_blob(const struct anole_lazy_blob *lb, const char *ref, int tls_verify, bool mark,
-		    struct blob **out, struct anole_error *err)
+static int get_blob(const struct anole_lazy_blob *lb, const char *ref, int tls_verify,
+		    const struct registry_creds *creds, bool mark, struct blob **out,
+		    struct anole_error *err)
 {
 	struct blob *b = find_blob(lb->digest);
 	if (b && b->orphan) {
@@ -271,7 +273,7 @@ static int get_blob(const struct anole_lazy_blob *lb, const char *ref, int tls_v
 	/* a complete blob needs no table: count it in the biggest ranges */
 	b->nranges = DIV_ROUND_UP(lb->size, 1ull << ANOLE_RANGE_BITS_MAX);
 	snprintf(b->digest, sizeof(b->digest), "%s", lb->digest);
-	int r = store_open(ref, tls_verify, false, &b->src, err);
+	int r = store_open_as(ref, tls_verify, creds, false, &b->src, err);
 	struct stat st;
 	if (r >= 0 && !stat(complete, &st) && S_ISREG(st.st_mode) && (uint64_t)st.st_size == b->size) {
 		/* complete blobs were verified whole before they got this name */
@@ -519,6 +521,7 @@ static void mount_free(struct lmount *m)
 {
 	if (!m)
 		return;
+	registry_creds_release(&m->creds);
 	free(m->mountpoint);
 	free(m->ref);
 	free(m->meta_path);
@@ -615,7 +618,8 @@ static int attach(struct lmount *m, const char *options, struct anole_error *err
 	int r = 0;
 	size_t got = 0;
 	for (; got < m->nblobs && r >= 0; got++)
-		r = get_blob(&m->lblobs[got], m->ref, m->tls_verify, !m->fuse, &m->blobs[got], err);
+		r = get_blob(&m->lblobs[got], m->ref, m->tls_verify, &m->creds, !m->fuse,
+			     &m->blobs[got], err);
 	if (r < 0)
 		got--;
 	_cleanup_free_ char *data = NULL;
@@ -663,6 +667,43 @@ static json_t *mount_json(const struct lmount *m)
 			 m->meta_path, "fuse", m->fuse, "blobs", blobs);
 }
 
+/* The mounts' credentials, for a worker started after this one dies:
+ * root's alone (0600), apart from mounts.json, which holds none. */
+static void save_credentials(void)
+{
+	char path[600];
+	snprintf(path, sizeof(path), "%s/credentials.json", W.paths.runtime);
+	json_t *o = json_object();
+	for (size_t i = 0; o && i < W.nmounts; i++) {
+		const struct registry_creds *c = &W.mounts[i]->creds;
+		if (c->basic || c->identity_token)
+			json_object_set_new(o, W.mounts[i]->mountpoint,
+					    json_pack("{s:s*, s:s*}", "basic", c->basic,
+						      "identity_token", c->identity_token));
+	}
+	char *text = json_object_size(o) ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	if (!text)
+		unlink(path); /* no mount has any */
+	else if (outfile_write_private(path, text, strlen(text)) < 0)
+		wlog("%s: cannot write", path);
+	if (text)
+		explicit_bzero(text, strlen(text));
+	free(text);
+}
+
+/* A restored mount's credentials, from what save_credentials wrote. */
+static void restore_credentials(struct lmount *m, json_t *saved)
+{
+	json_t *c = json_object_get(saved, m->mountpoint);
+	struct registry_creds from = {
+		.basic = (char *)json_string_value(json_object_get(c, "basic")),
+		.identity_token = (char *)json_string_value(json_object_get(c, "identity_token")),
+	};
+	if (registry_creds_copy(&m->creds, &from) < 0)
+		wlog("%s: its credentials are lost (out of memory)", m->mountpoint);
+}
+
 /* The mounts, for a worker started after this one dies. */
 static void save_mounts(void)
 {
@@ -676,6 +717,7 @@ static void save_mounts(void)
 	if (!text || outfile_write(path, text, strlen(text)) < 0)
 		wlog("%s: cannot write", path);
 	free(text);
+	save_credentials();
 }
 
 static int add_mount(struct lmount *m)
@@ -688,11 +730,13 @@ static int add_mount(struct lmount *m)
 	return 0;
 }
 
-static int mount_setup(const char *ref, const char *real, int tls_verify, const char *options,
+static int mount_setup(const char *ref, const char *real, int tls_verify,
+		       const struct registry_creds *creds, const char *options,
 		       const char *prefetch, bool fuse, bool record, const char *exec,
 		       bool hints, char **config, struct anole_error *err);
 
-static int mount_locked(const char *ref, const char *mnt, int tls_verify, const char *options,
+static int mount_locked(const char *ref, const char *mnt, int tls_verify,
+			const struct registry_creds *creds, const char *options,
 			const char *prefetch, bool fuse, bool record, const char *exec,
 			bool hints, char *notice, size_t notice_size, char **config,
 			struct anole_error *err)
@@ -725,8 +769,8 @@ static int mount_locked(const char *ref, const char *mnt, int tls_verify, const 
 		return anole_err(err, EBUSY, "%s: a lazy image is mounted there already", real);
 	if (!mine)
 		return anole_err(err, ENOMEM, "out of memory");
-	int r = mount_setup(ref, real, tls_verify, options, prefetch, fuse || record, record, exec,
-			    hints, config, err);
+	int r = mount_setup(ref, real, tls_verify, creds, options, prefetch, fuse || record, record,
+			    exec, hints, config, err);
 	pthread_mutex_lock(&W.lock);
 	for (size_t i = 0; i < W.nmounting; i++)
 		if (W.mounting[i] == mine) {
@@ -744,6 +788,7 @@ static int mount_locked(const char *ref, const char *mnt, int tls_verify, const 
 struct list_fetch {
 	const char *ref;
 	int tls_verify;
+	const struct registry_creds *creds;
 	char digest[160];
 	json_t *list;
 	pthread_t thread;
@@ -754,7 +799,7 @@ static void *list_fetch_main(void *arg)
 {
 	struct list_fetch *lf = arg;
 	struct anole_error e = {0};
-	if (lazy_prefetch_get(lf->ref, lf->digest, lf->tls_verify, &lf->list, &e) < 0)
+	if (lazy_prefetch_get(lf->ref, lf->digest, lf->tls_verify, lf->creds, &lf->list, &e) < 0)
 		wlog("%s: prefetch list ignored: %s", lf->ref, e.msg);
 	return NULL;
 }
@@ -814,7 +859,8 @@ static void start_program_hints(struct lmount *m, const char *exec, const char *
 	json_decref(cfg);
 }
 
-static int mount_setup(const char *ref, const char *real, int tls_verify, const char *options,
+static int mount_setup(const char *ref, const char *real, int tls_verify,
+		       const struct registry_creds *creds, const char *options,
 		       const char *prefetch, bool fuse, bool record, const char *exec,
 		       bool hints, char **config, struct anole_error *err)
 {
@@ -822,10 +868,10 @@ static int mount_setup(const char *ref, const char *real, int tls_verify, const 
 	struct store *src = NULL;
 	/* a recorded prefetch list comes first, in its order (not when
 	 * recording one: the workload must show what it reads) */
-	struct list_fetch lf = {.ref = ref, .tls_verify = tls_verify};
+	struct list_fetch lf = {.ref = ref, .tls_verify = tls_verify, .creds = creds};
 	bool want_list = !record && strcmp(prefetch ? prefetch : "", "none");
-	int r = lazy_prepare(ref, W.paths.cache, tls_verify, want_list ? list_fetch_start : NULL,
-			     &lf, &li, &src, err);
+	int r = lazy_prepare(ref, W.paths.cache, tls_verify, creds,
+			     want_list ? list_fetch_start : NULL, &lf, &li, &src, err);
 	json_t *list = list_fetch_finish(&lf);
 	if (r < 0) {
 		json_decref(list);
@@ -835,7 +881,8 @@ static int mount_setup(const char *ref, const char *real, int tls_verify, const 
 	struct lmount *m = calloc(1, sizeof(*m));
 	if (!m || !(m->mountpoint = strdup(real)) || !(m->ref = strdup(ref)) ||
 	    !(m->meta_path = strdup(li->meta_path)) ||
-	    !(m->lblobs = calloc(MAX(li->nblobs, 1), sizeof(*m->lblobs)))) {
+	    !(m->lblobs = calloc(MAX(li->nblobs, 1), sizeof(*m->lblobs))) ||
+	    registry_creds_copy(&m->creds, creds) < 0) {
 		anole_lazy_free(li);
 		mount_free(m);
 		json_decref(list);
@@ -900,14 +947,15 @@ static int mount_setup(const char *ref, const char *real, int tls_verify, const 
 	return 0;
 }
 
-int op_mount(const char *ref, const char *mnt, int tls_verify, const char *options,
-	     const char *prefetch, bool fuse, bool record, const char *exec, bool hints,
-	     char *notice, size_t notice_size, char **config, struct anole_error *err)
+int op_mount(const char *ref, const char *mnt, int tls_verify,
+	     const struct registry_creds *creds, const char *options, const char *prefetch,
+	     bool fuse, bool record, const char *exec, bool hints, char *notice,
+	     size_t notice_size, char **config, struct anole_error *err)
 {
 	/* cache gc waits while files are fetched for a mount and taken */
 	int lock = serve_cache_lock(W.paths.cache, LOCK_SH);
-	int r = mount_locked(ref, mnt, tls_verify, options, prefetch, fuse, record, exec, hints,
-			     notice, notice_size, config, err);
+	int r = mount_locked(ref, mnt, tls_verify, creds, options, prefetch, fuse, record, exec,
+			     hints, notice, notice_size, config, err);
 	if (lock >= 0)
 		close(lock);
 	return r;
@@ -1107,6 +1155,8 @@ static void restore_mounts(void)
 	json_t *a = json_load_file(path, 0, &je);
 	if (!a)
 		return;
+	snprintf(path, sizeof(path), "%s/credentials.json", W.paths.runtime);
+	json_t *creds = json_load_file(path, 0, &je);
 	size_t i;
 	json_t *j;
 	json_array_foreach(a, i, j) {
@@ -1133,6 +1183,7 @@ static void restore_mounts(void)
 		}
 		m->restored = true;
 		m->tls_verify = (int)json_integer_value(json_object_get(j, "tls_verify"));
+		restore_credentials(m, creds);
 		snprintf(m->manifest, sizeof(m->manifest), "%s", man ? man : "");
 		size_t k;
 		json_t *b;
@@ -1163,6 +1214,7 @@ static void restore_mounts(void)
 		m->restored = false;
 		wlog("restored %s on %s", ref, mnt);
 	}
+	json_decref(creds);
 	json_decref(a);
 	pthread_mutex_lock(&W.lock);
 	save_mounts();

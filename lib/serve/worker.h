@@ -44,12 +44,19 @@ struct blob {
 	 * reaching range ra_mark opens the next */
 	uint64_t ra_size, ra_mark, ra_end;
 	time_t down_since; /* the last full-retry fetch failed then; 0 = fine */
+	/* per range, until when (now_seconds()) a read of it fails at once: its
+	 * fetch just timed out (allocated on the first time out) */
+	double *failed_until;
 };
 
 struct lmount {
 	char *mountpoint, *ref, *meta_path;
 	char manifest[72];
 	int tls_verify;
+	/* the registry credentials its client sent: its fetches use these
+	 * alone (never the daemon's environment); kept in memory and, for a
+	 * worker restart, in RUNTIME/credentials.json (0600), nowhere else */
+	struct registry_creds creds;
 	bool restored;
 	bool fuse;          /* served by fusefs, not the kernel's EROFS */
 	struct fusefs *fs;
@@ -173,9 +180,10 @@ int start_fetchers(void);
  * @exec: what `anole run` will start (a path or a name; "": none given,
  * the image's entrypoint), or NULL for a plain mount. @hints: fetch what
  * the loader reads to start a program when it starts (ELF load hints). */
-int op_mount(const char *ref, const char *mnt, int tls_verify, const char *options,
-	     const char *prefetch, bool fuse, bool record, const char *exec, bool hints,
-	     char *notice, size_t notice_size, char **config, struct anole_error *err);
+int op_mount(const char *ref, const char *mnt, int tls_verify,
+	     const struct registry_creds *creds, const char *options, const char *prefetch,
+	     bool fuse, bool record, const char *exec, bool hints, char *notice,
+	     size_t notice_size, char **config, struct anole_error *err);
 /* The ranges a recording mount's readers needed, in order (JSON). */
 struct json_t *op_trace(const char *mnt, struct anole_error *err);
 int op_umount(const char *mnt, bool *idle, struct anole_error *err);

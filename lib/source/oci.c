@@ -115,7 +115,8 @@ static int get_blob_mem(struct image_src *s, const struct desc *d, struct strbuf
 		return anole_err(s->err, EFBIG, "%s: %s: %llu bytes is too big for a manifest",
 				 s->name, d->digest_str, (unsigned long long)d->size);
 	if (s->reg)
-		return registry_get_manifest(s->reg, s->repo, d->digest_str, out, NULL, s->err);
+		return registry_get_manifest(s->reg, s->repo, d->digest_str, d->size, out, NULL,
+					     s->err);
 	char path[4096];
 	snprintf(path, sizeof(path), "%s/blobs/sha256/%s", s->dir, d->digest_str + 7);
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -304,13 +305,13 @@ static int open_registry(struct image_src *s, const char *ref, const struct anol
 	int r = registry_parse_ref(ref, &rr, s->err);
 	if (r < 0)
 		return r;
-	if ((r = registry_new(rr.host, o->tls_verify, s->err, &s->reg)) < 0)
+	if ((r = registry_new(rr.host, o->tls_verify, NULL, s->err, &s->reg)) < 0)
 		return r;
 	if (!(s->repo = strdup(rr.repo)))
 		return anole_err(s->err, ENOMEM, "out of memory");
 	struct strbuf body = {0};
 	char mt[128] = "";
-	r = registry_get_manifest(s->reg, s->repo, rr.reference, &body, mt, s->err);
+	r = registry_get_manifest(s->reg, s->repo, rr.reference, 0, &body, mt, s->err);
 	if (r >= 0)
 		r = resolve(s, &body, mt, 0);
 	strbuf_release(&body);

@@ -279,16 +279,28 @@ void outfile_close(struct outfile *f)
 	*f = (struct outfile){.fd = -1};
 }
 
-int outfile_write(const char *path, const void *data, size_t len)
+static int outfile_write_mode(const char *path, const void *data, size_t len, mode_t mode)
 {
 	struct outfile f;
 	int r = outfile_open(&f, path);
+	if (r >= 0 && mode && fchmod(f.fd, mode) < 0)
+		r = -errno;
 	if (r >= 0)
 		r = pwrite_full(f.fd, data, len, 0);
 	if (r >= 0)
 		r = outfile_commit(&f, path);
 	outfile_close(&f);
 	return r;
+}
+
+int outfile_write(const char *path, const void *data, size_t len)
+{
+	return outfile_write_mode(path, data, len, 0);
+}
+
+int outfile_write_private(const char *path, const void *data, size_t len)
+{
+	return outfile_write_mode(path, data, len, 0600);
 }
 
 void log_line(void (*log)(void *, const char *), void *ctx, const char *fmt, ...)

@@ -121,6 +121,8 @@ int outfile_commit(struct outfile *f, const char *path);
 void outfile_close(struct outfile *f);
 /* The whole of @data as @path, in one atomic step. */
 int outfile_write(const char *path, const void *data, size_t len);
+/* The same for a secret: mode 0600 before the file has its name. */
+int outfile_write_private(const char *path, const void *data, size_t len);
 
 /* An unnamed scratch file in $TMPDIR, else @fallback_dir; -errno on
  * failure. */

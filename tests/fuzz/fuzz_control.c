@@ -23,6 +23,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	case CTL_MOUNT:
 		if (!req.ref || !*req.ref || req.tls_verify < -1 || req.tls_verify > 1)
 			abort();
+		/* credentials go into HTTP headers: no CR, LF or other controls */
+		for (const char *p = req.cred_basic; p && *p; p++)
+			if (*p <= ' ' || *p > '~')
+				abort();
+		for (const char *p = req.cred_token; p && *p; p++)
+			if (*p <= ' ' || *p > '~')
+				abort();
 		/* fall through */
 	case CTL_UMOUNT:
 	case CTL_TRACE:

@@ -43,7 +43,7 @@ int main(int argc, char **argv)
 	}
 	struct anole_error err = {0};
 	struct registry *r;
-	if (registry_new(argv[2], 0, &err, &r) < 0) {
+	if (registry_new(argv[2], 0, NULL, &err, &r) < 0) {
 		fprintf(stderr, "regtool: %s\n", err.msg);
 		return 1;
 	}

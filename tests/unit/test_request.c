@@ -44,6 +44,22 @@ static void accepts_what_clients_send(void **state)
 	assert_null(req.exec);
 	assert_false(req.no_load_hints);
 	assert_int_equal(req.tls_verify, 0);
+	assert_null(req.cred_basic);
+	assert_null(req.cred_token);
+	ctl_request_release(&req);
+	/* a mount's registry credentials: either, both, or null for none */
+	assert_int_equal(parse("{\"op\":\"mount\",\"ref\":\"r\",\"mountpoint\":\"/m\","
+			       "\"credentials\":{\"basic\":\"YTpi\",\"identity_token\":\"t-1\"}}",
+			       &req, why),
+			 0);
+	assert_string_equal(req.cred_basic, "YTpi");
+	assert_string_equal(req.cred_token, "t-1");
+	ctl_request_release(&req);
+	assert_int_equal(parse("{\"op\":\"mount\",\"ref\":\"r\",\"mountpoint\":\"/m\","
+			       "\"credentials\":null}",
+			       &req, why),
+			 0);
+	assert_null(req.cred_basic);
 	ctl_request_release(&req);
 	assert_int_equal(parse("{\"op\":\"umount\",\"mountpoint\":\"/m\"}", &req, why), 0);
 	assert_int_equal(req.op, CTL_UMOUNT);
@@ -85,6 +101,18 @@ static void refuses_and_says_why(void **state)
 		"tls_verify must be");
 	refuses("{\"op\":\"mount\",\"ref\":\"r\",\"mountpoint\":\"/m\",\"prefetch_rate\":-1}",
 		"prefetch_rate must be");
+	/* credentials go into HTTP headers */
+	refuses("{\"op\":\"mount\",\"ref\":\"r\",\"mountpoint\":\"/m\",\"credentials\":\"a:b\"}",
+		"credentials must be an object");
+	refuses("{\"op\":\"mount\",\"ref\":\"r\",\"mountpoint\":\"/m\","
+		"\"credentials\":{\"password\":\"x\"}}",
+		"credentials.password is unknown");
+	refuses("{\"op\":\"mount\",\"ref\":\"r\",\"mountpoint\":\"/m\","
+		"\"credentials\":{\"basic\":\"YTpi\\r\\nX-Evil: 1\"}}",
+		"credentials.basic holds a bad byte");
+	refuses("{\"op\":\"mount\",\"ref\":\"r\",\"mountpoint\":\"/m\","
+		"\"credentials\":{\"identity_token\":7}}",
+		"identity_token must be a string");
 	/* jansson refuses a NUL itself; the parser would too */
 	refuses("{\"op\":\"mount\",\"ref\":\"r\\u0000x\",\"mountpoint\":\"/m\"}", "bad request");
 }
