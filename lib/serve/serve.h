@@ -71,6 +71,14 @@ struct serve_paths {
 	char cache[512];   /* $ANOLE_CACHE_DIR or /var/lib/anole/cache */
 };
 void serve_paths_init(struct serve_paths *p);
+/* dirs.c: @dir (made 0700 with its parents when @create) must be ours
+ * alone: owned by us, written by nobody else, below parents only we or
+ * root change. A group- or world-readable one is made private. */
+int serve_dir_check(const char *dir, bool create, struct anole_error *err);
+int serve_paths_check(const struct serve_paths *p, bool create, struct anole_error *err);
+/* open(@path, @flags) in one of them: never through a symlink, and only
+ * a regular file of ours (O_CLOEXEC added). */
+int serve_open_own(const char *path, int flags, mode_t mode, struct anole_error *err);
 
 /* anole daemon: runs the holder; returns when the service ends. */
 int serve_daemon(struct anole_error *err);
