@@ -22,9 +22,11 @@ CG=
 pids() { cat "$ANOLE_RUNTIME_DIR"/{keeper,holder,daemon}.pid 2>/dev/null; }
 daemon_kill() {
 	local m p
-	for m in $(_mounts_under "$TMP"); do "$ANOLE" umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
-	# the keeper first: it would restart the others
-	for p in keeper holder daemon; do kill -9 "$(cat "$ANOLE_RUNTIME_DIR/$p.pid" 2>/dev/null)" 2>/dev/null; done
+	# all three at once (one left alive restarts the others), then the
+	# mounts: quick, so that nothing is left if this is cut short
+	# shellcheck disable=SC2046
+	kill -9 $(pids) 2>/dev/null
+	for m in $(_mounts_under "$TMP"); do umount -l "$m" 2>/dev/null; done
 	if [ -n "$CG" ] && [ -d "$CG" ]; then
 		for p in $(cat "$CG/cgroup.procs"); do kill -9 "$p" 2>/dev/null; done
 		sleep 0.2
@@ -67,7 +69,7 @@ REF=docker://$PROXY/deaths/plain:v1
 # processes, each the leader of a session of its own
 recovered() {
 	local i p n
-	for i in $(seq 1 100); do
+	for i in $(seq 1 300); do
 		if "$ANOLE" status --json >"$TMP/st.json" 2>/dev/null && [ "$(pids | wc -l)" = 3 ]; then
 			n=0
 			for p in $(pids); do

@@ -20,9 +20,11 @@ need_fanotify
 
 export ANOLE_RUNTIME_DIR=$TMP/run ANOLE_CACHE_DIR=$TMP/cache
 daemon_kill() {
-	local m p
-	for m in $(_mounts_under "$TMP"); do "$ANOLE" umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
-	for p in keeper holder daemon; do kill -9 "$(cat "$ANOLE_RUNTIME_DIR/$p.pid" 2>/dev/null)" 2>/dev/null; done
+	local m
+	# all three at once (one left alive restarts the others), then the mounts
+	# shellcheck disable=SC2046
+	kill -9 $(cat "$ANOLE_RUNTIME_DIR"/{keeper,holder,daemon}.pid 2>/dev/null) 2>/dev/null
+	for m in $(_mounts_under "$TMP"); do umount -l "$m" 2>/dev/null; done
 	true
 }
 trap '_rc=$?; daemon_kill; (exit $_rc); _cleanup' EXIT

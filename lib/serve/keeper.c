@@ -208,7 +208,8 @@ struct keeper {
 	double starts[HOLDER_LOOP];
 	unsigned nstarts;
 	unsigned deny_seconds;
-	bool failed; /* the last holder could not be started */
+	bool failed;  /* the last holder could not be started */
+	bool denying; /* reads have been failing since the last holder */
 };
 
 static void keeper_pidfile(bool remove)
@@ -301,39 +302,42 @@ static void deny_event(void *ctx, struct hmsg *ev)
 	close(ev->evfd);
 }
 
-/* No holder can be kept alive: answer every read EIO for a while, as
+/* No holder can be kept alive: answer every read EIO for @seconds, as
  * the reader (each one answered before the next is read, so none is
  * left when the lock goes back). */
-static void deny_window(struct keeper *k)
+static void deny_window(struct keeper *k, unsigned seconds, const char *why)
 {
 	int rd = daemon_lock(k->h->lock, DLOCK_READER, true);
 	if (rd < 0)
 		return;
 	serve_deny_all(k->h->group);
-	daemon_log("keeper", "holders keep failing; failing every read (EIO) for %u s",
-		   k->deny_seconds);
-	double end = mono() + k->deny_seconds;
+	if (!k->denying)
+		daemon_log("keeper", "%s; failing every read (EIO) until a holder runs", why);
+	k->denying = true;
+	double end = mono() + seconds;
 	for (double left; (left = end - mono()) > 0;) {
 		struct pollfd p = {.fd = k->h->group, .events = POLLIN};
 		if (poll(&p, 1, (int)(left * 1000) + 1) > 0 && (p.revents & POLLIN))
 			fan_read_events(k->h->group, deny_event, &k->h->group);
 	}
 	close(rd);
-	k->deny_seconds = MIN(k->deny_seconds * 2, DENY_WINDOW_MAX);
 }
 
 static void start_holder(struct keeper *k)
 {
 	stop_worker(k);
-	/* holders that keep dying, or none that can be started: nothing
-	 * serves the mounts, so reads fail for a while, then try again */
+	/* holders that keep dying: reads fail for 1, 2, 4 ... 32 s between
+	 * tries; none could be started (fork failed): tried again each second */
 	double now = mono();
-	if (k->failed || (k->nstarts >= HOLDER_LOOP &&
-			  now - k->starts[k->nstarts % HOLDER_LOOP] < HOLDER_LOOP_SECONDS))
-		deny_window(k);
-	else
+	if (k->nstarts >= HOLDER_LOOP &&
+	    now - k->starts[k->nstarts % HOLDER_LOOP] < HOLDER_LOOP_SECONDS) {
+		deny_window(k, k->deny_seconds, "holders keep failing");
+		k->deny_seconds = MIN(k->deny_seconds * 2, DENY_WINDOW_MAX);
+	} else if (k->failed) {
+		deny_window(k, 1, "no holder can be started");
+	} else {
 		k->deny_seconds = 1;
-	k->starts[k->nstarts++ % HOLDER_LOOP] = mono();
+	}
 	int sv[2] = {-1, -1};
 	pid_t pid = -1;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0 && (pid = fork()) == 0) {
@@ -364,7 +368,8 @@ static void start_holder(struct keeper *k)
 		k->failed = true;
 		return;
 	}
-	k->failed = false;
+	k->failed = k->denying = false;
+	k->starts[k->nstarts++ % HOLDER_LOOP] = mono();
 	k->sock = sv[0];
 	if (k->hpfd >= 0)
 		close(k->hpfd);
