@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* anole cache ls [--json] | anole cache gc --max-size SIZE */
+/* anole cache ls [--json] | anole cache gc --max-size SIZE | anole cache verify */
 #include <errno.h>
 #include <jansson.h>
 #include <stdlib.h>
@@ -11,11 +11,16 @@
 static const char cache_usage[] =
 	"anole cache ls [--json]\n"
 	"anole cache gc --max-size SIZE\n"
+	"anole cache verify\n"
 	"\n"
 	"The lazy mount cache ($ANOLE_CACHE_DIR, default /var/lib/anole/cache):\n"
 	"ls lists its blobs (complete or partial, bytes on disk, in use by a\n"
 	"mount); gc removes blobs, least recently used first, until the cache\n"
-	"takes at most SIZE on disk (e.g. 10G), never one a mount uses.";
+	"takes at most SIZE on disk (e.g. 10G), never one a mount uses; verify\n"
+	"hashes every blob again, a complete one against its digest (removed\n"
+	"when it differs), a partial one range by range against its digest\n"
+	"table (ranges that differ are fetched again when read), prints one\n"
+	"line per bad or skipped blob and exits 1 when it found any bad.";
 
 struct ls_state {
 	bool json;
@@ -42,6 +47,15 @@ static int print_entry(void *ctx, const struct anole_cache_entry *e)
 	printf("%.19s  %12llu  %12llu  %-8s  %-6s  %s\n", e->digest, (unsigned long long)e->size,
 	       (unsigned long long)e->disk, e->partial ? "partial" : "complete",
 	       e->in_use ? "in use" : "-", when);
+	return 0;
+}
+
+static int print_check(void *ctx, const struct anole_cache_check *c)
+{
+	(void)ctx;
+	if (c->bad || c->skipped)
+		printf("%-7s %s  %s: %s\n", c->bad ? "bad" : "skipped", c->e.digest,
+		       c->e.partial ? "partial" : "complete", c->what);
 	return 0;
 }
 
@@ -106,6 +120,17 @@ int cmd_cache(int argc, char **argv)
 			fprintf(stderr, "anole: notice: the cache stays above %llu bytes: the rest is in use\n",
 				(unsigned long long)max);
 		return 0;
+	}
+	if (!strcmp(argv[1], "verify")) {
+		if (argc != 2)
+			return cli_usage(cache_usage);
+		struct anole_cache_verify_stats st;
+		int r = anole_cache_verify(print_check, NULL, &st, &err);
+		if (r < 0)
+			return cli_fail(&err, r);
+		printf("cache verify: %u blobs checked (%llu bytes of complete ones), %u bad, %u skipped\n",
+		       st.checked, (unsigned long long)st.bytes, st.bad, st.skipped);
+		return st.bad ? 1 : 0;
 	}
 	return cli_usage(cache_usage);
 }

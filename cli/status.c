@@ -53,11 +53,12 @@ int cmd_status(int argc, char **argv)
 	char *reply = NULL;
 	int r = anole_daemon_request(mode == 'm' ? "{\"op\":\"metrics\"}" : "{\"op\":\"status\"}", 0,
 				     &reply, &err);
-	if (r < 0 && r == -ENOENT && mode != 'j') {
+	/* no daemon is an answer; one we cannot reach is an error */
+	if (r == -ENOENT && mode != 'j') {
 		puts("no anole daemon runs: nothing is lazily mounted");
 		return 0;
 	}
-	if (r < 0 && mode == 'j') {
+	if (r == -ENOENT && mode == 'j') {
 		puts("{\"mounts\":[],\"blobs\":[]}");
 		return 0;
 	}

@@ -28,6 +28,9 @@ export ANOLE_RUNTIME_DIR=$TMP/run ANOLE_CACHE_DIR=$TMP/cachefs/cache
 daemon_kill() {
 	local m
 	for m in $(_mounts_under "$TMP/m" 2>/dev/null); do "$ANOLE" umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
+	# all three at once: one left alive restarts the others
+	# shellcheck disable=SC2046
+	kill -9 $(cat "$ANOLE_RUNTIME_DIR"/{keeper,holder,daemon}.pid 2>/dev/null) 2>/dev/null
 	kill -9 "$(cat "$ANOLE_RUNTIME_DIR/holder.pid" 2>/dev/null)" 2>/dev/null
 	kill -9 "$(cat "$ANOLE_RUNTIME_DIR/daemon.pid" 2>/dev/null)" 2>/dev/null
 	sleep 0.2

@@ -391,6 +391,25 @@ struct anole_cache_gc_stats {
 /* Remove blobs, least recently used first, until the cache takes at most
  * @max_size bytes on disk; never what a mount uses. */
 int anole_cache_gc(uint64_t max_size, struct anole_cache_gc_stats *st, struct anole_error *err);
+/* One blob as anole_cache_verify found it. */
+struct anole_cache_check {
+	struct anole_cache_entry e;
+	bool bad;      /* bytes that do not match its digest, or its table's */
+	bool skipped;  /* partial and in use: reading it would wake the daemon */
+	uint64_t ranges, bad_ranges; /* partial: present ranges checked, wrong */
+	char what[200]; /* what was wrong, and what was done about it */
+};
+struct anole_cache_verify_stats {
+	uint64_t bytes;
+	unsigned checked, bad, skipped;
+};
+/* Hash the cache again: a complete blob against its digest (removed when
+ * it differs), a partial one's present ranges against its digest table
+ * (ranges that differ are forgotten, fetched again when read; a partial
+ * blob whose table or map is gone or wrong is removed). Partial blobs
+ * the daemon holds are skipped. @fn (or NULL) sees every blob. */
+int anole_cache_verify(int (*fn)(void *ctx, const struct anole_cache_check *c), void *ctx,
+		       struct anole_cache_verify_stats *st, struct anole_error *err);
 
 #ifdef __cplusplus
 }

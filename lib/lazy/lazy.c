@@ -356,7 +356,7 @@ static int unpack_meta(struct store *dst, const struct anole_lazy_info *li, stru
 	_cleanup_free_ char *zpath = store_blob_path(dst, li->meta_digest);
 	_cleanup_free_ char *path = store_blob_path(dst, li->meta_image_digest);
 	_cleanup_free_ char *in = malloc(ZSTD_DStreamInSize()), *out = malloc(ZSTD_DStreamOutSize());
-	_cleanup_close_ int fd = zpath ? open(zpath, O_RDONLY | O_CLOEXEC) : -1;
+	_cleanup_close_ int fd = zpath ? open(zpath, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
 	if (!path || !in || !out || fd < 0)
 		return anole_err(err, fd < 0 ? errno : ENOMEM, "%s: %s", zpath ? zpath : "meta",
 				 strerror(fd < 0 ? errno : ENOMEM));
@@ -529,7 +529,7 @@ static int copy_image(struct store *src, struct store *dst, struct anole_lazy_in
 static int check_slots(const struct anole_lazy_info *li, const char *name,
 		       struct anole_error *err)
 {
-	_cleanup_close_ int fd = open(li->meta_path, O_RDONLY | O_CLOEXEC);
+	_cleanup_close_ int fd = open(li->meta_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	struct erofs_super_block sb;
 	if (fd < 0)
 		return anole_err(err, errno, "%s: %s", li->meta_path, strerror(errno));
@@ -613,6 +613,30 @@ int anole_pull(const char *ref, const char *dir, const struct anole_pull_options
 	return r;
 }
 
+/* A cached blob that is not what its digest says (a disk error, an older
+ * anole, anyone else who wrote there) goes, to be fetched again: a
+ * lazy mount's cache is not trusted by name and size (a pulled layout
+ * is: docs/SECURITY.md). */
+static void drop_bad(struct store *dst, const char *digest, uint64_t size)
+{
+	_cleanup_free_ char *path = digest[0] ? store_blob_path(dst, digest) : NULL;
+	struct stat st;
+	if (path && !lstat(path, &st) && digest_file_check(path, digest, size) == 0)
+		unlink(path);
+}
+
+static void drop_bad_small(struct store *dst, const struct anole_lazy_info *li)
+{
+	drop_bad(dst, li->meta_digest, li->meta_size);
+	drop_bad(dst, li->meta_image_digest, li->meta_image_size);
+	drop_bad(dst, li->config_digest, li->config_size);
+	drop_bad(dst, li->hints_digest, li->hints_size);
+	for (size_t i = 0; i < li->nblobs; i++) {
+		drop_bad(dst, li->blobs[i].digests, li->blobs[i].digests_size);
+		drop_bad(dst, li->blobs[i].chunks, li->blobs[i].chunks_size);
+	}
+}
+
 int lazy_prepare(const char *ref, const char *cache_dir, int tls_verify,
 		 const struct registry_creds *creds,
 		 void (*manifest_known)(const char *digest, void *ctx), void *ctx,
@@ -629,6 +653,8 @@ int lazy_prepare(const char *ref, const char *cache_dir, int tls_verify,
 		manifest_known(li->manifest_digest, ctx);
 	if (r >= 0)
 		r = store_open(cache_dir, 0, true, &dst, err);
+	if (r >= 0)
+		drop_bad_small(dst, li);
 	if (r >= 0)
 		r = copy_image(src, dst, li, false, &ps, NULL, NULL, err);
 	if (r >= 0) {

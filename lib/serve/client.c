@@ -33,12 +33,15 @@ void serve_paths_init(struct serve_paths *p)
 		snprintf(p->runtime, sizeof(p->runtime), "%s/anole", xrt);
 	else
 		snprintf(p->runtime, sizeof(p->runtime), "/tmp/anole-%u", (unsigned)geteuid());
+	/* (without HOME, one of its own: a shared /tmp/.cache is anyone's) */
 	if (cache && *cache)
 		snprintf(p->cache, sizeof(p->cache), "%s", cache);
 	else if (xc && *xc)
 		snprintf(p->cache, sizeof(p->cache), "%s/anole", xc);
+	else if (home && *home)
+		snprintf(p->cache, sizeof(p->cache), "%s/.cache/anole", home);
 	else
-		snprintf(p->cache, sizeof(p->cache), "%s/.cache/anole", home && *home ? home : "/tmp");
+		snprintf(p->cache, sizeof(p->cache), "/tmp/anole-cache-%u", (unsigned)geteuid());
 }
 
 static int connect_daemon(const struct serve_paths *p)
@@ -58,13 +61,26 @@ static int connect_daemon(const struct serve_paths *p)
 	return fd;
 }
 
-/* `anole daemon`, detached, its output in RUNTIME/daemon.log. */
-static int spawn_daemon(const struct serve_paths *p, struct anole_error *err)
+/* RUNTIME/daemon.log: appended to, ours, never through a symlink. */
+static int open_log(const struct serve_paths *p, struct anole_error *err)
 {
-	if (mkdir(p->runtime, 0700) < 0 && errno != EEXIST)
-		return anole_err(err, errno, "%s: %s", p->runtime, strerror(errno));
 	char log[600];
 	snprintf(log, sizeof(log), "%s/daemon.log", p->runtime);
+	return serve_open_own(log, O_WRONLY | O_CREAT | O_APPEND, 0600, err);
+}
+
+/* `anole daemon`, detached, its output in RUNTIME/daemon.log; it says
+ * on @status why it cannot start ("error MESSAGE" lines). */
+static int spawn_daemon(const struct serve_paths *p, int status, struct anole_error *err)
+{
+	int r = serve_paths_check(p, true, err);
+	if (r < 0)
+		return r;
+	_cleanup_close_ int log = open_log(p, err);
+	if (log < 0)
+		return log;
+	char env[64];
+	snprintf(env, sizeof(env), "%d", status);
 	pid_t pid = fork();
 	if (pid < 0)
 		return anole_err(err, errno, "fork: %s", strerror(errno));
@@ -73,12 +89,9 @@ static int spawn_daemon(const struct serve_paths *p, struct anole_error *err)
 		if (fork() != 0)
 			_exit(0);
 		int in = open("/dev/null", O_RDONLY);
-		int out = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-		if (in < 0 || out < 0)
+		if (in < 0 || dup2(in, 0) < 0 || dup2(log, 1) < 0 || dup2(log, 2) < 0 ||
+		    fcntl(status, F_SETFD, 0) < 0 || setenv("ANOLE_DAEMON_STATUS_FD", env, 1) < 0)
 			_exit(127);
-		dup2(in, 0);
-		dup2(out, 1);
-		dup2(out, 2);
 		execl("/proc/self/exe", "anole", "daemon", (char *)NULL);
 		_exit(127);
 	}
@@ -86,21 +99,71 @@ static int spawn_daemon(const struct serve_paths *p, struct anole_error *err)
 	return 0;
 }
 
+/* What the daemon said on its status pipe: 1 when every writer closed
+ * it (started, or gone), 0 while it is open. The first "error" line, if
+ * any, is in @why; "busy" (another daemon runs) sets *busy. */
+static int read_status(int fd, char *why, size_t size, bool *busy, struct strbuf *sb)
+{
+	char buf[1024];
+	ssize_t n;
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		if (strbuf_add(sb, buf, (size_t)n) < 0)
+			return 1;
+	if (n < 0)
+		return 0; /* EAGAIN: still open */
+	strbuf_add(sb, "", 1);
+	for (char *line = sb->buf, *end; line && *line; line = end ? end + 1 : NULL) {
+		end = strchr(line, '\n');
+		if (end)
+			*end = 0;
+		/* the first says why; the holder's giving up comes after */
+		if (!strncmp(line, "error ", 6) && !*why)
+			snprintf(why, size, "%s", line + 6);
+		*busy |= !strncmp(line, "busy ", 5);
+	}
+	return 1;
+}
+
 static int start_and_connect(const struct serve_paths *p, struct anole_error *err)
 {
-	int r = spawn_daemon(p, err);
-	if (r < 0)
+	int pipefd[2];
+	if (pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) < 0)
+		return anole_err(err, errno, "pipe: %s", strerror(errno));
+	int r = spawn_daemon(p, pipefd[1], err);
+	close(pipefd[1]);
+	if (r < 0) {
+		close(pipefd[0]);
 		return r;
+	}
 	/* a new daemon listens within tens of milliseconds, and a container's
 	 * start waits for it: look every 2 ms (a failed connect costs
-	 * microseconds), then every 50 */
+	 * microseconds), then every 50. A daemon that cannot serve says why
+	 * and closes the pipe; one that finds another running goes quietly,
+	 * and that one is asked. */
+	char why[600] = "";
+	struct strbuf sb = {0};
+	bool closed = false, busy = false;
+	long after_close = 0;
+	int fd = -ETIMEDOUT;
 	for (long waited = 0, ms = 2; waited < 10000; waited += ms, ms = waited < 2000 ? 2 : 50) {
-		int fd = connect_daemon(p);
-		if (fd >= 0)
-			return fd;
+		if ((fd = connect_daemon(p)) >= 0)
+			break;
+		if (!closed)
+			closed = read_status(pipefd[0], why, sizeof(why), &busy, &sb);
+		if (closed && *why)
+			break;
+		/* closed without a word: it listens by now, or never will */
+		if (closed && !busy && (after_close += ms) > 1000)
+			break;
 		struct timespec ts = {0, ms * 1000 * 1000};
 		nanosleep(&ts, NULL);
 	}
+	close(pipefd[0]);
+	strbuf_release(&sb);
+	if (fd >= 0)
+		return fd;
+	if (*why)
+		return anole_err(err, EIO, "the anole daemon cannot start: %s", why);
 	return anole_err(err, ETIMEDOUT, "the anole daemon did not start; see %s/daemon.log",
 			 p->runtime);
 }
@@ -125,7 +188,19 @@ static int request_once(const char *request, bool start, char **reply, bool *una
 {
 	struct serve_paths p;
 	serve_paths_init(&p);
-	int fd = connect_daemon(&p);
+	/* a socket in a directory someone else controls could be anyone's */
+	int fd = serve_dir_check(p.runtime, false, err);
+	if (fd == -ENOENT && !start) {
+		memset(err, 0, sizeof(*err));
+		return anole_err(err, ENOENT, "no anole daemon runs (%s/daemon.sock)", p.runtime);
+	}
+	if (fd < 0 && fd != -ENOENT)
+		return fd;
+	memset(err, 0, sizeof(*err));
+	fd = connect_daemon(&p);
+	if (fd == -EACCES || fd == -EPERM)
+		return anole_err(err, -fd, "%s/daemon.sock: %s: the daemon there is not yours",
+				 p.runtime, strerror(-fd));
 	if (fd < 0 && start)
 		fd = start_and_connect(&p, err);
 	else if (fd < 0)

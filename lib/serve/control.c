@@ -297,6 +297,9 @@ void control_loop(int ctl)
 	pthread_attr_init(&a);
 	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
 	pthread_create(&t, &a, metrics_thread, NULL);
+	if (ctl < 0) /* no socket: only the mounts a restart restored */
+		for (;;)
+			pause();
 	for (;;) {
 		int fd = accept4(ctl, NULL, NULL, SOCK_CLOEXEC);
 		if (fd < 0)

@@ -29,6 +29,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/vfs.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -51,34 +52,16 @@ void wlog(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	struct timespec now;
-	clock_gettime(CLOCK_REALTIME, &now);
-	struct tm tm;
-	gmtime_r(&now.tv_sec, &tm);
-	fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ anole worker: %s\n",
-		tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-		now.tv_nsec / 1000000, line);
+	daemon_log("worker", "%s", line);
 }
 
 static void send_holder(const struct hmsg *m, int fd)
 {
-	char cbuf[CMSG_SPACE(sizeof(int))];
-	struct iovec iov = {.iov_base = (void *)m, .iov_len = sizeof(*m)};
-	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-	if (fd >= 0) {
-		memset(cbuf, 0, sizeof(cbuf));
-		mh.msg_control = cbuf;
-		mh.msg_controllen = sizeof(cbuf);
-		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &fd, sizeof(fd));
-	}
 	pthread_mutex_lock(&W.send_lock);
-	if (sendmsg(W.holder, &mh, MSG_NOSIGNAL) < 0)
-		wlog("holder: %s", strerror(errno));
+	int r = hmsg_send(W.holder, m, fd, 0);
 	pthread_mutex_unlock(&W.send_lock);
+	if (r < 0)
+		wlog("holder: %s", strerror(-r));
 }
 
 static void pend_add(uint64_t id, int evfd, bool close_it)
@@ -163,6 +146,48 @@ static void blob_free(struct blob *b)
 	free(b);
 }
 
+/* RUNTIME/verified: complete blobs known to hash to their digest, one
+ * line per file as it was then (a file changed or put in its place has
+ * another ctime or inode). Hashing a big blob at every mount would cost
+ * a warm mount about 3 ms per MB here; this way it costs once per file
+ * and boot (the runtime directory is a tmpfs). */
+static void ledger_line(const char *digest, const struct stat *st, char *line, size_t size)
+{
+	snprintf(line, size, "%s %llu %llu %llu %lld.%09ld %lld.%09ld\n", digest,
+		 (unsigned long long)st->st_dev, (unsigned long long)st->st_ino,
+		 (unsigned long long)st->st_size, (long long)st->st_mtim.tv_sec,
+		 st->st_mtim.tv_nsec, (long long)st->st_ctim.tv_sec, st->st_ctim.tv_nsec);
+}
+
+static bool ledger_has(const char *digest, const struct stat *st)
+{
+	char path[600], line[256];
+	snprintf(path, sizeof(path), "%s/verified", W.paths.runtime);
+	ledger_line(digest, st, line, sizeof(line));
+	_cleanup_fclose_ FILE *f = NULL;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0 || !(f = fdopen(fd, "r"))) {
+		if (fd >= 0)
+			close(fd);
+		return false;
+	}
+	char have[256];
+	while (fgets(have, sizeof(have), f))
+		if (!strcmp(have, line))
+			return true;
+	return false;
+}
+
+static void ledger_add(const char *digest, const struct stat *st)
+{
+	char path[600], line[256];
+	snprintf(path, sizeof(path), "%s/verified", W.paths.runtime);
+	ledger_line(digest, st, line, sizeof(line));
+	_cleanup_close_ int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd >= 0)
+		(void)!write(fd, line, strlen(line));
+}
+
 /* The blob is all there: unmark it and move it among the complete blobs.
  * The data reaches the disk before the rename, so a complete name always
  * means verified bytes on disk. */
@@ -181,6 +206,9 @@ void complete_blob_locked(struct blob *b)
 		wlog("%s: %s", complete, strerror(errno));
 		return;
 	}
+	struct stat st;
+	if (!fstat(b->fd, &st)) /* verified range by range, and ours */
+		ledger_add(b->digest, &st);
 	unlink(map);
 	close(b->fd);
 	close(b->mapfd);
@@ -204,7 +232,7 @@ static int open_map(struct blob *b, const char *map, const char *table_digest, b
 	struct digest want, have;
 	if (digest_parse(table_digest, &want) < 0)
 		return anole_err(err, EBADMSG, "%s: bad digest table digest", map);
-	b->mapfd = open(map, O_RDWR | O_CREAT | O_CLOEXEC | (fresh ? O_TRUNC : 0), 0600);
+	b->mapfd = open(map, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (fresh ? O_TRUNC : 0), 0600);
 	if (b->mapfd < 0)
 		return anole_err(err, errno, "%s: %s", map, strerror(errno));
 	b->state = calloc(MAX(b->nranges, 1), 1);
@@ -233,6 +261,84 @@ uint64_t blob_present(const struct blob *b)
 	for (uint64_t i = 0; i < b->nranges; i++)
 		n += b->state[i] == RANGE_PRESENT;
 	return n;
+}
+
+static bool holder_keeps(const char *digest)
+{
+	for (size_t i = 0; i < W.inherited.nkept; i++)
+		if (W.inherited.kept[i].fd >= 0 && !strcmp(W.inherited.kept[i].tag, digest))
+			return true;
+	return false;
+}
+
+/* Does the complete blob at @path hash to its digest (or did this file
+ * already, by the ledger)? */
+static bool vet_complete(const struct anole_lazy_blob *lb, const char *path)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	struct stat st;
+	struct digest want, got;
+	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    (uint64_t)st.st_size != lb->size)
+		return fd < 0 && errno != ELOOP; /* (absent, or not the blob: not used) */
+	if (ledger_has(lb->digest, &st))
+		return true;
+	if (digest_parse(lb->digest, &want) < 0 || sha256_fd(fd, 0, lb->size, &got) < 0 ||
+	    memcmp(&got, &want, sizeof(got)))
+		return false;
+	ledger_add(lb->digest, &st);
+	return true;
+}
+
+/* Present ranges of a partial blob from before this daemon, hashed
+ * against its digest table: a range that differs is fetched again. */
+static void vet_partial(const struct anole_lazy_blob *lb, const char *partial, const char *map)
+{
+	_cleanup_close_ int fd = open(partial, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	_cleanup_close_ int mfd = fd >= 0 ? open(map, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
+					  : -1;
+	struct stat st;
+	struct digest want, have;
+	/* (any other file or map is started over by get_blob) */
+	if (mfd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    (uint64_t)st.st_size != lb->size || digest_parse(lb->digests, &want) < 0 ||
+	    pread_full(mfd, &have, sizeof(have), 0) < 0 || memcmp(&have, &want, sizeof(want)))
+		return;
+	struct digest_table t;
+	struct anole_error e = {0};
+	if (lazy_blob_table(W.paths.cache, lb, &t, &e) < 0)
+		return;
+	int bad = !fstat(mfd, &st) && (uint64_t)st.st_size == RANGES_MAP_HEAD + t.head.count
+			  ? cache_check_ranges(fd, mfd, &t)
+			  : 0;
+	digest_table_release(&t);
+	if (bad)
+		wlog("blob %.19s: %d cached ranges do not match its digest table%s; fetched again",
+		     lb->digest, bad < 0 ? 0 : bad, bad < 0 ? " (or cannot be read)" : "");
+}
+
+/* What the cache holds from before this daemon is not trusted by name:
+ * a complete blob must hash to its digest (else it goes, and is fetched
+ * again), a partial one's present ranges to its table. Blobs this daemon
+ * holds already (or its holder keeps) it wrote itself. A restored
+ * mount's complete blob is what the kernel reads already: not checked.
+ * Without W.lock: hashing a big blob must not stop the readers. */
+static void vet_blob(const struct anole_lazy_blob *lb, bool restoring)
+{
+	pthread_mutex_lock(&W.lock);
+	bool ours = find_blob(lb->digest) || holder_keeps(lb->digest);
+	pthread_mutex_unlock(&W.lock);
+	if (ours || digest_parse(lb->digest, &(struct digest){0}) < 0)
+		return;
+	char partial[600], map[600], complete[600];
+	blob_paths(lb->digest, partial, map, complete, sizeof(partial));
+	struct stat st;
+	if (!restoring && !lstat(complete, &st) && !vet_complete(lb, complete)) {
+		wlog("blob %.19s in the cache does not match its digest: removed, fetched again",
+		     lb->digest);
+		unlink(complete);
+	}
+	vet_partial(lb, partial, map);
 }
 
 /* A blob of an image being mounted, shared with other mounts; W.lock held. */
@@ -275,8 +381,9 @@ static int get_blob(const struct anole_lazy_blob *lb, const char *ref, int tls_v
 	snprintf(b->digest, sizeof(b->digest), "%s", lb->digest);
 	int r = store_open_as(ref, tls_verify, creds, false, &b->src, err);
 	struct stat st;
-	if (r >= 0 && !stat(complete, &st) && S_ISREG(st.st_mode) && (uint64_t)st.st_size == b->size) {
-		/* complete blobs were verified whole before they got this name */
+	if (r >= 0 && !lstat(complete, &st) && S_ISREG(st.st_mode) && (uint64_t)st.st_size == b->size) {
+		/* complete blobs were verified whole before they got this name,
+		 * and again if they came from before this daemon (vet_blob) */
 		b->complete = true;
 		snprintf(b->path, sizeof(b->path), "%s", complete);
 		int fd = kept_fd(lb->digest);
@@ -451,28 +558,25 @@ static void direct_event(void *ctx, struct hmsg *ev)
 	on_event(ev);
 }
 
-/* The holder died, but this worker holds the group too: the marks stay.
- * The kernel matches answers by descriptor number; the holder's waiting
- * events are failed (EIO) by their numbers before any new event is read,
- * so no new event's number can be confused with theirs. Then read events
- * here. */
+/* Alone with the group (no keeper could be started): the marks stay as
+ * long as we live. Become the reader: a dead one's events are failed
+ * (EIO) first, by their descriptor numbers, then read events here. */
 static void take_over(void)
 {
+	int rd = daemon_lock(W.inherited.lock, DLOCK_READER, true);
+	if (rd < 0)
+		wlog("the reader lock: %s", strerror(-rd));
 	pthread_mutex_lock(&W.lock);
 	W.direct = true;
 	size_t n = W.npend;
-	/* also events the holder had read but not passed on, which we do not
-	 * know: every descriptor number it may have used */
-	for (int fd = 0; fd < 65536; fd++) {
-		struct fanotify_response resp = {.fd = fd, .response = FAN_DENY_WITH(EIO)};
-		(void)!write(W.group, &resp, sizeof(resp));
-	}
+	serve_deny_all(W.group);
 	W.npend = 0;
 	W.denied += n;
 	W.npending_events -= MIN(W.npending_events, n);
 	pthread_mutex_unlock(&W.lock);
-	wlog("the holder is gone; %zu waiting reads failed; serving events here. A worker "
-	     "crash can no longer be survived: remount when convenient", n);
+	wlog("serving events here; %zu waiting reads failed. A worker crash can no longer be "
+	     "survived: remount when convenient",
+	     n);
 	for (;;) {
 		struct pollfd p = {.fd = W.group, .events = POLLIN};
 		if (poll(&p, 1, -1) < 0 && errno != EINTR)
@@ -480,6 +584,107 @@ static void take_over(void)
 		if (p.revents & POLLIN)
 			fan_read_events(W.group, direct_event, NULL);
 	}
+}
+
+/* The environment of an exec'd keeper: ours, plus where its socket is. */
+static char **adopt_env(int fd)
+{
+	extern char **environ;
+	size_t n = 0;
+	while (environ[n])
+		n++;
+	char **env = calloc(n + 2, sizeof(*env));
+	if (!env)
+		return NULL;
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(environ[i], "ANOLE_DAEMON_", 13))
+			env[k++] = environ[i];
+	static char var[64];
+	snprintf(var, sizeof(var), "ANOLE_DAEMON_ADOPT=%d", fd);
+	env[k] = var;
+	return env;
+}
+
+/* Our holder and its keeper are both gone: start `anole daemon` as a new
+ * keeper, hand it the group, the locks and the cache files' descriptors
+ * over a socket, and let it start the rest. 0 once it took over. */
+static int start_keeper(int keeper_lock)
+{
+	int sv[2];
+	_cleanup_free_ char **env = NULL;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		return -errno;
+	/* (the child only calls what is safe after fork in a threaded process) */
+	if (!(env = adopt_env(3))) {
+		close(sv[0]);
+		close(sv[1]);
+		return -ENOMEM;
+	}
+	char *argv[] = {"anole", "daemon", NULL};
+	pid_t pid = fork();
+	if (pid == 0) {
+		int fd = sv[1] == 3 ? 3 : dup2(sv[1], 3);
+		if (fd == 3 && fcntl(3, F_SETFD, 0) == 0 && close_range(4, ~0u, 0) == 0)
+			execve("/proc/self/exe", argv, env);
+		_exit(127);
+	}
+	close(sv[1]);
+	int r = pid < 0 ? -errno : 0;
+	struct hmsg m = {.type = HMSG_ADOPT_GROUP};
+	if (r >= 0)
+		r = hmsg_send(sv[0], &m, W.group, 0);
+	m.type = HMSG_ADOPT_LOCK;
+	if (r >= 0)
+		r = hmsg_send(sv[0], &m, W.inherited.lock, 0);
+	m.type = HMSG_ADOPT_KEEPER;
+	if (r >= 0)
+		r = hmsg_send(sv[0], &m, keeper_lock, 0);
+	pthread_mutex_lock(&W.lock);
+	for (struct blob *b = W.blobs; b && r >= 0; b = b->next)
+		if (!b->complete && b->fd >= 0) {
+			m = (struct hmsg){.type = HMSG_KEEP};
+			snprintf(m.tag, sizeof(m.tag), "%s", b->digest);
+			r = hmsg_send(sv[0], &m, b->fd, 0);
+		}
+	pthread_mutex_unlock(&W.lock);
+	m = (struct hmsg){.type = HMSG_ADOPT_DONE, .id = (uint64_t)getpid()};
+	if (r >= 0)
+		r = hmsg_send(sv[0], &m, -1, 0);
+	int fd = -1;
+	if (r >= 0 && (hmsg_recv(sv[0], &m, &fd, 0) <= 0 || m.type != HMSG_READY))
+		r = -EPIPE;
+	if (fd >= 0)
+		close(fd);
+	close(sv[0]);
+	if (pid > 0 && r < 0)
+		waitpid(pid, NULL, 0);
+	return r;
+}
+
+/* The holder is gone. A keeper that lives stops us and starts a new
+ * holder, which starts a new worker: we go. When it is gone too, we are
+ * the last holder of the group: start a keeper in our place, or, if
+ * that fails, serve alone. */
+static void holder_gone(void)
+{
+	if (W.group < 0) {
+		wlog("the holder is gone; exiting");
+		_exit(1);
+	}
+	int keeper = daemon_lock(W.inherited.lock, DLOCK_KEEPER, false);
+	if (keeper < 0) {
+		wlog("the holder is gone; the keeper restarts the daemon");
+		_exit(0);
+	}
+	int r = start_keeper(keeper);
+	if (r >= 0) {
+		wlog("the holder and the keeper are gone; a new keeper restarts the daemon");
+		_exit(0);
+	}
+	wlog("the holder and the keeper are gone and no keeper could be started (%s)",
+	     strerror(-r));
+	take_over(); /* (keeps the keeper lock: nobody else may act) */
 }
 
 static void *event_loop(void *arg)
@@ -490,13 +695,8 @@ static void *event_loop(void *arg)
 		ssize_t n = recv(W.holder, &m, sizeof(m), 0);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n <= 0) {
-			if (W.group < 0) {
-				wlog("the holder is gone; exiting");
-				_exit(1);
-			}
-			take_over();
-		}
+		if (n <= 0)
+			holder_gone();
 		if (n == (ssize_t)sizeof(m) && m.type == HMSG_EVENT) {
 			pthread_mutex_lock(&W.lock);
 			pend_add(m.id, m.evfd, false);
@@ -735,17 +935,49 @@ static int mount_setup(const char *ref, const char *real, int tls_verify,
 		       const char *prefetch, bool fuse, bool record, const char *exec,
 		       bool hints, char **config, struct anole_error *err);
 
+/* Can the cache's file system carry pre-content marks? tmpfs, for one,
+ * cannot (EOPNOTSUPP): then kernel mounts go through FUSE. Probed once,
+ * on an unnamed file of the cache. 1 yes, 0 no (why in @why). */
+static int cache_marks_ok(char *why, size_t size)
+{
+	static int known; /* 1 yes, -errno no */
+	if (!known) {
+		if (mkdir(W.partial, 0700) < 0 && errno != EEXIST)
+			return 1; /* the mount will say why */
+		int fd = open(W.partial, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+		if (fd < 0)
+			return 1; /* (cannot tell: let the mark say) */
+		if (fanotify_mark(W.group, FAN_MARK_ADD, FAN_PRE_ACCESS, fd, NULL) == 0) {
+			fanotify_mark(W.group, FAN_MARK_REMOVE, FAN_PRE_ACCESS, fd, NULL);
+			known = 1;
+		} else if (errno == EOPNOTSUPP || errno == EINVAL || errno == EXDEV) {
+			known = -errno;
+		}
+		close(fd);
+	}
+	if (known < 0)
+		snprintf(why, size, "%s", strerror(-known));
+	return known >= 0;
+}
+
 static int mount_locked(const char *ref, const char *mnt, int tls_verify,
 			const struct registry_creds *creds, const char *options,
 			const char *prefetch, bool fuse, bool record, const char *exec,
 			bool hints, char *notice, size_t notice_size, char **config,
 			struct anole_error *err)
 {
+	char why[160];
 	if (!fuse && W.group < 0) {
 		fuse = true;
 		snprintf(notice, notice_size,
 			 "the kernel path is unavailable (%s); serving %s through FUSE instead",
 			 W.no_kernel_why, mnt);
+	} else if (!fuse && !cache_marks_ok(why, sizeof(why))) {
+		fuse = true;
+		snprintf(notice, notice_size,
+			 "the cache %s is on a file system without fanotify pre-content events "
+			 "(fanotify mark: %s); serving %s through FUSE instead",
+			 W.paths.cache, why, mnt);
 	}
 	char real[PATH_MAX];
 	if (!realpath(mnt, real))
@@ -902,6 +1134,8 @@ static int mount_setup(const char *ref, const char *real, int tls_verify,
 		li->config_json = NULL;
 	}
 	anole_lazy_free(li);
+	for (size_t i = 0; i < m->nblobs; i++)
+		vet_blob(&m->lblobs[i], false);
 
 	pthread_mutex_lock(&W.lock);
 	r = attach(m, fuse ? NULL : options, err);
@@ -1152,7 +1386,8 @@ static void restore_mounts(void)
 	char path[600];
 	snprintf(path, sizeof(path), "%s/mounts.json", W.paths.runtime);
 	json_error_t je;
-	json_t *a = json_load_file(path, 0, &je);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	json_t *a = fd >= 0 ? json_loadfd(fd, 0, &je) : NULL;
 	if (!a)
 		return;
 	snprintf(path, sizeof(path), "%s/credentials.json", W.paths.runtime);
@@ -1201,6 +1436,8 @@ static void restore_mounts(void)
 				 json_string_value(json_object_get(b, "chunks")) ?: "");
 		}
 		struct anole_error err = {0};
+		for (size_t k2 = 0; k2 < m->nblobs; k2++)
+			vet_blob(&m->lblobs[k2], true);
 		pthread_mutex_lock(&W.lock);
 		int r = attach(m, NULL, &err);
 		if (r >= 0 && add_mount(m) < 0)
@@ -1244,9 +1481,21 @@ static int bind_control(void)
 	return fd;
 }
 
+/* Tell the client that started the daemon why it cannot serve, then go:
+ * the holder backs off and tries again, then gives up. */
+static void cannot_serve(const char *why)
+{
+	wlog("%s", why);
+	if (W.inherited.status >= 0) {
+		char line[700];
+		int n = snprintf(line, sizeof(line), "error %s\n", why);
+		(void)!write(W.inherited.status, line, (size_t)MIN(n, (int)sizeof(line) - 1));
+	}
+	_exit(WORKER_EXIT_NOSERVE);
+}
+
 void serve_worker(const struct holder_state *h)
 {
-	signal(SIGPIPE, SIG_IGN);
 	/* fetch buffers (up to 4 MiB) go back to the system when freed, and
 	 * the threads share two arenas: the daemon stays small */
 	mallopt(M_MMAP_THRESHOLD, 256 << 10);
@@ -1264,25 +1513,9 @@ void serve_worker(const struct holder_state *h)
 	for (size_t i = 0; i < h->npending; i++)
 		close(h->pending[i].fd);
 	W.started = time(NULL);
-	for (char *s = W.paths.cache + 1;; s++) /* mkdir -p */
-		if (!*s || *s == '/') {
-			char c = *s;
-			*s = 0;
-			if (mkdir(W.paths.cache, 0700) < 0 && errno != EEXIST)
-				wlog("%s: %s", W.paths.cache, strerror(errno));
-			*s = c;
-			if (!c)
-				break;
-		}
-	int ctl = bind_control();
-	if (ctl < 0) {
-		wlog("%s/daemon.sock: %s", W.paths.runtime, strerror(-ctl));
-		_exit(1);
-	}
-	char pid[600], line[32];
-	snprintf(pid, sizeof(pid), "%s/daemon.pid", W.paths.runtime);
-	snprintf(line, sizeof(line), "%d\n", (int)getpid());
-	outfile_write(pid, line, strlen(line));
+	struct anole_error e = {0};
+	if (serve_paths_check(&W.paths, true, &e) < 0)
+		cannot_serve(e.msg);
 	restore_mounts();
 	/* kept descriptors nobody claimed belong to blobs no longer mounted */
 	for (size_t i = 0; i < W.inherited.nkept; i++)
@@ -1306,6 +1539,26 @@ void serve_worker(const struct holder_state *h)
 	if (pthread_create(&t, NULL, event_loop, NULL)) {
 		wlog("cannot start the event thread");
 		_exit(1);
+	}
+	/* mounts an earlier worker made are served with or without a socket */
+	int ctl = bind_control();
+	if (ctl < 0) {
+		char why[700];
+		snprintf(why, sizeof(why), "%s/daemon.sock: cannot listen: %s", W.paths.runtime,
+			 strerror(-ctl));
+		if (!W.nmounts)
+			cannot_serve(why);
+		wlog("%s; serving the %zu restored mounts without it", why, W.nmounts);
+	} else {
+		char pid[600], line[32];
+		snprintf(pid, sizeof(pid), "%s/daemon.pid", W.paths.runtime);
+		snprintf(line, sizeof(line), "%d\n", (int)getpid());
+		outfile_write(pid, line, strlen(line));
+		if (W.inherited.status >= 0)
+			close(W.inherited.status);
+		W.inherited.status = -1;
+		struct hmsg m = {.type = HMSG_READY};
+		send_holder(&m, -1);
 	}
 	wlog("serving (pid %d, %zu mounts restored, %zu reads waiting)", (int)getpid(), W.nmounts,
 	     h->npending);

@@ -149,6 +149,10 @@ static inline uint64_t range_at(const struct blob *b, uint64_t off)
 }
 
 void wlog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* cache.c: hash each range the ranges map @map_fd says is present in
+ * partial file @fd against table @t, and clear the map's byte of each
+ * that differs (it is fetched again). How many differed, or -errno. */
+int cache_check_ranges(int fd, int map_fd, const struct digest_table *t);
 void answer_event(uint64_t id, bool ok);
 uint64_t blob_present(const struct blob *b);
 void blob_release(struct blob *b);

@@ -21,6 +21,11 @@ struct sha256_stream *sha256_stream_new(void);
 void sha256_stream_update(struct sha256_stream *s, const void *data, size_t len);
 void sha256_stream_final(struct sha256_stream *s, struct digest *out);
 void sha256_stream_free(struct sha256_stream *s);
+/* SHA-256 of @len bytes of @fd from @off; -errno (-ENODATA: shorter). */
+int sha256_fd(int fd, uint64_t off, uint64_t len, struct digest *out);
+/* Does @path (no symlink followed) hold @size bytes with digest @digest?
+ * 1 yes, 0 no (other bytes, size or type), -errno (-ENOENT: absent). */
+int digest_file_check(const char *path, const char *digest, uint64_t size);
 
 /* "sha256:<64 lowercase hex>" <-> bytes. Parsing refuses anything else. */
 #define DIGEST_STR_LEN (7 + 64)
