@@ -38,6 +38,50 @@ const char *xattr_prefix(unsigned int index)
 	return NULL;
 }
 
+size_t xattr_prefixes_max_size(unsigned int count)
+{
+	/* a 16-bit length, a base index and 255 bytes, padded to 4 */
+	return (size_t)count * 260;
+}
+
+static int bad_prefix(size_t at, size_t *bad, char *why, size_t why_size, const char *what)
+{
+	*bad = at;
+	snprintf(why, why_size, "%s", what);
+	return -EFSCORRUPTED;
+}
+
+int xattr_prefixes_parse(const uint8_t *buf, size_t size, unsigned int count,
+			 struct xattr_lprefix *out, size_t *bad, char *why, size_t why_size)
+{
+	size_t at = 0;
+	for (unsigned int i = 0; i < count; i++) {
+		uint16_t len;
+		if (at > size || size - at < sizeof(len))
+			return bad_prefix(at, bad, why, why_size, "prefix table runs past its end");
+		memcpy(&len, buf + at, sizeof(len));
+		/* the kernel takes a length of 0 for 65536: too long as well */
+		if (!len || len > 1 + EROFS_NAME_LEN)
+			return bad_prefix(at, bad, why, why_size, "long xattr prefix of a bad length");
+		if (size - at - sizeof(len) < len)
+			return bad_prefix(at, bad, why, why_size, "prefix table runs past its end");
+		const uint8_t *p = buf + at + sizeof(len);
+		struct xattr_lprefix *lp = &out[i];
+		lp->base_index = p[0];
+		lp->infix_len = (uint8_t)(len - 1);
+		memcpy(lp->infix, p + 1, lp->infix_len);
+		/* a base that takes a suffix; the ACLs' names are whole */
+		const char *base = xattr_prefix(lp->base_index);
+		if (!base || base[strlen(base) - 1] != '.')
+			return bad_prefix(at, bad, why, why_size,
+					  "long xattr prefix on an unknown base prefix");
+		if (memchr(lp->infix, 0, lp->infix_len))
+			return bad_prefix(at, bad, why, why_size, "long xattr prefix holds a NUL");
+		at = ROUND_UP(at + sizeof(len) + len, 4);
+	}
+	return 0;
+}
+
 struct xpair {
 	uint64_t hash;
 	uint8_t index, name_len;
