@@ -20,6 +20,9 @@ struct ctl_request {
 	int tls_verify;         /* -1 no, 0 the client's default, 1 yes */
 	bool fuse, record;
 	bool no_load_hints; /* mount: do not fetch programs' loader ranges */
+	/* mount of a local image file (--fuse): its devices' files in device
+	 * table order, strings checked like the others (or NULL) */
+	json_t *devices;
 };
 
 /* 0 and @req filled (release it), or -EINVAL and why in @why. */

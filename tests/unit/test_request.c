@@ -44,6 +44,15 @@ static void accepts_what_clients_send(void **state)
 	assert_null(req.exec);
 	assert_false(req.no_load_hints);
 	assert_int_equal(req.tls_verify, 0);
+	assert_null(req.devices);
+	ctl_request_release(&req);
+	/* an image file's devices */
+	assert_int_equal(parse("{\"op\":\"mount\",\"ref\":\"/i.img\",\"mountpoint\":\"/m\","
+			       "\"fuse\":true,\"devices\":[\"/a.tar\",\"/b\"]}",
+			       &req, why),
+			 0);
+	assert_int_equal(json_array_size(req.devices), 2);
+	assert_string_equal(json_string_value(json_array_get(req.devices, 1)), "/b");
 	ctl_request_release(&req);
 	assert_int_equal(parse("{\"op\":\"umount\",\"mountpoint\":\"/m\"}", &req, why), 0);
 	assert_int_equal(req.op, CTL_UMOUNT);
@@ -85,6 +94,12 @@ static void refuses_and_says_why(void **state)
 		"tls_verify must be");
 	refuses("{\"op\":\"mount\",\"ref\":\"r\",\"mountpoint\":\"/m\",\"prefetch_rate\":-1}",
 		"prefetch_rate must be");
+	refuses("{\"op\":\"mount\",\"ref\":\"r\",\"mountpoint\":\"/m\",\"devices\":\"/a\"}",
+		"devices must be a list");
+	refuses("{\"op\":\"mount\",\"ref\":\"r\",\"mountpoint\":\"/m\",\"devices\":[\"/a\",2]}",
+		"device 2 must be a path");
+	refuses("{\"op\":\"mount\",\"ref\":\"r\",\"mountpoint\":\"/m\",\"devices\":[\"\"]}",
+		"device 1 must be a path");
 	/* jansson refuses a NUL itself; the parser would too */
 	refuses("{\"op\":\"mount\",\"ref\":\"r\\u0000x\",\"mountpoint\":\"/m\"}", "bad request");
 }
