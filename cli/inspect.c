@@ -298,6 +298,9 @@ static void print_text(json_t *o, int indent)
 			printf("%*s%s:\n", indent, "", key);
 			print_text(v, indent + 2);
 			break;
+		case JSON_TRUE:
+			printf("%*s%-14s yes\n", indent, "", key);
+			break;
 		default:
 			break;
 		}
