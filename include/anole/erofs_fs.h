@@ -185,6 +185,12 @@ enum erofs_xattr_index {
  * the prefix; each record starts 4-aligned. */
 #define EROFS_XATTR_PREFIX_MAX 128u
 
+/* XATTR_FILTER: bit (xxh32(name after the short prefix, seed + the short
+ * prefix's index) % 32) of h_name_filter set means no such xattr (Linux's
+ * getxattr answers ENODATA at once); unless xattr_filter_reserved. */
+#define EROFS_XATTR_FILTER_BITS 32u
+#define EROFS_XATTR_FILTER_SEED 0x25BBE08Fu
+
 struct erofs_xattr_entry {
 	uint8_t e_name_len;
 	uint8_t e_name_index;

@@ -59,6 +59,7 @@ struct anole_image {
 	uint8_t *mbox_buf; /* one block, read before it enters the cache */
 	struct xattr_lprefix *lpfx; /* long xattr name prefixes */
 	unsigned int nlpfx;
+	bool xattr_filter; /* inodes' h_name_filter is what Linux's getxattr trusts */
 	struct anole_image_options opts;
 };
 
@@ -467,6 +468,8 @@ static int read_super(struct anole_image *img)
 	i->fixed_nsec = sb.fixed_nsec;
 	i->checksum = sb.checksum;
 	i->xattr_prefix_count = sb.xattr_prefix_count;
+	img->xattr_filter = (sb.feature_compat & EROFS_COMPAT_XATTR_FILTER) &&
+			    !sb.xattr_filter_reserved;
 	i->xattr_prefix_start = sb.xattr_prefix_start;
 	memcpy(i->uuid, sb.uuid, 16);
 	memcpy(i->label, sb.volume_name, 16);
@@ -1495,7 +1498,8 @@ int anole_lookup(struct anole_image *img, const char *path, struct anole_inode *
  * (no handler for its prefix index: 0 is mkfs.erofs's padding and hidden
  * xattrs), to skip. */
 static int xattr_name(struct anole_image *img, uint64_t nid, uint64_t at,
-		      const struct erofs_xattr_entry *e, const char *body, char *name, size_t size)
+		      const struct erofs_xattr_entry *e, const char *body, char *name, size_t size,
+		      unsigned int *base, size_t *prefix_len)
 {
 	unsigned int index = e->e_name_index;
 	const struct xattr_lprefix *lp = NULL;
@@ -1522,16 +1526,27 @@ static int xattr_name(struct anole_image *img, uint64_t nid, uint64_t at,
 		return img_corrupt(img, nid, at, "xattr name longer than %u bytes", EROFS_NAME_LEN);
 	snprintf(name, size, "%s%.*s%.*s", prefix, (int)infix, lp ? lp->infix : "",
 		 (int)e->e_name_len, body);
+	*base = index;
+	*prefix_len = strlen(prefix);
 	return 0;
 }
 
+/* Hand an entry to @fn, unless Linux does not list it; one whose bit is
+ * set in the inode's name filter (@filter) Linux lists but cannot get. */
 static int emit_entry(struct anole_image *img, uint64_t nid, uint64_t at,
-		      const struct erofs_xattr_entry *e, const char *body, anole_xattr_fn fn,
-		      void *ctx)
+		      const struct erofs_xattr_entry *e, const char *body, uint32_t filter,
+		      anole_xattr_fn fn, void *ctx)
 {
 	char name[600]; /* (the name is checked to fit 255 bytes) */
-	int r = xattr_name(img, nid, at, e, body, name, sizeof(name));
-	return r ? (r < 0 ? r : 0) : fn(ctx, name, body + e->e_name_len, e->e_value_size);
+	unsigned int base;
+	size_t plen;
+	int r = xattr_name(img, nid, at, e, body, name, sizeof(name), &base, &plen);
+	if (r)
+		return r < 0 ? r : 0;
+	if (filter & (1u << xattr_filter_bit(base, name + plen, strlen(name + plen))))
+		return img_corrupt(img, nid, at, "xattr %s is there, but the name filter says not",
+				   name);
+	return fn(ctx, name, body + e->e_name_len, e->e_value_size);
 }
 
 int anole_xattrs(struct anole_image *img, const struct anole_inode *ino, anole_xattr_fn fn,
@@ -1552,6 +1567,7 @@ int anole_xattrs(struct anole_image *img, const struct anole_inode *ino, anole_x
 	if (off > ino->xattr_isize)
 		return img_corrupt(img, ino->nid, at, "%u shared xattr ids overflow the xattr area",
 				   h.h_shared_count);
+	uint32_t filter = img->xattr_filter ? h.h_name_filter : 0;
 	uint64_t shared_base = (uint64_t)img->info.xattr_blkaddr << img->blkbits;
 	if (img->info.feature_compat & EROFS_COMPAT_SHARED_EA_IN_METABOX)
 		shared_base |= META_MBOX;
@@ -1570,7 +1586,7 @@ int anole_xattrs(struct anole_image *img, const struct anole_inode *ino, anole_x
 			return anole_err(&img->err, ENOMEM, "out of memory");
 		if ((r = img_meta_read(img, ino->nid, spos + sizeof(e), sbody, blen)) < 0)
 			return r;
-		if ((r = emit_entry(img, ino->nid, spos, &e, sbody, fn, ctx)))
+		if ((r = emit_entry(img, ino->nid, spos, &e, sbody, filter, fn, ctx)))
 			return r;
 	}
 	while (off + sizeof(struct erofs_xattr_entry) <= ino->xattr_isize) {
@@ -1579,7 +1595,8 @@ int anole_xattrs(struct anole_image *img, const struct anole_inode *ino, anole_x
 		size_t esize = erofs_xattr_entry_size(e.e_name_len, e.e_value_size);
 		if (esize > ino->xattr_isize - off)
 			return img_corrupt(img, ino->nid, at + off, "xattr entry overflows the xattr area");
-		if ((r = emit_entry(img, ino->nid, at + off, &e, body + off + sizeof(e), fn, ctx)))
+		if ((r = emit_entry(img, ino->nid, at + off, &e, body + off + sizeof(e), filter, fn,
+				    ctx)))
 			return r;
 		off += esize;
 	}

@@ -38,6 +38,56 @@ const char *xattr_prefix(unsigned int index)
 	return NULL;
 }
 
+#define XXH_P1 2654435761u
+#define XXH_P2 2246822519u
+#define XXH_P3 3266489917u
+#define XXH_P4 668265263u
+#define XXH_P5 374761393u
+
+static uint32_t rotl32(uint32_t x, int r)
+{
+	return (x << r) | (x >> (32 - r));
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	uint32_t v;
+	memcpy(&v, p, 4);
+	return v;
+}
+
+/* xxHash32 as its specification gives it (little-endian host). */
+uint32_t xattr_xxh32(const void *data, size_t len, uint32_t seed)
+{
+	const uint8_t *p = data, *end = p + len;
+	uint32_t h;
+	if (len >= 16) {
+		uint32_t v[4] = {seed + XXH_P1 + XXH_P2, seed + XXH_P2, seed, seed - XXH_P1};
+		for (; end - p >= 16; p += 16)
+			for (int k = 0; k < 4; k++)
+				v[k] = rotl32(v[k] + get32(p + 4 * k) * XXH_P2, 13) * XXH_P1;
+		h = rotl32(v[0], 1) + rotl32(v[1], 7) + rotl32(v[2], 12) + rotl32(v[3], 18);
+	} else {
+		h = seed + XXH_P5;
+	}
+	h += (uint32_t)len;
+	for (; end - p >= 4; p += 4)
+		h = rotl32(h + get32(p) * XXH_P3, 17) * XXH_P4;
+	for (; p < end; p++)
+		h = rotl32(h + *p * XXH_P5, 11) * XXH_P1;
+	h ^= h >> 15;
+	h *= XXH_P2;
+	h ^= h >> 13;
+	h *= XXH_P3;
+	return h ^ (h >> 16);
+}
+
+unsigned int xattr_filter_bit(unsigned int base_index, const char *name, size_t len)
+{
+	return xattr_xxh32(name, len, EROFS_XATTR_FILTER_SEED + base_index) &
+	       (EROFS_XATTR_FILTER_BITS - 1);
+}
+
 size_t xattr_prefixes_max_size(unsigned int count)
 {
 	/* a 16-bit length, a base index and 255 bytes, padded to 4 */

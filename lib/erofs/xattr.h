@@ -31,6 +31,10 @@ struct xattr_lprefix {
  * record's byte offset in *bad and why in @why. */
 int xattr_prefixes_parse(const uint8_t *buf, size_t size, unsigned int count,
 			 struct xattr_lprefix *out, size_t *bad, char *why, size_t why_size);
+/* xxHash32, and the XATTR_FILTER bit of a name (the part after the short
+ * prefix of @base_index). */
+uint32_t xattr_xxh32(const void *data, size_t len, uint32_t seed);
+unsigned int xattr_filter_bit(unsigned int base_index, const char *name, size_t len);
 /* The longest table of @count records, in bytes. */
 size_t xattr_prefixes_max_size(unsigned int count);
 

@@ -48,6 +48,21 @@ static void xattr_prefixes(void **state)
 	assert_null(xattr_prefix(99));
 }
 
+static void xxhash32_known_vectors(void **state)
+{
+	(void)state;
+	/* the specification's and python-xxhash's examples: every path
+	 * through the function (short, 16-byte stripes, 4-byte, byte tails) */
+	assert_int_equal(xattr_xxh32("", 0, 0), 0x02CC5D05u);
+	assert_int_equal(xattr_xxh32("abc", 3, 0), 0x32D153FFu);
+	assert_int_equal(xattr_xxh32("Nobody inspects the spammish repetition", 39, 0),
+			 0xE2293B2Fu);
+	/* the name filter: bits 0..31 of a seeded hash */
+	assert_true(xattr_filter_bit(EROFS_XATTR_INDEX_USER, "x", 1) < 32);
+	assert_int_equal(xattr_filter_bit(1, "x", 1),
+			 xattr_xxh32("x", 1, EROFS_XATTR_FILTER_SEED + 1) & 31);
+}
+
 static void superblock_checksum_length(void **state)
 {
 	(void)state;
@@ -157,6 +172,7 @@ int main(void)
 		cmocka_unit_test(crc32c_known_vector),
 		cmocka_unit_test(xattr_entry_sizes),
 		cmocka_unit_test(xattr_prefixes),
+		cmocka_unit_test(xxhash32_known_vectors),
 		cmocka_unit_test(superblock_checksum_length),
 		cmocka_unit_test(device_id_masks),
 		cmocka_unit_test(long_prefix_table),
