@@ -64,7 +64,7 @@ uint32_t xattr_xxh32(const void *data, size_t len, uint32_t seed)
 	if (len >= 16) {
 		uint32_t v[4] = {seed + XXH_P1 + XXH_P2, seed + XXH_P2, seed, seed - XXH_P1};
 		for (; end - p >= 16; p += 16)
-			for (int k = 0; k < 4; k++)
+			for (size_t k = 0; k < 4; k++)
 				v[k] = rotl32(v[k] + get32(p + 4 * k) * XXH_P2, 13) * XXH_P1;
 		h = rotl32(v[0], 1) + rotl32(v[1], 7) + rotl32(v[2], 12) + rotl32(v[3], 18);
 	} else {
