@@ -250,7 +250,11 @@ static int read_super(struct anole_image *img)
 	img->blkbits = sb.blkszbits;
 	img->blksz = 1u << sb.blkszbits;
 	if (sb.feature_compat & EROFS_COMPAT_SB_CHKSUM) {
-		uint32_t end = MAX(img->blksz, (uint32_t)EROFS_SUPER_OFFSET + 128);
+		/* as the kernel: from byte 1024 to the end of block 0, or one
+		 * block's worth when blocks are not larger than 1 KiB */
+		uint32_t end = EROFS_SUPER_OFFSET +
+			       (img->blksz > EROFS_SUPER_OFFSET ? img->blksz - EROFS_SUPER_OFFSET
+								 : img->blksz);
 		if (end > have)
 			return anole_err(&img->err, EFSCORRUPTED, "%s: image is truncated in block 0",
 					 img->path);
