@@ -165,6 +165,9 @@ struct anole_inode {
 	uint8_t z_algorithms;  /* HEAD1 in the low nibble, HEAD2 in the high */
 	uint8_t z_lclusterbits;
 	uint32_t z_blocks;     /* blocks of compressed data */
+	uint16_t z_idata_size; /* ztailpacking: bytes of the inline last pcluster */
+	uint64_t z_idata_pos;  /* and their byte offset in the image */
+	uint64_t z_extents;    /* encoded extent records (Z_EROFS_ADVISE_EXTENTS) */
 };
 
 int anole_image_open(const char *path, struct anole_image **img, struct anole_error *err);

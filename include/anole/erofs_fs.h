@@ -38,7 +38,7 @@
 /* What anole's reader understands today; anything else is refused. */
 #define ANOLE_READER_INCOMPAT                                                                      \
 	(EROFS_INCOMPAT_ZERO_PADDING | EROFS_INCOMPAT_COMPR_CFGS | EROFS_INCOMPAT_CHUNKED_FILE |    \
-	 EROFS_INCOMPAT_DEVICE_TABLE | EROFS_INCOMPAT_FRAGMENTS)
+	 EROFS_INCOMPAT_DEVICE_TABLE | EROFS_INCOMPAT_ZTAILPACKING | EROFS_INCOMPAT_FRAGMENTS)
 /* ...and the metadata layouts: long xattr name prefixes, 48-bit
  * addressing, inodes in a (compressed) metabox inode */
 #define ANOLE_READER_INCOMPAT_META                                                                 \
@@ -292,11 +292,13 @@ struct z_erofs_zstd_cfgs {
 } __attribute__((packed));
 
 #define Z_EROFS_ADVISE_COMPACTED_2B 0x0001
+#define Z_EROFS_ADVISE_EXTENTS 0x0001 /* full layout: encoded extent records */
 #define Z_EROFS_ADVISE_BIG_PCLUSTER_1 0x0002
 #define Z_EROFS_ADVISE_BIG_PCLUSTER_2 0x0004
 #define Z_EROFS_ADVISE_INLINE_PCLUSTER 0x0008
 #define Z_EROFS_ADVISE_INTERLACED_PCLUSTER 0x0010
 #define Z_EROFS_ADVISE_FRAGMENT_PCLUSTER 0x0020
+#define Z_EROFS_ADVISE_EXTRECSZ_BIT 1 /* extent records of 4 << ((advise >> 1) & 3) bytes */
 
 /* Found at round_up(inode end + xattrs, 8) of a compressed inode. */
 struct z_erofs_map_header {
@@ -326,12 +328,29 @@ struct z_erofs_lcluster_index {
 	} di_u;
 } __attribute__((packed));
 
+/* Encoded extents (EXTENTS, 48BIT images): records of 4, 8, 16 or 32 bytes,
+ * the first ones of each (4 and 8: one per lcluster; 4 implies addresses
+ * from a 64-bit start before the first record), aligned to their size
+ * after the map header. */
+struct z_erofs_extent {
+	uint32_t plen;      /* stored bytes, PARTIAL, format + 1 (0: plain) */
+	uint32_t pstart_lo; /* byte address */
+	uint32_t pstart_hi;
+	uint32_t lstart_lo; /* file offset */
+	uint32_t lstart_hi;
+	uint8_t reserved[12];
+} __attribute__((packed));
+#define Z_EROFS_EXTENT_PLEN_PARTIAL (1u << 27)
+#define Z_EROFS_EXTENT_PLEN_FMT_BIT 28
+#define Z_EROFS_EXTENT_PLEN_MASK ((Z_EROFS_PCLUSTER_MAX_SIZE << 1) - 1)
+
 /* Full indexes start 8 bytes after the map header. */
 #define Z_EROFS_FULL_INDEX_START(end) (ROUND_UP_8(end) + sizeof(struct z_erofs_map_header) + 8)
 #define ROUND_UP_8(x) (((x) + 7) & ~(uint64_t)7)
 
 _Static_assert(sizeof(struct z_erofs_map_header) == 8, "map header is 8 bytes");
 _Static_assert(sizeof(struct z_erofs_lcluster_index) == 8, "lcluster index is 8 bytes");
+_Static_assert(sizeof(struct z_erofs_extent) == 32, "extent record is 32 bytes");
 _Static_assert(sizeof(struct z_erofs_lz4_cfgs) == 14, "lz4 cfgs are 14 bytes");
 _Static_assert(sizeof(struct z_erofs_lzma_cfgs) == 14, "lzma cfgs are 14 bytes");
 _Static_assert(sizeof(struct z_erofs_deflate_cfgs) == 6, "deflate cfgs are 6 bytes");

@@ -11,8 +11,7 @@
 #include "anole/erofs_fs.h"
 #include "erofs/reader.h"
 #include "erofs/xattr.h"
-#include "compress/codec.h"
-#include "erofs/zindex.h"
+#include "erofs/zmap.h"
 
 #define CACHE_SLOTS 64
 
@@ -45,14 +44,7 @@ struct anole_image {
 	uint64_t size; /* blocks * blksz, never more than the file */
 	struct cached_block cache[CACHE_SLOTS];
 	uint8_t *cache_mem;
-	/* the last decompressed extent, for sequential reads */
-	uint64_t z_nid, z_la;
-	uint32_t z_llen;
-	bool z_valid;
-	uint8_t *z_out, *z_in;
-	uint64_t packed_nid; /* 0: none */
-	struct anole_inode packed;
-	bool packed_loaded;
+	struct zimage *z; /* compressed files (zmap.c) */
 	/* METABOX: inodes whose nid has bit 63 set live in this inode's data */
 	struct anole_inode mbox;
 	bool has_mbox, in_mbox_read;
@@ -103,6 +95,19 @@ const char *img_path(const struct anole_image *img)
 uint32_t img_blksz(const struct anole_image *img)
 {
 	return img->blksz;
+}
+
+struct zimage *img_zimage(const struct anole_image *img)
+{
+	return img->z;
+}
+
+int img_metabox_inode(struct anole_image *img, struct anole_inode *ino)
+{
+	if (!img->has_mbox)
+		return 0;
+	*ino = img->mbox;
+	return 1;
 }
 
 /* One block of the metabox inode's data, read through the reader itself
@@ -332,7 +337,9 @@ static int img_locate_dev(struct anole_image *img, uint64_t nid, unsigned int de
 	return 0;
 }
 
-static int img_locate(struct anole_image *img, uint64_t nid, uint64_t pa, uint64_t len, int *fd,
+/* The file and offset holding the data bytes [pa, pa+len) of the unified
+ * address space (see img_locate_dev). */
+int img_locate(struct anole_image *img, uint64_t nid, uint64_t pa, uint64_t len, int *fd,
 		      uint64_t *off)
 {
 	return img_locate_dev(img, nid, 0, pa, len, fd, off);
@@ -394,7 +401,7 @@ static int sb_geometry(struct anole_image *img, const uint8_t *blk0, size_t have
 		return anole_err(&img->err, EFSCORRUPTED,
 				 "%s: byte offset 1120: the packed inode is in the metabox", img->path);
 	if (sb->feature_incompat & EROFS_INCOMPAT_FRAGMENTS)
-		img->packed_nid = i->packed_nid = sb->packed_nid;
+		i->packed_nid = sb->packed_nid;
 	return 0;
 }
 
@@ -505,15 +512,10 @@ static int load_metabox(struct anole_image *img)
 static ssize_t read_prefix_table(struct anole_image *img, uint64_t start, char *buf, size_t len)
 {
 	bool plain = img->info.feature_compat & EROFS_COMPAT_PLAIN_XATTR_PFX;
-	if (!plain && !img->has_mbox && img->packed_nid) {
+	if (!plain && !img->has_mbox && zmap_packed_nid(img)) {
 		struct anole_inode packed;
-		int r = anole_inode_read(img, img->packed_nid, &packed);
-		if (r < 0)
-			return r;
-		if (!S_ISREG(packed.mode))
-			return img_corrupt(img, packed.nid, packed.pos,
-					   "the packed inode is not a regular file");
-		return anole_pread(img, &packed, buf, len, start);
+		int r = zmap_packed_inode(img, &packed);
+		return r < 0 ? r : anole_pread(img, &packed, buf, len, start);
 	}
 	if (!plain && img->has_mbox)
 		start |= META_MBOX;
@@ -577,6 +579,8 @@ int anole_image_open_with(const char *path, const struct anole_image_options *op
 			img->cache[k].data = img->cache_mem + (size_t)k * img->blksz;
 	}
 	if (r >= 0)
+		r = zmap_image_init(img, &img->z);
+	if (r >= 0)
 		r = load_metabox(img);
 	if (r >= 0)
 		r = load_xattr_prefixes(img);
@@ -605,8 +609,7 @@ void anole_image_close(struct anole_image *img)
 	free(img->cache_mem);
 	free(img->mbox_buf);
 	free(img->lpfx);
-	free(img->z_out);
-	free(img->z_in);
+	zmap_image_free(img->z);
 	free(img->path);
 	free(img);
 }
@@ -632,10 +635,6 @@ const struct anole_error *anole_image_error(const struct anole_image *img)
 }
 
 /* ---- inodes ------------------------------------------------------------ */
-
-static int read_zheader(struct anole_image *img, struct anole_inode *ino, uint32_t iu,
-			uint64_t body_end);
-static int find_tail(struct anole_image *img, struct anole_inode *ino);
 
 /* Are blocks [blk, blk+n) in the image or wholly in one device of the
  * unified address space (@dev 0), or in device @dev? */
@@ -850,333 +849,10 @@ int anole_inode_read(struct anole_image *img, uint64_t nid, struct anole_inode *
 	case EROFS_INODE_COMPRESSED_FULL:
 	case EROFS_INODE_COMPRESSED_COMPACT:
 		ino->startblk = 0;
-		return read_zheader(img, ino, iu, body_end);
+		return zmap_inode_init(img, ino, iu, body_end);
 	default:
 		return img_corrupt(img, nid, pos, "unknown data layout %u", ino->layout);
 	}
-}
-
-/* ---- compressed files ---------------------------------------------------- */
-
-static int read_zheader(struct anole_image *img, struct anole_inode *ino, uint32_t iu,
-			uint64_t body_end)
-{
-	if (!S_ISREG(ino->mode))
-		return img_corrupt(img, ino->nid, ino->pos, "compressed layout on a non-regular file");
-	struct z_erofs_map_header h;
-	uint64_t hpos = ROUND_UP_8(body_end);
-	int r = img_meta_read(img, ino->nid, hpos, &h, sizeof(h));
-	if (r < 0)
-		return r;
-	if (h.h_clusterbits & 0x80) {
-		/* the whole file lives in the packed inode */
-		uint64_t v;
-		memcpy(&v, &h, sizeof(v));
-		ino->z_frag_whole = true;
-		ino->z_frag_off = v & ~(1ull << 63);
-		ino->z_tail_la = 0;
-		ino->z_blocks = iu;
-		if (!img->packed_nid)
-			return img_corrupt(img, ino->nid, hpos, "fragment without a packed inode");
-		return 0;
-	}
-	ino->z_advise = h.h_advise;
-	ino->z_algorithms = h.h_algorithmtype;
-	ino->z_lclusterbits = (uint8_t)(img->blkbits + (h.h_clusterbits & 7));
-	ino->z_blocks = iu;
-	if (h.h_advise & (Z_EROFS_ADVISE_INLINE_PCLUSTER | Z_EROFS_ADVISE_INTERLACED_PCLUSTER |
-			  Z_EROFS_ADVISE_COMPACTED_2B))
-		return anole_err(&img->err, EOPNOTSUPP,
-				 "%s: nid %llu: compression features 0x%x (tail packing, fragments) "
-				 "are not supported yet",
-				 img->path, (unsigned long long)ino->nid, h.h_advise);
-	if ((h.h_algorithmtype & 15) >= Z_EROFS_COMPRESSION_MAX ||
-	    (h.h_algorithmtype >> 4) >= Z_EROFS_COMPRESSION_MAX)
-		return img_corrupt(img, ino->nid, hpos, "unknown compression algorithms 0x%x",
-				   h.h_algorithmtype);
-	if (ino->z_lclusterbits > 20)
-		return img_corrupt(img, ino->nid, hpos, "logical cluster size 2^%u",
-				   ino->z_lclusterbits);
-	uint64_t nlcl = DIV_ROUND_UP(ino->size, 1ull << ino->z_lclusterbits);
-	uint64_t start = Z_EROFS_FULL_INDEX_START(body_end), bytes = nlcl * 8;
-	if (ino->layout == EROFS_INODE_COMPRESSED_COMPACT) {
-		if (ino->z_lclusterbits != 12 ||
-		    !(h.h_advise & Z_EROFS_ADVISE_BIG_PCLUSTER_1) !=
-			    !(h.h_advise & Z_EROFS_ADVISE_BIG_PCLUSTER_2))
-			return anole_err(&img->err, EOPNOTSUPP,
-					 "%s: nid %llu: this compact index variant is not supported",
-					 img->path, (unsigned long long)ino->nid);
-		start = ROUND_UP_8(body_end) + sizeof(struct z_erofs_map_header);
-		bytes = zindex_compact4_size(nlcl);
-	}
-	if (nlcl > img->size / 8 || start + bytes > img->size)
-		return img_corrupt(img, ino->nid, hpos, "%llu lcluster indexes run past the image end",
-				   (unsigned long long)nlcl);
-	ino->z_tail_la = ino->size;
-	if (h.h_advise & Z_EROFS_ADVISE_FRAGMENT_PCLUSTER) {
-		if (!img->packed_nid)
-			return img_corrupt(img, ino->nid, hpos, "fragment without a packed inode");
-		ino->z_frag_off = h.h_fragmentoff;
-		if (ino->size)
-			return find_tail(img, ino);
-	}
-	return 0;
-}
-
-struct zidx {
-	unsigned int type;
-	uint16_t clusterofs;
-	uint32_t blkaddr;
-	uint16_t delta[2];
-};
-
-static int load_zidx(struct anole_image *img, const struct anole_inode *ino, uint64_t lcn,
-		     struct zidx *z)
-{
-	if (ino->layout == EROFS_INODE_COMPRESSED_COMPACT) {
-		uint64_t at = ROUND_UP_8(ino->pos + ino->inode_isize + ino->xattr_isize) +
-			      sizeof(struct z_erofs_map_header) + (lcn / 2) * Z_COMPACT4_PACK;
-		uint8_t pack[Z_COMPACT4_PACK];
-		struct zidx_decoded d;
-		int r = img_meta_read(img, ino->nid, at, pack, sizeof(pack));
-		if (r < 0)
-			return r;
-		if (zindex_decode4(pack, (unsigned int)(lcn & 1), &d) < 0)
-			return img_corrupt(img, ino->nid, at, "lcluster %llu: bad compact index",
-					   (unsigned long long)lcn);
-		*z = (struct zidx){.type = d.type, .clusterofs = d.clusterofs,
-				   .blkaddr = d.blkaddr, .delta = {d.delta[0], d.delta[1]}};
-		return 0;
-	}
-	uint64_t pos = Z_EROFS_FULL_INDEX_START(ino->pos + ino->inode_isize + ino->xattr_isize) +
-		       lcn * sizeof(struct z_erofs_lcluster_index);
-	struct z_erofs_lcluster_index d;
-	int r = img_meta_read(img, ino->nid, pos, &d, sizeof(d));
-	if (r < 0)
-		return r;
-	z->type = d.di_advise & Z_EROFS_LI_LCLUSTER_TYPE_MASK;
-	if (z->type == Z_EROFS_LCLUSTER_TYPE_NONHEAD) {
-		z->delta[0] = d.di_u.delta[0];
-		z->delta[1] = d.di_u.delta[1];
-		return 0;
-	}
-	if (d.di_advise & Z_EROFS_LI_PARTIAL_REF)
-		return anole_err(&img->err, EOPNOTSUPP,
-				 "%s: nid %llu: partially referenced pclusters (dedupe) are not "
-				 "supported yet",
-				 img->path, (unsigned long long)ino->nid);
-	z->clusterofs = d.di_clusterofs;
-	z->blkaddr = d.di_u.blkaddr;
-	if (z->clusterofs >= (1u << ino->z_lclusterbits))
-		return img_corrupt(img, ino->nid, pos, "lcluster %llu: offset %u beyond the cluster",
-				   (unsigned long long)lcn, z->clusterofs);
-	return 0;
-}
-
-/* The last extent of a file with a fragment is that fragment: find where
- * it begins; its head's block address holds the offset's high half. */
-static int find_tail(struct anole_image *img, struct anole_inode *ino)
-{
-	uint64_t lcn = (ino->size - 1) >> ino->z_lclusterbits;
-	struct zidx z;
-	int r = load_zidx(img, ino, lcn, &z);
-	for (unsigned int steps = 0; r >= 0 && z.type == Z_EROFS_LCLUSTER_TYPE_NONHEAD; steps++) {
-		uint16_t back = z.delta[0] & Z_EROFS_LI_D0_CBLKCNT ? 1 : z.delta[0];
-		if (!back || back > lcn || steps > 65536)
-			return img_corrupt(img, ino->nid, ino->pos, "fragment extent has no head");
-		lcn -= back;
-		r = load_zidx(img, ino, lcn, &z);
-	}
-	if (r < 0)
-		return r;
-	ino->z_tail_la = (lcn << ino->z_lclusterbits) + z.clusterofs;
-	/* only full indexes carry the offset's high half (compact heads'
-	 * addresses are implied by their neighbours) */
-	if (ino->layout == EROFS_INODE_COMPRESSED_FULL)
-		ino->z_frag_off |= (uint64_t)z.blkaddr << 32;
-	if (ino->z_tail_la >= ino->size)
-		return img_corrupt(img, ino->nid, ino->pos, "fragment starts past the end of the file");
-	return 0;
-}
-
-static int load_packed(struct anole_image *img)
-{
-	if (img->packed_loaded)
-		return 0;
-	int r = anole_inode_read(img, img->packed_nid, &img->packed);
-	if (r < 0)
-		return r;
-	bool compressed = img->packed.layout == EROFS_INODE_COMPRESSED_FULL ||
-			  img->packed.layout == EROFS_INODE_COMPRESSED_COMPACT;
-	if (!S_ISREG(img->packed.mode) ||
-	    (compressed && (img->packed.z_frag_whole || img->packed.z_tail_la < img->packed.size)))
-		return img_corrupt(img, img->packed_nid, img->packed.pos,
-				   "the packed inode is not a plain or compressed regular file");
-	img->packed_loaded = true;
-	return 0;
-}
-
-struct zmap {
-	uint64_t la, llen, pa, plen;
-	bool compressed;
-	unsigned int alg;
-};
-
-/* Find the extent holding byte @off of a compressed file. */
-static int zmap(struct anole_image *img, const struct anole_inode *ino, uint64_t off,
-		struct zmap *m)
-{
-	unsigned int lbits = ino->z_lclusterbits;
-	uint64_t nlcl = DIV_ROUND_UP(ino->size, 1ull << lbits);
-	uint64_t lcn = off >> lbits;
-	struct zidx z;
-	int r;
-
-	if ((r = load_zidx(img, ino, lcn, &z)) < 0)
-		return r;
-	if (z.type != Z_EROFS_LCLUSTER_TYPE_NONHEAD && (off & ((1ull << lbits) - 1)) < z.clusterofs) {
-		/* this lcluster's head starts after @off: the bytes before it
-		 * belong to the previous extent */
-		if (!lcn)
-			return img_corrupt(img, ino->nid, ino->pos, "first lcluster starts at %u",
-					   z.clusterofs);
-		lcn--;
-		if ((r = load_zidx(img, ino, lcn, &z)) < 0)
-			return r;
-	}
-	for (unsigned int steps = 0; z.type == Z_EROFS_LCLUSTER_TYPE_NONHEAD; steps++) {
-		uint16_t back = z.delta[0] & Z_EROFS_LI_D0_CBLKCNT ? 1 : z.delta[0];
-		if (!back || back > lcn || steps > 65536)
-			return img_corrupt(img, ino->nid, ino->pos,
-					   "lcluster %llu: bad lookback distance %u",
-					   (unsigned long long)lcn, back);
-		lcn -= back;
-		if ((r = load_zidx(img, ino, lcn, &z)) < 0)
-			return r;
-	}
-	uint64_t head = lcn;
-	m->la = (head << lbits) + z.clusterofs;
-	m->pa = (uint64_t)z.blkaddr << img->blkbits;
-	m->compressed = z.type != Z_EROFS_LCLUSTER_TYPE_PLAIN;
-	m->alg = z.type == Z_EROFS_LCLUSTER_TYPE_HEAD2 ? ino->z_algorithms >> 4
-						      : ino->z_algorithms & 15;
-	bool big = z.type == Z_EROFS_LCLUSTER_TYPE_HEAD1
-			   ? ino->z_advise & Z_EROFS_ADVISE_BIG_PCLUSTER_1
-			   : ino->z_advise & Z_EROFS_ADVISE_BIG_PCLUSTER_2;
-
-	/* where the extent ends: the next head, or the end of the file */
-	uint64_t cblocks = 1;
-	uint64_t end = ino->size;
-	lcn = head + 1;
-	for (unsigned int steps = 0; lcn < nlcl; steps++) {
-		if ((r = load_zidx(img, ino, lcn, &z)) < 0)
-			return r;
-		if (z.type != Z_EROFS_LCLUSTER_TYPE_NONHEAD) {
-			end = (lcn << lbits) + z.clusterofs;
-			break;
-		}
-		if (lcn == head + 1 && big && (z.delta[0] & Z_EROFS_LI_D0_CBLKCNT))
-			cblocks = z.delta[0] & ~Z_EROFS_LI_D0_CBLKCNT;
-		if (!z.delta[1] || steps > 65536)
-			return img_corrupt(img, ino->nid, ino->pos,
-					   "lcluster %llu: bad lookahead distance",
-					   (unsigned long long)lcn);
-		lcn += z.delta[1];
-	}
-	if (end <= m->la || end > ino->size || off < m->la || off >= end)
-		return img_corrupt(img, ino->nid, ino->pos, "extent at %llu has no data for offset %llu",
-				   (unsigned long long)m->la, (unsigned long long)off);
-	m->llen = end - m->la;
-	m->plen = cblocks << img->blkbits;
-	if (!cblocks || m->plen > Z_EROFS_PCLUSTER_MAX_SIZE || m->llen > Z_EROFS_PCLUSTER_MAX_DSIZE)
-		return img_corrupt(img, ino->nid, ino->pos,
-				   "extent at %llu: %llu compressed bytes for %llu bytes",
-				   (unsigned long long)m->la, (unsigned long long)m->plen,
-				   (unsigned long long)m->llen);
-	if (!m->compressed && m->plen < m->llen)
-		m->plen = ROUND_UP(m->llen, img->blksz); /* plain data spans its extent */
-	int fd;
-	uint64_t at;
-	return img_locate(img, ino->nid, m->pa, m->plen, &fd, &at);
-}
-
-static ssize_t read_fragment(struct anole_image *img, const struct anole_inode *ino, char *buf,
-			     size_t len, uint64_t off)
-{
-	int r = load_packed(img);
-	if (r < 0)
-		return r;
-	uint64_t at = ino->z_frag_off + (off - ino->z_tail_la);
-	if (at < ino->z_frag_off || at > img->packed.size || len > img->packed.size - at)
-		return img_corrupt(img, ino->nid, ino->pos,
-				   "fragment at %llu runs past the packed inode (%llu bytes)",
-				   (unsigned long long)ino->z_frag_off,
-				   (unsigned long long)img->packed.size);
-	struct anole_inode packed = img->packed;
-	ssize_t n = anole_pread(img, &packed, buf, len, at);
-	if (n >= 0 && (size_t)n != len)
-		return img_corrupt(img, ino->nid, ino->pos, "short fragment read");
-	return n;
-}
-
-static ssize_t zread(struct anole_image *img, const struct anole_inode *ino, char *buf, size_t len,
-		     uint64_t off)
-{
-	size_t done = 0, total = len;
-	if (off + len > ino->z_tail_la) {
-		/* the part in the packed inode */
-		uint64_t from = MAX(off, ino->z_tail_la);
-		ssize_t n = read_fragment(img, ino, buf + (from - off), (size_t)(off + len - from), from);
-		if (n < 0)
-			return n;
-		len = (size_t)(from - off);
-	}
-	while (done < len) {
-		struct zmap m;
-		int r = zmap(img, ino, off + done, &m);
-		if (r < 0)
-			return r;
-		size_t n = (size_t)MIN((uint64_t)(len - done), m.la + m.llen - (off + done));
-		int fd;
-		uint64_t at;
-		if ((r = img_locate(img, ino->nid, m.pa, m.plen, &fd, &at)) < 0)
-			return r;
-		if (!m.compressed) {
-			r = pread_full(fd, buf + done, n, at + (off + done - m.la));
-			if (r < 0)
-				return img_corrupt(img, ino->nid, m.pa, "cannot read plain extent");
-			done += n;
-			continue;
-		}
-		if (!img->z_valid || img->z_nid != ino->nid || img->z_la != m.la) {
-			if (!img->z_out) {
-				img->z_out = malloc(Z_EROFS_PCLUSTER_MAX_DSIZE);
-				img->z_in = malloc(Z_EROFS_PCLUSTER_MAX_SIZE);
-				if (!img->z_out || !img->z_in)
-					return anole_err(&img->err, ENOMEM, "out of memory");
-			}
-			img->z_valid = false;
-			r = pread_full(fd, img->z_in, m.plen, at);
-			if (r < 0)
-				return img_corrupt(img, ino->nid, m.pa, "cannot read compressed extent");
-			r = codec_decompress(m.alg, img->z_in, m.plen, img->z_out, m.llen);
-			if (r == -ENOMEM)
-				return anole_err(&img->err, ENOMEM, "out of memory");
-			if (r < 0)
-				return img_corrupt(img, ino->nid, m.pa,
-						   "corrupt compressed data (%s, %llu bytes at file "
-						   "offset %llu)",
-						   codec_alg_name(m.alg), (unsigned long long)m.plen,
-						   (unsigned long long)m.la);
-			img->z_valid = true;
-			img->z_nid = ino->nid;
-			img->z_la = m.la;
-			img->z_llen = (uint32_t)m.llen;
-		}
-		memcpy(buf + done, img->z_out + (off + done - m.la), n);
-		done += n;
-	}
-	return (ssize_t)total;
 }
 
 /* ---- data -------------------------------------------------------------- */
@@ -1256,20 +932,8 @@ static int map_one(struct anole_image *img, const struct anole_inode *ino, uint6
 		return 0;
 	}
 	case EROFS_INODE_COMPRESSED_FULL:
-	case EROFS_INODE_COMPRESSED_COMPACT: {
-		if (off >= ino->z_tail_la) {
-			*phys = 0;
-			*run = ino->size - off;
-			return 0;
-		}
-		struct zmap m;
-		int r = zmap(img, ino, off, &m);
-		if (r < 0)
-			return r;
-		*phys = m.pa;
-		*run = m.la + m.llen - off;
-		return 0;
-	}
+	case EROFS_INODE_COMPRESSED_COMPACT:
+		return zmap_map(img, ino, off, hole, phys, run);
 	}
 	return img_corrupt(img, ino->nid, ino->pos, "cannot map data of layout %u", ino->layout);
 }
@@ -1302,7 +966,7 @@ ssize_t anole_pread(struct anole_image *img, const struct anole_inode *ino, void
 	len = (size_t)MIN((uint64_t)len, ino->size - off);
 	if (ino->layout == EROFS_INODE_COMPRESSED_FULL ||
 	    ino->layout == EROFS_INODE_COMPRESSED_COMPACT)
-		return zread(img, ino, buf, len, off);
+		return zmap_pread(img, ino, buf, len, off);
 	size_t done = 0;
 	while (done < len) {
 		bool hole;
