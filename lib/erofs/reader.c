@@ -102,6 +102,11 @@ struct zimage *img_zimage(const struct anole_image *img)
 	return img->z;
 }
 
+uint64_t img_meta_end(const struct anole_image *img, uint64_t pos)
+{
+	return meta_limit(img, pos);
+}
+
 int img_metabox_inode(struct anole_image *img, struct anole_inode *ino)
 {
 	if (!img->has_mbox)

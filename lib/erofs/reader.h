@@ -12,6 +12,9 @@ struct anole_error *img_err(struct anole_image *img);
 const char *img_path(const struct anole_image *img);
 uint32_t img_blksz(const struct anole_image *img);
 int img_meta_read(struct anole_image *img, uint64_t nid, uint64_t off, void *buf, size_t len);
+/* Where the metadata space holding @pos ends (for bounds checks): the
+ * image, or for positions with bit 63 the metabox inode's data. */
+uint64_t img_meta_end(const struct anole_image *img, uint64_t pos);
 /* The metabox inode: 1 and *ino when the image has one, else 0. */
 int img_metabox_inode(struct anole_image *img, struct anole_inode *ino);
 /* The file and offset holding data bytes [pa, pa+len) of the unified

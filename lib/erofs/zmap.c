@@ -762,8 +762,9 @@ int zmap_inode_init(struct anole_image *img, struct anole_inode *ino, uint32_t i
 	rec_init(&m, img, ino);
 	if ((r = index_end(&m, &end)) < 0)
 		return r;
-	if (end > anole_image_info(img)->blocks * img_blksz(img))
-		return img_corrupt(img, ino->nid, hpos, "lcluster indexes run past the image end");
+	if (end > img_meta_end(img, hpos)) /* the image's, or the metabox's */
+		return img_corrupt(img, ino->nid, hpos, "lcluster indexes run past the %s end",
+				   hpos >> EROFS_NID_METABOX_BIT ? "metabox" : "image");
 	if (ino->z_idata_size || (ino->z_advise & Z_EROFS_ADVISE_FRAGMENT_PCLUSTER))
 		return find_tail(img, ino);
 	return 0;
