@@ -1,28 +1,33 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* anole check [-q] IMAGE */
+/* anole check [-q] [--device=PATH]... IMAGE */
 #include <string.h>
 
 #include "cli.h"
 
 static const char usage_text[] =
-	"anole check [-q] IMAGE\n"
+	"anole check [-q] [--device=PATH]... IMAGE\n"
 	"\n"
 	"Walk the whole image: superblock checksum, every inode, directory,\n"
 	"xattr and data byte, link counts. Exit 0 when sound; otherwise exit 1\n"
 	"with one line naming the first problem (nid, byte offset, path).\n"
 	"\n"
-	"  -q, --quiet   print nothing when the image is sound";
+	"  -q, --quiet    print nothing when the image is sound\n" CLI_DEVICE_HELP;
 
 int cmd_check(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"quiet", no_argument, NULL, 'q'}, {"help", no_argument, NULL, 'h'}, {0}};
+		{"quiet", no_argument, NULL, 'q'}, {"help", no_argument, NULL, 'h'}, CLI_DEVICE_LONGOPT,
+		{0}};
+	struct cli_devices devs = {0};
 	bool quiet = false;
 	int c;
 	while ((c = getopt_long(argc, argv, "qh", longopts, NULL)) != -1) {
 		if (c == 'q')
 			quiet = true;
-		else if (c == 'h') {
+		else if (c == 'd') {
+			if (cli_add_device(&devs, optarg))
+				return EXIT_USAGE;
+		} else if (c == 'h') {
 			puts(usage_text);
 			return 0;
 		} else
@@ -33,7 +38,7 @@ int cmd_check(int argc, char **argv)
 
 	struct anole_error err = {0};
 	struct anole_image *img;
-	int r = anole_image_open(argv[optind], &img, &err);
+	int r = cli_open_image(argv[optind], &devs, &img, &err);
 	if (r < 0)
 		return cli_fail(&err, r);
 	struct anole_check_stats st;

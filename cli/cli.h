@@ -31,6 +31,23 @@ bool cli_is_lazy_ref(const char *arg);
  * image (malloc'd). */
 int cli_image_path(const char *arg, char **path, struct anole_error *err);
 
+/* --device=PATH (repeatable): an image's devices (blobs, blob devices,
+ * tars) in device table order, as fsck.erofs takes them. */
+#define CLI_DEVICE_MAX 256
+#define CLI_DEVICE_LONGOPT {"device", required_argument, NULL, 'd'}
+#define CLI_DEVICE_HELP                                                                            \
+	"  --device=PATH  the file of the image's next extra device (a blob, a\n"                 \
+	"                 blob device, a tar), in device table order; anole's own\n"             \
+	"                 blobs are found beside the image without it\n"
+struct cli_devices {
+	const char *path[CLI_DEVICE_MAX];
+	size_t n;
+};
+/* 0, or EXIT_USAGE after saying why. */
+int cli_add_device(struct cli_devices *d, const char *path);
+int cli_open_image(const char *path, const struct cli_devices *d, struct anole_image **img,
+		   struct anole_error *err);
+
 /* Shared by build and convert (buildopts.c). */
 struct progress_state {
 	bool tty;

@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* anole export IMAGE -o FILE */
+/* anole export [--device=PATH]... IMAGE -o FILE */
 #include <string.h>
 #include <unistd.h>
 
 #include "cli.h"
 
 static const char usage_text[] =
-	"anole export [-q] IMAGE -o FILE\n"
+	"anole export [-q] [--device=PATH]... IMAGE -o FILE\n"
 	"\n"
 	"Write the image's tree as a POSIX (pax) tar: contents with holes kept\n"
 	"as sparse entries, modes, numeric owners, nanosecond mtimes, xattrs\n"
@@ -15,15 +15,17 @@ static const char usage_text[] =
 	"\n"
 	"  -o, --output=FILE  the tar to write (replaced atomically when done);\n"
 	"                     '-' for standard output\n"
-	"  -q, --quiet        no warnings";
+	"  -q, --quiet        no warnings\n" CLI_DEVICE_HELP;
 
 int cmd_export(int argc, char **argv)
 {
 	static const struct option longopts[] = {{"output", required_argument, NULL, 'o'},
 						 {"quiet", no_argument, NULL, 'q'},
 						 {"help", no_argument, NULL, 'h'},
+						 CLI_DEVICE_LONGOPT,
 						 {0}};
 	struct anole_export_options opts = {0};
+	struct cli_devices devs = {0};
 	const char *out = NULL;
 	int c;
 	while ((c = getopt_long(argc, argv, "o:qh", longopts, NULL)) != -1) {
@@ -33,6 +35,10 @@ int cmd_export(int argc, char **argv)
 			break;
 		case 'q':
 			opts.quiet = true;
+			break;
+		case 'd':
+			if (cli_add_device(&devs, optarg))
+				return EXIT_USAGE;
 			break;
 		case 'h':
 			puts(usage_text);
@@ -55,7 +61,7 @@ int cmd_export(int argc, char **argv)
 	}
 	struct anole_error err = {0};
 	struct anole_image *img;
-	int r = anole_image_open(argv[optind], &img, &err);
+	int r = cli_open_image(argv[optind], &devs, &img, &err);
 	if (r < 0)
 		return cli_fail(&err, r);
 	r = anole_export(img, out, &opts, &err);

@@ -6,23 +6,25 @@
 #include "cli.h"
 
 static const char usage_text[] =
-	"anole extract [OPTIONS] IMAGE DIR\n"
+	"anole extract [OPTIONS] [--device=PATH]... IMAGE DIR\n"
 	"\n"
 	"Restore the image's tree into DIR (created if missing; must be empty):\n"
 	"contents with holes, modes, times, xattrs, ACLs, devices, hard links,\n"
 	"and owners when run as root. Never writes outside DIR, nor through a\n"
 	"DIR that is a symlink; a failure leaves DIR as it was.\n"
 	"\n"
-	"  --no-owner   do not restore owners\n"
-	"  -q, --quiet  no warnings";
+	"  --no-owner     do not restore owners\n"
+	"  -q, --quiet    no warnings\n" CLI_DEVICE_HELP;
 
 int cmd_extract(int argc, char **argv)
 {
 	static const struct option longopts[] = {{"no-owner", no_argument, NULL, 'O'},
 						 {"quiet", no_argument, NULL, 'q'},
 						 {"help", no_argument, NULL, 'h'},
+						 CLI_DEVICE_LONGOPT,
 						 {0}};
 	struct anole_extract_options opts = {.restore_owner = true};
+	struct cli_devices devs = {0};
 	int c;
 	while ((c = getopt_long(argc, argv, "qh", longopts, NULL)) != -1) {
 		switch (c) {
@@ -31,6 +33,10 @@ int cmd_extract(int argc, char **argv)
 			break;
 		case 'q':
 			opts.quiet = true;
+			break;
+		case 'd':
+			if (cli_add_device(&devs, optarg))
+				return EXIT_USAGE;
 			break;
 		case 'h':
 			puts(usage_text);
@@ -43,7 +49,7 @@ int cmd_extract(int argc, char **argv)
 		return cli_usage(usage_text);
 	struct anole_error err = {0};
 	struct anole_image *img;
-	int r = anole_image_open(argv[optind], &img, &err);
+	int r = cli_open_image(argv[optind], &devs, &img, &err);
 	if (r < 0)
 		return cli_fail(&err, r);
 	r = anole_extract(img, argv[optind + 1], &opts, &err);

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* anole inspect [--json] [--load-hints] IMAGE [PATH] */
+/* anole inspect [--json] [--load-hints] [--device=PATH]... IMAGE [PATH] */
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +10,7 @@
 #include "cli.h"
 
 static const char usage_text[] =
-	"anole inspect [--json] [--load-hints] IMAGE [PATH]\n"
+	"anole inspect [--json] [--load-hints] [--device=PATH]... IMAGE [PATH]\n"
 	"\n"
 	"Without PATH: the superblock. With PATH: that inode (layout, data\n"
 	"location, xattrs; entries of a directory).\n"
@@ -21,7 +21,7 @@ static const char usage_text[] =
 	"  --json        machine-readable output\n"
 	"  --load-hints  what the dynamic loader reads to start each program,\n"
 	"                as `anole convert` stores it (an image whose data lies\n"
-	"                in blobs beside it: `build --separate-data`)";
+	"                in blobs beside it: `build --separate-data`)\n" CLI_DEVICE_HELP;
 
 /* Each program with the files the loader opens to start it and the
  * bytes of blob it reads from them. */
@@ -100,6 +100,8 @@ static json_t *features_json(uint32_t compat, uint32_t incompat)
 		{false, EROFS_COMPAT_SB_CHKSUM, "sb_chksum"},
 		{false, EROFS_COMPAT_MTIME, "mtime"},
 		{false, EROFS_COMPAT_XATTR_FILTER, "xattr_filter"},
+		{false, EROFS_COMPAT_SHARED_EA_IN_METABOX, "shared_ea_in_metabox"},
+		{false, EROFS_COMPAT_PLAIN_XATTR_PFX, "plain_xattr_pfx"},
 		{true, EROFS_INCOMPAT_ZERO_PADDING, "zero_padding"},
 		{true, EROFS_INCOMPAT_COMPR_CFGS, "compr_cfgs"},
 		{true, EROFS_INCOMPAT_CHUNKED_FILE, "chunked_file"},
@@ -126,7 +128,7 @@ static json_t *super_json(const struct anole_image_info *i)
 		 i->uuid[6], i->uuid[7], i->uuid[8], i->uuid[9], i->uuid[10], i->uuid[11],
 		 i->uuid[12], i->uuid[13], i->uuid[14], i->uuid[15]);
 	uint64_t image_bytes = i->blocks << i->blkszbits;
-	return json_pack("{s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:s, s:s, s:I, s:I, s:I, s:I}",
+	json_t *o = json_pack("{s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:s, s:s, s:I, s:I, s:I, s:I}",
 			 "block_size", 1 << i->blkszbits, "blocks", (json_int_t)i->blocks,
 			 "image_bytes", (json_int_t)image_bytes, "inodes",
 			 (json_int_t)i->inodes, "root_nid", (json_int_t)i->root_nid,
@@ -136,6 +138,18 @@ static json_t *super_json(const struct anole_image_info *i)
 			 "label", i->label, "epoch", (json_int_t)i->epoch, "fixed_nsec",
 			 (json_int_t)i->fixed_nsec, "checksum", (json_int_t)i->checksum,
 			 "file_bytes", (json_int_t)i->file_size);
+	/* a nid with bit 63 lies in the metabox: shown as the nid there */
+	if (i->root_nid >> EROFS_NID_METABOX_BIT) {
+		json_object_set_new(o, "root_nid", json_integer((json_int_t)(i->root_nid & EROFS_NID_MASK)));
+		json_object_set_new(o, "root_in_metabox", json_true());
+	}
+	if (i->packed_nid)
+		json_object_set_new(o, "packed_nid", json_integer((json_int_t)i->packed_nid));
+	if (i->metabox_nid || (i->feature_incompat & EROFS_INCOMPAT_METABOX))
+		json_object_set_new(o, "metabox_nid", json_integer((json_int_t)i->metabox_nid));
+	if (i->xattr_prefix_count)
+		json_object_set_new(o, "long_xattr_prefixes", json_integer(i->xattr_prefix_count));
+	return o;
 }
 
 static int xattr_cb(void *ctx, const char *name, const void *value, size_t size)
@@ -172,23 +186,34 @@ static int dir_cb(void *ctx, const char *name, size_t len, uint64_t nid, unsigne
 {
 	struct dir_ctx *d = ctx;
 	json_t *n = name_json(name, len);
-	json_array_append_new(d->a, json_pack("{s:o, s:I, s:i}", "name", n, "nid",
-					      (json_int_t)nid, "type", type));
+	json_t *e = json_pack("{s:o, s:I, s:i}", "name", n, "nid",
+			      (json_int_t)(nid & EROFS_NID_MASK), "type", type);
+	if (nid >> EROFS_NID_METABOX_BIT)
+		json_object_set_new(e, "metabox", json_true());
+	json_array_append_new(d->a, e);
 	return 0;
 }
 
 static json_t *inode_json(struct anole_image *img, const char *path, const struct anole_inode *i)
 {
 	json_t *o = json_pack("{s:o, s:I, s:s, s:s, s:s, s:i, s:I, s:I, s:I, s:I, s:I, s:i}", "path",
-			      name_json(path, strlen(path)), "nid", (json_int_t)i->nid, "type", type_name(i->mode),
+			      name_json(path, strlen(path)), "nid", (json_int_t)(i->nid & EROFS_NID_MASK),
+			      "type", type_name(i->mode),
 			      "inode_format", i->extended ? "extended" : "compact", "layout",
 			      layout_name(i->layout), "mode", i->mode & 07777, "uid",
 			      (json_int_t)i->uid, "gid", (json_int_t)i->gid, "nlink",
 			      (json_int_t)i->nlink, "size", (json_int_t)i->size, "mtime",
 			      (json_int_t)i->mtime, "mtime_nsec", i->mtime_nsec);
-	json_object_set_new(o, "inode_offset", json_integer((json_int_t)i->pos));
+	/* (the reader marks positions in the metabox with bit 63, as nids) */
+	if (i->nid >> EROFS_NID_METABOX_BIT)
+		json_object_set_new(o, "in_metabox", json_true());
+	json_object_set_new(o, "inode_offset", json_integer((json_int_t)(i->pos & EROFS_NID_MASK)));
 	json_object_set_new(o, "xattr_bytes", json_integer(i->xattr_isize));
-	if (i->layout == EROFS_INODE_FLAT_PLAIN || i->layout == EROFS_INODE_FLAT_INLINE)
+	if (i->dot_omitted)
+		json_object_set_new(o, "dot_omitted", json_true());
+	if (i->layout == EROFS_INODE_FLAT_PLAIN && i->startblk == UINT64_MAX)
+		json_object_set_new(o, "hole", json_true());
+	else if (i->layout == EROFS_INODE_FLAT_PLAIN || i->layout == EROFS_INODE_FLAT_INLINE)
 		json_object_set_new(o, "start_block", json_integer((json_int_t)i->startblk));
 	if (i->layout == EROFS_INODE_CHUNK_BASED)
 		json_object_set_new(o, "chunk_size",
@@ -251,7 +276,7 @@ static void print_text(json_t *o, int indent)
 					printf("%*s%s  %s\n", indent + 2, "",
 					       json_string_value(json_object_get(e, "digest")),
 					       json_string_value(json_object_get(e, "origin")));
-				else if (json_object_get(e, "digest"))
+				else if (json_object_get(e, "digest") || json_object_get(e, "tag"))
 					printf("%*s%s  %lld bytes\n", indent + 2, "",
 					       json_string_value(json_object_get(e, "path")
 								 ? json_object_get(e, "path")
@@ -272,6 +297,9 @@ static void print_text(json_t *o, int indent)
 		case JSON_OBJECT:
 			printf("%*s%s:\n", indent, "", key);
 			print_text(v, indent + 2);
+			break;
+		case JSON_TRUE:
+			printf("%*s%-14s yes\n", indent, "", key);
 			break;
 		default:
 			break;
@@ -338,7 +366,9 @@ int cmd_inspect(int argc, char **argv)
 	static const struct option longopts[] = {{"json", no_argument, NULL, 'j'},
 						   {"load-hints", no_argument, NULL, 'L'},
 						   {"help", no_argument, NULL, 'h'},
+						   CLI_DEVICE_LONGOPT,
 						   {0}};
+	struct cli_devices devs = {0};
 	bool json = false, hints = false;
 	int c;
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -346,7 +376,10 @@ int cmd_inspect(int argc, char **argv)
 			json = true;
 		else if (c == 'L')
 			hints = true;
-		else if (c == 'h') {
+		else if (c == 'd') {
+			if (cli_add_device(&devs, optarg))
+				return EXIT_USAGE;
+		} else if (c == 'h') {
 			puts(usage_text);
 			return 0;
 		} else
@@ -378,7 +411,7 @@ int cmd_inspect(int argc, char **argv)
 		return r ? 1 : 0;
 	}
 	if (r >= 0)
-		r = anole_image_open(image, &img, &err);
+		r = cli_open_image(image, &devs, &img, &err);
 	free(image);
 	if (r < 0)
 		return cli_fail(&err, r);
@@ -389,11 +422,12 @@ int cmd_inspect(int argc, char **argv)
 		json_t *blobs = json_array();
 		for (unsigned int i = 0; anole_image_device(img, i); i++) {
 			const char *path = anole_image_device(img, i);
-			const char *base = strrchr(path, '/');
+			const char *tag = anole_image_device_tag(img, i);
 			struct stat st;
 			json_array_append_new(
-				blobs, json_pack("{s:s+, s:s, s:I}", "digest", "sha256:",
-						 base ? base + 1 : path, "path", path, "bytes",
+				blobs, json_pack("{s:s, s:s, s:I}",
+						 strncmp(tag, "sha256:", 7) ? "tag" : "digest", tag,
+						 "path", path, "bytes",
 						 (json_int_t)(stat(path, &st) == 0 ? st.st_size : -1)));
 		}
 		if (json_array_size(blobs))

@@ -95,6 +95,28 @@ int cli_image_path(const char *arg, char **path, struct anole_error *err)
 	return 0;
 }
 
+int cli_add_device(struct cli_devices *d, const char *path)
+{
+	if (d->n == CLI_DEVICE_MAX) {
+		cli_error("--device: at most %d devices", CLI_DEVICE_MAX);
+		return EXIT_USAGE;
+	}
+	if (!*path) {
+		cli_error("--device: an empty path");
+		return EXIT_USAGE;
+	}
+	d->path[d->n++] = path;
+	return 0;
+}
+
+int cli_open_image(const char *path, const struct cli_devices *d, struct anole_image **img,
+		   struct anole_error *err)
+{
+	struct anole_image_options o = {.devices = d && d->n ? d->path : NULL,
+					.ndevices = d ? d->n : 0};
+	return anole_image_open_with(path, &o, img, err);
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: anole COMMAND [OPTIONS] ARGS...\n\n"

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* anole mount IMAGE MOUNTPOINT / anole umount MOUNTPOINT */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -42,28 +43,74 @@ static const char mount_usage[] =
 	"  --prefetch-rate=SIZE  background bytes per second (default 50M; 0 = no cap)\n"
 	"  --no-load-hints       do not fetch, when a program starts, what the\n"
 	"                        dynamic loader will read (the image's ELF load hints)\n"
-	"  --tls-verify=BOOL     check the registry's certificate (default true)";
+	"  --tls-verify=BOOL     check the registry's certificate (default true)\n"
+	"  --device=PATH         the file of the image's next extra device (a blob,\n"
+	"                        a blob device, a tar), in device table order; given\n"
+	"                        to the kernel as device=PATH (anole's own blobs are\n"
+	"                        found beside the image without it)";
+
+/* An image file for the daemon's FUSE server: opened here first (a bad
+ * image or a missing device is said here, in one line), then named with
+ * its devices by absolute paths, as the daemon does not share our cwd. */
+static json_t *image_request(const char *image, const struct cli_devices *devs, char *ref,
+			     size_t ref_size)
+{
+	struct anole_error err = {0};
+	struct anole_image *img;
+	if (cli_open_image(image, devs, &img, &err) < 0) {
+		cli_fail(&err, -EINVAL);
+		return NULL;
+	}
+	anole_image_close(img);
+	char real[PATH_MAX];
+	json_t *a = json_array();
+	for (size_t i = 0; a && i < devs->n; i++) {
+		if (!realpath(devs->path[i], real)) {
+			cli_error("%s: %s", devs->path[i], strerror(errno));
+			json_decref(a);
+			return NULL;
+		}
+		json_array_append_new(a, json_string(real));
+	}
+	if (!realpath(image, real) || (size_t)snprintf(ref, ref_size, "%s", real) >= ref_size) {
+		cli_error("%s: %s", image, strerror(errno ? errno : ENAMETOOLONG));
+		json_decref(a);
+		return NULL;
+	}
+	return a;
+}
 
 static int lazy_mount(const char *ref, const char *target, const char *options,
-		      const char *prefetch, uint64_t rate, int tls_verify, bool fuse, bool no_hints)
+		      const char *prefetch, uint64_t rate, int tls_verify, bool fuse, bool no_hints,
+		      const struct cli_devices *devs)
 {
-	char real[4096];
+	char real[4096], image[PATH_MAX];
 	if (!realpath(target, real)) {
 		cli_error("%s: %s", target, strerror(errno));
 		return 1;
+	}
+	struct stat st;
+	json_t *devices = NULL;
+	if (!cli_is_lazy_ref(ref) && !stat(ref, &st) && S_ISREG(st.st_mode)) {
+		if (!(devices = image_request(ref, devs, image, sizeof(image))))
+			return 1;
+		ref = image;
 	}
 	/* the daemon fetches with our credentials, not those of whoever
 	 * started it */
 	struct anole_error err = {0};
 	char *creds = NULL;
 	int r = anole_mount_credentials(ref, &creds, &err);
-	if (r < 0)
+	if (r < 0) {
+		json_decref(devices);
 		return cli_fail(&err, r);
-	json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:i, s:b, s:b, s:o*}", "op", "mount",
-				"ref", ref, "mountpoint", real, "options", options ? options : "",
-				"prefetch", prefetch, "prefetch_rate", (json_int_t)rate,
-				"tls_verify", tls_verify, "fuse", fuse, "no_load_hints", no_hints,
-				"credentials", creds ? json_loads(creds, 0, NULL) : NULL);
+	}
+	json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:i, s:b, s:b, s:o*, s:o*}", "op",
+				"mount", "ref", ref, "mountpoint", real, "options",
+				options ? options : "", "prefetch", prefetch, "prefetch_rate",
+				(json_int_t)rate, "tls_verify", tls_verify, "fuse", fuse,
+				"no_load_hints", no_hints, "devices", devices, "credentials",
+				creds ? json_loads(creds, 0, NULL) : NULL);
 	if (creds)
 		explicit_bzero(creds, strlen(creds));
 	free(creds);
@@ -124,7 +171,9 @@ int cmd_mount(int argc, char **argv)
 						 {"tls-verify", required_argument, NULL, 'V'},
 						 {"no-load-hints", no_argument, NULL, 'H'},
 						 {"help", no_argument, NULL, 'h'},
+						 CLI_DEVICE_LONGOPT,
 						 {0}};
+	struct cli_devices devs = {0};
 	const char *data = NULL, *prefetch = "recorded";
 	bool lazy = false, fuse = false, no_hints = false;
 	int tls_verify = 0; /* the registry client's default */
@@ -139,6 +188,10 @@ int cmd_mount(int argc, char **argv)
 			lazy = fuse = true;
 		else if (c == 'H')
 			no_hints = true;
+		else if (c == 'd') {
+			if (cli_add_device(&devs, optarg))
+				return EXIT_USAGE;
+		}
 		else if (c == 'p') {
 			if (strcmp(optarg, "none") && strcmp(optarg, "recorded") &&
 			    strcmp(optarg, "all")) {
@@ -168,7 +221,7 @@ int cmd_mount(int argc, char **argv)
 	const char *target = argv[optind + 1];
 	if (needs_daemon(argv[optind], lazy))
 		return lazy_mount(argv[optind], target, data, prefetch, rate, tls_verify, fuse,
-				  no_hints);
+				  no_hints, &devs);
 
 	/* Refuse early, with a clear message, what the kernel would refuse
 	 * with a bare EINVAL. */
@@ -177,10 +230,10 @@ int cmd_mount(int argc, char **argv)
 	_cleanup_image_path_ char *image = NULL;
 	int r = cli_image_path(argv[optind], &image, &err);
 	if (r >= 0)
-		r = anole_image_open(image, &img, &err);
+		r = cli_open_image(image, &devs, &img, &err);
 	if (r < 0)
 		return cli_fail(&err, r);
-	/* data blobs go to the kernel as device= options, in table order */
+	/* devices go to the kernel as device= options, in table order */
 	char opts[8192] = "";
 	size_t used = 0;
 	for (unsigned int i = 0; anole_image_device(img, i); i++)

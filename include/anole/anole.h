@@ -134,7 +134,10 @@ struct anole_image_info {
 	uint8_t uuid[16];
 	char label[17];
 	uint64_t file_size;
-	unsigned int extra_devices; /* data blobs (unified addressing) */
+	unsigned int extra_devices; /* data blobs, blob devices, tars */
+	uint64_t packed_nid, metabox_nid; /* 0: none */
+	unsigned int xattr_prefix_count;  /* long xattr name prefixes */
+	uint32_t xattr_prefix_start;
 };
 
 struct anole_inode {
@@ -147,11 +150,13 @@ struct anole_inode {
 	uint32_t ino;
 	uint8_t layout; /* enum erofs_datalayout */
 	bool extended;
+	bool dot_omitted; /* a directory without a stored "." entry */
 	uint16_t xattr_icount;
 	/* where things are, for readers and inspectors */
-	uint64_t pos;          /* byte offset of the on-disk inode */
+	uint64_t pos;          /* byte offset of the on-disk inode (bit 63, as in
+				  its nid: in the metabox inode's data) */
 	uint32_t inode_isize, xattr_isize;
-	uint64_t startblk;     /* flat layouts */
+	uint64_t startblk;     /* flat layouts; UINT64_MAX: a plain file all hole */
 	uint16_t chunkformat;  /* chunk-based layout */
 	bool z_frag_whole;     /* all data in the packed inode */
 	uint64_t z_frag_off;   /* fragment offset in the packed inode */
@@ -160,6 +165,9 @@ struct anole_inode {
 	uint8_t z_algorithms;  /* HEAD1 in the low nibble, HEAD2 in the high */
 	uint8_t z_lclusterbits;
 	uint32_t z_blocks;     /* blocks of compressed data */
+	uint16_t z_idata_size; /* ztailpacking: bytes of the inline last pcluster */
+	uint64_t z_idata_pos;  /* and their byte offset in the image */
+	uint64_t z_extents;    /* encoded extent records (Z_EROFS_ADVISE_EXTENTS) */
 };
 
 int anole_image_open(const char *path, struct anole_image **img, struct anole_error *err);
@@ -180,6 +188,9 @@ const struct anole_image_info *anole_image_info(const struct anole_image *img);
 /* The path of data blob @i (0-based) the image reads through its device
  * table, or NULL. */
 const char *anole_image_device(const struct anole_image *img, unsigned int i);
+/* How device table slot @i (0-based) names its device: "sha256:HEX"
+ * (anole's blobs), "no tag", or tag "TEXT"; NULL past the last. */
+const char *anole_image_device_tag(const struct anole_image *img, unsigned int i);
 /* The first error the image handle met (empty when none). */
 const struct anole_error *anole_image_error(const struct anole_image *img);
 

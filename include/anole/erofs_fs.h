@@ -21,6 +21,8 @@
 #define EROFS_COMPAT_SB_CHKSUM 0x00000001u
 #define EROFS_COMPAT_MTIME 0x00000002u
 #define EROFS_COMPAT_XATTR_FILTER 0x00000004u
+#define EROFS_COMPAT_SHARED_EA_IN_METABOX 0x00000008u /* shared xattrs in the metabox */
+#define EROFS_COMPAT_PLAIN_XATTR_PFX 0x00000010u      /* prefix table in the metadata area */
 
 /* feature_incompat */
 #define EROFS_INCOMPAT_ZERO_PADDING 0x00000001u
@@ -36,15 +38,22 @@
 /* What anole's reader understands today; anything else is refused. */
 #define ANOLE_READER_INCOMPAT                                                                      \
 	(EROFS_INCOMPAT_ZERO_PADDING | EROFS_INCOMPAT_COMPR_CFGS | EROFS_INCOMPAT_CHUNKED_FILE |    \
-	 EROFS_INCOMPAT_DEVICE_TABLE | EROFS_INCOMPAT_FRAGMENTS)
+	 EROFS_INCOMPAT_DEVICE_TABLE | EROFS_INCOMPAT_ZTAILPACKING | EROFS_INCOMPAT_FRAGMENTS)
+/* ...and the metadata layouts: long xattr name prefixes, 48-bit
+ * addressing, inodes in a (compressed) metabox inode */
+#define ANOLE_READER_INCOMPAT_META                                                                 \
+	(EROFS_INCOMPAT_XATTR_PREFIXES | EROFS_INCOMPAT_48BIT | EROFS_INCOMPAT_METABOX)
 
 struct erofs_super_block {
 	uint32_t magic;
 	uint32_t checksum; /* crc32c of bytes 1024..block end, this field as 0 */
 	uint32_t feature_compat;
 	uint8_t blkszbits;
-	uint8_t sb_extslots;
-	uint16_t root_nid;
+	uint8_t sb_extslots; /* superblock size = 128 + sb_extslots * 16 */
+	union {
+		uint16_t root_nid;
+		uint16_t blocks_hi; /* (48BIT, rootnid_8b set) */
+	};
 	uint64_t inos;
 	uint64_t epoch;      /* base seconds of compact inode mtimes */
 	uint32_t fixed_nsec; /* nanoseconds of compact inode mtimes */
@@ -62,8 +71,25 @@ struct erofs_super_block {
 	uint32_t xattr_prefix_start;
 	uint64_t packed_nid;
 	uint8_t xattr_filter_reserved;
-	uint8_t reserved[23];
+	uint8_t ishare_xattr_prefix_id;
+	uint8_t reserved[2];
+	uint32_t build_time;  /* (48BIT) seconds after epoch the image was made */
+	uint64_t rootnid_8b;  /* (48BIT) root nid, when not 0 */
+	uint64_t reserved2;
+	/* the first extension slot (sb_extslots >= 1) follows: */
 } __attribute__((packed));
+
+/* In the first extension slot: the metabox inode's nid (METABOX). */
+#define EROFS_SB_METABOX_NID_OFF 128u
+#define EROFS_SB_EXTSLOT_SIZE 16u
+
+/* The superblock checksum covers the block holding it from byte 1024 on:
+ * blocks of 512 and 1024 bytes are covered whole (the superblock lies in
+ * the block after byte 1024), larger ones to their end. */
+static inline uint32_t erofs_sb_csum_len(uint32_t blksz)
+{
+	return blksz > EROFS_SUPER_OFFSET ? blksz - EROFS_SUPER_OFFSET : blksz;
+}
 
 struct erofs_deviceslot {
 	uint8_t tag[64];
@@ -85,7 +111,13 @@ enum erofs_datalayout {
 #define EROFS_I_VERSION_MASK 0x1u
 #define EROFS_I_DATALAYOUT_SHIFT 1
 #define EROFS_I_DATALAYOUT_MASK 0x7u
-#define EROFS_I_KNOWN_BITS 0xfu /* bits above are features anole does not write */
+#define EROFS_I_NLINK_1_BIT 4      /* compact non-directories: nlink 1, i_nb is startblk_hi */
+#define EROFS_I_DOT_OMITTED_BIT 4  /* directories: no "." entry stored */
+#define EROFS_I_KNOWN_BITS 0x1fu   /* bits above are features anole does not know */
+
+/* Bit 63 of a nid: the inode lies in the metabox inode's data. */
+#define EROFS_NID_METABOX_BIT 63
+#define EROFS_NID_MASK ((1ull << EROFS_NID_METABOX_BIT) - 1)
 
 #define EROFS_CHUNK_FORMAT_BLKBITS_MASK 0x001fu
 #define EROFS_CHUNK_FORMAT_INDEXES 0x0020u
@@ -96,7 +128,10 @@ struct erofs_inode_compact {
 	uint16_t i_format;
 	uint16_t i_xattr_icount;
 	uint16_t i_mode;
-	uint16_t i_nlink;
+	union {
+		uint16_t i_nlink;
+		uint16_t i_startblk_hi; /* (i_format bit 4, non-directories) */
+	};
 	uint32_t i_size;
 	uint32_t i_mtime; /* seconds after superblock epoch */
 	uint32_t i_u;     /* start block, rdev, or chunk format */
@@ -110,7 +145,10 @@ struct erofs_inode_extended {
 	uint16_t i_format;
 	uint16_t i_xattr_icount;
 	uint16_t i_mode;
-	uint16_t i_reserved;
+	union {
+		uint16_t i_reserved;
+		uint16_t i_startblk_hi; /* start block bits 32..47 */
+	};
 	uint64_t i_size;
 	uint32_t i_u;
 	uint32_t i_ino;
@@ -137,7 +175,21 @@ enum erofs_xattr_index {
 	EROFS_XATTR_INDEX_LUSTRE = 5,
 	EROFS_XATTR_INDEX_SECURITY = 6,
 };
-#define EROFS_XATTR_LONG_PREFIX 0x80u
+#define EROFS_XATTR_LONG_PREFIX 0x80u      /* e_name_index: a long prefix's number */
+#define EROFS_XATTR_LONG_PREFIX_MASK 0x7fu
+
+/* The long prefix table (XATTR_PREFIXES) holds xattr_prefix_count
+ * records from byte xattr_prefix_start * 4 of the metabox, the packed
+ * inode, or (PLAIN_XATTR_PFX, or neither inode) the image: each a 16-bit
+ * length, then that many bytes: a short prefix's index and the rest of
+ * the prefix; each record starts 4-aligned. */
+#define EROFS_XATTR_PREFIX_MAX 128u
+
+/* XATTR_FILTER: bit (xxh32(name after the short prefix, seed + the short
+ * prefix's index) % 32) of h_name_filter set means no such xattr (Linux's
+ * getxattr answers ENODATA at once); unless xattr_filter_reserved. */
+#define EROFS_XATTR_FILTER_BITS 32u
+#define EROFS_XATTR_FILTER_SEED 0x25BBE08Fu
 
 struct erofs_xattr_entry {
 	uint8_t e_name_len;
@@ -169,6 +221,16 @@ struct erofs_inode_chunk_index {
 	uint16_t device_id;
 	uint32_t startblk_lo;
 } __attribute__((packed));
+
+/* A chunk index's device id is masked (as the kernel does) by the smallest
+ * all-ones mask that covers every device: ids above it wrap around. */
+static inline uint16_t erofs_devid_mask(unsigned int extra_devices)
+{
+	unsigned int m = 1;
+	while (m < extra_devices + 1)
+		m <<= 1;
+	return (uint16_t)(m - 1);
+}
 
 static inline unsigned int erofs_xattr_ibody_size(uint16_t icount)
 {
@@ -230,11 +292,13 @@ struct z_erofs_zstd_cfgs {
 } __attribute__((packed));
 
 #define Z_EROFS_ADVISE_COMPACTED_2B 0x0001
+#define Z_EROFS_ADVISE_EXTENTS 0x0001 /* full layout: encoded extent records */
 #define Z_EROFS_ADVISE_BIG_PCLUSTER_1 0x0002
 #define Z_EROFS_ADVISE_BIG_PCLUSTER_2 0x0004
 #define Z_EROFS_ADVISE_INLINE_PCLUSTER 0x0008
 #define Z_EROFS_ADVISE_INTERLACED_PCLUSTER 0x0010
 #define Z_EROFS_ADVISE_FRAGMENT_PCLUSTER 0x0020
+#define Z_EROFS_ADVISE_EXTRECSZ_BIT 1 /* extent records of 4 << ((advise >> 1) & 3) bytes */
 
 /* Found at round_up(inode end + xattrs, 8) of a compressed inode. */
 struct z_erofs_map_header {
@@ -264,12 +328,29 @@ struct z_erofs_lcluster_index {
 	} di_u;
 } __attribute__((packed));
 
+/* Encoded extents (EXTENTS, 48BIT images): records of 4, 8, 16 or 32 bytes,
+ * the first ones of each (4 and 8: one per lcluster; 4 implies addresses
+ * from a 64-bit start before the first record), aligned to their size
+ * after the map header. */
+struct z_erofs_extent {
+	uint32_t plen;      /* stored bytes, PARTIAL, format + 1 (0: plain) */
+	uint32_t pstart_lo; /* byte address */
+	uint32_t pstart_hi;
+	uint32_t lstart_lo; /* file offset */
+	uint32_t lstart_hi;
+	uint8_t reserved[12];
+} __attribute__((packed));
+#define Z_EROFS_EXTENT_PLEN_PARTIAL (1u << 27)
+#define Z_EROFS_EXTENT_PLEN_FMT_BIT 28
+#define Z_EROFS_EXTENT_PLEN_MASK ((Z_EROFS_PCLUSTER_MAX_SIZE << 1) - 1)
+
 /* Full indexes start 8 bytes after the map header. */
 #define Z_EROFS_FULL_INDEX_START(end) (ROUND_UP_8(end) + sizeof(struct z_erofs_map_header) + 8)
 #define ROUND_UP_8(x) (((x) + 7) & ~(uint64_t)7)
 
 _Static_assert(sizeof(struct z_erofs_map_header) == 8, "map header is 8 bytes");
 _Static_assert(sizeof(struct z_erofs_lcluster_index) == 8, "lcluster index is 8 bytes");
+_Static_assert(sizeof(struct z_erofs_extent) == 32, "extent record is 32 bytes");
 _Static_assert(sizeof(struct z_erofs_lz4_cfgs) == 14, "lz4 cfgs are 14 bytes");
 _Static_assert(sizeof(struct z_erofs_lzma_cfgs) == 14, "lzma cfgs are 14 bytes");
 _Static_assert(sizeof(struct z_erofs_deflate_cfgs) == 6, "deflate cfgs are 6 bytes");

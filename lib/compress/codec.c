@@ -187,60 +187,120 @@ ssize_t codec_compress(struct codec *c, const void *in, size_t inlen, void *out,
 	}
 }
 
-int codec_decompress(unsigned int alg, const void *in, size_t inlen, void *out, size_t outlen)
+static int lz4_decode(const void *in, size_t inlen, void *out, size_t outlen, bool partial)
 {
-	const uint8_t *p = in;
-	size_t skip = 0;
-	while (skip < inlen && !p[skip])
-		skip++;
-	if (skip == inlen || outlen > INT32_MAX)
+	if (inlen > INT32_MAX)
 		return -EFSCORRUPTED;
-	p += skip;
-	inlen -= skip;
+	/* a partial decode stops at @outlen; bytes may follow the stream */
+	int n = partial ? LZ4_decompress_safe_partial(in, out, (int)inlen, (int)outlen, (int)outlen)
+			: LZ4_decompress_safe(in, out, (int)inlen, (int)outlen);
+	return n == (int)outlen ? 0 : -EFSCORRUPTED;
+}
 
-	switch (alg) {
-	case Z_EROFS_COMPRESSION_LZ4: {
-		int n = LZ4_decompress_safe((const char *)p, out, (int)inlen, (int)outlen);
-		return n == (int)outlen ? 0 : -EFSCORRUPTED;
-	}
-	case Z_EROFS_COMPRESSION_DEFLATE: {
-		struct libdeflate_decompressor *d = libdeflate_alloc_decompressor();
-		if (!d)
-			return -ENOMEM;
-		size_t got = 0;
+/* libdeflate decodes whole streams only: a partial one goes through a
+ * bigger buffer, at most what a pcluster may decode to. */
+static int deflate_decode(const void *in, size_t inlen, void *out, size_t outlen, bool partial)
+{
+	struct libdeflate_decompressor *d = libdeflate_alloc_decompressor();
+	if (!d)
+		return -ENOMEM;
+	size_t used, got = 0, cap = outlen;
+	uint8_t *buf = out, *big = NULL;
+	int ret = -EFSCORRUPTED;
+	for (;;) {
 		enum libdeflate_result r =
-			libdeflate_deflate_decompress_ex(d, p, inlen, out, outlen, NULL, &got);
-		libdeflate_free_decompressor(d);
-		return r == LIBDEFLATE_SUCCESS && got == outlen ? 0 : -EFSCORRUPTED;
+			libdeflate_deflate_decompress_ex(d, in, inlen, buf, cap, &used, &got);
+		if (r == LIBDEFLATE_SUCCESS && (partial ? got >= outlen : got == outlen))
+			ret = 0;
+		if (r != LIBDEFLATE_INSUFFICIENT_SPACE || !partial || cap >= Z_EROFS_PCLUSTER_MAX_DSIZE)
+			break;
+		cap = MIN(MAX(cap * 2, (size_t)65536), (size_t)Z_EROFS_PCLUSTER_MAX_DSIZE);
+		uint8_t *nb = realloc(big, cap);
+		if (!nb) {
+			ret = -ENOMEM;
+			break;
+		}
+		buf = big = nb;
 	}
-	case Z_EROFS_COMPRESSION_ZSTD: {
-		unsigned long long fsize = ZSTD_getFrameContentSize(p, inlen);
-		if (fsize != ZSTD_CONTENTSIZE_UNKNOWN && fsize != outlen)
-			return -EFSCORRUPTED;
-		ZSTD_DCtx *d = ZSTD_createDCtx();
-		if (!d)
-			return -ENOMEM;
-		/* bound the window so a hostile frame cannot ask for gigabytes */
-		ZSTD_DCtx_setParameter(d, ZSTD_d_windowLogMax, 24);
-		ZSTD_inBuffer ib = {p, inlen, 0};
-		ZSTD_outBuffer ob = {out, outlen, 0};
-		size_t r = ZSTD_decompressStream(d, &ob, &ib);
-		ZSTD_freeDCtx(d);
-		return !ZSTD_isError(r) && ob.pos == outlen ? 0 : -EFSCORRUPTED;
+	libdeflate_free_decompressor(d);
+	if (!ret && buf != out)
+		memcpy(out, buf, outlen);
+	free(big);
+	return ret;
+}
+
+static int zstd_decode(const void *in, size_t inlen, void *out, size_t outlen, bool partial,
+		       uint32_t window)
+{
+	unsigned long long fsize = ZSTD_getFrameContentSize(in, inlen);
+	if (!partial && fsize != ZSTD_CONTENTSIZE_UNKNOWN && fsize != outlen)
+		return -EFSCORRUPTED;
+	ZSTD_DCtx *d = ZSTD_createDCtx();
+	if (!d)
+		return -ENOMEM;
+	/* the window the image allows, so a hostile frame cannot ask for
+	 * gigabytes */
+	int wlog = 24;
+	if (window)
+		for (wlog = 10; wlog < 24 && (1u << wlog) < window; wlog++)
+			;
+	ZSTD_DCtx_setParameter(d, ZSTD_d_windowLogMax, wlog);
+	ZSTD_inBuffer ib = {in, inlen, 0};
+	ZSTD_outBuffer ob = {out, outlen, 0};
+	size_t r;
+	for (;;) {
+		size_t ipos = ib.pos, opos = ob.pos;
+		r = ZSTD_decompressStream(d, &ob, &ib);
+		if (ZSTD_isError(r) || !r || (partial && ob.pos == outlen) ||
+		    (ib.pos == ipos && ob.pos == opos))
+			break;
 	}
-	case Z_EROFS_COMPRESSION_LZMA: {
-		lzma_stream s = LZMA_STREAM_INIT;
-		if (lzma_microlzma_decoder(&s, inlen, outlen, true, 8u << 20) != LZMA_OK)
-			return -EFSCORRUPTED;
-		s.next_in = p;
-		s.avail_in = inlen;
-		s.next_out = out;
-		s.avail_out = outlen;
-		lzma_ret r = lzma_code(&s, LZMA_FINISH);
-		size_t got = outlen - s.avail_out;
+	ZSTD_freeDCtx(d);
+	if (ZSTD_isError(r) || ob.pos != outlen)
+		return -EFSCORRUPTED;
+	/* a whole decode must reach the frame's end (and its checksum) */
+	return partial || !r ? 0 : -EFSCORRUPTED;
+}
+
+static int lzma_decode(const void *in, size_t inlen, void *out, size_t outlen, bool partial,
+		       uint32_t window)
+{
+	/* no back reference reaches further than the output so far */
+	uint32_t dict = window ? window : Z_EROFS_LZMA_MAX_DICT_SIZE;
+	dict = (uint32_t)MIN((size_t)dict, MAX(outlen, (size_t)4096));
+	lzma_stream s = LZMA_STREAM_INIT;
+	lzma_ret r = lzma_microlzma_decoder(&s, inlen, outlen, !partial, dict);
+	if (r != LZMA_OK) {
 		lzma_end(&s);
-		return r == LZMA_STREAM_END && got == outlen ? 0 : -EFSCORRUPTED;
+		return r == LZMA_MEM_ERROR ? -ENOMEM : -EFSCORRUPTED;
 	}
+	s.next_in = in;
+	s.avail_in = inlen;
+	s.next_out = out;
+	s.avail_out = outlen;
+	r = lzma_code(&s, LZMA_FINISH);
+	size_t got = outlen - s.avail_out;
+	lzma_end(&s);
+	if (r == LZMA_MEM_ERROR)
+		return -ENOMEM;
+	return r == LZMA_STREAM_END && got == outlen ? 0 : -EFSCORRUPTED;
+}
+
+int codec_decompress(unsigned int alg, const void *in, size_t inlen, void *out, size_t outlen,
+		     unsigned int flags, uint32_t window)
+{
+	bool partial = flags & CODEC_PARTIAL;
+	if (!inlen || outlen > INT32_MAX)
+		return -EFSCORRUPTED;
+	switch (alg) {
+	case Z_EROFS_COMPRESSION_LZ4:
+		return lz4_decode(in, inlen, out, outlen, partial);
+	case Z_EROFS_COMPRESSION_DEFLATE:
+		return deflate_decode(in, inlen, out, outlen, partial);
+	case Z_EROFS_COMPRESSION_ZSTD:
+		return zstd_decode(in, inlen, out, outlen, partial, window);
+	case Z_EROFS_COMPRESSION_LZMA:
+		return lzma_decode(in, inlen, out, outlen, partial, window);
 	}
 	return -EFSCORRUPTED;
 }

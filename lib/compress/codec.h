@@ -46,9 +46,17 @@ void codec_free(struct codec *c);
  * it does not fit (the caller stores the data uncompressed), or -errno. */
 ssize_t codec_compress(struct codec *c, const void *in, size_t inlen, void *out, size_t cap);
 
-/* Decompress exactly @outlen bytes of algorithm @alg (an EROFS id). Leading
- * zero bytes of @in are padding (EROFS ZERO_PADDING) and are skipped.
- * Returns 0 or -EFSCORRUPTED. Never writes past @outlen. */
-int codec_decompress(unsigned int alg, const void *in, size_t inlen, void *out, size_t outlen);
+/* Decoding flags. */
+#define CODEC_PARTIAL 1u /* @in decodes to at least @outlen bytes: only those
+			    are wanted (a partially referenced pcluster, or
+			    lz4 data followed by other bytes) */
+
+/* Decode @outlen bytes of EROFS algorithm @alg from exactly @inlen bytes
+ * (the stream: any padding already cut off). Without CODEC_PARTIAL the
+ * stream must end where the output does. @window bounds back references
+ * (lzma dictionary, zstd window; 0 = the format's own limit). Returns 0,
+ * -EFSCORRUPTED or -ENOMEM. Never writes past @outlen. */
+int codec_decompress(unsigned int alg, const void *in, size_t inlen, void *out, size_t outlen,
+		     unsigned int flags, uint32_t window);
 
 #endif

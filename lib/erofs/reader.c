@@ -11,8 +11,7 @@
 #include "anole/erofs_fs.h"
 #include "erofs/reader.h"
 #include "erofs/xattr.h"
-#include "compress/codec.h"
-#include "erofs/zindex.h"
+#include "erofs/zmap.h"
 
 #define CACHE_SLOTS 64
 
@@ -22,11 +21,14 @@ struct cached_block {
 	uint8_t *data;
 };
 
-/* An extra device (a data blob) in the unified block address space. */
+/* An extra device: a data blob, a blob device or a tar, addressed by
+ * device id (chunk indexes) or through the unified block address space. */
 struct img_dev {
 	int fd;
-	uint64_t start, len; /* bytes of the unified address space it covers */
+	uint64_t start, len; /* bytes of the unified address space it covers (start 0: none) */
+	uint64_t size;       /* its bytes, from the device table */
 	char *path;
+	char tag[300]; /* "sha256:HEX", "no tag" or tag "TEXT" */
 };
 
 struct anole_image {
@@ -34,6 +36,7 @@ struct anole_image {
 	char *path;
 	struct img_dev *devs;
 	unsigned int ndevs;
+	uint16_t devid_mask; /* chunk indexes' device ids are masked, as the kernel does */
 	struct anole_image_info info;
 	struct anole_error err;
 	unsigned int blkbits;
@@ -41,16 +44,27 @@ struct anole_image {
 	uint64_t size; /* blocks * blksz, never more than the file */
 	struct cached_block cache[CACHE_SLOTS];
 	uint8_t *cache_mem;
-	/* the last decompressed extent, for sequential reads */
-	uint64_t z_nid, z_la;
-	uint32_t z_llen;
-	bool z_valid;
-	uint8_t *z_out, *z_in;
-	uint64_t packed_nid; /* 0: none */
-	struct anole_inode packed;
-	bool packed_loaded;
+	struct zimage *z; /* compressed files (zmap.c) */
+	/* METABOX: inodes whose nid has bit 63 set live in this inode's data */
+	struct anole_inode mbox;
+	bool has_mbox, in_mbox_read;
+	uint8_t *mbox_buf; /* one block, read before it enters the cache */
+	struct xattr_lprefix *lpfx; /* long xattr name prefixes */
+	unsigned int nlpfx;
+	bool xattr_filter; /* inodes' h_name_filter is what Linux's getxattr trusts */
 	struct anole_image_options opts;
 };
+
+/* Metadata positions with this bit lie in the metabox inode's data, not
+ * in the image: img_meta_read() follows it, bounds follow meta_limit(). */
+#define META_MBOX (1ull << 63)
+
+static uint64_t meta_limit(const struct anole_image *img, uint64_t pos)
+{
+	if (pos & META_MBOX)
+		return img->has_mbox ? META_MBOX | img->mbox.size : META_MBOX;
+	return img->size;
+}
 
 int img_corrupt_(struct anole_image *img, uint64_t nid, uint64_t off, const char *fmt, ...)
 {
@@ -59,11 +73,13 @@ int img_corrupt_(struct anole_image *img, uint64_t nid, uint64_t off, const char
 	va_start(ap, fmt);
 	vsnprintf(what, sizeof(what), fmt, ap);
 	va_end(ap);
+	const char *space = off & META_MBOX ? "metabox byte offset" : "byte offset";
+	off &= ~META_MBOX;
 	if (nid == UINT64_MAX)
-		return anole_err(&img->err, EFSCORRUPTED, "%s: byte offset %llu: %s", img->path,
+		return anole_err(&img->err, EFSCORRUPTED, "%s: %s %llu: %s", img->path, space,
 				 (unsigned long long)off, what);
-	return anole_err(&img->err, EFSCORRUPTED, "%s: nid %llu, byte offset %llu: %s", img->path,
-			 (unsigned long long)nid, (unsigned long long)off, what);
+	return anole_err(&img->err, EFSCORRUPTED, "%s: nid %llu, %s %llu: %s", img->path,
+			 (unsigned long long)nid, space, (unsigned long long)off, what);
 }
 
 struct anole_error *img_err(struct anole_image *img)
@@ -81,27 +97,77 @@ uint32_t img_blksz(const struct anole_image *img)
 	return img->blksz;
 }
 
-/* Read metadata bytes through a small block cache. */
+struct zimage *img_zimage(const struct anole_image *img)
+{
+	return img->z;
+}
+
+uint64_t img_meta_end(const struct anole_image *img, uint64_t pos)
+{
+	return meta_limit(img, pos);
+}
+
+int img_metabox_inode(struct anole_image *img, struct anole_inode *ino)
+{
+	if (!img->has_mbox)
+		return 0;
+	*ino = img->mbox;
+	return 1;
+}
+
+/* One block of the metabox inode's data, read through the reader itself
+ * (it is usually compressed), into a buffer of its own: that read may use
+ * the block cache too. */
+static int mbox_block(struct anole_image *img, uint64_t nid, uint64_t off, uint8_t *out)
+{
+	if (img->in_mbox_read) /* the metabox inode is never in the metabox */
+		return img_corrupt(img, nid, META_MBOX | off, "the metabox reads itself");
+	size_t n = (size_t)MIN((uint64_t)img->blksz, img->mbox.size - off);
+	img->in_mbox_read = true;
+	ssize_t got = anole_pread(img, &img->mbox, img->mbox_buf, n, off);
+	img->in_mbox_read = false;
+	if (got < 0)
+		return (int)got;
+	if ((size_t)got != n)
+		return img_corrupt(img, nid, META_MBOX | off, "short read of the metabox");
+	memset(img->mbox_buf + n, 0, img->blksz - n);
+	memcpy(out, img->mbox_buf, img->blksz);
+	return 0;
+}
+
+static int image_block(struct anole_image *img, uint64_t blk, uint8_t *out)
+{
+	int r = pread_full(img->fd, out, img->blksz, blk << img->blkbits);
+	if (r < 0)
+		return anole_err(&img->err, r == -ENODATA ? EFSCORRUPTED : -r,
+				 "%s: byte offset %llu: %s", img->path,
+				 (unsigned long long)(blk << img->blkbits),
+				 r == -ENODATA ? "image is truncated" : strerror(-r));
+	return 0;
+}
+
+/* Read metadata bytes through a small block cache: from the image, or
+ * (positions with META_MBOX) from the metabox inode's data. */
 int img_meta_read(struct anole_image *img, uint64_t nid, uint64_t off, void *buf, size_t len)
 {
-	if (off > img->size || len > img->size - off)
-		return img_corrupt(img, nid, off, "%zu bytes of metadata run past the image end (%llu)",
-				   len, (unsigned long long)img->size);
+	uint64_t limit = meta_limit(img, off);
+	if (off > limit || len > limit - off)
+		return img_corrupt(img, nid, off, "%zu bytes of metadata run past the %s end (%llu)",
+				   len, off & META_MBOX ? "metabox" : "image",
+				   (unsigned long long)(limit & ~META_MBOX));
 	uint8_t *p = buf;
 	while (len) {
-		uint64_t blk = off >> img->blkbits;
+		uint64_t blk = off >> img->blkbits; /* metabox blocks keep a bit of their own */
 		uint32_t in = (uint32_t)(off & (img->blksz - 1));
 		size_t n = MIN(len, (size_t)(img->blksz - in));
 		struct cached_block *c = &img->cache[blk % CACHE_SLOTS];
 		if (!c->valid || c->blk != blk) {
-			int r = pread_full(img->fd, c->data, img->blksz, blk << img->blkbits);
-			if (r < 0) {
-				c->valid = false;
-				return anole_err(&img->err, r == -ENODATA ? EFSCORRUPTED : -r,
-						 "%s: byte offset %llu: %s", img->path,
-						 (unsigned long long)(blk << img->blkbits),
-						 r == -ENODATA ? "image is truncated" : strerror(-r));
-			}
+			c->valid = false;
+			int r = off & META_MBOX
+					? mbox_block(img, nid, (off & ~META_MBOX) - in, c->data)
+					: image_block(img, blk, c->data);
+			if (r < 0)
+				return r;
 			c->blk = blk;
 			c->valid = true;
 		}
@@ -115,107 +181,232 @@ int img_meta_read(struct anole_image *img, uint64_t nid, uint64_t off, void *buf
 
 #define MAX_DEVICES 256
 
-/*
- * The device table names each blob by a 64-hex-digit tag (its SHA-256);
- * the blob is looked up beside the image, as DIR/blobs/sha256/TAG, then as
- * DIR/TAG. Only unified addressing is supported: each device covers a
- * block range of its own.
- */
-static int open_devices(struct anole_image *img, const struct erofs_super_block *sb)
+/* How a device slot names its blob, for messages: anole's lazy images
+ * carry the blob's SHA-256 in hex, other tools anything or nothing. */
+static void tag_text(const uint8_t tag[64], char *out, size_t size, bool *is_digest)
 {
-	if (sb->extra_devices > MAX_DEVICES)
-		return anole_err(&img->err, EFSCORRUPTED, "%s: byte offset 1110: %u extra devices",
-				 img->path, sb->extra_devices);
-	img->devs = calloc(sb->extra_devices, sizeof(*img->devs));
-	if (!img->devs)
-		return anole_err(&img->err, ENOMEM, "out of memory");
+	*is_digest = true;
+	for (int k = 0; k < 64; k++)
+		*is_digest &= tag[k] && strchr("0123456789abcdef", tag[k]);
+	if (*is_digest) {
+		snprintf(out, size, "sha256:%.64s", (const char *)tag);
+		return;
+	}
+	size_t o = (size_t)snprintf(out, size, "tag \"");
+	for (int k = 0; k < 64 && tag[k] && o + 6 < size; k++)
+		o += (size_t)snprintf(out + o, size - o, tag[k] >= 0x20 && tag[k] < 0x7f &&
+						 tag[k] != '"' && tag[k] != '\\' ? "%c" : "\\x%02x",
+				      tag[k]);
+	snprintf(out + o, size - o, "\"");
+	if (!tag[0])
+		snprintf(out, size, "no tag");
+}
+
+/* The file of device @i: the caller's, or (a sha256 tag) the blob beside
+ * the image, as DIR/blobs/sha256/HEX, then as DIR/HEX. */
+static int open_device(struct anole_image *img, unsigned int i, const uint8_t tag[64],
+		       const char **found, char *p1, char *p2, size_t psize)
+{
+	const char *what = img->devs[i].tag;
+	bool digest;
+	tag_text(tag, img->devs[i].tag, sizeof(img->devs[i].tag), &digest);
+	if (img->opts.devices && i < img->opts.ndevices && img->opts.devices[i]) {
+		*found = img->opts.devices[i];
+		int fd = open(*found, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			return anole_err(&img->err, errno, "%s: device %u (%s): %s: %s", img->path,
+					 i + 1, what, *found, strerror(errno));
+		return fd;
+	}
+	if (!digest)
+		return anole_err(&img->err, ENOENT,
+				 "%s: device %u (%s) is not known: name its file with --device "
+				 "(one per device, in device table order)",
+				 img->path, i + 1, what);
 	const char *slash = strrchr(img->path, '/');
 	int dlen = slash ? (int)(slash - img->path) + 1 : 0;
-	for (unsigned int i = 0; i < sb->extra_devices; i++) {
-		struct erofs_deviceslot slot;
-		uint64_t at = (uint64_t)sb->devt_slotoff * sizeof(slot) + i * sizeof(slot);
-		/* (before the block cache exists) */
-		if (at + sizeof(slot) > img->size || pread_full(img->fd, &slot, sizeof(slot), at) < 0)
-			return anole_err(&img->err, EFSCORRUPTED,
-					 "%s: byte offset %llu: device table outside the image",
-					 img->path, (unsigned long long)at);
-		char tag[65];
-		memcpy(tag, slot.tag, 64);
-		tag[64] = 0;
-		for (int k = 0; k < 64; k++)
-			if (!strchr("0123456789abcdef", tag[k]) || !tag[k])
-				return anole_err(&img->err, EFSCORRUPTED,
-						 "%s: byte offset %llu: device %u: tag is not a "
-						 "sha256 digest", img->path, (unsigned long long)at, i + 1);
-		uint64_t blocks = slot.blocks | (uint64_t)slot.blocks_hi << 32;
-		uint64_t uniaddr = slot.uniaddr | (uint64_t)slot.uniaddr_hi << 32;
-		if (!uniaddr || uniaddr < sb->blocks || uniaddr + blocks > (1ull << 32))
-			return anole_err(&img->err, EOPNOTSUPP,
-					 "%s: byte offset %llu: device %u does not map a block range "
-					 "of its own (unified addressing)", img->path,
-					 (unsigned long long)at, i + 1);
-		char p1[4200], p2[4200];
-		snprintf(p1, sizeof(p1), "%.*sblobs/sha256/%s", dlen, img->path, tag);
-		snprintf(p2, sizeof(p2), "%.*s%s", dlen, img->path, tag);
-		struct img_dev *d = &img->devs[i];
-		const char *found = p1;
-		if (img->opts.devices && i < img->opts.ndevices && img->opts.devices[i]) {
-			found = img->opts.devices[i];
-			d->fd = open(found, O_RDONLY | O_CLOEXEC);
-			if (d->fd < 0)
-				return anole_err(&img->err, errno, "%s: data blob sha256:%s: %s: %s",
-						 img->path, tag, found, strerror(errno));
-		} else {
-			d->fd = open(p1, O_RDONLY | O_CLOEXEC);
-		}
-		if (d->fd < 0)
-			d->fd = open(found = p2, O_RDONLY | O_CLOEXEC);
-		if (d->fd < 0)
-			return anole_err(&img->err, ENOENT,
-					 "%s: needs data blob sha256:%s (neither %s nor %s exists)",
-					 img->path, tag, p1, p2);
-		img->ndevs = i + 1;
-		if (!(d->path = strdup(found)))
-			return anole_err(&img->err, ENOMEM, "out of memory");
-		struct stat st;
+	snprintf(p1, psize, "%.*sblobs/sha256/%.64s", dlen, img->path, (const char *)tag);
+	snprintf(p2, psize, "%.*s%.64s", dlen, img->path, (const char *)tag);
+	int fd = open(*found = p1, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		fd = open(*found = p2, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return anole_err(&img->err, ENOENT,
+				 "%s: needs data blob %s (neither %s nor %s exists)", img->path, what,
+				 p1, p2);
+	return fd;
+}
+
+/* One device table slot: its file, its size, and the block range of the
+ * unified address space it covers (none when uniaddr is 0: then only
+ * chunk indexes naming its device id reach it). */
+static int open_slot(struct anole_image *img, const struct erofs_super_block *sb, unsigned int i)
+{
+	struct erofs_deviceslot slot;
+	uint64_t at = (uint64_t)sb->devt_slotoff * sizeof(slot) + i * sizeof(slot);
+	/* (before the block cache exists) */
+	if (at + sizeof(slot) > img->size || pread_full(img->fd, &slot, sizeof(slot), at) < 0)
+		return anole_err(&img->err, EFSCORRUPTED,
+				 "%s: byte offset %llu: device table outside the image", img->path,
+				 (unsigned long long)at);
+	bool b48 = sb->feature_incompat & EROFS_INCOMPAT_48BIT;
+	uint64_t blocks = slot.blocks | (b48 ? (uint64_t)slot.blocks_hi << 32 : 0);
+	uint64_t uniaddr = slot.uniaddr | (b48 ? (uint64_t)slot.uniaddr_hi << 32 : 0);
+	char p1[4200], p2[4200];
+	const char *found = NULL;
+	struct img_dev *d = &img->devs[i];
+	d->fd = open_device(img, i, slot.tag, &found, p1, p2, sizeof(p1));
+	if (d->fd < 0)
+		return d->fd;
+	img->ndevs = i + 1;
+	if (!(d->path = strdup(found)))
+		return anole_err(&img->err, ENOMEM, "out of memory");
+	d->size = blocks << img->blkbits;
+	if (uniaddr) {
 		d->start = uniaddr << img->blkbits;
-		d->len = blocks << img->blkbits;
-		if (fstat(d->fd, &st) < 0 || (uint64_t)st.st_size < d->len)
-			return anole_err(&img->err, EFSCORRUPTED, "%s: data blob sha256:%s is truncated",
-					 img->path, tag);
+		d->len = d->size;
 	}
-	img->info.extra_devices = sb->extra_devices;
+	struct stat st;
+	if (fstat(d->fd, &st) < 0 || (uint64_t)st.st_size < d->size)
+		return anole_err(&img->err, EFSCORRUPTED,
+				 "%s: device %u: %s has %llu bytes, the device table says %llu",
+				 img->path, i + 1, d->path, (unsigned long long)st.st_size,
+				 (unsigned long long)d->size);
+	return 0;
+}
+
+/* The device table (DEVICE_TABLE): each slot's blob is opened now, so a
+ * missing one is one line at once, naming the slot and its tag. */
+static int open_devices(struct anole_image *img, const struct erofs_super_block *sb)
+{
+	unsigned int n = sb->extra_devices;
+	if (n > MAX_DEVICES)
+		return anole_err(&img->err, EFSCORRUPTED, "%s: byte offset 1110: %u extra devices",
+				 img->path, n);
+	if (img->opts.devices && img->opts.ndevices > n)
+		return anole_err(&img->err, EINVAL, "%s: %zu devices given, the image has %u",
+				 img->path, img->opts.ndevices, n);
+	img->devs = calloc(n, sizeof(*img->devs));
+	if (!img->devs)
+		return anole_err(&img->err, ENOMEM, "out of memory");
+	img->devid_mask = erofs_devid_mask(n);
+	for (unsigned int i = 0; i < n; i++) {
+		int r = open_slot(img, sb, i);
+		if (r < 0)
+			return r;
+	}
+	img->info.extra_devices = n;
+	return 0;
+}
+
+/* The file and offset holding the data bytes [pa, pa+len) of device @dev
+ * (a chunk index's masked device id), or with @dev 0 of the unified
+ * address space: a device whose range holds @pa, else the image. An
+ * error names @nid when they are not all there. */
+static int img_locate_dev(struct anole_image *img, uint64_t nid, unsigned int dev, uint64_t pa,
+			  uint64_t len, int *fd, uint64_t *off)
+{
+	const struct img_dev *d = NULL;
+	if (dev) {
+		if (dev > img->ndevs)
+			return img_corrupt(img, nid, pa, "data on device %u, the image has %u", dev,
+					   img->ndevs);
+		d = &img->devs[dev - 1];
+		*off = pa;
+	}
+	for (unsigned int i = 0; !dev && !d && i < img->ndevs; i++) { /* the first, as Linux */
+		const struct img_dev *u = &img->devs[i];
+		if (u->start && pa >= u->start && pa - u->start < u->len) {
+			d = u;
+			*off = pa - u->start;
+		}
+	}
+	if (!d) {
+		if (pa > img->size || len > img->size - pa)
+			return img_corrupt(img, nid, pa, "data at byte %llu lies outside the image",
+					   (unsigned long long)pa);
+		*fd = img->fd;
+		*off = pa;
+		return 0;
+	}
+	unsigned int i = (unsigned int)(d - img->devs);
+	if (*off > d->size || len > d->size - *off)
+		return img_corrupt(img, nid, pa, "data at byte %llu lies outside device %u",
+				   (unsigned long long)*off, i + 1);
+	*fd = d->fd;
+	int r = img->opts.before_read ? img->opts.before_read(img->opts.ctx, i, *off, len) : 0;
+	if (r < 0)
+		return anole_err(&img->err, -r, "%s: data blob %u, bytes %llu-%llu: %s", img->path,
+				 i + 1, (unsigned long long)*off,
+				 (unsigned long long)(*off + len - 1), strerror(-r));
 	return 0;
 }
 
 /* The file and offset holding the data bytes [pa, pa+len) of the unified
- * address space, or an error naming @nid when no device has them all. */
-static int img_locate(struct anole_image *img, uint64_t nid, uint64_t pa, uint64_t len, int *fd,
+ * address space (see img_locate_dev). */
+int img_locate(struct anole_image *img, uint64_t nid, uint64_t pa, uint64_t len, int *fd,
 		      uint64_t *off)
 {
-	for (unsigned int i = 0; i < img->ndevs; i++) {
-		const struct img_dev *d = &img->devs[i];
-		if (pa >= d->start && pa - d->start < d->len) {
-			if (len > d->len - (pa - d->start))
-				break;
-			*fd = d->fd;
-			*off = pa - d->start;
-			int r = img->opts.before_read
-					? img->opts.before_read(img->opts.ctx, i, *off, len)
-					: 0;
-			if (r < 0)
-				return anole_err(&img->err, -r,
-						 "%s: data blob %u, bytes %llu-%llu: %s", img->path,
-						 i + 1, (unsigned long long)*off,
-						 (unsigned long long)(*off + len - 1), strerror(-r));
-			return 0;
-		}
+	return img_locate_dev(img, nid, 0, pa, len, fd, off);
+}
+
+/* SB_CHKSUM: the CRC32C of the superblock's block from byte 1024 on,
+ * with the checksum field as zero (erofs_sb_csum_len() bytes). */
+static int sb_checksum(struct anole_image *img, const uint8_t *blk0, size_t have, uint32_t want)
+{
+	uint32_t len = erofs_sb_csum_len(img->blksz);
+	if (EROFS_SUPER_OFFSET + len > have)
+		return anole_err(&img->err, EFSCORRUPTED, "%s: image is truncated in block 0",
+				 img->path);
+	uint8_t tmp[4096];
+	memcpy(tmp, blk0 + EROFS_SUPER_OFFSET, len);
+	memset(tmp + 4, 0, 4);
+	uint32_t crc = anole_crc32c(~0u, tmp, len);
+	if (crc != want)
+		return anole_err(&img->err, EFSCORRUPTED,
+				 "%s: byte offset 1028: superblock checksum 0x%08x, expected 0x%08x",
+				 img->path, want, crc);
+	return 0;
+}
+
+/* Block count, root nid and the special inodes: 48BIT widens the first
+ * two (when rootnid_8b is set), METABOX adds the metabox nid in the first
+ * extension slot. */
+static int sb_geometry(struct anole_image *img, const uint8_t *blk0, size_t have,
+		       const struct erofs_super_block *sb, uint64_t *blocks)
+{
+	struct anole_image_info *i = &img->info;
+	uint32_t sb_size = 128 + sb->sb_extslots * EROFS_SB_EXTSLOT_SIZE;
+	if (EROFS_SUPER_OFFSET + sb_size > have)
+		return anole_err(&img->err, EFSCORRUPTED,
+				 "%s: byte offset 1037: a superblock of %u bytes does not fit block 0",
+				 img->path, sb_size);
+	if (sb->dirblkbits)
+		return anole_err(&img->err, EOPNOTSUPP,
+				 "%s: byte offset 1114: directory blocks of 2^%u blocks are not "
+				 "supported (nor by Linux)", img->path, sb->dirblkbits);
+	*blocks = sb->blocks;
+	i->root_nid = sb->root_nid;
+	if ((sb->feature_incompat & EROFS_INCOMPAT_48BIT) && sb->rootnid_8b) {
+		i->root_nid = sb->rootnid_8b;
+		*blocks |= (uint64_t)sb->blocks_hi << 32;
 	}
-	if (pa > img->size || len > img->size - pa)
-		return img_corrupt(img, nid, pa, "data at byte %llu lies outside the image",
-				   (unsigned long long)pa);
-	*fd = img->fd;
-	*off = pa;
+	if (sb->feature_incompat & EROFS_INCOMPAT_METABOX) {
+		if (sb_size < EROFS_SB_METABOX_NID_OFF + 8)
+			return anole_err(&img->err, EFSCORRUPTED,
+					 "%s: byte offset 1037: METABOX, but no superblock slot "
+					 "for the metabox nid", img->path);
+		memcpy(&i->metabox_nid, blk0 + EROFS_SUPER_OFFSET + EROFS_SB_METABOX_NID_OFF, 8);
+		if (i->metabox_nid >> EROFS_NID_METABOX_BIT)
+			return anole_err(&img->err, EFSCORRUPTED,
+					 "%s: byte offset 1152: the metabox inode is in the metabox",
+					 img->path);
+	}
+	if (sb->packed_nid >> EROFS_NID_METABOX_BIT)
+		return anole_err(&img->err, EFSCORRUPTED,
+				 "%s: byte offset 1120: the packed inode is in the metabox", img->path);
+	if (sb->feature_incompat & EROFS_INCOMPAT_FRAGMENTS)
+		i->packed_nid = sb->packed_nid;
 	return 0;
 }
 
@@ -249,28 +440,18 @@ static int read_super(struct anole_image *img)
 				 img->path, sb.blkszbits);
 	img->blkbits = sb.blkszbits;
 	img->blksz = 1u << sb.blkszbits;
-	if (sb.feature_compat & EROFS_COMPAT_SB_CHKSUM) {
-		uint32_t end = MAX(img->blksz, (uint32_t)EROFS_SUPER_OFFSET + 128);
-		if (end > have)
-			return anole_err(&img->err, EFSCORRUPTED, "%s: image is truncated in block 0",
-					 img->path);
-		uint8_t tmp[4096];
-		memcpy(tmp, blk0 + EROFS_SUPER_OFFSET, end - EROFS_SUPER_OFFSET);
-		memset(tmp + 4, 0, 4);
-		uint32_t crc = anole_crc32c(~0u, tmp, end - EROFS_SUPER_OFFSET);
-		if (crc != sb.checksum)
-			return anole_err(&img->err, EFSCORRUPTED,
-					 "%s: byte offset 1028: superblock checksum 0x%08x, expected "
-					 "0x%08x",
-					 img->path, sb.checksum, crc);
-	}
-	uint32_t unknown = sb.feature_incompat & ~ANOLE_READER_INCOMPAT;
+	if ((sb.feature_compat & EROFS_COMPAT_SB_CHKSUM) &&
+	    (r = sb_checksum(img, blk0, have, sb.checksum)) < 0)
+		return r;
+	uint32_t unknown = sb.feature_incompat & ~(ANOLE_READER_INCOMPAT | ANOLE_READER_INCOMPAT_META);
 	if (unknown)
 		return anole_err(&img->err, EOPNOTSUPP,
 				 "%s: byte offset 1104: incompatible features 0x%x not supported "
 				 "(compressed images need a newer anole)",
 				 img->path, unknown);
-	uint64_t blocks = sb.blocks;
+	uint64_t blocks;
+	if ((r = sb_geometry(img, blk0, have, &sb, &blocks)) < 0)
+		return r;
 	if (blocks << img->blkbits > (uint64_t)st.st_size)
 		return anole_err(&img->err, EFSCORRUPTED,
 				 "%s: image is truncated: superblock says %llu bytes, file has %llu",
@@ -281,18 +462,16 @@ static int read_super(struct anole_image *img)
 		return anole_err(&img->err, EFSCORRUPTED,
 				 "%s: byte offset 1064: metadata block %u beyond %llu blocks",
 				 img->path, sb.meta_blkaddr, (unsigned long long)blocks);
-	if (sb.xattr_blkaddr >= blocks && sb.xattr_blkaddr)
+	if (sb.xattr_blkaddr >= blocks && sb.xattr_blkaddr &&
+	    !(sb.feature_compat & EROFS_COMPAT_SHARED_EA_IN_METABOX))
 		return anole_err(&img->err, EFSCORRUPTED,
 				 "%s: byte offset 1068: xattr block %u beyond %llu blocks",
 				 img->path, sb.xattr_blkaddr, (unsigned long long)blocks);
 
 	struct anole_image_info *i = &img->info;
-	if (sb.feature_incompat & EROFS_INCOMPAT_FRAGMENTS)
-		img->packed_nid = sb.packed_nid;
 	i->blkszbits = sb.blkszbits;
 	i->blocks = blocks;
 	i->inodes = sb.inos;
-	i->root_nid = sb.root_nid;
 	i->meta_blkaddr = sb.meta_blkaddr;
 	i->xattr_blkaddr = sb.xattr_blkaddr;
 	i->feature_compat = sb.feature_compat;
@@ -300,11 +479,79 @@ static int read_super(struct anole_image *img)
 	i->epoch = sb.epoch;
 	i->fixed_nsec = sb.fixed_nsec;
 	i->checksum = sb.checksum;
+	i->xattr_prefix_count = sb.xattr_prefix_count;
+	img->xattr_filter = (sb.feature_compat & EROFS_COMPAT_XATTR_FILTER) &&
+			    !sb.xattr_filter_reserved;
+	i->xattr_prefix_start = sb.xattr_prefix_start;
 	memcpy(i->uuid, sb.uuid, 16);
 	memcpy(i->label, sb.volume_name, 16);
 	i->label[16] = 0;
-	if (sb.extra_devices && (r = open_devices(img, &sb)) < 0)
+	/* as the kernel: a device table counts only with its feature bit */
+	if ((sb.feature_incompat & EROFS_INCOMPAT_DEVICE_TABLE) && sb.extra_devices &&
+	    (r = open_devices(img, &sb)) < 0)
 		return r;
+	return 0;
+}
+
+/* METABOX: the inode whose data holds the metadata of the inodes whose
+ * nids have bit 63 set; a regular file, usually compressed. */
+static int load_metabox(struct anole_image *img)
+{
+	if (!(img->info.feature_incompat & EROFS_INCOMPAT_METABOX))
+		return 0;
+	int r = anole_inode_read(img, img->info.metabox_nid, &img->mbox);
+	if (r < 0)
+		return r;
+	if (!S_ISREG(img->mbox.mode))
+		return img_corrupt(img, img->mbox.nid, img->mbox.pos,
+				   "the metabox inode is not a regular file");
+	if (!(img->mbox_buf = malloc(img->blksz)))
+		return anole_err(&img->err, ENOMEM, "out of memory");
+	img->has_mbox = true;
+	return 0;
+}
+
+/* Up to @len bytes of the long xattr prefix table from byte @start of
+ * where the kernel looks for it: the metabox, else the packed inode,
+ * unless PLAIN_XATTR_PFX (or neither exists) puts it in the image. */
+static ssize_t read_prefix_table(struct anole_image *img, uint64_t start, char *buf, size_t len)
+{
+	bool plain = img->info.feature_compat & EROFS_COMPAT_PLAIN_XATTR_PFX;
+	if (!plain && !img->has_mbox && zmap_packed_nid(img)) {
+		struct anole_inode packed;
+		int r = zmap_packed_inode(img, &packed);
+		return r < 0 ? r : anole_pread(img, &packed, buf, len, start);
+	}
+	if (!plain && img->has_mbox)
+		start |= META_MBOX;
+	uint64_t limit = meta_limit(img, start);
+	if (start > limit)
+		return img_corrupt(img, UINT64_MAX, start, "long xattr prefixes start past the end");
+	len = (size_t)MIN((uint64_t)len, limit - start);
+	int r = img_meta_read(img, UINT64_MAX, start, buf, len);
+	return r < 0 ? r : (ssize_t)len;
+}
+
+static int load_xattr_prefixes(struct anole_image *img)
+{
+	unsigned int n = img->info.xattr_prefix_count;
+	if (!n)
+		return 0;
+	uint64_t start = (uint64_t)img->info.xattr_prefix_start << 2;
+	size_t len = xattr_prefixes_max_size(n), bad;
+	_cleanup_free_ char *buf = malloc(len);
+	img->lpfx = calloc(n, sizeof(*img->lpfx));
+	if (!buf || !img->lpfx)
+		return anole_err(&img->err, ENOMEM, "out of memory");
+	ssize_t got = read_prefix_table(img, start, buf, len);
+	if (got < 0)
+		return (int)got;
+	char why[100];
+	if (xattr_prefixes_parse((const uint8_t *)buf, (size_t)got, n, img->lpfx, &bad, why,
+				 sizeof(why)) < 0)
+		return anole_err(&img->err, EFSCORRUPTED, "%s: long xattr prefix table, byte %zu: %s",
+				 img->path, (size_t)start + bad, why);
+	img->nlpfx = n;
 	return 0;
 }
 
@@ -336,6 +583,12 @@ int anole_image_open_with(const char *path, const struct anole_image_options *op
 		for (int k = 0; r >= 0 && k < CACHE_SLOTS; k++)
 			img->cache[k].data = img->cache_mem + (size_t)k * img->blksz;
 	}
+	if (r >= 0)
+		r = zmap_image_init(img, &img->z);
+	if (r >= 0)
+		r = load_metabox(img);
+	if (r >= 0)
+		r = load_xattr_prefixes(img);
 	if (r < 0) {
 		if (err && !err->code)
 			*err = img->err;
@@ -359,8 +612,9 @@ void anole_image_close(struct anole_image *img)
 	}
 	free(img->devs);
 	free(img->cache_mem);
-	free(img->z_out);
-	free(img->z_in);
+	free(img->mbox_buf);
+	free(img->lpfx);
+	zmap_image_free(img->z);
 	free(img->path);
 	free(img);
 }
@@ -368,6 +622,11 @@ void anole_image_close(struct anole_image *img)
 const char *anole_image_device(const struct anole_image *img, unsigned int i)
 {
 	return i < img->ndevs ? img->devs[i].path : NULL;
+}
+
+const char *anole_image_device_tag(const struct anole_image *img, unsigned int i)
+{
+	return i < img->ndevs ? img->devs[i].tag : NULL;
 }
 
 const struct anole_image_info *anole_image_info(const struct anole_image *img)
@@ -382,21 +641,21 @@ const struct anole_error *anole_image_error(const struct anole_image *img)
 
 /* ---- inodes ------------------------------------------------------------ */
 
-static int read_zheader(struct anole_image *img, struct anole_inode *ino, uint32_t iu,
-			uint64_t body_end);
-static int find_tail(struct anole_image *img, struct anole_inode *ino);
-
-/* Are blocks [blk, blk+n) in the image or wholly in one data blob? */
-static bool blocks_exist(const struct anole_image *img, uint64_t blk, uint64_t n)
+/* Are blocks [blk, blk+n) in the image or wholly in one device of the
+ * unified address space (@dev 0), or in device @dev? */
+static bool blocks_exist(const struct anole_image *img, unsigned int dev, uint64_t blk,
+			 uint64_t n)
 {
-	if (blk < img->info.blocks && n <= img->info.blocks - blk)
-		return true;
+	if (dev) {
+		uint64_t l = dev <= img->ndevs ? img->devs[dev - 1].size >> img->blkbits : 0;
+		return blk < l && n <= l - blk;
+	}
 	for (unsigned int i = 0; i < img->ndevs; i++) {
 		uint64_t s = img->devs[i].start >> img->blkbits, l = img->devs[i].len >> img->blkbits;
-		if (blk >= s && blk - s < l && n <= l - (blk - s))
-			return true;
+		if (s && blk >= s && blk - s < l)
+			return n <= l - (blk - s);
 	}
-	return false;
+	return blk < img->info.blocks && n <= img->info.blocks - blk;
 }
 
 static int check_flat_range(struct anole_image *img, const struct anole_inode *ino,
@@ -404,7 +663,7 @@ static int check_flat_range(struct anole_image *img, const struct anole_inode *i
 {
 	if (!nblocks)
 		return 0;
-	if (!blocks_exist(img, ino->startblk, nblocks))
+	if (!blocks_exist(img, 0, ino->startblk, nblocks))
 		return img_corrupt(img, ino->nid, ino->pos,
 				   "data blocks %llu..%llu lie outside the image (%llu blocks)",
 				   (unsigned long long)ino->startblk,
@@ -413,29 +672,45 @@ static int check_flat_range(struct anole_image *img, const struct anole_inode *i
 	return 0;
 }
 
-int anole_inode_read(struct anole_image *img, uint64_t nid, struct anole_inode *ino)
+/* Where inode @nid lies: in the metadata area, or (bit 63) in the
+ * metabox inode's data. */
+static int inode_pos(struct anole_image *img, uint64_t nid, uint64_t *pos)
 {
-	uint64_t pos = ((uint64_t)img->info.meta_blkaddr << img->blkbits) +
-		       (nid << EROFS_ISLOT_BITS);
+	uint64_t slot = nid & EROFS_NID_MASK;
+	uint64_t base = nid >> EROFS_NID_METABOX_BIT
+				? META_MBOX
+				: (uint64_t)img->info.meta_blkaddr << img->blkbits;
+	uint64_t limit = meta_limit(img, base);
+	*pos = base;
+	if (slot > ((limit & ~META_MBOX) >> EROFS_ISLOT_BITS) ||
+	    base + (slot << EROFS_ISLOT_BITS) + 32 > limit)
+		return img_corrupt(img, nid, base, "nid out of range");
+	*pos = base + (slot << EROFS_ISLOT_BITS);
+	return 0;
+}
+
+/* The inode's core (32 or 64 bytes). Returns its i_u word; *startblk_hi
+ * gets the start block's high bits (i_nb: in extended inodes and, with
+ * format bit 4, in compact non-directories, whose nlink is then 1) and
+ * *mask the start block's width. */
+static int inode_core(struct anole_image *img, struct anole_inode *ino, uint32_t *iu,
+		      uint64_t *startblk_hi, uint64_t *mask)
+{
 	union {
 		struct erofs_inode_compact c;
 		struct erofs_inode_extended e;
 	} raw;
-	int r;
-
-	if (nid > (img->size >> EROFS_ISLOT_BITS) || pos + 32 > img->size)
-		return img_corrupt(img, nid, pos, "nid out of range");
-	if ((r = img_meta_read(img, nid, pos, &raw, 32)) < 0)
+	uint64_t nid = ino->nid, pos = ino->pos;
+	int r = img_meta_read(img, nid, pos, &raw, 32);
+	if (r < 0)
 		return r;
-	memset(ino, 0, sizeof(*ino));
-	ino->nid = nid;
-	ino->pos = pos;
 	uint16_t fmt = raw.c.i_format;
 	if (fmt & ~EROFS_I_KNOWN_BITS)
 		return img_corrupt(img, nid, pos, "unsupported inode format bits 0x%x", fmt);
+	bool bit4 = (fmt >> EROFS_I_NLINK_1_BIT) & 1;
 	ino->extended = fmt & EROFS_I_VERSION_MASK;
 	ino->layout = (fmt >> EROFS_I_DATALAYOUT_SHIFT) & EROFS_I_DATALAYOUT_MASK;
-	uint32_t iu;
+	*mask = (1ull << 48) - 1;
 	if (ino->extended) {
 		if ((r = img_meta_read(img, nid, pos, &raw, 64)) < 0)
 			return r;
@@ -443,7 +718,8 @@ int anole_inode_read(struct anole_image *img, uint64_t nid, struct anole_inode *
 		ino->xattr_icount = raw.e.i_xattr_icount;
 		ino->mode = raw.e.i_mode;
 		ino->size = raw.e.i_size;
-		iu = raw.e.i_u;
+		*iu = raw.e.i_u;
+		*startblk_hi = raw.e.i_startblk_hi;
 		ino->ino = raw.e.i_ino;
 		ino->uid = raw.e.i_uid;
 		ino->gid = raw.e.i_gid;
@@ -458,22 +734,33 @@ int anole_inode_read(struct anole_image *img, uint64_t nid, struct anole_inode *
 		ino->xattr_icount = raw.c.i_xattr_icount;
 		ino->mode = raw.c.i_mode;
 		ino->size = raw.c.i_size;
-		iu = raw.c.i_u;
+		*iu = raw.c.i_u;
 		ino->ino = raw.c.i_ino;
 		ino->uid = raw.c.i_uid;
 		ino->gid = raw.c.i_gid;
 		ino->mtime = (int64_t)(img->info.epoch + raw.c.i_mtime);
 		ino->mtime_nsec = img->info.fixed_nsec;
-		ino->nlink = raw.c.i_nlink;
+		bool nlink1 = bit4 && !S_ISDIR(ino->mode);
+		ino->nlink = nlink1 ? 1 : raw.c.i_nlink;
+		*startblk_hi = nlink1 ? raw.c.i_startblk_hi : 0;
+		if (!nlink1)
+			*mask = 0xffffffffu;
 	}
+	ino->dot_omitted = bit4 && S_ISDIR(ino->mode);
 	ino->xattr_isize = erofs_xattr_ibody_size(ino->xattr_icount);
 	if (ino->size > (1ull << 62))
 		return img_corrupt(img, nid, pos + 8, "file size %llu is absurd",
 				   (unsigned long long)ino->size);
-	uint64_t body_end = pos + ino->inode_isize + ino->xattr_isize;
-	if (body_end > img->size)
-		return img_corrupt(img, nid, pos, "inode and xattrs run past the image end");
+	if (pos + ino->inode_isize + ino->xattr_isize > meta_limit(img, pos))
+		return img_corrupt(img, nid, pos, "inode and xattrs run past the %s end",
+				   pos & META_MBOX ? "metabox" : "image");
+	return 0;
+}
 
+/* File types, and what each may carry; 1 for files with data. */
+static int inode_type(struct anole_image *img, struct anole_inode *ino, uint32_t iu)
+{
+	uint64_t nid = ino->nid, pos = ino->pos;
 	switch (ino->mode & S_IFMT) {
 	case S_IFREG:
 	case S_IFDIR:
@@ -499,383 +786,122 @@ int anole_inode_read(struct anole_image *img, uint64_t nid, struct anole_inode *
 	if (S_ISLNK(ino->mode) && (ino->size == 0 || ino->size > 4095))
 		return img_corrupt(img, nid, pos, "symlink target length %llu",
 				   (unsigned long long)ino->size);
-	if (S_ISDIR(ino->mode) && ino->size < 2 * sizeof(struct erofs_dirent))
+	/* "..", and "." unless omitted */
+	if (S_ISDIR(ino->mode) &&
+	    ino->size < (ino->dot_omitted ? 1 : 2) * sizeof(struct erofs_dirent))
 		return img_corrupt(img, nid, pos, "directory size %llu is too small",
 				   (unsigned long long)ino->size);
+	return 1;
+}
 
+static int chunk_header(struct anole_image *img, struct anole_inode *ino, uint32_t iu,
+			uint64_t body_end)
+{
+	uint64_t nid = ino->nid, pos = ino->pos;
+	if (!S_ISREG(ino->mode))
+		return img_corrupt(img, nid, pos, "chunk-based layout on a non-regular file");
+	ino->chunkformat = (uint16_t)iu;
+	if (ino->chunkformat & ~(EROFS_CHUNK_FORMAT_BLKBITS_MASK | EROFS_CHUNK_FORMAT_INDEXES |
+				 EROFS_CHUNK_FORMAT_48BIT))
+		return img_corrupt(img, nid, pos, "unsupported chunk format 0x%x", ino->chunkformat);
+	unsigned int cbits = img->blkbits + (ino->chunkformat & EROFS_CHUNK_FORMAT_BLKBITS_MASK);
+	if (cbits > 48)
+		return img_corrupt(img, nid, pos, "chunk size 2^%u is absurd", cbits);
+	unsigned int unit = ino->chunkformat & EROFS_CHUNK_FORMAT_INDEXES ? 8 : 4;
+	uint64_t n = DIV_ROUND_UP(ino->size, 1ull << cbits);
+	uint64_t start = ROUND_UP(body_end, unit), limit = meta_limit(img, start);
+	if (n > (limit & ~META_MBOX) / unit || start + n * unit > limit)
+		return img_corrupt(img, nid, pos, "chunk map of %llu entries runs past the %s end",
+				   (unsigned long long)n, start & META_MBOX ? "metabox" : "image");
+	return 0;
+}
+
+int anole_inode_read(struct anole_image *img, uint64_t nid, struct anole_inode *ino)
+{
+	uint64_t pos, startblk_hi = 0, mask;
+	uint32_t iu;
+	int r = inode_pos(img, nid, &pos);
+	if (r < 0)
+		return r;
+	memset(ino, 0, sizeof(*ino));
+	ino->nid = nid;
+	ino->pos = pos;
+	if ((r = inode_core(img, ino, &iu, &startblk_hi, &mask)) < 0 ||
+	    (r = inode_type(img, ino, iu)) <= 0)
+		return r;
+
+	uint64_t body_end = pos + ino->inode_isize + ino->xattr_isize;
 	uint64_t full = ino->size >> img->blkbits, tail = ino->size & (img->blksz - 1);
+	ino->startblk = iu | startblk_hi << 32;
 	switch (ino->layout) {
 	case EROFS_INODE_FLAT_PLAIN:
-		ino->startblk = iu;
+		/* a start block of all ones (as wide as the inode's): a hole */
+		if (!((ino->startblk ^ UINT64_MAX) & mask)) {
+			ino->startblk = UINT64_MAX;
+			return 0;
+		}
 		return check_flat_range(img, ino, DIV_ROUND_UP(ino->size, img->blksz));
 	case EROFS_INODE_FLAT_INLINE:
-		ino->startblk = iu;
 		if (tail && (body_end & (img->blksz - 1)) + tail > img->blksz)
 			return img_corrupt(img, nid, pos, "inline data crosses a block boundary");
-		if (body_end + tail > img->size)
-			return img_corrupt(img, nid, pos, "inline data runs past the image end");
+		if (body_end + tail > meta_limit(img, body_end))
+			return img_corrupt(img, nid, pos, "inline data runs past the %s end",
+					   pos & META_MBOX ? "metabox" : "image");
 		return check_flat_range(img, ino, full);
-	case EROFS_INODE_CHUNK_BASED: {
-		if (!S_ISREG(ino->mode))
-			return img_corrupt(img, nid, pos, "chunk-based layout on a non-regular file");
-		ino->chunkformat = (uint16_t)iu;
-		if (ino->chunkformat & ~(EROFS_CHUNK_FORMAT_BLKBITS_MASK | EROFS_CHUNK_FORMAT_INDEXES))
-			return img_corrupt(img, nid, pos, "unsupported chunk format 0x%x",
-					   ino->chunkformat);
-		unsigned int cbits = img->blkbits + (ino->chunkformat & EROFS_CHUNK_FORMAT_BLKBITS_MASK);
-		if (cbits > 48)
-			return img_corrupt(img, nid, pos, "chunk size 2^%u is absurd", cbits);
-		unsigned int unit = ino->chunkformat & EROFS_CHUNK_FORMAT_INDEXES ? 8 : 4;
-		uint64_t n = DIV_ROUND_UP(ino->size, 1ull << cbits);
-		uint64_t start = ROUND_UP(body_end, unit);
-		if (n > img->size / unit || start + n * unit > img->size)
-			return img_corrupt(img, nid, pos, "chunk map of %llu entries runs past the "
-					   "image end", (unsigned long long)n);
-		return 0;
-	}
+	case EROFS_INODE_CHUNK_BASED:
+		ino->startblk = 0;
+		return chunk_header(img, ino, iu, body_end);
 	case EROFS_INODE_COMPRESSED_FULL:
 	case EROFS_INODE_COMPRESSED_COMPACT:
-		return read_zheader(img, ino, iu, body_end);
+		ino->startblk = 0;
+		return zmap_inode_init(img, ino, iu, body_end);
 	default:
 		return img_corrupt(img, nid, pos, "unknown data layout %u", ino->layout);
 	}
 }
 
-/* ---- compressed files ---------------------------------------------------- */
-
-static int read_zheader(struct anole_image *img, struct anole_inode *ino, uint32_t iu,
-			uint64_t body_end)
-{
-	if (!S_ISREG(ino->mode))
-		return img_corrupt(img, ino->nid, ino->pos, "compressed layout on a non-regular file");
-	struct z_erofs_map_header h;
-	uint64_t hpos = ROUND_UP_8(body_end);
-	int r = img_meta_read(img, ino->nid, hpos, &h, sizeof(h));
-	if (r < 0)
-		return r;
-	if (h.h_clusterbits & 0x80) {
-		/* the whole file lives in the packed inode */
-		uint64_t v;
-		memcpy(&v, &h, sizeof(v));
-		ino->z_frag_whole = true;
-		ino->z_frag_off = v & ~(1ull << 63);
-		ino->z_tail_la = 0;
-		ino->z_blocks = iu;
-		if (!img->packed_nid)
-			return img_corrupt(img, ino->nid, hpos, "fragment without a packed inode");
-		return 0;
-	}
-	ino->z_advise = h.h_advise;
-	ino->z_algorithms = h.h_algorithmtype;
-	ino->z_lclusterbits = (uint8_t)(img->blkbits + (h.h_clusterbits & 7));
-	ino->z_blocks = iu;
-	if (h.h_advise & (Z_EROFS_ADVISE_INLINE_PCLUSTER | Z_EROFS_ADVISE_INTERLACED_PCLUSTER |
-			  Z_EROFS_ADVISE_COMPACTED_2B))
-		return anole_err(&img->err, EOPNOTSUPP,
-				 "%s: nid %llu: compression features 0x%x (tail packing, fragments) "
-				 "are not supported yet",
-				 img->path, (unsigned long long)ino->nid, h.h_advise);
-	if ((h.h_algorithmtype & 15) >= Z_EROFS_COMPRESSION_MAX ||
-	    (h.h_algorithmtype >> 4) >= Z_EROFS_COMPRESSION_MAX)
-		return img_corrupt(img, ino->nid, hpos, "unknown compression algorithms 0x%x",
-				   h.h_algorithmtype);
-	if (ino->z_lclusterbits > 20)
-		return img_corrupt(img, ino->nid, hpos, "logical cluster size 2^%u",
-				   ino->z_lclusterbits);
-	uint64_t nlcl = DIV_ROUND_UP(ino->size, 1ull << ino->z_lclusterbits);
-	uint64_t start = Z_EROFS_FULL_INDEX_START(body_end), bytes = nlcl * 8;
-	if (ino->layout == EROFS_INODE_COMPRESSED_COMPACT) {
-		if (ino->z_lclusterbits != 12 ||
-		    !(h.h_advise & Z_EROFS_ADVISE_BIG_PCLUSTER_1) !=
-			    !(h.h_advise & Z_EROFS_ADVISE_BIG_PCLUSTER_2))
-			return anole_err(&img->err, EOPNOTSUPP,
-					 "%s: nid %llu: this compact index variant is not supported",
-					 img->path, (unsigned long long)ino->nid);
-		start = ROUND_UP_8(body_end) + sizeof(struct z_erofs_map_header);
-		bytes = zindex_compact4_size(nlcl);
-	}
-	if (nlcl > img->size / 8 || start + bytes > img->size)
-		return img_corrupt(img, ino->nid, hpos, "%llu lcluster indexes run past the image end",
-				   (unsigned long long)nlcl);
-	ino->z_tail_la = ino->size;
-	if (h.h_advise & Z_EROFS_ADVISE_FRAGMENT_PCLUSTER) {
-		if (!img->packed_nid)
-			return img_corrupt(img, ino->nid, hpos, "fragment without a packed inode");
-		ino->z_frag_off = h.h_fragmentoff;
-		if (ino->size)
-			return find_tail(img, ino);
-	}
-	return 0;
-}
-
-struct zidx {
-	unsigned int type;
-	uint16_t clusterofs;
-	uint32_t blkaddr;
-	uint16_t delta[2];
-};
-
-static int load_zidx(struct anole_image *img, const struct anole_inode *ino, uint64_t lcn,
-		     struct zidx *z)
-{
-	if (ino->layout == EROFS_INODE_COMPRESSED_COMPACT) {
-		uint64_t at = ROUND_UP_8(ino->pos + ino->inode_isize + ino->xattr_isize) +
-			      sizeof(struct z_erofs_map_header) + (lcn / 2) * Z_COMPACT4_PACK;
-		uint8_t pack[Z_COMPACT4_PACK];
-		struct zidx_decoded d;
-		int r = img_meta_read(img, ino->nid, at, pack, sizeof(pack));
-		if (r < 0)
-			return r;
-		if (zindex_decode4(pack, (unsigned int)(lcn & 1), &d) < 0)
-			return img_corrupt(img, ino->nid, at, "lcluster %llu: bad compact index",
-					   (unsigned long long)lcn);
-		*z = (struct zidx){.type = d.type, .clusterofs = d.clusterofs,
-				   .blkaddr = d.blkaddr, .delta = {d.delta[0], d.delta[1]}};
-		return 0;
-	}
-	uint64_t pos = Z_EROFS_FULL_INDEX_START(ino->pos + ino->inode_isize + ino->xattr_isize) +
-		       lcn * sizeof(struct z_erofs_lcluster_index);
-	struct z_erofs_lcluster_index d;
-	int r = img_meta_read(img, ino->nid, pos, &d, sizeof(d));
-	if (r < 0)
-		return r;
-	z->type = d.di_advise & Z_EROFS_LI_LCLUSTER_TYPE_MASK;
-	if (z->type == Z_EROFS_LCLUSTER_TYPE_NONHEAD) {
-		z->delta[0] = d.di_u.delta[0];
-		z->delta[1] = d.di_u.delta[1];
-		return 0;
-	}
-	if (d.di_advise & Z_EROFS_LI_PARTIAL_REF)
-		return anole_err(&img->err, EOPNOTSUPP,
-				 "%s: nid %llu: partially referenced pclusters (dedupe) are not "
-				 "supported yet",
-				 img->path, (unsigned long long)ino->nid);
-	z->clusterofs = d.di_clusterofs;
-	z->blkaddr = d.di_u.blkaddr;
-	if (z->clusterofs >= (1u << ino->z_lclusterbits))
-		return img_corrupt(img, ino->nid, pos, "lcluster %llu: offset %u beyond the cluster",
-				   (unsigned long long)lcn, z->clusterofs);
-	return 0;
-}
-
-/* The last extent of a file with a fragment is that fragment: find where
- * it begins; its head's block address holds the offset's high half. */
-static int find_tail(struct anole_image *img, struct anole_inode *ino)
-{
-	uint64_t lcn = (ino->size - 1) >> ino->z_lclusterbits;
-	struct zidx z;
-	int r = load_zidx(img, ino, lcn, &z);
-	for (unsigned int steps = 0; r >= 0 && z.type == Z_EROFS_LCLUSTER_TYPE_NONHEAD; steps++) {
-		uint16_t back = z.delta[0] & Z_EROFS_LI_D0_CBLKCNT ? 1 : z.delta[0];
-		if (!back || back > lcn || steps > 65536)
-			return img_corrupt(img, ino->nid, ino->pos, "fragment extent has no head");
-		lcn -= back;
-		r = load_zidx(img, ino, lcn, &z);
-	}
-	if (r < 0)
-		return r;
-	ino->z_tail_la = (lcn << ino->z_lclusterbits) + z.clusterofs;
-	/* only full indexes carry the offset's high half (compact heads'
-	 * addresses are implied by their neighbours) */
-	if (ino->layout == EROFS_INODE_COMPRESSED_FULL)
-		ino->z_frag_off |= (uint64_t)z.blkaddr << 32;
-	if (ino->z_tail_la >= ino->size)
-		return img_corrupt(img, ino->nid, ino->pos, "fragment starts past the end of the file");
-	return 0;
-}
-
-static int load_packed(struct anole_image *img)
-{
-	if (img->packed_loaded)
-		return 0;
-	int r = anole_inode_read(img, img->packed_nid, &img->packed);
-	if (r < 0)
-		return r;
-	bool compressed = img->packed.layout == EROFS_INODE_COMPRESSED_FULL ||
-			  img->packed.layout == EROFS_INODE_COMPRESSED_COMPACT;
-	if (!S_ISREG(img->packed.mode) ||
-	    (compressed && (img->packed.z_frag_whole || img->packed.z_tail_la < img->packed.size)))
-		return img_corrupt(img, img->packed_nid, img->packed.pos,
-				   "the packed inode is not a plain or compressed regular file");
-	img->packed_loaded = true;
-	return 0;
-}
-
-struct zmap {
-	uint64_t la, llen, pa, plen;
-	bool compressed;
-	unsigned int alg;
-};
-
-/* Find the extent holding byte @off of a compressed file. */
-static int zmap(struct anole_image *img, const struct anole_inode *ino, uint64_t off,
-		struct zmap *m)
-{
-	unsigned int lbits = ino->z_lclusterbits;
-	uint64_t nlcl = DIV_ROUND_UP(ino->size, 1ull << lbits);
-	uint64_t lcn = off >> lbits;
-	struct zidx z;
-	int r;
-
-	if ((r = load_zidx(img, ino, lcn, &z)) < 0)
-		return r;
-	if (z.type != Z_EROFS_LCLUSTER_TYPE_NONHEAD && (off & ((1ull << lbits) - 1)) < z.clusterofs) {
-		/* this lcluster's head starts after @off: the bytes before it
-		 * belong to the previous extent */
-		if (!lcn)
-			return img_corrupt(img, ino->nid, ino->pos, "first lcluster starts at %u",
-					   z.clusterofs);
-		lcn--;
-		if ((r = load_zidx(img, ino, lcn, &z)) < 0)
-			return r;
-	}
-	for (unsigned int steps = 0; z.type == Z_EROFS_LCLUSTER_TYPE_NONHEAD; steps++) {
-		uint16_t back = z.delta[0] & Z_EROFS_LI_D0_CBLKCNT ? 1 : z.delta[0];
-		if (!back || back > lcn || steps > 65536)
-			return img_corrupt(img, ino->nid, ino->pos,
-					   "lcluster %llu: bad lookback distance %u",
-					   (unsigned long long)lcn, back);
-		lcn -= back;
-		if ((r = load_zidx(img, ino, lcn, &z)) < 0)
-			return r;
-	}
-	uint64_t head = lcn;
-	m->la = (head << lbits) + z.clusterofs;
-	m->pa = (uint64_t)z.blkaddr << img->blkbits;
-	m->compressed = z.type != Z_EROFS_LCLUSTER_TYPE_PLAIN;
-	m->alg = z.type == Z_EROFS_LCLUSTER_TYPE_HEAD2 ? ino->z_algorithms >> 4
-						      : ino->z_algorithms & 15;
-	bool big = z.type == Z_EROFS_LCLUSTER_TYPE_HEAD1
-			   ? ino->z_advise & Z_EROFS_ADVISE_BIG_PCLUSTER_1
-			   : ino->z_advise & Z_EROFS_ADVISE_BIG_PCLUSTER_2;
-
-	/* where the extent ends: the next head, or the end of the file */
-	uint64_t cblocks = 1;
-	uint64_t end = ino->size;
-	lcn = head + 1;
-	for (unsigned int steps = 0; lcn < nlcl; steps++) {
-		if ((r = load_zidx(img, ino, lcn, &z)) < 0)
-			return r;
-		if (z.type != Z_EROFS_LCLUSTER_TYPE_NONHEAD) {
-			end = (lcn << lbits) + z.clusterofs;
-			break;
-		}
-		if (lcn == head + 1 && big && (z.delta[0] & Z_EROFS_LI_D0_CBLKCNT))
-			cblocks = z.delta[0] & ~Z_EROFS_LI_D0_CBLKCNT;
-		if (!z.delta[1] || steps > 65536)
-			return img_corrupt(img, ino->nid, ino->pos,
-					   "lcluster %llu: bad lookahead distance",
-					   (unsigned long long)lcn);
-		lcn += z.delta[1];
-	}
-	if (end <= m->la || end > ino->size || off < m->la || off >= end)
-		return img_corrupt(img, ino->nid, ino->pos, "extent at %llu has no data for offset %llu",
-				   (unsigned long long)m->la, (unsigned long long)off);
-	m->llen = end - m->la;
-	m->plen = cblocks << img->blkbits;
-	if (!cblocks || m->plen > Z_EROFS_PCLUSTER_MAX_SIZE || m->llen > Z_EROFS_PCLUSTER_MAX_DSIZE)
-		return img_corrupt(img, ino->nid, ino->pos,
-				   "extent at %llu: %llu compressed bytes for %llu bytes",
-				   (unsigned long long)m->la, (unsigned long long)m->plen,
-				   (unsigned long long)m->llen);
-	if (!m->compressed && m->plen < m->llen)
-		m->plen = ROUND_UP(m->llen, img->blksz); /* plain data spans its extent */
-	int fd;
-	uint64_t at;
-	return img_locate(img, ino->nid, m->pa, m->plen, &fd, &at);
-}
-
-static ssize_t read_fragment(struct anole_image *img, const struct anole_inode *ino, char *buf,
-			     size_t len, uint64_t off)
-{
-	int r = load_packed(img);
-	if (r < 0)
-		return r;
-	uint64_t at = ino->z_frag_off + (off - ino->z_tail_la);
-	if (at < ino->z_frag_off || at > img->packed.size || len > img->packed.size - at)
-		return img_corrupt(img, ino->nid, ino->pos,
-				   "fragment at %llu runs past the packed inode (%llu bytes)",
-				   (unsigned long long)ino->z_frag_off,
-				   (unsigned long long)img->packed.size);
-	struct anole_inode packed = img->packed;
-	ssize_t n = anole_pread(img, &packed, buf, len, at);
-	if (n >= 0 && (size_t)n != len)
-		return img_corrupt(img, ino->nid, ino->pos, "short fragment read");
-	return n;
-}
-
-static ssize_t zread(struct anole_image *img, const struct anole_inode *ino, char *buf, size_t len,
-		     uint64_t off)
-{
-	size_t done = 0, total = len;
-	if (off + len > ino->z_tail_la) {
-		/* the part in the packed inode */
-		uint64_t from = MAX(off, ino->z_tail_la);
-		ssize_t n = read_fragment(img, ino, buf + (from - off), (size_t)(off + len - from), from);
-		if (n < 0)
-			return n;
-		len = (size_t)(from - off);
-	}
-	while (done < len) {
-		struct zmap m;
-		int r = zmap(img, ino, off + done, &m);
-		if (r < 0)
-			return r;
-		size_t n = (size_t)MIN((uint64_t)(len - done), m.la + m.llen - (off + done));
-		int fd;
-		uint64_t at;
-		if ((r = img_locate(img, ino->nid, m.pa, m.plen, &fd, &at)) < 0)
-			return r;
-		if (!m.compressed) {
-			r = pread_full(fd, buf + done, n, at + (off + done - m.la));
-			if (r < 0)
-				return img_corrupt(img, ino->nid, m.pa, "cannot read plain extent");
-			done += n;
-			continue;
-		}
-		if (!img->z_valid || img->z_nid != ino->nid || img->z_la != m.la) {
-			if (!img->z_out) {
-				img->z_out = malloc(Z_EROFS_PCLUSTER_MAX_DSIZE);
-				img->z_in = malloc(Z_EROFS_PCLUSTER_MAX_SIZE);
-				if (!img->z_out || !img->z_in)
-					return anole_err(&img->err, ENOMEM, "out of memory");
-			}
-			img->z_valid = false;
-			r = pread_full(fd, img->z_in, m.plen, at);
-			if (r < 0)
-				return img_corrupt(img, ino->nid, m.pa, "cannot read compressed extent");
-			r = codec_decompress(m.alg, img->z_in, m.plen, img->z_out, m.llen);
-			if (r == -ENOMEM)
-				return anole_err(&img->err, ENOMEM, "out of memory");
-			if (r < 0)
-				return img_corrupt(img, ino->nid, m.pa,
-						   "corrupt compressed data (%s, %llu bytes at file "
-						   "offset %llu)",
-						   codec_alg_name(m.alg), (unsigned long long)m.plen,
-						   (unsigned long long)m.la);
-			img->z_valid = true;
-			img->z_nid = ino->nid;
-			img->z_la = m.la;
-			img->z_llen = (uint32_t)m.llen;
-		}
-		memcpy(buf + done, img->z_out + (off + done - m.la), n);
-		done += n;
-	}
-	return (ssize_t)total;
-}
-
 /* ---- data -------------------------------------------------------------- */
 
-/* Where byte @off of a file lives: *phys, or a hole; *run is how many bytes
- * from @off on share that answer. */
+/* Chunk @c of a chunk-based file: its block (as wide as the index says),
+ * its device (a masked id; 0: the unified address space), or a hole. */
+static int chunk_block(struct anole_image *img, const struct anole_inode *ino, uint64_t c,
+		       uint64_t at, bool *hole, uint64_t *blk, unsigned int *dev)
+{
+	*hole = false;
+	if (!(ino->chunkformat & EROFS_CHUNK_FORMAT_INDEXES)) {
+		uint32_t b;
+		int r = img_meta_read(img, ino->nid, at, &b, sizeof(b));
+		*blk = b;
+		*hole = b == EROFS_NULL_ADDR;
+		return r;
+	}
+	struct erofs_inode_chunk_index ci;
+	int r = img_meta_read(img, ino->nid, at, &ci, sizeof(ci));
+	if (r < 0)
+		return r;
+	uint64_t mask = ino->chunkformat & EROFS_CHUNK_FORMAT_48BIT ? (1ull << 48) - 1 : 0xffffffffu;
+	*blk = ((uint64_t)ci.startblk_hi << 32 | ci.startblk_lo) & mask;
+	*hole = !((*blk ^ UINT64_MAX) & mask);
+	*dev = ci.device_id & img->devid_mask;
+	if (!*hole && *dev > img->ndevs)
+		return img_corrupt(img, ino->nid, at, "chunk %llu on device %u, the image has %u",
+				   (unsigned long long)c, *dev, img->ndevs);
+	return 0;
+}
+
+/* Where byte @off of a file lives: *phys on device *dev (0: the unified
+ * address space; META_MBOX: a tail inline in the metabox), or a hole;
+ * *run is how many bytes from @off on share that answer. */
 static int map_one(struct anole_image *img, const struct anole_inode *ino, uint64_t off,
-		   bool *hole, uint64_t *phys, uint64_t *run)
+		   bool *hole, uint64_t *phys, uint64_t *run, unsigned int *dev)
 {
 	uint64_t body_end = ino->pos + ino->inode_isize + ino->xattr_isize;
 	uint64_t full_bytes = ino->size & ~(uint64_t)(img->blksz - 1);
 	*hole = false;
+	*dev = 0;
 	switch (ino->layout) {
 	case EROFS_INODE_FLAT_PLAIN:
+		*hole = ino->startblk == UINT64_MAX;
 		*phys = (ino->startblk << img->blkbits) + off;
 		*run = ino->size - off;
 		return 0;
@@ -890,56 +916,29 @@ static int map_one(struct anole_image *img, const struct anole_inode *ino, uint6
 		return 0;
 	case EROFS_INODE_CHUNK_BASED: {
 		unsigned int cbits = img->blkbits + (ino->chunkformat & EROFS_CHUNK_FORMAT_BLKBITS_MASK);
-		bool idx8 = ino->chunkformat & EROFS_CHUNK_FORMAT_INDEXES;
-		unsigned int unit = idx8 ? 8 : 4;
+		unsigned int unit = ino->chunkformat & EROFS_CHUNK_FORMAT_INDEXES ? 8 : 4;
 		uint64_t c = off >> cbits;
 		uint64_t at = ROUND_UP(body_end, unit) + c * unit;
 		uint64_t blk;
-		if (idx8) {
-			struct erofs_inode_chunk_index ci;
-			int r = img_meta_read(img, ino->nid, at, &ci, sizeof(ci));
-			if (r < 0)
-				return r;
-			if (ci.device_id || ci.startblk_hi)
-				return img_corrupt(img, ino->nid, at, "chunk %llu on device %u",
-						   (unsigned long long)c, ci.device_id);
-			blk = ci.startblk_lo;
-		} else {
-			uint32_t b;
-			int r = img_meta_read(img, ino->nid, at, &b, sizeof(b));
-			if (r < 0)
-				return r;
-			blk = b;
-		}
+		int r = chunk_block(img, ino, c, at, hole, &blk, dev);
+		if (r < 0)
+			return r;
 		uint64_t cend = MIN(ino->size, (c + 1) << cbits);
 		*run = cend - off;
-		if (blk == EROFS_NULL_ADDR) {
-			*hole = true;
+		if (*hole)
 			return 0;
-		}
 		uint64_t cblocks = DIV_ROUND_UP(cend - (c << cbits), img->blksz);
-		if (!blocks_exist(img, blk, cblocks))
+		if (!blocks_exist(img, *dev, blk, cblocks))
 			return img_corrupt(img, ino->nid, at,
-					   "chunk %llu at block %llu lies outside the image",
-					   (unsigned long long)c, (unsigned long long)blk);
+					   "chunk %llu at block %llu lies outside the %s",
+					   (unsigned long long)c, (unsigned long long)blk,
+					   *dev ? "device" : "image");
 		*phys = (blk << img->blkbits) + (off - (c << cbits));
 		return 0;
 	}
 	case EROFS_INODE_COMPRESSED_FULL:
-	case EROFS_INODE_COMPRESSED_COMPACT: {
-		if (off >= ino->z_tail_la) {
-			*phys = 0;
-			*run = ino->size - off;
-			return 0;
-		}
-		struct zmap m;
-		int r = zmap(img, ino, off, &m);
-		if (r < 0)
-			return r;
-		*phys = m.pa;
-		*run = m.la + m.llen - off;
-		return 0;
-	}
+	case EROFS_INODE_COMPRESSED_COMPACT:
+		return zmap_map(img, ino, off, hole, phys, run);
 	}
 	return img_corrupt(img, ino->nid, ino->pos, "cannot map data of layout %u", ino->layout);
 }
@@ -948,12 +947,13 @@ int anole_map(struct anole_image *img, const struct anole_inode *ino, uint64_t o
 	      uint64_t *run_end)
 {
 	uint64_t phys, run;
+	unsigned int dev;
 	if (off >= ino->size) {
 		*hole = false;
 		*run_end = ino->size;
 		return 0;
 	}
-	int r = map_one(img, ino, off, hole, &phys, &run);
+	int r = map_one(img, ino, off, hole, &phys, &run, &dev);
 	if (r < 0)
 		return r;
 	*run_end = off + run;
@@ -971,21 +971,25 @@ ssize_t anole_pread(struct anole_image *img, const struct anole_inode *ino, void
 	len = (size_t)MIN((uint64_t)len, ino->size - off);
 	if (ino->layout == EROFS_INODE_COMPRESSED_FULL ||
 	    ino->layout == EROFS_INODE_COMPRESSED_COMPACT)
-		return zread(img, ino, buf, len, off);
+		return zmap_pread(img, ino, buf, len, off);
 	size_t done = 0;
 	while (done < len) {
 		bool hole;
 		uint64_t phys, run;
-		int r = map_one(img, ino, off + done, &hole, &phys, &run);
+		unsigned int dev;
+		int r = map_one(img, ino, off + done, &hole, &phys, &run, &dev);
 		if (r < 0)
 			return r;
 		size_t n = (size_t)MIN(run, (uint64_t)(len - done));
 		if (hole) {
 			memset((char *)buf + done, 0, n);
+		} else if (phys & META_MBOX) { /* a tail inline in the metabox */
+			if ((r = img_meta_read(img, ino->nid, phys, (char *)buf + done, n)) < 0)
+				return r;
 		} else {
 			int fd;
 			uint64_t at;
-			if ((r = img_locate(img, ino->nid, phys, n, &fd, &at)) < 0)
+			if ((r = img_locate_dev(img, ino->nid, dev, phys, n, &fd, &at)) < 0)
 				return r;
 			r = pread_full(fd, (char *)buf + done, n, at);
 			if (r < 0)
@@ -1083,6 +1087,9 @@ int anole_readdir(struct anole_image *img, const struct anole_inode *dir, anole_
 							   "entry '%.*s' out of order or duplicate",
 							   (int)len, name);
 			}
+			if (dir->dot_omitted && len == 1 && name[0] == '.')
+				return img_corrupt(img, dir->nid, dir->pos,
+						   "a directory without '.' has a '.' entry");
 			memcpy(prev, name, len);
 			prevlen = len;
 			first = false;
@@ -1091,7 +1098,8 @@ int anole_readdir(struct anole_image *img, const struct anole_inode *dir, anole_
 				return r;
 		}
 	}
-	return 0;
+	/* the kernel lists an omitted "." after the stored entries */
+	return dir->dot_omitted ? fn(ctx, ".", 1, dir->nid, EROFS_FT_DIR) : 0;
 }
 
 struct find_ctx {
@@ -1154,22 +1162,59 @@ int anole_lookup(struct anole_image *img, const char *path, struct anole_inode *
 
 /* ---- xattrs ------------------------------------------------------------ */
 
-static int emit_entry(struct anole_image *img, uint64_t nid, uint64_t at,
-		      const struct erofs_xattr_entry *e, const char *body, anole_xattr_fn fn,
-		      void *ctx)
+/* An entry's full name: its short prefix, or a long prefix's short
+ * prefix and infix, then its own suffix. 1: an entry Linux does not list
+ * (no handler for its prefix index: 0 is mkfs.erofs's padding and hidden
+ * xattrs), to skip. */
+static int xattr_name(struct anole_image *img, uint64_t nid, uint64_t at,
+		      const struct erofs_xattr_entry *e, const char *body, char *name, size_t size,
+		      unsigned int *base, size_t *prefix_len)
 {
-	const char *prefix = xattr_prefix(e->e_name_index);
+	unsigned int index = e->e_name_index;
+	const struct xattr_lprefix *lp = NULL;
+	if (index & EROFS_XATTR_LONG_PREFIX) {
+		unsigned int k = index & EROFS_XATTR_LONG_PREFIX_MASK;
+		if (k >= img->nlpfx)
+			return img_corrupt(img, nid, at, "xattr with long prefix %u of %u", k,
+					   img->nlpfx);
+		lp = &img->lpfx[k];
+		index = lp->base_index;
+	}
+	const char *prefix = xattr_prefix(index);
 	if (!prefix)
-		return img_corrupt(img, nid, at, "xattr with unknown name index %u", e->e_name_index);
-	bool whole = e->e_name_index == EROFS_XATTR_INDEX_POSIX_ACL_ACCESS ||
-		     e->e_name_index == EROFS_XATTR_INDEX_POSIX_ACL_DEFAULT;
-	if ((whole && e->e_name_len) || (!whole && !e->e_name_len))
+		return 1;
+	bool whole = index == EROFS_XATTR_INDEX_POSIX_ACL_ACCESS ||
+		     index == EROFS_XATTR_INDEX_POSIX_ACL_DEFAULT;
+	size_t infix = lp ? lp->infix_len : 0;
+	if ((whole && e->e_name_len) || (!whole && !e->e_name_len && !infix))
 		return img_corrupt(img, nid, at, "xattr name of length %u under prefix %s",
 				   e->e_name_len, prefix);
 	if (memchr(body, 0, e->e_name_len))
 		return img_corrupt(img, nid, at, "xattr name contains a NUL byte");
-	char name[300];
-	snprintf(name, sizeof(name), "%s%.*s", prefix, (int)e->e_name_len, body);
+	if (strlen(prefix) + infix + e->e_name_len > EROFS_NAME_LEN)
+		return img_corrupt(img, nid, at, "xattr name longer than %u bytes", EROFS_NAME_LEN);
+	snprintf(name, size, "%s%.*s%.*s", prefix, (int)infix, lp ? lp->infix : "",
+		 (int)e->e_name_len, body);
+	*base = index;
+	*prefix_len = strlen(prefix);
+	return 0;
+}
+
+/* Hand an entry to @fn, unless Linux does not list it; one whose bit is
+ * set in the inode's name filter (@filter) Linux lists but cannot get. */
+static int emit_entry(struct anole_image *img, uint64_t nid, uint64_t at,
+		      const struct erofs_xattr_entry *e, const char *body, uint32_t filter,
+		      anole_xattr_fn fn, void *ctx)
+{
+	char name[600]; /* (the name is checked to fit 255 bytes) */
+	unsigned int base;
+	size_t plen;
+	int r = xattr_name(img, nid, at, e, body, name, sizeof(name), &base, &plen);
+	if (r)
+		return r < 0 ? r : 0;
+	if (filter & (1u << xattr_filter_bit(base, name + plen, strlen(name + plen))))
+		return img_corrupt(img, nid, at, "xattr %s is there, but the name filter says not",
+				   name);
 	return fn(ctx, name, body + e->e_name_len, e->e_value_size);
 }
 
@@ -1191,7 +1236,10 @@ int anole_xattrs(struct anole_image *img, const struct anole_inode *ino, anole_x
 	if (off > ino->xattr_isize)
 		return img_corrupt(img, ino->nid, at, "%u shared xattr ids overflow the xattr area",
 				   h.h_shared_count);
+	uint32_t filter = img->xattr_filter ? h.h_name_filter : 0;
 	uint64_t shared_base = (uint64_t)img->info.xattr_blkaddr << img->blkbits;
+	if (img->info.feature_compat & EROFS_COMPAT_SHARED_EA_IN_METABOX)
+		shared_base |= META_MBOX;
 	_cleanup_free_ char *sbody = NULL;
 	for (unsigned int i = 0; i < h.h_shared_count; i++) {
 		uint32_t id;
@@ -1207,7 +1255,7 @@ int anole_xattrs(struct anole_image *img, const struct anole_inode *ino, anole_x
 			return anole_err(&img->err, ENOMEM, "out of memory");
 		if ((r = img_meta_read(img, ino->nid, spos + sizeof(e), sbody, blen)) < 0)
 			return r;
-		if ((r = emit_entry(img, ino->nid, spos, &e, sbody, fn, ctx)))
+		if ((r = emit_entry(img, ino->nid, spos, &e, sbody, filter, fn, ctx)))
 			return r;
 	}
 	while (off + sizeof(struct erofs_xattr_entry) <= ino->xattr_isize) {
@@ -1216,7 +1264,8 @@ int anole_xattrs(struct anole_image *img, const struct anole_inode *ino, anole_x
 		size_t esize = erofs_xattr_entry_size(e.e_name_len, e.e_value_size);
 		if (esize > ino->xattr_isize - off)
 			return img_corrupt(img, ino->nid, at + off, "xattr entry overflows the xattr area");
-		if ((r = emit_entry(img, ino->nid, at + off, &e, body + off + sizeof(e), fn, ctx)))
+		if ((r = emit_entry(img, ino->nid, at + off, &e, body + off + sizeof(e), filter, fn,
+				    ctx)))
 			return r;
 		off += esize;
 	}

@@ -12,6 +12,17 @@ struct anole_error *img_err(struct anole_image *img);
 const char *img_path(const struct anole_image *img);
 uint32_t img_blksz(const struct anole_image *img);
 int img_meta_read(struct anole_image *img, uint64_t nid, uint64_t off, void *buf, size_t len);
+/* Where the metadata space holding @pos ends (for bounds checks): the
+ * image, or for positions with bit 63 the metabox inode's data. */
+uint64_t img_meta_end(const struct anole_image *img, uint64_t pos);
+/* The metabox inode: 1 and *ino when the image has one, else 0. */
+int img_metabox_inode(struct anole_image *img, struct anole_inode *ino);
+/* The file and offset holding data bytes [pa, pa+len) of the unified
+ * address space (an error naming @nid when none has them all). */
+int img_locate(struct anole_image *img, uint64_t nid, uint64_t pa, uint64_t len, int *fd,
+	       uint64_t *off);
+/* Compressed files' state (erofs/zmap.h). */
+struct zimage *img_zimage(const struct anole_image *img);
 
 /* One directory's entries, "." and ".." included, in on-disk order. */
 struct dent {

@@ -38,6 +38,101 @@ const char *xattr_prefix(unsigned int index)
 	return NULL;
 }
 
+#define XXH_P1 2654435761u
+#define XXH_P2 2246822519u
+#define XXH_P3 3266489917u
+#define XXH_P4 668265263u
+#define XXH_P5 374761393u
+
+static uint32_t rotl32(uint32_t x, int r)
+{
+	return (x << r) | (x >> (32 - r));
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	uint32_t v;
+	memcpy(&v, p, 4);
+	return v;
+}
+
+/* xxHash32 as its specification gives it (little-endian host). */
+uint32_t xattr_xxh32(const void *data, size_t len, uint32_t seed)
+{
+	const uint8_t *p = data, *end = p + len;
+	uint32_t h;
+	if (len >= 16) {
+		uint32_t v[4] = {seed + XXH_P1 + XXH_P2, seed + XXH_P2, seed, seed - XXH_P1};
+		for (; end - p >= 16; p += 16)
+			for (size_t k = 0; k < 4; k++)
+				v[k] = rotl32(v[k] + get32(p + 4 * k) * XXH_P2, 13) * XXH_P1;
+		h = rotl32(v[0], 1) + rotl32(v[1], 7) + rotl32(v[2], 12) + rotl32(v[3], 18);
+	} else {
+		h = seed + XXH_P5;
+	}
+	h += (uint32_t)len;
+	for (; end - p >= 4; p += 4)
+		h = rotl32(h + get32(p) * XXH_P3, 17) * XXH_P4;
+	for (; p < end; p++)
+		h = rotl32(h + *p * XXH_P5, 11) * XXH_P1;
+	h ^= h >> 15;
+	h *= XXH_P2;
+	h ^= h >> 13;
+	h *= XXH_P3;
+	return h ^ (h >> 16);
+}
+
+unsigned int xattr_filter_bit(unsigned int base_index, const char *name, size_t len)
+{
+	return xattr_xxh32(name, len, EROFS_XATTR_FILTER_SEED + base_index) &
+	       (EROFS_XATTR_FILTER_BITS - 1);
+}
+
+size_t xattr_prefixes_max_size(unsigned int count)
+{
+	/* a 16-bit length, a base index and 255 bytes, padded to 4 */
+	return (size_t)count * 260;
+}
+
+static int bad_prefix(size_t at, size_t *bad, char *why, size_t why_size, const char *what)
+{
+	*bad = at;
+	snprintf(why, why_size, "%s", what);
+	return -EFSCORRUPTED;
+}
+
+int xattr_prefixes_parse(const uint8_t *buf, size_t size, unsigned int count,
+			 struct xattr_lprefix *out, size_t *bad, char *why, size_t why_size)
+{
+	size_t at = 0;
+	for (unsigned int i = 0; i < count; i++) {
+		uint16_t len;
+		if (at > size || size - at < sizeof(len))
+			return bad_prefix(at, bad, why, why_size, "prefix table runs past its end");
+		memcpy(&len, buf + at, sizeof(len));
+		/* the kernel takes a length of 0 for 65536: too long as well */
+		if (!len || len > 1 + EROFS_NAME_LEN)
+			return bad_prefix(at, bad, why, why_size, "long xattr prefix of a bad length");
+		if (size - at - sizeof(len) < len)
+			return bad_prefix(at, bad, why, why_size, "prefix table runs past its end");
+		const uint8_t *p = buf + at + sizeof(len);
+		struct xattr_lprefix *lp = &out[i];
+		lp->base_index = p[0];
+		lp->infix_len = (uint8_t)(len - 1);
+		memcpy(lp->infix, p + 1, lp->infix_len);
+		/* the ACLs' names are whole: nothing can follow them. Other
+		 * bases Linux does not know (0: mkfs.erofs's hidden xattrs)
+		 * make entries it does not list, nor does anole. */
+		if (lp->base_index == EROFS_XATTR_INDEX_POSIX_ACL_ACCESS ||
+		    lp->base_index == EROFS_XATTR_INDEX_POSIX_ACL_DEFAULT)
+			return bad_prefix(at, bad, why, why_size, "long xattr prefix on an ACL name");
+		if (memchr(lp->infix, 0, lp->infix_len))
+			return bad_prefix(at, bad, why, why_size, "long xattr prefix holds a NUL");
+		at = ROUND_UP(at + sizeof(len) + len, 4);
+	}
+	return 0;
+}
+
 struct xpair {
 	uint64_t hash;
 	uint8_t index, name_len;

@@ -18,6 +18,26 @@ unsigned int xattr_split_name(const char *name, const char **suffix);
 /* The prefix of an index ("user.", ...) or NULL. */
 const char *xattr_prefix(unsigned int index);
 
+/* A long xattr name prefix (XATTR_PREFIXES): a short prefix's index and
+ * the bytes that follow it, e.g. 1 and "long.prefix." for
+ * "user.long.prefix.". */
+struct xattr_lprefix {
+	uint8_t base_index;
+	uint8_t infix_len;
+	char infix[255];
+};
+/* Parse @count records of the long prefix table from @buf (@size bytes,
+ * the table's first byte at buf[0]). 0, or -EFSCORRUPTED with the bad
+ * record's byte offset in *bad and why in @why. */
+int xattr_prefixes_parse(const uint8_t *buf, size_t size, unsigned int count,
+			 struct xattr_lprefix *out, size_t *bad, char *why, size_t why_size);
+/* xxHash32, and the XATTR_FILTER bit of a name (the part after the short
+ * prefix of @base_index). */
+uint32_t xattr_xxh32(const void *data, size_t len, uint32_t seed);
+unsigned int xattr_filter_bit(unsigned int base_index, const char *name, size_t len);
+/* The longest table of @count records, in bytes. */
+size_t xattr_prefixes_max_size(unsigned int count);
+
 struct xattr_table;
 
 int xattr_table_new(struct xattr_table **t);

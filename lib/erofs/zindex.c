@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+#include "util/util.h"
+
 #define LOBITS 12 /* max(lcluster bits, bit of D0_CBLKCNT + 1) for 4 KiB lclusters */
 #define LOMASK ((1u << LOBITS) - 1)
 
@@ -94,51 +96,164 @@ void zindex_compact4(const struct z_erofs_lcluster_index *full, uint64_t n, uint
 	}
 }
 
-int zindex_decode4(const uint8_t pack[Z_COMPACT4_PACK], unsigned int i, struct zidx_decoded *out)
+/* Entry @i of a pack: its low bits, and its type in *type. */
+static unsigned int entry_bits(const uint8_t *pack, unsigned int lobits, unsigned int encodebits,
+			       unsigned int i, unsigned int *type)
 {
-	uint16_t v[2];
-	uint32_t base;
-	memcpy(&v[0], pack, 2);
-	memcpy(&v[1], pack + 2, 2);
-	memcpy(&base, pack + 4, 4);
-	unsigned int t[2] = {(v[0] >> LOBITS) & 3u, (v[1] >> LOBITS) & 3u};
-	unsigned int lo[2] = {v[0] & LOMASK, v[1] & LOMASK};
+	unsigned int pos = encodebits * i;
+	uint32_t v;
+	memcpy(&v, pack + pos / 8, 4); /* never past the pack: its address follows */
+	v >>= pos & 7;
+	*type = (v >> lobits) & 3u;
+	return v & ((1u << lobits) - 1);
+}
+
+/* How many lclusters on from entry @i the next head is, as far as the
+ * pack tells: the last entry of a pack stores its own distance ahead. */
+static uint16_t lookahead(const uint8_t *pack, unsigned int lobits, unsigned int encodebits,
+			  unsigned int vcnt, unsigned int i)
+{
+	unsigned int lo = 0, type, d1 = 0;
+	do {
+		lo = entry_bits(pack, lobits, encodebits, i, &type);
+		if (type != Z_EROFS_LCLUSTER_TYPE_NONHEAD)
+			return (uint16_t)d1;
+		++d1;
+	} while (++i < vcnt);
+	if (!(lo & Z_EROFS_LI_D0_CBLKCNT))
+		d1 += lo - 1;
+	return (uint16_t)d1;
+}
+
+/* Blocks of the pclusters before head @i in its pack: every earlier head
+ * has one, or (big pclusters) the count its first non-head records. */
+static int blocks_before(const uint8_t *pack, unsigned int lobits, unsigned int encodebits,
+			 bool big_pcluster, int i, uint32_t *nblk)
+{
+	unsigned int type, lo;
+	uint32_t n = big_pcluster ? 0 : 1;
+	while (i > 0) {
+		--i;
+		lo = entry_bits(pack, lobits, encodebits, (unsigned int)i, &type);
+		if (!big_pcluster) {
+			if (type == Z_EROFS_LCLUSTER_TYPE_NONHEAD)
+				i -= (int)lo;
+			if (i >= 0)
+				++n;
+			continue;
+		}
+		if (type != Z_EROFS_LCLUSTER_TYPE_NONHEAD) {
+			++n;
+		} else if (lo & Z_EROFS_LI_D0_CBLKCNT) {
+			--i; /* its head: counted here */
+			n += lo & ~Z_EROFS_LI_D0_CBLKCNT;
+		} else if (lo <= 1) {
+			return -EFSCORRUPTED; /* the first non-head carries the count */
+		} else {
+			i -= (int)lo - 2;
+		}
+	}
+	*nblk = n;
+	return 0;
+}
+
+int zindex_unpack(const uint8_t *pack, unsigned int packsize, unsigned int lclusterbits,
+		  bool big_pcluster, unsigned int i, bool la, struct zlcluster *out)
+{
+	unsigned int vcnt, type;
+	if (packsize == Z_COMPACT4_PACK && lclusterbits <= 14)
+		vcnt = 2;
+	else if (packsize == Z_COMPACT2_PACK && lclusterbits <= 12)
+		vcnt = 16;
+	else
+		return -EOPNOTSUPP;
+	if (i >= vcnt)
+		return -EINVAL;
+	unsigned int lobits = lclusterbits > 12 ? lclusterbits : 12;
+	unsigned int encodebits = (packsize - 4) * 8 / vcnt;
+	unsigned int lo = entry_bits(pack, lobits, encodebits, i, &type);
 
 	memset(out, 0, sizeof(*out));
-	out->type = t[i];
-	if (t[i] != Z_EROFS_LCLUSTER_TYPE_NONHEAD) {
-		out->clusterofs = (uint16_t)lo[i];
-		uint32_t nblk = 0;
-		if (i == 1 && t[0] == Z_EROFS_LCLUSTER_TYPE_NONHEAD) {
-			if (lo[0] & Z_EROFS_LI_D0_CBLKCNT)
-				nblk = lo[0] & ~Z_EROFS_LI_D0_CBLKCNT;
-			else if (lo[0] <= 1)
-				return -1;
-		} else if (i == 1) {
-			nblk = 1;
+	out->type = type;
+	if (type == Z_EROFS_LCLUSTER_TYPE_NONHEAD) {
+		if (la)
+			out->delta[1] = lookahead(pack, lobits, encodebits, vcnt, i);
+		if (lo & Z_EROFS_LI_D0_CBLKCNT) {
+			if (!big_pcluster)
+				return -EFSCORRUPTED;
+			out->cblkcnt = true;
+			out->cblks = lo & ~Z_EROFS_LI_D0_CBLKCNT;
+			out->delta[0] = 1;
+		} else if (i + 1 != vcnt) {
+			out->delta[0] = (uint16_t)lo;
+		} else {
+			/* the last entry holds its distance ahead: the one
+			 * back comes from its neighbour */
+			lo = entry_bits(pack, lobits, encodebits, i - 1, &type);
+			if (type != Z_EROFS_LCLUSTER_TYPE_NONHEAD)
+				lo = 0;
+			else if (lo & Z_EROFS_LI_D0_CBLKCNT)
+				lo = 1;
+			out->delta[0] = (uint16_t)(lo + 1);
 		}
-		out->blkaddr = base + nblk;
 		return 0;
 	}
-	if (lo[i] & Z_EROFS_LI_D0_CBLKCNT)
-		out->delta[0] = (uint16_t)lo[i];
-	else if (i == 0)
-		out->delta[0] = (uint16_t)lo[0];
-	else if (t[0] != Z_EROFS_LCLUSTER_TYPE_NONHEAD)
-		out->delta[0] = 1;
-	else
-		out->delta[0] = (uint16_t)((lo[0] & Z_EROFS_LI_D0_CBLKCNT) ? 2 : lo[0] + 1);
+	out->clusterofs = (uint16_t)lo;
+	uint32_t nblk, base;
+	if (blocks_before(pack, lobits, encodebits, big_pcluster, (int)i, &nblk) < 0)
+		return -EFSCORRUPTED;
+	memcpy(&base, pack + packsize - 4, 4);
+	out->pblk = base + nblk;
+	return 0;
+}
 
-	/* distance to the next head, as far as this pack tells */
-	if (i == 0) {
-		if (t[1] != Z_EROFS_LCLUSTER_TYPE_NONHEAD)
-			out->delta[1] = 1;
-		else
-			out->delta[1] = (uint16_t)(2 + ((lo[1] & Z_EROFS_LI_D0_CBLKCNT) ? 0 : lo[1] - 1));
-	} else {
-		out->delta[1] = (uint16_t)((lo[1] & Z_EROFS_LI_D0_CBLKCNT) ? 1 : lo[1]);
+int zindex_compact_pos(uint64_t ebase, uint64_t totalidx, bool twobyte, unsigned int lclusterbits,
+		       uint64_t lcn, uint64_t *pos, unsigned int *packsize)
+{
+	if (lcn >= totalidx || lclusterbits > 14)
+		return -EINVAL;
+	/* 4-byte packs up to the first 32-byte boundary */
+	uint64_t initial = ((32 - ebase % 32) / 4) & 7;
+	uint64_t twob = 0;
+	if (twobyte && initial < totalidx)
+		twob = (totalidx - initial) / 16 * 16;
+	unsigned int shift = 2;
+	*pos = ebase;
+	if (lcn >= initial) {
+		*pos += initial * 4;
+		lcn -= initial;
+		if (lcn < twob) {
+			shift = 1;
+		} else {
+			*pos += twob * 2;
+			lcn -= twob;
+		}
 	}
-	if (!out->delta[0] || !out->delta[1])
-		return -1;
+	*pos += lcn << shift;
+	*packsize = shift == 1 ? Z_COMPACT2_PACK : Z_COMPACT4_PACK;
+	if (shift == 1 && lclusterbits > 12)
+		return -EOPNOTSUPP;
+	return 0;
+}
+
+int zindex_full(const struct z_erofs_lcluster_index *d, bool big, struct zlcluster *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->type = d->di_advise & Z_EROFS_LI_LCLUSTER_TYPE_MASK;
+	if (out->type != Z_EROFS_LCLUSTER_TYPE_NONHEAD) {
+		out->partialref = d->di_advise & Z_EROFS_LI_PARTIAL_REF;
+		out->clusterofs = d->di_clusterofs;
+		out->pblk = d->di_u.blkaddr;
+		return 0;
+	}
+	out->delta[0] = d->di_u.delta[0];
+	out->delta[1] = d->di_u.delta[1];
+	if (out->delta[0] & Z_EROFS_LI_D0_CBLKCNT) {
+		if (!big)
+			return -EFSCORRUPTED;
+		out->cblkcnt = true;
+		out->cblks = out->delta[0] & ~Z_EROFS_LI_D0_CBLKCNT;
+		out->delta[0] = 1;
+	}
 	return 0;
 }

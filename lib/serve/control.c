@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -220,9 +221,14 @@ static void handle(int fd)
 		char *config = NULL;
 		struct registry_creds creds = {.basic = (char *)req.cred_basic,
 					       .identity_token = (char *)req.cred_token};
-		r = op_mount(req.ref, req.mountpoint, req.tls_verify, &creds, req.options,
-			     req.prefetch, req.fuse, req.record, req.exec, !req.no_load_hints,
-			     notice, sizeof(notice), &config, &err);
+		struct stat st;
+		/* an image file (anole mount --fuse IMAGE), not a lazy image */
+		if (req.devices || (!stat(req.ref, &st) && S_ISREG(st.st_mode)))
+			r = op_mount_image(req.ref, req.mountpoint, req.devices, req.options, &err);
+		else
+			r = op_mount(req.ref, req.mountpoint, req.tls_verify, &creds, req.options,
+				     req.prefetch, req.fuse, req.record, req.exec,
+				     !req.no_load_hints, notice, sizeof(notice), &config, &err);
 		/* (as an object: it is JSON, and only well-formed JSON may pass) */
 		json_t *cj = config ? json_loads(config, 0, NULL) : NULL;
 		free(config);

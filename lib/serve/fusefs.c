@@ -62,6 +62,10 @@ static struct anole_image *img_get(struct fusefs *fs)
 		return img;
 	struct anole_image_options o = {.devices = fs->devpaths, .ndevices = fs->ndevs,
 					.before_read = before_read, .ctx = fs};
+	if (fs->m->local) /* an image file: its own devices, nothing to fetch */
+		o = (struct anole_image_options){
+			.devices = (const char *const *)fs->m->devpaths,
+			.ndevices = fs->m->ndevpaths};
 	struct anole_error err = {0};
 	/* a blob's path changes when it completes (partial/ to blobs/), under
 	 * W.lock: open under it too */
@@ -318,7 +322,8 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	if (!img)
 		return (void)fuse_reply_err(req, EIO);
 	const struct anole_image_info *i = anole_image_info(img);
-	struct statvfs sv = {.f_bsize = 4096, .f_frsize = 4096, .f_blocks = i->blocks,
+	unsigned long bsize = 1ul << i->blkszbits; /* f_blocks counts these */
+	struct statvfs sv = {.f_bsize = bsize, .f_frsize = bsize, .f_blocks = i->blocks,
 			     .f_files = i->inodes, .f_namemax = 255, .f_flag = ST_RDONLY};
 	img_put(fs, img, false);
 	fuse_reply_statfs(req, &sv);

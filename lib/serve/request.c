@@ -15,6 +15,7 @@
 #include "util/util.h"
 
 #define MAX_FIELD PATH_MAX
+#define MAX_DEVICES 256 /* as the image reader */
 
 static const struct {
 	const char *name;
@@ -88,6 +89,27 @@ static int credentials_field(json_t *o, struct ctl_request *req, char *why, size
 	return 0;
 }
 
+/* An optional array of paths: the devices of an image file. */
+static int devices_field(json_t *o, struct ctl_request *req, char *why, size_t size)
+{
+	json_t *a = json_object_get(o, "devices");
+	if (!a)
+		return 0;
+	if (!json_is_array(a) || json_array_size(a) > MAX_DEVICES)
+		return bad(why, size, "bad request: devices must be a list of at most %d paths",
+			   MAX_DEVICES);
+	size_t i;
+	json_t *v;
+	json_array_foreach(a, i, v) {
+		size_t len = json_string_length(v);
+		if (!json_is_string(v) || !len || len > MAX_FIELD ||
+		    strlen(json_string_value(v)) != len)
+			return bad(why, size, "bad request: device %zu must be a path", i + 1);
+	}
+	req->devices = a;
+	return 0;
+}
+
 static int mount_fields(json_t *o, struct ctl_request *req, char *why, size_t size)
 {
 	int r;
@@ -98,7 +120,8 @@ static int mount_fields(json_t *o, struct ctl_request *req, char *why, size_t si
 	    (r = bool_field(o, "fuse", &req->fuse, why, size)) < 0 ||
 	    (r = bool_field(o, "record", &req->record, why, size)) < 0 ||
 	    (r = bool_field(o, "no_load_hints", &req->no_load_hints, why, size)) < 0 ||
-	    (r = credentials_field(o, req, why, size)) < 0)
+	    (r = credentials_field(o, req, why, size)) < 0 ||
+	    (r = devices_field(o, req, why, size)) < 0)
 		return r;
 	if (!req->ref || !*req->ref)
 		return bad(why, size, "mount: needs %s", "ref and mountpoint");

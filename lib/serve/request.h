@@ -23,6 +23,9 @@ struct ctl_request {
 	/* mount: the client's registry credentials (or NULL): the mount's
 	 * own, kept for it alone and never logged */
 	const char *cred_basic, *cred_token;
+	/* mount of a local image file (--fuse): its devices' files in device
+	 * table order, strings checked like the others (or NULL) */
+	json_t *devices;
 };
 
 /* 0 and @req filled (release it), or -EINVAL and why in @why. */

@@ -733,6 +733,9 @@ static void mount_free(struct lmount *m)
 	free(m->seen);
 	free(m->trace);
 	load_hints_free(m->hints);
+	for (size_t k = 0; k < m->ndevpaths; k++)
+		free(m->devpaths[k]);
+	free(m->devpaths);
 	free(m);
 }
 
@@ -960,6 +963,47 @@ static int cache_marks_ok(char *why, size_t size)
 	return known >= 0;
 }
 
+/* One mount per mount point, also while one is being set up: *mine
+ * holds @mnt's real path (in @real) until release_mountpoint(). */
+static int reserve_mountpoint(const char *mnt, char real[PATH_MAX], char **minep,
+			      struct anole_error *err)
+{
+	if (!realpath(mnt, real))
+		return anole_err(err, errno, "%s: %s", mnt, strerror(errno));
+	struct stat st;
+	if (stat(real, &st) < 0 || !S_ISDIR(st.st_mode))
+		return anole_err(err, ENOTDIR, "%s: mount point is not a directory", mnt);
+	pthread_mutex_lock(&W.lock);
+	bool busy = find_mount(real) != NULL;
+	for (size_t i = 0; i < W.nmounting; i++)
+		busy |= !strcmp(W.mounting[i], real);
+	char **ing = busy ? NULL : realloc(W.mounting, (W.nmounting + 1) * sizeof(*ing));
+	char *mine = ing ? strdup(real) : NULL;
+	if (ing)
+		W.mounting = ing;
+	if (mine)
+		W.mounting[W.nmounting++] = mine;
+	pthread_mutex_unlock(&W.lock);
+	if (busy)
+		return anole_err(err, EBUSY, "%s: a lazy image is mounted there already", real);
+	if (!mine)
+		return anole_err(err, ENOMEM, "out of memory");
+	*minep = mine;
+	return 0;
+}
+
+static void release_mountpoint(char *mine)
+{
+	pthread_mutex_lock(&W.lock);
+	for (size_t i = 0; i < W.nmounting; i++)
+		if (W.mounting[i] == mine) {
+			W.mounting[i] = W.mounting[--W.nmounting];
+			break;
+		}
+	pthread_mutex_unlock(&W.lock);
+	free(mine);
+}
+
 static int mount_locked(const char *ref, const char *mnt, int tls_verify,
 			const struct registry_creds *creds, const char *options,
 			const char *prefetch, bool fuse, bool record, const char *exec,
@@ -979,38 +1023,13 @@ static int mount_locked(const char *ref, const char *mnt, int tls_verify,
 			 "(fanotify mark: %s); serving %s through FUSE instead",
 			 W.paths.cache, why, mnt);
 	}
-	char real[PATH_MAX];
-	if (!realpath(mnt, real))
-		return anole_err(err, errno, "%s: %s", mnt, strerror(errno));
-	struct stat st;
-	if (stat(real, &st) < 0 || !S_ISDIR(st.st_mode))
-		return anole_err(err, ENOTDIR, "%s: mount point is not a directory", mnt);
-	/* one mount per mount point, also while one is being set up */
-	pthread_mutex_lock(&W.lock);
-	bool busy = find_mount(real) != NULL;
-	for (size_t i = 0; i < W.nmounting; i++)
-		busy |= !strcmp(W.mounting[i], real);
-	char **ing = busy ? NULL : realloc(W.mounting, (W.nmounting + 1) * sizeof(*ing));
-	char *mine = ing ? strdup(real) : NULL;
-	if (ing)
-		W.mounting = ing;
-	if (mine)
-		W.mounting[W.nmounting++] = mine;
-	pthread_mutex_unlock(&W.lock);
-	if (busy)
-		return anole_err(err, EBUSY, "%s: a lazy image is mounted there already", real);
-	if (!mine)
-		return anole_err(err, ENOMEM, "out of memory");
-	int r = mount_setup(ref, real, tls_verify, creds, options, prefetch, fuse || record, record,
-			    exec, hints, config, err);
-	pthread_mutex_lock(&W.lock);
-	for (size_t i = 0; i < W.nmounting; i++)
-		if (W.mounting[i] == mine) {
-			W.mounting[i] = W.mounting[--W.nmounting];
-			break;
-		}
-	pthread_mutex_unlock(&W.lock);
-	free(mine);
+	char real[PATH_MAX], *mine;
+	int r = reserve_mountpoint(mnt, real, &mine, err);
+	if (r < 0)
+		return r;
+	r = mount_setup(ref, real, tls_verify, creds, options, prefetch, fuse || record, record,
+			exec, hints, config, err);
+	release_mountpoint(mine);
 	return r;
 }
 
@@ -1179,6 +1198,54 @@ static int mount_setup(const char *ref, const char *real, int tls_verify,
 	}
 	wlog("mounted %s on %s (%zu data blobs%s)", ref, real, m->nblobs, fuse ? ", FUSE" : "");
 	return 0;
+}
+
+/* A local image file: nothing to fetch, the reader opens it and its
+ * devices itself; FUSE serves it. */
+static int image_setup(const char *image, const char *real, json_t *devices, const char *options,
+		       struct anole_error *err)
+{
+	size_t n = json_array_size(devices);
+	struct lmount *m = calloc(1, sizeof(*m));
+	if (!m || !(m->mountpoint = strdup(real)) || !(m->ref = strdup(image)) ||
+	    !(m->meta_path = strdup(image)) || !(m->devpaths = calloc(MAX(n, 1), sizeof(char *))))
+		goto nomem;
+	for (; m->ndevpaths < n; m->ndevpaths++) {
+		const char *p = json_string_value(json_array_get(devices, m->ndevpaths));
+		if (!(m->devpaths[m->ndevpaths] = strdup(p)))
+			goto nomem;
+	}
+	m->fuse = m->local = true;
+	int r = fusefs_mount(m, NULL, 0, options, &m->fs, err);
+	if (r < 0) {
+		mount_free(m);
+		return r;
+	}
+	pthread_mutex_lock(&W.lock);
+	if (add_mount(m) < 0) {
+		finish_fuse(m);
+		pthread_mutex_unlock(&W.lock);
+		return anole_err(err, ENOMEM, "out of memory");
+	}
+	save_mounts();
+	pthread_mutex_unlock(&W.lock);
+	wlog("mounted %s on %s (%zu devices, FUSE)", image, real, n);
+	return 0;
+nomem:
+	mount_free(m);
+	return anole_err(err, ENOMEM, "out of memory");
+}
+
+int op_mount_image(const char *image, const char *mnt, json_t *devices, const char *options,
+		   struct anole_error *err)
+{
+	char real[PATH_MAX], *mine;
+	int r = reserve_mountpoint(mnt, real, &mine, err);
+	if (r < 0)
+		return r;
+	r = image_setup(image, real, devices, options, err);
+	release_mountpoint(mine);
+	return r;
 }
 
 int op_mount(const char *ref, const char *mnt, int tls_verify,

@@ -71,6 +71,10 @@ struct lmount {
 	struct anole_lazy_blob *lblobs;
 	struct blob **blobs;
 	struct load_hints *hints; /* or NULL: the image has none */
+	/* a local image file served through FUSE: no blobs, its own devices */
+	bool local;
+	char **devpaths;
+	size_t ndevpaths;
 };
 
 /* a thread of ours waiting (the FUSE path) rather than a kernel event */
@@ -190,6 +194,10 @@ int op_mount(const char *ref, const char *mnt, int tls_verify,
 	     size_t notice_size, char **config, struct anole_error *err);
 /* The ranges a recording mount's readers needed, in order (JSON). */
 struct json_t *op_trace(const char *mnt, struct anole_error *err);
+/* A local image file through FUSE (`anole mount --fuse IMAGE`), its
+ * devices the files @devices names in device table order (or beside it). */
+int op_mount_image(const char *image, const char *mnt, json_t *devices, const char *options,
+		   struct anole_error *err);
 int op_umount(const char *mnt, bool *idle, struct anole_error *err);
 void control_loop(int fd) __attribute__((noreturn));
 /* W.lock held (dropped a while for FUSE mounts): let go of mounts

@@ -60,6 +60,15 @@ static void accepts_what_clients_send(void **state)
 			       &req, why),
 			 0);
 	assert_null(req.cred_basic);
+	assert_null(req.devices);
+	ctl_request_release(&req);
+	/* an image file's devices */
+	assert_int_equal(parse("{\"op\":\"mount\",\"ref\":\"/i.img\",\"mountpoint\":\"/m\","
+			       "\"fuse\":true,\"devices\":[\"/a.tar\",\"/b\"]}",
+			       &req, why),
+			 0);
+	assert_int_equal(json_array_size(req.devices), 2);
+	assert_string_equal(json_string_value(json_array_get(req.devices, 1)), "/b");
 	ctl_request_release(&req);
 	assert_int_equal(parse("{\"op\":\"umount\",\"mountpoint\":\"/m\"}", &req, why), 0);
 	assert_int_equal(req.op, CTL_UMOUNT);
@@ -113,6 +122,12 @@ static void refuses_and_says_why(void **state)
 	refuses("{\"op\":\"mount\",\"ref\":\"r\",\"mountpoint\":\"/m\","
 		"\"credentials\":{\"identity_token\":7}}",
 		"identity_token must be a string");
+	refuses("{\"op\":\"mount\",\"ref\":\"r\",\"mountpoint\":\"/m\",\"devices\":\"/a\"}",
+		"devices must be a list");
+	refuses("{\"op\":\"mount\",\"ref\":\"r\",\"mountpoint\":\"/m\",\"devices\":[\"/a\",2]}",
+		"device 2 must be a path");
+	refuses("{\"op\":\"mount\",\"ref\":\"r\",\"mountpoint\":\"/m\",\"devices\":[\"\"]}",
+		"device 1 must be a path");
 	/* jansson refuses a NUL itself; the parser would too */
 	refuses("{\"op\":\"mount\",\"ref\":\"r\\u0000x\",\"mountpoint\":\"/m\"}", "bad request");
 }
