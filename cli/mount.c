@@ -32,9 +32,9 @@ static const char mount_usage[] =
 	"  -o OPTIONS            extra EROFS mount options (e.g. 'acl,user_xattr')\n"
 	"  --lazy                go through the daemon even for a local layout\n"
 	"  --fuse                serve through FUSE (anole's reader) instead of the\n"
-	"                        kernel's EROFS; chosen by itself, with a notice, when\n"
-	"                        the kernel path is unavailable (no pre-content\n"
-	"                        events, or not root)\n"
+	"                        kernel's EROFS, also a local image file; chosen by\n"
+	"                        itself, with a notice, when the kernel path is\n"
+	"                        unavailable (no pre-content events, or not root)\n"
 	"  --prefetch=recorded|all|none  recorded (default): fetch first, in order,\n"
 	"                        the ranges `anole prefetch record` stored with the\n"
 	"                        image, if any; all: those, then the rest in the\n"
@@ -47,11 +47,15 @@ static const char mount_usage[] =
 static int lazy_mount(const char *ref, const char *target, const char *options,
 		      const char *prefetch, uint64_t rate, int tls_verify, bool fuse, bool no_hints)
 {
-	char real[4096];
+	char real[4096], image[4096];
 	if (!realpath(target, real)) {
 		cli_error("%s: %s", target, strerror(errno));
 		return 1;
 	}
+	/* a local image file (--fuse): the daemon opens it by its full path */
+	struct stat st;
+	if (!stat(ref, &st) && S_ISREG(st.st_mode) && realpath(ref, image))
+		ref = image;
 	json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:i, s:b, s:b}", "op", "mount",
 				"ref", ref, "mountpoint", real, "options", options ? options : "",
 				"prefetch", prefetch, "prefetch_rate", (json_int_t)rate,
