@@ -1,0 +1,194 @@
+#!/bin/bash
+# Images made by other tools: mkfs.erofs 1.9.3 in every layout the kernel
+# reads (tests/fixtures/erofs: committed, as CI has only Debian's 1.5; see
+# COMMANDS there), and images this test makes with Debian's mkfs.erofs 1.5.
+# Each is mounted by the kernel, file-backed with its extra devices as
+# device= files (tests/lib/fmount), and that view is the truth: `anole
+# check` must accept the image; `anole extract`, `anole export` (untarred
+# by GNU tar with xattrs, as root) and `anole mount --fuse` (anole's own
+# reader behind the daemon) must each give the kernel's tree, entry by
+# entry and byte by byte (treecmp). Extra devices are passed to anole in
+# device-table order with --device=PATH. One line per image; on failure
+# the differences follow it. An image the kernel here does not mount is
+# skipped with a line saying so.
+# shellcheck source=lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
+
+# What today's reader cannot do yet: NAME (every step) or NAME:STEP, shell
+# patterns; steps are check extract export fuse. A listed step that fails
+# is logged as known; one that passes is logged too, to be taken off. The
+# reader work removes this list.
+KNOWN_FAIL="
+lz4 lz4hc lzma deflate zstd lz4-ztail zstd-ztail lz4hc-dedupe zstd-dedupe
+lzma-frag lzma-allfrag deflate-frag-dedupe zstd-allfrag-dedupe deflate-128k
+zstd-256k lzma-1m lz4-1m-legacy-frag zstd-lz4hc b512 b1024 lz4-b1024 zstd-b512
+lzma-b2048-dedupe blobdev 48bit zstd-48bit dot-omitted lz4-dot-omitted zD
+zstd-zD-frag metabox metabox-lz4 xpfx zstd-xpfx zstd-xpfx-plain tarindex
+v15-lz4 v15-lz4hc v15-lz4hc-ztail v15-lz4-legacy v15-lz4hc-64k
+"
+
+need_root
+need_erofs
+need_cmd zstd tar python3
+tar --version 2>/dev/null | head -n 1 | grep -q 'GNU tar' || skip "needs GNU tar"
+FMOUNT=$ROOT/tests/lib/fmount
+FIX=$ROOT/tests/fixtures/erofs
+
+I=$TMP/images K=$TMP/kernel F=$TMP/fuse W=$TMP/work
+# A daemon for the FUSE mounts, with its state under $TMP; it ends once
+# nothing is mounted, and surely on any exit.
+export ANOLE_RUNTIME_DIR=$TMP/run ANOLE_CACHE_DIR=$TMP/cache
+daemon_kill() {
+	local m f pid
+	for m in $(_mounts_under "$F"); do "$ANOLE" umount "$m" 2>/dev/null; done
+	for f in holder.pid daemon.pid; do
+		pid=$(cat "$ANOLE_RUNTIME_DIR/$f" 2>/dev/null) || continue
+		# ours only: a stale file may name a pid taken since
+		tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q anole && kill -9 "$pid" 2>/dev/null
+	done
+}
+on_exit() {
+	local rc=$?
+	set +e
+	daemon_kill
+	(exit $rc)
+	_cleanup
+}
+trap on_exit EXIT
+
+mkdir -p "$I" "$K" "$F"
+mktmpfs "$W" 1g	# extract and tar need xattrs of every namespace
+zstd -dc --long=27 "$FIX/images.tar.zst" | tar -x -C "$I" || fail "cannot unpack $FIX/images.tar.zst"
+
+# NAME<TAB>WHAT for every image, in order
+list=$TMP/list
+# (the options: what follows the UUID, up to the image's name)
+sed -n 's/^\([A-Za-z0-9-]*\): .* -U [0-9a-f-]* \(.*\)\1\.img.*$/\1\tmkfs.erofs 1.9.3 \2/p' \
+	"$FIX/COMMANDS" | sed 's/ *$//' >"$list"
+[ "$(wc -l <"$list")" = "$(grep -c '^[A-Za-z0-9-]*: ' "$FIX/COMMANDS")" ] || fail "cannot read $FIX/COMMANDS"
+while IFS=$'\t' read -r name _; do
+	[ -f "$I/$name.img" ] || fail "$name: in COMMANDS, not in images.tar.zst"
+done <"$list"
+
+# Debian's mkfs.erofs 1.5 on a tree of the same kind, with the options it has.
+M15=/usr/bin/mkfs.erofs
+if [ -x "$M15" ]; then
+	mktmpfs "$TMP/tree" 64m
+	"$FIX/mktree" --mkfs15 "$TMP/tree" || fail "mktree failed"
+	v15() {	# v15 NAME OPTIONS...
+		local name=v15-$1 o e
+		shift
+		# it ignores -E options it does not know: look for their names
+		for o in "$@"; do
+			[[ $o == -E* ]] || continue
+			o=${o#-E}
+			for e in ${o//,/ }; do
+				grep -qaw -- "${e#^}" "$M15" ||
+					{ echo "$name: skipped, mkfs.erofs 1.5 has no -E$e"; return 0; }
+			done
+		done
+		if "$M15" -T1700000000 --preserve-mtime -U 6c0b3e2a-5f5d-4b1e-9d4e-0a1b2c3d4e5f "$@" \
+			"$I/$name.img" "$TMP/tree" >"$TMP/mkfs.log" 2>&1; then
+			printf '%s\tmkfs.erofs 1.5 %s\n' "$name" "$*" >>"$list"
+		else
+			fail "mkfs.erofs 1.5 $* failed: $(tr '\r' '\n' <"$TMP/mkfs.log" | grep -v '^ *$' | tail -n 1)"
+		fi
+	}
+	v15 plain
+	v15 lz4 -zlz4
+	v15 lz4hc -zlz4hc
+	v15 lz4hc-ztail -zlz4hc -Eztailpacking
+	v15 lz4-dedupe -zlz4 -Ededupe
+	v15 lz4-legacy -zlz4 -Elegacy-compress
+	v15 lz4hc-64k -zlz4hc -C65536
+	v15 chunk --chunksize=4096
+else
+	echo "mkfs.erofs 1.5: skipped, $M15 is missing"
+fi
+
+known() {	# known NAME STEP: listed in KNOWN_FAIL
+	local e
+	for e in $KNOWN_FAIL; do
+		# shellcheck disable=SC2053 # the entries are patterns
+		[[ $1 == $e || $1:$2 == $e ]] && return 0
+	done
+	return 1
+}
+
+# step NAME STEP CMD...: run one step (its output in $TMP/step.out); note
+# what came of it in $line, an unexpected failure in $bad and $details, the
+# first known failure's message in $why
+step() {
+	local name=$1 what=$2 rc=0
+	shift 2
+	"$@" >"$TMP/step.out" 2>&1 || rc=$?
+	sed -i "s|$I/||g" "$TMP/step.out"
+	if [ $rc = 0 ]; then
+		known "$name" "$what" && { line+=" $what:ok(listed)"; newpass+=" $name:$what"; return 0; }
+		line+=" $what:ok"
+	elif known "$name" "$what"; then
+		line+=" $what:known"
+		[ -n "$why" ] || why="$what: $(grep -v '^$' "$TMP/step.out" | tail -n 1 | cut -c1-160)"
+	else
+		line+=" $what:FAILED"
+		bad+=" $name:$what"
+		details+=$(printf '\n%s %s (exit %s):\n%s' "$name" "$what" "$rc" "$(head -n 25 "$TMP/step.out" | sed 's/^/    /')")
+	fi
+}
+
+# the steps; the kernel's view is at $K, DEV holds --device= options
+do_check() { "$ANOLE" check -q "${DEV[@]}" "$1"; }
+do_extract() {
+	"$ANOLE" extract -q "${DEV[@]}" "$1" "$W/x" || return
+	"$TREECMP" --max-report 20 "$K" "$W/x"
+}
+do_export() {
+	"$ANOLE" export -q "${DEV[@]}" "$1" -o "$W/t.tar" || return
+	mkdir "$W/t"
+	tar -x --xattrs --xattrs-include='*' --acls --numeric-owner -p -f "$W/t.tar" -C "$W/t" || return
+	"$TREECMP" --max-report 20 "$K" "$W/t"
+}
+do_fuse() {
+	"$ANOLE" mount --fuse "${DEV[@]}" "$1" "$F" || return
+	local rc=0
+	"$TREECMP" --max-report 20 "$K" "$F" || rc=$?
+	"$ANOLE" umount "$F" || { echo "anole umount of the FUSE mount failed"; return 1; }
+	return $rc
+}
+
+bad='' newpass='' details='' knownlog='' why=''
+n=0 skipped=0
+while IFS=$'\t' read -r name what <&3; do	# (the steps keep stdin)
+	img=$I/$name.img
+	devs=() DEV=()
+	[ -f "$I/$name.dev1" ] && devs=("$I/$name.dev1") DEV=("--device=$I/$name.dev1")
+	if ! "$FMOUNT" "$img" "$K" "${devs[@]}" 2>"$TMP/kmount.err"; then
+		echo "$name: skipped, the kernel does not mount it: $(tail -n 1 "$TMP/kmount.err") ($what)"
+		skipped=$((skipped + 1))
+		continue
+	fi
+	line='' why=''
+	step "$name" check do_check "$img"
+	step "$name" extract do_extract "$img"
+	step "$name" export do_export "$img"
+	step "$name" fuse do_fuse "$img"
+	umount "$K" || fail "$name: cannot unmount the kernel's mount"
+	rm -rf "${W:?}"/*
+	printf '%-22s%s   (%s, %s bytes)\n' "$name" "$line" "$what" "$(stat -c %s "$img")"
+	[ -z "$why" ] || knownlog+=$(printf '\n  %-20s %s' "$name" "$why")
+	n=$((n + 1))
+done 3<"$list"
+
+# Through the daemon a local image goes with --fuse only; a file that is no
+# image is refused with one line, nothing mounted.
+expect_fail "$ANOLE" mount --lazy "$I/plain.img" "$F"
+grep -q -- "--fuse" "$TMP/last.err" || fail "mount --lazy of a local image: $(cat "$TMP/last.err")"
+expect_fail "$ANOLE" mount --fuse "$FIX/COMMANDS" "$F"
+grep -q "not an EROFS image" "$TMP/last.err" || fail "mount --fuse of a text file: $(cat "$TMP/last.err")"
+[ -z "$(_mounts_under "$F")" ] || fail "a refused mount left a mount at $F"
+
+[ -z "$knownlog" ] || echo "known failures (KNOWN_FAIL), the first step's message:$knownlog"
+[ -z "$newpass" ] || echo "listed in KNOWN_FAIL but passing now, take them off:$newpass"
+echo "$n images compared with the kernel's view, $skipped skipped"
+[ $n -gt 0 ] || fail "no image was compared"
+[ -z "$bad" ] || { echo "differences:$details"; fail "steps that failed:$bad"; }
