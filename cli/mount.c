@@ -47,15 +47,11 @@ static const char mount_usage[] =
 static int lazy_mount(const char *ref, const char *target, const char *options,
 		      const char *prefetch, uint64_t rate, int tls_verify, bool fuse, bool no_hints)
 {
-	char real[4096], image[4096];
+	char real[4096];
 	if (!realpath(target, real)) {
 		cli_error("%s: %s", target, strerror(errno));
 		return 1;
 	}
-	/* a local image file (--fuse): the daemon opens it by its full path */
-	struct stat st;
-	if (!stat(ref, &st) && S_ISREG(st.st_mode) && realpath(ref, image))
-		ref = image;
 	json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:i, s:b, s:b}", "op", "mount",
 				"ref", ref, "mountpoint", real, "options", options ? options : "",
 				"prefetch", prefetch, "prefetch_rate", (json_int_t)rate,
@@ -86,6 +82,14 @@ static int lazy_mount(const char *ref, const char *target, const char *options,
 	}
 	json_decref(j);
 	return rc;
+}
+
+/* What the daemon is asked to mount: a local image file (--fuse) by its
+ * full path, as the daemon opens it from elsewhere; a reference as it is. */
+static const char *daemon_ref(const char *arg, char image[4096])
+{
+	struct stat st;
+	return !stat(arg, &st) && S_ISREG(st.st_mode) && realpath(arg, image) ? image : arg;
 }
 
 /* A layout whose blobs are not all there is lazy by nature; users
@@ -159,9 +163,11 @@ int cmd_mount(int argc, char **argv)
 	if (argc - optind != 2)
 		return cli_usage(mount_usage);
 	const char *target = argv[optind + 1];
-	if (needs_daemon(argv[optind], lazy))
-		return lazy_mount(argv[optind], target, data, prefetch, rate, tls_verify, fuse,
-				  no_hints);
+	if (needs_daemon(argv[optind], lazy)) {
+		char image[4096];
+		return lazy_mount(daemon_ref(argv[optind], image), target, data, prefetch, rate,
+				  tls_verify, fuse, no_hints);
+	}
 
 	/* Refuse early, with a clear message, what the kernel would refuse
 	 * with a bare EINVAL. */

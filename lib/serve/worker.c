@@ -507,6 +507,36 @@ static void *event_loop(void *arg)
 
 /* ---- mounts ------------------------------------------------------------------ */
 
+/* A local image file (`anole mount --fuse IMAGE`, by its full path): no
+ * manifest and no blobs, FUSE over the file itself. Opened once here so
+ * that what is wrong with it is the mount's answer. */
+static int local_prepare(const char *ref, bool fuse, struct anole_lazy_info **out,
+			 struct anole_error *err)
+{
+	if (!fuse)
+		return anole_err(err, EINVAL,
+				 "%s: a local image mounts without the daemon, or through FUSE (--fuse)",
+				 ref);
+	struct anole_image *img;
+	int r = anole_image_open(ref, &img, err);
+	if (r < 0)
+		return r;
+	anole_image_close(img);
+	struct anole_lazy_info *li = calloc(1, sizeof(*li));
+	if (!li || !(li->meta_path = strdup(ref)) || !(li->blobs = calloc(1, sizeof(*li->blobs)))) {
+		anole_lazy_free(li);
+		return anole_err(err, ENOMEM, "out of memory");
+	}
+	*out = li;
+	return 0;
+}
+
+static bool is_local_image(const char *ref)
+{
+	struct stat st;
+	return ref[0] == '/' && !stat(ref, &st) && S_ISREG(st.st_mode);
+}
+
 static struct lmount *find_mount(const char *mnt)
 {
 	for (size_t i = 0; i < W.nmounts; i++)
@@ -814,36 +844,6 @@ static void start_program_hints(struct lmount *m, const char *exec, const char *
 	json_decref(cfg);
 }
 
-/* A local image file (`anole mount --fuse IMAGE`, by its full path): no
- * manifest and no blobs, FUSE over the file itself. Opened once here so
- * that what is wrong with it is the mount's answer. */
-static int local_prepare(const char *ref, bool fuse, struct anole_lazy_info **out,
-			 struct anole_error *err)
-{
-	if (!fuse)
-		return anole_err(err, EINVAL,
-				 "%s: a local image mounts without the daemon, or through FUSE (--fuse)",
-				 ref);
-	struct anole_image *img;
-	int r = anole_image_open(ref, &img, err);
-	if (r < 0)
-		return r;
-	anole_image_close(img);
-	struct anole_lazy_info *li = calloc(1, sizeof(*li));
-	if (!li || !(li->meta_path = strdup(ref))) {
-		free(li);
-		return anole_err(err, ENOMEM, "out of memory");
-	}
-	*out = li;
-	return 0;
-}
-
-static bool is_local_image(const char *ref)
-{
-	struct stat st;
-	return ref[0] == '/' && !stat(ref, &st) && S_ISREG(st.st_mode);
-}
-
 static int mount_setup(const char *ref, const char *real, int tls_verify, const char *options,
 		       const char *prefetch, bool fuse, bool record, const char *exec,
 		       bool hints, char **config, struct anole_error *err)
@@ -877,8 +877,7 @@ static int mount_setup(const char *ref, const char *real, int tls_verify, const 
 	m->fuse = fuse;
 	m->record = record;
 	m->nblobs = li->nblobs;
-	if (li->nblobs)
-		memcpy(m->lblobs, li->blobs, li->nblobs * sizeof(*m->lblobs));
+	memcpy(m->lblobs, li->blobs, li->nblobs * sizeof(*m->lblobs));
 	snprintf(m->manifest, sizeof(m->manifest), "%s", li->manifest_digest);
 	char hints_digest[72];
 	uint64_t hints_size = li->hints_size;
