@@ -42,13 +42,15 @@ I=$TMP/images K=$TMP/kernel F=$TMP/fuse W=$TMP/work
 # nothing is mounted, and surely on any exit.
 export ANOLE_RUNTIME_DIR=$TMP/run ANOLE_CACHE_DIR=$TMP/cache
 daemon_kill() {
-	local m f pid
+	local m f pid pids=()
 	for m in $(_mounts_under "$F"); do "$ANOLE" umount "$m" 2>/dev/null; done
-	for f in holder.pid daemon.pid; do
+	# all at once (a daemon process left alive may restart the others), and
+	# ours only: a stale file may name a pid taken since
+	for f in keeper.pid holder.pid daemon.pid; do
 		pid=$(cat "$ANOLE_RUNTIME_DIR/$f" 2>/dev/null) || continue
-		# ours only: a stale file may name a pid taken since
-		tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q anole && kill -9 "$pid" 2>/dev/null
+		tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q anole && pids+=("$pid")
 	done
+	[ ${#pids[@]} = 0 ] || kill -9 "${pids[@]}" 2>/dev/null
 }
 on_exit() {
 	local rc=$?
