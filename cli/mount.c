@@ -33,9 +33,9 @@ static const char mount_usage[] =
 	"  -o OPTIONS            extra EROFS mount options (e.g. 'acl,user_xattr')\n"
 	"  --lazy                go through the daemon even for a local layout\n"
 	"  --fuse                serve through FUSE (anole's reader) instead of the\n"
-	"                        kernel's EROFS; chosen by itself, with a notice, when\n"
-	"                        the kernel path is unavailable (no pre-content\n"
-	"                        events, or not root)\n"
+	"                        kernel's EROFS, also a local image file; chosen by\n"
+	"                        itself, with a notice, when the kernel path is\n"
+	"                        unavailable (no pre-content events, or not root)\n"
 	"  --prefetch=recorded|all|none  recorded (default): fetch first, in order,\n"
 	"                        the ranges `anole prefetch record` stored with the\n"
 	"                        image, if any; all: those, then the rest in the\n"
@@ -92,6 +92,13 @@ static int lazy_mount(const char *ref, const char *target, const char *options,
 	struct stat st;
 	json_t *devices = NULL;
 	if (!cli_is_lazy_ref(ref) && !stat(ref, &st) && S_ISREG(st.st_mode)) {
+		/* nothing of an image file is lazy: the kernel mounts it
+		 * directly, the daemon only serves it through FUSE */
+		if (!fuse) {
+			cli_error("%s: an image file mounts without the daemon; use --fuse to serve "
+				  "it through FUSE", ref);
+			return 1;
+		}
 		if (!(devices = image_request(ref, devs, image, sizeof(image))))
 			return 1;
 		ref = image;

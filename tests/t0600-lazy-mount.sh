@@ -311,8 +311,15 @@ if command -v setpriv >/dev/null && [ -c /dev/fuse ] && command -v fusermount3 >
 	U=$(mktemp -d /tmp/anole-user.XXXXXX)
 	chown 65534:65534 "$U"
 	mkdir "$U/mnt" && chown 65534:65534 "$U/mnt"
-	as_user() { setpriv --reuid=65534 --regid=65534 --clear-groups env HOME="$U" XDG_RUNTIME_DIR= XDG_CACHE_HOME= ANOLE_RUNTIME_DIR= ANOLE_CACHE_DIR= "$@"; }
-	as_user "$ANOLE" mount "$REF" "$U/mnt" 2>"$TMP/user.err" || fail "user mount failed: $(cat "$TMP/user.err")"
+	# The user runs a copy of anole: the build tree may lie where others
+	# cannot enter (a clone in /root, or in a mktemp -d directory, is 0700).
+	# Libraries it loads from the build tree come along.
+	mkdir "$U/bin"
+	cp "$ANOLE" "$U/bin/anole"
+	ldd "$ANOLE" | awk -v r="$ROOT/" 'index($3, r) == 1 { print $3 }' | xargs -r cp -t "$U/bin"
+	UANOLE=$U/bin/anole
+	as_user() { setpriv --reuid=65534 --regid=65534 --clear-groups env HOME="$U" XDG_RUNTIME_DIR= XDG_CACHE_HOME= ANOLE_RUNTIME_DIR= ANOLE_CACHE_DIR= LD_LIBRARY_PATH="$U/bin${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$@"; }
+	as_user "$UANOLE" mount "$REF" "$U/mnt" 2>"$TMP/user.err" || fail "user mount failed: $(cat "$TMP/user.err")"
 	grep -q "notice: .*FUSE" "$TMP/user.err" || fail "no notice about the FUSE fallback: $(cat "$TMP/user.err")"
 	# files anyone may read: o+r, every directory above them o+x
 	python3 - "$TRUTH" >"$TMP/ufiles" <<'PY'
@@ -333,7 +340,7 @@ PY
 		fail "the user could not read the FUSE mount"
 	cmp "$TMP/usum.want" "$TMP/usum.got" || fail "the user's FUSE mount differs from the source"
 	echo "user (uid 65534): $(wc -l <"$TMP/ufiles") files read through FUSE match the source"
-	as_user "$ANOLE" umount "$U/mnt" || fail "user umount failed"
+	as_user "$UANOLE" umount "$U/mnt" || fail "user umount failed"
 	for _ in $(seq 1 50); do pgrep -u 65534 -f "anole daemon" >/dev/null || break; sleep 0.2; done
 	pgrep -u 65534 -f "anole daemon" >/dev/null && fail "the user's daemon did not end"
 	chmod "$FUSE_MODE" /dev/fuse
