@@ -125,3 +125,30 @@ corrupt "$TMP/z.img" $((4096 + 4000)) 0x01 "$TMP/bad.img"
 run_check "$TMP/bad.img" && fail "corrupt zstd data: check said ok"
 grep -q "compressed" "$TMP/err" || fail "corrupt zstd data not named: $(cat "$TMP/err")"
 cat "$TMP/err"
+# The superblock's algorithms and their records, checked as Linux checks
+# them: extents of an algorithm it does not list, a zstd window past a
+# pcluster (the checksum made right, so the field is what is wrong).
+resum() { # resum IMG OFFSET BYTE -> new image, superblock checksum redone
+	python3 - "$@" <<'PY'
+import sys
+src, off, v, dst = sys.argv[1], int(sys.argv[2], 0), int(sys.argv[3], 0), sys.argv[4]
+b = bytearray(open(src, 'rb').read())
+b[off] = v
+crc = 0xffffffff
+for i, c in enumerate(b[1024:4096]):
+    crc ^= 0 if 4 <= i < 8 else c
+    for _ in range(8):
+        crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
+b[1028:1032] = crc.to_bytes(4, 'little')
+open(dst, 'wb').write(b)
+PY
+}
+resum "$TMP/z.img" 1108 0 "$TMP/bad.img"
+run_check "$TMP/bad.img" && fail "zstd extents in an image listing no algorithm: check said ok"
+grep -q "algorithm 3 is not among the superblock's" "$TMP/err" ||
+	fail "unlisted algorithm not named: $(cat "$TMP/err")"
+resum "$TMP/z.img" 1155 11 "$TMP/bad.img"
+run_check "$TMP/bad.img" && fail "a zstd window of 2 MiB: check said ok"
+grep -q "zstd configuration" "$TMP/err" || fail "zstd window not named: $(cat "$TMP/err")"
+resum "$TMP/z.img" 1155 10 "$TMP/good2.img"
+run_check "$TMP/good2.img" || fail "the same image with its own checksum redone: $(cat "$TMP/err")"

@@ -245,6 +245,12 @@ static bool is_compact(const struct anole_inode *ino)
 	return ino->layout == EROFS_INODE_COMPRESSED_COMPACT;
 }
 
+/* Encoded extents: the advice's bits 1-2 are then the record size */
+static bool is_ext(const struct anole_inode *ino)
+{
+	return !is_compact(ino) && (ino->z_advise & Z_EROFS_ADVISE_EXTENTS);
+}
+
 static int load_compact(struct zrec *m, uint64_t lcn, bool lookahead)
 {
 	const struct anole_inode *ino = m->ino;
@@ -651,7 +657,7 @@ static void rec_init(struct zrec *m, struct anole_image *img, const struct anole
 static int index_end(struct zrec *m, uint64_t *end)
 {
 	const struct anole_inode *ino = m->ino;
-	if (ino->z_advise & Z_EROFS_ADVISE_EXTENTS && !is_compact(ino)) {
+	if (is_ext(ino)) {
 		uint64_t n = ext_recsz(ino) > 8 ? ino->z_extents : m->nlcl;
 		*end = ext_start(ino, m->body_end) + n * ext_recsz(ino) + (ext_recsz(ino) == 4 ? 8 : 0);
 		return 0;
@@ -676,7 +682,7 @@ static int check_header(struct anole_image *img, struct anole_inode *ino, uint64
 {
 	struct zimage *z = img_zimage(img);
 	uint16_t big = Z_EROFS_ADVISE_BIG_PCLUSTER_1 | Z_EROFS_ADVISE_BIG_PCLUSTER_2;
-	if ((ino->z_advise & big) && !z->big)
+	if (!is_ext(ino) && (ino->z_advise & big) && !z->big)
 		return img_corrupt(img, ino->nid, hpos,
 				   "big pclusters without the superblock's feature");
 	if (is_compact(ino) && !(ino->z_advise & Z_EROFS_ADVISE_BIG_PCLUSTER_1) !=
@@ -695,12 +701,12 @@ static int find_tail(struct anole_image *img, struct anole_inode *ino)
 	struct zextent x;
 	struct ztail t = {0};
 	rec_init(&m, img, ino);
-	int r = ino->z_advise & Z_EROFS_ADVISE_EXTENTS && !is_compact(ino)
+	int r = is_ext(ino)
 			? map_ext(&m, ino->size - 1, &x)
 			: map_fo(&m, ino->size - 1, &x, &t);
 	if (r < 0)
 		return r;
-	if (ino->z_advise & Z_EROFS_ADVISE_EXTENTS && !is_compact(ino)) {
+	if (is_ext(ino)) {
 		if (x.where == ZX_FRAGMENT) {
 			ino->z_tail_la = x.la;
 			ino->z_frag_off = x.frag_off;
@@ -785,8 +791,7 @@ int zmap_extent(struct anole_image *img, const struct anole_inode *ino, uint64_t
 		return 0;
 	}
 	rec_init(&m, img, ino);
-	bool ext = ino->z_advise & Z_EROFS_ADVISE_EXTENTS && !is_compact(ino);
-	int r = ext ? map_ext(&m, off, x) : map_fo(&m, off, x, NULL);
+	int r = is_ext(ino) ? map_ext(&m, off, x) : map_fo(&m, off, x, NULL);
 	if (r < 0)
 		return r;
 	if (off < x->la || off - x->la >= x->llen || x->la + x->llen > ino->size)
