@@ -35,7 +35,13 @@ daemon_kill() {
 	true
 }
 trap '_rc=$?; daemon_kill; (exit $_rc); _cleanup' EXIT
-alive() { kill -0 "$1" 2>/dev/null; }
+# alive PID: running, not a zombie (a killed process its parent has not
+# reaped yet keeps its pid, and its pid file still names it)
+alive() {
+	local st
+	st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+	case $st in Z*) return 1 ;; esac
+}
 wait_daemon_gone() {
 	local i p busy
 	for i in $(seq 1 50); do

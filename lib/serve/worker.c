@@ -672,10 +672,19 @@ static void holder_gone(void)
 		wlog("the holder is gone; exiting");
 		_exit(1);
 	}
+	/* A live keeper stops us (pidfd) and starts a new holder. Its lock
+	 * held says only that it was alive a moment ago: killed with the
+	 * holder, it may be dying now, and a worker that left as well would
+	 * let the group, and with it the marks, go. So wait for the lock:
+	 * either the keeper kills us first, or it is dead and we act. */
 	int keeper = daemon_lock(W.inherited.lock, DLOCK_KEEPER, false);
+	if (keeper == -EAGAIN) {
+		wlog("the holder is gone; waiting for the keeper to restart the daemon");
+		keeper = daemon_lock(W.inherited.lock, DLOCK_KEEPER, true);
+	}
 	if (keeper < 0) {
-		wlog("the holder is gone; the keeper restarts the daemon");
-		_exit(0);
+		wlog("the holder is gone and the keeper lock fails (%s); exiting", strerror(-keeper));
+		_exit(1);
 	}
 	int r = start_keeper(keeper);
 	if (r >= 0) {
