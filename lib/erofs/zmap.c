@@ -23,6 +23,7 @@ struct zslot {
 	bool partial;
 	uint64_t pa, llen;
 	uint32_t plen;
+	uint32_t out_blkoff; /* interlaced extents' output depends on it */
 	uint8_t *buf;
 	size_t cap;
 };
@@ -887,18 +888,36 @@ static int decoded(struct anole_image *img, const struct anole_inode *ino,
 {
 	struct zimage *z = img_zimage(img);
 	struct zslot *s = &z->slot[ino->nid == z->packed_nid ? 0 : 1];
+	uint32_t blksz = img_blksz(img);
+	uint32_t out_blkoff = x->form == ZFORM_INTERLACED ? (uint32_t)(x->la & (blksz - 1)) : 0;
 	if (s->valid && s->where == x->where && s->form == x->form && s->partial == x->partial &&
-	    s->pa == x->pa && s->plen == x->plen && s->llen == x->llen) {
+	    s->pa == x->pa && s->plen == x->plen && s->llen == x->llen &&
+	    s->out_blkoff == out_blkoff) {
 		*out = s->buf;
 		return 0;
 	}
 	s->valid = false;
-	if (grow(&s->buf, &s->cap, x->llen) < 0 || grow(&z->in, &z->incap, x->plen) < 0)
+	int r;
+	if (x->where == ZX_INLINE) {
+		/* An inline tail is read through the metadata path, which may
+		 * decode the (compressed) metabox and so reuse z->in and the
+		 * slots: read it into a buffer of its own, then copy. */
+		_cleanup_free_ uint8_t *tail = malloc(x->plen ? x->plen : 1);
+		if (!tail)
+			return anole_err(img_err(img), ENOMEM, "out of memory");
+		if ((r = read_stored(img, ino, x, tail)) < 0)
+			return r;
+		if (grow(&z->in, &z->incap, x->plen) < 0)
+			return anole_err(img_err(img), ENOMEM, "out of memory");
+		memcpy(z->in, tail, x->plen);
+	} else {
+		if (grow(&z->in, &z->incap, x->plen) < 0)
+			return anole_err(img_err(img), ENOMEM, "out of memory");
+		if ((r = read_stored(img, ino, x, z->in)) < 0)
+			return r;
+	}
+	if (grow(&s->buf, &s->cap, x->llen) < 0)
 		return anole_err(img_err(img), ENOMEM, "out of memory");
-	int r = read_stored(img, ino, x, z->in);
-	if (r < 0)
-		return r;
-	uint32_t blksz = img_blksz(img);
 	struct zdecode_req rq = {
 		.in = z->in, .inlen = x->plen, .form = x->form, .partial = x->partial,
 		.zero_padding = z->zero_padding, .blksz = blksz,
@@ -916,8 +935,8 @@ static int decoded(struct anole_image *img, const struct anole_inode *ino,
 				   x->form >= Z_EROFS_COMPRESSION_MAX ? "plain" : codec_alg_name(x->form),
 				   x->plen, (unsigned long long)x->la,
 				   (unsigned long long)(x->la + x->llen - 1));
-	*s = (struct zslot){true, x->where, x->form, x->partial, x->pa, x->llen, x->plen,
-			    s->buf, s->cap};
+	*s = (struct zslot){true,	  x->where,   x->form, x->partial, x->pa,
+			    x->llen, x->plen, out_blkoff, s->buf,	   s->cap};
 	*out = s->buf;
 	return 0;
 }

@@ -677,10 +677,13 @@ static void set_auth(struct registry *r, const char *scheme, const char *cred)
  * Authorization stays with the realm's origin (curl's rule). */
 static int token_request(struct registry *r, const char *url, const char *realm,
 			 struct curl_slist *hdrs, const char *post, struct strbuf *body,
-			 struct anole_error *err)
+			 double deadline, struct anole_error *err)
 {
 	struct xfer x = {.reg = r, .body = body, .max_body = 1u << 20, .no_redirects = post != NULL};
 	xfer_bound(&x, K_DOC, 0);
+	/* within the deadline of the call that met the 401, too */
+	if (deadline > 0 && deadline < x.deadline)
+		x.deadline = deadline;
 	for (int attempt = 0;; attempt++) {
 		body->len = 0;
 		CURL *c = new_handle(&x, url, hdrs);
@@ -711,7 +714,7 @@ static int token_request(struct registry *r, const char *url, const char *realm,
  * the realm, and could as well have asked for them itself), but never in
  * clear from a registry reached over https. */
 static int bearer_token(struct registry *r, const char *challenge, const char *repo,
-			struct anole_error *err)
+			double deadline, struct anole_error *err)
 {
 	char realm[512], service[256] = "", scope[512] = "";
 	if (!challenge_param(challenge, "realm", realm, sizeof(realm)))
@@ -759,7 +762,7 @@ static int bearer_token(struct registry *r, const char *challenge, const char *r
 		if (!hdrs)
 			goto out;
 	}
-	if ((rc = token_request(r, url, realm, hdrs, post, &body, err)) < 0)
+	if ((rc = token_request(r, url, realm, hdrs, post, &body, deadline, err)) < 0)
 		goto out;
 	json_t *j = json_loadb(body.buf ? body.buf : "", body.len, 0, NULL);
 	const char *t = json_string_value(json_object_get(j, "token"));
@@ -790,7 +793,7 @@ out:
 
 /* Answer a 401 of the registry's own origin. */
 static int authenticate(struct registry *r, const char *challenge, const char *repo,
-			struct anole_error *err)
+			double deadline, struct anole_error *err)
 {
 	if (!strncasecmp(challenge, "Basic", 5)) {
 		if (!r->creds.basic)
@@ -804,7 +807,7 @@ static int authenticate(struct registry *r, const char *challenge, const char *r
 	if (strncasecmp(challenge, "Bearer", 6))
 		return anole_err(err, EACCES, "%s: unsupported authentication challenge '%.100s'",
 				 r->host, challenge);
-	return bearer_token(r, challenge, repo, err);
+	return bearer_token(r, challenge, repo, deadline, err);
 }
 
 /* ---- requests ---------------------------------------------------------------- */
@@ -955,7 +958,7 @@ static int request(struct registry *r, const char *path, const char *accept, con
 						 "credentials go only to %s)",
 						 url, r->base);
 			if (!authed) {
-				if ((rc = authenticate(r, x->challenge, repo, err)) < 0)
+				if ((rc = authenticate(r, x->challenge, repo, x->deadline, err)) < 0)
 					return rc;
 				authed = true;
 				continue;

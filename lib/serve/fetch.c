@@ -554,8 +554,12 @@ static void answer_job(struct job *j, int r)
 static void release_job(struct job *j, int r)
 {
 	struct blob *b = j->b;
-	if (r < 0) /* not on disk: fetched again when next asked for */
+	if (r < 0) { /* not on disk: fetched again when next asked for */
 		memset(b->state + j->first, RANGE_ABSENT, j->count);
+		/* a reader of these ranges and others, not answered when they
+		 * came, would now wait for ranges nobody fetches: it fails */
+		wake(b, j, false);
+	}
 	b->busy--;
 	if (b->orphan) {
 		if (!b->busy)

@@ -312,6 +312,10 @@ static void vet_partial(const struct anole_lazy_blob *lb, const char *partial, c
 			  ? cache_check_ranges(fd, mfd, &t)
 			  : 0;
 	digest_table_release(&t);
+	/* ranges not hashed (a read error, no memory) are not trusted: an
+	 * emptied map makes get_blob start the blob over */
+	if (bad < 0 && ftruncate(mfd, 0) < 0)
+		wlog("blob %.19s: cannot empty its ranges map: %s", lb->digest, strerror(errno));
 	if (bad)
 		wlog("blob %.19s: %d cached ranges do not match its digest table%s; fetched again",
 		     lb->digest, bad < 0 ? 0 : bad, bad < 0 ? " (or cannot be read)" : "");
