@@ -1,5 +1,5 @@
 #!/bin/bash
-# The registry client's side for the lazy format (issue 5), against
+# The registry client's side for the lazy format, against
 # docker-registry with token auth: blob uploads (monolithic and chunked),
 # "already there", cross-repository mounts, HEAD, manifest PUT, and range
 # reads: 206 answers, 200 answers with the whole blob (through a proxy

@@ -1,5 +1,5 @@
 #!/bin/bash
-# The lazy format's local layout (issue 5, first slice): with
+# The lazy format's local layout (its first part, 96f3f19): with
 # --separate-data the file data goes to a content-addressed blob beside
 # the image (DIR/blobs/sha256/HEX) that the image names in its device
 # table (unified addressing). The kernel mounts it file-backed with

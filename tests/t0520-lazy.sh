@@ -1,5 +1,5 @@
 #!/bin/bash
-# Lazy images end to end (issue 5): `anole convert` of the multi-layer OCI
+# Lazy images end to end: `anole convert` of the multi-layer OCI
 # test image to Debian's docker-registry and to an OCI layout writes an
 # anole manifest (metadata image, then per data blob: blob, digest table,
 # chunk index); `anole pull` fetches and verifies it and `anole mount` of

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Digest tables of both versions (session 11). `anole convert` writes
+# Digest tables of both versions (version 2 since eaf0cfd). `anole convert` writes
 # version 2 (ranges cut at the blob's extents, media type digests.v2);
 # images converted before it carry version 1 (fixed 64 KiB ranges,
 # digests.v1). Here a converted layout is rewritten to version 1, as an

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Lazy mounts (issue 6): `anole mount docker://...` of an image converted to
+# Lazy mounts: `anole mount docker://...` of an image converted to
 # Debian's docker-registry mounts before any data is here; the daemon fills
 # each range on first read, verified, into the shared cache, and the kernel
 # serves the rest. Checked against the source tree (treecmp, every byte and

@@ -1,5 +1,5 @@
 #!/bin/bash
-# The issue-6 acceptance run on a real rootfs: a Debian bookworm minbase
+# The lazy mount's acceptance run on a real rootfs: a Debian bookworm minbase
 # with python3 (debootstrapped once, cached), converted with `anole
 # convert` into Debian's docker-registry, lazily mounted; `chroot MNT
 # python3 -c 'import json'` works, /proc/mounts shows EROFS, and the cache

@@ -1,5 +1,5 @@
 #!/bin/bash
-# anole run (issue 7): a python3 container image (Debian minbase + python3,
+# anole run: a python3 container image (Debian minbase + python3,
 # with Env, Cmd and WorkingDir in its config) converted into Debian's
 # docker-registry runs with `anole run`: it prints what its command prints
 # and returns its exit status (also a non-zero one); --env, --volume and a

@@ -1,5 +1,5 @@
 #!/bin/bash
-# ELF load hints (issue 7): what the dynamic loader reads to start each
+# ELF load hints: what the dynamic loader reads to start each
 # program, computed from the image alone. A tree of host programs (curl,
 # with its 30-odd libraries, and true) built with --separate-data: each
 # program's closure, resolved inside the image through /etc/ld.so.conf,

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Resource faults (issue 8). (1) The lazy cache's disk fills up during
+# Resource faults (hardening). (1) The lazy cache's disk fills up during
 # reads: readers get EIO, never other bytes; the cache stays consistent,
 # and once space is back the same reads return the right bytes. (2) anole
 # pull and (3) anole convert killed with SIGKILL at random moments, again

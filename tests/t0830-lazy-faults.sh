@@ -1,5 +1,5 @@
 #!/bin/bash
-# Registry faults against lazy images (issue 8), through tests/lib/faultproxy
+# Registry faults against lazy images (hardening), through tests/lib/faultproxy
 # in front of a local docker-registry: 503 answers, connections dropped
 # mid-body, redirects (good ones and ones to where nothing listens),
 # Range ignored (200 with the whole body), a byte flipped in every blob,

@@ -19,7 +19,7 @@
 extern "C" {
 #endif
 
-#define ANOLE_VERSION "0.1.0"
+#define ANOLE_VERSION "0.2.0"
 
 /* Bytes of file data compressed at a time unless told otherwise. */
 #define ANOLE_DEFAULT_PCLUSTER (1024u << 10)

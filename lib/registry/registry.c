@@ -1100,7 +1100,7 @@ int registry_fetch_end(struct registry_fetch *f, struct anole_error *err)
 	return rc;
 }
 
-/* ---- issue 5: ranges, existence, uploads ------------------------------------- */
+/* ---- lazy format: ranges, existence, uploads --------------------------------- */
 
 int registry_blob_exists(struct registry *r, const char *repo, const char *digest,
 			 uint64_t *size, struct anole_error *err)
