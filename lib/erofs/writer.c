@@ -67,7 +67,7 @@ struct tree_writer {
 	int frag_fd; /* small files and tails, packed together */
 	uint64_t frag_len;
 	struct tinode *packed;
-	struct digest_map *frag_seen; /* with dedupe: fragment digest -> offset */
+	struct digest_map *frag_seen; /* with fragments: fragment digest -> offset */
 	bool cdc;                     /* with dedupe: content-defined extents */
 	struct cdc_params cdcp;
 	struct frag_rec *frags;       /* every fragment stored, for reordering */
@@ -218,7 +218,7 @@ int tw_new(struct tree_writer **out, const char *image, const struct anole_build
 		tw->cdc = tw->opts.dedupe && tw->pcluster >= (32u << 10);
 		tw->cdcp = cdc_for(tw->pcluster);
 		zpipe_set_cdc(tw->zp, tw->cdc);
-		if (tw->opts.dedupe && digest_map_new(&tw->frag_seen) < 0) {
+		if (tw->fragments && digest_map_new(&tw->frag_seen) < 0) {
 			tw_free(tw);
 			return anole_err(err, ENOMEM, "out of memory");
 		}
@@ -856,6 +856,13 @@ static int reorder_fragments(struct tree_writer *tw)
 	return 0;
 }
 
+/* Fragments this long are stored once however many files end in them
+ * (copyright files, changelogs of packages built from one source), as
+ * mkfs.erofs does with -Efragments. Shorter ones cost a map entry each for
+ * little (a million tiny files) and compress well next to each other
+ * anyway; --dedupe stores every repeat once. */
+#define FRAG_DEDUPE_MIN 1024
+
 /* A file's last partial pcluster (all of it, when small) joins the packed
  * inode, where it is compressed together with its neighbours; the full
  * pclusters before it are compressed on their own. */
@@ -882,7 +889,7 @@ static int add_fragment_file(struct tree_writer *tw, struct tinode *ino, int fd,
 		ino->has_frag = true;
 		ino->frag_off = tw->frag_len;
 		int found = 0;
-		if (tw->frag_seen) {
+		if (tw->frag_seen && (tail >= FRAG_DEDUPE_MIN || tw->opts.dedupe)) {
 			/* the same bytes already packed: point at them */
 			struct digest d;
 			sha256(tw->buf, (size_t)tail, &d);
