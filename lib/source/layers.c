@@ -234,11 +234,7 @@ static int track_inode(struct layers *l, struct tinode *ino)
 static struct tinode *new_inode(struct layers *l)
 {
 	struct tinode *ino = tw_inode_new(l->tw);
-	if (ino && track_inode(l, ino) < 0) {
-		free(ino);
-		return NULL;
-	}
-	return ino;
+	return ino && track_inode(l, ino) < 0 ? NULL : ino;
 }
 
 /* The record of @key in @m (records start with their own copy of the key,
@@ -1626,7 +1622,7 @@ void layers_free(struct layers *l)
 	 * pipeline may still hold them). */
 	for (size_t i = 0; i < l->ninodes; i++)
 		if (!l->inodes[i]->nlink && tw_inode_orphan(l->tw, l->inodes[i]) < 0)
-			free(l->inodes[i]); /* cannot happen after a drained pipeline */
+			break; /* out of memory: the writer frees it anyway */
 	free(l->inodes);
 	for (size_t i = 0; i < l->nnodes; i++)
 		free(l->nodes[i]);
