@@ -1871,6 +1871,8 @@ int tw_finish(struct tree_writer *tw, struct anole_build_stats *stats)
 		return r;
 	if (tw->zp && (r = zpipe_drain(tw->zp)) < 0)
 		return r;
+	if (tw->zp)
+		zpipe_stop(tw->zp);
 	if ((r = write_cold_tails(tw)) < 0)
 		return r;
 	tw_progress(tw, "metadata", true);
