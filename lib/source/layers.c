@@ -37,7 +37,6 @@ enum mkind { MK_DIR, MK_OTHER, MK_WHITEOUT, MK_DEAD };
 struct mnode {
 	struct mnode *parent, *first, *next; /* children, in arrival order */
 	struct tinode *inode;                /* NULL for whiteouts */
-	uint64_t hash;
 	uint32_t layer; /* the layer that put it here */
 	uint32_t floor; /* dirs: layers below this add no children */
 	uint32_t meta_floor; /* implied dirs: below this, metadata is of a
@@ -159,13 +158,19 @@ static uint64_t node_hash(const struct mnode *parent, const char *name, size_t l
 		     len);
 }
 
+/* Not kept in the node: a million nodes would take 8 MB for it. */
+static uint64_t mnode_hash(const struct mnode *n)
+{
+	return node_hash(n->parent, n->name, n->namelen);
+}
+
 static size_t tab_find(const struct layers *l, const struct mnode *parent, const char *name,
 		       size_t len, uint64_t h)
 {
 	size_t j = (size_t)h & (l->tabcap - 1);
 	for (; l->tab[j]; j = (j + 1) & (l->tabcap - 1)) {
 		const struct mnode *n = l->tab[j];
-		if (n->hash == h && n->parent == parent && n->namelen == len &&
+		if (n->parent == parent && n->namelen == len &&
 		    !memcmp(n->name, name, len))
 			break;
 	}
@@ -183,7 +188,7 @@ static int tab_grow(struct layers *l)
 	for (size_t i = 0; i < l->tabcap; i++) {
 		if (!l->tab[i])
 			continue;
-		size_t j = (size_t)l->tab[i]->hash & (ncap - 1);
+		size_t j = (size_t)mnode_hash(l->tab[i]) & (ncap - 1);
 		while (n[j])
 			j = (j + 1) & (ncap - 1);
 		n[j] = l->tab[i];
@@ -202,7 +207,7 @@ static struct mnode *lookup(struct layers *l, struct mnode *parent, const char *
 /* Linear probing: delete by shifting later entries of the run back. */
 static void tab_remove(struct layers *l, struct mnode *n)
 {
-	size_t mask = l->tabcap - 1, i = (size_t)n->hash & mask;
+	size_t mask = l->tabcap - 1, i = (size_t)mnode_hash(n) & mask;
 	while (l->tab[i] != n) {
 		if (!l->tab[i])
 			return;
@@ -211,7 +216,7 @@ static void tab_remove(struct layers *l, struct mnode *n)
 	l->tab[i] = NULL;
 	l->tabcount--;
 	for (size_t j = (i + 1) & mask; l->tab[j]; j = (j + 1) & mask) {
-		size_t home = (size_t)l->tab[j]->hash & mask;
+		size_t home = (size_t)mnode_hash(l->tab[j]) & mask;
 		/* move it back unless its home lies cyclically in (i, j] */
 		if ((j > i && (home <= i || home > j)) || (j < i && home <= i && home > j)) {
 			l->tab[i] = l->tab[j];
@@ -226,8 +231,7 @@ static void move_node(struct layers *l, struct mnode *c, struct mnode *dst)
 {
 	tab_remove(l, c);
 	c->parent = dst;
-	c->hash = node_hash(dst, c->name, c->namelen);
-	size_t j = tab_find(l, dst, c->name, c->namelen, c->hash);
+	size_t j = tab_find(l, dst, c->name, c->namelen, mnode_hash(c));
 	if (!l->tab[j])
 		l->tabcount++;
 	l->tab[j] = c; /* over a node the caller declared dead */
@@ -458,10 +462,9 @@ static struct mnode *put_node(struct layers *l, struct mnode *parent, const char
 	n->parent = parent;
 	n->namelen = (uint16_t)len;
 	memcpy(n->name, name, len);
-	n->hash = node_hash(parent, name, len);
 	n->kind = (uint8_t)kind;
 	n->layer = l->layer;
-	size_t j = tab_find(l, parent, name, len, n->hash);
+	size_t j = tab_find(l, parent, name, len, mnode_hash(n));
 	if (l->tab[j])
 		l->tab[j]->kind = MK_DEAD; /* its subtree is unreachable now */
 	else
