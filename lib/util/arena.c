@@ -15,6 +15,8 @@ struct arena_chunk {
 
 void *arena_alloc(struct arena *a, size_t size)
 {
+	if (size > SIZE_MAX / 2)
+		return NULL;
 	size = (size + 7) & ~(size_t)7;
 	if (!a->chunks || a->cap - a->used < size) {
 		size_t cap = size > ARENA_CHUNK / 4 ? size : ARENA_CHUNK - sizeof(struct arena_chunk);
