@@ -1158,19 +1158,10 @@ static void files_reset(struct layers *l)
 	}
 }
 
-/* Room for one more file: the entries grow by half, the slots stay at
- * most half full. */
-static int files_grow(struct layers *l)
+/* Keep the slots at most half full with one more file. */
+static int files_rehash(struct layers *l)
 {
 	struct files *fs = &l->files;
-	if (fs->n == fs->vcap) {
-		size_t ncap = fs->vcap ? fs->vcap + fs->vcap / 2 : 1024;
-		struct lfile *nv = ncap < UINT32_MAX ? realloc(fs->v, ncap * sizeof(*nv)) : NULL;
-		if (!nv)
-			return -ENOMEM;
-		fs->v = nv;
-		fs->vcap = ncap;
-	}
 	if ((fs->n + 1) * 2 <= fs->cap)
 		return 0;
 	size_t ncap = fs->cap ? fs->cap * 2 : 2048;
@@ -1184,6 +1175,23 @@ static int files_grow(struct layers *l)
 		const char *k = file_path(l, &fs->v[i]);
 		fs->slot[file_slot(l, k, strlen(k))] = (uint32_t)i + 1;
 	}
+	return 0;
+}
+
+/* Room for one more file: the entries grow by half. */
+static int files_grow(struct layers *l)
+{
+	struct files *fs = &l->files;
+	if (files_rehash(l) < 0)
+		return -ENOMEM;
+	if (fs->n < fs->vcap)
+		return 0;
+	size_t ncap = fs->vcap ? fs->vcap + fs->vcap / 2 : 1024;
+	struct lfile *nv = ncap < UINT32_MAX ? realloc(fs->v, ncap * sizeof(*nv)) : NULL;
+	if (!nv)
+		return -ENOMEM;
+	fs->v = nv;
+	fs->vcap = ncap;
 	return 0;
 }
 
