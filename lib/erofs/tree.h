@@ -32,6 +32,9 @@ enum tdata_kind {
 	TDATA_FRAG,   /* compressed, all of it in the packed inode */
 };
 
+/* One of these per inode, a million for a million files: fields are
+ * ordered (and flags packed) so that it stays at 120 bytes; the writer
+ * hands them out from an arena, without a malloc header each. */
 struct tinode {
 	uint32_t mode, uid, gid, rdev;
 	int64_t mtime;
@@ -44,23 +47,21 @@ struct tinode {
 	/* data placement */
 	uint8_t data_kind;
 	uint8_t chunkbits;
-	bool inline_tail;
-	bool cold_tail; /* a block of its own at the data's end (tail_off, tail_len) */
-	uint32_t tail_len;
-	uint64_t tail_off; /* in the spool; also the chunk map's offset */
-	uint64_t startblk;
-	uint32_t nchunks;  /* chunk map entries, or lcluster indexes */
-	uint32_t zblocks;  /* compressed: blocks its pclusters take */
-	bool has_frag;     /* its last bytes live in the packed inode */
-	bool zcompact;     /* its pclusters are contiguous: compact indexes fit */
-	uint64_t ztail_la; /* compressed: where its fragment tail begins */
-	uint64_t frag_off; /* where, in the packed inode */
-
-	/* metadata layout */
-	bool extended;
+	bool inline_tail : 1;
+	bool cold_tail : 1; /* a block of its own at the data's end (tail_off, tail_len) */
+	bool has_frag : 1;  /* its last bytes live in the packed inode */
+	bool zcompact : 1;  /* its pclusters are contiguous: compact indexes fit */
+	bool extended : 1;  /* metadata layout: the 64-byte inode */
 	uint8_t layout;
 	uint16_t xattr_icount;
+	uint32_t tail_len;
+	uint32_t nchunks;  /* chunk map entries, or lcluster indexes */
+	uint32_t zblocks;  /* compressed: blocks its pclusters take */
 	uint32_t meta_size;
+	uint64_t tail_off; /* in the spool; also the chunk map's offset */
+	uint64_t startblk;
+	uint64_t ztail_la; /* compressed: where its fragment tail begins */
+	uint64_t frag_off; /* where, in the packed inode */
 	uint64_t nid;
 
 	union {
@@ -68,6 +69,8 @@ struct tinode {
 		char *symlink; /* target, NUL-terminated; size holds its length */
 	} u;
 };
+
+_Static_assert(sizeof(void *) != 8 || sizeof(struct tinode) <= 120, "struct tinode grew");
 
 struct tdentry {
 	struct tinode *inode;
@@ -87,7 +90,9 @@ struct xattr_table *tw_xattrs(struct tree_writer *tw);
 int tw_root(struct tree_writer *tw, struct tinode **root);
 int tw_add(struct tree_writer *tw, struct tinode *parent, const char *name, size_t namelen,
 	   struct tinode *inode, struct tdentry **out);
-/* Allocate a zeroed inode owned by the writer. */
+/* Allocate a zeroed inode owned by the writer: it lives as long as the
+ * writer and is never free()d, linked or not (a directory's tdir and a
+ * symlink's target are the caller's until it is linked). */
 struct tinode *tw_inode_new(struct tree_writer *tw);
 /* Hand the writer an inode that will never be linked (a layer entry that a
  * later one replaced), to be freed with the writer. */

@@ -29,6 +29,7 @@
 #include "erofs/cdc.h"
 #include "erofs/blobmeta.h"
 #include "util/digest.h"
+#include "util/arena.h"
 
 #define OPEN_META_BLOCKS 16
 
@@ -51,6 +52,7 @@ struct tree_writer {
 	uint32_t blksz;
 	uint64_t next_blk;
 
+	struct arena mem;       /* every tinode and tdentry */
 	struct tinode **inodes; /* creation order; [0] is the root */
 	size_t ninodes, icap;
 	struct tinode **orphans; /* made but never linked (replaced entries) */
@@ -337,14 +339,11 @@ int tw_data_append(struct tree_writer *tw, const void *data, size_t len, uint64_
 static void free_inode(struct tinode *ino)
 {
 	if (S_ISDIR(ino->mode) && ino->u.dir) {
-		for (uint32_t i = 0; i < ino->u.dir->nchild; i++)
-			free(ino->u.dir->child[i]);
 		free(ino->u.dir->child);
 		free(ino->u.dir);
 	} else if (S_ISLNK(ino->mode)) {
 		free(ino->u.symlink);
 	}
-	free(ino);
 }
 
 void tw_free(struct tree_writer *tw)
@@ -370,6 +369,7 @@ void tw_free(struct tree_writer *tw)
 	for (size_t i = 0; i < tw->norphans; i++)
 		free_inode(tw->orphans[i]);
 	free(tw->orphans);
+	arena_release(&tw->mem);
 	xattr_table_free(tw->xt);
 	free(tw->image_path);
 	free(tw->buf);
@@ -400,8 +400,7 @@ void tw_progress(struct tree_writer *tw, const char *phase, bool force)
 
 struct tinode *tw_inode_new(struct tree_writer *tw)
 {
-	(void)tw;
-	return calloc(1, sizeof(struct tinode));
+	return arena_alloc(&tw->mem, sizeof(struct tinode));
 }
 
 int tw_inode_orphan(struct tree_writer *tw, struct tinode *ino)
@@ -451,7 +450,6 @@ int tw_root(struct tree_writer *tw, struct tinode **root)
 		return anole_err(tw->err, ENOTDIR, "the root of an image must be a directory");
 	int r = register_inode(tw, *root);
 	if (r < 0) {
-		free(*root);
 		*root = NULL;
 		return anole_err(tw->err, -r, "out of memory");
 	}
@@ -507,7 +505,8 @@ int tw_add(struct tree_writer *tw, struct tinode *parent, const char *name, size
 	struct tdir *pd = parent->u.dir;
 	if (S_ISDIR(inode->mode) && !inode->nlink && pd->depth >= ANOLE_MAX_DEPTH)
 		return too_deep(tw, pd, name, namelen);
-	struct tdentry *d = malloc(sizeof(*d) + namelen);
+	/* a dentry that fails below stays in the arena until the writer goes */
+	struct tdentry *d = arena_alloc(&tw->mem, offsetof(struct tdentry, name) + namelen);
 	if (!d)
 		return anole_err(tw->err, ENOMEM, "out of memory");
 	d->inode = inode;
@@ -518,30 +517,23 @@ int tw_add(struct tree_writer *tw, struct tinode *parent, const char *name, size
 	if (pd->nchild == pd->cap) {
 		uint32_t ncap = pd->cap ? pd->cap * 2 : 8;
 		struct tdentry **n = realloc(pd->child, ncap * sizeof(*n));
-		if (!n) {
-			free(d);
+		if (!n)
 			return anole_err(tw->err, ENOMEM, "out of memory");
-		}
 		pd->child = n;
 		pd->cap = ncap;
 	}
 	if (!inode->nlink) {
 		int r = register_inode(tw, inode);
-		if (r < 0) {
-			free(d);
+		if (r < 0)
 			return anole_err(tw->err, -r, "out of memory");
-		}
 	} else if (S_ISDIR(inode->mode)) {
-		free(d);
 		return anole_err(tw->err, EMLINK, "directory '%.*s' linked twice", (int)namelen,
 				 name);
 	} else {
 		tw->stats.hardlinks++;
 	}
-	if (inode->nlink == UINT32_MAX) {
-		free(d);
+	if (inode->nlink == UINT32_MAX)
 		return anole_err(tw->err, EMLINK, "too many links to '%.*s'", (int)namelen, name);
-	}
 	inode->nlink++;
 	pd->child[pd->nchild++] = d;
 	if (S_ISDIR(inode->mode)) {
@@ -931,10 +923,8 @@ static int add_packed_inode(struct tree_writer *tw)
 	p->mtime = tw->inodes[0]->mtime;
 	p->mtime_nsec = tw->inodes[0]->mtime_nsec;
 	int r = register_inode(tw, p);
-	if (r < 0) {
-		free(p);
+	if (r < 0)
 		return anole_err(tw->err, -r, "out of memory");
-	}
 	p->nlink = 1;
 	tw->packed = p;
 	tw->stats.data_bytes -= tw->frag_len; /* counted once, as fragments */
@@ -1888,6 +1878,8 @@ int tw_finish(struct tree_writer *tw, struct anole_build_stats *stats)
 		return r;
 	if (tw->zp && (r = zpipe_drain(tw->zp)) < 0)
 		return r;
+	if (tw->zp)
+		zpipe_stop(tw->zp);
 	if ((r = write_cold_tails(tw)) < 0)
 		return r;
 	tw_progress(tw, "metadata", true);

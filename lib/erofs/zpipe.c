@@ -155,21 +155,28 @@ nomem:
 	return -ENOMEM;
 }
 
-void zpipe_free(struct zpipe *z)
+void zpipe_stop(struct zpipe *z)
 {
-	if (!z)
-		return;
 	pthread_mutex_lock(&z->lock);
 	z->stop = true;
 	pthread_cond_broadcast(&z->work);
 	pthread_mutex_unlock(&z->lock);
 	for (unsigned int i = 0; i < z->nthreads; i++)
 		pthread_join(z->threads[i], NULL);
+	z->nthreads = 0;
 	for (unsigned int i = 0; z->jobs && i < z->njobs; i++) {
 		free(z->jobs[i].in);
 		free(z->jobs[i].out);
 	}
 	free(z->jobs);
+	z->jobs = NULL;
+}
+
+void zpipe_free(struct zpipe *z)
+{
+	if (!z)
+		return;
+	zpipe_stop(z);
 	free(z->threads);
 	free(z->ext);
 	digest_map_free(z->seen);

@@ -14,6 +14,10 @@ struct zpipe;
 int zpipe_new(struct tree_writer *tw, const struct codec_spec *spec, uint32_t pcluster,
 	      unsigned int threads, bool dedupe, struct zpipe **out);
 void zpipe_free(struct zpipe *z);
+/* After the last drain: end the workers (their codecs' memory, tens of MB
+ * for zstd or lzma, goes with them) and free the job buffers, so that
+ * metadata layout does not hold them; stats, seen and max_cblocks stay. */
+void zpipe_stop(struct zpipe *z);
 /* Queue all of a regular file's data; @compress false copies it as plain
  * blocks (still in order with everything else). */
 int zpipe_file(struct zpipe *z, struct tinode *ino, int fd, bool compress, const char *path);

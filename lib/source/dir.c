@@ -306,40 +306,32 @@ static int walk_entry(struct walk *w, int dirfd, struct tinode *dir, const struc
 	if (!ino)
 		return anole_err(w->err, ENOMEM, "out of memory");
 	fill_inode(ino, &st);
-	if ((r = read_xattrs(w, dirfd, nm->s, ino)) < 0) {
-		free(ino);
+	/* on failure, the inode stays with the writer, unused */
+	if ((r = read_xattrs(w, dirfd, nm->s, ino)) < 0)
 		return r;
-	}
 	if (S_ISLNK(st.st_mode)) {
 		const size_t size = 4097;
 		ssize_t len = w->link || (w->link = malloc(size))
 				      ? readlinkat(dirfd, nm->s, w->link, size)
 				      : (errno = ENOMEM, -1);
 		if (len < 0 || len >= (ssize_t)size) {
-			free(ino);
 			return anole_err(w->err, len < 0 ? errno : ENAMETOOLONG,
 					 "%s: cannot read symlink: %s", w->path.buf,
 					 len < 0 ? strerror(errno) : "target too long");
 		}
 		ino->u.symlink = strndup(w->link, (size_t)len);
 		ino->size = (uint64_t)len;
-		if (!ino->u.symlink) {
-			free(ino);
+		if (!ino->u.symlink)
 			return anole_err(w->err, ENOMEM, "out of memory");
-		}
 	} else if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode) && !S_ISCHR(st.st_mode) &&
 		   !S_ISBLK(st.st_mode) && !S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode)) {
-		free(ino);
 		return anole_err(w->err, EINVAL, "%s: unknown file type 0%o", w->path.buf,
 				 st.st_mode & S_IFMT);
 	}
 	/* From here the writer owns the inode. */
 	if ((r = tw_add(w->tw, dir, nm->s, nm->len, ino, NULL)) < 0) {
-		if (!ino->nlink) {
-			if (S_ISLNK(ino->mode))
-				free(ino->u.symlink);
-			free(ino);
-		}
+		if (!ino->nlink && S_ISLNK(ino->mode))
+			free(ino->u.symlink);
 		return r;
 	}
 	if (seen)
@@ -374,8 +366,6 @@ int source_dir(struct tree_writer *tw, const char *path, struct anole_error *err
 	if (!r) {
 		fill_inode(root, &st);
 		r = read_xattrs(&w, fd, NULL, root);
-		if (r < 0)
-			free(root);
 	}
 	if (!r)
 		r = tw_root(tw, &root);

@@ -30,13 +30,13 @@
 #include "source/source.h"
 #include "util/dyn_archive.h"
 #include "util/strmap.h"
+#include "util/arena.h"
 
 enum mkind { MK_DIR, MK_OTHER, MK_WHITEOUT, MK_DEAD };
 
 struct mnode {
 	struct mnode *parent, *first, *next; /* children, in arrival order */
 	struct tinode *inode;                /* NULL for whiteouts */
-	uint64_t hash;
 	uint32_t layer; /* the layer that put it here */
 	uint32_t floor; /* dirs: layers below this add no children */
 	uint32_t meta_floor; /* implied dirs: below this, metadata is of a
@@ -50,15 +50,30 @@ struct mnode {
 	char name[];
 };
 
-/* A regular file of the current layer, for hard links to find. */
+/* A file of the current layer, for hard links to find: one per entry,
+ * so a million-file layer keeps it small (24 bytes, the path in a shared
+ * buffer) and only hidden files get more. */
 struct lfile {
-	char *path;
 	struct tinode *inode;
-	bool hidden;       /* its data went to the scratch file, not the image */
+	struct lhidden *hid; /* NULL: the file is in the image */
+	uint64_t path;       /* offset of its NUL-terminated path in files.paths */
+};
+
+/* A hidden file: its data went to the scratch file, not the image. */
+struct lhidden {
 	bool materialized; /* a visible link has since stored its data */
 	uint64_t scratch_off;
-	struct data_extent *ext; /* sparse hidden file: its data runs */
+	struct data_extent *ext; /* sparse: its data runs */
 	size_t next;
+};
+
+/* path -> lfile: open addressing over indexes into @v (+1; 0 = free). */
+struct files {
+	uint32_t *slot;
+	size_t cap;
+	struct lfile *v;
+	size_t n, vcap;
+	struct strbuf paths;
 };
 
 struct layers {
@@ -68,8 +83,7 @@ struct layers {
 	struct mnode *root;
 	struct mnode **tab; /* (parent, name) -> live node */
 	size_t tabcap, tabcount;
-	struct mnode **nodes; /* every node, for freeing */
-	size_t nnodes, nodecap;
+	struct arena nodes; /* every node, freed at once */
 	struct tinode **inodes; /* every inode made, linked or not */
 	size_t ninodes, inodecap;
 
@@ -77,7 +91,7 @@ struct layers {
 	uint32_t layer;
 	const char *what;
 	struct blob_stream *bs;
-	struct strmap *files; /* path -> struct lfile */
+	struct files files;
 	struct strbuf path; /* normalized path of the current entry */
 	struct strbuf ename; /* "LAYER: 'PATH'", see entry_name() */
 	struct xattr_setbuf xs;
@@ -131,12 +145,23 @@ struct dirmeta {
 
 /* ---- nodes ------------------------------------------------------------- */
 
+static uint64_t fnv1a(uint64_t h, const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (uint8_t)s[i]) * 0x100000001b3ull;
+	return h ^ (h >> 31);
+}
+
 static uint64_t node_hash(const struct mnode *parent, const char *name, size_t len)
 {
-	uint64_t h = 0xcbf29ce484222325ull ^ ((uintptr_t)parent * 0x9e3779b97f4a7c15ull);
-	for (size_t i = 0; i < len; i++)
-		h = (h ^ (uint8_t)name[i]) * 0x100000001b3ull;
-	return h ^ (h >> 31);
+	return fnv1a(0xcbf29ce484222325ull ^ ((uintptr_t)parent * 0x9e3779b97f4a7c15ull), name,
+		     len);
+}
+
+/* Not kept in the node: a million nodes would take 8 MB for it. */
+static uint64_t mnode_hash(const struct mnode *n)
+{
+	return node_hash(n->parent, n->name, n->namelen);
 }
 
 static size_t tab_find(const struct layers *l, const struct mnode *parent, const char *name,
@@ -145,7 +170,7 @@ static size_t tab_find(const struct layers *l, const struct mnode *parent, const
 	size_t j = (size_t)h & (l->tabcap - 1);
 	for (; l->tab[j]; j = (j + 1) & (l->tabcap - 1)) {
 		const struct mnode *n = l->tab[j];
-		if (n->hash == h && n->parent == parent && n->namelen == len &&
+		if (n->parent == parent && n->namelen == len &&
 		    !memcmp(n->name, name, len))
 			break;
 	}
@@ -163,7 +188,7 @@ static int tab_grow(struct layers *l)
 	for (size_t i = 0; i < l->tabcap; i++) {
 		if (!l->tab[i])
 			continue;
-		size_t j = (size_t)l->tab[i]->hash & (ncap - 1);
+		size_t j = (size_t)mnode_hash(l->tab[i]) & (ncap - 1);
 		while (n[j])
 			j = (j + 1) & (ncap - 1);
 		n[j] = l->tab[i];
@@ -182,7 +207,7 @@ static struct mnode *lookup(struct layers *l, struct mnode *parent, const char *
 /* Linear probing: delete by shifting later entries of the run back. */
 static void tab_remove(struct layers *l, struct mnode *n)
 {
-	size_t mask = l->tabcap - 1, i = (size_t)n->hash & mask;
+	size_t mask = l->tabcap - 1, i = (size_t)mnode_hash(n) & mask;
 	while (l->tab[i] != n) {
 		if (!l->tab[i])
 			return;
@@ -191,7 +216,7 @@ static void tab_remove(struct layers *l, struct mnode *n)
 	l->tab[i] = NULL;
 	l->tabcount--;
 	for (size_t j = (i + 1) & mask; l->tab[j]; j = (j + 1) & mask) {
-		size_t home = (size_t)l->tab[j]->hash & mask;
+		size_t home = (size_t)mnode_hash(l->tab[j]) & mask;
 		/* move it back unless its home lies cyclically in (i, j] */
 		if ((j > i && (home <= i || home > j)) || (j < i && home <= i && home > j)) {
 			l->tab[i] = l->tab[j];
@@ -206,8 +231,7 @@ static void move_node(struct layers *l, struct mnode *c, struct mnode *dst)
 {
 	tab_remove(l, c);
 	c->parent = dst;
-	c->hash = node_hash(dst, c->name, c->namelen);
-	size_t j = tab_find(l, dst, c->name, c->namelen, c->hash);
+	size_t j = tab_find(l, dst, c->name, c->namelen, mnode_hash(c));
 	if (!l->tab[j])
 		l->tabcount++;
 	l->tab[j] = c; /* over a node the caller declared dead */
@@ -234,11 +258,7 @@ static int track_inode(struct layers *l, struct tinode *ino)
 static struct tinode *new_inode(struct layers *l)
 {
 	struct tinode *ino = tw_inode_new(l->tw);
-	if (ino && track_inode(l, ino) < 0) {
-		free(ino);
-		return NULL;
-	}
-	return ino;
+	return ino && track_inode(l, ino) < 0 ? NULL : ino;
 }
 
 /* The record of @key in @m (records start with their own copy of the key,
@@ -436,25 +456,15 @@ static struct mnode *put_node(struct layers *l, struct mnode *parent, const char
 {
 	if (tab_grow(l) < 0)
 		return NULL;
-	if (l->nnodes == l->nodecap) {
-		size_t ncap = l->nodecap ? l->nodecap * 2 : 1024;
-		struct mnode **nv = realloc(l->nodes, ncap * sizeof(*nv));
-		if (!nv)
-			return NULL;
-		l->nodes = nv;
-		l->nodecap = ncap;
-	}
-	struct mnode *n = calloc(1, sizeof(*n) + len);
+	struct mnode *n = arena_alloc(&l->nodes, offsetof(struct mnode, name) + len);
 	if (!n)
 		return NULL;
-	l->nodes[l->nnodes++] = n;
 	n->parent = parent;
 	n->namelen = (uint16_t)len;
 	memcpy(n->name, name, len);
-	n->hash = node_hash(parent, name, len);
 	n->kind = (uint8_t)kind;
 	n->layer = l->layer;
-	size_t j = tab_find(l, parent, name, len, n->hash);
+	size_t j = tab_find(l, parent, name, len, mnode_hash(n));
 	if (l->tab[j])
 		l->tab[j]->kind = MK_DEAD; /* its subtree is unreachable now */
 	else
@@ -1098,46 +1108,126 @@ static int store_data(struct layers *l, struct archive *a, struct archive_entry 
 
 /* ---- hard links -------------------------------------------------------- */
 
-static struct lfile *file_find(struct layers *l, const char *path)
+static const char *file_path(const struct layers *l, const struct lfile *f)
 {
-	return record(l->files, path, strlen(path), sizeof(struct lfile), false);
+	return l->files.paths.buf + f->path;
 }
 
-static void free_lfile(void *p)
+/* The slot of @path: its entry's, or the free one where it would go. */
+static size_t file_slot(const struct layers *l, const char *path, size_t len)
 {
-	struct lfile *f = p;
-	if (!f)
-		return;
-	free(f->path);
-	free(f->ext);
-	free(f);
+	const struct files *fs = &l->files;
+	size_t mask = fs->cap - 1, j = (size_t)fnv1a(0xcbf29ce484222325ull, path, len) & mask;
+	for (; fs->slot[j]; j = (j + 1) & mask) {
+		const char *k = file_path(l, &fs->v[fs->slot[j] - 1]);
+		if (!memcmp(k, path, len) && !k[len])
+			break;
+	}
+	return j;
+}
+
+/* The file of this layer at @path, or NULL. Valid until the next
+ * remember_file(). */
+static struct lfile *file_find(struct layers *l, const char *path)
+{
+	if (!l->files.n)
+		return NULL;
+	uint32_t i = l->files.slot[file_slot(l, path, strlen(path))];
+	return i ? &l->files.v[i - 1] : NULL;
+}
+
+static void free_hidden(struct lhidden *h)
+{
+	if (h)
+		free(h->ext);
+	free(h);
 }
 
 static void files_reset(struct layers *l)
 {
-	strmap_clear(l->files, free_lfile);
+	struct files *fs = &l->files;
+	for (size_t i = 0; i < fs->n; i++)
+		free_hidden(fs->v[i].hid);
+	free(fs->slot);
+	free(fs->v);
+	strbuf_release(&fs->paths);
+	memset(fs, 0, sizeof(*fs));
 	l->scratch_len = 0;
 	if (l->scratch_fd >= 0 && ftruncate(l->scratch_fd, 0) < 0) {
 		/* only wastes space */
 	}
 }
 
-static int remember_file(struct layers *l, struct tinode *ino, bool hidden, uint64_t scratch_off,
-			 struct data_extent *ext, size_t next)
+/* Keep the slots at most half full with one more file. */
+static int files_rehash(struct layers *l)
 {
-	struct lfile *f = record(l->files, l->path.buf, l->path.len, sizeof(*f), true);
+	struct files *fs = &l->files;
+	if ((fs->n + 1) * 2 <= fs->cap)
+		return 0;
+	size_t ncap = fs->cap ? fs->cap * 2 : 2048;
+	uint32_t *ns = calloc(ncap, sizeof(*ns));
+	if (!ns)
+		return -ENOMEM;
+	free(fs->slot);
+	fs->slot = ns;
+	fs->cap = ncap;
+	for (size_t i = 0; i < fs->n; i++) {
+		const char *k = file_path(l, &fs->v[i]);
+		fs->slot[file_slot(l, k, strlen(k))] = (uint32_t)i + 1;
+	}
+	return 0;
+}
+
+/* Room for one more file: the entries grow by half. */
+static int files_grow(struct layers *l)
+{
+	struct files *fs = &l->files;
+	if (files_rehash(l) < 0)
+		return -ENOMEM;
+	if (fs->n < fs->vcap)
+		return 0;
+	size_t ncap = fs->vcap ? fs->vcap + fs->vcap / 2 : 1024;
+	struct lfile *nv = ncap < UINT32_MAX ? realloc(fs->v, ncap * sizeof(*nv)) : NULL;
+	if (!nv)
+		return -ENOMEM;
+	fs->v = nv;
+	fs->vcap = ncap;
+	return 0;
+}
+
+static int remember_file(struct layers *l, struct tinode *ino, struct lhidden *hid)
+{
+	struct files *fs = &l->files;
+	struct lfile *f = file_find(l, l->path.buf);
 	if (!f) {
+		uint64_t off = fs->paths.len;
+		if (files_grow(l) < 0 || strbuf_add(&fs->paths, l->path.buf, l->path.len + 1) < 0) {
+			free_hidden(hid);
+			return anole_err(l->err, ENOMEM, "out of memory");
+		}
+		f = &fs->v[fs->n++];
+		*f = (struct lfile){.path = off};
+		fs->slot[file_slot(l, l->path.buf, l->path.len)] = (uint32_t)fs->n;
+	}
+	free_hidden(f->hid);
+	f->inode = ino;
+	f->hid = hid;
+	return 0;
+}
+
+/* Remember a hidden file, its data (if any) at @scratch_off. */
+static int remember_hidden(struct layers *l, struct tinode *ino, uint64_t scratch_off,
+			   struct data_extent *ext, size_t next)
+{
+	struct lhidden *h = calloc(1, sizeof(*h));
+	if (!h) {
 		free(ext);
 		return anole_err(l->err, ENOMEM, "out of memory");
 	}
-	free(f->ext);
-	f->inode = ino;
-	f->hidden = hidden;
-	f->materialized = false;
-	f->scratch_off = scratch_off;
-	f->ext = ext;
-	f->next = next;
-	return 0;
+	h->scratch_off = scratch_off;
+	h->ext = ext;
+	h->next = next;
+	return remember_file(l, ino, h);
 }
 
 /* A hidden file's data, kept in case a visible hard link names it. */
@@ -1160,7 +1250,7 @@ static int keep_hidden(struct layers *l, struct archive *a, struct archive_entry
 		return r;
 	}
 	l->scratch_len = off + ino->size;
-	return remember_file(l, ino, true, off, ext, next);
+	return remember_hidden(l, ino, off, ext, next);
 }
 
 static int copy_fd(struct layers *l, int from, uint64_t foff, int to, uint64_t toff, uint64_t len)
@@ -1183,8 +1273,9 @@ static int copy_fd(struct layers *l, int from, uint64_t foff, int to, uint64_t t
 static int materialize(struct layers *l, struct lfile *f)
 {
 	struct tinode *ino = f->inode;
+	const struct lhidden *h = f->hid;
 	int fd, r;
-	f->materialized = true;
+	f->hid->materialized = true;
 	if (!S_ISREG(ino->mode) || !ino->size)
 		return 0;
 	if ((r = spool_fd_for(l, ino->size, &fd)) < 0)
@@ -1192,15 +1283,15 @@ static int materialize(struct layers *l, struct lfile *f)
 	if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)ino->size) < 0)
 		return anole_err(l->err, errno, "%s: '%s': spool file: %s", l->what,
 				 l->path.buf, strerror(errno));
-	if (f->ext) {
-		for (size_t i = 0; i < f->next; i++)
-			if ((r = copy_fd(l, l->scratch_fd, f->scratch_off + f->ext[i].off, fd,
-					 f->ext[i].off, f->ext[i].len)) < 0)
+	if (h->ext) {
+		for (size_t i = 0; i < h->next; i++)
+			if ((r = copy_fd(l, l->scratch_fd, h->scratch_off + h->ext[i].off, fd,
+					 h->ext[i].off, h->ext[i].len)) < 0)
 				return r;
-	} else if ((r = copy_fd(l, l->scratch_fd, f->scratch_off, fd, 0, ino->size)) < 0) {
+	} else if ((r = copy_fd(l, l->scratch_fd, h->scratch_off, fd, 0, ino->size)) < 0) {
 		return r;
 	}
-	return tw_file_data(l->tw, ino, fd, f->ext, f->next, entry_name(l, f->path));
+	return tw_file_data(l->tw, ino, fd, h->ext, h->next, entry_name(l, file_path(l, f)));
 }
 
 static struct pending *pending_slot(struct layers *l, const char *path, bool create)
@@ -1338,7 +1429,7 @@ static int link_from_lower(struct layers *l, struct mnode *n, const char *target
 		bool update;
 		if (r >= 0 && (r = place(l, false, NULL, &t, &update)) == VISIBLE) {
 			t->inode = ino;
-			r = remember_file(l, ino, false, 0, NULL, 0);
+			r = remember_file(l, ino, NULL);
 		}
 		strbuf_release(&l->path);
 		l->path = link;
@@ -1401,13 +1492,13 @@ static int hard_link(struct layers *l, const char *target_raw)
 		n->inode = ino;
 		l->stats.hardlinks++;
 	}
-	if (f->hidden && !f->materialized)
+	if (f->hid && !f->hid->materialized)
 		r = materialize(l, f);
 	if (r >= 0 && wait)
 		resolve_links(wait, ino);
 	/* The link's own path now names the same file, for later links. */
 	if (r >= 0 && file_find(l, l->path.buf) != f)
-		r = remember_file(l, ino, false, 0, NULL, 0);
+		r = remember_file(l, ino, NULL);
 out:
 	strbuf_release(&target);
 	return r;
@@ -1460,7 +1551,7 @@ static int layer_entry(struct layers *l, struct archive *a, struct archive_entry
 		resolve_links(wait, ino);
 	if (vis == HIDDEN && wait) {
 		/* hidden here, but a higher layer's link shows it */
-		if ((r = remember_file(l, ino, false, 0, NULL, 0)) < 0)
+		if ((r = remember_file(l, ino, NULL)) < 0)
 			return r;
 		return type == AE_IFREG ? store_data(l, a, e, ino) : 0;
 	}
@@ -1468,7 +1559,7 @@ static int layer_entry(struct layers *l, struct archive *a, struct archive_entry
 		/* kept for hard links of this layer that a higher one left */
 		if (type == AE_IFREG && ino->size)
 			return keep_hidden(l, a, e, ino);
-		return remember_file(l, ino, true, 0, NULL, 0);
+		return remember_hidden(l, ino, 0, NULL, 0);
 	}
 	if (update) {
 		/* keep the directory (and its children), take the metadata */
@@ -1490,7 +1581,7 @@ static int layer_entry(struct layers *l, struct archive *a, struct archive_entry
 		return 0;
 	}
 	dm_other(l, ino);
-	if ((r = remember_file(l, ino, false, 0, NULL, 0)) < 0)
+	if ((r = remember_file(l, ino, NULL)) < 0)
 		return r;
 	return type == AE_IFREG ? store_data(l, a, e, ino) : 0;
 }
@@ -1600,13 +1691,11 @@ int layers_new(struct tree_writer *tw, bool separate, struct anole_error *err, s
 	l->err = err;
 	l->separate = separate;
 	l->spool_fd = l->big_fd = l->scratch_fd = -1;
-	l->files = strmap_new();
 	l->pend = strmap_new();
-	l->buf = l->files && l->pend ? malloc(IO_BUF) : NULL;
+	l->buf = l->pend ? malloc(IO_BUF) : NULL;
 	struct tinode *rootino = l->buf ? implicit_dir_inode(l) : NULL;
-	struct mnode *root = rootino ? calloc(1, sizeof(*root)) : NULL;
+	struct mnode *root = rootino ? arena_alloc(&l->nodes, sizeof(*root)) : NULL;
 	if (!root || tab_grow(l) < 0) {
-		free(root);
 		layers_free(l);
 		return anole_err(err, ENOMEM, "out of memory");
 	}
@@ -1626,16 +1715,12 @@ void layers_free(struct layers *l)
 	 * pipeline may still hold them). */
 	for (size_t i = 0; i < l->ninodes; i++)
 		if (!l->inodes[i]->nlink && tw_inode_orphan(l->tw, l->inodes[i]) < 0)
-			free(l->inodes[i]); /* cannot happen after a drained pipeline */
+			break; /* out of memory: the writer frees it anyway */
 	free(l->inodes);
-	for (size_t i = 0; i < l->nnodes; i++)
-		free(l->nodes[i]);
-	free(l->nodes);
-	free(l->root);
+	arena_release(&l->nodes);
 	free(l->tab);
 	strmap_free(l->pend, free_pending);
 	files_reset(l);
-	strmap_free(l->files, NULL);
 	strbuf_release(&l->path);
 	strbuf_release(&l->ename);
 	xattr_setbuf_release(&l->xs);

@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "util/arena.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+
+/* Large enough that the chunk headers do not count, small enough that
+ * a tiny build does not notice (calloc'd: pages appear as they are used). */
+#define ARENA_CHUNK ((size_t)1 << 20)
+
+struct arena_chunk {
+	struct arena_chunk *next;
+	max_align_t data[];
+};
+
+void *arena_alloc(struct arena *a, size_t size)
+{
+	if (size > SIZE_MAX / 2)
+		return NULL;
+	size = (size + 7) & ~(size_t)7;
+	if (!a->chunks || a->cap - a->used < size) {
+		size_t cap = size > ARENA_CHUNK / 4 ? size : ARENA_CHUNK - sizeof(struct arena_chunk);
+		struct arena_chunk *c = calloc(1, sizeof(*c) + cap);
+		if (!c)
+			return NULL;
+		if (a->chunks && cap == size && a->cap - a->used >= ARENA_CHUNK / 4) {
+			/* a big record: keep filling the current chunk after it */
+			c->next = a->chunks->next;
+			a->chunks->next = c;
+			return c->data;
+		}
+		c->next = a->chunks;
+		a->chunks = c;
+		a->used = 0;
+		a->cap = cap;
+	}
+	void *p = (char *)a->chunks->data + a->used;
+	a->used += size;
+	return p;
+}
+
+void arena_release(struct arena *a)
+{
+	while (a->chunks) {
+		struct arena_chunk *c = a->chunks;
+		a->chunks = c->next;
+		free(c);
+	}
+	a->used = a->cap = 0;
+}
