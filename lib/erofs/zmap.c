@@ -881,6 +881,39 @@ static int read_stored(struct anole_image *img, const struct anole_inode *ino,
 	return 0;
 }
 
+void zmap_request(struct anole_image *img, const struct zextent *x, const uint8_t *in,
+		  struct zdecode_req *rq)
+{
+	struct zimage *z = img_zimage(img);
+	uint32_t blksz = img_blksz(img);
+	*rq = (struct zdecode_req){
+		.in = in, .inlen = x->plen, .form = x->form, .partial = x->partial,
+		.zero_padding = z->zero_padding, .blksz = blksz,
+		.in_blkoff = (uint32_t)(x->pa & (blksz - 1)),
+		.out_blkoff = (uint32_t)(x->la & (blksz - 1)),
+		.window = x->form == Z_EROFS_COMPRESSION_LZMA ? z->lzma_dict
+			  : x->form == Z_EROFS_COMPRESSION_ZSTD ? z->zstd_window : 0,
+	};
+}
+
+int zmap_stored(struct anole_image *img, const struct anole_inode *ino, const struct zextent *x,
+		uint8_t *in)
+{
+	return read_stored(img, ino, x, in);
+}
+
+int zmap_decode_error(struct anole_image *img, const struct anole_inode *ino,
+		      const struct zextent *x, int r)
+{
+	if (r == -ENOMEM)
+		return anole_err(img_err(img), ENOMEM, "out of memory");
+	return img_corrupt(img, ino->nid, x->pa,
+			   "corrupt compressed data (%s, %u bytes for file bytes %llu..%llu)",
+			   x->form >= Z_EROFS_COMPRESSION_MAX ? "plain" : codec_alg_name(x->form),
+			   x->plen, (unsigned long long)x->la,
+			   (unsigned long long)(x->la + x->llen - 1));
+}
+
 /* The decoded bytes of extent @x, from the last read when it was the same. */
 static int decoded(struct anole_image *img, const struct anole_inode *ino,
 		   const struct zextent *x, const uint8_t **out)
@@ -898,24 +931,11 @@ static int decoded(struct anole_image *img, const struct anole_inode *ino,
 	int r = read_stored(img, ino, x, z->in);
 	if (r < 0)
 		return r;
-	uint32_t blksz = img_blksz(img);
-	struct zdecode_req rq = {
-		.in = z->in, .inlen = x->plen, .form = x->form, .partial = x->partial,
-		.zero_padding = z->zero_padding, .blksz = blksz,
-		.in_blkoff = (uint32_t)(x->pa & (blksz - 1)),
-		.out_blkoff = (uint32_t)(x->la & (blksz - 1)),
-		.window = x->form == Z_EROFS_COMPRESSION_LZMA ? z->lzma_dict
-			  : x->form == Z_EROFS_COMPRESSION_ZSTD ? z->zstd_window : 0,
-	};
+	struct zdecode_req rq;
+	zmap_request(img, x, z->in, &rq);
 	r = zdecode(&rq, s->buf, x->llen);
-	if (r == -ENOMEM)
-		return anole_err(img_err(img), ENOMEM, "out of memory");
 	if (r < 0)
-		return img_corrupt(img, ino->nid, x->pa,
-				   "corrupt compressed data (%s, %u bytes for file bytes %llu..%llu)",
-				   x->form >= Z_EROFS_COMPRESSION_MAX ? "plain" : codec_alg_name(x->form),
-				   x->plen, (unsigned long long)x->la,
-				   (unsigned long long)(x->la + x->llen - 1));
+		return zmap_decode_error(img, ino, x, r);
 	*s = (struct zslot){true, x->where, x->form, x->partial, x->pa, x->llen, x->plen,
 			    s->buf, s->cap};
 	*out = s->buf;
@@ -947,7 +967,7 @@ ssize_t zmap_pread(struct anole_image *img, const struct anole_inode *ino, void 
 	while (done < len) {
 		uint64_t pos = off + done;
 		struct zextent x;
-		const uint8_t *d;
+		const uint8_t *d = NULL;
 		int r = zmap_extent(img, ino, pos, &x);
 		if (r < 0)
 			return r;
