@@ -25,6 +25,7 @@ bench: deps all
 	bench/dedup
 	bench/lazy
 	bench/startup
+	bench/extract
 
 # The whole suite under AddressSanitizer and UBSan, in its own build dir.
 asan: deps
