@@ -373,19 +373,16 @@ static int extract_entry(struct extractor *x, int dirfd, const struct dent *d, i
 		return restore_attrs(x, fd, false, &ino);
 	}
 	case S_IFREG: {
-		_cleanup_close_ int fd = openat(dirfd, d->name,
-						O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-						0600);
+		int fd = openat(dirfd, d->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+				0600);
 		if (fd < 0)
 			return xerr(x, errno, "cannot create file");
-		if (is_compressed(&ino)) {
-			int owned = fd;
-			fd = -1;
-			return queue_file(x, owned, &ino);
-		}
-		if ((r = write_file(x, fd, &ino)) < 0)
-			return r;
-		return restore_attrs(x, fd, false, &ino);
+		if (is_compressed(&ino))
+			return queue_file(x, fd, &ino); /* which owns fd from here */
+		if ((r = write_file(x, fd, &ino)) >= 0)
+			r = restore_attrs(x, fd, false, &ino);
+		close(fd);
+		return r;
 	}
 	case S_IFLNK:
 		return extract_symlink(x, dirfd, d, &ino);

@@ -201,8 +201,8 @@ int xpool_add(struct xpool *p, struct xfile *f, const struct zdecode_req *rq,
 		p->cur = nb;
 	}
 	struct xbatch *b = p->cur;
-	if (grow(&b->in, &b->incap, b->inlen + rq->inlen, 1) < 0)
-		return -ENOMEM;
+	if (!rq->inlen || grow(&b->in, &b->incap, b->inlen + rq->inlen, 1) < 0)
+		return rq->inlen ? -ENOMEM : -EINVAL; /* zmap_extent: never 0 stored bytes */
 	memcpy(b->in + b->inlen, rq->in, rq->inlen);
 	b->parts[b->nparts++] = (struct xpart){.f = f, .rq = *rq, .in_off = b->inlen, .x = *x,
 					       .skip = skip, .n = n};
