@@ -26,6 +26,7 @@ bench: deps all
 	bench/lazy
 	bench/startup
 	bench/erofs-utils
+	bench/extract
 
 # The whole suite under AddressSanitizer and UBSan, in its own build dir.
 asan: deps

@@ -238,6 +238,7 @@ int anole_check(struct anole_image *img, struct anole_check_stats *stats);
 struct anole_extract_options {
 	bool restore_owner; /* chown, as root */
 	bool quiet;
+	unsigned int threads; /* decoding threads; 0 = one per core, 1 = none besides the caller */
 };
 /* Restore the whole tree under @dir (created if missing, must be empty;
  * never a symlink), all or nothing: a failure leaves @dir as it was. */

@@ -25,9 +25,11 @@
 
 #include "anole/erofs_fs.h"
 #include "erofs/reader.h"
+#include "erofs/xpool.h"
 #include "util/safefs.h"
 
 #define WORK_PREFIX ".anole-extract."
+#define FILES_OPEN_MAX 128 /* files the pool still writes, each holding a descriptor */
 
 struct link_seen {
 	uint64_t nid;
@@ -44,12 +46,21 @@ struct extractor {
 	struct link_seen *links;
 	size_t nlinks, lcap;
 	struct strbuf rel; /* path relative to the target, for links and messages */
+	const char *here;  /* else the path for messages: a file the pool wrote */
 	char *buf;
+	struct xpool *pool;
+	struct xfile *files, **files_tail; /* the pool's, oldest first */
+	size_t nfiles;
 };
+
+static const char *here(const struct extractor *x)
+{
+	return x->here ? x->here : x->rel.len ? x->rel.buf : ".";
+}
 
 static int xerr(struct extractor *x, int e, const char *what)
 {
-	return anole_err(x->err, e, "%s: %s: %s", x->rel.len ? x->rel.buf : ".", what, strerror(e));
+	return anole_err(x->err, e, "%s: %s: %s", here(x), what, strerror(e));
 }
 
 struct xattr_apply {
@@ -69,11 +80,11 @@ static int apply_xattr(void *ctx, const char *name, const void *value, size_t si
 		if (!a->x->warned_xattr && !a->x->opts->quiet)
 			fprintf(stderr, "anole: warning: cannot set xattr %s on %s (not root?); "
 					"skipping such attributes\n",
-				name, a->x->rel.buf);
+				name, here(a->x));
 		a->x->warned_xattr = true;
 		return 0;
 	}
-	return anole_err(a->x->err, errno, "%s: cannot set xattr %s: %s", a->x->rel.buf, name,
+	return anole_err(a->x->err, errno, "%s: cannot set xattr %s: %s", here(a->x), name,
 			 strerror(errno));
 }
 
@@ -142,6 +153,126 @@ static int write_file(struct extractor *x, int fd, const struct anole_inode *ino
 	if (ftruncate(fd, (off_t)ino->size) < 0)
 		return xerr(x, errno, "cannot set size");
 	return 0;
+}
+
+/* ---- compressed files: decoded on the pool's threads ---------------------- */
+
+static bool is_compressed(const struct anole_inode *ino)
+{
+	return ino->layout == EROFS_INODE_COMPRESSED_FULL ||
+	       ino->layout == EROFS_INODE_COMPRESSED_COMPACT;
+}
+
+/* A written file's size, attributes (after its data: a write would drop
+ * file capabilities) and descriptor; its failure, if it had one. */
+static int finish_file(struct extractor *x, struct xfile *f)
+{
+	int r = 0;
+	x->here = f->rel;
+	if (f->err)
+		r = f->err_decode ? zmap_decode_error(x->img, &f->ino, &f->bad, f->err)
+				  : xerr(x, -f->err, "cannot write");
+	else if (ftruncate(f->fd, (off_t)f->ino.size) < 0)
+		r = xerr(x, errno, "cannot set size");
+	else
+		r = restore_attrs(x, f->fd, false, &f->ino);
+	x->here = NULL;
+	return r;
+}
+
+static void file_free(struct xfile *f)
+{
+	if (f->fd >= 0)
+		close(f->fd);
+	free(f->rel);
+	free(f);
+}
+
+/* Finish the files the pool has written, oldest first; with @wait, all
+ * of them, else while too many are open or queued. */
+static int reap(struct extractor *x, bool wait)
+{
+	int r = 0;
+	while (r >= 0 && x->files) {
+		struct xfile *f = x->files;
+		bool must = wait || x->nfiles > FILES_OPEN_MAX || xpool_full(x->pool);
+		if (!xpool_file_done(x->pool, f)) {
+			if (!must)
+				break;
+			xpool_step(x->pool);
+			continue;
+		}
+		r = finish_file(x, f);
+		x->files = f->next;
+		if (!x->files)
+			x->files_tail = &x->files;
+		x->nfiles--;
+		file_free(f);
+	}
+	return r;
+}
+
+/* Extent @z of a compressed file, from @off: queued for the pool when it
+ * needs decoding; else (plain, fragment) read and written here. */
+static int queue_extent(struct extractor *x, struct xfile *f, const struct zextent *z,
+			uint64_t off)
+{
+	const struct anole_inode *ino = &f->ino;
+	uint64_t end = z->la + z->llen;
+	if ((z->where == ZX_BLOCKS || z->where == ZX_INLINE) && z->form < Z_EROFS_COMPRESSION_MAX) {
+		if (z->plen > (1u << 20))
+			return img_corrupt(x->img, ino->nid, z->pa, "pcluster of %u bytes", z->plen);
+		int r = zmap_stored(x->img, ino, z, (uint8_t *)x->buf);
+		struct zdecode_req rq;
+		zmap_request(x->img, z, (const uint8_t *)x->buf, &rq);
+		if (r >= 0 && (r = xpool_add(x->pool, f, &rq, z, off - z->la, end - off)) < 0)
+			r = anole_err(x->err, -r, "out of memory");
+		return r;
+	}
+	while (off < end) {
+		size_t n = (size_t)MIN(end - off, (uint64_t)(1u << 20));
+		ssize_t got = anole_pread(x->img, ino, x->buf, n, off);
+		if (got <= 0)
+			return got < 0 ? (int)got : img_corrupt(x->img, ino->nid, ino->pos, "short read");
+		if (pwrite_full(f->fd, x->buf, (size_t)got, off) < 0)
+			return xerr(x, errno, "cannot write");
+		off += (uint64_t)got;
+	}
+	return 0;
+}
+
+static int queue_extents(struct extractor *x, struct xfile *f)
+{
+	for (uint64_t off = 0; off < f->ino.size;) {
+		struct zextent z;
+		int r = zmap_extent(x->img, &f->ino, off, &z);
+		if (r >= 0 && z.where != ZX_HOLE)
+			r = queue_extent(x, f, &z, off);
+		if (r < 0)
+			return r;
+		off = z.la + z.llen; /* > off: zmap_extent checked it holds off */
+	}
+	return 0;
+}
+
+/* A compressed file: the pool owns @fd from here and writes it; its
+ * attributes follow in reap(). */
+static int queue_file(struct extractor *x, int fd, const struct anole_inode *ino)
+{
+	struct xfile *f = calloc(1, sizeof(*f));
+	if (!f) {
+		close(fd);
+		return anole_err(x->err, ENOMEM, "out of memory");
+	}
+	*f = (struct xfile){.fd = fd, .ino = *ino, .rel = strdup(x->rel.buf)};
+	*x->files_tail = f;
+	x->files_tail = &f->next;
+	x->nfiles++;
+	if (!f->rel)
+		return anole_err(x->err, ENOMEM, "out of memory");
+	int r = queue_extents(x, f);
+	xpool_seal(x->pool, f);
+	return r < 0 ? r : reap(x, false);
 }
 
 static struct link_seen *find_link(struct extractor *x, uint64_t nid)
@@ -242,14 +373,16 @@ static int extract_entry(struct extractor *x, int dirfd, const struct dent *d, i
 		return restore_attrs(x, fd, false, &ino);
 	}
 	case S_IFREG: {
-		_cleanup_close_ int fd = openat(dirfd, d->name,
-						O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-						0600);
+		int fd = openat(dirfd, d->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+				0600);
 		if (fd < 0)
 			return xerr(x, errno, "cannot create file");
-		if ((r = write_file(x, fd, &ino)) < 0)
-			return r;
-		return restore_attrs(x, fd, false, &ino);
+		if (is_compressed(&ino))
+			return queue_file(x, fd, &ino); /* which owns fd from here */
+		if ((r = write_file(x, fd, &ino)) >= 0)
+			r = restore_attrs(x, fd, false, &ino);
+		close(fd);
+		return r;
 	}
 	case S_IFLNK:
 		return extract_symlink(x, dirfd, d, &ino);
@@ -489,12 +622,22 @@ static int make_work(struct extractor *x, struct target *t, struct workdir *w)
 	return r;
 }
 
+/* Decoding threads: as asked, else one per core. */
+static unsigned int extract_threads(const struct anole_extract_options *opts)
+{
+	if (opts->threads)
+		return opts->threads;
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n < 1 ? 1 : n > 64 ? 64 : (unsigned int)n;
+}
+
 int anole_extract(struct anole_image *img, const char *dir,
 		  const struct anole_extract_options *opts, struct anole_error *err)
 {
 	struct anole_extract_options defaults = {.restore_owner = true};
 	struct extractor x = {.img = img, .err = err, .opts = opts ? opts : &defaults,
 			      .rootfd = -1, .as_root = geteuid() == 0};
+	x.files_tail = &x.files;
 	struct anole_inode root;
 	struct target t;
 	struct workdir w = {.parent = -1, .fd = -1};
@@ -505,10 +648,20 @@ int anole_extract(struct anole_image *img, const char *dir,
 	strbuf_add(&x.rel, "", 0);
 	if (r >= 0 && !x.buf)
 		r = anole_err(err, ENOMEM, "out of memory");
+	if (r >= 0 && (r = xpool_new(extract_threads(x.opts), &x.pool)) < 0)
+		r = anole_err(err, -r, "cannot start decoding threads: %s", strerror(-r));
 	if (r >= 0)
 		r = anole_inode_read(img, anole_image_info(img)->root_nid, &root);
 	if (r >= 0)
 		r = extract_dir(&x, x.rootfd, &root, 0);
+	if (r >= 0)
+		r = reap(&x, true);
+	xpool_free(x.pool); /* after a failure: what is queued still runs, then is dropped */
+	while (x.files) {
+		struct xfile *f = x.files;
+		x.files = f->next;
+		file_free(f);
+	}
 	if (r >= 0)
 		r = t.dir >= 0 ? commit_into(&x, &t, &w, &root) : commit_new(&x, &t, &w, &root);
 	if (r < 0 && !err->code)

@@ -16,8 +16,16 @@
 #include "erofs/reader.h"
 #include "erofs/zindex.h"
 
-/* A decoded extent kept for the next read. */
+/* Decoded extents kept for the next reads: the packed inode's in several
+ * slots (files read in tree order read their fragments out of the
+ * order mkfs.erofs packed them: with one slot, a 1 MiB lzma pcluster was
+ * decoded again for each small file in it), up to PACKED_CACHE bytes,
+ * least recently used out first; the others' in one. */
+#define PACKED_SLOTS 32
+#define PACKED_CACHE (48u << 20)
+
 struct zslot {
+	uint64_t used; /* when last read, for the packed inode's */
 	bool valid;
 	uint8_t where, form;
 	bool partial;
@@ -43,7 +51,8 @@ struct zimage {
 	uint64_t packed_nid;
 	struct anole_inode packed;
 	bool packed_loaded;
-	struct zslot slot[2]; /* [0] the packed inode's extents, [1] the rest */
+	struct zslot slot[PACKED_SLOTS + 1]; /* [0..PACKED_SLOTS): the packed inode's */
+	uint64_t tick;
 	uint8_t *in;
 	size_t incap;
 	struct zwalk walk;
@@ -882,17 +891,97 @@ static int read_stored(struct anole_image *img, const struct anole_inode *ino,
 	return 0;
 }
 
-/* The decoded bytes of extent @x, from the last read when it was the same. */
+void zmap_request(struct anole_image *img, const struct zextent *x, const uint8_t *in,
+		  struct zdecode_req *rq)
+{
+	struct zimage *z = img_zimage(img);
+	uint32_t blksz = img_blksz(img);
+	*rq = (struct zdecode_req){
+		.in = in, .inlen = x->plen, .form = x->form, .partial = x->partial,
+		.zero_padding = z->zero_padding, .blksz = blksz,
+		.in_blkoff = (uint32_t)(x->pa & (blksz - 1)),
+		.out_blkoff = (uint32_t)(x->la & (blksz - 1)),
+		.window = x->form == Z_EROFS_COMPRESSION_LZMA ? z->lzma_dict
+			  : x->form == Z_EROFS_COMPRESSION_ZSTD ? z->zstd_window : 0,
+	};
+}
+
+int zmap_stored(struct anole_image *img, const struct anole_inode *ino, const struct zextent *x,
+		uint8_t *in)
+{
+	return read_stored(img, ino, x, in);
+}
+
+int zmap_decode_error(struct anole_image *img, const struct anole_inode *ino,
+		      const struct zextent *x, int r)
+{
+	if (r == -ENOMEM)
+		return anole_err(img_err(img), ENOMEM, "out of memory");
+	return img_corrupt(img, ino->nid, x->pa,
+			   "corrupt compressed data (%s, %u bytes for file bytes %llu..%llu)",
+			   x->form >= Z_EROFS_COMPRESSION_MAX ? "plain" : codec_alg_name(x->form),
+			   x->plen, (unsigned long long)x->la,
+			   (unsigned long long)(x->la + x->llen - 1));
+}
+
+static bool slot_holds(const struct zslot *s, const struct zextent *x, uint32_t out_blkoff)
+{
+	return s->valid && s->where == x->where && s->form == x->form &&
+	       s->partial == x->partial && s->pa == x->pa && s->plen == x->plen &&
+	       s->llen == x->llen && s->out_blkoff == out_blkoff;
+}
+
+/* The slot for extent @x: the one holding it, else the one to decode it
+ * into (the packed inode's: a free one or the least recently used). */
+static struct zslot *slot_for(struct zimage *z, bool packed, const struct zextent *x,
+			      uint32_t out_blkoff)
+{
+	if (!packed)
+		return &z->slot[PACKED_SLOTS];
+	struct zslot *lru = &z->slot[0];
+	for (size_t i = 0; i < PACKED_SLOTS; i++) {
+		struct zslot *s = &z->slot[i];
+		if (slot_holds(s, x, out_blkoff) || !s->valid) {
+			lru = s;
+			if (s->valid)
+				break;
+		} else if (lru->valid && s->used < lru->used) {
+			lru = s;
+		}
+	}
+	lru->used = ++z->tick;
+	return lru;
+}
+
+/* Keep the packed inode's slots within PACKED_CACHE bytes, @keep aside. */
+static void slots_trim(struct zimage *z, const struct zslot *keep)
+{
+	for (;;) {
+		size_t total = 0;
+		struct zslot *lru = NULL;
+		for (size_t i = 0; i < PACKED_SLOTS; i++) {
+			struct zslot *s = &z->slot[i];
+			total += s->cap;
+			if (s != keep && s->cap && (!lru || s->used < lru->used))
+				lru = s;
+		}
+		if (total <= PACKED_CACHE || !lru)
+			return;
+		free(lru->buf);
+		*lru = (struct zslot){0};
+	}
+}
+
+/* The decoded bytes of extent @x, from an earlier read when it was the same. */
 static int decoded(struct anole_image *img, const struct anole_inode *ino,
 		   const struct zextent *x, const uint8_t **out)
 {
 	struct zimage *z = img_zimage(img);
-	struct zslot *s = &z->slot[ino->nid == z->packed_nid ? 0 : 1];
+	bool packed = ino->nid == z->packed_nid;
 	uint32_t blksz = img_blksz(img);
 	uint32_t out_blkoff = x->form == ZFORM_INTERLACED ? (uint32_t)(x->la & (blksz - 1)) : 0;
-	if (s->valid && s->where == x->where && s->form == x->form && s->partial == x->partial &&
-	    s->pa == x->pa && s->plen == x->plen && s->llen == x->llen &&
-	    s->out_blkoff == out_blkoff) {
+	struct zslot *s = slot_for(z, packed, x, out_blkoff);
+	if (slot_holds(s, x, out_blkoff)) {
 		*out = s->buf;
 		return 0;
 	}
@@ -918,25 +1007,15 @@ static int decoded(struct anole_image *img, const struct anole_inode *ino,
 	}
 	if (grow(&s->buf, &s->cap, x->llen) < 0)
 		return anole_err(img_err(img), ENOMEM, "out of memory");
-	struct zdecode_req rq = {
-		.in = z->in, .inlen = x->plen, .form = x->form, .partial = x->partial,
-		.zero_padding = z->zero_padding, .blksz = blksz,
-		.in_blkoff = (uint32_t)(x->pa & (blksz - 1)),
-		.out_blkoff = (uint32_t)(x->la & (blksz - 1)),
-		.window = x->form == Z_EROFS_COMPRESSION_LZMA ? z->lzma_dict
-			  : x->form == Z_EROFS_COMPRESSION_ZSTD ? z->zstd_window : 0,
-	};
+	struct zdecode_req rq;
+	zmap_request(img, x, z->in, &rq);
 	r = zdecode(&rq, s->buf, x->llen);
-	if (r == -ENOMEM)
-		return anole_err(img_err(img), ENOMEM, "out of memory");
 	if (r < 0)
-		return img_corrupt(img, ino->nid, x->pa,
-				   "corrupt compressed data (%s, %u bytes for file bytes %llu..%llu)",
-				   x->form >= Z_EROFS_COMPRESSION_MAX ? "plain" : codec_alg_name(x->form),
-				   x->plen, (unsigned long long)x->la,
-				   (unsigned long long)(x->la + x->llen - 1));
-	*s = (struct zslot){true,	  x->where,   x->form, x->partial, x->pa,
-			    x->llen, x->plen, out_blkoff, s->buf,	   s->cap};
+		return zmap_decode_error(img, ino, x, r);
+	*s = (struct zslot){s->used, true,	x->where, x->form, x->partial,
+			    x->pa,   x->llen, x->plen,	out_blkoff, s->buf, s->cap};
+	if (packed)
+		slots_trim(z, s);
 	*out = s->buf;
 	return 0;
 }
@@ -966,7 +1045,7 @@ ssize_t zmap_pread(struct anole_image *img, const struct anole_inode *ino, void 
 	while (done < len) {
 		uint64_t pos = off + done;
 		struct zextent x;
-		const uint8_t *d;
+		const uint8_t *d = NULL;
 		int r = zmap_extent(img, ino, pos, &x);
 		if (r < 0)
 			return r;

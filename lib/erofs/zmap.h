@@ -80,6 +80,16 @@ int zmap_map(struct anole_image *img, const struct anole_inode *ino, uint64_t of
 /* anole_pread for compressed inodes; @off + @len within the file. */
 ssize_t zmap_pread(struct anole_image *img, const struct anole_inode *ino, void *buf, size_t len,
 		   uint64_t off);
+/* For decoding an extent (ZX_BLOCKS, ZX_INLINE) away from the reader, on
+ * another thread: its x->plen stored bytes read into @in, the request that
+ * decodes them (@in kept), and the error to report when zdecode() returned
+ * @r < 0. Only zdecode() itself may run on another thread. */
+int zmap_stored(struct anole_image *img, const struct anole_inode *ino, const struct zextent *x,
+		uint8_t *in);
+void zmap_request(struct anole_image *img, const struct zextent *x, const uint8_t *in,
+		  struct zdecode_req *rq);
+int zmap_decode_error(struct anole_image *img, const struct anole_inode *ino,
+		      const struct zextent *x, int r);
 /* The packed inode's nid (0: none), and the inode itself. */
 uint64_t zmap_packed_nid(const struct anole_image *img);
 int zmap_packed_inode(struct anole_image *img, struct anole_inode *out);
