@@ -47,7 +47,7 @@ C
 # The sanitizer build's library leaves the sanitizer runtime to the
 # program (-Db_lundef=false), so the program brings it.
 san=()
-case $lib in *asan*) san=(-fsanitize=address,undefined) ;; esac
+case $lib in *asan*) san=("-fsanitize=address,undefined") ;; esac
 cc -std=gnu11 -Wall -Werror "${san[@]}" -I include -o "$TMP/user" "$TMP/user.c" -L "$(dirname "$lib")" -lanole \
 	-Wl,-rpath,"$(dirname "$lib")" 2>"$TMP/cc.err" ||
 	{ cat "$TMP/cc.err"; fail "a program using only anole.h does not link against libanole.so"; }
