@@ -57,7 +57,7 @@ static const char usage_text[] =
 	"      --tls-verify=BOOL  true: always verified HTTPS; false: HTTPS without\n"
 	"                         certificate checks, else plain HTTP (default:\n"
 	"                         verified HTTPS, except plain HTTP for\n"
-	"                         localhost and 127.0.0.0/8)\n"
+	"                         localhost, 127.0.0.0/8 and [::1])\n"
 	"  -h, --help             show this help";
 
 int cmd_build(int argc, char **argv)

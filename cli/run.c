@@ -32,7 +32,7 @@ static const char run_usage[] =
 	"                          the dynamic loader reads to start the program as\n"
 	"                          soon as the image is mounted)\n"
 	"      --tls-verify=BOOL   as anole mount (default: verified HTTPS, plain\n"
-	"                          HTTP for localhost and 127.0.0.0/8)\n"
+	"                          HTTP for localhost, 127.0.0.0/8 and [::1])\n"
 	"  -q, --quiet             no progress lines";
 
 static const char prefetch_usage[] =

@@ -333,7 +333,7 @@ void anole_lazy_free(struct anole_lazy_info *li);
  * /var/lib/anole/cache) the shared cache. */
 /* Run the daemon in this process until nothing is mounted. */
 int anole_daemon(struct anole_error *err);
-/* One JSON request ({"op":"mount"|"umount"|"status"|"metrics", ...}) to the
+/* One JSON request ({"op":"mount"|"umount"|"trace"|"status"|"metrics", ...}) to the
  * daemon, started first when @start and not running; *reply is its JSON
  * answer (free it). */
 int anole_daemon_request(const char *request, int start, char **reply, struct anole_error *err);

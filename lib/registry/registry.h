@@ -46,8 +46,8 @@ bool registry_url_origin(const char *url, char *out, size_t size);
 bool registry_absolute_location(const char *url, const char *loc, char *out, size_t size);
 
 struct registry;
-/* tls_verify: 0 = verified HTTPS except plain HTTP for localhost and
- * 127.0.0.0/8, 1 = always verified HTTPS, -1 = HTTPS without certificate
+/* tls_verify: 0 = verified HTTPS except plain HTTP for localhost,
+ * 127.0.0.0/8 and [::1], 1 = always verified HTTPS, -1 = HTTPS without certificate
  * checks, falling back to plain HTTP. @creds: NULL for the caller's own
  * ($REGISTRY_AUTH_FILE, else ~/.docker/config.json), else these (copied; both NULL: none,
  * whatever the environment holds). */
