@@ -54,9 +54,10 @@ static const char usage_text[] =
 	"      --platform=OS/ARCH[/VARIANT]\n"
 	"                         image to pick from a multi-platform index\n"
 	"                         (default linux/amd64)\n"
-	"      --tls-verify=BOOL  false: HTTPS without certificate checks, else\n"
-	"                         plain HTTP (default: verified HTTPS, except\n"
-	"                         plain HTTP for localhost and 127.0.0.0/8)\n"
+	"      --tls-verify=BOOL  true: always verified HTTPS; false: HTTPS without\n"
+	"                         certificate checks, else plain HTTP (default:\n"
+	"                         verified HTTPS, except plain HTTP for\n"
+	"                         localhost, 127.0.0.0/8 and [::1])\n"
 	"  -h, --help             show this help";
 
 int cmd_build(int argc, char **argv)

@@ -94,6 +94,19 @@ int cli_build_defaults(struct anole_build_options *o)
 	return 0;
 }
 
+int cli_tls_verify(const char *arg, int *v)
+{
+	if (!strcmp(arg, "true") || !strcmp(arg, "1"))
+		*v = 1;
+	else if (!strcmp(arg, "false") || !strcmp(arg, "0"))
+		*v = -1;
+	else {
+		cli_error("--tls-verify=%s: choose true or false", arg);
+		return EXIT_USAGE;
+	}
+	return 0;
+}
+
 int cli_build_option(int c, const char *arg, struct anole_build_options *o, uint8_t uuid[16])
 {
 	switch (c) {
@@ -156,14 +169,8 @@ int cli_build_option(int c, const char *arg, struct anole_build_options *o, uint
 			o->platform = arg;
 			break;
 		case 'V':
-			if (!strcmp(arg, "true") || !strcmp(arg, "1"))
-				o->tls_verify = 1;
-			else if (!strcmp(arg, "false") || !strcmp(arg, "0"))
-				o->tls_verify = -1;
-			else {
-				cli_error("--tls-verify: '%s' is not true or false", arg);
+			if (cli_tls_verify(arg, &o->tls_verify))
 				return -EXIT_USAGE;
-			}
 			break;
 	default:
 		return 1;

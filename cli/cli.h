@@ -60,6 +60,9 @@ int cli_build_defaults(struct anole_build_options *o);
 /* One image option (getopt code @c): 0 taken, 1 not an image option,
  * -EXIT_USAGE after printing why @arg is wrong. */
 int cli_build_option(int c, const char *arg, struct anole_build_options *o, uint8_t uuid[16]);
+/* --tls-verify=@arg as anole_build_options.tls_verify wants it: true or 1
+ * -> 1, false or 0 -> -1; 0, or EXIT_USAGE after saying why. */
+int cli_tls_verify(const char *arg, int *v);
 /* The image options' long names (end with {0}). */
 #define CLI_BUILD_LONGOPTS                                                                         \
 	{"uuid", required_argument, NULL, 'U'}, {"label", required_argument, NULL, 'L'},           \

@@ -43,7 +43,10 @@ static const char mount_usage[] =
 	"  --prefetch-rate=SIZE  background bytes per second (default 50M; 0 = no cap)\n"
 	"  --no-load-hints       do not fetch, when a program starts, what the\n"
 	"                        dynamic loader will read (the image's ELF load hints)\n"
-	"  --tls-verify=BOOL     check the registry's certificate (default true)\n"
+	"  --tls-verify=BOOL     true: always verified HTTPS; false: HTTPS without\n"
+	"                        certificate checks, else plain HTTP (default:\n"
+	"                        verified HTTPS, plain HTTP for localhost,\n"
+	"                        127.0.0.0/8 and [::1])\n"
 	"  --device=PATH         the file of the image's next extra device (a blob,\n"
 	"                        a blob device, a tar), in device table order; given\n"
 	"                        to the kernel as device=PATH (anole's own blobs are\n"
@@ -212,11 +215,8 @@ int cmd_mount(int argc, char **argv)
 				return EXIT_USAGE;
 			}
 		} else if (c == 'V') {
-			if (strcmp(optarg, "true") && strcmp(optarg, "false")) {
-				cli_error("--tls-verify=%s: choose true or false", optarg);
+			if (cli_tls_verify(optarg, &tls_verify))
 				return EXIT_USAGE;
-			}
-			tls_verify = !strcmp(optarg, "true") ? 1 : -1;
 		} else if (c == 'h') {
 			puts(mount_usage);
 			return 0;

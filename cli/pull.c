@@ -33,11 +33,8 @@ int cmd_pull(int argc, char **argv)
 			puts(usage_text);
 			return 0;
 		} else if (c == 'V') {
-			struct anole_build_options bo = {0};
-			uint8_t uuid[16];
-			if (cli_build_option(c, optarg, &bo, uuid))
+			if (cli_tls_verify(optarg, &o.tls_verify))
 				return EXIT_USAGE;
-			o.tls_verify = bo.tls_verify;
 		} else
 			return cli_usage(usage_text);
 	}

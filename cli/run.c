@@ -31,7 +31,8 @@ static const char run_usage[] =
 	"      --no-load-hints     as anole mount (by default the daemon fetches what\n"
 	"                          the dynamic loader reads to start the program as\n"
 	"                          soon as the image is mounted)\n"
-	"      --tls-verify=BOOL   check the registry's certificate\n"
+	"      --tls-verify=BOOL   as anole mount (default: verified HTTPS, plain\n"
+	"                          HTTP for localhost, 127.0.0.0/8 and [::1])\n"
 	"  -q, --quiet             no progress lines";
 
 static const char prefetch_usage[] =
@@ -162,11 +163,8 @@ static int run_main(int argc, char **argv, bool record)
 			o.no_load_hints = true;
 			break;
 		case 'V':
-			if (strcmp(optarg, "true") && strcmp(optarg, "false")) {
-				cli_error("--tls-verify=%s: choose true or false", optarg);
+			if (cli_tls_verify(optarg, &o.tls_verify))
 				rc = EXIT_USAGE;
-			}
-			o.tls_verify = !strcmp(optarg, "true") ? 1 : -1;
 			break;
 		case 'q':
 			o.log = NULL;

@@ -333,7 +333,7 @@ void anole_lazy_free(struct anole_lazy_info *li);
  * /var/lib/anole/cache) the shared cache. */
 /* Run the daemon in this process until nothing is mounted. */
 int anole_daemon(struct anole_error *err);
-/* One JSON request ({"op":"mount"|"umount"|"status"|"metrics", ...}) to the
+/* One JSON request ({"op":"mount"|"umount"|"trace"|"status"|"metrics", ...}) to the
  * daemon, started first when @start and not running; *reply is its JSON
  * answer (free it). */
 int anole_daemon_request(const char *request, int start, char **reply, struct anole_error *err);
@@ -375,8 +375,16 @@ struct anole_run_options {
 };
 /* Mount @o->ref lazily, put a writable overlay on it, run the command with
  * an OCI runtime, and undo every mount. *status: the command's exit status
- * (128 + signal when killed). SIGINT, SIGTERM, SIGHUP and SIGQUIT go to the
- * runtime meanwhile. */
+ * (128 + signal when killed).
+ *
+ * The call owns the process until it returns: it forks and executes the
+ * runtime (and helpers: the runtime's --version, delete and kill, rm) and
+ * waits for exactly those children by pid; it installs handlers for
+ * SIGINT, SIGTERM, SIGHUP and SIGQUIT that forward the signal to the
+ * runtime (a second one kills the container), and puts the caller's
+ * handlers back before it returns. Call it from one thread at a time, in
+ * a process that does not reap children it did not start (no SIGCHLD
+ * handler calling wait(-1), SIGCHLD not ignored). It needs root: it mounts. */
 int anole_run(const struct anole_run_options *o, int *status, struct anole_error *err);
 
 /* Store a recorded prefetch list (anole_run's trace) with the image @ref:

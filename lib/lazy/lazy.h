@@ -27,10 +27,6 @@ int lazy_blob_table(const char *cache_dir, const struct anole_lazy_blob *b, stru
 int lazy_blob_extents(const char *cache_dir, const struct anole_lazy_blob *b,
 		      uint64_t (**spans)[2], size_t *n, struct anole_error *err);
 
-/* Store a prefetch list ({"blobs":[digests],"ranges":[[blob, range]...]})
- * for the image @ref names; *tag_out gets the tag it is under. */
-int lazy_prefetch_put(const char *ref, const char *list_json, int tls_verify, char *tag_out,
-		      size_t tag_size, struct anole_error *err);
 /* The prefetch list recorded for the image with @manifest_digest, or
  * *out = NULL when there is none. */
 struct json_t;

@@ -25,8 +25,10 @@ static char *prefetch_tag(const char *manifest_digest)
 	return asprintf(&t, "sha256-%.64s.prefetch", manifest_digest + 7) < 0 ? NULL : t;
 }
 
-int lazy_prefetch_put(const char *ref, const char *list_json, int tls_verify, char *tag_out,
-		      size_t tag_size, struct anole_error *err)
+/* Store a prefetch list ({"blobs":[digests],"ranges":[[blob, range]...]})
+ * for the image @ref names; *tag_out gets the tag it is under. */
+static int lazy_prefetch_put(const char *ref, const char *list_json, int tls_verify,
+			     char *tag_out, size_t tag_size, struct anole_error *err)
 {
 	struct anole_lazy_info *li;
 	int r = anole_lazy_open(ref, tls_verify, &li, err);

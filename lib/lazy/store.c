@@ -16,18 +16,6 @@
 #define MAX_MANIFEST (4u << 20)
 #define LAYOUT_FILE "{\"imageLayoutVersion\":\"1.0.0\"}"
 
-static int mkdir_p(char *path)
-{
-	for (char *p = path + 1; (p = strchr(p, '/')); p++) {
-		*p = 0;
-		int r = mkdir(path, 0755);
-		*p = '/';
-		if (r < 0 && errno != EEXIST)
-			return -errno;
-	}
-	return mkdir(path, 0755) < 0 && errno != EEXIST ? -errno : 0;
-}
-
 /* Make DIR an empty layout unless it is one. */
 static int layout_create(struct store *s, struct anole_error *err)
 {
@@ -35,7 +23,7 @@ static int layout_create(struct store *s, struct anole_error *err)
 	if (asprintf(&blobs, "%s/blobs/sha256", s->dir) < 0 ||
 	    asprintf(&lf, "%s/oci-layout", s->dir) < 0 || asprintf(&idx, "%s/index.json", s->dir) < 0)
 		return anole_err(err, ENOMEM, "out of memory");
-	int r = mkdir_p(blobs);
+	int r = mkdir_parents(blobs, 0755);
 	if (r < 0)
 		return anole_err(err, -r, "%s: cannot create: %s", blobs, strerror(-r));
 	if (access(lf, F_OK) < 0 && (r = outfile_write(lf, LAYOUT_FILE, strlen(LAYOUT_FILE))) < 0)

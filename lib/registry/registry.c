@@ -164,8 +164,10 @@ int registry_creds_copy(struct registry_creds *to, const struct registry_creds *
 	return 0;
 }
 
-/* Basic credentials or an identity token from the Docker-style auth file. */
-int registry_creds_load(const char *host, struct registry_creds *out)
+/* The caller's credentials for @host from $REGISTRY_AUTH_FILE, else
+ * ~/.docker/config.json (auths.HOST.auth, identitytoken): Basic
+ * credentials or an identity token; none: both NULL. -ENOMEM only. */
+static int registry_creds_load(const char *host, struct registry_creds *out)
 {
 	*out = (struct registry_creds){0};
 	const char *path = getenv("REGISTRY_AUTH_FILE");

@@ -26,10 +26,6 @@ struct registry_creds {
 	char *basic;          /* base64 of USER:PASSWORD, or NULL */
 	char *identity_token; /* an OAuth2 refresh token, or NULL */
 };
-/* The caller's credentials for @host from $REGISTRY_AUTH_FILE, else
- * ~/.docker/config.json (auths.HOST.auth, identitytoken); none: both NULL.
- * -ENOMEM only. */
-int registry_creds_load(const char *host, struct registry_creds *out);
 int registry_creds_copy(struct registry_creds *to, const struct registry_creds *from);
 /* Wipes and frees them. */
 void registry_creds_release(struct registry_creds *c);
@@ -50,9 +46,10 @@ bool registry_url_origin(const char *url, char *out, size_t size);
 bool registry_absolute_location(const char *url, const char *loc, char *out, size_t size);
 
 struct registry;
-/* tls_verify: 0 = HTTPS except plain HTTP for localhost and 127.0.0.0/8,
- * 1 = always verified HTTPS, -1 = plain HTTP. @creds: NULL for the
- * caller's own (registry_creds_load), else these (copied; both NULL: none,
+/* tls_verify: 0 = verified HTTPS except plain HTTP for localhost,
+ * 127.0.0.0/8 and [::1], 1 = always verified HTTPS, -1 = HTTPS without certificate
+ * checks, falling back to plain HTTP. @creds: NULL for the caller's own
+ * ($REGISTRY_AUTH_FILE, else ~/.docker/config.json), else these (copied; both NULL: none,
  * whatever the environment holds). */
 int registry_new(const char *host, int tls_verify, const struct registry_creds *creds,
 		 struct anole_error *err, struct registry **out);

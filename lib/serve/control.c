@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The worker's control socket: one JSON request per connection, one JSON
- * reply. Requests: mount, umount, status, metrics. The daemon ends when
+ * reply. Requests: mount, umount, trace, status, metrics. The daemon ends when
  * nothing is mounted and no request is under way.
  */
 #include <errno.h>

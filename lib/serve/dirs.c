@@ -22,24 +22,6 @@
 #include "serve/serve.h"
 #include "util/util.h"
 
-/* mkdir -p, each new directory 0700. */
-static int make_dirs(const char *dir)
-{
-	char path[PATH_MAX];
-	if (snprintf(path, sizeof(path), "%s", dir) >= (int)sizeof(path))
-		return -ENAMETOOLONG;
-	for (char *s = path + 1;; s++)
-		if (!*s || *s == '/') {
-			char c = *s;
-			*s = 0;
-			if (mkdir(path, 0700) < 0 && errno != EEXIST)
-				return -errno;
-			*s = c;
-			if (!c)
-				return 0;
-		}
-}
-
 /* One component of the resolved path: @last is the directory itself. */
 static int check_one(const char *path, const char *dir, bool last, struct anole_error *err)
 {
@@ -77,7 +59,7 @@ int serve_dir_check(const char *dir, bool create, struct anole_error *err)
 {
 	if (!*dir || *dir != '/')
 		return anole_err(err, EINVAL, "%s: not an absolute path", dir);
-	int r = create ? make_dirs(dir) : 0;
+	int r = create ? mkdir_parents(dir, 0700) : 0;
 	if (r < 0)
 		return anole_err(err, -r, "%s: %s", dir, strerror(-r));
 	char real[PATH_MAX];

@@ -2,6 +2,7 @@
 #include "util.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -313,4 +314,30 @@ void log_line(void (*log)(void *, const char *), void *ctx, const char *fmt, ...
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
 	log(ctx, line);
+}
+
+/* Each prefix ending before a '/' (and the whole path) in turn, so that
+ * a parent made by someone else meanwhile is no failure. */
+int mkdir_parents(const char *path, mode_t mode)
+{
+	char buf[PATH_MAX];
+	if (!*path)
+		return -ENOENT;
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return -ENAMETOOLONG;
+	for (char *s = buf + 1;; s++) {
+		if (*s && *s != '/')
+			continue;
+		char c = *s;
+		*s = 0;
+		if (mkdir(buf, mode) < 0 && errno != EEXIST)
+			return -errno;
+		*s = c;
+		if (!c)
+			break;
+	}
+	struct stat st;
+	if (stat(buf, &st) < 0)
+		return -errno;
+	return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
 }

@@ -131,4 +131,9 @@ int tmpfile_unnamed(const char *fallback_dir);
 /* Monotonic seconds, for progress and summaries. */
 double now_seconds(void);
 
+/* mkdir -p: @path and every missing parent, each new one with @mode;
+ * directories already there are fine, anything else in the way is
+ * -ENOTDIR. 0 or -errno. */
+int mkdir_parents(const char *path, mode_t mode);
+
 #endif
