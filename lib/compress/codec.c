@@ -88,7 +88,19 @@ struct codec {
 	lzma_options_lzma lzma_opts;
 };
 
-int codec_new(const struct codec_spec *spec, uint32_t max_input, struct codec **out)
+bool codec_can_fill(const struct codec_spec *spec)
+{
+	return spec->kind == CODEC_LZMA;
+}
+
+uint32_t codec_window(const struct codec_spec *spec, uint32_t pcluster, bool fill)
+{
+	if (!fill || spec->kind != CODEC_LZMA)
+		return pcluster;
+	return (uint32_t)MIN((uint64_t)pcluster * 4, (uint64_t)Z_EROFS_LZMA_MAX_DICT_SIZE);
+}
+
+int codec_new(const struct codec_spec *spec, uint32_t window, struct codec **out)
 {
 	struct codec *c = calloc(1, sizeof(*c));
 	if (!c)
@@ -113,7 +125,6 @@ int codec_new(const struct codec_spec *spec, uint32_t max_input, struct codec **
 		/* One-shot frames carry their content size, and zstd shrinks
 		 * its window and tables to the input: never above the pcluster
 		 * size the superblock promises the kernel. */
-		(void)max_input;
 		ZSTD_CCtx_setParameter(c->zstd, ZSTD_c_compressionLevel, spec->level);
 		/* 4 bytes a frame buy detection of any corrupted byte, in the
 		 * kernel and in anole check alike */
@@ -124,7 +135,7 @@ int codec_new(const struct codec_spec *spec, uint32_t max_input, struct codec **
 	case CODEC_LZMA:
 		if (lzma_lzma_preset(&c->lzma_opts, (uint32_t)spec->level))
 			goto nomem;
-		c->lzma_opts.dict_size = MAX(max_input, 4096u);
+		c->lzma_opts.dict_size = MAX(window, 4096u);
 		break;
 	default:
 		break;
@@ -148,6 +159,24 @@ void codec_free(struct codec *c)
 	free(c);
 }
 
+/* One MicroLZMA stream of as much of @in as fits in @cap bytes; *inlen
+ * becomes the input it took. */
+static ssize_t lzma_fill(struct codec *c, const void *in, size_t *inlen, void *out, size_t cap)
+{
+	lzma_ret r = lzma_microlzma_encoder(&c->lzma, &c->lzma_opts);
+	if (r != LZMA_OK)
+		return r == LZMA_MEM_ERROR ? -ENOMEM : -EIO;
+	c->lzma.next_in = in;
+	c->lzma.avail_in = *inlen;
+	c->lzma.next_out = out;
+	c->lzma.avail_out = cap;
+	r = lzma_code(&c->lzma, LZMA_FINISH);
+	if (r != LZMA_STREAM_END)
+		return -EIO;
+	*inlen -= c->lzma.avail_in;
+	return (ssize_t)(cap - c->lzma.avail_out);
+}
+
 ssize_t codec_compress(struct codec *c, const void *in, size_t inlen, void *out, size_t cap)
 {
 	if (inlen > INT32_MAX || cap < 16)
@@ -167,24 +196,21 @@ ssize_t codec_compress(struct codec *c, const void *in, size_t inlen, void *out,
 		return (ssize_t)n;
 	}
 	case CODEC_LZMA: {
-		lzma_ret r = lzma_microlzma_encoder(&c->lzma, &c->lzma_opts);
-		if (r != LZMA_OK)
-			return r == LZMA_MEM_ERROR ? -ENOMEM : -EIO;
-		c->lzma.next_in = in;
-		c->lzma.avail_in = inlen;
-		c->lzma.next_out = out;
-		c->lzma.avail_out = cap;
-		r = lzma_code(&c->lzma, LZMA_FINISH);
-		if (r != LZMA_STREAM_END)
-			return -EIO;
+		size_t n = inlen;
+		ssize_t r = lzma_fill(c, in, &n, out, cap);
 		/* MicroLZMA stops when the output is full: all input or nothing */
-		if (c->lzma.avail_in)
-			return 0;
-		return (ssize_t)(cap - c->lzma.avail_out);
+		return r < 0 || n == inlen ? r : 0;
 	}
 	default:
 		return -EINVAL;
 	}
+}
+
+ssize_t codec_fill(struct codec *c, const void *in, size_t *inlen, void *out, size_t cap)
+{
+	if (c->spec.kind != CODEC_LZMA || *inlen > INT32_MAX || cap < 16)
+		return -EINVAL;
+	return lzma_fill(c, in, inlen, out, cap);
 }
 
 static int lz4_decode(const void *in, size_t inlen, void *out, size_t outlen, bool partial)

@@ -4,9 +4,11 @@
  * libraries: liblz4 (lz4, lz4hc), libdeflate (raw DEFLATE), liblzma
  * (MicroLZMA, the framing the kernel's EROFS expects) and libzstd.
  *
- * anole compresses a fixed amount of input at a time and lets the output
- * be whatever size it is, rounded up to whole blocks: no codec has to hit an
- * exact output size, so all run at full speed.
+ * Most codecs compress a fixed amount of input at a time and let the output
+ * be whatever size it is, rounded up to whole blocks. lzma can instead fill
+ * a physical cluster (codec_fill): MicroLZMA stops where its output is full
+ * and says how much input that took, so no output is lost to rounding but
+ * the last block, as mkfs.erofs does.
  */
 #ifndef ANOLE_CODEC_H
 #define ANOLE_CODEC_H
@@ -40,11 +42,24 @@ const char *codec_alg_name(unsigned int alg);
 unsigned int codec_erofs_alg(enum codec_kind kind);
 
 struct codec;
-int codec_new(const struct codec_spec *spec, uint32_t max_input, struct codec **out);
+/* @window: the history (lzma dictionary) a stream may use, at most what
+ * the superblock tells the kernel (codec_window()). */
+int codec_new(const struct codec_spec *spec, uint32_t window, struct codec **out);
 void codec_free(struct codec *c);
 /* Compress @in into at most @cap bytes. Returns the compressed size, 0 when
  * it does not fit (the caller stores the data uncompressed), or -errno. */
 ssize_t codec_compress(struct codec *c, const void *in, size_t inlen, void *out, size_t cap);
+
+/* Whether a codec can fill a physical cluster (lzma). */
+bool codec_can_fill(const struct codec_spec *spec);
+/* The history streams use: with @fill, extents hold several pclusters'
+ * worth of input, and lzma's dictionary is min(8 MiB, 4 x @pcluster) as
+ * mkfs.erofs makes it; else @pcluster. */
+uint32_t codec_window(const struct codec_spec *spec, uint32_t pcluster, bool fill);
+/* Compress the longest prefix of @in (at most *inlen bytes) whose stream
+ * fits in @cap bytes; *inlen becomes that prefix's length. Returns the
+ * compressed size or -errno (-EINVAL for a codec that cannot fill). */
+ssize_t codec_fill(struct codec *c, const void *in, size_t *inlen, void *out, size_t cap);
 
 /* Decoding flags. */
 #define CODEC_PARTIAL 1u /* @in decodes to at least @outlen bytes: only those

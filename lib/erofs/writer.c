@@ -1525,7 +1525,7 @@ static size_t compr_cfgs(struct tree_writer *tw, uint8_t *p)
 		break;
 	}
 	case CODEC_LZMA: {
-		struct z_erofs_lzma_cfgs c = {.dict_size = MAX(tw->pcluster, 4096u)};
+		struct z_erofs_lzma_cfgs c = {.dict_size = MAX(zpipe_window(tw->zp), 4096u)};
 		size = sizeof(c);
 		memcpy(p + 2, &c, sizeof(c));
 		break;

@@ -43,8 +43,7 @@ bool zindex_compactable(const struct z_erofs_lcluster_index *full, uint64_t n)
 		if (first)
 			expect = d->di_u.blkaddr;
 		first = false;
-		if (d->di_clusterofs)
-			return false;
+		/* a head's clusterofs fits its 12 low bits, as in a full index */
 		expect += 1; /* one block unless a CBLKCNT follows */
 		big_next = true;
 	}

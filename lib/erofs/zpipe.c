@@ -6,10 +6,15 @@
  * image is byte-identical whatever the number of threads, and memory is
  * bounded by the ring (2 x pcluster bytes per slot).
  *
- * Each job is one extent of a file: pcluster bytes of input compressed on
- * their own (fixed input, any output size). An extent is stored compressed
- * only if that saves at least one block, else as plain blocks; a file none
- * of whose extents compressed becomes a plain flat file.
+ * A job is one extent of a file: pcluster bytes of input compressed on
+ * their own (fixed input, any output size); or, for codecs that can fill a
+ * physical cluster (lzma) without dedupe, a segment of up to ZPIPE_SEGMENT
+ * bytes that the worker cuts into extents each filling pcluster bytes of
+ * output with as much input as fits, as mkfs.erofs does. Those cuts depend
+ * only on the segment's bytes, so output stays the same for any number of
+ * threads. An extent is stored compressed only if that saves at least one
+ * block, else as plain blocks; a file none of whose extents compressed
+ * becomes a plain flat file.
  */
 #include <pthread.h>
 #include <sys/stat.h>
@@ -21,18 +26,36 @@
 #include "erofs/zindex.h"
 #include "util/digest.h"
 
+/* Input of a filling job. A segment's end cuts an extent short and costs
+ * the history of the next; bigger segments cost two buffers per ring slot.
+ * An extent must stay under 2048 lclusters (the compact index's deltas). */
+#define ZPIPE_SEGMENT (4u << 20)
+_Static_assert(ZPIPE_SEGMENT < (2048u << 12), "extents under 2048 lclusters");
+
 enum job_state { JOB_FREE, JOB_PENDING, JOB_RUNNING, JOB_DONE };
+
+/* An extent a filling job was cut into. */
+struct zpiece {
+	uint32_t off, len; /* input bytes [off, off + len) of the job */
+	uint32_t plen;     /* compressed: bytes at out + pos, zero-padded in
+			      front to whole blocks; 0 = stored plain */
+	uint32_t pos;
+};
 
 struct zjob {
 	struct tinode *ino;
-	uint64_t la; /* where in the file the extent begins */
+	uint64_t la; /* where in the file the job begins */
 	uint32_t len;
 	bool compress;
+	bool fill; /* cut into extents that fill physical clusters (pc) */
 	bool first, last;
 	enum job_state state;
 	ssize_t clen; /* >0 compressed size; 0 store plain; <0 -errno */
 	uint8_t *in, *out;
+	size_t in_cap, out_cap;
 	struct digest digest; /* of the input, with dedupe */
+	struct zpiece *pc;
+	uint32_t npc, pc_cap;
 };
 
 /* What the retired extents of the current file look like so far. */
@@ -47,8 +70,9 @@ struct zextent {
 struct zpipe {
 	struct tree_writer *tw;
 	struct codec_spec spec;
-	uint32_t pcluster, blksz;
+	uint32_t pcluster, blksz, window;
 	unsigned int blkbits;
+	bool fill; /* compressed files go in filling jobs */
 	struct zjob *jobs;
 	unsigned int njobs, head, count, next_run;
 	pthread_mutex_t lock;
@@ -66,11 +90,152 @@ struct zpipe {
 	bool cdc;                /* content-defined extent boundaries */
 };
 
+/* A compressed extent must take fewer blocks than its bytes would plain
+ * (at least one block saved); a leading zero byte would be taken for
+ * padding. Saving a block also makes an extent reach past the lcluster it
+ * starts in, and a big one (2+ blocks) past the next, where its block
+ * count goes. */
+static bool saves(const struct zpipe *z, ssize_t clen, const uint8_t *out, size_t len)
+{
+	return clen > 0 && ROUND_UP((size_t)clen, z->blksz) < len && out[0];
+}
+
+static int push_piece(struct zjob *j, uint32_t off, uint32_t len, uint32_t plen, uint32_t pos)
+{
+	if (j->npc == j->pc_cap) {
+		uint32_t cap = j->pc_cap ? 2 * j->pc_cap : 16;
+		struct zpiece *n = realloc(j->pc, cap * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		j->pc = n;
+		j->pc_cap = cap;
+	}
+	j->pc[j->npc++] = (struct zpiece){off, len, plen, pos};
+	return 0;
+}
+
+/* Record @clen compressed bytes at out + *op as an extent, zeros in front
+ * so that the data ends where its blocks end (decompressed in place). */
+static int push_compressed(struct zpipe *z, struct zjob *j, uint32_t off, uint32_t len,
+			   size_t clen, uint32_t *op)
+{
+	uint32_t plen = (uint32_t)ROUND_UP(clen, z->blksz);
+	uint8_t *p = j->out + *op;
+	memmove(p + (plen - clen), p, clen);
+	memset(p, 0, plen - clen);
+	int r = push_piece(j, off, len, plen, *op);
+	*op += plen;
+	return r;
+}
+
+/* Room for @need bytes of output: a filling job's output is what
+ * compressed, a fraction of its input mostly, so it grows as needed. */
+static int out_room(struct zjob *j, size_t need)
+{
+	if (need <= j->out_cap)
+		return 0;
+	size_t cap = MAX(need, j->out_cap + j->out_cap / 2);
+	uint8_t *n = realloc(j->out, cap);
+	if (!n)
+		return -ENOMEM;
+	j->out = n;
+	j->out_cap = cap;
+	return 0;
+}
+
+/* At @pos, inside a block, nothing compresses with profit, and plain
+ * blocks can only start on a block. Cut the compressed extent before it
+ * back to that block's start (compressing it again, shorter) and go on
+ * from there; if the shortened extent saves nothing either, do the same
+ * to the one before it, and so on, down to an extent that starts on a
+ * block, from where the bytes up to *plain_to are stored plain. Rare:
+ * only data that stops compressing (or a job's last few bytes) gets here. */
+static int backtrack(struct zpipe *z, struct codec *c, struct zjob *j, uint32_t *pos,
+		     uint32_t *op, uint32_t *plain_to)
+{
+	uint32_t cut = *pos - *pos % z->blksz;
+	*plain_to = cut;
+	while (j->npc) {
+		/* the piece before an unaligned position is compressed: plain
+		 * ones end on a block */
+		struct zpiece p = j->pc[--j->npc];
+		*op = p.pos;
+		*pos = p.off;
+		if (cut > p.off) {
+			uint32_t len = cut - p.off;
+			ssize_t n = codec_compress(c, j->in + p.off, len, j->out + p.pos, z->pcluster);
+			if (n < 0)
+				return (int)n;
+			if (saves(z, n, j->out + p.pos, len)) {
+				*pos = cut;
+				return push_compressed(z, j, p.off, len, (size_t)n, op);
+			}
+		}
+		if (!(p.off % z->blksz))
+			return 0;
+		cut = p.off - p.off % z->blksz;
+	}
+	*pos -= *pos % z->blksz;
+	return 0;
+}
+
+/* Cut a filling job into extents: each fills a physical cluster, or, where
+ * that saves nothing, is stored plain (a pcluster's worth at most). */
+static int fill_job(struct zpipe *z, struct codec *c, struct zjob *j)
+{
+	uint32_t pos = 0, op = 0, plain_to = 0;
+	int r = 0;
+	j->npc = 0;
+	while (pos < j->len && r >= 0) {
+		uint32_t left = j->len - pos;
+		if (pos < plain_to) {
+			uint32_t n = MIN(plain_to - pos, z->pcluster);
+			r = push_piece(j, pos, n, 0, 0);
+			pos += n;
+			continue;
+		}
+		if ((r = out_room(j, op + (size_t)z->pcluster)) < 0)
+			return r;
+		size_t n = left;
+		ssize_t cl = codec_fill(c, j->in + pos, &n, j->out + op, z->pcluster);
+		if (cl < 0)
+			return (int)cl;
+		if (n && saves(z, cl, j->out + op, n)) {
+			r = push_compressed(z, j, pos, (uint32_t)n, (size_t)cl, &op);
+			pos += (uint32_t)n;
+		} else if (!(pos % z->blksz)) {
+			uint32_t m = MIN(left, z->pcluster);
+			r = push_piece(j, pos, m, 0, 0);
+			pos += m;
+		} else {
+			r = backtrack(z, c, j, &pos, &op, &plain_to);
+		}
+	}
+	return r;
+}
+
+/* One extent of fixed input, compressed if that saves a block. */
+static ssize_t one_extent(struct zpipe *z, struct codec *c, struct zjob *j)
+{
+	if (z->seen) {
+		sha256(j->in, j->len, &j->digest);
+		zpipe_key(&j->digest, j->compress, &z->spec, z->pcluster);
+	}
+	if (!c || !j->compress)
+		return 0;
+	/* must save a whole block, or it is not worth a pcluster */
+	size_t blocks = DIV_ROUND_UP(j->len, z->blksz);
+	size_t cap = (blocks - 1) * z->blksz;
+	ssize_t n = cap ? codec_compress(c, j->in, j->len, j->out, cap) : 0;
+	/* a leading zero byte would be taken for padding */
+	return n > 0 && !j->out[0] ? 0 : n;
+}
+
 static void *worker(void *arg)
 {
 	struct zpipe *z = arg;
 	struct codec *c = NULL;
-	int r = codec_new(&z->spec, z->pcluster, &c);
+	int r = codec_new(&z->spec, z->window, &c);
 
 	pthread_mutex_lock(&z->lock);
 	if (r < 0)
@@ -86,22 +251,15 @@ static void *worker(void *arg)
 		z->next_run = (z->next_run + 1) % z->njobs;
 		pthread_mutex_unlock(&z->lock);
 
-		ssize_t n = 0;
-		if (z->seen) {
-			sha256(j->in, j->len, &j->digest);
-			zpipe_key(&j->digest, j->compress, &z->spec, z->pcluster);
-		}
-		if (c && j->compress) {
-			/* must save a whole block, or it is not worth a pcluster */
-			size_t blocks = DIV_ROUND_UP(j->len, z->blksz);
-			size_t cap = (blocks - 1) * z->blksz;
-			n = cap ? codec_compress(c, j->in, j->len, j->out, cap) : 0;
-			/* a leading zero byte would be taken for padding */
-			if (n > 0 && !j->out[0])
-				n = 0;
-		}
+		ssize_t n;
+		if (!c)
+			n = -ENOMEM;
+		else if (j->fill)
+			n = fill_job(z, c, j);
+		else
+			n = one_extent(z, c, j);
 		pthread_mutex_lock(&z->lock);
-		j->clen = c ? n : -ENOMEM;
+		j->clen = n;
 		j->state = JOB_DONE;
 		pthread_cond_broadcast(&z->done);
 	}
@@ -125,6 +283,9 @@ int zpipe_new(struct tree_writer *tw, const struct codec_spec *spec, uint32_t pc
 	z->pcluster = pcluster;
 	z->blksz = tw_blksz(tw);
 	z->blkbits = (unsigned int)__builtin_ctz(z->blksz);
+	/* dedupe keys extents by their input: fixed extents, as before */
+	z->fill = !dedupe && codec_can_fill(spec);
+	z->window = codec_window(spec, pcluster, z->fill);
 	z->nthreads = threads ? threads : 1;
 	z->njobs = 2 * z->nthreads + 2;
 	z->jobs = calloc(z->njobs, sizeof(*z->jobs));
@@ -137,6 +298,7 @@ int zpipe_new(struct tree_writer *tw, const struct codec_spec *spec, uint32_t pc
 	for (unsigned int i = 0; i < z->njobs; i++) {
 		z->jobs[i].in = malloc(pcluster);
 		z->jobs[i].out = malloc(pcluster);
+		z->jobs[i].in_cap = z->jobs[i].out_cap = pcluster;
 		if (!z->jobs[i].in || !z->jobs[i].out)
 			goto nomem;
 	}
@@ -167,6 +329,7 @@ void zpipe_stop(struct zpipe *z)
 	for (unsigned int i = 0; z->jobs && i < z->njobs; i++) {
 		free(z->jobs[i].in);
 		free(z->jobs[i].out);
+		free(z->jobs[i].pc);
 	}
 	free(z->jobs);
 	z->jobs = NULL;
@@ -189,6 +352,11 @@ void zpipe_free(struct zpipe *z)
 const struct zpipe_stats *zpipe_stats(const struct zpipe *z)
 {
 	return &z->stats;
+}
+
+uint32_t zpipe_window(const struct zpipe *z)
+{
+	return z->window;
 }
 
 /* Full lcluster indexes for the file's extents. */
@@ -274,9 +442,20 @@ static int finish_file(struct zpipe *z, struct tinode *ino)
 	return tw_spool(z->tw, idx, nlcl * sizeof(*idx), &ino->tail_off);
 }
 
-/* Put a finished job's bytes in the image: compressed bytes end at the end
- * of their pcluster with leading zeros (the kernel decompresses in place);
- * with dedupe, bytes stored before are pointed at instead. */
+/* A compressed extent's blocks: its data ends where they end, zeros
+ * before it (the kernel decompresses in place). */
+static int store_compressed(struct zpipe *z, struct zextent *e, const uint8_t *data, size_t psize)
+{
+	e->cblocks = (uint32_t)(psize / z->blksz);
+	if (e->cblocks > z->max_cblocks)
+		z->max_cblocks = e->cblocks;
+	z->stats.bytes_in += e->len;
+	z->stats.bytes_out += psize;
+	return tw_data_append(z->tw, data, psize, &e->blk);
+}
+
+/* Put a finished job's bytes in the image; with dedupe, bytes stored
+ * before are pointed at instead. */
 static int store_extent(struct zpipe *z, struct zjob *j, struct zextent *e)
 {
 	e->la = j->la;
@@ -314,9 +493,39 @@ static int store_extent(struct zpipe *z, struct zjob *j, struct zextent *e)
 	size_t psize = (size_t)e->cblocks * z->blksz, pad = psize - (size_t)j->clen;
 	memmove(j->out + pad, j->out, (size_t)j->clen);
 	memset(j->out, 0, pad);
-	z->stats.bytes_in += j->len;
-	z->stats.bytes_out += psize;
-	return tw_data_append(z->tw, j->out, psize, &e->blk);
+	return store_compressed(z, e, j->out, psize);
+}
+
+static struct zextent *new_extent(struct zpipe *z)
+{
+	if (z->next == z->ecap) {
+		size_t ncap = z->ecap ? z->ecap * 2 : 64;
+		struct zextent *n = realloc(z->ext, ncap * sizeof(*n));
+		if (!n)
+			return NULL;
+		z->ext = n;
+		z->ecap = ncap;
+	}
+	return &z->ext[z->next++];
+}
+
+/* A filling job's extents, in order. */
+static int store_pieces(struct zpipe *z, struct zjob *j)
+{
+	int r = 0;
+	for (uint32_t i = 0; i < j->npc && r >= 0; i++) {
+		const struct zpiece *p = &j->pc[i];
+		struct zextent *e = new_extent(z);
+		if (!e)
+			return anole_err(tw_error(z->tw), ENOMEM, "out of memory");
+		*e = (struct zextent){.la = j->la + p->off, .len = p->len,
+				      .nlcl = (uint32_t)DIV_ROUND_UP(p->len, z->blksz)};
+		if (p->plen)
+			r = store_compressed(z, e, j->out + p->pos, p->plen);
+		else
+			r = tw_data_append(z->tw, j->in + p->off, p->len, &e->blk);
+	}
+	return r;
 }
 
 /* A file copied as plain blocks (it was too small to compress). */
@@ -342,18 +551,12 @@ static int retire_one(struct zpipe *z)
 			      strerror((int)-j->clen));
 	if (r >= 0 && j->first)
 		z->next = 0;
-	if (r >= 0 && z->next == z->ecap) {
-		size_t ncap = z->ecap ? z->ecap * 2 : 64;
-		struct zextent *n = realloc(z->ext, ncap * sizeof(*n));
-		if (!n)
-			r = anole_err(tw_error(z->tw), ENOMEM, "out of memory");
-		else {
-			z->ext = n;
-			z->ecap = ncap;
-		}
+	if (r >= 0 && j->fill) {
+		r = store_pieces(z, j);
+	} else if (r >= 0) {
+		struct zextent *e = new_extent(z);
+		r = e ? store_extent(z, j, e) : anole_err(tw_error(z->tw), ENOMEM, "out of memory");
 	}
-	if (r >= 0)
-		r = store_extent(z, j, &z->ext[z->next++]);
 	if (r >= 0 && j->last)
 		r = j->compress ? finish_file(z, j->ino) : finish_copy(z, j->ino);
 	j->state = JOB_FREE;
@@ -372,6 +575,7 @@ static int submit(struct zpipe *z, struct zjob *proto)
 	j->la = proto->la;
 	j->len = proto->len;
 	j->compress = proto->compress;
+	j->fill = proto->fill;
 	j->first = proto->first;
 	j->last = proto->last;
 	j->clen = 0;
@@ -383,26 +587,38 @@ static int submit(struct zpipe *z, struct zjob *proto)
 	return 0;
 }
 
-/* The slot the next submit() fills, to read input into. */
-static struct zjob *next_slot(struct zpipe *z, int *err)
+/* The slot the next submit() fills, to read input into: room for @len
+ * bytes padded to a block. */
+static struct zjob *next_slot(struct zpipe *z, uint32_t len, int *err)
 {
 	*err = 0;
-	if (z->count == z->njobs)
-		*err = retire_one(z);
-	return &z->jobs[(z->head + z->count) % z->njobs];
+	if (z->count == z->njobs && (*err = retire_one(z)) < 0)
+		return NULL;
+	struct zjob *j = &z->jobs[(z->head + z->count) % z->njobs];
+	size_t need = ROUND_UP((size_t)len, z->blksz);
+	if (j->in_cap < need) {
+		free(j->in);
+		j->in_cap = 0;
+		if (!(j->in = malloc(need))) {
+			*err = anole_err(tw_error(z->tw), ENOMEM, "out of memory");
+			return NULL;
+		}
+		j->in_cap = need;
+	}
+	return j;
 }
 
 /* Queue the extents [cuts[i-1], cuts[i]) of a file (cuts[-1] = 0). */
 static int queue_cuts(struct zpipe *z, struct tinode *ino, int fd, const uint64_t *cuts, size_t n,
-		      bool compress, const char *path)
+		      bool compress, bool fill, const char *path)
 {
 	uint64_t off = 0;
 	for (size_t i = 0; i < n; i++) {
 		int r;
-		struct zjob *slot = next_slot(z, &r);
-		if (r < 0)
-			return r;
 		uint32_t len = (uint32_t)(cuts[i] - off);
+		struct zjob *slot = next_slot(z, len, &r);
+		if (!slot)
+			return r;
 		r = pread_full(fd, slot->in, len, off);
 		if (r < 0)
 			return anole_err(tw_error(z->tw), r == -ENODATA ? EIO : -r, "%s: %s at offset %llu",
@@ -412,7 +628,7 @@ static int queue_cuts(struct zpipe *z, struct tinode *ino, int fd, const uint64_
 		size_t padded = ROUND_UP((size_t)len, z->blksz);
 		memset(slot->in + len, 0, padded - len);
 		struct zjob proto = {.ino = ino, .la = off, .len = len, .compress = compress,
-				     .first = i == 0, .last = i + 1 == n};
+				     .fill = fill, .first = i == 0, .last = i + 1 == n};
 		if ((r = submit(z, &proto)) < 0)
 			return r;
 		off += len;
@@ -424,13 +640,16 @@ static int queue_cuts(struct zpipe *z, struct tinode *ino, int fd, const uint64_
 static int queue(struct zpipe *z, struct tinode *ino, int fd, uint64_t size, bool compress,
 		 const char *path)
 {
-	size_t n = (size_t)DIV_ROUND_UP(size, z->pcluster);
+	/* filling jobs take segments, cut into extents by the workers */
+	bool fill = compress && z->fill;
+	uint32_t step = fill ? ZPIPE_SEGMENT : z->pcluster;
+	size_t n = (size_t)DIV_ROUND_UP(size, step);
 	_cleanup_free_ uint64_t *cuts = malloc(MAX(n, (size_t)1) * sizeof(*cuts));
 	if (!cuts)
 		return anole_err(tw_error(z->tw), ENOMEM, "out of memory");
 	for (size_t i = 0; i < n; i++)
-		cuts[i] = MIN((uint64_t)(i + 1) * z->pcluster, size);
-	return queue_cuts(z, ino, fd, cuts, n, compress, path);
+		cuts[i] = MIN((uint64_t)(i + 1) * step, size);
+	return queue_cuts(z, ino, fd, cuts, n, compress, fill, path);
 }
 
 int zpipe_file(struct zpipe *z, struct tinode *ino, int fd, bool compress, const char *path)
@@ -446,7 +665,7 @@ int zpipe_file_head(struct zpipe *z, struct tinode *ino, int fd, uint64_t len, c
 int zpipe_file_cuts(struct zpipe *z, struct tinode *ino, int fd, const uint64_t *cuts, size_t n,
 		    const char *path)
 {
-	return queue_cuts(z, ino, fd, cuts, n, true, path);
+	return queue_cuts(z, ino, fd, cuts, n, true, false, path);
 }
 
 void zpipe_set_cdc(struct zpipe *z, bool on)

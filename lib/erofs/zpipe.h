@@ -32,6 +32,8 @@ void zpipe_set_cdc(struct zpipe *z, bool on);
 int zpipe_drain(struct zpipe *z);
 const struct zpipe_stats *zpipe_stats(const struct zpipe *z);
 uint32_t zpipe_max_cblocks(const struct zpipe *z);
+/* The history (lzma dictionary) streams use, for the superblock. */
+uint32_t zpipe_window(const struct zpipe *z);
 
 /* Dedupe keys: the SHA-256 of an extent's input, made to differ by how
  * it is stored (include/anole/lazy_fs.h, struct anole_chunk_entry). */

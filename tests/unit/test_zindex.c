@@ -60,6 +60,7 @@ static void check_roundtrip(const struct z_erofs_lcluster_index *idx, uint64_t n
 		assert_int_equal(d.type, want);
 		if (want != Z_EROFS_LCLUSTER_TYPE_NONHEAD) {
 			assert_int_equal(d.pblk, idx[lcn].di_u.blkaddr);
+			assert_int_equal(d.clusterofs, idx[lcn].di_clusterofs);
 			continue;
 		}
 		uint16_t wd0 = idx[lcn].di_u.delta[0];
@@ -108,6 +109,24 @@ static void fragment_tail(void **state)
 		}
 	}
 	check_roundtrip(idx, lcn);
+}
+
+/* Extents that fill a physical cluster start anywhere in an lcluster:
+ * their heads keep the offset in compact packs too. */
+static void unaligned_heads(void **state)
+{
+	(void)state;
+	struct z_erofs_lcluster_index idx[64];
+	uint64_t lcn = add_extent(idx, 0, 9, 3, 70);
+	lcn = add_extent(idx, lcn, 12, 4, 73);
+	idx[9].di_clusterofs = 1234; /* the second starts at 9 * 4096 + 1234 */
+	lcn = add_extent(idx, lcn, 3, 1, 77);
+	idx[21].di_clusterofs = 4095;
+	lcn = add_extent(idx, lcn, 2, 0, 78); /* plain blocks start on a block */
+	lcn = add_extent(idx, lcn, 4, 2, 80);
+	idx[lcn - 4].di_clusterofs = 1;
+	check_roundtrip(idx, lcn);
+	check_roundtrip(idx, lcn - 1);
 }
 
 static void not_contiguous(void **state)
@@ -385,6 +404,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(mixed_extents),
 		cmocka_unit_test(fragment_tail),
+		cmocka_unit_test(unaligned_heads),
 		cmocka_unit_test(not_contiguous),
 		cmocka_unit_test(packs_every_geometry),
 		cmocka_unit_test(pack_positions),
