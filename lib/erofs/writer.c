@@ -85,10 +85,12 @@ struct wbase {
 	bool used;
 };
 
-/* A fragment and the key it is grouped by in the packed inode. */
+/* A fragment and the key it is grouped by in the packed inode: 16 bytes,
+ * one per small file of a million-file tree. Until reorder_fragments(),
+ * an inode's frag_off is the index of its record, not an offset. */
 struct frag_rec {
-	uint64_t off, new_off;
-	uint64_t len;
+	uint64_t off; /* in frag_fd; after reordering, in the packed inode */
+	uint32_t len; /* at most a copy buffer */
 	uint32_t key; /* offset of "extension\0basename\0" in frag_keys */
 };
 
@@ -763,11 +765,11 @@ static int write_chunked(struct tree_writer *tw, struct tinode *ino, int fd,
 	return tw_spool(tw, map, nchunks * sizeof(uint32_t), &ino->tail_off);
 }
 
-static int remember_fragment(struct tree_writer *tw, uint64_t off, uint64_t len, const char *path)
+static int remember_fragment(struct tree_writer *tw, uint64_t off, uint32_t len, const char *path)
 {
 	if (tw->nfrags == tw->frag_cap) {
 		size_t ncap = tw->frag_cap ? tw->frag_cap * 2 : 1024;
-		struct frag_rec *n = realloc(tw->frags, ncap * sizeof(*n));
+		struct frag_rec *n = ncap <= UINT32_MAX ? realloc(tw->frags, ncap * sizeof(*n)) : NULL;
 		if (!n)
 			return anole_err(tw->err, ENOMEM, "out of memory");
 		tw->frags = n;
@@ -785,66 +787,77 @@ static int remember_fragment(struct tree_writer *tw, uint64_t off, uint64_t len,
 	return 0;
 }
 
+/* Orders record indexes by key, then by index (which is the order the
+ * fragments were stored in): a total order, so any sort gives one result. */
 static int cmp_frag_key(const void *a, const void *b, void *arg)
 {
-	const struct frag_rec *x = a, *y = b;
-	const char *keys = arg;
-	int c = strcmp(keys + x->key, keys + y->key);
-	if (!c) {
-		const char *bx = keys + x->key + strlen(keys + x->key) + 1;
-		const char *by = keys + y->key + strlen(keys + y->key) + 1;
-		c = strcmp(bx, by);
-	}
-	return c ? c : (x->off < y->off ? -1 : x->off > y->off);
+	const struct tree_writer *tw = arg;
+	uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
+	const char *keys = tw->frag_keys.buf;
+	const char *kx = keys + tw->frags[i].key, *ky = keys + tw->frags[j].key;
+	int c = strcmp(kx, ky);
+	if (!c)
+		c = strcmp(kx + strlen(kx) + 1, ky + strlen(ky) + 1);
+	return c ? c : (i < j ? -1 : i > j);
 }
 
-static int cmp_frag_off(const void *a, const void *b)
+/* Copy the fragments into a new file in the order of @perm, each record's
+ * offset becoming its place there. */
+static int copy_fragments(struct tree_writer *tw, const uint32_t *perm)
 {
-	const struct frag_rec *x = a, *y = b;
-	return x->off < y->off ? -1 : x->off > y->off;
-}
-
-/* Group fragments of like files (same extension, then same name: all the
- * "copyright" files, all the ".py" files) so that the packed inode's
- * pclusters compress better; then point every inode at its new offset. */
-static int reorder_fragments(struct tree_writer *tw)
-{
-	if (tw->nfrags < 2)
-		return 0;
-	qsort_r(tw->frags, tw->nfrags, sizeof(*tw->frags), cmp_frag_key, tw->frag_keys.buf);
 	int fd = tmpfile_unnamed("/tmp");
 	if (fd < 0)
 		return anole_err(tw->err, -fd, "cannot create a fragment file: %s", strerror(-fd));
 	uint64_t at = 0;
 	for (size_t i = 0; i < tw->nfrags; i++) {
-		struct frag_rec *f = &tw->frags[i];
-		for (uint64_t done = 0; done < f->len;) {
-			size_t n = (size_t)MIN(f->len - done, (uint64_t)COPY_BUF);
-			int r = pread_full(tw->frag_fd, tw->buf, n, f->off + done);
-			if (r >= 0)
-				r = pwrite_full(fd, tw->buf, n, at + done);
-			if (r < 0) {
-				close(fd);
-				return anole_err(tw->err, EIO, "fragment file: %s", strerror(-r));
-			}
-			done += n;
+		struct frag_rec *f = &tw->frags[perm[i]];
+		int r = pread_full(tw->frag_fd, tw->buf, f->len, f->off);
+		if (r >= 0)
+			r = pwrite_full(fd, tw->buf, f->len, at);
+		if (r < 0) {
+			close(fd);
+			return anole_err(tw->err, EIO, "fragment file: %s", strerror(-r));
 		}
-		f->new_off = at;
+		f->off = at;
 		at += f->len;
 	}
 	close(tw->frag_fd);
 	tw->frag_fd = fd;
-	qsort(tw->frags, tw->nfrags, sizeof(*tw->frags), cmp_frag_off);
+	return 0;
+}
+
+/* Group fragments of like files (same extension, then same name: all the
+ * "copyright" files, all the ".py" files) so that the packed inode's
+ * pclusters compress better; then point every inode at its offset. Sorts
+ * 4-byte indexes, not the records: qsort's scratch copy of the array is
+ * the size of what it sorts. */
+static int reorder_fragments(struct tree_writer *tw)
+{
+	_cleanup_free_ uint32_t *perm = malloc(MAX(tw->nfrags, 1) * sizeof(*perm));
+	if (!perm)
+		return anole_err(tw->err, ENOMEM, "out of memory");
+	for (size_t i = 0; i < tw->nfrags; i++)
+		perm[i] = (uint32_t)i;
+	int r;
+	if (tw->nfrags > 1) {
+		qsort_r(perm, tw->nfrags, sizeof(*perm), cmp_frag_key, tw);
+		if ((r = copy_fragments(tw, perm)) < 0)
+			return r;
+	}
 	for (size_t i = 0; i < tw->ninodes; i++) {
 		struct tinode *ino = tw->inodes[i];
 		if (!ino->has_frag && ino->data_kind != TDATA_FRAG)
 			continue;
-		struct frag_rec key = {.off = ino->frag_off};
-		struct frag_rec *f = bsearch(&key, tw->frags, tw->nfrags, sizeof(key), cmp_frag_off);
-		if (!f)
+		if (ino->frag_off >= tw->nfrags)
 			return anole_err(tw->err, EINVAL, "internal error: lost fragment");
-		ino->frag_off = f->new_off;
+		ino->frag_off = tw->frags[ino->frag_off].off;
 	}
+	/* not needed again: free them before the packed inode's compression
+	 * and the metadata layout need memory */
+	free(tw->frags);
+	tw->frags = NULL;
+	tw->nfrags = tw->frag_cap = 0;
+	strbuf_release(&tw->frag_keys);
 	return 0;
 }
 
@@ -879,7 +892,7 @@ static int add_fragment_file(struct tree_writer *tw, struct tinode *ino, int fd,
 							     : strerror(-r),
 					 (unsigned long long)head);
 		ino->has_frag = true;
-		ino->frag_off = tw->frag_len;
+		ino->frag_off = tw->nfrags; /* the record's index, see reorder_fragments() */
 		int found = 0;
 		if (tw->frag_seen && (tail >= FRAG_DEDUPE_MIN || tw->opts.dedupe)) {
 			/* the same bytes already packed: point at them */
@@ -895,7 +908,7 @@ static int add_fragment_file(struct tree_writer *tw, struct tinode *ino, int fd,
 			r = pwrite_full(tw->frag_fd, tw->buf, (size_t)tail, tw->frag_len);
 			if (r < 0)
 				return anole_err(tw->err, -r, "fragment file: %s", strerror(-r));
-			if ((r = remember_fragment(tw, tw->frag_len, tail, path)) < 0)
+			if ((r = remember_fragment(tw, tw->frag_len, (uint32_t)tail, path)) < 0)
 				return r;
 			tw->frag_len += tail;
 			tw->stats.fragment_bytes += tail;
