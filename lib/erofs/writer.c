@@ -52,11 +52,10 @@ struct tree_writer {
 	uint32_t blksz;
 	uint64_t next_blk;
 
-	struct arena mem;       /* every tinode and tdentry */
-	struct tinode **inodes; /* creation order; [0] is the root */
+	struct arena mem;       /* every tdentry */
+	struct arena imem;      /* every tinode, linked or not: freed by a walk */
+	struct tinode **inodes; /* linked, in creation order; [0] is the root */
 	size_t ninodes, icap;
-	struct tinode **orphans; /* made but never linked (replaced entries) */
-	size_t norphans, ocap;
 	struct xattr_table *xt;
 	struct anole_build_stats stats;
 	double t0, last_progress;
@@ -338,8 +337,9 @@ int tw_data_append(struct tree_writer *tw, const void *data, size_t len, uint64_
 	return 0;
 }
 
-static void free_inode(struct tinode *ino)
+static void free_inode(void *p)
 {
+	struct tinode *ino = p;
 	if (S_ISDIR(ino->mode) && ino->u.dir) {
 		free(ino->u.dir->child);
 		free(ino->u.dir);
@@ -365,12 +365,10 @@ void tw_free(struct tree_writer *tw)
 		close(tw->spool_fd);
 	if (tw->frag_fd >= 0)
 		close(tw->frag_fd);
-	for (size_t i = 0; i < tw->ninodes; i++)
-		free_inode(tw->inodes[i]);
+	/* every inode made, also those a source gave up on or replaced */
+	arena_foreach(&tw->imem, sizeof(struct tinode), free_inode);
 	free(tw->inodes);
-	for (size_t i = 0; i < tw->norphans; i++)
-		free_inode(tw->orphans[i]);
-	free(tw->orphans);
+	arena_release(&tw->imem);
 	arena_release(&tw->mem);
 	xattr_table_free(tw->xt);
 	free(tw->image_path);
@@ -400,24 +398,12 @@ void tw_progress(struct tree_writer *tw, const char *phase, bool force)
 	tw->opts.progress(&p, tw->opts.progress_ctx);
 }
 
+/* arena_foreach() walks inodes in steps of their size */
+_Static_assert(sizeof(struct tinode) % 8 == 0, "struct tinode is not a multiple of 8 bytes");
+
 struct tinode *tw_inode_new(struct tree_writer *tw)
 {
-	return arena_alloc(&tw->mem, sizeof(struct tinode));
-}
-
-int tw_inode_orphan(struct tree_writer *tw, struct tinode *ino)
-{
-	/* The compression pipeline may still point at it: keep it to the end. */
-	if (tw->norphans == tw->ocap) {
-		size_t ncap = tw->ocap ? tw->ocap * 2 : 64;
-		struct tinode **n = realloc(tw->orphans, ncap * sizeof(*n));
-		if (!n)
-			return -ENOMEM;
-		tw->orphans = n;
-		tw->ocap = ncap;
-	}
-	tw->orphans[tw->norphans++] = ino;
-	return 0;
+	return arena_alloc(&tw->imem, sizeof(struct tinode));
 }
 
 static int register_inode(struct tree_writer *tw, struct tinode *ino)

@@ -84,8 +84,6 @@ struct layers {
 	struct mnode **tab; /* (parent, name) -> live node */
 	size_t tabcap, tabcount;
 	struct arena nodes; /* every node, freed at once */
-	struct tinode **inodes; /* every inode made, linked or not */
-	size_t ninodes, inodecap;
 
 	/* the layer being read */
 	uint32_t layer;
@@ -241,24 +239,9 @@ static void move_node(struct layers *l, struct mnode *c, struct mnode *dst)
 	dst->first = c;
 }
 
-static int track_inode(struct layers *l, struct tinode *ino)
-{
-	if (l->ninodes == l->inodecap) {
-		size_t ncap = l->inodecap ? l->inodecap * 2 : 1024;
-		struct tinode **n = realloc(l->inodes, ncap * sizeof(*n));
-		if (!n)
-			return -ENOMEM;
-		l->inodes = n;
-		l->inodecap = ncap;
-	}
-	l->inodes[l->ninodes++] = ino;
-	return 0;
-}
-
 static struct tinode *new_inode(struct layers *l)
 {
-	struct tinode *ino = tw_inode_new(l->tw);
-	return ino && track_inode(l, ino) < 0 ? NULL : ino;
+	return tw_inode_new(l->tw);
 }
 
 /* The record of @key in @m (records start with their own copy of the key,
@@ -1711,12 +1694,8 @@ void layers_free(struct layers *l)
 {
 	if (!l)
 		return;
-	/* Inodes never linked belong to the writer now (the compression
-	 * pipeline may still hold them). */
-	for (size_t i = 0; i < l->ninodes; i++)
-		if (!l->inodes[i]->nlink && tw_inode_orphan(l->tw, l->inodes[i]) < 0)
-			break; /* out of memory: the writer frees it anyway */
-	free(l->inodes);
+	/* Inodes never linked are the writer's (the compression pipeline may
+	 * still hold them): it frees every inode it made. */
 	arena_release(&l->nodes);
 	free(l->tab);
 	strmap_free(l->pend, free_pending);

@@ -10,6 +10,7 @@
 
 struct arena_chunk {
 	struct arena_chunk *next;
+	size_t used; /* bytes handed out: fits in the header's alignment padding */
 	max_align_t data[];
 };
 
@@ -26,6 +27,7 @@ void *arena_alloc(struct arena *a, size_t size)
 		if (a->chunks && cap == size && a->cap - a->used >= ARENA_CHUNK / 4) {
 			/* a big record: keep filling the current chunk after it */
 			c->next = a->chunks->next;
+			c->used = size;
 			a->chunks->next = c;
 			return c->data;
 		}
@@ -36,7 +38,15 @@ void *arena_alloc(struct arena *a, size_t size)
 	}
 	void *p = (char *)a->chunks->data + a->used;
 	a->used += size;
+	a->chunks->used = a->used;
 	return p;
+}
+
+void arena_foreach(const struct arena *a, size_t size, void (*fn)(void *rec))
+{
+	for (const struct arena_chunk *c = a->chunks; c; c = c->next)
+		for (size_t off = 0; off + size <= c->used; off += size)
+			fn((char *)c->data + off);
 }
 
 void arena_release(struct arena *a)
