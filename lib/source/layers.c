@@ -37,18 +37,22 @@ enum mkind { MK_DIR, MK_OTHER, MK_WHITEOUT, MK_DEAD };
 struct mnode {
 	struct mnode *parent, *first, *next; /* children, in arrival order */
 	struct tinode *inode;                /* NULL for whiteouts */
-	uint32_t layer; /* the layer that put it here */
-	uint32_t floor; /* dirs: layers below this add no children */
-	uint32_t meta_floor; /* implied dirs: below this, metadata is of a
+	/* layers fit in 16 bits (layers_add() checks), so that a node with
+	 * a name of up to 6 bytes takes 48 bytes of the arena, not 56 */
+	uint16_t layer; /* the layer that put it here */
+	uint16_t floor; /* dirs: layers below this add no children */
+	uint16_t meta_floor; /* implied dirs: below this, metadata is of a
 				deleted directory */
 	uint8_t kind;
-	bool explicit_dir; /* a layer entry gave this dir its metadata */
-	bool opaque;       /* separate mode: gets trusted.overlay.opaque */
-	bool ghost;        /* a dir made only to hold whiteouts: not in the
-			      image unless a real entry turns up in it */
+	bool explicit_dir : 1; /* a layer entry gave this dir its metadata */
+	bool opaque : 1;       /* separate mode: gets trusted.overlay.opaque */
+	bool ghost : 1;        /* a dir made only to hold whiteouts: not in the
+				  image unless a real entry turns up in it */
 	uint16_t namelen;
 	char name[];
 };
+
+_Static_assert(sizeof(void *) != 8 || offsetof(struct mnode, name) <= 42, "struct mnode grew");
 
 /* A file of the current layer, for hard links to find: one per entry,
  * so a million-file layer keeps it small (24 bytes, the path in a shared
@@ -446,7 +450,7 @@ static struct mnode *put_node(struct layers *l, struct mnode *parent, const char
 	n->namelen = (uint16_t)len;
 	memcpy(n->name, name, len);
 	n->kind = (uint8_t)kind;
-	n->layer = l->layer;
+	n->layer = (uint16_t)l->layer;
 	size_t j = tab_find(l, parent, name, len, mnode_hash(n));
 	if (l->tab[j])
 		l->tab[j]->kind = MK_DEAD; /* its subtree is unreachable now */
@@ -492,9 +496,9 @@ static void unghost(struct mnode *n)
  * separate mode overlayfs learns it from the opaque mark. */
 static void cut_below(struct layers *l, struct mnode *n, bool deleted)
 {
-	n->floor = MAX(n->floor, l->layer);
+	n->floor = (uint16_t)MAX(n->floor, l->layer);
 	if (deleted)
-		n->meta_floor = MAX(n->meta_floor, l->layer);
+		n->meta_floor = (uint16_t)MAX(n->meta_floor, l->layer);
 	n->opaque |= l->separate;
 }
 
@@ -866,7 +870,7 @@ static int place(struct layers *l, bool is_dir, const char *symlink, struct mnod
 		*out = l->root;
 		*update = !l->root->explicit_dir || l->root->layer == l->layer;
 		if (*update)
-			l->root->layer = l->layer;
+			l->root->layer = (uint16_t)l->layer;
 		return *update ? VISIBLE : HIDDEN;
 	}
 	struct mnode *dir;
@@ -1573,6 +1577,8 @@ int layers_add(struct layers *l, struct blob_stream *bs, struct archive *a, uint
 {
 	struct archive_entry *e;
 	int r;
+	if (layer > UINT16_MAX)
+		return anole_err(l->err, E2BIG, "%s: more than %u layers", bs->what, UINT16_MAX);
 	l->layer = layer;
 	l->what = bs->what;
 	l->bs = bs;
