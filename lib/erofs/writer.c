@@ -84,11 +84,12 @@ struct wbase {
 	bool used;
 };
 
-/* A fragment and the key it is grouped by in the packed inode: 16 bytes,
- * one per small file of a million-file tree. Until reorder_fragments(),
- * an inode's frag_off is the index of its record, not an offset. */
+/* A fragment and the key it is grouped by in the packed inode: 8 bytes,
+ * one per small file of a million-file tree. Fragments are stored one
+ * after the other, so where one is in frag_fd is the sum of the lengths
+ * before it. Until reorder_fragments(), an inode's frag_off is the index
+ * of its record, not an offset. */
 struct frag_rec {
-	uint64_t off; /* in frag_fd; after reordering, in the packed inode */
 	uint32_t len; /* at most a copy buffer */
 	uint32_t key; /* offset of "extension\0basename\0" in frag_keys */
 };
@@ -751,7 +752,7 @@ static int write_chunked(struct tree_writer *tw, struct tinode *ino, int fd,
 	return tw_spool(tw, map, nchunks * sizeof(uint32_t), &ino->tail_off);
 }
 
-static int remember_fragment(struct tree_writer *tw, uint64_t off, uint32_t len, const char *path)
+static int remember_fragment(struct tree_writer *tw, uint32_t len, const char *path)
 {
 	if (tw->nfrags == tw->frag_cap) {
 		size_t ncap = tw->frag_cap ? tw->frag_cap * 2 : 1024;
@@ -766,7 +767,7 @@ static int remember_fragment(struct tree_writer *tw, uint64_t off, uint32_t len,
 	const char *dot = strrchr(base, '.');
 	const char *ext = dot && dot != base ? dot + 1 : "";
 	struct frag_rec *f = &tw->frags[tw->nfrags++];
-	*f = (struct frag_rec){.off = off, .len = len, .key = (uint32_t)tw->frag_keys.len};
+	*f = (struct frag_rec){.len = len, .key = (uint32_t)tw->frag_keys.len};
 	if (strbuf_add(&tw->frag_keys, ext, strlen(ext) + 1) < 0 ||
 	    strbuf_add(&tw->frag_keys, base, strlen(base) + 1) < 0)
 		return anole_err(tw->err, ENOMEM, "out of memory");
@@ -787,25 +788,25 @@ static int cmp_frag_key(const void *a, const void *b, void *arg)
 	return c ? c : (i < j ? -1 : i > j);
 }
 
-/* Copy the fragments into a new file in the order of @perm, each record's
- * offset becoming its place there. */
-static int copy_fragments(struct tree_writer *tw, const uint32_t *perm)
+/* Copy the fragments into a new file in the order of @perm; @off holds
+ * where each is in frag_fd, and gets where it is in the new file. */
+static int copy_fragments(struct tree_writer *tw, const uint32_t *perm, uint64_t *off)
 {
 	int fd = tmpfile_unnamed("/tmp");
 	if (fd < 0)
 		return anole_err(tw->err, -fd, "cannot create a fragment file: %s", strerror(-fd));
 	uint64_t at = 0;
 	for (size_t i = 0; i < tw->nfrags; i++) {
-		struct frag_rec *f = &tw->frags[perm[i]];
-		int r = pread_full(tw->frag_fd, tw->buf, f->len, f->off);
+		uint32_t len = tw->frags[perm[i]].len;
+		int r = pread_full(tw->frag_fd, tw->buf, len, off[perm[i]]);
 		if (r >= 0)
-			r = pwrite_full(fd, tw->buf, f->len, at);
+			r = pwrite_full(fd, tw->buf, len, at);
 		if (r < 0) {
 			close(fd);
 			return anole_err(tw->err, EIO, "fragment file: %s", strerror(-r));
 		}
-		f->off = at;
-		at += f->len;
+		off[perm[i]] = at;
+		at += len;
 	}
 	close(tw->frag_fd);
 	tw->frag_fd = fd;
@@ -819,15 +820,21 @@ static int copy_fragments(struct tree_writer *tw, const uint32_t *perm)
  * the size of what it sorts. */
 static int reorder_fragments(struct tree_writer *tw)
 {
-	_cleanup_free_ uint32_t *perm = malloc(MAX(tw->nfrags, 1) * sizeof(*perm));
-	if (!perm)
+	size_t n = MAX(tw->nfrags, 1);
+	_cleanup_free_ uint32_t *perm = malloc(n * sizeof(*perm));
+	_cleanup_free_ uint64_t *off = malloc(n * sizeof(*off));
+	if (!perm || !off)
 		return anole_err(tw->err, ENOMEM, "out of memory");
-	for (size_t i = 0; i < tw->nfrags; i++)
+	uint64_t at = 0;
+	for (size_t i = 0; i < tw->nfrags; i++) {
 		perm[i] = (uint32_t)i;
+		off[i] = at;
+		at += tw->frags[i].len;
+	}
 	int r;
 	if (tw->nfrags > 1) {
 		qsort_r(perm, tw->nfrags, sizeof(*perm), cmp_frag_key, tw);
-		if ((r = copy_fragments(tw, perm)) < 0)
+		if ((r = copy_fragments(tw, perm, off)) < 0)
 			return r;
 	}
 	for (size_t i = 0; i < tw->ninodes; i++) {
@@ -836,7 +843,7 @@ static int reorder_fragments(struct tree_writer *tw)
 			continue;
 		if (ino->frag_off >= tw->nfrags)
 			return anole_err(tw->err, EINVAL, "internal error: lost fragment");
-		ino->frag_off = tw->frags[ino->frag_off].off;
+		ino->frag_off = off[ino->frag_off];
 	}
 	/* not needed again: free them before the packed inode's compression
 	 * and the metadata layout need memory */
@@ -894,7 +901,7 @@ static int add_fragment_file(struct tree_writer *tw, struct tinode *ino, int fd,
 			r = pwrite_full(tw->frag_fd, tw->buf, (size_t)tail, tw->frag_len);
 			if (r < 0)
 				return anole_err(tw->err, -r, "fragment file: %s", strerror(-r));
-			if ((r = remember_fragment(tw, tw->frag_len, (uint32_t)tail, path)) < 0)
+			if ((r = remember_fragment(tw, (uint32_t)tail, path)) < 0)
 				return r;
 			tw->frag_len += tail;
 			tw->stats.fragment_bytes += tail;
