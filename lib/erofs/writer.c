@@ -74,6 +74,7 @@ struct tree_writer {
 	struct frag_rec *frags;       /* every fragment stored, for reordering */
 	size_t nfrags, frag_cap;
 	struct strbuf frag_keys;
+	uint32_t *key_cache;          /* see frag_key() */
 };
 
 /* A base blob: where it sits in the unified address space. */
@@ -357,6 +358,7 @@ void tw_free(struct tree_writer *tw)
 	digest_map_free(tw->frag_seen);
 	free(tw->frags);
 	strbuf_release(&tw->frag_keys);
+	free(tw->key_cache);
 	strbuf_release(&tw->blob_table);
 	strbuf_release(&tw->blob_chunks);
 	free(tw->bases);
@@ -752,6 +754,38 @@ static int write_chunked(struct tree_writer *tw, struct tinode *ino, int fd,
 	return tw_spool(tw, map, nchunks * sizeof(uint32_t), &ino->tail_off);
 }
 
+/* Keys seen lately, by hash: a tree of many small files repeats names
+ * ("__init__.py", "f000" in every directory of the million-file tree), and
+ * one copy of each is enough. A fixed number of slots: a tree of unique
+ * names costs no more than without it. */
+#define KEY_CACHE 4096
+
+/* The offset of "@ext\0@base\0" in frag_keys: where it is already, or
+ * where it was added; -1 when out of memory. */
+static int64_t frag_key(struct tree_writer *tw, const char *ext, const char *base)
+{
+	size_t el = strlen(ext) + 1, bl = strlen(base) + 1;
+	uint32_t h = 2166136261u;
+	for (size_t i = 0; i < el; i++)
+		h = (h ^ (uint8_t)ext[i]) * 16777619u;
+	for (size_t i = 0; i < bl; i++)
+		h = (h ^ (uint8_t)base[i]) * 16777619u;
+	if (!tw->key_cache && !(tw->key_cache = calloc(KEY_CACHE, sizeof(*tw->key_cache))))
+		return -1;
+	uint32_t *slot = &tw->key_cache[h & (KEY_CACHE - 1)];
+	if (*slot) {
+		const char *k = tw->frag_keys.buf + *slot - 1;
+		if (!strcmp(k, ext) && !strcmp(k + el, base))
+			return *slot - 1;
+	}
+	uint64_t off = tw->frag_keys.len;
+	if (off >= UINT32_MAX || strbuf_add(&tw->frag_keys, ext, el) < 0 ||
+	    strbuf_add(&tw->frag_keys, base, bl) < 0)
+		return -1;
+	*slot = (uint32_t)off + 1;
+	return (int64_t)off;
+}
+
 static int remember_fragment(struct tree_writer *tw, uint32_t len, const char *path)
 {
 	if (tw->nfrags == tw->frag_cap) {
@@ -766,11 +800,10 @@ static int remember_fragment(struct tree_writer *tw, uint32_t len, const char *p
 	base = base ? base + 1 : path;
 	const char *dot = strrchr(base, '.');
 	const char *ext = dot && dot != base ? dot + 1 : "";
-	struct frag_rec *f = &tw->frags[tw->nfrags++];
-	*f = (struct frag_rec){.len = len, .key = (uint32_t)tw->frag_keys.len};
-	if (strbuf_add(&tw->frag_keys, ext, strlen(ext) + 1) < 0 ||
-	    strbuf_add(&tw->frag_keys, base, strlen(base) + 1) < 0)
-		return anole_err(tw->err, ENOMEM, "out of memory");
+	int64_t key = frag_key(tw, ext, base);
+	if (key < 0)
+		return anole_err(tw->err, ENOMEM, "out of memory (fragment keys)");
+	tw->frags[tw->nfrags++] = (struct frag_rec){.len = len, .key = (uint32_t)key};
 	return 0;
 }
 
@@ -851,6 +884,8 @@ static int reorder_fragments(struct tree_writer *tw)
 	tw->frags = NULL;
 	tw->nfrags = tw->frag_cap = 0;
 	strbuf_release(&tw->frag_keys);
+	free(tw->key_cache);
+	tw->key_cache = NULL;
 	return 0;
 }
 
