@@ -1211,7 +1211,7 @@ static int files_rehash(struct layers *l)
 	free(fs->slot);
 	fs->slot = ns;
 	fs->cap = ncap;
-	for (size_t i = 0; i < fs->n; i++) {
+	for (size_t i = 0; fs->v && i < fs->n; i++) {
 		/* the hash of the whole path, as path_slot() takes it */
 		const char *dir, *name;
 		file_key(l, &fs->v[i], &dir, &name);
