@@ -91,12 +91,10 @@ int tw_root(struct tree_writer *tw, struct tinode **root);
 int tw_add(struct tree_writer *tw, struct tinode *parent, const char *name, size_t namelen,
 	   struct tinode *inode, struct tdentry **out);
 /* Allocate a zeroed inode owned by the writer: it lives as long as the
- * writer and is never free()d, linked or not (a directory's tdir and a
- * symlink's target are the caller's until it is linked). */
+ * writer, linked or not, and tw_free() frees every inode's symlink target
+ * (malloc'd) and directory, so a source that gives one up (a layer entry
+ * that a later one replaced) only forgets it. */
 struct tinode *tw_inode_new(struct tree_writer *tw);
-/* Hand the writer an inode that will never be linked (a layer entry that a
- * later one replaced), to be freed with the writer. */
-int tw_inode_orphan(struct tree_writer *tw, struct tinode *ino);
 
 /* Stream a regular file's content. @fd is read from its start; extents
  * lists the data runs (holes elsewhere), or NULL for a dense file. */

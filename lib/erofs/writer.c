@@ -52,11 +52,10 @@ struct tree_writer {
 	uint32_t blksz;
 	uint64_t next_blk;
 
-	struct arena mem;       /* every tinode and tdentry */
-	struct tinode **inodes; /* creation order; [0] is the root */
+	struct arena mem;       /* every tdentry */
+	struct arena imem;      /* every tinode, linked or not: freed by a walk */
+	struct tinode **inodes; /* linked, in creation order; [0] is the root */
 	size_t ninodes, icap;
-	struct tinode **orphans; /* made but never linked (replaced entries) */
-	size_t norphans, ocap;
 	struct xattr_table *xt;
 	struct anole_build_stats stats;
 	double t0, last_progress;
@@ -75,6 +74,7 @@ struct tree_writer {
 	struct frag_rec *frags;       /* every fragment stored, for reordering */
 	size_t nfrags, frag_cap;
 	struct strbuf frag_keys;
+	uint32_t *key_cache;          /* see frag_key() */
 };
 
 /* A base blob: where it sits in the unified address space. */
@@ -85,10 +85,13 @@ struct wbase {
 	bool used;
 };
 
-/* A fragment and the key it is grouped by in the packed inode. */
+/* A fragment and the key it is grouped by in the packed inode: 8 bytes,
+ * one per small file of a million-file tree. Fragments are stored one
+ * after the other, so where one is in frag_fd is the sum of the lengths
+ * before it. Until reorder_fragments(), an inode's frag_off is the index
+ * of its record, not an offset. */
 struct frag_rec {
-	uint64_t off, new_off;
-	uint64_t len;
+	uint32_t len; /* at most a copy buffer */
 	uint32_t key; /* offset of "extension\0basename\0" in frag_keys */
 };
 
@@ -336,8 +339,9 @@ int tw_data_append(struct tree_writer *tw, const void *data, size_t len, uint64_
 	return 0;
 }
 
-static void free_inode(struct tinode *ino)
+static void free_inode(void *p)
 {
+	struct tinode *ino = p;
 	if (S_ISDIR(ino->mode) && ino->u.dir) {
 		free(ino->u.dir->child);
 		free(ino->u.dir);
@@ -354,6 +358,7 @@ void tw_free(struct tree_writer *tw)
 	digest_map_free(tw->frag_seen);
 	free(tw->frags);
 	strbuf_release(&tw->frag_keys);
+	free(tw->key_cache);
 	strbuf_release(&tw->blob_table);
 	strbuf_release(&tw->blob_chunks);
 	free(tw->bases);
@@ -363,12 +368,10 @@ void tw_free(struct tree_writer *tw)
 		close(tw->spool_fd);
 	if (tw->frag_fd >= 0)
 		close(tw->frag_fd);
-	for (size_t i = 0; i < tw->ninodes; i++)
-		free_inode(tw->inodes[i]);
+	/* every inode made, also those a source gave up on or replaced */
+	arena_foreach(&tw->imem, sizeof(struct tinode), free_inode);
 	free(tw->inodes);
-	for (size_t i = 0; i < tw->norphans; i++)
-		free_inode(tw->orphans[i]);
-	free(tw->orphans);
+	arena_release(&tw->imem);
 	arena_release(&tw->mem);
 	xattr_table_free(tw->xt);
 	free(tw->image_path);
@@ -398,24 +401,12 @@ void tw_progress(struct tree_writer *tw, const char *phase, bool force)
 	tw->opts.progress(&p, tw->opts.progress_ctx);
 }
 
+/* arena_foreach() walks inodes in steps of their size */
+_Static_assert(sizeof(struct tinode) % 8 == 0, "struct tinode is not a multiple of 8 bytes");
+
 struct tinode *tw_inode_new(struct tree_writer *tw)
 {
-	return arena_alloc(&tw->mem, sizeof(struct tinode));
-}
-
-int tw_inode_orphan(struct tree_writer *tw, struct tinode *ino)
-{
-	/* The compression pipeline may still point at it: keep it to the end. */
-	if (tw->norphans == tw->ocap) {
-		size_t ncap = tw->ocap ? tw->ocap * 2 : 64;
-		struct tinode **n = realloc(tw->orphans, ncap * sizeof(*n));
-		if (!n)
-			return -ENOMEM;
-		tw->orphans = n;
-		tw->ocap = ncap;
-	}
-	tw->orphans[tw->norphans++] = ino;
-	return 0;
+	return arena_alloc(&tw->imem, sizeof(struct tinode));
 }
 
 static int register_inode(struct tree_writer *tw, struct tinode *ino)
@@ -763,11 +754,43 @@ static int write_chunked(struct tree_writer *tw, struct tinode *ino, int fd,
 	return tw_spool(tw, map, nchunks * sizeof(uint32_t), &ino->tail_off);
 }
 
-static int remember_fragment(struct tree_writer *tw, uint64_t off, uint64_t len, const char *path)
+/* Keys seen lately, by hash: a tree of many small files repeats names
+ * ("__init__.py", "f000" in every directory of the million-file tree), and
+ * one copy of each is enough. A fixed number of slots: a tree of unique
+ * names costs no more than without it. */
+#define KEY_CACHE 4096
+
+/* The offset of "@ext\0@base\0" in frag_keys: where it is already, or
+ * where it was added; -1 when out of memory. */
+static int64_t frag_key(struct tree_writer *tw, const char *ext, const char *base)
+{
+	size_t el = strlen(ext) + 1, bl = strlen(base) + 1;
+	uint32_t h = 2166136261u;
+	for (size_t i = 0; i < el; i++)
+		h = (h ^ (uint8_t)ext[i]) * 16777619u;
+	for (size_t i = 0; i < bl; i++)
+		h = (h ^ (uint8_t)base[i]) * 16777619u;
+	if (!tw->key_cache && !(tw->key_cache = calloc(KEY_CACHE, sizeof(*tw->key_cache))))
+		return -1;
+	uint32_t *slot = &tw->key_cache[h & (KEY_CACHE - 1)];
+	if (*slot) {
+		const char *k = tw->frag_keys.buf + *slot - 1;
+		if (!strcmp(k, ext) && !strcmp(k + el, base))
+			return *slot - 1;
+	}
+	uint64_t off = tw->frag_keys.len;
+	if (off >= UINT32_MAX || strbuf_add(&tw->frag_keys, ext, el) < 0 ||
+	    strbuf_add(&tw->frag_keys, base, bl) < 0)
+		return -1;
+	*slot = (uint32_t)off + 1;
+	return (int64_t)off;
+}
+
+static int remember_fragment(struct tree_writer *tw, uint32_t len, const char *path)
 {
 	if (tw->nfrags == tw->frag_cap) {
 		size_t ncap = tw->frag_cap ? tw->frag_cap * 2 : 1024;
-		struct frag_rec *n = realloc(tw->frags, ncap * sizeof(*n));
+		struct frag_rec *n = ncap <= UINT32_MAX ? realloc(tw->frags, ncap * sizeof(*n)) : NULL;
 		if (!n)
 			return anole_err(tw->err, ENOMEM, "out of memory");
 		tw->frags = n;
@@ -777,74 +800,92 @@ static int remember_fragment(struct tree_writer *tw, uint64_t off, uint64_t len,
 	base = base ? base + 1 : path;
 	const char *dot = strrchr(base, '.');
 	const char *ext = dot && dot != base ? dot + 1 : "";
-	struct frag_rec *f = &tw->frags[tw->nfrags++];
-	*f = (struct frag_rec){.off = off, .len = len, .key = (uint32_t)tw->frag_keys.len};
-	if (strbuf_add(&tw->frag_keys, ext, strlen(ext) + 1) < 0 ||
-	    strbuf_add(&tw->frag_keys, base, strlen(base) + 1) < 0)
-		return anole_err(tw->err, ENOMEM, "out of memory");
+	int64_t key = frag_key(tw, ext, base);
+	if (key < 0)
+		return anole_err(tw->err, ENOMEM, "out of memory (fragment keys)");
+	tw->frags[tw->nfrags++] = (struct frag_rec){.len = len, .key = (uint32_t)key};
 	return 0;
 }
 
+/* Orders record indexes by key, then by index (which is the order the
+ * fragments were stored in): a total order, so any sort gives one result. */
 static int cmp_frag_key(const void *a, const void *b, void *arg)
 {
-	const struct frag_rec *x = a, *y = b;
-	const char *keys = arg;
-	int c = strcmp(keys + x->key, keys + y->key);
-	if (!c) {
-		const char *bx = keys + x->key + strlen(keys + x->key) + 1;
-		const char *by = keys + y->key + strlen(keys + y->key) + 1;
-		c = strcmp(bx, by);
-	}
-	return c ? c : (x->off < y->off ? -1 : x->off > y->off);
+	const struct tree_writer *tw = arg;
+	uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
+	const char *keys = tw->frag_keys.buf;
+	const char *kx = keys + tw->frags[i].key, *ky = keys + tw->frags[j].key;
+	int c = strcmp(kx, ky);
+	if (!c)
+		c = strcmp(kx + strlen(kx) + 1, ky + strlen(ky) + 1);
+	return c ? c : (i < j ? -1 : i > j);
 }
 
-static int cmp_frag_off(const void *a, const void *b)
+/* Copy the fragments into a new file in the order of @perm; @off holds
+ * where each is in frag_fd, and gets where it is in the new file. */
+static int copy_fragments(struct tree_writer *tw, const uint32_t *perm, uint64_t *off)
 {
-	const struct frag_rec *x = a, *y = b;
-	return x->off < y->off ? -1 : x->off > y->off;
-}
-
-/* Group fragments of like files (same extension, then same name: all the
- * "copyright" files, all the ".py" files) so that the packed inode's
- * pclusters compress better; then point every inode at its new offset. */
-static int reorder_fragments(struct tree_writer *tw)
-{
-	if (tw->nfrags < 2)
-		return 0;
-	qsort_r(tw->frags, tw->nfrags, sizeof(*tw->frags), cmp_frag_key, tw->frag_keys.buf);
 	int fd = tmpfile_unnamed("/tmp");
 	if (fd < 0)
 		return anole_err(tw->err, -fd, "cannot create a fragment file: %s", strerror(-fd));
 	uint64_t at = 0;
 	for (size_t i = 0; i < tw->nfrags; i++) {
-		struct frag_rec *f = &tw->frags[i];
-		for (uint64_t done = 0; done < f->len;) {
-			size_t n = (size_t)MIN(f->len - done, (uint64_t)COPY_BUF);
-			int r = pread_full(tw->frag_fd, tw->buf, n, f->off + done);
-			if (r >= 0)
-				r = pwrite_full(fd, tw->buf, n, at + done);
-			if (r < 0) {
-				close(fd);
-				return anole_err(tw->err, EIO, "fragment file: %s", strerror(-r));
-			}
-			done += n;
+		uint32_t len = tw->frags[perm[i]].len;
+		int r = pread_full(tw->frag_fd, tw->buf, len, off[perm[i]]);
+		if (r >= 0)
+			r = pwrite_full(fd, tw->buf, len, at);
+		if (r < 0) {
+			close(fd);
+			return anole_err(tw->err, EIO, "fragment file: %s", strerror(-r));
 		}
-		f->new_off = at;
-		at += f->len;
+		off[perm[i]] = at;
+		at += len;
 	}
 	close(tw->frag_fd);
 	tw->frag_fd = fd;
-	qsort(tw->frags, tw->nfrags, sizeof(*tw->frags), cmp_frag_off);
+	return 0;
+}
+
+/* Group fragments of like files (same extension, then same name: all the
+ * "copyright" files, all the ".py" files) so that the packed inode's
+ * pclusters compress better; then point every inode at its offset. Sorts
+ * 4-byte indexes, not the records: qsort's scratch copy of the array is
+ * the size of what it sorts. */
+static int reorder_fragments(struct tree_writer *tw)
+{
+	size_t n = MAX(tw->nfrags, 1);
+	_cleanup_free_ uint32_t *perm = malloc(n * sizeof(*perm));
+	_cleanup_free_ uint64_t *off = malloc(n * sizeof(*off));
+	if (!perm || !off)
+		return anole_err(tw->err, ENOMEM, "out of memory");
+	uint64_t at = 0;
+	for (size_t i = 0; i < tw->nfrags; i++) {
+		perm[i] = (uint32_t)i;
+		off[i] = at;
+		at += tw->frags[i].len;
+	}
+	int r;
+	if (tw->nfrags > 1) {
+		qsort_r(perm, tw->nfrags, sizeof(*perm), cmp_frag_key, tw);
+		if ((r = copy_fragments(tw, perm, off)) < 0)
+			return r;
+	}
 	for (size_t i = 0; i < tw->ninodes; i++) {
 		struct tinode *ino = tw->inodes[i];
 		if (!ino->has_frag && ino->data_kind != TDATA_FRAG)
 			continue;
-		struct frag_rec key = {.off = ino->frag_off};
-		struct frag_rec *f = bsearch(&key, tw->frags, tw->nfrags, sizeof(key), cmp_frag_off);
-		if (!f)
+		if (ino->frag_off >= tw->nfrags)
 			return anole_err(tw->err, EINVAL, "internal error: lost fragment");
-		ino->frag_off = f->new_off;
+		ino->frag_off = off[ino->frag_off];
 	}
+	/* not needed again: free them before the packed inode's compression
+	 * and the metadata layout need memory */
+	free(tw->frags);
+	tw->frags = NULL;
+	tw->nfrags = tw->frag_cap = 0;
+	strbuf_release(&tw->frag_keys);
+	free(tw->key_cache);
+	tw->key_cache = NULL;
 	return 0;
 }
 
@@ -879,7 +920,7 @@ static int add_fragment_file(struct tree_writer *tw, struct tinode *ino, int fd,
 							     : strerror(-r),
 					 (unsigned long long)head);
 		ino->has_frag = true;
-		ino->frag_off = tw->frag_len;
+		ino->frag_off = tw->nfrags; /* the record's index, see reorder_fragments() */
 		int found = 0;
 		if (tw->frag_seen && (tail >= FRAG_DEDUPE_MIN || tw->opts.dedupe)) {
 			/* the same bytes already packed: point at them */
@@ -895,7 +936,7 @@ static int add_fragment_file(struct tree_writer *tw, struct tinode *ino, int fd,
 			r = pwrite_full(tw->frag_fd, tw->buf, (size_t)tail, tw->frag_len);
 			if (r < 0)
 				return anole_err(tw->err, -r, "fragment file: %s", strerror(-r));
-			if ((r = remember_fragment(tw, tw->frag_len, tail, path)) < 0)
+			if ((r = remember_fragment(tw, (uint32_t)tail, path)) < 0)
 				return r;
 			tw->frag_len += tail;
 			tw->stats.fragment_bytes += tail;

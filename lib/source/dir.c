@@ -329,11 +329,8 @@ static int walk_entry(struct walk *w, int dirfd, struct tinode *dir, const struc
 				 st.st_mode & S_IFMT);
 	}
 	/* From here the writer owns the inode. */
-	if ((r = tw_add(w->tw, dir, nm->s, nm->len, ino, NULL)) < 0) {
-		if (!ino->nlink && S_ISLNK(ino->mode))
-			free(ino->u.symlink);
+	if ((r = tw_add(w->tw, dir, nm->s, nm->len, ino, NULL)) < 0)
 		return r;
-	}
 	if (seen)
 		*seen = ino;
 	if (S_ISREG(st.st_mode))

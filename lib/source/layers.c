@@ -37,30 +37,35 @@ enum mkind { MK_DIR, MK_OTHER, MK_WHITEOUT, MK_DEAD };
 struct mnode {
 	struct mnode *parent, *first, *next; /* children, in arrival order */
 	struct tinode *inode;                /* NULL for whiteouts */
-	uint32_t layer; /* the layer that put it here */
-	uint32_t floor; /* dirs: layers below this add no children */
-	uint32_t meta_floor; /* implied dirs: below this, metadata is of a
+	/* layers fit in 16 bits (layers_add() checks), so that a node with
+	 * a name of up to 6 bytes takes 48 bytes of the arena, not 56 */
+	uint16_t layer; /* the layer that put it here */
+	uint16_t floor; /* dirs: layers below this add no children */
+	uint16_t meta_floor; /* implied dirs: below this, metadata is of a
 				deleted directory */
 	uint8_t kind;
-	bool explicit_dir; /* a layer entry gave this dir its metadata */
-	bool opaque;       /* separate mode: gets trusted.overlay.opaque */
-	bool ghost;        /* a dir made only to hold whiteouts: not in the
-			      image unless a real entry turns up in it */
+	bool explicit_dir : 1; /* a layer entry gave this dir its metadata */
+	bool opaque : 1;       /* separate mode: gets trusted.overlay.opaque */
+	bool ghost : 1;        /* a dir made only to hold whiteouts: not in the
+				  image unless a real entry turns up in it */
 	uint16_t namelen;
 	char name[];
 };
 
+_Static_assert(sizeof(void *) != 8 || offsetof(struct mnode, name) <= 42, "struct mnode grew");
+
 /* A file of the current layer, for hard links to find: one per entry,
- * so a million-file layer keeps it small (24 bytes, the path in a shared
- * buffer) and only hidden files get more. */
+ * so a million-file layer keeps it small (16 bytes, and its name in a
+ * shared buffer after its directory's path, which files of one directory
+ * share) and only hidden files get more. */
 struct lfile {
-	struct tinode *inode;
-	struct lhidden *hid; /* NULL: the file is in the image */
-	uint64_t path;       /* offset of its NUL-terminated path in files.paths */
+	uintptr_t ref; /* its struct tinode, or a struct lhidden with the low bit set */
+	uint64_t path; /* offset of its entry in files.paths, see remember_file() */
 };
 
 /* A hidden file: its data went to the scratch file, not the image. */
 struct lhidden {
+	struct tinode *inode;
 	bool materialized; /* a visible link has since stored its data */
 	uint64_t scratch_off;
 	struct data_extent *ext; /* sparse: its data runs */
@@ -74,6 +79,8 @@ struct files {
 	struct lfile *v;
 	size_t n, vcap;
 	struct strbuf paths;
+	uint64_t last_dir; /* the directory path stored last, and its length */
+	size_t last_dirlen;
 };
 
 struct layers {
@@ -84,8 +91,6 @@ struct layers {
 	struct mnode **tab; /* (parent, name) -> live node */
 	size_t tabcap, tabcount;
 	struct arena nodes; /* every node, freed at once */
-	struct tinode **inodes; /* every inode made, linked or not */
-	size_t ninodes, inodecap;
 
 	/* the layer being read */
 	uint32_t layer;
@@ -145,10 +150,16 @@ struct dirmeta {
 
 /* ---- nodes ------------------------------------------------------------- */
 
-static uint64_t fnv1a(uint64_t h, const char *s, size_t len)
+static uint64_t fnv1a_step(uint64_t h, const char *s, size_t len)
 {
 	for (size_t i = 0; i < len; i++)
 		h = (h ^ (uint8_t)s[i]) * 0x100000001b3ull;
+	return h;
+}
+
+static uint64_t fnv1a(uint64_t h, const char *s, size_t len)
+{
+	h = fnv1a_step(h, s, len);
 	return h ^ (h >> 31);
 }
 
@@ -241,24 +252,9 @@ static void move_node(struct layers *l, struct mnode *c, struct mnode *dst)
 	dst->first = c;
 }
 
-static int track_inode(struct layers *l, struct tinode *ino)
-{
-	if (l->ninodes == l->inodecap) {
-		size_t ncap = l->inodecap ? l->inodecap * 2 : 1024;
-		struct tinode **n = realloc(l->inodes, ncap * sizeof(*n));
-		if (!n)
-			return -ENOMEM;
-		l->inodes = n;
-		l->inodecap = ncap;
-	}
-	l->inodes[l->ninodes++] = ino;
-	return 0;
-}
-
 static struct tinode *new_inode(struct layers *l)
 {
-	struct tinode *ino = tw_inode_new(l->tw);
-	return ino && track_inode(l, ino) < 0 ? NULL : ino;
+	return tw_inode_new(l->tw);
 }
 
 /* The record of @key in @m (records start with their own copy of the key,
@@ -463,7 +459,7 @@ static struct mnode *put_node(struct layers *l, struct mnode *parent, const char
 	n->namelen = (uint16_t)len;
 	memcpy(n->name, name, len);
 	n->kind = (uint8_t)kind;
-	n->layer = l->layer;
+	n->layer = (uint16_t)l->layer;
 	size_t j = tab_find(l, parent, name, len, mnode_hash(n));
 	if (l->tab[j])
 		l->tab[j]->kind = MK_DEAD; /* its subtree is unreachable now */
@@ -509,9 +505,9 @@ static void unghost(struct mnode *n)
  * separate mode overlayfs learns it from the opaque mark. */
 static void cut_below(struct layers *l, struct mnode *n, bool deleted)
 {
-	n->floor = MAX(n->floor, l->layer);
+	n->floor = (uint16_t)MAX(n->floor, l->layer);
 	if (deleted)
-		n->meta_floor = MAX(n->meta_floor, l->layer);
+		n->meta_floor = (uint16_t)MAX(n->meta_floor, l->layer);
 	n->opaque |= l->separate;
 }
 
@@ -883,7 +879,7 @@ static int place(struct layers *l, bool is_dir, const char *symlink, struct mnod
 		*out = l->root;
 		*update = !l->root->explicit_dir || l->root->layer == l->layer;
 		if (*update)
-			l->root->layer = l->layer;
+			l->root->layer = (uint16_t)l->layer;
 		return *update ? VISIBLE : HIDDEN;
 	}
 	struct mnode *dir;
@@ -1108,22 +1104,66 @@ static int store_data(struct layers *l, struct archive *a, struct archive_entry 
 
 /* ---- hard links -------------------------------------------------------- */
 
-static const char *file_path(const struct layers *l, const struct lfile *f)
+#define PATH_HASH0 0xcbf29ce484222325ull
+
+static struct lhidden *file_hidden(const struct lfile *f)
 {
-	return l->files.paths.buf + f->path;
+	return f->ref & 1 ? (struct lhidden *)(f->ref - 1) : NULL;
+}
+
+static struct tinode *file_inode(const struct lfile *f)
+{
+	const struct lhidden *h = file_hidden(f);
+	return h ? h->inode : (struct tinode *)f->ref;
+}
+
+/* A file's entry in files.paths: how far back its directory's path is (4
+ * bytes, unaligned), then its name. The directory's path ends in '/', or
+ * is empty; both are NUL-terminated. */
+static void file_key(const struct layers *l, const struct lfile *f, const char **dir,
+		     const char **name)
+{
+	const char *e = l->files.paths.buf + f->path;
+	uint32_t back;
+	memcpy(&back, e, sizeof(back));
+	*dir = e - back;
+	*name = e + sizeof(back);
+}
+
+/* Its path, for messages. */
+static const char *file_path(const struct layers *l, const struct lfile *f, struct strbuf *out)
+{
+	const char *dir, *name;
+	file_key(l, f, &dir, &name);
+	out->len = 0;
+	if (strbuf_add(out, dir, strlen(dir)) < 0 || strbuf_add(out, name, strlen(name) + 1) < 0)
+		return "?";
+	return out->buf;
+}
+
+static bool file_is(const struct layers *l, const struct lfile *f, const char *path, size_t len)
+{
+	const char *dir, *name;
+	file_key(l, f, &dir, &name);
+	size_t dl = strlen(dir);
+	return dl <= len && !memcmp(dir, path, dl) && !strncmp(name, path + dl, len - dl) &&
+	       !name[len - dl];
 }
 
 /* The slot of @path: its entry's, or the free one where it would go. */
-static size_t file_slot(const struct layers *l, const char *path, size_t len)
+static size_t file_slot(const struct layers *l, const char *path, size_t len, uint64_t hash)
 {
 	const struct files *fs = &l->files;
-	size_t mask = fs->cap - 1, j = (size_t)fnv1a(0xcbf29ce484222325ull, path, len) & mask;
-	for (; fs->slot[j]; j = (j + 1) & mask) {
-		const char *k = file_path(l, &fs->v[fs->slot[j] - 1]);
-		if (!memcmp(k, path, len) && !k[len])
+	size_t mask = fs->cap - 1, j = (size_t)hash & mask;
+	for (; fs->slot[j]; j = (j + 1) & mask)
+		if (file_is(l, &fs->v[fs->slot[j] - 1], path, len))
 			break;
-	}
 	return j;
+}
+
+static size_t path_slot(const struct layers *l, const char *path, size_t len)
+{
+	return file_slot(l, path, len, fnv1a(PATH_HASH0, path, len));
 }
 
 /* The file of this layer at @path, or NULL. Valid until the next
@@ -1132,7 +1172,7 @@ static struct lfile *file_find(struct layers *l, const char *path)
 {
 	if (!l->files.n)
 		return NULL;
-	uint32_t i = l->files.slot[file_slot(l, path, strlen(path))];
+	uint32_t i = l->files.slot[path_slot(l, path, strlen(path))];
 	return i ? &l->files.v[i - 1] : NULL;
 }
 
@@ -1147,7 +1187,7 @@ static void files_reset(struct layers *l)
 {
 	struct files *fs = &l->files;
 	for (size_t i = 0; i < fs->n; i++)
-		free_hidden(fs->v[i].hid);
+		free_hidden(file_hidden(&fs->v[i]));
 	free(fs->slot);
 	free(fs->v);
 	strbuf_release(&fs->paths);
@@ -1171,9 +1211,16 @@ static int files_rehash(struct layers *l)
 	free(fs->slot);
 	fs->slot = ns;
 	fs->cap = ncap;
-	for (size_t i = 0; i < fs->n; i++) {
-		const char *k = file_path(l, &fs->v[i]);
-		fs->slot[file_slot(l, k, strlen(k))] = (uint32_t)i + 1;
+	for (size_t i = 0; fs->v && i < fs->n; i++) {
+		/* the hash of the whole path, as path_slot() takes it */
+		const char *dir, *name;
+		file_key(l, &fs->v[i], &dir, &name);
+		size_t dl = strlen(dir), nl = strlen(name);
+		uint64_t h = fnv1a(fnv1a_step(PATH_HASH0, dir, dl), name, nl);
+		size_t j = (size_t)h & (ncap - 1);
+		while (fs->slot[j])
+			j = (j + 1) & (ncap - 1);
+		fs->slot[j] = (uint32_t)i + 1;
 	}
 	return 0;
 }
@@ -1195,23 +1242,48 @@ static int files_grow(struct layers *l)
 	return 0;
 }
 
+/* Append the current entry's path to files.paths: its directory's path
+ * (unless the file stored last was in the same directory), then the
+ * entry. Returns the entry's offset, or -1. */
+static int64_t add_path(struct files *fs, const struct strbuf *path)
+{
+	const char *slash = strrchr(path->buf, '/');
+	size_t dl = slash ? (size_t)(slash - path->buf) + 1 : 0;
+	bool same = fs->paths.len && fs->last_dirlen == dl &&
+		    fs->paths.len - fs->last_dir < UINT32_MAX / 2 &&
+		    !memcmp(fs->paths.buf + fs->last_dir, path->buf, dl);
+	if (!same) {
+		fs->last_dir = fs->paths.len;
+		fs->last_dirlen = dl;
+		if (strbuf_add(&fs->paths, path->buf, dl) < 0 || strbuf_add(&fs->paths, "", 1) < 0)
+			return -1;
+	}
+	uint64_t off = fs->paths.len;
+	uint32_t back = (uint32_t)(off - fs->last_dir);
+	if (strbuf_add(&fs->paths, &back, sizeof(back)) < 0 ||
+	    strbuf_add(&fs->paths, path->buf + dl, path->len - dl + 1) < 0)
+		return -1;
+	return (int64_t)off;
+}
+
 static int remember_file(struct layers *l, struct tinode *ino, struct lhidden *hid)
 {
 	struct files *fs = &l->files;
 	struct lfile *f = file_find(l, l->path.buf);
 	if (!f) {
-		uint64_t off = fs->paths.len;
-		if (files_grow(l) < 0 || strbuf_add(&fs->paths, l->path.buf, l->path.len + 1) < 0) {
+		int64_t off = files_grow(l) < 0 ? -1 : add_path(fs, &l->path);
+		if (off < 0) {
 			free_hidden(hid);
 			return anole_err(l->err, ENOMEM, "out of memory");
 		}
 		f = &fs->v[fs->n++];
-		*f = (struct lfile){.path = off};
-		fs->slot[file_slot(l, l->path.buf, l->path.len)] = (uint32_t)fs->n;
+		*f = (struct lfile){.path = (uint64_t)off};
+		fs->slot[path_slot(l, l->path.buf, l->path.len)] = (uint32_t)fs->n;
 	}
-	free_hidden(f->hid);
-	f->inode = ino;
-	f->hid = hid;
+	free_hidden(file_hidden(f));
+	if (hid)
+		hid->inode = ino;
+	f->ref = hid ? (uintptr_t)hid | 1 : (uintptr_t)ino;
 	return 0;
 }
 
@@ -1272,10 +1344,10 @@ static int copy_fd(struct layers *l, int from, uint64_t foff, int to, uint64_t t
 
 static int materialize(struct layers *l, struct lfile *f)
 {
-	struct tinode *ino = f->inode;
-	const struct lhidden *h = f->hid;
+	struct lhidden *h = file_hidden(f);
+	struct tinode *ino = h->inode;
 	int fd, r;
-	f->hid->materialized = true;
+	h->materialized = true;
 	if (!S_ISREG(ino->mode) || !ino->size)
 		return 0;
 	if ((r = spool_fd_for(l, ino->size, &fd)) < 0)
@@ -1291,7 +1363,10 @@ static int materialize(struct layers *l, struct lfile *f)
 	} else if ((r = copy_fd(l, l->scratch_fd, h->scratch_off, fd, 0, ino->size)) < 0) {
 		return r;
 	}
-	return tw_file_data(l->tw, ino, fd, h->ext, h->next, entry_name(l, file_path(l, f)));
+	struct strbuf path = {0};
+	r = tw_file_data(l->tw, ino, fd, h->ext, h->next, entry_name(l, file_path(l, f, &path)));
+	strbuf_release(&path);
+	return r;
 }
 
 static struct pending *pending_slot(struct layers *l, const char *path, bool create)
@@ -1487,12 +1562,12 @@ static int hard_link(struct layers *l, const char *target_raw)
 				      l->what, l->path.buf);
 		goto out;
 	}
-	struct tinode *ino = f->inode;
+	struct tinode *ino = file_inode(f);
 	if (r == VISIBLE) {
 		n->inode = ino;
 		l->stats.hardlinks++;
 	}
-	if (f->hid && !f->hid->materialized)
+	if (file_hidden(f) && !file_hidden(f)->materialized)
 		r = materialize(l, f);
 	if (r >= 0 && wait)
 		resolve_links(wait, ino);
@@ -1590,6 +1665,8 @@ int layers_add(struct layers *l, struct blob_stream *bs, struct archive *a, uint
 {
 	struct archive_entry *e;
 	int r;
+	if (layer > UINT16_MAX)
+		return anole_err(l->err, E2BIG, "%s: more than %u layers", bs->what, UINT16_MAX);
 	l->layer = layer;
 	l->what = bs->what;
 	l->bs = bs;
@@ -1711,12 +1788,8 @@ void layers_free(struct layers *l)
 {
 	if (!l)
 		return;
-	/* Inodes never linked belong to the writer now (the compression
-	 * pipeline may still hold them). */
-	for (size_t i = 0; i < l->ninodes; i++)
-		if (!l->inodes[i]->nlink && tw_inode_orphan(l->tw, l->inodes[i]) < 0)
-			break; /* out of memory: the writer frees it anyway */
-	free(l->inodes);
+	/* Inodes never linked are the writer's (the compression pipeline may
+	 * still hold them): it frees every inode it made. */
 	arena_release(&l->nodes);
 	free(l->tab);
 	strmap_free(l->pend, free_pending);

@@ -3,13 +3,21 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 /* Large enough that the chunk headers do not count, small enough that
- * a tiny build does not notice (calloc'd: pages appear as they are used). */
+ * a tiny build does not notice (pages appear as they are used). */
 #define ARENA_CHUNK ((size_t)1 << 20)
 
+/* Chunks are mapped, not malloc'd: once glibc has freed a big block its
+ * mmap threshold rises above a chunk, and chunks of arenas that live
+ * together (a layer merge's nodes, the writer's inodes) would then share
+ * the heap, where releasing one arena leaves holes that stay resident. A
+ * mapping goes back to the kernel when the arena is released. */
 struct arena_chunk {
 	struct arena_chunk *next;
+	size_t used; /* bytes handed out */
+	size_t len;  /* of the mapping */
 	max_align_t data[];
 };
 
@@ -20,12 +28,16 @@ void *arena_alloc(struct arena *a, size_t size)
 	size = (size + 7) & ~(size_t)7;
 	if (!a->chunks || a->cap - a->used < size) {
 		size_t cap = size > ARENA_CHUNK / 4 ? size : ARENA_CHUNK - sizeof(struct arena_chunk);
-		struct arena_chunk *c = calloc(1, sizeof(*c) + cap);
-		if (!c)
+		size_t len = sizeof(struct arena_chunk) + cap;
+		struct arena_chunk *c =
+			mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (c == MAP_FAILED)
 			return NULL;
+		c->len = len;
 		if (a->chunks && cap == size && a->cap - a->used >= ARENA_CHUNK / 4) {
 			/* a big record: keep filling the current chunk after it */
 			c->next = a->chunks->next;
+			c->used = size;
 			a->chunks->next = c;
 			return c->data;
 		}
@@ -36,7 +48,15 @@ void *arena_alloc(struct arena *a, size_t size)
 	}
 	void *p = (char *)a->chunks->data + a->used;
 	a->used += size;
+	a->chunks->used = a->used;
 	return p;
+}
+
+void arena_foreach(const struct arena *a, size_t size, void (*fn)(void *rec))
+{
+	for (const struct arena_chunk *c = a->chunks; c; c = c->next)
+		for (size_t off = 0; off + size <= c->used; off += size)
+			fn((char *)c->data + off);
 }
 
 void arena_release(struct arena *a)
@@ -44,7 +64,7 @@ void arena_release(struct arena *a)
 	while (a->chunks) {
 		struct arena_chunk *c = a->chunks;
 		a->chunks = c->next;
-		free(c);
+		munmap(c, c->len);
 	}
 	a->used = a->cap = 0;
 }

@@ -17,6 +17,9 @@ struct arena {
 
 /* @size zeroed bytes, 8-byte aligned; NULL when out of memory. */
 void *arena_alloc(struct arena *a, size_t size);
+/* Call @fn on every record of an arena whose records are all @size bytes
+ * (a multiple of 8 and at most a quarter of a chunk), oldest chunk last. */
+void arena_foreach(const struct arena *a, size_t size, void (*fn)(void *rec));
 void arena_release(struct arena *a);
 
 #endif
