@@ -71,18 +71,18 @@ static json_t *status_json(struct worker *wk)
 		queued++;
 	for (const struct job *j = wk->background; j; j = j->next)
 		queued++;
+	const struct worker_counters *c = &wk->count;
 	return json_pack("{s:i, s:I, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
 			 "s:I, s:I, s:I}",
 			 "pid", (int)getpid(), "started", (json_int_t)wk->started, "cache",
 			 wk->paths.cache, "mounts", mounts, "blobs", blobs, "bytes_total",
 			 (json_int_t)total, "bytes_cached", (json_int_t)cached, "bytes_fetched",
-			 (json_int_t)wk->fetched_bytes, "bytes_read", (json_int_t)wk->read_bytes,
-			 "fetch_requests",
-			 (json_int_t)wk->fetch_requests, "fetch_errors", (json_int_t)wk->fetch_errors,
-			 "events", (json_int_t)wk->events, "events_pending",
-			 (json_int_t)wk->npending_events, "reads_failed", (json_int_t)wk->denied,
-			 "jobs_queued", (json_int_t)queued, "read_waits", (json_int_t)wk->read_waits,
-			 "read_wait_us", (json_int_t)wk->read_wait_us);
+			 (json_int_t)c->fetched_bytes, "bytes_read", (json_int_t)c->read_bytes,
+			 "fetch_requests", (json_int_t)c->fetch_requests, "fetch_errors",
+			 (json_int_t)c->fetch_errors, "events", (json_int_t)c->events,
+			 "events_pending", (json_int_t)c->npending_events, "reads_failed",
+			 (json_int_t)c->denied, "jobs_queued", (json_int_t)queued, "read_waits",
+			 (json_int_t)c->read_waits, "read_wait_us", (json_int_t)c->read_wait_us);
 }
 
 /* Prometheus text format, from the status. */
@@ -178,12 +178,13 @@ static void maybe_quit(struct worker *wk)
 		snprintf(path, sizeof(path), "%s/holder.pid", wk->paths.runtime);
 		unlink(path);
 	}
+	const struct worker_counters *c = &wk->count;
 	wlog("nothing mounted; exiting (fetched %llu bytes in %llu requests; reads asked for "
 	     "%llu distinct bytes of partial blobs; %llu reads waited %.3f s in all; load hints "
 	     "of %llu programs)",
-	     (unsigned long long)wk->fetched_bytes, (unsigned long long)wk->fetch_requests,
-	     (unsigned long long)wk->read_bytes, (unsigned long long)wk->read_waits,
-	     (double)wk->read_wait_us / 1e6, (unsigned long long)wk->hint_programs);
+	     (unsigned long long)c->fetched_bytes, (unsigned long long)c->fetch_requests,
+	     (unsigned long long)c->read_bytes, (unsigned long long)c->read_waits,
+	     (double)c->read_wait_us / 1e6, (unsigned long long)c->hint_programs);
 	_exit(0);
 }
 

@@ -152,8 +152,8 @@ static int schedule(struct worker *wk, struct blob *b, uint64_t from, uint64_t t
 
 static void finish_waiter(struct worker *wk, struct waiter *w, bool ok)
 {
-	wk->read_waits++;
-	wk->read_wait_us += (uint64_t)((now_seconds() - w->since) * 1e6);
+	wk->count.read_waits++;
+	wk->count.read_wait_us += (uint64_t)((now_seconds() - w->since) * 1e6);
 	if (w->sw) {
 		w->sw->done = true;
 		w->sw->ok = ok;
@@ -325,7 +325,7 @@ static size_t fire_program(struct worker *wk, struct lmount *m, uint32_t p)
 	struct load_hints *h = m->hints;
 	size_t spans = 0;
 	h->fired[p] = 1;
-	wk->hint_programs++;
+	wk->count.hint_programs++;
 	for (int pass = 0; pass < 2; pass++)
 		for (uint32_t c = h->prog_start[p]; c < h->prog_start[p + 1]; c++) {
 			uint32_t f = h->closure[c];
@@ -476,7 +476,7 @@ static int run_job(struct worker *wk, struct job *j, uint64_t *len_out)
 	int r = -EIO;
 	for (int attempt = 0; attempt < ATTEMPTS; attempt++) {
 		struct anole_error err = {0};
-		__atomic_add_fetch(&wk->fetch_requests, 1, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&wk->count.fetch_requests, 1, __ATOMIC_RELAXED);
 		__atomic_add_fetch(&b->fetches, 1, __ATOMIC_RELAXED);
 		/* a source that just failed gets one try per range, not the
 		 * full retry schedule: readers learn it is down in moments */
@@ -484,14 +484,14 @@ static int run_job(struct worker *wk, struct job *j, uint64_t *len_out)
 		bool quick = down && time(NULL) - down < DOWN_SECONDS;
 		r = store_read_range(b->src, b->digest, off, len, buf, quick, &err);
 		if (r < 0) {
-			__atomic_add_fetch(&wk->fetch_errors, 1, __ATOMIC_RELAXED);
+			__atomic_add_fetch(&wk->count.fetch_errors, 1, __ATOMIC_RELAXED);
 			if (!quick)
 				__atomic_store_n(&b->down_since, time(NULL), __ATOMIC_RELAXED);
 			wlog("%s", err.msg);
 			break;
 		}
 		__atomic_store_n(&b->down_since, 0, __ATOMIC_RELAXED);
-		__atomic_add_fetch(&wk->fetched_bytes, len, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&wk->count.fetched_bytes, len, __ATOMIC_RELAXED);
 		__atomic_add_fetch(&b->fetched_bytes, len, __ATOMIC_RELAXED);
 		for (uint64_t i = 0; i < j->count && r >= 0; i++) {
 			uint64_t from = range_off(b, j->first + i);
@@ -499,7 +499,7 @@ static int run_job(struct worker *wk, struct job *j, uint64_t *len_out)
 			struct digest d;
 			sha256(buf + (from - off), n, &d);
 			if (memcmp(&d, &b->table.d[j->first + i], sizeof(d))) {
-				__atomic_add_fetch(&wk->fetch_errors, 1, __ATOMIC_RELAXED);
+				__atomic_add_fetch(&wk->count.fetch_errors, 1, __ATOMIC_RELAXED);
 				wlog("blob %s: bytes %llu-%llu do not match its digest table "
 				     "(attempt %d of %d)",
 				     b->digest, (unsigned long long)from, (unsigned long long)last,

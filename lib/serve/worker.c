@@ -93,10 +93,10 @@ void answer_event(struct worker *wk, uint64_t id, bool ok)
 		struct hmsg m = {.type = HMSG_ANSWER, .id = id, .response = response};
 		send_holder(wk, &m, -1);
 	}
-	if (wk->npending_events)
-		wk->npending_events--;
+	if (wk->count.npending_events)
+		wk->count.npending_events--;
 	if (!ok)
-		wk->denied++;
+		wk->count.denied++;
 }
 
 /* ---- blobs ------------------------------------------------------------------ */
@@ -520,15 +520,15 @@ void note_read_locked(struct worker *wk, struct blob *b, uint64_t off, uint64_t 
 		b->readmap[p / 8] |= (uint8_t)(1u << (p % 8));
 		uint64_t n = MIN(4096, b->size - p * 4096);
 		b->read_bytes += n;
-		wk->read_bytes += n;
+		wk->count.read_bytes += n;
 	}
 }
 
 static void on_event(struct worker *wk, const struct hmsg *ev)
 {
 	pthread_mutex_lock(&wk->lock);
-	wk->events++;
-	wk->npending_events++;
+	wk->count.events++;
+	wk->count.npending_events++;
 	struct blob *b = NULL;
 	for (struct blob *x = wk->blobs; x; x = x->next)
 		if (x->dev == ev->dev && x->ino == ev->ino && !x->orphan)
@@ -571,8 +571,8 @@ static void take_over(struct worker *wk)
 	size_t n = wk->npend;
 	serve_deny_all(wk->group);
 	wk->npend = 0;
-	wk->denied += n;
-	wk->npending_events -= MIN(wk->npending_events, n);
+	wk->count.denied += n;
+	wk->count.npending_events -= MIN(wk->count.npending_events, n);
 	pthread_mutex_unlock(&wk->lock);
 	wlog("serving events here; %zu waiting reads failed. A worker crash can no longer be "
 	     "survived: remount when convenient",

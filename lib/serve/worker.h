@@ -11,6 +11,7 @@
 #include "lazy/hints.h"
 #include "lazy/store.h"
 #include <jansson.h>
+#include "serve/counters.h"
 #include "serve/serve.h"
 #include "util/util.h"
 
@@ -118,12 +119,7 @@ struct worker {
 	struct waiter *waiters;
 	struct job *demand, *listed, *background;
 	unsigned listed_running;
-	uint64_t events, npending_events, denied, fetch_requests, fetched_bytes, fetch_errors;
-	uint64_t hint_programs; /* programs whose loader ranges were queued */
-	uint64_t read_bytes;
-	/* reads that waited for a fetch, and how long they waited in all:
-	 * the time a workload lost to the network */
-	uint64_t read_waits, read_wait_us;
+	struct worker_counters count;
 	uint64_t prefetch_rate; /* bytes per second, 0 = unlimited */
 	/* events not answered yet, with the number of their descriptor: if
 	 * the holder dies, the worker answers them on the group itself */
