@@ -41,8 +41,8 @@ static json_t *status_json(struct worker *wk)
 {
 	json_t *mounts = json_array(), *blobs = json_array();
 	uint64_t cached = 0, total = 0;
-	for (size_t i = 0; i < wk->nmounts; i++) {
-		const struct lmount *m = wk->mounts[i];
+	for (size_t i = 0; i < wk->mtab.nmounts; i++) {
+		const struct lmount *m = wk->mtab.mounts[i];
 		json_t *digests = json_array(), *uses = json_array();
 		const char *meta = strrchr(m->meta_path, '/');
 		if (meta)
@@ -160,7 +160,7 @@ static json_t *error_json(const struct anole_error *err, int r)
 static void maybe_quit(struct worker *wk)
 {
 	/* lingering blobs may still be read by a lazily unmounted EROFS */
-	if (wk->nmounts || wk->ops || wk->nlingering || wk->nmounting)
+	if (wk->mtab.nmounts || wk->ops || wk->nlingering || wk->mtab.nmounting)
 		return;
 	struct pollfd p = {.fd = wk->ctl_fd, .events = POLLIN};
 	if (wk->ctl_fd >= 0 && poll(&p, 1, 0) > 0)

@@ -375,8 +375,8 @@ size_t mount_hints_on_read(struct worker *wk, struct lmount *m, struct blob *b, 
 
 void hints_on_read(struct worker *wk, struct blob *b, uint64_t off, uint64_t len)
 {
-	for (size_t i = 0; i < wk->nmounts; i++)
-		(void)mount_hints_on_read(wk, wk->mounts[i], b, off, len);
+	for (size_t i = 0; i < wk->mtab.nmounts; i++)
+		(void)mount_hints_on_read(wk, wk->mtab.mounts[i], b, off, len);
 }
 
 void trace_note(struct lmount *m, struct blob *b, uint64_t off, uint64_t len)

@@ -38,6 +38,7 @@
 #include "registry/registry.h"
 #include "serve/fan.h"
 #include "serve/fusefs.h"
+#include "serve/mounttab.h"
 #include "serve/serve.h"
 #include "serve/worker.h"
 
@@ -718,14 +719,6 @@ static void *event_loop(void *arg)
 
 /* ---- mounts ------------------------------------------------------------------ */
 
-static struct lmount *find_mount(struct worker *wk, const char *mnt)
-{
-	for (size_t i = 0; i < wk->nmounts; i++)
-		if (!strcmp(wk->mounts[i]->mountpoint, mnt))
-			return wk->mounts[i];
-	return NULL;
-}
-
 static void mount_free(struct lmount *m)
 {
 	if (!m)
@@ -886,10 +879,10 @@ static void save_credentials(struct worker *wk)
 	char path[600];
 	snprintf(path, sizeof(path), "%s/credentials.json", wk->paths.runtime);
 	json_t *o = json_object();
-	for (size_t i = 0; o && i < wk->nmounts; i++) {
-		const struct registry_creds *c = &wk->mounts[i]->creds;
+	for (size_t i = 0; o && i < wk->mtab.nmounts; i++) {
+		const struct registry_creds *c = &wk->mtab.mounts[i]->creds;
 		if (c->basic || c->identity_token)
-			json_object_set_new(o, wk->mounts[i]->mountpoint,
+			json_object_set_new(o, wk->mtab.mounts[i]->mountpoint,
 					    json_pack("{s:s*, s:s*}", "basic", c->basic,
 						      "identity_token", c->identity_token));
 	}
@@ -920,8 +913,8 @@ static void restore_credentials(struct lmount *m, json_t *saved)
 static void save_mounts(struct worker *wk)
 {
 	json_t *a = json_array();
-	for (size_t i = 0; i < wk->nmounts; i++)
-		json_array_append_new(a, mount_json(wk->mounts[i]));
+	for (size_t i = 0; i < wk->mtab.nmounts; i++)
+		json_array_append_new(a, mount_json(wk->mtab.mounts[i]));
 	char *text = json_dumps(a, JSON_INDENT(1));
 	json_decref(a);
 	char path[600];
@@ -930,16 +923,6 @@ static void save_mounts(struct worker *wk)
 		wlog("%s: cannot write", path);
 	free(text);
 	save_credentials(wk);
-}
-
-static int add_mount(struct worker *wk, struct lmount *m)
-{
-	struct lmount **a = realloc(wk->mounts, (wk->nmounts + 1) * sizeof(*a));
-	if (!a)
-		return -ENOMEM;
-	wk->mounts = a;
-	a[wk->nmounts++] = m;
-	return 0;
 }
 
 static int mount_setup(struct worker *wk, const char *ref, const char *real, int tls_verify,
@@ -983,32 +966,19 @@ static int reserve_mountpoint(struct worker *wk, const char *mnt, char real[PATH
 	if (stat(real, &st) < 0 || !S_ISDIR(st.st_mode))
 		return anole_err(err, ENOTDIR, "%s: mount point is not a directory", mnt);
 	pthread_mutex_lock(&wk->lock);
-	bool busy = find_mount(wk, real) != NULL;
-	for (size_t i = 0; i < wk->nmounting; i++)
-		busy |= !strcmp(wk->mounting[i], real);
-	char **ing = busy ? NULL : realloc(wk->mounting, (wk->nmounting + 1) * sizeof(*ing));
-	char *mine = ing ? strdup(real) : NULL;
-	if (ing)
-		wk->mounting = ing;
-	if (mine)
-		wk->mounting[wk->nmounting++] = mine;
+	int r = mtab_reserve(&wk->mtab, real, minep);
 	pthread_mutex_unlock(&wk->lock);
-	if (busy)
+	if (r == -EBUSY)
 		return anole_err(err, EBUSY, "%s: a lazy image is mounted there already", real);
-	if (!mine)
+	if (r < 0)
 		return anole_err(err, ENOMEM, "out of memory");
-	*minep = mine;
 	return 0;
 }
 
 static void release_mountpoint(struct worker *wk, char *mine)
 {
 	pthread_mutex_lock(&wk->lock);
-	for (size_t i = 0; i < wk->nmounting; i++)
-		if (wk->mounting[i] == mine) {
-			wk->mounting[i] = wk->mounting[--wk->nmounting];
-			break;
-		}
+	mtab_unreserve(&wk->mtab, mine);
 	pthread_mutex_unlock(&wk->lock);
 	free(mine);
 }
@@ -1189,7 +1159,7 @@ static int mount_setup(struct worker *wk, const char *ref, const char *real, int
 			for (size_t i = 0; i < m->nblobs; i++)
 				put_blob(wk, m->blobs[i]);
 	}
-	if (r >= 0 && add_mount(wk, m) < 0) {
+	if (r >= 0 && mtab_add(&wk->mtab, m) < 0) {
 		r = anole_err(err, ENOMEM, "out of memory");
 		if (m->fs) {
 			finish_fuse(wk, m);
@@ -1240,7 +1210,7 @@ static int image_setup(struct worker *wk, const char *image, const char *real, j
 		return r;
 	}
 	pthread_mutex_lock(&wk->lock);
-	if (add_mount(wk, m) < 0) {
+	if (mtab_add(&wk->mtab, m) < 0) {
 		finish_fuse(wk, m);
 		pthread_mutex_unlock(&wk->lock);
 		return anole_err(err, ENOMEM, "out of memory");
@@ -1286,7 +1256,7 @@ json_t *op_trace(struct worker *wk, const char *mnt, struct anole_error *err)
 	if (!realpath(mnt, real))
 		snprintf(real, sizeof(real), "%s", mnt);
 	pthread_mutex_lock(&wk->lock);
-	struct lmount *m = find_mount(wk, real);
+	struct lmount *m = mtab_find(&wk->mtab, real);
 	json_t *out = NULL;
 	if (!m || !m->record) {
 		anole_err(err, ENOENT, "%s: no recording lazy mount there", real);
@@ -1308,14 +1278,6 @@ json_t *op_trace(struct worker *wk, const char *mnt, struct anole_error *err)
 	}
 	pthread_mutex_unlock(&wk->lock);
 	return out;
-}
-
-/* Take mount i out of the list; wk->lock held. */
-static struct lmount *unlist(struct worker *wk, size_t i)
-{
-	struct lmount *m = wk->mounts[i];
-	wk->mounts[i] = wk->mounts[--wk->nmounts];
-	return m;
 }
 
 /* A kernel mount gone behind our back may still be read: umount -l keeps
@@ -1360,14 +1322,14 @@ int op_umount(struct worker *wk, const char *mnt, bool *idle, struct anole_error
 	pthread_mutex_lock(&wk->lock);
 	int r = 0;
 	size_t i = 0;
-	while (i < wk->nmounts && strcmp(wk->mounts[i]->mountpoint, real))
+	while (i < wk->mtab.nmounts && strcmp(wk->mtab.mounts[i]->mountpoint, real))
 		i++;
-	if (i == wk->nmounts)
+	if (i == wk->mtab.nmounts)
 		r = anole_err(err, ENOENT, "%s: no lazy image is mounted there", real);
-	else if (!wk->mounts[i]->fuse && umount2(real, 0) < 0 && errno != EINVAL)
+	else if (!wk->mtab.mounts[i]->fuse && umount2(real, 0) < 0 && errno != EINVAL)
 		r = anole_err(err, errno, "%s: %s", real, strerror(errno));
 	if (r >= 0) {
-		struct lmount *m = unlist(wk, i);
+		struct lmount *m = mtab_take(&wk->mtab, i);
 		save_mounts(wk);
 		if (m->fuse) {
 			finish_fuse(wk, m);
@@ -1378,7 +1340,7 @@ int op_umount(struct worker *wk, const char *mnt, bool *idle, struct anole_error
 		}
 		wlog("unmounted %s", real);
 	}
-	*idle = !wk->nmounts;
+	*idle = !wk->mtab.nmounts;
 	pthread_mutex_unlock(&wk->lock);
 	return r;
 }
@@ -1433,14 +1395,14 @@ void prune_mounts(struct worker *wk)
 	_cleanup_free_ char *info = read_mountinfo();
 	if (!info)
 		return;
-	for (size_t i = 0; i < wk->nmounts;) {
-		struct lmount *m = wk->mounts[i];
+	for (size_t i = 0; i < wk->mtab.nmounts;) {
+		struct lmount *m = wk->mtab.mounts[i];
 		if (listed(info, m->mountpoint, m->fuse)) {
 			i++;
 			continue;
 		}
 		wlog("%s is no longer mounted; letting go of it", m->mountpoint);
-		unlist(wk, i);
+		mtab_take(&wk->mtab, i);
 		save_mounts(wk);
 		if (m->fuse) {
 			finish_fuse(wk, m); /* drops wk->lock: the list may change */
@@ -1525,7 +1487,7 @@ static void restore_mounts(struct worker *wk)
 			vet_blob(wk, &m->lblobs[k2], true);
 		pthread_mutex_lock(&wk->lock);
 		int r = attach(wk, m, NULL, &err);
-		if (r >= 0 && add_mount(wk, m) < 0)
+		if (r >= 0 && mtab_add(&wk->mtab, m) < 0)
 			r = -ENOMEM;
 		pthread_mutex_unlock(&wk->lock);
 		if (r < 0) {
@@ -1643,9 +1605,9 @@ void serve_worker(const struct holder_state *h)
 		char why[700];
 		snprintf(why, sizeof(why), "%s/daemon.sock: cannot listen: %s", wk->paths.runtime,
 			 strerror(-ctl));
-		if (!wk->nmounts)
+		if (!wk->mtab.nmounts)
 			cannot_serve(wk, why);
-		wlog("%s; serving the %zu restored mounts without it", why, wk->nmounts);
+		wlog("%s; serving the %zu restored mounts without it", why, wk->mtab.nmounts);
 	} else {
 		char pid[600], line[32];
 		snprintf(pid, sizeof(pid), "%s/daemon.pid", wk->paths.runtime);
@@ -1657,7 +1619,7 @@ void serve_worker(const struct holder_state *h)
 		struct hmsg m = {.type = HMSG_READY};
 		send_holder(wk, &m, -1);
 	}
-	wlog("serving (pid %d, %zu mounts restored, %zu reads waiting)", (int)getpid(), wk->nmounts,
+	wlog("serving (pid %d, %zu mounts restored, %zu reads waiting)", (int)getpid(), wk->mtab.nmounts,
 	     h->npending);
 	control_loop(wk, ctl);
 }

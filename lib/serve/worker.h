@@ -12,6 +12,7 @@
 #include "lazy/store.h"
 #include <jansson.h>
 #include "serve/counters.h"
+#include "serve/mounttab.h"
 #include "serve/serve.h"
 #include "util/util.h"
 
@@ -114,8 +115,7 @@ struct worker {
 	struct holder_state inherited;
 	time_t started;
 	struct blob *blobs;
-	struct lmount **mounts;
-	size_t nmounts;
+	struct mount_table mtab;
 	struct waiter *waiters;
 	struct job *demand, *listed, *background;
 	unsigned listed_running;
@@ -132,8 +132,6 @@ struct worker {
 	bool direct; /* the holder is gone: we read and answer events */
 	struct blob **lingering; /* partial blobs of mounts gone behind our back */
 	size_t nlingering;
-	char **mounting; /* mount points being set up */
-	size_t nmounting;
 	int ctl_fd;          /* the control socket, -1 until it listens */
 	uint64_t direct_ids; /* ids of events read here, once the holder is gone */
 };
@@ -172,7 +170,7 @@ void prefetch_list(struct worker *wk, struct lmount *m, struct json_t *list);
 /* A read of [off, off+len) of @b: if it begins a program of a mounted
  * image, queue what the loader will read to start it (wk->lock held). */
 void hints_on_read(struct worker *wk, struct blob *b, uint64_t off, uint64_t len);
-/* The same for mount @m alone (one not yet listed in wk->mounts, too);
+/* The same for mount @m alone (one not yet listed in the mount table, too);
  * returns how many spans it queued. */
 size_t mount_hints_on_read(struct worker *wk, struct lmount *m, struct blob *b, uint64_t off,
 			   uint64_t len);
