@@ -21,8 +21,6 @@
 
 #define MAX_REQUEST (64u << 10)
 
-static int ctl_fd = -1;
-
 static json_t *blob_status(const struct blob *b)
 {
 	uint64_t present = blob_present(b), bytes = b->complete ? b->size : 0;
@@ -39,12 +37,12 @@ static json_t *blob_status(const struct blob *b)
 			 "path", b->path);
 }
 
-static json_t *status_json(void)
+static json_t *status_json(struct worker *wk)
 {
 	json_t *mounts = json_array(), *blobs = json_array();
 	uint64_t cached = 0, total = 0;
-	for (size_t i = 0; i < W.nmounts; i++) {
-		const struct lmount *m = W.mounts[i];
+	for (size_t i = 0; i < wk->mtab.nmounts; i++) {
+		const struct lmount *m = wk->mtab.mounts[i];
 		json_t *digests = json_array(), *uses = json_array();
 		const char *meta = strrchr(m->meta_path, '/');
 		if (meta)
@@ -60,31 +58,31 @@ static json_t *status_json(void)
 							m->manifest, "path", m->fuse ? "fuse" : "kernel",
 							"blobs", digests, "uses", uses));
 	}
-	for (const struct blob *b = W.blobs; b; b = b->next) {
+	for (const struct blob *b = wk->blobs; b; b = b->next) {
 		json_t *j = blob_status(b);
 		cached += (uint64_t)json_integer_value(json_object_get(j, "bytes_cached"));
 		total += b->size;
 		json_array_append_new(blobs, j);
 	}
 	size_t queued = 0;
-	for (const struct job *j = W.demand; j; j = j->next)
+	for (const struct job *j = wk->demand; j; j = j->next)
 		queued++;
-	for (const struct job *j = W.listed; j; j = j->next)
+	for (const struct job *j = wk->listed; j; j = j->next)
 		queued++;
-	for (const struct job *j = W.background; j; j = j->next)
+	for (const struct job *j = wk->background; j; j = j->next)
 		queued++;
+	const struct worker_counters *c = &wk->count;
 	return json_pack("{s:i, s:I, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
 			 "s:I, s:I, s:I}",
-			 "pid", (int)getpid(), "started", (json_int_t)W.started, "cache",
-			 W.paths.cache, "mounts", mounts, "blobs", blobs, "bytes_total",
+			 "pid", (int)getpid(), "started", (json_int_t)wk->started, "cache",
+			 wk->paths.cache, "mounts", mounts, "blobs", blobs, "bytes_total",
 			 (json_int_t)total, "bytes_cached", (json_int_t)cached, "bytes_fetched",
-			 (json_int_t)W.fetched_bytes, "bytes_read", (json_int_t)W.read_bytes,
-			 "fetch_requests",
-			 (json_int_t)W.fetch_requests, "fetch_errors", (json_int_t)W.fetch_errors,
-			 "events", (json_int_t)W.events, "events_pending",
-			 (json_int_t)W.npending_events, "reads_failed", (json_int_t)W.denied,
-			 "jobs_queued", (json_int_t)queued, "read_waits", (json_int_t)W.read_waits,
-			 "read_wait_us", (json_int_t)W.read_wait_us);
+			 (json_int_t)c->fetched_bytes, "bytes_read", (json_int_t)c->read_bytes,
+			 "fetch_requests", (json_int_t)c->fetch_requests, "fetch_errors",
+			 (json_int_t)c->fetch_errors, "events", (json_int_t)c->events,
+			 "events_pending", (json_int_t)c->npending_events, "reads_failed",
+			 (json_int_t)c->denied, "jobs_queued", (json_int_t)queued, "read_waits",
+			 (json_int_t)c->read_waits, "read_wait_us", (json_int_t)c->read_wait_us);
 }
 
 /* Prometheus text format, from the status. */
@@ -130,13 +128,13 @@ static char *metrics_text(json_t *st)
 	return out.buf;
 }
 
-static void write_metrics_file(void)
+static void write_metrics_file(struct worker *wk)
 {
-	json_t *st = status_json();
+	json_t *st = status_json(wk);
 	char *text = metrics_text(st);
 	json_decref(st);
 	char path[600];
-	snprintf(path, sizeof(path), "%s/metrics.prom", W.paths.runtime);
+	snprintf(path, sizeof(path), "%s/metrics.prom", wk->paths.runtime);
 	if (text)
 		outfile_write(path, text, strlen(text));
 	free(text);
@@ -159,37 +157,38 @@ static json_t *error_json(const struct anole_error *err, int r)
 	return json_pack("{s:s}", "error", err->msg[0] ? err->msg : strerror(-r));
 }
 
-static void maybe_quit(void)
+static void maybe_quit(struct worker *wk)
 {
 	/* lingering blobs may still be read by a lazily unmounted EROFS */
-	if (W.nmounts || W.ops || W.nlingering || W.nmounting)
+	if (wk->mtab.nmounts || wk->ops || wk->nlingering || wk->mtab.nmounting)
 		return;
-	struct pollfd p = {.fd = ctl_fd, .events = POLLIN};
-	if (ctl_fd >= 0 && poll(&p, 1, 0) > 0)
+	struct pollfd p = {.fd = wk->ctl_fd, .events = POLLIN};
+	if (wk->ctl_fd >= 0 && poll(&p, 1, 0) > 0)
 		return; /* a client is at the door */
 	/* nothing mounted: no reader can need us; the holder ends with us */
-	write_metrics_file();
+	write_metrics_file(wk);
 	struct hmsg m = {.type = HMSG_QUIT};
-	send(W.holder, &m, sizeof(m), MSG_NOSIGNAL);
+	send(wk->holder, &m, sizeof(m), MSG_NOSIGNAL);
 	char path[600];
-	snprintf(path, sizeof(path), "%s/daemon.sock", W.paths.runtime);
+	snprintf(path, sizeof(path), "%s/daemon.sock", wk->paths.runtime);
 	unlink(path);
-	snprintf(path, sizeof(path), "%s/daemon.pid", W.paths.runtime);
+	snprintf(path, sizeof(path), "%s/daemon.pid", wk->paths.runtime);
 	unlink(path);
-	if (W.direct) { /* the holder died without cleaning up */
-		snprintf(path, sizeof(path), "%s/holder.pid", W.paths.runtime);
+	if (wk->direct) { /* the holder died without cleaning up */
+		snprintf(path, sizeof(path), "%s/holder.pid", wk->paths.runtime);
 		unlink(path);
 	}
+	const struct worker_counters *c = &wk->count;
 	wlog("nothing mounted; exiting (fetched %llu bytes in %llu requests; reads asked for "
 	     "%llu distinct bytes of partial blobs; %llu reads waited %.3f s in all; load hints "
 	     "of %llu programs)",
-	     (unsigned long long)W.fetched_bytes, (unsigned long long)W.fetch_requests,
-	     (unsigned long long)W.read_bytes, (unsigned long long)W.read_waits,
-	     (double)W.read_wait_us / 1e6, (unsigned long long)W.hint_programs);
+	     (unsigned long long)c->fetched_bytes, (unsigned long long)c->fetch_requests,
+	     (unsigned long long)c->read_bytes, (unsigned long long)c->read_waits,
+	     (double)c->read_wait_us / 1e6, (unsigned long long)c->hint_programs);
 	_exit(0);
 }
 
-static void handle(int fd)
+static void handle(struct worker *wk, int fd)
 {
 	_cleanup_free_ char *buf = malloc(MAX_REQUEST);
 	size_t len = 0;
@@ -216,7 +215,7 @@ static void handle(int fd)
 	switch (req.op) {
 	case CTL_MOUNT: {
 		if (req.prefetch_rate)
-			W.prefetch_rate = req.prefetch_rate;
+			wk->prefetch_rate = req.prefetch_rate;
 		char notice[512] = "";
 		char *config = NULL;
 		struct registry_creds creds = {.basic = (char *)req.cred_basic,
@@ -224,9 +223,9 @@ static void handle(int fd)
 		struct stat st;
 		/* an image file (anole mount --fuse IMAGE), not a lazy image */
 		if (req.devices || (!stat(req.ref, &st) && S_ISREG(st.st_mode)))
-			r = op_mount_image(req.ref, req.mountpoint, req.devices, req.options, &err);
+			r = op_mount_image(wk, req.ref, req.mountpoint, req.devices, req.options, &err);
 		else
-			r = op_mount(req.ref, req.mountpoint, req.tls_verify, &creds, req.options,
+			r = op_mount(wk, req.ref, req.mountpoint, req.tls_verify, &creds, req.options,
 				     req.prefetch, req.fuse, req.record, req.exec,
 				     !req.no_load_hints, notice, sizeof(notice), &config, &err);
 		/* (as an object: it is JSON, and only well-formed JSON may pass) */
@@ -239,20 +238,20 @@ static void handle(int fd)
 	}
 	case CTL_UMOUNT: {
 		bool idle = false;
-		r = op_umount(req.mountpoint, &idle, &err);
+		r = op_umount(wk, req.mountpoint, &idle, &err);
 		reply(fd, r < 0 ? error_json(&err, r) : json_pack("{s:b}", "ok", 1));
 		break;
 	}
 	case CTL_TRACE: {
-		json_t *t = op_trace(req.mountpoint, &err);
+		json_t *t = op_trace(wk, req.mountpoint, &err);
 		reply(fd, t ? t : error_json(&err, -EINVAL));
 		break;
 	}
 	case CTL_STATUS:
 	case CTL_METRICS: {
-		pthread_mutex_lock(&W.lock);
-		json_t *st = status_json();
-		pthread_mutex_unlock(&W.lock);
+		pthread_mutex_lock(&wk->lock);
+		json_t *st = status_json(wk);
+		pthread_mutex_unlock(&wk->lock);
 		if (req.op == CTL_STATUS) {
 			reply(fd, st);
 			break;
@@ -267,42 +266,51 @@ static void handle(int fd)
 	ctl_request_release(&req);
 }
 
+/* What a client's thread is started with. */
+struct client_arg {
+	struct worker *wk;
+	int fd;
+};
+
 static void *client_thread(void *arg)
 {
-	int fd = (int)(intptr_t)arg;
-	handle(fd);
+	struct client_arg ca = *(struct client_arg *)arg;
+	free(arg);
+	struct worker *wk = ca.wk;
+	int fd = ca.fd;
+	handle(wk, fd);
 	close(fd);
-	pthread_mutex_lock(&W.lock);
-	W.ops--;
-	maybe_quit();
-	pthread_mutex_unlock(&W.lock);
+	pthread_mutex_lock(&wk->lock);
+	wk->ops--;
+	maybe_quit(wk);
+	pthread_mutex_unlock(&wk->lock);
 	return NULL;
 }
 
 /* The metrics file, every few seconds while the daemon runs. */
 static void *metrics_thread(void *arg)
 {
-	(void)arg;
+	struct worker *wk = arg;
 	for (;;) {
 		sleep(2);
-		pthread_mutex_lock(&W.lock);
-		prune_mounts();
-		release_lingering();
-		write_metrics_file();
-		maybe_quit();
-		pthread_mutex_unlock(&W.lock);
+		pthread_mutex_lock(&wk->lock);
+		prune_mounts(wk);
+		release_lingering(wk);
+		write_metrics_file(wk);
+		maybe_quit(wk);
+		pthread_mutex_unlock(&wk->lock);
 	}
 	return NULL;
 }
 
-void control_loop(int ctl)
+void control_loop(struct worker *wk, int ctl)
 {
-	ctl_fd = ctl;
+	wk->ctl_fd = ctl;
 	pthread_t t;
 	pthread_attr_t a;
 	pthread_attr_init(&a);
 	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-	pthread_create(&t, &a, metrics_thread, NULL);
+	pthread_create(&t, &a, metrics_thread, wk);
 	if (ctl < 0) /* no socket: only the mounts a restart restored */
 		for (;;)
 			pause();
@@ -310,14 +318,18 @@ void control_loop(int ctl)
 		int fd = accept4(ctl, NULL, NULL, SOCK_CLOEXEC);
 		if (fd < 0)
 			continue;
-		pthread_mutex_lock(&W.lock);
-		W.ops++;
-		pthread_mutex_unlock(&W.lock);
-		if (pthread_create(&t, &a, client_thread, (void *)(intptr_t)fd)) {
+		pthread_mutex_lock(&wk->lock);
+		wk->ops++;
+		pthread_mutex_unlock(&wk->lock);
+		struct client_arg *ca = malloc(sizeof(*ca));
+		if (ca)
+			*ca = (struct client_arg){.wk = wk, .fd = fd};
+		if (!ca || pthread_create(&t, &a, client_thread, ca)) {
+			free(ca);
 			close(fd);
-			pthread_mutex_lock(&W.lock);
-			W.ops--;
-			pthread_mutex_unlock(&W.lock);
+			pthread_mutex_lock(&wk->lock);
+			wk->ops--;
+			pthread_mutex_unlock(&wk->lock);
 		}
 	}
 }

@@ -90,16 +90,16 @@ static void push(struct job **list, struct job *j)
 
 /* A queued list or background job holding range @r moves to the demand
  * queue: a reader waits for it now. False when no queued job holds it. */
-static bool promote(struct blob *b, uint64_t r)
+static bool promote(struct worker *wk, struct blob *b, uint64_t r)
 {
-	struct job **lists[2] = {&W.listed, &W.background};
+	struct job **lists[2] = {&wk->listed, &wk->background};
 	for (int l = 0; l < 2; l++)
 		for (struct job **p = lists[l]; *p; p = &(*p)->next) {
 			struct job *j = *p;
 			if (j->b == b && r >= j->first && r < j->first + j->count) {
 				*p = j->next;
 				j->background = false;
-				push(&W.demand, j);
+				push(&wk->demand, j);
 				return true;
 			}
 		}
@@ -120,17 +120,17 @@ static bool coalesce(const struct blob *b, enum prio prio, uint64_t first, uint6
 /* -ENOMEM when a job could not be made (its ranges stay absent). Fetch
  * threads are woken only when a queue changed: readers of ranges already
  * here or coming call this too. */
-static int schedule(struct blob *b, uint64_t from, uint64_t to, enum prio prio)
+static int schedule(struct worker *wk, struct blob *b, uint64_t from, uint64_t to, enum prio prio)
 {
 	bool background = prio == BACKGROUND, queued = false;
 	for (uint64_t r = from; r <= to && r < b->nranges; r++) {
 		if (b->state[r] == RANGE_FETCHING && prio == DEMAND)
-			queued |= promote(b, r);
+			queued |= promote(wk, b, r);
 		if (b->state[r] != RANGE_ABSENT)
 			continue;
 		struct job *j = calloc(1, sizeof(*j));
 		if (!j) {
-			pthread_cond_broadcast(&W.jobs_cond);
+			pthread_cond_broadcast(&wk->jobs_cond);
 			return -ENOMEM;
 		}
 		j->b = b;
@@ -142,55 +142,55 @@ static int schedule(struct blob *b, uint64_t from, uint64_t to, enum prio prio)
 			j->count++;
 		}
 		r--;
-		push(prio == BACKGROUND ? &W.background : prio == LISTED ? &W.listed : &W.demand, j);
+		push(prio == BACKGROUND ? &wk->background : prio == LISTED ? &wk->listed : &wk->demand, j);
 		queued = true;
 	}
 	if (queued)
-		pthread_cond_broadcast(&W.jobs_cond);
+		pthread_cond_broadcast(&wk->jobs_cond);
 	return 0;
 }
 
-static void finish_waiter(struct waiter *w, bool ok)
+static void finish_waiter(struct worker *wk, struct waiter *w, bool ok)
 {
-	W.read_waits++;
-	W.read_wait_us += (uint64_t)((now_seconds() - w->since) * 1e6);
+	wk->count.read_waits++;
+	wk->count.read_wait_us += (uint64_t)((now_seconds() - w->since) * 1e6);
 	if (w->sw) {
 		w->sw->done = true;
 		w->sw->ok = ok;
 		pthread_cond_broadcast(&w->sw->cond);
 	} else {
-		answer_event(w->id, ok);
+		answer_event(wk, w->id, ok);
 	}
 	free(w);
 }
 
 /* Reader waits for [first, last]; [sfirst, slast] (which holds it) is
  * fetched. */
-static void add_waiter(struct blob *b, uint64_t id, struct sync_wait *sw, uint64_t first,
-		       uint64_t last, uint64_t sfirst, uint64_t slast)
+static void add_waiter(struct worker *wk, struct blob *b, uint64_t id, struct sync_wait *sw,
+		       uint64_t first, uint64_t last, uint64_t sfirst, uint64_t slast)
 {
 	struct waiter *w = calloc(1, sizeof(*w));
 	if (!w) {
 		if (sw)
 			sw->done = true; /* ok stays false */
 		else
-			answer_event(id, false);
+			answer_event(wk, id, false);
 		return;
 	}
-	*w = (struct waiter){.next = W.waiters, .id = id, .sw = sw, .b = b, .first = first,
+	*w = (struct waiter){.next = wk->waiters, .id = id, .sw = sw, .b = b, .first = first,
 			     .last = last, .since = now_seconds()};
-	W.waiters = w;
+	wk->waiters = w;
 	b->waiting++;
-	if (schedule(b, sfirst, slast, DEMAND) < 0) {
+	if (schedule(wk, b, sfirst, slast, DEMAND) < 0) {
 		/* no job will wake this reader: fail it now */
-		W.waiters = w->next;
+		wk->waiters = w->next;
 		b->waiting--;
-		finish_waiter(w, false);
+		finish_waiter(wk, w, false);
 	}
 }
 
-/* W.lock held; before the read's own ranges are scheduled. */
-static void readahead(struct blob *b, uint64_t first, uint64_t last)
+/* wk->lock held; before the read's own ranges are scheduled. */
+static void readahead(struct worker *wk, struct blob *b, uint64_t first, uint64_t last)
 {
 	uint64_t from, n;
 	if (b->ra_size && first <= b->ra_end + 1 && last >= b->ra_mark) {
@@ -212,7 +212,7 @@ static void readahead(struct blob *b, uint64_t first, uint64_t last)
 	b->ra_size = n;
 	b->ra_end = MAX(from, range_at(b, MIN(start + n, b->size) - 1));
 	b->ra_mark = MIN(range_at(b, MIN(start + n / 2, b->size - 1)), b->ra_end);
-	(void)schedule(b, from, b->ra_end, LISTED);
+	(void)schedule(wk, b, from, b->ra_end, LISTED);
 }
 
 /* The compressed extent that holds byte @off, or NULL. */
@@ -250,45 +250,45 @@ static struct read_span read_span(const struct blob *b, uint64_t off, uint64_t l
 	};
 }
 
-void wait_for(struct blob *b, uint64_t id, uint64_t off, uint64_t len)
+void wait_for(struct worker *wk, struct blob *b, uint64_t id, uint64_t off, uint64_t len)
 {
 	struct read_span s = read_span(b, off, len);
 	if (timed_out_lately(b, s.first, s.last)) {
-		answer_event(id, false);
+		answer_event(wk, id, false);
 		return;
 	}
-	readahead(b, s.sfirst, s.slast);
+	readahead(wk, b, s.sfirst, s.slast);
 	if (all_present(b, s.first, s.last)) {
-		answer_event(id, true);
-		(void)schedule(b, s.sfirst, s.slast, DEMAND);
+		answer_event(wk, id, true);
+		(void)schedule(wk, b, s.sfirst, s.slast, DEMAND);
 	} else {
-		add_waiter(b, id, NULL, s.first, s.last, s.sfirst, s.slast);
+		add_waiter(wk, b, id, NULL, s.first, s.last, s.sfirst, s.slast);
 	}
 }
 
-int fetch_wait(struct blob *b, uint64_t off, uint64_t len)
+int fetch_wait(struct worker *wk, struct blob *b, uint64_t off, uint64_t len)
 {
-	pthread_mutex_lock(&W.lock);
+	pthread_mutex_lock(&wk->lock);
 	int r = 0;
 	if (!b->complete && len && off < b->size) {
 		struct read_span s = read_span(b, off, len);
 		if (timed_out_lately(b, s.first, s.last))
 			r = -EIO;
 		else
-			readahead(b, s.sfirst, s.slast);
+			readahead(wk, b, s.sfirst, s.slast);
 		if (!r && !all_present(b, s.first, s.last)) {
 			struct sync_wait sw = {.cond = PTHREAD_COND_INITIALIZER};
-			add_waiter(b, 0, &sw, s.first, s.last, s.sfirst, s.slast);
+			add_waiter(wk, b, 0, &sw, s.first, s.last, s.sfirst, s.slast);
 			while (!sw.done)
-				pthread_cond_wait(&sw.cond, &W.lock);
+				pthread_cond_wait(&sw.cond, &wk->lock);
 			r = sw.ok ? 0 : -EIO;
 		}
 	}
-	pthread_mutex_unlock(&W.lock);
+	pthread_mutex_unlock(&wk->lock);
 	return r;
 }
 
-void prefetch_list(struct lmount *m, json_t *list)
+void prefetch_list(struct worker *wk, struct lmount *m, json_t *list)
 {
 	struct prefetch_blob *pb = calloc(MAX(m->nblobs, 1), sizeof(*pb));
 	struct prefetch_run *runs = NULL;
@@ -308,7 +308,7 @@ void prefetch_list(struct lmount *m, json_t *list)
 	for (size_t i = 0; i < nruns; i++) {
 		struct blob *b = m->blobs[runs[i].blob];
 		if (!b->complete)
-			jobs += schedule(b, runs[i].first, runs[i].last, LISTED) >= 0;
+			jobs += schedule(wk, b, runs[i].first, runs[i].last, LISTED) >= 0;
 	}
 	free(runs);
 	free(pb);
@@ -320,12 +320,12 @@ void prefetch_list(struct lmount *m, json_t *list)
  * reading each one's header and .dynamic (the first two spans of a
  * file's hints), and only then relocates: those first, for every file in
  * load order, then the rest, all behind readers. */
-static size_t fire_program(struct lmount *m, uint32_t p)
+static size_t fire_program(struct worker *wk, struct lmount *m, uint32_t p)
 {
 	struct load_hints *h = m->hints;
 	size_t spans = 0;
 	h->fired[p] = 1;
-	W.hint_programs++;
+	wk->count.hint_programs++;
 	for (int pass = 0; pass < 2; pass++)
 		for (uint32_t c = h->prog_start[p]; c < h->prog_start[p + 1]; c++) {
 			uint32_t f = h->closure[c];
@@ -341,13 +341,14 @@ static size_t fire_program(struct lmount *m, uint32_t p)
 					continue;
 				uint64_t first = range_at(b, sp->off);
 				uint64_t last = range_at(b, MIN(sp->off + sp->len, b->size) - 1);
-				spans += schedule(b, first, last, LISTED) >= 0;
+				spans += schedule(wk, b, first, last, LISTED) >= 0;
 			}
 		}
 	return spans;
 }
 
-size_t mount_hints_on_read(struct lmount *m, struct blob *b, uint64_t off, uint64_t len)
+size_t mount_hints_on_read(struct worker *wk, struct lmount *m, struct blob *b, uint64_t off,
+			   uint64_t len)
 {
 	struct load_hints *h = m->hints;
 	size_t spans = 0;
@@ -367,15 +368,15 @@ size_t mount_hints_on_read(struct lmount *m, struct blob *b, uint64_t off, uint6
 		for (size_t k = lo; k < h->nprogs && h->trig[k].dev == dev && h->trig[k].off < off + len;
 		     k++)
 			if (!h->fired[h->trig[k].prog])
-				spans += fire_program(m, h->trig[k].prog);
+				spans += fire_program(wk, m, h->trig[k].prog);
 	}
 	return spans;
 }
 
-void hints_on_read(struct blob *b, uint64_t off, uint64_t len)
+void hints_on_read(struct worker *wk, struct blob *b, uint64_t off, uint64_t len)
 {
-	for (size_t i = 0; i < W.nmounts; i++)
-		(void)mount_hints_on_read(W.mounts[i], b, off, len);
+	for (size_t i = 0; i < wk->mtab.nmounts; i++)
+		(void)mount_hints_on_read(wk, wk->mtab.mounts[i], b, off, len);
 }
 
 void trace_note(struct lmount *m, struct blob *b, uint64_t off, uint64_t len)
@@ -408,15 +409,15 @@ void trace_note(struct lmount *m, struct blob *b, uint64_t off, uint64_t len)
 	}
 }
 
-void prefetch_blob(struct blob *b)
+void prefetch_blob(struct worker *wk, struct blob *b)
 {
 	if (!b->complete && b->nranges)
-		schedule(b, 0, b->nranges - 1, BACKGROUND);
+		schedule(wk, b, 0, b->nranges - 1, BACKGROUND);
 }
 
-void cancel_jobs(struct blob *b)
+void cancel_jobs(struct worker *wk, struct blob *b)
 {
-	struct job **lists[3] = {&W.demand, &W.listed, &W.background};
+	struct job **lists[3] = {&wk->demand, &wk->listed, &wk->background};
 	for (int l = 0; l < 3; l++)
 		for (struct job **p = lists[l]; *p;) {
 			struct job *j = *p;
@@ -428,28 +429,28 @@ void cancel_jobs(struct blob *b)
 			memset(b->state + j->first, RANGE_ABSENT, j->count);
 			free(j);
 		}
-	for (struct waiter **p = &W.waiters; *p;) {
+	for (struct waiter **p = &wk->waiters; *p;) {
 		struct waiter *w = *p;
 		if (w->b != b) {
 			p = &w->next;
 			continue;
 		}
 		*p = w->next;
-		finish_waiter(w, false);
+		finish_waiter(wk, w, false);
 	}
 }
 
 /* After a job: answer every reader it concerns. */
-static void wake(struct blob *b, const struct job *j, bool ok)
+static void wake(struct worker *wk, struct blob *b, const struct job *j, bool ok)
 {
-	for (struct waiter **p = &W.waiters; *p;) {
+	for (struct waiter **p = &wk->waiters; *p;) {
 		struct waiter *w = *p;
 		bool mine = w->b == b;
 		bool failed = mine && !ok && w->first < j->first + j->count && w->last >= j->first;
 		if (mine && (failed || all_present(b, w->first, w->last))) {
 			*p = w->next;
 			b->waiting--;
-			finish_waiter(w, !failed);
+			finish_waiter(wk, w, !failed);
 			continue;
 		}
 		p = &w->next;
@@ -463,7 +464,7 @@ static void sleep_s(double s)
 }
 
 /* Fetch, verify and store one job's ranges; no lock held. */
-static int run_job(struct job *j, uint64_t *len_out)
+static int run_job(struct worker *wk, struct job *j, uint64_t *len_out)
 {
 	struct blob *b = j->b;
 	uint64_t off = range_off(b, j->first);
@@ -475,7 +476,7 @@ static int run_job(struct job *j, uint64_t *len_out)
 	int r = -EIO;
 	for (int attempt = 0; attempt < ATTEMPTS; attempt++) {
 		struct anole_error err = {0};
-		__atomic_add_fetch(&W.fetch_requests, 1, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&wk->count.fetch_requests, 1, __ATOMIC_RELAXED);
 		__atomic_add_fetch(&b->fetches, 1, __ATOMIC_RELAXED);
 		/* a source that just failed gets one try per range, not the
 		 * full retry schedule: readers learn it is down in moments */
@@ -483,14 +484,14 @@ static int run_job(struct job *j, uint64_t *len_out)
 		bool quick = down && time(NULL) - down < DOWN_SECONDS;
 		r = store_read_range(b->src, b->digest, off, len, buf, quick, &err);
 		if (r < 0) {
-			__atomic_add_fetch(&W.fetch_errors, 1, __ATOMIC_RELAXED);
+			__atomic_add_fetch(&wk->count.fetch_errors, 1, __ATOMIC_RELAXED);
 			if (!quick)
 				__atomic_store_n(&b->down_since, time(NULL), __ATOMIC_RELAXED);
 			wlog("%s", err.msg);
 			break;
 		}
 		__atomic_store_n(&b->down_since, 0, __ATOMIC_RELAXED);
-		__atomic_add_fetch(&W.fetched_bytes, len, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&wk->count.fetched_bytes, len, __ATOMIC_RELAXED);
 		__atomic_add_fetch(&b->fetched_bytes, len, __ATOMIC_RELAXED);
 		for (uint64_t i = 0; i < j->count && r >= 0; i++) {
 			uint64_t from = range_off(b, j->first + i);
@@ -498,7 +499,7 @@ static int run_job(struct job *j, uint64_t *len_out)
 			struct digest d;
 			sha256(buf + (from - off), n, &d);
 			if (memcmp(&d, &b->table.d[j->first + i], sizeof(d))) {
-				__atomic_add_fetch(&W.fetch_errors, 1, __ATOMIC_RELAXED);
+				__atomic_add_fetch(&wk->count.fetch_errors, 1, __ATOMIC_RELAXED);
 				wlog("blob %s: bytes %llu-%llu do not match its digest table "
 				     "(attempt %d of %d)",
 				     b->digest, (unsigned long long)from, (unsigned long long)last,
@@ -540,7 +541,7 @@ static int persist_job(const struct job *j)
 
 /* The readers of a job's ranges get their answer. The blob stays busy
  * until release_job: it is neither completed nor freed under persist_job. */
-static void answer_job(struct job *j, int r)
+static void answer_job(struct worker *wk, struct job *j, int r)
 {
 	struct blob *b = j->b;
 	memset(b->state + j->first, r >= 0 ? RANGE_PRESENT : RANGE_ABSENT, j->count);
@@ -548,79 +549,88 @@ static void answer_job(struct job *j, int r)
 		b->failures++;
 	if (r == -ETIMEDOUT)
 		note_timeout(b, j);
-	wake(b, j, r >= 0);
+	wake(wk, b, j, r >= 0);
 }
 
-static void release_job(struct job *j, int r)
+static void release_job(struct worker *wk, struct job *j, int r)
 {
 	struct blob *b = j->b;
 	if (r < 0) { /* not on disk: fetched again when next asked for */
 		memset(b->state + j->first, RANGE_ABSENT, j->count);
 		/* a reader of these ranges and others, not answered when they
 		 * came, would now wait for ranges nobody fetches: it fails */
-		wake(b, j, false);
+		wake(wk, b, j, false);
 	}
 	b->busy--;
 	if (b->orphan) {
 		if (!b->busy)
-			blob_release(b);
+			blob_release(wk, b);
 		return;
 	}
 	if (r >= 0 && !b->busy && blob_present(b) == b->nranges)
-		complete_blob_locked(b);
+		complete_blob_locked(wk, b);
 }
+
+/* What a fetch thread is started with. */
+struct fetcher_arg {
+	struct worker *wk;
+	bool background;
+};
 
 static void *fetcher(void *arg)
 {
-	bool background = arg != NULL;
+	struct fetcher_arg fa = *(struct fetcher_arg *)arg;
+	free(arg);
+	struct worker *wk = fa.wk;
+	bool background = fa.background;
 	if (background) /* prefetch yields the CPU and the disk to readers */
 		setpriority(PRIO_PROCESS, (id_t)gettid(), 19);
-	pthread_mutex_lock(&W.lock);
+	pthread_mutex_lock(&wk->lock);
 	for (;;) {
 		/* readers first, then the recorded list, then the rest */
-		struct job *j = W.demand;
+		struct job *j = wk->demand;
 		if (j)
-			W.demand = j->next;
-		else if (W.listed_running < LISTED_PARALLEL && (j = W.listed)) {
-			W.listed = j->next;
+			wk->demand = j->next;
+		else if (wk->listed_running < LISTED_PARALLEL && (j = wk->listed)) {
+			wk->listed = j->next;
 			j->listed = true;
-			W.listed_running++;
+			wk->listed_running++;
 		}
-		else if (background && (j = W.background))
-			W.background = j->next;
+		else if (background && (j = wk->background))
+			wk->background = j->next;
 		if (!j) {
-			pthread_cond_wait(&W.jobs_cond, &W.lock);
+			pthread_cond_wait(&wk->jobs_cond, &wk->lock);
 			continue;
 		}
 		j->b->busy++;
-		pthread_mutex_unlock(&W.lock);
+		pthread_mutex_unlock(&wk->lock);
 		uint64_t len = 0;
-		int r = run_job(j, &len);
-		pthread_mutex_lock(&W.lock);
-		answer_job(j, r);
+		int r = run_job(wk, j, &len);
+		pthread_mutex_lock(&wk->lock);
+		answer_job(wk, j, r);
 		/* the bytes are here: the link is free for the next listed job */
 		if (j->listed) {
-			W.listed_running--;
-			pthread_cond_broadcast(&W.jobs_cond);
+			wk->listed_running--;
+			pthread_cond_broadcast(&wk->jobs_cond);
 		}
 		if (r >= 0) {
-			pthread_mutex_unlock(&W.lock);
+			pthread_mutex_unlock(&wk->lock);
 			r = persist_job(j);
-			pthread_mutex_lock(&W.lock);
+			pthread_mutex_lock(&wk->lock);
 		}
 		bool was_background = j->background;
-		release_job(j, r);
+		release_job(wk, j, r);
 		free(j);
-		if (was_background && W.prefetch_rate) {
-			pthread_mutex_unlock(&W.lock);
-			sleep_s((double)len / (double)W.prefetch_rate);
-			pthread_mutex_lock(&W.lock);
+		if (was_background && wk->prefetch_rate) {
+			pthread_mutex_unlock(&wk->lock);
+			sleep_s((double)len / (double)wk->prefetch_rate);
+			pthread_mutex_lock(&wk->lock);
 		}
 	}
 	return NULL;
 }
 
-int start_fetchers(void)
+int start_fetchers(struct worker *wk)
 {
 	for (int i = 0; i <= DEMAND_THREADS; i++) {
 		pthread_t t;
@@ -628,10 +638,18 @@ int start_fetchers(void)
 		pthread_attr_init(&a);
 		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
 		pthread_attr_setstacksize(&a, 256 << 10);
-		int r = pthread_create(&t, &a, fetcher, i == DEMAND_THREADS ? (void *)1 : NULL);
+		struct fetcher_arg *fa = malloc(sizeof(*fa));
+		if (!fa) {
+			pthread_attr_destroy(&a);
+			return -ENOMEM;
+		}
+		*fa = (struct fetcher_arg){.wk = wk, .background = i == DEMAND_THREADS};
+		int r = pthread_create(&t, &a, fetcher, fa);
 		pthread_attr_destroy(&a);
-		if (r)
+		if (r) {
+			free(fa);
 			return -r;
+		}
 	}
 	return 0;
 }

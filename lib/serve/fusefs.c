@@ -42,15 +42,16 @@ struct fusefs {
 static int before_read(void *ctx, unsigned int dev, uint64_t off, uint64_t len)
 {
 	struct fusefs *fs = ctx;
+	struct worker *wk = fs->m->wk;
 	if (dev >= fs->ndevs)
 		return -EIO;
-	pthread_mutex_lock(&W.lock);
+	pthread_mutex_lock(&wk->lock);
 	if (fs->m->record)
 		trace_note(fs->m, fs->devblobs[dev], off, len);
 	if (!fs->devblobs[dev]->complete)
-		note_read_locked(fs->devblobs[dev], off, len);
-	pthread_mutex_unlock(&W.lock);
-	return fetch_wait(fs->devblobs[dev], off, len);
+		note_read_locked(wk, fs->devblobs[dev], off, len);
+	pthread_mutex_unlock(&wk->lock);
+	return fetch_wait(wk, fs->devblobs[dev], off, len);
 }
 
 static struct anole_image *img_get(struct fusefs *fs)
@@ -68,12 +69,12 @@ static struct anole_image *img_get(struct fusefs *fs)
 			.ndevices = fs->m->ndevpaths};
 	struct anole_error err = {0};
 	/* a blob's path changes when it completes (partial/ to blobs/), under
-	 * W.lock: open under it too */
-	pthread_mutex_lock(&W.lock);
+	 * the worker's lock: open under it too */
+	pthread_mutex_lock(&fs->m->wk->lock);
 	for (size_t i = 0; i < fs->ndevs; i++)
 		fs->devpaths[i] = fs->devblobs[i]->path;
 	int r = anole_image_open_with(fs->m->meta_path, &o, &img, &err);
-	pthread_mutex_unlock(&W.lock);
+	pthread_mutex_unlock(&fs->m->wk->lock);
 	if (r < 0) {
 		wlog("%s", err.msg);
 		return NULL;

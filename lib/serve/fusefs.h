@@ -12,10 +12,10 @@ struct blob;
 struct fusefs;
 
 /* Serve @m's metadata image at its mount point; @devblobs are its data
- * blobs in device table order. Threads of its own; W.lock not held. */
+ * blobs in device table order. Threads of its own; its worker's lock not held. */
 int fusefs_mount(struct lmount *m, struct blob **devblobs, size_t ndevs, const char *options,
 		 struct fusefs **out, struct anole_error *err);
-/* Unmount and stop (also after umount(8)). W.lock not held. */
+/* Unmount and stop (also after umount(8)). its worker's lock not held. */
 void fusefs_unmount(struct fusefs *fs);
 
 #endif

@@ -38,12 +38,9 @@
 #include "registry/registry.h"
 #include "serve/fan.h"
 #include "serve/fusefs.h"
+#include "serve/mounttab.h"
 #include "serve/serve.h"
 #include "serve/worker.h"
-
-struct worker W = {.lock = PTHREAD_MUTEX_INITIALIZER,
-		   .jobs_cond = PTHREAD_COND_INITIALIZER,
-		   .send_lock = PTHREAD_MUTEX_INITIALIZER};
 
 void wlog(const char *fmt, ...)
 {
@@ -55,77 +52,78 @@ void wlog(const char *fmt, ...)
 	daemon_log("worker", "%s", line);
 }
 
-static void send_holder(const struct hmsg *m, int fd)
+static void send_holder(struct worker *wk, const struct hmsg *m, int fd)
 {
-	pthread_mutex_lock(&W.send_lock);
-	int r = hmsg_send(W.holder, m, fd, 0);
-	pthread_mutex_unlock(&W.send_lock);
+	pthread_mutex_lock(&wk->send_lock);
+	int r = hmsg_send(wk->holder, m, fd, 0);
+	pthread_mutex_unlock(&wk->send_lock);
 	if (r < 0)
 		wlog("holder: %s", strerror(-r));
 }
 
-static void pend_add(uint64_t id, int evfd, bool close_it)
+static void pend_add(struct worker *wk, uint64_t id, int evfd, bool close_it)
 {
-	if (W.npend == W.pend_cap) {
-		size_t cap = W.pend_cap ? 2 * W.pend_cap : 64;
-		struct pend *p = realloc(W.pend, cap * sizeof(*p));
+	if (wk->npend == wk->pend_cap) {
+		size_t cap = wk->pend_cap ? 2 * wk->pend_cap : 64;
+		struct pend *p = realloc(wk->pend, cap * sizeof(*p));
 		if (!p)
 			return; /* answered through the holder all the same */
-		W.pend = p;
-		W.pend_cap = cap;
+		wk->pend = p;
+		wk->pend_cap = cap;
 	}
-	W.pend[W.npend++] = (struct pend){.id = id, .evfd = evfd, .close_it = close_it};
+	wk->pend[wk->npend++] = (struct pend){.id = id, .evfd = evfd, .close_it = close_it};
 }
 
-void answer_event(uint64_t id, bool ok)
+void answer_event(struct worker *wk, uint64_t id, bool ok)
 {
 	uint32_t response = ok ? FAN_ALLOW : FAN_DENY_WITH(EIO);
 	struct pend p = {.id = id, .evfd = -1};
-	for (size_t i = 0; i < W.npend; i++)
-		if (W.pend[i].id == id) {
-			p = W.pend[i];
-			W.pend[i] = W.pend[--W.npend];
+	for (size_t i = 0; i < wk->npend; i++)
+		if (wk->pend[i].id == id) {
+			p = wk->pend[i];
+			wk->pend[i] = wk->pend[--wk->npend];
 			break;
 		}
-	if (W.direct) {
+	if (wk->direct) {
 		if (p.evfd >= 0) {
-			fan_answer(W.group, p.evfd, response);
+			fan_answer(wk->group, p.evfd, response);
 			if (p.close_it)
 				close(p.evfd);
 		}
 	} else {
 		struct hmsg m = {.type = HMSG_ANSWER, .id = id, .response = response};
-		send_holder(&m, -1);
+		send_holder(wk, &m, -1);
 	}
-	if (W.npending_events)
-		W.npending_events--;
+	if (wk->count.npending_events)
+		wk->count.npending_events--;
 	if (!ok)
-		W.denied++;
+		wk->count.denied++;
 }
 
 /* ---- blobs ------------------------------------------------------------------ */
 
-static void blob_paths(const char *digest, char *partial, char *map, char *complete, size_t size)
+static void blob_paths(struct worker *wk, const char *digest, char *partial, char *map,
+		       char *complete, size_t size)
 {
-	snprintf(partial, size, "%s/partial/%s", W.paths.cache, digest + 7);
-	snprintf(map, size, "%s/partial/%s.ranges", W.paths.cache, digest + 7);
-	snprintf(complete, size, "%s/blobs/sha256/%s", W.paths.cache, digest + 7);
+	snprintf(partial, size, "%s/partial/%s", wk->paths.cache, digest + 7);
+	snprintf(map, size, "%s/partial/%s.ranges", wk->paths.cache, digest + 7);
+	snprintf(complete, size, "%s/blobs/sha256/%s", wk->paths.cache, digest + 7);
 }
 
-static struct blob *find_blob(const char *digest)
+static struct blob *find_blob(struct worker *wk, const char *digest)
 {
-	for (struct blob *b = W.blobs; b; b = b->next)
+	for (struct blob *b = wk->blobs; b; b = b->next)
 		if (!strcmp(b->digest, digest))
 			return b;
 	return NULL;
 }
 
-static int kept_fd(const char *digest)
+static int kept_fd(struct worker *wk, const char *digest)
 {
-	for (size_t i = 0; i < W.inherited.nkept; i++)
-		if (!strcmp(W.inherited.kept[i].tag, digest)) {
-			int fd = W.inherited.kept[i].fd;
-			W.inherited.kept[i].fd = -1; /* taken */
+	for (size_t i = 0; i < wk->inherited.nkept; i++)
+		if (!strcmp(wk->inherited.kept[i].tag, digest)) {
+			int fd = wk->inherited.kept[i].fd;
+			wk->inherited.kept[i].fd = -1; /* taken */
 			return fd;
 		}
 	return -1;
@@ -159,10 +157,10 @@ static void ledger_line(const char *digest, const struct stat *st, char *line, s
 		 st->st_mtim.tv_nsec, (long long)st->st_ctim.tv_sec, st->st_ctim.tv_nsec);
 }
 
-static bool ledger_has(const char *digest, const struct stat *st)
+static bool ledger_has(struct worker *wk, const char *digest, const struct stat *st)
 {
 	char path[600], line[256];
-	snprintf(path, sizeof(path), "%s/verified", W.paths.runtime);
+	snprintf(path, sizeof(path), "%s/verified", wk->paths.runtime);
 	ledger_line(digest, st, line, sizeof(line));
 	_cleanup_fclose_ FILE *f = NULL;
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -178,10 +176,10 @@ static bool ledger_has(const char *digest, const struct stat *st)
 	return false;
 }
 
-static void ledger_add(const char *digest, const struct stat *st)
+static void ledger_add(struct worker *wk, const char *digest, const struct stat *st)
 {
 	char path[600], line[256];
-	snprintf(path, sizeof(path), "%s/verified", W.paths.runtime);
+	snprintf(path, sizeof(path), "%s/verified", wk->paths.runtime);
 	ledger_line(digest, st, line, sizeof(line));
 	_cleanup_close_ int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd >= 0)
@@ -191,15 +189,15 @@ static void ledger_add(const char *digest, const struct stat *st)
 /* The blob is all there: unmark it and move it among the complete blobs.
  * The data reaches the disk before the rename, so a complete name always
  * means verified bytes on disk. */
-void complete_blob_locked(struct blob *b)
+void complete_blob_locked(struct worker *wk, struct blob *b)
 {
 	char partial[600], map[600], complete[600];
-	blob_paths(b->digest, partial, map, complete, sizeof(partial));
+	blob_paths(wk, b->digest, partial, map, complete, sizeof(partial));
 	if (fdatasync(b->fd) < 0) {
 		wlog("%s: %s", partial, strerror(errno));
 		return;
 	}
-	if (b->marked && fanotify_mark(W.group, FAN_MARK_REMOVE, FAN_PRE_ACCESS, AT_FDCWD, partial) < 0)
+	if (b->marked && fanotify_mark(wk->group, FAN_MARK_REMOVE, FAN_PRE_ACCESS, AT_FDCWD, partial) < 0)
 		wlog("%s: unmark: %s", partial, strerror(errno));
 	b->marked = false;
 	if (rename(partial, complete) < 0) {
@@ -208,7 +206,7 @@ void complete_blob_locked(struct blob *b)
 	}
 	struct stat st;
 	if (!fstat(b->fd, &st)) /* verified range by range, and ours */
-		ledger_add(b->digest, &st);
+		ledger_add(wk, b->digest, &st);
 	unlink(map);
 	close(b->fd);
 	close(b->mapfd);
@@ -217,7 +215,7 @@ void complete_blob_locked(struct blob *b)
 	snprintf(b->path, sizeof(b->path), "%s", complete);
 	struct hmsg m = {.type = HMSG_DROP};
 	snprintf(m.tag, sizeof(m.tag), "%s", b->digest);
-	send_holder(&m, -1);
+	send_holder(wk, &m, -1);
 	wlog("blob %.19s complete (%llu bytes fetched in %llu requests)", b->digest,
 	     (unsigned long long)b->fetched_bytes, (unsigned long long)b->fetches);
 }
@@ -263,17 +261,17 @@ uint64_t blob_present(const struct blob *b)
 	return n;
 }
 
-static bool holder_keeps(const char *digest)
+static bool holder_keeps(struct worker *wk, const char *digest)
 {
-	for (size_t i = 0; i < W.inherited.nkept; i++)
-		if (W.inherited.kept[i].fd >= 0 && !strcmp(W.inherited.kept[i].tag, digest))
+	for (size_t i = 0; i < wk->inherited.nkept; i++)
+		if (wk->inherited.kept[i].fd >= 0 && !strcmp(wk->inherited.kept[i].tag, digest))
 			return true;
 	return false;
 }
 
 /* Does the complete blob at @path hash to its digest (or did this file
  * already, by the ledger)? */
-static bool vet_complete(const struct anole_lazy_blob *lb, const char *path)
+static bool vet_complete(struct worker *wk, const struct anole_lazy_blob *lb, const char *path)
 {
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	struct stat st;
@@ -281,18 +279,19 @@ static bool vet_complete(const struct anole_lazy_blob *lb, const char *path)
 	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
 	    (uint64_t)st.st_size != lb->size)
 		return fd < 0 && errno != ELOOP; /* (absent, or not the blob: not used) */
-	if (ledger_has(lb->digest, &st))
+	if (ledger_has(wk, lb->digest, &st))
 		return true;
 	if (digest_parse(lb->digest, &want) < 0 || sha256_fd(fd, 0, lb->size, &got) < 0 ||
 	    memcmp(&got, &want, sizeof(got)))
 		return false;
-	ledger_add(lb->digest, &st);
+	ledger_add(wk, lb->digest, &st);
 	return true;
 }
 
 /* Present ranges of a partial blob from before this daemon, hashed
  * against its digest table: a range that differs is fetched again. */
-static void vet_partial(const struct anole_lazy_blob *lb, const char *partial, const char *map)
+static void vet_partial(struct worker *wk, const struct anole_lazy_blob *lb, const char *partial,
+			const char *map)
 {
 	_cleanup_close_ int fd = open(partial, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	_cleanup_close_ int mfd = fd >= 0 ? open(map, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
@@ -306,7 +305,7 @@ static void vet_partial(const struct anole_lazy_blob *lb, const char *partial, c
 		return;
 	struct digest_table t;
 	struct anole_error e = {0};
-	if (lazy_blob_table(W.paths.cache, lb, &t, &e) < 0)
+	if (lazy_blob_table(wk->paths.cache, lb, &t, &e) < 0)
 		return;
 	int bad = !fstat(mfd, &st) && (uint64_t)st.st_size == RANGES_MAP_HEAD + t.head.count
 			  ? cache_check_ranges(fd, mfd, &t)
@@ -326,31 +325,31 @@ static void vet_partial(const struct anole_lazy_blob *lb, const char *partial, c
  * again), a partial one's present ranges to its table. Blobs this daemon
  * holds already (or its holder keeps) it wrote itself. A restored
  * mount's complete blob is what the kernel reads already: not checked.
- * Without W.lock: hashing a big blob must not stop the readers. */
-static void vet_blob(const struct anole_lazy_blob *lb, bool restoring)
+ * Without wk->lock: hashing a big blob must not stop the readers. */
+static void vet_blob(struct worker *wk, const struct anole_lazy_blob *lb, bool restoring)
 {
-	pthread_mutex_lock(&W.lock);
-	bool ours = find_blob(lb->digest) || holder_keeps(lb->digest);
-	pthread_mutex_unlock(&W.lock);
+	pthread_mutex_lock(&wk->lock);
+	bool ours = find_blob(wk, lb->digest) || holder_keeps(wk, lb->digest);
+	pthread_mutex_unlock(&wk->lock);
 	if (ours || digest_parse(lb->digest, &(struct digest){0}) < 0)
 		return;
 	char partial[600], map[600], complete[600];
-	blob_paths(lb->digest, partial, map, complete, sizeof(partial));
+	blob_paths(wk, lb->digest, partial, map, complete, sizeof(partial));
 	struct stat st;
-	if (!restoring && !lstat(complete, &st) && !vet_complete(lb, complete)) {
+	if (!restoring && !lstat(complete, &st) && !vet_complete(wk, lb, complete)) {
 		wlog("blob %.19s in the cache does not match its digest: removed, fetched again",
 		     lb->digest);
 		unlink(complete);
 	}
-	vet_partial(lb, partial, map);
+	vet_partial(wk, lb, partial, map);
 }
 
-/* A blob of an image being mounted, shared with other mounts; W.lock held. */
-static int get_blob(const struct anole_lazy_blob *lb, const char *ref, int tls_verify,
-		    const struct registry_creds *creds, bool mark, struct blob **out,
-		    struct anole_error *err)
+/* A blob of an image being mounted, shared with other mounts; wk->lock held. */
+static int get_blob(struct worker *wk, const struct anole_lazy_blob *lb, const char *ref,
+		    int tls_verify, const struct registry_creds *creds, bool mark,
+		    struct blob **out, struct anole_error *err)
 {
-	struct blob *b = find_blob(lb->digest);
+	struct blob *b = find_blob(wk, lb->digest);
 	if (b && b->orphan) {
 		/* its last mount went while a fetch ran: take it back */
 		b->orphan = false;
@@ -363,7 +362,7 @@ static int get_blob(const struct anole_lazy_blob *lb, const char *ref, int tls_v
 		/* a FUSE mount made it unmarked; its descriptor predates the
 		 * mark, so it still writes without events */
 		if (mark && !b->complete && !b->marked) {
-			if (fanotify_mark(W.group, FAN_MARK_ADD, FAN_PRE_ACCESS, AT_FDCWD, b->path) < 0)
+			if (fanotify_mark(wk->group, FAN_MARK_ADD, FAN_PRE_ACCESS, AT_FDCWD, b->path) < 0)
 				return anole_err(err, errno, "%s: fanotify mark: %s", b->path,
 						 strerror(errno));
 			b->marked = true;
@@ -373,7 +372,7 @@ static int get_blob(const struct anole_lazy_blob *lb, const char *ref, int tls_v
 		return 0;
 	}
 	char partial[600], map[600], complete[600];
-	blob_paths(lb->digest, partial, map, complete, sizeof(partial));
+	blob_paths(wk, lb->digest, partial, map, complete, sizeof(partial));
 	b = calloc(1, sizeof(*b));
 	if (!b)
 		return anole_err(err, ENOMEM, "out of memory");
@@ -390,32 +389,32 @@ static int get_blob(const struct anole_lazy_blob *lb, const char *ref, int tls_v
 		 * and again if they came from before this daemon (vet_blob) */
 		b->complete = true;
 		snprintf(b->path, sizeof(b->path), "%s", complete);
-		int fd = kept_fd(lb->digest);
+		int fd = kept_fd(wk, lb->digest);
 		if (fd >= 0) { /* the holder's copy is not needed either */
 			close(fd);
 			struct hmsg m = {.type = HMSG_DROP};
 			snprintf(m.tag, sizeof(m.tag), "%s", b->digest);
-			send_holder(&m, -1);
+			send_holder(wk, &m, -1);
 		}
 		goto done;
 	}
 	if (r >= 0)
-		r = lazy_blob_table(W.paths.cache, lb, &b->table, err);
+		r = lazy_blob_table(wk->paths.cache, lb, &b->table, err);
 	if (r < 0)
 		goto fail;
 	b->nranges = b->table.head.count;
 	struct anole_error e = {0};
 	if (!lb->cut_at_extents &&
-	    lazy_blob_extents(W.paths.cache, lb, &b->extents, &b->nextents, &e) < 0)
+	    lazy_blob_extents(wk->paths.cache, lb, &b->extents, &b->nextents, &e) < 0)
 		wlog("blob %.19s: reads fetch only the ranges they ask for: %s", lb->digest, e.msg);
 	snprintf(b->path, sizeof(b->path), "%s", partial);
 	/* a descriptor from before the mark: inherited from the holder
 	 * (an earlier worker made it), or made now, before marking */
-	b->fd = kept_fd(lb->digest);
+	b->fd = kept_fd(wk, lb->digest);
 	bool fresh = false;
 	if (b->fd < 0) {
-		if (mkdir(W.partial, 0700) < 0 && errno != EEXIST) {
-			r = anole_err(err, errno, "%s: %s", W.partial, strerror(errno));
+		if (mkdir(wk->partial, 0700) < 0 && errno != EEXIST) {
+			r = anole_err(err, errno, "%s: %s", wk->partial, strerror(errno));
 			goto fail;
 		}
 		/* a file marked by a dead group is fine: the mark went with it */
@@ -435,12 +434,12 @@ static int get_blob(const struct anole_lazy_blob *lb, const char *ref, int tls_v
 		 * worker dying in between leaves no marked file without one */
 		struct hmsg m = {.type = HMSG_KEEP};
 		snprintf(m.tag, sizeof(m.tag), "%s", b->digest);
-		send_holder(&m, b->fd);
+		send_holder(wk, &m, b->fd);
 		b->kept = true;
 	} else {
 		b->kept = true;
 	}
-	if (mark && fanotify_mark(W.group, FAN_MARK_ADD, FAN_PRE_ACCESS, AT_FDCWD, partial) < 0) {
+	if (mark && fanotify_mark(wk->group, FAN_MARK_ADD, FAN_PRE_ACCESS, AT_FDCWD, partial) < 0) {
 		r = anole_err(err, errno, "%s: fanotify mark: %s", partial, strerror(errno));
 		goto fail;
 	}
@@ -454,61 +453,61 @@ static int get_blob(const struct anole_lazy_blob *lb, const char *ref, int tls_v
 	if ((r = open_map(b, map, lb->digests, fresh, err)) < 0)
 		goto fail;
 	if (blob_present(b) == b->nranges)
-		complete_blob_locked(b);
+		complete_blob_locked(wk, b);
 done:
-	b->next = W.blobs;
-	W.blobs = b;
+	b->next = wk->blobs;
+	wk->blobs = b;
 	*out = b;
 	return 0;
 fail:
 	if (b->marked)
-		fanotify_mark(W.group, FAN_MARK_REMOVE, FAN_PRE_ACCESS, AT_FDCWD, partial);
+		fanotify_mark(wk->group, FAN_MARK_REMOVE, FAN_PRE_ACCESS, AT_FDCWD, partial);
 	if (b->kept) {
 		struct hmsg m = {.type = HMSG_DROP};
 		snprintf(m.tag, sizeof(m.tag), "%s", b->digest);
-		send_holder(&m, -1);
+		send_holder(wk, &m, -1);
 	}
 	blob_free(b);
 	return r;
 }
 
-/* W.lock held. A partial blob nobody mounts keeps its cache file, not its
+/* wk->lock held. A partial blob nobody mounts keeps its cache file, not its
  * mark (no reader can reach it). */
-static void put_blob(struct blob *b)
+static void put_blob(struct worker *wk, struct blob *b)
 {
 	if (--b->refs)
 		return;
-	cancel_jobs(b);
+	cancel_jobs(wk, b);
 	if (b->busy) {
 		b->orphan = true; /* the fetch thread frees it */
 		return;
 	}
-	for (struct blob **p = &W.blobs; *p; p = &(*p)->next)
+	for (struct blob **p = &wk->blobs; *p; p = &(*p)->next)
 		if (*p == b) {
 			*p = b->next;
 			break;
 		}
 	if (b->marked)
-		fanotify_mark(W.group, FAN_MARK_REMOVE, FAN_PRE_ACCESS, AT_FDCWD, b->path);
+		fanotify_mark(wk->group, FAN_MARK_REMOVE, FAN_PRE_ACCESS, AT_FDCWD, b->path);
 	if (!b->complete) {
 		struct hmsg m = {.type = HMSG_DROP};
 		snprintf(m.tag, sizeof(m.tag), "%s", b->digest);
-		send_holder(&m, -1);
+		send_holder(wk, &m, -1);
 	}
 	blob_free(b);
 }
 
-void blob_release(struct blob *b)
+void blob_release(struct worker *wk, struct blob *b)
 {
 	b->orphan = false;
 	b->refs = 1;
-	put_blob(b);
+	put_blob(wk, b);
 }
 
 /* ---- events ------------------------------------------------------------------ */
 
-/* W.lock held. Counts each 4 KiB page once (bench and status only). */
-void note_read_locked(struct blob *b, uint64_t off, uint64_t len)
+/* wk->lock held. Counts each 4 KiB page once (bench and status only). */
+void note_read_locked(struct worker *wk, struct blob *b, uint64_t off, uint64_t len)
 {
 	if (!len || off >= b->size)
 		return;
@@ -522,71 +521,69 @@ void note_read_locked(struct blob *b, uint64_t off, uint64_t len)
 		b->readmap[p / 8] |= (uint8_t)(1u << (p % 8));
 		uint64_t n = MIN(4096, b->size - p * 4096);
 		b->read_bytes += n;
-		W.read_bytes += n;
+		wk->count.read_bytes += n;
 	}
 }
 
-static void on_event(const struct hmsg *ev)
+static void on_event(struct worker *wk, const struct hmsg *ev)
 {
-	pthread_mutex_lock(&W.lock);
-	W.events++;
-	W.npending_events++;
+	pthread_mutex_lock(&wk->lock);
+	wk->count.events++;
+	wk->count.npending_events++;
 	struct blob *b = NULL;
-	for (struct blob *x = W.blobs; x; x = x->next)
+	for (struct blob *x = wk->blobs; x; x = x->next)
 		if (x->dev == ev->dev && x->ino == ev->ino && !x->orphan)
 			b = x;
 	if (!b) {
 		/* not ours to fill: a read of a hole must fail, not see zeros */
 		wlog("event for unknown file %llu:%llu; failing the read",
 		     (unsigned long long)ev->dev, (unsigned long long)ev->ino);
-		answer_event(ev->id, false);
+		answer_event(wk, ev->id, false);
 	} else if (b->complete || !ev->count || ev->off >= b->size) {
-		answer_event(ev->id, true);
+		answer_event(wk, ev->id, true);
 	} else {
-		note_read_locked(b, ev->off, ev->count);
-		wait_for(b, ev->id, ev->off, ev->count);
-		hints_on_read(b, ev->off, ev->count);
+		note_read_locked(wk, b, ev->off, ev->count);
+		wait_for(wk, b, ev->id, ev->off, ev->count);
+		hints_on_read(wk, b, ev->off, ev->count);
 	}
-	pthread_mutex_unlock(&W.lock);
+	pthread_mutex_unlock(&wk->lock);
 }
-
-static uint64_t direct_ids = 1ull << 62; /* apart from the holder's */
 
 static void direct_event(void *ctx, struct hmsg *ev)
 {
-	(void)ctx;
-	pthread_mutex_lock(&W.lock);
-	ev->id = direct_ids++;
-	pend_add(ev->id, ev->evfd, true);
-	pthread_mutex_unlock(&W.lock);
-	on_event(ev);
+	struct worker *wk = ctx;
+	pthread_mutex_lock(&wk->lock);
+	ev->id = wk->direct_ids++;
+	pend_add(wk, ev->id, ev->evfd, true);
+	pthread_mutex_unlock(&wk->lock);
+	on_event(wk, ev);
 }
 
 /* Alone with the group (no keeper could be started): the marks stay as
  * long as we live. Become the reader: a dead one's events are failed
  * (EIO) first, by their descriptor numbers, then read events here. */
-static void take_over(void)
+static void take_over(struct worker *wk)
 {
-	int rd = daemon_lock(W.inherited.lock, DLOCK_READER, true);
+	int rd = daemon_lock(wk->inherited.lock, DLOCK_READER, true);
 	if (rd < 0)
 		wlog("the reader lock: %s", strerror(-rd));
-	pthread_mutex_lock(&W.lock);
-	W.direct = true;
-	size_t n = W.npend;
-	serve_deny_all(W.group);
-	W.npend = 0;
-	W.denied += n;
-	W.npending_events -= MIN(W.npending_events, n);
-	pthread_mutex_unlock(&W.lock);
+	pthread_mutex_lock(&wk->lock);
+	wk->direct = true;
+	size_t n = wk->npend;
+	serve_deny_all(wk->group);
+	wk->npend = 0;
+	wk->count.denied += n;
+	wk->count.npending_events -= MIN(wk->count.npending_events, n);
+	pthread_mutex_unlock(&wk->lock);
 	wlog("serving events here; %zu waiting reads failed. A worker crash can no longer be "
 	     "survived: remount when convenient",
 	     n);
 	for (;;) {
-		struct pollfd p = {.fd = W.group, .events = POLLIN};
+		struct pollfd p = {.fd = wk->group, .events = POLLIN};
 		if (poll(&p, 1, -1) < 0 && errno != EINTR)
 			_exit(1);
 		if (p.revents & POLLIN)
-			fan_read_events(W.group, direct_event, NULL);
+			fan_read_events(wk->group, direct_event, wk);
 	}
 }
 
@@ -613,7 +610,7 @@ static char **adopt_env(int fd)
 /* Our holder and its keeper are both gone: start `anole daemon` as a new
  * keeper, hand it the group, the locks and the cache files' descriptors
  * over a socket, and let it start the rest. 0 once it took over. */
-static int start_keeper(int keeper_lock)
+static int start_keeper(struct worker *wk, int keeper_lock)
 {
 	int sv[2];
 	_cleanup_free_ char **env = NULL;
@@ -637,21 +634,21 @@ static int start_keeper(int keeper_lock)
 	int r = pid < 0 ? -errno : 0;
 	struct hmsg m = {.type = HMSG_ADOPT_GROUP};
 	if (r >= 0)
-		r = hmsg_send(sv[0], &m, W.group, 0);
+		r = hmsg_send(sv[0], &m, wk->group, 0);
 	m.type = HMSG_ADOPT_LOCK;
 	if (r >= 0)
-		r = hmsg_send(sv[0], &m, W.inherited.lock, 0);
+		r = hmsg_send(sv[0], &m, wk->inherited.lock, 0);
 	m.type = HMSG_ADOPT_KEEPER;
 	if (r >= 0)
 		r = hmsg_send(sv[0], &m, keeper_lock, 0);
-	pthread_mutex_lock(&W.lock);
-	for (struct blob *b = W.blobs; b && r >= 0; b = b->next)
+	pthread_mutex_lock(&wk->lock);
+	for (struct blob *b = wk->blobs; b && r >= 0; b = b->next)
 		if (!b->complete && b->fd >= 0) {
 			m = (struct hmsg){.type = HMSG_KEEP};
 			snprintf(m.tag, sizeof(m.tag), "%s", b->digest);
 			r = hmsg_send(sv[0], &m, b->fd, 0);
 		}
-	pthread_mutex_unlock(&W.lock);
+	pthread_mutex_unlock(&wk->lock);
 	m = (struct hmsg){.type = HMSG_ADOPT_DONE, .id = (uint64_t)getpid()};
 	if (r >= 0)
 		r = hmsg_send(sv[0], &m, -1, 0);
@@ -670,9 +667,9 @@ static int start_keeper(int keeper_lock)
  * holder, which starts a new worker: we go. When it is gone too, we are
  * the last holder of the group: start a keeper in our place, or, if
  * that fails, serve alone. */
-static void holder_gone(void)
+static void holder_gone(struct worker *wk)
 {
-	if (W.group < 0) {
+	if (wk->group < 0) {
 		wlog("the holder is gone; exiting");
 		_exit(1);
 	}
@@ -681,54 +678,46 @@ static void holder_gone(void)
 	 * holder, it may be dying now, and a worker that left as well would
 	 * let the group, and with it the marks, go. So wait for the lock:
 	 * either the keeper kills us first, or it is dead and we act. */
-	int keeper = daemon_lock(W.inherited.lock, DLOCK_KEEPER, false);
+	int keeper = daemon_lock(wk->inherited.lock, DLOCK_KEEPER, false);
 	if (keeper == -EAGAIN) {
 		wlog("the holder is gone; waiting for the keeper to restart the daemon");
-		keeper = daemon_lock(W.inherited.lock, DLOCK_KEEPER, true);
+		keeper = daemon_lock(wk->inherited.lock, DLOCK_KEEPER, true);
 	}
 	if (keeper < 0) {
 		wlog("the holder is gone and the keeper lock fails (%s); exiting", strerror(-keeper));
 		_exit(1);
 	}
-	int r = start_keeper(keeper);
+	int r = start_keeper(wk, keeper);
 	if (r >= 0) {
 		wlog("the holder and the keeper are gone; a new keeper restarts the daemon");
 		_exit(0);
 	}
 	wlog("the holder and the keeper are gone and no keeper could be started (%s)",
 	     strerror(-r));
-	take_over(); /* (keeps the keeper lock: nobody else may act) */
+	take_over(wk); /* (keeps the keeper lock: nobody else may act) */
 }
 
 static void *event_loop(void *arg)
 {
-	(void)arg;
+	struct worker *wk = arg;
 	for (;;) {
 		struct hmsg m;
-		ssize_t n = recv(W.holder, &m, sizeof(m), 0);
+		ssize_t n = recv(wk->holder, &m, sizeof(m), 0);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
-			holder_gone();
+			holder_gone(wk);
 		if (n == (ssize_t)sizeof(m) && m.type == HMSG_EVENT) {
-			pthread_mutex_lock(&W.lock);
-			pend_add(m.id, m.evfd, false);
-			pthread_mutex_unlock(&W.lock);
-			on_event(&m);
+			pthread_mutex_lock(&wk->lock);
+			pend_add(wk, m.id, m.evfd, false);
+			pthread_mutex_unlock(&wk->lock);
+			on_event(wk, &m);
 		}
 	}
 	return NULL;
 }
 
 /* ---- mounts ------------------------------------------------------------------ */
-
-static struct lmount *find_mount(const char *mnt)
-{
-	for (size_t i = 0; i < W.nmounts; i++)
-		if (!strcmp(W.mounts[i]->mountpoint, mnt))
-			return W.mounts[i];
-	return NULL;
-}
 
 static void mount_free(struct lmount *m)
 {
@@ -754,7 +743,7 @@ static void mount_free(struct lmount *m)
 
 /* The image's load hints, from the cache (lazy_prepare fetched and
  * verified them); a mount without them works as before. */
-static void load_mount_hints(struct lmount *m, const char *digest, uint64_t size)
+static void load_mount_hints(struct worker *wk, struct lmount *m, const char *digest, uint64_t size)
 {
 	struct store *s = NULL;
 	struct strbuf text = {0};
@@ -763,7 +752,7 @@ static void load_mount_hints(struct lmount *m, const char *digest, uint64_t size
 	uint64_t *sizes = calloc(MAX(m->ndevs, 1), sizeof(*sizes));
 	for (size_t i = 0; sizes && i < m->ndevs; i++)
 		sizes[i] = m->devblobs[i] ? m->devblobs[i]->size : 0;
-	if (!sizes || store_open(W.paths.cache, 0, false, &s, &e) < 0 ||
+	if (!sizes || store_open(wk->paths.cache, 0, false, &s, &e) < 0 ||
 	    store_get_small(s, digest, size, 64u << 20, &text, &e) < 0)
 		wlog("%s: load hints ignored: %s", m->mountpoint, sizes ? e.msg : "out of memory");
 	else if (load_hints_parse(text.buf, text.len, sizes, m->ndevs, &m->hints, why,
@@ -822,11 +811,11 @@ static bool is_erofs_mount(const char *path)
 	return !statfs(path, &sf) && sf.f_type == EROFS_MAGIC;
 }
 
-static void linger(struct lmount *m);
-static void finish_fuse(struct lmount *m);
+static void linger(struct worker *wk, struct lmount *m);
+static void finish_fuse(struct worker *wk, struct lmount *m);
 
-/* W.lock held: take the image's blobs, mount it. */
-static int attach(struct lmount *m, const char *options, struct anole_error *err)
+/* wk->lock held: take the image's blobs, mount it. */
+static int attach(struct worker *wk, struct lmount *m, const char *options, struct anole_error *err)
 {
 	m->blobs = calloc(MAX(m->nblobs, 1), sizeof(*m->blobs));
 	if (!m->blobs)
@@ -834,7 +823,7 @@ static int attach(struct lmount *m, const char *options, struct anole_error *err
 	int r = 0;
 	size_t got = 0;
 	for (; got < m->nblobs && r >= 0; got++)
-		r = get_blob(&m->lblobs[got], m->ref, m->tls_verify, &m->creds, !m->fuse,
+		r = get_blob(wk, &m->lblobs[got], m->ref, m->tls_verify, &m->creds, !m->fuse,
 			     &m->blobs[got], err);
 	if (r < 0)
 		got--;
@@ -855,12 +844,12 @@ static int attach(struct lmount *m, const char *options, struct anole_error *err
 		/* the mount lives on: keep the marks we have; reads of blobs we
 		 * could not take back fail (unknown file: EIO) */
 		m->nblobs = got;
-		linger(m);
+		linger(wk, m);
 		return r;
 	}
 	if (r < 0) {
 		while (got)
-			put_blob(m->blobs[--got]);
+			put_blob(wk, m->blobs[--got]);
 		return r;
 	}
 	return 0;
@@ -885,15 +874,15 @@ static json_t *mount_json(const struct lmount *m)
 
 /* The mounts' credentials, for a worker started after this one dies:
  * root's alone (0600), apart from mounts.json, which holds none. */
-static void save_credentials(void)
+static void save_credentials(struct worker *wk)
 {
 	char path[600];
-	snprintf(path, sizeof(path), "%s/credentials.json", W.paths.runtime);
+	snprintf(path, sizeof(path), "%s/credentials.json", wk->paths.runtime);
 	json_t *o = json_object();
-	for (size_t i = 0; o && i < W.nmounts; i++) {
-		const struct registry_creds *c = &W.mounts[i]->creds;
+	for (size_t i = 0; o && i < wk->mtab.nmounts; i++) {
+		const struct registry_creds *c = &wk->mtab.mounts[i]->creds;
 		if (c->basic || c->identity_token)
-			json_object_set_new(o, W.mounts[i]->mountpoint,
+			json_object_set_new(o, wk->mtab.mounts[i]->mountpoint,
 					    json_pack("{s:s*, s:s*}", "basic", c->basic,
 						      "identity_token", c->identity_token));
 	}
@@ -921,50 +910,40 @@ static void restore_credentials(struct lmount *m, json_t *saved)
 }
 
 /* The mounts, for a worker started after this one dies. */
-static void save_mounts(void)
+static void save_mounts(struct worker *wk)
 {
 	json_t *a = json_array();
-	for (size_t i = 0; i < W.nmounts; i++)
-		json_array_append_new(a, mount_json(W.mounts[i]));
+	for (size_t i = 0; i < wk->mtab.nmounts; i++)
+		json_array_append_new(a, mount_json(wk->mtab.mounts[i]));
 	char *text = json_dumps(a, JSON_INDENT(1));
 	json_decref(a);
 	char path[600];
-	snprintf(path, sizeof(path), "%s/mounts.json", W.paths.runtime);
+	snprintf(path, sizeof(path), "%s/mounts.json", wk->paths.runtime);
 	if (!text || outfile_write(path, text, strlen(text)) < 0)
 		wlog("%s: cannot write", path);
 	free(text);
-	save_credentials();
+	save_credentials(wk);
 }
 
-static int add_mount(struct lmount *m)
-{
-	struct lmount **a = realloc(W.mounts, (W.nmounts + 1) * sizeof(*a));
-	if (!a)
-		return -ENOMEM;
-	W.mounts = a;
-	a[W.nmounts++] = m;
-	return 0;
-}
-
-static int mount_setup(const char *ref, const char *real, int tls_verify,
+static int mount_setup(struct worker *wk, const char *ref, const char *real, int tls_verify,
 		       const struct registry_creds *creds, const char *options,
-		       const char *prefetch, bool fuse, bool record, const char *exec,
-		       bool hints, char **config, struct anole_error *err);
+		       const char *prefetch, bool fuse, bool record, const char *exec, bool hints,
+		       char **config, struct anole_error *err);
 
 /* Can the cache's file system carry pre-content marks? tmpfs, for one,
  * cannot (EOPNOTSUPP): then kernel mounts go through FUSE. Probed once,
  * on an unnamed file of the cache. 1 yes, 0 no (why in @why). */
-static int cache_marks_ok(char *why, size_t size)
+static int cache_marks_ok(struct worker *wk, char *why, size_t size)
 {
 	static int known; /* 1 yes, -errno no */
 	if (!known) {
-		if (mkdir(W.partial, 0700) < 0 && errno != EEXIST)
+		if (mkdir(wk->partial, 0700) < 0 && errno != EEXIST)
 			return 1; /* the mount will say why */
-		int fd = open(W.partial, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+		int fd = open(wk->partial, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 		if (fd < 0)
 			return 1; /* (cannot tell: let the mark say) */
-		if (fanotify_mark(W.group, FAN_MARK_ADD, FAN_PRE_ACCESS, fd, NULL) == 0) {
-			fanotify_mark(W.group, FAN_MARK_REMOVE, FAN_PRE_ACCESS, fd, NULL);
+		if (fanotify_mark(wk->group, FAN_MARK_ADD, FAN_PRE_ACCESS, fd, NULL) == 0) {
+			fanotify_mark(wk->group, FAN_MARK_REMOVE, FAN_PRE_ACCESS, fd, NULL);
 			known = 1;
 		} else if (errno == EOPNOTSUPP || errno == EINVAL || errno == EXDEV) {
 			known = -errno;
@@ -978,7 +957,7 @@ static int cache_marks_ok(char *why, size_t size)
 
 /* One mount per mount point, also while one is being set up: *mine
  * holds @mnt's real path (in @real) until release_mountpoint(). */
-static int reserve_mountpoint(const char *mnt, char real[PATH_MAX], char **minep,
+static int reserve_mountpoint(struct worker *wk, const char *mnt, char real[PATH_MAX], char **minep,
 			      struct anole_error *err)
 {
 	if (!realpath(mnt, real))
@@ -986,63 +965,49 @@ static int reserve_mountpoint(const char *mnt, char real[PATH_MAX], char **minep
 	struct stat st;
 	if (stat(real, &st) < 0 || !S_ISDIR(st.st_mode))
 		return anole_err(err, ENOTDIR, "%s: mount point is not a directory", mnt);
-	pthread_mutex_lock(&W.lock);
-	bool busy = find_mount(real) != NULL;
-	for (size_t i = 0; i < W.nmounting; i++)
-		busy |= !strcmp(W.mounting[i], real);
-	char **ing = busy ? NULL : realloc(W.mounting, (W.nmounting + 1) * sizeof(*ing));
-	char *mine = ing ? strdup(real) : NULL;
-	if (ing)
-		W.mounting = ing;
-	if (mine)
-		W.mounting[W.nmounting++] = mine;
-	pthread_mutex_unlock(&W.lock);
-	if (busy)
+	pthread_mutex_lock(&wk->lock);
+	int r = mtab_reserve(&wk->mtab, real, minep);
+	pthread_mutex_unlock(&wk->lock);
+	if (r == -EBUSY)
 		return anole_err(err, EBUSY, "%s: a lazy image is mounted there already", real);
-	if (!mine)
+	if (r < 0)
 		return anole_err(err, ENOMEM, "out of memory");
-	*minep = mine;
 	return 0;
 }
 
-static void release_mountpoint(char *mine)
+static void release_mountpoint(struct worker *wk, char *mine)
 {
-	pthread_mutex_lock(&W.lock);
-	for (size_t i = 0; i < W.nmounting; i++)
-		if (W.mounting[i] == mine) {
-			W.mounting[i] = W.mounting[--W.nmounting];
-			break;
-		}
-	pthread_mutex_unlock(&W.lock);
+	pthread_mutex_lock(&wk->lock);
+	mtab_unreserve(&wk->mtab, mine);
+	pthread_mutex_unlock(&wk->lock);
 	free(mine);
 }
 
-static int mount_locked(const char *ref, const char *mnt, int tls_verify,
+static int mount_locked(struct worker *wk, const char *ref, const char *mnt, int tls_verify,
 			const struct registry_creds *creds, const char *options,
-			const char *prefetch, bool fuse, bool record, const char *exec,
-			bool hints, char *notice, size_t notice_size, char **config,
-			struct anole_error *err)
+			const char *prefetch, bool fuse, bool record, const char *exec, bool hints,
+			char *notice, size_t notice_size, char **config, struct anole_error *err)
 {
 	char why[160];
-	if (!fuse && W.group < 0) {
+	if (!fuse && wk->group < 0) {
 		fuse = true;
 		snprintf(notice, notice_size,
 			 "the kernel path is unavailable (%s); serving %s through FUSE instead",
-			 W.no_kernel_why, mnt);
-	} else if (!fuse && !cache_marks_ok(why, sizeof(why))) {
+			 wk->no_kernel_why, mnt);
+	} else if (!fuse && !cache_marks_ok(wk, why, sizeof(why))) {
 		fuse = true;
 		snprintf(notice, notice_size,
 			 "the cache %s is on a file system without fanotify pre-content events "
 			 "(fanotify mark: %s); serving %s through FUSE instead",
-			 W.paths.cache, why, mnt);
+			 wk->paths.cache, why, mnt);
 	}
 	char real[PATH_MAX], *mine;
-	int r = reserve_mountpoint(mnt, real, &mine, err);
+	int r = reserve_mountpoint(wk, mnt, real, &mine, err);
 	if (r < 0)
 		return r;
-	r = mount_setup(ref, real, tls_verify, creds, options, prefetch, fuse || record, record,
+	r = mount_setup(wk, ref, real, tls_verify, creds, options, prefetch, fuse || record, record,
 			exec, hints, config, err);
-	release_mountpoint(mine);
+	release_mountpoint(wk, mine);
 	return r;
 }
 
@@ -1086,9 +1051,10 @@ static json_t *list_fetch_finish(struct list_fetch *lf)
 
 /* `anole run` will start @exec ("": none given) under the image's
  * Entrypoint and Cmd, from @config: the program's loader ranges can come
- * while the runtime starts, before its first read asks for them. W.lock
+ * while the runtime starts, before its first read asks for them. wk->lock
  * held. */
-static void start_program_hints(struct lmount *m, const char *exec, const char *config)
+static void start_program_hints(struct worker *wk, struct lmount *m, const char *exec,
+				const char *config)
 {
 	json_t *cfg = config ? json_loads(config, 0, NULL) : NULL;
 	json_t *image = json_object_get(cfg, "imageConfig");
@@ -1115,7 +1081,7 @@ static void start_program_hints(struct lmount *m, const char *exec, const char *
 			      : -ENOENT;
 	size_t spans = 0;
 	if (r >= 0 && dev < m->ndevs && m->devblobs[dev])
-		spans = mount_hints_on_read(m, m->devblobs[dev], off, len);
+		spans = mount_hints_on_read(wk, m, m->devblobs[dev], off, len);
 	if (spans)
 		wlog("%s: fetching what the loader reads to start %s (%zu spans)", m->mountpoint,
 		     argv0, spans);
@@ -1123,10 +1089,19 @@ static void start_program_hints(struct lmount *m, const char *exec, const char *
 	json_decref(cfg);
 }
 
-static int mount_setup(const char *ref, const char *real, int tls_verify,
+/* A mount, empty but for the worker serving it. */
+static struct lmount *mount_new(struct worker *wk)
+{
+	struct lmount *m = calloc(1, sizeof(*m));
+	if (m)
+		m->wk = wk;
+	return m;
+}
+
+static int mount_setup(struct worker *wk, const char *ref, const char *real, int tls_verify,
 		       const struct registry_creds *creds, const char *options,
-		       const char *prefetch, bool fuse, bool record, const char *exec,
-		       bool hints, char **config, struct anole_error *err)
+		       const char *prefetch, bool fuse, bool record, const char *exec, bool hints,
+		       char **config, struct anole_error *err)
 {
 	struct anole_lazy_info *li = NULL;
 	struct store *src = NULL;
@@ -1134,7 +1109,7 @@ static int mount_setup(const char *ref, const char *real, int tls_verify,
 	 * recording one: the workload must show what it reads) */
 	struct list_fetch lf = {.ref = ref, .tls_verify = tls_verify, .creds = creds};
 	bool want_list = !record && strcmp(prefetch ? prefetch : "", "none");
-	int r = lazy_prepare(ref, W.paths.cache, tls_verify, creds,
+	int r = lazy_prepare(ref, wk->paths.cache, tls_verify, creds,
 			     want_list ? list_fetch_start : NULL, &lf, &li, &src, err);
 	json_t *list = list_fetch_finish(&lf);
 	if (r < 0) {
@@ -1142,7 +1117,7 @@ static int mount_setup(const char *ref, const char *real, int tls_verify,
 		return r;
 	}
 	store_free(src);
-	struct lmount *m = calloc(1, sizeof(*m));
+	struct lmount *m = mount_new(wk);
 	if (!m || !(m->mountpoint = strdup(real)) || !(m->ref = strdup(ref)) ||
 	    !(m->meta_path = strdup(li->meta_path)) ||
 	    !(m->lblobs = calloc(MAX(li->nblobs, 1), sizeof(*m->lblobs))) ||
@@ -1167,44 +1142,44 @@ static int mount_setup(const char *ref, const char *real, int tls_verify,
 	}
 	anole_lazy_free(li);
 	for (size_t i = 0; i < m->nblobs; i++)
-		vet_blob(&m->lblobs[i], false);
+		vet_blob(wk, &m->lblobs[i], false);
 
-	pthread_mutex_lock(&W.lock);
-	r = attach(m, fuse ? NULL : options, err);
+	pthread_mutex_lock(&wk->lock);
+	r = attach(wk, m, fuse ? NULL : options, err);
 	if (r >= 0 && hints_digest[0] && !fuse)
-		load_mount_hints(m, hints_digest, hints_size);
+		load_mount_hints(wk, m, hints_digest, hints_size);
 	if (r >= 0 && m->hints && exec)
-		start_program_hints(m, exec, config ? *config : NULL);
+		start_program_hints(wk, m, exec, config ? *config : NULL);
 	if (r >= 0 && fuse) {
-		/* FUSE threads take W.lock to wait for data: mount without it */
-		pthread_mutex_unlock(&W.lock);
+		/* FUSE threads take wk->lock to wait for data: mount without it */
+		pthread_mutex_unlock(&wk->lock);
 		r = fusefs_mount(m, m->devblobs, m->ndevs, options, &m->fs, err);
-		pthread_mutex_lock(&W.lock);
+		pthread_mutex_lock(&wk->lock);
 		if (r < 0)
 			for (size_t i = 0; i < m->nblobs; i++)
-				put_blob(m->blobs[i]);
+				put_blob(wk, m->blobs[i]);
 	}
-	if (r >= 0 && add_mount(m) < 0) {
+	if (r >= 0 && mtab_add(&wk->mtab, m) < 0) {
 		r = anole_err(err, ENOMEM, "out of memory");
 		if (m->fs) {
-			finish_fuse(m);
+			finish_fuse(wk, m);
 			m = NULL;
 		} else {
 			umount2(m->mountpoint, 0);
 			for (size_t i = 0; i < m->nblobs; i++)
-				put_blob(m->blobs[i]);
+				put_blob(wk, m->blobs[i]);
 		}
 	}
 	if (r >= 0) {
-		save_mounts();
+		save_mounts(wk);
 		if (list)
-			prefetch_list(m, list);
+			prefetch_list(wk, m, list);
 		if (prefetch && !strcmp(prefetch, "all"))
 			for (size_t i = 0; i < m->nblobs; i++)
-				prefetch_blob(m->blobs[i]);
+				prefetch_blob(wk, m->blobs[i]);
 	}
 	json_decref(list);
-	pthread_mutex_unlock(&W.lock);
+	pthread_mutex_unlock(&wk->lock);
 	if (r < 0) {
 		mount_free(m);
 		return r;
@@ -1215,11 +1190,11 @@ static int mount_setup(const char *ref, const char *real, int tls_verify,
 
 /* A local image file: nothing to fetch, the reader opens it and its
  * devices itself; FUSE serves it. */
-static int image_setup(const char *image, const char *real, json_t *devices, const char *options,
-		       struct anole_error *err)
+static int image_setup(struct worker *wk, const char *image, const char *real, json_t *devices,
+		       const char *options, struct anole_error *err)
 {
 	size_t n = json_array_size(devices);
-	struct lmount *m = calloc(1, sizeof(*m));
+	struct lmount *m = mount_new(wk);
 	if (!m || !(m->mountpoint = strdup(real)) || !(m->ref = strdup(image)) ||
 	    !(m->meta_path = strdup(image)) || !(m->devpaths = calloc(MAX(n, 1), sizeof(char *))))
 		goto nomem;
@@ -1234,14 +1209,14 @@ static int image_setup(const char *image, const char *real, json_t *devices, con
 		mount_free(m);
 		return r;
 	}
-	pthread_mutex_lock(&W.lock);
-	if (add_mount(m) < 0) {
-		finish_fuse(m);
-		pthread_mutex_unlock(&W.lock);
+	pthread_mutex_lock(&wk->lock);
+	if (mtab_add(&wk->mtab, m) < 0) {
+		finish_fuse(wk, m);
+		pthread_mutex_unlock(&wk->lock);
 		return anole_err(err, ENOMEM, "out of memory");
 	}
-	save_mounts();
-	pthread_mutex_unlock(&W.lock);
+	save_mounts(wk);
+	pthread_mutex_unlock(&wk->lock);
 	wlog("mounted %s on %s (%zu devices, FUSE)", image, real, n);
 	return 0;
 nomem:
@@ -1249,39 +1224,39 @@ nomem:
 	return anole_err(err, ENOMEM, "out of memory");
 }
 
-int op_mount_image(const char *image, const char *mnt, json_t *devices, const char *options,
-		   struct anole_error *err)
+int op_mount_image(struct worker *wk, const char *image, const char *mnt, json_t *devices,
+		   const char *options, struct anole_error *err)
 {
 	char real[PATH_MAX], *mine;
-	int r = reserve_mountpoint(mnt, real, &mine, err);
+	int r = reserve_mountpoint(wk, mnt, real, &mine, err);
 	if (r < 0)
 		return r;
-	r = image_setup(image, real, devices, options, err);
-	release_mountpoint(mine);
+	r = image_setup(wk, image, real, devices, options, err);
+	release_mountpoint(wk, mine);
 	return r;
 }
 
-int op_mount(const char *ref, const char *mnt, int tls_verify,
+int op_mount(struct worker *wk, const char *ref, const char *mnt, int tls_verify,
 	     const struct registry_creds *creds, const char *options, const char *prefetch,
-	     bool fuse, bool record, const char *exec, bool hints, char *notice,
-	     size_t notice_size, char **config, struct anole_error *err)
+	     bool fuse, bool record, const char *exec, bool hints, char *notice, size_t notice_size,
+	     char **config, struct anole_error *err)
 {
 	/* cache gc waits while files are fetched for a mount and taken */
-	int lock = serve_cache_lock(W.paths.cache, LOCK_SH);
-	int r = mount_locked(ref, mnt, tls_verify, creds, options, prefetch, fuse, record, exec,
+	int lock = serve_cache_lock(wk->paths.cache, LOCK_SH);
+	int r = mount_locked(wk, ref, mnt, tls_verify, creds, options, prefetch, fuse, record, exec,
 			     hints, notice, notice_size, config, err);
 	if (lock >= 0)
 		close(lock);
 	return r;
 }
 
-json_t *op_trace(const char *mnt, struct anole_error *err)
+json_t *op_trace(struct worker *wk, const char *mnt, struct anole_error *err)
 {
 	char real[PATH_MAX];
 	if (!realpath(mnt, real))
 		snprintf(real, sizeof(real), "%s", mnt);
-	pthread_mutex_lock(&W.lock);
-	struct lmount *m = find_mount(real);
+	pthread_mutex_lock(&wk->lock);
+	struct lmount *m = mtab_find(&wk->mtab, real);
 	json_t *out = NULL;
 	if (!m || !m->record) {
 		anole_err(err, ENOENT, "%s: no recording lazy mount there", real);
@@ -1301,80 +1276,72 @@ json_t *op_trace(const char *mnt, struct anole_error *err)
 		out = json_pack("{s:o,s:o,s:I}", "blobs", blobs, "ranges", ranges, "bytes",
 				(json_int_t)bytes);
 	}
-	pthread_mutex_unlock(&W.lock);
+	pthread_mutex_unlock(&wk->lock);
 	return out;
-}
-
-/* Take mount i out of the list; W.lock held. */
-static struct lmount *unlist(size_t i)
-{
-	struct lmount *m = W.mounts[i];
-	W.mounts[i] = W.mounts[--W.nmounts];
-	return m;
 }
 
 /* A kernel mount gone behind our back may still be read: umount -l keeps
  * an EROFS alive while files are open. Its partial blobs keep their marks
  * (and the daemon stays) so such reads still wait for verified data. */
-static void linger(struct lmount *m)
+static void linger(struct worker *wk, struct lmount *m)
 {
 	for (size_t k = 0; k < m->nblobs; k++) {
 		struct blob *b = m->blobs[k];
 		if (!b)
 			continue;
 		struct blob **l = b->complete ? NULL
-					      : realloc(W.lingering, (W.nlingering + 1) * sizeof(*l));
+					      : realloc(wk->lingering, (wk->nlingering + 1) * sizeof(*l));
 		if (l) {
-			W.lingering = l;
-			l[W.nlingering++] = b; /* its reference moves here */
+			wk->lingering = l;
+			l[wk->nlingering++] = b; /* its reference moves here */
 		} else {
-			put_blob(b);
+			put_blob(wk, b);
 		}
 	}
 	m->nblobs = 0;
 }
 
-/* A FUSE mount's server stops without W.lock (its threads take it), and
+/* A FUSE mount's server stops without wk->lock (its threads take it), and
  * only then are its blobs and memory released. */
-static void finish_fuse(struct lmount *m)
+static void finish_fuse(struct worker *wk, struct lmount *m)
 {
-	pthread_mutex_unlock(&W.lock);
+	pthread_mutex_unlock(&wk->lock);
 	fusefs_unmount(m->fs);
 	m->fs = NULL;
-	pthread_mutex_lock(&W.lock);
+	pthread_mutex_lock(&wk->lock);
 	for (size_t k = 0; k < m->nblobs; k++)
-		put_blob(m->blobs[k]);
+		put_blob(wk, m->blobs[k]);
 	mount_free(m);
 }
 
-int op_umount(const char *mnt, bool *idle, struct anole_error *err)
+int op_umount(struct worker *wk, const char *mnt, bool *idle, struct anole_error *err)
 {
 	char real[PATH_MAX];
 	if (!realpath(mnt, real))
 		snprintf(real, sizeof(real), "%s", mnt);
-	pthread_mutex_lock(&W.lock);
+	pthread_mutex_lock(&wk->lock);
 	int r = 0;
 	size_t i = 0;
-	while (i < W.nmounts && strcmp(W.mounts[i]->mountpoint, real))
+	while (i < wk->mtab.nmounts && strcmp(wk->mtab.mounts[i]->mountpoint, real))
 		i++;
-	if (i == W.nmounts)
+	if (i == wk->mtab.nmounts)
 		r = anole_err(err, ENOENT, "%s: no lazy image is mounted there", real);
-	else if (!W.mounts[i]->fuse && umount2(real, 0) < 0 && errno != EINVAL)
+	else if (!wk->mtab.mounts[i]->fuse && umount2(real, 0) < 0 && errno != EINVAL)
 		r = anole_err(err, errno, "%s: %s", real, strerror(errno));
 	if (r >= 0) {
-		struct lmount *m = unlist(i);
-		save_mounts();
+		struct lmount *m = mtab_take(&wk->mtab, i);
+		save_mounts(wk);
 		if (m->fuse) {
-			finish_fuse(m);
+			finish_fuse(wk, m);
 		} else {
 			for (size_t k = 0; k < m->nblobs; k++)
-				put_blob(m->blobs[k]);
+				put_blob(wk, m->blobs[k]);
 			mount_free(m);
 		}
 		wlog("unmounted %s", real);
 	}
-	*idle = !W.nmounts;
-	pthread_mutex_unlock(&W.lock);
+	*idle = !wk->mtab.nmounts;
+	pthread_mutex_unlock(&wk->lock);
 	return r;
 }
 
@@ -1421,56 +1388,56 @@ static bool listed(const char *info, const char *path, bool fuse)
 	return false;
 }
 
-/* Mounts someone unmounted without us (umount(8)); W.lock held, may be
+/* Mounts someone unmounted without us (umount(8)); wk->lock held, may be
  * dropped (FUSE servers stop without it). */
-void prune_mounts(void)
+void prune_mounts(struct worker *wk)
 {
 	_cleanup_free_ char *info = read_mountinfo();
 	if (!info)
 		return;
-	for (size_t i = 0; i < W.nmounts;) {
-		struct lmount *m = W.mounts[i];
+	for (size_t i = 0; i < wk->mtab.nmounts;) {
+		struct lmount *m = wk->mtab.mounts[i];
 		if (listed(info, m->mountpoint, m->fuse)) {
 			i++;
 			continue;
 		}
 		wlog("%s is no longer mounted; letting go of it", m->mountpoint);
-		unlist(i);
-		save_mounts();
+		mtab_take(&wk->mtab, i);
+		save_mounts(wk);
 		if (m->fuse) {
-			finish_fuse(m); /* drops W.lock: the list may change */
+			finish_fuse(wk, m); /* drops wk->lock: the list may change */
 			i = 0;
 		} else {
-			linger(m);
+			linger(wk, m);
 			mount_free(m);
 		}
 	}
 }
 
 /* Lingering blobs that completed need no mark any more. */
-void release_lingering(void)
+void release_lingering(struct worker *wk)
 {
-	for (size_t i = 0; i < W.nlingering;) {
-		if (!W.lingering[i]->complete) {
+	for (size_t i = 0; i < wk->nlingering;) {
+		if (!wk->lingering[i]->complete) {
 			i++;
 			continue;
 		}
-		put_blob(W.lingering[i]);
-		W.lingering[i] = W.lingering[--W.nlingering];
+		put_blob(wk, wk->lingering[i]);
+		wk->lingering[i] = wk->lingering[--wk->nlingering];
 	}
 }
 
 /* After a restart: the mounts an earlier worker made, still mounted. */
-static void restore_mounts(void)
+static void restore_mounts(struct worker *wk)
 {
 	char path[600];
-	snprintf(path, sizeof(path), "%s/mounts.json", W.paths.runtime);
+	snprintf(path, sizeof(path), "%s/mounts.json", wk->paths.runtime);
 	json_error_t je;
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	json_t *a = fd >= 0 ? json_loadfd(fd, 0, &je) : NULL;
 	if (!a)
 		return;
-	snprintf(path, sizeof(path), "%s/credentials.json", W.paths.runtime);
+	snprintf(path, sizeof(path), "%s/credentials.json", wk->paths.runtime);
 	json_t *creds = json_load_file(path, 0, &je);
 	size_t i;
 	json_t *j;
@@ -1488,7 +1455,7 @@ static void restore_mounts(void)
 		}
 		if (!mnt || !ref || !meta || !is_erofs_mount(mnt))
 			continue;
-		struct lmount *m = calloc(1, sizeof(*m));
+		struct lmount *m = mount_new(wk);
 		size_t n = json_array_size(blobs);
 		if (!m || !(m->mountpoint = strdup(mnt)) || !(m->ref = strdup(ref)) ||
 		    !(m->meta_path = strdup(meta)) ||
@@ -1517,12 +1484,12 @@ static void restore_mounts(void)
 		}
 		struct anole_error err = {0};
 		for (size_t k2 = 0; k2 < m->nblobs; k2++)
-			vet_blob(&m->lblobs[k2], true);
-		pthread_mutex_lock(&W.lock);
-		int r = attach(m, NULL, &err);
-		if (r >= 0 && add_mount(m) < 0)
+			vet_blob(wk, &m->lblobs[k2], true);
+		pthread_mutex_lock(&wk->lock);
+		int r = attach(wk, m, NULL, &err);
+		if (r >= 0 && mtab_add(&wk->mtab, m) < 0)
 			r = -ENOMEM;
-		pthread_mutex_unlock(&W.lock);
+		pthread_mutex_unlock(&wk->lock);
 		if (r < 0) {
 			wlog("%s: cannot restore: %s", mnt, err.msg);
 			mount_free(m);
@@ -1533,17 +1500,17 @@ static void restore_mounts(void)
 	}
 	json_decref(creds);
 	json_decref(a);
-	pthread_mutex_lock(&W.lock);
-	save_mounts();
-	pthread_mutex_unlock(&W.lock);
+	pthread_mutex_lock(&wk->lock);
+	save_mounts(wk);
+	pthread_mutex_unlock(&wk->lock);
 }
 
 /* ---- life ---------------------------------------------------------------------- */
 
-static int bind_control(void)
+static int bind_control(struct worker *wk)
 {
 	char path[600];
-	snprintf(path, sizeof(path), "%s/daemon.sock", W.paths.runtime);
+	snprintf(path, sizeof(path), "%s/daemon.sock", wk->paths.runtime);
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	if (strlen(path) >= sizeof(sa.sun_path))
 		return -ENAMETOOLONG;
@@ -1563,13 +1530,13 @@ static int bind_control(void)
 
 /* Tell the client that started the daemon why it cannot serve, then go:
  * the holder backs off and tries again, then gives up. */
-static void cannot_serve(const char *why)
+static void cannot_serve(struct worker *wk, const char *why)
 {
 	wlog("%s", why);
-	if (W.inherited.status >= 0) {
+	if (wk->inherited.status >= 0) {
 		char line[700];
 		int n = snprintf(line, sizeof(line), "error %s\n", why);
-		(void)!write(W.inherited.status, line, (size_t)MIN(n, (int)sizeof(line) - 1));
+		(void)!write(wk->inherited.status, line, (size_t)MIN(n, (int)sizeof(line) - 1));
 	}
 	_exit(WORKER_EXIT_NOSERVE);
 }
@@ -1583,64 +1550,76 @@ void serve_worker(const struct holder_state *h)
 	/* a cold load of libcurl (and the TLS and Kerberos libraries under
 	 * it) takes tens of ms: done by the time the first mount asks */
 	registry_preload();
-	serve_paths_init(&W.paths);
-	snprintf(W.partial, sizeof(W.partial), "%s/partial", W.paths.cache);
-	W.group = h->group;
-	snprintf(W.no_kernel_why, sizeof(W.no_kernel_why), "%s", h->no_group_why);
-	W.holder = h->sock;
-	W.inherited = *h;
+	/* the daemon's one state, passed to whatever uses it; it lives as
+	 * long as the process (serve_worker does not return) */
+	struct worker *wk = calloc(1, sizeof(*wk));
+	if (!wk) {
+		wlog("out of memory");
+		_exit(WORKER_EXIT_NOSERVE);
+	}
+	pthread_mutex_init(&wk->lock, NULL);
+	pthread_cond_init(&wk->jobs_cond, NULL);
+	pthread_mutex_init(&wk->send_lock, NULL);
+	wk->ctl_fd = -1;
+	wk->direct_ids = 1ull << 62; /* apart from the holder's */
+	serve_paths_init(&wk->paths);
+	snprintf(wk->partial, sizeof(wk->partial), "%s/partial", wk->paths.cache);
+	wk->group = h->group;
+	snprintf(wk->no_kernel_why, sizeof(wk->no_kernel_why), "%s", h->no_group_why);
+	wk->holder = h->sock;
+	wk->inherited = *h;
 	/* the events' descriptors are the holder's to answer with */
 	for (size_t i = 0; i < h->npending; i++)
 		close(h->pending[i].fd);
-	W.started = time(NULL);
+	wk->started = time(NULL);
 	struct anole_error e = {0};
-	if (serve_paths_check(&W.paths, true, &e) < 0)
-		cannot_serve(e.msg);
-	restore_mounts();
+	if (serve_paths_check(&wk->paths, true, &e) < 0)
+		cannot_serve(wk, e.msg);
+	restore_mounts(wk);
 	/* kept descriptors nobody claimed belong to blobs no longer mounted */
-	for (size_t i = 0; i < W.inherited.nkept; i++)
-		if (W.inherited.kept[i].fd >= 0) {
+	for (size_t i = 0; i < wk->inherited.nkept; i++)
+		if (wk->inherited.kept[i].fd >= 0) {
 			struct hmsg m = {.type = HMSG_DROP};
-			snprintf(m.tag, sizeof(m.tag), "%s", W.inherited.kept[i].tag);
-			send_holder(&m, -1);
-			close(W.inherited.kept[i].fd);
+			snprintf(m.tag, sizeof(m.tag), "%s", wk->inherited.kept[i].tag);
+			send_holder(wk, &m, -1);
+			close(wk->inherited.kept[i].fd);
 		}
-	if (start_fetchers() < 0) {
+	if (start_fetchers(wk) < 0) {
 		wlog("cannot start fetch threads");
 		_exit(1);
 	}
 	for (size_t i = 0; i < h->npending; i++) {
-		pthread_mutex_lock(&W.lock);
-		pend_add(h->pending[i].ev.id, h->pending[i].fd, false);
-		pthread_mutex_unlock(&W.lock);
-		on_event(&h->pending[i].ev);
+		pthread_mutex_lock(&wk->lock);
+		pend_add(wk, h->pending[i].ev.id, h->pending[i].fd, false);
+		pthread_mutex_unlock(&wk->lock);
+		on_event(wk, &h->pending[i].ev);
 	}
 	pthread_t t;
-	if (pthread_create(&t, NULL, event_loop, NULL)) {
+	if (pthread_create(&t, NULL, event_loop, wk)) {
 		wlog("cannot start the event thread");
 		_exit(1);
 	}
 	/* mounts an earlier worker made are served with or without a socket */
-	int ctl = bind_control();
+	int ctl = bind_control(wk);
 	if (ctl < 0) {
 		char why[700];
-		snprintf(why, sizeof(why), "%s/daemon.sock: cannot listen: %s", W.paths.runtime,
+		snprintf(why, sizeof(why), "%s/daemon.sock: cannot listen: %s", wk->paths.runtime,
 			 strerror(-ctl));
-		if (!W.nmounts)
-			cannot_serve(why);
-		wlog("%s; serving the %zu restored mounts without it", why, W.nmounts);
+		if (!wk->mtab.nmounts)
+			cannot_serve(wk, why);
+		wlog("%s; serving the %zu restored mounts without it", why, wk->mtab.nmounts);
 	} else {
 		char pid[600], line[32];
-		snprintf(pid, sizeof(pid), "%s/daemon.pid", W.paths.runtime);
+		snprintf(pid, sizeof(pid), "%s/daemon.pid", wk->paths.runtime);
 		snprintf(line, sizeof(line), "%d\n", (int)getpid());
 		outfile_write(pid, line, strlen(line));
-		if (W.inherited.status >= 0)
-			close(W.inherited.status);
-		W.inherited.status = -1;
+		if (wk->inherited.status >= 0)
+			close(wk->inherited.status);
+		wk->inherited.status = -1;
 		struct hmsg m = {.type = HMSG_READY};
-		send_holder(&m, -1);
+		send_holder(wk, &m, -1);
 	}
-	wlog("serving (pid %d, %zu mounts restored, %zu reads waiting)", (int)getpid(), W.nmounts,
+	wlog("serving (pid %d, %zu mounts restored, %zu reads waiting)", (int)getpid(), wk->mtab.nmounts,
 	     h->npending);
-	control_loop(ctl);
+	control_loop(wk, ctl);
 }

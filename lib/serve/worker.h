@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The worker's state, shared by its threads under W.lock. */
+/* The worker's state, shared by its threads under wk->lock. */
 #ifndef ANOLE_WORKER_H
 #define ANOLE_WORKER_H
 
@@ -11,6 +11,8 @@
 #include "lazy/hints.h"
 #include "lazy/store.h"
 #include <jansson.h>
+#include "serve/counters.h"
+#include "serve/mounttab.h"
 #include "serve/serve.h"
 #include "util/util.h"
 
@@ -50,6 +52,7 @@ struct blob {
 };
 
 struct lmount {
+	struct worker *wk; /* the worker serving it */
 	char *mountpoint, *ref, *meta_path;
 	char manifest[72];
 	int tls_verify;
@@ -97,7 +100,7 @@ struct job {
 	struct blob *b;
 	uint64_t first, count; /* ranges */
 	bool background;
-	bool listed; /* taken from W.listed: counts in W.listed_running */
+	bool listed; /* taken from wk->listed: counts in wk->listed_running */
 };
 
 struct worker {
@@ -112,17 +115,11 @@ struct worker {
 	struct holder_state inherited;
 	time_t started;
 	struct blob *blobs;
-	struct lmount **mounts;
-	size_t nmounts;
+	struct mount_table mtab;
 	struct waiter *waiters;
 	struct job *demand, *listed, *background;
 	unsigned listed_running;
-	uint64_t events, npending_events, denied, fetch_requests, fetched_bytes, fetch_errors;
-	uint64_t hint_programs; /* programs whose loader ranges were queued */
-	uint64_t read_bytes;
-	/* reads that waited for a fetch, and how long they waited in all:
-	 * the time a workload lost to the network */
-	uint64_t read_waits, read_wait_us;
+	struct worker_counters count;
 	uint64_t prefetch_rate; /* bytes per second, 0 = unlimited */
 	/* events not answered yet, with the number of their descriptor: if
 	 * the holder dies, the worker answers them on the group itself */
@@ -135,10 +132,9 @@ struct worker {
 	bool direct; /* the holder is gone: we read and answer events */
 	struct blob **lingering; /* partial blobs of mounts gone behind our back */
 	size_t nlingering;
-	char **mounting; /* mount points being set up */
-	size_t nmounting;
+	int ctl_fd;          /* the control socket, -1 until it listens */
+	uint64_t direct_ids; /* ids of events read here, once the holder is gone */
 };
-extern struct worker W;
 
 /* Range i of a blob is [range_off(b, i), range_off(b, i + 1)). */
 static inline uint64_t range_off(const struct blob *b, uint64_t i)
@@ -157,52 +153,53 @@ void wlog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * partial file @fd against table @t, and clear the map's byte of each
  * that differs (it is fetched again). How many differed, or -errno. */
 int cache_check_ranges(int fd, int map_fd, const struct digest_table *t);
-void answer_event(uint64_t id, bool ok);
+void answer_event(struct worker *wk, uint64_t id, bool ok);
 uint64_t blob_present(const struct blob *b);
-void blob_release(struct blob *b);
-void complete_blob_locked(struct blob *b);
+void blob_release(struct worker *wk, struct blob *b);
+void complete_blob_locked(struct worker *wk, struct blob *b);
 
-/* fetch.c, all with W.lock held but start_fetchers */
-void wait_for(struct blob *b, uint64_t id, uint64_t off, uint64_t len);
-/* Without W.lock: return once [off, off+len) of @b is verified in the
+/* fetch.c, all with wk->lock held but start_fetchers */
+void wait_for(struct worker *wk, struct blob *b, uint64_t id, uint64_t off, uint64_t len);
+/* Without wk->lock: return once [off, off+len) of @b is verified in the
  * cache (0) or could not be fetched (-EIO). */
-int fetch_wait(struct blob *b, uint64_t off, uint64_t len);
-void prefetch_blob(struct blob *b);
+int fetch_wait(struct worker *wk, struct blob *b, uint64_t off, uint64_t len);
+void prefetch_blob(struct worker *wk, struct blob *b);
 /* A recorded list ({"blobs":[...],"ranges":[[i,r]...]}), as demand
  * fetches in its order. */
-void prefetch_list(struct lmount *m, struct json_t *list);
+void prefetch_list(struct worker *wk, struct lmount *m, struct json_t *list);
 /* A read of [off, off+len) of @b: if it begins a program of a mounted
- * image, queue what the loader will read to start it (W.lock held). */
-void hints_on_read(struct blob *b, uint64_t off, uint64_t len);
-/* The same for mount @m alone (one not yet listed in W.mounts, too);
+ * image, queue what the loader will read to start it (wk->lock held). */
+void hints_on_read(struct worker *wk, struct blob *b, uint64_t off, uint64_t len);
+/* The same for mount @m alone (one not yet listed in the mount table, too);
  * returns how many spans it queued. */
-size_t mount_hints_on_read(struct lmount *m, struct blob *b, uint64_t off, uint64_t len);
+size_t mount_hints_on_read(struct worker *wk, struct lmount *m, struct blob *b, uint64_t off,
+			   uint64_t len);
 /* A recording mount's reader needs [off, off+len) of blob @b. */
 void trace_note(struct lmount *m, struct blob *b, uint64_t off, uint64_t len);
-void note_read_locked(struct blob *b, uint64_t off, uint64_t len);
-void cancel_jobs(struct blob *b);
-int start_fetchers(void);
+void note_read_locked(struct worker *wk, struct blob *b, uint64_t off, uint64_t len);
+void cancel_jobs(struct worker *wk, struct blob *b);
+int start_fetchers(struct worker *wk);
 
 /* control.c */
 /* *config: the image's config JSON (the caller frees it), also on failure.
  * @exec: what `anole run` will start (a path or a name; "": none given,
  * the image's entrypoint), or NULL for a plain mount. @hints: fetch what
  * the loader reads to start a program when it starts (ELF load hints). */
-int op_mount(const char *ref, const char *mnt, int tls_verify,
+int op_mount(struct worker *wk, const char *ref, const char *mnt, int tls_verify,
 	     const struct registry_creds *creds, const char *options, const char *prefetch,
-	     bool fuse, bool record, const char *exec, bool hints, char *notice,
-	     size_t notice_size, char **config, struct anole_error *err);
+	     bool fuse, bool record, const char *exec, bool hints, char *notice, size_t notice_size,
+	     char **config, struct anole_error *err);
 /* The ranges a recording mount's readers needed, in order (JSON). */
-struct json_t *op_trace(const char *mnt, struct anole_error *err);
+struct json_t *op_trace(struct worker *wk, const char *mnt, struct anole_error *err);
 /* A local image file through FUSE (`anole mount --fuse IMAGE`), its
  * devices the files @devices names in device table order (or beside it). */
-int op_mount_image(const char *image, const char *mnt, json_t *devices, const char *options,
-		   struct anole_error *err);
-int op_umount(const char *mnt, bool *idle, struct anole_error *err);
-void control_loop(int fd) __attribute__((noreturn));
-/* W.lock held (dropped a while for FUSE mounts): let go of mounts
+int op_mount_image(struct worker *wk, const char *image, const char *mnt, json_t *devices,
+		   const char *options, struct anole_error *err);
+int op_umount(struct worker *wk, const char *mnt, bool *idle, struct anole_error *err);
+void control_loop(struct worker *wk, int fd) __attribute__((noreturn));
+/* wk->lock held (dropped a while for FUSE mounts): let go of mounts
  * unmounted behind our back; their partial blobs linger marked. */
-void prune_mounts(void);
-void release_lingering(void);
+void prune_mounts(struct worker *wk);
+void release_lingering(struct worker *wk);
 
 #endif
