@@ -18,6 +18,7 @@
 #define BATCH_PARTS 256u
 #define QUEUED_MAX (32u << 20) /* stored bytes queued at most */
 #define WRITE_MAX (1u << 20)   /* decoded bytes gathered for one pwrite() */
+#define SPARE_MAX 8u           /* run batches kept for reuse */
 
 enum xkind { XP_DECODE, XP_RAW, XP_CREATE };
 
@@ -49,6 +50,9 @@ struct xpool {
 	size_t queued;              /* stored bytes in queued and running batches */
 	bool stop;
 	bool hold;                  /* a file being queued must stay in cur */
+	struct xbatch *spare;       /* run batches, their buffers kept: fresh
+				       memory would fault in on every read */
+	unsigned int nspare;
 	unsigned int nthreads;
 	pthread_t *threads;
 	uint8_t *out; /* the caller's decode buffer */
@@ -62,6 +66,20 @@ static void batch_free(struct xbatch *b)
 		free(b->parts);
 		free(b);
 	}
+}
+
+/* With the lock held (or no workers): @b, run and retired, kept for
+ * reuse or freed. */
+static void recycle(struct xpool *p, struct xbatch *b)
+{
+	if (p->nspare >= SPARE_MAX) {
+		batch_free(b);
+		return;
+	}
+	b->inlen = b->nparts = b->outlen = 0;
+	b->next = p->spare;
+	p->spare = b;
+	p->nspare++;
 }
 
 static int grow(void *pbuf, size_t *cap, size_t need, size_t elem)
@@ -199,7 +217,7 @@ static void *worker(void *arg)
 		batch_run(b, &out, &outcap);
 		pthread_mutex_lock(&p->lock);
 		batch_retire(p, b);
-		batch_free(b);
+		recycle(p, b);
 	}
 	pthread_mutex_unlock(&p->lock);
 	free(out);
@@ -216,7 +234,7 @@ static void submit(struct xpool *p)
 	if (!p->nthreads) {
 		batch_run(b, &p->out, &p->outcap);
 		batch_retire(p, b);
-		batch_free(b);
+		recycle(p, b);
 		return;
 	}
 	pthread_mutex_lock(&p->lock);
@@ -255,9 +273,17 @@ int xpool_new(unsigned int threads, struct xpool **out)
 /* The batch being filled, new if none. */
 static struct xbatch *current(struct xpool *p)
 {
-	if (!p->cur)
-		p->cur = calloc(1, sizeof(*p->cur));
-	return p->cur;
+	if (p->cur)
+		return p->cur;
+	pthread_mutex_lock(&p->lock);
+	struct xbatch *b = p->spare;
+	if (b) {
+		p->spare = b->next;
+		p->nspare--;
+		b->next = NULL;
+	}
+	pthread_mutex_unlock(&p->lock);
+	return p->cur = b ? b : calloc(1, sizeof(*b));
 }
 
 uint8_t *xpool_reserve(struct xpool *p, size_t n)
@@ -348,7 +374,7 @@ void xpool_step(struct xpool *p)
 		batch_run(b, &p->out, &p->outcap);
 		pthread_mutex_lock(&p->lock);
 		batch_retire(p, b);
-		batch_free(b);
+		recycle(p, b);
 	} else if (p->queued) {
 		pthread_cond_wait(&p->done, &p->lock);
 	}
@@ -370,6 +396,11 @@ void xpool_free(struct xpool *p)
 	while ((b = pop(p))) { /* without workers: run here */
 		batch_run(b, &p->out, &p->outcap);
 		batch_retire(p, b);
+		recycle(p, b);
+	}
+	while (p->spare) {
+		b = p->spare;
+		p->spare = b->next;
 		batch_free(b);
 	}
 	pthread_mutex_destroy(&p->lock);
