@@ -7,7 +7,10 @@
  * creation, and every attribute is then set through a descriptor of what
  * was created, so no name from the image (nor a symlink it contains) can
  * make anole write outside the target. Names "." and ".." never become
- * entries.
+ * entries. Regular files are created and written by the pool's threads
+ * (xpool.h) in the same way, relative to a directory descriptor held open
+ * until they are finished; their attributes, and their directory's, are
+ * set here once their data is written.
  *
  * All or nothing: DIR is opened once (its last component without
  * following a symlink) and the tree is built in a private work directory
@@ -423,7 +426,9 @@ static int extract_subdir(struct extractor *x, int dirfd, const struct dent *d,
 	x->dirs = sub;
 	int r = extract_dir(x, sub, depth + 1);
 	sub->refs--;
-	return r;
+	/* now, if it has no file left to wait for: a tree of only
+	 * directories must not keep them all open */
+	return r < 0 || sub->refs ? r : settle_dirs(x);
 }
 
 static int extract_entry(struct extractor *x, struct xdir *dir, const struct dent *d, int depth)
