@@ -1,12 +1,14 @@
 #!/bin/bash
-# anole extract decodes compressed files on worker threads (-j): the tree
-# is the same for any thread count. Images of the torture tree (holes,
-# hard links, xattrs, devices, big and empty files) in lz4hc with small
-# pclusters, lzma with fragments, zstd with 1 MiB pclusters and dedupe
-# (partially referenced pclusters), extracted with -j1 (no threads), -j2
-# and -j7 (more threads than cores): each equals the source (treecmp,
-# contents byte for byte) and the -j1 tree; a damaged pcluster fails with
-# one line and leaves no target.
+# anole extract creates regular files and decodes and writes their data
+# on worker threads (-j): the tree is the same for any thread count.
+# Images of the torture tree (holes, hard links, xattrs, devices, big and
+# empty files) in lz4hc with small pclusters, lzma with fragments, zstd
+# with 1 MiB pclusters and dedupe (partially referenced pclusters),
+# extracted with -j1 (no threads), -j2 and -j7 (more threads than cores):
+# each equals the source (treecmp, contents byte for byte) and the -j1
+# tree; so does an uncompressed image; 3000 directories extract under a
+# limit of 64 descriptors; a damaged pcluster fails with one line and
+# leaves no target.
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 need_root
@@ -32,6 +34,29 @@ for c in "lz4hc --pcluster=8K --no-fragments" "lzma --pcluster=16K --fragments" 
 	done
 	rm -rf "$TMP/out/$name-j1"
 done
+
+# uncompressed files are created and written by the pool too
+"$ANOLE" build -q "$T" "$TMP/plain.img" || fail "plain: build failed"
+for j in 1 2 7; do
+	out=$TMP/out/plain-j$j
+	"$ANOLE" extract -q -j "$j" "$TMP/plain.img" "$out" || fail "plain: extract -j$j failed"
+	"$TREECMP" --ignore-root-mtime "$T" "$out" >"$TMP/cmp.log" 2>&1 ||
+		{ cat "$TMP/cmp.log"; fail "plain: extract -j$j differs from the source"; }
+	rm -rf "$out"
+done
+
+# 3000 directories without files, under a limit of 64 descriptors: each
+# is finished (and closed) as the walk leaves it, not kept open until
+# some file is written
+mkdir "$TMP/dirs"
+(cd "$TMP/dirs" && mkdir $(seq 3000) && chmod 0555 17 && touch -d @1000000000 42) ||
+	fail "cannot make the directories"
+"$ANOLE" build -q -z lz4 "$TMP/dirs" "$TMP/dirs.img" || fail "dirs: build failed"
+(ulimit -n 64 && exec "$ANOLE" extract -q "$TMP/dirs.img" "$TMP/out/dirs") ||
+	fail "dirs: extract with 64 descriptors failed"
+"$TREECMP" --ignore-root-mtime "$TMP/dirs" "$TMP/out/dirs" >"$TMP/cmp.log" 2>&1 ||
+	{ cat "$TMP/cmp.log"; fail "dirs: extract differs from the source"; }
+rm -rf "$TMP/out/dirs"
 
 # 0xff over the middle of an image of compressible files (whole
 # pclusters: flipped bits could still decode, lzma has no checksum; and

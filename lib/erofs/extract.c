@@ -7,7 +7,10 @@
  * creation, and every attribute is then set through a descriptor of what
  * was created, so no name from the image (nor a symlink it contains) can
  * make anole write outside the target. Names "." and ".." never become
- * entries.
+ * entries. Regular files are created and written by the pool's threads
+ * (xpool.h) in the same way, relative to a directory descriptor held open
+ * until they are finished; their attributes, and their directory's, are
+ * set here once their data is written.
  *
  * All or nothing: DIR is opened once (its last component without
  * following a symlink) and the tree is built in a private work directory
@@ -30,6 +33,18 @@
 
 #define WORK_PREFIX ".anole-extract."
 #define FILES_OPEN_MAX 128 /* files the pool still writes, each holding a descriptor */
+#define SMALL_FILE (256u << 10) /* at most this big: the pool creates it too */
+
+/* A directory extract made and holds open while the pool creates files
+ * in it; its attributes wait for those files (a creation would change its
+ * times, and its mode could forbid it). */
+struct xdir {
+	int fd;
+	unsigned int refs; /* the walk's (until it leaves), one per queued file */
+	struct anole_inode ino;
+	char *rel;
+	struct xdir *next;
+};
 
 struct link_seen {
 	uint64_t nid;
@@ -51,6 +66,7 @@ struct extractor {
 	struct xpool *pool;
 	struct xfile *files, **files_tail; /* the pool's, oldest first */
 	size_t nfiles;
+	struct xdir *dirs; /* walked, attributes not yet set */
 };
 
 static const char *here(const struct extractor *x)
@@ -128,40 +144,7 @@ static int restore_created(struct extractor *x, int dirfd, const char *name,
 	return restore_attrs(x, fd, true, ino);
 }
 
-static int write_file(struct extractor *x, int fd, const struct anole_inode *ino)
-{
-	for (uint64_t off = 0; off < ino->size;) {
-		bool hole;
-		uint64_t end;
-		int r = anole_map(x->img, ino, off, &hole, &end);
-		if (r < 0)
-			return r;
-		if (end <= off)
-			return img_corrupt(x->img, ino->nid, ino->pos, "data map makes no progress");
-		if (hole) { /* leave it unwritten: holes stay holes */
-			off = end;
-			continue;
-		}
-		size_t n = (size_t)MIN(end - off, (uint64_t)(1u << 20));
-		ssize_t got = anole_pread(x->img, ino, x->buf, n, off);
-		if (got <= 0)
-			return got < 0 ? (int)got : img_corrupt(x->img, ino->nid, ino->pos, "short read");
-		if (pwrite_full(fd, x->buf, (size_t)got, off) < 0)
-			return xerr(x, errno, "cannot write");
-		off += (uint64_t)got;
-	}
-	if (ftruncate(fd, (off_t)ino->size) < 0)
-		return xerr(x, errno, "cannot set size");
-	return 0;
-}
-
-/* ---- compressed files: decoded on the pool's threads ---------------------- */
-
-static bool is_compressed(const struct anole_inode *ino)
-{
-	return ino->layout == EROFS_INODE_COMPRESSED_FULL ||
-	       ino->layout == EROFS_INODE_COMPRESSED_COMPACT;
-}
+/* ---- regular files: created and written on the pool's threads ------------ */
 
 /* A written file's size, attributes (after its data: a write would drop
  * file capabilities) and descriptor; its failure, if it had one. */
@@ -170,13 +153,15 @@ static int finish_file(struct extractor *x, struct xfile *f)
 	int r = 0;
 	x->here = f->rel;
 	if (f->err)
-		r = f->err_decode ? zmap_decode_error(x->img, &f->ino, &f->bad, f->err)
-				  : xerr(x, -f->err, "cannot write");
+		r = f->err_decode   ? zmap_decode_error(x->img, &f->ino, &f->bad, f->err)
+		    : f->err_create ? xerr(x, -f->err, "cannot create file")
+				    : xerr(x, -f->err, "cannot write");
 	else if (ftruncate(f->fd, (off_t)f->ino.size) < 0)
 		r = xerr(x, errno, "cannot set size");
 	else
 		r = restore_attrs(x, f->fd, false, &f->ino);
 	x->here = NULL;
+	((struct xdir *)f->owner)->refs--;
 	return r;
 }
 
@@ -188,8 +173,35 @@ static void file_free(struct xfile *f)
 	free(f);
 }
 
+static void dir_free(struct xdir *d)
+{
+	close(d->fd);
+	free(d->rel);
+	free(d);
+}
+
+/* The attributes of walked directories whose files are all written. */
+static int settle_dirs(struct extractor *x)
+{
+	int r = 0;
+	for (struct xdir **pd = &x->dirs; r >= 0 && *pd;) {
+		struct xdir *d = *pd;
+		if (d->refs) {
+			pd = &d->next;
+			continue;
+		}
+		x->here = d->rel;
+		r = restore_attrs(x, d->fd, false, &d->ino);
+		x->here = NULL;
+		*pd = d->next;
+		dir_free(d);
+	}
+	return r;
+}
+
 /* Finish the files the pool has written, oldest first; with @wait, all
- * of them, else while too many are open or queued. */
+ * of them, else while too many are open or queued. Then the directories
+ * that waited for them. */
 static int reap(struct extractor *x, bool wait)
 {
 	int r = 0;
@@ -209,36 +221,49 @@ static int reap(struct extractor *x, bool wait)
 		x->nfiles--;
 		file_free(f);
 	}
-	return r;
+	return r < 0 ? r : settle_dirs(x);
 }
 
-/* Extent @z of a compressed file, from @off: queued for the pool when it
- * needs decoding; else (plain, fragment) read and written here. */
+/* @f's bytes [@off, @end) as the reader gives them, read straight into
+ * the pool's batches. */
+static int queue_raw(struct extractor *x, struct xfile *f, uint64_t off, uint64_t end)
+{
+	const struct anole_inode *ino = &f->ino;
+	while (off < end) {
+		size_t n = (size_t)MIN(end - off, (uint64_t)(1u << 20));
+		uint8_t *buf = xpool_reserve(x->pool, n);
+		if (!buf)
+			return anole_err(x->err, ENOMEM, "out of memory");
+		ssize_t got = anole_pread(x->img, ino, buf, n, off);
+		if (got <= 0)
+			return got < 0 ? (int)got : img_corrupt(x->img, ino->nid, ino->pos, "short read");
+		if (xpool_add_raw(x->pool, f, off, (size_t)got) < 0)
+			return anole_err(x->err, ENOMEM, "out of memory");
+		off += (uint64_t)got;
+	}
+	return 0;
+}
+
+/* Extent @z of a compressed file, from @off: its stored bytes queued for
+ * decoding when it needs that; else (plain, fragment) as read. */
 static int queue_extent(struct extractor *x, struct xfile *f, const struct zextent *z,
 			uint64_t off)
 {
 	const struct anole_inode *ino = &f->ino;
 	uint64_t end = z->la + z->llen;
-	if ((z->where == ZX_BLOCKS || z->where == ZX_INLINE) && z->form < Z_EROFS_COMPRESSION_MAX) {
-		if (z->plen > (1u << 20))
-			return img_corrupt(x->img, ino->nid, z->pa, "pcluster of %u bytes", z->plen);
-		int r = zmap_stored(x->img, ino, z, (uint8_t *)x->buf);
-		struct zdecode_req rq;
-		zmap_request(x->img, z, (const uint8_t *)x->buf, &rq);
-		if (r >= 0 && (r = xpool_add(x->pool, f, &rq, z, off - z->la, end - off)) < 0)
-			r = anole_err(x->err, -r, "out of memory");
-		return r;
-	}
-	while (off < end) {
-		size_t n = (size_t)MIN(end - off, (uint64_t)(1u << 20));
-		ssize_t got = anole_pread(x->img, ino, x->buf, n, off);
-		if (got <= 0)
-			return got < 0 ? (int)got : img_corrupt(x->img, ino->nid, ino->pos, "short read");
-		if (pwrite_full(f->fd, x->buf, (size_t)got, off) < 0)
-			return xerr(x, errno, "cannot write");
-		off += (uint64_t)got;
-	}
-	return 0;
+	if ((z->where != ZX_BLOCKS && z->where != ZX_INLINE) || z->form >= Z_EROFS_COMPRESSION_MAX)
+		return queue_raw(x, f, off, end);
+	if (z->plen > (1u << 20))
+		return img_corrupt(x->img, ino->nid, z->pa, "pcluster of %u bytes", z->plen);
+	uint8_t *in = xpool_reserve(x->pool, z->plen);
+	if (!in)
+		return anole_err(x->err, ENOMEM, "out of memory");
+	int r = zmap_stored(x->img, ino, z, in);
+	struct zdecode_req rq;
+	zmap_request(x->img, z, in, &rq);
+	if (r >= 0 && (r = xpool_add(x->pool, f, &rq, z, off - z->la, end - off)) < 0)
+		r = anole_err(x->err, -r, "out of memory");
+	return r;
 }
 
 static int queue_extents(struct extractor *x, struct xfile *f)
@@ -255,22 +280,65 @@ static int queue_extents(struct extractor *x, struct xfile *f)
 	return 0;
 }
 
-/* A compressed file: the pool owns @fd from here and writes it; its
- * attributes follow in reap(). */
-static int queue_file(struct extractor *x, int fd, const struct anole_inode *ino)
+/* An uncompressed file's data runs; holes stay unwritten. */
+static int queue_plain(struct extractor *x, struct xfile *f)
 {
+	const struct anole_inode *ino = &f->ino;
+	for (uint64_t off = 0; off < ino->size;) {
+		bool hole;
+		uint64_t end;
+		int r = anole_map(x->img, ino, off, &hole, &end);
+		if (r < 0)
+			return r;
+		if (end <= off)
+			return img_corrupt(x->img, ino->nid, ino->pos, "data map makes no progress");
+		if (!hole && (r = queue_raw(x, f, off, MIN(end, ino->size))) < 0)
+			return r;
+		off = end;
+	}
+	return 0;
+}
+
+static bool is_compressed(const struct anole_inode *ino)
+{
+	return ino->layout == EROFS_INODE_COMPRESSED_FULL ||
+	       ino->layout == EROFS_INODE_COMPRESSED_COMPACT;
+}
+
+/* A regular file, written by the pool. A small one with one link the pool
+ * also creates; else (a later hard link must find it) it is created here
+ * and the pool owns its descriptor. Its attributes follow in reap(). */
+static int queue_file(struct extractor *x, struct xdir *dir, const char *name,
+		      const struct anole_inode *ino)
+{
+	int fd = -1;
+	if (ino->nlink > 1 || ino->size > SMALL_FILE) {
+		fd = openat(dir->fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd < 0)
+			return xerr(x, errno, "cannot create file");
+	}
 	struct xfile *f = calloc(1, sizeof(*f));
 	if (!f) {
-		close(fd);
+		if (fd >= 0)
+			close(fd);
 		return anole_err(x->err, ENOMEM, "out of memory");
 	}
-	*f = (struct xfile){.fd = fd, .ino = *ino, .rel = strdup(x->rel.buf)};
+	*f = (struct xfile){.fd = fd, .dirfd = dir->fd, .ino = *ino, .rel = strdup(x->rel.buf),
+			    .owner = dir};
 	*x->files_tail = f;
 	x->files_tail = &f->next;
 	x->nfiles++;
-	if (!f->rel)
+	dir->refs++;
+	if (!f->rel) {
+		f->err = -ENOMEM; /* never queued: reap reports it */
 		return anole_err(x->err, ENOMEM, "out of memory");
-	int r = queue_extents(x, f);
+	}
+	f->name = strrchr(f->rel, '/') ? strrchr(f->rel, '/') + 1 : f->rel;
+	int r = fd >= 0 ? 0 : xpool_create(x->pool, f);
+	if (r < 0)
+		r = anole_err(x->err, -r, "out of memory");
+	else
+		r = is_compressed(ino) ? queue_extents(x, f) : queue_plain(x, f);
 	xpool_seal(x->pool, f);
 	return r < 0 ? r : reap(x, false);
 }
@@ -321,7 +389,7 @@ static int open_beneath(struct extractor *x, const char *relpath, const char **b
 	return fd < 0 ? -errno : (int)fd;
 }
 
-static int extract_dir(struct extractor *x, int dirfd, const struct anole_inode *dir, int depth);
+static int extract_dir(struct extractor *x, struct xdir *dir, int depth);
 
 /* Out of line: its buffer must not sit in every frame of the recursion. */
 static __attribute__((noinline)) int extract_symlink(struct extractor *x, int dirfd,
@@ -337,8 +405,35 @@ static __attribute__((noinline)) int extract_symlink(struct extractor *x, int di
 	return restore_created(x, dirfd, d->name, ino);
 }
 
-static int extract_entry(struct extractor *x, int dirfd, const struct dent *d, int depth)
+/* A directory: made, walked, and left for settle_dirs() to finish. */
+static int extract_subdir(struct extractor *x, int dirfd, const struct dent *d,
+			  const struct anole_inode *ino, int depth)
 {
+	if (mkdirat(dirfd, d->name, 0700) < 0)
+		return xerr(x, errno, "cannot create directory");
+	int fd = openat(dirfd, d->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return xerr(x, errno, "cannot open directory");
+	struct xdir *sub = calloc(1, sizeof(*sub));
+	if (sub)
+		*sub = (struct xdir){.fd = fd, .refs = 1, .ino = *ino, .rel = strdup(x->rel.buf)};
+	if (!sub || !sub->rel) {
+		close(fd);
+		free(sub);
+		return anole_err(x->err, ENOMEM, "out of memory");
+	}
+	sub->next = x->dirs; /* deeper ones first: settle_dirs() finds them sooner */
+	x->dirs = sub;
+	int r = extract_dir(x, sub, depth + 1);
+	sub->refs--;
+	/* now, if it has no file left to wait for: a tree of only
+	 * directories must not keep them all open */
+	return r < 0 || sub->refs ? r : settle_dirs(x);
+}
+
+static int extract_entry(struct extractor *x, struct xdir *dir, const struct dent *d, int depth)
+{
+	int dirfd = dir->fd;
 	struct anole_inode ino;
 	int r = anole_inode_read(x->img, d->nid, &ino);
 	if (r < 0)
@@ -361,29 +456,10 @@ static int extract_entry(struct extractor *x, int dirfd, const struct dent *d, i
 	}
 
 	switch (ino.mode & S_IFMT) {
-	case S_IFDIR: {
-		if (mkdirat(dirfd, d->name, 0700) < 0)
-			return xerr(x, errno, "cannot create directory");
-		_cleanup_close_ int fd = openat(dirfd, d->name,
-						O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (fd < 0)
-			return xerr(x, errno, "cannot open directory");
-		if ((r = extract_dir(x, fd, &ino, depth + 1)) < 0)
-			return r;
-		return restore_attrs(x, fd, false, &ino);
-	}
-	case S_IFREG: {
-		int fd = openat(dirfd, d->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-				0600);
-		if (fd < 0)
-			return xerr(x, errno, "cannot create file");
-		if (is_compressed(&ino))
-			return queue_file(x, fd, &ino); /* which owns fd from here */
-		if ((r = write_file(x, fd, &ino)) >= 0)
-			r = restore_attrs(x, fd, false, &ino);
-		close(fd);
-		return r;
-	}
+	case S_IFDIR:
+		return extract_subdir(x, dirfd, d, &ino, depth);
+	case S_IFREG:
+		return queue_file(x, dir, d->name, &ino);
 	case S_IFLNK:
 		return extract_symlink(x, dirfd, d, &ino);
 	default:
@@ -393,8 +469,9 @@ static int extract_entry(struct extractor *x, int dirfd, const struct dent *d, i
 	}
 }
 
-static int extract_dir(struct extractor *x, int dirfd, const struct anole_inode *dir, int depth)
+static int extract_dir(struct extractor *x, struct xdir *xd, int depth)
 {
+	const struct anole_inode *dir = &xd->ino;
 	if (depth > ANOLE_MAX_DEPTH)
 		return img_corrupt(x->img, dir->nid, dir->pos, "directory tree deeper than %d",
 				   ANOLE_MAX_DEPTH);
@@ -413,7 +490,7 @@ static int extract_dir(struct extractor *x, int dirfd, const struct anole_inode 
 		if (plen)
 			strbuf_add(&x->rel, "/", 1);
 		strbuf_add(&x->rel, d->name, d->len);
-		r = extract_entry(x, dirfd, d, depth);
+		r = extract_entry(x, xd, d, depth);
 		x->rel.len = plen;
 		if (x->rel.buf)
 			x->rel.buf[plen] = 0;
@@ -638,7 +715,8 @@ int anole_extract(struct anole_image *img, const char *dir,
 	struct extractor x = {.img = img, .err = err, .opts = opts ? opts : &defaults,
 			      .rootfd = -1, .as_root = geteuid() == 0};
 	x.files_tail = &x.files;
-	struct anole_inode root;
+	struct xdir top = {.fd = -1};
+	struct anole_inode *root = &top.ino;
 	struct target t;
 	struct workdir w = {.parent = -1, .fd = -1};
 	int r = target_open(dir, &t, err);
@@ -651,9 +729,11 @@ int anole_extract(struct anole_image *img, const char *dir,
 	if (r >= 0 && (r = xpool_new(extract_threads(x.opts), &x.pool)) < 0)
 		r = anole_err(err, -r, "cannot start decoding threads: %s", strerror(-r));
 	if (r >= 0)
-		r = anole_inode_read(img, anole_image_info(img)->root_nid, &root);
-	if (r >= 0)
-		r = extract_dir(&x, x.rootfd, &root, 0);
+		r = anole_inode_read(img, anole_image_info(img)->root_nid, root);
+	if (r >= 0) {
+		top.fd = x.rootfd; /* its attributes: at the commit */
+		r = extract_dir(&x, &top, 0);
+	}
 	if (r >= 0)
 		r = reap(&x, true);
 	xpool_free(x.pool); /* after a failure: what is queued still runs, then is dropped */
@@ -662,8 +742,13 @@ int anole_extract(struct anole_image *img, const char *dir,
 		x.files = f->next;
 		file_free(f);
 	}
+	while (x.dirs) { /* after a failure */
+		struct xdir *d = x.dirs;
+		x.dirs = d->next;
+		dir_free(d);
+	}
 	if (r >= 0)
-		r = t.dir >= 0 ? commit_into(&x, &t, &w, &root) : commit_new(&x, &t, &w, &root);
+		r = t.dir >= 0 ? commit_into(&x, &t, &w, root) : commit_new(&x, &t, &w, root);
 	if (r < 0 && !err->code)
 		*err = *anole_image_error(img);
 	if (x.rootfd >= 0)

@@ -1,18 +1,26 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Extract's decoding pool (erofs/xpool.h). Extents are gathered into
- * batches (a small file's single extent alone is too little work to hand
- * to another thread) that may span files; each file counts its extents
- * still queued. The caller bounds what is queued (stored bytes), and runs
- * batches itself while it waits, so the calling thread decodes too.
+ * Extract's writing pool (erofs/xpool.h). Parts (a file's creation, an
+ * extent to decode, bytes to copy) are gathered into batches (a small
+ * file is too little work to hand to another thread) that may span files;
+ * each file counts its parts still queued. A file the pool creates has
+ * all its parts in one batch, so the thread that creates it is the only
+ * one to write it. Consecutive decoded extents of one file are written
+ * with one pwrite(). The caller bounds what is queued (stored bytes), and
+ * runs batches itself while it waits, so the calling thread works too.
  */
 #include "erofs/xpool.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 
 #define BATCH_OUT (512u << 10) /* decoded bytes per batch */
 #define BATCH_PARTS 256u
 #define QUEUED_MAX (32u << 20) /* stored bytes queued at most */
+#define WRITE_MAX (1u << 20)   /* decoded bytes gathered for one pwrite() */
+#define SPARE_MAX 8u           /* run batches kept for reuse */
+
+enum xkind { XP_DECODE, XP_RAW, XP_CREATE };
 
 struct xpart {
 	struct xfile *f;
@@ -22,14 +30,15 @@ struct xpart {
 	uint64_t skip;
 	size_t n;
 	int r;
-	bool write_failed; /* else r is zdecode()'s */
+	uint8_t kind;      /* enum xkind */
+	bool write_failed; /* else r is zdecode()'s (or the creation's) */
 };
 
 struct xbatch {
 	uint8_t *in;
 	size_t inlen, incap;
 	struct xpart *parts;
-	size_t nparts, outlen;
+	size_t nparts, pcap, outlen;
 	struct xbatch *next;
 };
 
@@ -40,6 +49,10 @@ struct xpool {
 	struct xbatch *cur;         /* being filled by the caller */
 	size_t queued;              /* stored bytes in queued and running batches */
 	bool stop;
+	bool hold;                  /* a file being queued must stay in cur */
+	struct xbatch *spare;       /* run batches, their buffers kept: fresh
+				       memory would fault in on every read */
+	unsigned int nspare;
 	unsigned int nthreads;
 	pthread_t *threads;
 	uint8_t *out; /* the caller's decode buffer */
@@ -53,6 +66,20 @@ static void batch_free(struct xbatch *b)
 		free(b->parts);
 		free(b);
 	}
+}
+
+/* With the lock held (or no workers): @b, run and retired, kept for
+ * reuse or freed. */
+static void recycle(struct xpool *p, struct xbatch *b)
+{
+	if (p->nspare >= SPARE_MAX) {
+		batch_free(b);
+		return;
+	}
+	b->inlen = b->nparts = b->outlen = 0;
+	b->next = p->spare;
+	p->spare = b;
+	p->nspare++;
 }
 
 static int grow(void *pbuf, size_t *cap, size_t need, size_t elem)
@@ -69,25 +96,80 @@ static int grow(void *pbuf, size_t *cap, size_t need, size_t elem)
 	return 0;
 }
 
-/* Decode and write a batch's extents; results stay in the parts. */
+/* Decoded bytes waiting in the output buffer: @len for @f at @off. */
+struct wpend {
+	struct xfile *f;
+	uint64_t off;
+	size_t len;
+	struct xpart *last; /* takes a write failure */
+};
+
+static void flush(struct wpend *w, const uint8_t *out)
+{
+	if (w->len && pwrite_full(w->f->fd, out, w->len, w->off) < 0) {
+		w->last->r = -errno;
+		w->last->write_failed = true;
+	}
+	w->len = 0;
+}
+
+static void part_create(struct xpart *pt)
+{
+	struct xfile *f = pt->f;
+	f->fd = openat(f->dirfd, f->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+		       0600);
+	if (f->fd < 0)
+		pt->r = -errno;
+}
+
+/* Decode extent @pt after what @w holds (starting anew unless it follows
+ * on in the same file), writing out what must go first. */
+static void part_decode(struct xpart *pt, struct wpend *w, uint8_t **out, size_t *outcap)
+{
+	bool follows = w->len && w->f == pt->f && !pt->skip && w->off + w->len == pt->x.la &&
+		       w->len + pt->x.llen <= WRITE_MAX;
+	if (!follows)
+		flush(w, *out);
+	if (grow(out, outcap, w->len + pt->x.llen, 1) < 0) {
+		pt->r = -ENOMEM;
+		return;
+	}
+	pt->r = zdecode(&pt->rq, *out + w->len, pt->x.llen);
+	if (pt->r < 0)
+		return;
+	if (!w->len) {
+		if (pt->skip) /* starts within the extent: its own write */
+			memmove(*out, *out + pt->skip, pt->n);
+		*w = (struct wpend){.f = pt->f, .off = pt->x.la + pt->skip};
+	}
+	w->len += pt->n;
+	w->last = pt;
+}
+
+/* Create, decode and write a batch's parts, in order; results stay in
+ * the parts. */
 static void batch_run(struct xbatch *b, uint8_t **out, size_t *outcap)
 {
+	struct wpend w = {0};
 	for (size_t i = 0; i < b->nparts; i++) {
 		struct xpart *pt = &b->parts[i];
-		pt->rq.in = b->in + pt->in_off;
-		if (grow(out, outcap, pt->x.llen, 1) < 0) {
-			pt->r = -ENOMEM;
-			continue;
-		}
-		pt->r = zdecode(&pt->rq, *out, pt->x.llen);
-		if (pt->r < 0)
-			continue;
-		int w = pwrite_full(pt->f->fd, *out + pt->skip, pt->n, pt->x.la + pt->skip);
-		if (w < 0) {
-			pt->r = w;
-			pt->write_failed = true;
+		if (pt->f->fd < 0 && pt->kind != XP_CREATE)
+			continue; /* its creation failed: that is its error */
+		if (pt->kind != XP_DECODE)
+			flush(&w, *out);
+		if (pt->kind == XP_CREATE) {
+			part_create(pt);
+		} else if (pt->kind == XP_RAW) {
+			if (pwrite_full(pt->f->fd, b->in + pt->in_off, pt->n, pt->skip) < 0) {
+				pt->r = -errno;
+				pt->write_failed = true;
+			}
+		} else {
+			pt->rq.in = b->in + pt->in_off;
+			part_decode(pt, &w, out, outcap);
 		}
 	}
+	flush(&w, *out);
 }
 
 /* With the lock held: a run batch's results into its files. */
@@ -99,7 +181,8 @@ static void batch_retire(struct xpool *p, struct xbatch *b)
 		f->pending--;
 		if (pt->r < 0 && !f->err) {
 			f->err = pt->r;
-			f->err_decode = !pt->write_failed;
+			f->err_decode = pt->kind == XP_DECODE && !pt->write_failed;
+			f->err_create = pt->kind == XP_CREATE;
 			f->bad = pt->x;
 		}
 	}
@@ -134,7 +217,7 @@ static void *worker(void *arg)
 		batch_run(b, &out, &outcap);
 		pthread_mutex_lock(&p->lock);
 		batch_retire(p, b);
-		batch_free(b);
+		recycle(p, b);
 	}
 	pthread_mutex_unlock(&p->lock);
 	free(out);
@@ -151,7 +234,7 @@ static void submit(struct xpool *p)
 	if (!p->nthreads) {
 		batch_run(b, &p->out, &p->outcap);
 		batch_retire(p, b);
-		batch_free(b);
+		recycle(p, b);
 		return;
 	}
 	pthread_mutex_lock(&p->lock);
@@ -187,38 +270,79 @@ int xpool_new(unsigned int threads, struct xpool **out)
 	return 0;
 }
 
-int xpool_add(struct xpool *p, struct xfile *f, const struct zdecode_req *rq,
-	      const struct zextent *x, uint64_t skip, size_t n)
+/* The batch being filled, new if none. */
+static struct xbatch *current(struct xpool *p)
 {
-	if (!p->cur) {
-		struct xbatch *nb = calloc(1, sizeof(*nb));
-		if (nb && !(nb->parts = calloc(BATCH_PARTS, sizeof(*nb->parts)))) {
-			free(nb);
-			nb = NULL;
-		}
-		if (!nb)
-			return -ENOMEM;
-		p->cur = nb;
+	if (p->cur)
+		return p->cur;
+	pthread_mutex_lock(&p->lock);
+	struct xbatch *b = p->spare;
+	if (b) {
+		p->spare = b->next;
+		p->nspare--;
+		b->next = NULL;
 	}
-	struct xbatch *b = p->cur;
-	if (!rq->inlen || grow(&b->in, &b->incap, b->inlen + rq->inlen, 1) < 0)
-		return rq->inlen ? -ENOMEM : -EINVAL; /* zmap_extent: never 0 stored bytes */
-	memcpy(b->in + b->inlen, rq->in, rq->inlen);
-	b->parts[b->nparts++] = (struct xpart){.f = f, .rq = *rq, .in_off = b->inlen, .x = *x,
-					       .skip = skip, .n = n};
-	b->inlen += rq->inlen;
-	b->outlen += x->llen;
-	pthread_mutex_lock(&p->lock); /* workers retire @f's earlier extents meanwhile */
-	f->pending++;
-	p->queued += rq->inlen;
 	pthread_mutex_unlock(&p->lock);
-	if (b->outlen >= BATCH_OUT || b->nparts >= BATCH_PARTS)
+	return p->cur = b ? b : calloc(1, sizeof(*b));
+}
+
+uint8_t *xpool_reserve(struct xpool *p, size_t n)
+{
+	struct xbatch *b = current(p);
+	if (!b || grow(&b->in, &b->incap, b->inlen + n, 1) < 0)
+		return NULL;
+	return b->in + b->inlen;
+}
+
+/* Append @pt (its stored bytes, @inlen of them, reserved and read) to the
+ * batch being filled; hand the batch over once it is big enough, unless
+ * a file the pool creates is being queued. */
+static int add(struct xpool *p, struct xpart *pt, size_t inlen, size_t outlen)
+{
+	struct xbatch *b = current(p);
+	if (!b || grow(&b->parts, &b->pcap, b->nparts + 1, sizeof(*b->parts)) < 0 ||
+	    b->inlen + inlen > b->incap)
+		return -ENOMEM; /* inlen > incap: nothing reserved for it */
+	pt->in_off = b->inlen;
+	b->parts[b->nparts++] = *pt;
+	b->inlen += inlen;
+	b->outlen += outlen;
+	pthread_mutex_lock(&p->lock); /* workers retire the file's earlier parts meanwhile */
+	pt->f->pending++;
+	p->queued += inlen;
+	pthread_mutex_unlock(&p->lock);
+	if (!p->hold && (b->outlen >= BATCH_OUT || b->nparts >= BATCH_PARTS))
 		submit(p);
 	return 0;
 }
 
+int xpool_create(struct xpool *p, struct xfile *f)
+{
+	if (p->cur && (p->cur->outlen >= BATCH_OUT || p->cur->nparts >= BATCH_PARTS))
+		submit(p);
+	p->hold = true;
+	return add(p, &(struct xpart){.f = f, .kind = XP_CREATE}, 0, 0);
+}
+
+int xpool_add(struct xpool *p, struct xfile *f, const struct zdecode_req *rq,
+	      const struct zextent *x, uint64_t skip, size_t n)
+{
+	if (!rq->inlen)
+		return -EINVAL; /* zmap_extent: never 0 stored bytes */
+	struct xpart pt = {.f = f, .rq = *rq, .x = *x, .skip = skip, .n = n, .kind = XP_DECODE};
+	return add(p, &pt, rq->inlen, x->llen);
+}
+
+int xpool_add_raw(struct xpool *p, struct xfile *f, uint64_t off, size_t n)
+{
+	return add(p, &(struct xpart){.f = f, .skip = off, .n = n, .kind = XP_RAW}, n, n);
+}
+
 void xpool_seal(struct xpool *p, struct xfile *f)
 {
+	p->hold = false;
+	if (p->cur && (p->cur->outlen >= BATCH_OUT || p->cur->nparts >= BATCH_PARTS))
+		submit(p);
 	pthread_mutex_lock(&p->lock);
 	f->sealed = true;
 	pthread_mutex_unlock(&p->lock);
@@ -250,7 +374,7 @@ void xpool_step(struct xpool *p)
 		batch_run(b, &p->out, &p->outcap);
 		pthread_mutex_lock(&p->lock);
 		batch_retire(p, b);
-		batch_free(b);
+		recycle(p, b);
 	} else if (p->queued) {
 		pthread_cond_wait(&p->done, &p->lock);
 	}
@@ -272,6 +396,11 @@ void xpool_free(struct xpool *p)
 	while ((b = pop(p))) { /* without workers: run here */
 		batch_run(b, &p->out, &p->outcap);
 		batch_retire(p, b);
+		recycle(p, b);
+	}
+	while (p->spare) {
+		b = p->spare;
+		p->spare = b->next;
 		batch_free(b);
 	}
 	pthread_mutex_destroy(&p->lock);

@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Extract's decoding pool: compressed extents decoded and written into
- * their files on worker threads, as the writer compresses pclusters on its
- * own (zpipe.c). The calling thread keeps every reader call (maps, stored
- * bytes, metadata); a worker only runs zdecode(), a pure function of the
- * stored bytes, and pwrite()s the result through a descriptor of a file
- * extract created. Every byte still passes zdecode()'s checks; a failure
- * is kept with its file and reported by the calling thread.
+ * Extract's writing pool: regular files created, and their data decoded
+ * and written, on worker threads, as the writer compresses pclusters on
+ * its own (zpipe.c). The calling thread keeps every reader call (maps,
+ * stored bytes, metadata) and reads the stored bytes straight into the
+ * pool's batches; a worker only creates a file (O_EXCL, O_NOFOLLOW, in a
+ * directory extract created and holds open), runs zdecode(), a pure
+ * function of the stored bytes, and pwrite()s the result through the
+ * file's descriptor. Every byte still passes zdecode()'s checks; a
+ * failure is kept with its file and reported by the calling thread.
  */
 #ifndef ANOLE_XPOOL_H
 #define ANOLE_XPOOL_H
@@ -15,24 +17,38 @@
 
 /* A regular file whose data the pool writes. */
 struct xfile {
-	int fd;
+	int fd;               /* -1 until the pool creates it: @name in @dirfd */
+	int dirfd;            /* the caller keeps it open until the file is done */
+	const char *name;
 	unsigned int pending; /* extents queued, not yet written */
 	bool sealed;          /* all its extents are queued */
 	int err;              /* first failure: zdecode()'s, or -errno of pwrite */
 	bool err_decode;      /* err came from zdecode() on extent @bad */
+	bool err_create;      /* err came from creating it */
 	struct zextent bad;
 	struct anole_inode ino;
 	char *rel; /* its path in the target, for messages */
+	void *owner; /* the caller's */
 	struct xfile *next;
 };
 
 struct xpool;
-/* @threads decoding threads; 0 or 1: none, the caller decodes. */
+/* @threads worker threads; 0 or 1: none, the caller decodes. */
 int xpool_new(unsigned int threads, struct xpool **out);
-/* Queue extent @x of @f (stored bytes @in, x->plen of them); its decoded
- * bytes from @skip on, @n of them, go to the file at x->la + skip. */
+/* Queue the creation of @f (fd -1): it and the parts queued for @f until
+ * xpool_seal() run in one batch, on one thread, in order. */
+int xpool_create(struct xpool *p, struct xfile *f);
+/* Room for @n stored bytes in the batch being filled, for the caller to
+ * read into before the xpool_add() or xpool_add_raw() that queues them;
+ * NULL: out of memory. */
+uint8_t *xpool_reserve(struct xpool *p, size_t n);
+/* Queue extent @x of @f (its rq->inlen stored bytes just reserved and
+ * read; rq->in is not used); its decoded bytes from @skip on, @n of them,
+ * go to the file at x->la + skip. */
 int xpool_add(struct xpool *p, struct xfile *f, const struct zdecode_req *rq,
 	      const struct zextent *x, uint64_t skip, size_t n);
+/* Queue @n bytes, just reserved and read, for @f at @off as they are. */
+int xpool_add_raw(struct xpool *p, struct xfile *f, uint64_t off, size_t n);
 /* All of @f's extents are queued. */
 void xpool_seal(struct xpool *p, struct xfile *f);
 /* Whether @f is written (or failed): its fields may be read then. */
