@@ -128,8 +128,19 @@ static int restore_created(struct extractor *x, int dirfd, const char *name,
 	return restore_attrs(x, fd, true, ino);
 }
 
+/* A new file whose writes, in ascending order, ended at @wend: its size
+ * set to @size unless the last write already made it that (one syscall
+ * per file saved; ext4 journals even a truncate to the same size). */
+static int set_size(struct extractor *x, int fd, uint64_t wend, uint64_t size)
+{
+	if (wend != size && ftruncate(fd, (off_t)size) < 0)
+		return xerr(x, errno, "cannot set size");
+	return 0;
+}
+
 static int write_file(struct extractor *x, int fd, const struct anole_inode *ino)
 {
+	uint64_t wend = 0;
 	for (uint64_t off = 0; off < ino->size;) {
 		bool hole;
 		uint64_t end;
@@ -149,10 +160,9 @@ static int write_file(struct extractor *x, int fd, const struct anole_inode *ino
 		if (pwrite_full(fd, x->buf, (size_t)got, off) < 0)
 			return xerr(x, errno, "cannot write");
 		off += (uint64_t)got;
+		wend = off;
 	}
-	if (ftruncate(fd, (off_t)ino->size) < 0)
-		return xerr(x, errno, "cannot set size");
-	return 0;
+	return set_size(x, fd, wend, ino->size);
 }
 
 /* ---- compressed files: decoded on the pool's threads ---------------------- */
@@ -172,9 +182,7 @@ static int finish_file(struct extractor *x, struct xfile *f)
 	if (f->err)
 		r = f->err_decode ? zmap_decode_error(x->img, &f->ino, &f->bad, f->err)
 				  : xerr(x, -f->err, "cannot write");
-	else if (ftruncate(f->fd, (off_t)f->ino.size) < 0)
-		r = xerr(x, errno, "cannot set size");
-	else
+	else if ((r = set_size(x, f->fd, f->wend, f->ino.size)) >= 0)
 		r = restore_attrs(x, f->fd, false, &f->ino);
 	x->here = NULL;
 	return r;
@@ -227,6 +235,7 @@ static int queue_extent(struct extractor *x, struct xfile *f, const struct zexte
 		zmap_request(x->img, z, (const uint8_t *)x->buf, &rq);
 		if (r >= 0 && (r = xpool_add(x->pool, f, &rq, z, off - z->la, end - off)) < 0)
 			r = anole_err(x->err, -r, "out of memory");
+		f->wend = end;
 		return r;
 	}
 	while (off < end) {
@@ -237,6 +246,7 @@ static int queue_extent(struct extractor *x, struct xfile *f, const struct zexte
 		if (pwrite_full(f->fd, x->buf, (size_t)got, off) < 0)
 			return xerr(x, errno, "cannot write");
 		off += (uint64_t)got;
+		f->wend = off;
 	}
 	return 0;
 }

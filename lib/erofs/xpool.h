@@ -22,6 +22,7 @@ struct xfile {
 	bool err_decode;      /* err came from zdecode() on extent @bad */
 	struct zextent bad;
 	struct anole_inode ino;
+	uint64_t wend; /* where its last queued write ends (writes go in order) */
 	char *rel; /* its path in the target, for messages */
 	struct xfile *next;
 };
