@@ -114,6 +114,9 @@ struct anole_error *tw_error(struct tree_writer *tw);
 int tw_data_append(struct tree_writer *tw, const void *data, size_t len, uint64_t *blk);
 int tw_spool(struct tree_writer *tw, const void *data, size_t len, uint64_t *off);
 void tw_add_data_bytes(struct tree_writer *tw, uint64_t n);
+/* The last @len bytes of @ino (from @path) go to the packed inode. */
+int tw_pack_fragment(struct tree_writer *tw, struct tinode *ino, const void *data, size_t len,
+		     const char *path);
 uint64_t tw_next_block(const struct tree_writer *tw);
 /* An extent of @len file bytes was found stored at @blk. */
 void tw_note_reuse(struct tree_writer *tw, uint64_t blk, uint64_t len);

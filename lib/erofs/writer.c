@@ -896,14 +896,52 @@ static int reorder_fragments(struct tree_writer *tw)
  * anyway; --dedupe stores every repeat once. */
 #define FRAG_DEDUPE_MIN 1024
 
+/* Put @len bytes of @ino's end in the packed inode (or point at the same
+ * bytes packed before). The pipeline calls this when it retires a job
+ * whose extents stopped short of the file's end. */
+int tw_pack_fragment(struct tree_writer *tw, struct tinode *ino, const void *data, size_t len,
+		     const char *path)
+{
+	ino->has_frag = true;
+	ino->frag_off = tw->nfrags; /* the record's index, see reorder_fragments() */
+	int found = 0;
+	if (tw->frag_seen && (len >= FRAG_DEDUPE_MIN || tw->opts.dedupe)) {
+		/* the same bytes already packed: point at them */
+		struct digest d;
+		sha256(data, len, &d);
+		found = digest_map_get_or_put(tw->frag_seen, &d, &ino->frag_off);
+		if (found < 0)
+			return anole_err(tw->err, ENOMEM, "out of memory");
+	}
+	if (found) {
+		tw->stats.dedupe_bytes += len;
+		return 0;
+	}
+	int r = pwrite_full(tw->frag_fd, data, len, tw->frag_len);
+	if (r < 0)
+		return anole_err(tw->err, -r, "fragment file: %s", strerror(-r));
+	if ((r = remember_fragment(tw, (uint32_t)len, path)) < 0)
+		return r;
+	tw->frag_len += len;
+	tw->stats.fragment_bytes += len;
+	return 0;
+}
+
 /* A file's last partial pcluster (all of it, when small) joins the packed
  * inode, where it is compressed together with its neighbours; the full
- * pclusters before it are compressed on their own. */
+ * pclusters before it are compressed on their own. Where extents fill
+ * their pcluster, the pipeline fills first and packs what is left. */
 static int add_fragment_file(struct tree_writer *tw, struct tinode *ino, int fd, const char *path)
 {
 	_cleanup_free_ uint64_t *cuts = NULL;
 	size_t ncuts = 0;
 	uint64_t head;
+	if (!tw->cdc && zpipe_fills(tw->zp)) {
+		/* tails are packed as jobs retire: small files too, in order */
+		if (ino->size > tw->pcluster)
+			return zpipe_file_packed_tail(tw->zp, ino, fd, path);
+		return zpipe_file_fragment(tw->zp, ino, fd, path);
+	}
 	if (tw->cdc) {
 		int r = cdc_cuts(fd, ino->size, &tw->cdcp, (uint8_t *)tw->buf, 1, &cuts, &ncuts, &head);
 		if (r < 0)
@@ -919,28 +957,8 @@ static int add_fragment_file(struct tree_writer *tw, struct tinode *ino, int fd,
 					 path, r == -ENODATA ? "file shrank while being read"
 							     : strerror(-r),
 					 (unsigned long long)head);
-		ino->has_frag = true;
-		ino->frag_off = tw->nfrags; /* the record's index, see reorder_fragments() */
-		int found = 0;
-		if (tw->frag_seen && (tail >= FRAG_DEDUPE_MIN || tw->opts.dedupe)) {
-			/* the same bytes already packed: point at them */
-			struct digest d;
-			sha256(tw->buf, (size_t)tail, &d);
-			found = digest_map_get_or_put(tw->frag_seen, &d, &ino->frag_off);
-			if (found < 0)
-				return anole_err(tw->err, ENOMEM, "out of memory");
-		}
-		if (found) {
-			tw->stats.dedupe_bytes += tail;
-		} else {
-			r = pwrite_full(tw->frag_fd, tw->buf, (size_t)tail, tw->frag_len);
-			if (r < 0)
-				return anole_err(tw->err, -r, "fragment file: %s", strerror(-r));
-			if ((r = remember_fragment(tw, (uint32_t)tail, path)) < 0)
-				return r;
-			tw->frag_len += tail;
-			tw->stats.fragment_bytes += tail;
-		}
+		if ((r = tw_pack_fragment(tw, ino, tw->buf, (size_t)tail, path)) < 0)
+			return r;
 		tw_add_data_bytes(tw, tail);
 	}
 	if (!head) {
@@ -1915,6 +1933,9 @@ int tw_finish(struct tree_writer *tw, struct anole_build_stats *stats)
 
 	if (!tw->ninodes)
 		return anole_err(tw->err, EINVAL, "empty tree");
+	/* retiring jobs may still pack file tails */
+	if (tw->zp && (r = zpipe_drain(tw->zp)) < 0)
+		return r;
 	if (tw->frag_len && ((r = reorder_fragments(tw)) < 0 || (r = add_packed_inode(tw)) < 0))
 		return r;
 	if (tw->zp && (r = zpipe_drain(tw->zp)) < 0)

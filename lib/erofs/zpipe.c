@@ -32,6 +32,10 @@
 #define ZPIPE_SEGMENT (4u << 20)
 _Static_assert(ZPIPE_SEGMENT < (2048u << 12), "extents under 2048 lclusters");
 
+/* What goes to the packed inode: nothing, what filling leaves of the
+ * file's end, or all of it. */
+enum zpack { ZPACK_NONE, ZPACK_TAIL, ZPACK_ALL };
+
 enum job_state { JOB_FREE, JOB_PENDING, JOB_RUNNING, JOB_DONE };
 
 /* An extent a filling job was cut into. */
@@ -49,6 +53,14 @@ struct zjob {
 	bool compress;
 	bool fill; /* cut into extents that fill physical clusters (pc) */
 	bool first, last;
+	/* the file's last job: stop filling with at most a pcluster of input
+	 * left, which goes to the packed inode from frag_from on */
+	bool pack_tail;
+	/* all of a small file goes to the packed inode: in the ring all the
+	 * same, so that fragments are packed in file order for any -j */
+	bool frag_only;
+	uint32_t frag_from;
+	char *path; /* with pack_tail, frag_only: the fragment's grouping key */
 	enum job_state state;
 	ssize_t clen; /* >0 compressed size; 0 store plain; <0 -errno */
 	uint8_t *in, *out;
@@ -184,9 +196,11 @@ static int backtrack(struct zpipe *z, struct codec *c, struct zjob *j, uint32_t 
 static int fill_job(struct zpipe *z, struct codec *c, struct zjob *j)
 {
 	uint32_t pos = 0, op = 0, plain_to = 0;
+	/* a packed tail takes what is left under a pcluster, as mkfs.erofs */
+	uint32_t stop = j->pack_tail ? j->len - MIN(j->len, z->pcluster) : j->len;
 	int r = 0;
 	j->npc = 0;
-	while (pos < j->len && r >= 0) {
+	while ((pos < stop || pos < plain_to) && r >= 0) {
 		uint32_t left = j->len - pos;
 		if (pos < plain_to) {
 			uint32_t n = MIN(plain_to - pos, z->pcluster);
@@ -211,6 +225,7 @@ static int fill_job(struct zpipe *z, struct codec *c, struct zjob *j)
 			r = backtrack(z, c, j, &pos, &op, &plain_to);
 		}
 	}
+	j->frag_from = pos;
 	return r;
 }
 
@@ -254,6 +269,8 @@ static void *worker(void *arg)
 		ssize_t n;
 		if (!c)
 			n = -ENOMEM;
+		else if (j->frag_only)
+			n = 0;
 		else if (j->fill)
 			n = fill_job(z, c, j);
 		else
@@ -330,6 +347,7 @@ void zpipe_stop(struct zpipe *z)
 		free(z->jobs[i].in);
 		free(z->jobs[i].out);
 		free(z->jobs[i].pc);
+		free(z->jobs[i].path);
 	}
 	free(z->jobs);
 	z->jobs = NULL;
@@ -537,6 +555,27 @@ static int finish_copy(struct zpipe *z, struct tinode *ino)
 	return 0;
 }
 
+/* A finished job's extents into the image, then its file's index if it
+ * was the last. */
+static int retire_extents(struct zpipe *z, struct zjob *j)
+{
+	int r;
+	if (j->first)
+		z->next = 0;
+	if (j->fill) {
+		r = store_pieces(z, j);
+		if (r >= 0 && j->pack_tail && j->frag_from < j->len)
+			r = tw_pack_fragment(z->tw, j->ino, j->in + j->frag_from,
+					     j->len - j->frag_from, j->path);
+	} else {
+		struct zextent *e = new_extent(z);
+		r = e ? store_extent(z, j, e) : anole_err(tw_error(z->tw), ENOMEM, "out of memory");
+	}
+	if (r >= 0 && j->last)
+		r = j->compress ? finish_file(z, j->ino) : finish_copy(z, j->ino);
+	return r;
+}
+
 static int retire_one(struct zpipe *z)
 {
 	struct zjob *j = &z->jobs[z->head];
@@ -549,16 +588,14 @@ static int retire_one(struct zpipe *z)
 	if (j->clen < 0)
 		r = anole_err(tw_error(z->tw), (int)-j->clen, "compression failed: %s",
 			      strerror((int)-j->clen));
-	if (r >= 0 && j->first)
-		z->next = 0;
-	if (r >= 0 && j->fill) {
-		r = store_pieces(z, j);
+	if (r >= 0 && j->frag_only) {
+		r = tw_pack_fragment(z->tw, j->ino, j->in, j->len, j->path);
+		j->ino->data_kind = TDATA_FRAG;
 	} else if (r >= 0) {
-		struct zextent *e = new_extent(z);
-		r = e ? store_extent(z, j, e) : anole_err(tw_error(z->tw), ENOMEM, "out of memory");
+		r = retire_extents(z, j);
 	}
-	if (r >= 0 && j->last)
-		r = j->compress ? finish_file(z, j->ino) : finish_copy(z, j->ino);
+	free(j->path);
+	j->path = NULL;
 	j->state = JOB_FREE;
 	z->head = (z->head + 1) % z->njobs;
 	z->count--;
@@ -578,6 +615,9 @@ static int submit(struct zpipe *z, struct zjob *proto)
 	j->fill = proto->fill;
 	j->first = proto->first;
 	j->last = proto->last;
+	j->pack_tail = proto->pack_tail;
+	j->frag_only = proto->frag_only;
+	j->path = proto->path;
 	j->clen = 0;
 	pthread_mutex_lock(&z->lock);
 	j->state = JOB_PENDING;
@@ -610,7 +650,7 @@ static struct zjob *next_slot(struct zpipe *z, uint32_t len, int *err)
 
 /* Queue the extents [cuts[i-1], cuts[i]) of a file (cuts[-1] = 0). */
 static int queue_cuts(struct zpipe *z, struct tinode *ino, int fd, const uint64_t *cuts, size_t n,
-		      bool compress, bool fill, const char *path)
+		      bool compress, bool fill, enum zpack pack, const char *path)
 {
 	uint64_t off = 0;
 	for (size_t i = 0; i < n; i++) {
@@ -629,8 +669,14 @@ static int queue_cuts(struct zpipe *z, struct tinode *ino, int fd, const uint64_
 		memset(slot->in + len, 0, padded - len);
 		struct zjob proto = {.ino = ino, .la = off, .len = len, .compress = compress,
 				     .fill = fill, .first = i == 0, .last = i + 1 == n};
-		if ((r = submit(z, &proto)) < 0)
+		proto.pack_tail = pack == ZPACK_TAIL && proto.last;
+		proto.frag_only = pack == ZPACK_ALL;
+		if ((proto.pack_tail || proto.frag_only) && !(proto.path = strdup(path)))
+			return anole_err(tw_error(z->tw), ENOMEM, "out of memory");
+		if ((r = submit(z, &proto)) < 0) {
+			free(proto.path);
 			return r;
+		}
 		off += len;
 		tw_add_data_bytes(z->tw, len);
 	}
@@ -638,7 +684,7 @@ static int queue_cuts(struct zpipe *z, struct tinode *ino, int fd, const uint64_
 }
 
 static int queue(struct zpipe *z, struct tinode *ino, int fd, uint64_t size, bool compress,
-		 const char *path)
+		 enum zpack pack, const char *path)
 {
 	/* filling jobs take segments, cut into extents by the workers */
 	bool fill = compress && z->fill;
@@ -649,23 +695,41 @@ static int queue(struct zpipe *z, struct tinode *ino, int fd, uint64_t size, boo
 		return anole_err(tw_error(z->tw), ENOMEM, "out of memory");
 	for (size_t i = 0; i < n; i++)
 		cuts[i] = MIN((uint64_t)(i + 1) * step, size);
-	return queue_cuts(z, ino, fd, cuts, n, compress, fill, path);
+	return queue_cuts(z, ino, fd, cuts, n, compress, fill, fill ? pack : ZPACK_NONE, path);
 }
 
 int zpipe_file(struct zpipe *z, struct tinode *ino, int fd, bool compress, const char *path)
 {
-	return queue(z, ino, fd, ino->size, compress, path);
+	return queue(z, ino, fd, ino->size, compress, ZPACK_NONE, path);
+}
+
+bool zpipe_fills(const struct zpipe *z)
+{
+	return z && z->fill;
+}
+
+int zpipe_file_packed_tail(struct zpipe *z, struct tinode *ino, int fd, const char *path)
+{
+	return queue(z, ino, fd, ino->size, true, ZPACK_TAIL, path);
+}
+
+int zpipe_file_fragment(struct zpipe *z, struct tinode *ino, int fd, const char *path)
+{
+	uint64_t cut = ino->size;
+	if (ino->size > z->pcluster)
+		return anole_err(tw_error(z->tw), EINVAL, "internal error: fragment too big");
+	return queue_cuts(z, ino, fd, &cut, 1, false, false, ZPACK_ALL, path);
 }
 
 int zpipe_file_head(struct zpipe *z, struct tinode *ino, int fd, uint64_t len, const char *path)
 {
-	return queue(z, ino, fd, len, true, path);
+	return queue(z, ino, fd, len, true, ZPACK_NONE, path);
 }
 
 int zpipe_file_cuts(struct zpipe *z, struct tinode *ino, int fd, const uint64_t *cuts, size_t n,
 		    const char *path)
 {
-	return queue_cuts(z, ino, fd, cuts, n, true, false, path);
+	return queue_cuts(z, ino, fd, cuts, n, true, false, ZPACK_NONE, path);
 }
 
 void zpipe_set_cdc(struct zpipe *z, bool on)

@@ -23,6 +23,14 @@ void zpipe_stop(struct zpipe *z);
 int zpipe_file(struct zpipe *z, struct tinode *ino, int fd, bool compress, const char *path);
 /* Compress only the first @len bytes of a file (its tail is a fragment). */
 int zpipe_file_head(struct zpipe *z, struct tinode *ino, int fd, uint64_t len, const char *path);
+/* Whether extents fill their pcluster (then zpipe_file_packed_tail()). */
+bool zpipe_fills(const struct zpipe *z);
+/* Fill extents from the start of a file until at most a pcluster of input
+ * is left, and pack that rest (tw_pack_fragment()) as mkfs.erofs does. */
+int zpipe_file_packed_tail(struct zpipe *z, struct tinode *ino, int fd, const char *path);
+/* All of a file of at most a pcluster to the packed inode, in order with
+ * the tails zpipe_file_packed_tail() packs. */
+int zpipe_file_fragment(struct zpipe *z, struct tinode *ino, int fd, const char *path);
 /* Compress extents ending at @cuts (content-defined boundaries). */
 int zpipe_file_cuts(struct zpipe *z, struct tinode *ino, int fd, const uint64_t *cuts, size_t n,
 		    const char *path);
