@@ -119,14 +119,10 @@ static int open_blob(struct tree_writer *tw)
 	_cleanup_free_ char *probe = NULL;
 	if (!dir || asprintf(&probe, "%s/x", dir) < 0)
 		return anole_err(tw->err, ENOMEM, "out of memory");
-	for (char *p = dir + 1; (p = strchr(p, '/')); p++) {
-		*p = 0;
-		mkdir(dir, 0755);
-		*p = '/';
-	}
-	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-		return anole_err(tw->err, errno, "%s: %s", dir, strerror(errno));
-	int r = outfile_open(&tw->blob, probe);
+	int r = mkdir_parents(dir, 0755);
+	if (r < 0)
+		return anole_err(tw->err, -r, "%s: %s", dir, strerror(-r));
+	r = outfile_open(&tw->blob, probe);
 	if (r < 0)
 		return anole_err(tw->err, -r, "%s: cannot create the data blob: %s", dir,
 				 strerror(-r));
