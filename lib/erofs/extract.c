@@ -146,6 +146,16 @@ static int restore_created(struct extractor *x, int dirfd, const char *name,
 
 /* ---- regular files: created and written on the pool's threads ------------ */
 
+/* A new file whose writes, queued in ascending order, ended at @wend: its
+ * size set to @size unless the last write already made it that. One
+ * syscall per file saved; ext4 journals even a truncate to the same size. */
+static int set_size(struct extractor *x, int fd, uint64_t wend, uint64_t size)
+{
+	if (wend != size && ftruncate(fd, (off_t)size) < 0)
+		return xerr(x, errno, "cannot set size");
+	return 0;
+}
+
 /* A written file's size, attributes (after its data: a write would drop
  * file capabilities) and descriptor; its failure, if it had one. */
 static int finish_file(struct extractor *x, struct xfile *f)
@@ -156,9 +166,7 @@ static int finish_file(struct extractor *x, struct xfile *f)
 		r = f->err_decode   ? zmap_decode_error(x->img, &f->ino, &f->bad, f->err)
 		    : f->err_create ? xerr(x, -f->err, "cannot create file")
 				    : xerr(x, -f->err, "cannot write");
-	else if (ftruncate(f->fd, (off_t)f->ino.size) < 0)
-		r = xerr(x, errno, "cannot set size");
-	else
+	else if ((r = set_size(x, f->fd, f->wend, f->ino.size)) >= 0)
 		r = restore_attrs(x, f->fd, false, &f->ino);
 	x->here = NULL;
 	((struct xdir *)f->owner)->refs--;
@@ -240,6 +248,7 @@ static int queue_raw(struct extractor *x, struct xfile *f, uint64_t off, uint64_
 		if (xpool_add_raw(x->pool, f, off, (size_t)got) < 0)
 			return anole_err(x->err, ENOMEM, "out of memory");
 		off += (uint64_t)got;
+		f->wend = off;
 	}
 	return 0;
 }
@@ -263,6 +272,7 @@ static int queue_extent(struct extractor *x, struct xfile *f, const struct zexte
 	zmap_request(x->img, z, in, &rq);
 	if (r >= 0 && (r = xpool_add(x->pool, f, &rq, z, off - z->la, end - off)) < 0)
 		r = anole_err(x->err, -r, "out of memory");
+	f->wend = end;
 	return r;
 }
 

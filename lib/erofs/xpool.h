@@ -27,6 +27,7 @@ struct xfile {
 	bool err_create;      /* err came from creating it */
 	struct zextent bad;
 	struct anole_inode ino;
+	uint64_t wend; /* where its last queued write ends (writes go in order) */
 	char *rel; /* its path in the target, for messages */
 	void *owner; /* the caller's */
 	struct xfile *next;
