@@ -44,6 +44,19 @@ static int inode_pos(struct anole_image *img, uint64_t nid, uint64_t *pos)
 	return 0;
 }
 
+/* The fields both inode versions have, by the same names (of their
+ * own widths). */
+#define INODE_COMMON(ino, iu, raw)                        \
+	do {                                              \
+		(ino)->xattr_icount = (raw).i_xattr_icount; \
+		(ino)->mode = (raw).i_mode;               \
+		(ino)->size = (raw).i_size;               \
+		*(iu) = (raw).i_u;                        \
+		(ino)->ino = (raw).i_ino;                 \
+		(ino)->uid = (raw).i_uid;                 \
+		(ino)->gid = (raw).i_gid;                 \
+	} while (0)
+
 /* The inode's core (32 or 64 bytes). Returns its i_u word; *startblk_hi
  * gets the start block's high bits (i_nb: in extended inodes and, with
  * format bit 4, in compact non-directories, whose nlink is then 1) and
@@ -70,14 +83,8 @@ static int inode_core(struct anole_image *img, struct anole_inode *ino, uint32_t
 		if ((r = img_meta_read(img, nid, pos, &raw, 64)) < 0)
 			return r;
 		ino->inode_isize = 64;
-		ino->xattr_icount = raw.e.i_xattr_icount;
-		ino->mode = raw.e.i_mode;
-		ino->size = raw.e.i_size;
-		*iu = raw.e.i_u;
+		INODE_COMMON(ino, iu, raw.e);
 		*startblk_hi = raw.e.i_startblk_hi;
-		ino->ino = raw.e.i_ino;
-		ino->uid = raw.e.i_uid;
-		ino->gid = raw.e.i_gid;
 		ino->mtime = (int64_t)raw.e.i_mtime;
 		ino->mtime_nsec = raw.e.i_mtime_nsec;
 		ino->nlink = raw.e.i_nlink;
@@ -86,13 +93,7 @@ static int inode_core(struct anole_image *img, struct anole_inode *ino, uint32_t
 					   ino->mtime_nsec);
 	} else {
 		ino->inode_isize = 32;
-		ino->xattr_icount = raw.c.i_xattr_icount;
-		ino->mode = raw.c.i_mode;
-		ino->size = raw.c.i_size;
-		*iu = raw.c.i_u;
-		ino->ino = raw.c.i_ino;
-		ino->uid = raw.c.i_uid;
-		ino->gid = raw.c.i_gid;
+		INODE_COMMON(ino, iu, raw.c);
 		ino->mtime = (int64_t)(img->info.epoch + raw.c.i_mtime);
 		ino->mtime_nsec = img->info.fixed_nsec;
 		bool nlink1 = bit4 && !S_ISDIR(ino->mode);
@@ -311,6 +312,9 @@ int anole_map(struct anole_image *img, const struct anole_inode *ino, uint64_t o
 	int r = map_one(img, ino, off, hole, &phys, &run, &dev);
 	if (r < 0)
 		return r;
+	/* callers walk runs: each must move on and stay in the file */
+	if (!run || run > ino->size - off)
+		return img_corrupt(img, ino->nid, ino->pos, "data map makes no progress");
 	*run_end = off + run;
 	return 0;
 }

@@ -88,6 +88,12 @@ int pread_full(int fd, void *buf, size_t len, uint64_t off);
 int pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 int write_full(int fd, const void *buf, size_t len);
 
+/* Room for @need elements of @size bytes in the array @v of *@cap: @v
+ * itself when it has it, else @v grown to twice as many (@first when
+ * empty), or to @need if that is more, *@cap updated. NULL when out of
+ * memory (@v is kept as it was). */
+void *array_grow(void *v, size_t *cap, size_t need, size_t size, size_t first);
+
 /* A growable byte buffer. */
 struct strbuf {
 	char *buf;
