@@ -48,20 +48,6 @@ static inline void fclosep(FILE **f)
 #define _cleanup_close_ __attribute__((cleanup(closep)))
 #define _cleanup_fclose_ __attribute__((cleanup(fclosep)))
 
-/* Hand a cleanup-managed value to someone else. */
-#define TAKE_PTR(p)                                                                                \
-	({                                                                                         \
-		__typeof__(p) _p = (p);                                                            \
-		(p) = NULL;                                                                        \
-		_p;                                                                                \
-	})
-#define TAKE_FD(fd)                                                                                \
-	({                                                                                         \
-		int _fd = (fd);                                                                    \
-		(fd) = -1;                                                                         \
-		_fd;                                                                               \
-	})
-
 /* Record the first error in @err and return -code, so callers can write
  * `return anole_err(err, EINVAL, "...")`. Later errors never overwrite the
  * first: the first one names the real cause. */
