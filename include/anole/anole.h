@@ -212,7 +212,8 @@ int anole_readdir(struct anole_image *img, const struct anole_inode *dir, anole_
 ssize_t anole_pread(struct anole_image *img, const struct anole_inode *ino, void *buf, size_t len,
 		    uint64_t off);
 /* Is [off, off+len) of a file a hole? Sets *data_end to where the current
- * data or hole run ends, so callers can skip holes. */
+ * data or hole run ends, so callers can skip holes (past @off and within
+ * the file when @off is inside it; else an error). */
 int anole_map(struct anole_image *img, const struct anole_inode *ino, uint64_t off, bool *hole,
 	      uint64_t *run_end);
 int anole_readlink(struct anole_image *img, const struct anole_inode *ino, char *buf, size_t size);

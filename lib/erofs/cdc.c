@@ -49,14 +49,10 @@ static uint32_t find_cut(const uint8_t *b, uint32_t len, const struct cdc_params
 
 static int push(uint64_t **v, size_t *k, size_t *cap, uint64_t x)
 {
-	if (*k == *cap) {
-		size_t ncap = *cap ? *cap * 2 : 16;
-		uint64_t *nv = realloc(*v, ncap * sizeof(*nv));
-		if (!nv)
-			return -ENOMEM;
-		*v = nv;
-		*cap = ncap;
-	}
+	uint64_t *nv = array_grow(*v, cap, *k + 1, sizeof(*nv), 16);
+	if (!nv)
+		return -ENOMEM;
+	*v = nv;
 	(*v)[(*k)++] = x;
 	return 0;
 }

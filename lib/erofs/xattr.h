@@ -46,7 +46,8 @@ void xattr_table_free(struct xattr_table *t);
 /* A set under construction: add pairs, then intern it. */
 struct xattr_setbuf {
 	uint32_t *pairs;
-	uint32_t n, cap;
+	uint32_t n;
+	size_t cap;
 };
 int xattr_set_add(struct xattr_table *t, struct xattr_setbuf *sb, const char *name,
 		  const void *value, size_t size, struct anole_error *err, const char *path);

@@ -82,20 +82,6 @@ static void recycle(struct xpool *p, struct xbatch *b)
 	p->nspare++;
 }
 
-static int grow(void *pbuf, size_t *cap, size_t need, size_t elem)
-{
-	void **buf = pbuf;
-	if (need <= *cap)
-		return 0;
-	size_t ncap = MAX(need, *cap * 2);
-	void *nb = realloc(*buf, ncap * elem);
-	if (!nb)
-		return -ENOMEM;
-	*buf = nb;
-	*cap = ncap;
-	return 0;
-}
-
 /* Decoded bytes waiting in the output buffer: @len for @f at @off. */
 struct wpend {
 	struct xfile *f;
@@ -130,10 +116,12 @@ static void part_decode(struct xpart *pt, struct wpend *w, uint8_t **out, size_t
 		       w->len + pt->x.llen <= WRITE_MAX;
 	if (!follows)
 		flush(w, *out);
-	if (grow(out, outcap, w->len + pt->x.llen, 1) < 0) {
+	uint8_t *nout = array_grow(*out, outcap, w->len + pt->x.llen, 1, 1);
+	if (!nout) {
 		pt->r = -ENOMEM;
 		return;
 	}
+	*out = nout;
 	pt->r = zdecode(&pt->rq, *out + w->len, pt->x.llen);
 	if (pt->r < 0)
 		return;
@@ -289,8 +277,10 @@ static struct xbatch *current(struct xpool *p)
 uint8_t *xpool_reserve(struct xpool *p, size_t n)
 {
 	struct xbatch *b = current(p);
-	if (!b || grow(&b->in, &b->incap, b->inlen + n, 1) < 0)
+	uint8_t *in = b ? array_grow(b->in, &b->incap, b->inlen + n, 1, 1) : NULL;
+	if (!in)
 		return NULL;
+	b->in = in;
 	return b->in + b->inlen;
 }
 
@@ -300,9 +290,11 @@ uint8_t *xpool_reserve(struct xpool *p, size_t n)
 static int add(struct xpool *p, struct xpart *pt, size_t inlen, size_t outlen)
 {
 	struct xbatch *b = current(p);
-	if (!b || grow(&b->parts, &b->pcap, b->nparts + 1, sizeof(*b->parts)) < 0 ||
-	    b->inlen + inlen > b->incap)
+	struct xpart *parts = b ? array_grow(b->parts, &b->pcap, b->nparts + 1, sizeof(*parts), 1)
+				: NULL;
+	if (!parts || b->inlen + inlen > b->incap)
 		return -ENOMEM; /* inlen > incap: nothing reserved for it */
+	b->parts = parts;
 	pt->in_off = b->inlen;
 	b->parts[b->nparts++] = *pt;
 	b->inlen += inlen;

@@ -6,7 +6,6 @@
 #include "util/util.h"
 
 #define LOBITS 12 /* max(lcluster bits, bit of D0_CBLKCNT + 1) for 4 KiB lclusters */
-#define LOMASK ((1u << LOBITS) - 1)
 
 static unsigned int type_of(const struct z_erofs_lcluster_index *d)
 {

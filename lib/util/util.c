@@ -98,6 +98,19 @@ int write_full(int fd, const void *buf, size_t len)
 	return 0;
 }
 
+void *array_grow(void *v, size_t *cap, size_t need, size_t size, size_t first)
+{
+	if (need <= *cap)
+		return v;
+	size_t ncap = MAX(*cap ? *cap * 2 : first, need);
+	if (ncap > SIZE_MAX / size)
+		return NULL;
+	void *nv = realloc(v, ncap * size);
+	if (nv)
+		*cap = ncap;
+	return nv;
+}
+
 int strbuf_grow(struct strbuf *sb, size_t extra)
 {
 	if (sb->buf && sb->len + extra + 1 <= sb->cap)

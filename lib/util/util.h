@@ -48,20 +48,6 @@ static inline void fclosep(FILE **f)
 #define _cleanup_close_ __attribute__((cleanup(closep)))
 #define _cleanup_fclose_ __attribute__((cleanup(fclosep)))
 
-/* Hand a cleanup-managed value to someone else. */
-#define TAKE_PTR(p)                                                                                \
-	({                                                                                         \
-		__typeof__(p) _p = (p);                                                            \
-		(p) = NULL;                                                                        \
-		_p;                                                                                \
-	})
-#define TAKE_FD(fd)                                                                                \
-	({                                                                                         \
-		int _fd = (fd);                                                                    \
-		(fd) = -1;                                                                         \
-		_fd;                                                                               \
-	})
-
 /* Record the first error in @err and return -code, so callers can write
  * `return anole_err(err, EINVAL, "...")`. Later errors never overwrite the
  * first: the first one names the real cause. */
@@ -87,6 +73,12 @@ void log_line(void (*log)(void *, const char *), void *ctx, const char *fmt, ...
 int pread_full(int fd, void *buf, size_t len, uint64_t off);
 int pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 int write_full(int fd, const void *buf, size_t len);
+
+/* Room for @need elements of @size bytes in the array @v of *@cap: @v
+ * itself when it has it, else @v grown to twice as many (@first when
+ * empty), or to @need if that is more, *@cap updated. NULL when out of
+ * memory (@v is kept as it was). */
+void *array_grow(void *v, size_t *cap, size_t need, size_t size, size_t first);
 
 /* A growable byte buffer. */
 struct strbuf {

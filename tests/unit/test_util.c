@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* mkdir_parents (mkdir -p): new chains, existing ones, modes, and what
- * is in the way, checked against stat(2). */
+ * is in the way, checked against stat(2); array_grow's capacities. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -105,12 +105,41 @@ static void bad_paths(void **state)
 	assert_int_equal(mkdir_parents("/", 0755), 0);
 }
 
+/* Appends keep every element; capacities double from the first size, or
+ * jump to what is asked; a size that cannot be allocated leaves the array
+ * as it was. */
+static void grows_arrays(void **state)
+{
+	(void)state;
+	uint64_t *v = NULL;
+	size_t cap = 0;
+	for (size_t n = 0; n < 100; n++) {
+		uint64_t *nv = array_grow(v, &cap, n + 1, sizeof(*v), 16);
+		assert_non_null(nv);
+		v = nv;
+		v[n] = n * 7;
+		assert_true(cap >= n + 1);
+	}
+	assert_int_equal(cap, 128);
+	for (size_t n = 0; n < 100; n++)
+		assert_int_equal(v[n], n * 7);
+	assert_ptr_equal(array_grow(v, &cap, 128, sizeof(*v), 16), v);
+	v = array_grow(v, &cap, 1000, sizeof(*v), 16);
+	assert_non_null(v);
+	assert_int_equal(cap, 1000);
+	assert_null(array_grow(v, &cap, SIZE_MAX / 4, sizeof(*v), 16));
+	assert_int_equal(cap, 1000);
+	assert_int_equal(v[99], 99 * 7);
+	free(v);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(makes_chain, setup, teardown),
 		cmocka_unit_test_setup_teardown(refuses_what_is_in_the_way, setup, teardown),
 		cmocka_unit_test(bad_paths),
+		cmocka_unit_test(grows_arrays),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
