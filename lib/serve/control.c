@@ -65,11 +65,11 @@ static json_t *status_json(struct worker *wk)
 		json_array_append_new(blobs, j);
 	}
 	size_t queued = 0;
-	for (const struct job *j = wk->demand; j; j = j->next)
+	for (const struct job *j = wk->q.demand; j; j = j->next)
 		queued++;
-	for (const struct job *j = wk->listed; j; j = j->next)
+	for (const struct job *j = wk->q.listed; j; j = j->next)
 		queued++;
-	for (const struct job *j = wk->background; j; j = j->next)
+	for (const struct job *j = wk->q.background; j; j = j->next)
 		queued++;
 	const struct worker_counters *c = &wk->count;
 	return json_pack("{s:i, s:I, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "

@@ -14,6 +14,7 @@
 #include "serve/blobcache.h"
 #include "serve/counters.h"
 #include "serve/mounttab.h"
+#include "serve/sched.h"
 #include "serve/serve.h"
 #include "util/util.h"
 
@@ -61,14 +62,6 @@ struct waiter {
 	double since; /* now_seconds() when it began to wait */
 };
 
-struct job {
-	struct job *next;
-	struct blob *b;
-	uint64_t first, count; /* ranges */
-	bool background;
-	bool listed; /* taken from wk->listed: counts in wk->listed_running */
-};
-
 struct worker {
 	pthread_mutex_t lock;
 	pthread_cond_t jobs_cond;
@@ -83,8 +76,7 @@ struct worker {
 	struct blob *blobs;
 	struct mount_table mtab;
 	struct waiter *waiters;
-	struct job *demand, *listed, *background;
-	unsigned listed_running;
+	struct job_queues q; /* fetch jobs (sched.h) */
 	struct worker_counters count;
 	uint64_t prefetch_rate; /* bytes per second, 0 = unlimited */
 	/* events not answered yet, with the number of their descriptor: if
