@@ -190,49 +190,7 @@ static int attach(struct worker *wk, struct lmount *m, const char *options, stru
 	return 0;
 }
 
-static json_t *mount_json(const struct lmount *m)
-{
-	json_t *blobs = json_array();
-	for (size_t i = 0; i < m->nblobs; i++) {
-		const struct anole_lazy_blob *b = &m->lblobs[i];
-		/* chunks: a restored v1 blob finds its extents again */
-		json_array_append_new(blobs, json_pack("{s:s, s:I, s:s, s:I, s:s, s:b}", "digest",
-						       b->digest, "size", (json_int_t)b->size,
-						       "digests", b->digests, "digests_size",
-						       (json_int_t)b->digests_size, "chunks", b->chunks,
-						       "cut_at_extents", b->cut_at_extents));
-	}
-	return json_pack("{s:s, s:s, s:i, s:s, s:s, s:b, s:o}", "mountpoint", m->mountpoint, "ref",
-			 m->ref, "tls_verify", m->tls_verify, "manifest", m->manifest, "meta",
-			 m->meta_path, "fuse", m->fuse, "blobs", blobs);
-}
-
-/* The mounts' credentials, for a worker started after this one dies:
- * root's alone (0600), apart from mounts.json, which holds none. */
-static void save_credentials(struct worker *wk)
-{
-	char path[600];
-	snprintf(path, sizeof(path), "%s/credentials.json", wk->paths.runtime);
-	json_t *o = json_object();
-	for (size_t i = 0; o && i < wk->mtab.nmounts; i++) {
-		const struct registry_creds *c = &wk->mtab.mounts[i]->creds;
-		if (c->basic || c->identity_token)
-			json_object_set_new(o, wk->mtab.mounts[i]->mountpoint,
-					    json_pack("{s:s*, s:s*}", "basic", c->basic,
-						      "identity_token", c->identity_token));
-	}
-	char *text = json_object_size(o) ? json_dumps(o, JSON_COMPACT) : NULL;
-	json_decref(o);
-	if (!text)
-		unlink(path); /* no mount has any */
-	else if (outfile_write_private(path, text, strlen(text)) < 0)
-		wlog("%s: cannot write", path);
-	if (text)
-		explicit_bzero(text, strlen(text));
-	free(text);
-}
-
-/* A restored mount's credentials, from what save_credentials wrote. */
+/* A restored mount's credentials, from what mountsave.c wrote. */
 static void restore_credentials(struct lmount *m, json_t *saved)
 {
 	json_t *c = json_object_get(saved, m->mountpoint);
@@ -242,22 +200,6 @@ static void restore_credentials(struct lmount *m, json_t *saved)
 	};
 	if (registry_creds_copy(&m->creds, &from) < 0)
 		wlog("%s: its credentials are lost (out of memory)", m->mountpoint);
-}
-
-/* The mounts, for a worker started after this one dies. */
-static void save_mounts(struct worker *wk)
-{
-	json_t *a = json_array();
-	for (size_t i = 0; i < wk->mtab.nmounts; i++)
-		json_array_append_new(a, mount_json(wk->mtab.mounts[i]));
-	char *text = json_dumps(a, JSON_INDENT(1));
-	json_decref(a);
-	char path[600];
-	snprintf(path, sizeof(path), "%s/mounts.json", wk->paths.runtime);
-	if (!text || outfile_write(path, text, strlen(text)) < 0)
-		wlog("%s: cannot write", path);
-	free(text);
-	save_credentials(wk);
 }
 
 static int mount_setup(struct worker *wk, const char *ref, const char *real, int tls_verify,
@@ -515,6 +457,7 @@ static int mount_setup(struct worker *wk, const char *ref, const char *real, int
 	}
 	json_decref(list);
 	pthread_mutex_unlock(&wk->lock);
+	mounts_flush(wk);
 	if (r < 0) {
 		mount_free(m);
 		return r;
@@ -552,6 +495,7 @@ static int image_setup(struct worker *wk, const char *image, const char *real, j
 	}
 	save_mounts(wk);
 	pthread_mutex_unlock(&wk->lock);
+	mounts_flush(wk);
 	wlog("mounted %s on %s (%zu devices, FUSE)", image, real, n);
 	return 0;
 nomem:
@@ -677,6 +621,7 @@ int op_umount(struct worker *wk, const char *mnt, bool *idle, struct anole_error
 	}
 	*idle = !wk->mtab.nmounts;
 	pthread_mutex_unlock(&wk->lock);
+	mounts_flush(wk);
 	return r;
 }
 
@@ -838,6 +783,7 @@ static void restore_mounts(struct worker *wk)
 	pthread_mutex_lock(&wk->lock);
 	save_mounts(wk);
 	pthread_mutex_unlock(&wk->lock);
+	mounts_flush(wk);
 }
 
 /* ---- life ---------------------------------------------------------------------- */
@@ -895,6 +841,7 @@ void serve_worker(const struct holder_state *h)
 	pthread_mutex_init(&wk->lock, NULL);
 	pthread_cond_init(&wk->jobs_cond, NULL);
 	pthread_mutex_init(&wk->send_lock, NULL);
+	pthread_mutex_init(&wk->files_lock, NULL);
 	wk->ctl_fd = -1;
 	wk->direct_ids = 1ull << 62; /* apart from the holder's */
 	serve_paths_init(&wk->paths);

@@ -90,6 +90,16 @@ struct worker {
 	bool direct; /* the holder is gone: we read and answer events */
 	struct blob **lingering; /* partial blobs of mounts gone behind our back */
 	size_t nlingering;
+	/* files of the runtime directory, rendered under wk->lock and written
+	 * after it (lock order: wk->lock, then files_lock): one writer at a
+	 * time, never older content over newer */
+	pthread_mutex_t files_lock;
+	struct {
+		char *mounts, *creds; /* mounts.json, credentials.json (NULL: none) */
+		bool dirty;           /* to be written */
+		uint64_t seq, written; /* tables made, the newest written */
+	} saved;
+	uint64_t metrics_seq, metrics_written; /* metrics.prom rendered, written */
 	int ctl_fd;          /* the control socket, -1 until it listens */
 	uint64_t direct_ids; /* ids of events read here, once the holder is gone */
 };
@@ -147,5 +157,12 @@ void control_loop(struct worker *wk, int fd) __attribute__((noreturn));
  * unmounted behind our back; their partial blobs linger marked. */
 void prune_mounts(struct worker *wk);
 void release_lingering(struct worker *wk);
+/* mountsave.c. wk->lock held: the mount table changed; render
+ * mounts.json and credentials.json for mounts_flush. */
+void save_mounts(struct worker *wk);
+/* Without wk->lock: write mounts.json and credentials.json if a change
+ * of the mount table (under the lock) left them to write. */
+void mounts_flush(struct worker *wk);
+void mounts_flush_locked(struct worker *wk); /* the same, wk->lock held */
 
 #endif
