@@ -19,6 +19,7 @@ static inline void free_strp(char **p)
 #include <jansson.h>
 
 #include "cli.h"
+#include "serve/request.h"
 
 static const char mount_usage[] =
 	"anole mount [OPTIONS] IMAGE|DIR|oci:DIR[:TAG]|docker://REF MOUNTPOINT\n"
@@ -115,17 +116,24 @@ static int lazy_mount(const char *ref, const char *target, const char *options,
 		json_decref(devices);
 		return cli_fail(&err, r);
 	}
-	json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:i, s:b, s:b, s:o*, s:o*}", "op",
-				"mount", "ref", ref, "mountpoint", real, "options",
-				options ? options : "", "prefetch", prefetch, "prefetch_rate",
-				(json_int_t)rate, "tls_verify", tls_verify, "fuse", fuse,
-				"no_load_hints", no_hints, "devices", devices, "credentials",
-				creds ? json_loads(creds, 0, NULL) : NULL);
+	json_t *cj = creds ? json_loads(creds, 0, NULL) : NULL;
 	if (creds)
 		explicit_bzero(creds, strlen(creds));
 	free(creds);
-	char *text = req ? json_dumps(req, JSON_COMPACT) : NULL;
-	json_decref(req);
+	struct ctl_request req = {.op = CTL_MOUNT,
+				  .ref = ref,
+				  .mountpoint = real,
+				  .options = options ? options : "",
+				  .prefetch = prefetch,
+				  .prefetch_rate = rate,
+				  .tls_verify = tls_verify,
+				  .fuse = fuse,
+				  .no_load_hints = no_hints,
+				  .devices = devices};
+	ctl_request_credentials(&req, cj);
+	char *text = ctl_request_encode(&req);
+	json_decref(cj);
+	json_decref(devices);
 	if (!text) {
 		cli_error("out of memory");
 		return 1;
@@ -289,10 +297,9 @@ int cmd_umount(int argc, char **argv)
 	/* a lazy mount: the daemon unmounts it and lets go of its blobs */
 	char real[4096], *reply = NULL;
 	struct anole_error err = {0};
-	json_t *req = json_pack("{s:s, s:s}", "op", "umount", "mountpoint",
-				realpath(argv[1], real) ? real : argv[1]);
-	char *text = req ? json_dumps(req, JSON_COMPACT) : NULL;
-	json_decref(req);
+	struct ctl_request req = {.op = CTL_UMOUNT,
+				  .mountpoint = realpath(argv[1], real) ? real : argv[1]};
+	char *text = ctl_request_encode(&req);
 	if (text && anole_daemon_request(text, 0, &reply, &err) >= 0) {
 		free(text);
 		json_error_t je;

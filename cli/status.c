@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "serve/request.h"
 
 static const char status_usage[] =
 	"anole status [--json | --metrics]\n"
@@ -51,8 +52,10 @@ int cmd_status(int argc, char **argv)
 		return cli_usage(status_usage);
 	struct anole_error err = {0};
 	char *reply = NULL;
-	int r = anole_daemon_request(mode == 'm' ? "{\"op\":\"metrics\"}" : "{\"op\":\"status\"}", 0,
-				     &reply, &err);
+	struct ctl_request req = {.op = mode == 'm' ? CTL_METRICS : CTL_STATUS};
+	char *text = ctl_request_encode(&req);
+	int r = text ? anole_daemon_request(text, 0, &reply, &err) : -ENOMEM;
+	free(text);
 	/* no daemon is an answer; one we cannot reach is an error */
 	if (r == -ENOENT && mode != 'j') {
 		puts("no anole daemon runs: nothing is lazily mounted");

@@ -25,6 +25,7 @@
 
 #include "anole/anole.h"
 #include "registry/registry.h"
+#include "serve/request.h"
 #include "serve/serve.h"
 #include "util/util.h"
 
@@ -304,10 +305,9 @@ out:
 }
 
 /* *answer (when wanted) gets the daemon's reply text. */
-static int daemon_call(json_t *req, struct anole_error *err, char **answer)
+static int daemon_call(const struct ctl_request *req, struct anole_error *err, char **answer)
 {
-	char *text = json_dumps(req, JSON_COMPACT), *reply = NULL;
-	json_decref(req);
+	char *text = ctl_request_encode(req), *reply = NULL;
 	if (!text)
 		return anole_err(err, ENOMEM, "out of memory");
 	int r = serve_request(text, true, &reply, err);
@@ -374,8 +374,8 @@ static void cleanup(struct run *r)
 		umount2(r->rw, MNT_DETACH);
 	if (r->lower_mounted) {
 		struct anole_error e = {0};
-		if (daemon_call(json_pack("{s:s,s:s}", "op", "umount", "mountpoint", r->lower), &e,
-				NULL) < 0)
+		struct ctl_request req = {.op = CTL_UMOUNT, .mountpoint = r->lower};
+		if (daemon_call(&req, &e, NULL) < 0)
 			umount2(r->lower, MNT_DETACH);
 	}
 	/* (never into something still mounted) */
@@ -433,12 +433,18 @@ int anole_run(const struct anole_run_options *o, int *status, struct anole_error
 	const char *prefetch = o->record ? "none" : o->prefetch ? o->prefetch : "recorded";
 	/* the program it will start (or the entrypoint): the daemon fetches
 	 * what the loader reads to start it while the runtime starts */
-	ret = daemon_call(json_pack("{s:s,s:s,s:s,s:i,s:b,s:b,s:s,s:s,s:b,s:o*}", "op", "mount",
-				    "ref", o->ref, "mountpoint", r.lower, "tls_verify",
-				    o->tls_verify, "record", o->record, "fuse", o->record,
-				    "prefetch", prefetch, "exec", o->argc ? o->argv[0] : "",
-				    "no_load_hints", o->no_load_hints, "credentials", creds),
-			  err, &answer);
+	struct ctl_request mreq = {.op = CTL_MOUNT,
+				   .ref = o->ref,
+				   .mountpoint = r.lower,
+				   .tls_verify = o->tls_verify,
+				   .record = o->record,
+				   .fuse = o->record,
+				   .prefetch = prefetch,
+				   .exec = o->argc ? o->argv[0] : "",
+				   .no_load_hints = o->no_load_hints};
+	ctl_request_credentials(&mreq, creds);
+	ret = daemon_call(&mreq, err, &answer);
+	json_decref(creds);
 	r.lower_mounted = ret >= 0;
 	/* the image's config comes with the mount: no second trip for it */
 	if (ret >= 0)
@@ -511,7 +517,7 @@ int anole_run(const struct anole_run_options *o, int *status, struct anole_error
 		}
 	}
 	if (ret >= 0 && o->record && o->trace)
-		ret = daemon_call(json_pack("{s:s,s:s}", "op", "trace", "mountpoint", r.lower), err,
+		ret = daemon_call(&(struct ctl_request){.op = CTL_TRACE, .mountpoint = r.lower}, err,
 				  o->trace);
 	cleanup(&r);
 	for (size_t i = 0; i < 4; i++)

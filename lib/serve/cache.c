@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "erofs/blobmeta.h"
+#include "serve/request.h"
 #include "serve/serve.h"
 #include "serve/worker.h"
 #include "util/strmap.h"
@@ -54,7 +55,10 @@ static int in_use(struct strmap *set, struct strmap *held, struct anole_error *e
 {
 	char *reply = NULL;
 	struct anole_error e = {0};
-	if (serve_request("{\"op\":\"status\"}", false, &reply, &e) < 0) {
+	_cleanup_free_ char *req = ctl_request_encode(&(struct ctl_request){.op = CTL_STATUS});
+	if (!req)
+		return anole_err(err, ENOMEM, "out of memory");
+	if (serve_request(req, false, &reply, &e) < 0) {
 		if (e.code == EACCES || e.code == EPERM)
 			return anole_err(err, e.code, "%s", e.msg);
 		/* no answer is "nothing in use" only when no daemon lives */

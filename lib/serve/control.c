@@ -65,11 +65,11 @@ static json_t *status_json(struct worker *wk)
 		json_array_append_new(blobs, j);
 	}
 	size_t queued = 0;
-	for (const struct job *j = wk->demand; j; j = j->next)
+	for (const struct job *j = wk->q.demand; j; j = j->next)
 		queued++;
-	for (const struct job *j = wk->listed; j; j = j->next)
+	for (const struct job *j = wk->q.listed; j; j = j->next)
 		queued++;
-	for (const struct job *j = wk->background; j; j = j->next)
+	for (const struct job *j = wk->q.background; j; j = j->next)
 		queued++;
 	const struct worker_counters *c = &wk->count;
 	return json_pack("{s:i, s:I, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
@@ -128,16 +128,36 @@ static char *metrics_text(json_t *st)
 	return out.buf;
 }
 
-static void write_metrics_file(struct worker *wk)
+/* metrics.prom as the counters are now (wk->lock held), numbered. */
+static char *metrics_render(struct worker *wk, uint64_t *seq)
 {
 	json_t *st = status_json(wk);
 	char *text = metrics_text(st);
 	json_decref(st);
+	*seq = ++wk->metrics_seq;
+	return text;
+}
+
+/* Write rendered metrics unless newer ones were written already (with or
+ * without wk->lock: files_lock orders the writers). Frees @text. */
+static void metrics_write(struct worker *wk, char *text, uint64_t seq)
+{
 	char path[600];
 	snprintf(path, sizeof(path), "%s/metrics.prom", wk->paths.runtime);
-	if (text)
+	pthread_mutex_lock(&wk->files_lock);
+	if (text && seq > wk->metrics_written) {
 		outfile_write(path, text, strlen(text));
+		wk->metrics_written = seq;
+	}
+	pthread_mutex_unlock(&wk->files_lock);
 	free(text);
+}
+
+static void write_metrics_file(struct worker *wk)
+{
+	uint64_t seq;
+	char *text = metrics_render(wk, &seq);
+	metrics_write(wk, text, seq);
 }
 
 static void reply(int fd, json_t *j)
@@ -166,6 +186,7 @@ static void maybe_quit(struct worker *wk)
 	if (wk->ctl_fd >= 0 && poll(&p, 1, 0) > 0)
 		return; /* a client is at the door */
 	/* nothing mounted: no reader can need us; the holder ends with us */
+	mounts_flush_locked(wk);
 	write_metrics_file(wk);
 	struct hmsg m = {.type = HMSG_QUIT};
 	send(wk->holder, &m, sizeof(m), MSG_NOSIGNAL);
@@ -296,9 +317,13 @@ static void *metrics_thread(void *arg)
 		pthread_mutex_lock(&wk->lock);
 		prune_mounts(wk);
 		release_lingering(wk);
-		write_metrics_file(wk);
 		maybe_quit(wk);
+		uint64_t seq;
+		char *metrics = metrics_render(wk, &seq);
 		pthread_mutex_unlock(&wk->lock);
+		/* the files are written without the lock */
+		mounts_flush(wk);
+		metrics_write(wk, metrics, seq);
 	}
 	return NULL;
 }

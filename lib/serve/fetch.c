@@ -5,7 +5,7 @@
  * A reader's event names a byte range of a blob; it waits for the
  * ranges that cover it. Each missing range is fetched once however many
  * readers wait for it: a range is absent, being fetched, or present.
- * Neighbouring missing ranges go in one request (up to coalesce()).
+ * Neighbouring missing ranges go in one request (up to sched_coalesce(), sched.c).
  * Read-ahead works as the kernel's: a miss whose range follows one already
  * here or coming queues READAHEAD_BYTES after it, behind readers, and a
  * read that reaches into the second half of that window queues the next,
@@ -25,51 +25,21 @@
 #include <unistd.h>
 
 #include "lazy/lazy.h"
+#include "serve/sched.h"
 #include "serve/worker.h"
 
-/* the most one request asks for: a reader waits for all of it, prefetch
- * does not; and at least 4 ranges, as with 1 MiB ranges */
-#define DEMAND_REQUEST_MAX (1u << 20)
-#define PREFETCH_REQUEST_MAX (4u << 20)
-#define COALESCE_MIN 4
-#define COALESCE_MAX 1024
 /* the registry client retries failed transfers itself, within the
  * range's deadline (8 s + its size at 128 KiB/s); here a range that came
  * but did not verify is fetched once more */
 #define ATTEMPTS 2
 #define DOWN_SECONDS 30
 #define DEMAND_THREADS 8
-/* Listed jobs (prefetch lists, read-ahead) in flight at once. They are in
- * the order they will be needed: more at once would share the link and
- * make the first one needed arrive later. Two keep it busy across a
- * request's round trip. */
-#define LISTED_PARALLEL 2
-#define READAHEAD_BYTES (128u << 10)
-#define READAHEAD_MAX PREFETCH_REQUEST_MAX
 /* A read of a range whose fetch timed out this recently fails at once:
  * the kernel asks again for a read that just failed (read-ahead, then the
  * page alone, ...), and each ask would wait out a fetch's deadline again.
  * Quick failures (refused, dropped, a bad answer) cost little to retry,
  * and a reader retrying once the registry is back gets its bytes. */
 #define TIMED_OUT_SECONDS 3.0
-
-static bool all_present(const struct blob *b, uint64_t first, uint64_t last)
-{
-	for (uint64_t i = first; i <= last; i++)
-		if (b->state[i] != RANGE_PRESENT)
-			return false;
-	return true;
-}
-
-/* Did a fetch of a range in [first, last] time out just now? */
-static bool timed_out_lately(const struct blob *b, uint64_t first, uint64_t last)
-{
-	double now = now_seconds();
-	for (uint64_t i = first; b->failed_until && i <= last; i++)
-		if (b->state[i] == RANGE_ABSENT && b->failed_until[i] > now)
-			return true;
-	return false;
-}
 
 static void note_timeout(struct blob *b, const struct job *j)
 {
@@ -92,39 +62,28 @@ static void push(struct job **list, struct job *j)
  * queue: a reader waits for it now. False when no queued job holds it. */
 static bool promote(struct worker *wk, struct blob *b, uint64_t r)
 {
-	struct job **lists[2] = {&wk->listed, &wk->background};
+	struct job **lists[2] = {&wk->q.listed, &wk->q.background};
 	for (int l = 0; l < 2; l++)
 		for (struct job **p = lists[l]; *p; p = &(*p)->next) {
 			struct job *j = *p;
 			if (j->b == b && r >= j->first && r < j->first + j->count) {
 				*p = j->next;
 				j->background = false;
-				push(&wk->demand, j);
+				push(&wk->q.demand, j);
 				return true;
 			}
 		}
 	return false;
 }
 
-enum prio { DEMAND, LISTED, BACKGROUND };
-
-/* May a job of @prio from range @first take in range @r too? */
-static bool coalesce(const struct blob *b, enum prio prio, uint64_t first, uint64_t r)
-{
-	uint64_t bytes = prio == DEMAND ? DEMAND_REQUEST_MAX : PREFETCH_REQUEST_MAX;
-	uint64_t count = r - first;
-	return count < COALESCE_MAX &&
-	       (count < COALESCE_MIN || range_off(b, r + 1) - range_off(b, first) <= bytes);
-}
-
 /* -ENOMEM when a job could not be made (its ranges stay absent). Fetch
  * threads are woken only when a queue changed: readers of ranges already
  * here or coming call this too. */
-static int schedule(struct worker *wk, struct blob *b, uint64_t from, uint64_t to, enum prio prio)
+static int schedule(struct worker *wk, struct blob *b, uint64_t from, uint64_t to, enum sched_prio prio)
 {
-	bool background = prio == BACKGROUND, queued = false;
+	bool background = prio == SCHED_BACKGROUND, queued = false;
 	for (uint64_t r = from; r <= to && r < b->nranges; r++) {
-		if (b->state[r] == RANGE_FETCHING && prio == DEMAND)
+		if (b->state[r] == RANGE_FETCHING && prio == SCHED_DEMAND)
 			queued |= promote(wk, b, r);
 		if (b->state[r] != RANGE_ABSENT)
 			continue;
@@ -136,13 +95,13 @@ static int schedule(struct worker *wk, struct blob *b, uint64_t from, uint64_t t
 		j->b = b;
 		j->first = r;
 		j->background = background;
-		while (r <= to && r < b->nranges && b->state[r] == RANGE_ABSENT &&
-		       (!j->count || coalesce(b, prio, j->first, r))) {
-			b->state[r++] = RANGE_FETCHING;
-			j->count++;
-		}
-		r--;
-		push(prio == BACKGROUND ? &wk->background : prio == LISTED ? &wk->listed : &wk->demand, j);
+		j->count = sched_run(b, prio, r, to);
+		memset(b->state + r, RANGE_FETCHING, j->count);
+		r += j->count - 1;
+		push(prio == SCHED_BACKGROUND ? &wk->q.background
+		     : prio == SCHED_LISTED   ? &wk->q.listed
+					      : &wk->q.demand,
+		     j);
 		queued = true;
 	}
 	if (queued)
@@ -181,7 +140,7 @@ static void add_waiter(struct worker *wk, struct blob *b, uint64_t id, struct sy
 			     .last = last, .since = now_seconds()};
 	wk->waiters = w;
 	b->waiting++;
-	if (schedule(wk, b, sfirst, slast, DEMAND) < 0) {
+	if (schedule(wk, b, sfirst, slast, SCHED_DEMAND) < 0) {
 		/* no job will wake this reader: fail it now */
 		wk->waiters = w->next;
 		b->waiting--;
@@ -192,75 +151,22 @@ static void add_waiter(struct worker *wk, struct blob *b, uint64_t id, struct sy
 /* wk->lock held; before the read's own ranges are scheduled. */
 static void readahead(struct worker *wk, struct blob *b, uint64_t first, uint64_t last)
 {
-	uint64_t from, n;
-	if (b->ra_size && first <= b->ra_end + 1 && last >= b->ra_mark) {
-		from = MAX(b->ra_end, last) + 1; /* the window is being read: the next */
-		n = MIN(b->ra_size * 2, READAHEAD_MAX);
-	} else if (first > 0 && b->state[first - 1] != RANGE_ABSENT &&
-		   !all_present(b, first, last)) {
-		from = last + 1; /* a miss right after data: a first window */
-		n = READAHEAD_BYTES;
-	} else {
-		return;
-	}
-	if (from >= b->nranges) {
-		b->ra_size = 0;
-		return;
-	}
-	/* in whole ranges: at least one, up to n bytes */
-	uint64_t start = range_off(b, from);
-	b->ra_size = n;
-	b->ra_end = MAX(from, range_at(b, MIN(start + n, b->size) - 1));
-	b->ra_mark = MIN(range_at(b, MIN(start + n / 2, b->size - 1)), b->ra_end);
-	(void)schedule(wk, b, from, b->ra_end, LISTED);
-}
-
-/* The compressed extent that holds byte @off, or NULL. */
-static const uint64_t *extent_at(const struct blob *b, uint64_t off)
-{
-	size_t lo = 0, hi = b->nextents;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (b->extents[mid][0] <= off)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo && off < b->extents[lo - 1][1] ? b->extents[lo - 1] : NULL;
-}
-
-/* A read of [off, off + len) (len > 0, off < size): its own ranges, and
- * those of the compressed extents it touches. The kernel decompresses an
- * extent whole but asks for it in pieces, one after another: fetched
- * piece by piece, each would wait a round trip of its own. */
-struct read_span {
-	uint64_t first, last;   /* what the reader waits for */
-	uint64_t sfirst, slast; /* what it will need next: fetched with it */
-};
-
-static struct read_span read_span(const struct blob *b, uint64_t off, uint64_t len)
-{
-	uint64_t end = off + MIN(len, b->size - off); /* (capped: cannot wrap) */
-	const uint64_t *lo = extent_at(b, off), *hi = extent_at(b, end - 1);
-	return (struct read_span){
-		.first = range_at(b, off),
-		.last = range_at(b, end - 1),
-		.sfirst = range_at(b, lo ? lo[0] : off),
-		.slast = range_at(b, (hi ? MIN(hi[1], b->size) : end) - 1),
-	};
+	uint64_t from, to;
+	if (sched_readahead(b, first, last, &from, &to))
+		(void)schedule(wk, b, from, to, SCHED_LISTED);
 }
 
 void wait_for(struct worker *wk, struct blob *b, uint64_t id, uint64_t off, uint64_t len)
 {
-	struct read_span s = read_span(b, off, len);
-	if (timed_out_lately(b, s.first, s.last)) {
+	struct read_span s = sched_read_span(b, off, len);
+	if (sched_timed_out(b, s.first, s.last, now_seconds())) {
 		answer_event(wk, id, false);
 		return;
 	}
 	readahead(wk, b, s.sfirst, s.slast);
-	if (all_present(b, s.first, s.last)) {
+	if (sched_all_present(b, s.first, s.last)) {
 		answer_event(wk, id, true);
-		(void)schedule(wk, b, s.sfirst, s.slast, DEMAND);
+		(void)schedule(wk, b, s.sfirst, s.slast, SCHED_DEMAND);
 	} else {
 		add_waiter(wk, b, id, NULL, s.first, s.last, s.sfirst, s.slast);
 	}
@@ -271,12 +177,12 @@ int fetch_wait(struct worker *wk, struct blob *b, uint64_t off, uint64_t len)
 	pthread_mutex_lock(&wk->lock);
 	int r = 0;
 	if (!b->complete && len && off < b->size) {
-		struct read_span s = read_span(b, off, len);
-		if (timed_out_lately(b, s.first, s.last))
+		struct read_span s = sched_read_span(b, off, len);
+		if (sched_timed_out(b, s.first, s.last, now_seconds()))
 			r = -EIO;
 		else
 			readahead(wk, b, s.sfirst, s.slast);
-		if (!r && !all_present(b, s.first, s.last)) {
+		if (!r && !sched_all_present(b, s.first, s.last)) {
 			struct sync_wait sw = {.cond = PTHREAD_COND_INITIALIZER};
 			add_waiter(wk, b, 0, &sw, s.first, s.last, s.sfirst, s.slast);
 			while (!sw.done)
@@ -308,7 +214,7 @@ void prefetch_list(struct worker *wk, struct lmount *m, json_t *list)
 	for (size_t i = 0; i < nruns; i++) {
 		struct blob *b = m->blobs[runs[i].blob];
 		if (!b->complete)
-			jobs += schedule(wk, b, runs[i].first, runs[i].last, LISTED) >= 0;
+			jobs += schedule(wk, b, runs[i].first, runs[i].last, SCHED_LISTED) >= 0;
 	}
 	free(runs);
 	free(pb);
@@ -341,7 +247,7 @@ static size_t fire_program(struct worker *wk, struct lmount *m, uint32_t p)
 					continue;
 				uint64_t first = range_at(b, sp->off);
 				uint64_t last = range_at(b, MIN(sp->off + sp->len, b->size) - 1);
-				spans += schedule(wk, b, first, last, LISTED) >= 0;
+				spans += schedule(wk, b, first, last, SCHED_LISTED) >= 0;
 			}
 		}
 	return spans;
@@ -412,12 +318,12 @@ void trace_note(struct lmount *m, struct blob *b, uint64_t off, uint64_t len)
 void prefetch_blob(struct worker *wk, struct blob *b)
 {
 	if (!b->complete && b->nranges)
-		schedule(wk, b, 0, b->nranges - 1, BACKGROUND);
+		schedule(wk, b, 0, b->nranges - 1, SCHED_BACKGROUND);
 }
 
 void cancel_jobs(struct worker *wk, struct blob *b)
 {
-	struct job **lists[3] = {&wk->demand, &wk->listed, &wk->background};
+	struct job **lists[3] = {&wk->q.demand, &wk->q.listed, &wk->q.background};
 	for (int l = 0; l < 3; l++)
 		for (struct job **p = lists[l]; *p;) {
 			struct job *j = *p;
@@ -445,12 +351,11 @@ static void wake(struct worker *wk, struct blob *b, const struct job *j, bool ok
 {
 	for (struct waiter **p = &wk->waiters; *p;) {
 		struct waiter *w = *p;
-		bool mine = w->b == b;
-		bool failed = mine && !ok && w->first < j->first + j->count && w->last >= j->first;
-		if (mine && (failed || all_present(b, w->first, w->last))) {
+		int outcome = sched_waiter_outcome(w->b, w->first, w->last, b, j, ok);
+		if (outcome) {
 			*p = w->next;
 			b->waiting--;
-			finish_waiter(wk, w, !failed);
+			finish_waiter(wk, w, outcome > 0);
 			continue;
 		}
 		p = &w->next;
@@ -588,16 +493,7 @@ static void *fetcher(void *arg)
 	pthread_mutex_lock(&wk->lock);
 	for (;;) {
 		/* readers first, then the recorded list, then the rest */
-		struct job *j = wk->demand;
-		if (j)
-			wk->demand = j->next;
-		else if (wk->listed_running < LISTED_PARALLEL && (j = wk->listed)) {
-			wk->listed = j->next;
-			j->listed = true;
-			wk->listed_running++;
-		}
-		else if (background && (j = wk->background))
-			wk->background = j->next;
+		struct job *j = sched_take(&wk->q, background);
 		if (!j) {
 			pthread_cond_wait(&wk->jobs_cond, &wk->lock);
 			continue;
@@ -610,7 +506,7 @@ static void *fetcher(void *arg)
 		answer_job(wk, j, r);
 		/* the bytes are here: the link is free for the next listed job */
 		if (j->listed) {
-			wk->listed_running--;
+			wk->q.listed_running--;
 			pthread_cond_broadcast(&wk->jobs_cond);
 		}
 		if (r >= 0) {

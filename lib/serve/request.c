@@ -177,3 +177,62 @@ void ctl_request_release(struct ctl_request *req)
 	json_decref(req->json);
 	*req = (struct ctl_request){0};
 }
+
+static int put_string(json_t *o, const char *key, const char *value)
+{
+	return value ? json_object_set_new(o, key, json_string(value)) : 0;
+}
+
+static int put_bool(json_t *o, const char *key, bool value)
+{
+	return value ? json_object_set_new(o, key, json_true()) : 0;
+}
+
+static int put_credentials(json_t *o, const struct ctl_request *req)
+{
+	if (!req->cred_basic && !req->cred_token)
+		return 0;
+	json_t *c = json_object();
+	if (!c || put_string(c, "basic", req->cred_basic) < 0 ||
+	    put_string(c, "identity_token", req->cred_token) < 0) {
+		json_decref(c);
+		return -1;
+	}
+	return json_object_set_new(o, "credentials", c);
+}
+
+static int put_mount_fields(json_t *o, const struct ctl_request *req)
+{
+	if (put_string(o, "ref", req->ref) < 0 || put_string(o, "options", req->options) < 0 ||
+	    put_string(o, "prefetch", req->prefetch) < 0 || put_string(o, "exec", req->exec) < 0 ||
+	    put_bool(o, "fuse", req->fuse) < 0 || put_bool(o, "record", req->record) < 0 ||
+	    put_bool(o, "no_load_hints", req->no_load_hints) < 0 || put_credentials(o, req) < 0)
+		return -1;
+	json_int_t rate = (json_int_t)req->prefetch_rate;
+	if (rate && json_object_set_new(o, "prefetch_rate", json_integer(rate)) < 0)
+		return -1;
+	if (req->tls_verify && json_object_set_new(o, "tls_verify", json_integer(req->tls_verify)) < 0)
+		return -1;
+	return req->devices ? json_object_set(o, "devices", req->devices) : 0;
+}
+
+char *ctl_request_encode(const struct ctl_request *req)
+{
+	size_t i = 0;
+	while (i < ARRAY_SIZE(ops) && ops[i].op != req->op)
+		i++;
+	json_t *o = i < ARRAY_SIZE(ops) ? json_object() : NULL;
+	char *text = NULL;
+	if (o && put_string(o, "op", ops[i].name) >= 0 &&
+	    put_string(o, "mountpoint", req->mountpoint) >= 0 &&
+	    (req->op != CTL_MOUNT || put_mount_fields(o, req) >= 0))
+		text = json_dumps(o, JSON_COMPACT);
+	json_decref(o); /* (jansson frees its strings without wiping them) */
+	return text;
+}
+
+void ctl_request_credentials(struct ctl_request *req, const json_t *creds)
+{
+	req->cred_basic = json_string_value(json_object_get(creds, "basic"));
+	req->cred_token = json_string_value(json_object_get(creds, "identity_token"));
+}

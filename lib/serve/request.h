@@ -32,5 +32,15 @@ struct ctl_request {
 int ctl_request_parse(const char *buf, size_t len, struct ctl_request *req, char *why,
 		      size_t why_size);
 void ctl_request_release(struct ctl_request *req);
+/* The one encoder of requests (the CLI's and `anole run`'s): @req as one
+ * compact JSON line that ctl_request_parse reads back as @req (its json
+ * member is not used; NULL strings, false flags, a rate and tls_verify of
+ * 0 are left out, which the parser reads as the same). malloc'd: the
+ * caller wipes it (it may hold credentials) and frees it; NULL when out
+ * of memory or a string is not UTF-8. */
+char *ctl_request_encode(const struct ctl_request *req);
+/* A mount's credentials from anole_mount_credentials()' object (or NULL):
+ * @req points into @creds, which must outlive it. */
+void ctl_request_credentials(struct ctl_request *req, const json_t *creds);
 
 #endif

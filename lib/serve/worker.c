@@ -52,671 +52,6 @@ void wlog(const char *fmt, ...)
 	daemon_log("worker", "%s", line);
 }
 
-static void send_holder(struct worker *wk, const struct hmsg *m, int fd)
-{
-	pthread_mutex_lock(&wk->send_lock);
-	int r = hmsg_send(wk->holder, m, fd, 0);
-	pthread_mutex_unlock(&wk->send_lock);
-	if (r < 0)
-		wlog("holder: %s", strerror(-r));
-}
-
-static void pend_add(struct worker *wk, uint64_t id, int evfd, bool close_it)
-{
-	if (wk->npend == wk->pend_cap) {
-		size_t cap = wk->pend_cap ? 2 * wk->pend_cap : 64;
-		struct pend *p = realloc(wk->pend, cap * sizeof(*p));
-		if (!p)
-			return; /* answered through the holder all the same */
-		wk->pend = p;
-		wk->pend_cap = cap;
-	}
-	wk->pend[wk->npend++] = (struct pend){.id = id, .evfd = evfd, .close_it = close_it};
-}
-
-void answer_event(struct worker *wk, uint64_t id, bool ok)
-{
-	uint32_t response = ok ? FAN_ALLOW : FAN_DENY_WITH(EIO);
-	struct pend p = {.id = id, .evfd = -1};
-	for (size_t i = 0; i < wk->npend; i++)
-		if (wk->pend[i].id == id) {
-			p = wk->pend[i];
-			wk->pend[i] = wk->pend[--wk->npend];
-			break;
-		}
-	if (wk->direct) {
-		if (p.evfd >= 0) {
-			fan_answer(wk->group, p.evfd, response);
-			if (p.close_it)
-				close(p.evfd);
-		}
-	} else {
-		struct hmsg m = {.type = HMSG_ANSWER, .id = id, .response = response};
-		send_holder(wk, &m, -1);
-	}
-	if (wk->count.npending_events)
-		wk->count.npending_events--;
-	if (!ok)
-		wk->count.denied++;
-}
-
-/* ---- blobs ------------------------------------------------------------------ */
-
-static void blob_paths(struct worker *wk, const char *digest, char *partial, char *map,
-		       char *complete, size_t size)
-{
-	snprintf(partial, size, "%s/partial/%s", wk->paths.cache, digest + 7);
-	snprintf(map, size, "%s/partial/%s.ranges", wk->paths.cache, digest + 7);
-	snprintf(complete, size, "%s/blobs/sha256/%s", wk->paths.cache, digest + 7);
-}
-
-static struct blob *find_blob(struct worker *wk, const char *digest)
-{
-	for (struct blob *b = wk->blobs; b; b = b->next)
-		if (!strcmp(b->digest, digest))
-			return b;
-	return NULL;
-}
-
-static int kept_fd(struct worker *wk, const char *digest)
-{
-	for (size_t i = 0; i < wk->inherited.nkept; i++)
-		if (!strcmp(wk->inherited.kept[i].tag, digest)) {
-			int fd = wk->inherited.kept[i].fd;
-			wk->inherited.kept[i].fd = -1; /* taken */
-			return fd;
-		}
-	return -1;
-}
-
-static void blob_free(struct blob *b)
-{
-	if (b->fd >= 0)
-		close(b->fd);
-	if (b->mapfd >= 0)
-		close(b->mapfd);
-	digest_table_release(&b->table);
-	free(b->extents);
-	store_free(b->src);
-	free(b->state);
-	free(b->readmap);
-	free(b->failed_until);
-	free(b);
-}
-
-/* RUNTIME/verified: complete blobs known to hash to their digest, one
- * line per file as it was then (a file changed or put in its place has
- * another ctime or inode). Hashing a big blob at every mount would cost
- * a warm mount about 3 ms per MB here; this way it costs once per file
- * and boot (the runtime directory is a tmpfs). */
-static void ledger_line(const char *digest, const struct stat *st, char *line, size_t size)
-{
-	snprintf(line, size, "%s %llu %llu %llu %lld.%09ld %lld.%09ld\n", digest,
-		 (unsigned long long)st->st_dev, (unsigned long long)st->st_ino,
-		 (unsigned long long)st->st_size, (long long)st->st_mtim.tv_sec,
-		 st->st_mtim.tv_nsec, (long long)st->st_ctim.tv_sec, st->st_ctim.tv_nsec);
-}
-
-static bool ledger_has(struct worker *wk, const char *digest, const struct stat *st)
-{
-	char path[600], line[256];
-	snprintf(path, sizeof(path), "%s/verified", wk->paths.runtime);
-	ledger_line(digest, st, line, sizeof(line));
-	_cleanup_fclose_ FILE *f = NULL;
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0 || !(f = fdopen(fd, "r"))) {
-		if (fd >= 0)
-			close(fd);
-		return false;
-	}
-	char have[256];
-	while (fgets(have, sizeof(have), f))
-		if (!strcmp(have, line))
-			return true;
-	return false;
-}
-
-static void ledger_add(struct worker *wk, const char *digest, const struct stat *st)
-{
-	char path[600], line[256];
-	snprintf(path, sizeof(path), "%s/verified", wk->paths.runtime);
-	ledger_line(digest, st, line, sizeof(line));
-	_cleanup_close_ int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd >= 0)
-		(void)!write(fd, line, strlen(line));
-}
-
-/* The blob is all there: unmark it and move it among the complete blobs.
- * The data reaches the disk before the rename, so a complete name always
- * means verified bytes on disk. */
-void complete_blob_locked(struct worker *wk, struct blob *b)
-{
-	char partial[600], map[600], complete[600];
-	blob_paths(wk, b->digest, partial, map, complete, sizeof(partial));
-	if (fdatasync(b->fd) < 0) {
-		wlog("%s: %s", partial, strerror(errno));
-		return;
-	}
-	if (b->marked && fanotify_mark(wk->group, FAN_MARK_REMOVE, FAN_PRE_ACCESS, AT_FDCWD, partial) < 0)
-		wlog("%s: unmark: %s", partial, strerror(errno));
-	b->marked = false;
-	if (rename(partial, complete) < 0) {
-		wlog("%s: %s", complete, strerror(errno));
-		return;
-	}
-	struct stat st;
-	if (!fstat(b->fd, &st)) /* verified range by range, and ours */
-		ledger_add(wk, b->digest, &st);
-	unlink(map);
-	close(b->fd);
-	close(b->mapfd);
-	b->fd = b->mapfd = -1;
-	b->complete = true;
-	snprintf(b->path, sizeof(b->path), "%s", complete);
-	struct hmsg m = {.type = HMSG_DROP};
-	snprintf(m.tag, sizeof(m.tag), "%s", b->digest);
-	send_holder(wk, &m, -1);
-	wlog("blob %.19s complete (%llu bytes fetched in %llu requests)", b->digest,
-	     (unsigned long long)b->fetched_bytes, (unsigned long long)b->fetches);
-}
-
-/* The map starts with the SHA-256 of the digest table its bytes count
- * ranges of: the same blob under another table (a version 1 and a
- * version 2 conversion of the same data) cuts other ranges, and its
- * bytes would claim ranges never fetched. Any other map starts over. */
-static int open_map(struct blob *b, const char *map, const char *table_digest, bool fresh,
-		    struct anole_error *err)
-{
-	struct digest want, have;
-	if (digest_parse(table_digest, &want) < 0)
-		return anole_err(err, EBADMSG, "%s: bad digest table digest", map);
-	b->mapfd = open(map, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (fresh ? O_TRUNC : 0), 0600);
-	if (b->mapfd < 0)
-		return anole_err(err, errno, "%s: %s", map, strerror(errno));
-	b->state = calloc(MAX(b->nranges, 1), 1);
-	if (!b->state)
-		return anole_err(err, ENOMEM, "out of memory");
-	struct stat st;
-	if (!fresh && !fstat(b->mapfd, &st) && (uint64_t)st.st_size == RANGES_MAP_HEAD + b->nranges &&
-	    pread_full(b->mapfd, &have, sizeof(have), 0) >= 0 && !memcmp(&have, &want, sizeof(want)) &&
-	    pread_full(b->mapfd, b->state, b->nranges, RANGES_MAP_HEAD) >= 0) {
-		for (uint64_t i = 0; i < b->nranges; i++)
-			b->state[i] = b->state[i] == 1 ? RANGE_PRESENT : RANGE_ABSENT;
-		return 0;
-	}
-	memset(b->state, RANGE_ABSENT, b->nranges);
-	if (ftruncate(b->mapfd, 0) < 0 || pwrite_full(b->mapfd, &want, sizeof(want), 0) < 0 ||
-	    ftruncate(b->mapfd, (off_t)(RANGES_MAP_HEAD + b->nranges)) < 0)
-		return anole_err(err, errno, "%s: %s", map, strerror(errno));
-	return 0;
-}
-
-uint64_t blob_present(const struct blob *b)
-{
-	if (b->complete)
-		return b->nranges;
-	uint64_t n = 0;
-	for (uint64_t i = 0; i < b->nranges; i++)
-		n += b->state[i] == RANGE_PRESENT;
-	return n;
-}
-
-static bool holder_keeps(struct worker *wk, const char *digest)
-{
-	for (size_t i = 0; i < wk->inherited.nkept; i++)
-		if (wk->inherited.kept[i].fd >= 0 && !strcmp(wk->inherited.kept[i].tag, digest))
-			return true;
-	return false;
-}
-
-/* Does the complete blob at @path hash to its digest (or did this file
- * already, by the ledger)? */
-static bool vet_complete(struct worker *wk, const struct anole_lazy_blob *lb, const char *path)
-{
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-	struct stat st;
-	struct digest want, got;
-	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
-	    (uint64_t)st.st_size != lb->size)
-		return fd < 0 && errno != ELOOP; /* (absent, or not the blob: not used) */
-	if (ledger_has(wk, lb->digest, &st))
-		return true;
-	if (digest_parse(lb->digest, &want) < 0 || sha256_fd(fd, 0, lb->size, &got) < 0 ||
-	    memcmp(&got, &want, sizeof(got)))
-		return false;
-	ledger_add(wk, lb->digest, &st);
-	return true;
-}
-
-/* Present ranges of a partial blob from before this daemon, hashed
- * against its digest table: a range that differs is fetched again. */
-static void vet_partial(struct worker *wk, const struct anole_lazy_blob *lb, const char *partial,
-			const char *map)
-{
-	_cleanup_close_ int fd = open(partial, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-	_cleanup_close_ int mfd = fd >= 0 ? open(map, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
-					  : -1;
-	struct stat st;
-	struct digest want, have;
-	/* (any other file or map is started over by get_blob) */
-	if (mfd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
-	    (uint64_t)st.st_size != lb->size || digest_parse(lb->digests, &want) < 0 ||
-	    pread_full(mfd, &have, sizeof(have), 0) < 0 || memcmp(&have, &want, sizeof(want)))
-		return;
-	struct digest_table t;
-	struct anole_error e = {0};
-	if (lazy_blob_table(wk->paths.cache, lb, &t, &e) < 0)
-		return;
-	int bad = !fstat(mfd, &st) && (uint64_t)st.st_size == RANGES_MAP_HEAD + t.head.count
-			  ? cache_check_ranges(fd, mfd, &t)
-			  : 0;
-	digest_table_release(&t);
-	/* ranges not hashed (a read error, no memory) are not trusted: an
-	 * emptied map makes get_blob start the blob over */
-	if (bad < 0 && ftruncate(mfd, 0) < 0)
-		wlog("blob %.19s: cannot empty its ranges map: %s", lb->digest, strerror(errno));
-	if (bad)
-		wlog("blob %.19s: %d cached ranges do not match its digest table%s; fetched again",
-		     lb->digest, bad < 0 ? 0 : bad, bad < 0 ? " (or cannot be read)" : "");
-}
-
-/* What the cache holds from before this daemon is not trusted by name:
- * a complete blob must hash to its digest (else it goes, and is fetched
- * again), a partial one's present ranges to its table. Blobs this daemon
- * holds already (or its holder keeps) it wrote itself. A restored
- * mount's complete blob is what the kernel reads already: not checked.
- * Without wk->lock: hashing a big blob must not stop the readers. */
-static void vet_blob(struct worker *wk, const struct anole_lazy_blob *lb, bool restoring)
-{
-	pthread_mutex_lock(&wk->lock);
-	bool ours = find_blob(wk, lb->digest) || holder_keeps(wk, lb->digest);
-	pthread_mutex_unlock(&wk->lock);
-	if (ours || digest_parse(lb->digest, &(struct digest){0}) < 0)
-		return;
-	char partial[600], map[600], complete[600];
-	blob_paths(wk, lb->digest, partial, map, complete, sizeof(partial));
-	struct stat st;
-	if (!restoring && !lstat(complete, &st) && !vet_complete(wk, lb, complete)) {
-		wlog("blob %.19s in the cache does not match its digest: removed, fetched again",
-		     lb->digest);
-		unlink(complete);
-	}
-	vet_partial(wk, lb, partial, map);
-}
-
-/* A blob of an image being mounted, shared with other mounts; wk->lock held. */
-static int get_blob(struct worker *wk, const struct anole_lazy_blob *lb, const char *ref,
-		    int tls_verify, const struct registry_creds *creds, bool mark,
-		    struct blob **out, struct anole_error *err)
-{
-	struct blob *b = find_blob(wk, lb->digest);
-	if (b && b->orphan) {
-		/* its last mount went while a fetch ran: take it back */
-		b->orphan = false;
-	}
-	if (b) {
-		if (b->size != lb->size)
-			return anole_err(err, EBADMSG, "blob %s: %llu bytes, another image says %llu",
-					 lb->digest, (unsigned long long)lb->size,
-					 (unsigned long long)b->size);
-		/* a FUSE mount made it unmarked; its descriptor predates the
-		 * mark, so it still writes without events */
-		if (mark && !b->complete && !b->marked) {
-			if (fanotify_mark(wk->group, FAN_MARK_ADD, FAN_PRE_ACCESS, AT_FDCWD, b->path) < 0)
-				return anole_err(err, errno, "%s: fanotify mark: %s", b->path,
-						 strerror(errno));
-			b->marked = true;
-		}
-		b->refs++;
-		*out = b;
-		return 0;
-	}
-	char partial[600], map[600], complete[600];
-	blob_paths(wk, lb->digest, partial, map, complete, sizeof(partial));
-	b = calloc(1, sizeof(*b));
-	if (!b)
-		return anole_err(err, ENOMEM, "out of memory");
-	b->fd = b->mapfd = -1;
-	b->refs = 1;
-	b->size = lb->size;
-	/* a complete blob needs no table: count it in the biggest ranges */
-	b->nranges = DIV_ROUND_UP(lb->size, 1ull << ANOLE_RANGE_BITS_MAX);
-	snprintf(b->digest, sizeof(b->digest), "%s", lb->digest);
-	int r = store_open_as(ref, tls_verify, creds, false, &b->src, err);
-	struct stat st;
-	if (r >= 0 && !lstat(complete, &st) && S_ISREG(st.st_mode) && (uint64_t)st.st_size == b->size) {
-		/* complete blobs were verified whole before they got this name,
-		 * and again if they came from before this daemon (vet_blob) */
-		b->complete = true;
-		snprintf(b->path, sizeof(b->path), "%s", complete);
-		int fd = kept_fd(wk, lb->digest);
-		if (fd >= 0) { /* the holder's copy is not needed either */
-			close(fd);
-			struct hmsg m = {.type = HMSG_DROP};
-			snprintf(m.tag, sizeof(m.tag), "%s", b->digest);
-			send_holder(wk, &m, -1);
-		}
-		goto done;
-	}
-	if (r >= 0)
-		r = lazy_blob_table(wk->paths.cache, lb, &b->table, err);
-	if (r < 0)
-		goto fail;
-	b->nranges = b->table.head.count;
-	struct anole_error e = {0};
-	if (!lb->cut_at_extents &&
-	    lazy_blob_extents(wk->paths.cache, lb, &b->extents, &b->nextents, &e) < 0)
-		wlog("blob %.19s: reads fetch only the ranges they ask for: %s", lb->digest, e.msg);
-	snprintf(b->path, sizeof(b->path), "%s", partial);
-	/* a descriptor from before the mark: inherited from the holder
-	 * (an earlier worker made it), or made now, before marking */
-	b->fd = kept_fd(wk, lb->digest);
-	bool fresh = false;
-	if (b->fd < 0) {
-		if (mkdir(wk->partial, 0700) < 0 && errno != EEXIST) {
-			r = anole_err(err, errno, "%s: %s", wk->partial, strerror(errno));
-			goto fail;
-		}
-		/* a file marked by a dead group is fine: the mark went with it */
-		b->fd = open(partial, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-		if (b->fd < 0 || fstat(b->fd, &st) < 0) {
-			r = anole_err(err, errno, "%s: %s", partial, strerror(errno));
-			goto fail;
-		}
-		if ((uint64_t)st.st_size != b->size) {
-			fresh = true;
-			if (ftruncate(b->fd, 0) < 0 || ftruncate(b->fd, (off_t)b->size) < 0) {
-				r = anole_err(err, errno, "%s: %s", partial, strerror(errno));
-				goto fail;
-			}
-		}
-		/* the holder keeps the descriptor before the file is marked: a
-		 * worker dying in between leaves no marked file without one */
-		struct hmsg m = {.type = HMSG_KEEP};
-		snprintf(m.tag, sizeof(m.tag), "%s", b->digest);
-		send_holder(wk, &m, b->fd);
-		b->kept = true;
-	} else {
-		b->kept = true;
-	}
-	if (mark && fanotify_mark(wk->group, FAN_MARK_ADD, FAN_PRE_ACCESS, AT_FDCWD, partial) < 0) {
-		r = anole_err(err, errno, "%s: fanotify mark: %s", partial, strerror(errno));
-		goto fail;
-	}
-	b->marked = mark;
-	if (fstat(b->fd, &st) < 0) {
-		r = anole_err(err, errno, "%s: %s", partial, strerror(errno));
-		goto fail;
-	}
-	b->dev = st.st_dev;
-	b->ino = st.st_ino;
-	if ((r = open_map(b, map, lb->digests, fresh, err)) < 0)
-		goto fail;
-	if (blob_present(b) == b->nranges)
-		complete_blob_locked(wk, b);
-done:
-	b->next = wk->blobs;
-	wk->blobs = b;
-	*out = b;
-	return 0;
-fail:
-	if (b->marked)
-		fanotify_mark(wk->group, FAN_MARK_REMOVE, FAN_PRE_ACCESS, AT_FDCWD, partial);
-	if (b->kept) {
-		struct hmsg m = {.type = HMSG_DROP};
-		snprintf(m.tag, sizeof(m.tag), "%s", b->digest);
-		send_holder(wk, &m, -1);
-	}
-	blob_free(b);
-	return r;
-}
-
-/* wk->lock held. A partial blob nobody mounts keeps its cache file, not its
- * mark (no reader can reach it). */
-static void put_blob(struct worker *wk, struct blob *b)
-{
-	if (--b->refs)
-		return;
-	cancel_jobs(wk, b);
-	if (b->busy) {
-		b->orphan = true; /* the fetch thread frees it */
-		return;
-	}
-	for (struct blob **p = &wk->blobs; *p; p = &(*p)->next)
-		if (*p == b) {
-			*p = b->next;
-			break;
-		}
-	if (b->marked)
-		fanotify_mark(wk->group, FAN_MARK_REMOVE, FAN_PRE_ACCESS, AT_FDCWD, b->path);
-	if (!b->complete) {
-		struct hmsg m = {.type = HMSG_DROP};
-		snprintf(m.tag, sizeof(m.tag), "%s", b->digest);
-		send_holder(wk, &m, -1);
-	}
-	blob_free(b);
-}
-
-void blob_release(struct worker *wk, struct blob *b)
-{
-	b->orphan = false;
-	b->refs = 1;
-	put_blob(wk, b);
-}
-
-/* ---- events ------------------------------------------------------------------ */
-
-/* wk->lock held. Counts each 4 KiB page once (bench and status only). */
-void note_read_locked(struct worker *wk, struct blob *b, uint64_t off, uint64_t len)
-{
-	if (!len || off >= b->size)
-		return;
-	len = MIN(len, b->size - off);
-	uint64_t pages = (b->size + 4095) / 4096;
-	if (!b->readmap && !(b->readmap = calloc((size_t)((pages + 7) / 8), 1)))
-		return;
-	for (uint64_t p = off / 4096; p <= (off + len - 1) / 4096; p++) {
-		if (b->readmap[p / 8] & (1u << (p % 8)))
-			continue;
-		b->readmap[p / 8] |= (uint8_t)(1u << (p % 8));
-		uint64_t n = MIN(4096, b->size - p * 4096);
-		b->read_bytes += n;
-		wk->count.read_bytes += n;
-	}
-}
-
-static void on_event(struct worker *wk, const struct hmsg *ev)
-{
-	pthread_mutex_lock(&wk->lock);
-	wk->count.events++;
-	wk->count.npending_events++;
-	struct blob *b = NULL;
-	for (struct blob *x = wk->blobs; x; x = x->next)
-		if (x->dev == ev->dev && x->ino == ev->ino && !x->orphan)
-			b = x;
-	if (!b) {
-		/* not ours to fill: a read of a hole must fail, not see zeros */
-		wlog("event for unknown file %llu:%llu; failing the read",
-		     (unsigned long long)ev->dev, (unsigned long long)ev->ino);
-		answer_event(wk, ev->id, false);
-	} else if (b->complete || !ev->count || ev->off >= b->size) {
-		answer_event(wk, ev->id, true);
-	} else {
-		note_read_locked(wk, b, ev->off, ev->count);
-		wait_for(wk, b, ev->id, ev->off, ev->count);
-		hints_on_read(wk, b, ev->off, ev->count);
-	}
-	pthread_mutex_unlock(&wk->lock);
-}
-
-static void direct_event(void *ctx, struct hmsg *ev)
-{
-	struct worker *wk = ctx;
-	pthread_mutex_lock(&wk->lock);
-	ev->id = wk->direct_ids++;
-	pend_add(wk, ev->id, ev->evfd, true);
-	pthread_mutex_unlock(&wk->lock);
-	on_event(wk, ev);
-}
-
-/* Alone with the group (no keeper could be started): the marks stay as
- * long as we live. Become the reader: a dead one's events are failed
- * (EIO) first, by their descriptor numbers, then read events here. */
-static void take_over(struct worker *wk)
-{
-	int rd = daemon_lock(wk->inherited.lock, DLOCK_READER, true);
-	if (rd < 0)
-		wlog("the reader lock: %s", strerror(-rd));
-	pthread_mutex_lock(&wk->lock);
-	wk->direct = true;
-	size_t n = wk->npend;
-	serve_deny_all(wk->group);
-	wk->npend = 0;
-	wk->count.denied += n;
-	wk->count.npending_events -= MIN(wk->count.npending_events, n);
-	pthread_mutex_unlock(&wk->lock);
-	wlog("serving events here; %zu waiting reads failed. A worker crash can no longer be "
-	     "survived: remount when convenient",
-	     n);
-	for (;;) {
-		struct pollfd p = {.fd = wk->group, .events = POLLIN};
-		if (poll(&p, 1, -1) < 0 && errno != EINTR)
-			_exit(1);
-		if (p.revents & POLLIN)
-			fan_read_events(wk->group, direct_event, wk);
-	}
-}
-
-/* The environment of an exec'd keeper: ours, plus where its socket is. */
-static char **adopt_env(int fd)
-{
-	extern char **environ;
-	size_t n = 0;
-	while (environ[n])
-		n++;
-	char **env = calloc(n + 2, sizeof(*env));
-	if (!env)
-		return NULL;
-	size_t k = 0;
-	for (size_t i = 0; i < n; i++)
-		if (strncmp(environ[i], "ANOLE_DAEMON_", 13))
-			env[k++] = environ[i];
-	static char var[64];
-	snprintf(var, sizeof(var), "ANOLE_DAEMON_ADOPT=%d", fd);
-	env[k] = var;
-	return env;
-}
-
-/* Our holder and its keeper are both gone: start `anole daemon` as a new
- * keeper, hand it the group, the locks and the cache files' descriptors
- * over a socket, and let it start the rest. 0 once it took over. */
-static int start_keeper(struct worker *wk, int keeper_lock)
-{
-	int sv[2];
-	_cleanup_free_ char **env = NULL;
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-		return -errno;
-	/* (the child only calls what is safe after fork in a threaded process) */
-	if (!(env = adopt_env(3))) {
-		close(sv[0]);
-		close(sv[1]);
-		return -ENOMEM;
-	}
-	char *argv[] = {"anole", "daemon", NULL};
-	pid_t pid = fork();
-	if (pid == 0) {
-		int fd = sv[1] == 3 ? 3 : dup2(sv[1], 3);
-		if (fd == 3 && fcntl(3, F_SETFD, 0) == 0 && close_range(4, ~0u, 0) == 0)
-			execve("/proc/self/exe", argv, env);
-		_exit(127);
-	}
-	close(sv[1]);
-	int r = pid < 0 ? -errno : 0;
-	struct hmsg m = {.type = HMSG_ADOPT_GROUP};
-	if (r >= 0)
-		r = hmsg_send(sv[0], &m, wk->group, 0);
-	m.type = HMSG_ADOPT_LOCK;
-	if (r >= 0)
-		r = hmsg_send(sv[0], &m, wk->inherited.lock, 0);
-	m.type = HMSG_ADOPT_KEEPER;
-	if (r >= 0)
-		r = hmsg_send(sv[0], &m, keeper_lock, 0);
-	pthread_mutex_lock(&wk->lock);
-	for (struct blob *b = wk->blobs; b && r >= 0; b = b->next)
-		if (!b->complete && b->fd >= 0) {
-			m = (struct hmsg){.type = HMSG_KEEP};
-			snprintf(m.tag, sizeof(m.tag), "%s", b->digest);
-			r = hmsg_send(sv[0], &m, b->fd, 0);
-		}
-	pthread_mutex_unlock(&wk->lock);
-	m = (struct hmsg){.type = HMSG_ADOPT_DONE, .id = (uint64_t)getpid()};
-	if (r >= 0)
-		r = hmsg_send(sv[0], &m, -1, 0);
-	int fd = -1;
-	if (r >= 0 && (hmsg_recv(sv[0], &m, &fd, 0) <= 0 || m.type != HMSG_READY))
-		r = -EPIPE;
-	if (fd >= 0)
-		close(fd);
-	close(sv[0]);
-	if (pid > 0 && r < 0)
-		waitpid(pid, NULL, 0);
-	return r;
-}
-
-/* The holder is gone. A keeper that lives stops us and starts a new
- * holder, which starts a new worker: we go. When it is gone too, we are
- * the last holder of the group: start a keeper in our place, or, if
- * that fails, serve alone. */
-static void holder_gone(struct worker *wk)
-{
-	if (wk->group < 0) {
-		wlog("the holder is gone; exiting");
-		_exit(1);
-	}
-	/* A live keeper stops us (pidfd) and starts a new holder. Its lock
-	 * held says only that it was alive a moment ago: killed with the
-	 * holder, it may be dying now, and a worker that left as well would
-	 * let the group, and with it the marks, go. So wait for the lock:
-	 * either the keeper kills us first, or it is dead and we act. */
-	int keeper = daemon_lock(wk->inherited.lock, DLOCK_KEEPER, false);
-	if (keeper == -EAGAIN) {
-		wlog("the holder is gone; waiting for the keeper to restart the daemon");
-		keeper = daemon_lock(wk->inherited.lock, DLOCK_KEEPER, true);
-	}
-	if (keeper < 0) {
-		wlog("the holder is gone and the keeper lock fails (%s); exiting", strerror(-keeper));
-		_exit(1);
-	}
-	int r = start_keeper(wk, keeper);
-	if (r >= 0) {
-		wlog("the holder and the keeper are gone; a new keeper restarts the daemon");
-		_exit(0);
-	}
-	wlog("the holder and the keeper are gone and no keeper could be started (%s)",
-	     strerror(-r));
-	take_over(wk); /* (keeps the keeper lock: nobody else may act) */
-}
-
-static void *event_loop(void *arg)
-{
-	struct worker *wk = arg;
-	for (;;) {
-		struct hmsg m;
-		ssize_t n = recv(wk->holder, &m, sizeof(m), 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			holder_gone(wk);
-		if (n == (ssize_t)sizeof(m) && m.type == HMSG_EVENT) {
-			pthread_mutex_lock(&wk->lock);
-			pend_add(wk, m.id, m.evfd, false);
-			pthread_mutex_unlock(&wk->lock);
-			on_event(wk, &m);
-		}
-	}
-	return NULL;
-}
-
 /* ---- mounts ------------------------------------------------------------------ */
 
 static void mount_free(struct lmount *m)
@@ -823,7 +158,7 @@ static int attach(struct worker *wk, struct lmount *m, const char *options, stru
 	int r = 0;
 	size_t got = 0;
 	for (; got < m->nblobs && r >= 0; got++)
-		r = get_blob(wk, &m->lblobs[got], m->ref, m->tls_verify, &m->creds, !m->fuse,
+		r = blob_get(wk, &m->lblobs[got], m->ref, m->tls_verify, &m->creds, !m->fuse,
 			     &m->blobs[got], err);
 	if (r < 0)
 		got--;
@@ -849,55 +184,13 @@ static int attach(struct worker *wk, struct lmount *m, const char *options, stru
 	}
 	if (r < 0) {
 		while (got)
-			put_blob(wk, m->blobs[--got]);
+			blob_put(wk, m->blobs[--got]);
 		return r;
 	}
 	return 0;
 }
 
-static json_t *mount_json(const struct lmount *m)
-{
-	json_t *blobs = json_array();
-	for (size_t i = 0; i < m->nblobs; i++) {
-		const struct anole_lazy_blob *b = &m->lblobs[i];
-		/* chunks: a restored v1 blob finds its extents again */
-		json_array_append_new(blobs, json_pack("{s:s, s:I, s:s, s:I, s:s, s:b}", "digest",
-						       b->digest, "size", (json_int_t)b->size,
-						       "digests", b->digests, "digests_size",
-						       (json_int_t)b->digests_size, "chunks", b->chunks,
-						       "cut_at_extents", b->cut_at_extents));
-	}
-	return json_pack("{s:s, s:s, s:i, s:s, s:s, s:b, s:o}", "mountpoint", m->mountpoint, "ref",
-			 m->ref, "tls_verify", m->tls_verify, "manifest", m->manifest, "meta",
-			 m->meta_path, "fuse", m->fuse, "blobs", blobs);
-}
-
-/* The mounts' credentials, for a worker started after this one dies:
- * root's alone (0600), apart from mounts.json, which holds none. */
-static void save_credentials(struct worker *wk)
-{
-	char path[600];
-	snprintf(path, sizeof(path), "%s/credentials.json", wk->paths.runtime);
-	json_t *o = json_object();
-	for (size_t i = 0; o && i < wk->mtab.nmounts; i++) {
-		const struct registry_creds *c = &wk->mtab.mounts[i]->creds;
-		if (c->basic || c->identity_token)
-			json_object_set_new(o, wk->mtab.mounts[i]->mountpoint,
-					    json_pack("{s:s*, s:s*}", "basic", c->basic,
-						      "identity_token", c->identity_token));
-	}
-	char *text = json_object_size(o) ? json_dumps(o, JSON_COMPACT) : NULL;
-	json_decref(o);
-	if (!text)
-		unlink(path); /* no mount has any */
-	else if (outfile_write_private(path, text, strlen(text)) < 0)
-		wlog("%s: cannot write", path);
-	if (text)
-		explicit_bzero(text, strlen(text));
-	free(text);
-}
-
-/* A restored mount's credentials, from what save_credentials wrote. */
+/* A restored mount's credentials, from what mountsave.c wrote. */
 static void restore_credentials(struct lmount *m, json_t *saved)
 {
 	json_t *c = json_object_get(saved, m->mountpoint);
@@ -907,22 +200,6 @@ static void restore_credentials(struct lmount *m, json_t *saved)
 	};
 	if (registry_creds_copy(&m->creds, &from) < 0)
 		wlog("%s: its credentials are lost (out of memory)", m->mountpoint);
-}
-
-/* The mounts, for a worker started after this one dies. */
-static void save_mounts(struct worker *wk)
-{
-	json_t *a = json_array();
-	for (size_t i = 0; i < wk->mtab.nmounts; i++)
-		json_array_append_new(a, mount_json(wk->mtab.mounts[i]));
-	char *text = json_dumps(a, JSON_INDENT(1));
-	json_decref(a);
-	char path[600];
-	snprintf(path, sizeof(path), "%s/mounts.json", wk->paths.runtime);
-	if (!text || outfile_write(path, text, strlen(text)) < 0)
-		wlog("%s: cannot write", path);
-	free(text);
-	save_credentials(wk);
 }
 
 static int mount_setup(struct worker *wk, const char *ref, const char *real, int tls_verify,
@@ -1142,7 +419,7 @@ static int mount_setup(struct worker *wk, const char *ref, const char *real, int
 	}
 	anole_lazy_free(li);
 	for (size_t i = 0; i < m->nblobs; i++)
-		vet_blob(wk, &m->lblobs[i], false);
+		blob_vet(wk, &m->lblobs[i], false);
 
 	pthread_mutex_lock(&wk->lock);
 	r = attach(wk, m, fuse ? NULL : options, err);
@@ -1157,7 +434,7 @@ static int mount_setup(struct worker *wk, const char *ref, const char *real, int
 		pthread_mutex_lock(&wk->lock);
 		if (r < 0)
 			for (size_t i = 0; i < m->nblobs; i++)
-				put_blob(wk, m->blobs[i]);
+				blob_put(wk, m->blobs[i]);
 	}
 	if (r >= 0 && mtab_add(&wk->mtab, m) < 0) {
 		r = anole_err(err, ENOMEM, "out of memory");
@@ -1167,7 +444,7 @@ static int mount_setup(struct worker *wk, const char *ref, const char *real, int
 		} else {
 			umount2(m->mountpoint, 0);
 			for (size_t i = 0; i < m->nblobs; i++)
-				put_blob(wk, m->blobs[i]);
+				blob_put(wk, m->blobs[i]);
 		}
 	}
 	if (r >= 0) {
@@ -1180,6 +457,7 @@ static int mount_setup(struct worker *wk, const char *ref, const char *real, int
 	}
 	json_decref(list);
 	pthread_mutex_unlock(&wk->lock);
+	mounts_flush(wk);
 	if (r < 0) {
 		mount_free(m);
 		return r;
@@ -1217,6 +495,7 @@ static int image_setup(struct worker *wk, const char *image, const char *real, j
 	}
 	save_mounts(wk);
 	pthread_mutex_unlock(&wk->lock);
+	mounts_flush(wk);
 	wlog("mounted %s on %s (%zu devices, FUSE)", image, real, n);
 	return 0;
 nomem:
@@ -1295,7 +574,7 @@ static void linger(struct worker *wk, struct lmount *m)
 			wk->lingering = l;
 			l[wk->nlingering++] = b; /* its reference moves here */
 		} else {
-			put_blob(wk, b);
+			blob_put(wk, b);
 		}
 	}
 	m->nblobs = 0;
@@ -1310,7 +589,7 @@ static void finish_fuse(struct worker *wk, struct lmount *m)
 	m->fs = NULL;
 	pthread_mutex_lock(&wk->lock);
 	for (size_t k = 0; k < m->nblobs; k++)
-		put_blob(wk, m->blobs[k]);
+		blob_put(wk, m->blobs[k]);
 	mount_free(m);
 }
 
@@ -1335,13 +614,14 @@ int op_umount(struct worker *wk, const char *mnt, bool *idle, struct anole_error
 			finish_fuse(wk, m);
 		} else {
 			for (size_t k = 0; k < m->nblobs; k++)
-				put_blob(wk, m->blobs[k]);
+				blob_put(wk, m->blobs[k]);
 			mount_free(m);
 		}
 		wlog("unmounted %s", real);
 	}
 	*idle = !wk->mtab.nmounts;
 	pthread_mutex_unlock(&wk->lock);
+	mounts_flush(wk);
 	return r;
 }
 
@@ -1422,7 +702,7 @@ void release_lingering(struct worker *wk)
 			i++;
 			continue;
 		}
-		put_blob(wk, wk->lingering[i]);
+		blob_put(wk, wk->lingering[i]);
 		wk->lingering[i] = wk->lingering[--wk->nlingering];
 	}
 }
@@ -1484,7 +764,7 @@ static void restore_mounts(struct worker *wk)
 		}
 		struct anole_error err = {0};
 		for (size_t k2 = 0; k2 < m->nblobs; k2++)
-			vet_blob(wk, &m->lblobs[k2], true);
+			blob_vet(wk, &m->lblobs[k2], true);
 		pthread_mutex_lock(&wk->lock);
 		int r = attach(wk, m, NULL, &err);
 		if (r >= 0 && mtab_add(&wk->mtab, m) < 0)
@@ -1503,6 +783,7 @@ static void restore_mounts(struct worker *wk)
 	pthread_mutex_lock(&wk->lock);
 	save_mounts(wk);
 	pthread_mutex_unlock(&wk->lock);
+	mounts_flush(wk);
 }
 
 /* ---- life ---------------------------------------------------------------------- */
@@ -1560,6 +841,7 @@ void serve_worker(const struct holder_state *h)
 	pthread_mutex_init(&wk->lock, NULL);
 	pthread_cond_init(&wk->jobs_cond, NULL);
 	pthread_mutex_init(&wk->send_lock, NULL);
+	pthread_mutex_init(&wk->files_lock, NULL);
 	wk->ctl_fd = -1;
 	wk->direct_ids = 1ull << 62; /* apart from the holder's */
 	serve_paths_init(&wk->paths);
@@ -1579,23 +861,14 @@ void serve_worker(const struct holder_state *h)
 	/* kept descriptors nobody claimed belong to blobs no longer mounted */
 	for (size_t i = 0; i < wk->inherited.nkept; i++)
 		if (wk->inherited.kept[i].fd >= 0) {
-			struct hmsg m = {.type = HMSG_DROP};
-			snprintf(m.tag, sizeof(m.tag), "%s", wk->inherited.kept[i].tag);
-			send_holder(wk, &m, -1);
+			holder_drop(wk, wk->inherited.kept[i].tag);
 			close(wk->inherited.kept[i].fd);
 		}
 	if (start_fetchers(wk) < 0) {
 		wlog("cannot start fetch threads");
 		_exit(1);
 	}
-	for (size_t i = 0; i < h->npending; i++) {
-		pthread_mutex_lock(&wk->lock);
-		pend_add(wk, h->pending[i].ev.id, h->pending[i].fd, false);
-		pthread_mutex_unlock(&wk->lock);
-		on_event(wk, &h->pending[i].ev);
-	}
-	pthread_t t;
-	if (pthread_create(&t, NULL, event_loop, wk)) {
+	if (holder_link_start(wk, h) < 0) {
 		wlog("cannot start the event thread");
 		_exit(1);
 	}
@@ -1617,7 +890,7 @@ void serve_worker(const struct holder_state *h)
 			close(wk->inherited.status);
 		wk->inherited.status = -1;
 		struct hmsg m = {.type = HMSG_READY};
-		send_holder(wk, &m, -1);
+		holder_send(wk, &m, -1);
 	}
 	wlog("serving (pid %d, %zu mounts restored, %zu reads waiting)", (int)getpid(), wk->mtab.nmounts,
 	     h->npending);

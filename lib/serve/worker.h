@@ -11,45 +11,12 @@
 #include "lazy/hints.h"
 #include "lazy/store.h"
 #include <jansson.h>
+#include "serve/blobcache.h"
 #include "serve/counters.h"
 #include "serve/mounttab.h"
+#include "serve/sched.h"
 #include "serve/serve.h"
 #include "util/util.h"
-
-enum { RANGE_ABSENT = 0, RANGE_FETCHING = 2, RANGE_PRESENT = 1 };
-/* partial/HEX.ranges: the digest table's SHA-256, then a byte per range */
-#define RANGES_MAP_HEAD 32u
-
-struct blob {
-	struct blob *next;
-	char digest[72];
-	char path[600]; /* the file the kernel reads: partial or complete */
-	uint64_t size, nranges; /* ranges: the digest table's (1 MiB when complete) */
-	int fd;         /* partial: written through, raises no events */
-	int mapfd;      /* partial: HEX.ranges */
-	uint8_t *state; /* per range */
-	struct digest_table table;
-	struct store *src;
-	uint64_t dev, ino;
-	bool complete, marked, orphan;
-	bool kept; /* the holder has a copy of fd */
-	unsigned refs, busy; /* busy: fetches under way */
-	uint64_t fetched_bytes, fetches, failures, waiting;
-	/* distinct 4 KiB pages readers asked for while the blob was partial:
-	 * what a workload needed, to compare with what was fetched */
-	uint8_t *readmap;
-	uint64_t read_bytes;
-	/* its compressed extents, [start, end) in bytes, sorted (may be none) */
-	uint64_t (*extents)[2];
-	size_t nextents;
-	/* read-ahead window: ra_size bytes in ranges up to ra_end; a read
-	 * reaching range ra_mark opens the next */
-	uint64_t ra_size, ra_mark, ra_end;
-	time_t down_since; /* the last full-retry fetch failed then; 0 = fine */
-	/* per range, until when (now_seconds()) a read of it fails at once: its
-	 * fetch just timed out (allocated on the first time out) */
-	double *failed_until;
-};
 
 struct lmount {
 	struct worker *wk; /* the worker serving it */
@@ -95,14 +62,6 @@ struct waiter {
 	double since; /* now_seconds() when it began to wait */
 };
 
-struct job {
-	struct job *next;
-	struct blob *b;
-	uint64_t first, count; /* ranges */
-	bool background;
-	bool listed; /* taken from wk->listed: counts in wk->listed_running */
-};
-
 struct worker {
 	pthread_mutex_t lock;
 	pthread_cond_t jobs_cond;
@@ -117,8 +76,7 @@ struct worker {
 	struct blob *blobs;
 	struct mount_table mtab;
 	struct waiter *waiters;
-	struct job *demand, *listed, *background;
-	unsigned listed_running;
+	struct job_queues q; /* fetch jobs (sched.h) */
 	struct worker_counters count;
 	uint64_t prefetch_rate; /* bytes per second, 0 = unlimited */
 	/* events not answered yet, with the number of their descriptor: if
@@ -132,31 +90,30 @@ struct worker {
 	bool direct; /* the holder is gone: we read and answer events */
 	struct blob **lingering; /* partial blobs of mounts gone behind our back */
 	size_t nlingering;
+	/* files of the runtime directory, rendered under wk->lock and written
+	 * after it (lock order: wk->lock, then files_lock): one writer at a
+	 * time, never older content over newer */
+	pthread_mutex_t files_lock;
+	struct {
+		char *mounts, *creds; /* mounts.json, credentials.json (NULL: none) */
+		bool dirty;           /* to be written */
+		uint64_t seq, written; /* tables made, the newest written */
+	} saved;
+	uint64_t metrics_seq, metrics_written; /* metrics.prom rendered, written */
 	int ctl_fd;          /* the control socket, -1 until it listens */
 	uint64_t direct_ids; /* ids of events read here, once the holder is gone */
 };
-
-/* Range i of a blob is [range_off(b, i), range_off(b, i + 1)). */
-static inline uint64_t range_off(const struct blob *b, uint64_t i)
-{
-	return b->table.off ? b->table.off[i] : MIN(i << ANOLE_RANGE_BITS_MAX, b->size);
-}
-
-/* The range holding byte @off (< b->size). */
-static inline uint64_t range_at(const struct blob *b, uint64_t off)
-{
-	return b->table.off ? digest_table_range_at(&b->table, off) : off >> ANOLE_RANGE_BITS_MAX;
-}
 
 void wlog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* cache.c: hash each range the ranges map @map_fd says is present in
  * partial file @fd against table @t, and clear the map's byte of each
  * that differs (it is fetched again). How many differed, or -errno. */
 int cache_check_ranges(int fd, int map_fd, const struct digest_table *t);
+/* holderlink.c: the link to the fanotify holder */
 void answer_event(struct worker *wk, uint64_t id, bool ok);
-uint64_t blob_present(const struct blob *b);
-void blob_release(struct worker *wk, struct blob *b);
-void complete_blob_locked(struct worker *wk, struct blob *b);
+void holder_send(struct worker *wk, const struct hmsg *m, int fd);
+void holder_drop(struct worker *wk, const char *tag);
+int holder_link_start(struct worker *wk, const struct holder_state *h);
 
 /* fetch.c, all with wk->lock held but start_fetchers */
 void wait_for(struct worker *wk, struct blob *b, uint64_t id, uint64_t off, uint64_t len);
@@ -176,7 +133,6 @@ size_t mount_hints_on_read(struct worker *wk, struct lmount *m, struct blob *b, 
 			   uint64_t len);
 /* A recording mount's reader needs [off, off+len) of blob @b. */
 void trace_note(struct lmount *m, struct blob *b, uint64_t off, uint64_t len);
-void note_read_locked(struct worker *wk, struct blob *b, uint64_t off, uint64_t len);
 void cancel_jobs(struct worker *wk, struct blob *b);
 int start_fetchers(struct worker *wk);
 
@@ -201,5 +157,12 @@ void control_loop(struct worker *wk, int fd) __attribute__((noreturn));
  * unmounted behind our back; their partial blobs linger marked. */
 void prune_mounts(struct worker *wk);
 void release_lingering(struct worker *wk);
+/* mountsave.c. wk->lock held: the mount table changed; render
+ * mounts.json and credentials.json for mounts_flush. */
+void save_mounts(struct worker *wk);
+/* Without wk->lock: write mounts.json and credentials.json if a change
+ * of the mount table (under the lock) left them to write. */
+void mounts_flush(struct worker *wk);
+void mounts_flush_locked(struct worker *wk); /* the same, wk->lock held */
 
 #endif

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <errno.h>
 #include <string.h>
+#include <stdlib.h>
 
 #include <cmocka.h>
 
@@ -132,11 +133,71 @@ static void refuses_and_says_why(void **state)
 	refuses("{\"op\":\"mount\",\"ref\":\"r\\u0000x\",\"mountpoint\":\"/m\"}", "bad request");
 }
 
+/* What the one encoder writes, the parser reads back field for field. */
+static void encodes_what_it_parses(void **state)
+{
+	(void)state;
+	json_t *devs = json_pack("[s,s]", "/d/one", "/d/two");
+	json_t *creds = json_pack("{s:s}", "identity_token", "tok");
+	struct ctl_request in = {.op = CTL_MOUNT,
+				 .ref = "docker://h/r:t",
+				 .mountpoint = "/m",
+				 .options = "",
+				 .prefetch = "all",
+				 .exec = "/bin/sh",
+				 .prefetch_rate = 1234,
+				 .tls_verify = -1,
+				 .fuse = true,
+				 .no_load_hints = true,
+				 .devices = devs};
+	ctl_request_credentials(&in, creds);
+	assert_null(in.cred_basic);
+	assert_string_equal(in.cred_token, "tok");
+	char *text = ctl_request_encode(&in), why[160];
+	assert_non_null(text);
+	assert_null(strchr(text, '\n'));
+	struct ctl_request out;
+	assert_int_equal(parse(text, &out, why), 0);
+	assert_int_equal(out.op, CTL_MOUNT);
+	assert_string_equal(out.ref, in.ref);
+	assert_string_equal(out.mountpoint, in.mountpoint);
+	assert_string_equal(out.options, "");
+	assert_string_equal(out.prefetch, "all");
+	assert_string_equal(out.exec, "/bin/sh");
+	assert_int_equal(out.prefetch_rate, 1234);
+	assert_int_equal(out.tls_verify, -1);
+	assert_true(out.fuse);
+	assert_false(out.record);
+	assert_true(out.no_load_hints);
+	assert_null(out.cred_basic);
+	assert_string_equal(out.cred_token, "tok");
+	assert_true(json_equal(out.devices, devs));
+	ctl_request_release(&out);
+	free(text);
+	/* fields left out read back as unset */
+	struct ctl_request um = {.op = CTL_UMOUNT, .mountpoint = "/m"};
+	text = ctl_request_encode(&um);
+	assert_string_equal(text, "{\"op\":\"umount\",\"mountpoint\":\"/m\"}");
+	free(text);
+	text = ctl_request_encode(&(struct ctl_request){.op = CTL_METRICS});
+	assert_string_equal(text, "{\"op\":\"metrics\"}");
+	assert_int_equal(parse(text, &out, why), 0);
+	assert_int_equal(out.op, CTL_METRICS);
+	ctl_request_release(&out);
+	free(text);
+	/* not UTF-8: no text, rather than a request the daemon refuses */
+	um.mountpoint = "/m\xff";
+	assert_null(ctl_request_encode(&um));
+	json_decref(devs);
+	json_decref(creds);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(accepts_what_clients_send),
 		cmocka_unit_test(refuses_and_says_why),
+		cmocka_unit_test(encodes_what_it_parses),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
