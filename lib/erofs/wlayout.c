@@ -63,17 +63,18 @@ void tw_choose_epoch(struct tree_writer *tw, struct layout *l)
 
 static int layout_inode(struct tree_writer *tw, struct tinode *ino, struct layout *l)
 {
+	struct tplace *p = tw_place(tw, ino);
 	uint32_t ibody;
 	xattr_set_ibody(tw->xt, ino->xattr_set, &ibody);
 	if (ibody > erofs_xattr_ibody_size(UINT16_MAX)) {
-		struct strbuf p = {0};
-		tw_inode_path(tw, ino, &p);
+		struct strbuf path = {0};
+		tw_inode_path(tw, ino, &path);
 		int r = anole_err(tw->err, E2BIG, "%s: extended attributes too large (%u bytes)",
-				  p.buf, ibody);
-		strbuf_release(&p);
+				  path.buf, ibody);
+		strbuf_release(&path);
 		return r;
 	}
-	ino->xattr_icount = ibody ? (uint16_t)((ibody - 12) / 4 + 1) : 0;
+	p->xattr_icount = ibody ? (uint16_t)((ibody - 12) / 4 + 1) : 0;
 
 	uint64_t tail = 0, late_blocks = 0;
 	uint32_t extra = 0;
@@ -88,50 +89,50 @@ static int layout_inode(struct tree_writer *tw, struct tinode *ino, struct layou
 	} else if (S_ISLNK(ino->mode)) {
 		tail = ino->size;
 	}
-	ino->extended = !fits_compact(ino, l);
-	uint32_t core = ino->extended ? sizeof(struct erofs_inode_extended)
+	p->extended = !fits_compact(ino, l);
+	uint32_t core = p->extended ? sizeof(struct erofs_inode_extended)
 				      : sizeof(struct erofs_inode_compact);
 
 	if (S_ISDIR(ino->mode) || S_ISLNK(ino->mode)) {
 		if (tail && core + ibody + tail <= tw->blksz) {
-			ino->layout = EROFS_INODE_FLAT_INLINE;
+			p->layout = EROFS_INODE_FLAT_INLINE;
 			ino->inline_tail = true;
 			ino->tail_len = (uint32_t)tail;
 			extra = (uint32_t)tail;
 		} else {
-			ino->layout = EROFS_INODE_FLAT_PLAIN;
+			p->layout = EROFS_INODE_FLAT_PLAIN;
 			ino->inline_tail = false;
 			late_blocks = DIV_ROUND_UP(ino->size, tw->blksz);
 		}
 		ino->startblk = late_blocks ? l->late_blk : 0;
 		l->late_blk += late_blocks;
 	} else if (S_ISREG(ino->mode) && ino->data_kind == TDATA_CHUNKS) {
-		ino->layout = EROFS_INODE_CHUNK_BASED;
+		p->layout = EROFS_INODE_CHUNK_BASED;
 		extra = ino->nchunks * 4;
 	} else if (S_ISREG(ino->mode) && ino->data_kind == TDATA_FRAG) {
-		ino->layout = EROFS_INODE_COMPRESSED_FULL;
+		p->layout = EROFS_INODE_COMPRESSED_FULL;
 		uint32_t end = core + ibody;
 		extra = (uint32_t)(ROUND_UP_8(end) - end) + sizeof(struct z_erofs_map_header);
 	} else if (S_ISREG(ino->mode) && ino->data_kind == TDATA_Z &&
 		   ino->zcompact && (!ino->has_frag || tw->frag_len <= UINT32_MAX)) {
 		/* compact indexes: half the size of full ones */
-		ino->layout = EROFS_INODE_COMPRESSED_COMPACT;
+		p->layout = EROFS_INODE_COMPRESSED_COMPACT;
 		uint32_t end = core + ibody;
 		extra = (uint32_t)(ROUND_UP_8(end) - end + sizeof(struct z_erofs_map_header) +
 				   zindex_compact4_size(ino->nchunks));
 	} else if (S_ISREG(ino->mode) && ino->data_kind == TDATA_Z) {
-		ino->layout = EROFS_INODE_COMPRESSED_FULL;
+		p->layout = EROFS_INODE_COMPRESSED_FULL;
 		uint32_t end = core + ibody;
 		extra = (uint32_t)(Z_EROFS_FULL_INDEX_START(end) - end) +
 			ino->nchunks * (uint32_t)sizeof(struct z_erofs_lcluster_index);
 	} else if (S_ISREG(ino->mode) && ino->data_kind == TDATA_FLAT && ino->inline_tail) {
-		ino->layout = EROFS_INODE_FLAT_INLINE;
+		p->layout = EROFS_INODE_FLAT_INLINE;
 		extra = ino->tail_len;
 	} else {
-		ino->layout = EROFS_INODE_FLAT_PLAIN;
+		p->layout = EROFS_INODE_FLAT_PLAIN;
 	}
-	ino->meta_size = core + ibody + extra;
-	if (ino->extended)
+	p->meta_size = core + ibody + extra;
+	if (p->extended)
 		tw->stats.extended_inodes++;
 	else
 		tw->stats.compact_inodes++;
@@ -142,15 +143,19 @@ static int layout_inode(struct tree_writer *tw, struct tinode *ino, struct layou
  * that order. Also counts them by type for the summary. */
 int tw_layout(struct tree_writer *tw, struct layout *l, uint32_t *incompat)
 {
+	free(tw->place);
+	tw->place = calloc(MAX(tw->ninodes, 1), sizeof(*tw->place));
+	if (!tw->place)
+		return anole_err(tw->err, ENOMEM, "out of memory");
 	for (size_t i = 0; i < tw->ninodes; i++) {
 		struct tinode *ino = tw->inodes[i];
 		int r = layout_inode(tw, ino, l);
 		if (r < 0)
 			return r;
-		if (ino->layout == EROFS_INODE_CHUNK_BASED)
+		uint8_t layout = tw->place[i].layout;
+		if (layout == EROFS_INODE_CHUNK_BASED)
 			*incompat |= EROFS_INCOMPAT_CHUNKED_FILE;
-		if (ino->layout == EROFS_INODE_COMPRESSED_FULL ||
-		    ino->layout == EROFS_INODE_COMPRESSED_COMPACT)
+		if (layout == EROFS_INODE_COMPRESSED_FULL || layout == EROFS_INODE_COMPRESSED_COMPACT)
 			*incompat |= EROFS_INCOMPAT_ZERO_PADDING | EROFS_INCOMPAT_COMPR_CFGS;
 		if (ino == tw->packed)
 			continue;
@@ -166,16 +171,22 @@ int tw_layout(struct tree_writer *tw, struct layout *l, uint32_t *incompat)
 	return 0;
 }
 
-static int cmp_placed(const void *x, const void *y)
+/* Orders inode indexes by nid (no two are equal). */
+static int cmp_nid(const void *x, const void *y, void *arg)
 {
-	const struct placed *a = x, *b = y;
-	return a->pos < b->pos ? -1 : a->pos > b->pos;
+	const struct tplace *place = arg;
+	uint64_t a = place[*(const uint32_t *)x].nid, b = place[*(const uint32_t *)y].nid;
+	return a < b ? -1 : a > b;
 }
 
 /* Assign nids: first fit over a few partly filled blocks, so that inodes
  * with inline tails waste little space while none crosses a block. */
-int tw_place_inodes(struct tree_writer *tw, struct placed *pl, uint64_t *meta_blocks)
+int tw_place_inodes(struct tree_writer *tw, uint32_t **order, uint64_t *meta_blocks)
 {
+	/* register_inode() numbers inodes in 32 bits: their indexes fit too */
+	uint32_t *o = malloc(MAX(tw->ninodes, 1) * sizeof(*o));
+	if (!o)
+		return anole_err(tw->err, ENOMEM, "out of memory");
 	struct {
 		uint64_t blk;
 		uint32_t used;
@@ -188,8 +199,8 @@ int tw_place_inodes(struct tree_writer *tw, struct placed *pl, uint64_t *meta_bl
 	open[0].used = 1u << EROFS_ISLOT_BITS;
 
 	for (size_t i = 0; i < tw->ninodes; i++) {
-		struct tinode *ino = tw->inodes[i];
-		uint32_t size = ROUND_UP(ino->meta_size, 1u << EROFS_ISLOT_BITS);
+		struct tplace *p = &tw->place[i];
+		uint32_t size = ROUND_UP(p->meta_size, 1u << EROFS_ISLOT_BITS);
 		uint64_t pos;
 		if (size > tw->blksz) {
 			pos = fresh << tw->blkbits;
@@ -217,13 +228,16 @@ int tw_place_inodes(struct tree_writer *tw, struct placed *pl, uint64_t *meta_bl
 			if (open[k].used == tw->blksz)
 				open[k] = open[--nopen];
 		}
-		ino->nid = pos >> EROFS_ISLOT_BITS;
-		pl[i] = (struct placed){pos, ino};
+		p->nid = pos >> EROFS_ISLOT_BITS;
+		o[i] = (uint32_t)i;
 	}
-	if (tw->inodes[0]->nid > UINT16_MAX)
+	if (tw->place[0].nid > UINT16_MAX) {
+		free(o);
 		return anole_err(tw->err, EFBIG, "root nid does not fit the superblock");
+	}
 	*meta_blocks = fresh;
-	qsort(pl, tw->ninodes, sizeof(*pl), cmp_placed);
+	qsort_r(o, tw->ninodes, sizeof(*o), cmp_nid, tw->place);
+	*order = o;
 	return 0;
 }
 

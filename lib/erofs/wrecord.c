@@ -98,7 +98,7 @@ static int dir_data(struct tree_writer *tw, struct tinode *ino, struct strbuf *o
 		uint32_t nameoff = (k - i) * sizeof(struct erofs_dirent);
 		for (uint32_t j = i; j < k; j++) {
 			struct erofs_dirent de = {
-				.nid = r[j].inode->nid,
+				.nid = tw_place(tw, r[j].inode)->nid,
 				.nameoff = (uint16_t)nameoff,
 				.file_type = mode_to_ftype(r[j].inode->mode),
 			};
@@ -115,27 +115,28 @@ static int dir_data(struct tree_writer *tw, struct tinode *ino, struct strbuf *o
 static int write_inode(struct tree_writer *tw, struct seqbuf *s, uint64_t pos, struct tinode *ino,
 		       const struct layout *l, struct strbuf *scratch)
 {
+	const struct tplace *p = tw_place(tw, ino);
 	char core[64] = {0};
 	uint32_t nlink = S_ISDIR(ino->mode) ? 2 + ino->u.dir->nsubdirs : ino->nlink;
 	uint32_t iu = 0;
-	uint16_t fmt = (uint16_t)((ino->extended ? 1 : 0) | (ino->layout << EROFS_I_DATALAYOUT_SHIFT));
+	uint16_t fmt = (uint16_t)((p->extended ? 1 : 0) | (p->layout << EROFS_I_DATALAYOUT_SHIFT));
 	const void *tail = NULL;
 	int r;
 
 	if (S_ISCHR(ino->mode) || S_ISBLK(ino->mode))
 		iu = encode_rdev(ino->rdev);
-	else if (ino->layout == EROFS_INODE_CHUNK_BASED)
+	else if (p->layout == EROFS_INODE_CHUNK_BASED)
 		iu = ino->chunkbits;
-	else if (ino->layout == EROFS_INODE_COMPRESSED_FULL ||
-		 ino->layout == EROFS_INODE_COMPRESSED_COMPACT)
+	else if (p->layout == EROFS_INODE_COMPRESSED_FULL ||
+		 p->layout == EROFS_INODE_COMPRESSED_COMPACT)
 		iu = ino->data_kind == TDATA_FRAG ? 0 : ino->zblocks;
 	else
 		iu = (uint32_t)ino->startblk;
 
-	if (ino->extended) {
+	if (p->extended) {
 		struct erofs_inode_extended *e = (void *)core;
 		e->i_format = fmt;
-		e->i_xattr_icount = ino->xattr_icount;
+		e->i_xattr_icount = p->xattr_icount;
 		e->i_mode = (uint16_t)ino->mode;
 		e->i_size = ino->size;
 		e->i_u = iu;
@@ -148,7 +149,7 @@ static int write_inode(struct tree_writer *tw, struct seqbuf *s, uint64_t pos, s
 	} else {
 		struct erofs_inode_compact *c = (void *)core;
 		c->i_format = fmt;
-		c->i_xattr_icount = ino->xattr_icount;
+		c->i_xattr_icount = p->xattr_icount;
 		c->i_mode = (uint16_t)ino->mode;
 		c->i_nlink = (uint16_t)nlink;
 		c->i_size = (uint32_t)ino->size;
@@ -158,7 +159,7 @@ static int write_inode(struct tree_writer *tw, struct seqbuf *s, uint64_t pos, s
 		c->i_uid = (uint16_t)ino->uid;
 		c->i_gid = (uint16_t)ino->gid;
 	}
-	uint32_t csize = ino->extended ? 64 : 32, ibody;
+	uint32_t csize = p->extended ? 64 : 32, ibody;
 	r = seq_put(s, pos, core, csize);
 	if (r < 0)
 		return r;
@@ -198,14 +199,14 @@ static int write_inode(struct tree_writer *tw, struct seqbuf *s, uint64_t pos, s
 				return anole_err(tw->err, -r, "%s: cannot write image: %s",
 						 tw->image_path, strerror(-r));
 		}
-	} else if (ino->layout == EROFS_INODE_COMPRESSED_FULL && ino->data_kind == TDATA_FRAG) {
+	} else if (p->layout == EROFS_INODE_COMPRESSED_FULL && ino->data_kind == TDATA_FRAG) {
 		/* the whole file is a fragment: the 8-byte header is its offset
 		 * in the packed inode, with the top bit set */
 		uint64_t h = ino->frag_off | (1ull << 63);
 		return seq_put(s, pos + ROUND_UP_8(csize + ibody), &h, sizeof(h));
-	} else if (ino->layout == EROFS_INODE_COMPRESSED_FULL ||
-		   ino->layout == EROFS_INODE_COMPRESSED_COMPACT) {
-		bool compact = ino->layout == EROFS_INODE_COMPRESSED_COMPACT;
+	} else if (p->layout == EROFS_INODE_COMPRESSED_FULL ||
+		   p->layout == EROFS_INODE_COMPRESSED_COMPACT) {
+		bool compact = p->layout == EROFS_INODE_COMPRESSED_COMPACT;
 		struct z_erofs_map_header h = {
 			/* compact indexes need both big-pcluster bits alike */
 			.h_advise = (uint16_t)(Z_EROFS_ADVISE_BIG_PCLUSTER_1 |
@@ -241,9 +242,9 @@ static int write_inode(struct tree_writer *tw, struct seqbuf *s, uint64_t pos, s
 			return seq_put(s, hpos + sizeof(h), packs, clen);
 		}
 		return seq_put(s, pos + Z_EROFS_FULL_INDEX_START(csize + ibody), scratch->buf, len);
-	} else if (ino->layout == EROFS_INODE_CHUNK_BASED ||
-		   (ino->layout == EROFS_INODE_FLAT_INLINE && S_ISREG(ino->mode))) {
-		size_t len = ino->layout == EROFS_INODE_CHUNK_BASED ? ino->nchunks * 4u
+	} else if (p->layout == EROFS_INODE_CHUNK_BASED ||
+		   (p->layout == EROFS_INODE_FLAT_INLINE && S_ISREG(ino->mode))) {
+		size_t len = p->layout == EROFS_INODE_CHUNK_BASED ? ino->nchunks * 4u
 								     : ino->tail_len;
 		if (strbuf_grow(scratch, len) < 0)
 			return anole_err(tw->err, ENOMEM, "out of memory");
@@ -308,10 +309,10 @@ int tw_write_superblock(struct tree_writer *tw, const struct layout *l, uint64_t
 	sb->magic = EROFS_MAGIC;
 	sb->feature_compat = EROFS_COMPAT_SB_CHKSUM | EROFS_COMPAT_MTIME;
 	sb->blkszbits = (uint8_t)tw->blkbits;
-	sb->root_nid = (uint16_t)tw->inodes[0]->nid;
+	sb->root_nid = (uint16_t)tw->place[0].nid;
 	sb->inos = tw->ninodes - (tw->packed ? 1 : 0);
 	if (tw->packed) {
-		sb->packed_nid = tw->packed->nid;
+		sb->packed_nid = tw_place(tw, tw->packed)->nid;
 		incompat |= EROFS_INCOMPAT_FRAGMENTS;
 	}
 	sb->epoch = (uint64_t)l->epoch;
@@ -346,7 +347,7 @@ int tw_write_superblock(struct tree_writer *tw, const struct layout *l, uint64_t
 
 /* Every inode in nid order, through one buffer: the metadata area is
  * written front to back. */
-int tw_write_inodes(struct tree_writer *tw, const struct placed *pl, uint64_t meta_blkaddr,
+int tw_write_inodes(struct tree_writer *tw, const uint32_t *order, uint64_t meta_blkaddr,
 		    const struct layout *l)
 {
 	_cleanup_free_ char *sbuf = malloc(COPY_BUF);
@@ -355,8 +356,10 @@ int tw_write_inodes(struct tree_writer *tw, const struct placed *pl, uint64_t me
 	if (!sbuf)
 		return anole_err(tw->err, ENOMEM, "out of memory");
 	for (size_t i = 0; i < tw->ninodes; i++) {
-		int r = write_inode(tw, &s, (meta_blkaddr << tw->blkbits) + pl[i].pos, pl[i].ino, l,
-				    &scratch);
+		struct tinode *ino = tw->inodes[order[i]];
+		uint64_t pos = (meta_blkaddr << tw->blkbits) +
+			       (tw->place[order[i]].nid << EROFS_ISLOT_BITS);
+		int r = write_inode(tw, &s, pos, ino, l, &scratch);
 		if (r < 0) {
 			strbuf_release(&scratch);
 			return r;

@@ -159,6 +159,7 @@ void tw_free(struct tree_writer *tw)
 	/* every inode made, also those a source gave up on or replaced */
 	arena_foreach(&tw->imem, sizeof(struct tinode), free_inode);
 	free(tw->inodes);
+	free(tw->place);
 	arena_release(&tw->imem);
 	arena_release(&tw->mem);
 	xattr_table_free(tw->xt);
@@ -240,11 +241,9 @@ int tw_finish(struct tree_writer *tw, struct anole_build_stats *stats)
 	if (!shared)
 		xattr_blkaddr = 0;
 
-	_cleanup_free_ struct placed *pl = malloc(MAX(tw->ninodes, 1) * sizeof(*pl));
-	if (!pl)
-		return anole_err(tw->err, ENOMEM, "out of memory");
+	_cleanup_free_ uint32_t *order = NULL;
 	uint64_t meta_blocks = 0;
-	if ((r = tw_place_inodes(tw, pl, &meta_blocks)) < 0)
+	if ((r = tw_place_inodes(tw, &order, &meta_blocks)) < 0)
 		return r;
 	uint64_t blocks = meta_blkaddr + meta_blocks;
 	if (blocks > UINT32_MAX)
@@ -257,7 +256,7 @@ int tw_finish(struct tree_writer *tw, struct anole_build_stats *stats)
 			return anole_err(tw->err, -r, "%s: cannot write image: %s", tw->image_path,
 					 strerror(-r));
 	}
-	if ((r = tw_write_inodes(tw, pl, meta_blkaddr, &l)) < 0)
+	if ((r = tw_write_inodes(tw, order, meta_blkaddr, &l)) < 0)
 		return r;
 	if ((r = tw_write_superblock(tw, &l, meta_blkaddr, xattr_blkaddr, blocks, incompat)) < 0)
 		return r;

@@ -64,6 +64,7 @@ struct tree_writer {
 	struct arena imem;      /* every tinode, linked or not: freed by a walk */
 	struct tinode **inodes; /* linked, in creation order; [0] is the root */
 	size_t ninodes, icap;
+	struct tplace *place;   /* wlayout.c: inodes[i]'s is place[i] */
 	struct xattr_table *xt;
 	struct anole_build_stats stats;
 	double t0, last_progress;
@@ -130,10 +131,12 @@ struct layout {
 	uint64_t late_blk;
 };
 
-struct placed {
-	uint64_t pos;
-	struct tinode *ino;
-};
+/* The placement of a linked inode (inodes are numbered from 1 in the
+ * order they were linked). Valid after tw_layout(). */
+static inline struct tplace *tw_place(const struct tree_writer *tw, const struct tinode *ino)
+{
+	return &tw->place[ino->ino - 1];
+}
 
 /* wtree.c */
 int tw_register_inode(struct tree_writer *tw, struct tinode *ino);
@@ -151,14 +154,15 @@ int tw_frag_add_file(struct tree_writer *tw, struct tinode *ino, int fd, const c
 int tw_reorder_fragments(struct tree_writer *tw);
 int tw_add_packed_inode(struct tree_writer *tw);
 
-/* wlayout.c: layout every inode (ORing the feature bits they need into
- * @incompat), then give them nids: @pl gets them in nid order. */
+/* wlayout.c: lay out every inode (ORing the feature bits they need into
+ * @incompat), then give them nids: @order gets their indexes in
+ * tw->inodes in nid order (malloc'd). */
 void tw_choose_epoch(struct tree_writer *tw, struct layout *l);
 int tw_layout(struct tree_writer *tw, struct layout *l, uint32_t *incompat);
-int tw_place_inodes(struct tree_writer *tw, struct placed *pl, uint64_t *meta_blocks);
+int tw_place_inodes(struct tree_writer *tw, uint32_t **order, uint64_t *meta_blocks);
 
 /* wrecord.c */
-int tw_write_inodes(struct tree_writer *tw, const struct placed *pl, uint64_t meta_blkaddr,
+int tw_write_inodes(struct tree_writer *tw, const uint32_t *order, uint64_t meta_blkaddr,
 		    const struct layout *l);
 int tw_write_superblock(struct tree_writer *tw, const struct layout *l, uint64_t meta_blkaddr,
 			uint64_t xattr_blkaddr, uint64_t blocks, uint32_t incompat);
