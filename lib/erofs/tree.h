@@ -33,8 +33,11 @@ enum tdata_kind {
 };
 
 /* One of these per inode, a million for a million files: fields are
- * ordered (and flags packed) so that it stays at 120 bytes; the writer
- * hands them out from an arena, without a malloc header each. */
+ * ordered (and flags packed) so that it stays at 104 bytes; the writer
+ * hands them out from an arena, without a malloc header each. What a
+ * source fills (mode, owner, times, xattrs, symlink target or directory)
+ * and the data reference the writer and the compression pipeline fill as
+ * data is stored; where the inode itself goes is in struct tplace. */
 struct tinode {
 	uint32_t mode, uid, gid, rdev;
 	int64_t mtime;
@@ -51,18 +54,13 @@ struct tinode {
 	bool cold_tail : 1; /* a block of its own at the data's end (tail_off, tail_len) */
 	bool has_frag : 1;  /* its last bytes live in the packed inode */
 	bool zcompact : 1;  /* its pclusters are contiguous: compact indexes fit */
-	bool extended : 1;  /* metadata layout: the 64-byte inode */
-	uint8_t layout;
-	uint16_t xattr_icount;
 	uint32_t tail_len;
 	uint32_t nchunks;  /* chunk map entries, or lcluster indexes */
 	uint32_t zblocks;  /* compressed: blocks its pclusters take */
-	uint32_t meta_size;
 	uint64_t tail_off; /* in the spool; also the chunk map's offset */
 	uint64_t startblk;
 	uint64_t ztail_la; /* compressed: where its fragment tail begins */
 	uint64_t frag_off; /* where, in the packed inode */
-	uint64_t nid;
 
 	union {
 		struct tdir *dir;
@@ -70,7 +68,20 @@ struct tinode {
 	} u;
 };
 
-_Static_assert(sizeof(void *) != 8 || sizeof(struct tinode) <= 120, "struct tinode grew");
+_Static_assert(sizeof(void *) != 8 || sizeof(struct tinode) <= 104, "struct tinode grew");
+
+/* Where an inode goes in the metadata area and in what form: the
+ * writer's layout (lib/erofs/wlayout.c) fills one per linked inode once
+ * the tree is complete, so they take no memory while a source is read. */
+struct tplace {
+	uint64_t nid;
+	uint32_t meta_size; /* the inode with its xattrs and inline data */
+	uint16_t xattr_icount;
+	uint8_t layout;     /* EROFS_INODE_FLAT_PLAIN... */
+	bool extended;      /* the 64-byte inode */
+};
+
+_Static_assert(sizeof(struct tplace) == 16, "struct tplace grew");
 
 struct tdentry {
 	struct tinode *inode;
