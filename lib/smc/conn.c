@@ -152,7 +152,7 @@ static int cli_take_accept(struct smc_conn *c, const struct smc_clc *m, int fds[
  * handshake. Caller holds c->lock. */
 static void cli_handshake(struct smc_conn *c, uint16_t port)
 {
-	struct smc_clc m;
+	struct smc_clc m = {0};
 	int fds[SMC_CLC_MAXFDS];
 	int rc, sock = smc_rv_connect(port);
 
@@ -228,7 +228,7 @@ static int srv_share(struct smc_conn *c, int *memfd)
 static void srv_offer(struct smc_conn *c, struct smc_proposal *p)
 {
 	int memfd = -1, fds[SMC_CLC_MAXFDS];
-	struct smc_clc m;
+	struct smc_clc m = {0};
 	int rc = srv_share(c, &memfd);
 
 	if (rc) {

@@ -30,7 +30,7 @@ static void decline(int sock)
 /* One client of the rendezvous: its proposal checked, then queued. */
 static void take_proposal(int sock)
 {
-	struct smc_clc m;
+	struct smc_clc m = {0};
 	int fds[SMC_CLC_MAXFDS];
 	struct smc_tuple client;
 	struct smc_proposal *p;
