@@ -124,8 +124,9 @@ int smc_rv_serve(int fd, uint16_t port)
 	pthread_mutex_lock(&lst_lock);
 	if (!started) {
 		wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-		rc = wake < 0 ? -errno : -pthread_create(&t, NULL, rv_thread, NULL);
-		if (!rc)
+		if (wake < 0)
+			rc = -EMFILE;
+		else if ((rc = -pthread_create(&t, NULL, rv_thread, NULL)) == 0)
 			pthread_detach(t);
 		started = !rc;
 	}
