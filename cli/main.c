@@ -28,6 +28,7 @@ static const struct {
 	{"cache", cmd_cache, "list or shrink the lazy mount cache"},
 	{"run", cmd_run, "run a container from a lazy image"},
 	{"prefetch", cmd_prefetch, "record what a workload reads, to prefetch it first"},
+	{"smc", cmd_smc, "run programs with same-host TCP through shared memory"},
 };
 
 void cli_error(const char *fmt, ...)

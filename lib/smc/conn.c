@@ -1,0 +1,607 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "smc/conn.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "smc/rendezvous.h"
+
+#define SMC_HDR_OFF(i) ((size_t)(i) * 256)
+#define SMC_DATA_OFF 4096
+#define SMC_SPIN 2000
+
+struct smc_conn *smc_conn_new(int fd, int state, bool server)
+{
+	struct smc_conn *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->fd = fd;
+	atomic_init(&c->state, state);
+	c->server = server;
+	c->notify = c->ctl = c->rx_data = c->rx_space = c->tx_data = c->tx_space = -1;
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_mutex_init(&c->tx_lock, NULL);
+	pthread_mutex_init(&c->rx_lock, NULL);
+	return c;
+}
+
+static void close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+/* The shared-memory side of @c, undone. */
+static void conn_unshare(struct smc_conn *c)
+{
+	if (c->map)
+		munmap(c->map, c->maplen);
+	c->map = NULL;
+	close_fd(&c->ctl);
+	close_fd(&c->rx_data);
+	close_fd(&c->rx_space);
+	close_fd(&c->tx_data);
+	close_fd(&c->tx_space);
+}
+
+void smc_conn_free(struct smc_conn *c)
+{
+	if (!c)
+		return;
+	conn_unshare(c);
+	close_fd(&c->notify);
+	pthread_mutex_destroy(&c->lock);
+	pthread_mutex_destroy(&c->tx_lock);
+	pthread_mutex_destroy(&c->rx_lock);
+	free(c);
+}
+
+static void efd_signal(int fd)
+{
+	uint64_t one = 1;
+
+	if (fd >= 0 && write(fd, &one, sizeof(one)) < 0) {
+		/* EAGAIN: the counter is already non-zero, a wake-up is pending */
+	}
+}
+
+static void efd_drain(int fd)
+{
+	uint64_t v;
+
+	if (read(fd, &v, sizeof(v)) < 0) {
+		/* EAGAIN: already drained by the other end of a race */
+	}
+}
+
+static size_t map_len(uint32_t ring)
+{
+	return SMC_DATA_OFF + 2 * (size_t)ring;
+}
+
+/* Points @c's rings into the mapping: ring 0 client->server, 1 back. */
+static void conn_rings(struct smc_conn *c, uint32_t ring, bool init)
+{
+	uint8_t *m = c->map;
+	struct smc_ring r[2];
+
+	for (int i = 0; i < 2; i++) {
+		r[i].h = (struct smc_ring_hdr *)(m + SMC_HDR_OFF(i));
+		r[i].data = m + SMC_DATA_OFF + (size_t)i * ring;
+		r[i].size = ring;
+		if (init)
+			smc_ring_init(&r[i], r[i].h, r[i].data, ring);
+	}
+	c->rx = r[c->server ? 0 : 1];
+	c->tx = r[c->server ? 1 : 0];
+}
+
+/* Makes @c TCP for good, counting @why. Caller holds c->lock. */
+static void conn_fallback(struct smc_conn *c, enum smc_reason why)
+{
+	conn_unshare(c);
+	c->reason = why;
+	atomic_store(&c->state, SMC_TCP);
+}
+
+/* ---- client ---- */
+
+static uint16_t peer_port(const struct sockaddr_storage *a)
+{
+	if (a->ss_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)a)->sin_port);
+	return ntohs(((const struct sockaddr_in6 *)a)->sin6_port);
+}
+
+/* The server's ACCEPT: maps the memfd @fds[0], takes the eventfds. */
+static int cli_take_accept(struct smc_conn *c, const struct smc_clc *m, int fds[SMC_CLC_MAXFDS])
+{
+	uint32_t ring = m->ring_size;
+	struct stat st;
+
+	if (m->nfds != 5 || ring < 4096 || ring > (64u << 20) || (ring & (ring - 1)))
+		return -EPROTO;
+	if (fstat(fds[0], &st) || (size_t)st.st_size != map_len(ring))
+		return -EPROTO;
+	c->map = mmap(NULL, map_len(ring), PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+	if (c->map == MAP_FAILED) {
+		c->map = NULL;
+		return -ENOMEM;
+	}
+	c->maplen = map_len(ring);
+	conn_rings(c, ring, false);
+	c->tx_data = fds[1];
+	c->tx_space = fds[2];
+	c->rx_data = fds[3];
+	c->rx_space = fds[4];
+	fds[1] = fds[2] = fds[3] = fds[4] = -1;
+	return 0;
+}
+
+/* Proposal, then the server's answer; the client's side of the
+ * handshake. Caller holds c->lock. */
+static void cli_handshake(struct smc_conn *c, uint16_t port)
+{
+	struct smc_clc m = {0};
+	int fds[SMC_CLC_MAXFDS];
+	int rc, sock = smc_rv_connect(port);
+
+	if (sock < 0)
+		return conn_fallback(c, SMC_R_NO_RENDEZVOUS);
+	if (smc_clc_send(sock, SMC_CLC_PROPOSAL, 0, &c->fd, 1)) {
+		close(sock);
+		return conn_fallback(c, SMC_R_DECLINED);
+	}
+	rc = smc_clc_recv(sock, &m, fds, smc_timeout_ms());
+	if (rc == -ETIMEDOUT) {
+		smc_clc_send(sock, SMC_CLC_WITHDRAW, 0, NULL, 0);
+		close(sock);
+		return conn_fallback(c, SMC_R_TIMEOUT);
+	}
+	if (rc || m.type != SMC_CLC_ACCEPT) {
+		for (int i = 0; i < SMC_CLC_MAXFDS; i++)
+			close_fd(&fds[i]);
+		close(sock);
+		return conn_fallback(c, SMC_R_DECLINED);
+	}
+	rc = cli_take_accept(c, &m, fds);
+	for (int i = 0; i < SMC_CLC_MAXFDS; i++)
+		close_fd(&fds[i]);
+	c->ctl = sock;
+	/* CONFIRM sent is the client's point of no return */
+	if (rc || smc_clc_send(sock, rc ? SMC_CLC_DECLINE : SMC_CLC_CONFIRM, 0, NULL, 0))
+		return conn_fallback(c, SMC_R_BAD_ACCEPT);
+	atomic_store(&c->state, SMC_ON);
+}
+
+void smc_cli_settle(struct smc_conn *c)
+{
+	struct smc_tuple t;
+
+	pthread_mutex_lock(&c->lock);
+	/* not connected yet (non-blocking connect): stays pending */
+	if (atomic_load(&c->state) == SMC_CLI_PENDING && smc_tuple_of(c->fd, &t) == 0)
+		cli_handshake(c, peer_port(&t.peer));
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* ---- server ---- */
+
+/* The shared memory of a new connection; 0 or -errno. */
+static int srv_share(struct smc_conn *c, int *memfd)
+{
+	int *e[4] = {&c->rx_data, &c->rx_space, &c->tx_data, &c->tx_space};
+
+	*memfd = memfd_create("anole-smc", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (*memfd < 0)
+		return -errno;
+	if (ftruncate(*memfd, (off_t)map_len(SMC_RING_SIZE)) ||
+	    fcntl(*memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL))
+		return -errno;
+	c->map = mmap(NULL, map_len(SMC_RING_SIZE), PROT_READ | PROT_WRITE, MAP_SHARED, *memfd, 0);
+	if (c->map == MAP_FAILED) {
+		c->map = NULL;
+		return -errno;
+	}
+	c->maplen = map_len(SMC_RING_SIZE);
+	conn_rings(c, SMC_RING_SIZE, true);
+	for (int i = 0; i < 4; i++) {
+		*e[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (*e[i] < 0)
+			return -errno;
+	}
+	return 0;
+}
+
+/* ACCEPT for queued proposal @p, then CONFIRM or not. Caller holds
+ * c->lock; @p is consumed. */
+static void srv_offer(struct smc_conn *c, struct smc_proposal *p)
+{
+	int memfd = -1, fds[SMC_CLC_MAXFDS];
+	struct smc_clc m = {0};
+	int rc = srv_share(c, &memfd);
+
+	if (rc) {
+		close_fd(&memfd);
+		smc_clc_send(p->sock, SMC_CLC_DECLINE, 0, NULL, 0);
+		close(p->sock);
+		free(p);
+		return conn_fallback(c, SMC_R_NO_MEMORY);
+	}
+	/* the client's view: its send ring is our receive ring */
+	int out[5] = {memfd, c->rx_data, c->rx_space, c->tx_data, c->tx_space};
+
+	rc = smc_clc_send(p->sock, SMC_CLC_ACCEPT, SMC_RING_SIZE, out, 5);
+	close_fd(&memfd);
+	if (!rc)
+		rc = smc_clc_recv(p->sock, &m, fds, smc_timeout_ms());
+	for (int i = 0; !rc && i < SMC_CLC_MAXFDS; i++)
+		close_fd(&fds[i]);
+	c->ctl = p->sock;
+	free(p);
+	if (rc || m.type != SMC_CLC_CONFIRM)
+		return conn_fallback(c, SMC_R_WITHDRAWN);
+	close_fd(&c->notify);
+	atomic_store(&c->state, SMC_ON);
+}
+
+static bool tcp_readable(int fd)
+{
+	struct pollfd p = {fd, POLLIN, 0};
+
+	return smc_poll(&p, 1, 0) > 0;
+}
+
+/* One look at a pending server connection: true when settled. */
+static bool srv_try(struct smc_conn *c, bool writing)
+{
+	struct smc_proposal *p;
+
+	pthread_mutex_lock(&smc_srv_lock);
+	p = smc_srv_dequeue(&c->tuple);
+	/* under smc_srv_lock: the rendezvous thread declines from now on */
+	if (!p && writing)
+		conn_fallback(c, SMC_R_SERVER_WROTE);
+	else if (!p && tcp_readable(c->fd))
+		conn_fallback(c, SMC_R_TCP_FIRST);
+	pthread_mutex_unlock(&smc_srv_lock);
+	if (p)
+		srv_offer(c, p);
+	return atomic_load(&c->state) != SMC_SRV_PENDING;
+}
+
+int smc_srv_settle(struct smc_conn *c, bool may_wait, bool writing)
+{
+	for (;;) {
+		struct pollfd p[2] = {{c->fd, POLLIN, 0}, {c->notify, POLLIN, 0}};
+		bool done;
+
+		pthread_mutex_lock(&c->lock);
+		done = atomic_load(&c->state) != SMC_SRV_PENDING || srv_try(c, writing);
+		pthread_mutex_unlock(&c->lock);
+		if (done)
+			return 0;
+		if (!may_wait)
+			return -EAGAIN;
+		/* whichever comes first: TCP data, or a proposal (DESIGN (a)) */
+		if (smc_poll(p, 2, -1) < 0 && errno == EINTR)
+			return -EINTR;
+		if (p[1].revents)
+			efd_drain(c->notify);
+	}
+}
+
+void smc_settle(struct smc_conn *c, bool writing)
+{
+	int st = atomic_load(&c->state);
+
+	if (st == SMC_CLI_PENDING)
+		smc_cli_settle(c);
+	else if (st == SMC_SRV_PENDING)
+		smc_srv_settle(c, false, writing);
+}
+
+bool smc_conn_to_tcp(struct smc_conn *c)
+{
+	bool tcp;
+
+	pthread_mutex_lock(&c->lock);
+	pthread_mutex_lock(&smc_srv_lock);
+	if (atomic_load(&c->state) == SMC_SRV_PENDING || atomic_load(&c->state) == SMC_CLI_PENDING) {
+		struct smc_proposal *p = c->server ? smc_srv_dequeue(&c->tuple) : NULL;
+
+		if (p) {
+			smc_clc_send(p->sock, SMC_CLC_DECLINE, 0, NULL, 0);
+			close(p->sock);
+			free(p);
+		}
+		conn_fallback(c, SMC_R_UNSUPPORTED);
+	}
+	tcp = atomic_load(&c->state) != SMC_ON;
+	pthread_mutex_unlock(&smc_srv_lock);
+	pthread_mutex_unlock(&c->lock);
+	return tcp;
+}
+
+/* ---- data path ---- */
+
+static bool nonblocking(const struct smc_conn *c, int flags)
+{
+	return (flags & MSG_DONTWAIT) || (fcntl(c->fd, F_GETFL) & O_NONBLOCK);
+}
+
+/* The peer closed or died: its end of the control socket is closed. */
+static void check_peer(struct smc_conn *c, short revents)
+{
+	if (revents & (POLLIN | POLLHUP | POLLERR))
+		atomic_store(&c->peer_gone, true);
+}
+
+enum smc_cond { SMC_WANT_DATA, SMC_WANT_SPACE };
+
+static bool cond_met(struct smc_conn *c, enum smc_cond w)
+{
+	if (atomic_load(&c->peer_gone))
+		return true;
+	if (w == SMC_WANT_DATA)
+		return smc_ring_used(&c->rx) != 0 || atomic_load(&c->rx.h->closed);
+	return smc_ring_space(&c->tx) != 0 || atomic_load(&c->tx.h->reset);
+}
+
+/* Spins, then sleeps on the ring's eventfd and the control socket
+ * until @w holds (DESIGN "Rings": flag, check again, sleep). */
+static int conn_wait(struct smc_conn *c, enum smc_cond w)
+{
+	_Atomic uint32_t *flag = w == SMC_WANT_DATA ? &c->rx.h->cons_sleep : &c->tx.h->prod_sleep;
+	struct pollfd p[2] = {{w == SMC_WANT_DATA ? c->rx_data : c->tx_space, POLLIN, 0},
+			      {c->ctl, POLLIN, 0}};
+	int rc = 0;
+
+	for (int i = 0; i < SMC_SPIN; i++) {
+		if (cond_met(c, w))
+			return 0;
+		__asm__ __volatile__("" ::: "memory");
+	}
+	atomic_store(flag, 1);
+	if (!cond_met(c, w) && smc_poll(p, 2, -1) < 0 && errno == EINTR)
+		rc = -EINTR;
+	atomic_store(flag, 0);
+	if (p[0].revents)
+		efd_drain(p[0].fd);
+	check_peer(c, p[1].revents);
+	return rc;
+}
+
+/* Skips @n bytes of @v (a copy of the caller's iovec). */
+static void iov_advance(struct iovec *v, int cnt, size_t n)
+{
+	for (int i = 0; i < cnt && n; i++) {
+		size_t k = n < v[i].iov_len ? n : v[i].iov_len;
+
+		v[i].iov_base = (char *)v[i].iov_base + k;
+		v[i].iov_len -= k;
+		n -= k;
+	}
+}
+
+static size_t iov_total(const struct iovec *v, int cnt)
+{
+	size_t t = 0;
+
+	for (int i = 0; i < cnt; i++)
+		t += v[i].iov_len;
+	return t;
+}
+
+static struct iovec *iov_copy(const struct iovec *iov, int iovcnt)
+{
+	struct iovec *v = iovcnt > 0 ? malloc(sizeof(*v) * (size_t)iovcnt) : NULL;
+
+	if (v)
+		memcpy(v, iov, sizeof(*v) * (size_t)iovcnt);
+	return v;
+}
+
+static ssize_t send_locked(struct smc_conn *c, struct iovec *v, int cnt, int flags)
+{
+	size_t want = iov_total(v, cnt), done = 0;
+	bool nb = nonblocking(c, flags);
+
+	for (;;) {
+		ssize_t n;
+
+		if (atomic_load(&c->wr_shut) || atomic_load(&c->tx.h->reset) || atomic_load(&c->peer_gone)) {
+			if (done)
+				return (ssize_t)done;
+			if (!(flags & MSG_NOSIGNAL))
+				pthread_kill(pthread_self(), SIGPIPE);
+			return -EPIPE;
+		}
+		n = smc_ring_write(&c->tx, v, cnt);
+		if (n < 0)
+			return done ? (ssize_t)done : -ECONNRESET;
+		if (n) {
+			done += (size_t)n;
+			atomic_fetch_add(&c->tx_bytes, (uint64_t)n);
+			if (atomic_load(&c->tx.h->cons_sleep))
+				efd_signal(c->tx_data);
+			iov_advance(v, cnt, (size_t)n);
+		}
+		if (done == want)
+			return (ssize_t)done;
+		if (nb && !n)
+			return done ? (ssize_t)done : -EAGAIN;
+		if (!n && conn_wait(c, SMC_WANT_SPACE) == -EINTR)
+			return done ? (ssize_t)done : -EINTR;
+	}
+}
+
+/* Nothing to read now: EOF, reset, or -EAGAIN (wait and look again). */
+static ssize_t recv_empty(struct smc_conn *c)
+{
+	/* closed or gone is final only once the ring is seen empty after it */
+	bool closed = atomic_load(&c->rx.h->closed), gone = atomic_load(&c->peer_gone);
+
+	if ((closed || gone) && smc_ring_used(&c->rx) == 0)
+		return closed ? 0 : -ECONNRESET;
+	return closed || gone ? 1 : -EAGAIN;
+}
+
+static ssize_t recv_locked(struct smc_conn *c, struct iovec *v, int cnt, int flags)
+{
+	size_t want = iov_total(v, cnt), done = 0;
+	bool nb = nonblocking(c, flags), peek = flags & MSG_PEEK;
+
+	if (atomic_load(&c->rd_shut) || !want)
+		return 0;
+	for (;;) {
+		ssize_t n = smc_ring_read(&c->rx, v, cnt, peek);
+
+		if (n < 0)
+			return done ? (ssize_t)done : -ECONNRESET;
+		if (n) {
+			done += (size_t)n;
+			if (peek)
+				return n;
+			atomic_fetch_add(&c->rx_bytes, (uint64_t)n);
+			if (atomic_load(&c->rx.h->prod_sleep))
+				efd_signal(c->rx_space);
+			if (!(flags & MSG_WAITALL) || done == want)
+				return (ssize_t)done;
+			iov_advance(v, cnt, (size_t)n);
+			continue;
+		}
+		n = recv_empty(c);
+		if (n == 1)
+			continue; /* bytes came before the close: read them */
+		if (n != -EAGAIN)
+			return done ? (ssize_t)done : n;
+		if (nb)
+			return done ? (ssize_t)done : -EAGAIN;
+		if (conn_wait(c, SMC_WANT_DATA) == -EINTR)
+			return done ? (ssize_t)done : -EINTR;
+	}
+}
+
+/* One send or receive under its direction's lock, on a copy of @iov
+ * (advanced as bytes move). */
+static ssize_t conn_io(struct smc_conn *c, const struct iovec *iov, int iovcnt, int flags, bool tx)
+{
+	pthread_mutex_t *lock = tx ? &c->tx_lock : &c->rx_lock;
+	struct iovec *v = iov_copy(iov, iovcnt);
+	ssize_t n;
+
+	if (!v)
+		return iovcnt > 0 ? -ENOMEM : 0;
+	pthread_mutex_lock(lock);
+	n = tx ? send_locked(c, v, iovcnt, flags) : recv_locked(c, v, iovcnt, flags);
+	pthread_mutex_unlock(lock);
+	free(v);
+	return n;
+}
+
+ssize_t smc_conn_send(struct smc_conn *c, const struct iovec *iov, int iovcnt, int flags)
+{
+	return conn_io(c, iov, iovcnt, flags, true);
+}
+
+ssize_t smc_conn_recv(struct smc_conn *c, const struct iovec *iov, int iovcnt, int flags)
+{
+	return conn_io(c, iov, iovcnt, flags, false);
+}
+
+int smc_conn_shutdown(struct smc_conn *c, int how)
+{
+	if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
+		return -EINVAL;
+	if (how != SHUT_RD) {
+		atomic_store(&c->wr_shut, true);
+		atomic_store(&c->tx.h->closed, 1);
+		efd_signal(c->tx_data);
+	}
+	if (how != SHUT_WR)
+		atomic_store(&c->rd_shut, true);
+	return 0;
+}
+
+/* ---- poll ---- */
+
+short smc_conn_revents(struct smc_conn *c, short events)
+{
+	struct pollfd p = {c->ctl, POLLIN, 0};
+	short r = 0;
+	int64_t used = smc_ring_used(&c->rx), space = smc_ring_space(&c->tx);
+
+	if (smc_poll(&p, 1, 0) > 0)
+		check_peer(c, p.revents);
+	if (used < 0 || space < 0)
+		return POLLERR | POLLHUP | (events & (POLLIN | POLLOUT));
+	if (used > 0 || atomic_load(&c->rx.h->closed) || atomic_load(&c->rd_shut))
+		r |= POLLIN | POLLRDNORM;
+	if (atomic_load(&c->rx.h->closed))
+		r |= POLLRDHUP;
+	if (space > 0 && !atomic_load(&c->wr_shut))
+		r |= POLLOUT | POLLWRNORM;
+	if (atomic_load(&c->peer_gone) || atomic_load(&c->tx.h->reset)) {
+		r |= POLLIN | POLLRDNORM | POLLOUT | POLLWRNORM | POLLRDHUP;
+		if (!atomic_load(&c->rx.h->closed))
+			r |= POLLERR | POLLHUP;
+	}
+	return r & (short)(events | POLLERR | POLLHUP);
+}
+
+int smc_conn_arm(struct smc_conn *c, short events, struct pollfd *out)
+{
+	int n = 0;
+
+	if (events & (POLLIN | POLLRDNORM | POLLRDHUP)) {
+		atomic_store(&c->rx.h->cons_sleep, 1);
+		out[n++] = (struct pollfd){c->rx_data, POLLIN, 0};
+	}
+	if (events & (POLLOUT | POLLWRNORM)) {
+		atomic_store(&c->tx.h->prod_sleep, 1);
+		out[n++] = (struct pollfd){c->tx_space, POLLIN, 0};
+	}
+	out[n++] = (struct pollfd){c->ctl, POLLIN, 0};
+	return n;
+}
+
+void smc_conn_disarm(struct smc_conn *c, const struct pollfd *fds, int n)
+{
+	atomic_store(&c->rx.h->cons_sleep, 0);
+	atomic_store(&c->tx.h->prod_sleep, 0);
+	for (int i = 0; i < n; i++) {
+		if (fds[i].fd == c->ctl)
+			check_peer(c, fds[i].revents);
+		else if (fds[i].revents)
+			efd_drain(fds[i].fd);
+	}
+}
+
+void smc_conn_close(struct smc_conn *c)
+{
+	if (atomic_load(&c->state) == SMC_ON) {
+		/* the peer reads what is left, then EOF; its writes fail */
+		atomic_store(&c->tx.h->closed, 1);
+		atomic_store(&c->rx.h->reset, 1);
+		efd_signal(c->tx_data);
+		efd_signal(c->rx_space);
+	}
+	if (c->server) {
+		pthread_mutex_lock(&smc_srv_lock);
+		smc_srv_remove(c);
+		pthread_mutex_unlock(&smc_srv_lock);
+	}
+	smc_stat_close(c);
+	smc_conn_free(c);
+}

@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* One connection's state machine: the handshake on either side, the
+ * data path through the rings, waits, shutdown and close
+ * (docs/DESIGN-smc.md). Errors are negative errno values. */
+#ifndef ANOLE_SMC_CONN_H
+#define ANOLE_SMC_CONN_H
+
+#include <poll.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "smc/conntab.h"
+
+/* Ring bytes per direction. */
+#define SMC_RING_SIZE (256u * 1024)
+
+struct smc_conn *smc_conn_new(int fd, int state, bool server);
+/* Unmaps, closes the connection's own descriptors (not @c->fd), frees. */
+void smc_conn_free(struct smc_conn *c);
+
+/* Client: the handshake, if the TCP connection is established. */
+void smc_cli_settle(struct smc_conn *c);
+/* Server: answers a queued proposal or commits to TCP when TCP data
+ * came first or @writing; waits for either if @may_wait. 0 when
+ * settled, -EAGAIN (still pending) or -EINTR. */
+int smc_srv_settle(struct smc_conn *c, bool may_wait, bool writing);
+/* Settles whatever is pending as far as possible without waiting long. */
+void smc_settle(struct smc_conn *c, bool writing);
+/* Commits a pending connection to TCP (a call the slice does not
+ * handle); false if it is already in shared memory. */
+bool smc_conn_to_tcp(struct smc_conn *c);
+
+/* The data path of an SMC_ON connection (MSG_DONTWAIT, MSG_PEEK,
+ * MSG_WAITALL, MSG_NOSIGNAL). */
+ssize_t smc_conn_send(struct smc_conn *c, const struct iovec *iov, int iovcnt, int flags);
+ssize_t smc_conn_recv(struct smc_conn *c, const struct iovec *iov, int iovcnt, int flags);
+int smc_conn_shutdown(struct smc_conn *c, int how);
+/* Tells the peer, counts, frees @c (the caller closes c->fd). */
+void smc_conn_close(struct smc_conn *c);
+
+/* poll: the readiness of @c for @events now. */
+short smc_conn_revents(struct smc_conn *c, short events);
+/* Arms the wake-ups for @events and fills @out (at most 3) with the
+ * descriptors to sleep on; the count. smc_conn_disarm undoes it. */
+int smc_conn_arm(struct smc_conn *c, short events, struct pollfd *out);
+void smc_conn_disarm(struct smc_conn *c, const struct pollfd *fds, int n);
+
+/* The rendezvous of listener @fd (bound to TCP @port), served by the
+ * library's thread; 0 or -errno. */
+int smc_rv_serve(int fd, uint16_t port);
+
+#endif

@@ -1,0 +1,173 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "smc/conntab.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static _Atomic(struct smc_conn *) tab[SMC_FD_MAX];
+
+struct smc_conn *smc_tab_get(int fd)
+{
+	if (fd < 0 || fd >= SMC_FD_MAX)
+		return NULL;
+	return atomic_load_explicit(&tab[fd], memory_order_acquire);
+}
+
+void smc_tab_set(int fd, struct smc_conn *c)
+{
+	if (fd >= 0 && fd < SMC_FD_MAX)
+		atomic_store_explicit(&tab[fd], c, memory_order_release);
+}
+
+struct smc_conn *smc_tab_take(int fd)
+{
+	if (fd < 0 || fd >= SMC_FD_MAX)
+		return NULL;
+	return atomic_exchange(&tab[fd], NULL);
+}
+
+pthread_mutex_t smc_srv_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct smc_conn *srv_conns;
+static struct smc_proposal *queue;
+static unsigned queued;
+#define SMC_QUEUE_MAX 1024
+
+void smc_srv_add(struct smc_conn *c)
+{
+	c->next = srv_conns;
+	srv_conns = c;
+}
+
+void smc_srv_remove(struct smc_conn *c)
+{
+	for (struct smc_conn **p = &srv_conns; *p; p = &(*p)->next)
+		if (*p == c) {
+			*p = c->next;
+			return;
+		}
+}
+
+static bool tuple_eq(const struct smc_tuple *a, const struct smc_tuple *b)
+{
+	return smc_addr_eq(&a->local, &b->local) && smc_addr_eq(&a->peer, &b->peer);
+}
+
+struct smc_conn *smc_srv_find(const struct smc_tuple *t)
+{
+	for (struct smc_conn *c = srv_conns; c; c = c->next)
+		if (tuple_eq(&c->tuple, t))
+			return c;
+	return NULL;
+}
+
+bool smc_srv_queue(struct smc_proposal *p)
+{
+	if (queued >= SMC_QUEUE_MAX)
+		return false;
+	p->next = queue;
+	queue = p;
+	queued++;
+	return true;
+}
+
+struct smc_proposal *smc_srv_dequeue(const struct smc_tuple *t)
+{
+	for (struct smc_proposal **p = &queue; *p; p = &(*p)->next)
+		if (tuple_eq(&(*p)->tuple, t)) {
+			struct smc_proposal *found = *p;
+
+			*p = found->next;
+			queued--;
+			return found;
+		}
+	return NULL;
+}
+
+/* @a as an IPv4 address and port if it is one (also v4-mapped). */
+static bool addr_v4(const struct sockaddr_storage *a, uint32_t *ip, uint16_t *port)
+{
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *s = (const struct sockaddr_in *)a;
+
+		*ip = s->sin_addr.s_addr;
+		*port = s->sin_port;
+		return true;
+	}
+	if (a->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)a;
+
+		if (IN6_IS_ADDR_V4MAPPED(&s->sin6_addr)) {
+			memcpy(ip, &s->sin6_addr.s6_addr[12], 4);
+			*port = s->sin6_port;
+			return true;
+		}
+	}
+	return false;
+}
+
+bool smc_addr_eq(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	uint32_t ia = 0, ib = 0;
+	uint16_t pa = 0, pb = 0;
+	bool va = addr_v4(a, &ia, &pa), vb = addr_v4(b, &ib, &pb);
+
+	if (va || vb)
+		return va && vb && ia == ib && pa == pb;
+	if (a->ss_family != AF_INET6 || b->ss_family != AF_INET6)
+		return false;
+	const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)a;
+	const struct sockaddr_in6 *y = (const struct sockaddr_in6 *)b;
+
+	return x->sin6_port == y->sin6_port && !memcmp(&x->sin6_addr, &y->sin6_addr, 16) &&
+	       x->sin6_scope_id == y->sin6_scope_id;
+}
+
+int smc_tuple_of(int fd, struct smc_tuple *t)
+{
+	socklen_t l1 = sizeof(t->local), l2 = sizeof(t->peer);
+
+	memset(t, 0, sizeof(*t));
+	if (getsockname(fd, (struct sockaddr *)&t->local, &l1) ||
+	    getpeername(fd, (struct sockaddr *)&t->peer, &l2))
+		return -errno;
+	return 0;
+}
+
+static const char *const reason_names[SMC_R_COUNT] = {
+	"none", "no-rendezvous", "declined", "timeout", "bad-accept", "tcp-first",
+	"server-wrote-first", "no-memory", "withdrawn", "unsupported",
+};
+
+const char *smc_reason_name(enum smc_reason r)
+{
+	return r < SMC_R_COUNT ? reason_names[r] : "?";
+}
+
+void smc_stat_close(const struct smc_conn *c)
+{
+	const char *path = getenv("ANOLE_SMC_STATS");
+	char line[256];
+	int fd, n;
+	int st = atomic_load(&c->state);
+
+	if (!path || !*path || st == SMC_LISTEN)
+		return;
+	n = snprintf(line, sizeof(line),
+		     "{\"pid\":%d,\"role\":\"%s\",\"mode\":\"%s\",\"reason\":\"%s\",\"tx\":%llu,\"rx\":%llu}\n",
+		     (int)getpid(), c->server ? "server" : "client", st == SMC_ON ? "smc" : "tcp",
+		     smc_reason_name(c->reason), (unsigned long long)atomic_load(&c->tx_bytes),
+		     (unsigned long long)atomic_load(&c->rx_bytes));
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return;
+	/* one write with O_APPEND: lines of many processes do not mix */
+	if (n > 0 && write(fd, line, (size_t)n) != n) {
+		/* statistics only: nothing to undo */
+	}
+	close(fd);
+}

@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The process's shared-memory connections: an fd-indexed table, the
+ * server's list of accepted connections and queued proposals, and the
+ * counters (docs/DESIGN-smc.md). */
+#ifndef ANOLE_SMC_CONNTAB_H
+#define ANOLE_SMC_CONNTAB_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "smc/ring.h"
+
+#define SMC_FD_MAX 65536
+
+enum smc_state {
+	SMC_LISTEN = 1, /* a listener with a rendezvous socket */
+	SMC_CLI_PENDING,
+	SMC_SRV_PENDING,
+	SMC_TCP, /* server connections only, so late proposals are declined */
+	SMC_ON,
+};
+
+/* Why a connection stayed TCP (DESIGN-smc.md, "Fallback points"). */
+enum smc_reason {
+	SMC_R_NONE,
+	SMC_R_NO_RENDEZVOUS,
+	SMC_R_DECLINED,
+	SMC_R_TIMEOUT,
+	SMC_R_BAD_ACCEPT,
+	SMC_R_TCP_FIRST,
+	SMC_R_SERVER_WROTE,
+	SMC_R_NO_MEMORY,
+	SMC_R_WITHDRAWN,
+	SMC_R_UNSUPPORTED,
+	SMC_R_COUNT
+};
+
+/* A connection's two addresses as this end sees them. */
+struct smc_tuple {
+	struct sockaddr_storage local, peer;
+};
+
+struct smc_conn {
+	int fd;
+	_Atomic int state;
+	bool server;
+	enum smc_reason reason;
+	pthread_mutex_t lock;    /* state changes, the handshake */
+	pthread_mutex_t tx_lock; /* one producer */
+	pthread_mutex_t rx_lock; /* one consumer */
+	struct smc_tuple tuple;  /* server connections */
+	int notify;              /* server pending: eventfd, a proposal came */
+	struct smc_conn *next;   /* the server list */
+	/* SMC_ON */
+	int ctl;                 /* the handshake's socket: liveness */
+	int rx_data, rx_space;   /* eventfds of the receive ring */
+	int tx_data, tx_space;   /* eventfds of the send ring */
+	void *map;
+	size_t maplen;
+	struct smc_ring rx, tx;
+	_Atomic bool peer_gone, rd_shut, wr_shut;
+	_Atomic uint64_t rx_bytes, tx_bytes;
+};
+
+/* A proposal the rendezvous thread queued for the program's first op. */
+struct smc_proposal {
+	int sock;
+	struct smc_tuple tuple; /* as the server sees it */
+	struct smc_proposal *next;
+};
+
+struct smc_conn *smc_tab_get(int fd);
+void smc_tab_set(int fd, struct smc_conn *c);
+/* Takes the entry out of the table; NULL if none. */
+struct smc_conn *smc_tab_take(int fd);
+
+/* Server side, under smc_srv_lock. */
+extern pthread_mutex_t smc_srv_lock;
+void smc_srv_add(struct smc_conn *c);
+void smc_srv_remove(struct smc_conn *c);
+struct smc_conn *smc_srv_find(const struct smc_tuple *t);
+/* Queues @p; false if the queue is full. */
+bool smc_srv_queue(struct smc_proposal *p);
+/* Takes the proposal for @t out of the queue; NULL if none. */
+struct smc_proposal *smc_srv_dequeue(const struct smc_tuple *t);
+
+/* Same connection: addresses equal, IPv4-mapped IPv6 taken as IPv4. */
+bool smc_addr_eq(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
+/* The connection's addresses from @fd; 0 or -errno. */
+int smc_tuple_of(int fd, struct smc_tuple *t);
+
+/* Counters; a line per connection to ANOLE_SMC_STATS when it closes. */
+void smc_stat_close(const struct smc_conn *c);
+const char *smc_reason_name(enum smc_reason r);
+
+#endif

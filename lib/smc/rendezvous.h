@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The per-host rendezvous: a directory of Unix sockets, one per
+ * listening TCP port, and the out-of-band CLC messages
+ * (docs/DESIGN-smc.md, "The handshake"). */
+#ifndef ANOLE_SMC_RENDEZVOUS_H
+#define ANOLE_SMC_RENDEZVOUS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#define SMC_CLC_MAGIC 0x534d4341u /* "SMCA" */
+#define SMC_CLC_MAXFDS 5
+
+enum smc_clc_type {
+	SMC_CLC_PROPOSAL = 1, /* client: + its TCP socket */
+	SMC_CLC_ACCEPT,       /* server: + memfd and the 4 eventfds */
+	SMC_CLC_CONFIRM,      /* client: switched */
+	SMC_CLC_DECLINE,      /* either: stay TCP */
+	SMC_CLC_WITHDRAW,     /* client: gave up waiting, stays TCP */
+};
+
+struct smc_clc {
+	uint32_t magic;
+	uint32_t type;
+	uint32_t ring_size;
+	uint32_t nfds;
+};
+
+/* The rendezvous socket of TCP port @port in @buf; -ENAMETOOLONG. */
+int smc_rv_path(char *buf, size_t len, uint16_t port);
+/* A listening SOCK_SEQPACKET socket at the port's path (a dead
+ * server's socket is replaced); fd or -errno. */
+int smc_rv_listen(uint16_t port);
+/* Connected to the port's rendezvous; fd or -errno (-ENOENT: none). */
+int smc_rv_connect(uint16_t port);
+/* Sends one message with @nfds descriptors; 0 or -errno. */
+int smc_clc_send(int sock, enum smc_clc_type type, uint32_t ring_size, const int *fds, int nfds);
+/* Receives one message within @timeout_ms (-1: no limit) with up to
+ * SMC_CLC_MAXFDS descriptors into @fds (the rest -1; close them);
+ * 0, -ETIMEDOUT, -ECONNRESET (EOF) or -EPROTO. */
+int smc_clc_recv(int sock, struct smc_clc *m, int fds[SMC_CLC_MAXFDS], int timeout_ms);
+/* True if the peer of Unix socket @sock runs as our effective uid. */
+bool smc_rv_peer_is_us(int sock);
+/* The handshake's bound on waiting for the peer (ANOLE_SMC_TIMEOUT_MS). */
+int smc_timeout_ms(void);
+
+/* poll(2) without the library's own poll, which would come back here
+ * for a connection's TCP descriptor: ppoll is not interposed. */
+static inline int smc_poll(struct pollfd *p, nfds_t n, int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+
+	return ppoll(p, n, ms < 0 ? NULL : &ts, NULL);
+}
+
+#endif
