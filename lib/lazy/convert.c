@@ -96,9 +96,8 @@ static int load_bases(struct convert *c)
 				if (r >= 0 && (r = cas_put(c->blobdir, raw.buf, raw.len, &d)) < 0)
 					r = anole_err(c->err, -r, "%s: %s", c->blobdir, strerror(-r));
 				strbuf_release(&raw);
-				if (r >= 0 && asprintf(&b->chunks_path, "%s/%s", c->blobdir,
-						       b->b.chunks + 7) < 0)
-					b->chunks_path = NULL;
+				if (r >= 0)
+					b->chunks_path = oci_blob_path(c->stage, b->b.chunks);
 			} else {
 				b->chunks_path = store_blob_path(s, b->b.chunks);
 			}
@@ -140,7 +139,7 @@ static int make_stage(struct convert *c)
 			return anole_err(c->err, ENOMEM, "out of memory");
 		}
 	}
-	if (!c->stage || asprintf(&c->blobdir, "%s/blobs/sha256", c->stage) < 0)
+	if (!c->stage || !(c->blobdir = oci_blob_dir(c->stage)))
 		return anole_err(c->err, ENOMEM, "out of memory");
 	if (c->own_stage) {
 		_cleanup_close_ int bd = -1;
@@ -156,7 +155,7 @@ static int file_size(const char *dir, const char *digest, uint64_t *size)
 {
 	_cleanup_free_ char *p = NULL;
 	struct stat st;
-	if (asprintf(&p, "%s/%s", dir, digest + 7) < 0)
+	if (!(p = oci_blob_path(dir, digest)))
 		return -ENOMEM;
 	if (stat(p, &st) < 0)
 		return -errno;
@@ -189,7 +188,7 @@ static int store_meta(struct convert *c, const char *tmp, char digest[72], uint6
 	struct digest d, zd;
 	sha256(buf, *size, &d);
 	digest_format(&d, digest);
-	if (asprintf(&final, "%s/%s", c->blobdir, digest + 7) < 0)
+	if (!(final = oci_blob_path(c->stage, digest)))
 		return anole_err(c->err, ENOMEM, "out of memory");
 	if (rename(tmp, final) < 0)
 		return anole_err(c->err, errno, "%s: %s", final, strerror(errno));
@@ -272,7 +271,7 @@ static int place_blob(struct convert *c, const char *digest, uint64_t size)
 			from = c->bases[i].from;
 	}
 	_cleanup_free_ char *local = NULL;
-	if (asprintf(&local, "%s/%s", c->blobdir, digest + 7) < 0)
+	if (!(local = oci_blob_path(c->stage, digest)))
 		return anole_err(c->err, ENOMEM, "out of memory");
 	struct stat sb;
 	bool have_local = !stat(local, &sb) && (uint64_t)sb.st_size == size;
@@ -330,7 +329,7 @@ static void make_hints(struct convert *c, const char *meta, char digest[72], uin
 	_cleanup_free_ char *path = NULL, *json = NULL;
 	struct anole_error e = {0};
 	struct digest d;
-	if (asprintf(&path, "%s/%s", c->blobdir, meta + 7) < 0)
+	if (!(path = oci_blob_path(c->stage, meta)))
 		return;
 	double t0 = now_seconds();
 	int r = load_hints_build(path, NULL, 0, false, &json, &e);
@@ -382,8 +381,8 @@ static int write_manifest(struct convert *c, const char *compress)
 		snprintf(own.chunks, sizeof(own.chunks), "%s", bs->blob_chunks);
 		own.size = bs->blob_bytes;
 		own.cut_at_extents = true; /* the writer cuts its tables so */
-		if (file_size(c->blobdir, own.digests, &own.digests_size) < 0 ||
-		    file_size(c->blobdir, own.chunks, &own.chunks_size) < 0) {
+		if (file_size(c->stage, own.digests, &own.digests_size) < 0 ||
+		    file_size(c->stage, own.chunks, &own.chunks_size) < 0) {
 			json_decref(layers);
 			return anole_err(c->err, EIO, "%s: the blob's tables are missing", c->blobdir);
 		}
@@ -392,7 +391,7 @@ static int write_manifest(struct convert *c, const char *compress)
 	if (hints[0])
 		json_array_append_new(layers, desc_json(ANOLE_MT_HINTS, hints, hints_size));
 	json_t *m = json_pack("{s:i,s:s,s:s,s:o,s:o,s:{s:s}}", "schemaVersion", 2, "mediaType",
-			      OCI_MANIFEST, "artifactType", ANOLE_ARTIFACT_TYPE, "config",
+			      OCI_MT_MANIFEST, "artifactType", ANOLE_ARTIFACT_TYPE, "config",
 			      desc_json(ANOLE_MT_CONFIG, cfg, cfg_size), "layers", layers,
 			      "annotations", "dev.anole.format", FORMAT_VERSION);
 	char *text = m ? json_dumps(m, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
@@ -425,7 +424,7 @@ static int write_manifest(struct convert *c, const char *compress)
 	json_decref(doc);
 	struct digest dg;
 	if (r >= 0)
-		r = store_put_manifest(c->target, text, strlen(text), OCI_MANIFEST, &dg, c->err);
+		r = store_put_manifest(c->target, text, strlen(text), OCI_MT_MANIFEST, &dg, c->err);
 	free(text);
 	if (r >= 0)
 		digest_format(&dg, c->st->manifest_digest);

@@ -6,8 +6,8 @@
 #define ANOLE_LAZY_INT_H
 
 #include "lazy/lazy.h"
+#include "oci/oci.h"
 
-#define OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
 #define MAX_SMALL (256ull << 20) /* digest tables, chunk indexes, configs */
 
 /* Manifest and config of the image @s names (manifest.c). */

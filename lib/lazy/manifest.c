@@ -26,17 +26,16 @@ void anole_lazy_free(struct anole_lazy_info *li)
 	free(li);
 }
 
+/* A descriptor's digest and size, into the fixed fields of the lazy info. */
 static int get_desc(const char *name, json_t *j, char digest[72], uint64_t *size,
 		    struct anole_error *err)
 {
-	const char *d = json_string_value(json_object_get(j, "digest"));
-	json_t *sz = json_object_get(j, "size");
-	struct digest tmp;
-	if (!d || digest_parse(d, &tmp) < 0 || !json_is_integer(sz) || json_integer_value(sz) < 0)
-		return anole_err(err, EBADMSG, "%s: a descriptor without a sha256 digest and size",
-				 name);
-	snprintf(digest, 72, "%s", d);
-	*size = (uint64_t)json_integer_value(sz);
+	struct oci_desc d;
+	int r = oci_desc_parse(j, false, name, "manifest", &d, err);
+	if (r < 0)
+		return r;
+	snprintf(digest, 72, "%s", d.digest_str);
+	*size = d.size;
 	return 0;
 }
 
@@ -116,12 +115,12 @@ static int parse_manifest(const char *name, const struct strbuf *body, const cha
 				 je.text, je.position);
 	const char *t = json_string_value(json_object_get(root, "mediaType"));
 	if (!t || !*t)
-		t = mt && *mt ? mt : OCI_MANIFEST;
+		t = mt && *mt ? mt : OCI_MT_MANIFEST;
 	json_t *config = json_object_get(root, "config");
 	const char *ct = json_string_value(json_object_get(config, "mediaType"));
 	json_t *layers = json_object_get(root, "layers");
 	int r = 0;
-	if (strcmp(t, OCI_MANIFEST))
+	if (strcmp(t, OCI_MT_MANIFEST))
 		r = anole_err(err, ENOTSUP, "%s: media type %s is not an OCI image manifest", name,
 			      t);
 	else if (!ct || strcmp(ct, ANOLE_MT_CONFIG))

@@ -18,20 +18,19 @@
 
 /* ---- verified copies -------------------------------------------------------- */
 
-/* Copy blob @digest of @size bytes from @src into the directory @dst, as
- * DST/HEX only once every byte checked out: against @table range by range
+/* Copy blob @digest of @size bytes from @src to @path (the layout's blob
+ * path) only once every byte checked out: against @table range by range
  * when given, and against the digest as a whole. */
 static int fetch_verified(struct store *src, const char *digest, uint64_t size,
-			  const struct digest_table *table, const char *dst, struct anole_error *err)
+			  const struct digest_table *table, const char *path, struct anole_error *err)
 {
 	struct digest want;
 	if (digest_parse(digest, &want) < 0)
 		return anole_err(err, EBADMSG, "%s: bad digest %.80s", src->name, digest);
-	_cleanup_free_ char *path = NULL;
 	/* table ranges, else any read size: the whole digest is checked too */
 	uint64_t range = table ? MAX(table->max_len, 1) : ANOLE_RANGE_MAX, off = 0;
 	_cleanup_free_ char *buf = malloc(range);
-	if (!buf || asprintf(&path, "%s/%s", dst, digest + 7) < 0)
+	if (!buf)
 		return anole_err(err, ENOMEM, "out of memory");
 	struct outfile out;
 	int r = outfile_open(&out, path);
@@ -107,17 +106,18 @@ static int fetch_verified(struct store *src, const char *digest, uint64_t size,
 
 /* Fetch into layout @dst unless there; *fetched tells which. */
 int lazy_ensure_local(struct store *src, struct store *dst, const char *digest,
-		      uint64_t size, const struct digest_table *table, bool *fetched, struct anole_error *err)
+		      uint64_t size, const struct digest_table *table, bool *fetched,
+		      struct anole_error *err)
 {
 	*fetched = false;
 	int r = store_has_blob(dst, digest, size, err);
 	if (r != 0)
 		return r < 0 ? r : 0;
-	_cleanup_free_ char *dir = store_blob_dir(dst);
-	if (!dir)
+	_cleanup_free_ char *path = store_blob_path(dst, digest);
+	if (!path)
 		return anole_err(err, ENOMEM, "out of memory");
 	*fetched = true;
-	return fetch_verified(src, digest, size, table, dir, err);
+	return fetch_verified(src, digest, size, table, path, err);
 }
 
 static int load_table(struct store *dst, const struct anole_lazy_blob *b, struct digest_table *t,
@@ -392,7 +392,7 @@ int anole_pull(const char *ref, const char *dir, const struct anole_pull_options
 	}
 	struct digest dg;
 	if (r >= 0)
-		r = store_put_manifest(dst, body.buf, body.len, OCI_MANIFEST, &dg, err);
+		r = store_put_manifest(dst, body.buf, body.len, OCI_MT_MANIFEST, &dg, err);
 	if (r >= 0) {
 		digest_format(&dg, ps.manifest_digest);
 		if (stats)
