@@ -136,7 +136,9 @@ static int files_grow(struct layers *l)
 	struct files *fs = &l->files;
 	if (files_rehash(l) < 0)
 		return -ENOMEM;
-	if (fs->n < fs->vcap)
+	/* (v is set whenever vcap is: said for clang's analyzer, which
+	 * cannot see it across the split) */
+	if (fs->v && fs->n < fs->vcap)
 		return 0;
 	size_t ncap = fs->vcap ? fs->vcap + fs->vcap / 2 : 1024;
 	struct lfile *nv = ncap < UINT32_MAX ? realloc(fs->v, ncap * sizeof(*nv)) : NULL;
