@@ -14,8 +14,8 @@
 
 #include "anole/lazy_fs.h"
 #include "lazy/lazy.h"
+#include "oci/oci.h"
 
-#define OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
 #define OCI_EMPTY "application/vnd.oci.empty.v1+json"
 #define MAX_LIST (4u << 20) /* ~400k ranges, 400 GiB of data */
 
@@ -54,10 +54,10 @@ static int lazy_prefetch_put(const char *ref, const char *list_json, int tls_ver
 		digest_format(&cd, cs);
 		json_t *m = json_pack(
 			"{s:i,s:s,s:s,s:{s:s,s:s,s:i},s:[{s:s,s:s,s:I}],s:{s:s,s:s,s:I}}",
-			"schemaVersion", 2, "mediaType", OCI_MANIFEST, "artifactType",
+			"schemaVersion", 2, "mediaType", OCI_MT_MANIFEST, "artifactType",
 			ANOLE_PREFETCH_TYPE, "config", "mediaType", OCI_EMPTY, "digest", cs, "size", 2,
 			"layers", "mediaType", ANOLE_MT_PREFETCH, "digest", ls, "size",
-			(json_int_t)len, "subject", "mediaType", OCI_MANIFEST, "digest",
+			(json_int_t)len, "subject", "mediaType", OCI_MT_MANIFEST, "digest",
 			li->manifest_digest, "size", (json_int_t)li->manifest_size);
 		text = m ? json_dumps(m, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 		json_decref(m);
@@ -65,7 +65,7 @@ static int lazy_prefetch_put(const char *ref, const char *list_json, int tls_ver
 			r = anole_err(err, ENOMEM, "out of memory");
 	}
 	if (r >= 0)
-		r = store_put_manifest(t, text, strlen(text), OCI_MANIFEST, &md, err);
+		r = store_put_manifest(t, text, strlen(text), OCI_MT_MANIFEST, &md, err);
 	if (r >= 0 && tag_out)
 		snprintf(tag_out, tag_size, "%s", tag);
 	free(text);

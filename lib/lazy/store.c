@@ -6,33 +6,11 @@
  */
 #include <fcntl.h>
 #include <jansson.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 
 #include "lazy/store.h"
+#include "oci/oci.h"
 #include "util/digest.h"
-
-#define ANNOT_REF_NAME "org.opencontainers.image.ref.name"
-#define MAX_MANIFEST (4u << 20)
-#define LAYOUT_FILE "{\"imageLayoutVersion\":\"1.0.0\"}"
-
-/* Make DIR an empty layout unless it is one. */
-static int layout_create(struct store *s, struct anole_error *err)
-{
-	_cleanup_free_ char *blobs = NULL, *lf = NULL, *idx = NULL;
-	if (asprintf(&blobs, "%s/blobs/sha256", s->dir) < 0 ||
-	    asprintf(&lf, "%s/oci-layout", s->dir) < 0 || asprintf(&idx, "%s/index.json", s->dir) < 0)
-		return anole_err(err, ENOMEM, "out of memory");
-	int r = mkdir_parents(blobs, 0755);
-	if (r < 0)
-		return anole_err(err, -r, "%s: cannot create: %s", blobs, strerror(-r));
-	if (access(lf, F_OK) < 0 && (r = outfile_write(lf, LAYOUT_FILE, strlen(LAYOUT_FILE))) < 0)
-		return anole_err(err, -r, "%s: %s", lf, strerror(-r));
-	static const char empty[] = "{\"schemaVersion\":2,\"manifests\":[]}\n";
-	if (access(idx, F_OK) < 0 && (r = outfile_write(idx, empty, strlen(empty))) < 0)
-		return anole_err(err, -r, "%s: %s", idx, strerror(-r));
-	return 0;
-}
 
 int store_open(const char *spec, int tls_verify, bool create, struct store **out,
 	       struct anole_error *err)
@@ -53,20 +31,13 @@ int store_open_as(const char *spec, int tls_verify, const struct registry_creds 
 		if ((r = registry_parse_ref(spec + 9, &s->ref, err)) >= 0)
 			r = registry_new(s->ref.host, tls_verify, creds, err, &s->reg);
 	} else {
-		/* oci:DIR[:TAG], or a bare DIR; a ':' followed by no '/' starts the tag */
-		const char *p = !strncmp(spec, "oci:", 4) ? spec + 4 : spec;
-		const char *colon = p != spec ? strrchr(p, ':') : NULL;
-		if (colon && strchr(colon, '/'))
-			colon = NULL;
-		s->dir = colon ? strndup(p, (size_t)(colon - p)) : strdup(p);
-		if (colon && !(s->tag = strdup(colon + 1)))
-			r = -ENOMEM;
-		if (!s->dir || r < 0)
-			r = anole_err(err, ENOMEM, "out of memory");
-		else if (!*s->dir || (colon && !colon[1]))
+		/* oci:DIR[:TAG], or a bare DIR (no tag) */
+		bool oci = !strncmp(spec, "oci:", 4);
+		r = oci_layout_split(oci ? spec + 4 : spec, oci, &s->dir, &s->tag, err);
+		if (r >= 0 && (!*s->dir || (s->tag && !*s->tag)))
 			r = anole_err(err, EINVAL, "%s: expected oci:DIR[:TAG]", spec);
-		else if (create)
-			r = layout_create(s, err);
+		else if (r >= 0 && create)
+			r = oci_layout_create(s->dir, err);
 	}
 	if (r < 0) {
 		store_free(s);
@@ -94,63 +65,12 @@ bool store_same_registry(const struct store *a, const struct store *b)
 
 char *store_blob_dir(const struct store *s)
 {
-	char *p = NULL;
-	if (s->reg || asprintf(&p, "%s/blobs/sha256", s->dir) < 0)
-		return NULL;
-	return p;
+	return s->reg ? NULL : oci_blob_dir(s->dir);
 }
 
 char *store_blob_path(const struct store *s, const char *digest)
 {
-	char *p = NULL;
-	if (s->reg || strncmp(digest, "sha256:", 7) ||
-	    asprintf(&p, "%s/blobs/sha256/%s", s->dir, digest + 7) < 0)
-		return NULL;
-	return p;
-}
-
-/* The descriptor index.json gives for the tag (or its only entry). */
-static int layout_find(struct store *s, char digest[DIGEST_STR_LEN + 1], uint64_t *size, char *mt,
-		       struct anole_error *err)
-{
-	_cleanup_free_ char *path = NULL;
-	if (asprintf(&path, "%s/index.json", s->dir) < 0)
-		return anole_err(err, ENOMEM, "out of memory");
-	json_error_t je;
-	json_t *idx = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-	if (!idx)
-		return anole_err(err, access(path, F_OK) ? ENOENT : EBADMSG,
-				 "%s: not an OCI image layout (%s)", s->dir, je.text);
-	json_t *m, *found = NULL;
-	size_t i, n = json_array_size(json_object_get(idx, "manifests"));
-	struct strbuf tags = {0};
-	json_array_foreach(json_object_get(idx, "manifests"), i, m) {
-		const char *t = json_string_value(
-			json_object_get(json_object_get(m, "annotations"), ANNOT_REF_NAME));
-		if (t)
-			strbuf_addf(&tags, "%s%s", tags.len ? ", " : "", t);
-		if ((s->tag && t && !strcmp(t, s->tag)) || (!s->tag && n == 1))
-			found = m;
-	}
-	int r = 0;
-	const char *dg = json_string_value(json_object_get(found, "digest"));
-	const char *t = json_string_value(json_object_get(found, "mediaType"));
-	json_t *sz = json_object_get(found, "size");
-	if (!found)
-		r = anole_err(err, ENOENT, "%s: %s (tags: %s)", s->name,
-			      s->tag ? "no such tag" : "several images: name one as oci:DIR:TAG",
-			      tags.len ? tags.buf : "none");
-	else if (!dg || strlen(dg) != DIGEST_STR_LEN || !json_is_integer(sz) ||
-		 json_integer_value(sz) < 0)
-		r = anole_err(err, EBADMSG, "%s: index.json: a bad descriptor", s->name);
-	else {
-		memcpy(digest, dg, DIGEST_STR_LEN + 1);
-		*size = (uint64_t)json_integer_value(sz);
-		snprintf(mt, 128, "%s", t ? t : "");
-	}
-	strbuf_release(&tags);
-	json_decref(idx);
-	return r;
+	return s->reg ? NULL : oci_blob_path(s->dir, digest);
 }
 
 int store_get_manifest(struct store *s, struct strbuf *body, char *mt, struct digest *dg,
@@ -164,15 +84,13 @@ int store_get_manifest(struct store *s, struct strbuf *body, char *mt, struct di
 			sha256(body->buf, body->len, dg);
 		return r;
 	}
-	char digest[DIGEST_STR_LEN + 1];
-	uint64_t size = 0;
-	if ((r = layout_find(s, digest, &size, mt, err)) < 0)
+	struct oci_desc d;
+	if ((r = oci_layout_find(s->dir, s->tag, s->name, &d, err)) < 0 ||
+	    (r = oci_layout_read_small(s->dir, &d, OCI_MAX_MANIFEST, body, err)) < 0)
 		return r;
-	if ((r = store_get_small(s, digest, size, MAX_MANIFEST, body, err)) < 0)
-		return r;
-	return digest_parse(digest, dg) < 0
-		       ? anole_err(err, EBADMSG, "%s: unsupported digest %s", s->name, digest)
-		       : 0;
+	memcpy(mt, d.media_type, sizeof(d.media_type));
+	*dg = d.digest;
+	return 0;
 }
 
 int store_get_small(struct store *s, const char *digest, uint64_t size, uint64_t max,
@@ -271,43 +189,6 @@ int store_has_blob(struct store *s, const char *digest, uint64_t size, struct an
 	return path && !stat(path, &st) && S_ISREG(st.st_mode) && (uint64_t)st.st_size == size;
 }
 
-/* index.json with @tag pointing at the manifest, replacing what it named. */
-static int layout_tag(struct store *s, const char *tag, const char *digest, size_t len,
-		      const char *mt, struct anole_error *err)
-{
-	_cleanup_free_ char *path = NULL, *lock = NULL;
-	if (asprintf(&path, "%s/index.json", s->dir) < 0 ||
-	    asprintf(&lock, "%s/.index.lock", s->dir) < 0)
-		return anole_err(err, ENOMEM, "out of memory");
-	/* writers of one layout take turns, so no tag is lost */
-	_cleanup_close_ int lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-	if (lfd < 0 || flock(lfd, LOCK_EX) < 0)
-		return anole_err(err, errno, "%s: %s", lock, strerror(errno));
-	json_error_t je;
-	json_t *idx = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-	json_t *ms = json_object_get(idx, "manifests");
-	if (!idx || !json_is_array(ms)) {
-		json_decref(idx);
-		return anole_err(err, EBADMSG, "%s: not an OCI image index (%s)", path, je.text);
-	}
-	for (size_t i = json_array_size(ms); i-- > 0;) {
-		const char *t = json_string_value(json_object_get(
-			json_object_get(json_array_get(ms, i), "annotations"), ANNOT_REF_NAME));
-		if (t && !strcmp(t, tag))
-			json_array_remove(ms, i);
-	}
-	json_array_append_new(ms, json_pack("{s:s,s:s,s:I,s:{s:s}}", "mediaType", mt, "digest",
-					    digest, "size", (json_int_t)len, "annotations",
-					    ANNOT_REF_NAME, tag));
-	char *text = json_dumps(idx, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	json_decref(idx);
-	if (!text)
-		return anole_err(err, ENOMEM, "out of memory");
-	int r = outfile_write(path, text, strlen(text));
-	free(text);
-	return r < 0 ? anole_err(err, -r, "%s: %s", path, strerror(-r)) : 0;
-}
-
 char *store_spec_with_tag(const struct store *s, const char *tag)
 {
 	char *out = NULL;
@@ -360,5 +241,8 @@ int store_put_manifest(struct store *s, const void *body, size_t len, const char
 	int r = dir ? cas_put(dir, body, len, &d) : -ENOMEM;
 	if (r < 0)
 		return anole_err(err, -r, "%s: cannot store the manifest: %s", s->name, strerror(-r));
-	return layout_tag(s, s->tag ? s->tag : "latest", digest, len, mt, err);
+	struct oci_desc od = {.digest = *dg, .size = len};
+	snprintf(od.media_type, sizeof(od.media_type), "%s", mt);
+	memcpy(od.digest_str, digest, sizeof(od.digest_str));
+	return oci_layout_tag(s->dir, s->tag ? s->tag : "latest", &od, err);
 }

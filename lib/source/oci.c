@@ -14,23 +14,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "oci/oci.h"
 #include "registry/registry.h"
 #include "source/source.h"
 
-#define MAX_MANIFEST (4u << 20)
 /* Layers of one image: what overlayfs stacks at most (OVL_MAX_STACK), so
  * --layers=separate images can be mounted; Docker stops at 127. */
 #define MAX_LAYERS 500
 #define MAX_INDEX_DEPTH 4
-#define ANNOT_REF_NAME "org.opencontainers.image.ref.name"
-
-/* An OCI content descriptor. */
-struct desc {
-	char media_type[128];
-	char digest_str[DIGEST_STR_LEN + 1];
-	struct digest digest;
-	uint64_t size;
-};
 
 struct image_src {
 	const char *name; /* as the user gave it */
@@ -39,11 +30,11 @@ struct image_src {
 	char *repo;
 	const char *tar_path; /* a single tar (or "-") */
 	const char *platform;
-	struct desc *layers; /* bottom first */
+	struct oci_desc *layers; /* bottom first */
 	size_t nlayers;
 	int *fetched; /* registry: layers listed more than once, downloaded
 			 once to an unnamed file (-1: not yet) */
-	struct desc config;
+	struct oci_desc config;
 	bool has_config;
 	struct anole_error *err;
 };
@@ -55,88 +46,16 @@ bool source_is_image_ref(const char *s)
 
 /* ---- manifests ---------------------------------------------------------- */
 
-static bool is_index_type(const char *mt)
-{
-	return !strcmp(mt, "application/vnd.oci.image.index.v1+json") ||
-	       !strcmp(mt, "application/vnd.docker.distribution.manifest.list.v2+json");
-}
-
-static bool is_manifest_type(const char *mt)
-{
-	return !strcmp(mt, "application/vnd.oci.image.manifest.v1+json") ||
-	       !strcmp(mt, "application/vnd.docker.distribution.manifest.v2+json");
-}
-
-static bool is_layer_type(const char *mt)
-{
-	static const char *const ok[] = {
-		"application/vnd.oci.image.layer.v1.tar",
-		"application/vnd.oci.image.layer.v1.tar+gzip",
-		"application/vnd.oci.image.layer.v1.tar+zstd",
-		"application/vnd.oci.image.layer.nondistributable.v1.tar",
-		"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-		"application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
-		"application/vnd.docker.image.rootfs.diff.tar.gzip",
-		"application/vnd.docker.image.rootfs.diff.tar",
-		/* BuildKit's zstd under Docker media types; containerd reads it */
-		"application/vnd.docker.image.rootfs.diff.tar.zstd",
-		"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-		"application/vnd.docker.image.rootfs.foreign.diff.tar",
-	};
-	for (size_t i = 0; i < ARRAY_SIZE(ok); i++)
-		if (!strcmp(mt, ok[i]))
-			return true;
-	return false;
-}
-
-static int parse_desc(struct image_src *s, json_t *j, const char *where, struct desc *d)
-{
-	const char *mt = json_string_value(json_object_get(j, "mediaType"));
-	const char *dg = json_string_value(json_object_get(j, "digest"));
-	json_t *size = json_object_get(j, "size");
-	if (!mt || !dg || !json_is_integer(size) || json_integer_value(size) < 0)
-		return anole_err(s->err, EBADMSG,
-				 "%s: %s: a descriptor lacks mediaType, digest or size", s->name,
-				 where);
-	if (digest_parse(dg, &d->digest) < 0)
-		return anole_err(s->err, EBADMSG,
-				 "%s: %s: unsupported digest '%.80s' (only sha256 is)", s->name,
-				 where, dg);
-	snprintf(d->media_type, sizeof(d->media_type), "%s", mt);
-	memcpy(d->digest_str, dg, DIGEST_STR_LEN + 1);
-	d->size = (uint64_t)json_integer_value(size);
-	return 0;
-}
-
 /* Fetch a small blob (manifest, index) into memory, checked. */
-static int get_blob_mem(struct image_src *s, const struct desc *d, struct strbuf *out)
+static int get_blob_mem(struct image_src *s, const struct oci_desc *d, struct strbuf *out)
 {
-	if (d->size > MAX_MANIFEST)
+	if (d->size > OCI_MAX_MANIFEST)
 		return anole_err(s->err, EFBIG, "%s: %s: %llu bytes is too big for a manifest",
 				 s->name, d->digest_str, (unsigned long long)d->size);
 	if (s->reg)
 		return registry_get_manifest(s->reg, s->repo, d->digest_str, d->size, out, NULL,
 					     s->err);
-	char path[4096];
-	snprintf(path, sizeof(path), "%s/blobs/sha256/%s", s->dir, d->digest_str + 7);
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return anole_err(s->err, errno, "%s: %s", path, strerror(errno));
-	if (strbuf_grow(out, d->size + 1) < 0)
-		return anole_err(s->err, ENOMEM, "out of memory");
-	ssize_t n = pread(fd, out->buf, d->size + 1, 0);
-	if (n < 0)
-		return anole_err(s->err, errno, "%s: %s", path, strerror(errno));
-	if ((uint64_t)n != d->size)
-		return anole_err(s->err, EBADMSG, "%s: %zd bytes where the descriptor says %llu",
-				 path, n, (unsigned long long)d->size);
-	out->len = (size_t)n;
-	out->buf[n] = 0;
-	struct digest got;
-	sha256(out->buf, out->len, &got);
-	if (memcmp(&got, &d->digest, sizeof(got)))
-		return anole_err(s->err, EBADMSG, "%s: content does not match its digest", path);
-	return 0;
+	return oci_layout_read_small(s->dir, d, OCI_MAX_MANIFEST, out, s->err);
 }
 
 /* "linux/amd64" or "linux/arm64/v8" */
@@ -157,7 +76,7 @@ static bool platform_matches(json_t *p, const char *want)
 	return want[hl] == '/' && var && !strcmp(want + hl + 1, var);
 }
 
-static int pick_platform(struct image_src *s, json_t *root, struct desc *d)
+static int pick_platform(struct image_src *s, json_t *root, struct oci_desc *d)
 {
 	json_t *ms = json_object_get(root, "manifests");
 	if (!json_is_array(ms))
@@ -169,7 +88,7 @@ static int pick_platform(struct image_src *s, json_t *root, struct desc *d)
 		json_t *p = json_object_get(m, "platform");
 		if (p && platform_matches(p, s->platform)) {
 			strbuf_release(&seen);
-			return parse_desc(s, m, "image index", d);
+			return oci_desc_parse(m, true, s->name, "image index", d, s->err);
 		}
 		if (p)
 			strbuf_addf(&seen, "%s%s/%s", seen.len ? ", " : "",
@@ -194,7 +113,7 @@ static int read_layers(struct image_src *s, json_t *root)
 				 "(overlayfs stacks %d)", s->name, n, MAX_LAYERS, MAX_LAYERS);
 	json_t *cfg = json_object_get(root, "config");
 	if (cfg) {
-		int r = parse_desc(s, cfg, "config", &s->config);
+		int r = oci_desc_parse(cfg, true, s->name, "config", &s->config, s->err);
 		if (r < 0)
 			return r;
 		s->has_config = true;
@@ -202,11 +121,11 @@ static int read_layers(struct image_src *s, json_t *root)
 	if (!(s->layers = calloc(n ? n : 1, sizeof(*s->layers))))
 		return anole_err(s->err, ENOMEM, "out of memory");
 	json_array_foreach(ls, i, e) {
-		struct desc *d = &s->layers[i];
-		int r = parse_desc(s, e, "layer", d);
+		struct oci_desc *d = &s->layers[i];
+		int r = oci_desc_parse(e, true, s->name, "layer", d, s->err);
 		if (r < 0)
 			return r;
-		if (!is_layer_type(d->media_type))
+		if (!oci_is_layer_type(d->media_type))
 			return anole_err(s->err, ENOTSUP, "%s: layer %zu (%s): unsupported media type %s",
 					 s->name, i + 1, d->digest_str, d->media_type);
 	}
@@ -222,17 +141,12 @@ static int resolve(struct image_src *s, struct strbuf *body, const char *media_t
 	if (!root)
 		return anole_err(s->err, EBADMSG, "%s: bad JSON in a manifest: %s (line %d)",
 				 s->name, je.text, je.line);
-	const char *mt = json_string_value(json_object_get(root, "mediaType"));
-	if (!mt || !*mt)
-		mt = media_type;
-	if (!mt || !*mt)
-		mt = json_object_get(root, "manifests") ? "application/vnd.oci.image.index.v1+json"
-							 : "application/vnd.oci.image.manifest.v1+json";
+	const char *mt = oci_body_type(root, media_type);
 	int r;
-	if (is_manifest_type(mt)) {
+	if (oci_is_manifest_type(mt)) {
 		r = read_layers(s, root);
-	} else if (is_index_type(mt)) {
-		struct desc d;
+	} else if (oci_is_index_type(mt)) {
+		struct oci_desc d;
 		if (depth >= MAX_INDEX_DEPTH)
 			r = anole_err(s->err, ELOOP, "%s: image indexes nested too deep", s->name);
 		else if ((r = pick_platform(s, root, &d)) >= 0 &&
@@ -250,43 +164,12 @@ static int resolve(struct image_src *s, struct strbuf *body, const char *media_t
 
 static int open_layout(struct image_src *s, const char *spec)
 {
-	/* oci:DIR[:TAG]; a ':' followed by no '/' starts the tag */
-	const char *colon = strrchr(spec, ':');
-	const char *tag = NULL;
-	if (colon && !strchr(colon, '/'))
-		tag = colon + 1;
-	size_t dlen = tag ? (size_t)(colon - spec) : strlen(spec);
-	if (!(s->dir = strndup(spec, dlen)))
-		return anole_err(s->err, ENOMEM, "out of memory");
-	char path[4096];
-	snprintf(path, sizeof(path), "%s/index.json", s->dir);
-	json_error_t je;
-	json_t *idx = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-	if (!idx)
-		return anole_err(s->err, errno == ENOENT ? ENOENT : EBADMSG,
-				 "%s: not an OCI image layout (%s)", s->dir, je.text);
-	json_t *ms = json_object_get(idx, "manifests");
-	size_t i, n = json_array_size(ms);
-	json_t *m, *found = NULL;
-	struct strbuf tags = {0};
-	json_array_foreach(ms, i, m) {
-		const char *t = json_string_value(
-			json_object_get(json_object_get(m, "annotations"), ANNOT_REF_NAME));
-		if (t)
-			strbuf_addf(&tags, "%s%s", tags.len ? ", " : "", t);
-		if ((tag && t && !strcmp(t, tag)) || (!tag && n == 1))
-			found = m;
-	}
-	int r;
-	struct desc d;
-	if (!found)
-		r = anole_err(s->err, ENOENT, "%s: %s (tags: %s)", s->dir,
-			      tag ? "no such tag" : "several images: name one as oci:DIR:TAG",
-			      tags.len ? tags.buf : "none");
-	else
-		r = parse_desc(s, found, "index.json", &d);
-	strbuf_release(&tags);
-	json_decref(idx);
+	/* oci:DIR[:TAG] */
+	_cleanup_free_ char *tag = NULL;
+	struct oci_desc d;
+	int r = oci_layout_split(spec, true, &s->dir, &tag, s->err);
+	if (r >= 0)
+		r = oci_layout_find(s->dir, tag, s->dir, &d, s->err);
 	if (r < 0)
 		return r;
 	struct strbuf body = {0};
@@ -354,7 +237,7 @@ static int fetch_once(struct image_src *s, size_t i, int *fd)
 		for (size_t j = 0; j < s->nlayers; j++)
 			s->fetched[j] = -1;
 	}
-	const struct desc *d = &s->layers[i];
+	const struct oci_desc *d = &s->layers[i];
 	for (size_t j = 0; j < s->nlayers; j++) {
 		if (s->fetched[j] < 0 || memcmp(&s->layers[j].digest, &d->digest, sizeof(d->digest)))
 			continue;
@@ -405,7 +288,7 @@ static int layer_open(struct image_src *s, size_t i, struct open_layer *ol)
 			return anole_err(s->err, errno, "%s: %s", s->tar_path, strerror(errno));
 		return 0;
 	}
-	const struct desc *d = &s->layers[i];
+	const struct oci_desc *d = &s->layers[i];
 	snprintf(ol->what, sizeof(ol->what), "layer %zu (%.19s)", i + 1, d->digest_str);
 	ol->bs = (struct blob_stream){.what = ol->what, .verify = true, .want = d->digest,
 				      .size = d->size, .fd = -1};
@@ -414,8 +297,9 @@ static int layer_open(struct image_src *s, size_t i, struct open_layer *ol)
 					    &ol->fetch, s->err);
 	if (s->reg)
 		return fetch_once(s, i, &ol->bs.fd);
-	char path[4096];
-	snprintf(path, sizeof(path), "%s/blobs/sha256/%s", s->dir, d->digest_str + 7);
+	_cleanup_free_ char *path = oci_blob_path(s->dir, d->digest_str);
+	if (!path)
+		return anole_err(s->err, ENOMEM, "out of memory");
 	ol->bs.fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (ol->bs.fd < 0)
 		return anole_err(s->err, errno, "%s: %s", path, strerror(errno));
@@ -578,7 +462,7 @@ static int take_run_config(struct image_src *s, char **out)
 		return 0;
 	struct strbuf body = {0};
 	int r;
-	if (s->config.size > MAX_MANIFEST) {
+	if (s->config.size > OCI_MAX_MANIFEST) {
 		r = anole_err(s->err, EFBIG, "%s: config %s: %llu bytes is too big", s->name,
 			      s->config.digest_str, (unsigned long long)s->config.size);
 	} else if (s->reg) {
