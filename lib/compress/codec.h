@@ -50,11 +50,12 @@ void codec_free(struct codec *c);
  * it does not fit (the caller stores the data uncompressed), or -errno. */
 ssize_t codec_compress(struct codec *c, const void *in, size_t inlen, void *out, size_t cap);
 
-/* Whether a codec can fill a physical cluster (lzma). */
+/* Whether a codec can fill a physical cluster (lzma, zstd). */
 bool codec_can_fill(const struct codec_spec *spec);
 /* The history streams use: with @fill, extents hold several pclusters'
- * worth of input, and lzma's dictionary is min(8 MiB, 4 x @pcluster) as
- * mkfs.erofs makes it; else @pcluster. */
+ * worth of input, and lzma's dictionary is min(8 MiB, 4 x @pcluster), zstd's
+ * window min(1 MiB, 8 x @pcluster), as mkfs.erofs makes them; else
+ * @pcluster. */
 uint32_t codec_window(const struct codec_spec *spec, uint32_t pcluster, bool fill);
 /* Compress the longest prefix of @in (at most *inlen bytes) whose stream
  * fits in @cap bytes; *inlen becomes that prefix's length. Returns the
