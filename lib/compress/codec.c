@@ -84,6 +84,7 @@ struct codec {
 	void *lz4hc_state;
 	struct libdeflate_compressor *deflate;
 	ZSTD_CCtx *zstd;
+	ZSTD_CCtx *probe; /* zstd level 1, for codec_worth() */
 	lzma_stream lzma;
 	lzma_options_lzma lzma_opts;
 };
@@ -173,6 +174,7 @@ void codec_free(struct codec *c)
 	if (c->deflate)
 		libdeflate_free_compressor(c->deflate);
 	ZSTD_freeCCtx(c->zstd);
+	ZSTD_freeCCtx(c->probe);
 	lzma_end(&c->lzma);
 	free(c);
 }
@@ -268,6 +270,23 @@ ssize_t codec_fill(struct codec *c, const void *in, size_t *inlen, void *out, si
 	if (c->spec.kind == CODEC_LZMA)
 		return lzma_fill(c, in, inlen, out, cap);
 	return -EINVAL;
+}
+
+int codec_worth(struct codec *c, const void *in, size_t len, void *scratch)
+{
+	if (c->spec.kind != CODEC_LZMA || len < 64)
+		return 1;
+	if (!c->probe) {
+		if (!(c->probe = ZSTD_createCCtx()))
+			return -ENOMEM;
+		ZSTD_CCtx_setParameter(c->probe, ZSTD_c_compressionLevel, 1);
+	}
+	/* zstd-1 saving under 1/64 of the bytes: already compressed data,
+	 * where lzma (10-100x slower) would find no block to save either */
+	size_t n = ZSTD_compress2(c->probe, scratch, len - len / 64, in, len);
+	if (ZSTD_isError(n))
+		return ZSTD_getErrorCode(n) == ZSTD_error_dstSize_tooSmall ? 0 : -EIO;
+	return 1;
 }
 
 static int lz4_decode(const void *in, size_t inlen, void *out, size_t outlen, bool partial)

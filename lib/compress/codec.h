@@ -62,6 +62,11 @@ uint32_t codec_window(const struct codec_spec *spec, uint32_t pcluster, bool fil
  * compressed size or -errno (-EINVAL for a codec that cannot fill). */
 ssize_t codec_fill(struct codec *c, const void *in, size_t *inlen, void *out, size_t cap);
 
+/* Whether @len bytes of @in are worth compressing with this codec (1) or
+ * are better stored plain without trying (0), or -errno: a fast probe for
+ * slow codecs (lzma), always 1 for the others. @scratch holds @len bytes. */
+int codec_worth(struct codec *c, const void *in, size_t len, void *scratch);
+
 /* Decoding flags. */
 #define CODEC_PARTIAL 1u /* @in decodes to at least @outlen bytes: only those
 			    are wanted (a partially referenced pcluster, or
