@@ -84,20 +84,36 @@ struct codec {
 	void *lz4hc_state;
 	struct libdeflate_compressor *deflate;
 	ZSTD_CCtx *zstd;
+	ZSTD_CCtx *probe; /* zstd level 1, for codec_worth() */
 	lzma_stream lzma;
 	lzma_options_lzma lzma_opts;
 };
 
 bool codec_can_fill(const struct codec_spec *spec)
 {
-	return spec->kind == CODEC_LZMA;
+	return spec->kind == CODEC_LZMA || spec->kind == CODEC_ZSTD;
 }
 
 uint32_t codec_window(const struct codec_spec *spec, uint32_t pcluster, bool fill)
 {
-	if (!fill || spec->kind != CODEC_LZMA)
+	if (!fill)
 		return pcluster;
-	return (uint32_t)MIN((uint64_t)pcluster * 4, (uint64_t)Z_EROFS_LZMA_MAX_DICT_SIZE);
+	if (spec->kind == CODEC_LZMA)
+		return (uint32_t)MIN((uint64_t)pcluster * 4, (uint64_t)Z_EROFS_LZMA_MAX_DICT_SIZE);
+	/* mkfs.erofs's default; the kernel takes no zstd window over 1 MiB */
+	if (spec->kind == CODEC_ZSTD)
+		return (uint32_t)MIN((uint64_t)pcluster * 8, (uint64_t)Z_EROFS_PCLUSTER_MAX_SIZE);
+	return pcluster;
+}
+
+/* log2 of the zstd window a frame may use, rounded up, as the superblock
+ * says it (windowlog + 10) */
+static int zstd_wlog(uint32_t window)
+{
+	int wlog = 10;
+	while ((1u << wlog) < window && wlog < 20)
+		wlog++;
+	return wlog;
 }
 
 int codec_new(const struct codec_spec *spec, uint32_t window, struct codec **out)
@@ -126,6 +142,9 @@ int codec_new(const struct codec_spec *spec, uint32_t window, struct codec **out
 		 * its window and tables to the input: never above the pcluster
 		 * size the superblock promises the kernel. */
 		ZSTD_CCtx_setParameter(c->zstd, ZSTD_c_compressionLevel, spec->level);
+		/* streamed (filling) frames do not know their size: their
+		 * window is the superblock's */
+		ZSTD_CCtx_setParameter(c->zstd, ZSTD_c_windowLog, zstd_wlog(window));
 		/* 4 bytes a frame buy detection of any corrupted byte, in the
 		 * kernel and in anole check alike */
 		ZSTD_CCtx_setParameter(c->zstd, ZSTD_c_checksumFlag, 1);
@@ -155,6 +174,7 @@ void codec_free(struct codec *c)
 	if (c->deflate)
 		libdeflate_free_compressor(c->deflate);
 	ZSTD_freeCCtx(c->zstd);
+	ZSTD_freeCCtx(c->probe);
 	lzma_end(&c->lzma);
 	free(c);
 }
@@ -206,11 +226,67 @@ ssize_t codec_compress(struct codec *c, const void *in, size_t inlen, void *out,
 	}
 }
 
+/* zstd cannot stop where its output is full, but a streamed frame can end
+ * after any block: feed input while even its worst case (stored raw,
+ * ZSTD_compressBound()) still fits, full zstd blocks first, so that they
+ * are cut where a one-shot frame cuts them, then ever smaller ones as room
+ * runs out; then end the frame. One pass, where a search over one-shot
+ * frames (mkfs.erofs) compresses the same input many times. */
+static ssize_t zstd_fill(struct codec *c, const uint8_t *in, size_t *inlen, uint8_t *out,
+			 size_t cap)
+{
+	/* the frame's end (an empty last block, the checksum), a block header
+	 * and compressBound's margin for small inputs */
+	const size_t reserve = 3 + 4 + 3 + 64;
+	size_t fed = 0;
+	ZSTD_outBuffer ob = {out, cap, 0};
+	ZSTD_CCtx_reset(c->zstd, ZSTD_reset_session_only);
+	while (fed < *inlen) {
+		size_t hdr = fed ? 0 : 18 /* ZSTD_FRAMEHEADERSIZE_MAX */, room = cap - ob.pos;
+		if (room <= reserve + hdr + 257)
+			break;
+		size_t n = MIN(*inlen - fed, (size_t)ZSTD_BLOCKSIZE_MAX);
+		n = MIN(n, (room - reserve - hdr) / 257 * 256);
+		ZSTD_inBuffer ib = {in + fed, n, 0};
+		size_t r = ZSTD_compressStream2(c->zstd, &ob, &ib, ZSTD_e_flush);
+		if (ZSTD_isError(r) || r || ib.pos != n)
+			return -EIO;
+		fed += n;
+	}
+	ZSTD_inBuffer none = {NULL, 0, 0};
+	size_t r = ZSTD_compressStream2(c->zstd, &ob, &none, ZSTD_e_end);
+	if (ZSTD_isError(r) || r)
+		return -EIO;
+	*inlen = fed;
+	return (ssize_t)ob.pos;
+}
+
 ssize_t codec_fill(struct codec *c, const void *in, size_t *inlen, void *out, size_t cap)
 {
-	if (c->spec.kind != CODEC_LZMA || *inlen > INT32_MAX || cap < 16)
+	if (*inlen > INT32_MAX || cap < 16)
 		return -EINVAL;
-	return lzma_fill(c, in, inlen, out, cap);
+	if (c->spec.kind == CODEC_ZSTD)
+		return zstd_fill(c, in, inlen, out, cap);
+	if (c->spec.kind == CODEC_LZMA)
+		return lzma_fill(c, in, inlen, out, cap);
+	return -EINVAL;
+}
+
+int codec_worth(struct codec *c, const void *in, size_t len, void *scratch)
+{
+	if (c->spec.kind != CODEC_LZMA || len < 64)
+		return 1;
+	if (!c->probe) {
+		if (!(c->probe = ZSTD_createCCtx()))
+			return -ENOMEM;
+		ZSTD_CCtx_setParameter(c->probe, ZSTD_c_compressionLevel, 1);
+	}
+	/* zstd-1 saving under 1/64 of the bytes: already compressed data,
+	 * where lzma (10-100x slower) would find no block to save either */
+	size_t n = ZSTD_compress2(c->probe, scratch, len - len / 64, in, len);
+	if (ZSTD_isError(n))
+		return ZSTD_getErrorCode(n) == ZSTD_error_dstSize_tooSmall ? 0 : -EIO;
+	return 1;
 }
 
 static int lz4_decode(const void *in, size_t inlen, void *out, size_t outlen, bool partial)

@@ -50,16 +50,22 @@ void codec_free(struct codec *c);
  * it does not fit (the caller stores the data uncompressed), or -errno. */
 ssize_t codec_compress(struct codec *c, const void *in, size_t inlen, void *out, size_t cap);
 
-/* Whether a codec can fill a physical cluster (lzma). */
+/* Whether a codec can fill a physical cluster (lzma, zstd). */
 bool codec_can_fill(const struct codec_spec *spec);
 /* The history streams use: with @fill, extents hold several pclusters'
- * worth of input, and lzma's dictionary is min(8 MiB, 4 x @pcluster) as
- * mkfs.erofs makes it; else @pcluster. */
+ * worth of input, and lzma's dictionary is min(8 MiB, 4 x @pcluster), zstd's
+ * window min(1 MiB, 8 x @pcluster), as mkfs.erofs makes them; else
+ * @pcluster. */
 uint32_t codec_window(const struct codec_spec *spec, uint32_t pcluster, bool fill);
 /* Compress the longest prefix of @in (at most *inlen bytes) whose stream
  * fits in @cap bytes; *inlen becomes that prefix's length. Returns the
  * compressed size or -errno (-EINVAL for a codec that cannot fill). */
 ssize_t codec_fill(struct codec *c, const void *in, size_t *inlen, void *out, size_t cap);
+
+/* Whether @len bytes of @in are worth compressing with this codec (1) or
+ * are better stored plain without trying (0), or -errno: a fast probe for
+ * slow codecs (lzma), always 1 for the others. @scratch holds @len bytes. */
+int codec_worth(struct codec *c, const void *in, size_t len, void *scratch);
 
 /* Decoding flags. */
 #define CODEC_PARTIAL 1u /* @in decodes to at least @outlen bytes: only those

@@ -285,7 +285,7 @@ static size_t compr_cfgs(struct tree_writer *tw, uint8_t *p)
 	}
 	case CODEC_ZSTD: {
 		unsigned int wlog = 10;
-		while ((1u << wlog) < tw->pcluster)
+		while ((1u << wlog) < zpipe_window(tw->zp))
 			wlog++;
 		struct z_erofs_zstd_cfgs c = {.windowlog = (uint8_t)(wlog - 10)};
 		size = sizeof(c);

@@ -8,7 +8,7 @@
  *
  * A job is one extent of a file: pcluster bytes of input compressed on
  * their own (fixed input, any output size); or, for codecs that can fill a
- * physical cluster (lzma) without dedupe, a segment of up to ZPIPE_SEGMENT
+ * physical cluster (lzma, zstd) without dedupe, a segment of up to ZPIPE_SEGMENT
  * bytes that the worker cuts into extents each filling pcluster bytes of
  * output with as much input as fits, as mkfs.erofs does. Those cuts depend
  * only on the segment's bytes, so output stays the same for any number of
@@ -210,6 +210,16 @@ static int fill_job(struct zpipe *z, struct codec *c, struct zjob *j)
 		}
 		if ((r = out_room(j, op + (size_t)z->pcluster)) < 0)
 			return r;
+		if (!(pos % z->blksz)) {
+			/* already compressed data goes plain untried */
+			uint32_t m = MIN(left, z->pcluster);
+			int w = codec_worth(c, j->in + pos, m, j->out + op);
+			if (w <= 0) {
+				r = w < 0 ? w : push_piece(j, pos, m, 0, 0);
+				pos += m;
+				continue;
+			}
+		}
 		size_t n = left;
 		ssize_t cl = codec_fill(c, j->in + pos, &n, j->out + op, z->pcluster);
 		if (cl < 0)
