@@ -61,8 +61,11 @@ static struct tinode **hl_find(struct walk *w, dev_t dev, ino_t ino)
 	while (w->hl[j].inode && !(w->hl[j].dev == dev && w->hl[j].ino == ino))
 		j = (j + 1) & (w->hl_cap - 1);
 	if (!w->hl[j].inode) {
+		/* a new entry: counted now, so the table grows before it
+		 * fills (the probe above needs an empty slot to stop) */
 		w->hl[j].dev = dev;
 		w->hl[j].ino = ino;
+		w->hl_count++;
 	}
 	return &w->hl[j].inode;
 }
