@@ -9,6 +9,10 @@
  * a physical cluster (codec_fill): MicroLZMA stops where its output is full
  * and says how much input that took, so no output is lost to rounding but
  * the last block, as mkfs.erofs does.
+ *
+ * codec.c holds the table and the dispatch; each codec is one file (lz4.c
+ * for lz4 and lz4hc, deflate.c, lzma.c, zstd.c) defining its struct
+ * codec_ops (codec_ops.h).
  */
 #ifndef ANOLE_CODEC_H
 #define ANOLE_CODEC_H
@@ -26,6 +30,7 @@ enum codec_kind {
 	CODEC_DEFLATE,
 	CODEC_LZMA,
 	CODEC_ZSTD,
+	CODEC_KINDS /* how many kinds there are, not a codec */
 };
 
 struct codec_spec {
@@ -35,11 +40,19 @@ struct codec_spec {
 
 /* "zstd", "lzma:9", "none" ...; on error the message lists the choices. */
 int codec_parse(const char *text, struct codec_spec *spec, struct anole_error *err);
-const char *codec_name(enum codec_kind kind);
 /* "lz4", "lzma", "deflate", "zstd" for an EROFS algorithm id. */
 const char *codec_alg_name(unsigned int alg);
 /* The EROFS algorithm id (Z_EROFS_COMPRESSION_*) a codec writes. */
 unsigned int codec_erofs_alg(enum codec_kind kind);
+/* Whether images of this codec pack small files and tails into fragments
+ * unless told otherwise: not lz4 and lz4hc, which erofs-utils 1.5 and
+ * kernels before 6.1 read without fragments. */
+bool codec_fragments(const struct codec_spec *spec);
+/* Write the COMPR_CFGS record (a 2-byte size, then the algorithm's
+ * struct z_erofs_*_cfgs) to @p; @window as codec_window() gave it,
+ * @max_cblocks the biggest pcluster written, in blocks. Returns its size,
+ * 0 for none. */
+size_t codec_cfgs(const struct codec_spec *spec, uint32_t window, uint32_t max_cblocks, void *p);
 
 struct codec;
 /* @window: the history (lzma dictionary) a stream may use, at most what

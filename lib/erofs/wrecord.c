@@ -261,42 +261,7 @@ static int write_inode(struct tree_writer *tw, struct seqbuf *s, uint64_t pos, s
 /* The per-algorithm record that follows the superblock (COMPR_CFGS). */
 static size_t compr_cfgs(struct tree_writer *tw, uint8_t *p)
 {
-	uint16_t size;
-	switch (tw->zspec.kind) {
-	case CODEC_LZ4:
-	case CODEC_LZ4HC: {
-		struct z_erofs_lz4_cfgs c = {
-			.max_pclusterblks = (uint16_t)MAX(zpipe_max_cblocks(tw->zp), 1u)};
-		size = sizeof(c);
-		memcpy(p + 2, &c, sizeof(c));
-		break;
-	}
-	case CODEC_LZMA: {
-		struct z_erofs_lzma_cfgs c = {.dict_size = MAX(zpipe_window(tw->zp), 4096u)};
-		size = sizeof(c);
-		memcpy(p + 2, &c, sizeof(c));
-		break;
-	}
-	case CODEC_DEFLATE: {
-		struct z_erofs_deflate_cfgs c = {.windowbits = 15};
-		size = sizeof(c);
-		memcpy(p + 2, &c, sizeof(c));
-		break;
-	}
-	case CODEC_ZSTD: {
-		unsigned int wlog = 10;
-		while ((1u << wlog) < zpipe_window(tw->zp))
-			wlog++;
-		struct z_erofs_zstd_cfgs c = {.windowlog = (uint8_t)(wlog - 10)};
-		size = sizeof(c);
-		memcpy(p + 2, &c, sizeof(c));
-		break;
-	}
-	default:
-		return 0;
-	}
-	memcpy(p, &size, 2);
-	return 2u + size;
+	return codec_cfgs(&tw->zspec, zpipe_window(tw->zp), zpipe_max_cblocks(tw->zp), p);
 }
 
 int tw_write_superblock(struct tree_writer *tw, const struct layout *l, uint64_t meta_blkaddr,

@@ -79,10 +79,8 @@ int tw_new(struct tree_writer **out, const char *image, const struct anole_build
 			return anole_err(err, -r, "cannot start compression threads: %s",
 					 strerror(-r));
 		}
-		/* lz4 images stay readable by erofs-utils 1.5 and kernels before
-		 * 6.1, and keep the fastest random reads: no fragments unless asked */
-		bool lz4 = tw->zspec.kind == CODEC_LZ4 || tw->zspec.kind == CODEC_LZ4HC;
-		tw->fragments = tw->opts.fragments > 0 || (!tw->opts.fragments && !lz4);
+		tw->fragments = tw->opts.fragments > 0 ||
+				(!tw->opts.fragments && codec_fragments(&tw->zspec));
 		/* dedupe finds repeats wherever they sit: extents are cut by
 		 * content (needs room for cuts at least 8 KiB apart) */
 		tw->cdc = tw->opts.dedupe && tw->pcluster >= (32u << 10);

@@ -39,11 +39,6 @@ struct image_src {
 	struct anole_error *err;
 };
 
-bool source_is_image_ref(const char *s)
-{
-	return !strncmp(s, "oci:", 4) || !strncmp(s, "docker://", 9);
-}
-
 /* ---- manifests ---------------------------------------------------------- */
 
 /* Fetch a small blob (manifest, index) into memory, checked. */

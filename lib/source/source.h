@@ -3,11 +3,24 @@
 #ifndef ANOLE_SOURCE_H
 #define ANOLE_SOURCE_H
 
+#include <sys/stat.h>
+
 #include "erofs/tree.h"
 #include "util/digest.h"
 
 struct archive;
 struct archive_entry;
+
+/* What anole build takes as SOURCE, one entry each in lib/build.c's table,
+ * asked in its order: the first whose claims() says yes builds. @st is
+ * SOURCE's stat(2), NULL when SOURCE names no local file. */
+struct build_source {
+	const char *name; /* for messages */
+	bool (*claims)(const char *source, const struct stat *st,
+		       const struct anole_build_options *opts);
+	int (*build)(const char *source, const char *image, const struct anole_build_options *opts,
+		     struct anole_build_stats *stats, struct anole_error *err);
+};
 
 /* A directory on a local filesystem, walked in name order. */
 int source_dir(struct tree_writer *tw, const char *path, struct anole_error *err);
@@ -108,8 +121,8 @@ int source_archive_err(struct anole_error *err, struct archive *a, const char *w
 
 /* ---- OCI images (oci.c) ------------------------------------------------- */
 
-/* "oci:DIR[:TAG]" and "docker://HOST/REPO[:TAG|@DIGEST]" sources. */
-bool source_is_image_ref(const char *source);
+/* "oci:DIR[:TAG]", "docker://HOST/REPO[:TAG|@DIGEST]" and tar file ("-":
+ * stdin) sources. */
 int source_image(const char *source, const char *image, const struct anole_build_options *opts,
 		 struct anole_build_stats *stats, struct anole_error *err);
 
