@@ -235,7 +235,7 @@ static void handle(struct worker *wk, int fd)
 	}
 	switch (req.op) {
 	case CTL_MOUNT: {
-		if (req.prefetch_rate)
+		if (req.has_prefetch_rate)
 			wk->prefetch_rate = req.prefetch_rate;
 		char notice[512] = "";
 		char *config = NULL;

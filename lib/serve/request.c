@@ -128,6 +128,7 @@ static int mount_fields(json_t *o, struct ctl_request *req, char *why, size_t si
 	json_t *rate = json_object_get(o, "prefetch_rate");
 	if (rate && (!json_is_integer(rate) || json_integer_value(rate) < 0))
 		return bad(why, size, "bad request: %s must be a byte rate", "prefetch_rate");
+	req->has_prefetch_rate = rate != NULL;
 	req->prefetch_rate = rate ? (uint64_t)json_integer_value(rate) : 0;
 	json_t *tls = json_object_get(o, "tls_verify");
 	json_int_t t = json_integer_value(tls);
@@ -209,7 +210,7 @@ static int put_mount_fields(json_t *o, const struct ctl_request *req)
 	    put_bool(o, "no_load_hints", req->no_load_hints) < 0 || put_credentials(o, req) < 0)
 		return -1;
 	json_int_t rate = (json_int_t)req->prefetch_rate;
-	if (rate && json_object_set_new(o, "prefetch_rate", json_integer(rate)) < 0)
+	if (req->has_prefetch_rate && json_object_set_new(o, "prefetch_rate", json_integer(rate)) < 0)
 		return -1;
 	if (req->tls_verify && json_object_set_new(o, "tls_verify", json_integer(req->tls_verify)) < 0)
 		return -1;

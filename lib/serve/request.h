@@ -16,7 +16,8 @@ struct ctl_request {
 	enum ctl_op op;
 	const char *ref, *mountpoint, *options, *prefetch;
 	const char *exec; /* mount: what a run will start ("": the entrypoint) */
-	uint64_t prefetch_rate; /* 0: unchanged */
+	uint64_t prefetch_rate; /* bytes per second, 0: no cap */
+	bool has_prefetch_rate; /* false: the daemon keeps its rate */
 	int tls_verify;         /* -1 no, 0 the client's default, 1 yes */
 	bool fuse, record;
 	bool no_load_hints; /* mount: do not fetch programs' loader ranges */

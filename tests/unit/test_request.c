@@ -33,6 +33,7 @@ static void accepts_what_clients_send(void **state)
 	assert_string_equal(req.mountpoint, "/m");
 	assert_string_equal(req.prefetch, "none");
 	assert_int_equal(req.prefetch_rate, 5);
+	assert_true(req.has_prefetch_rate);
 	assert_int_equal(req.tls_verify, -1);
 	assert_true(req.fuse);
 	assert_false(req.record);
@@ -146,6 +147,7 @@ static void encodes_what_it_parses(void **state)
 				 .prefetch = "all",
 				 .exec = "/bin/sh",
 				 .prefetch_rate = 1234,
+				 .has_prefetch_rate = true,
 				 .tls_verify = -1,
 				 .fuse = true,
 				 .no_load_hints = true,
@@ -165,6 +167,7 @@ static void encodes_what_it_parses(void **state)
 	assert_string_equal(out.prefetch, "all");
 	assert_string_equal(out.exec, "/bin/sh");
 	assert_int_equal(out.prefetch_rate, 1234);
+	assert_true(out.has_prefetch_rate);
 	assert_int_equal(out.tls_verify, -1);
 	assert_true(out.fuse);
 	assert_false(out.record);
@@ -183,6 +186,24 @@ static void encodes_what_it_parses(void **state)
 	assert_string_equal(text, "{\"op\":\"metrics\"}");
 	assert_int_equal(parse(text, &out, why), 0);
 	assert_int_equal(out.op, CTL_METRICS);
+	ctl_request_release(&out);
+	free(text);
+	/* a rate of 0 (no cap) is sent and read back as set; a mount
+	 * without a rate leaves the daemon's alone */
+	struct ctl_request nocap = {.op = CTL_MOUNT, .ref = "r", .mountpoint = "/m",
+				    .has_prefetch_rate = true};
+	text = ctl_request_encode(&nocap);
+	assert_non_null(strstr(text, "\"prefetch_rate\":0"));
+	assert_int_equal(parse(text, &out, why), 0);
+	assert_true(out.has_prefetch_rate);
+	assert_int_equal(out.prefetch_rate, 0);
+	ctl_request_release(&out);
+	free(text);
+	nocap.has_prefetch_rate = false;
+	text = ctl_request_encode(&nocap);
+	assert_null(strstr(text, "prefetch_rate"));
+	assert_int_equal(parse(text, &out, why), 0);
+	assert_false(out.has_prefetch_rate);
 	ctl_request_release(&out);
 	free(text);
 	/* not UTF-8: no text, rather than a request the daemon refuses */
