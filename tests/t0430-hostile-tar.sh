@@ -73,6 +73,18 @@ done
 "$ANOLE" inspect "$OUT/abs.img" /etc/anole-evil-abs >/dev/null ||
 	fail "absolute-path.tar: /etc/anole-evil-abs is not inside the image"
 
+# Empty input, plain or compressed, is an empty archive as tar(1) reads
+# it: an image of an empty root, not an error from inside libarchive.
+: >"$OUT/empty"
+gzip -c </dev/null >"$OUT/empty.gz"
+for e in /dev/null "$OUT/empty" "$OUT/empty.gz"; do
+	"$ANOLE" build -q "$e" "$OUT/e.img" 2>"$OUT/err" || fail "$e: $(cat "$OUT/err")"
+	mkdir "$OUT/e.x"
+	"$ANOLE" extract "$OUT/e.img" "$OUT/e.x" >/dev/null || fail "$e: extract failed"
+	[ -z "$(ls -A "$OUT/e.x")" ] || fail "$e: the image is not empty"
+	rm -rf "$OUT/e.x" "$OUT/e.img"
+done
+
 evil_after=$(find / -xdev -name 'anole-evil*' 2>/dev/null | grep -v "^$TMP" | sort)
 [ "$evil_before" = "$evil_after" ] || fail "something was written outside: $evil_after"
 echo "$n hostile tars: $failed refused, $built built and checked; nothing written outside"

@@ -82,6 +82,7 @@ struct blob_stream {
 	char msg[320];
 	struct archive *raw; /* decompression: libarchive's filters, raw format */
 	bool in_entry, plain_failed;
+	bool raw_empty; /* the stream had no bytes at all: an empty tar */
 	struct tar_hdrs hdrs;
 };
 /* Open a tar reader (plain, gzip, zstd or xz) over @bs. */

@@ -452,6 +452,8 @@ static la_ssize_t plain_read(struct archive *a, void *ctx, const void **buf)
 {
 	struct blob_stream *bs = ctx;
 	hdrs_advance(&bs->hdrs);
+	if (bs->raw_empty)
+		return 0;
 	const void *p;
 	size_t n;
 	la_int64_t off;
@@ -514,7 +516,7 @@ int tar_open(struct blob_stream *bs, struct archive **out, struct anole_error *e
 	if (r < 0)
 		return r;
 	bs->got = 0;
-	bs->eof = bs->failed = bs->in_entry = bs->plain_failed = false;
+	bs->eof = bs->failed = bs->in_entry = bs->plain_failed = bs->raw_empty = false;
 	bs->hdrs = (struct tar_hdrs){0};
 	if (!(bs->buf = malloc(STREAM_BUF)))
 		return anole_err(err, ENOMEM, "out of memory");
@@ -532,8 +534,11 @@ int tar_open(struct blob_stream *bs, struct archive **out, struct anole_error *e
 	archive_read_support_format_empty(bs->raw);
 	struct archive_entry *e;
 	if (archive_read_open(bs->raw, bs, NULL, bs_read, NULL) != ARCHIVE_OK ||
-	    archive_read_next_header(bs->raw, &e) < ARCHIVE_WARN)
+	    (r = archive_read_next_header(bs->raw, &e)) < ARCHIVE_WARN)
 		return open_failed(bs, bs->raw, err);
+	/* No bytes at all: an empty archive, as tar(1) reads it, not a
+	 * data block asked of a reader already at its end. */
+	bs->raw_empty = r == ARCHIVE_EOF;
 	struct archive *a = archive_read_new();
 	if (!a)
 		return anole_err(err, ENOMEM, "out of memory");
