@@ -1,0 +1,170 @@
+#!/bin/bash
+# The containerd snapshotter through Debian's containerd 1.6 and ctr: a
+# containerd of the test's own (own root, state and sockets, a proxy
+# plugin naming our socket, never the system's) and `anole snapshotter`.
+# ctr's prepare/commit/view/mounts/rm build a two-layer chain; the mounts
+# it hands out are mounted by the kernel and hold what was written
+# through them; every misuse gets containerd's error; the list survives a
+# restart of the snapshotter; removing everything leaves no directory.
+# shellcheck source=lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
+need_root
+need_cmd containerd ctr
+[ -x "$(dirname "$ANOLE")/anole-snapshotter" ] || skip "anole was built without gRPC"
+
+D=$TMP/ctd
+mkdir -p "$D"
+"$ANOLE" snapshotter --print-config --socket "$D/snap.sock" >"$D/config.toml"
+grep -q '^ *address = "'"$D"'/snap.sock"$' "$D/config.toml" || fail "--print-config: $(cat "$D/config.toml")"
+# our own paths first: version, root, state and sockets; the plugins
+# containerd would put outside them are off; the garbage collector runs
+# only when the test asks (`ctr snapshots view` sets no gc.root label, so
+# a collection at a moment of its own choosing would remove the view)
+cat - "$D/config.toml" >"$D/full.toml" <<EOT
+root = "$D/root"
+state = "$D/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt",
+  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
+[grpc]
+  address = "$D/containerd.sock"
+[ttrpc]
+  address = "$D/containerd.sock.ttrpc"
+[debug]
+  address = "$D/debug.sock"
+[plugins."io.containerd.gc.v1.scheduler"]
+  deletion_threshold = 0
+  mutation_threshold = 1000000
+  startup_delay = "1000h"
+EOT
+# `version` must come first in the file
+{ grep '^version' "$D/config.toml"; grep -v '^version' "$D/full.toml"; } >"$D/containerd.toml"
+
+SNAP_PID= CTD_PID=
+stop_all() {
+	[ -z "$CTD_PID" ] || { kill "$CTD_PID" 2>/dev/null; wait "$CTD_PID" 2>/dev/null; }
+	[ -z "$SNAP_PID" ] || { kill "$SNAP_PID" 2>/dev/null; wait "$SNAP_PID" 2>/dev/null; }
+	return 0
+}
+trap 'rc=$?; stop_all; (exit $rc); _cleanup' EXIT
+
+start_snapshotter() {
+	"$ANOLE" snapshotter --socket "$D/snap.sock" --root "$D/snaproot" 2>>"$D/snap.log" &
+	SNAP_PID=$!
+	for _ in $(seq 300); do [ -S "$D/snap.sock" ] && return; sleep 0.1; done
+	fail "the snapshotter made no socket: $(cat "$D/snap.log")"
+}
+start_snapshotter
+containerd --config "$D/containerd.toml" >"$D/containerd.log" 2>&1 &
+CTD_PID=$!
+C=(ctr --address "$D/containerd.sock")
+S=("${C[@]}" snapshots --snapshotter anole)
+for _ in $(seq 300); do "${C[@]}" version >/dev/null 2>&1 && break; sleep 0.1; done
+"${C[@]}" plugins ls | grep -q 'io.containerd.snapshotter.v1 *anole .* ok' ||
+	fail "containerd did not load the proxy plugin: $("${C[@]}" plugins ls 2>&1 | grep anole)"
+
+# ls as KEY PARENT KIND lines, sorted
+ls_is() {
+	local got
+	got=$("${S[@]}" ls | tail -n +2 | awk '{ if (NF == 2) print $1, "-", $2; else print $1, $2, $3 }' | sort)
+	[ "$got" = "$1" ] || fail "$2: ls says
+$got
+expected
+$1"
+}
+# mount_snap KEY DIR: mount what `ctr snapshots mounts` hands out
+mount_snap() {
+	mkdir -p "$2"
+	local m
+	m=$("${S[@]}" mounts "$2" "$1") || fail "mounts $1"
+	# shellcheck disable=SC2086  # ctr prints a mount command line
+	$m || fail "mounting $1 ($m) failed"
+}
+# expect_err WHAT ERROR CMD...: CMD fails with containerd's error text
+expect_err() {
+	local what=$1 want=$2
+	shift 2
+	expect_fail "$@"
+	grep -q "$want" "$TMP/last.err" || fail "$what: expected '$want', got: $(cat "$TMP/last.err")"
+}
+
+ls_is "" "a fresh snapshotter"
+"${S[@]}" prepare a
+ls_is "a - Active" "after prepare"
+mount_snap a "$TMP/ma"
+echo one >"$TMP/ma/f1"
+mkdir "$TMP/ma/d"
+umount "$TMP/ma"
+"${S[@]}" commit c1 a
+ls_is "c1 - Committed" "after commit"
+"${S[@]}" prepare b c1
+mount_snap b "$TMP/mb"
+[ "$(cat "$TMP/mb/f1")" = one ] || fail "the child does not see its parent's file"
+echo two >"$TMP/mb/d/f2"
+umount "$TMP/mb"
+"${S[@]}" commit c2 b
+"${S[@]}" view v c2
+ls_is "c1 - Committed
+c2 c1 Committed
+v c2 View" "after the second commit and a view"
+mount_snap v "$TMP/mv"
+printf 'd\nd/f2\nf1\n' >"$TMP/want"
+(cd "$TMP/mv" && find . -mindepth 1 | sed 's|^\./||' | sort) >"$TMP/got"
+cmp "$TMP/want" "$TMP/got" || fail "the view holds $(cat "$TMP/got")"
+[ "$(cat "$TMP/mv/d/f2")" = two ] || fail "the view lost f2"
+expect_fail touch "$TMP/mv/f3"
+umount "$TMP/mv"
+"${S[@]}" info c2 | grep -q '"Kind": "Committed"' || fail "info c2: $("${S[@]}" info c2)"
+
+# Usage measures the snapshot's own directory as du does (c1 is the
+# first snapshot made: directory 1); Update reaches us for the labels
+# containerd hands down (containerd.io/snapshot/*)
+c1dir=$D/snaproot/snapshots/1/fs
+[ "$(cat "$c1dir/f1")" = one ] || fail "c1 is not in directory 1"
+bytes=$(du -s --block-size=1 "$c1dir" | cut -f1)
+want="c1 $((bytes / 1024)).0 KiB $(find "$c1dir" | wc -l)"
+got=$("${S[@]}" usage c1 | tail -n 1 | awk '{ print $1, $2, $3, $4 }')
+[ "$got" = "$want" ] || fail "usage says '$got', du and find '$want'"
+"${S[@]}" label c2 containerd.io/snapshot/anole.test=yes
+python3 - "$D/snaproot/metadata.json" <<'EOP' || fail "the label did not reach the snapshotter"
+import json, sys
+snaps = json.load(open(sys.argv[1]))["snapshots"]
+(c2,) = [v for k, v in snaps.items() if k.endswith("/c2")]
+sys.exit(c2["labels"] != {"containerd.io/snapshot/anole.test": "yes"})
+EOP
+
+# containerd's errors, and the snapshotter keeps serving
+expect_err "prepare an existing key" "already exists" "${S[@]}" prepare c2
+expect_err "a missing parent" "not found" "${S[@]}" prepare x nope
+"${S[@]}" prepare act c2
+expect_err "an active parent" "invalid argument" "${S[@]}" prepare y act
+expect_err "commit onto an existing name" "already exists" "${S[@]}" commit c1 act
+expect_err "commit a committed one" "failed precondition" "${S[@]}" commit c9 c2
+expect_err "remove a parent" "failed precondition" "${S[@]}" rm c1
+expect_err "remove a missing one" "not found" "${S[@]}" rm nope
+expect_err "info of a missing one" "not found" "${S[@]}" info nope
+expect_err "mounts of a committed one" "failed precondition" "${S[@]}" mounts "$TMP/mc" c2
+"${S[@]}" rm act
+
+# a restarted snapshotter finds its snapshots again
+kill "$SNAP_PID"
+wait "$SNAP_PID" || fail "the snapshotter did not stop cleanly on SIGTERM"
+SNAP_PID=
+[ ! -e "$D/snap.sock" ] || fail "the snapshotter left its socket behind"
+start_snapshotter
+ls_is "c1 - Committed
+c2 c1 Committed
+v c2 View" "after a restart"
+
+# ctr's rm removes containerd's record; its garbage collector then finds
+# our snapshots (List) and removes each (Remove), children first
+"${S[@]}" rm v
+"${S[@]}" rm c2
+"${S[@]}" rm c1
+ls_is "" "after removing everything"
+lease=$("${C[@]}" leases create | awk '{ print $1 }')
+"${C[@]}" leases delete --sync "$lease"
+left=$(find "$D/snaproot/snapshots" -mindepth 1)
+[ -z "$left" ] || fail "left behind: $left"
+if grep -q 'ERROR\|panic' "$D/snap.log"; then fail "snapshotter log: $(cat "$D/snap.log")"; fi
+echo "t1000: prepare/commit/view/mounts/usage/label/rm/info through containerd 1.6 $("${C[@]}" version | awk '/Version/ { print $2; exit }')"
