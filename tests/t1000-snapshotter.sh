@@ -166,5 +166,12 @@ lease=$("${C[@]}" leases create | awk '{ print $1 }')
 "${C[@]}" leases delete --sync "$lease"
 left=$(find "$D/snaproot/snapshots" -mindepth 1)
 [ -z "$left" ] || fail "left behind: $left"
-if grep -q 'ERROR\|panic' "$D/snap.log"; then fail "snapshotter log: $(cat "$D/snap.log")"; fi
+# a clean stop (sanitizer builds report leaks here), and a log with
+# only the one-line errors of the misuses above
+kill "$SNAP_PID"
+wait "$SNAP_PID" || fail "the snapshotter did not stop cleanly: $(cat "$D/snap.log")"
+SNAP_PID=
+if grep -v '^anole-snapshotter: /containerd.services.snapshots.v1.Snapshots/[A-Za-z]*: ' "$D/snap.log"; then
+	fail "the snapshotter logged more than its one-line errors"
+fi
 echo "t1000: prepare/commit/view/mounts/usage/label/rm/info through containerd 1.6 $("${C[@]}" version | awk '/Version/ { print $2; exit }')"
