@@ -40,6 +40,8 @@ EOT
 # `version` must come first in the file
 { grep '^version' "$D/config.toml"; grep -v '^version' "$D/full.toml"; } >"$D/containerd.toml"
 
+GC=$(dirname "$ANOLE")/grpc-call
+M=/containerd.services.snapshots.v1.Snapshots
 SNAP_PID= CTD_PID=
 stop_all() {
 	[ -z "$CTD_PID" ] || { kill "$CTD_PID" 2>/dev/null; wait "$CTD_PID" 2>/dev/null; }
@@ -51,8 +53,13 @@ trap 'rc=$?; stop_all; (exit $rc); _cleanup' EXIT
 start_snapshotter() {
 	"$ANOLE" snapshotter --socket "$D/snap.sock" --root "$D/snaproot" 2>>"$D/snap.log" &
 	SNAP_PID=$!
-	for _ in $(seq 300); do [ -S "$D/snap.sock" ] && return; sleep 0.1; done
-	fail "the snapshotter made no socket: $(cat "$D/snap.log")"
+	# the socket file appears at bind(), before listen(): wait for an
+	# answer (a Stat's NOT_FOUND), not for the file
+	for _ in $(seq 300); do
+		case $("$GC" "$D/snap.sock" "$M/Stat" "" 2>/dev/null | head -n 1) in 5\ *) return ;; esac
+		sleep 0.1
+	done
+	fail "the snapshotter does not answer: $(cat "$D/snap.log")"
 }
 start_snapshotter
 containerd --config "$D/containerd.toml" >"$D/containerd.log" 2>&1 &
@@ -146,9 +153,53 @@ expect_err "info of a missing one" "not found" "${S[@]}" info nope
 expect_err "mounts of a committed one" "failed precondition" "${S[@]}" mounts "$TMP/mc" c2
 "${S[@]}" rm act
 
+# The snapshotter's own answers, straight on its socket (containerd's
+# metadata store answers most misuses before they reach it): each is
+# the code containerd expects, and the server goes on serving.
+# pb FIELD STRING...: protobuf string fields (lengths below 128)
+pb() {
+	while [ $# -ge 2 ]; do
+		printf '%02x%02x' $((($1 << 3) | 2)) ${#2}
+		printf '%s' "$2" | od -An -tx1 | tr -d ' \n'
+		shift 2
+	done
+}
+# pbm FIELD HEX: a message field holding the encoded message HEX
+pbm() { printf '%02x%02x%s' $((($1 << 3) | 2)) $((${#2} / 2)) "$2"; }
+# raw METHOD HEX CODE WHAT: the call ends with gRPC status CODE
+raw() {
+	local got
+	got=$("$GC" "$D/snap.sock" "$M/$1" "$2" | head -n 1) || fail "$4: the call failed"
+	[ "${got%% *}" = "$3" ] || fail "$4: status '$got', expected code $3"
+}
+raw Stat "$(pb 2 nope)" 5 "Stat of a missing key"
+raw Prepare "$(pb 2 rk 3 nope)" 5 "Prepare over a missing parent"
+raw Prepare "$(pb 2 ra)" 0 "Prepare"
+raw Prepare "$(pb 2 ra)" 6 "Prepare of an existing key"
+raw Prepare "$(pb 2 rb 3 ra)" 3 "Prepare over an active parent"
+raw Commit "$(pb 2 rc 3 nope)" 5 "Commit of a missing key"
+raw Commit "$(pb 2 rc 3 ra)" 0 "Commit"
+raw Commit "$(pb 2 rd 3 rc)" 9 "Commit of a committed one"
+raw Mounts "$(pb 2 rc)" 9 "Mounts of a committed one"
+raw View "$(pb 2 rv 3 rc)" 0 "View"
+raw Remove "$(pb 2 rc)" 9 "Remove of a parent"
+raw Remove "$(pb 2 nope)" 5 "Remove of a missing key"
+raw Update "$(pbm 2 "$(pb 1 nope)")" 5 "Update of a missing key"
+raw Update "$(pbm 2 "$(pb 1 rc)")$(pbm 3 "$(pb 1 parent)")" 3 "Update of the parent"
+raw Usage "$(pb 2 nope)" 5 "Usage of a missing key"
+raw Stat ffffffff 3 "a malformed request"
+raw Stat "$(pb 2 rc)ff" 3 "a truncated request"
+raw Bogus "" 12 "an unknown method"
+raw Remove "$(pb 2 rv)" 0 "Remove of the view"
+raw Remove "$(pb 2 rc)" 0 "Remove"
+raw Stat "$(pb 2 rc)" 5 "Stat after Remove"
+ls_is "c1 - Committed
+c2 c1 Committed
+v c2 View" "after the raw calls"
+
 # a restarted snapshotter finds its snapshots again
 kill "$SNAP_PID"
-wait "$SNAP_PID" || fail "the snapshotter did not stop cleanly on SIGTERM"
+wait "$SNAP_PID" || fail "the snapshotter did not stop cleanly on SIGTERM: $(cat "$D/snap.log")"
 SNAP_PID=
 [ ! -e "$D/snap.sock" ] || fail "the snapshotter left its socket behind"
 start_snapshotter

@@ -199,6 +199,8 @@ struct call {
 	struct rpc_reply *reply;
 };
 
+/* Decode the request as r, or answer INVALID_ARGUMENT and return: so
+ * nothing may be allocated before it. */
 #define DECODE(c, type, fn)                                                                        \
 	type *r = fn(NULL, (c)->len, (c)->req);                                                         \
 	if (!r) {                                                                                  \
@@ -322,12 +324,13 @@ static void m_stat(struct call *c)
 {
 	Containerd__Services__Snapshots__V1__StatSnapshotResponse m;
 	struct anole_error err = {0};
-	struct info_buf *b = malloc(sizeof(*b));
+	struct info_buf *b;
 	struct snap_info si = {0};
 	int rc;
 
 	DECODE(c, Containerd__Services__Snapshots__V1__StatSnapshotRequest,
 	       containerd__services__snapshots__v1__stat_snapshot_request__unpack);
+	b = malloc(sizeof(*b));
 	rc = b ? snap_stat(c->store, r->key, &si, &err) : anole_err(&err, ENOMEM, "out of memory");
 	if (rc < 0)
 		fail(c->reply, c->method, rc, &err);
@@ -376,10 +379,11 @@ static int list_one(void *ctx, const struct snap_info *si)
  * the metadata store) filter what they need (docs/DESIGN-snapshotter.md). */
 static void m_list(struct call *c)
 {
-	struct list_state ls = {.c = c, .bufs = calloc(LIST_BATCH, sizeof(struct info_buf))};
+	struct list_state ls = {.c = c};
 
 	DECODE(c, Containerd__Services__Snapshots__V1__ListSnapshotsRequest,
 	       containerd__services__snapshots__v1__list_snapshots_request__unpack);
+	ls.bufs = calloc(LIST_BATCH, sizeof(struct info_buf));
 	if (!ls.bufs)
 		rpc_reply_status(c->reply, RPC_INTERNAL, "out of memory");
 	else if (!snap_each(c->store, list_one, &ls))
@@ -392,13 +396,14 @@ static void m_update(struct call *c)
 {
 	Containerd__Services__Snapshots__V1__UpdateSnapshotResponse m;
 	struct anole_error err = {0};
-	struct info_buf *b = malloc(sizeof(*b));
+	struct info_buf *b;
 	struct snap_info si = {0};
 	json_t *labels = NULL;
 	int rc;
 
 	DECODE(c, Containerd__Services__Snapshots__V1__UpdateSnapshotRequest,
 	       containerd__services__snapshots__v1__update_snapshot_request__unpack);
+	b = malloc(sizeof(*b));
 	if (!b)
 		rc = anole_err(&err, ENOMEM, "out of memory");
 	else if (!r->info)
@@ -489,5 +494,5 @@ void snap_service(void *ctx, const char *method, const uint8_t *req, size_t len,
 		if (!strcmp(method, methods[i].name))
 			return methods[i].fn(&c);
 	rpc_reply_status(reply, RPC_UNIMPLEMENTED, "%s is not implemented", method);
-	fprintf(stderr, "anole-snapshotter: %s is not implemented\n", method);
+	fprintf(stderr, "anole-snapshotter: %s: not implemented\n", method);
 }
