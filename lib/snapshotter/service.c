@@ -472,6 +472,11 @@ static void m_usage(struct call *c)
 
 static void m_cleanup(struct call *c)
 {
+	struct anole_error err = {0};
+	int rc = snap_cleanup(c->store, &err);
+
+	if (rc < 0)
+		return fail(c->reply, c->method, rc, &err);
 	send_empty(c);
 }
 

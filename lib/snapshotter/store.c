@@ -339,3 +339,51 @@ int snap_update(struct snap_store *s, const char *key, json_t *labels, const cha
 	json_decref(rec);
 	return rc;
 }
+
+static int has_id(void *ctx, const struct snap_info *info)
+{
+	return info->id == *(const uint64_t *)ctx;
+}
+
+/* A directory name that is a snapshot id: digits only, no leading 0. */
+static bool id_name(const char *name, uint64_t *id)
+{
+	char *end;
+
+	if (name[0] < '1' || name[0] > '9')
+		return false;
+	errno = 0;
+	*id = strtoull(name, &end, 10);
+	return !*end && !errno;
+}
+
+int snap_cleanup(struct snap_store *s, struct anole_error *err)
+{
+	struct strbuf names = {0};
+	int fd = openat(s->rootfd, "snapshots", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int rc = fd < 0 ? -errno : dir_list(fd, &names);
+
+	if (rc < 0) {
+		if (fd >= 0)
+			close(fd);
+		strbuf_release(&names);
+		return anole_err(err, -rc, "snapshotter: listing %s/snapshots: %s", s->root,
+				 strerror(-rc));
+	}
+	/* entries are a type byte, the name and a NUL */
+	for (size_t off = 0; off < names.len; off += 2 + strlen(names.buf + off + 1)) {
+		const char *name = names.buf + off + 1;
+		uint64_t id;
+
+		if (id_name(name, &id) && !snap_each(s, has_id, &id)) {
+			int r = rm_tree_at(fd, name);
+
+			if (r < 0 && rc == 0)
+				rc = anole_err(err, -r, "snapshotter: removing %s/snapshots/%s: %s",
+					       s->root, name, strerror(-r));
+		}
+	}
+	close(fd);
+	strbuf_release(&names);
+	return rc;
+}

@@ -56,6 +56,10 @@ int snap_remove(struct snap_store *s, const char *key, struct anole_error *err);
 int snap_update(struct snap_store *s, const char *key, json_t *labels, const char *const *paths,
 		size_t npaths, struct anole_error *err);
 
+/* Remove the directories ROOT/snapshots/ID that no record names (what a
+ * crash between a mkdir and the record's write leaves). */
+int snap_cleanup(struct snap_store *s, struct anole_error *err);
+
 /* The directory of snapshot @id's tree ("fs") or overlay work ("work"). */
 int snap_dir(const struct snap_store *s, uint64_t id, const char *what, char *buf, size_t len);
 
