@@ -25,6 +25,7 @@ int cmd_cache(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_prefetch(int argc, char **argv);
 int cmd_smc(int argc, char **argv);
+int cmd_snapshotter(int argc, char **argv);
 
 /* Lazy images: a layout DIR, oci:DIR[:TAG] or docker://... */
 bool cli_is_lazy_ref(const char *arg);

@@ -29,6 +29,7 @@ static const struct {
 	{"run", cmd_run, "run a container from a lazy image"},
 	{"prefetch", cmd_prefetch, "record what a workload reads, to prefetch it first"},
 	{"smc", cmd_smc, "run programs with same-host TCP through shared memory"},
+	{"snapshotter", cmd_snapshotter, "serve containerd's snapshots API (a proxy plugin)"},
 };
 
 void cli_error(const char *fmt, ...)

@@ -1,0 +1,503 @@
+// SPDX-License-Identifier: Apache-2.0
+/* containerd's snapshots service (containerd.services.snapshots.v1) on
+ * the snapshot store: requests decoded and replies encoded with the
+ * protobuf-c code generated from containerd's own proto files. Errors
+ * map to the gRPC codes containerd's errdefs turn back into its errors. */
+#include <ftw.h>
+#include <stdio.h>
+
+#include "snapshots.pb-c.h"
+#include "snapshotter/rpc.h"
+#include "snapshotter/service.h"
+#include "util/util.h"
+
+#define SVC "/containerd.services.snapshots.v1.Snapshots/"
+/* containerd's own service sends List in pieces of this many. */
+#define LIST_BATCH 100
+
+static enum rpc_code code_of(int rc)
+{
+	switch (-rc) {
+	case ENOENT:
+		return RPC_NOT_FOUND;
+	case EEXIST:
+		return RPC_ALREADY_EXISTS;
+	case EINVAL:
+		return RPC_INVALID_ARGUMENT;
+	case EBUSY:
+		return RPC_FAILED_PRECONDITION;
+	default:
+		return RPC_INTERNAL;
+	}
+}
+
+static void fail(struct rpc_reply *reply, const char *method, int rc, const struct anole_error *err)
+{
+	rpc_reply_status(reply, code_of(rc), "%s", err->msg);
+	fprintf(stderr, "anole-snapshotter: %s: %s\n", method, err->msg);
+}
+
+/* Pack @msg as the reply's next message. */
+static void reply_msg(struct rpc_reply *reply, const ProtobufCMessage *msg)
+{
+	size_t len = protobuf_c_message_get_packed_size(msg);
+	uint8_t *buf = malloc(len ? len : 1);
+
+	if (!buf || rpc_reply_add(reply, buf, protobuf_c_message_pack(msg, buf)) < 0)
+		rpc_reply_status(reply, RPC_INTERNAL, "out of memory");
+}
+
+/* ---- labels: protobuf map entries <-> a JSON object ---- */
+
+typedef Containerd__Services__Snapshots__V1__Info__LabelsEntry LabelEntry;
+
+static json_t *entries_json(size_t n, void **entries, size_t key_off, size_t value_off)
+{
+	json_t *o = json_object();
+
+	for (size_t i = 0; o && i < n; i++) {
+		const char *k = *(char **)((char *)entries[i] + key_off);
+		const char *v = *(char **)((char *)entries[i] + value_off);
+
+		if (k && v)
+			json_object_set_new(o, k, json_string(v));
+	}
+	return o;
+}
+
+#define ENTRIES_JSON(req, T)                                                                       \
+	entries_json((req)->n_labels, (void **)(req)->labels, offsetof(T, key), offsetof(T, value))
+
+/* ---- Info ---- */
+
+struct info_buf {
+	Containerd__Services__Snapshots__V1__Info info;
+	Google__Protobuf__Timestamp created, updated;
+	LabelEntry *ptrs[256];
+	LabelEntry entries[256];
+};
+
+static void ts_of(Google__Protobuf__Timestamp *ts, int64_t ns)
+{
+	google__protobuf__timestamp__init(ts);
+	ts->seconds = ns / 1000000000;
+	ts->nanos = (int32_t)(ns % 1000000000);
+}
+
+static void info_fill(struct info_buf *b, const struct snap_info *si)
+{
+	static const Containerd__Services__Snapshots__V1__Kind kinds[] = {
+		[SNAP_VIEW] = CONTAINERD__SERVICES__SNAPSHOTS__V1__KIND__VIEW,
+		[SNAP_ACTIVE] = CONTAINERD__SERVICES__SNAPSHOTS__V1__KIND__ACTIVE,
+		[SNAP_COMMITTED] = CONTAINERD__SERVICES__SNAPSHOTS__V1__KIND__COMMITTED};
+	const char *k;
+	json_t *v;
+	size_t n = 0;
+
+	containerd__services__snapshots__v1__info__init(&b->info);
+	b->info.name = (char *)si->key;
+	b->info.parent = (char *)si->parent;
+	b->info.kind = kinds[si->kind];
+	ts_of(&b->created, si->created_ns);
+	ts_of(&b->updated, si->updated_ns);
+	b->info.created_at = &b->created;
+	b->info.updated_at = &b->updated;
+	json_object_foreach (si->labels, k, v) {
+		if (n == ARRAY_SIZE(b->entries) || !json_is_string(v))
+			break;
+		containerd__services__snapshots__v1__info__labels_entry__init(&b->entries[n]);
+		b->entries[n].key = (char *)k;
+		b->entries[n].value = (char *)json_string_value(v);
+		b->ptrs[n] = &b->entries[n];
+		n++;
+	}
+	b->info.n_labels = n;
+	b->info.labels = b->ptrs;
+}
+
+/* ---- Mounts ---- */
+
+struct mounts_buf {
+	Containerd__Types__Mount mount, *ptr;
+	char src[4096];
+	char opt[4][8192];
+	char *opts[4];
+};
+
+/* The lowerdir list of @parent and its ancestors, nearest first. */
+static int lowerdirs(struct snap_store *s, const char *parent, char *buf, size_t len, size_t *n)
+{
+	size_t used = 0;
+
+	*n = 0;
+	buf[0] = 0;
+	while (*parent) {
+		struct snap_info pi;
+		struct anole_error e = {0};
+		char dir[4096];
+
+		if (snap_stat(s, parent, &pi, &e) < 0 || snap_dir(s, pi.id, "fs", dir, sizeof(dir)) < 0)
+			return -ENOENT;
+		if (used + strlen(dir) + 2 > len)
+			return -ENAMETOOLONG;
+		used += (size_t)sprintf(buf + used, "%s%s", used ? ":" : "", dir);
+		(*n)++;
+		parent = pi.parent;
+	}
+	return 0;
+}
+
+/* What containerd's overlayfs snapshotter answers: a bind mount of the
+ * snapshot's own directory (no parent) or of its only parent (a view),
+ * else an overlay with the parents as lower layers. */
+static int mounts_fill(struct snap_store *s, const struct snap_info *si, struct mounts_buf *b)
+{
+	size_t nparents, no = 0;
+	char lower[8000];
+	bool ro = si->kind == SNAP_VIEW;
+
+	containerd__types__mount__init(&b->mount);
+	b->ptr = &b->mount;
+	for (size_t i = 0; i < ARRAY_SIZE(b->opts); i++)
+		b->opts[i] = b->opt[i];
+	if (lowerdirs(s, si->parent, lower, sizeof(lower), &nparents) < 0)
+		return -ENOENT;
+	if (nparents == 0 || (ro && nparents == 1)) {
+		b->mount.type = "bind";
+		if (nparents == 0)
+			snap_dir(s, si->id, "fs", b->src, sizeof(b->src));
+		else
+			snprintf(b->src, sizeof(b->src), "%s", lower);
+		snprintf(b->opt[no++], sizeof(b->opt[0]), "%s", ro ? "ro" : "rw");
+		snprintf(b->opt[no++], sizeof(b->opt[0]), "rbind");
+	} else {
+		char dir[4096];
+
+		b->mount.type = "overlay";
+		snprintf(b->src, sizeof(b->src), "overlay");
+		if (!ro) {
+			snap_dir(s, si->id, "work", dir, sizeof(dir));
+			snprintf(b->opt[no++], sizeof(b->opt[0]), "workdir=%s", dir);
+			snap_dir(s, si->id, "fs", dir, sizeof(dir));
+			snprintf(b->opt[no++], sizeof(b->opt[0]), "upperdir=%s", dir);
+		}
+		snprintf(b->opt[no++], sizeof(b->opt[0]), "lowerdir=%s", lower);
+	}
+	b->mount.source = b->src;
+	b->mount.n_options = no;
+	b->mount.options = b->opts;
+	return 0;
+}
+
+/* ---- methods ---- */
+
+struct call {
+	struct snap_store *store;
+	const char *method;
+	const uint8_t *req;
+	size_t len;
+	struct rpc_reply *reply;
+};
+
+/* Decode the request as r, or answer INVALID_ARGUMENT and return: so
+ * nothing may be allocated before it. */
+#define DECODE(c, type, fn)                                                                        \
+	type *r = fn(NULL, (c)->len, (c)->req);                                                         \
+	if (!r) {                                                                                  \
+		rpc_reply_status((c)->reply, RPC_INVALID_ARGUMENT, "malformed request");           \
+		fprintf(stderr, "anole-snapshotter: %s: malformed request\n", (c)->method);        \
+		return;                                                                            \
+	}
+
+static void send_mounts(struct call *c, const char *key, int which)
+{
+	struct anole_error err = {0};
+	struct snap_info si = {0};
+	struct mounts_buf b;
+	int rc = snap_stat(c->store, key, &si, &err);
+
+	/* a committed snapshot has no mounts of its own: containerd's
+	 * storage refuses it the same way */
+	if (rc == 0 && si.kind == SNAP_COMMITTED)
+		rc = anole_err(&err, EBUSY, "snapshot %s is not active or a view", key);
+	if (rc < 0)
+		return fail(c->reply, c->method, rc, &err);
+	if (mounts_fill(c->store, &si, &b) < 0)
+		return rpc_reply_status(c->reply, RPC_INTERNAL, "snapshot %s: a parent is missing",
+					key);
+	if (which == 0) {
+		Containerd__Services__Snapshots__V1__PrepareSnapshotResponse m;
+
+		containerd__services__snapshots__v1__prepare_snapshot_response__init(&m);
+		m.n_mounts = 1;
+		m.mounts = &b.ptr;
+		reply_msg(c->reply, &m.base);
+	} else {
+		Containerd__Services__Snapshots__V1__MountsResponse m;
+
+		containerd__services__snapshots__v1__mounts_response__init(&m);
+		m.n_mounts = 1;
+		m.mounts = &b.ptr;
+		reply_msg(c->reply, &m.base);
+	}
+}
+
+static void create(struct call *c, enum snap_kind kind, const char *key, const char *parent,
+		   json_t *labels)
+{
+	struct anole_error err = {0};
+	int rc = snap_create(c->store, kind, key, parent ? parent : "", labels, &err);
+
+	json_decref(labels);
+	if (rc < 0)
+		return fail(c->reply, c->method, rc, &err);
+	/* Prepare's and View's responses have the same fields as Mounts's */
+	send_mounts(c, key, 0);
+}
+
+static void m_prepare(struct call *c)
+{
+	DECODE(c, Containerd__Services__Snapshots__V1__PrepareSnapshotRequest,
+	       containerd__services__snapshots__v1__prepare_snapshot_request__unpack);
+	create(c, SNAP_ACTIVE, r->key, r->parent,
+	       ENTRIES_JSON(r, Containerd__Services__Snapshots__V1__PrepareSnapshotRequest__LabelsEntry));
+	containerd__services__snapshots__v1__prepare_snapshot_request__free_unpacked(r, NULL);
+}
+
+static void m_view(struct call *c)
+{
+	DECODE(c, Containerd__Services__Snapshots__V1__ViewSnapshotRequest,
+	       containerd__services__snapshots__v1__view_snapshot_request__unpack);
+	create(c, SNAP_VIEW, r->key, r->parent,
+	       ENTRIES_JSON(r, Containerd__Services__Snapshots__V1__ViewSnapshotRequest__LabelsEntry));
+	containerd__services__snapshots__v1__view_snapshot_request__free_unpacked(r, NULL);
+}
+
+static void m_mounts(struct call *c)
+{
+	DECODE(c, Containerd__Services__Snapshots__V1__MountsRequest,
+	       containerd__services__snapshots__v1__mounts_request__unpack);
+	send_mounts(c, r->key, 1);
+	containerd__services__snapshots__v1__mounts_request__free_unpacked(r, NULL);
+}
+
+static void send_empty(struct call *c)
+{
+	Google__Protobuf__Empty m;
+
+	google__protobuf__empty__init(&m);
+	reply_msg(c->reply, &m.base);
+}
+
+static void m_commit(struct call *c)
+{
+	struct anole_error err = {0};
+	json_t *labels;
+	int rc;
+
+	DECODE(c, Containerd__Services__Snapshots__V1__CommitSnapshotRequest,
+	       containerd__services__snapshots__v1__commit_snapshot_request__unpack);
+	labels = ENTRIES_JSON(r, Containerd__Services__Snapshots__V1__CommitSnapshotRequest__LabelsEntry);
+	rc = snap_commit(c->store, r->name, r->key, labels, &err);
+	json_decref(labels);
+	containerd__services__snapshots__v1__commit_snapshot_request__free_unpacked(r, NULL);
+	if (rc < 0)
+		return fail(c->reply, c->method, rc, &err);
+	send_empty(c);
+}
+
+static void m_remove(struct call *c)
+{
+	struct anole_error err = {0};
+	int rc;
+
+	DECODE(c, Containerd__Services__Snapshots__V1__RemoveSnapshotRequest,
+	       containerd__services__snapshots__v1__remove_snapshot_request__unpack);
+	rc = snap_remove(c->store, r->key, &err);
+	containerd__services__snapshots__v1__remove_snapshot_request__free_unpacked(r, NULL);
+	if (rc < 0)
+		return fail(c->reply, c->method, rc, &err);
+	send_empty(c);
+}
+
+static void m_stat(struct call *c)
+{
+	Containerd__Services__Snapshots__V1__StatSnapshotResponse m;
+	struct anole_error err = {0};
+	struct info_buf *b;
+	struct snap_info si = {0};
+	int rc;
+
+	DECODE(c, Containerd__Services__Snapshots__V1__StatSnapshotRequest,
+	       containerd__services__snapshots__v1__stat_snapshot_request__unpack);
+	b = malloc(sizeof(*b));
+	rc = b ? snap_stat(c->store, r->key, &si, &err) : anole_err(&err, ENOMEM, "out of memory");
+	if (rc < 0)
+		fail(c->reply, c->method, rc, &err);
+	else {
+		info_fill(b, &si);
+		containerd__services__snapshots__v1__stat_snapshot_response__init(&m);
+		m.info = &b->info;
+		reply_msg(c->reply, &m.base);
+	}
+	free(b);
+	containerd__services__snapshots__v1__stat_snapshot_request__free_unpacked(r, NULL);
+}
+
+struct list_state {
+	struct call *c;
+	struct info_buf *bufs;
+	Containerd__Services__Snapshots__V1__Info *ptrs[LIST_BATCH];
+	size_t n;
+};
+
+static void list_flush(struct list_state *ls)
+{
+	Containerd__Services__Snapshots__V1__ListSnapshotsResponse m;
+
+	if (!ls->n)
+		return;
+	containerd__services__snapshots__v1__list_snapshots_response__init(&m);
+	m.n_info = ls->n;
+	m.info = ls->ptrs;
+	reply_msg(ls->c->reply, &m.base);
+	ls->n = 0;
+}
+
+static int list_one(void *ctx, const struct snap_info *si)
+{
+	struct list_state *ls = ctx;
+
+	info_fill(&ls->bufs[ls->n], si);
+	ls->ptrs[ls->n] = &ls->bufs[ls->n].info;
+	if (++ls->n == LIST_BATCH)
+		list_flush(ls);
+	return ls->c->reply->code != RPC_OK;
+}
+
+/* Filters are not applied here: containerd's client-side callers (ctr,
+ * the metadata store) filter what they need (docs/DESIGN-snapshotter.md). */
+static void m_list(struct call *c)
+{
+	struct list_state ls = {.c = c};
+
+	DECODE(c, Containerd__Services__Snapshots__V1__ListSnapshotsRequest,
+	       containerd__services__snapshots__v1__list_snapshots_request__unpack);
+	ls.bufs = calloc(LIST_BATCH, sizeof(struct info_buf));
+	if (!ls.bufs)
+		rpc_reply_status(c->reply, RPC_INTERNAL, "out of memory");
+	else if (!snap_each(c->store, list_one, &ls))
+		list_flush(&ls);
+	free(ls.bufs);
+	containerd__services__snapshots__v1__list_snapshots_request__free_unpacked(r, NULL);
+}
+
+static void m_update(struct call *c)
+{
+	Containerd__Services__Snapshots__V1__UpdateSnapshotResponse m;
+	struct anole_error err = {0};
+	struct info_buf *b;
+	struct snap_info si = {0};
+	json_t *labels = NULL;
+	int rc;
+
+	DECODE(c, Containerd__Services__Snapshots__V1__UpdateSnapshotRequest,
+	       containerd__services__snapshots__v1__update_snapshot_request__unpack);
+	b = malloc(sizeof(*b));
+	if (!b)
+		rc = anole_err(&err, ENOMEM, "out of memory");
+	else if (!r->info)
+		rc = anole_err(&err, EINVAL, "update without the snapshot's info");
+	else {
+		labels = ENTRIES_JSON(r->info, LabelEntry);
+		rc = snap_update(c->store, r->info->name, labels,
+				 r->update_mask ? (const char *const *)r->update_mask->paths : NULL,
+				 r->update_mask ? r->update_mask->n_paths : 0, &err);
+	}
+	if (rc == 0)
+		rc = snap_stat(c->store, r->info->name, &si, &err);
+	if (rc < 0)
+		fail(c->reply, c->method, rc, &err);
+	else {
+		info_fill(b, &si);
+		containerd__services__snapshots__v1__update_snapshot_response__init(&m);
+		m.info = &b->info;
+		reply_msg(c->reply, &m.base);
+	}
+	json_decref(labels);
+	free(b);
+	containerd__services__snapshots__v1__update_snapshot_request__free_unpacked(r, NULL);
+}
+
+/* nftw has no context argument; calls are served one at a time. */
+static int64_t du_bytes, du_inodes;
+
+static int du_one(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void)path, (void)type, (void)ftw;
+	du_bytes += (int64_t)st->st_blocks * 512;
+	du_inodes++;
+	return 0;
+}
+
+/* What the snapshot's own directory holds, as containerd's overlay
+ * snapshotter reports it: blocks in use and inodes, the directory itself
+ * included (a file with several links is counted at each). */
+static void m_usage(struct call *c)
+{
+	Containerd__Services__Snapshots__V1__UsageResponse m;
+	struct anole_error err = {0};
+	struct snap_info si = {0};
+	char dir[4096];
+	int rc;
+
+	DECODE(c, Containerd__Services__Snapshots__V1__UsageRequest,
+	       containerd__services__snapshots__v1__usage_request__unpack);
+	rc = snap_stat(c->store, r->key, &si, &err);
+	du_bytes = du_inodes = 0;
+	if (rc == 0 && (snap_dir(c->store, si.id, "fs", dir, sizeof(dir)) < 0 ||
+			nftw(dir, du_one, 16, FTW_PHYS | FTW_MOUNT) != 0))
+		rc = anole_err(&err, errno ? errno : EIO, "snapshot %s: measuring %s failed", r->key,
+			       dir);
+	if (rc < 0)
+		fail(c->reply, c->method, rc, &err);
+	else {
+		containerd__services__snapshots__v1__usage_response__init(&m);
+		m.size = du_bytes;
+		m.inodes = du_inodes;
+		reply_msg(c->reply, &m.base);
+	}
+	containerd__services__snapshots__v1__usage_request__free_unpacked(r, NULL);
+}
+
+static void m_cleanup(struct call *c)
+{
+	struct anole_error err = {0};
+	int rc = snap_cleanup(c->store, &err);
+
+	if (rc < 0)
+		return fail(c->reply, c->method, rc, &err);
+	send_empty(c);
+}
+
+static const struct {
+	const char *name;
+	void (*fn)(struct call *c);
+} methods[] = {
+	{SVC "Prepare", m_prepare}, {SVC "View", m_view},     {SVC "Mounts", m_mounts},
+	{SVC "Commit", m_commit},   {SVC "Remove", m_remove}, {SVC "Stat", m_stat},
+	{SVC "List", m_list},       {SVC "Cleanup", m_cleanup}, {SVC "Update", m_update},
+	{SVC "Usage", m_usage},
+};
+
+void snap_service(void *ctx, const char *method, const uint8_t *req, size_t len,
+		  struct rpc_reply *reply)
+{
+	struct call c = {ctx, method, req, len, reply};
+
+	for (size_t i = 0; i < ARRAY_SIZE(methods); i++)
+		if (!strcmp(method, methods[i].name))
+			return methods[i].fn(&c);
+	rpc_reply_status(reply, RPC_UNIMPLEMENTED, "%s is not implemented", method);
+	fprintf(stderr, "anole-snapshotter: %s: not implemented\n", method);
+}

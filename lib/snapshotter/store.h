@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The snapshotter's metadata: every snapshot by key, with its id (the
+ * name of its directory under ROOT/snapshots), kind, parent, times and
+ * labels, kept in ROOT/metadata.json and rewritten whole and atomically
+ * on each change (docs/DESIGN-snapshotter.md). Functions return 0 or a
+ * negative errno with @err set; the errno says which gRPC code fits
+ * (ENOENT not found, EEXIST exists, EINVAL bad argument, EBUSY a
+ * precondition). */
+#ifndef ANOLE_SNAPSHOTTER_STORE_H
+#define ANOLE_SNAPSHOTTER_STORE_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "anole/anole.h"
+
+enum snap_kind { SNAP_VIEW = 1, SNAP_ACTIVE = 2, SNAP_COMMITTED = 3 };
+
+struct snap_store {
+	char *root;
+	int rootfd;
+	json_t *doc; /* {"next_id": N, "snapshots": {KEY: {...}}} */
+};
+
+struct snap_info {
+	const char *key, *parent; /* parent "" for none */
+	enum snap_kind kind;
+	uint64_t id;
+	int64_t created_ns, updated_ns;
+	json_t *labels; /* borrowed: an object of strings */
+};
+
+int snap_store_open(struct snap_store *s, const char *root, struct anole_error *err);
+void snap_store_close(struct snap_store *s);
+
+int snap_stat(struct snap_store *s, const char *key, struct snap_info *info,
+	      struct anole_error *err);
+/* Each snapshot in turn: @fn returns nonzero to stop (and that value is
+ * returned). */
+int snap_each(struct snap_store *s, int (*fn)(void *ctx, const struct snap_info *info), void *ctx);
+
+/* A new active or view snapshot @key over the committed @parent ("" for
+ * none), with its directories made. */
+int snap_create(struct snap_store *s, enum snap_kind kind, const char *key, const char *parent,
+		json_t *labels, struct anole_error *err);
+/* The active @key becomes the committed @name. */
+int snap_commit(struct snap_store *s, const char *name, const char *key, json_t *labels,
+		struct anole_error *err);
+/* @key, which no snapshot may have as parent, and its directories. */
+int snap_remove(struct snap_store *s, const char *key, struct anole_error *err);
+
+/* Labels of @key from @labels: every label (no @paths, or "labels"), or
+ * the ones "labels.KEY" names (absent from @labels: removed); any other
+ * path is -EINVAL, as containerd refuses to change name, parent, kind or
+ * creation time. */
+int snap_update(struct snap_store *s, const char *key, json_t *labels, const char *const *paths,
+		size_t npaths, struct anole_error *err);
+
+/* Remove the directories ROOT/snapshots/ID that no record names (what a
+ * crash between a mkdir and the record's write leaves). */
+int snap_cleanup(struct snap_store *s, struct anole_error *err);
+
+/* The directory of snapshot @id's tree ("fs") or overlay work ("work"). */
+int snap_dir(const struct snap_store *s, uint64_t id, const char *what, char *buf, size_t len);
+
+#endif
