@@ -62,8 +62,8 @@ int serve_dir_check(const char *dir, bool create, struct anole_error *err)
 	int r = create ? mkdir_parents(dir, 0700) : 0;
 	if (r < 0)
 		return anole_err(err, -r, "%s: %s", dir, strerror(-r));
-	char real[PATH_MAX];
-	if (!realpath(dir, real))
+	_cleanup_free_ char *real = realpath(dir, NULL);
+	if (!real)
 		return anole_err(err, errno, "%s: %s", dir, strerror(errno));
 	/* every parent from /, then the directory itself */
 	for (char *s = real;; s++) {

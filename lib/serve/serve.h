@@ -149,9 +149,10 @@ int serve_daemon(struct anole_error *err);
 /* The worker's life; never returns. */
 void serve_worker(const struct holder_state *h) __attribute__((noreturn));
 
-/* flock(@how) on CACHE/.lock: the daemon holds it shared while it sets
- * up a mount, cache gc exclusive. Returns the descriptor or -errno. */
-int serve_cache_lock(const char *cache, int how);
+/* flock(@how) on CACHE/.lock (@path, paths.h): the daemon holds it
+ * shared while it sets up a mount, cache gc exclusive. Returns the
+ * descriptor or -errno. */
+int serve_cache_lock(const char *path, int how);
 
 /* Send one JSON request to the daemon (started when @start and not
  * running) and return its JSON reply (malloc'd). */
