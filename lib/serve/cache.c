@@ -98,8 +98,8 @@ static int in_use(const struct serve_files *f, struct strmap *set, struct strmap
 static int cache_dir_ok(struct serve_paths *p, struct serve_files *f, struct anole_error *err)
 {
 	serve_paths_init(p);
-	int r = serve_files_init(f, p, err);
-	if (r < 0)
+	int r = serve_paths_whole(p, err);
+	if (r < 0 || (r = serve_files_init(f, p, err)) < 0)
 		return r;
 	r = serve_dir_check(p->cache, false, err);
 	if (r == -ENOENT) {

@@ -16,33 +16,54 @@
 #include "serve/serve.h"
 #include "util/util.h"
 
+/* One root directory into @dst: @a then @b; *@cut when it does not fit. */
+static void root(char *dst, size_t size, bool *cut, const char *a, const char *b)
+{
+	int n = snprintf(dst, size, "%s%s", a, b);
+	*cut |= n < 0 || (size_t)n >= size;
+}
+
 void serve_paths_init(struct serve_paths *p)
 {
+	p->cut = false;
 	const char *rt = getenv("ANOLE_RUNTIME_DIR"), *cache = getenv("ANOLE_CACHE_DIR");
 	if (geteuid() == 0 || (rt && *rt && cache && *cache)) {
-		snprintf(p->runtime, sizeof(p->runtime), "%s", rt && *rt ? rt : "/run/anole");
-		snprintf(p->cache, sizeof(p->cache), "%s",
-			 cache && *cache ? cache : "/var/lib/anole/cache");
+		root(p->runtime, sizeof(p->runtime), &p->cut, rt && *rt ? rt : "/run/anole", "");
+		root(p->cache, sizeof(p->cache), &p->cut,
+		     cache && *cache ? cache : "/var/lib/anole/cache", "");
 		return;
 	}
 	/* users: their own runtime and cache directories */
 	const char *xrt = getenv("XDG_RUNTIME_DIR"), *xc = getenv("XDG_CACHE_HOME");
 	const char *home = getenv("HOME");
+	char uid[16];
+	snprintf(uid, sizeof(uid), "%u", (unsigned)geteuid());
 	if (rt && *rt)
-		snprintf(p->runtime, sizeof(p->runtime), "%s", rt);
+		root(p->runtime, sizeof(p->runtime), &p->cut, rt, "");
 	else if (xrt && *xrt)
-		snprintf(p->runtime, sizeof(p->runtime), "%s/anole", xrt);
+		root(p->runtime, sizeof(p->runtime), &p->cut, xrt, "/anole");
 	else
-		snprintf(p->runtime, sizeof(p->runtime), "/tmp/anole-%u", (unsigned)geteuid());
+		root(p->runtime, sizeof(p->runtime), &p->cut, "/tmp/anole-", uid);
 	/* (without HOME, one of its own: a shared /tmp/.cache is anyone's) */
 	if (cache && *cache)
-		snprintf(p->cache, sizeof(p->cache), "%s", cache);
+		root(p->cache, sizeof(p->cache), &p->cut, cache, "");
 	else if (xc && *xc)
-		snprintf(p->cache, sizeof(p->cache), "%s/anole", xc);
+		root(p->cache, sizeof(p->cache), &p->cut, xc, "/anole");
 	else if (home && *home)
-		snprintf(p->cache, sizeof(p->cache), "%s/.cache/anole", home);
+		root(p->cache, sizeof(p->cache), &p->cut, home, "/.cache/anole");
 	else
-		snprintf(p->cache, sizeof(p->cache), "/tmp/anole-cache-%u", (unsigned)geteuid());
+		root(p->cache, sizeof(p->cache), &p->cut, "/tmp/anole-cache-", uid);
+}
+
+int serve_paths_whole(const struct serve_paths *p, struct anole_error *err)
+{
+	if (p->cut)
+		return anole_err(err, ENAMETOOLONG,
+				 "the runtime or cache directory (ANOLE_RUNTIME_DIR, ANOLE_CACHE_DIR, "
+				 "XDG_RUNTIME_DIR, XDG_CACHE_HOME or HOME) is longer than the %zu "
+				 "bytes anole takes",
+				 sizeof(p->runtime) - 1);
+	return 0;
 }
 
 static int connect_daemon(const struct sockaddr_un *sa)
@@ -186,8 +207,9 @@ static int request_once(const char *request, bool start, char **reply, bool *una
 	serve_paths_init(&p);
 	_cleanup_serve_files_ struct serve_files f = {0};
 	struct sockaddr_un sa;
-	int fd = serve_files_init(&f, &p, err);
-	if (fd < 0 || (fd = serve_socket_addr(f.sock, &sa, err)) < 0)
+	int fd = serve_paths_whole(&p, err);
+	if (fd < 0 || (fd = serve_files_init(&f, &p, err)) < 0 ||
+	    (fd = serve_socket_addr(f.sock, &sa, err)) < 0)
 		return fd;
 	/* a socket in a directory someone else controls could be anyone's */
 	fd = serve_dir_check(p.runtime, false, err);

@@ -80,7 +80,9 @@ int serve_dir_check(const char *dir, bool create, struct anole_error *err)
 
 int serve_paths_check(const struct serve_paths *p, bool create, struct anole_error *err)
 {
-	int r = serve_dir_check(p->runtime, create, err);
+	int r = serve_paths_whole(p, err);
+	if (r >= 0)
+		r = serve_dir_check(p->runtime, create, err);
 	return r < 0 ? r : serve_dir_check(p->cache, create, err);
 }
 

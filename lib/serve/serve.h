@@ -130,8 +130,12 @@ int holder_run(struct holder_state *h, struct anole_error *err);
 struct serve_paths {
 	char runtime[512]; /* $ANOLE_RUNTIME_DIR or /run/anole */
 	char cache[512];   /* $ANOLE_CACHE_DIR or /var/lib/anole/cache */
+	bool cut;          /* one of them did not fit: serve_paths_whole refuses */
 };
 void serve_paths_init(struct serve_paths *p);
+/* -ENAMETOOLONG (said in @err) when a directory was cut; also part of
+ * serve_paths_check. */
+int serve_paths_whole(const struct serve_paths *p, struct anole_error *err);
 /* dirs.c: @dir (made 0700 with its parents when @create) must be ours
  * alone: owned by us, written by nobody else, below parents only we or
  * root change. A group- or world-readable one is made private. */

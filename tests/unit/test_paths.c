@@ -113,6 +113,31 @@ static void socket_path_limit(void **state)
 	}
 }
 
+/* A root directory longer than struct serve_paths holds is refused with
+ * one line, never used cut. */
+static void cut_root_refused(void **state)
+{
+	(void)state;
+	char dir[700];
+	memset(dir, 'x', sizeof(dir));
+	dir[0] = '/';
+	dir[sizeof(dir) - 1] = 0;
+	setenv("ANOLE_RUNTIME_DIR", "/rt", 1);
+	setenv("ANOLE_CACHE_DIR", dir, 1);
+	struct serve_paths p;
+	serve_paths_init(&p);
+	struct anole_error err = {0};
+	assert_int_equal(serve_paths_whole(&p, &err), -ENAMETOOLONG);
+	assert_non_null(strstr(err.msg, "ANOLE_CACHE_DIR"));
+	memset(&err, 0, sizeof(err));
+	assert_int_equal(serve_paths_check(&p, false, &err), -ENAMETOOLONG);
+	dir[511] = 0; /* the longest that fits */
+	setenv("ANOLE_CACHE_DIR", dir, 1);
+	serve_paths_init(&p);
+	assert_int_equal(serve_paths_whole(&p, &err), 0);
+	assert_string_equal(p.cache, dir);
+}
+
 /* Request fields are capped at the kernel's limit for one path. */
 static void request_field_limit(void **state)
 {
@@ -127,6 +152,7 @@ int main(void)
 		cmocka_unit_test(blob_layout),
 		cmocka_unit_test(long_paths_whole),
 		cmocka_unit_test(socket_path_limit),
+		cmocka_unit_test(cut_root_refused),
 		cmocka_unit_test(request_field_limit),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
