@@ -386,8 +386,11 @@ static int build_separate(struct image_src *s, const char *outdir,
 	if (lstat(outdir, &st) == 0)
 		return anole_err(s->err, EEXIST, "%s: already exists (--layers=separate makes a "
 				 "new directory)", outdir);
-	char tmp[4096];
-	snprintf(tmp, sizeof(tmp), "%s.tmp-XXXXXX", outdir);
+	_cleanup_free_ char *tmp = NULL;
+	if (asprintf(&tmp, "%s.tmp-XXXXXX", outdir) < 0) {
+		tmp = NULL;
+		return anole_err(s->err, ENOMEM, "out of memory");
+	}
 	if (!mkdtemp(tmp))
 		return anole_err(s->err, errno, "%s: %s", tmp, strerror(errno));
 	chmod(tmp, 0755);
@@ -400,12 +403,12 @@ static int build_separate(struct image_src *s, const char *outdir,
 	if (!built)
 		r = anole_err(s->err, ENOMEM, "out of memory");
 	for (size_t i = 0; i < n && r >= 0; i++) {
-		char path[4200];
-		snprintf(path, sizeof(path), "%s/%04zu.erofs", tmp, i + 1);
-		if (!(built[i] = strdup(path))) {
+		if (asprintf(&built[i], "%s/%04zu.erofs", tmp, i + 1) < 0) {
+			built[i] = NULL;
 			r = anole_err(s->err, ENOMEM, "out of memory");
 			break;
 		}
+		const char *path = built[i];
 		struct tree_writer *tw;
 		struct layers *l = NULL;
 		struct anole_build_stats one = {0};
@@ -428,17 +431,15 @@ static int build_separate(struct image_src *s, const char *outdir,
 		add_stats(&sum, &one);
 	}
 	dirmeta_free(dm);
-	for (size_t i = 0; built && i < n; i++)
-		free(built[i]);
-	free(built);
 	if (r >= 0 && rename(tmp, outdir) < 0)
 		r = anole_err(s->err, errno, "%s: %s", outdir, strerror(errno));
+	for (size_t i = 0; built && i < n; i++) {
+		if (r < 0 && built[i]) /* (only a layer that has its name was made) */
+			unlink(built[i]);
+		free(built[i]);
+	}
+	free(built);
 	if (r < 0) {
-		for (size_t i = 0; i < n; i++) {
-			char path[4200];
-			snprintf(path, sizeof(path), "%s/%04zu.erofs", tmp, i + 1);
-			unlink(path);
-		}
 		rmdir(tmp);
 		return r;
 	}
