@@ -127,7 +127,7 @@ static void long_repository_paths(void **state)
 	char url[1100], loc[700];
 	snprintf(url, sizeof(url), "https://registry.example:5000/v2/%s/blobs/uploads/?mount=%s&from=%s",
 		 repo, DIGEST, from);
-	snprintf(loc, sizeof(loc), "/v2/%s/blobs/uploads/%s?_state=%s", repo, DIGEST + 7, from);
+	snprintf(loc, sizeof(loc), "/v2/%s/blobs/uploads/%s?_state=%s", repo, &DIGEST[7], from);
 	snprintf(want, sizeof(want), "https://registry.example:5000%s", loc);
 	location(url, loc, want);
 }
