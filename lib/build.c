@@ -53,9 +53,9 @@ static bool claims_dir(const char *source, const struct stat *st,
 
 /* In the order they are asked: prefixes first, then what the file is. */
 static const struct build_source sources[] = {
-	{"OCI image layout", claims_layout, source_image},
-	{"registry image", claims_registry, source_image},
-	{"tar file", claims_tar, source_image},
+	{"OCI image layout", claims_layout, source_layout},
+	{"registry image", claims_registry, source_registry},
+	{"tar file", claims_tar, source_tar},
 	{"directory", claims_dir, build_dir},
 };
 

@@ -40,10 +40,18 @@ int registry_creds_for_ref(const char *ref, struct json_t **out, struct anole_er
  * in lower case, the port always written; false for other URLs and for
  * ones with user info. */
 bool registry_url_origin(const char *url, char *out, size_t size);
-/* A Location header as an absolute URL: as it is when absolute (http or
- * https), else a path on the origin of @url, the request that got it;
- * false for anything else. */
-bool registry_absolute_location(const char *url, const char *loc, char *out, size_t size);
+/* A Location header as an absolute URL (*@out, malloc'd): as it is when
+ * absolute (http or https), else a path on the origin of @url, the
+ * request that got it. 0, -EINVAL for anything else, -ENOMEM. */
+int registry_absolute_location(const char *url, const char *loc, char **out);
+
+/* The paths of the registry API, built to their length (malloc'd; NULL
+ * when out of memory): "/v2/REPO/KIND/REF" (KIND "manifests" or "blobs"),
+ * and where an upload starts, "/v2/REPO/blobs/uploads/", with a
+ * cross-repository mount "?mount=DIGEST&from=FROM" when @from is another
+ * repository. */
+char *registry_api_path(const char *repo, const char *kind, const char *ref);
+char *registry_upload_path(const char *repo, const char *digest, const char *from);
 
 struct registry;
 /* tls_verify: 0 = verified HTTPS except plain HTTP for localhost,

@@ -13,16 +13,18 @@
 int registry_get_manifest(struct registry *r, const char *repo, const char *ref, uint64_t size,
 			  struct strbuf *body, char *media_type, struct anole_error *err)
 {
-	char path[600];
-	snprintf(path, sizeof(path), "/v2/%s/manifests/%s", repo, ref);
+	_cleanup_free_ char *path = registry_api_path(repo, "manifests", ref);
+	if (!path)
+		return anole_err(err, ENOMEM, "out of memory");
 	struct xfer x = {.reg = r, .body = body, .sock = -1,
 			 .max_body = size && size < MAX_BODY ? (size_t)size : MAX_BODY};
 	body->len = 0;
 	int rc = reg_request(r, path, ACCEPT_MANIFESTS, repo, &x, err);
 	if (rc < 0)
 		return rc;
-	char what[600];
-	snprintf(what, sizeof(what), "%s%s%s", repo, strncmp(ref, "sha256:", 7) ? ":" : "@", ref);
+	_cleanup_free_ char *what = NULL;
+	if (asprintf(&what, "%s%s%s", repo, strncmp(ref, "sha256:", 7) ? ":" : "@", ref) < 0)
+		return anole_err(err, ENOMEM, "out of memory");
 	if (x.status != 200)
 		return reg_http_error(r, what, x.status, err);
 	if (strbuf_add(body, "", 0) < 0)
@@ -46,8 +48,7 @@ int registry_get_manifest(struct registry *r, const char *repo, const char *ref,
 
 struct registry_fetch {
 	struct registry *reg;
-	char path[600];
-	char repo[256];
+	char *path, *repo;
 	uint64_t size;
 	int sock;
 	pthread_t thread;
@@ -79,6 +80,13 @@ static void *fetch_main(void *arg)
 	return NULL;
 }
 
+static void fetch_free(struct registry_fetch *f)
+{
+	free(f->path);
+	free(f->repo);
+	free(f);
+}
+
 int registry_blob_stream(struct registry *r, const char *repo, const char *digest,
 			 uint64_t size, int *fd, struct registry_fetch **out,
 			 struct anole_error *err)
@@ -95,13 +103,17 @@ int registry_blob_stream(struct registry *r, const char *repo, const char *diges
 	f->reg = r;
 	f->size = size;
 	f->sock = sv[1];
-	snprintf(f->repo, sizeof(f->repo), "%s", repo);
-	snprintf(f->path, sizeof(f->path), "/v2/%s/blobs/%s", repo, digest);
-	if (pthread_create(&f->thread, NULL, fetch_main, f)) {
+	f->repo = strdup(repo);
+	f->path = registry_api_path(repo, "blobs", digest);
+	int rc = !f->repo || !f->path ? anole_err(err, ENOMEM, "out of memory")
+	       : pthread_create(&f->thread, NULL, fetch_main, f)
+		       ? anole_err(err, EAGAIN, "cannot start a download thread")
+		       : 0;
+	if (rc < 0) {
 		close(sv[0]);
 		close(sv[1]);
-		free(f);
-		return anole_err(err, EAGAIN, "cannot start a download thread");
+		fetch_free(f);
+		return rc;
 	}
 	*fd = sv[0];
 	*out = f;
@@ -116,7 +128,7 @@ int registry_fetch_end(struct registry_fetch *f, struct anole_error *err)
 		*err = f->err;
 	else
 		rc = 0;
-	free(f);
+	fetch_free(f);
 	return rc;
 }
 
@@ -125,8 +137,9 @@ int registry_fetch_end(struct registry_fetch *f, struct anole_error *err)
 int registry_blob_exists(struct registry *r, const char *repo, const char *digest,
 			 uint64_t *size, struct anole_error *err)
 {
-	char path[600];
-	snprintf(path, sizeof(path), "/v2/%s/blobs/%s", repo, digest);
+	_cleanup_free_ char *path = registry_api_path(repo, "blobs", digest);
+	if (!path)
+		return anole_err(err, ENOMEM, "out of memory");
 	struct xfer x = {.reg = r, .sock = -1, .method = "HEAD"};
 	struct strbuf sink = {0};
 	x.body = &sink;
@@ -147,10 +160,11 @@ int registry_blob_exists(struct registry *r, const char *repo, const char *diges
 int registry_blob_range(struct registry *r, const char *repo, const char *digest, uint64_t off,
 			uint64_t len, void *buf, bool quick, struct anole_error *err)
 {
-	char path[600];
-	snprintf(path, sizeof(path), "/v2/%s/blobs/%s", repo, digest);
 	if (!len)
 		return 0;
+	_cleanup_free_ char *path = registry_api_path(repo, "blobs", digest);
+	if (!path)
+		return anole_err(err, ENOMEM, "out of memory");
 	/* a reader waits on these: a stall ends sooner than a download's */
 	struct xfer x = {.reg = r, .sock = -1, .range_buf = buf, .range_off = off, .range_len = len,
 			 .max_attempts = quick ? 1 : 0};
@@ -172,24 +186,27 @@ int registry_blob_range(struct registry *r, const char *repo, const char *digest
 }
 
 /* Where an upload goes on: the Location of @x's answer to @url, made
- * absolute. It may name another origin (an upload service): that one
- * gets no credentials (request_headers). */
-static int upload_location(struct registry *r, const char *url, const struct xfer *x, char *loc,
-			   size_t size, struct anole_error *err)
+ * absolute, in *@loc (malloc'd; the one there before freed). It may name
+ * another origin (an upload service): that one gets no credentials
+ * (request_headers). */
+static int upload_location(struct registry *r, const char *url, const struct xfer *x, char **loc,
+			   struct anole_error *err)
 {
-	char was[2400];
-	snprintf(was, sizeof(was), "%s%s", strstr(url, "://") ? "" : r->base, url);
-	if (!registry_absolute_location(was, x->location, loc, size))
+	_cleanup_free_ char *was = NULL;
+	if (asprintf(&was, "%s%s", strstr(url, "://") ? "" : r->base, url) < 0)
+		return anole_err(err, ENOMEM, "out of memory");
+	char *next;
+	int rc = registry_absolute_location(was, x->location, &next);
+	if (rc == -ENOMEM)
+		return anole_err(err, ENOMEM, "out of memory");
+	if (rc < 0)
 		return anole_err(err, EBADMSG, "%s: an upload Location that is no http(s) URL: %.200s",
 				 r->host, x->location);
+	free(*loc);
+	*loc = next;
 	return 0;
 }
 
-/* An upload URL plus a query parameter. */
-static void with_param(char *out, size_t size, const char *loc, const char *param)
-{
-	snprintf(out, size, "%s%s%s", loc, strchr(loc, '?') ? "&" : "?", param);
-}
 
 int registry_blob_push(struct registry *r, const char *repo, const char *digest, int fd,
 		       uint64_t off, uint64_t len, const char *from, uint64_t chunk,
@@ -200,14 +217,12 @@ int registry_blob_push(struct registry *r, const char *repo, const char *digest,
 		*how = "present";
 		return rc < 0 ? rc : 0;
 	}
-	char path[1200], loc[2048];
+	_cleanup_free_ char *path = registry_upload_path(repo, digest, from);
+	_cleanup_free_ char *loc = NULL, *put = NULL;
+	if (!path)
+		return anole_err(err, ENOMEM, "out of memory");
 	struct strbuf sink = {0};
 	struct xfer x = {.reg = r, .sock = -1, .method = "POST", .body = &sink, .max_body = 1u << 16};
-	if (from && strcmp(from, repo))
-		snprintf(path, sizeof(path), "/v2/%s/blobs/uploads/?mount=%s&from=%s", repo, digest,
-			 from);
-	else
-		snprintf(path, sizeof(path), "/v2/%s/blobs/uploads/", repo);
 	if ((rc = reg_request(r, path, NULL, repo, &x, err)) < 0)
 		goto out;
 	if (x.status == 201) {
@@ -223,7 +238,7 @@ int registry_blob_push(struct registry *r, const char *repo, const char *digest,
 		rc = reg_http_error(r, path, x.status, err);
 		goto out;
 	}
-	if ((rc = upload_location(r, path, &x, loc, sizeof(loc), err)) < 0)
+	if ((rc = upload_location(r, path, &x, &loc, err)) < 0)
 		goto out;
 	/* chunked: PATCH each piece at its Content-Range, following Location */
 	for (uint64_t done = 0; chunk && done < len;) {
@@ -242,15 +257,16 @@ int registry_blob_push(struct registry *r, const char *repo, const char *digest,
 			rc = reg_http_error(r, "upload chunk", x.status, err);
 			goto out;
 		}
-		char was[sizeof(loc)];
-		memcpy(was, loc, sizeof(was));
-		if ((rc = upload_location(r, was, &x, loc, sizeof(loc), err)) < 0)
+		if ((rc = upload_location(r, loc, &x, &loc, err)) < 0)
 			goto out;
 		done += n;
 	}
-	char param[100], put[2200];
-	snprintf(param, sizeof(param), "digest=%s", digest);
-	with_param(put, sizeof(put), loc, param);
+	/* the upload URL plus one query parameter */
+	if (asprintf(&put, "%s%sdigest=%s", loc, strchr(loc, '?') ? "&" : "?", digest) < 0) {
+		put = NULL;
+		rc = anole_err(err, ENOMEM, "out of memory");
+		goto out;
+	}
 	x = (struct xfer){.reg = r, .sock = -1, .method = "PUT", .body = &sink, .max_body = 1u << 16,
 			  .upload_fd = fd, .upload_off = off, .upload_len = chunk ? 0 : len,
 			  .upload_type = "application/octet-stream"};
@@ -273,8 +289,9 @@ int registry_put_manifest(struct registry *r, const char *repo, const char *ref,
 			  const char *media_type, const void *body, size_t len,
 			  struct anole_error *err)
 {
-	char path[600];
-	snprintf(path, sizeof(path), "/v2/%s/manifests/%s", repo, ref);
+	_cleanup_free_ char *path = registry_api_path(repo, "manifests", ref);
+	if (!path)
+		return anole_err(err, ENOMEM, "out of memory");
 	struct strbuf sink = {0};
 	struct xfer x = {.reg = r, .sock = -1, .method = "PUT", .body = &sink, .max_body = 1u << 16,
 			 .upload_mem = body, .upload_len = len, .upload_type = media_type};

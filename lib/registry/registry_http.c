@@ -310,18 +310,45 @@ static bool same_origin(const char *url, const char *origin)
 	return *origin && registry_url_origin(url, o, sizeof(o)) && !strcmp(o, origin);
 }
 
-bool registry_absolute_location(const char *url, const char *loc, char *out, size_t size)
+int registry_absolute_location(const char *url, const char *loc, char **out)
 {
 	int w;
 	if (!strncasecmp(loc, "http://", 7) || !strncasecmp(loc, "https://", 8)) {
-		w = snprintf(out, size, "%s", loc);
+		w = asprintf(out, "%s", loc);
 	} else if (loc[0] == '/' && loc[1] != '/' && strstr(url, "://")) {
 		const char *h = strstr(url, "://") + 3;
-		w = snprintf(out, size, "%.*s%s", (int)(h + strcspn(h, "/?#") - url), url, loc);
+		w = asprintf(out, "%.*s%s", (int)(h + strcspn(h, "/?#") - url), url, loc);
 	} else {
-		return false;
+		*out = NULL;
+		return -EINVAL;
 	}
-	return w >= 0 && (size_t)w < size;
+	if (w < 0) {
+		*out = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+char *registry_api_path(const char *repo, const char *kind, const char *ref)
+{
+	char *s;
+	return asprintf(&s, "/v2/%s/%s/%s", repo, kind, ref) < 0 ? NULL : s;
+}
+
+char *registry_upload_path(const char *repo, const char *digest, const char *from)
+{
+	char *s;
+	int w = from && strcmp(from, repo)
+			? asprintf(&s, "/v2/%s/blobs/uploads/?mount=%s&from=%s", repo, digest, from)
+			: asprintf(&s, "/v2/%s/blobs/uploads/", repo);
+	return w < 0 ? NULL : s;
+}
+
+/* @path on the registry (or @path itself when it is a URL), malloc'd. */
+static char *full_url(const struct registry *r, const char *path, bool absolute)
+{
+	char *s;
+	return asprintf(&s, "%s%s", absolute ? "" : r->base, path) < 0 ? NULL : s;
 }
 
 
@@ -445,9 +472,10 @@ static int local_failure(const struct xfer *x, const char *url, struct anole_err
 int reg_request(struct registry *r, const char *path, const char *accept, const char *repo,
 		struct xfer *x, struct anole_error *err)
 {
-	char url[2400];
 	bool absolute = !strncmp(path, "http://", 7) || !strncmp(path, "https://", 8);
-	snprintf(url, sizeof(url), "%s%s", absolute ? "" : r->base, path);
+	_cleanup_free_ char *url = full_url(r, path, absolute);
+	if (!url)
+		return anole_err(err, ENOMEM, "out of memory");
 	if (!x->deadline)
 		reg_xfer_bound(x, K_DOC, 0);
 	bool authed = false;
@@ -462,7 +490,9 @@ int reg_request(struct registry *r, const char *path, const char *accept, const 
 		if (cc == CURLE_SSL_CONNECT_ERROR && r->may_downgrade && !absolute &&
 		    !strncmp(r->base, "https:", 6)) {
 			snprintf(r->base, sizeof(r->base), "http://%s", r->host);
-			snprintf(url, sizeof(url), "%s%s", r->base, path);
+			free(url);
+			if (!(url = full_url(r, path, false)))
+				return anole_err(err, ENOMEM, "out of memory");
 			r->may_downgrade = false;
 			continue;
 		}

@@ -16,15 +16,8 @@
 
 #include "lazy/lazy.h"
 #include "serve/fan.h"
+#include "serve/paths.h"
 #include "serve/worker.h"
-
-static void blob_paths(struct worker *wk, const char *digest, char *partial, char *map,
-		       char *complete, size_t size)
-{
-	snprintf(partial, size, "%s/partial/%s", wk->paths.cache, digest + 7);
-	snprintf(map, size, "%s/partial/%s.ranges", wk->paths.cache, digest + 7);
-	snprintf(complete, size, "%s/blobs/sha256/%s", wk->paths.cache, digest + 7);
-}
 
 struct blob *blob_find(struct worker *wk, const char *digest)
 {
@@ -57,6 +50,7 @@ static void blob_free(struct blob *b)
 	free(b->state);
 	free(b->readmap);
 	free(b->failed_until);
+	free(b->path);
 	free(b);
 }
 
@@ -75,11 +69,10 @@ static void ledger_line(const char *digest, const struct stat *st, char *line, s
 
 static bool ledger_has(struct worker *wk, const char *digest, const struct stat *st)
 {
-	char path[600], line[256];
-	snprintf(path, sizeof(path), "%s/verified", wk->paths.runtime);
+	char line[256];
 	ledger_line(digest, st, line, sizeof(line));
 	_cleanup_fclose_ FILE *f = NULL;
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	int fd = open(wk->files.verified, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0 || !(f = fdopen(fd, "r"))) {
 		if (fd >= 0)
 			close(fd);
@@ -94,10 +87,9 @@ static bool ledger_has(struct worker *wk, const char *digest, const struct stat 
 
 static void ledger_add(struct worker *wk, const char *digest, const struct stat *st)
 {
-	char path[600], line[256];
-	snprintf(path, sizeof(path), "%s/verified", wk->paths.runtime);
+	char line[256];
 	ledger_line(digest, st, line, sizeof(line));
-	_cleanup_close_ int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	_cleanup_close_ int fd = open(wk->files.verified, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd >= 0)
 		(void)!write(fd, line, strlen(line));
 }
@@ -107,8 +99,12 @@ static void ledger_add(struct worker *wk, const char *digest, const struct stat 
  * means verified bytes on disk. */
 void complete_blob_locked(struct worker *wk, struct blob *b)
 {
-	char partial[600], map[600], complete[600];
-	blob_paths(wk, b->digest, partial, map, complete, sizeof(partial));
+	_cleanup_blob_paths_ struct blob_paths bp;
+	if (blob_paths_init(&bp, wk->paths.cache, b->digest) < 0) {
+		wlog("blob %.19s: out of memory", b->digest);
+		return;
+	}
+	const char *partial = bp.partial, *complete = bp.complete;
 	if (fdatasync(b->fd) < 0) {
 		wlog("%s: %s", partial, strerror(errno));
 		return;
@@ -123,12 +119,14 @@ void complete_blob_locked(struct worker *wk, struct blob *b)
 	struct stat st;
 	if (!fstat(b->fd, &st)) /* verified range by range, and ours */
 		ledger_add(wk, b->digest, &st);
-	unlink(map);
+	unlink(bp.map);
 	close(b->fd);
 	close(b->mapfd);
 	b->fd = b->mapfd = -1;
 	b->complete = true;
-	snprintf(b->path, sizeof(b->path), "%s", complete);
+	free(b->path);
+	b->path = bp.complete;
+	bp.complete = NULL;
 	holder_drop(wk, b->digest);
 	wlog("blob %.19s complete (%llu bytes fetched in %llu requests)", b->digest,
 	     (unsigned long long)b->fetched_bytes, (unsigned long long)b->fetches);
@@ -247,15 +245,16 @@ void blob_vet(struct worker *wk, const struct anole_lazy_blob *lb, bool restorin
 	pthread_mutex_unlock(&wk->lock);
 	if (ours || digest_parse(lb->digest, &(struct digest){0}) < 0)
 		return;
-	char partial[600], map[600], complete[600];
-	blob_paths(wk, lb->digest, partial, map, complete, sizeof(partial));
+	_cleanup_blob_paths_ struct blob_paths bp;
+	if (blob_paths_init(&bp, wk->paths.cache, lb->digest) < 0)
+		return; /* (the mount fails for want of memory too) */
 	struct stat st;
-	if (!restoring && !lstat(complete, &st) && !vet_complete(wk, lb, complete)) {
+	if (!restoring && !lstat(bp.complete, &st) && !vet_complete(wk, lb, bp.complete)) {
 		wlog("blob %.19s in the cache does not match its digest: removed, fetched again",
 		     lb->digest);
-		unlink(complete);
+		unlink(bp.complete);
 	}
-	vet_partial(wk, lb, partial, map);
+	vet_partial(wk, lb, bp.partial, bp.map);
 }
 
 /* A blob of an image being mounted, shared with other mounts; wk->lock held. */
@@ -285,8 +284,10 @@ int blob_get(struct worker *wk, const struct anole_lazy_blob *lb, const char *re
 		*out = b;
 		return 0;
 	}
-	char partial[600], map[600], complete[600];
-	blob_paths(wk, lb->digest, partial, map, complete, sizeof(partial));
+	_cleanup_blob_paths_ struct blob_paths bp;
+	if (blob_paths_init(&bp, wk->paths.cache, lb->digest) < 0)
+		return anole_err(err, ENOMEM, "out of memory");
+	const char *partial = bp.partial, *map = bp.map, *complete = bp.complete;
 	b = calloc(1, sizeof(*b));
 	if (!b)
 		return anole_err(err, ENOMEM, "out of memory");
@@ -302,7 +303,8 @@ int blob_get(struct worker *wk, const struct anole_lazy_blob *lb, const char *re
 		/* complete blobs were verified whole before they got this name,
 		 * and again if they came from before this daemon (vet_blob) */
 		b->complete = true;
-		snprintf(b->path, sizeof(b->path), "%s", complete);
+		b->path = bp.complete;
+		bp.complete = NULL;
 		int fd = kept_fd(wk, lb->digest);
 		if (fd >= 0) { /* the holder's copy is not needed either */
 			close(fd);
@@ -319,14 +321,15 @@ int blob_get(struct worker *wk, const struct anole_lazy_blob *lb, const char *re
 	if (!lb->cut_at_extents &&
 	    lazy_blob_extents(wk->paths.cache, lb, &b->extents, &b->nextents, &e) < 0)
 		wlog("blob %.19s: reads fetch only the ranges they ask for: %s", lb->digest, e.msg);
-	snprintf(b->path, sizeof(b->path), "%s", partial);
+	b->path = bp.partial;
+	bp.partial = NULL;
 	/* a descriptor from before the mark: inherited from the holder
 	 * (an earlier worker made it), or made now, before marking */
 	b->fd = kept_fd(wk, lb->digest);
 	bool fresh = false;
 	if (b->fd < 0) {
-		if (mkdir(wk->partial, 0700) < 0 && errno != EEXIST) {
-			r = anole_err(err, errno, "%s: %s", wk->partial, strerror(errno));
+		if (mkdir(wk->files.partial, 0700) < 0 && errno != EEXIST) {
+			r = anole_err(err, errno, "%s: %s", wk->files.partial, strerror(errno));
 			goto fail;
 		}
 		/* a file marked by a dead group is fine: the mark went with it */

@@ -50,7 +50,7 @@ enum { RANGE_ABSENT = 0, RANGE_FETCHING = 2, RANGE_PRESENT = 1 };
 struct blob {
 	struct blob *next;
 	char digest[72];
-	char path[600]; /* the file the kernel reads: partial or complete */
+	char *path; /* the file the kernel reads: partial or complete */
 	uint64_t size, nranges; /* ranges: the digest table's (1 MiB when complete) */
 	int fd;         /* partial: written through, raises no events */
 	int mapfd;      /* partial: HEX.ranges */

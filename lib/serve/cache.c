@@ -19,16 +19,15 @@
 #include <unistd.h>
 
 #include "erofs/blobmeta.h"
+#include "serve/paths.h"
 #include "serve/request.h"
 #include "serve/serve.h"
 #include "serve/worker.h"
 #include "util/strmap.h"
 #include "util/util.h"
 
-int serve_cache_lock(const char *cache, int how)
+int serve_cache_lock(const char *path, int how)
 {
-	char path[600];
-	snprintf(path, sizeof(path), "%s/.lock", cache);
 	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return -errno;
@@ -51,7 +50,8 @@ static void add_hex(struct strmap *set, const char *s)
 
 /* Digests (hex) the daemon's mounts use, or an empty set when none runs;
  * in @held (or NULL) every blob it holds, lingering ones too. */
-static int in_use(struct strmap *set, struct strmap *held, struct anole_error *err)
+static int in_use(const struct serve_files *f, struct strmap *set, struct strmap *held,
+		  struct anole_error *err)
 {
 	char *reply = NULL;
 	struct anole_error e = {0};
@@ -62,13 +62,10 @@ static int in_use(struct strmap *set, struct strmap *held, struct anole_error *e
 		if (e.code == EACCES || e.code == EPERM)
 			return anole_err(err, e.code, "%s", e.msg);
 		/* no answer is "nothing in use" only when no daemon lives */
-		struct serve_paths p;
-		serve_paths_init(&p);
-		static const char *const pids[] = {"holder.pid", "daemon.pid"};
+		const char *const pids[] = {f->holder_pid, f->daemon_pid};
 		for (int i = 0; i < 2; i++) {
-			char path[600], line[32] = "";
-			snprintf(path, sizeof(path), "%s/%s", p.runtime, pids[i]);
-			_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+			char line[32] = "";
+			_cleanup_close_ int fd = open(pids[i], O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 			long pid = fd >= 0 && read(fd, line, sizeof(line) - 1) > 0 ? atol(line) : 0;
 			if (pid > 0 && kill((pid_t)pid, 0) == 0)
 				return anole_err(err, EAGAIN,
@@ -95,10 +92,16 @@ static int in_use(struct strmap *set, struct strmap *held, struct anole_error *e
 	return 0;
 }
 
-/* 1: the cache is there and ours alone; 0: there is none; -errno. */
-static int cache_dir_ok(const struct serve_paths *p, struct anole_error *err)
+/* The cache's paths in @p and @f (released by the caller, also on
+ * failure). 1: the cache is there and ours alone; 0: there is none;
+ * -errno. */
+static int cache_dir_ok(struct serve_paths *p, struct serve_files *f, struct anole_error *err)
 {
-	int r = serve_dir_check(p->cache, false, err);
+	serve_paths_init(p);
+	int r = serve_paths_whole(p, err);
+	if (r < 0 || (r = serve_files_init(f, p, err)) < 0)
+		return r;
+	r = serve_dir_check(p->cache, false, err);
 	if (r == -ENOENT) {
 		memset(err, 0, sizeof(*err));
 		return 0;
@@ -117,14 +120,13 @@ static bool is_hex64(const char *s, size_t len)
 }
 
 /* Every blob in the cache, complete or partial. */
-static int scan(const char *cache, struct strmap *use,
+static int scan(const struct serve_files *f, struct strmap *use,
 		int (*fn)(void *ctx, const struct anole_cache_entry *e), void *ctx,
 		struct anole_error *err)
 {
-	static const char *const dirs[] = {"blobs/sha256", "partial"};
+	const char *const dirs[] = {f->blobs, f->partial};
 	for (int k = 0; k < 2; k++) {
-		char dpath[640];
-		snprintf(dpath, sizeof(dpath), "%s/%s", cache, dirs[k]);
+		const char *dpath = dirs[k];
 		DIR *d = opendir(dpath);
 		if (!d) {
 			if (errno == ENOENT)
@@ -146,9 +148,8 @@ static int scan(const char *cache, struct strmap *use,
 			e.disk = (uint64_t)st.st_blocks * 512;
 			e.last_used = MAX(st.st_atime, st.st_mtime);
 			if (e.partial) {
-				char map[820];
-				snprintf(map, sizeof(map), "%s.ranges", e.path);
-				if (!lstat(map, &st))
+				_cleanup_free_ char *map = serve_map_path(e.path);
+				if (map && !lstat(map, &st))
 					e.disk += (uint64_t)st.st_blocks * 512;
 			}
 			e.in_use = strmap_slot(use, de->d_name, 64, false) != NULL;
@@ -191,16 +192,16 @@ int anole_cache_list(int (*fn)(void *ctx, const struct anole_cache_entry *e), vo
 		     struct anole_error *err)
 {
 	struct serve_paths p;
-	serve_paths_init(&p);
-	int r = cache_dir_ok(&p, err);
+	_cleanup_serve_files_ struct serve_files f = {0};
+	int r = cache_dir_ok(&p, &f, err);
 	if (r <= 0)
 		return r;
 	struct strmap *use = strmap_new();
 	if (!use)
 		return anole_err(err, ENOMEM, "out of memory");
-	r = in_use(use, NULL, err);
+	r = in_use(&f, use, NULL, err);
 	if (r >= 0)
-		r = scan(p.cache, use, fn, ctx, err);
+		r = scan(&f, use, fn, ctx, err);
 	strmap_free(use, NULL);
 	return r;
 }
@@ -234,19 +235,19 @@ static int by_age(const void *a, const void *b)
 int anole_cache_gc(uint64_t max_size, struct anole_cache_gc_stats *st, struct anole_error *err)
 {
 	struct serve_paths p;
-	serve_paths_init(&p);
+	_cleanup_serve_files_ struct serve_files f = {0};
 	memset(st, 0, sizeof(*st));
-	int ok = cache_dir_ok(&p, err);
+	int ok = cache_dir_ok(&p, &f, err);
 	if (ok <= 0)
 		return ok;
-	int lock = serve_cache_lock(p.cache, LOCK_EX);
+	int lock = serve_cache_lock(f.cache_lock, LOCK_EX);
 	if (lock < 0 && lock != -ENOENT)
-		return anole_err(err, -lock, "%s/.lock: %s", p.cache, strerror(-lock));
+		return anole_err(err, -lock, "%s: %s", f.cache_lock, strerror(-lock));
 	struct strmap *use = strmap_new();
 	struct collect c = {0};
-	int r = use ? in_use(use, NULL, err) : anole_err(err, ENOMEM, "out of memory");
+	int r = use ? in_use(&f, use, NULL, err) : anole_err(err, ENOMEM, "out of memory");
 	if (r >= 0)
-		r = scan(p.cache, use, collect, &c, err);
+		r = scan(&f, use, collect, &c, err);
 	if (r == -ENOMEM)
 		r = anole_err(err, ENOMEM, "out of memory");
 	uint64_t total = 0;
@@ -266,11 +267,9 @@ int anole_cache_gc(uint64_t max_size, struct anole_cache_gc_stats *st, struct an
 			r = anole_err(err, errno, "%s: %s", e->path, strerror(errno));
 			break;
 		}
-		if (e->partial) {
-			char map[820];
-			snprintf(map, sizeof(map), "%s.ranges", e->path);
+		_cleanup_free_ char *map = e->partial ? serve_map_path(e->path) : NULL;
+		if (map)
 			unlink(map);
-		}
 		total -= e->disk;
 		st->removed++;
 		st->removed_bytes += e->disk;
@@ -291,15 +290,19 @@ static int map_table(const char *cache, int mfd, uint64_t size, struct digest_ta
 		     char *what, size_t wsize)
 {
 	struct digest d;
-	char hex[DIGEST_STR_LEN + 1], path[700];
+	char hex[DIGEST_STR_LEN + 1];
 	struct stat st;
 	if (pread_full(mfd, &d, sizeof(d), 0) < 0) {
 		snprintf(what, wsize, "its ranges map is cut");
 		return -EBADMSG;
 	}
 	digest_format(&d, hex);
-	snprintf(path, sizeof(path), "%s/blobs/sha256/%s", cache, hex + 7);
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	_cleanup_blob_paths_ struct blob_paths bp;
+	if (blob_paths_init(&bp, cache, hex) < 0) {
+		snprintf(what, wsize, "out of memory");
+		return -ENOMEM;
+	}
+	_cleanup_close_ int fd = open(bp.complete, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	struct strbuf raw = {0};
 	struct digest got;
 	int r = fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > (256 << 20)
@@ -323,8 +326,12 @@ static int map_table(const char *cache, int mfd, uint64_t size, struct digest_ta
 /* A partial blob's present ranges against its table. */
 static void verify_partial(const char *cache, struct anole_cache_check *c)
 {
-	char map[820];
-	snprintf(map, sizeof(map), "%s.ranges", c->e.path);
+	_cleanup_free_ char *map = serve_map_path(c->e.path);
+	if (!map) {
+		snprintf(c->what, sizeof(c->what), "out of memory");
+		c->bad = true;
+		return;
+	}
 	_cleanup_close_ int fd = open(c->e.path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	_cleanup_close_ int mfd = open(map, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	struct digest_table t = {0};
@@ -398,20 +405,20 @@ int anole_cache_verify(int (*fn)(void *ctx, const struct anole_cache_check *c), 
 		       struct anole_cache_verify_stats *st, struct anole_error *err)
 {
 	struct serve_paths p;
-	serve_paths_init(&p);
+	_cleanup_serve_files_ struct serve_files f = {0};
 	memset(st, 0, sizeof(*st));
-	int r = cache_dir_ok(&p, err);
+	int r = cache_dir_ok(&p, &f, err);
 	if (r <= 0)
 		return r;
 	/* no mount is set up meanwhile (it would take what we remove) */
-	int lock = serve_cache_lock(p.cache, LOCK_EX);
+	int lock = serve_cache_lock(f.cache_lock, LOCK_EX);
 	if (lock < 0)
-		return anole_err(err, -lock, "%s/.lock: %s", p.cache, strerror(-lock));
+		return anole_err(err, -lock, "%s: %s", f.cache_lock, strerror(-lock));
 	struct strmap *use = strmap_new(), *held = strmap_new();
 	struct verify_ctx v = {.cache = p.cache, .held = held, .fn = fn, .ctx = ctx, .st = st};
-	r = use && held ? in_use(use, held, err) : anole_err(err, ENOMEM, "out of memory");
+	r = use && held ? in_use(&f, use, held, err) : anole_err(err, ENOMEM, "out of memory");
 	if (r >= 0)
-		r = scan(p.cache, use, verify_one, &v, err);
+		r = scan(&f, use, verify_one, &v, err);
 	strmap_free(use, NULL);
 	strmap_free(held, NULL);
 	close(lock);

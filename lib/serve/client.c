@@ -12,48 +12,66 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "serve/paths.h"
 #include "serve/serve.h"
 #include "util/util.h"
 
+/* One root directory into @dst: @a then @b; *@cut when it does not fit. */
+static void root(char *dst, size_t size, bool *cut, const char *a, const char *b)
+{
+	int n = snprintf(dst, size, "%s%s", a, b);
+	*cut |= n < 0 || (size_t)n >= size;
+}
+
 void serve_paths_init(struct serve_paths *p)
 {
+	p->cut = false;
 	const char *rt = getenv("ANOLE_RUNTIME_DIR"), *cache = getenv("ANOLE_CACHE_DIR");
 	if (geteuid() == 0 || (rt && *rt && cache && *cache)) {
-		snprintf(p->runtime, sizeof(p->runtime), "%s", rt && *rt ? rt : "/run/anole");
-		snprintf(p->cache, sizeof(p->cache), "%s",
-			 cache && *cache ? cache : "/var/lib/anole/cache");
+		root(p->runtime, sizeof(p->runtime), &p->cut, rt && *rt ? rt : "/run/anole", "");
+		root(p->cache, sizeof(p->cache), &p->cut,
+		     cache && *cache ? cache : "/var/lib/anole/cache", "");
 		return;
 	}
 	/* users: their own runtime and cache directories */
 	const char *xrt = getenv("XDG_RUNTIME_DIR"), *xc = getenv("XDG_CACHE_HOME");
 	const char *home = getenv("HOME");
+	char uid[16];
+	snprintf(uid, sizeof(uid), "%u", (unsigned)geteuid());
 	if (rt && *rt)
-		snprintf(p->runtime, sizeof(p->runtime), "%s", rt);
+		root(p->runtime, sizeof(p->runtime), &p->cut, rt, "");
 	else if (xrt && *xrt)
-		snprintf(p->runtime, sizeof(p->runtime), "%s/anole", xrt);
+		root(p->runtime, sizeof(p->runtime), &p->cut, xrt, "/anole");
 	else
-		snprintf(p->runtime, sizeof(p->runtime), "/tmp/anole-%u", (unsigned)geteuid());
+		root(p->runtime, sizeof(p->runtime), &p->cut, "/tmp/anole-", uid);
 	/* (without HOME, one of its own: a shared /tmp/.cache is anyone's) */
 	if (cache && *cache)
-		snprintf(p->cache, sizeof(p->cache), "%s", cache);
+		root(p->cache, sizeof(p->cache), &p->cut, cache, "");
 	else if (xc && *xc)
-		snprintf(p->cache, sizeof(p->cache), "%s/anole", xc);
+		root(p->cache, sizeof(p->cache), &p->cut, xc, "/anole");
 	else if (home && *home)
-		snprintf(p->cache, sizeof(p->cache), "%s/.cache/anole", home);
+		root(p->cache, sizeof(p->cache), &p->cut, home, "/.cache/anole");
 	else
-		snprintf(p->cache, sizeof(p->cache), "/tmp/anole-cache-%u", (unsigned)geteuid());
+		root(p->cache, sizeof(p->cache), &p->cut, "/tmp/anole-cache-", uid);
 }
 
-static int connect_daemon(const struct serve_paths *p)
+int serve_paths_whole(const struct serve_paths *p, struct anole_error *err)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	if ((size_t)snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/daemon.sock", p->runtime) >=
-	    sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
+	if (p->cut)
+		return anole_err(err, ENAMETOOLONG,
+				 "the runtime or cache directory (ANOLE_RUNTIME_DIR, ANOLE_CACHE_DIR, "
+				 "XDG_RUNTIME_DIR, XDG_CACHE_HOME or HOME) is longer than the %zu "
+				 "bytes anole takes",
+				 sizeof(p->runtime) - 1);
+	return 0;
+}
+
+static int connect_daemon(const struct sockaddr_un *sa)
+{
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+	if (connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) < 0) {
 		int e = errno;
 		close(fd);
 		return -e;
@@ -62,21 +80,20 @@ static int connect_daemon(const struct serve_paths *p)
 }
 
 /* RUNTIME/daemon.log: appended to, ours, never through a symlink. */
-static int open_log(const struct serve_paths *p, struct anole_error *err)
+static int open_log(const struct serve_files *f, struct anole_error *err)
 {
-	char log[600];
-	snprintf(log, sizeof(log), "%s/daemon.log", p->runtime);
-	return serve_open_own(log, O_WRONLY | O_CREAT | O_APPEND, 0600, err);
+	return serve_open_own(f->log, O_WRONLY | O_CREAT | O_APPEND, 0600, err);
 }
 
 /* `anole daemon`, detached, its output in RUNTIME/daemon.log; it says
  * on @status why it cannot start ("error MESSAGE" lines). */
-static int spawn_daemon(const struct serve_paths *p, int status, struct anole_error *err)
+static int spawn_daemon(const struct serve_paths *p, const struct serve_files *f, int status,
+			struct anole_error *err)
 {
 	int r = serve_paths_check(p, true, err);
 	if (r < 0)
 		return r;
-	_cleanup_close_ int log = open_log(p, err);
+	_cleanup_close_ int log = open_log(f, err);
 	if (log < 0)
 		return log;
 	char env[64];
@@ -124,12 +141,13 @@ static int read_status(int fd, char *why, size_t size, bool *busy, struct strbuf
 	return 1;
 }
 
-static int start_and_connect(const struct serve_paths *p, struct anole_error *err)
+static int start_and_connect(const struct serve_paths *p, const struct serve_files *f,
+			     const struct sockaddr_un *sa, struct anole_error *err)
 {
 	int pipefd[2];
 	if (pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) < 0)
 		return anole_err(err, errno, "pipe: %s", strerror(errno));
-	int r = spawn_daemon(p, pipefd[1], err);
+	int r = spawn_daemon(p, f, pipefd[1], err);
 	close(pipefd[1]);
 	if (r < 0) {
 		close(pipefd[0]);
@@ -146,7 +164,7 @@ static int start_and_connect(const struct serve_paths *p, struct anole_error *er
 	long after_close = 0;
 	int fd = -ETIMEDOUT;
 	for (long waited = 0, ms = 2; waited < 10000; waited += ms, ms = waited < 2000 ? 2 : 50) {
-		if ((fd = connect_daemon(p)) >= 0)
+		if ((fd = connect_daemon(sa)) >= 0)
 			break;
 		if (!closed)
 			closed = read_status(pipefd[0], why, sizeof(why), &busy, &sb);
@@ -164,8 +182,7 @@ static int start_and_connect(const struct serve_paths *p, struct anole_error *er
 		return fd;
 	if (*why)
 		return anole_err(err, EIO, "the anole daemon cannot start: %s", why);
-	return anole_err(err, ETIMEDOUT, "the anole daemon did not start; see %s/daemon.log",
-			 p->runtime);
+	return anole_err(err, ETIMEDOUT, "the anole daemon did not start; see %s", f->log);
 }
 
 static int request_once(const char *request, bool start, char **reply, bool *unanswered,
@@ -188,23 +205,29 @@ static int request_once(const char *request, bool start, char **reply, bool *una
 {
 	struct serve_paths p;
 	serve_paths_init(&p);
+	_cleanup_serve_files_ struct serve_files f = {0};
+	struct sockaddr_un sa;
+	int fd = serve_paths_whole(&p, err);
+	if (fd < 0 || (fd = serve_files_init(&f, &p, err)) < 0 ||
+	    (fd = serve_socket_addr(f.sock, &sa, err)) < 0)
+		return fd;
 	/* a socket in a directory someone else controls could be anyone's */
-	int fd = serve_dir_check(p.runtime, false, err);
+	fd = serve_dir_check(p.runtime, false, err);
 	if (fd == -ENOENT && !start) {
 		memset(err, 0, sizeof(*err));
-		return anole_err(err, ENOENT, "no anole daemon runs (%s/daemon.sock)", p.runtime);
+		return anole_err(err, ENOENT, "no anole daemon runs (%s)", f.sock);
 	}
 	if (fd < 0 && fd != -ENOENT)
 		return fd;
 	memset(err, 0, sizeof(*err));
-	fd = connect_daemon(&p);
+	fd = connect_daemon(&sa);
 	if (fd == -EACCES || fd == -EPERM)
-		return anole_err(err, -fd, "%s/daemon.sock: %s: the daemon there is not yours",
-				 p.runtime, strerror(-fd));
+		return anole_err(err, -fd, "%s: %s: the daemon there is not yours", f.sock,
+				 strerror(-fd));
 	if (fd < 0 && start)
-		fd = start_and_connect(&p, err);
+		fd = start_and_connect(&p, &f, &sa, err);
 	else if (fd < 0)
-		return anole_err(err, ENOENT, "no anole daemon runs (%s/daemon.sock)", p.runtime);
+		return anole_err(err, ENOENT, "no anole daemon runs (%s)", f.sock);
 	if (fd < 0)
 		return fd;
 	/* send, not write: a daemon gone mid-request is an error, not SIGPIPE */
@@ -242,9 +265,8 @@ static int request_once(const char *request, bool start, char **reply, bool *una
 		strbuf_release(&in);
 		*unanswered = true;
 		return anole_err(err, r < 0 ? -r : EPIPE,
-				 "the anole daemon ended the request without an answer; see "
-				 "%s/daemon.log",
-				 p.runtime);
+				 "the anole daemon ended the request without an answer; see %s",
+				 f.log);
 	}
 	*reply = in.buf;
 	return 0;

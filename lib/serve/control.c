@@ -142,11 +142,9 @@ static char *metrics_render(struct worker *wk, uint64_t *seq)
  * without wk->lock: files_lock orders the writers). Frees @text. */
 static void metrics_write(struct worker *wk, char *text, uint64_t seq)
 {
-	char path[600];
-	snprintf(path, sizeof(path), "%s/metrics.prom", wk->paths.runtime);
 	pthread_mutex_lock(&wk->files_lock);
 	if (text && seq > wk->metrics_written) {
-		outfile_write(path, text, strlen(text));
+		outfile_write(wk->files.metrics, text, strlen(text));
 		wk->metrics_written = seq;
 	}
 	pthread_mutex_unlock(&wk->files_lock);
@@ -190,15 +188,10 @@ static void maybe_quit(struct worker *wk)
 	write_metrics_file(wk);
 	struct hmsg m = {.type = HMSG_QUIT};
 	send(wk->holder, &m, sizeof(m), MSG_NOSIGNAL);
-	char path[600];
-	snprintf(path, sizeof(path), "%s/daemon.sock", wk->paths.runtime);
-	unlink(path);
-	snprintf(path, sizeof(path), "%s/daemon.pid", wk->paths.runtime);
-	unlink(path);
-	if (wk->direct) { /* the holder died without cleaning up */
-		snprintf(path, sizeof(path), "%s/holder.pid", wk->paths.runtime);
-		unlink(path);
-	}
+	unlink(wk->files.sock);
+	unlink(wk->files.daemon_pid);
+	if (wk->direct) /* the holder died without cleaning up */
+		unlink(wk->files.holder_pid);
 	const struct worker_counters *c = &wk->count;
 	wlog("nothing mounted; exiting (fetched %llu bytes in %llu requests; reads asked for "
 	     "%llu distinct bytes of partial blobs; %llu reads waited %.3f s in all; load hints "

@@ -62,8 +62,8 @@ int serve_dir_check(const char *dir, bool create, struct anole_error *err)
 	int r = create ? mkdir_parents(dir, 0700) : 0;
 	if (r < 0)
 		return anole_err(err, -r, "%s: %s", dir, strerror(-r));
-	char real[PATH_MAX];
-	if (!realpath(dir, real))
+	_cleanup_free_ char *real = realpath(dir, NULL);
+	if (!real)
 		return anole_err(err, errno, "%s: %s", dir, strerror(errno));
 	/* every parent from /, then the directory itself */
 	for (char *s = real;; s++) {
@@ -80,7 +80,9 @@ int serve_dir_check(const char *dir, bool create, struct anole_error *err)
 
 int serve_paths_check(const struct serve_paths *p, bool create, struct anole_error *err)
 {
-	int r = serve_dir_check(p->runtime, create, err);
+	int r = serve_paths_whole(p, err);
+	if (r >= 0)
+		r = serve_dir_check(p->runtime, create, err);
 	return r < 0 ? r : serve_dir_check(p->cache, create, err);
 }
 

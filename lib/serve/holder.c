@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "serve/fan.h"
+#include "serve/paths.h"
 #include "serve/serve.h"
 #include "util/util.h"
 
@@ -414,9 +415,10 @@ int holder_run(struct holder_state *h, struct anole_error *err)
 		hmsg_send(h->keeper, &m, -1, 0);
 	struct serve_paths paths;
 	serve_paths_init(&paths);
-	char pidpath[600];
-	snprintf(pidpath, sizeof(pidpath), "%s/holder.pid", paths.runtime);
-	unlink(pidpath);
+	_cleanup_serve_files_ struct serve_files f = {0};
+	struct anole_error e = {0};
+	if (serve_files_init(&f, &paths, &e) >= 0)
+		unlink(f.holder_pid);
 	return worker < 0 ? worker : 0;
 }
 
@@ -434,8 +436,11 @@ static int env_fd(const char *name)
 /* holder.pid: the instance lock, ours alone, no symlink followed. */
 static int instance_lock(const struct serve_paths *paths, struct anole_error *err)
 {
-	char pidpath[600];
-	snprintf(pidpath, sizeof(pidpath), "%s/holder.pid", paths->runtime);
+	_cleanup_serve_files_ struct serve_files f = {0};
+	int r = serve_files_init(&f, paths, err);
+	if (r < 0)
+		return r;
+	const char *pidpath = f.holder_pid;
 	int fd = serve_open_own(pidpath, O_RDWR | O_CREAT, 0644, err);
 	if (fd < 0)
 		return fd;

@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "serve/fan.h"
+#include "serve/paths.h"
 #include "serve/serve.h"
 #include "util/util.h"
 
@@ -216,8 +217,12 @@ static void keeper_pidfile(bool remove)
 {
 	struct serve_paths p;
 	serve_paths_init(&p);
-	char path[600], line[32], have[32] = "";
-	snprintf(path, sizeof(path), "%s/keeper.pid", p.runtime);
+	_cleanup_serve_files_ struct serve_files f = {0};
+	struct anole_error e = {0};
+	if (serve_files_init(&f, &p, &e) < 0)
+		return;
+	const char *path = f.keeper_pid;
+	char line[32], have[32] = "";
 	snprintf(line, sizeof(line), "%d\n", (int)getpid());
 	if (!remove) {
 		outfile_write(path, line, strlen(line));

@@ -81,18 +81,16 @@ void save_mounts(struct worker *wk)
  * than one written already is dropped). Frees the texts. */
 static void saved_write(struct worker *wk, char *mounts, char *creds, uint64_t seq)
 {
-	char path[600];
+	const struct serve_files *f = &wk->files;
 	pthread_mutex_lock(&wk->files_lock);
 	if (seq > wk->saved.written) {
 		wk->saved.written = seq;
-		snprintf(path, sizeof(path), "%s/mounts.json", wk->paths.runtime);
-		if (!mounts || outfile_write(path, mounts, strlen(mounts)) < 0)
-			wlog("%s: cannot write", path);
-		snprintf(path, sizeof(path), "%s/credentials.json", wk->paths.runtime);
+		if (!mounts || outfile_write(f->mounts, mounts, strlen(mounts)) < 0)
+			wlog("%s: cannot write", f->mounts);
 		if (!creds)
-			unlink(path); /* no mount has any */
-		else if (outfile_write_private(path, creds, strlen(creds)) < 0)
-			wlog("%s: cannot write", path);
+			unlink(f->creds); /* no mount has any */
+		else if (outfile_write_private(f->creds, creds, strlen(creds)) < 0)
+			wlog("%s: cannot write", f->creds);
 	}
 	pthread_mutex_unlock(&wk->files_lock);
 	free(mounts);

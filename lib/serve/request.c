@@ -11,10 +11,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "serve/paths.h"
 #include "serve/request.h"
 #include "util/util.h"
 
-#define MAX_FIELD PATH_MAX
+#define MAX_FIELD SERVE_PATH_MAX
 #define MAX_DEVICES 256 /* as the image reader */
 
 static const struct {

@@ -130,8 +130,12 @@ int holder_run(struct holder_state *h, struct anole_error *err);
 struct serve_paths {
 	char runtime[512]; /* $ANOLE_RUNTIME_DIR or /run/anole */
 	char cache[512];   /* $ANOLE_CACHE_DIR or /var/lib/anole/cache */
+	bool cut;          /* one of them did not fit: serve_paths_whole refuses */
 };
 void serve_paths_init(struct serve_paths *p);
+/* -ENAMETOOLONG (said in @err) when a directory was cut; also part of
+ * serve_paths_check. */
+int serve_paths_whole(const struct serve_paths *p, struct anole_error *err);
 /* dirs.c: @dir (made 0700 with its parents when @create) must be ours
  * alone: owned by us, written by nobody else, below parents only we or
  * root change. A group- or world-readable one is made private. */
@@ -149,9 +153,10 @@ int serve_daemon(struct anole_error *err);
 /* The worker's life; never returns. */
 void serve_worker(const struct holder_state *h) __attribute__((noreturn));
 
-/* flock(@how) on CACHE/.lock: the daemon holds it shared while it sets
- * up a mount, cache gc exclusive. Returns the descriptor or -errno. */
-int serve_cache_lock(const char *cache, int how);
+/* flock(@how) on CACHE/.lock (@path, paths.h): the daemon holds it
+ * shared while it sets up a mount, cache gc exclusive. Returns the
+ * descriptor or -errno. */
+int serve_cache_lock(const char *path, int how);
 
 /* Send one JSON request to the daemon (started when @start and not
  * running) and return its JSON reply (malloc'd). */

@@ -214,9 +214,9 @@ static int cache_marks_ok(struct worker *wk, char *why, size_t size)
 {
 	static int known; /* 1 yes, -errno no */
 	if (!known) {
-		if (mkdir(wk->partial, 0700) < 0 && errno != EEXIST)
+		if (mkdir(wk->files.partial, 0700) < 0 && errno != EEXIST)
 			return 1; /* the mount will say why */
-		int fd = open(wk->partial, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+		int fd = open(wk->files.partial, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 		if (fd < 0)
 			return 1; /* (cannot tell: let the mark say) */
 		if (fanotify_mark(wk->group, FAN_MARK_ADD, FAN_PRE_ACCESS, fd, NULL) == 0) {
@@ -233,11 +233,12 @@ static int cache_marks_ok(struct worker *wk, char *why, size_t size)
 }
 
 /* One mount per mount point, also while one is being set up: *mine
- * holds @mnt's real path (in @real) until release_mountpoint(). */
-static int reserve_mountpoint(struct worker *wk, const char *mnt, char real[PATH_MAX], char **minep,
+ * holds @mnt's real path until release_mountpoint(). */
+static int reserve_mountpoint(struct worker *wk, const char *mnt, char **minep,
 			      struct anole_error *err)
 {
-	if (!realpath(mnt, real))
+	_cleanup_free_ char *real = realpath(mnt, NULL);
+	if (!real)
 		return anole_err(err, errno, "%s: %s", mnt, strerror(errno));
 	struct stat st;
 	if (stat(real, &st) < 0 || !S_ISDIR(st.st_mode))
@@ -278,11 +279,11 @@ static int mount_locked(struct worker *wk, const char *ref, const char *mnt, int
 			 "(fanotify mark: %s); serving %s through FUSE instead",
 			 wk->paths.cache, why, mnt);
 	}
-	char real[PATH_MAX], *mine;
-	int r = reserve_mountpoint(wk, mnt, real, &mine, err);
+	char *mine;
+	int r = reserve_mountpoint(wk, mnt, &mine, err);
 	if (r < 0)
 		return r;
-	r = mount_setup(wk, ref, real, tls_verify, creds, options, prefetch, fuse || record, record,
+	r = mount_setup(wk, ref, mine, tls_verify, creds, options, prefetch, fuse || record, record,
 			exec, hints, config, err);
 	release_mountpoint(wk, mine);
 	return r;
@@ -506,11 +507,11 @@ nomem:
 int op_mount_image(struct worker *wk, const char *image, const char *mnt, json_t *devices,
 		   const char *options, struct anole_error *err)
 {
-	char real[PATH_MAX], *mine;
-	int r = reserve_mountpoint(wk, mnt, real, &mine, err);
+	char *mine;
+	int r = reserve_mountpoint(wk, mnt, &mine, err);
 	if (r < 0)
 		return r;
-	r = image_setup(wk, image, real, devices, options, err);
+	r = image_setup(wk, image, mine, devices, options, err);
 	release_mountpoint(wk, mine);
 	return r;
 }
@@ -521,7 +522,7 @@ int op_mount(struct worker *wk, const char *ref, const char *mnt, int tls_verify
 	     char **config, struct anole_error *err)
 {
 	/* cache gc waits while files are fetched for a mount and taken */
-	int lock = serve_cache_lock(wk->paths.cache, LOCK_SH);
+	int lock = serve_cache_lock(wk->files.cache_lock, LOCK_SH);
 	int r = mount_locked(wk, ref, mnt, tls_verify, creds, options, prefetch, fuse, record, exec,
 			     hints, notice, notice_size, config, err);
 	if (lock >= 0)
@@ -529,11 +530,21 @@ int op_mount(struct worker *wk, const char *ref, const char *mnt, int tls_verify
 	return r;
 }
 
+/* @mnt's real path, or @mnt itself when it has none (a mount point gone
+ * or lazily unmounted); malloc'd, NULL when out of memory. */
+static char *real_or_given(const char *mnt)
+{
+	char *real = realpath(mnt, NULL);
+	return real ? real : strdup(mnt);
+}
+
 json_t *op_trace(struct worker *wk, const char *mnt, struct anole_error *err)
 {
-	char real[PATH_MAX];
-	if (!realpath(mnt, real))
-		snprintf(real, sizeof(real), "%s", mnt);
+	_cleanup_free_ char *real = real_or_given(mnt);
+	if (!real) {
+		anole_err(err, ENOMEM, "out of memory");
+		return NULL;
+	}
 	pthread_mutex_lock(&wk->lock);
 	struct lmount *m = mtab_find(&wk->mtab, real);
 	json_t *out = NULL;
@@ -595,9 +606,9 @@ static void finish_fuse(struct worker *wk, struct lmount *m)
 
 int op_umount(struct worker *wk, const char *mnt, bool *idle, struct anole_error *err)
 {
-	char real[PATH_MAX];
-	if (!realpath(mnt, real))
-		snprintf(real, sizeof(real), "%s", mnt);
+	_cleanup_free_ char *real = real_or_given(mnt);
+	if (!real)
+		return anole_err(err, ENOMEM, "out of memory");
 	pthread_mutex_lock(&wk->lock);
 	int r = 0;
 	size_t i = 0;
@@ -643,16 +654,20 @@ static char *read_mountinfo(void)
 
 static bool listed(const char *info, const char *path, bool fuse)
 {
-	char want[PATH_MAX * 4 + 8], *w = want;
-	*w++ = ' ';
-	for (const char *p = path; *p; p++) {
+	/* " PATH " as mountinfo escapes it */
+	struct strbuf sb = {0};
+	int r = strbuf_add(&sb, " ", 1);
+	for (const char *p = path; r >= 0 && *p; p++) {
 		if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\\')
-			w += sprintf(w, "\\%03o", (unsigned char)*p);
+			r = strbuf_addf(&sb, "\\%03o", (unsigned char)*p);
 		else
-			*w++ = *p;
+			r = strbuf_add(&sb, p, 1);
 	}
-	*w++ = ' ';
-	*w = 0;
+	if (r < 0 || strbuf_add(&sb, " ", 1) < 0) {
+		strbuf_release(&sb);
+		return true; /* (out of memory: not known to be gone) */
+	}
+	_cleanup_free_ char *want = sb.buf;
 	for (const char *line = info; line && *line;) {
 		const char *end = strchrnul(line, '\n');
 		/* field 5 is the mount point; the type follows " - " */
@@ -710,15 +725,12 @@ void release_lingering(struct worker *wk)
 /* After a restart: the mounts an earlier worker made, still mounted. */
 static void restore_mounts(struct worker *wk)
 {
-	char path[600];
-	snprintf(path, sizeof(path), "%s/mounts.json", wk->paths.runtime);
 	json_error_t je;
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	_cleanup_close_ int fd = open(wk->files.mounts, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	json_t *a = fd >= 0 ? json_loadfd(fd, 0, &je) : NULL;
 	if (!a)
 		return;
-	snprintf(path, sizeof(path), "%s/credentials.json", wk->paths.runtime);
-	json_t *creds = json_load_file(path, 0, &je);
+	json_t *creds = json_load_file(wk->files.creds, 0, &je);
 	size_t i;
 	json_t *j;
 	json_array_foreach(a, i, j) {
@@ -788,22 +800,21 @@ static void restore_mounts(struct worker *wk)
 
 /* ---- life ---------------------------------------------------------------------- */
 
-static int bind_control(struct worker *wk)
+static int bind_control(struct worker *wk, struct anole_error *err)
 {
-	char path[600];
-	snprintf(path, sizeof(path), "%s/daemon.sock", wk->paths.runtime);
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	memcpy(sa.sun_path, path, strlen(path) + 1);
+	const char *path = wk->files.sock;
+	struct sockaddr_un sa;
+	int r = serve_socket_addr(path, &sa, err);
+	if (r < 0)
+		return r;
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
-		return -errno;
+		return anole_err(err, errno, "%s: cannot listen: %s", path, strerror(errno));
 	unlink(path);
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 64) < 0) {
-		int e = errno;
+		r = anole_err(err, errno, "%s: cannot listen: %s", path, strerror(errno));
 		close(fd);
-		return -e;
+		return r;
 	}
 	chmod(path, 0600);
 	return fd;
@@ -845,7 +856,11 @@ void serve_worker(const struct holder_state *h)
 	wk->ctl_fd = -1;
 	wk->direct_ids = 1ull << 62; /* apart from the holder's */
 	serve_paths_init(&wk->paths);
-	snprintf(wk->partial, sizeof(wk->partial), "%s/partial", wk->paths.cache);
+	struct anole_error e = {0};
+	if (serve_files_init(&wk->files, &wk->paths, &e) < 0) {
+		wlog("%s", e.msg);
+		_exit(WORKER_EXIT_NOSERVE);
+	}
 	wk->group = h->group;
 	snprintf(wk->no_kernel_why, sizeof(wk->no_kernel_why), "%s", h->no_group_why);
 	wk->holder = h->sock;
@@ -854,7 +869,6 @@ void serve_worker(const struct holder_state *h)
 	for (size_t i = 0; i < h->npending; i++)
 		close(h->pending[i].fd);
 	wk->started = time(NULL);
-	struct anole_error e = {0};
 	if (serve_paths_check(&wk->paths, true, &e) < 0)
 		cannot_serve(wk, e.msg);
 	restore_mounts(wk);
@@ -873,19 +887,15 @@ void serve_worker(const struct holder_state *h)
 		_exit(1);
 	}
 	/* mounts an earlier worker made are served with or without a socket */
-	int ctl = bind_control(wk);
+	int ctl = bind_control(wk, &e);
 	if (ctl < 0) {
-		char why[700];
-		snprintf(why, sizeof(why), "%s/daemon.sock: cannot listen: %s", wk->paths.runtime,
-			 strerror(-ctl));
 		if (!wk->mtab.nmounts)
-			cannot_serve(wk, why);
-		wlog("%s; serving the %zu restored mounts without it", why, wk->mtab.nmounts);
+			cannot_serve(wk, e.msg);
+		wlog("%s; serving the %zu restored mounts without it", e.msg, wk->mtab.nmounts);
 	} else {
-		char pid[600], line[32];
-		snprintf(pid, sizeof(pid), "%s/daemon.pid", wk->paths.runtime);
+		char line[32];
 		snprintf(line, sizeof(line), "%d\n", (int)getpid());
-		outfile_write(pid, line, strlen(line));
+		outfile_write(wk->files.daemon_pid, line, strlen(line));
 		if (wk->inherited.status >= 0)
 			close(wk->inherited.status);
 		wk->inherited.status = -1;

@@ -15,6 +15,7 @@
 #include "serve/counters.h"
 #include "serve/mounttab.h"
 #include "serve/sched.h"
+#include "serve/paths.h"
 #include "serve/serve.h"
 #include "util/util.h"
 
@@ -67,7 +68,7 @@ struct worker {
 	pthread_cond_t jobs_cond;
 	pthread_mutex_t send_lock;
 	struct serve_paths paths;
-	char partial[600]; /* the cache's partial/ */
+	struct serve_files files; /* paths.h: where its files are */
 	unsigned ops;      /* control requests under way */
 	int group, holder; /* group -1: no kernel path (FUSE only) */
 	char no_kernel_why[160];

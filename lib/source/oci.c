@@ -386,8 +386,11 @@ static int build_separate(struct image_src *s, const char *outdir,
 	if (lstat(outdir, &st) == 0)
 		return anole_err(s->err, EEXIST, "%s: already exists (--layers=separate makes a "
 				 "new directory)", outdir);
-	char tmp[4096];
-	snprintf(tmp, sizeof(tmp), "%s.tmp-XXXXXX", outdir);
+	_cleanup_free_ char *tmp = NULL;
+	if (asprintf(&tmp, "%s.tmp-XXXXXX", outdir) < 0) {
+		tmp = NULL;
+		return anole_err(s->err, ENOMEM, "out of memory");
+	}
 	if (!mkdtemp(tmp))
 		return anole_err(s->err, errno, "%s: %s", tmp, strerror(errno));
 	chmod(tmp, 0755);
@@ -400,12 +403,12 @@ static int build_separate(struct image_src *s, const char *outdir,
 	if (!built)
 		r = anole_err(s->err, ENOMEM, "out of memory");
 	for (size_t i = 0; i < n && r >= 0; i++) {
-		char path[4200];
-		snprintf(path, sizeof(path), "%s/%04zu.erofs", tmp, i + 1);
-		if (!(built[i] = strdup(path))) {
+		if (asprintf(&built[i], "%s/%04zu.erofs", tmp, i + 1) < 0) {
+			built[i] = NULL;
 			r = anole_err(s->err, ENOMEM, "out of memory");
 			break;
 		}
+		const char *path = built[i];
 		struct tree_writer *tw;
 		struct layers *l = NULL;
 		struct anole_build_stats one = {0};
@@ -428,17 +431,15 @@ static int build_separate(struct image_src *s, const char *outdir,
 		add_stats(&sum, &one);
 	}
 	dirmeta_free(dm);
-	for (size_t i = 0; built && i < n; i++)
-		free(built[i]);
-	free(built);
 	if (r >= 0 && rename(tmp, outdir) < 0)
 		r = anole_err(s->err, errno, "%s: %s", outdir, strerror(errno));
+	for (size_t i = 0; built && i < n; i++) {
+		if (r < 0 && built[i]) /* (only a layer that has its name was made) */
+			unlink(built[i]);
+		free(built[i]);
+	}
+	free(built);
 	if (r < 0) {
-		for (size_t i = 0; i < n; i++) {
-			char path[4200];
-			snprintf(path, sizeof(path), "%s/%04zu.erofs", tmp, i + 1);
-			unlink(path);
-		}
 		rmdir(tmp);
 		return r;
 	}
@@ -492,33 +493,58 @@ static int take_run_config(struct image_src *s, char **out)
 	return r;
 }
 
-int source_image(const char *source, const char *image, const struct anole_build_options *opts,
-		 struct anole_build_stats *stats, struct anole_error *err)
+static void image_src_release(struct image_src *s)
 {
-	struct image_src s = {.name = source, .err = err,
-			      .platform = opts->platform ? opts->platform : "linux/amd64"};
-	int r;
-	if (!strncmp(source, "oci:", 4))
-		r = open_layout(&s, source + 4);
-	else if (!strncmp(source, "docker://", 9))
-		r = open_registry(&s, source + 9, opts);
-	else {
-		s.tar_path = source;
-		s.nlayers = 1;
-		r = 0;
-	}
+	for (size_t i = 0; s->fetched && i < s->nlayers; i++)
+		if (s->fetched[i] >= 0)
+			close(s->fetched[i]);
+	free(s->fetched);
+	free(s->dir);
+	free(s->repo);
+	free(s->layers);
+	registry_free(s->reg);
+}
+
+/* What every image source does once @s is open (@r: how opening went):
+ * its run config for whoever asked, the image or images, then @s let go. */
+static int build_image(struct image_src *s, int r, const char *image,
+		       const struct anole_build_options *opts, struct anole_build_stats *stats)
+{
 	if (r >= 0 && opts->run_config)
-		r = take_run_config(&s, opts->run_config);
+		r = take_run_config(s, opts->run_config);
 	if (r >= 0)
-		r = opts->layers_separate ? build_separate(&s, image, opts, stats)
-					  : build_merged(&s, image, opts, stats);
-	for (size_t i = 0; s.fetched && i < s.nlayers; i++)
-		if (s.fetched[i] >= 0)
-			close(s.fetched[i]);
-	free(s.fetched);
-	free(s.dir);
-	free(s.repo);
-	free(s.layers);
-	registry_free(s.reg);
+		r = opts->layers_separate ? build_separate(s, image, opts, stats)
+					  : build_merged(s, image, opts, stats);
+	image_src_release(s);
 	return r;
+}
+
+static struct image_src image_src(const char *source, const struct anole_build_options *opts,
+				  struct anole_error *err)
+{
+	return (struct image_src){.name = source, .err = err,
+				  .platform = opts->platform ? opts->platform : "linux/amd64"};
+}
+
+int source_layout(const char *source, const char *image, const struct anole_build_options *opts,
+		  struct anole_build_stats *stats, struct anole_error *err)
+{
+	struct image_src s = image_src(source, opts, err);
+	return build_image(&s, open_layout(&s, source + 4), image, opts, stats);
+}
+
+int source_registry(const char *source, const char *image, const struct anole_build_options *opts,
+		    struct anole_build_stats *stats, struct anole_error *err)
+{
+	struct image_src s = image_src(source, opts, err);
+	return build_image(&s, open_registry(&s, source + 9, opts), image, opts, stats);
+}
+
+int source_tar(const char *source, const char *image, const struct anole_build_options *opts,
+	       struct anole_build_stats *stats, struct anole_error *err)
+{
+	struct image_src s = image_src(source, opts, err);
+	s.tar_path = source;
+	s.nlayers = 1;
+	return build_image(&s, 0, image, opts, stats);
 }

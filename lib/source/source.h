@@ -122,9 +122,17 @@ int source_archive_err(struct anole_error *err, struct archive *a, const char *w
 
 /* ---- OCI images (oci.c) ------------------------------------------------- */
 
-/* "oci:DIR[:TAG]", "docker://HOST/REPO[:TAG|@DIGEST]" and tar file ("-":
- * stdin) sources. */
-int source_image(const char *source, const char *image, const struct anole_build_options *opts,
-		 struct anole_build_stats *stats, struct anole_error *err);
+/* The build functions (struct build_source) of "oci:DIR[:TAG]",
+ * "docker://HOST/REPO[:TAG|@DIGEST]" and tar file ("-": stdin) sources;
+ * @stats may be NULL. */
+int source_layout(const char *source, const char *image, const struct anole_build_options *opts,
+		  struct anole_build_stats *stats, struct anole_error *err)
+	__attribute__((nonnull(1, 2, 3, 5)));
+int source_registry(const char *source, const char *image, const struct anole_build_options *opts,
+		    struct anole_build_stats *stats, struct anole_error *err)
+	__attribute__((nonnull(1, 2, 3, 5)));
+int source_tar(const char *source, const char *image, const struct anole_build_options *opts,
+	       struct anole_build_stats *stats, struct anole_error *err)
+	__attribute__((nonnull(1, 2, 3, 5)));
 
 #endif

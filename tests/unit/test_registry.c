@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -56,8 +57,8 @@ static void origins(void **state)
 
 static void location(const char *url, const char *loc, const char *want)
 {
-	char out[2048] = "";
-	bool ok = registry_absolute_location(url, loc, out, sizeof(out));
+	char *out = NULL;
+	bool ok = registry_absolute_location(url, loc, &out) == 0;
 	if (!want) {
 		if (ok)
 			fail_msg("%s + %s: \"%s\" where none was wanted", url, loc, out);
@@ -65,6 +66,7 @@ static void location(const char *url, const char *loc, const char *want)
 	}
 	if (!ok || strcmp(out, want))
 		fail_msg("%s + %s: \"%s\", not \"%s\"", url, loc, ok ? out : "(none)", want);
+	free(out);
 }
 
 static void locations(void **state)
@@ -80,11 +82,62 @@ static void locations(void **state)
 	location("http://r:5000/x", "file:///etc/passwd", NULL);
 }
 
+#define DIGEST "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+/* A repository name of 255 characters (the longest a registry takes), as
+ * "a/bbb..." */
+static void long_repo(char name[256], char c)
+{
+	memset(name, c, 255);
+	name[1] = '/';
+	name[255] = 0;
+}
+
+/* Paths of the longest repository names come out whole: a cross-repo
+ * mount's is over 600 bytes, once the size of the buffer it was cut in. */
+static void long_repository_paths(void **state)
+{
+	(void)state;
+	char repo[256], from[256], want[1024];
+	long_repo(repo, 'r');
+	long_repo(from, 'f');
+	char *p = registry_upload_path(repo, DIGEST, from);
+	snprintf(want, sizeof(want), "/v2/%s/blobs/uploads/?mount=%s&from=%s", repo, DIGEST, from);
+	assert_string_equal(p, want);
+	assert_int_equal(strlen(p), 4 + 255 + 22 + 71 + 6 + 255);
+	assert_true(strlen(p) > 600);
+	free(p);
+	/* from the same repository: a plain upload */
+	p = registry_upload_path(repo, DIGEST, repo);
+	snprintf(want, sizeof(want), "/v2/%s/blobs/uploads/", repo);
+	assert_string_equal(p, want);
+	free(p);
+	p = registry_upload_path(repo, DIGEST, NULL);
+	assert_string_equal(p, want);
+	free(p);
+	p = registry_api_path(repo, "blobs", DIGEST);
+	snprintf(want, sizeof(want), "/v2/%s/blobs/%s", repo, DIGEST);
+	assert_string_equal(p, want);
+	free(p);
+	p = registry_api_path(repo, "manifests", "latest");
+	snprintf(want, sizeof(want), "/v2/%s/manifests/latest", repo);
+	assert_string_equal(p, want);
+	free(p);
+	/* and an upload Location on the registry's origin that long */
+	char url[1100], loc[700];
+	snprintf(url, sizeof(url), "https://registry.example:5000/v2/%s/blobs/uploads/?mount=%s&from=%s",
+		 repo, DIGEST, from);
+	snprintf(loc, sizeof(loc), "/v2/%s/blobs/uploads/%s?_state=%s", repo, &DIGEST[7], from);
+	snprintf(want, sizeof(want), "https://registry.example:5000%s", loc);
+	location(url, loc, want);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(origins),
 		cmocka_unit_test(locations),
+		cmocka_unit_test(long_repository_paths),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
