@@ -102,7 +102,9 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 	int rc = real_connect(fd, addr, len);
 	int e = errno;
 
-	if ((rc == 0 || errno == EINPROGRESS) && addr &&
+	/* a second connect() that only asks whether a non-blocking one
+	 * finished (hiredis does) keeps the connection it has */
+	if ((rc == 0 || errno == EINPROGRESS) && addr && !smc_tab_get(fd) &&
 	    (addr->sa_family == AF_INET || addr->sa_family == AF_INET6) && tcp_stream(fd))
 		track(fd, SMC_CLI_PENDING, false);
 	errno = e;
