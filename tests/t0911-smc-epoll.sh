@@ -10,13 +10,5 @@
 # shellcheck source=lib/smc
 . "$ROOT/tests/lib/smc"
 
-timeout 300 "$ANOLE" smc run -- python3 "$ROOT/tests/lib/smc-epoll" server "$TMP" >"$TMP/srv.out" 2>&1 &
-srv=$!
-smc_bg $srv
-out=$(timeout 300 "$ANOLE" smc run -- python3 "$ROOT/tests/lib/smc-epoll" client "$TMP") ||
-	fail "client: $out"
-wait "$srv" || fail "server: $(cat "$TMP/srv.out")"
-[ "$out" = ok ] && [ "$(cat "$TMP/srv.out")" = ok ] || fail "client: $out, server: $(cat "$TMP/srv.out")"
-cat "$ANOLE_SMC_STATS"
-[ "$(smc_stat "['smc_connections']")" = 2 ] || fail "not both ends in shared memory"
+smc_pair "$ROOT/tests/lib/smc-epoll"
 echo "t0911: epoll edge and level triggered, one-shot, EPOLLOUT, EPOLLRDHUP over shared memory"

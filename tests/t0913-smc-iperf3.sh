@@ -11,7 +11,7 @@ need_cmd iperf3
 . "$ROOT/tests/lib/smc"
 
 port=$(free_port)
-timeout 600 "$ANOLE" smc run -- iperf3 -s -p "$port" -B 127.0.0.1 >"$TMP/server.out" 2>&1 &
+timeout 600 "$ANOLE" smc run -- iperf3 -s --forceflush -p "$port" -B 127.0.0.1 >"$TMP/server.out" 2>&1 &
 smc_bg $!
 check() {	# check JSON BYTES: iperf3's own verdict on one run
 	python3 - "$1" "$2" <<'PY' || fail "iperf3 $1: $(head -c 2000 "$1")"
