@@ -300,6 +300,18 @@ static int ep_arm(struct ep_set *s, struct ep_plan *pl)
 	return 0;
 }
 
+static void notify_drain(struct smc_conn *c)
+{
+	uint64_t v;
+
+	pthread_mutex_lock(&c->lock);
+	if (atomic_load(&c->state) == SMC_SRV_PENDING && c->notify >= 0 &&
+	    read(c->notify, &v, sizeof(v)) < 0) {
+		/* drained by a settling thread */
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
 /* Undoes ep_arm after the sleep: sleep flags off, fired eventfds
  * drained. If a member went meanwhile, every member is drained. */
 static void ep_disarm(struct ep_set *s, struct ep_plan *pl)
@@ -318,15 +330,13 @@ static void ep_disarm(struct ep_set *s, struct ep_plan *pl)
 
 		while (j < pl->n && pl->who[j] == m)
 			j++;
+		/* armed as pending and settled by another thread meanwhile:
+		 * its notify eventfd is closed (under its lock), the number
+		 * maybe reused */
 		if (atomic_load(&m->c->state) == SMC_ON && pl->big[k].fd != m->c->fd)
 			smc_conn_disarm(m->c, pl->big + k, j - k);
-		else if (j - k == 2 && pl->big[k + 1].revents) {
-			uint64_t v;
-
-			if (read(pl->big[k + 1].fd, &v, sizeof(v)) < 0) {
-				/* drained by the settling thread */
-			}
-		}
+		else if (j - k == 2 && pl->big[k + 1].revents)
+			notify_drain(m->c);
 		k = j;
 	}
 }

@@ -581,16 +581,16 @@ EXPORT int close(int fd)
 	return real_close(fd);
 }
 
-typedef int fcntl_fn(int, int, ...);
+typedef int (*fcntl_fn)(int, int, ...);
 
-/* libc's fcntl; @name is "fcntl" or "fcntl64" (the same function on
+/* libc's fcntl; @which 0 is "fcntl", 1 "fcntl64" (the same function on
  * 64-bit, reached by either name as the program was built). */
-static fcntl_fn *real_fcntl_of(int which)
+static fcntl_fn real_fcntl_of(int which)
 {
-	static fcntl_fn *f[2];
+	static fcntl_fn f[2];
 
 	if (!f[which])
-		f[which] = (fcntl_fn *)dlsym(RTLD_NEXT, which ? "fcntl64" : "fcntl");
+		f[which] = (fcntl_fn)dlsym(RTLD_NEXT, which ? "fcntl64" : "fcntl");
 	return f[which];
 }
 
@@ -673,7 +673,7 @@ EXPORT int dup3(int fd, int to, int flags)
 	return dup_share(fd, real_dup3(fd, to, flags));
 }
 
-static int fcntl_any(int fd, int cmd, void *arg, fcntl_fn *real)
+static int fcntl_any(int fd, int cmd, void *arg, fcntl_fn real)
 {
 	if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) {
 		dup_prepare(fd);
