@@ -389,7 +389,7 @@ static int ep_wait(int ep, struct epoll_event *evs, int max, int timeout, const 
 		int left = timeout < 0 ? -1 : timeout == 0 ? 0 : (int)(end - smc_now_ms());
 		struct ep_plan pl = {0};
 		struct ep_set *s;
-		int n, rc;
+		int n, rc, err;
 
 		left = left < -1 ? 0 : left;
 		pthread_mutex_lock(&ep_lock);
@@ -403,6 +403,7 @@ static int ep_wait(int ep, struct epoll_event *evs, int max, int timeout, const 
 		if (n)
 			return n < 0 ? (int)smc_fail(n) : ep_plain(ep, evs, n, max);
 		rc = smc_kpoll(pl.big, (nfds_t)pl.n, left, mask);
+		err = errno; /* the disarm's reads must not change it */
 		pthread_mutex_lock(&ep_lock);
 		s = set_find(ep);
 		ep_disarm(s, &pl);
@@ -410,6 +411,7 @@ static int ep_wait(int ep, struct epoll_event *evs, int max, int timeout, const 
 		pthread_mutex_unlock(&ep_lock);
 		if (rc < 0) {
 			plan_free(&pl);
+			errno = err;
 			return -1; /* EINTR: a signal the mask let in */
 		}
 		n = pl.big[0].revents ? ep_plain(ep, evs, n, max) : n;

@@ -396,7 +396,10 @@ int smc_poll_fds(struct pollfd *fds, nfds_t n, int timeout, const sigset_t *mask
 		plain = smc_kpoll(pl.big, (nfds_t)pl.nbig, ready ? 0 : left < 0 && timeout >= 0 ? 0 : left,
 				  mask);
 		if (plain < 0) {
-			poll_merge(&pl, fds, n);
+			int e = errno;
+
+			poll_merge(&pl, fds, n); /* its reads must not change errno */
+			errno = e;
 			goto out;
 		}
 		bool again = poll_merge(&pl, fds, n);
