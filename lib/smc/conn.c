@@ -28,6 +28,8 @@ struct smc_conn *smc_conn_new(int fd, int state, bool server)
 	atomic_init(&c->state, state);
 	c->server = server;
 	c->notify = c->ctl = c->rx_data = c->rx_space = c->tx_data = c->tx_space = -1;
+	c->refs = 1;
+	c->priv = -1;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->tx_lock, NULL);
 	pthread_mutex_init(&c->rx_lock, NULL);
@@ -60,6 +62,7 @@ void smc_conn_free(struct smc_conn *c)
 		return;
 	conn_unshare(c);
 	close_fd(&c->notify);
+	close_fd(&c->priv);
 	pthread_mutex_destroy(&c->lock);
 	pthread_mutex_destroy(&c->tx_lock);
 	pthread_mutex_destroy(&c->rx_lock);
@@ -586,6 +589,28 @@ void smc_conn_disarm(struct smc_conn *c, const struct pollfd *fds, int n)
 		else if (fds[i].revents)
 			efd_drain(fds[i].fd);
 	}
+}
+
+void smc_conn_gens(struct smc_conn *c, uint64_t *gin, uint64_t *gout)
+{
+	uint64_t gone = atomic_load(&c->peer_gone) ? 1ull << 61 : 0;
+
+	*gin = atomic_load(&c->rx.h->prod) + (atomic_load(&c->rx.h->closed) ? 1ull << 62 : 0) + gone;
+	*gout = atomic_load(&c->tx.h->cons) + (atomic_load(&c->tx.h->reset) ? 1ull << 62 : 0) + gone;
+}
+
+void smc_conn_drain(struct smc_conn *c)
+{
+	struct pollfd p[2] = {{c->rx_data, POLLIN, POLLIN}, {c->tx_space, POLLIN, POLLIN}};
+
+	smc_conn_disarm(c, p, 2);
+}
+
+int smc_conn_queued(struct smc_conn *c, bool tx)
+{
+	int64_t n = tx ? smc_ring_used(&c->tx) : smc_ring_used(&c->rx);
+
+	return n < 0 ? -ECONNRESET : (int)n;
 }
 
 void smc_conn_close(struct smc_conn *c)

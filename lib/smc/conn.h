@@ -44,6 +44,14 @@ short smc_conn_revents(struct smc_conn *c, short events);
  * descriptors to sleep on; the count. smc_conn_disarm undoes it. */
 int smc_conn_arm(struct smc_conn *c, short events, struct pollfd *out);
 void smc_conn_disarm(struct smc_conn *c, const struct pollfd *fds, int n);
+/* Clears the sleep flags and drains both wake-up eventfds. */
+void smc_conn_drain(struct smc_conn *c);
+/* Edge-triggered epoll: numbers that change whenever bytes or space
+ * arrive (the ring cursors) or the peer closes, per direction. */
+void smc_conn_gens(struct smc_conn *c, uint64_t *gin, uint64_t *gout);
+/* Bytes waiting in the receive ring (@tx: not yet read by the peer
+ * from the send ring), or -ECONNRESET (FIONREAD, SIOCOUTQ). */
+int smc_conn_queued(struct smc_conn *c, bool tx);
 
 /* The rendezvous of listener @fd (bound to TCP @port), served by the
  * library's thread; 0 or -errno. */

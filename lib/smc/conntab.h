@@ -53,6 +53,9 @@ struct smc_conn {
 	pthread_mutex_t rx_lock; /* one consumer */
 	struct smc_tuple tuple;  /* server connections */
 	int notify;              /* server pending: eventfd, a proposal came */
+	int refs;                /* the program's numbers for it (dup), under lock */
+	int priv;                /* the library's own dup of the TCP socket once
+				  * the program has two numbers: c->fd then */
 	struct smc_conn *next;   /* the server list */
 	/* SMC_ON */
 	int ctl;                 /* the handshake's socket: liveness */

@@ -5,6 +5,10 @@
  * covers"). */
 #include <dlfcn.h>
 #include <errno.h>
+#include <limits.h>
+#include <linux/sockios.h>
+#include <stdarg.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -13,22 +17,16 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "smc/conn.h"
+#include "smc/preload.h"
+#include "smc/rendezvous.h"
 
-#define EXPORT __attribute__((visibility("default")))
-
-/* libc's own function @name (the next definition after ours). */
-#define REAL(name)                                                                                 \
-	static __typeof__(name) *real_##name;                                                      \
-	if (!real_##name)                                                                          \
-		real_##name = (__typeof__(name) *)dlsym(RTLD_NEXT, #name)
-
-static ssize_t fail(ssize_t rc)
+ssize_t smc_fail(ssize_t rc)
 {
 	if (rc < 0) {
 		errno = (int)-rc;
@@ -37,8 +35,10 @@ static ssize_t fail(ssize_t rc)
 	return rc;
 }
 
-/* The connection of @fd if it is (or may become) shared memory. */
-static struct smc_conn *conn_of(int fd)
+#define fail smc_fail
+#define conn_of smc_conn_of
+
+struct smc_conn *smc_conn_of(int fd)
 {
 	struct smc_conn *c = smc_tab_get(fd);
 
@@ -58,6 +58,8 @@ static struct smc_conn *conn_data(int fd, bool writing, bool may_wait)
 		smc_srv_settle(c, may_wait && !(fcntl(fd, F_GETFL) & O_NONBLOCK), writing);
 	return atomic_load(&c->state) == SMC_ON ? c : NULL;
 }
+
+static void conn_unref(struct smc_conn *c);
 
 static bool tcp_stream(int fd)
 {
@@ -90,7 +92,7 @@ static void track(int fd, int state, bool server)
 	struct smc_conn *old = smc_tab_take(fd);
 
 	if (old)
-		smc_conn_close(old);
+		conn_unref(old);
 	smc_tab_set(fd, c);
 }
 
@@ -100,7 +102,9 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 	int rc = real_connect(fd, addr, len);
 	int e = errno;
 
-	if ((rc == 0 || errno == EINPROGRESS) && addr &&
+	/* a second connect() that only asks whether a non-blocking one
+	 * finished (hiredis does) keeps the connection it has */
+	if ((rc == 0 || errno == EINPROGRESS) && addr && !smc_tab_get(fd) &&
 	    (addr->sa_family == AF_INET || addr->sa_family == AF_INET6) && tcp_stream(fd))
 		track(fd, SMC_CLI_PENDING, false);
 	errno = e;
@@ -281,16 +285,6 @@ EXPORT int shutdown(int fd, int how)
 	return c ? (int)fail(smc_conn_shutdown(c, how)) : real_shutdown(fd, how);
 }
 
-EXPORT int close(int fd)
-{
-	REAL(close);
-	struct smc_conn *c = smc_tab_take(fd);
-
-	if (c)
-		smc_conn_close(c);
-	return real_close(fd);
-}
-
 /* ---- poll ---- */
 
 struct poll_plan {
@@ -371,19 +365,10 @@ static bool poll_merge(struct poll_plan *pl, struct pollfd *fds, nfds_t n)
 	return again;
 }
 
-static long now_ms(void)
+int smc_poll_fds(struct pollfd *fds, nfds_t n, int timeout, const sigset_t *mask)
 {
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec * 1000L + t.tv_nsec / 1000000L;
-}
-
-static int poll_smc(struct pollfd *fds, nfds_t n, int timeout)
-{
-	REAL(poll);
 	struct poll_plan pl;
-	long end = timeout > 0 ? now_ms() + timeout : 0;
+	long end = timeout > 0 ? smc_now_ms() + timeout : 0;
 	int rc = -1;
 
 	pl.big = calloc(n * 3 + 1, sizeof(*pl.big));
@@ -394,7 +379,7 @@ static int poll_smc(struct pollfd *fds, nfds_t n, int timeout)
 		goto out;
 	}
 	for (;;) {
-		int left = timeout < 0 ? -1 : timeout == 0 ? 0 : (int)(end - now_ms());
+		int left = timeout < 0 ? -1 : timeout == 0 ? 0 : (int)(end - smc_now_ms());
 		int ready, plain;
 
 		for (nfds_t i = 0; i < n; i++) {
@@ -408,9 +393,13 @@ static int poll_smc(struct pollfd *fds, nfds_t n, int timeout)
 		/* armed: look once more, a wake-up may have been missed */
 		if (!ready && smc_ready(fds, n))
 			left = 0;
-		plain = real_poll(pl.big, (nfds_t)pl.nbig, ready ? 0 : left < 0 && timeout >= 0 ? 0 : left);
+		plain = smc_kpoll(pl.big, (nfds_t)pl.nbig, ready ? 0 : left < 0 && timeout >= 0 ? 0 : left,
+				  mask);
 		if (plain < 0) {
-			poll_merge(&pl, fds, n);
+			int e = errno;
+
+			poll_merge(&pl, fds, n); /* its reads must not change errno */
+			errno = e;
 			goto out;
 		}
 		bool again = poll_merge(&pl, fds, n);
@@ -419,7 +408,7 @@ static int poll_smc(struct pollfd *fds, nfds_t n, int timeout)
 		smc_ready(fds, n);
 		for (nfds_t i = 0; i < n; i++)
 			rc += fds[i].revents != 0;
-		if (rc || (!again && timeout >= 0 && now_ms() >= end))
+		if (rc || (!again && timeout >= 0 && smc_now_ms() >= end))
 			goto out;
 	}
 out:
@@ -434,7 +423,7 @@ EXPORT int poll(struct pollfd *fds, nfds_t n, int timeout)
 	REAL(poll);
 	for (nfds_t i = 0; i < n; i++)
 		if (conn_of(fds[i].fd))
-			return poll_smc(fds, n, timeout);
+			return smc_poll_fds(fds, n, timeout, NULL);
 	return real_poll(fds, n, timeout);
 }
 
@@ -444,67 +433,318 @@ EXPORT int __poll_chk(struct pollfd *fds, nfds_t n, int timeout, size_t fdslen)
 	return poll(fds, n, timeout);
 }
 
-/* ---- not handled yet: a pending connection becomes TCP first ---- */
-
-/* @fd may go to a call the slice does not handle: 0, or -1 with
- * EOPNOTSUPP if it is already in shared memory (one line said). */
-static int unsupported(int fd, const char *call)
+static bool any_smc(const struct pollfd *fds, nfds_t n)
 {
-	struct smc_conn *c = conn_of(fd);
-
-	if (!c || smc_conn_to_tcp(c))
-		return 0;
-	fprintf(stderr, "anole-smc: %s on a shared-memory socket is not supported yet\n", call);
-	errno = EOPNOTSUPP;
-	return -1;
+	for (nfds_t i = 0; i < n; i++)
+		if (conn_of(fds[i].fd))
+			return true;
+	return false;
 }
 
-EXPORT int epoll_ctl(int ep, int op, int fd, struct epoll_event *ev)
+EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *t, const sigset_t *mask)
 {
-	REAL(epoll_ctl);
-	if (op != EPOLL_CTL_DEL && unsupported(fd, "epoll"))
-		return -1;
-	return real_epoll_ctl(ep, op, fd, ev);
+	REAL(ppoll);
+	if (any_smc(fds, n))
+		return smc_poll_fds(fds, n, ts_ms(t), mask);
+	return real_ppoll(fds, n, t, mask);
+}
+
+EXPORT int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *t, const sigset_t *mask,
+		       size_t fdslen)
+{
+	(void)fdslen;
+	return ppoll(fds, n, t, mask);
+}
+
+/* ---- select, pselect: through poll's readiness ---- */
+
+#define SEL_IN (POLLIN | POLLRDNORM | POLLHUP | POLLERR)
+#define SEL_OUT (POLLOUT | POLLWRNORM | POLLERR)
+
+static bool in_set(const fd_set *s, int fd)
+{
+	return s && FD_ISSET(fd, s);
+}
+
+/* The select sets as a poll set; the count of descriptors asked. */
+static nfds_t sel_plan(int n, const fd_set *r, const fd_set *w, const fd_set *e, struct pollfd *p,
+		       bool *smc)
+{
+	nfds_t k = 0;
+
+	for (int fd = 0; fd < n; fd++) {
+		short ev = (short)((in_set(r, fd) ? POLLIN : 0) | (in_set(w, fd) ? POLLOUT : 0) |
+				   (in_set(e, fd) ? POLLPRI : 0));
+
+		if (ev) {
+			p[k++] = (struct pollfd){fd, ev, 0};
+			*smc |= conn_of(fd) != NULL;
+		}
+	}
+	return k;
+}
+
+/* The poll answers back into the sets, as the kernel's select says them. */
+static int sel_merge(int n, fd_set *r, fd_set *w, fd_set *e, const struct pollfd *p, nfds_t k)
+{
+	int rc = 0;
+
+	for (nfds_t i = 0; i < k; i++)
+		if (p[i].revents & POLLNVAL) {
+			errno = EBADF;
+			return -1;
+		}
+	for (int fd = 0; fd < n; fd++) {
+		if (r)
+			FD_CLR(fd, r);
+		if (w)
+			FD_CLR(fd, w);
+		if (e)
+			FD_CLR(fd, e);
+	}
+	for (nfds_t i = 0; i < k; i++) {
+		short ev = p[i].events, re = p[i].revents;
+
+		if ((ev & POLLIN) && (re & SEL_IN) && ++rc)
+			FD_SET(p[i].fd, r);
+		if ((ev & POLLOUT) && (re & SEL_OUT) && ++rc)
+			FD_SET(p[i].fd, w);
+		if ((ev & POLLPRI) && (re & POLLPRI) && ++rc)
+			FD_SET(p[i].fd, e);
+	}
+	return rc;
+}
+
+/* select or pselect with an SMC descriptor in a set; 1 if so (*rc set). */
+static int select_smc(int n, fd_set *r, fd_set *w, fd_set *e, int ms, const sigset_t *mask, int *rc)
+{
+	struct pollfd *p;
+	bool smc = false;
+	nfds_t k;
+
+	n = n > FD_SETSIZE ? FD_SETSIZE : n;
+	p = n > 0 ? calloc((size_t)n, sizeof(*p)) : NULL;
+	if (!p)
+		return 0;
+	k = sel_plan(n, r, w, e, p, &smc);
+	if (smc) {
+		*rc = smc_poll_fds(p, k, ms, mask);
+		if (*rc >= 0)
+			*rc = sel_merge(n, r, w, e, p, k);
+	}
+	free(p);
+	return smc;
 }
 
 EXPORT int select(int n, fd_set *r, fd_set *w, fd_set *e, struct timeval *t)
 {
 	REAL(select);
-	for (int fd = 0; fd < n && fd < FD_SETSIZE; fd++)
-		if (((r && FD_ISSET(fd, r)) || (w && FD_ISSET(fd, w)) || (e && FD_ISSET(fd, e))) &&
-		    unsupported(fd, "select"))
-			return -1;
+	struct timespec ts = {t ? t->tv_sec : 0, t ? t->tv_usec * 1000L : 0};
+	int rc;
+
+	if (select_smc(n, r, w, e, ts_ms(t ? &ts : NULL), NULL, &rc))
+		return rc;
 	return real_select(n, r, w, e, t);
+}
+
+EXPORT int pselect(int n, fd_set *r, fd_set *w, fd_set *e, const struct timespec *t, const sigset_t *mask)
+{
+	REAL(pselect);
+	int rc;
+
+	if (select_smc(n, r, w, e, ts_ms(t), mask, &rc))
+		return rc;
+	return real_pselect(n, r, w, e, t, mask);
+}
+
+/* ---- descriptor numbers: dup, close ---- */
+
+/* The program gives up one number of @c; the last closes it. */
+static void conn_unref(struct smc_conn *c)
+{
+	bool last;
+
+	pthread_mutex_lock(&c->lock);
+	last = --c->refs == 0;
+	pthread_mutex_unlock(&c->lock);
+	if (last) {
+		smc_ep_forget(c);
+		smc_conn_close(c);
+	}
+}
+
+EXPORT int close(int fd)
+{
+	REAL(close);
+	struct smc_conn *c = smc_tab_take(fd);
+
+	if (c)
+		conn_unref(c);
+	smc_ep_closed(fd);
+	return real_close(fd);
+}
+
+typedef int (*fcntl_fn)(int, int, ...);
+
+/* libc's fcntl; @which 0 is "fcntl", 1 "fcntl64" (the same function on
+ * 64-bit, reached by either name as the program was built). */
+static fcntl_fn real_fcntl_of(int which)
+{
+	static fcntl_fn f[2];
+
+	if (!f[which])
+		f[which] = (fcntl_fn)dlsym(RTLD_NEXT, which ? "fcntl64" : "fcntl");
+	return f[which];
+}
+
+static int real_dupfd(int fd, int cmd, int from)
+{
+	return real_fcntl_of(0)(fd, cmd, from);
+}
+
+/* @fd is about to get another number: one still pending is settled as
+ * far as it can be without waiting, else made TCP (two numbers of an
+ * unsettled connection would each have to agree on its fate). */
+static void dup_prepare(int fd)
+{
+	struct smc_conn *c = conn_of(fd);
+
+	if (c) {
+		smc_settle(c, false);
+		smc_conn_to_tcp(c);
+	}
+}
+
+/* @nfd, a new number of @fd's socket, shares @fd's connection. */
+static int dup_share(int fd, int nfd)
+{
+	struct smc_conn *c = conn_of(fd), *old;
+
+	if (nfd < 0 || nfd == fd || !c || atomic_load(&c->state) != SMC_ON)
+		return nfd;
+	pthread_mutex_lock(&c->lock);
+	/* a number of the library's own, so c->fd outlives the program's */
+	if (c->priv < 0) {
+		c->priv = real_dupfd(fd, F_DUPFD_CLOEXEC, 0);
+		if (c->priv >= 0)
+			c->fd = c->priv;
+	}
+	c->refs++;
+	pthread_mutex_unlock(&c->lock);
+	old = smc_tab_take(nfd); /* a number closed behind our back */
+	if (old)
+		conn_unref(old);
+	smc_tab_set(nfd, c);
+	return nfd;
+}
+
+/* @to is about to be closed by dup2/dup3. */
+static void dup_target(int fd, int to)
+{
+	struct smc_conn *c = fd != to ? smc_tab_take(to) : NULL;
+
+	if (c)
+		conn_unref(c);
+	if (fd != to)
+		smc_ep_closed(to);
 }
 
 EXPORT int dup(int fd)
 {
 	REAL(dup);
-	return unsupported(fd, "dup") ? -1 : real_dup(fd);
+	dup_prepare(fd);
+	return dup_share(fd, real_dup(fd));
 }
 
 EXPORT int dup2(int fd, int to)
 {
 	REAL(dup2);
-	struct smc_conn *c;
-
-	if (fd != to && unsupported(fd, "dup2"))
-		return -1;
-	c = fd != to ? smc_tab_take(to) : NULL;
-	if (c)
-		smc_conn_close(c);
-	return real_dup2(fd, to);
+	if (fd == to)
+		return real_dup2(fd, to);
+	dup_prepare(fd);
+	dup_target(fd, to);
+	return dup_share(fd, real_dup2(fd, to));
 }
 
 EXPORT int dup3(int fd, int to, int flags)
 {
 	REAL(dup3);
+	if (fd == to)
+		return real_dup3(fd, to, flags); /* EINVAL */
+	dup_prepare(fd);
+	dup_target(fd, to);
+	return dup_share(fd, real_dup3(fd, to, flags));
+}
+
+static int fcntl_any(int fd, int cmd, void *arg, fcntl_fn real)
+{
+	if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) {
+		dup_prepare(fd);
+		return dup_share(fd, real(fd, cmd, (int)(intptr_t)arg));
+	}
+	return real(fd, cmd, arg);
+}
+
+/* glibc reads fcntl's third argument as a pointer whatever @cmd is.
+ * Named by asm labels: with _FILE_OFFSET_BITS=64 the header renames
+ * fcntl to fcntl64, and programs call either. */
+EXPORT int smc_fcntl(int fd, int cmd, ...) __asm__("fcntl");
+EXPORT int smc_fcntl64(int fd, int cmd, ...) __asm__("fcntl64");
+
+EXPORT int smc_fcntl(int fd, int cmd, ...)
+{
+	va_list ap;
+	void *arg;
+
+	va_start(ap, cmd);
+	arg = va_arg(ap, void *);
+	va_end(ap);
+	return fcntl_any(fd, cmd, arg, real_fcntl_of(0));
+}
+
+EXPORT int smc_fcntl64(int fd, int cmd, ...)
+{
+	va_list ap;
+	void *arg;
+
+	va_start(ap, cmd);
+	arg = va_arg(ap, void *);
+	va_end(ap);
+	return fcntl_any(fd, cmd, arg, real_fcntl_of(1));
+}
+
+/* ---- ioctl: the bytes queued; the rest goes to the TCP socket ---- */
+
+EXPORT int ioctl(int fd, unsigned long req, ...)
+{
+	REAL(ioctl);
+	va_list ap;
+	void *arg;
 	struct smc_conn *c;
 
-	if (unsupported(fd, "dup3"))
-		return -1;
-	c = fd != to ? smc_tab_take(to) : NULL;
-	if (c)
-		smc_conn_close(c);
-	return real_dup3(fd, to, flags);
+	va_start(ap, req);
+	arg = va_arg(ap, void *);
+	va_end(ap);
+	c = req == SIOCINQ || req == SIOCOUTQ ? conn_data(fd, false, false) : NULL;
+	if (c) {
+		int n = smc_conn_queued(c, req == SIOCOUTQ);
+
+		if (n < 0)
+			return (int)fail(n);
+		*(int *)arg = n;
+		return 0;
+	}
+	return real_ioctl(fd, req, arg);
+}
+
+/* ---- epoll: epoll.c keeps the SMC members ---- */
+
+EXPORT int epoll_ctl(int ep, int op, int fd, struct epoll_event *ev)
+{
+	REAL(epoll_ctl);
+	int rc;
+
+	if (smc_ep_ctl(ep, op, fd, ev, &rc))
+		return rc;
+	return real_epoll_ctl(ep, op, fd, ev);
 }

@@ -9,7 +9,10 @@
 #include <stdint.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <signal.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #define SMC_CLC_MAGIC 0x534d4341u /* "SMCA" */
 #define SMC_CLC_MAXFDS 5
@@ -47,13 +50,19 @@ bool smc_rv_peer_is_us(int sock);
 /* The handshake's bound on waiting for the peer (ANOLE_SMC_TIMEOUT_MS). */
 int smc_timeout_ms(void);
 
-/* poll(2) without the library's own poll, which would come back here
- * for a connection's TCP descriptor: ppoll is not interposed. */
-static inline int smc_poll(struct pollfd *p, nfds_t n, int ms)
+/* poll(2) straight to the kernel, with @mask (NULL: none) in place
+ * during the wait: the library interposes poll and ppoll, and its own
+ * waits must not come back into them. */
+static inline int smc_kpoll(struct pollfd *p, nfds_t n, int ms, const sigset_t *mask)
 {
 	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
 
-	return ppoll(p, n, ms < 0 ? NULL : &ts, NULL);
+	return (int)syscall(SYS_ppoll, p, n, ms < 0 ? NULL : &ts, mask, (size_t)_NSIG / 8);
+}
+
+static inline int smc_poll(struct pollfd *p, nfds_t n, int ms)
+{
+	return smc_kpoll(p, n, ms, NULL);
 }
 
 #endif

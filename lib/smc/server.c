@@ -17,6 +17,7 @@
 
 static pthread_mutex_t lst_lock = PTHREAD_MUTEX_INITIALIZER;
 static int lst[SMC_LISTENERS];
+static uint16_t lst_port[SMC_LISTENERS];
 static int nlst;
 static int wake = -1;
 static bool started;
@@ -118,6 +119,15 @@ int smc_rv_serve(int fd, uint16_t port)
 	uint64_t one = 1;
 
 	(void)fd;
+	/* a listener closed and opened again on its port (iperf3 between
+	 * tests): the rendezvous socket is ours already */
+	pthread_mutex_lock(&lst_lock);
+	for (int i = 0; i < nlst; i++)
+		if (lst_port[i] == port)
+			rc = 1;
+	pthread_mutex_unlock(&lst_lock);
+	if (rc)
+		return 0;
 	l = smc_rv_listen(port);
 	if (l < 0)
 		return l;
@@ -130,8 +140,10 @@ int smc_rv_serve(int fd, uint16_t port)
 			pthread_detach(t);
 		started = !rc;
 	}
-	if (!rc && nlst < SMC_LISTENERS)
+	if (!rc && nlst < SMC_LISTENERS) {
+		lst_port[nlst] = port;
 		lst[nlst++] = l;
+	}
 	else if (!rc)
 		rc = -EMFILE;
 	pthread_mutex_unlock(&lst_lock);

@@ -1,0 +1,447 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* epoll on shared-memory sockets (docs/DESIGN-smc.md, "poll, select,
+ * epoll"). The kernel's epoll set keeps the program's plain
+ * descriptors; the SMC members of each set live in a shadow list here,
+ * their readiness computed from the rings as poll does. epoll_wait
+ * reports ready members without sleeping; otherwise it arms their
+ * wake-ups and sleeps in one ppoll on the kernel's set and the members'
+ * wake-up descriptors, then looks again. */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "smc/preload.h"
+#include "smc/rendezvous.h"
+
+struct ep_member {
+	int fd;
+	struct smc_conn *c;
+	struct epoll_event ev; /* the program's events and data */
+	uint64_t gin, gout;    /* edge-triggered: generations last reported */
+	bool off;              /* EPOLLONESHOT fired; EPOLL_CTL_MOD re-arms */
+	struct ep_member *next;
+};
+
+struct ep_set {
+	int ep;
+	unsigned epoch; /* bumped whenever a member is freed */
+	struct ep_member *members;
+	struct ep_set *next;
+};
+
+/* All shadows, under ep_lock; the head is atomic so that close() of
+ * a program without SMC members in epoll costs no lock. Lock order:
+ * ep_lock, then a connection's lock, then smc_srv_lock. Recursive:
+ * settling a member under it closes the library's own descriptors,
+ * and close() comes back here (those are never epoll sets). */
+static pthread_mutex_t ep_lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
+static _Atomic(struct ep_set *) sets;
+
+#define EP_POLLBITS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLRDNORM | EPOLLWRNORM | EPOLLPRI)
+#define EP_NEVER UINT64_MAX
+
+static struct ep_set *set_find(int ep)
+{
+	for (struct ep_set *s = atomic_load(&sets); s; s = s->next)
+		if (s->ep == ep)
+			return s;
+	return NULL;
+}
+
+static struct ep_member *member_find(struct ep_set *s, int fd)
+{
+	for (struct ep_member *m = s ? s->members : NULL; m; m = m->next)
+		if (m->fd == fd)
+			return m;
+	return NULL;
+}
+
+/* Unlinks *@p and frees it. */
+static void member_drop(struct ep_set *s, struct ep_member **p)
+{
+	struct ep_member *m = *p;
+
+	*p = m->next;
+	free(m);
+	s->epoch++;
+}
+
+static int ep_add(int ep, int fd, struct smc_conn *c, const struct epoll_event *ev)
+{
+	struct ep_set *s = set_find(ep);
+	struct ep_member *m;
+
+	if (member_find(s, fd))
+		return -EEXIST;
+	if (!s) {
+		s = calloc(1, sizeof(*s));
+		if (!s)
+			return -ENOMEM;
+		s->ep = ep;
+		s->next = atomic_load(&sets);
+		atomic_store(&sets, s);
+	}
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	*m = (struct ep_member){fd, c, *ev, EP_NEVER, EP_NEVER, false, s->members};
+	s->members = m;
+	return 0;
+}
+
+int smc_ep_ctl(int ep, int op, int fd, struct epoll_event *ev, int *rc)
+{
+	struct smc_conn *c = smc_conn_of(fd);
+	struct ep_member **p, *m;
+	struct ep_set *s;
+	int r = 0;
+
+	if (op == EPOLL_CTL_ADD) {
+		if (!c)
+			return 0;
+		/* a connected client finishes its handshake, a server answers
+		 * a queued proposal; still pending stays pending (settled in
+		 * epoll_wait), never forced to TCP */
+		smc_settle(c, false);
+		if (atomic_load(&c->state) == SMC_TCP)
+			return 0;
+	}
+	if (op != EPOLL_CTL_DEL && !ev) {
+		*rc = (int)smc_fail(-EFAULT);
+		return c != NULL;
+	}
+	pthread_mutex_lock(&ep_lock);
+	s = set_find(ep);
+	m = member_find(s, fd);
+	if (op != EPOLL_CTL_ADD && !m) {
+		pthread_mutex_unlock(&ep_lock);
+		return 0; /* the kernel's member, or its ENOENT */
+	}
+	if (op == EPOLL_CTL_ADD) {
+		r = ep_add(ep, fd, c, ev);
+	} else if (op == EPOLL_CTL_MOD) {
+		*m = (struct ep_member){fd, m->c, *ev, EP_NEVER, EP_NEVER, false, m->next};
+	} else if (op == EPOLL_CTL_DEL) {
+		for (p = &s->members; *p != m; p = &(*p)->next)
+			;
+		member_drop(s, p);
+	} else {
+		r = -EINVAL;
+	}
+	pthread_mutex_unlock(&ep_lock);
+	*rc = (int)smc_fail(r);
+	return 1;
+}
+
+void smc_ep_forget(struct smc_conn *c)
+{
+	if (!atomic_load(&sets))
+		return;
+	pthread_mutex_lock(&ep_lock);
+	for (struct ep_set *s = atomic_load(&sets); s; s = s->next)
+		for (struct ep_member **p = &s->members; *p;)
+			if ((*p)->c == c)
+				member_drop(s, p);
+			else
+				p = &(*p)->next;
+	pthread_mutex_unlock(&ep_lock);
+}
+
+void smc_ep_closed(int fd)
+{
+	struct ep_set *s;
+
+	if (!atomic_load(&sets))
+		return;
+	pthread_mutex_lock(&ep_lock);
+	struct ep_set *prev = NULL;
+
+	for (s = atomic_load(&sets); s && s->ep != fd; s = s->next)
+		prev = s;
+	if (s && prev)
+		prev->next = s->next;
+	else if (s)
+		atomic_store(&sets, s->next);
+	while (s && s->members)
+		member_drop(s, &s->members);
+	pthread_mutex_unlock(&ep_lock);
+	free(s);
+}
+
+/* ---- epoll_wait ---- */
+
+/* Members still pending are settled as far as they can be without a
+ * wait; those that became TCP move into the kernel's set. */
+static void ep_settle(struct ep_set *s)
+{
+	REAL(epoll_ctl);
+	for (struct ep_member **p = &s->members; *p;) {
+		struct smc_conn *c = (*p)->c;
+		int st = atomic_load(&c->state);
+
+		if (st == SMC_CLI_PENDING || st == SMC_SRV_PENDING)
+			smc_settle(c, false);
+		if (atomic_load(&c->state) == SMC_CLI_PENDING) {
+			struct pollfd t = {c->fd, POLLOUT, 0};
+
+			/* a refused connect: the kernel says so, not us */
+			if (smc_poll(&t, 1, 0) > 0 && (t.revents & (POLLERR | POLLHUP)))
+				smc_conn_to_tcp(c);
+		}
+		if (atomic_load(&c->state) == SMC_TCP) {
+			/* fails only if the program closed the number: gone either way */
+			if (real_epoll_ctl(s->ep, EPOLL_CTL_ADD, (*p)->fd, &(*p)->ev)) {
+				/* nothing to report to a later epoll_wait */
+			}
+			member_drop(s, p);
+			continue;
+		}
+		p = &(*p)->next;
+	}
+}
+
+/* @m's events now as epoll reports them; edge-triggered members only
+ * once their generation moved (new bytes, new space, a close). */
+static uint32_t member_ready(struct ep_member *m)
+{
+	uint32_t want = m->ev.events, r;
+	int st = atomic_load(&m->c->state);
+	uint64_t gin, gout;
+
+	if (m->off)
+		return 0;
+	if (st == SMC_SRV_PENDING)
+		return want & EPOLLOUT; /* as TCP: writable; a write settles it */
+	if (st != SMC_ON)
+		return 0;
+	smc_conn_gens(m->c, &gin, &gout);
+	r = (uint16_t)smc_conn_revents(m->c, (short)(want & EP_POLLBITS));
+	if (!r)
+		return 0;
+	if (want & EPOLLET) {
+		if (gin == m->gin && gout == m->gout)
+			return 0;
+		m->gin = gin;
+		m->gout = gout;
+	}
+	if (want & EPOLLONESHOT)
+		m->off = true;
+	return r;
+}
+
+static int ep_collect(struct ep_set *s, struct epoll_event *evs, int max)
+{
+	int n = 0;
+
+	for (struct ep_member *m = s->members; m && n < max; m = m->next) {
+		uint32_t r = member_ready(m);
+
+		if (r) {
+			evs[n].events = r;
+			evs[n].data = m->ev.data;
+			n++;
+		}
+	}
+	return n;
+}
+
+/* One sleep's descriptors: the kernel's set first, then each member's
+ * wake-ups; who[k] is the member of big[k]. */
+struct ep_plan {
+	struct pollfd *big;
+	struct ep_member **who;
+	int n;
+	unsigned epoch;
+};
+
+static int member_arm(struct ep_member *m, struct pollfd *out)
+{
+	struct smc_conn *c = m->c;
+	int st = atomic_load(&c->state), k;
+
+	if (m->off)
+		return 0;
+	if (st == SMC_CLI_PENDING) {
+		out[0] = (struct pollfd){c->fd, POLLOUT, 0}; /* the connect ends */
+		return 1;
+	}
+	if (st == SMC_SRV_PENDING) {
+		out[0] = (struct pollfd){c->fd, POLLIN, 0}; /* TCP data first */
+		out[1] = (struct pollfd){c->notify, POLLIN, 0}; /* a proposal */
+		return 2;
+	}
+	k = smc_conn_arm(c, (short)(m->ev.events & EP_POLLBITS), out);
+	/* a dead peer's control socket stays readable: an edge already told */
+	if (atomic_load(&c->peer_gone))
+		k--;
+	return k;
+}
+
+static int ep_arm(struct ep_set *s, struct ep_plan *pl)
+{
+	int cap = 1;
+
+	for (struct ep_member *m = s->members; m; m = m->next)
+		cap += 3;
+	pl->big = calloc((size_t)cap, sizeof(*pl->big));
+	pl->who = calloc((size_t)cap, sizeof(*pl->who));
+	if (!pl->big || !pl->who)
+		return -ENOMEM;
+	pl->big[0] = (struct pollfd){s->ep, POLLIN, 0};
+	pl->n = 1;
+	for (struct ep_member *m = s->members; m; m = m->next) {
+		int k = member_arm(m, pl->big + pl->n);
+
+		for (int j = 0; j < k; j++)
+			pl->who[pl->n++] = m;
+	}
+	pl->epoch = s->epoch;
+	return 0;
+}
+
+static void notify_drain(struct smc_conn *c)
+{
+	uint64_t v;
+
+	pthread_mutex_lock(&c->lock);
+	if (atomic_load(&c->state) == SMC_SRV_PENDING && c->notify >= 0 &&
+	    read(c->notify, &v, sizeof(v)) < 0) {
+		/* drained by a settling thread */
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Undoes ep_arm after the sleep: sleep flags off, fired eventfds
+ * drained. If a member went meanwhile, every member is drained. */
+static void ep_disarm(struct ep_set *s, struct ep_plan *pl)
+{
+	if (!s)
+		return;
+	if (s->epoch != pl->epoch) {
+		for (struct ep_member *m = s->members; m; m = m->next)
+			if (atomic_load(&m->c->state) == SMC_ON)
+				smc_conn_drain(m->c);
+		return;
+	}
+	for (int k = 1; k < pl->n;) {
+		struct ep_member *m = pl->who[k];
+		int j = k;
+
+		while (j < pl->n && pl->who[j] == m)
+			j++;
+		/* armed as pending and settled by another thread meanwhile:
+		 * its notify eventfd is closed (under its lock), the number
+		 * maybe reused */
+		if (atomic_load(&m->c->state) == SMC_ON && pl->big[k].fd != m->c->fd)
+			smc_conn_disarm(m->c, pl->big + k, j - k);
+		else if (j - k == 2 && pl->big[k + 1].revents)
+			notify_drain(m->c);
+		k = j;
+	}
+}
+
+static void plan_free(struct ep_plan *pl)
+{
+	free(pl->big);
+	free(pl->who);
+	pl->big = NULL;
+	pl->who = NULL;
+}
+
+/* The kernel's own ready members after ours, without waiting. */
+static int ep_plain(int ep, struct epoll_event *evs, int n, int max)
+{
+	REAL(epoll_pwait);
+	int k = n < max ? real_epoll_pwait(ep, evs + n, max - n, 0, NULL) : 0;
+
+	return n + (k > 0 ? k : 0);
+}
+
+/* One look: ready members, or armed for a sleep (@pl filled). */
+static int ep_look(struct ep_set *s, struct epoll_event *evs, int max, struct ep_plan *pl)
+{
+	int n;
+
+	ep_settle(s);
+	n = ep_collect(s, evs, max);
+	if (n)
+		return n;
+	if (ep_arm(s, pl))
+		return -ENOMEM;
+	/* armed: look once more, a wake-up may have been missed */
+	n = ep_collect(s, evs, max);
+	if (n) {
+		ep_disarm(s, pl);
+		plan_free(pl);
+	}
+	return n;
+}
+
+static int ep_wait(int ep, struct epoll_event *evs, int max, int timeout, const sigset_t *mask)
+{
+	REAL(epoll_pwait);
+	long end = timeout > 0 ? smc_now_ms() + timeout : 0;
+
+	if (max <= 0 || !evs)
+		return real_epoll_pwait(ep, evs, max, timeout, mask);
+	for (;;) {
+		int left = timeout < 0 ? -1 : timeout == 0 ? 0 : (int)(end - smc_now_ms());
+		struct ep_plan pl = {0};
+		struct ep_set *s;
+		int n, rc, err;
+
+		left = left < -1 ? 0 : left;
+		pthread_mutex_lock(&ep_lock);
+		s = set_find(ep);
+		if (!s || !s->members) {
+			pthread_mutex_unlock(&ep_lock);
+			return real_epoll_pwait(ep, evs, max, left, mask);
+		}
+		n = ep_look(s, evs, max, &pl);
+		pthread_mutex_unlock(&ep_lock);
+		if (n)
+			return n < 0 ? (int)smc_fail(n) : ep_plain(ep, evs, n, max);
+		rc = smc_kpoll(pl.big, (nfds_t)pl.n, left, mask);
+		err = errno; /* the disarm's reads must not change it */
+		pthread_mutex_lock(&ep_lock);
+		s = set_find(ep);
+		ep_disarm(s, &pl);
+		n = rc < 0 || !s ? 0 : ep_collect(s, evs, max);
+		pthread_mutex_unlock(&ep_lock);
+		if (rc < 0) {
+			plan_free(&pl);
+			errno = err;
+			return -1; /* EINTR: a signal the mask let in */
+		}
+		n = pl.big[0].revents ? ep_plain(ep, evs, n, max) : n;
+		plan_free(&pl);
+		if (n || (timeout >= 0 && smc_now_ms() >= end))
+			return n;
+	}
+}
+
+EXPORT int epoll_wait(int ep, struct epoll_event *evs, int max, int timeout)
+{
+	REAL(epoll_wait);
+	if (!atomic_load(&sets))
+		return real_epoll_wait(ep, evs, max, timeout);
+	return ep_wait(ep, evs, max, timeout, NULL);
+}
+
+EXPORT int epoll_pwait(int ep, struct epoll_event *evs, int max, int timeout, const sigset_t *mask)
+{
+	REAL(epoll_pwait);
+	if (!atomic_load(&sets))
+		return real_epoll_pwait(ep, evs, max, timeout, mask);
+	return ep_wait(ep, evs, max, timeout, mask);
+}
+
+EXPORT int epoll_pwait2(int ep, struct epoll_event *evs, int max, const struct timespec *t,
+			const sigset_t *mask)
+{
+	REAL(epoll_pwait2);
+	if (!atomic_load(&sets))
+		return real_epoll_pwait2(ep, evs, max, t, mask);
+	return ep_wait(ep, evs, max, ts_ms(t), mask);
+}
