@@ -228,7 +228,9 @@ EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr 
 EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *a, socklen_t l)
 {
 	REAL(sendto);
-	struct smc_conn *c = a ? NULL : conn_data(fd, true, false);
+	/* a connected stream ignores the address, as TCP does (sockperf
+	 * passes one): with it to libc the bytes would go around the ring */
+	struct smc_conn *c = conn_data(fd, true, false);
 
 	return c ? smc_send1(c, buf, n, flags) : real_sendto(fd, buf, n, flags, a, l);
 }
