@@ -45,7 +45,7 @@ timeout 300 "$ANOLE" smc run -- python3 "$FORGE" client "$TMP/port" t0931 200000
 cli=$!
 wait_file "$TMP/ready"
 # the programs' own pids (children of timeout)
-pids="$(pgrep -P "$srv") $(pgrep -P "$cli")"
+pids="$(env -u LD_PRELOAD pgrep -P "$srv") $(env -u LD_PRELOAD pgrep -P "$cli")"
 [ "$(echo "$pids" | wc -w)" = 2 ] || fail "pids of the pair: $pids"
 
 as_nobody timeout 120 "$SYSPY" "$FORGE" forger "$ANOLE_SMC_DIR/tcp-$port" "$port" $pids >"$TMP/forger.json"
