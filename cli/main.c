@@ -124,7 +124,7 @@ static void usage(FILE *f)
 	fprintf(f, "usage: anole COMMAND [OPTIONS] ARGS...\n\n"
 		   "Kernel-native EROFS images for containers and file trees.\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].help);
+		fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].help);
 	fprintf(f, "\nRun 'anole COMMAND --help' for a command's options. Manual: docs/CLI.md\n");
 }
 
