@@ -23,7 +23,6 @@ need_cmd setpriv
 # shellcheck source=lib/smc
 . "$ROOT/tests/lib/smc"
 
-FORGE=$ROOT/tests/lib/smc-forge
 # the other user's python: not one under /root, which nobody cannot reach
 SYSPY=/usr/bin/python3
 [ -x "$SYSPY" ] || skip "needs $SYSPY"
@@ -36,6 +35,10 @@ forged() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))$1)" "
 # ---- 1. another user against a root pair ----
 chmod 711 "$TMP"
 chmod 1777 "$ANOLE_SMC_DIR"
+# a copy nobody can read: the checkout may sit where only root can
+# (CI clones into a 0700 directory)
+FORGE=$TMP/smc-forge
+install -m 644 "$ROOT/tests/lib/smc-forge" "$FORGE"
 timeout 300 "$ANOLE" smc run -- python3 "$PEER" echo-server "$TMP/port" 1 &
 srv=$!
 wait_file "$TMP/port"
