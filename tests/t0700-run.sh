@@ -82,6 +82,13 @@ out=$("$ANOLE" run -q -e X=42 -v "$TMP/vol:/data:ro" "$REF" -- \
 [ "$out" = "$(printf 'from the host\n42 hello\nnew')" ] || fail "the container printed: $out"
 cmp -s "$ROOTFS/usr/bin/python3" <("$ANOLE" run -q "$REF" -- cat /usr/bin/python3) ||
 	fail "a write of one run leaked into the image or the next run"
+# --upper keeps the writable layer; a directory path longer than any
+# fixed buffer (900 bytes) is used whole, never cut
+long=$TMP/$(printf 'u%.0s' $(seq 99))
+for _ in 1 2 3 4 5 6 7 8; do long=$long/$(printf 'p%.0s' $(seq 99)); done
+mkdir -p "$long"
+"$ANOLE" run -q --upper "$long" "$REF" -- sh -c 'echo kept >/kept' || fail "run --upper (long path) failed"
+[ "$(cat "$long/upper/kept" 2>&1)" = kept ] || fail "--upper: the write is not in $long/upper"
 out=$("$ANOLE" run -q -u nobody:nogroup "$REF" -- sh -c 'echo $(id -u) $(id -g)') || fail "run -u nobody failed: $out"
 [ "$out" = "65534 65534" ] || fail "run -u nobody:nogroup ran as: $out"
 expect_fail "$ANOLE" run -q -u nosuchuser "$REF" -- true

@@ -25,6 +25,7 @@
 
 #include "anole/anole.h"
 #include "registry/registry.h"
+#include "serve/paths.h"
 #include "serve/request.h"
 #include "serve/serve.h"
 #include "util/util.h"
@@ -32,7 +33,8 @@
 struct run {
 	const struct anole_run_options *o;
 	struct anole_error *err;
-	char dir[600], lower[700], rw[700], rootfs[700], bundle[700];
+	/* ROOT/run/ID and its parts, built to their length */
+	char *dir, *lower, *rw, *rootfs, *bundle;
 	char id[64];
 	const char *runtime;
 	bool lower_mounted, rw_mounted, rootfs_mounted, created;
@@ -188,8 +190,9 @@ static int make_bundle(struct run *r, json_t *image)
 	const struct anole_run_options *o = r->o;
 	char *spec[] = {(char *)r->runtime, "spec", NULL};
 	int rc = run_quiet(spec, r->bundle);
-	char path[800];
-	snprintf(path, sizeof(path), "%s/config.json", r->bundle);
+	_cleanup_free_ char *path = serve_path(r->bundle, "config.json");
+	if (!path)
+		return anole_err(r->err, ENOMEM, "out of memory");
 	json_error_t je;
 	json_t *s = rc == 0 ? json_load_file(path, 0, &je) : NULL;
 	if (!s)
@@ -362,6 +365,36 @@ static void forward(int sig)
 	errno = saved;
 }
 
+/* The container's root: an overlay of @upper (its upper/ and work/)
+ * over the lazy mount. */
+static int mount_rootfs(struct run *r, const char *upper)
+{
+	_cleanup_free_ char *up = serve_path(upper, "upper"), *work = serve_path(upper, "work");
+	_cleanup_free_ char *data = NULL;
+	if (!up || !work ||
+	    asprintf(&data, "lowerdir=%s,upperdir=%s,workdir=%s", r->lower, up, work) < 0) {
+		data = NULL;
+		return anole_err(r->err, ENOMEM, "out of memory");
+	}
+	if ((mkdir(up, 0755) < 0 && errno != EEXIST) || (mkdir(work, 0755) < 0 && errno != EEXIST))
+		return anole_err(r->err, errno, "%s: %s", upper, strerror(errno));
+	if (strpbrk(r->lower, ",:\\") || strpbrk(up, ",:\\"))
+		return anole_err(r->err, EINVAL, "%s: overlayfs paths may not hold ',' ':' or '\\'",
+				 up);
+	if (mount("overlay", r->rootfs, "overlay", 0, data) < 0)
+		return anole_err(r->err, errno, "%s: overlay: %s", r->rootfs, strerror(errno));
+	return 0;
+}
+
+static void run_paths_free(struct run *r)
+{
+	free(r->dir);
+	free(r->lower);
+	free(r->rw);
+	free(r->rootfs);
+	free(r->bundle);
+}
+
 static void cleanup(struct run *r)
 {
 	if (r->created) {
@@ -379,8 +412,25 @@ static void cleanup(struct run *r)
 			umount2(r->lower, MNT_DETACH);
 	}
 	/* (never into something still mounted) */
-	char *rm[] = {"rm", "-rf", "--one-file-system", r->dir, NULL};
-	run_quiet(rm, NULL);
+	if (r->dir) {
+		char *rm[] = {"rm", "-rf", "--one-file-system", r->dir, NULL};
+		run_quiet(rm, NULL);
+	}
+	run_paths_free(r);
+}
+
+/* The run's directory ROOT/run/ID and its four parts; -ENOMEM. */
+static int run_paths(struct run *r, const char *root)
+{
+	_cleanup_free_ char *runs = serve_path(root, "run");
+	r->dir = runs ? serve_path(runs, r->id) : NULL;
+	if (!r->dir)
+		return -ENOMEM;
+	r->lower = serve_path(r->dir, "lower");
+	r->rw = serve_path(r->dir, "rw");
+	r->rootfs = serve_path(r->dir, "rootfs");
+	r->bundle = serve_path(r->dir, "bundle");
+	return r->lower && r->rw && r->rootfs && r->bundle ? 0 : -ENOMEM;
 }
 
 int anole_run(const struct anole_run_options *o, int *status, struct anole_error *err)
@@ -403,13 +453,12 @@ int anole_run(const struct anole_run_options *o, int *status, struct anole_error
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	snprintf(r.id, sizeof(r.id), "anole-%d-%lx", (int)getpid(), (unsigned long)ts.tv_nsec);
-	snprintf(r.dir, sizeof(r.dir), "%s/run/%s", p.runtime, r.id);
-	snprintf(r.lower, sizeof(r.lower), "%s/lower", r.dir);
-	snprintf(r.rw, sizeof(r.rw), "%s/rw", r.dir);
-	snprintf(r.rootfs, sizeof(r.rootfs), "%s/rootfs", r.dir);
-	snprintf(r.bundle, sizeof(r.bundle), "%s/bundle", r.dir);
-	char runs[600];
-	snprintf(runs, sizeof(runs), "%s/run", p.runtime);
+	_cleanup_free_ char *runs = serve_path(p.runtime, "run");
+	if (!runs || run_paths(&r, p.runtime) < 0) {
+		json_decref(creds);
+		run_paths_free(&r);
+		return anole_err(err, ENOMEM, "out of memory");
+	}
 	mkdir(p.runtime, 0700);
 	mkdir(runs, 0700);
 	if (mkdir(r.dir, 0700) < 0 || mkdir(r.lower, 0755) < 0 || mkdir(r.rw, 0755) < 0 ||
@@ -456,17 +505,8 @@ int anole_run(const struct anole_run_options *o, int *status, struct anole_error
 			ret = anole_err(err, errno, "%s: tmpfs: %s", r.rw, strerror(errno));
 		r.rw_mounted = ret >= 0;
 	}
-	char up[800], work[800], data[2600];
-	snprintf(up, sizeof(up), "%s/upper", upper);
-	snprintf(work, sizeof(work), "%s/work", upper);
-	if (ret >= 0 && ((mkdir(up, 0755) < 0 && errno != EEXIST) ||
-			 (mkdir(work, 0755) < 0 && errno != EEXIST)))
-		ret = anole_err(err, errno, "%s: %s", upper, strerror(errno));
-	snprintf(data, sizeof(data), "lowerdir=%s,upperdir=%s,workdir=%s", r.lower, up, work);
-	if (ret >= 0 && (strpbrk(r.lower, ",:\\") || strpbrk(up, ",:\\")))
-		ret = anole_err(err, EINVAL, "%s: overlayfs paths may not hold ',' ':' or '\\'", up);
-	if (ret >= 0 && mount("overlay", r.rootfs, "overlay", 0, data) < 0)
-		ret = anole_err(err, errno, "%s: overlay: %s", r.rootfs, strerror(errno));
+	if (ret >= 0)
+		ret = mount_rootfs(&r, upper);
 	r.rootfs_mounted = ret >= 0;
 	if (ret >= 0)
 		ret = make_bundle(&r, image);
