@@ -149,7 +149,43 @@ static bool is_erofs_mount(const char *path)
 static void linger(struct worker *wk, struct lmount *m);
 static void finish_fuse(struct worker *wk, struct lmount *m);
 
-/* wk->lock held: take the image's blobs, mount it. */
+/* The kernel mount of @m's metadata image with its blobs as devices (a
+ * restored mount is mounted already, a FUSE one is mounted later: both
+ * only learn their devices). Without wk->lock: it reads the image and
+ * mount(2) may take a while; @m is nobody else's until mtab_add(). */
+static int kernel_mount(struct lmount *m, const char *options, struct anole_error *err)
+{
+	_cleanup_free_ char *data = NULL;
+	int r = device_options(m->meta_path, m, &data, err);
+	if (r >= 0 && options && *options) {
+		char *more = NULL;
+		if (asprintf(&more, "%s%s%s", data, *data ? "," : "", options) < 0)
+			return anole_err(err, ENOMEM, "out of memory");
+		free(data);
+		data = more;
+	}
+	if (r >= 0 && !m->restored && !m->fuse &&
+	    mount(m->meta_path, m->mountpoint, "erofs", MS_RDONLY, *data ? data : NULL) < 0)
+		r = anole_err(err, errno, "%s: mount: %s", m->mountpoint, strerror(errno));
+	return r;
+}
+
+/* wk->lock held: give back the first @got blobs of a mount that failed
+ * (a restored mount lives on: it keeps them, and reads of blobs it could
+ * not take back fail: unknown file, EIO). */
+static void detach(struct worker *wk, struct lmount *m, size_t got)
+{
+	if (m->restored) {
+		m->nblobs = got;
+		linger(wk, m);
+		return;
+	}
+	while (got)
+		blob_put(wk, m->blobs[--got]);
+}
+
+/* Take the image's blobs (under wk->lock), then mount it (without);
+ * called and returns without wk->lock. */
 static int attach(struct worker *wk, struct lmount *m, const char *options, struct anole_error *err)
 {
 	m->blobs = calloc(MAX(m->nblobs, 1), sizeof(*m->blobs));
@@ -157,37 +193,23 @@ static int attach(struct worker *wk, struct lmount *m, const char *options, stru
 		return anole_err(err, ENOMEM, "out of memory");
 	int r = 0;
 	size_t got = 0;
+	pthread_mutex_lock(&wk->lock);
 	for (; got < m->nblobs && r >= 0; got++)
 		r = blob_get(wk, &m->lblobs[got], m->ref, m->tls_verify, &m->creds, !m->fuse,
 			     &m->blobs[got], err);
 	if (r < 0)
-		got--;
-	_cleanup_free_ char *data = NULL;
-	if (r >= 0)
-		r = device_options(m->meta_path, m, &data, err);
-	if (r >= 0 && options && *options) {
-		char *more = NULL;
-		if (asprintf(&more, "%s%s%s", data, *data ? "," : "", options) < 0)
-			r = anole_err(err, ENOMEM, "out of memory");
-		free(data);
-		data = more;
-	}
-	if (r >= 0 && !m->restored && !m->fuse &&
-	    mount(m->meta_path, m->mountpoint, "erofs", MS_RDONLY, *data ? data : NULL) < 0)
-		r = anole_err(err, errno, "%s: mount: %s", m->mountpoint, strerror(errno));
-	if (r < 0 && m->restored) {
-		/* the mount lives on: keep the marks we have; reads of blobs we
-		 * could not take back fail (unknown file: EIO) */
-		m->nblobs = got;
-		linger(wk, m);
+		detach(wk, m, --got);
+	pthread_mutex_unlock(&wk->lock);
+	if (r < 0)
 		return r;
-	}
+	/* (taken: the cache keeps them while we are away) */
+	r = kernel_mount(m, options, err);
 	if (r < 0) {
-		while (got)
-			blob_put(wk, m->blobs[--got]);
-		return r;
+		pthread_mutex_lock(&wk->lock);
+		detach(wk, m, got);
+		pthread_mutex_unlock(&wk->lock);
 	}
-	return 0;
+	return r;
 }
 
 /* A restored mount's credentials, from what mountsave.c wrote. */
@@ -327,13 +349,20 @@ static json_t *list_fetch_finish(struct list_fetch *lf)
 	return lf->list;
 }
 
+/* What the loader reads to start a program: one span of one device. */
+struct program_span {
+	char *argv0; /* NULL: none found */
+	uint32_t dev;
+	uint64_t off, len;
+};
+
 /* `anole run` will start @exec ("": none given) under the image's
  * Entrypoint and Cmd, from @config: the program's loader ranges can come
- * while the runtime starts, before its first read asks for them. wk->lock
- * held. */
-static void start_program_hints(struct worker *wk, struct lmount *m, const char *exec,
-				const char *config)
+ * while the runtime starts, before its first read asks for them. Reads
+ * the image: without wk->lock. */
+static struct program_span program_span(struct lmount *m, const char *exec, const char *config)
 {
+	struct program_span ps = {0};
 	json_t *cfg = config ? json_loads(config, 0, NULL) : NULL;
 	json_t *image = json_object_get(cfg, "imageConfig");
 	/* as the bundle's command: Entrypoint, then the given command or Cmd */
@@ -350,21 +379,27 @@ static void start_program_hints(struct worker *wk, struct lmount *m, const char 
 			path = v + 5;
 	}
 	const char **devs = calloc(MAX(m->ndevs, 1), sizeof(*devs));
-	uint32_t dev = 0;
-	uint64_t off = 0, len = 0;
 	for (size_t k = 0; devs && k < m->ndevs; k++)
 		devs[k] = m->devblobs[k] ? m->devblobs[k]->path : NULL;
-	int r = devs && argv0 ? load_hints_program_at(m->meta_path, devs, m->ndevs, argv0, path,
-						      &dev, &off, &len)
-			      : -ENOENT;
-	size_t spans = 0;
-	if (r >= 0 && dev < m->ndevs && m->devblobs[dev])
-		spans = mount_hints_on_read(wk, m, m->devblobs[dev], off, len);
-	if (spans)
-		wlog("%s: fetching what the loader reads to start %s (%zu spans)", m->mountpoint,
-		     argv0, spans);
+	if (devs && argv0 &&
+	    load_hints_program_at(m->meta_path, devs, m->ndevs, argv0, path, &ps.dev, &ps.off,
+				  &ps.len) >= 0 &&
+	    ps.dev < m->ndevs && m->devblobs[ps.dev])
+		ps.argv0 = strdup(argv0);
 	free(devs);
 	json_decref(cfg);
+	return ps;
+}
+
+/* wk->lock held: fetch @ps's span now (and free @ps). */
+static void start_program_hints(struct worker *wk, struct lmount *m, struct program_span *ps)
+{
+	size_t spans = mount_hints_on_read(wk, m, m->devblobs[ps->dev], ps->off, ps->len);
+	if (spans)
+		wlog("%s: fetching what the loader reads to start %s (%zu spans)", m->mountpoint,
+		     ps->argv0, spans);
+	free(ps->argv0);
+	ps->argv0 = NULL;
 }
 
 /* A mount, empty but for the worker serving it. */
@@ -422,21 +457,21 @@ static int mount_setup(struct worker *wk, const char *ref, const char *real, int
 	for (size_t i = 0; i < m->nblobs; i++)
 		blob_vet(wk, &m->lblobs[i], false);
 
-	pthread_mutex_lock(&wk->lock);
 	r = attach(wk, m, fuse ? NULL : options, err);
 	if (r >= 0 && hints_digest[0] && !fuse)
 		load_mount_hints(wk, m, hints_digest, hints_size);
+	struct program_span ps = {0};
 	if (r >= 0 && m->hints && exec)
-		start_program_hints(wk, m, exec, config ? *config : NULL);
-	if (r >= 0 && fuse) {
-		/* FUSE threads take wk->lock to wait for data: mount without it */
-		pthread_mutex_unlock(&wk->lock);
-		r = fusefs_mount(m, m->devblobs, m->ndevs, options, &m->fs, err);
-		pthread_mutex_lock(&wk->lock);
-		if (r < 0)
-			for (size_t i = 0; i < m->nblobs; i++)
-				blob_put(wk, m->blobs[i]);
-	}
+		ps = program_span(m, exec, config ? *config : NULL);
+	/* (FUSE threads take wk->lock to wait for data: mount without it) */
+	bool fuse_failed = false;
+	if (r >= 0 && fuse)
+		fuse_failed = (r = fusefs_mount(m, m->devblobs, m->ndevs, options, &m->fs, err)) < 0;
+	pthread_mutex_lock(&wk->lock);
+	if (ps.argv0)
+		start_program_hints(wk, m, &ps);
+	for (size_t i = 0; fuse_failed && i < m->nblobs; i++)
+		blob_put(wk, m->blobs[i]);
 	if (r >= 0 && mtab_add(&wk->mtab, m) < 0) {
 		r = anole_err(err, ENOMEM, "out of memory");
 		if (m->fs) {
@@ -777,8 +812,8 @@ static void restore_mounts(struct worker *wk)
 		struct anole_error err = {0};
 		for (size_t k2 = 0; k2 < m->nblobs; k2++)
 			blob_vet(wk, &m->lblobs[k2], true);
-		pthread_mutex_lock(&wk->lock);
 		int r = attach(wk, m, NULL, &err);
+		pthread_mutex_lock(&wk->lock);
 		if (r >= 0 && mtab_add(&wk->mtab, m) < 0)
 			r = -ENOMEM;
 		pthread_mutex_unlock(&wk->lock);
