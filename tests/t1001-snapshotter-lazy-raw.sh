@@ -21,17 +21,8 @@ export ANOLE_RUNTIME_DIR=$TMP/run ANOLE_CACHE_DIR=$TMP/cache
 D=$TMP/snap
 GC=$(dirname "$ANOLE")/grpc-call
 M=/containerd.services.snapshots.v1.Snapshots
-SNAP_PID=
-stop_all() {
-	local m
-	[ -z "$SNAP_PID" ] || { kill "$SNAP_PID" 2>/dev/null; wait "$SNAP_PID" 2>/dev/null; }
-	for m in $(_mounts_under "$TMP"); do umount -l "$m" 2>/dev/null || true; done
-	# all three at once: one left alive restarts the others
-	# shellcheck disable=SC2046
-	kill -9 $(cat "$ANOLE_RUNTIME_DIR"/{keeper,holder,daemon}.pid 2>/dev/null) 2>/dev/null
-	return 0
-}
-trap 'rc=$?; stop_all; (exit $rc); _cleanup' EXIT
+# shellcheck source=lib/snaplazy
+. "$ROOT/tests/lib/snaplazy"
 mkdir -p "$D"
 
 # a small tree, a lazy image of it in the registry, read through a proxy

@@ -20,18 +20,8 @@ ROOTFS=$("$ROOT/tests/lib/rootfs-variant" minbase-python-bookworm-v1 python3 --n
 
 export ANOLE_RUNTIME_DIR=$TMP/run ANOLE_CACHE_DIR=$TMP/cache
 D=$TMP/ctd
-SNAP_PID= CTD_PID=
-stop_all() {
-	local m
-	[ -z "$CTD_PID" ] || { kill "$CTD_PID" 2>/dev/null; wait "$CTD_PID" 2>/dev/null; }
-	[ -z "$SNAP_PID" ] || { kill "$SNAP_PID" 2>/dev/null; wait "$SNAP_PID" 2>/dev/null; }
-	for m in $(_mounts_under "$TMP"); do umount -l "$m" 2>/dev/null || true; done
-	# all three at once: one left alive restarts the others
-	# shellcheck disable=SC2046
-	kill -9 $(cat "$ANOLE_RUNTIME_DIR"/{keeper,holder,daemon}.pid 2>/dev/null) 2>/dev/null
-	return 0
-}
-trap 'rc=$?; stop_all; (exit $rc); _cleanup' EXIT
+# shellcheck source=lib/snaplazy
+. "$ROOT/tests/lib/snaplazy"
 mkdir -p "$D"
 
 # the lazy image of the python rootfs, converted once (it takes long)

@@ -12,7 +12,6 @@
  * by its digest in those labels: the snapshotter mounts exactly it. The
  * data blobs are never fetched here. */
 #include <getopt.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/utsname.h>
@@ -26,6 +25,7 @@
 #include "anole/lazy_fs.h"
 #include "snapshotter/client.h"
 #include "snapshotter/lazy.h"
+#include "util/digest.h"
 #include "util/util.h"
 
 #define OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
@@ -69,18 +69,14 @@ struct blob {
 
 static int blob_of(json_t *j, struct blob *b, struct anole_error *err)
 {
-	unsigned char md[32];
-	unsigned int n = 0;
+	struct digest d;
 
 	b->text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
 	if (!b->text)
 		return anole_err(err, ENOMEM, "out of memory");
 	b->len = strlen(b->text);
-	if (!EVP_Digest(b->text, b->len, md, &n, EVP_sha256(), NULL) || n != 32)
-		return anole_err(err, EIO, "sha256 failed");
-	strcpy(b->digest, "sha256:");
-	for (unsigned int i = 0; i < n; i++)
-		sprintf(b->digest + 7 + 2 * i, "%02x", md[i]);
+	sha256(b->text, b->len, &d);
+	digest_format(&d, b->digest);
 	return 0;
 }
 
