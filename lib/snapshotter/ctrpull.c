@@ -98,9 +98,10 @@ static int make_config(const struct anole_lazy_info *li, struct blob *b, struct 
 {
 	json_t *cfg = json_loads(li->config_json ? li->config_json : "{}", 0, NULL);
 	json_t *ic = json_object_get(cfg, "imageConfig");
-	json_t *j = json_pack("{s:s, s:s, s:O, s:{s:s, s:[s]}}", "architecture", goarch(), "os",
-			      "linux", "config", ic ? ic : json_object(), "rootfs", "type", "layers",
-			      "diff_ids", li->meta_digest);
+	/* "o" takes this reference, whether the config's or a new object */
+	json_t *j = json_pack("{s:s, s:s, s:o, s:{s:s, s:[s]}}", "architecture", goarch(), "os",
+			      "linux", "config", ic ? json_incref(ic) : json_object(), "rootfs",
+			      "type", "layers", "diff_ids", li->meta_digest);
 	int rc = j ? blob_of(j, b, err) : anole_err(err, ENOMEM, "out of memory");
 
 	json_decref(j);
