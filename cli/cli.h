@@ -26,6 +26,13 @@ int cmd_run(int argc, char **argv);
 int cmd_prefetch(int argc, char **argv);
 int cmd_smc(int argc, char **argv);
 int cmd_snapshotter(int argc, char **argv);
+int cmd_ctr_pull(int argc, char **argv);
+/* The helper program @name (anole-snapshotter, anole-ctr-pull) beside
+ * this executable (the build tree, or the installed pair), else @name
+ * for $PATH. */
+void cli_helper_path(const char *name, char *buf, size_t len);
+/* Exec that helper with @argv (argv[0] replaced); 1 when it cannot run. */
+int cli_exec_helper(const char *name, char **argv);
 
 /* Lazy images: a layout DIR, oci:DIR[:TAG] or docker://... */
 bool cli_is_lazy_ref(const char *arg);

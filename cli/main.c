@@ -30,6 +30,7 @@ static const struct {
 	{"prefetch", cmd_prefetch, "record what a workload reads, to prefetch it first"},
 	{"smc", cmd_smc, "run programs with same-host TCP through shared memory"},
 	{"snapshotter", cmd_snapshotter, "serve containerd's snapshots API (a proxy plugin)"},
+	{"ctr-pull", cmd_ctr_pull, "pull a lazy image into containerd (anole snapshotter)"},
 };
 
 void cli_error(const char *fmt, ...)

@@ -32,25 +32,35 @@ static int print_config(const char *sock)
 	return 0;
 }
 
-/* anole-snapshotter beside this executable (the build tree, or the
- * installed pair), else by $PATH. */
-static void server_path(char *buf, size_t len)
+void cli_helper_path(const char *name, char *buf, size_t len)
 {
 	char exe[PATH_MAX];
 	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 
 	if (n > 0) {
 		exe[n] = 0;
-		if (snprintf(buf, len, "%s/anole-snapshotter", dirname(exe)) < (int)len &&
-		    !access(buf, X_OK))
+		if (snprintf(buf, len, "%s/%s", dirname(exe), name) < (int)len && !access(buf, X_OK))
 			return;
 	}
-	snprintf(buf, len, "anole-snapshotter");
+	snprintf(buf, len, "%s", name);
+}
+
+int cli_exec_helper(const char *name, char **argv)
+{
+	char path[PATH_MAX];
+
+	cli_helper_path(name, path, sizeof(path));
+	argv[0] = path;
+	execvp(path, argv);
+	if (errno == ENOENT)
+		cli_error("anole was built without gRPC (libgrpc-dev, protobuf-c): no %s", name);
+	else
+		cli_error("cannot run %s: %s", path, strerror(errno));
+	return 1;
 }
 
 int cmd_snapshotter(int argc, char **argv)
 {
-	char path[PATH_MAX];
 	const char *sock = DEFAULT_SOCKET;
 
 	for (int i = 1; i < argc; i++) {
@@ -66,13 +76,5 @@ int cmd_snapshotter(int argc, char **argv)
 	for (int i = 1; i < argc; i++)
 		if (!strcmp(argv[i], "--print-config"))
 			return print_config(sock);
-	server_path(path, sizeof(path));
-	argv[0] = path;
-	execvp(path, argv);
-	if (errno == ENOENT)
-		cli_error("snapshotter: anole was built without gRPC (libgrpc-dev, protobuf-c): "
-			  "no anole-snapshotter");
-	else
-		cli_error("snapshotter: cannot run %s: %s", path, strerror(errno));
-	return 1;
+	return cli_exec_helper("anole-snapshotter", argv);
 }

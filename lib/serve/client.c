@@ -85,6 +85,15 @@ static int open_log(const struct serve_files *f, struct anole_error *err)
 	return serve_open_own(f->log, O_WRONLY | O_CREAT | O_APPEND, 0600, err);
 }
 
+/* The executable that runs `anole daemon`: this one, unless a program
+ * other than anole (anole-snapshotter) names the anole beside it. */
+static const char *daemon_exe = "/proc/self/exe";
+
+void serve_set_daemon_exe(const char *path)
+{
+	daemon_exe = path;
+}
+
 /* `anole daemon`, detached, its output in RUNTIME/daemon.log; it says
  * on @status why it cannot start ("error MESSAGE" lines). */
 static int spawn_daemon(const struct serve_paths *p, const struct serve_files *f, int status,
@@ -109,7 +118,7 @@ static int spawn_daemon(const struct serve_paths *p, const struct serve_files *f
 		if (in < 0 || dup2(in, 0) < 0 || dup2(log, 1) < 0 || dup2(log, 2) < 0 ||
 		    fcntl(status, F_SETFD, 0) < 0 || setenv("ANOLE_DAEMON_STATUS_FD", env, 1) < 0)
 			_exit(127);
-		execl("/proc/self/exe", "anole", "daemon", (char *)NULL);
+		execl(daemon_exe, "anole", "daemon", (char *)NULL);
 		_exit(127);
 	}
 	waitpid(pid, NULL, 0);

@@ -162,4 +162,8 @@ int serve_cache_lock(const char *path, int how);
  * running) and return its JSON reply (malloc'd). */
 int serve_request(const char *request, bool start, char **reply, struct anole_error *err);
 
+/* Start the daemon as `@path daemon` (kept, not copied) instead of this
+ * executable's: for programs that link libanole but are not anole. */
+void serve_set_daemon_exe(const char *path);
+
 #endif

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
+#include "snapshotter/lazy.h"
 #include "snapshotter/rpc.h"
 #include "snapshotter/service.h"
 #include "snapshotter/store.h"
@@ -40,6 +41,7 @@ int main(int argc, char **argv)
 		fputs("anole: snapshotter: socket path too long\n", stderr);
 		return 2;
 	}
+	lazy_init();
 	if (snap_store_open(&store, root, &err) < 0) {
 		fprintf(stderr, "anole: %s\n", err.msg);
 		return 1;

@@ -1,6 +1,6 @@
 #!/bin/sh
 # protogen.sh PROTOC_C THIRD_PARTY OUTDIR: generate the protobuf-c code
-# of containerd's snapshots service (third_party/, copied unchanged from
+# of containerd's snapshots, images, content and leases services (third_party/, copied unchanged from
 # Debian's golang-github-containerd-containerd-dev 1.6.20 and
 # libprotobuf-dev 3.21.12) as flat files in OUTDIR. The staged copies
 # lose only what protoc-c cannot use: gogoproto's Go-only options (a
@@ -21,11 +21,15 @@ flat() {
 	    -e 's#^import "github.com/containerd/containerd/api/types/\([a-z_]*\.proto\)";#import "\1";#' \
 	    "$1" >"$stage/$(basename "$1")"
 }
-flat "$tp/containerd/api/services/snapshots/v1/snapshots.proto"
+for s in snapshots images content leases; do
+	flat "$tp/containerd/api/services/$s/v1/$s.proto"
+done
 flat "$tp/containerd/api/types/mount.proto"
+flat "$tp/containerd/api/types/descriptor.proto"
 for f in empty field_mask timestamp; do
 	flat "$tp/protobuf/google/protobuf/$f.proto"
 done
 cd "$stage"
-"$protoc_c" -I. --c_out="$out" snapshots.proto mount.proto empty.proto field_mask.proto timestamp.proto
+"$protoc_c" -I. --c_out="$out" snapshots.proto images.proto content.proto leases.proto \
+	mount.proto descriptor.proto empty.proto field_mask.proto timestamp.proto
 rm -rf "$stage"

@@ -6,7 +6,10 @@
 #include <ftw.h>
 #include <stdio.h>
 
+#include <sys/mount.h>
+
 #include "snapshots.pb-c.h"
+#include "snapshotter/lazy.h"
 #include "snapshotter/rpc.h"
 #include "snapshotter/service.h"
 #include "util/util.h"
@@ -26,6 +29,8 @@ static enum rpc_code code_of(int rc)
 		return RPC_INVALID_ARGUMENT;
 	case EBUSY:
 		return RPC_FAILED_PRECONDITION;
+	case EHOSTUNREACH:
+		return RPC_UNAVAILABLE;
 	default:
 		return RPC_INTERNAL;
 	}
@@ -124,7 +129,8 @@ struct mounts_buf {
 	char *opts[4];
 };
 
-/* The lowerdir list of @parent and its ancestors, nearest first. */
+/* The lowerdir list of @parent and its ancestors, nearest first; @n
+ * counts them. */
 static int lowerdirs(struct snap_store *s, const char *parent, char *buf, size_t len, size_t *n)
 {
 	size_t used = 0;
@@ -138,11 +144,15 @@ static int lowerdirs(struct snap_store *s, const char *parent, char *buf, size_t
 
 		if (snap_stat(s, parent, &pi, &e) < 0 || snap_dir(s, pi.id, "fs", dir, sizeof(dir)) < 0)
 			return -ENOENT;
+		parent = pi.parent;
+		/* a lazy image's upper layers are empty: its base, the lazy
+		 * mount, holds the whole tree */
+		if (json_is_true(json_object_get(pi.lazy, "upper")))
+			continue;
 		if (used + strlen(dir) + 2 > len)
 			return -ENAMETOOLONG;
 		used += (size_t)sprintf(buf + used, "%s%s", used ? ":" : "", dir);
 		(*n)++;
-		parent = pi.parent;
 	}
 	return 0;
 }
@@ -255,12 +265,144 @@ static void create(struct call *c, enum snap_kind kind, const char *key, const c
 	send_mounts(c, key, 0);
 }
 
+/* The remote snapshot is there: containerd's metadata store then finds
+ * it by its containerd.io/snapshot.ref label and parent (List), and the
+ * unpacker neither fetches nor applies the layer. */
+static void lazy_exists(struct call *c, const char *key, const char *what, const char *ref)
+{
+	rpc_reply_status(c->reply, RPC_ALREADY_EXISTS, "snapshot %s: %s of %s", key, what, ref);
+	fprintf(stderr, "anole-snapshotter: %s: %s: %s of %s\n", c->method, key, what, ref);
+}
+
+/* Record the committed @key with its @lazy object over the directories
+ * of @id; undone (the directories, the mount) when the record fails. */
+static int lazy_record(struct call *c, uint64_t id, const char *key, const char *parent,
+		       json_t *labels, json_t *lazy, struct anole_error *err)
+{
+	int rc = lazy ? snap_finish(c->store, id, SNAP_COMMITTED, key, parent, labels, lazy, err)
+		      : anole_err(err, ENOMEM, "out of memory");
+	const char *mp = json_string_value(json_object_get(lazy, "mountpoint"));
+	struct anole_error e2 = {0};
+
+	if (rc < 0) {
+		if (mp)
+			lazy_umount(mp, &e2);
+		snap_abort(c->store, id);
+	}
+	json_decref(lazy);
+	return rc;
+}
+
+/* An upper layer of a lazy image: an empty committed snapshot. */
+static void lazy_upper(struct call *c, const char *key, const char *parent, json_t *labels,
+		       const char *ref)
+{
+	struct anole_error err = {0};
+	uint64_t id;
+	int rc = snap_begin(c->store, SNAP_COMMITTED, key, parent, &id, &err);
+
+	if (rc == 0)
+		rc = lazy_record(c, id, key, parent, labels,
+				 json_pack("{s:s, s:b}", "ref", ref, "upper", 1), &err);
+	if (rc < 0)
+		return fail(c->reply, c->method, rc, &err);
+	lazy_exists(c, key, "an upper layer", ref);
+}
+
+/* Is @ref an anole lazy image whose metadata layer is @layer? 1 yes,
+ * 0 no (an ordinary image: the ordinary path), or a failure to ask its
+ * registry (then -EHOSTUNREACH: the pull cannot go on either way). */
+static int lazy_is_meta(const char *ref, const char *layer, struct anole_error *err)
+{
+	struct anole_lazy_info *li;
+	int rc = anole_lazy_open(ref, 0, &li, err);
+
+	if (rc == -ENOTSUP)
+		return 0;
+	if (rc < 0)
+		return -EHOSTUNREACH;
+	rc = layer && !strcmp(li->meta_digest, layer);
+	anole_lazy_free(li);
+	return rc;
+}
+
+/* The daemon mounts @ref at ROOT/snapshots/ID/fs, then the record
+ * follows (the make-first order of every snapshot). A mount that fails
+ * is -EHOSTUNREACH with the daemon's line: UNAVAILABLE. */
+static int lazy_new_base(struct call *c, const char *key, const char *ref, json_t *labels,
+			 struct anole_error *err)
+{
+	char mp[4096];
+	uint64_t id;
+	int rc = snap_begin(c->store, SNAP_COMMITTED, key, "", &id, err);
+
+	if (rc < 0)
+		return rc;
+	if (snap_dir(c->store, id, "fs", mp, sizeof(mp)) < 0)
+		rc = anole_err(err, ENAMETOOLONG, "snapshotter: root path too long");
+	else if (lazy_mount(ref, mp, err) < 0)
+		rc = -EHOSTUNREACH;
+	if (rc < 0) {
+		snap_abort(c->store, id);
+		return rc;
+	}
+	return lazy_record(c, id, key, "", labels,
+			   json_pack("{s:s, s:s}", "ref", ref, "mountpoint", mp), err);
+}
+
+/* A first layer with the cri.* labels: 1 when it was an anole lazy
+ * image's metadata layer (answered), 0 for an ordinary layer. */
+static int lazy_base(struct call *c, const char *key, json_t *labels)
+{
+	const char *layer = json_string_value(json_object_get(labels, LABEL_LAYER_DIGEST));
+	struct anole_error err = {0};
+	char ref[2048];
+	int rc = lazy_ref_of(labels, ref, sizeof(ref));
+
+	if (rc < 0 || (rc = lazy_is_meta(ref, layer, &err)) == 0)
+		return 0;
+	if (rc > 0)
+		rc = lazy_new_base(c, key, ref, labels, &err);
+	if (rc < 0)
+		fail(c->reply, c->method, rc, &err);
+	else
+		lazy_exists(c, key, "a lazy mount", ref);
+	return 1;
+}
+
+static void prepare(struct call *c, const char *key, const char *parent, json_t *labels)
+{
+	struct anole_error err = {0};
+	struct snap_info pi = {0};
+	bool has_parent = parent && *parent;
+
+	/* a missing parent: create() answers NOT_FOUND */
+	if (has_parent && snap_stat(c->store, parent, &pi, &err) < 0)
+		return create(c, SNAP_ACTIVE, key, parent, labels);
+	switch (lazy_classify(labels, has_parent, pi.lazy)) {
+	case LAZY_UPPER:
+		lazy_upper(c, key, parent, labels,
+			   json_string_value(json_object_get(pi.lazy, "ref")));
+		json_decref(labels);
+		return;
+	case LAZY_BASE:
+		if (lazy_base(c, key, labels)) {
+			json_decref(labels);
+			return;
+		}
+		break;
+	case LAZY_NONE:
+		break;
+	}
+	create(c, SNAP_ACTIVE, key, parent, labels);
+}
+
 static void m_prepare(struct call *c)
 {
 	DECODE(c, Containerd__Services__Snapshots__V1__PrepareSnapshotRequest,
 	       containerd__services__snapshots__v1__prepare_snapshot_request__unpack);
-	create(c, SNAP_ACTIVE, r->key, r->parent,
-	       ENTRIES_JSON(r, Containerd__Services__Snapshots__V1__PrepareSnapshotRequest__LabelsEntry));
+	prepare(c, r->key, r->parent,
+		ENTRIES_JSON(r, Containerd__Services__Snapshots__V1__PrepareSnapshotRequest__LabelsEntry));
 	containerd__services__snapshots__v1__prepare_snapshot_request__free_unpacked(r, NULL);
 }
 
@@ -306,6 +448,29 @@ static void m_commit(struct call *c)
 	send_empty(c);
 }
 
+/* A lazy base's mount goes first (through the daemon, which lets go of
+ * its blobs), then the record and the directory as for any snapshot; a
+ * base with children keeps its mount (snap_remove answers EBUSY). */
+static int lazy_unmount(struct snap_store *s, const char *key, struct anole_error *err)
+{
+	struct snap_info si = {0};
+	const char *mp;
+
+	if (snap_stat(s, key, &si, err) < 0 || snap_has_children(s, key))
+		return 0;
+	mp = json_string_value(json_object_get(si.lazy, "mountpoint"));
+	if (!mp || lazy_umount(mp, err) == 0)
+		return 0;
+	/* no daemon to ask: the mount is gone with it, or is unmounted
+	 * here (what `anole umount` does for a mount the daemon lost) */
+	char why[sizeof(err->msg)];
+
+	snprintf(why, sizeof(why), "%s", err->msg);
+	if (umount2(mp, UMOUNT_NOFOLLOW) == 0 || errno == EINVAL)
+		return 0;
+	return anole_err(err, EBUSY, "snapshot %s: unmounting %s: %s", key, mp, why);
+}
+
 static void m_remove(struct call *c)
 {
 	struct anole_error err = {0};
@@ -313,7 +478,9 @@ static void m_remove(struct call *c)
 
 	DECODE(c, Containerd__Services__Snapshots__V1__RemoveSnapshotRequest,
 	       containerd__services__snapshots__v1__remove_snapshot_request__unpack);
-	rc = snap_remove(c->store, r->key, &err);
+	rc = lazy_unmount(c->store, r->key, &err);
+	if (rc == 0)
+		rc = snap_remove(c->store, r->key, &err);
 	containerd__services__snapshots__v1__remove_snapshot_request__free_unpacked(r, NULL);
 	if (rc < 0)
 		return fail(c->reply, c->method, rc, &err);
@@ -455,7 +622,8 @@ static void m_usage(struct call *c)
 	       containerd__services__snapshots__v1__usage_request__unpack);
 	rc = snap_stat(c->store, r->key, &si, &err);
 	du_bytes = du_inodes = 0;
-	if (rc == 0 && (snap_dir(c->store, si.id, "fs", dir, sizeof(dir)) < 0 ||
+	/* a lazy mount's bytes are the daemon's shared cache, not ours */
+	if (rc == 0 && !si.lazy && (snap_dir(c->store, si.id, "fs", dir, sizeof(dir)) < 0 ||
 			nftw(dir, du_one, 16, FTW_PHYS | FTW_MOUNT) != 0))
 		rc = anole_err(&err, errno ? errno : EIO, "snapshot %s: measuring %s failed", r->key,
 			       dir);

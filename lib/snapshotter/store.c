@@ -107,6 +107,7 @@ static void info_of(const char *key, json_t *rec, struct snap_info *info)
 	info->created_ns = json_integer_value(json_object_get(rec, "created"));
 	info->updated_ns = json_integer_value(json_object_get(rec, "updated"));
 	info->labels = json_object_get(rec, "labels");
+	info->lazy = json_object_get(rec, "lazy");
 }
 
 int snap_stat(struct snap_store *s, const char *key, struct snap_info *info,
@@ -181,47 +182,76 @@ static json_t *labels_copy(json_t *labels)
 	return labels ? json_deep_copy(labels) : json_object();
 }
 
-int snap_create(struct snap_store *s, enum snap_kind kind, const char *key, const char *parent,
-		json_t *labels, struct anole_error *err)
+int snap_begin(struct snap_store *s, enum snap_kind kind, const char *key, const char *parent,
+	       uint64_t *id, struct anole_error *err)
 {
-	json_t *prec = NULL, *rec;
-	uint64_t id = (uint64_t)json_integer_value(json_object_get(s->doc, "next_id"));
-	int64_t now = now_ns();
 	int rc;
 
+	*id = (uint64_t)json_integer_value(json_object_get(s->doc, "next_id"));
 	if (!*key)
 		return anole_err(err, EINVAL, "snapshot key is empty");
 	if (json_object_get(snaps(s), key))
 		return anole_err(err, EEXIST, "snapshot %s already exists", key);
 	if (*parent) {
 		struct snap_info pi;
+		json_t *prec = json_object_get(snaps(s), parent);
 
-		prec = json_object_get(snaps(s), parent);
 		if (!prec)
 			return anole_err(err, ENOENT, "parent snapshot %s does not exist", parent);
 		info_of(parent, prec, &pi);
 		if (pi.kind != SNAP_COMMITTED)
 			return anole_err(err, EINVAL, "parent %s is not a committed snapshot", parent);
 	}
-	rc = make_dirs(s, id, kind, err);
+	rc = make_dirs(s, *id, kind, err);
 	if (rc < 0) {
-		remove_dirs(s, id);
+		remove_dirs(s, *id);
 		return rc;
 	}
-	rec = json_pack("{s:I, s:s, s:s, s:I, s:I, s:o}", "id", (json_int_t)id, "kind",
-			kind_names[kind], "parent", parent, "created", (json_int_t)now, "updated",
-			(json_int_t)now, "labels", labels_copy(labels));
-	if (!rec || json_object_set_new(snaps(s), key, rec) ||
-	    json_object_set_new(s->doc, "next_id", json_integer((json_int_t)id + 1))) {
+	/* the id is taken even if no record comes of it: the next one
+	 * never meets the directory a failure may have left */
+	if (json_object_set_new(s->doc, "next_id", json_integer((json_int_t)*id + 1))) {
+		remove_dirs(s, *id);
+		return anole_err(err, ENOMEM, "snapshotter: out of memory");
+	}
+	return 0;
+}
+
+void snap_abort(struct snap_store *s, uint64_t id)
+{
+	remove_dirs(s, id);
+}
+
+int snap_finish(struct snap_store *s, uint64_t id, enum snap_kind kind, const char *key,
+		const char *parent, json_t *labels, json_t *lazy, struct anole_error *err)
+{
+	int64_t now = now_ns();
+	json_t *rec = json_pack("{s:I, s:s, s:s, s:I, s:I, s:o}", "id", (json_int_t)id, "kind",
+				kind_names[kind], "parent", parent, "created", (json_int_t)now,
+				"updated", (json_int_t)now, "labels", labels_copy(labels));
+	int rc;
+
+	if (!rec || (lazy && json_object_set(rec, "lazy", lazy)) ||
+	    json_object_set_new(snaps(s), key, rec)) {
 		json_object_del(snaps(s), key);
-		remove_dirs(s, id);
 		return anole_err(err, ENOMEM, "snapshotter: out of memory");
 	}
 	rc = store_save(s, err);
-	if (rc < 0) {
+	if (rc < 0)
 		json_object_del(snaps(s), key);
-		remove_dirs(s, id);
-	}
+	return rc;
+}
+
+int snap_create(struct snap_store *s, enum snap_kind kind, const char *key, const char *parent,
+		json_t *labels, struct anole_error *err)
+{
+	uint64_t id;
+	int rc = snap_begin(s, kind, key, parent, &id, err);
+
+	if (rc < 0)
+		return rc;
+	rc = snap_finish(s, id, kind, key, parent, labels, NULL, err);
+	if (rc < 0)
+		snap_abort(s, id);
 	return rc;
 }
 
@@ -267,6 +297,11 @@ static int is_parent_of(void *ctx, const struct snap_info *info)
 	return !strcmp(info->parent, (const char *)ctx);
 }
 
+bool snap_has_children(struct snap_store *s, const char *key)
+{
+	return snap_each(s, is_parent_of, (void *)key) != 0;
+}
+
 int snap_remove(struct snap_store *s, const char *key, struct anole_error *err)
 {
 	json_t *rec = json_object_get(snaps(s), key);
@@ -275,7 +310,7 @@ int snap_remove(struct snap_store *s, const char *key, struct anole_error *err)
 
 	if (!rec)
 		return anole_err(err, ENOENT, "snapshot %s does not exist", key);
-	if (snap_each(s, is_parent_of, (void *)key))
+	if (snap_has_children(s, key))
 		return anole_err(err, EBUSY, "snapshot %s has children", key);
 	info_of(key, rec, &info);
 	json_incref(rec);

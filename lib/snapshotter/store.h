@@ -28,6 +28,10 @@ struct snap_info {
 	uint64_t id;
 	int64_t created_ns, updated_ns;
 	json_t *labels; /* borrowed: an object of strings */
+	/* borrowed, NULL for an ordinary snapshot: an anole lazy image's
+	 * {"ref", "mountpoint"} (its base, the daemon's lazy mount at fs/)
+	 * or {"ref", "upper": true} (an empty layer above it) */
+	json_t *lazy;
 };
 
 int snap_store_open(struct snap_store *s, const char *root, struct anole_error *err);
@@ -43,9 +47,19 @@ int snap_each(struct snap_store *s, int (*fn)(void *ctx, const struct snap_info 
  * none), with its directories made. */
 int snap_create(struct snap_store *s, enum snap_kind kind, const char *key, const char *parent,
 		json_t *labels, struct anole_error *err);
+/* The same in steps, for a snapshot whose directory is filled before its
+ * record is written (a lazy mount): begin checks @key and @parent and
+ * makes the directories of the new @id; finish writes the record (with
+ * @lazy, or NULL); abort removes the directories again. */
+int snap_begin(struct snap_store *s, enum snap_kind kind, const char *key, const char *parent,
+	       uint64_t *id, struct anole_error *err);
+int snap_finish(struct snap_store *s, uint64_t id, enum snap_kind kind, const char *key,
+		const char *parent, json_t *labels, json_t *lazy, struct anole_error *err);
+void snap_abort(struct snap_store *s, uint64_t id);
 /* The active @key becomes the committed @name. */
 int snap_commit(struct snap_store *s, const char *name, const char *key, json_t *labels,
 		struct anole_error *err);
+bool snap_has_children(struct snap_store *s, const char *key);
 /* @key, which no snapshot may have as parent, and its directories. */
 int snap_remove(struct snap_store *s, const char *key, struct anole_error *err);
 
