@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "smc/fork.h"
 #include "smc/rendezvous.h"
 
 #define SMC_HDR_OFF(i) ((size_t)(i) * 256)
@@ -30,6 +31,7 @@ struct smc_conn *smc_conn_new(int fd, int state, bool server)
 	c->notify = c->ctl = c->rx_data = c->rx_space = c->tx_data = c->tx_space = -1;
 	c->refs = 1;
 	c->priv = -1;
+	c->fslot = -1;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->tx_lock, NULL);
 	pthread_mutex_init(&c->rx_lock, NULL);
@@ -63,6 +65,7 @@ void smc_conn_free(struct smc_conn *c)
 	conn_unshare(c);
 	close_fd(&c->notify);
 	close_fd(&c->priv);
+	smc_fork_unregister(c->fslot);
 	pthread_mutex_destroy(&c->lock);
 	pthread_mutex_destroy(&c->tx_lock);
 	pthread_mutex_destroy(&c->rx_lock);
@@ -113,6 +116,8 @@ static void conn_rings(struct smc_conn *c, uint32_t ring, bool init)
 static void conn_fallback(struct smc_conn *c, enum smc_reason why)
 {
 	conn_unshare(c);
+	smc_fork_unregister(c->fslot);
+	c->fslot = -1;
 	c->reason = why;
 	atomic_store(&c->state, SMC_TCP);
 }
@@ -219,7 +224,7 @@ static int srv_share(struct smc_conn *c, int *memfd)
 	c->maplen = map_len(SMC_RING_SIZE);
 	conn_rings(c, SMC_RING_SIZE, true);
 	for (int i = 0; i < 4; i++) {
-		*e[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		*e[i] = smc_fd_high(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
 		if (*e[i] < 0)
 			return -errno;
 	}
@@ -236,9 +241,7 @@ static void srv_offer(struct smc_conn *c, struct smc_proposal *p)
 
 	if (rc) {
 		close_fd(&memfd);
-		smc_clc_send(p->sock, SMC_CLC_DECLINE, 0, NULL, 0);
-		close(p->sock);
-		free(p);
+		smc_proposal_drop(p, true);
 		return conn_fallback(c, SMC_R_NO_MEMORY);
 	}
 	/* the client's view: its send ring is our receive ring */
@@ -251,10 +254,13 @@ static void srv_offer(struct smc_conn *c, struct smc_proposal *p)
 	for (int i = 0; !rc && i < SMC_CLC_MAXFDS; i++)
 		close_fd(&fds[i]);
 	c->ctl = p->sock;
-	free(p);
+	p->sock = -1;
+	smc_proposal_drop(p, false);
 	if (rc || m.type != SMC_CLC_CONFIRM)
 		return conn_fallback(c, SMC_R_WITHDRAWN);
 	close_fd(&c->notify);
+	smc_fork_unregister(c->fslot);
+	c->fslot = -1;
 	atomic_store(&c->state, SMC_ON);
 }
 
@@ -323,11 +329,8 @@ bool smc_conn_to_tcp(struct smc_conn *c)
 	if (atomic_load(&c->state) == SMC_SRV_PENDING || atomic_load(&c->state) == SMC_CLI_PENDING) {
 		struct smc_proposal *p = c->server ? smc_srv_dequeue(&c->tuple) : NULL;
 
-		if (p) {
-			smc_clc_send(p->sock, SMC_CLC_DECLINE, 0, NULL, 0);
-			close(p->sock);
-			free(p);
-		}
+		if (p)
+			smc_proposal_drop(p, true);
 		conn_fallback(c, SMC_R_UNSUPPORTED);
 	}
 	tcp = atomic_load(&c->state) != SMC_ON;

@@ -56,5 +56,10 @@ int smc_conn_queued(struct smc_conn *c, bool tx);
 /* The rendezvous of listener @fd (bound to TCP @port), served by the
  * library's thread; 0 or -errno. */
 int smc_rv_serve(int fd, uint16_t port);
+/* Frees @p and its descriptors, DECLINE sent first if @decline. */
+void smc_proposal_drop(struct smc_proposal *p, bool decline);
+/* A server connection @c accepted in a forked child of the listener's
+ * process: announced so that its proposal is forwarded here. */
+void smc_rv_accepted_in_child(struct smc_conn *c);
 
 #endif
