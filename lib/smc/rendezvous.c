@@ -23,9 +23,10 @@ __attribute__((constructor)) static void rv_settings(void)
 {
 	const char *d = getenv("ANOLE_SMC_DIR"), *t = getenv("ANOLE_SMC_TIMEOUT_MS");
 	long v = t ? strtol(t, NULL, 10) : 0;
+	char *copy = d && *d ? strdup(d) : NULL;
 
-	if (d && *d)
-		rv_dir = strdup(d) ?: rv_dir;
+	if (copy)
+		rv_dir = copy;
 	if (v > 0 && v < 600000)
 		rv_timeout = (int)v;
 }
