@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -364,6 +366,45 @@ static bool cond_met(struct smc_conn *c, enum smc_cond w)
 	return smc_ring_space(&c->tx) != 0 || atomic_load(&c->tx.h->reset);
 }
 
+/* Whether spinning can pay: only while another CPU may be running the
+ * peer. With as many runnable tasks as CPUs (a busy machine, or one
+ * CPU) a spinner takes the time its peer needs; with the peer asleep
+ * in a wait for our bytes it will not produce either. The machine's
+ * runnable count (/proc/loadavg) is read at most every 10 ms. */
+static bool spin_pays(struct smc_conn *c)
+{
+	static _Atomic long next_ms;
+	static _Atomic bool crowded;
+	struct timespec ts;
+	long now;
+
+	if (atomic_load(&c->tx.h->cons_sleep))
+		return false;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	now = ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+	if (now >= atomic_load(&next_ms)) {
+		static long ncpu;
+		char buf[128] = "";
+		long running = 0;
+		int fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+
+		if (!ncpu)
+			ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+		if (fd >= 0) {
+			if (read(fd, buf, sizeof(buf) - 1) < 0)
+				buf[0] = 0;
+			close(fd);
+		}
+		/* "0.52 0.58 0.59 3/123 4567": the 4th field's first number */
+		if (sscanf(buf, "%*s %*s %*s %ld/", &running) != 1)
+			running = 0;
+		/* we are one of the runnable; the peer needs another CPU */
+		atomic_store(&crowded, ncpu < 2 || running > ncpu);
+		atomic_store(&next_ms, now + 10);
+	}
+	return !atomic_load(&crowded);
+}
+
 /* Spins, then sleeps on the ring's eventfd and the control socket
  * until @w holds (DESIGN "Rings": flag, check again, sleep). */
 static int conn_wait(struct smc_conn *c, enum smc_cond w)
@@ -373,7 +414,7 @@ static int conn_wait(struct smc_conn *c, enum smc_cond w)
 			      {c->ctl, POLLIN, 0}};
 	int rc = 0;
 
-	for (int i = 0; i < SMC_SPIN; i++) {
+	for (int i = 0, n = spin_pays(c) ? SMC_SPIN : 0; i < n; i++) {
 		if (cond_met(c, w))
 			return 0;
 		__asm__ __volatile__("" ::: "memory");
@@ -545,11 +586,21 @@ int smc_conn_shutdown(struct smc_conn *c, int how)
 short smc_conn_revents(struct smc_conn *c, short events)
 {
 	struct pollfd p = {c->ctl, POLLIN, 0};
-	short r = 0;
-	int64_t used = smc_ring_used(&c->rx), space = smc_ring_space(&c->tx);
 
 	if (smc_poll(&p, 1, 0) > 0)
 		check_peer(c, p.revents);
+	return smc_conn_revents_now(c, events);
+}
+
+void smc_conn_ctl_event(struct smc_conn *c, short revents)
+{
+	check_peer(c, revents);
+}
+
+short smc_conn_revents_now(struct smc_conn *c, short events)
+{
+	short r = 0;
+	int64_t used = smc_ring_used(&c->rx), space = smc_ring_space(&c->tx);
 	if (used < 0 || space < 0)
 		return POLLERR | POLLHUP | (events & (POLLIN | POLLOUT));
 	if (used > 0 || atomic_load(&c->rx.h->closed) || atomic_load(&c->rd_shut))

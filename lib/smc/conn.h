@@ -40,6 +40,10 @@ void smc_conn_close(struct smc_conn *c);
 
 /* poll: the readiness of @c for @events now. */
 short smc_conn_revents(struct smc_conn *c, short events);
+/* The same without looking at the control socket (the caller polled
+ * it, and gives its revents to smc_conn_ctl_event). */
+short smc_conn_revents_now(struct smc_conn *c, short events);
+void smc_conn_ctl_event(struct smc_conn *c, short revents);
 /* Arms the wake-ups for @events and fills @out (at most 3) with the
  * descriptors to sleep on; the count. smc_conn_disarm undoes it. */
 int smc_conn_arm(struct smc_conn *c, short events, struct pollfd *out);
