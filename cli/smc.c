@@ -72,6 +72,7 @@ static int smc_run(int argc, char **argv)
 
 struct smc_totals {
 	long long conns[2], bytes[2], reasons[16];
+	long long smc_servers, smc_clients; /* conns[1] by role */
 	const char *names[16];
 	int nreasons;
 };
@@ -83,6 +84,10 @@ static void stat_add(struct smc_totals *t, json_t *o)
 
 	t->conns[smc]++;
 	t->bytes[smc] += json_integer_value(json_object_get(o, "tx"));
+	if (smc && !strcmp(json_string_value(json_object_get(o, "role")) ?: "", "server"))
+		t->smc_servers++;
+	else if (smc)
+		t->smc_clients++;
 	if (smc || !why)
 		return;
 	for (int i = 0; i < t->nreasons; i++)
@@ -126,9 +131,11 @@ static int smc_stat(int argc, char **argv)
 	fb = json_object();
 	for (int i = 0; i < t.nreasons; i++)
 		json_object_set_new(fb, t.names[i], json_integer(t.reasons[i]));
-	out = json_pack("{sIsIsIsIso}", "smc_connections", (json_int_t)t.conns[1], "tcp_connections",
-			(json_int_t)t.conns[0], "smc_bytes_sent", (json_int_t)t.bytes[1], "tcp_bytes_sent",
-			(json_int_t)t.bytes[0], "fallbacks", fb);
+	out = json_pack("{sIsIsIsIsIsIso}", "smc_connections", (json_int_t)t.conns[1],
+			"smc_server_connections", (json_int_t)t.smc_servers, "smc_client_connections",
+			(json_int_t)t.smc_clients, "tcp_connections", (json_int_t)t.conns[0],
+			"smc_bytes_sent", (json_int_t)t.bytes[1], "tcp_bytes_sent", (json_int_t)t.bytes[0],
+			"fallbacks", fb);
 	if (json && out)
 		json_dumpf(out, stdout, JSON_INDENT(2)), putchar('\n');
 	else if (out) {

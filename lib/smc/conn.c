@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -12,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "smc/fork.h"
 #include "smc/rendezvous.h"
 
 #define SMC_HDR_OFF(i) ((size_t)(i) * 256)
@@ -30,6 +33,7 @@ struct smc_conn *smc_conn_new(int fd, int state, bool server)
 	c->notify = c->ctl = c->rx_data = c->rx_space = c->tx_data = c->tx_space = -1;
 	c->refs = 1;
 	c->priv = -1;
+	c->fslot = -1;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->tx_lock, NULL);
 	pthread_mutex_init(&c->rx_lock, NULL);
@@ -63,6 +67,7 @@ void smc_conn_free(struct smc_conn *c)
 	conn_unshare(c);
 	close_fd(&c->notify);
 	close_fd(&c->priv);
+	smc_fork_unregister(c->fslot);
 	pthread_mutex_destroy(&c->lock);
 	pthread_mutex_destroy(&c->tx_lock);
 	pthread_mutex_destroy(&c->rx_lock);
@@ -113,6 +118,8 @@ static void conn_rings(struct smc_conn *c, uint32_t ring, bool init)
 static void conn_fallback(struct smc_conn *c, enum smc_reason why)
 {
 	conn_unshare(c);
+	smc_fork_unregister(c->fslot);
+	c->fslot = -1;
 	c->reason = why;
 	atomic_store(&c->state, SMC_TCP);
 }
@@ -219,7 +226,7 @@ static int srv_share(struct smc_conn *c, int *memfd)
 	c->maplen = map_len(SMC_RING_SIZE);
 	conn_rings(c, SMC_RING_SIZE, true);
 	for (int i = 0; i < 4; i++) {
-		*e[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		*e[i] = smc_fd_high(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
 		if (*e[i] < 0)
 			return -errno;
 	}
@@ -236,9 +243,7 @@ static void srv_offer(struct smc_conn *c, struct smc_proposal *p)
 
 	if (rc) {
 		close_fd(&memfd);
-		smc_clc_send(p->sock, SMC_CLC_DECLINE, 0, NULL, 0);
-		close(p->sock);
-		free(p);
+		smc_proposal_drop(p, true);
 		return conn_fallback(c, SMC_R_NO_MEMORY);
 	}
 	/* the client's view: its send ring is our receive ring */
@@ -251,10 +256,13 @@ static void srv_offer(struct smc_conn *c, struct smc_proposal *p)
 	for (int i = 0; !rc && i < SMC_CLC_MAXFDS; i++)
 		close_fd(&fds[i]);
 	c->ctl = p->sock;
-	free(p);
+	p->sock = -1;
+	smc_proposal_drop(p, false);
 	if (rc || m.type != SMC_CLC_CONFIRM)
 		return conn_fallback(c, SMC_R_WITHDRAWN);
 	close_fd(&c->notify);
+	smc_fork_unregister(c->fslot);
+	c->fslot = -1;
 	atomic_store(&c->state, SMC_ON);
 }
 
@@ -323,11 +331,8 @@ bool smc_conn_to_tcp(struct smc_conn *c)
 	if (atomic_load(&c->state) == SMC_SRV_PENDING || atomic_load(&c->state) == SMC_CLI_PENDING) {
 		struct smc_proposal *p = c->server ? smc_srv_dequeue(&c->tuple) : NULL;
 
-		if (p) {
-			smc_clc_send(p->sock, SMC_CLC_DECLINE, 0, NULL, 0);
-			close(p->sock);
-			free(p);
-		}
+		if (p)
+			smc_proposal_drop(p, true);
 		conn_fallback(c, SMC_R_UNSUPPORTED);
 	}
 	tcp = atomic_load(&c->state) != SMC_ON;
@@ -361,6 +366,45 @@ static bool cond_met(struct smc_conn *c, enum smc_cond w)
 	return smc_ring_space(&c->tx) != 0 || atomic_load(&c->tx.h->reset);
 }
 
+/* Whether spinning can pay: only while another CPU may be running the
+ * peer. With as many runnable tasks as CPUs (a busy machine, or one
+ * CPU) a spinner takes the time its peer needs; with the peer asleep
+ * in a wait for our bytes it will not produce either. The machine's
+ * runnable count (/proc/loadavg) is read at most every 10 ms. */
+static bool spin_pays(struct smc_conn *c)
+{
+	static _Atomic long next_ms;
+	static _Atomic bool crowded;
+	struct timespec ts;
+	long now;
+
+	if (atomic_load(&c->tx.h->cons_sleep))
+		return false;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	now = ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+	if (now >= atomic_load(&next_ms)) {
+		static long ncpu;
+		char buf[128] = "";
+		long running = 0;
+		int fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+
+		if (!ncpu)
+			ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+		if (fd >= 0) {
+			if (read(fd, buf, sizeof(buf) - 1) < 0)
+				buf[0] = 0;
+			close(fd);
+		}
+		/* "0.52 0.58 0.59 3/123 4567": the 4th field's first number */
+		if (sscanf(buf, "%*s %*s %*s %ld/", &running) != 1)
+			running = 0;
+		/* we are one of the runnable; the peer needs another CPU */
+		atomic_store(&crowded, ncpu < 2 || running > ncpu);
+		atomic_store(&next_ms, now + 10);
+	}
+	return !atomic_load(&crowded);
+}
+
 /* Spins, then sleeps on the ring's eventfd and the control socket
  * until @w holds (DESIGN "Rings": flag, check again, sleep). */
 static int conn_wait(struct smc_conn *c, enum smc_cond w)
@@ -370,7 +414,7 @@ static int conn_wait(struct smc_conn *c, enum smc_cond w)
 			      {c->ctl, POLLIN, 0}};
 	int rc = 0;
 
-	for (int i = 0; i < SMC_SPIN; i++) {
+	for (int i = 0, n = spin_pays(c) ? SMC_SPIN : 0; i < n; i++) {
 		if (cond_met(c, w))
 			return 0;
 		__asm__ __volatile__("" ::: "memory");
@@ -542,11 +586,21 @@ int smc_conn_shutdown(struct smc_conn *c, int how)
 short smc_conn_revents(struct smc_conn *c, short events)
 {
 	struct pollfd p = {c->ctl, POLLIN, 0};
-	short r = 0;
-	int64_t used = smc_ring_used(&c->rx), space = smc_ring_space(&c->tx);
 
 	if (smc_poll(&p, 1, 0) > 0)
 		check_peer(c, p.revents);
+	return smc_conn_revents_now(c, events);
+}
+
+void smc_conn_ctl_event(struct smc_conn *c, short revents)
+{
+	check_peer(c, revents);
+}
+
+short smc_conn_revents_now(struct smc_conn *c, short events)
+{
+	short r = 0;
+	int64_t used = smc_ring_used(&c->rx), space = smc_ring_space(&c->tx);
 	if (used < 0 || space < 0)
 		return POLLERR | POLLHUP | (events & (POLLIN | POLLOUT));
 	if (used > 0 || atomic_load(&c->rx.h->closed) || atomic_load(&c->rd_shut))

@@ -40,6 +40,10 @@ void smc_conn_close(struct smc_conn *c);
 
 /* poll: the readiness of @c for @events now. */
 short smc_conn_revents(struct smc_conn *c, short events);
+/* The same without looking at the control socket (the caller polled
+ * it, and gives its revents to smc_conn_ctl_event). */
+short smc_conn_revents_now(struct smc_conn *c, short events);
+void smc_conn_ctl_event(struct smc_conn *c, short revents);
 /* Arms the wake-ups for @events and fills @out (at most 3) with the
  * descriptors to sleep on; the count. smc_conn_disarm undoes it. */
 int smc_conn_arm(struct smc_conn *c, short events, struct pollfd *out);
@@ -56,5 +60,10 @@ int smc_conn_queued(struct smc_conn *c, bool tx);
 /* The rendezvous of listener @fd (bound to TCP @port), served by the
  * library's thread; 0 or -errno. */
 int smc_rv_serve(int fd, uint16_t port);
+/* Frees @p and its descriptors, DECLINE sent first if @decline. */
+void smc_proposal_drop(struct smc_proposal *p, bool decline);
+/* A server connection @c accepted in a forked child of the listener's
+ * process: announced so that its proposal is forwarded here. */
+void smc_rv_accepted_in_child(struct smc_conn *c);
 
 #endif

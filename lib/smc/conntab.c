@@ -88,6 +88,24 @@ struct smc_proposal *smc_srv_dequeue(const struct smc_tuple *t)
 	return NULL;
 }
 
+struct smc_proposal *smc_srv_dequeue_if(bool (*pred)(struct smc_proposal *p))
+{
+	for (struct smc_proposal **p = &queue; *p; p = &(*p)->next)
+		if (pred(*p)) {
+			struct smc_proposal *found = *p;
+
+			*p = found->next;
+			queued--;
+			return found;
+		}
+	return NULL;
+}
+
+unsigned smc_srv_nqueued(void)
+{
+	return queued;
+}
+
 /* @a as an IPv4 address and port if it is one (also v4-mapped). */
 static bool addr_v4(const struct sockaddr_storage *a, uint32_t *ip, uint16_t *port)
 {
@@ -148,9 +166,19 @@ const char *smc_reason_name(enum smc_reason r)
 	return r < SMC_R_COUNT ? reason_names[r] : "?";
 }
 
+/* Read when the library is loaded (see rv_settings). */
+static const char *stats_path;
+
+__attribute__((constructor)) static void stat_settings(void)
+{
+	const char *p = getenv("ANOLE_SMC_STATS");
+
+	stats_path = p && *p ? strdup(p) : NULL;
+}
+
 void smc_stat_close(const struct smc_conn *c)
 {
-	const char *path = getenv("ANOLE_SMC_STATS");
+	const char *path = stats_path;
 	char line[256];
 	int fd, n;
 	int st = atomic_load(&c->state);

@@ -56,6 +56,7 @@ struct smc_conn {
 	int refs;                /* the program's numbers for it (dup), under lock */
 	int priv;                /* the library's own dup of the TCP socket once
 				  * the program has two numbers: c->fd then */
+	int fslot;               /* forked child: its slot in fork.c's table */
 	struct smc_conn *next;   /* the server list */
 	/* SMC_ON */
 	int ctl;                 /* the handshake's socket: liveness */
@@ -71,6 +72,8 @@ struct smc_conn {
 /* A proposal the rendezvous thread queued for the program's first op. */
 struct smc_proposal {
 	int sock;
+	int tcp;                /* the client's TCP socket: the proof, forwarded */
+	uint64_t token;         /* pre-fork: the inbox of the child that accepted */
 	struct smc_tuple tuple; /* as the server sees it */
 	struct smc_proposal *next;
 };
@@ -89,6 +92,10 @@ struct smc_conn *smc_srv_find(const struct smc_tuple *t);
 bool smc_srv_queue(struct smc_proposal *p);
 /* Takes the proposal for @t out of the queue; NULL if none. */
 struct smc_proposal *smc_srv_dequeue(const struct smc_tuple *t);
+/* Takes the first queued proposal @pred says yes to; NULL if none. */
+struct smc_proposal *smc_srv_dequeue_if(bool (*pred)(struct smc_proposal *p));
+/* Proposals queued now. */
+unsigned smc_srv_nqueued(void);
 
 /* Same connection: addresses equal, IPv4-mapped IPv6 taken as IPv4. */
 bool smc_addr_eq(const struct sockaddr_storage *a, const struct sockaddr_storage *b);

@@ -216,7 +216,7 @@ static uint32_t member_ready(struct ep_member *m)
 	if (st != SMC_ON)
 		return 0;
 	smc_conn_gens(m->c, &gin, &gout);
-	r = (uint16_t)smc_conn_revents(m->c, (short)(want & EP_POLLBITS));
+	r = (uint16_t)smc_conn_revents_now(m->c, (short)(want & EP_POLLBITS));
 	if (!r)
 		return 0;
 	if (want & EPOLLET) {
@@ -230,9 +230,42 @@ static uint32_t member_ready(struct ep_member *m)
 	return r;
 }
 
+/* The peers' liveness, every member's control socket in one poll
+ * rather than one poll per member per call. */
+static void ep_liveness(struct ep_set *s)
+{
+	struct pollfd small[64], *p = small;
+	struct smc_conn *who_small[64], **who = who_small;
+	int cap = 0, n = 0;
+
+	for (struct ep_member *m = s->members; m; m = m->next)
+		cap++;
+	if (cap > 64) {
+		p = malloc(sizeof(*p) * (size_t)cap);
+		who = malloc(sizeof(*who) * (size_t)cap);
+	}
+	if (p && who) {
+		for (struct ep_member *m = s->members; m; m = m->next)
+			if (atomic_load(&m->c->state) == SMC_ON && !atomic_load(&m->c->peer_gone)) {
+				p[n] = (struct pollfd){m->c->ctl, POLLIN, 0};
+				who[n++] = m->c;
+			}
+		if (n && smc_poll(p, (nfds_t)n, 0) > 0)
+			for (int i = 0; i < n; i++)
+				if (p[i].revents)
+					smc_conn_ctl_event(who[i], p[i].revents);
+	}
+	if (p != small)
+		free(p);
+	if (who != who_small)
+		free(who);
+}
+
 static int ep_collect(struct ep_set *s, struct epoll_event *evs, int max)
 {
 	int n = 0;
+
+	ep_liveness(s);
 
 	for (struct ep_member *m = s->members; m && n < max; m = m->next) {
 		uint32_t r = member_ready(m);

@@ -79,7 +79,7 @@ static void track(int fd, int state, bool server)
 	if (server) {
 		pthread_mutex_lock(&smc_srv_lock);
 		if (smc_tuple_of(fd, &c->tuple) == 0)
-			c->notify = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+			c->notify = smc_fd_high(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
 		if (c->notify < 0) {
 			pthread_mutex_unlock(&smc_srv_lock);
 			smc_conn_free(c);
@@ -87,6 +87,7 @@ static void track(int fd, int state, bool server)
 		}
 		smc_srv_add(c);
 		pthread_mutex_unlock(&smc_srv_lock);
+		smc_rv_accepted_in_child(c);
 	}
 	/* a number reused behind our back (closed by a raw syscall) */
 	struct smc_conn *old = smc_tab_take(fd);
@@ -749,4 +750,64 @@ EXPORT int epoll_ctl(int ep, int op, int fd, struct epoll_event *ev)
 	if (smc_ep_ctl(ep, op, fd, ev, &rc))
 		return rc;
 	return real_epoll_ctl(ep, op, fd, ev);
+}
+
+/* ---- sendfile: the file's bytes through the ring ---- */
+
+/* Up to @count bytes of @in from *@off (or its own offset) into @c's
+ * send ring: read with pread, then sent; a short send moves the
+ * offset only by what went out, so no byte is lost or sent twice. */
+static ssize_t smc_sendfile(struct smc_conn *c, int in, off_t *off, size_t count)
+{
+	char *buf;
+	size_t chunk = count < 65536 ? count : 65536;
+	off_t pos = off ? *off : lseek(in, 0, SEEK_CUR);
+	ssize_t n, sent;
+
+	if (pos < 0)
+		return -errno;
+	if (!chunk)
+		return 0;
+	buf = malloc(chunk);
+	if (!buf)
+		return -ENOMEM;
+	n = pread(in, buf, chunk, pos);
+	sent = n > 0 ? smc_send1(c, buf, (size_t)n, 0) : n;
+	if (sent < 0)
+		sent = -errno;
+	free(buf);
+	if (sent > 0 && off)
+		*off = pos + sent;
+	else if (sent > 0 && lseek(in, pos + sent, SEEK_SET) < 0)
+		return -errno;
+	return sent;
+}
+
+typedef ssize_t (*sendfile_fn)(int, int, off_t *, size_t);
+
+/* Named by asm labels as fcntl is: with _FILE_OFFSET_BITS=64 the
+ * header renames sendfile to sendfile64 (the same function on 64-bit). */
+EXPORT ssize_t smc_sendfile_(int out, int in, off_t *off, size_t count) __asm__("sendfile");
+EXPORT ssize_t smc_sendfile64(int out, int in, off_t *off, size_t count) __asm__("sendfile64");
+
+static ssize_t sendfile_any(int out, int in, off_t *off, size_t count, int which)
+{
+	static sendfile_fn real[2];
+	struct smc_conn *c = conn_data(out, true, false);
+
+	if (c)
+		return fail(smc_sendfile(c, in, off, count));
+	if (!real[which])
+		real[which] = (sendfile_fn)dlsym(RTLD_NEXT, which ? "sendfile64" : "sendfile");
+	return real[which] ? real[which](out, in, off, count) : fail(-ENOSYS);
+}
+
+EXPORT ssize_t smc_sendfile_(int out, int in, off_t *off, size_t count)
+{
+	return sendfile_any(out, in, off, count, 0);
+}
+
+EXPORT ssize_t smc_sendfile64(int out, int in, off_t *off, size_t count)
+{
+	return sendfile_any(out, in, off, count, 1);
 }

@@ -2,6 +2,9 @@
 #include "smc/rendezvous.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <sys/resource.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,19 +13,32 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+/* The settings, read once when the library is loaded: a program may
+ * clear its environment before it forks workers (nginx keeps only
+ * what its `env` directives name), and they must keep the same ones. */
+static const char *rv_dir = "/run/anole/smc";
+static int rv_timeout = 2000;
+
+__attribute__((constructor)) static void rv_settings(void)
+{
+	const char *d = getenv("ANOLE_SMC_DIR"), *t = getenv("ANOLE_SMC_TIMEOUT_MS");
+	long v = t ? strtol(t, NULL, 10) : 0;
+	char *copy = d && *d ? strdup(d) : NULL;
+
+	if (copy)
+		rv_dir = copy;
+	if (v > 0 && v < 600000)
+		rv_timeout = (int)v;
+}
+
 static const char *smc_dir(void)
 {
-	const char *d = getenv("ANOLE_SMC_DIR");
-
-	return d && *d ? d : "/run/anole/smc";
+	return rv_dir;
 }
 
 int smc_timeout_ms(void)
 {
-	const char *s = getenv("ANOLE_SMC_TIMEOUT_MS");
-	long v = s ? strtol(s, NULL, 10) : 0;
-
-	return v > 0 && v < 600000 ? (int)v : 2000;
+	return rv_timeout;
 }
 
 int smc_rv_path(char *buf, size_t len, uint16_t port)
@@ -30,6 +46,28 @@ int smc_rv_path(char *buf, size_t len, uint16_t port)
 	int n = snprintf(buf, len, "%s/tcp-%u", smc_dir(), (unsigned)port);
 
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+int smc_fd_high(int fd)
+{
+	static _Atomic int base = -1;
+	int b = atomic_load(&base), nfd;
+
+	if (b < 0) {
+		struct rlimit rl;
+
+		/* half the limit, at most 4096 (a bigger table costs memory) */
+		b = getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur < 256 ? 0
+		    : rl.rlim_cur / 2 > 4096 ? 4096 : (int)(rl.rlim_cur / 2);
+		atomic_store(&base, b);
+	}
+	if (fd < 0 || !b || fd >= b)
+		return fd;
+	nfd = fcntl(fd, F_DUPFD_CLOEXEC, b);
+	if (nfd < 0)
+		return fd;
+	close(fd);
+	return nfd;
 }
 
 /* @path as a Unix address; -ENAMETOOLONG. */
@@ -48,7 +86,7 @@ static int rv_socket(struct sockaddr_un *sun, uint16_t port)
 	if (rc)
 		return rc;
 	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	return fd < 0 ? -errno : fd;
+	return fd < 0 ? -errno : smc_fd_high(fd);
 }
 
 int smc_rv_connect(uint16_t port)
@@ -135,7 +173,7 @@ static int clc_take_fds(struct msghdr *msg, int fds[SMC_CLC_MAXFDS])
 
 			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
 			if (n < SMC_CLC_MAXFDS)
-				fds[n++] = fd;
+				fds[n++] = smc_fd_high(fd);
 			else
 				close(fd);
 		}

@@ -47,6 +47,11 @@ int smc_clc_send(int sock, enum smc_clc_type type, uint32_t ring_size, const int
 int smc_clc_recv(int sock, struct smc_clc *m, int fds[SMC_CLC_MAXFDS], int timeout_ms);
 /* True if the peer of Unix socket @sock runs as our effective uid. */
 bool smc_rv_peer_is_us(int sock);
+/* @fd moved to a number far above the program's own (closed; the new
+ * one returned, or @fd itself if that fails): programs size tables by
+ * their descriptor numbers (wrk: 3 per connection), and the library's
+ * 5 per connection must not crowd them. */
+int smc_fd_high(int fd);
 /* The handshake's bound on waiting for the peer (ANOLE_SMC_TIMEOUT_MS). */
 int smc_timeout_ms(void);
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "smc/conn.h"
+#include "smc/fork.h"
 #include "smc/rendezvous.h"
 
 #define SMC_LISTENERS 64
@@ -21,6 +22,7 @@ static uint16_t lst_port[SMC_LISTENERS];
 static int nlst;
 static int wake = -1;
 static bool started;
+static pthread_mutex_t inbox_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void decline(int sock)
 {
@@ -28,41 +30,59 @@ static void decline(int sock)
 	close(sock);
 }
 
-/* One client of the rendezvous: its proposal checked, then queued. */
-static void take_proposal(int sock)
+void smc_proposal_drop(struct smc_proposal *p, bool decline_it)
 {
-	struct smc_clc m = {0};
-	int fds[SMC_CLC_MAXFDS];
-	struct smc_tuple client;
-	struct smc_proposal *p;
-	struct smc_conn *c;
-	int rc;
+	if (p->sock >= 0 && decline_it)
+		smc_clc_send(p->sock, SMC_CLC_DECLINE, 0, NULL, 0);
+	if (p->sock >= 0)
+		close(p->sock);
+	if (p->tcp >= 0)
+		close(p->tcp);
+	free(p);
+}
 
-	if (!smc_rv_peer_is_us(sock))
-		return decline(sock);
-	rc = smc_clc_recv(sock, &m, fds, smc_timeout_ms());
-	if (rc || m.type != SMC_CLC_PROPOSAL || m.nfds != 1) {
-		for (int i = 0; i < SMC_CLC_MAXFDS; i++)
-			if (fds[i] >= 0)
-				close(fds[i]);
-		return decline(sock);
-	}
-	/* the passed socket proves the client holds the connection */
-	rc = smc_tuple_of(fds[0], &client);
-	close(fds[0]);
-	p = rc ? NULL : calloc(1, sizeof(*p));
-	if (!p)
-		return decline(sock);
-	p->sock = sock;
-	p->tuple.local = client.peer;
-	p->tuple.peer = client.local;
-	pthread_mutex_lock(&smc_srv_lock);
-	c = smc_srv_find(&p->tuple);
-	if ((c && atomic_load(&c->state) != SMC_SRV_PENDING) || !smc_srv_queue(p)) {
+static bool sock_readable(int fd)
+{
+	struct pollfd p = {fd, POLLIN, 0};
+
+	return smc_poll(&p, 1, 0) > 0;
+}
+
+/* Queued, not ours, and either accepted by a forked child (forward it)
+ * or given up by its client (WITHDRAW or EOF: drop it). Under
+ * smc_srv_lock. */
+static bool for_child_or_stale(struct smc_proposal *p)
+{
+	if (smc_srv_find(&p->tuple))
+		return false;
+	p->token = smc_fork_lookup(&p->tuple);
+	return p->token || sock_readable(p->sock);
+}
+
+/* Hands the queued proposals of children's connections on, drops the
+ * stale ones; the count left waiting goes where children see it. */
+static void forward_queued(void)
+{
+	for (;;) {
+		struct smc_proposal *p;
+
+		pthread_mutex_lock(&smc_srv_lock);
+		p = smc_srv_dequeue_if(for_child_or_stale);
+		smc_fork_set_waiting(smc_srv_nqueued());
 		pthread_mutex_unlock(&smc_srv_lock);
-		free(p);
-		return decline(sock);
+		if (!p)
+			return;
+		smc_proposal_drop(p, !p->token || smc_fork_forward(p->token, p->sock, p->tcp));
 	}
+}
+
+/* @p for connection @c of this process: queued, its reader woken;
+ * false if it must be declined. Under smc_srv_lock. */
+static bool queue_local(struct smc_conn *c, struct smc_proposal *p)
+{
+	if ((c && atomic_load(&c->state) != SMC_SRV_PENDING) || !smc_srv_queue(p))
+		return false;
+	smc_fork_set_waiting(smc_srv_nqueued());
 	if (c && c->notify >= 0) {
 		uint64_t one = 1;
 
@@ -70,12 +90,71 @@ static void take_proposal(int sock)
 			/* already signalled */
 		}
 	}
+	return true;
+}
+
+/* A proposal received: the client's rendezvous socket @sock, and its
+ * TCP socket @tcp, which proves the client holds the connection. */
+static void take(int sock, int tcp)
+{
+	struct smc_tuple client;
+	struct smc_proposal *p;
+	struct smc_conn *c;
+	uint64_t token;
+	bool ok;
+
+	p = smc_tuple_of(tcp, &client) ? NULL : calloc(1, sizeof(*p));
+	if (!p) {
+		close(tcp);
+		return decline(sock);
+	}
+	p->sock = sock;
+	p->tcp = tcp;
+	p->tuple.local = client.peer;
+	p->tuple.peer = client.local;
+	pthread_mutex_lock(&smc_srv_lock);
+	c = smc_srv_find(&p->tuple);
+	/* accepted by a forked child: it answers (DESIGN "Pre-fork servers") */
+	token = c ? 0 : smc_fork_lookup(&p->tuple);
+	/* once queued, @p is the program's: not touched after the unlock */
+	ok = token || queue_local(c, p);
 	pthread_mutex_unlock(&smc_srv_lock);
+	if (!ok)
+		smc_proposal_drop(p, true);
+	else if (token)
+		smc_proposal_drop(p, smc_fork_forward(token, p->sock, p->tcp) != 0);
+}
+
+/* One client of the rendezvous (a PROPOSAL with its TCP socket) or
+ * of a forked child's inbox (a FORWARD with the client's rendezvous
+ * socket and TCP socket), from a process of our uid. */
+static void take_proposal(int sock)
+{
+	struct smc_clc m = {0};
+	int fds[SMC_CLC_MAXFDS];
+	bool fwd;
+	int rc;
+
+	if (!smc_rv_peer_is_us(sock))
+		return decline(sock);
+	rc = smc_clc_recv(sock, &m, fds, smc_timeout_ms());
+	fwd = !rc && m.type == SMC_CLC_FORWARD && m.nfds == 2 && smc_rv_peer_is_us(fds[0]);
+	if (!fwd && (rc || m.type != SMC_CLC_PROPOSAL || m.nfds != 1)) {
+		for (int i = 0; i < SMC_CLC_MAXFDS; i++)
+			if (fds[i] >= 0)
+				close(fds[i]);
+		return decline(sock);
+	}
+	if (fwd) {
+		close(sock);
+		return take(fds[0], fds[1]);
+	}
+	take(sock, fds[0]);
 }
 
 static void *rv_thread(void *arg)
 {
-	struct pollfd p[SMC_LISTENERS + 1];
+	struct pollfd p[SMC_LISTENERS + 2];
 	sigset_t all;
 
 	(void)arg;
@@ -83,28 +162,38 @@ static void *rv_thread(void *arg)
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
 	for (;;) {
-		int n;
+		int n, w, ms;
 
 		pthread_mutex_lock(&lst_lock);
 		for (n = 0; n < nlst; n++)
 			p[n] = (struct pollfd){lst[n], POLLIN, 0};
 		pthread_mutex_unlock(&lst_lock);
 		p[n] = (struct pollfd){wake, POLLIN, 0};
-		if (smc_poll(p, (nfds_t)n + 1, -1) < 0)
+		/* children's accepts wake the process that owns the table */
+		p[n + 1] = (struct pollfd){smc_fork_is_child() ? -1 : smc_fork_wakefd(), POLLIN, 0};
+		pthread_mutex_lock(&smc_srv_lock);
+		/* queued proposals are looked at again now and then: a child
+		 * may have accepted, a client may have given up */
+		ms = smc_srv_nqueued() ? 1000 : -1;
+		pthread_mutex_unlock(&smc_srv_lock);
+		w = smc_poll(p, (nfds_t)n + 2, ms);
+		if (w < 0)
 			continue;
-		if (p[n].revents) {
+		for (int k = n; k < n + 2; k++) {
 			uint64_t v;
 
-			if (read(wake, &v, sizeof(v)) < 0) {
+			if (p[k].revents && read(p[k].fd, &v, sizeof(v)) < 0) {
 				/* drained */
 			}
 		}
+		if (w == 0 || p[n + 1].revents)
+			forward_queued();
 		for (int i = 0; i < n; i++) {
 			int s;
 
 			if (!p[i].revents)
 				continue;
-			s = accept4(p[i].fd, NULL, NULL, SOCK_CLOEXEC);
+			s = smc_fd_high(accept4(p[i].fd, NULL, NULL, SOCK_CLOEXEC));
 			if (s >= 0)
 				take_proposal(s);
 		}
@@ -112,26 +201,49 @@ static void *rv_thread(void *arg)
 	return NULL;
 }
 
-int smc_rv_serve(int fd, uint16_t port)
+/* fork(): the rendezvous thread and its locks' holders stay behind;
+ * the child serves no rendezvous of its parent's (DESIGN "Pre-fork
+ * servers"). */
+static void atfork_prepare(void)
 {
-	pthread_t t;
-	int rc = 0, l;
-	uint64_t one = 1;
+	pthread_mutex_lock(&lst_lock);
+	pthread_mutex_lock(&smc_srv_lock);
+}
 
-	(void)fd;
-	/* a listener closed and opened again on its port (iperf3 between
-	 * tests): the rendezvous socket is ours already */
-	pthread_mutex_lock(&lst_lock);
-	for (int i = 0; i < nlst; i++)
-		if (lst_port[i] == port)
-			rc = 1;
+static void atfork_parent(void)
+{
+	pthread_mutex_unlock(&smc_srv_lock);
 	pthread_mutex_unlock(&lst_lock);
-	if (rc)
-		return 0;
-	l = smc_rv_listen(port);
-	if (l < 0)
-		return l;
+}
+
+static void atfork_child(void)
+{
+	pthread_mutex_init(&smc_srv_lock, NULL);
+	pthread_mutex_init(&lst_lock, NULL);
+	pthread_mutex_init(&inbox_lock, NULL);
+	for (int i = 0; i < nlst; i++)
+		close(lst[i]);
+	nlst = 0;
+	if (wake >= 0)
+		close(wake);
+	wake = -1;
+	started = false;
+	smc_fork_child_reset();
+}
+
+/* Listening Unix socket @l (rendezvous of @port, or 0: a child's
+ * inbox) served by the thread, started if need be; 0 or -errno (@l
+ * closed then). */
+static int serve_sock(int l, uint16_t port)
+{
+	static bool atfork;
+	pthread_t t;
+	uint64_t one = 1;
+	int rc = 0;
+
 	pthread_mutex_lock(&lst_lock);
+	if (!atfork)
+		atfork = !pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 	if (!started) {
 		wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 		if (wake < 0)
@@ -155,4 +267,41 @@ int smc_rv_serve(int fd, uint16_t port)
 		/* already signalled */
 	}
 	return 0;
+}
+
+int smc_rv_serve(int fd, uint16_t port)
+{
+	int rc = 0, l;
+
+	(void)fd;
+	/* a listener closed and opened again on its port (iperf3 between
+	 * tests): the rendezvous socket is ours already */
+	pthread_mutex_lock(&lst_lock);
+	for (int i = 0; i < nlst; i++)
+		if (lst_port[i] == port)
+			rc = 1;
+	pthread_mutex_unlock(&lst_lock);
+	if (rc)
+		return 0;
+	/* before any fork: the table children announce their accepts in */
+	rc = smc_fork_init();
+	if (rc)
+		return rc;
+	l = smc_rv_listen(port);
+	return l < 0 ? l : serve_sock(l, port);
+}
+
+void smc_rv_accepted_in_child(struct smc_conn *c)
+{
+	bool made = false;
+	int l;
+
+	if (!smc_fork_is_child())
+		return;
+	pthread_mutex_lock(&inbox_lock);
+	l = smc_fork_inbox(&made);
+	if (l >= 0 && made && serve_sock(l, 0))
+		smc_fork_inbox_lost();
+	pthread_mutex_unlock(&inbox_lock);
+	c->fslot = smc_fork_register(&c->tuple);
 }
