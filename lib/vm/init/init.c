@@ -15,10 +15,12 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -170,21 +172,52 @@ static int open_wait(const char *path, int flags)
 	struct timespec step = {0, 10000000L};
 	for (int i = 0; i < 1000; i++) {
 		int fd = open(path, flags | O_CLOEXEC);
-		if (fd >= 0 || errno != ENOENT)
+		/* ENODEV, ENXIO: the node is there, its port not ready yet */
+		if (fd >= 0 || (errno != ENOENT && errno != ENODEV && errno != ENXIO))
 			return fd;
 		nanosleep(&step, NULL);
 	}
-	errno = ENOENT;
 	return -1;
 }
 
+/* The virtio-serial port QEMU named @name (lib/vm/vm.c): its node is
+ * /dev/vportNpM with N the virtio device's index, which depends on the
+ * order of QEMU's devices; the name in sysfs does not. */
+static bool find_port(const char *name, char *path, size_t len)
+{
+	DIR *d = opendir("/sys/class/virtio-ports");
+	struct dirent *e;
+	bool found = false;
+	while (d && !found && (e = readdir(d))) {
+		char attr[300], buf[64] = "";
+		snprintf(attr, sizeof(attr), "/sys/class/virtio-ports/%s/name", e->d_name);
+		int fd = open(attr, O_RDONLY | O_CLOEXEC);
+		ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+		if (fd >= 0)
+			close(fd);
+		if (n > 0 && (buf[n] = '\0', buf[strcspn(buf, "\n")] = '\0', !strcmp(buf, name))) {
+			snprintf(path, len, "/dev/%s", e->d_name);
+			found = true;
+		}
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+static const char *const port_name[NPORTS] = {
+	[PORT_STDIN] = "anole.stdin", [PORT_STDOUT] = "anole.stdout",
+	[PORT_STDERR] = "anole.stderr"};
+
 static int open_port(int nr, int flags)
 {
-	char path[64];
-	if (nr == PORT_STATUS)
-		snprintf(path, sizeof(path), "/dev/hvc0");
-	else
-		snprintf(path, sizeof(path), "/dev/vport0p%d", nr);
+	char path[300] = "/dev/hvc0";
+	struct timespec step = {0, 10000000L};
+	for (int i = 0; nr != PORT_STATUS && !find_port(port_name[nr], path, sizeof(path)); i++) {
+		if (i == 1000)
+			die("no virtio-serial port named %s", port_name[nr]);
+		nanosleep(&step, NULL);
+	}
 	int fd = open_wait(path, flags);
 	if (fd < 0)
 		die("%s: %s", path, strerror(errno));
