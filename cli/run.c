@@ -3,6 +3,7 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "vm/vm.h"
@@ -60,6 +61,11 @@ static int run_vm(const struct anole_run_options *o)
 	    o->no_load_hints || o->record) {
 		cli_error("--vm takes -e, -w, -u and -q only so far");
 		return EXIT_USAGE;
+	}
+	struct stat st;
+	if (stat(o->ref, &st) < 0 || !S_ISREG(st.st_mode)) {
+		cli_error("%s: --vm takes an anole image file so far (not a lazy REF)", o->ref);
+		return 1;
 	}
 	struct vm_options v = {.image = o->ref, .argv = o->argv, .argc = o->argc,
 			       .env = o->env, .nenv = o->nenv, .workdir = o->workdir,

@@ -82,6 +82,7 @@ refused() {
 refused "compressed with zstd" "$ANOLE" run -q --vm "$TMP/zstd.erofs" -- /bin/true
 ANOLE_VM_KERNEL=$TMP/none refused "no guest kernel" "$ANOLE" run -q --vm "$TMP/img.erofs" -- /bin/true
 refused "no command" "$ANOLE" run -q --vm "$TMP/img.erofs"
+refused "not a lazy REF" "$ANOLE" run -q --vm docker://localhost:1/none -- /bin/true
 refused "takes numbers" "$ANOLE" run -q --vm -u root "$TMP/img.erofs" -- /bin/true
 left_behind
 echo "t1100: anole run --vm matches chroot; stdin, env, user, signals; nothing left behind"

@@ -318,8 +318,13 @@ static const char *last_line(struct vm *v, enum chan ch)
 		return "";
 	while (t->len && (t->buf[t->len - 1] == '\n' || t->buf[t->len - 1] == '\r'))
 		t->buf[--t->len] = '\0';
-	char *nl = strrchr(t->buf, '\n');
-	return nl ? nl + 1 : t->buf;
+	char *line = strrchr(t->buf, '\n');
+	line = line ? line + 1 : t->buf;
+	/* the guest's bytes: no terminal control sequences in our line */
+	for (char *c = line; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			*c = '?';
+	return line;
 }
 
 static void keep_tail(struct strbuf *t, const char *data, size_t len)
