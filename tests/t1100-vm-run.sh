@@ -50,25 +50,29 @@ cmp "$TMP/ref.err" "$TMP/vm.err" || fail "stderr differs from chroot's"
 [ "$(sha256sum <"$TMP/img.erofs")" = "$sum" ] || fail "the image changed"
 left_behind
 
-# 2, 3. SIGTERM, then SIGKILL, to anole while the command runs (as a
-# user of its own: it cannot write to the image's root-owned /etc)
+# 2, 3. SIGTERM and SIGKILL to anole while the command runs (as a user
+# of its own: it cannot write to the image's root-owned /etc); the two
+# guests boot side by side
+declare -A pid
 for sig in TERM KILL; do
 	"$ANOLE" run -q --vm -u 1234:56 "$TMP/img.erofs" -- \
 		/bin/sh -c 'touch /etc/nope 2>/dev/null && echo wrote; echo "$(id -u):$(id -g)"; exec sleep 600' \
 		</dev/null >"$TMP/$sig.out" &
-	pid=$!
-	for _ in $(seq 600); do [ -s "$TMP/$sig.out" ] && break; sleep 0.1; done
+	pid[$sig]=$!
+done
+for sig in TERM KILL; do
+	for _ in $(seq 900); do [ -s "$TMP/$sig.out" ] && break; sleep 0.1; done
 	[ "$(cat "$TMP/$sig.out")" = 1234:56 ] || fail "$sig: user: $(cat "$TMP/$sig.out")"
-	qemu=$(pgrep -P "$pid" qemu-system) || fail "$sig: no QEMU under anole"
-	kill -"$sig" "$pid"
+	qemu=$(pgrep -P "${pid[$sig]}" qemu-system) || fail "$sig: no QEMU under anole"
+	kill -"$sig" "${pid[$sig]}"
 	st=0
-	wait "$pid" 2>/dev/null || st=$?
+	wait "${pid[$sig]}" 2>/dev/null || st=$?
 	want=$([ $sig = TERM ] && echo 143 || echo 137)
 	[ "$st" = "$want" ] || fail "SIG$sig: status $st, expected $want"
 	for _ in $(seq 100); do kill -0 "$qemu" 2>/dev/null || break; sleep 0.1; done
 	! kill -0 "$qemu" 2>/dev/null || fail "SIG$sig: QEMU $qemu still runs"
-	left_behind
 done
+left_behind
 
 # refused before a boot, one line each: refused TEXT CMD...
 refused() {
