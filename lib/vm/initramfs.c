@@ -82,7 +82,7 @@ static const char *dep_line(const char *dep, const char *name)
 		const char *end = strchrnul(line, '\n');
 		if (colon && colon < end && (size_t)(colon - line) >= nlen + 3 &&
 		    !strncmp(colon - nlen - 3, name, nlen) && !strncmp(colon - 3, ".ko", 3) &&
-		    (colon - nlen - 3 == line || colon[-nlen - 4] == '/'))
+		    (colon - nlen - 3 == line || *(colon - nlen - 4) == '/'))
 			return line;
 		line = *end ? end + 1 : end;
 	}
