@@ -310,6 +310,16 @@ static int start_qemu(struct vm *v)
 	return 0;
 }
 
+/* The guest's bytes, printable: no terminal control sequences in our
+ * line. */
+static const char *printable(char *line)
+{
+	for (char *c = line; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			*c = '?';
+	return line;
+}
+
 /* The last line of what came on @ch, or "". */
 static const char *last_line(struct vm *v, enum chan ch)
 {
@@ -319,12 +329,19 @@ static const char *last_line(struct vm *v, enum chan ch)
 	while (t->len && (t->buf[t->len - 1] == '\n' || t->buf[t->len - 1] == '\r'))
 		t->buf[--t->len] = '\0';
 	char *line = strrchr(t->buf, '\n');
-	line = line ? line + 1 : t->buf;
-	/* the guest's bytes: no terminal control sequences in our line */
-	for (char *c = line; *c; c++)
-		if ((unsigned char)*c < 0x20 || *c == 0x7f)
-			*c = '?';
-	return line;
+	return printable(line ? line + 1 : t->buf);
+}
+
+/* The console's panic line (a trace and the kernel offset follow it),
+ * else its last line. */
+static const char *console_reason(struct vm *v)
+{
+	struct strbuf *t = &v->tail[CH_CONSOLE];
+	char *panic = t->len ? strstr(t->buf, "Kernel panic - ") : NULL;
+	if (!panic)
+		return last_line(v, CH_CONSOLE);
+	panic[strcspn(panic, "\r\n")] = '\0';
+	return printable(panic);
 }
 
 static void keep_tail(struct strbuf *t, const char *data, size_t len)
@@ -501,7 +518,7 @@ static int result(struct vm *v, int qemu_status, int *status)
 		return anole_err(v->err, EIO, "guest: %s", st + 6);
 	const char *why = last_line(v, CH_QEMU);
 	if (!*why)
-		why = last_line(v, CH_CONSOLE);
+		why = console_reason(v);
 	char how[48];
 	if (WIFEXITED(qemu_status))
 		snprintf(how, sizeof(how), "QEMU exited %d", WEXITSTATUS(qemu_status));
