@@ -3,11 +3,14 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
+#include "vm/vm.h"
 
 static const char run_usage[] =
 	"anole run [OPTIONS] REF [--] [CMD [ARG...]]\n"
+	"anole run --vm [-e KEY=VALUE] [-w DIR] [-u UID[:GID]] [-q] IMAGE [--] CMD [ARG...]\n"
 	"\n"
 	"Run a container from a lazy image: mount REF lazily (it starts before\n"
 	"its data is here), put a writable overlay on it, and run CMD (default:\n"
@@ -33,7 +36,11 @@ static const char run_usage[] =
 	"                          soon as the image is mounted)\n"
 	"      --tls-verify=BOOL   as anole mount (default: verified HTTPS, plain\n"
 	"                          HTTP for localhost, 127.0.0.0/8 and [::1])\n"
-	"  -q, --quiet             no progress lines";
+	"  -q, --quiet             no progress lines\n"
+	"      --vm                run CMD in a microVM of QEMU (KVM where /dev/kvm\n"
+	"                          opens, else TCG): the anole image file IMAGE\n"
+	"                          (lz4 or uncompressed) is the guest's root under a\n"
+	"                          tmpfs overlay; takes -e, -w, -u (numbers) and -q";
 
 static const char prefetch_usage[] =
 	"anole prefetch record [RUN OPTIONS] REF [--] [CMD [ARG...]]\n"
@@ -46,6 +53,28 @@ static const char prefetch_usage[] =
 	"those ranges first, in that order (unless --prefetch=none).";
 
 static int run_main(int argc, char **argv, bool record);
+
+/* anole run --vm: the options it takes so far, to lib/vm. */
+static int run_vm(const struct anole_run_options *o)
+{
+	if (o->nvolumes || o->runtime || o->upper || o->net_host || o->prefetch ||
+	    o->no_load_hints || o->record) {
+		cli_error("--vm takes -e, -w, -u and -q only so far");
+		return EXIT_USAGE;
+	}
+	struct stat st;
+	if (stat(o->ref, &st) < 0 || !S_ISREG(st.st_mode)) {
+		cli_error("%s: --vm takes an anole image file so far (not a lazy REF)", o->ref);
+		return 1;
+	}
+	struct vm_options v = {.image = o->ref, .argv = o->argv, .argc = o->argc,
+			       .env = o->env, .nenv = o->nenv, .workdir = o->workdir,
+			       .user = o->user, .log = o->log, .log_ctx = o->log_ctx};
+	struct anole_error err = {0};
+	int status = 0;
+	int r = vm_run(&v, &status, &err);
+	return r < 0 ? cli_fail(&err, r) : status;
+}
 
 int cmd_prefetch(int argc, char **argv)
 {
@@ -105,6 +134,7 @@ static int run_main(int argc, char **argv, bool record)
 						 {"no-load-hints", no_argument, NULL, 'H'},
 						 {"quiet", no_argument, NULL, 'q'},
 						 {"help", no_argument, NULL, 'h'},
+						 {"vm", no_argument, NULL, 'M'},
 						 {0}};
 	struct anole_run_options o = {.log = cli_progress_line, .record = record};
 	char *trace = NULL;
@@ -118,6 +148,7 @@ static int run_main(int argc, char **argv, bool record)
 		return 1;
 	}
 	int c, rc = -1;
+	bool vm = false;
 	/* "+": options end at REF; what follows is the command's */
 	while (rc < 0 && (c = getopt_long(argc, argv, "+e:v:w:u:qh", longopts, NULL)) != -1) {
 		switch (c) {
@@ -169,6 +200,13 @@ static int run_main(int argc, char **argv, bool record)
 		case 'q':
 			o.log = NULL;
 			break;
+		case 'M':
+			vm = !record;
+			if (record) {
+				cli_error("--vm: prefetch record runs with an OCI runtime only");
+				rc = EXIT_USAGE;
+			}
+			break;
 		case 'h':
 			puts(record ? prefetch_usage : run_usage);
 			rc = 0;
@@ -189,8 +227,8 @@ static int run_main(int argc, char **argv, bool record)
 		o.volumes = vols;
 		struct anole_error err = {0};
 		int status = 0;
-		int r = anole_run(&o, &status, &err);
-		rc = r < 0 ? cli_fail(&err, r) : status;
+		int r = vm ? 0 : anole_run(&o, &status, &err);
+		rc = vm ? run_vm(&o) : r < 0 ? cli_fail(&err, r) : status;
 		if (r >= 0 && record && status == 127) {
 			cli_error("%s: the command did not start (exit 127): nothing recorded",
 				  o.ref);

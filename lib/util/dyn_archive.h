@@ -80,6 +80,8 @@
 	X(archive_write_header)                                                                    \
 	X(archive_write_new)                                                                       \
 	X(archive_write_open2)                                                                     \
+	X(archive_write_open_fd)                                                                   \
+	X(archive_write_set_format_cpio_newc)                                                      \
 	X(archive_write_set_format_option)                                                         \
 	X(archive_write_set_format_pax)
 
@@ -147,6 +149,8 @@ DYNLIB_DECLARE(anole_archive, ANOLE_ARCHIVE_FUNCS)
 #define archive_write_header anole_archive.archive_write_header
 #define archive_write_new anole_archive.archive_write_new
 #define archive_write_open2 anole_archive.archive_write_open2
+#define archive_write_open_fd anole_archive.archive_write_open_fd
+#define archive_write_set_format_cpio_newc anole_archive.archive_write_set_format_cpio_newc
 #define archive_write_set_format_option anole_archive.archive_write_set_format_option
 #define archive_write_set_format_pax anole_archive.archive_write_set_format_pax
 

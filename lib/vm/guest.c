@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * What a guest is made of, found and checked before QEMU starts: the
+ * kernel (scripts/vm-kernel caches Debian's), anole's init, and an image
+ * the guest kernel can mount.
+ */
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "anole/erofs_fs.h"
+#include "util/util.h"
+#include "vm/vm.h"
+
+#define DEFAULT_KERNEL_DIR "/var/cache/anole/vm/kernel"
+
+/* The EROFS of Linux 6.1 (the guest kernel): everything up to fragments
+ * and dedupe; long xattr prefixes came in 6.4, 48-bit and metabox later. */
+#define GUEST_INCOMPAT                                                                             \
+	(EROFS_INCOMPAT_ZERO_PADDING | EROFS_INCOMPAT_COMPR_CFGS | EROFS_INCOMPAT_CHUNKED_FILE |    \
+	 EROFS_INCOMPAT_DEVICE_TABLE | EROFS_INCOMPAT_ZTAILPACKING | EROFS_INCOMPAT_FRAGMENTS)
+
+static bool has_kernel(const char *dir)
+{
+	char path[700];
+	snprintf(path, sizeof(path), "%s/vmlinuz", dir);
+	return access(path, R_OK) == 0;
+}
+
+int vm_find_kernel(struct vm_kernel *k, struct anole_error *err)
+{
+	const char *env = getenv("ANOLE_VM_KERNEL");
+	const char *cache = getenv("ANOLE_CACHE_DIR");
+	if (env && *env)
+		snprintf(k->dir, sizeof(k->dir), "%s", env);
+	else if (cache && *cache &&
+		 (snprintf(k->dir, sizeof(k->dir), "%s/vm/kernel", cache), has_kernel(k->dir)))
+		;
+	else
+		snprintf(k->dir, sizeof(k->dir), "%s", DEFAULT_KERNEL_DIR);
+	if (!has_kernel(k->dir))
+		return anole_err(err, ENOENT,
+				 "no guest kernel in %s: run scripts/vm-kernel (as root) to fetch "
+				 "Debian's linux-image-cloud-amd64 there",
+				 k->dir);
+	char path[700];
+	snprintf(path, sizeof(path), "%s/version", k->dir);
+	FILE *f = fopen(path, "re");
+	snprintf(k->version, sizeof(k->version), "(unknown version)");
+	if (f) {
+		if (fgets(k->version, sizeof(k->version), f))
+			k->version[strcspn(k->version, "\n")] = '\0';
+		fclose(f);
+	}
+	return 0;
+}
+
+/* Bit n of available_compr_algs: the codecs EROFS numbers 0..3. */
+static const char *const codec_names[] = {"lz4", "lzma", "deflate", "zstd"};
+
+int vm_check_image(int fd, const char *name, struct anole_error *err)
+{
+	struct erofs_super_block sb;
+	int r = pread_full(fd, &sb, sizeof(sb), EROFS_SUPER_OFFSET);
+	if (r < 0 || le32toh(sb.magic) != EROFS_MAGIC)
+		return anole_err(err, EINVAL, "%s: not an EROFS image", name);
+	if (sb.blkszbits != 12)
+		return anole_err(err, EINVAL,
+				 "%s: %u-byte blocks: the guest kernel (Linux 6.1) mounts 4096 only",
+				 name, 1u << (sb.blkszbits & 31));
+	uint32_t incompat = le32toh(sb.feature_incompat);
+	if (incompat & ~GUEST_INCOMPAT)
+		return anole_err(err, EINVAL,
+				 "%s: uses EROFS features 0x%x that the guest kernel (Linux 6.1) "
+				 "cannot read",
+				 name, incompat & ~GUEST_INCOMPAT);
+	uint16_t algs = (incompat & EROFS_INCOMPAT_COMPR_CFGS) ? le16toh(sb.available_compr_algs)
+							       : 0;
+	for (unsigned i = 1; i < 16; i++)
+		if (algs & (1u << i))
+			return anole_err(err, EINVAL,
+					 "%s: compressed with %s: the guest kernel (Debian's 6.1 "
+					 "cloud kernel) reads lz4 only; rebuild it with -z lz4",
+					 name, i < ARRAY_SIZE(codec_names) ? codec_names[i] : "?");
+	if (le16toh(sb.extra_devices))
+		return anole_err(err, EOPNOTSUPP,
+				 "%s: data in %u blob devices: anole run --vm takes single-file "
+				 "images so far",
+				 name, le16toh(sb.extra_devices));
+	return 0;
+}

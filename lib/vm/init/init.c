@@ -1,0 +1,337 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * anole-vm-init: PID 1 of an `anole run --vm` guest (docs/DESIGN-vm.md).
+ * A static program in the initramfs that lib/vm writes per run, next to
+ * the kernel modules the guest needs and /anole.conf, the run's
+ * configuration. It loads the modules, mounts the anole image read-only
+ * as EROFS from /dev/vda (data blobs on /dev/vdb...), a tmpfs-backed
+ * overlay on top as the container's root, runs the command there with
+ * its stdin, stdout and stderr on virtio-serial ports, reports how it
+ * ended on a fourth port and powers the guest off.
+ *
+ * Libc only: it is linked statically so that the initramfs needs no
+ * loader and no libraries.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CONF_PATH "/anole.conf"
+#define CONF_MAX (1u << 20)
+#define ROOT "/mnt/root"
+
+/* The virtio-serial ports, numbered as lib/vm/vm.c numbers them. */
+enum { PORT_STDIN = 1, PORT_STDOUT, PORT_STDERR, PORT_STATUS, NPORTS };
+
+struct conf {
+	char *argv[256], *env[256], *modules[32];
+	size_t argc, envc, nmodules;
+	const char *workdir;
+	unsigned long uid, gid, ndevices;
+};
+
+static int status_fd = -1;
+
+/* Say why the guest stops: on the status port once it is open (the host
+ * prints that line), always on the kernel console (the host keeps its
+ * last line for when no status came). Then power off. */
+static void __attribute__((noreturn, format(printf, 1, 2))) die(const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (status_fd >= 0)
+		dprintf(status_fd, "error %s\n", msg);
+	fprintf(stderr, "anole-vm-init: %s\n", msg);
+	sync();
+	reboot(RB_POWER_OFF);
+	_exit(1);
+}
+
+static void mount_or_die(const char *src, const char *dst, const char *type, unsigned long flags,
+			 const char *data)
+{
+	if (mkdir(dst, 0755) < 0 && errno != EEXIST)
+		die("mkdir %s: %s", dst, strerror(errno));
+	if (mount(src, dst, type, flags, data) < 0)
+		die("mount %s on %s (%s): %s", src, dst, type, strerror(errno));
+}
+
+static char *read_conf(size_t *len)
+{
+	int fd = open(CONF_PATH, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		die("%s: %s", CONF_PATH, strerror(errno));
+	char *buf = malloc(CONF_MAX + 1);
+	if (!buf)
+		die("out of memory");
+	size_t n = 0;
+	ssize_t r;
+	while (n < CONF_MAX && (r = read(fd, buf + n, CONF_MAX - n)) > 0)
+		n += (size_t)r;
+	close(fd);
+	buf[n] = '\0';
+	*len = n;
+	return buf;
+}
+
+static unsigned long number(const char *s)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (errno || end == s || *end)
+		die("%s: %s: not a number", CONF_PATH, s);
+	return v;
+}
+
+static void add(char **list, size_t *n, size_t max, char *v)
+{
+	if (*n + 1 >= max)
+		die("%s: too many entries", CONF_PATH);
+	list[(*n)++] = v;
+	list[*n] = NULL;
+}
+
+/* /anole.conf: records "K:VALUE", each ended by a NUL byte. */
+static void parse_conf(struct conf *c)
+{
+	size_t len;
+	char *buf = read_conf(&len);
+	for (size_t off = 0; off < len;) {
+		char *rec = buf + off;
+		off += strlen(rec) + 1;
+		if (strlen(rec) < 2 || rec[1] != ':')
+			die("%s: bad record", CONF_PATH);
+		char *v = rec + 2;
+		switch (rec[0]) {
+		case 'a':
+			add(c->argv, &c->argc, 256, v);
+			break;
+		case 'e':
+			add(c->env, &c->envc, 256, v);
+			break;
+		case 'm':
+			add(c->modules, &c->nmodules, 32, v);
+			break;
+		case 'w':
+			c->workdir = v;
+			break;
+		case 'u':
+			c->uid = number(v);
+			break;
+		case 'g':
+			c->gid = number(v);
+			break;
+		case 'd':
+			c->ndevices = number(v);
+			break;
+		default:
+			die("%s: unknown record '%c'", CONF_PATH, rec[0]);
+		}
+	}
+	if (!c->argc)
+		die("%s: no command", CONF_PATH);
+}
+
+/* In the order given: lib/vm put each module after what it depends on. */
+static void load_modules(const struct conf *c)
+{
+	for (size_t i = 0; i < c->nmodules; i++) {
+		int fd = open(c->modules[i], O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			die("%s: %s", c->modules[i], strerror(errno));
+		if (syscall(SYS_finit_module, fd, "", 0) < 0 && errno != EEXIST)
+			die("load %s: %s", c->modules[i], strerror(errno));
+		close(fd);
+	}
+}
+
+/* Devices appear as their drivers probe them, which may be after
+ * finit_module returned: wait for the node, up to 10 s. */
+static int open_wait(const char *path, int flags)
+{
+	struct timespec step = {0, 10000000L};
+	for (int i = 0; i < 1000; i++) {
+		int fd = open(path, flags | O_CLOEXEC);
+		/* ENODEV, ENXIO: the node is there, its port not ready yet */
+		if (fd >= 0 || (errno != ENOENT && errno != ENODEV && errno != ENXIO))
+			return fd;
+		nanosleep(&step, NULL);
+	}
+	return -1;
+}
+
+/* The virtio-serial port QEMU named @name (lib/vm/vm.c): its node is
+ * /dev/vportNpM with N the virtio device's index, which depends on the
+ * order of QEMU's devices; the name in sysfs does not. */
+static bool find_port(const char *name, char *path, size_t len)
+{
+	DIR *d = opendir("/sys/class/virtio-ports");
+	struct dirent *e;
+	bool found = false;
+	while (d && !found && (e = readdir(d))) {
+		char attr[300], buf[64] = "";
+		snprintf(attr, sizeof(attr), "/sys/class/virtio-ports/%s/name", e->d_name);
+		int fd = open(attr, O_RDONLY | O_CLOEXEC);
+		ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+		if (fd >= 0)
+			close(fd);
+		if (n > 0 && (buf[n] = '\0', buf[strcspn(buf, "\n")] = '\0', !strcmp(buf, name))) {
+			snprintf(path, len, "/dev/%s", e->d_name);
+			found = true;
+		}
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+static const char *const port_name[NPORTS] = {
+	[PORT_STDIN] = "anole.stdin", [PORT_STDOUT] = "anole.stdout",
+	[PORT_STDERR] = "anole.stderr"};
+
+static int open_port(int nr, int flags)
+{
+	char path[300] = "/dev/hvc0";
+	struct timespec step = {0, 10000000L};
+	for (int i = 0; nr != PORT_STATUS && !find_port(port_name[nr], path, sizeof(path)); i++) {
+		if (i == 1000)
+			die("no virtio-serial port named %s", port_name[nr]);
+		nanosleep(&step, NULL);
+	}
+	int fd = open_wait(path, flags);
+	if (fd < 0)
+		die("%s: %s", path, strerror(errno));
+	return fd;
+}
+
+/* The image read-only from /dev/vda (its blobs on vdb...), a tmpfs
+ * upper layer, the overlay of both as the container's root. */
+static void mount_root(const struct conf *c)
+{
+	char opts[512] = "";
+	size_t len = 0;
+	if (c->ndevices > 20)
+		die("%lu data devices: at most 20", c->ndevices);
+	for (unsigned long i = 0; i <= c->ndevices; i++) {
+		char dev[32];
+		snprintf(dev, sizeof(dev), "/dev/vd%c", (char)('a' + i));
+		int fd = open_wait(dev, O_RDONLY);
+		if (fd < 0)
+			die("%s: %s", dev, strerror(errno));
+		close(fd);
+		if (i)
+			len += (size_t)snprintf(opts + len, sizeof(opts) - len, "%sdevice=%s",
+						len ? "," : "", dev);
+	}
+	if (mkdir("/mnt", 0755) < 0 && errno != EEXIST)
+		die("mkdir /mnt: %s", strerror(errno));
+	mount_or_die("/dev/vda", "/mnt/lower", "erofs", MS_RDONLY, opts);
+	mount_or_die("tmpfs", "/mnt/rw", "tmpfs", 0, "mode=0755");
+	if (mkdir("/mnt/rw/upper", 0755) < 0 || mkdir("/mnt/rw/work", 0700) < 0)
+		die("mkdir in /mnt/rw: %s", strerror(errno));
+	mount_or_die("overlay", ROOT, "overlay", 0,
+		     "lowerdir=/mnt/lower,upperdir=/mnt/rw/upper,workdir=/mnt/rw/work");
+	mount_or_die("proc", ROOT "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	mount_or_die("sysfs", ROOT "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
+		     NULL);
+	mount_or_die("devtmpfs", ROOT "/dev", "devtmpfs", MS_NOSUID | MS_NOEXEC, NULL);
+}
+
+/* The container's process: its ports as stdin, stdout and stderr, the
+ * overlay as its root, the configured user, directory and environment. */
+static void __attribute__((noreturn)) child(const struct conf *c, const int ports[NPORTS])
+{
+	setsid();
+	for (int i = 0; i < 3; i++)
+		if (dup2(ports[PORT_STDIN + i], i) < 0)
+			_exit(126);
+	const char *wd = c->workdir && *c->workdir ? c->workdir : "/";
+	if (chroot(ROOT) < 0 || chdir("/") < 0) {
+		dprintf(2, "anole-vm-init: chroot: %s\n", strerror(errno));
+		_exit(126);
+	}
+	if (chdir(wd) < 0) {
+		dprintf(2, "anole-vm-init: workdir %s: %s\n", wd, strerror(errno));
+		_exit(126);
+	}
+	if (setgroups(0, NULL) < 0 || setgid((gid_t)c->gid) < 0 || setuid((uid_t)c->uid) < 0) {
+		dprintf(2, "anole-vm-init: user %lu:%lu: %s\n", c->uid, c->gid, strerror(errno));
+		_exit(126);
+	}
+	/* execvp searches the PATH of environ: the container's */
+	environ = (char **)c->env;
+	execvp(c->argv[0], c->argv);
+	int e = errno;
+	dprintf(2, "anole-vm-init: %s: %s\n", c->argv[0], strerror(e));
+	_exit(e == ENOENT ? 127 : 126);
+}
+
+/* Reap every process (orphans come to PID 1) until the command ends. */
+static int wait_for(pid_t pid)
+{
+	for (;;) {
+		int st;
+		pid_t p = wait(&st);
+		if (p < 0 && errno == EINTR)
+			continue;
+		if (p < 0)
+			die("wait: %s", strerror(errno));
+		if (p == pid)
+			return st;
+	}
+}
+
+int main(void)
+{
+	if (getpid() != 1) {
+		fprintf(stderr, "anole-vm-init: runs only as PID 1 of an anole guest\n");
+		return 2;
+	}
+	static struct conf c;
+	mount_or_die("proc", "/proc", "proc", 0, NULL);
+	mount_or_die("sysfs", "/sys", "sysfs", 0, NULL);
+	mount_or_die("devtmpfs", "/dev", "devtmpfs", 0, NULL);
+	parse_conf(&c);
+	load_modules(&c);
+	int ports[NPORTS] = {-1, -1, -1, -1, -1};
+	status_fd = ports[PORT_STATUS] = open_port(PORT_STATUS, O_WRONLY);
+	ports[PORT_STDIN] = open_port(PORT_STDIN, O_RDONLY);
+	ports[PORT_STDOUT] = open_port(PORT_STDOUT, O_WRONLY);
+	ports[PORT_STDERR] = open_port(PORT_STDERR, O_WRONLY);
+	mount_root(&c);
+	pid_t pid = fork();
+	if (pid < 0)
+		die("fork: %s", strerror(errno));
+	if (pid == 0)
+		child(&c, ports);
+	for (int i = PORT_STDIN; i <= PORT_STDERR; i++)
+		close(ports[i]);
+	int st = wait_for(pid);
+	if (WIFEXITED(st))
+		dprintf(status_fd, "exit %d\n", WEXITSTATUS(st));
+	else
+		dprintf(status_fd, "signal %d\n", WTERMSIG(st));
+	sync();
+	reboot(RB_POWER_OFF);
+	return 0;
+}

@@ -1,0 +1,623 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * anole run --vm: QEMU's microvm machine with Debian's cloud kernel, the
+ * initramfs of lib/vm/initramfs.c and the image as a read-only virtio-blk
+ * disk (docs/DESIGN-vm.md). This process listens on five unix sockets
+ * that QEMU connects to: the kernel console (a serial port, kept apart so
+ * that the kernel's messages never mix with the container's output), the
+ * status console (hvc0: "exit N", "signal N" or "error MSG" from the
+ * guest's init) and the container's stdin, stdout and stderr
+ * (virtio-serial ports 1-3). It forwards stdio until QEMU is gone.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <libgen.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#if defined(__x86_64__)
+#include <x86intrin.h>
+#endif
+
+#include "util/util.h"
+#include "vm/vm.h"
+
+#define QEMU "qemu-system-x86_64"
+#define GUEST_MEM "256M"
+#define CONNECT_SECONDS 30
+#define KEEP_TAIL ((size_t)4096) /* bytes of the console and QEMU's stderr kept */
+
+/* Sockets QEMU connects to, and QEMU's stderr (a pipe). */
+enum chan { CH_CONSOLE, CH_STATUS, CH_STDIN, CH_STDOUT, CH_STDERR, NSOCK, CH_QEMU = NSOCK, NCHAN };
+static const char *const chan_name[NSOCK] = {"con", "st", "in", "out", "err"};
+
+struct vm {
+	const struct vm_options *o;
+	struct anole_error *err;
+	struct vm_kernel k;
+	char init[PATH_MAX], qemu[PATH_MAX];
+	int image_fd, initrd_fd;
+	char dir[128];
+	int lfd[NSOCK], fd[NCHAN];
+	bool kvm;
+	pid_t pid;
+	int pidfd, sigfd;
+	struct strbuf tail[NCHAN]; /* the console, status and QEMU's stderr */
+	char inbuf[65536];
+	size_t inlen;
+	bool stdin_done;
+};
+
+/* anole-vm-init: $ANOLE_VM_INIT, beside this executable (the build
+ * tree), or in ../libexec/anole (an installed tree). */
+static int find_init(struct vm *v)
+{
+	const char *env = getenv("ANOLE_VM_INIT");
+	if (env && *env) {
+		snprintf(v->init, sizeof(v->init), "%s", env);
+		return 0;
+	}
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n > 0) {
+		exe[n] = '\0';
+		const char *dir = dirname(exe);
+		snprintf(v->init, sizeof(v->init), "%s/anole-vm-init", dir);
+		if (!access(v->init, R_OK))
+			return 0;
+		snprintf(v->init, sizeof(v->init), "%s/../libexec/anole/anole-vm-init", dir);
+		if (!access(v->init, R_OK))
+			return 0;
+	}
+	return anole_err(v->err, ENOENT, "no anole-vm-init beside anole or in ../libexec/anole");
+}
+
+static int find_qemu(struct vm *v)
+{
+	const char *path = getenv("PATH");
+	_cleanup_free_ char *copy = strdup(path && *path ? path : "/usr/bin:/bin");
+	if (!copy)
+		return anole_err(v->err, ENOMEM, "out of memory");
+	char *save = NULL;
+	for (char *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+		snprintf(v->qemu, sizeof(v->qemu), "%s/%s", d, QEMU);
+		if (!access(v->qemu, X_OK))
+			return 0;
+	}
+	return anole_err(v->err, ENOENT, "%s not found: install qemu-system-x86", QEMU);
+}
+
+static int parse_id(const char *s, size_t len, unsigned long *id)
+{
+	char buf[16];
+	if (!len || len >= sizeof(buf) || strspn(s, "0123456789") < len)
+		return -1;
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	errno = 0;
+	*id = strtoul(buf, NULL, 10);
+	return errno || *id > 0xfffffffeul ? -1 : 0;
+}
+
+static int add_record(struct strbuf *c, char key, const char *value)
+{
+	if (strbuf_addf(c, "%c:%s", key, value) < 0 || strbuf_add(c, "", 1) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+/* /anole.conf's records (lib/vm/init/init.c reads them). */
+static int build_conf(struct vm *v, struct strbuf *c)
+{
+	const struct vm_options *o = v->o;
+	unsigned long uid = 0, gid = 0;
+	if (o->user) {
+		const char *colon = strchr(o->user, ':');
+		size_t ulen = colon ? (size_t)(colon - o->user) : strlen(o->user);
+		if (parse_id(o->user, ulen, &uid) < 0 ||
+		    (colon && parse_id(colon + 1, strlen(colon + 1), &gid) < 0))
+			return anole_err(v->err, EINVAL,
+					 "--user %s: anole run --vm takes numbers, UID[:GID]", o->user);
+		if (!colon)
+			gid = uid;
+	}
+	char num[32];
+	int r = 0;
+	for (size_t i = 0; r >= 0 && i < o->argc; i++)
+		r = add_record(c, 'a', o->argv[i]);
+	bool path = false;
+	for (size_t i = 0; r >= 0 && i < o->nenv; i++) {
+		path |= !strncmp(o->env[i], "PATH=", 5);
+		r = add_record(c, 'e', o->env[i]);
+	}
+	/* runc's default, as anole run gives */
+	if (r >= 0 && !path)
+		r = add_record(c, 'e', "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+	if (r >= 0 && o->workdir)
+		r = add_record(c, 'w', o->workdir);
+	snprintf(num, sizeof(num), "%lu", uid);
+	if (r >= 0)
+		r = add_record(c, 'u', num);
+	snprintf(num, sizeof(num), "%lu", gid);
+	if (r >= 0)
+		r = add_record(c, 'g', num);
+	if (r >= 0)
+		r = add_record(c, 'd', "0");
+	return r < 0 ? anole_err(v->err, ENOMEM, "out of memory") : 0;
+}
+
+static int make_initramfs(struct vm *v)
+{
+	struct strbuf conf = {0};
+	int r = build_conf(v, &conf);
+	if (r >= 0) {
+		v->initrd_fd = tmpfile_unnamed("/tmp");
+		if (v->initrd_fd < 0)
+			r = anole_err(v->err, -v->initrd_fd, "initramfs: scratch file: %s",
+				      strerror(-v->initrd_fd));
+	}
+	if (r >= 0)
+		r = vm_initramfs(v->initrd_fd, v->init, &v->k, conf.buf, conf.len, v->err);
+	strbuf_release(&conf);
+	return r;
+}
+
+/* The sockets' directory, mode 0700, gone once QEMU has connected. */
+static void remove_sockets(struct vm *v)
+{
+	if (!v->dir[0])
+		return;
+	for (int i = 0; i < NSOCK; i++) {
+		char path[200];
+		snprintf(path, sizeof(path), "%s/%s", v->dir, chan_name[i]);
+		unlink(path);
+	}
+	rmdir(v->dir);
+	v->dir[0] = '\0';
+}
+
+static int listen_sockets(struct vm *v)
+{
+	const char *tmp = getenv("TMPDIR");
+	snprintf(v->dir, sizeof(v->dir), "%s/anole-vm-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	if (strlen(v->dir) > 80 || !mkdtemp(v->dir)) {
+		v->dir[0] = '\0';
+		return anole_err(v->err, errno ? errno : ENAMETOOLONG,
+				 "a directory for QEMU's sockets: %s", strerror(errno));
+	}
+	for (int i = 0; i < NSOCK; i++) {
+		struct sockaddr_un sa = {.sun_family = AF_UNIX};
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", v->dir, chan_name[i]);
+		v->lfd[i] = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (v->lfd[i] < 0 || bind(v->lfd[i], (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+		    listen(v->lfd[i], 1) < 0)
+			return anole_err(v->err, errno, "%s: %s", sa.sun_path, strerror(errno));
+	}
+	return 0;
+}
+
+/* The host's TSC rate: under TCG the guest's TSC is the host's, and a
+ * busy host makes the guest's own calibration against the PIT fail,
+ * which stalls its boot (microvm has no HPET or ACPI PM timer). */
+static unsigned long tsc_khz(void)
+{
+#if defined(__x86_64__)
+	struct timespec a, b, pause = {0, 20000000L};
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	unsigned long long t0 = __rdtsc();
+	nanosleep(&pause, NULL);
+	unsigned long long t1 = __rdtsc();
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	double ns = (double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec);
+	return ns > 0 ? (unsigned long)((double)(t1 - t0) * 1e6 / ns) : 0;
+#else
+	return 0;
+#endif
+}
+
+/* QEMU's command line; @s holds its strings. */
+static char **qemu_argv(struct vm *v, struct strbuf *s)
+{
+	char append[256];
+	unsigned long khz = v->kvm ? 0 : tsc_khz();
+	int n = snprintf(append, sizeof(append), "console=ttyS0 quiet panic=-1");
+	if (khz)
+		snprintf(append + n, sizeof(append) - (size_t)n, " tsc_early_khz=%lu", khz);
+	strbuf_addf(s, "%s|-M|microvm|-accel|%s|-cpu|%s|-m|" GUEST_MEM "|-smp|1|-nodefaults|"
+		       "-no-user-config|-display|none|-sandbox|on|-no-reboot|-nic|none|"
+		       "-kernel|%s/vmlinuz|-initrd|/dev/fd/3|-append|%s|"
+		       "-drive|if=none,id=img,file=/dev/fd/4,format=raw,readonly=on|"
+		       "-device|virtio-blk-device,drive=img|"
+		       "-device|virtio-serial-device,max_ports=4|-serial|chardev:con|"
+		       "-device|virtconsole,chardev=st,nr=0|"
+		       "-device|virtserialport,chardev=in,nr=1,name=anole.stdin|"
+		       "-device|virtserialport,chardev=out,nr=2,name=anole.stdout|"
+		       "-device|virtserialport,chardev=err,nr=3,name=anole.stderr",
+		    v->qemu, v->kvm ? "kvm" : "tcg", v->kvm ? "host" : "max", v->k.dir, append);
+	for (int i = 0; i < NSOCK; i++)
+		strbuf_addf(s, "|-chardev|socket,id=%s,path=%s/%s", chan_name[i], v->dir,
+			    chan_name[i]);
+	if (!s->buf || strpbrk(v->k.dir, "|,") || strpbrk(v->dir, "|,"))
+		return NULL;
+	size_t count = 2;
+	for (const char *p = s->buf; *p; p++)
+		count += *p == '|';
+	char **argv = calloc(count, sizeof(*argv));
+	char *save = NULL;
+	size_t i = 0;
+	for (char *t = argv ? strtok_r(s->buf, "|", &save) : NULL; t; t = strtok_r(NULL, "|", &save))
+		argv[i++] = t;
+	return argv;
+}
+
+static void __attribute__((noreturn)) exec_qemu(struct vm *v, char **argv, int errpipe)
+{
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	/* its own process group: a terminal's Ctrl-C comes to anole, which
+	 * stops QEMU; and it dies with anole */
+	setpgid(0, 0);
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	int initrd = fcntl(v->initrd_fd, F_DUPFD_CLOEXEC, 10);
+	int image = fcntl(v->image_fd, F_DUPFD_CLOEXEC, 10);
+	int null = open("/dev/null", O_RDWR);
+	if (initrd < 0 || image < 0 || null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 ||
+	    dup2(errpipe, 2) < 0 || dup2(initrd, 3) < 0 || dup2(image, 4) < 0)
+		_exit(127);
+	execv(argv[0], argv);
+	dprintf(2, "exec %s: %s\n", argv[0], strerror(errno));
+	_exit(127);
+}
+
+static int start_qemu(struct vm *v)
+{
+	struct strbuf s = {0};
+	_cleanup_free_ char **argv = qemu_argv(v, &s);
+	int p[2];
+	if (!argv) {
+		strbuf_release(&s);
+		return anole_err(v->err, EINVAL, "%s or %s: a path QEMU cannot take (',' or '|')",
+				 v->k.dir, v->dir);
+	}
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		strbuf_release(&s);
+		return anole_err(v->err, errno, "pipe: %s", strerror(errno));
+	}
+	v->pid = fork();
+	if (v->pid == 0)
+		exec_qemu(v, argv, p[1]);
+	int e = errno;
+	strbuf_release(&s);
+	close(p[1]);
+	v->fd[CH_QEMU] = p[0];
+	if (v->pid < 0)
+		return anole_err(v->err, e, "fork: %s", strerror(e));
+	v->pidfd = (int)syscall(SYS_pidfd_open, v->pid, 0);
+	if (v->pidfd < 0)
+		return anole_err(v->err, errno, "pidfd_open: %s", strerror(errno));
+	return 0;
+}
+
+/* The guest's bytes, printable: no terminal control sequences in our
+ * line. */
+static const char *printable(char *line)
+{
+	for (char *c = line; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			*c = '?';
+	return line;
+}
+
+/* The last line of what came on @ch, or "". */
+static const char *last_line(struct vm *v, enum chan ch)
+{
+	struct strbuf *t = &v->tail[ch];
+	if (!t->len)
+		return "";
+	while (t->len && (t->buf[t->len - 1] == '\n' || t->buf[t->len - 1] == '\r'))
+		t->buf[--t->len] = '\0';
+	char *line = strrchr(t->buf, '\n');
+	return printable(line ? line + 1 : t->buf);
+}
+
+/* The console's panic line (a trace and the kernel offset follow it),
+ * else its last line. */
+static const char *console_reason(struct vm *v)
+{
+	struct strbuf *t = &v->tail[CH_CONSOLE];
+	char *panic = t->len ? strstr(t->buf, "Kernel panic - ") : NULL;
+	if (!panic)
+		return last_line(v, CH_CONSOLE);
+	panic[strcspn(panic, "\r\n")] = '\0';
+	return printable(panic);
+}
+
+static void keep_tail(struct strbuf *t, const char *data, size_t len)
+{
+	if (strbuf_add(t, data, len) < 0)
+		return;
+	if (t->len > 2 * KEEP_TAIL) {
+		memmove(t->buf, t->buf + t->len - KEEP_TAIL, KEEP_TAIL);
+		t->len = KEEP_TAIL;
+	}
+	t->buf[t->len] = '\0';
+}
+
+/* QEMU connects to each socket as it starts; then the directory goes. */
+static int accept_all(struct vm *v)
+{
+	int left = NSOCK;
+	double end = now_seconds() + CONNECT_SECONDS;
+	while (left) {
+		struct pollfd p[NSOCK + 1];
+		for (int i = 0; i < NSOCK; i++)
+			p[i] = (struct pollfd){.fd = v->fd[i] < 0 ? v->lfd[i] : -1, .events = POLLIN};
+		p[NSOCK] = (struct pollfd){.fd = v->pidfd, .events = POLLIN};
+		int n = poll(p, NSOCK + 1, 1000);
+		if (n < 0 && errno != EINTR)
+			return anole_err(v->err, errno, "poll: %s", strerror(errno));
+		if (p[NSOCK].revents)
+			return 1; /* QEMU ended before it connected: its stderr says why */
+		if (now_seconds() > end)
+			return anole_err(v->err, ETIMEDOUT, "QEMU did not connect in %d s",
+					 CONNECT_SECONDS);
+		for (int i = 0; n > 0 && i < NSOCK; i++) {
+			if (!p[i].revents)
+				continue;
+			v->fd[i] = accept4(v->lfd[i], NULL, NULL, SOCK_CLOEXEC);
+			if (v->fd[i] < 0)
+				return anole_err(v->err, errno, "accept: %s", strerror(errno));
+			left--;
+		}
+	}
+	for (int i = 0; i < NSOCK; i++) {
+		close(v->lfd[i]);
+		v->lfd[i] = -1;
+	}
+	remove_sockets(v);
+	return 0;
+}
+
+static void close_chan(struct vm *v, int ch)
+{
+	if (v->fd[ch] >= 0)
+		close(v->fd[ch]);
+	v->fd[ch] = -1;
+}
+
+/* Data on a channel: the container's output to ours, the rest kept. */
+static void drain(struct vm *v, int ch)
+{
+	char buf[65536];
+	ssize_t n = read(v->fd[ch], buf, sizeof(buf));
+	if (n < 0 && (errno == EINTR || errno == EAGAIN))
+		return;
+	if (n <= 0) {
+		close_chan(v, ch);
+		return;
+	}
+	if (ch == CH_STDOUT || ch == CH_STDERR) {
+		if (write_full(ch == CH_STDOUT ? 1 : 2, buf, (size_t)n) < 0)
+			close_chan(v, ch); /* nobody reads it: the guest's writes block */
+		return;
+	}
+	keep_tail(&v->tail[ch], buf, (size_t)n);
+}
+
+/* Our stdin to the guest's; at its end, a half close: QEMU reads what is
+ * left, then tells the guest the port closed, which reads as EOF. */
+static void feed_stdin(struct vm *v, short in_revents, short out_revents)
+{
+	if (!v->inlen && in_revents) {
+		ssize_t n = read(0, v->inbuf, sizeof(v->inbuf));
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			return;
+		if (n <= 0)
+			v->stdin_done = true;
+		else
+			v->inlen = (size_t)n;
+	}
+	if (v->inlen && out_revents) {
+		ssize_t n = send(v->fd[CH_STDIN], v->inbuf, v->inlen, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0 && errno != EAGAIN && errno != EINTR) {
+			v->inlen = 0;
+			v->stdin_done = true;
+		} else if (n > 0) {
+			memmove(v->inbuf, v->inbuf + n, v->inlen - (size_t)n);
+			v->inlen -= (size_t)n;
+		}
+	}
+	if (v->stdin_done && !v->inlen && v->fd[CH_STDIN] >= 0) {
+		shutdown(v->fd[CH_STDIN], SHUT_WR);
+		v->fd[CH_STDIN] = -1 - v->fd[CH_STDIN]; /* still open, no longer polled */
+	}
+}
+
+static int stop_signal(struct vm *v)
+{
+	struct signalfd_siginfo si;
+	if (read(v->sigfd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+		return 0;
+	if (v->pid > 0)
+		kill(v->pid, SIGTERM);
+	return (int)si.ssi_signo;
+}
+
+/* Forward until QEMU has ended and every channel is at its end; 0, or
+ * the signal that stopped the guest. */
+static int forward(struct vm *v, int *qemu_status)
+{
+	int stopped = 0;
+	bool running = true;
+	for (;;) {
+		struct pollfd p[NCHAN + 3];
+		bool open_chan = false;
+		for (int i = 0; i < NCHAN; i++) {
+			bool in = i == CH_STDIN;
+			p[i] = (struct pollfd){.fd = in && !v->inlen ? -1 : v->fd[i],
+					       .events = in ? POLLOUT : POLLIN};
+			open_chan |= !in && v->fd[i] >= 0;
+		}
+		if (!running && !open_chan)
+			return stopped;
+		bool want_stdin = running && !v->stdin_done && !v->inlen && v->fd[CH_STDIN] >= 0;
+		p[NCHAN] = (struct pollfd){.fd = want_stdin ? 0 : -1, .events = POLLIN};
+		p[NCHAN + 1] = (struct pollfd){.fd = running ? v->pidfd : -1, .events = POLLIN};
+		p[NCHAN + 2] = (struct pollfd){.fd = v->sigfd, .events = POLLIN};
+		if (poll(p, NCHAN + 3, -1) < 0 && errno != EINTR)
+			return anole_err(v->err, errno, "poll: %s", strerror(errno));
+		if (p[NCHAN + 2].revents)
+		{
+			int sig = stop_signal(v);
+			stopped = sig ? sig : stopped;
+		}
+		for (int i = 0; i < NCHAN; i++)
+			if (i != CH_STDIN && p[i].revents)
+				drain(v, i);
+		if (p[NCHAN].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL))
+			feed_stdin(v, POLLIN, 0);
+		if (v->inlen && p[CH_STDIN].revents)
+			feed_stdin(v, 0, p[CH_STDIN].revents);
+		else if (v->stdin_done)
+			feed_stdin(v, 0, 0);
+		if (p[NCHAN + 1].revents) {
+			while (waitpid(v->pid, qemu_status, 0) < 0 && errno == EINTR)
+				;
+			v->pid = -1;
+			running = false;
+		}
+	}
+}
+
+/* How the command ended, from the status console; else why not. */
+static int result(struct vm *v, int qemu_status, int *status)
+{
+	const char *st = last_line(v, CH_STATUS);
+	int n;
+	if (sscanf(st, "exit %d", &n) == 1 && n >= 0 && n < 256) {
+		*status = n;
+		return 0;
+	}
+	if (sscanf(st, "signal %d", &n) == 1 && n > 0 && n < 128) {
+		*status = 128 + n;
+		return 0;
+	}
+	if (!strncmp(st, "error ", 6))
+		return anole_err(v->err, EIO, "guest: %s", st + 6);
+	const char *why = last_line(v, CH_QEMU);
+	if (!*why)
+		why = console_reason(v);
+	char how[48];
+	if (WIFEXITED(qemu_status))
+		snprintf(how, sizeof(how), "QEMU exited %d", WEXITSTATUS(qemu_status));
+	else
+		snprintf(how, sizeof(how), "QEMU killed by signal %d", WTERMSIG(qemu_status));
+	return anole_err(v->err, EIO, "the guest ended without the command's status (%s)%s%s", how,
+			 *why ? ": " : "", why);
+}
+
+static int block_signals(struct vm *v, sigset_t *old)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	sigprocmask(SIG_BLOCK, &set, old);
+	v->sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	return v->sigfd < 0 ? anole_err(v->err, errno, "signalfd: %s", strerror(errno)) : 0;
+}
+
+static void cleanup(struct vm *v, const sigset_t *old)
+{
+	if (v->pid > 0) {
+		kill(v->pid, SIGKILL);
+		while (waitpid(v->pid, NULL, 0) < 0 && errno == EINTR)
+			;
+	}
+	remove_sockets(v);
+	for (int i = 0; i < NCHAN; i++) {
+		if (i < NSOCK && v->lfd[i] >= 0)
+			close(v->lfd[i]);
+		if (v->fd[i] >= 0)
+			close(v->fd[i]);
+		else if (v->fd[i] < -1)
+			close(-1 - v->fd[i]);
+		strbuf_release(&v->tail[i]);
+	}
+	int fds[] = {v->image_fd, v->initrd_fd, v->pidfd, v->sigfd};
+	for (size_t i = 0; i < ARRAY_SIZE(fds); i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	sigprocmask(SIG_SETMASK, old, NULL);
+}
+
+static int prepare(struct vm *v)
+{
+	int r = vm_find_kernel(&v->k, v->err);
+	if (r >= 0)
+		r = find_init(v);
+	if (r >= 0)
+		r = find_qemu(v);
+	if (r < 0)
+		return r;
+	v->image_fd = open(v->o->image, O_RDONLY | O_CLOEXEC);
+	if (v->image_fd < 0)
+		return anole_err(v->err, errno, "%s: %s", v->o->image, strerror(errno));
+	r = vm_check_image(v->image_fd, v->o->image, v->err);
+	if (r >= 0)
+		r = make_initramfs(v);
+	int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	v->kvm = kvm >= 0;
+	if (kvm >= 0)
+		close(kvm);
+	return r;
+}
+
+int vm_run(const struct vm_options *o, int *status, struct anole_error *err)
+{
+	struct vm v = {.o = o, .err = err, .image_fd = -1, .initrd_fd = -1, .pid = -1,
+		       .pidfd = -1, .sigfd = -1};
+	for (int i = 0; i < NCHAN; i++) {
+		v.fd[i] = -1;
+		if (i < NSOCK)
+			v.lfd[i] = -1;
+	}
+	if (!o->argc)
+		return anole_err(err, EINVAL, "%s: no command given", o->image);
+	sigset_t old;
+	int r = prepare(&v);
+	if (r >= 0)
+		r = block_signals(&v, &old);
+	else
+		sigprocmask(SIG_BLOCK, NULL, &old);
+	if (r >= 0)
+		r = listen_sockets(&v);
+	if (r >= 0) {
+		log_line(o->log, o->log_ctx, "vm: QEMU microvm, accelerator %s%s, guest kernel %s",
+			 v.kvm ? "kvm" : "tcg", v.kvm ? "" : " (no /dev/kvm)", v.k.version);
+		r = start_qemu(&v);
+	}
+	if (r >= 0)
+		r = accept_all(&v); /* 1: QEMU ended at once, its stderr says why */
+	if (r >= 0) {
+		int qemu_status = 0, stopped = forward(&v, &qemu_status);
+		if (stopped > 0)
+			*status = 128 + stopped;
+		r = stopped < 0 ? stopped : stopped > 0 ? 0 : result(&v, qemu_status, status);
+	}
+	cleanup(&v, &old);
+	return r;
+}

@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * anole run --vm (docs/DESIGN-vm.md): a container's command in a microVM
+ * of QEMU, with Debian's cloud kernel and anole's own init (lib/vm/init),
+ * the anole image handed to the guest as a read-only disk.
+ */
+#ifndef ANOLE_VM_H
+#define ANOLE_VM_H
+
+#include <stddef.h>
+
+#include "anole/anole.h"
+
+struct vm_options {
+	const char *image;             /* an anole image file */
+	const char *const *argv;       /* the command, argc > 0 */
+	size_t argc;
+	const char *const *env;        /* KEY=VALUE each */
+	size_t nenv;
+	const char *workdir;           /* NULL: / */
+	const char *user;              /* UID[:GID], NULL: 0:0 */
+	void (*log)(void *ctx, const char *line);
+	void *log_ctx;
+};
+
+/* Run the command in a guest; *status: its exit status (128 + signal).
+ * The guest's stdin, stdout and stderr are this process's; SIGINT,
+ * SIGTERM and SIGHUP stop the guest (status 128 + signal). The QEMU
+ * process dies with this one (PR_SET_PDEATHSIG) and nothing is left on
+ * disk: the initramfs is an unnamed file, the sockets' directory goes as
+ * soon as QEMU is connected. */
+int vm_run(const struct vm_options *o, int *status, struct anole_error *err);
+
+/* Internals of lib/vm. */
+
+/* The guest kernel: DIR/vmlinuz and DIR/modules (scripts/vm-kernel). */
+struct vm_kernel {
+	char dir[512];
+	char version[128];
+};
+/* $ANOLE_VM_KERNEL, else $ANOLE_CACHE_DIR/vm/kernel where it holds a
+ * kernel, else /var/cache/anole/vm/kernel. */
+int vm_find_kernel(struct vm_kernel *k, struct anole_error *err);
+
+/* Refuse an image the guest kernel (EROFS of Linux 6.1, lz4 only) cannot
+ * mount, with one line naming why. */
+int vm_check_image(int fd, const char *name, struct anole_error *err);
+
+/* Write to @fd a newc cpio initramfs: /init (the file @init), the kernel
+ * modules the guest needs, in load order, and /anole.conf: @conf (records
+ * "K:VALUE\0", lib/vm/init/init.c) after one "m:" record per module. */
+int vm_initramfs(int fd, const char *init, const struct vm_kernel *k, const char *conf,
+		 size_t conf_len, struct anole_error *err);
+
+#endif
