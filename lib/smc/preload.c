@@ -112,20 +112,36 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 	return rc;
 }
 
+/* The port @fd is bound to (0: none yet, or not IP). */
+static uint16_t bound_port(int fd)
+{
+	struct sockaddr_storage a;
+	socklen_t l = sizeof(a);
+
+	if (getsockname(fd, (struct sockaddr *)&a, &l))
+		return 0;
+	if (a.ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)&a)->sin_port);
+	if (a.ss_family == AF_INET6)
+		return ntohs(((struct sockaddr_in6 *)&a)->sin6_port);
+	return 0;
+}
+
 EXPORT int listen(int fd, int backlog)
 {
 	REAL(listen);
-	struct sockaddr_storage a;
-	socklen_t l = sizeof(a);
+	bool ours = !smc_tab_get(fd) && tcp_stream(fd);
+	uint16_t port = ours ? bound_port(fd) : 0;
+	/* the rendezvous before the kernel listens: a client that connects
+	 * the moment the port accepts (a readiness probe) finds it there,
+	 * instead of going TCP for good */
+	int served = port ? smc_rv_serve(fd, port) : -1;
 	int rc = real_listen(fd, backlog), e = errno;
 
-	if (rc == 0 && !smc_tab_get(fd) && tcp_stream(fd) &&
-	    !getsockname(fd, (struct sockaddr *)&a, &l)) {
-		uint16_t port = a.ss_family == AF_INET ? ((struct sockaddr_in *)&a)->sin_port
-						       : ((struct sockaddr_in6 *)&a)->sin6_port;
-		struct smc_conn *c = smc_rv_serve(fd, ntohs(port)) ? NULL : smc_conn_new(fd, SMC_LISTEN, true);
-
-		smc_tab_set(fd, c);
+	if (rc == 0 && ours) {
+		if (!port && (port = bound_port(fd))) /* bound by listen() itself */
+			served = smc_rv_serve(fd, port);
+		smc_tab_set(fd, served ? NULL : smc_conn_new(fd, SMC_LISTEN, true));
 	}
 	errno = e;
 	return rc;
