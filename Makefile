@@ -1,6 +1,9 @@
 # Thin wrapper around Meson; the real build description is meson.build.
 BUILD ?= build
 MESON_OPTS ?=
+# Tests at once in check and asan (tests/run; empty = nproc, 1 = serial).
+TEST_JOBS ?=
+export TEST_JOBS
 
 .PHONY: all deps check demo bench clean asan fuzz tidy
 

@@ -1,4 +1,5 @@
 #!/bin/bash
+# test: cpu
 # The tree builds warning-free (-Werror) with clang as well as gcc.
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"

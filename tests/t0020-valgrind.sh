@@ -1,4 +1,5 @@
 #!/bin/bash
+# test: cpu
 # The unit tests are clean under valgrind: no leaks, no invalid accesses.
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"

@@ -1,4 +1,5 @@
 #!/bin/bash
+# test: cpu
 # cppcheck (warning and portability checks) finds nothing in lib/, cli/
 # and tests/fuzz/. Suppressed, for reasons: memleak (it does not know
 # __attribute__((cleanup)); LeakSanitizer and valgrind cover leaks),

@@ -1,4 +1,5 @@
 #!/bin/bash
+# test: cpu
 # clang-tidy finds nothing in lib/, cli/ and tests/fuzz/ with the checks
 # .clang-tidy chooses (clang-analyzer-*, bugprone-*, less those it names
 # with reasons), using $BUILD_DIR/compile_commands.json. About 100 s of

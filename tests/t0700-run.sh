@@ -46,7 +46,8 @@ if [ ! -d "$LAYOUT" ]; then
 		'{"Env":["PATH=/usr/local/bin:/usr/bin:/bin","GREETING=hello"],"Cmd":["python3","-c","import os; print(os.environ[\"GREETING\"], \"from\", os.getcwd())"],"WorkingDir":"/tmp"}'
 	"$ROOT/tests/lib/ocitool" add-layer "$mk" v1 "$TMP/layer.tar" --compress none >/dev/null
 	rm -f "$TMP/layer.tar"
-	mv -T "$mk" "$LAYOUT"
+	# another suite (another checkout) may have made it meanwhile
+	mv -T "$mk" "$LAYOUT" 2>/dev/null || { [ -d "$LAYOUT" ] || fail "cannot make $LAYOUT"; rm -rf "$mk"; }
 fi
 registry_start
 REF=docker://$REGISTRY/run/python:v1
