@@ -115,7 +115,7 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 /* The port @fd is bound to (0: none yet, or not IP). */
 static uint16_t bound_port(int fd)
 {
-	struct sockaddr_storage a;
+	struct sockaddr_storage a = {0};
 	socklen_t l = sizeof(a);
 
 	if (getsockname(fd, (struct sockaddr *)&a, &l))
