@@ -141,9 +141,9 @@ int rpc_client_call(struct rpc_client *c, const char *method, const ProtobufCMes
 	ops[5].data.recv_status_on_client.trailing_metadata = &md1;
 	ops[5].data.recv_status_on_client.status = &code;
 	ops[5].data.recv_status_on_client.status_details = &detail;
-	/* two batches: containerd's content Write ends the call after its
-	 * commit without reading the client's close, and a send batch may
-	 * then never complete; the status comes on the receiving one */
+	/* one batch for the whole unary call; the call's deadline above bounds
+	 * it (containerd's content Write commits but its status never
+	 * arrives here: the caller checks by Info, docs/DECISIONS.md) */
 	if (grpc_call_start_batch(call, ops, 6, &ops, NULL) != GRPC_CALL_OK)
 		rc = anole_err(err, EIO, "containerd: %s: the call could not start", method);
 	else {
