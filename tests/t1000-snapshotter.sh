@@ -8,6 +8,8 @@
 # restart of the snapshotter; removing everything leaves no directory.
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
+# shellcheck source=lib/containerd
+. "$ROOT/tests/lib/containerd"
 need_root
 need_cmd containerd ctr
 [ -x "$(dirname "$ANOLE")/anole-snapshotter" ] || skip "anole was built without gRPC"
@@ -20,18 +22,7 @@ grep -q '^ *address = "'"$D"'/snap.sock"$' "$D/config.toml" || fail "--print-con
 # containerd would put outside them are off; the garbage collector runs
 # only when the test asks (`ctr snapshots view` sets no gc.root label, so
 # a collection at a moment of its own choosing would remove the view)
-cat - "$D/config.toml" >"$D/full.toml" <<EOT
-root = "$D/root"
-state = "$D/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt",
-  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
-[grpc]
-  address = "$D/containerd.sock"
-[ttrpc]
-  address = "$D/containerd.sock.ttrpc"
-[debug]
-  address = "$D/debug.sock"
+{ containerd_config "$D"; cat - "$D/config.toml"; } >"$D/full.toml" <<EOT
 [plugins."io.containerd.gc.v1.scheduler"]
   deletion_threshold = 0
   mutation_threshold = 1000000

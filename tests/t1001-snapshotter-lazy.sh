@@ -8,6 +8,8 @@
 # or lazy mount in the daemon.
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
+# shellcheck source=lib/containerd
+. "$ROOT/tests/lib/containerd"
 # shellcheck source=lib/registry
 . "$ROOT/tests/lib/registry"
 need_root
@@ -39,20 +41,7 @@ faultproxy_start
 IMG=$PROXY/lazy/python:v1
 
 "$ANOLE" snapshotter --print-config --socket "$D/snap.sock" >"$D/snap.toml"
-cat - <(grep -v '^version' "$D/snap.toml") >"$D/containerd.toml" <<EOT
-version = 2
-root = "$D/root"
-state = "$D/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt",
-  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
-[grpc]
-  address = "$D/containerd.sock"
-[ttrpc]
-  address = "$D/containerd.sock.ttrpc"
-[debug]
-  address = "$D/debug.sock"
-EOT
+{ echo "version = 2"; containerd_config "$D"; grep -v '^version' "$D/snap.toml"; } >"$D/containerd.toml"
 "$ANOLE" snapshotter --socket "$D/snap.sock" --root "$D/snaproot" 2>>"$D/snap.log" &
 SNAP_PID=$!
 containerd --config "$D/containerd.toml" >"$D/containerd.log" 2>&1 &
