@@ -59,6 +59,51 @@ int vm_find_kernel(struct vm_kernel *k, struct anole_error *err)
 	return 0;
 }
 
+static bool exists(const char *path)
+{
+	return access(path, F_OK) == 0;
+}
+
+/* Whether the guest kernel's config (the "config" file beside vmlinuz)
+ * enables a PVM guest: any CONFIG_..._PVM_GUEST=y line. */
+static bool kernel_is_pvm_guest(const struct vm_kernel *k)
+{
+	char path[700], line[256];
+	snprintf(path, sizeof(path), "%s/config", k->dir);
+	FILE *f = fopen(path, "re");
+	bool yes = false;
+	while (f && !yes && fgets(line, sizeof(line), f))
+		yes = strncmp(line, "CONFIG_", 7) == 0 && strstr(line, "PVM_GUEST=y");
+	if (f)
+		fclose(f);
+	return yes;
+}
+
+bool vm_choose_accel(const struct vm_kernel *k, const char **why)
+{
+	const char *env = getenv("ANOLE_VM_ACCEL");
+	if (env && (!strcmp(env, "kvm") || !strcmp(env, "tcg"))) {
+		*why = " (ANOLE_VM_ACCEL)";
+		return !strcmp(env, "kvm");
+	}
+	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		*why = " (no /dev/kvm)";
+		return false;
+	}
+	close(fd);
+	/* A host whose KVM is PVM alone (no VT-x or AMD-V under it, as in
+	 * a nested cloud VM) runs only kernels built as PVM guests; a stock
+	 * kernel hangs there at its first instruction after decompression. */
+	bool hardware = exists("/sys/module/kvm_intel") || exists("/sys/module/kvm_amd");
+	if (!hardware && exists("/sys/module/kvm_pvm") && !kernel_is_pvm_guest(k)) {
+		*why = " (/dev/kvm is PVM and the guest kernel is no PVM guest)";
+		return false;
+	}
+	*why = "";
+	return true;
+}
+
 /* Bit n of available_compr_algs: the codecs EROFS numbers 0..3. */
 static const char *const codec_names[] = {"lz4", "lzma", "deflate", "zstd"};
 

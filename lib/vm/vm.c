@@ -51,6 +51,7 @@ struct vm {
 	char dir[128];
 	int lfd[NSOCK], fd[NCHAN];
 	bool kvm;
+	const char *accel_why; /* "" or " (why this accelerator)" */
 	pid_t pid;
 	int pidfd, sigfd;
 	struct strbuf tail[NCHAN]; /* the console, status and QEMU's stderr */
@@ -579,10 +580,7 @@ static int prepare(struct vm *v)
 	r = vm_check_image(v->image_fd, v->o->image, v->err);
 	if (r >= 0)
 		r = make_initramfs(v);
-	int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-	v->kvm = kvm >= 0;
-	if (kvm >= 0)
-		close(kvm);
+	v->kvm = vm_choose_accel(&v->k, &v->accel_why);
 	return r;
 }
 
@@ -607,7 +605,7 @@ int vm_run(const struct vm_options *o, int *status, struct anole_error *err)
 		r = listen_sockets(&v);
 	if (r >= 0) {
 		log_line(o->log, o->log_ctx, "vm: QEMU microvm, accelerator %s%s, guest kernel %s",
-			 v.kvm ? "kvm" : "tcg", v.kvm ? "" : " (no /dev/kvm)", v.k.version);
+			 v.kvm ? "kvm" : "tcg", v.accel_why, v.k.version);
 		r = start_qemu(&v);
 	}
 	if (r >= 0)

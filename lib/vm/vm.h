@@ -42,6 +42,11 @@ struct vm_kernel {
  * kernel, else /var/cache/anole/vm/kernel. */
 int vm_find_kernel(struct vm_kernel *k, struct anole_error *err);
 
+/* KVM or TCG for a guest running kernel @k: $ANOLE_VM_ACCEL ("kvm" or
+ * "tcg") when set, else KVM where /dev/kvm opens and can run that kernel.
+ * @why: "" or " (reason)", to follow the accelerator's name in a log. */
+bool vm_choose_accel(const struct vm_kernel *k, const char **why);
+
 /* Refuse an image the guest kernel (EROFS of Linux 6.1, lz4 only) cannot
  * mount, with one line naming why. */
 int vm_check_image(int fd, const char *name, struct anole_error *err);
