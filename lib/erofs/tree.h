@@ -70,6 +70,17 @@ struct tinode {
 
 _Static_assert(sizeof(void *) != 8 || sizeof(struct tinode) <= 104, "struct tinode grew");
 
+/* Set what stat(2) shows of an inode besides its size and contents. */
+static inline void tinode_set_meta(struct tinode *d, uint32_t mode, uint32_t uid, uint32_t gid,
+				   int64_t mtime, uint32_t mtime_nsec)
+{
+	d->mode = mode;
+	d->uid = uid;
+	d->gid = gid;
+	d->mtime = mtime;
+	d->mtime_nsec = mtime_nsec;
+}
+
 /* Where an inode goes in the metadata area and in what form: the
  * writer's layout (lib/erofs/wlayout.c) fills one per linked inode once
  * the tree is complete, so they take no memory while a source is read. */

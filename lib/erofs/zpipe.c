@@ -46,7 +46,8 @@ struct zpiece {
 	uint32_t pos;
 };
 
-struct zjob {
+/* What a job is to do, as its submitter says it. */
+struct zjob_req {
 	struct tinode *ino;
 	uint64_t la; /* where in the file the job begins */
 	uint32_t len;
@@ -59,8 +60,12 @@ struct zjob {
 	/* all of a small file goes to the packed inode: in the ring all the
 	 * same, so that fragments are packed in file order for any -j */
 	bool frag_only;
-	uint32_t frag_from;
 	char *path; /* with pack_tail, frag_only: the fragment's grouping key */
+};
+
+struct zjob {
+	struct zjob_req req;
+	uint32_t frag_from;
 	enum job_state state;
 	ssize_t clen; /* >0 compressed size; 0 store plain; <0 -errno */
 	uint8_t *in, *out;
@@ -197,11 +202,11 @@ static int fill_job(struct zpipe *z, struct codec *c, struct zjob *j)
 {
 	uint32_t pos = 0, op = 0, plain_to = 0;
 	/* a packed tail takes what is left under a pcluster, as mkfs.erofs */
-	uint32_t stop = j->pack_tail ? j->len - MIN(j->len, z->pcluster) : j->len;
+	uint32_t stop = j->req.pack_tail ? j->req.len - MIN(j->req.len, z->pcluster) : j->req.len;
 	int r = 0;
 	j->npc = 0;
 	while ((pos < stop || pos < plain_to) && r >= 0) {
-		uint32_t left = j->len - pos;
+		uint32_t left = j->req.len - pos;
 		if (pos < plain_to) {
 			uint32_t n = MIN(plain_to - pos, z->pcluster);
 			r = push_piece(j, pos, n, 0, 0);
@@ -243,15 +248,15 @@ static int fill_job(struct zpipe *z, struct codec *c, struct zjob *j)
 static ssize_t one_extent(struct zpipe *z, struct codec *c, struct zjob *j)
 {
 	if (z->seen) {
-		sha256(j->in, j->len, &j->digest);
-		zpipe_key(&j->digest, j->compress, &z->spec, z->pcluster);
+		sha256(j->in, j->req.len, &j->digest);
+		zpipe_key(&j->digest, j->req.compress, &z->spec, z->pcluster);
 	}
-	if (!c || !j->compress)
+	if (!c || !j->req.compress)
 		return 0;
 	/* must save a whole block, or it is not worth a pcluster */
-	size_t blocks = DIV_ROUND_UP(j->len, z->blksz);
+	size_t blocks = DIV_ROUND_UP(j->req.len, z->blksz);
 	size_t cap = (blocks - 1) * z->blksz;
-	ssize_t n = cap ? codec_compress(c, j->in, j->len, j->out, cap) : 0;
+	ssize_t n = cap ? codec_compress(c, j->in, j->req.len, j->out, cap) : 0;
 	/* a leading zero byte would be taken for padding */
 	return n > 0 && !j->out[0] ? 0 : n;
 }
@@ -279,9 +284,9 @@ static void *worker(void *arg)
 		ssize_t n;
 		if (!c)
 			n = -ENOMEM;
-		else if (j->frag_only)
+		else if (j->req.frag_only)
 			n = 0;
-		else if (j->fill)
+		else if (j->req.fill)
 			n = fill_job(z, c, j);
 		else
 			n = one_extent(z, c, j);
@@ -357,7 +362,7 @@ void zpipe_stop(struct zpipe *z)
 		free(z->jobs[i].in);
 		free(z->jobs[i].out);
 		free(z->jobs[i].pc);
-		free(z->jobs[i].path);
+		free(z->jobs[i].req.path);
 	}
 	free(z->jobs);
 	z->jobs = NULL;
@@ -486,9 +491,9 @@ static int store_compressed(struct zpipe *z, struct zextent *e, const uint8_t *d
  * before are pointed at instead. */
 static int store_extent(struct zpipe *z, struct zjob *j, struct zextent *e)
 {
-	e->la = j->la;
-	e->len = j->len;
-	e->nlcl = (uint32_t)DIV_ROUND_UP(j->len, z->blksz);
+	e->la = j->req.la;
+	e->len = j->req.len;
+	e->nlcl = (uint32_t)DIV_ROUND_UP(j->req.len, z->blksz);
 	e->cblocks = j->clen > 0 ? (uint32_t)DIV_ROUND_UP((size_t)j->clen, z->blksz) : 0;
 	if (e->cblocks > z->max_cblocks)
 		z->max_cblocks = e->cblocks;
@@ -511,13 +516,13 @@ static int store_extent(struct zpipe *z, struct zjob *j, struct zextent *e)
 			e->cblocks = ZPIPE_WHERE_CBLOCKS(where);
 			if (e->cblocks > z->max_cblocks)
 				z->max_cblocks = e->cblocks;
-			z->stats.dedupe_bytes += j->len;
-			tw_note_reuse(z->tw, e->blk, j->len);
+			z->stats.dedupe_bytes += j->req.len;
+			tw_note_reuse(z->tw, e->blk, j->req.len);
 			return 0;
 		}
 	}
 	if (!e->cblocks)
-		return tw_data_append(z->tw, j->in, j->len, &e->blk);
+		return tw_data_append(z->tw, j->in, j->req.len, &e->blk);
 	size_t psize = (size_t)e->cblocks * z->blksz, pad = psize - (size_t)j->clen;
 	memmove(j->out + pad, j->out, (size_t)j->clen);
 	memset(j->out, 0, pad);
@@ -546,7 +551,7 @@ static int store_pieces(struct zpipe *z, struct zjob *j)
 		struct zextent *e = new_extent(z);
 		if (!e)
 			return anole_err(tw_error(z->tw), ENOMEM, "out of memory");
-		*e = (struct zextent){.la = j->la + p->off, .len = p->len,
+		*e = (struct zextent){.la = j->req.la + p->off, .len = p->len,
 				      .nlcl = (uint32_t)DIV_ROUND_UP(p->len, z->blksz)};
 		if (p->plen)
 			r = store_compressed(z, e, j->out + p->pos, p->plen);
@@ -570,19 +575,19 @@ static int finish_copy(struct zpipe *z, struct tinode *ino)
 static int retire_extents(struct zpipe *z, struct zjob *j)
 {
 	int r;
-	if (j->first)
+	if (j->req.first)
 		z->next = 0;
-	if (j->fill) {
+	if (j->req.fill) {
 		r = store_pieces(z, j);
-		if (r >= 0 && j->pack_tail && j->frag_from < j->len)
-			r = tw_pack_fragment(z->tw, j->ino, j->in + j->frag_from,
-					     j->len - j->frag_from, j->path);
+		if (r >= 0 && j->req.pack_tail && j->frag_from < j->req.len)
+			r = tw_pack_fragment(z->tw, j->req.ino, j->in + j->frag_from,
+					     j->req.len - j->frag_from, j->req.path);
 	} else {
 		struct zextent *e = new_extent(z);
 		r = e ? store_extent(z, j, e) : anole_err(tw_error(z->tw), ENOMEM, "out of memory");
 	}
-	if (r >= 0 && j->last)
-		r = j->compress ? finish_file(z, j->ino) : finish_copy(z, j->ino);
+	if (r >= 0 && j->req.last)
+		r = j->req.compress ? finish_file(z, j->req.ino) : finish_copy(z, j->req.ino);
 	return r;
 }
 
@@ -598,36 +603,27 @@ static int retire_one(struct zpipe *z)
 	if (j->clen < 0)
 		r = anole_err(tw_error(z->tw), (int)-j->clen, "compression failed: %s",
 			      strerror((int)-j->clen));
-	if (r >= 0 && j->frag_only) {
-		r = tw_pack_fragment(z->tw, j->ino, j->in, j->len, j->path);
-		j->ino->data_kind = TDATA_FRAG;
+	if (r >= 0 && j->req.frag_only) {
+		r = tw_pack_fragment(z->tw, j->req.ino, j->in, j->req.len, j->req.path);
+		j->req.ino->data_kind = TDATA_FRAG;
 	} else if (r >= 0) {
 		r = retire_extents(z, j);
 	}
-	free(j->path);
-	j->path = NULL;
+	free(j->req.path);
+	j->req.path = NULL;
 	j->state = JOB_FREE;
 	z->head = (z->head + 1) % z->njobs;
 	z->count--;
 	return r;
 }
 
-static int submit(struct zpipe *z, struct zjob *proto)
+static int submit(struct zpipe *z, const struct zjob_req *req)
 {
 	int r;
 	if (z->count == z->njobs && (r = retire_one(z)) < 0)
 		return r;
 	struct zjob *j = &z->jobs[(z->head + z->count) % z->njobs];
-	j->ino = proto->ino;
-	j->la = proto->la;
-	j->len = proto->len;
-	j->compress = proto->compress;
-	j->fill = proto->fill;
-	j->first = proto->first;
-	j->last = proto->last;
-	j->pack_tail = proto->pack_tail;
-	j->frag_only = proto->frag_only;
-	j->path = proto->path;
+	j->req = *req;
 	j->clen = 0;
 	pthread_mutex_lock(&z->lock);
 	j->state = JOB_PENDING;
@@ -677,14 +673,14 @@ static int queue_cuts(struct zpipe *z, struct tinode *ino, int fd, const uint64_
 		/* zero the rest of the last block: plain blocks are written whole */
 		size_t padded = ROUND_UP((size_t)len, z->blksz);
 		memset(slot->in + len, 0, padded - len);
-		struct zjob proto = {.ino = ino, .la = off, .len = len, .compress = compress,
-				     .fill = fill, .first = i == 0, .last = i + 1 == n};
-		proto.pack_tail = pack == ZPACK_TAIL && proto.last;
-		proto.frag_only = pack == ZPACK_ALL;
-		if ((proto.pack_tail || proto.frag_only) && !(proto.path = strdup(path)))
+		struct zjob_req req = {.ino = ino, .la = off, .len = len, .compress = compress,
+				       .fill = fill, .first = i == 0, .last = i + 1 == n};
+		req.pack_tail = pack == ZPACK_TAIL && req.last;
+		req.frag_only = pack == ZPACK_ALL;
+		if ((req.pack_tail || req.frag_only) && !(req.path = strdup(path)))
 			return anole_err(tw_error(z->tw), ENOMEM, "out of memory");
-		if ((r = submit(z, &proto)) < 0) {
-			free(proto.path);
+		if ((r = submit(z, &req)) < 0) {
+			free(req.path);
 			return r;
 		}
 		off += len;

@@ -478,13 +478,9 @@ static int layer_entry(struct layers *l, struct archive *a, struct archive_entry
 	}
 	if (update) {
 		/* keep the directory (and its children), take the metadata */
-		struct tinode *d = n->inode;
-		d->mode = ino->mode;
-		d->uid = ino->uid;
-		d->gid = ino->gid;
-		d->mtime = ino->mtime;
-		d->mtime_nsec = ino->mtime_nsec;
-		d->xattr_set = ino->xattr_set;
+		tinode_set_meta(n->inode, ino->mode, ino->uid, ino->gid, ino->mtime,
+				ino->mtime_nsec);
+		n->inode->xattr_set = ino->xattr_set;
 		n->explicit_dir = true;
 		dm_remember(l, ino);
 		return 0;

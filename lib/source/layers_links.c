@@ -333,11 +333,7 @@ static int copy_xattr(void *ctx, const char *name, const void *value, size_t siz
 static int copy_lower_file(struct layers *l, struct anole_image *img, const struct anole_inode *ai,
 			   struct tinode *ino)
 {
-	ino->mode = ai->mode;
-	ino->uid = ai->uid;
-	ino->gid = ai->gid;
-	ino->mtime = ai->mtime;
-	ino->mtime_nsec = ai->mtime_nsec;
+	tinode_set_meta(ino, ai->mode, ai->uid, ai->gid, ai->mtime, ai->mtime_nsec);
 	ino->rdev = ai->rdev;
 	int r = anole_xattrs(img, ai, copy_xattr, l);
 	if (r < 0)

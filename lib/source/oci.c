@@ -11,6 +11,8 @@
  */
 #include <fcntl.h>
 #include <jansson.h>
+#include <stddef.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -328,16 +330,26 @@ static int layer_read(struct image_src *s, size_t i, struct layers *l)
 	return rc < 0 ? rc : r;
 }
 
-static int build_merged(struct image_src *s, const char *image,
-			const struct anole_build_options *opts, struct anole_build_stats *stats)
+/*
+ * Write layers into one image at @path: all of them, top first, merged
+ * (@dm NULL), or only layer @one as a layer of its own that sees the
+ * directories @built below it (@dm).
+ */
+static int write_layers(struct image_src *s, const char *path,
+			const struct anole_build_options *opts, struct dirmeta *dm,
+			char **built, size_t one, struct anole_build_stats *stats)
 {
 	struct tree_writer *tw;
 	struct layers *l = NULL;
-	int r = tw_new(&tw, image, opts, s->err);
+	int r = tw_new(&tw, path, opts, s->err);
 	if (r < 0)
 		return r;
-	r = layers_new(tw, false, s->err, &l);
-	for (size_t i = s->nlayers; i-- > 0 && r >= 0;)
+	r = layers_new(tw, dm != NULL, s->err, &l);
+	if (r >= 0 && dm) {
+		layers_use_dirmeta(l, dm, (const char *const *)built, one);
+		r = layer_read(s, one, l);
+	}
+	for (size_t i = s->nlayers; !dm && i-- > 0 && r >= 0;)
 		r = layer_read(s, i, l);
 	if (r >= 0)
 		r = layers_finish(l);
@@ -346,33 +358,45 @@ static int build_merged(struct image_src *s, const char *image,
 	if (r >= 0)
 		r = tw_finish(tw, stats);
 	tw_free(tw);
+	stats->layer_entries = ls.entries;
+	stats->hidden_entries = ls.hidden;
+	stats->whiteouts = ls.whiteouts;
+	return r;
+}
+
+static int build_merged(struct image_src *s, const char *image,
+			const struct anole_build_options *opts, struct anole_build_stats *stats)
+{
+	struct anole_build_stats st = {0};
+	int r = write_layers(s, image, opts, NULL, NULL, 0, &st);
 	if (r >= 0 && stats) {
-		stats->layers = s->nlayers;
-		stats->layer_entries = ls.entries;
-		stats->hidden_entries = ls.hidden;
-		stats->whiteouts = ls.whiteouts;
+		st.layers = s->nlayers;
+		*stats = st;
 	}
 	return r;
 }
 
+/* The counters that add up over a convert's layers (the same uint64_t
+ * fields in every struct anole_build_stats). */
+#define STAT(f) offsetof(struct anole_build_stats, f)
+static const size_t summed_stats[] = {
+	STAT(inodes), STAT(dirs), STAT(regular), STAT(symlinks), STAT(special),
+	STAT(hardlinks), STAT(data_bytes), STAT(image_bytes), STAT(compressed_files),
+	STAT(compressed_bytes_in), STAT(compressed_bytes_out), STAT(fragment_bytes),
+	STAT(dedupe_bytes), STAT(layer_entries), STAT(whiteouts),
+};
+#undef STAT
+
 static void add_stats(struct anole_build_stats *sum, const struct anole_build_stats *s)
 {
-	sum->inodes += s->inodes;
-	sum->dirs += s->dirs;
-	sum->regular += s->regular;
-	sum->symlinks += s->symlinks;
-	sum->special += s->special;
-	sum->hardlinks += s->hardlinks;
-	sum->data_bytes += s->data_bytes;
-	sum->image_bytes += s->image_bytes;
-	sum->compressed_files += s->compressed_files;
-	sum->compressed_bytes_in += s->compressed_bytes_in;
-	sum->compressed_bytes_out += s->compressed_bytes_out;
-	sum->fragment_bytes += s->fragment_bytes;
-	sum->dedupe_bytes += s->dedupe_bytes;
+	for (size_t i = 0; i < ARRAY_SIZE(summed_stats); i++) {
+		uint64_t a, b;
+		memcpy(&a, (char *)sum + summed_stats[i], sizeof(a));
+		memcpy(&b, (const char *)s + summed_stats[i], sizeof(b));
+		a += b;
+		memcpy((char *)sum + summed_stats[i], &a, sizeof(a));
+	}
 	sum->layers++;
-	sum->layer_entries += s->layer_entries;
-	sum->whiteouts += s->whiteouts;
 }
 
 /*
@@ -408,26 +432,8 @@ static int build_separate(struct image_src *s, const char *outdir,
 			r = anole_err(s->err, ENOMEM, "out of memory");
 			break;
 		}
-		const char *path = built[i];
-		struct tree_writer *tw;
-		struct layers *l = NULL;
 		struct anole_build_stats one = {0};
-		if ((r = tw_new(&tw, path, opts, s->err)) < 0)
-			break;
-		r = layers_new(tw, true, s->err, &l);
-		if (r >= 0) {
-			layers_use_dirmeta(l, dm, (const char *const *)built, i);
-			r = layer_read(s, i, l);
-		}
-		if (r >= 0)
-			r = layers_finish(l);
-		struct layers_stats ls = l ? *layers_stats(l) : (struct layers_stats){0};
-		layers_free(l);
-		if (r >= 0)
-			r = tw_finish(tw, &one);
-		tw_free(tw);
-		one.layer_entries = ls.entries;
-		one.whiteouts = ls.whiteouts;
+		r = write_layers(s, built[i], opts, dm, built, i, &one);
 		add_stats(&sum, &one);
 	}
 	dirmeta_free(dm);
