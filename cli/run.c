@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* anole run [OPTIONS] REF [--] [CMD [ARG...]] */
+#include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "vm/vm.h"
@@ -36,6 +39,12 @@ static const char run_usage[] =
 	"                          soon as the image is mounted)\n"
 	"      --tls-verify=BOOL   as anole mount (default: verified HTTPS, plain\n"
 	"                          HTTP for localhost, 127.0.0.0/8 and [::1])\n"
+	"      --smc               shared-memory sockets: the container's TCP\n"
+	"                          connections to other --smc containers and `anole\n"
+	"                          smc run` programs of this host go through shared\n"
+	"                          memory (libanole-smc.so preloaded, the rendezvous\n"
+	"                          directory $ANOLE_SMC_DIR or /run/anole/smc bound\n"
+	"                          in); to anything else, plain TCP\n"
 	"  -q, --quiet             no progress lines\n"
 	"      --vm                run CMD in a microVM of QEMU (KVM where /dev/kvm\n"
 	"                          opens, else TCG): the anole image file IMAGE\n"
@@ -58,7 +67,7 @@ static int run_main(int argc, char **argv, bool record);
 static int run_vm(const struct anole_run_options *o)
 {
 	if (o->nvolumes || o->runtime || o->upper || o->net_host || o->prefetch ||
-	    o->no_load_hints || o->record) {
+	    o->no_load_hints || o->record || o->smc_lib) {
 		cli_error("--vm takes -e, -w, -u and -q only so far");
 		return EXIT_USAGE;
 	}
@@ -135,6 +144,7 @@ static int run_main(int argc, char **argv, bool record)
 						 {"quiet", no_argument, NULL, 'q'},
 						 {"help", no_argument, NULL, 'h'},
 						 {"vm", no_argument, NULL, 'M'},
+						 {"smc", no_argument, NULL, 'S'},
 						 {0}};
 	struct anole_run_options o = {.log = cli_progress_line, .record = record};
 	char *trace = NULL;
@@ -149,6 +159,7 @@ static int run_main(int argc, char **argv, bool record)
 	}
 	int c, rc = -1;
 	bool vm = false;
+	char smc_lib[PATH_MAX];
 	/* "+": options end at REF; what follows is the command's */
 	while (rc < 0 && (c = getopt_long(argc, argv, "+e:v:w:u:qh", longopts, NULL)) != -1) {
 		switch (c) {
@@ -192,6 +203,17 @@ static int run_main(int argc, char **argv, bool record)
 			break;
 		case 'H':
 			o.no_load_hints = true;
+			break;
+		case 'S':
+			if (cli_smc_lib(smc_lib, sizeof(smc_lib)) < 0) {
+				cli_error("--smc: the library path is too long");
+				rc = 1;
+			} else if (access(smc_lib, R_OK) < 0) {
+				cli_error("--smc: %s: %s", smc_lib, strerror(errno));
+				rc = 1;
+			}
+			o.smc_lib = smc_lib;
+			o.smc_dir = cli_smc_dir();
 			break;
 		case 'V':
 			if (cli_tls_verify(optarg, &o.tls_verify))

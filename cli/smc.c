@@ -22,9 +22,9 @@ static const char smc_usage[] =
 	"stat: the connections of FILE (what $ANOLE_SMC_STATS names: a line per\n"
 	"closed connection): in shared memory, in TCP, bytes, fallbacks by reason.";
 
-/* libanole-smc.so beside the anole executable (the build tree), else
- * the installed one by name. */
-static int smc_lib(char *buf, size_t len)
+/* libanole-smc.so: $ANOLE_SMC_LIB, else beside the anole executable (the
+ * build tree), else where it is installed. */
+int cli_smc_lib(char *buf, size_t len)
 {
 	char exe[PATH_MAX];
 	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
@@ -37,7 +37,18 @@ static int smc_lib(char *buf, size_t len)
 		if (snprintf(buf, len, "%s/libanole-smc.so", dirname(exe)) < (int)len && !access(buf, R_OK))
 			return 0;
 	}
-	return snprintf(buf, len, "libanole-smc.so") < (int)len ? 0 : -ENAMETOOLONG;
+	return snprintf(buf, len, "%s", ANOLE_SMC_INSTALLED) < (int)len ? 0 : -ENAMETOOLONG;
+}
+
+const char *cli_smc_dir(void)
+{
+	const char *d = getenv("ANOLE_SMC_DIR");
+	if (d && *d)
+		return d;
+	/* the per-host default; a failure only means TCP for everything */
+	mkdir("/run/anole", 0755);
+	mkdir("/run/anole/smc", 0700);
+	return "/run/anole/smc";
 }
 
 static int smc_run(int argc, char **argv)
@@ -51,16 +62,12 @@ static int smc_run(int argc, char **argv)
 		i++;
 	if (i >= argc)
 		return cli_usage(smc_usage);
-	if (smc_lib(lib, sizeof(lib)) ||
+	if (cli_smc_lib(lib, sizeof(lib)) ||
 	    snprintf(pre, sizeof(pre), "%s%s%s", old ? old : "", old && *old ? " " : "", lib) >= (int)sizeof(pre)) {
 		cli_error("smc: the library path is too long");
 		return 1;
 	}
-	if (!getenv("ANOLE_SMC_DIR")) {
-		/* the per-host default; a failure only means TCP for everything */
-		mkdir("/run/anole", 0755);
-		mkdir("/run/anole/smc", 0700);
-	}
+	cli_smc_dir();
 	if (setenv("LD_PRELOAD", pre, 1)) {
 		cli_error("smc: %s", strerror(errno));
 		return 1;

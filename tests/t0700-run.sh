@@ -17,6 +17,8 @@
 . "$(dirname "$0")/lib/common.sh"
 # shellcheck source=lib/registry
 . "$ROOT/tests/lib/registry"
+# shellcheck source=lib/runimage
+. "$ROOT/tests/lib/runimage"
 need_root
 need_erofs
 need_cmd docker-registry python3 runc
@@ -37,18 +39,7 @@ trap '_rc=$?; daemon_kill; (exit $_rc); _cleanup' EXIT
 left_mounts() { awk -v p="$ANOLE_RUNTIME_DIR/" 'index($2, p) == 1' /proc/mounts; }
 
 # the image: one uncompressed layer of the rootfs and a config, made once
-LAYOUT=${ANOLE_TEST_CACHE:-/var/cache/anole-tests}/oci-python-run-v1
-if [ ! -d "$LAYOUT" ]; then
-	mk=$(mktemp -d "$LAYOUT.tmp.XXXXXX")
-	tar --numeric-owner --xattrs -C "$ROOTFS" -cf "$TMP/layer.tar" .
-	"$ROOT/tests/lib/ocitool" init "$mk"
-	"$ROOT/tests/lib/ocitool" new "$mk" v1 --config \
-		'{"Env":["PATH=/usr/local/bin:/usr/bin:/bin","GREETING=hello"],"Cmd":["python3","-c","import os; print(os.environ[\"GREETING\"], \"from\", os.getcwd())"],"WorkingDir":"/tmp"}'
-	"$ROOT/tests/lib/ocitool" add-layer "$mk" v1 "$TMP/layer.tar" --compress none >/dev/null
-	rm -f "$TMP/layer.tar"
-	# another suite (another checkout) may have made it meanwhile
-	mv -T "$mk" "$LAYOUT" 2>/dev/null || { [ -d "$LAYOUT" ] || fail "cannot make $LAYOUT"; rm -rf "$mk"; }
-fi
+LAYOUT=$(run_image_layout "$ROOTFS") || fail "cannot make the image's layout"
 registry_start
 REF=docker://$REGISTRY/run/python:v1
 "$ANOLE" convert -q "oci:$LAYOUT:v1" "$REF" >"$TMP/convert.out" 2>&1 ||

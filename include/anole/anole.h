@@ -364,6 +364,11 @@ struct anole_run_options {
 	 * host's network namespace and /etc/resolv.conf */
 	bool net_none;
 	bool net_host;
+	/* shared-memory sockets: preload this libanole-smc.so in the container
+	 * (bound read-only at /run/anole/libanole-smc.so) with the rendezvous
+	 * directory smc_dir bound at /run/anole/smc; NULL: none */
+	const char *smc_lib;
+	const char *smc_dir;
 	const char *prefetch;      /* recorded (NULL), all or none: as anole mount */
 	bool no_load_hints;        /* as anole mount --no-load-hints */
 	int tls_verify;

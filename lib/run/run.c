@@ -185,6 +185,35 @@ static json_t *strings(json_t *a)
 }
 
 /* The runtime's default spec, patched with the image and the options. */
+#define SMC_LIB_IN "/run/anole/libanole-smc.so"
+#define SMC_DIR_IN "/run/anole/smc"
+
+/* Shared-memory sockets in the container: the library preloaded after any
+ * the image preloads, and where its rendezvous directory is. */
+static void smc_env(json_t *env)
+{
+	size_t i;
+	json_t *v;
+	const char *old = NULL;
+	json_array_foreach(env, i, v)
+		if (!strncmp(json_string_value(v), "LD_PRELOAD=", 11))
+			old = json_string_value(v) + 11;
+	json_array_append_new(env, json_sprintf("LD_PRELOAD=%s%s" SMC_LIB_IN, old ? old : "",
+						old && *old ? " " : ""));
+	json_array_append_new(env, json_string("ANOLE_SMC_DIR=" SMC_DIR_IN));
+}
+
+/* ... and bound into it: the library read-only, the rendezvous shared. */
+static void smc_mounts(const struct anole_run_options *o, json_t *mounts)
+{
+	json_array_append_new(mounts, json_pack("{s:s,s:s,s:s,s:[s,s]}", "destination", SMC_LIB_IN,
+						"type", "bind", "source", o->smc_lib, "options",
+						"bind", "ro"));
+	json_array_append_new(mounts, json_pack("{s:s,s:s,s:s,s:[s,s]}", "destination", SMC_DIR_IN,
+						"type", "bind", "source", o->smc_dir, "options",
+						"bind", "rw"));
+}
+
 static int make_bundle(struct run *r, json_t *image)
 {
 	const struct anole_run_options *o = r->o;
@@ -233,6 +262,8 @@ static int make_bundle(struct run *r, json_t *image)
 	if (!has_path)
 		json_array_append_new(
 			env, json_string("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"));
+	if (o->smc_lib)
+		smc_env(env);
 	for (size_t k = 0; k < o->nenv; k++) {
 		json_t *e = json_string(o->env[k]);
 		if (!e) {
@@ -270,6 +301,8 @@ static int make_bundle(struct run *r, json_t *image)
 							"/etc/resolv.conf", "type", "bind",
 							"source", "/etc/resolv.conf", "options",
 							"rbind", "ro"));
+	if (o->smc_lib)
+		smc_mounts(o, mounts);
 	for (size_t k = 0; k < o->nvolumes; k++) {
 		char vol[1200];
 		snprintf(vol, sizeof(vol), "%s", o->volumes[k]);
@@ -439,6 +472,9 @@ int anole_run(const struct anole_run_options *o, int *status, struct anole_error
 	struct serve_paths p;
 	serve_paths_init(&p);
 	int ret = 0;
+	if (o->smc_lib && (!o->smc_dir || *o->smc_lib != '/' || *o->smc_dir != '/'))
+		return anole_err(err, EINVAL, "shared-memory sockets need absolute paths of the "
+					      "library and of the rendezvous directory");
 	r.runtime = pick_runtime(o, err, &ret);
 	if (ret < 0)
 		return ret;
