@@ -3,9 +3,12 @@
 # snapshotter: a containerd of the test's own (root, state, sockets, the
 # proxy plugin; never the system's), `anole snapshotter`, a local
 # registry behind a proxy that logs each request. The pull fetches no
-# data blob; python3 runs from the lazy mount; removing the container,
-# the image and containerd's content leaves no mount, snapshot directory
-# or lazy mount in the daemon.
+# data blob; python3 runs from the lazy mount; a container started
+# before the snapshotter is killed (SIGKILL) and started again on the
+# same root keeps running and reading its image, and containerd lists
+# the same snapshots; removing the containers, the image and
+# containerd's content leaves no mount, snapshot directory or lazy mount
+# in the daemon.
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 # shellcheck source=lib/containerd
@@ -42,8 +45,11 @@ IMG=$PROXY/lazy/python:v1
 
 "$ANOLE" snapshotter --print-config --socket "$D/snap.sock" >"$D/snap.toml"
 { echo "version = 2"; containerd_config "$D"; grep -v '^version' "$D/snap.toml"; } >"$D/containerd.toml"
-"$ANOLE" snapshotter --socket "$D/snap.sock" --root "$D/snaproot" 2>>"$D/snap.log" &
-SNAP_PID=$!
+start_snapshotter() {
+	"$ANOLE" snapshotter --socket "$D/snap.sock" --root "$D/snaproot" 2>>"$D/snap.log" &
+	SNAP_PID=$!
+}
+start_snapshotter
 containerd --config "$D/containerd.toml" >"$D/containerd.log" 2>&1 &
 CTD_PID=$!
 C=(ctr --address "$D/containerd.sock")
@@ -75,6 +81,40 @@ out=$("${C[@]}" run --rm --snapshotter anole "$IMG" t1 /usr/bin/python3 -c 'impo
 [ "$out" = '{"ok": 1}' ] || fail "python3 printed: $out"
 awk -v p="$D/snaproot/" '$3 == "erofs" && index($2, p) == 1' /proc/mounts | grep -q . ||
 	fail "the image is not a lazy EROFS mount under the snapshotter's root"
+
+# the snapshotter killed under a running container, then started again
+# on the same root: the container goes on and reads a file of its image
+# it had not read (through the daemon's lazy mount, not the
+# snapshotter), and containerd lists the same snapshots through it
+"${C[@]}" run -d --snapshotter anole "$IMG" t2 /bin/sleep 600 >"$TMP/run-d.out" 2>&1 ||
+	fail "ctr run -d failed: $(cat "$TMP/run-d.out"; tail -n 3 "$D/snap.log")"
+snaplazy_pre_stop() { "${C[@]}" task kill -s SIGKILL t2 2>/dev/null; "${C[@]}" task delete -f t2 2>/dev/null; }
+"${C[@]}" snapshots --snapshotter anole ls >"$TMP/snaps.before" ||
+	fail "snapshots ls failed before the kill"
+kill -9 "$SNAP_PID"
+{ wait "$SNAP_PID"; } 2>/dev/null || true
+start_snapshotter
+F=$(cd "$ROOTFS" && echo usr/lib/python3*/pydoc_data/topics.py)
+[ -f "$ROOTFS/$F" ] || fail "no $F in the python rootfs"
+"${C[@]}" task ls | awk '$1 == "t2" { print $3 }' >"$TMP/t2.status"
+[ "$(cat "$TMP/t2.status")" = RUNNING ] || fail "t2 after the restart: $(cat "$TMP/t2.status")"
+"${C[@]}" task exec --exec-id read1 t2 /bin/cat "/$F" >"$TMP/read" 2>"$TMP/read.err" ||
+	fail "reading /$F in t2 failed: $(cat "$TMP/read.err")"
+cmp "$ROOTFS/$F" "$TMP/read" || fail "/$F read in t2 after the restart differs from the image's"
+ok=''
+for _ in $(seq 100); do
+	"${C[@]}" snapshots --snapshotter anole ls >"$TMP/snaps.after" 2>"$TMP/snaps.err" && { ok=1; break; }
+	sleep 0.1
+done
+[ -n "$ok" ] || fail "snapshots ls after the restart: $(cat "$TMP/snaps.err"; tail -n 3 "$D/snap.log")"
+cmp "$TMP/snaps.before" "$TMP/snaps.after" ||
+	fail "the snapshots differ after the restart: $(diff "$TMP/snaps.before" "$TMP/snaps.after")"
+"${C[@]}" task kill -s SIGKILL t2 >/dev/null
+for _ in $(seq 100); do
+	"${C[@]}" task delete t2 >/dev/null 2>&1 && break
+	sleep 0.1
+done
+"${C[@]}" containers delete t2 || fail "deleting t2 failed: $(tail -n 3 "$D/snap.log")"
 
 # removal: the image and the content, then containerd's collector
 # removes our snapshots (children first), the base through the daemon
