@@ -396,9 +396,24 @@ static void m_commit(struct call *c)
 	send_empty(c);
 }
 
-/* A lazy base's mount goes first (through the daemon, which lets go of
- * its blobs), then the record and the directory as for any snapshot; a
- * base with children keeps its mount (snap_remove answers EBUSY). */
+/* The lazy mount at @mp, through the daemon (which lets go of its
+ * blobs); with no daemon to ask, the mount is gone with it or is
+ * unmounted here (what `anole umount` does for a mount the daemon lost). */
+static int unmount_lazy(const char *mp, struct anole_error *err)
+{
+	char why[sizeof(err->msg)];
+
+	if (lazy_umount(mp, err) == 0)
+		return 0;
+	snprintf(why, sizeof(why), "%s", err->msg);
+	if (umount2(mp, UMOUNT_NOFOLLOW) == 0 || errno == EINVAL)
+		return 0;
+	return anole_err(err, EBUSY, "unmounting %s: %s", mp, why);
+}
+
+/* A lazy base's mount goes first, then the record and the directory as
+ * for any snapshot; a base with children keeps its mount (snap_remove
+ * answers EBUSY). */
 static int lazy_unmount(struct snap_store *s, const char *key, struct anole_error *err)
 {
 	struct snap_info si = {0};
@@ -407,16 +422,7 @@ static int lazy_unmount(struct snap_store *s, const char *key, struct anole_erro
 	if (snap_stat(s, key, &si, err) < 0 || snap_has_children(s, key))
 		return 0;
 	mp = json_string_value(json_object_get(si.lazy, "mountpoint"));
-	if (!mp || lazy_umount(mp, err) == 0)
-		return 0;
-	/* no daemon to ask: the mount is gone with it, or is unmounted
-	 * here (what `anole umount` does for a mount the daemon lost) */
-	char why[sizeof(err->msg)];
-
-	snprintf(why, sizeof(why), "%s", err->msg);
-	if (umount2(mp, UMOUNT_NOFOLLOW) == 0 || errno == EINVAL)
-		return 0;
-	return anole_err(err, EBUSY, "snapshot %s: unmounting %s: %s", key, mp, why);
+	return mp ? unmount_lazy(mp, err) : 0;
 }
 
 static void m_remove(struct call *c)
@@ -559,7 +565,7 @@ static void m_usage(struct call *c)
 static void m_cleanup(struct call *c)
 {
 	struct anole_error err = {0};
-	int rc = snap_cleanup(c->store, &err);
+	int rc = snap_cleanup(c->store, unmount_lazy, &err);
 
 	if (rc < 0)
 		return fail(c->reply, c->method, rc, &err);
