@@ -6,9 +6,10 @@
 # data blob; python3 runs from the lazy mount; a container started
 # before the snapshotter is killed (SIGKILL) and started again on the
 # same root keeps running and reading its image, and containerd lists
-# the same snapshots; removing the containers, the image and
-# containerd's content leaves no mount, snapshot directory or lazy mount
-# in the daemon.
+# the same snapshots; an ordinary gzip image pulls with plain `ctr
+# images pull` and runs through the same snapshotter; removing the
+# containers, the images and containerd's content leaves no mount,
+# snapshot directory or lazy mount in the daemon.
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 # shellcheck source=lib/containerd
@@ -116,9 +117,32 @@ for _ in $(seq 100); do
 done
 "${C[@]}" containers delete t2 || fail "deleting t2 failed: $(tail -n 3 "$D/snap.log")"
 
+# an ordinary image of two gzip layers (a static busybox; a file over
+# it), pushed to the same registry, pulled with plain `ctr images pull`
+# through the restarted snapshotter (containerd's differ applies each
+# layer into its directories) and run from it: the output is the file
+# and the whole busybox, byte for byte
+P=$TMP/plain
+mkdir -p "$P/l1/bin" "$P/l2/etc"
+cp /bin/busybox "$P/l1/bin/busybox"
+printf 'hello from a gzip layer\n' >"$P/l2/etc/greeting"
+for l in l1 l2; do tar --numeric-owner --owner=0 --group=0 -C "$P/$l" -cf "$P/$l.tar" .; done
+"$ROOT/tests/lib/ocitool" init "$P/oci"
+"$ROOT/tests/lib/ocitool" new "$P/oci" v1
+for l in l1 l2; do "$ROOT/tests/lib/ocitool" add-layer "$P/oci" v1 "$P/$l.tar" --compress gzip >/dev/null; done
+registry_push "$P/oci" v1 plain/bb:v1
+GZ=$REGISTRY/plain/bb:v1
+"${C[@]}" images pull --plain-http --snapshotter anole "$GZ" >"$TMP/gz-pull.out" 2>&1 ||
+	fail "ctr images pull of the gzip image failed: $(tail -n 3 "$TMP/gz-pull.out"; tail -n 3 "$D/snap.log")"
+"${C[@]}" run --rm --snapshotter anole "$GZ" t3 /bin/busybox sh -c 'cat /etc/greeting /bin/busybox' \
+	>"$TMP/gz-run.out" 2>"$TMP/gz-run.err" ||
+	fail "ctr run of the gzip image failed: $(cat "$TMP/gz-run.err"; tail -n 3 "$D/snap.log")"
+cat "$P/l2/etc/greeting" /bin/busybox >"$TMP/gz-run.want"
+cmp "$TMP/gz-run.want" "$TMP/gz-run.out" || fail "the gzip image's container printed something else"
+
 # removal: the image and the content, then containerd's collector
 # removes our snapshots (children first), the base through the daemon
-"${C[@]}" images rm --sync "$IMG" >/dev/null
+"${C[@]}" images rm --sync "$IMG" "$GZ" >/dev/null
 "${C[@]}" content prune references >/dev/null 2>&1 || true
 lease=$("${C[@]}" leases create | awk '{ print $1 }')
 "${C[@]}" leases delete --sync "$lease" >/dev/null
@@ -134,4 +158,4 @@ left=$(find "$D/snaproot/snapshots" -mindepth 1 -maxdepth 1)
 "$ANOLE" cache gc --max-size 0 >/dev/null
 left=$(find "$ANOLE_CACHE_DIR/blobs" -type f 2>/dev/null)
 [ -z "$left" ] || fail "cache entries still held: $left"
-echo "t1001: ctr-pull and ctr run of a lazy python image through containerd $("${C[@]}" version | awk '/Version/ { print $2; exit }')"
+echo "t1001: ctr-pull and ctr run of a lazy python image, a snapshotter restart under it, a gzip image pulled and run, through containerd $("${C[@]}" version | awk '/Version/ { print $2; exit }')"
