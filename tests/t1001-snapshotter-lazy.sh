@@ -9,7 +9,8 @@
 # the same snapshots; an ordinary gzip image pulls with plain `ctr
 # images pull` and runs through the same snapshotter; removing the
 # containers, the images and containerd's content leaves no mount,
-# snapshot directory or lazy mount in the daemon.
+# snapshot directory or lazy mount in the daemon; with the registry gone
+# ctr-pull fails with one line and records nothing.
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 # shellcheck source=lib/containerd
@@ -158,4 +159,15 @@ left=$(find "$D/snaproot/snapshots" -mindepth 1 -maxdepth 1)
 "$ANOLE" cache gc --max-size 0 >/dev/null
 left=$(find "$ANOLE_CACHE_DIR/blobs" -type f 2>/dev/null)
 [ -z "$left" ] || fail "cache entries still held: $left"
+# the registry gone at pull: exit 1 with one line, and no image record
+kill "$PROXY_PID"
+wait "$PROXY_PID" 2>/dev/null || true
+if "$ANOLE" ctr-pull --address "$D/containerd.sock" "$IMG" >"$TMP/pull2.out" 2>&1; then
+	fail "ctr-pull succeeded with the registry gone"
+fi
+[ "$(wc -l <"$TMP/pull2.out")" = 1 ] && grep -q "^anole: ctr-pull: $IMG: " "$TMP/pull2.out" ||
+	fail "ctr-pull with the registry gone said: $(cat "$TMP/pull2.out")"
+echo "registry gone: $(cat "$TMP/pull2.out")"
+"${C[@]}" images ls -q >"$TMP/images"
+[ ! -s "$TMP/images" ] || fail "image records after the failed pull: $(cat "$TMP/images")"
 echo "t1001: ctr-pull and ctr run of a lazy python image, a snapshotter restart under it, a gzip image pulled and run, through containerd $("${C[@]}" version | awk '/Version/ { print $2; exit }')"
