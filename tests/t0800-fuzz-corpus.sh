@@ -7,8 +7,10 @@
 . "$(dirname "$0")/lib/common.sh"
 bin=$ROOT/${BUILD_DIR:-build}/tests/fuzz
 F=$ROOT/tests/fuzz
-for t in image tar blobmeta oci prefetch control hints tarhdr; do
+for t in image tar blobmeta oci prefetch control hints tarhdr snapreq; do
 	exe=$bin/fuzz_${t}_replay
+	# the snapshotter's is built only where gRPC and protobuf-c are
+	[ -x "$exe" ] || [ $t != snapreq ] || [ -x "$(dirname "$ANOLE")/anole-snapshotter" ] || continue
 	[ -x "$exe" ] || fail "$exe not built"
 	files=()
 	for f in "$F/corpus/$t"/* "$F/regress/$t"/*; do [ -f "$f" ] && files+=("$f"); done

@@ -5,7 +5,8 @@
 # lazily mount the image at its snapshot directory and answers
 # ALREADY_EXISTS; the layers above become empty snapshots over it; a
 # container's snapshot is an overlay with the lazy mount lowest; Remove
-# unmounts through the daemon. No data blob leaves the registry at the
+# unmounts through the daemon; Cleanup after a crash unmounts a lazy
+# mount whose record was lost. No data blob leaves the registry at the
 # Prepare (the proxy's log); a registry gone answers UNAVAILABLE.
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
@@ -154,6 +155,30 @@ left=$(find "$D/root/snapshots" -mindepth 1)
 # the ordinary path: an active snapshot with its own directory
 call Prepare "$(pb 2 plain)$(label containerd.io/snapshot.ref p0)" 0 "a Prepare without cri labels"
 call Remove "$(pb 2 plain)" 0 "Remove of it"
+
+# a crash between the lazy mount and its record's write (the record
+# taken out of metadata.json while the snapshotter is down): after the
+# restart, Cleanup unmounts the orphan through the daemon and removes
+# its directory
+K="ns/4/extract-4 c0"
+call Prepare "$(pb 2 "$K" 3 "")$(cri c0 "$META" "$IMG")" 6 "the metadata layer's Prepare again"
+orphan=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["snapshots"][sys.argv[2]]["lazy"]["mountpoint"])' \
+	"$D/root/metadata.json" "$K") || fail "no lazy record: $(cat "$D/root/metadata.json")"
+kill -9 "$SNAP_PID"
+{ wait "$SNAP_PID"; } 2>/dev/null || true
+python3 - "$D/root/metadata.json" "$K" <<'EOP'
+import json, sys
+d = json.load(open(sys.argv[1]))
+del d["snapshots"][sys.argv[2]]
+json.dump(d, open(sys.argv[1], "w"))
+EOP
+start_snapshotter
+awk -v m="$orphan" '$2 == m' /proc/mounts | grep -q . || fail "the orphan $orphan is not mounted"
+call Cleanup "" 0 "Cleanup of an orphaned lazy mount"
+! awk -v m="$orphan" '$2 == m' /proc/mounts | grep -q . || fail "Cleanup left the mount at $orphan"
+left=$(find "$D/root/snapshots" -mindepth 1)
+[ -z "$left" ] || fail "Cleanup left $left"
+"$ANOLE" status 2>&1 | grep -q "$orphan" && fail "the daemon still serves $orphan: $("$ANOLE" status 2>&1)"
 
 # the registry gone: UNAVAILABLE, one line, nothing left, still serving
 kill "$PROXY_PID"

@@ -31,8 +31,6 @@
 #define OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
 #define OCI_CONFIG "application/vnd.oci.image.config.v1+json"
 #define GC_SNAPSHOT "containerd.io/gc.ref.snapshot."
-/* a committing write of a small blob; see content_put() */
-#define WRITE_MS 2000
 
 static const char usage[] =
 	"anole ctr-pull [--address SOCK] [--namespace NS] [--snapshotter NAME] REF\n";
@@ -127,25 +125,8 @@ static int make_manifest(const struct anole_lazy_info *li, const char *name,
 	return rc;
 }
 
-/* The content store has @digest. */
-static bool content_has(struct rpc_client *c, const char *digest)
-{
-	Containerd__Services__Content__V1__InfoRequest r;
-	struct anole_error e2 = {0};
-	uint8_t *reply = NULL;
-	size_t len;
-	int rc;
-
-	containerd__services__content__v1__info_request__init(&r);
-	r.digest = (char *)digest;
-	rc = rpc_client_call(c, "/containerd.services.content.v1.Content/Info", &r.base, &reply,
-			     &len, &e2);
-	free(reply);
-	return rc == 0;
-}
-
-/* One blob into containerd's content store: a single committing write
- * (already there is as good). */
+/* One blob into containerd's content store: a Write stream of one
+ * committing message (already there is as good). */
 static int content_put(struct rpc_client *c, const struct blob *b, const struct labels *l,
 		       struct anole_error *err)
 {
@@ -165,18 +146,11 @@ static int content_put(struct rpc_client *c, const struct blob *b, const struct 
 	r.data.len = b->len;
 	r.n_labels = l->n;
 	r.labels = (Containerd__Services__Content__V1__WriteContentRequest__LabelsEntry **)l->p;
-	/* containerd 1.6 commits and ends the call, but over gRPC 1.51's C
-	 * core the call's status never arrives (the send side of a stream the
-	 * server left without reading its close): the write gets a short
-	 * deadline, and the content's Info says whether it was committed */
-	rpc_client_deadline(c, WRITE_MS);
-	rc = rpc_client_call(c, "/containerd.services.content.v1.Content/Write", &r.base, &reply,
-			     &len, err);
-	rpc_client_deadline(c, 0);
+	rc = rpc_client_stream(c, "/containerd.services.content.v1.Content/Write", &r.base, &reply,
+			       &len, err);
 	free(reply);
-	if (rc == 6 || (rc == 4 && content_has(c, b->digest)))
-		return 0;
-	return rc;
+	/* ALREADY_EXISTS: committed before, by this pull or another */
+	return rc == 6 ? 0 : rc;
 }
 
 static int lease(struct rpc_client *c, const char *id, bool create, struct anole_error *err)

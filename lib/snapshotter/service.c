@@ -10,11 +10,11 @@
 
 #include "snapshots.pb-c.h"
 #include "snapshotter/lazy.h"
+#include "snapshotter/request.h"
 #include "snapshotter/rpc.h"
 #include "snapshotter/service.h"
 #include "util/util.h"
 
-#define SVC "/containerd.services.snapshots.v1.Snapshots/"
 /* containerd's own service sends List in pieces of this many. */
 #define LIST_BATCH 100
 
@@ -52,26 +52,7 @@ static void reply_msg(struct rpc_reply *reply, const ProtobufCMessage *msg)
 		rpc_reply_status(reply, RPC_INTERNAL, "out of memory");
 }
 
-/* ---- labels: protobuf map entries <-> a JSON object ---- */
-
 typedef Containerd__Services__Snapshots__V1__Info__LabelsEntry LabelEntry;
-
-static json_t *entries_json(size_t n, void **entries, size_t key_off, size_t value_off)
-{
-	json_t *o = json_object();
-
-	for (size_t i = 0; o && i < n; i++) {
-		const char *k = *(char **)((char *)entries[i] + key_off);
-		const char *v = *(char **)((char *)entries[i] + value_off);
-
-		if (k && v)
-			json_object_set_new(o, k, json_string(v));
-	}
-	return o;
-}
-
-#define ENTRIES_JSON(req, T)                                                                       \
-	entries_json((req)->n_labels, (void **)(req)->labels, offsetof(T, key), offsetof(T, value))
 
 /* ---- Info ---- */
 
@@ -201,23 +182,13 @@ static int mounts_fill(struct snap_store *s, const struct snap_info *si, struct 
 
 /* ---- methods ---- */
 
+/* A call: its request already decoded and checked (request.c). */
 struct call {
 	struct snap_store *store;
 	const char *method;
-	const uint8_t *req;
-	size_t len;
+	const struct snap_request *r;
 	struct rpc_reply *reply;
 };
-
-/* Decode the request as r, or answer INVALID_ARGUMENT and return: so
- * nothing may be allocated before it. */
-#define DECODE(c, type, fn)                                                                        \
-	type *r = fn(NULL, (c)->len, (c)->req);                                                         \
-	if (!r) {                                                                                  \
-		rpc_reply_status((c)->reply, RPC_INVALID_ARGUMENT, "malformed request");           \
-		fprintf(stderr, "anole-snapshotter: %s: malformed request\n", (c)->method);        \
-		return;                                                                            \
-	}
 
 static void send_mounts(struct call *c, const char *key, int which)
 {
@@ -256,9 +227,8 @@ static void create(struct call *c, enum snap_kind kind, const char *key, const c
 		   json_t *labels)
 {
 	struct anole_error err = {0};
-	int rc = snap_create(c->store, kind, key, parent ? parent : "", labels, &err);
+	int rc = snap_create(c->store, kind, key, parent, labels, &err);
 
-	json_decref(labels);
 	if (rc < 0)
 		return fail(c->reply, c->method, rc, &err);
 	/* Prepare's and View's responses have the same fields as Mounts's */
@@ -381,15 +351,11 @@ static void prepare(struct call *c, const char *key, const char *parent, json_t 
 		return create(c, SNAP_ACTIVE, key, parent, labels);
 	switch (lazy_classify(labels, has_parent, pi.lazy)) {
 	case LAZY_UPPER:
-		lazy_upper(c, key, parent, labels,
-			   json_string_value(json_object_get(pi.lazy, "ref")));
-		json_decref(labels);
-		return;
+		return lazy_upper(c, key, parent, labels,
+				  json_string_value(json_object_get(pi.lazy, "ref")));
 	case LAZY_BASE:
-		if (lazy_base(c, key, labels)) {
-			json_decref(labels);
+		if (lazy_base(c, key, labels))
 			return;
-		}
 		break;
 	case LAZY_NONE:
 		break;
@@ -399,28 +365,17 @@ static void prepare(struct call *c, const char *key, const char *parent, json_t 
 
 static void m_prepare(struct call *c)
 {
-	DECODE(c, Containerd__Services__Snapshots__V1__PrepareSnapshotRequest,
-	       containerd__services__snapshots__v1__prepare_snapshot_request__unpack);
-	prepare(c, r->key, r->parent,
-		ENTRIES_JSON(r, Containerd__Services__Snapshots__V1__PrepareSnapshotRequest__LabelsEntry));
-	containerd__services__snapshots__v1__prepare_snapshot_request__free_unpacked(r, NULL);
+	prepare(c, c->r->key, c->r->parent, c->r->labels);
 }
 
 static void m_view(struct call *c)
 {
-	DECODE(c, Containerd__Services__Snapshots__V1__ViewSnapshotRequest,
-	       containerd__services__snapshots__v1__view_snapshot_request__unpack);
-	create(c, SNAP_VIEW, r->key, r->parent,
-	       ENTRIES_JSON(r, Containerd__Services__Snapshots__V1__ViewSnapshotRequest__LabelsEntry));
-	containerd__services__snapshots__v1__view_snapshot_request__free_unpacked(r, NULL);
+	create(c, SNAP_VIEW, c->r->key, c->r->parent, c->r->labels);
 }
 
 static void m_mounts(struct call *c)
 {
-	DECODE(c, Containerd__Services__Snapshots__V1__MountsRequest,
-	       containerd__services__snapshots__v1__mounts_request__unpack);
-	send_mounts(c, r->key, 1);
-	containerd__services__snapshots__v1__mounts_request__free_unpacked(r, NULL);
+	send_mounts(c, c->r->key, 1);
 }
 
 static void send_empty(struct call *c)
@@ -434,23 +389,31 @@ static void send_empty(struct call *c)
 static void m_commit(struct call *c)
 {
 	struct anole_error err = {0};
-	json_t *labels;
-	int rc;
+	int rc = snap_commit(c->store, c->r->name, c->r->key, c->r->labels, &err);
 
-	DECODE(c, Containerd__Services__Snapshots__V1__CommitSnapshotRequest,
-	       containerd__services__snapshots__v1__commit_snapshot_request__unpack);
-	labels = ENTRIES_JSON(r, Containerd__Services__Snapshots__V1__CommitSnapshotRequest__LabelsEntry);
-	rc = snap_commit(c->store, r->name, r->key, labels, &err);
-	json_decref(labels);
-	containerd__services__snapshots__v1__commit_snapshot_request__free_unpacked(r, NULL);
 	if (rc < 0)
 		return fail(c->reply, c->method, rc, &err);
 	send_empty(c);
 }
 
-/* A lazy base's mount goes first (through the daemon, which lets go of
- * its blobs), then the record and the directory as for any snapshot; a
- * base with children keeps its mount (snap_remove answers EBUSY). */
+/* The lazy mount at @mp, through the daemon (which lets go of its
+ * blobs); with no daemon to ask, the mount is gone with it or is
+ * unmounted here (what `anole umount` does for a mount the daemon lost). */
+static int unmount_lazy(const char *mp, struct anole_error *err)
+{
+	char why[sizeof(err->msg)];
+
+	if (lazy_umount(mp, err) == 0)
+		return 0;
+	snprintf(why, sizeof(why), "%s", err->msg);
+	if (umount2(mp, UMOUNT_NOFOLLOW) == 0 || errno == EINVAL)
+		return 0;
+	return anole_err(err, EBUSY, "unmounting %s: %s", mp, why);
+}
+
+/* A lazy base's mount goes first, then the record and the directory as
+ * for any snapshot; a base with children keeps its mount (snap_remove
+ * answers EBUSY). */
 static int lazy_unmount(struct snap_store *s, const char *key, struct anole_error *err)
 {
 	struct snap_info si = {0};
@@ -459,29 +422,16 @@ static int lazy_unmount(struct snap_store *s, const char *key, struct anole_erro
 	if (snap_stat(s, key, &si, err) < 0 || snap_has_children(s, key))
 		return 0;
 	mp = json_string_value(json_object_get(si.lazy, "mountpoint"));
-	if (!mp || lazy_umount(mp, err) == 0)
-		return 0;
-	/* no daemon to ask: the mount is gone with it, or is unmounted
-	 * here (what `anole umount` does for a mount the daemon lost) */
-	char why[sizeof(err->msg)];
-
-	snprintf(why, sizeof(why), "%s", err->msg);
-	if (umount2(mp, UMOUNT_NOFOLLOW) == 0 || errno == EINVAL)
-		return 0;
-	return anole_err(err, EBUSY, "snapshot %s: unmounting %s: %s", key, mp, why);
+	return mp ? unmount_lazy(mp, err) : 0;
 }
 
 static void m_remove(struct call *c)
 {
 	struct anole_error err = {0};
-	int rc;
+	int rc = lazy_unmount(c->store, c->r->key, &err);
 
-	DECODE(c, Containerd__Services__Snapshots__V1__RemoveSnapshotRequest,
-	       containerd__services__snapshots__v1__remove_snapshot_request__unpack);
-	rc = lazy_unmount(c->store, r->key, &err);
 	if (rc == 0)
-		rc = snap_remove(c->store, r->key, &err);
-	containerd__services__snapshots__v1__remove_snapshot_request__free_unpacked(r, NULL);
+		rc = snap_remove(c->store, c->r->key, &err);
 	if (rc < 0)
 		return fail(c->reply, c->method, rc, &err);
 	send_empty(c);
@@ -491,14 +441,10 @@ static void m_stat(struct call *c)
 {
 	Containerd__Services__Snapshots__V1__StatSnapshotResponse m;
 	struct anole_error err = {0};
-	struct info_buf *b;
+	struct info_buf *b = malloc(sizeof(*b));
 	struct snap_info si = {0};
-	int rc;
-
-	DECODE(c, Containerd__Services__Snapshots__V1__StatSnapshotRequest,
-	       containerd__services__snapshots__v1__stat_snapshot_request__unpack);
-	b = malloc(sizeof(*b));
-	rc = b ? snap_stat(c->store, r->key, &si, &err) : anole_err(&err, ENOMEM, "out of memory");
+	int rc = b ? snap_stat(c->store, c->r->key, &si, &err)
+		   : anole_err(&err, ENOMEM, "out of memory");
 	if (rc < 0)
 		fail(c->reply, c->method, rc, &err);
 	else {
@@ -508,7 +454,6 @@ static void m_stat(struct call *c)
 		reply_msg(c->reply, &m.base);
 	}
 	free(b);
-	containerd__services__snapshots__v1__stat_snapshot_request__free_unpacked(r, NULL);
 }
 
 struct list_state {
@@ -546,43 +491,28 @@ static int list_one(void *ctx, const struct snap_info *si)
  * the metadata store) filter what they need (docs/DESIGN-snapshotter.md). */
 static void m_list(struct call *c)
 {
-	struct list_state ls = {.c = c};
+	struct list_state ls = {.c = c, .bufs = calloc(LIST_BATCH, sizeof(struct info_buf))};
 
-	DECODE(c, Containerd__Services__Snapshots__V1__ListSnapshotsRequest,
-	       containerd__services__snapshots__v1__list_snapshots_request__unpack);
-	ls.bufs = calloc(LIST_BATCH, sizeof(struct info_buf));
+
 	if (!ls.bufs)
 		rpc_reply_status(c->reply, RPC_INTERNAL, "out of memory");
 	else if (!snap_each(c->store, list_one, &ls))
 		list_flush(&ls);
 	free(ls.bufs);
-	containerd__services__snapshots__v1__list_snapshots_request__free_unpacked(r, NULL);
 }
 
 static void m_update(struct call *c)
 {
 	Containerd__Services__Snapshots__V1__UpdateSnapshotResponse m;
 	struct anole_error err = {0};
-	struct info_buf *b;
+	struct info_buf *b = malloc(sizeof(*b));
 	struct snap_info si = {0};
-	json_t *labels = NULL;
-	int rc;
+	int rc = b ? snap_update(c->store, c->r->key, c->r->labels, c->r->paths, c->r->n_paths,
+				 &err)
+		   : anole_err(&err, ENOMEM, "out of memory");
 
-	DECODE(c, Containerd__Services__Snapshots__V1__UpdateSnapshotRequest,
-	       containerd__services__snapshots__v1__update_snapshot_request__unpack);
-	b = malloc(sizeof(*b));
-	if (!b)
-		rc = anole_err(&err, ENOMEM, "out of memory");
-	else if (!r->info)
-		rc = anole_err(&err, EINVAL, "update without the snapshot's info");
-	else {
-		labels = ENTRIES_JSON(r->info, LabelEntry);
-		rc = snap_update(c->store, r->info->name, labels,
-				 r->update_mask ? (const char *const *)r->update_mask->paths : NULL,
-				 r->update_mask ? r->update_mask->n_paths : 0, &err);
-	}
 	if (rc == 0)
-		rc = snap_stat(c->store, r->info->name, &si, &err);
+		rc = snap_stat(c->store, c->r->key, &si, &err);
 	if (rc < 0)
 		fail(c->reply, c->method, rc, &err);
 	else {
@@ -591,9 +521,7 @@ static void m_update(struct call *c)
 		m.info = &b->info;
 		reply_msg(c->reply, &m.base);
 	}
-	json_decref(labels);
 	free(b);
-	containerd__services__snapshots__v1__update_snapshot_request__free_unpacked(r, NULL);
 }
 
 /* nftw has no context argument; calls are served one at a time. */
@@ -616,17 +544,14 @@ static void m_usage(struct call *c)
 	struct anole_error err = {0};
 	struct snap_info si = {0};
 	char dir[4096];
-	int rc;
+	int rc = snap_stat(c->store, c->r->key, &si, &err);
 
-	DECODE(c, Containerd__Services__Snapshots__V1__UsageRequest,
-	       containerd__services__snapshots__v1__usage_request__unpack);
-	rc = snap_stat(c->store, r->key, &si, &err);
 	du_bytes = du_inodes = 0;
 	/* a lazy mount's bytes are the daemon's shared cache, not ours */
 	if (rc == 0 && !si.lazy && (snap_dir(c->store, si.id, "fs", dir, sizeof(dir)) < 0 ||
 			nftw(dir, du_one, 16, FTW_PHYS | FTW_MOUNT) != 0))
-		rc = anole_err(&err, errno ? errno : EIO, "snapshot %s: measuring %s failed", r->key,
-			       dir);
+		rc = anole_err(&err, errno ? errno : EIO, "snapshot %s: measuring %s failed",
+			       c->r->key, dir);
 	if (rc < 0)
 		fail(c->reply, c->method, rc, &err);
 	else {
@@ -635,37 +560,39 @@ static void m_usage(struct call *c)
 		m.inodes = du_inodes;
 		reply_msg(c->reply, &m.base);
 	}
-	containerd__services__snapshots__v1__usage_request__free_unpacked(r, NULL);
 }
 
 static void m_cleanup(struct call *c)
 {
 	struct anole_error err = {0};
-	int rc = snap_cleanup(c->store, &err);
+	int rc = snap_cleanup(c->store, unmount_lazy, &err);
 
 	if (rc < 0)
 		return fail(c->reply, c->method, rc, &err);
 	send_empty(c);
 }
 
-static const struct {
-	const char *name;
-	void (*fn)(struct call *c);
-} methods[] = {
-	{SVC "Prepare", m_prepare}, {SVC "View", m_view},     {SVC "Mounts", m_mounts},
-	{SVC "Commit", m_commit},   {SVC "Remove", m_remove}, {SVC "Stat", m_stat},
-	{SVC "List", m_list},       {SVC "Cleanup", m_cleanup}, {SVC "Update", m_update},
-	{SVC "Usage", m_usage},
+/* by enum snap_op */
+static void (*const methods[])(struct call *c) = {
+	[SNAP_OP_PREPARE] = m_prepare, [SNAP_OP_VIEW] = m_view,	    [SNAP_OP_MOUNTS] = m_mounts,
+	[SNAP_OP_COMMIT] = m_commit,   [SNAP_OP_REMOVE] = m_remove, [SNAP_OP_STAT] = m_stat,
+	[SNAP_OP_UPDATE] = m_update,   [SNAP_OP_LIST] = m_list,	    [SNAP_OP_USAGE] = m_usage,
+	[SNAP_OP_CLEANUP] = m_cleanup,
 };
 
 void snap_service(void *ctx, const char *method, const uint8_t *req, size_t len,
 		  struct rpc_reply *reply)
 {
-	struct call c = {ctx, method, req, len, reply};
+	struct snap_request r;
+	struct call c = {ctx, method, &r, reply};
+	char why[sizeof(reply->detail)];
+	enum rpc_code code = snap_request_parse(method, req, len, &r, why, sizeof(why));
 
-	for (size_t i = 0; i < ARRAY_SIZE(methods); i++)
-		if (!strcmp(method, methods[i].name))
-			return methods[i].fn(&c);
-	rpc_reply_status(reply, RPC_UNIMPLEMENTED, "%s is not implemented", method);
-	fprintf(stderr, "anole-snapshotter: %s: not implemented\n", method);
+	if (code != RPC_OK) {
+		rpc_reply_status(reply, code, "%s", why);
+		fprintf(stderr, "anole-snapshotter: %s: %s\n", method, why);
+		return;
+	}
+	methods[r.op](&c);
+	snap_request_release(&r);
 }

@@ -392,7 +392,26 @@ static bool id_name(const char *name, uint64_t *id)
 	return !*end && !errno;
 }
 
-int snap_cleanup(struct snap_store *s, struct anole_error *err)
+/* A mount on ROOT/snapshots/@name/fs (another device than its parent's)
+ * goes through @unmount first: rm_tree_at leaves a mount point whole. */
+static int unmount_orphan(struct snap_store *s, int fd, const char *name,
+			  int (*unmount)(const char *dir, struct anole_error *err),
+			  struct anole_error *err)
+{
+	char fs[4096], dir[4096];
+	struct stat a, b;
+
+	if (snprintf(fs, sizeof(fs), "%s/fs", name) >= (int)sizeof(fs) ||
+	    fstatat(fd, name, &a, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    fstatat(fd, fs, &b, AT_SYMLINK_NOFOLLOW) < 0 || a.st_dev == b.st_dev)
+		return 0;
+	if (snprintf(dir, sizeof(dir), "%s/snapshots/%s", s->root, fs) >= (int)sizeof(dir))
+		return anole_err(err, ENAMETOOLONG, "snapshotter: root path too long");
+	return unmount(dir, err);
+}
+
+int snap_cleanup(struct snap_store *s, int (*unmount)(const char *dir, struct anole_error *err),
+		 struct anole_error *err)
 {
 	struct strbuf names = {0};
 	int fd = openat(s->rootfd, "snapshots", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -411,7 +430,13 @@ int snap_cleanup(struct snap_store *s, struct anole_error *err)
 		uint64_t id;
 
 		if (id_name(name, &id) && !snap_each(s, has_id, &id)) {
-			int r = rm_tree_at(fd, name);
+			int r = unmount_orphan(s, fd, name, unmount, err);
+
+			if (r < 0) {
+				rc = rc ? rc : r;
+				continue;
+			}
+			r = rm_tree_at(fd, name);
 
 			if (r < 0 && rc == 0)
 				rc = anole_err(err, -r, "snapshotter: removing %s/snapshots/%s: %s",

@@ -71,8 +71,11 @@ int snap_update(struct snap_store *s, const char *key, json_t *labels, const cha
 		size_t npaths, struct anole_error *err);
 
 /* Remove the directories ROOT/snapshots/ID that no record names (what a
- * crash between a mkdir and the record's write leaves). */
-int snap_cleanup(struct snap_store *s, struct anole_error *err);
+ * crash between a mkdir and the record's write leaves); one whose fs is
+ * a mount point (a lazy mount made before such a crash) is given to
+ * @unmount first, and kept when that fails. */
+int snap_cleanup(struct snap_store *s, int (*unmount)(const char *dir, struct anole_error *err),
+		 struct anole_error *err);
 
 /* The directory of snapshot @id's tree ("fs") or overlay work ("work"). */
 int snap_dir(const struct snap_store *s, uint64_t id, const char *what, char *buf, size_t len);
