@@ -36,6 +36,8 @@
 #define QEMU "qemu-system-x86_64"
 #define GUEST_MEM "256M"
 #define CONNECT_SECONDS 30
+#define IMAGE_FD 4 /* QEMU's fd of the image; its blobs' follow */
+#define MAX_DEVICES 20 /* as the guest's init takes */
 #define KEEP_TAIL ((size_t)4096) /* bytes of the console and QEMU's stderr kept */
 
 /* Sockets QEMU connects to, and QEMU's stderr (a pipe). */
@@ -153,8 +155,9 @@ static int build_conf(struct vm *v, struct strbuf *c)
 	snprintf(num, sizeof(num), "%lu", gid);
 	if (r >= 0)
 		r = add_record(c, 'g', num);
+	snprintf(num, sizeof(num), "%zu", o->ndevices);
 	if (r >= 0)
-		r = add_record(c, 'd', "0");
+		r = add_record(c, 'd', num);
 	return r < 0 ? anole_err(v->err, ENOMEM, "out of memory") : 0;
 }
 
@@ -238,14 +241,20 @@ static char **qemu_argv(struct vm *v, struct strbuf *s)
 	strbuf_addf(s, "%s|-M|microvm|-accel|%s|-cpu|%s|-m|" GUEST_MEM "|-smp|1|-nodefaults|"
 		       "-no-user-config|-display|none|-sandbox|on|-no-reboot|-nic|none|"
 		       "-kernel|%s/vmlinuz|-initrd|/dev/fd/3|-append|%s|"
-		       "-drive|if=none,id=img,file=/dev/fd/4,format=raw,readonly=on|"
-		       "-device|virtio-blk-device,drive=img|"
+		       "-drive|if=none,id=img,file=/dev/fd/%d,format=raw,readonly=on|"
+		       "-device|virtio-blk-device,drive=img,serial=anole.meta|"
 		       "-device|virtio-serial-device,max_ports=4|-serial|chardev:con|"
 		       "-device|virtconsole,chardev=st,nr=0|"
 		       "-device|virtserialport,chardev=in,nr=1,name=anole.stdin|"
 		       "-device|virtserialport,chardev=out,nr=2,name=anole.stdout|"
 		       "-device|virtserialport,chardev=err,nr=3,name=anole.stderr",
-		    v->qemu, v->kvm ? "kvm" : "tcg", v->kvm ? "host" : "max", v->k.dir, append);
+		    v->qemu, v->kvm ? "kvm" : "tcg", v->kvm ? "host" : "max", v->k.dir, append,
+		    IMAGE_FD);
+	/* the blobs by serial: the guest's vdX names follow probe order */
+	for (size_t i = 0; i < v->o->ndevices; i++)
+		strbuf_addf(s, "|-drive|if=none,id=d%zu,file=/dev/fd/%zu,format=raw,readonly=on"
+			       "|-device|virtio-blk-device,drive=d%zu,serial=anole.d%zu",
+			    i, IMAGE_FD + 1 + i, i, i);
 	for (int i = 0; i < NSOCK; i++)
 		strbuf_addf(s, "|-chardev|socket,id=%s,path=%s/%s", chan_name[i], v->dir,
 			    chan_name[i]);
@@ -271,12 +280,21 @@ static void __attribute__((noreturn)) exec_qemu(struct vm *v, char **argv, int e
 	 * stops QEMU; and it dies with anole */
 	setpgid(0, 0);
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	int initrd = fcntl(v->initrd_fd, F_DUPFD_CLOEXEC, 10);
-	int image = fcntl(v->image_fd, F_DUPFD_CLOEXEC, 10);
+	/* above every fd it is moved to, before any move */
+	int low = IMAGE_FD + 1 + (int)v->o->ndevices;
+	int initrd = fcntl(v->initrd_fd, F_DUPFD_CLOEXEC, low);
+	int image = fcntl(v->image_fd, F_DUPFD_CLOEXEC, low);
+	int devs[MAX_DEVICES];
+	for (size_t i = 0; i < v->o->ndevices; i++)
+		if ((devs[i] = fcntl(v->o->device_fds[i], F_DUPFD_CLOEXEC, low)) < 0)
+			_exit(127);
 	int null = open("/dev/null", O_RDWR);
 	if (initrd < 0 || image < 0 || null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 ||
-	    dup2(errpipe, 2) < 0 || dup2(initrd, 3) < 0 || dup2(image, 4) < 0)
+	    dup2(errpipe, 2) < 0 || dup2(initrd, 3) < 0 || dup2(image, IMAGE_FD) < 0)
 		_exit(127);
+	for (size_t i = 0; i < v->o->ndevices; i++)
+		if (dup2(devs[i], IMAGE_FD + 1 + (int)i) < 0)
+			_exit(127);
 	execv(argv[0], argv);
 	dprintf(2, "exec %s: %s\n", argv[0], strerror(errno));
 	_exit(127);
@@ -577,7 +595,7 @@ static int prepare(struct vm *v)
 	v->image_fd = open(v->o->image, O_RDONLY | O_CLOEXEC);
 	if (v->image_fd < 0)
 		return anole_err(v->err, errno, "%s: %s", v->o->image, strerror(errno));
-	r = vm_check_image(v->image_fd, v->o->image, v->err);
+	r = vm_check_image(v->image_fd, v->o->image, v->o->ndevices, v->o->lazy, v->err);
 	if (r >= 0)
 		r = make_initramfs(v);
 	v->kvm = vm_choose_accel(&v->k, &v->accel_why);
@@ -595,6 +613,9 @@ int vm_run(const struct vm_options *o, int *status, struct anole_error *err)
 	}
 	if (!o->argc)
 		return anole_err(err, EINVAL, "%s: no command given", o->image);
+	if (o->ndevices > MAX_DEVICES)
+		return anole_err(err, E2BIG, "%s: %zu blob devices: a guest takes at most %d",
+				 o->image, o->ndevices, MAX_DEVICES);
 	sigset_t old;
 	int r = prepare(&v);
 	if (r >= 0)

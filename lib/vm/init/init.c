@@ -4,7 +4,7 @@
  * A static program in the initramfs that lib/vm writes per run, next to
  * the kernel modules the guest needs and /anole.conf, the run's
  * configuration. It loads the modules, mounts the anole image read-only
- * as EROFS from /dev/vda (data blobs on /dev/vdb...), a tmpfs-backed
+ * as EROFS (its data blobs as device= disks), a tmpfs-backed
  * overlay on top as the container's root, runs the command there with
  * its stdin, stdout and stderr on virtio-serial ports, reports how it
  * ended on a fourth port and powers the guest off.
@@ -180,22 +180,24 @@ static int open_wait(const char *path, int flags)
 	return -1;
 }
 
-/* The virtio-serial port QEMU named @name (lib/vm/vm.c): its node is
- * /dev/vportNpM with N the virtio device's index, which depends on the
- * order of QEMU's devices; the name in sysfs does not. */
-static bool find_port(const char *name, char *path, size_t len)
+/* The device in sysfs class directory @dir whose attribute @attr reads
+ * @want: its /dev node in @path. */
+static bool find_by_attr(const char *dir, const char *attr, const char *want, char *path,
+			 size_t len)
 {
-	DIR *d = opendir("/sys/class/virtio-ports");
+	DIR *d = opendir(dir);
 	struct dirent *e;
 	bool found = false;
 	while (d && !found && (e = readdir(d))) {
-		char attr[300], buf[64] = "";
-		snprintf(attr, sizeof(attr), "/sys/class/virtio-ports/%s/name", e->d_name);
-		int fd = open(attr, O_RDONLY | O_CLOEXEC);
+		char file[300], buf[64] = "";
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(file, sizeof(file), "%s/%s/%s", dir, e->d_name, attr);
+		int fd = open(file, O_RDONLY | O_CLOEXEC);
 		ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
 		if (fd >= 0)
 			close(fd);
-		if (n > 0 && (buf[n] = '\0', buf[strcspn(buf, "\n")] = '\0', !strcmp(buf, name))) {
+		if (n > 0 && (buf[n] = '\0', buf[strcspn(buf, "\n")] = '\0', !strcmp(buf, want))) {
 			snprintf(path, len, "/dev/%s", e->d_name);
 			found = true;
 		}
@@ -203,6 +205,14 @@ static bool find_port(const char *name, char *path, size_t len)
 	if (d)
 		closedir(d);
 	return found;
+}
+
+/* The virtio-serial port QEMU named @name (lib/vm/vm.c): its node is
+ * /dev/vportNpM with N the virtio device's index, which depends on the
+ * order of QEMU's devices; the name in sysfs does not. */
+static bool find_port(const char *name, char *path, size_t len)
+{
+	return find_by_attr("/sys/class/virtio-ports", "name", name, path, len);
 }
 
 static const char *const port_name[NPORTS] = {
@@ -224,28 +234,47 @@ static int open_port(int nr, int flags)
 	return fd;
 }
 
-/* The image read-only from /dev/vda (its blobs on vdb...), a tmpfs
- * upper layer, the overlay of both as the container's root. */
+/* The disk whose virtio serial is @serial (lib/vm/vm.c names the image
+ * anole.meta and its blobs anole.d0...): /dev/vdX letters follow the order
+ * the devices are probed in, which QEMU's order does not fix. */
+static bool find_disk(const char *serial, char *path, size_t len)
+{
+	return find_by_attr("/sys/block", "serial", serial, path, len);
+}
+
+/* The disk named @serial, once its driver has probed it (up to 10 s). */
+static void wait_disk(const char *serial, char *path, size_t len)
+{
+	struct timespec step = {0, 10000000L};
+	for (int i = 0; !find_disk(serial, path, len); i++) {
+		if (i == 1000)
+			die("no virtio disk with serial %s", serial);
+		nanosleep(&step, NULL);
+	}
+	int fd = open_wait(path, O_RDONLY);
+	if (fd < 0)
+		die("%s: %s", path, strerror(errno));
+	close(fd);
+}
+
+/* The image read-only (its blobs as device=), a tmpfs upper layer, the
+ * overlay of both as the container's root. */
 static void mount_root(const struct conf *c)
 {
-	char opts[512] = "";
+	char opts[512] = "", meta[300], dev[300], serial[32];
 	size_t len = 0;
 	if (c->ndevices > 20)
 		die("%lu data devices: at most 20", c->ndevices);
-	for (unsigned long i = 0; i <= c->ndevices; i++) {
-		char dev[32];
-		snprintf(dev, sizeof(dev), "/dev/vd%c", (char)('a' + i));
-		int fd = open_wait(dev, O_RDONLY);
-		if (fd < 0)
-			die("%s: %s", dev, strerror(errno));
-		close(fd);
-		if (i)
-			len += (size_t)snprintf(opts + len, sizeof(opts) - len, "%sdevice=%s",
-						len ? "," : "", dev);
+	wait_disk("anole.meta", meta, sizeof(meta));
+	for (unsigned long i = 0; i < c->ndevices; i++) {
+		snprintf(serial, sizeof(serial), "anole.d%lu", i);
+		wait_disk(serial, dev, sizeof(dev));
+		len += (size_t)snprintf(opts + len, sizeof(opts) - len, "%sdevice=%s",
+					len ? "," : "", dev);
 	}
 	if (mkdir("/mnt", 0755) < 0 && errno != EEXIST)
 		die("mkdir /mnt: %s", strerror(errno));
-	mount_or_die("/dev/vda", "/mnt/lower", "erofs", MS_RDONLY, opts);
+	mount_or_die(meta, "/mnt/lower", "erofs", MS_RDONLY, opts);
 	mount_or_die("tmpfs", "/mnt/rw", "tmpfs", 0, "mode=0755");
 	if (mkdir("/mnt/rw/upper", 0755) < 0 || mkdir("/mnt/rw/work", 0700) < 0)
 		die("mkdir in /mnt/rw: %s", strerror(errno));
