@@ -41,8 +41,9 @@ static const char run_usage[] =
 	"                          opens, else TCG): REF's metadata image and blob\n"
 	"                          files (lz4 or uncompressed), or the anole image\n"
 	"                          file IMAGE, are the guest's root under a tmpfs\n"
-	"                          overlay; REF's config as above; takes -e, -w, -u\n"
-	"                          (numbers only with IMAGE), -q and REF's mount options";
+	"                          overlay; REF's config as above; takes -e, -v\n"
+	"                          (virtio-fs), -w, -u (numbers only with IMAGE), -q\n"
+	"                          and REF's mount options";
 
 static const char prefetch_usage[] =
 	"anole prefetch record [RUN OPTIONS] REF [--] [CMD [ARG...]]\n"
@@ -60,8 +61,8 @@ static int run_main(int argc, char **argv, bool record);
  * a lazy REF mounted as anole run mounts it. */
 static int run_vm(const struct anole_run_options *o)
 {
-	if (o->nvolumes || o->runtime || o->upper || o->net_host || o->record) {
-		cli_error("--vm takes -e, -w, -u, -q, --prefetch, --no-load-hints and "
+	if (o->runtime || o->upper || o->net_host || o->record) {
+		cli_error("--vm takes -e, -v, -w, -u, -q, --prefetch, --no-load-hints and "
 			  "--tls-verify only so far");
 		return EXIT_USAGE;
 	}
@@ -80,7 +81,8 @@ static int run_vm(const struct anole_run_options *o)
 	}
 	struct vm_options v = {.image = o->ref, .argv = o->argv, .argc = o->argc,
 			       .env = o->env, .nenv = o->nenv, .workdir = o->workdir,
-			       .user = o->user, .log = o->log, .log_ctx = o->log_ctx};
+			       .user = o->user, .volumes = o->volumes, .nvolumes = o->nvolumes,
+			       .log = o->log, .log_ctx = o->log_ctx};
 	int r = vm_run(&v, &status, &err);
 	return r < 0 ? cli_fail(&err, r) : status;
 }

@@ -6,7 +6,7 @@
 # files as read-only disks. The same image run with `anole run` (runc)
 # gives the same stdout and exit status: the config's command, env, user
 # (names resolved in the image's /etc/passwd and /etc/group) and workdir;
-# a command given with -e on top; stdin piped. A zstd image is refused
+# a command given with -e on top; stdin piped; volumes (virtio-fs). A zstd image is refused
 # with one line before any boot. Two boots in all; nothing left mounted.
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
@@ -90,9 +90,20 @@ part = [b for b in blobs if b["partial"] and b["disk"] > 0]
 sys.exit(0 if part else "no partial blob with data after the VM run: %s" % blobs)
 ' "$TMP/config.cache" || fail "the cache after the VM: $(cat "$TMP/config.cache")"
 
-echo "== 2. a command (Entrypoint kept), -e on top, stdin (local layout)"
-run_both cmd -e GREETING=hi "oci:$TMP/lazy:v1" -- 'echo "$GREETING $PATH"; cat; exit 5'
-printf 'hi /bin\nline 1\nline 2\n' | cmp - "$TMP/cmd.vm" || fail "cmd: $(cat "$TMP/cmd.vm")"
+echo "== 2. a command (Entrypoint kept), -e on top, -u root, stdin, volumes (local layout)"
+# volumes through virtio-fs: a read-only one stays read-only even after
+# the guest's root remounts it read-write (runc's container may not
+# remount: the same output), a read-write one takes a write
+mkdir -p "$TMP/ro" "$TMP/rw"
+echo "from the host" >"$TMP/ro/f"
+run_both cmd -e GREETING=hi -u root -v "$TMP/ro:/data/ro:ro" -v "$TMP/rw:/data/rw" "oci:$TMP/lazy:v1" -- \
+	'echo "$GREETING $PATH"; cat; cat /data/ro/f; /bin/busybox mount -o remount,rw /data/ro
+	echo x >/data/ro/new || echo "ro: refused"; echo "$GREETING" >>/data/rw/g; exit 5'
+printf 'hi /bin\nline 1\nline 2\nfrom the host\nro: refused\n' | cmp - "$TMP/cmd.vm" ||
+	fail "cmd: $(cat "$TMP/cmd.vm")"
+[ "$(ls "$TMP/ro")" = f ] || fail "the read-only volume was written: $(ls "$TMP/ro")"
+printf 'hi\nhi\n' | cmp - "$TMP/rw/g" || fail "the read-write volume: $(cat "$TMP/rw/g")"
+! pgrep -f "source=$TMP/" >/dev/null || fail "a virtiofsd is left: $(pgrep -af "source=$TMP/")"
 [ "$(cat "$TMP/cmd.vm.st")" = 5 ] || fail "cmd: status $(cat "$TMP/cmd.vm.st")"
 
 echo "== 3. a codec the guest kernel cannot read: one line, no boot"

@@ -519,6 +519,7 @@ static int run_in_vm(struct run *r, const char *answer, json_t *image, int *stat
 		struct vm_options v = {.image = meta, .device_fds = fds, .ndevices = n,
 				       .lazy = true, .argv = argv, .argc = argc, .env = env,
 				       .nenv = envc, .workdir = pc.cwd, .user = user,
+				       .volumes = o->volumes, .nvolumes = o->nvolumes,
 				       .log = o->log, .log_ctx = o->log_ctx};
 		ret = vm_run(&v, status, r->err);
 	}

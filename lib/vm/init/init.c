@@ -40,8 +40,8 @@
 enum { PORT_STDIN = 1, PORT_STDOUT, PORT_STDERR, PORT_STATUS, NPORTS };
 
 struct conf {
-	char *argv[256], *env[256], *modules[32];
-	size_t argc, envc, nmodules;
+	char *argv[256], *env[256], *modules[32], *volumes[16];
+	size_t argc, envc, nmodules, nvolumes;
 	const char *workdir;
 	unsigned long uid, gid, ndevices;
 };
@@ -134,6 +134,11 @@ static void parse_conf(struct conf *c)
 			break;
 		case 'w':
 			c->workdir = v;
+			break;
+		case 'v':
+			if ((v[0] != 'r' && v[0] != 'w') || v[1] != '/')
+				die("%s: bad volume %s", CONF_PATH, v);
+			add(c->volumes, &c->nvolumes, 16, v);
 			break;
 		case 'u':
 			c->uid = number(v);
@@ -286,6 +291,39 @@ static void mount_root(const struct conf *c)
 	mount_or_die("devtmpfs", ROOT "/dev", "devtmpfs", MS_NOSUID | MS_NOEXEC, NULL);
 }
 
+/* mkdir -p in the container's root (the overlay's upper layer takes it). */
+static void mkdirs(char *path)
+{
+	for (char *p = path + strlen(ROOT) + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(path, 0755) < 0 && errno != EEXIST)
+			die("mkdir %s: %s", path, strerror(errno));
+		*p = '/';
+	}
+	if (mkdir(path, 0755) < 0 && errno != EEXIST)
+		die("mkdir %s: %s", path, strerror(errno));
+}
+
+/* Volume N is the virtio-fs share tagged anole.vN (lib/vm/vm.c); its
+ * record is MODE/DST, MODE r or w. Read-only here as well as on the host. */
+static void mount_volumes(const struct conf *c)
+{
+	for (size_t i = 0; i < c->nvolumes; i++) {
+		char dst[4096], tag[32];
+		const char *v = c->volumes[i];
+		size_t n = strlen(v);
+		if (strstr(v, "/../") || (n >= 3 && !strcmp(v + n - 3, "/..")))
+			die("volume %s: '..' in its path", v + 1);
+		snprintf(dst, sizeof(dst), ROOT "%s", v + 1);
+		snprintf(tag, sizeof(tag), "anole.v%zu", i);
+		mkdirs(dst);
+		if (mount(tag, dst, "virtiofs", v[0] == 'r' ? MS_RDONLY : 0, NULL) < 0)
+			die("mount volume %s: %s", v + 1, strerror(errno));
+	}
+}
+
 /* The container's process: its ports as stdin, stdout and stderr, the
  * overlay as its root, the configured user, directory and environment. */
 static void __attribute__((noreturn)) child(const struct conf *c, const int ports[NPORTS])
@@ -348,6 +386,7 @@ int main(void)
 	ports[PORT_STDOUT] = open_port(PORT_STDOUT, O_WRONLY);
 	ports[PORT_STDERR] = open_port(PORT_STDERR, O_WRONLY);
 	mount_root(&c);
+	mount_volumes(&c);
 	pid_t pid = fork();
 	if (pid < 0)
 		die("fork: %s", strerror(errno));
