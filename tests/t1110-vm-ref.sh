@@ -6,8 +6,9 @@
 # files as read-only disks. The same image run with `anole run` (runc)
 # gives the same stdout and exit status: the config's command, env, user
 # (names resolved in the image's /etc/passwd and /etc/group) and workdir;
-# a command given with -e on top; stdin piped; volumes (virtio-fs). A zstd image is refused
-# with one line before any boot. Two boots in all; nothing left mounted.
+# a command given with -e on top; stdin piped; volumes (virtio-fs). A
+# zstd image is refused with one line before any boot, and so is a mount
+# the daemon serves through FUSE. Two boots in all; nothing left mounted.
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 # shellcheck source=lib/registry
@@ -113,4 +114,12 @@ out=$("$ANOLE" run -q --vm "oci:$TMP/zstd:v1" -- true 2>&1) && fail "zstd: ran"
 [ "$(echo "$out" | wc -l)" = 1 ] || fail "zstd: more than one line: $out"
 [[ $out == *"compressed with zstd"*"convert it with -z lz4"* ]] || fail "zstd: $out"
 [ -z "$(left_mounts)" ] || fail "zstd: left mounted: $(left_mounts)"
+echo "== 4. a cache without pre-content events (tmpfs: FUSE): one line, no boot"
+daemon_kill
+export ANOLE_RUNTIME_DIR=$TMP/run-fuse ANOLE_CACHE_DIR=$TMP/tmpfs/cache
+mktmpfs "$TMP/tmpfs" 64m
+out=$("$ANOLE" run -q --vm "oci:$TMP/lazy:v1" -- true 2>&1) && fail "FUSE: ran"
+[ "$(echo "$out" | wc -l)" = 1 ] || fail "FUSE: more than one line: $out"
+[[ $out == *"through FUSE"*"--vm needs the kernel path"* ]] || fail "FUSE: $out"
+[ -z "$(left_mounts)" ] || fail "FUSE: left mounted: $(left_mounts)"
 echo "t1110: anole run --vm REF matches anole run: config, command, stdin, status"
