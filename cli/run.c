@@ -13,7 +13,7 @@
 
 static const char run_usage[] =
 	"anole run [OPTIONS] REF [--] [CMD [ARG...]]\n"
-	"anole run --vm [-e KEY=VALUE] [-w DIR] [-u UID[:GID]] [-q] IMAGE [--] CMD [ARG...]\n"
+	"anole run --vm [-e KEY=VALUE] [-w DIR] [-u USER[:GROUP]] [-q] REF|IMAGE [--] [CMD [ARG...]]\n"
 	"\n"
 	"Run a container from a lazy image: mount REF lazily (it starts before\n"
 	"its data is here), put a writable overlay on it, and run CMD (default:\n"
@@ -47,9 +47,12 @@ static const char run_usage[] =
 	"                          in); to anything else, plain TCP\n"
 	"  -q, --quiet             no progress lines\n"
 	"      --vm                run CMD in a microVM of QEMU (KVM where /dev/kvm\n"
-	"                          opens, else TCG): the anole image file IMAGE\n"
-	"                          (lz4 or uncompressed) is the guest's root under a\n"
-	"                          tmpfs overlay; takes -e, -w, -u (numbers) and -q";
+	"                          opens, else TCG): REF's metadata image and blob\n"
+	"                          files (lz4 or uncompressed), or the anole image\n"
+	"                          file IMAGE, are the guest's root under a tmpfs\n"
+	"                          overlay; REF's config as above; takes -e, -v\n"
+	"                          (virtio-fs), -w, -u (numbers only with IMAGE), -q\n"
+	"                          and REF's mount options";
 
 static const char prefetch_usage[] =
 	"anole prefetch record [RUN OPTIONS] REF [--] [CMD [ARG...]]\n"
@@ -63,24 +66,32 @@ static const char prefetch_usage[] =
 
 static int run_main(int argc, char **argv, bool record);
 
-/* anole run --vm: the options it takes so far, to lib/vm. */
+/* anole run --vm: the options it takes so far; an image file to lib/vm,
+ * a lazy REF mounted as anole run mounts it. */
 static int run_vm(const struct anole_run_options *o)
 {
-	if (o->nvolumes || o->runtime || o->upper || o->net_host || o->prefetch ||
-	    o->no_load_hints || o->record || o->smc_lib) {
-		cli_error("--vm takes -e, -w, -u and -q only so far");
+	if (o->runtime || o->upper || o->net_host || o->record || o->smc_lib) {
+		cli_error("--vm takes -e, -v, -w, -u, -q, --prefetch, --no-load-hints and "
+			  "--tls-verify only so far");
 		return EXIT_USAGE;
 	}
 	struct stat st;
+	struct anole_error err = {0};
+	int status = 0;
 	if (stat(o->ref, &st) < 0 || !S_ISREG(st.st_mode)) {
-		cli_error("%s: --vm takes an anole image file so far (not a lazy REF)", o->ref);
-		return 1;
+		struct anole_run_options lazy = *o;
+		lazy.vm = true;
+		int r = anole_run(&lazy, &status, &err);
+		return r < 0 ? cli_fail(&err, r) : status;
+	}
+	if (o->prefetch || o->no_load_hints) {
+		cli_error("%s: --prefetch and --no-load-hints are for a lazy REF", o->ref);
+		return EXIT_USAGE;
 	}
 	struct vm_options v = {.image = o->ref, .argv = o->argv, .argc = o->argc,
 			       .env = o->env, .nenv = o->nenv, .workdir = o->workdir,
-			       .user = o->user, .log = o->log, .log_ctx = o->log_ctx};
-	struct anole_error err = {0};
-	int status = 0;
+			       .user = o->user, .volumes = o->volumes, .nvolumes = o->nvolumes,
+			       .log = o->log, .log_ctx = o->log_ctx};
 	int r = vm_run(&v, &status, &err);
 	return r < 0 ? cli_fail(&err, r) : status;
 }

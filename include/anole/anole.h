@@ -376,6 +376,11 @@ struct anole_run_options {
 	 * every first read shows); *trace gets the list as JSON */
 	bool record;
 	char **trace;
+	/* run the command in a microVM (lib/vm, docs/DESIGN-vm.md) instead of
+	 * with an OCI runtime: the guest reads the lazy mount's metadata
+	 * image and blob files as disks; volumes, runtime, upper, net and
+	 * record are not taken */
+	bool vm;
 	void (*log)(void *ctx, const char *line);
 	void *log_ctx;
 };

@@ -29,6 +29,7 @@
 #include "serve/request.h"
 #include "serve/serve.h"
 #include "util/util.h"
+#include "vm/vm.h"
 
 struct run {
 	const struct anole_run_options *o;
@@ -154,22 +155,21 @@ static int lookup_id(const char *rootfs, const char *file, const char *name, uns
 	return -ENOENT;
 }
 
-static int set_user(struct run *r, json_t *process, const char *user)
+/* USER[:GROUP], names or numbers, as the image at @rootfs has them. */
+static int resolve_user(const char *rootfs, const char *ref, const char *user, unsigned *uid,
+			unsigned *gid, struct anole_error *err)
 {
-	unsigned uid = 0, gid = 0;
+	*uid = *gid = 0;
 	if (user && *user) {
 		char u[256];
 		snprintf(u, sizeof(u), "%s", user);
 		char *g = strchr(u, ':');
 		if (g)
 			*g++ = 0;
-		if (lookup_id(r->rootfs, "passwd", u, &uid, &gid) < 0 ||
-		    (g && lookup_id(r->rootfs, "group", g, &gid, NULL) < 0))
-			return anole_err(r->err, ENOENT, "%s: user '%s' is not in the image",
-					 r->o->ref, user);
+		if (lookup_id(rootfs, "passwd", u, uid, gid) < 0 ||
+		    (g && lookup_id(rootfs, "group", g, gid, NULL) < 0))
+			return anole_err(err, ENOENT, "%s: user '%s' is not in the image", ref, user);
 	}
-	json_object_set_new(process, "user", json_pack("{s:I,s:I}", "uid", (json_int_t)uid, "gid",
-						       (json_int_t)gid));
 	return 0;
 }
 
@@ -184,7 +184,69 @@ static json_t *strings(json_t *a)
 	return out;
 }
 
-/* The runtime's default spec, patched with the image and the options. */
+/* What the container's process is: the image's config and the options,
+ * as docker run makes it. */
+struct process_config {
+	json_t *args, *env; /* arrays of strings */
+	const char *cwd;    /* the image's or the option's, else "/" */
+	unsigned uid, gid;
+};
+
+static int process_config(const struct anole_run_options *o, json_t *image, const char *rootfs,
+			  struct process_config *pc, struct anole_error *err)
+{
+	*pc = (struct process_config){0};
+	/* the command: Entrypoint + (the given command, else Cmd) */
+	json_t *args = strings(json_object_get(image, "Entrypoint"));
+	int ret = 0;
+	if (o->argc) {
+		for (size_t i = 0; i < o->argc && ret >= 0; i++) {
+			json_t *a = json_string(o->argv[i]);
+			if (!a)
+				ret = anole_err(err, EINVAL, "argument %zu is not UTF-8 text", i + 1);
+			json_array_append_new(args, a);
+		}
+	} else {
+		json_t *cmd = strings(json_object_get(image, "Cmd"));
+		json_array_extend(args, cmd);
+		json_decref(cmd);
+	}
+	if (ret >= 0 && !json_array_size(args))
+		ret = anole_err(err, EINVAL, "%s: the image names no command: give one", o->ref);
+	if (ret < 0) {
+		json_decref(args);
+		return ret;
+	}
+	json_t *env = strings(json_object_get(image, "Env"));
+	bool has_path = false;
+	size_t i;
+	json_t *v;
+	json_array_foreach(env, i, v)
+		has_path |= !strncmp(json_string_value(v), "PATH=", 5);
+	if (!has_path)
+		json_array_append_new(
+			env, json_string("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"));
+	for (size_t k = 0; k < o->nenv && ret >= 0; k++) {
+		json_t *e = json_string(o->env[k]);
+		if (!e)
+			ret = anole_err(err, EINVAL, "--env %zu is not UTF-8 text", k + 1);
+		json_array_append_new(env, e);
+	}
+	const char *wd = o->workdir ? o->workdir : json_string_value(json_object_get(image, "WorkingDir"));
+	pc->cwd = wd && *wd ? wd : "/";
+	const char *user = o->user ? o->user : json_string_value(json_object_get(image, "User"));
+	if (ret >= 0)
+		ret = resolve_user(rootfs, o->ref, user, &pc->uid, &pc->gid, err);
+	if (ret < 0) {
+		json_decref(args);
+		json_decref(env);
+		return ret;
+	}
+	pc->args = args;
+	pc->env = env;
+	return 0;
+}
+
 #define SMC_LIB_IN "/run/anole/libanole-smc.so"
 #define SMC_DIR_IN "/run/anole/smc"
 
@@ -194,12 +256,16 @@ static void smc_env(json_t *env)
 {
 	size_t i;
 	json_t *v;
-	const char *old = NULL;
-	json_array_foreach(env, i, v)
-		if (!strncmp(json_string_value(v), "LD_PRELOAD=", 11))
-			old = json_string_value(v) + 11;
-	json_array_append_new(env, json_sprintf("LD_PRELOAD=%s%s" SMC_LIB_IN, old ? old : "",
-						old && *old ? " " : ""));
+	json_array_foreach(env, i, v) {
+		const char *old = json_string_value(v);
+		if (!strncmp(old, "LD_PRELOAD=", 11)) {
+			json_array_set_new(env, i, json_sprintf("%s%s" SMC_LIB_IN, old,
+								old[11] ? " " : ""));
+			break;
+		}
+	}
+	if (i == json_array_size(env))
+		json_array_append_new(env, json_string("LD_PRELOAD=" SMC_LIB_IN));
 	json_array_append_new(env, json_string("ANOLE_SMC_DIR=" SMC_DIR_IN));
 }
 
@@ -214,6 +280,7 @@ static void smc_mounts(const struct anole_run_options *o, json_t *mounts)
 						"bind", "rw"));
 }
 
+/* The runtime's default spec, patched with the image and the options. */
 static int make_bundle(struct run *r, json_t *image)
 {
 	const struct anole_run_options *o = r->o;
@@ -228,59 +295,19 @@ static int make_bundle(struct run *r, json_t *image)
 		return anole_err(r->err, EIO, "%s spec: no usable default spec (exit %d)", r->runtime,
 				 rc);
 	json_t *process = json_object_get(s, "process");
-	/* the command: Entrypoint + (the given command, else Cmd) */
-	json_t *args = strings(json_object_get(image, "Entrypoint"));
-	int ret = 0;
-	if (o->argc) {
-		for (size_t i = 0; i < o->argc && ret >= 0; i++) {
-			json_t *a = json_string(o->argv[i]);
-			if (!a)
-				ret = anole_err(r->err, EINVAL, "argument %zu is not UTF-8 text", i + 1);
-			json_array_append_new(args, a);
-		}
-	} else {
-		json_t *cmd = strings(json_object_get(image, "Cmd"));
-		json_array_extend(args, cmd);
-		json_decref(cmd);
-	}
-	if (ret < 0) {
-		json_decref(args);
+	struct process_config pc;
+	int ret = process_config(o, image, r->rootfs, &pc, r->err);
+	if (ret < 0)
 		goto out;
-	}
-	if (!json_array_size(args)) {
-		ret = anole_err(r->err, EINVAL, "%s: the image names no command: give one", o->ref);
-		json_decref(args);
-		goto out;
-	}
-	json_object_set_new(process, "args", args);
-	json_t *env = strings(json_object_get(image, "Env"));
-	bool has_path = false;
-	size_t i;
-	json_t *v;
-	json_array_foreach(env, i, v)
-		has_path |= !strncmp(json_string_value(v), "PATH=", 5);
-	if (!has_path)
-		json_array_append_new(
-			env, json_string("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"));
+	json_object_set_new(process, "args", pc.args);
 	if (o->smc_lib)
-		smc_env(env);
-	for (size_t k = 0; k < o->nenv; k++) {
-		json_t *e = json_string(o->env[k]);
-		if (!e) {
-			json_decref(env);
-			ret = anole_err(r->err, EINVAL, "--env %zu is not UTF-8 text", k + 1);
-			goto out;
-		}
-		json_array_append_new(env, e);
-	}
-	json_object_set_new(process, "env", env);
-	const char *wd = o->workdir ? o->workdir : json_string_value(json_object_get(image, "WorkingDir"));
-	json_object_set_new(process, "cwd", json_string(wd && *wd ? wd : "/"));
+		smc_env(pc.env);
+	json_object_set_new(process, "env", pc.env);
+	json_object_set_new(process, "cwd", json_string(pc.cwd));
+	json_object_set_new(process, "user", json_pack("{s:I,s:I}", "uid", (json_int_t)pc.uid,
+						       "gid", (json_int_t)pc.gid));
 	json_object_set_new(process, "terminal", json_boolean(isatty(0) && isatty(1)));
 	/* a container as users expect from docker run: root's usual powers */
-	const char *user = o->user ? o->user : json_string_value(json_object_get(image, "User"));
-	if ((ret = set_user(r, process, user)) < 0)
-		goto out;
 	/* ... less CAP_NET_RAW: raw sockets forge packets and sniff the
 	 * namespace's traffic, and a ping needs no raw socket */
 	json_t *caps = json_pack("[s,s,s,s,s,s,s,s,s,s,s,s,s]", "CAP_CHOWN", "CAP_DAC_OVERRIDE",
@@ -328,7 +355,7 @@ static int make_bundle(struct run *r, json_t *image)
 	/* host network: no network namespace (the default spec has one,
 	 * where the runtime brings up loopback only) */
 	json_t *ns = json_object_get(json_object_get(s, "linux"), "namespaces");
-	for (i = json_array_size(ns); i-- > 0;)
+	for (size_t i = json_array_size(ns); i-- > 0;)
 		if (o->net_host &&
 		    !strcmp(json_string_value(json_object_get(json_array_get(ns, i), "type")) ?: "",
 			    "network"))
@@ -466,16 +493,92 @@ static int run_paths(struct run *r, const char *root)
 	return r->lower && r->rw && r->rootfs && r->bundle ? 0 : -ENOMEM;
 }
 
+/* A blob file the daemon named: where it is, else where it went when it
+ * became complete (renamed: the same file). */
+static int open_blob(json_t *dev)
+{
+	const char *path = json_string_value(json_object_get(dev, "path"));
+	const char *done = json_string_value(json_object_get(dev, "complete"));
+	int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+	if (fd < 0 && done)
+		fd = open(done, O_RDONLY | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+/* anole run --vm REF: the guest reads the lazy mount's own files, the
+ * metadata image and each blob file as a read-only disk; a blob range not
+ * here yet is fetched when QEMU reads it, through the pre-content events
+ * of the daemon's marks as for any reader. User names are resolved in the
+ * host's lazy mount of the same image, by the code anole run uses. */
+static int run_in_vm(struct run *r, const char *answer, json_t *image, int *status)
+{
+	const struct anole_run_options *o = r->o;
+	json_t *a = json_loads(answer, 0, NULL);
+	json_t *files = json_object_get(a, "files");
+	json_t *devs = json_object_get(files, "devices");
+	const char *meta = json_string_value(json_object_get(files, "meta"));
+	const char *path = json_string_value(json_object_get(files, "path"));
+	struct process_config pc = {0};
+	size_t n = json_array_size(devs);
+	int *fds = calloc(MAX(n, 1), sizeof(*fds));
+	const char **argv = NULL, **env = NULL;
+	char user[32];
+	int ret = 0;
+	for (size_t i = 0; fds && i < n; i++)
+		fds[i] = -1;
+	if (!fds)
+		ret = anole_err(r->err, ENOMEM, "out of memory");
+	else if (!meta || !path)
+		ret = anole_err(r->err, EPROTO, "%s: the daemon names no image files (an older "
+						"anole daemon: stop it)", o->ref);
+	else if (strcmp(path, "kernel"))
+		/* through FUSE the blob files fill only as FUSE reads them */
+		ret = anole_err(r->err, EOPNOTSUPP,
+				"%s: the daemon serves it through FUSE (its cache's file system "
+				"has no fanotify pre-content events): --vm needs the kernel path",
+				o->ref);
+	for (size_t i = 0; ret >= 0 && i < n; i++)
+		if ((fds[i] = open_blob(json_array_get(devs, i))) < 0)
+			ret = anole_err(r->err, -fds[i], "%s: blob %zu: %s", o->ref, i,
+					strerror(-fds[i]));
+	if (ret >= 0)
+		ret = process_config(o, image, r->lower, &pc, r->err);
+	size_t argc = json_array_size(pc.args), envc = json_array_size(pc.env);
+	if (ret >= 0 && (!(argv = calloc(argc + 1, sizeof(*argv))) ||
+			 !(env = calloc(envc + 1, sizeof(*env)))))
+		ret = anole_err(r->err, ENOMEM, "out of memory");
+	for (size_t i = 0; ret >= 0 && i < argc; i++)
+		argv[i] = json_string_value(json_array_get(pc.args, i));
+	for (size_t i = 0; ret >= 0 && i < envc; i++)
+		env[i] = json_string_value(json_array_get(pc.env, i));
+	snprintf(user, sizeof(user), "%u:%u", pc.uid, pc.gid);
+	if (ret >= 0) {
+		struct vm_options v = {.image = meta, .device_fds = fds, .ndevices = n,
+				       .lazy = true, .argv = argv, .argc = argc, .env = env,
+				       .nenv = envc, .workdir = pc.cwd, .user = user,
+				       .volumes = o->volumes, .nvolumes = o->nvolumes,
+				       .log = o->log, .log_ctx = o->log_ctx};
+		ret = vm_run(&v, status, r->err);
+	}
+	for (size_t i = 0; fds && i < n; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	free(fds);
+	free(argv);
+	free(env);
+	json_decref(pc.args);
+	json_decref(pc.env);
+	json_decref(a);
+	return ret;
+}
+
 int anole_run(const struct anole_run_options *o, int *status, struct anole_error *err)
 {
 	struct run r = {.o = o, .err = err};
 	struct serve_paths p;
 	serve_paths_init(&p);
 	int ret = 0;
-	if (o->smc_lib && (!o->smc_dir || *o->smc_lib != '/' || *o->smc_dir != '/'))
-		return anole_err(err, EINVAL, "shared-memory sockets need absolute paths of the "
-					      "library and of the rendezvous directory");
-	r.runtime = pick_runtime(o, err, &ret);
+	r.runtime = o->vm ? NULL : pick_runtime(o, err, &ret);
 	if (ret < 0)
 		return ret;
 	/* ours, not those of whoever started the daemon; a reference that
@@ -536,6 +639,14 @@ int anole_run(const struct anole_run_options *o, int *status, struct anole_error
 		ret = image_config(&r, answer, &cfg);
 	image = json_object_get(cfg, "imageConfig");
 	const char *upper = o->upper ? o->upper : r.rw;
+	if (ret >= 0 && o->vm) {
+		/* interrupted while mounting: do not boot at all */
+		if (signals_seen)
+			ret = anole_err(err, EINTR, "%s: interrupted before the guest started", o->ref);
+		else
+			ret = run_in_vm(&r, answer, image, status);
+		goto done;
+	}
 	if (ret >= 0 && !o->upper) {
 		if (mount("tmpfs", r.rw, "tmpfs", 0, "mode=0755") < 0)
 			ret = anole_err(err, errno, "%s: tmpfs: %s", r.rw, strerror(errno));
@@ -595,6 +706,7 @@ int anole_run(const struct anole_run_options *o, int *status, struct anole_error
 	if (ret >= 0 && o->record && o->trace)
 		ret = daemon_call(&(struct ctl_request){.op = CTL_TRACE, .mountpoint = r.lower}, err,
 				  o->trace);
+done:
 	cleanup(&r);
 	for (size_t i = 0; i < 4; i++)
 		sigaction(sigs[i], &old[i], NULL);

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "serve/paths.h"
 #include "serve/request.h"
 #include "serve/worker.h"
 
@@ -202,6 +203,36 @@ static void maybe_quit(struct worker *wk)
 	_exit(0);
 }
 
+/* What a VM needs to read the lazy mount at @mnt as the host kernel does
+ * (anole run --vm): the metadata image and the blob files in device table
+ * order, each where it is now and where it goes once complete (a partial
+ * blob is renamed then: same file, same marks). "path": kernel or fuse;
+ * only the kernel path's blob files fetch what a reader misses. */
+static json_t *mount_files(struct worker *wk, const char *mnt)
+{
+	char *real = realpath(mnt, NULL);
+	json_t *out = NULL;
+	pthread_mutex_lock(&wk->lock);
+	const struct lmount *m = real ? mtab_find(&wk->mtab, real) : NULL;
+	if (m) {
+		json_t *devs = json_array();
+		for (size_t i = 0; i < m->ndevs; i++) {
+			struct blob_paths bp;
+			if (blob_paths_init(&bp, wk->paths.cache, m->devblobs[i]->digest) < 0)
+				continue; /* (the client sees a short list and refuses) */
+			json_array_append_new(devs, json_pack("{s:s, s:s}", "path",
+							      m->devblobs[i]->path, "complete",
+							      bp.complete));
+			blob_paths_release(&bp);
+		}
+		out = json_pack("{s:s, s:s, s:o}", "path", m->fuse ? "fuse" : "kernel", "meta",
+				m->meta_path, "devices", devs);
+	}
+	pthread_mutex_unlock(&wk->lock);
+	free(real);
+	return out;
+}
+
 static void handle(struct worker *wk, int fd)
 {
 	_cleanup_free_ char *buf = malloc(MAX_REQUEST);
@@ -245,9 +276,10 @@ static void handle(struct worker *wk, int fd)
 		/* (as an object: it is JSON, and only well-formed JSON may pass) */
 		json_t *cj = config ? json_loads(config, 0, NULL) : NULL;
 		free(config);
+		json_t *files = r >= 0 && !req.devices ? mount_files(wk, req.mountpoint) : NULL;
 		reply(fd, r < 0 ? (json_decref(cj), error_json(&err, r))
-			       : json_pack("{s:b, s:s, s:o?}", "ok", 1, "notice", notice, "config",
-					   cj));
+			       : json_pack("{s:b, s:s, s:o?, s:o?}", "ok", 1, "notice", notice,
+					   "config", cj, "files", files));
 		break;
 	}
 	case CTL_UMOUNT: {

@@ -107,7 +107,7 @@ bool vm_choose_accel(const struct vm_kernel *k, const char **why)
 /* Bit n of available_compr_algs: the codecs EROFS numbers 0..3. */
 static const char *const codec_names[] = {"lz4", "lzma", "deflate", "zstd"};
 
-int vm_check_image(int fd, const char *name, struct anole_error *err)
+int vm_check_image(int fd, const char *name, size_t ndevices, bool lazy, struct anole_error *err)
 {
 	struct erofs_super_block sb;
 	int r = pread_full(fd, &sb, sizeof(sb), EROFS_SUPER_OFFSET);
@@ -129,12 +129,11 @@ int vm_check_image(int fd, const char *name, struct anole_error *err)
 		if (algs & (1u << i))
 			return anole_err(err, EINVAL,
 					 "%s: compressed with %s: the guest kernel (Debian's 6.1 "
-					 "cloud kernel) reads lz4 only; rebuild it with -z lz4",
-					 name, i < ARRAY_SIZE(codec_names) ? codec_names[i] : "?");
-	if (le16toh(sb.extra_devices))
-		return anole_err(err, EOPNOTSUPP,
-				 "%s: data in %u blob devices: anole run --vm takes single-file "
-				 "images so far",
-				 name, le16toh(sb.extra_devices));
+					 "cloud kernel) reads lz4 only; %s it with -z lz4",
+					 name, i < ARRAY_SIZE(codec_names) ? codec_names[i] : "?",
+					 lazy ? "convert" : "rebuild");
+	if (le16toh(sb.extra_devices) != ndevices)
+		return anole_err(err, EINVAL, "%s: data in %u blob devices, %zu given", name,
+				 le16toh(sb.extra_devices), ndevices);
 	return 0;
 }

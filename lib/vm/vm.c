@@ -14,13 +14,16 @@
 #include <limits.h>
 #include <libgen.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -36,6 +39,10 @@
 #define QEMU "qemu-system-x86_64"
 #define GUEST_MEM "256M"
 #define CONNECT_SECONDS 30
+#define IMAGE_FD 4 /* QEMU's fd of the image; its blobs' follow */
+#define MAX_DEVICES 20 /* as the guest's init takes */
+#define MAX_VOLUMES 8
+#define VIRTIOFSD "/usr/lib/qemu/virtiofsd" /* qemu-system-common's */
 #define KEEP_TAIL ((size_t)4096) /* bytes of the console and QEMU's stderr kept */
 
 /* Sockets QEMU connects to, and QEMU's stderr (a pipe). */
@@ -55,6 +62,16 @@ struct vm {
 	pid_t pid;
 	int pidfd, sigfd;
 	struct strbuf tail[NCHAN]; /* the console, status and QEMU's stderr */
+	/* a volume: its source, whether read-only, its virtiofsd's listening
+	 * socket (DIR/fsN, QEMU connects) and pid */
+	struct volume {
+		char src[PATH_MAX];
+		const char *dst;
+		size_t dst_len;
+		bool ro;
+		int lfd;
+		pid_t pid;
+	} vol[MAX_VOLUMES];
 	char inbuf[65536];
 	size_t inlen;
 	bool stdin_done;
@@ -153,8 +170,15 @@ static int build_conf(struct vm *v, struct strbuf *c)
 	snprintf(num, sizeof(num), "%lu", gid);
 	if (r >= 0)
 		r = add_record(c, 'g', num);
+	/* v:MODE/DST, MODE r or w; volume N is virtio-fs tag anole.vN */
+	for (size_t i = 0; r >= 0 && i < o->nvolumes; i++) {
+		if (strbuf_addf(c, "v:%c%.*s", v->vol[i].ro ? 'r' : 'w', (int)v->vol[i].dst_len,
+				v->vol[i].dst) < 0 || strbuf_add(c, "", 1) < 0)
+			r = -ENOMEM;
+	}
+	snprintf(num, sizeof(num), "%zu", o->ndevices);
 	if (r >= 0)
-		r = add_record(c, 'd', "0");
+		r = add_record(c, 'd', num);
 	return r < 0 ? anole_err(v->err, ENOMEM, "out of memory") : 0;
 }
 
@@ -169,7 +193,8 @@ static int make_initramfs(struct vm *v)
 				      strerror(-v->initrd_fd));
 	}
 	if (r >= 0)
-		r = vm_initramfs(v->initrd_fd, v->init, &v->k, conf.buf, conf.len, v->err);
+		r = vm_initramfs(v->initrd_fd, v->init, &v->k, v->o->nvolumes > 0, conf.buf, conf.len,
+				 v->err);
 	strbuf_release(&conf);
 	return r;
 }
@@ -182,6 +207,11 @@ static void remove_sockets(struct vm *v)
 	for (int i = 0; i < NSOCK; i++) {
 		char path[200];
 		snprintf(path, sizeof(path), "%s/%s", v->dir, chan_name[i]);
+		unlink(path);
+	}
+	for (size_t i = 0; i < v->o->nvolumes; i++) {
+		char path[200];
+		snprintf(path, sizeof(path), "%s/fs%zu", v->dir, i);
 		unlink(path);
 	}
 	rmdir(v->dir);
@@ -203,6 +233,15 @@ static int listen_sockets(struct vm *v)
 		v->lfd[i] = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (v->lfd[i] < 0 || bind(v->lfd[i], (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
 		    listen(v->lfd[i], 1) < 0)
+			return anole_err(v->err, errno, "%s: %s", sa.sun_path, strerror(errno));
+	}
+	/* virtiofsd's: made here, so that QEMU's connect finds them listening */
+	for (size_t i = 0; i < v->o->nvolumes; i++) {
+		struct sockaddr_un sa = {.sun_family = AF_UNIX};
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/fs%zu", v->dir, i);
+		v->vol[i].lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (v->vol[i].lfd < 0 || bind(v->vol[i].lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+		    listen(v->vol[i].lfd, 1) < 0)
 			return anole_err(v->err, errno, "%s: %s", sa.sun_path, strerror(errno));
 	}
 	return 0;
@@ -235,17 +274,33 @@ static char **qemu_argv(struct vm *v, struct strbuf *s)
 	int n = snprintf(append, sizeof(append), "console=ttyS0 quiet panic=-1");
 	if (khz)
 		snprintf(append + n, sizeof(append) - (size_t)n, " tsc_early_khz=%lu", khz);
-	strbuf_addf(s, "%s|-M|microvm|-accel|%s|-cpu|%s|-m|" GUEST_MEM "|-smp|1|-nodefaults|"
+	/* virtio-fs: virtiofsd maps the guest's memory, so it is a shared memfd */
+	strbuf_addf(s, "%s|-M|microvm%s|-accel|%s|-cpu|%s|-m|" GUEST_MEM "|-smp|1|-nodefaults|"
 		       "-no-user-config|-display|none|-sandbox|on|-no-reboot|-nic|none|"
 		       "-kernel|%s/vmlinuz|-initrd|/dev/fd/3|-append|%s|"
-		       "-drive|if=none,id=img,file=/dev/fd/4,format=raw,readonly=on|"
-		       "-device|virtio-blk-device,drive=img|"
+		       "-drive|if=none,id=img,file=/dev/fd/%d,format=raw,readonly=on|"
+		       "-device|virtio-blk-device,drive=img,serial=anole.meta|"
 		       "-device|virtio-serial-device,max_ports=4|-serial|chardev:con|"
 		       "-device|virtconsole,chardev=st,nr=0|"
 		       "-device|virtserialport,chardev=in,nr=1,name=anole.stdin|"
 		       "-device|virtserialport,chardev=out,nr=2,name=anole.stdout|"
 		       "-device|virtserialport,chardev=err,nr=3,name=anole.stderr",
-		    v->qemu, v->kvm ? "kvm" : "tcg", v->kvm ? "host" : "max", v->k.dir, append);
+		    v->qemu, v->o->nvolumes ? ",memory-backend=mem" : "", v->kvm ? "kvm" : "tcg", v->kvm ? "host" : "max", v->k.dir, append,
+		    IMAGE_FD);
+	/* (libvhost-user serves virtio 1.0 only; microvm's virtio-mmio is
+	 * legacy unless told) */
+	if (v->o->nvolumes)
+		strbuf_addf(s, "|-object|memory-backend-memfd,id=mem,size=" GUEST_MEM ",share=on"
+			       "|-global|virtio-mmio.force-legacy=false");
+	for (size_t i = 0; i < v->o->nvolumes; i++)
+		strbuf_addf(s, "|-chardev|socket,id=fs%zu,path=%s/fs%zu"
+			       "|-device|vhost-user-fs-device,chardev=fs%zu,tag=anole.v%zu",
+			    i, v->dir, i, i, i);
+	/* the blobs by serial: the guest's vdX names follow probe order */
+	for (size_t i = 0; i < v->o->ndevices; i++)
+		strbuf_addf(s, "|-drive|if=none,id=d%zu,file=/dev/fd/%zu,format=raw,readonly=on"
+			       "|-device|virtio-blk-device,drive=d%zu,serial=anole.d%zu",
+			    i, IMAGE_FD + 1 + i, i, i);
 	for (int i = 0; i < NSOCK; i++)
 		strbuf_addf(s, "|-chardev|socket,id=%s,path=%s/%s", chan_name[i], v->dir,
 			    chan_name[i]);
@@ -271,15 +326,102 @@ static void __attribute__((noreturn)) exec_qemu(struct vm *v, char **argv, int e
 	 * stops QEMU; and it dies with anole */
 	setpgid(0, 0);
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	int initrd = fcntl(v->initrd_fd, F_DUPFD_CLOEXEC, 10);
-	int image = fcntl(v->image_fd, F_DUPFD_CLOEXEC, 10);
+	/* above every fd it is moved to, before any move */
+	int low = IMAGE_FD + 1 + (int)v->o->ndevices;
+	int initrd = fcntl(v->initrd_fd, F_DUPFD_CLOEXEC, low);
+	int image = fcntl(v->image_fd, F_DUPFD_CLOEXEC, low);
+	int devs[MAX_DEVICES];
+	for (size_t i = 0; i < v->o->ndevices; i++)
+		if ((devs[i] = fcntl(v->o->device_fds[i], F_DUPFD_CLOEXEC, low)) < 0)
+			_exit(127);
 	int null = open("/dev/null", O_RDWR);
 	if (initrd < 0 || image < 0 || null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 ||
-	    dup2(errpipe, 2) < 0 || dup2(initrd, 3) < 0 || dup2(image, 4) < 0)
+	    dup2(errpipe, 2) < 0 || dup2(initrd, 3) < 0 || dup2(image, IMAGE_FD) < 0)
 		_exit(127);
+	for (size_t i = 0; i < v->o->ndevices; i++)
+		if (dup2(devs[i], IMAGE_FD + 1 + (int)i) < 0)
+			_exit(127);
 	execv(argv[0], argv);
 	dprintf(2, "exec %s: %s\n", argv[0], strerror(errno));
 	_exit(127);
+}
+
+/* -v /SRC:/DST[:ro|rw]: SRC an existing directory, its real path kept. */
+static int parse_volumes(struct vm *v)
+{
+	const struct vm_options *o = v->o;
+	if (o->nvolumes > MAX_VOLUMES)
+		return anole_err(v->err, E2BIG, "%zu volumes: a guest takes at most %d", o->nvolumes,
+				 MAX_VOLUMES);
+	for (size_t i = 0; i < o->nvolumes; i++) {
+		struct volume *vol = &v->vol[i];
+		const char *spec = o->volumes[i], *dst = strchr(spec, ':');
+		const char *mode = dst ? strchr(dst + 1, ':') : NULL;
+		char src[PATH_MAX];
+		size_t slen = dst ? (size_t)(dst - spec) : 0;
+		vol->dst = dst ? dst + 1 : NULL;
+		vol->dst_len = mode ? (size_t)(mode - vol->dst) : dst ? strlen(vol->dst) : 0;
+		vol->ro = mode && !strcmp(mode + 1, "ro");
+		if (!dst || *spec != '/' || slen >= sizeof(src) || *vol->dst != '/' ||
+		    (mode && strcmp(mode + 1, "ro") && strcmp(mode + 1, "rw")))
+			return anole_err(v->err, EINVAL, "--volume %s: expected /SRC:/DST[:ro]", spec);
+		memcpy(src, spec, slen);
+		src[slen] = '\0';
+		struct stat st;
+		if (!realpath(src, vol->src) || stat(vol->src, &st) < 0 || !S_ISDIR(st.st_mode))
+			return anole_err(v->err, errno ? errno : ENOTDIR, "--volume %s: %s", spec,
+					 errno ? strerror(errno) : "not a directory");
+	}
+	if (o->nvolumes && access(VIRTIOFSD, X_OK) < 0)
+		return anole_err(v->err, ENOENT, "%s not found: volumes need qemu-system-common's "
+				 "virtiofsd", VIRTIOFSD);
+	return 0;
+}
+
+/* virtiofsd for volume @i, on its listening socket. A read-only volume is
+ * read-only on the host, not only in the guest (whose root could remount
+ * it): virtiofsd serves a read-only bind mount of SRC, and every mount
+ * below it, in a mount namespace of its own. */
+static void __attribute__((noreturn)) exec_virtiofsd(struct vm *v, size_t i)
+{
+	struct volume *vol = &v->vol[i];
+	setpgid(0, 0);
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	struct mount_attr ro = {.attr_set = MOUNT_ATTR_RDONLY};
+	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    (vol->ro && (mount(vol->src, vol->src, NULL, MS_BIND | MS_REC, NULL) < 0 ||
+			 syscall(SYS_mount_setattr, AT_FDCWD, vol->src, AT_RECURSIVE, &ro,
+				 sizeof(ro)) < 0))) {
+		dprintf(2, "virtiofsd for %s: %s\n", vol->src, strerror(errno));
+		_exit(127);
+	}
+	int null = open("/dev/null", O_RDWR);
+	/* (its log is chatter; a failure shows as the guest's mount error) */
+	if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0 ||
+	    dup2(vol->lfd, 3) < 0)
+		_exit(127);
+	char source[PATH_MAX + 40];
+	snprintf(source, sizeof(source), "source=%s,cache=none", vol->src);
+	execl(VIRTIOFSD, VIRTIOFSD, "--fd=3", "-o", source, (char *)NULL);
+	dprintf(2, "exec %s: %s\n", VIRTIOFSD, strerror(errno));
+	_exit(127);
+}
+
+static int start_virtiofsd(struct vm *v)
+{
+	for (size_t i = 0; i < v->o->nvolumes; i++) {
+		v->vol[i].pid = fork();
+		if (v->vol[i].pid == 0)
+			exec_virtiofsd(v, i);
+		if (v->vol[i].pid < 0)
+			return anole_err(v->err, errno, "fork: %s", strerror(errno));
+		close(v->vol[i].lfd);
+		v->vol[i].lfd = -1;
+	}
+	return 0;
 }
 
 static int start_qemu(struct vm *v)
@@ -548,6 +690,15 @@ static void cleanup(struct vm *v, const sigset_t *old)
 		while (waitpid(v->pid, NULL, 0) < 0 && errno == EINTR)
 			;
 	}
+	for (size_t i = 0; i < v->o->nvolumes; i++) {
+		if (v->vol[i].pid > 0) {
+			kill(v->vol[i].pid, SIGKILL);
+			while (waitpid(v->vol[i].pid, NULL, 0) < 0 && errno == EINTR)
+				;
+		}
+		if (v->vol[i].lfd >= 0)
+			close(v->vol[i].lfd);
+	}
 	remove_sockets(v);
 	for (int i = 0; i < NCHAN; i++) {
 		if (i < NSOCK && v->lfd[i] >= 0)
@@ -577,7 +728,9 @@ static int prepare(struct vm *v)
 	v->image_fd = open(v->o->image, O_RDONLY | O_CLOEXEC);
 	if (v->image_fd < 0)
 		return anole_err(v->err, errno, "%s: %s", v->o->image, strerror(errno));
-	r = vm_check_image(v->image_fd, v->o->image, v->err);
+	r = vm_check_image(v->image_fd, v->o->image, v->o->ndevices, v->o->lazy, v->err);
+	if (r >= 0)
+		r = parse_volumes(v);
 	if (r >= 0)
 		r = make_initramfs(v);
 	v->kvm = vm_choose_accel(&v->k, &v->accel_why);
@@ -593,8 +746,13 @@ int vm_run(const struct vm_options *o, int *status, struct anole_error *err)
 		if (i < NSOCK)
 			v.lfd[i] = -1;
 	}
+	for (size_t i = 0; i < MAX_VOLUMES; i++)
+		v.vol[i] = (struct volume){.lfd = -1, .pid = -1};
 	if (!o->argc)
 		return anole_err(err, EINVAL, "%s: no command given", o->image);
+	if (o->ndevices > MAX_DEVICES)
+		return anole_err(err, E2BIG, "%s: %zu blob devices: a guest takes at most %d",
+				 o->image, o->ndevices, MAX_DEVICES);
 	sigset_t old;
 	int r = prepare(&v);
 	if (r >= 0)
@@ -606,7 +764,9 @@ int vm_run(const struct vm_options *o, int *status, struct anole_error *err)
 	if (r >= 0) {
 		log_line(o->log, o->log_ctx, "vm: QEMU microvm, accelerator %s%s, guest kernel %s",
 			 v.kvm ? "kvm" : "tcg", v.accel_why, v.k.version);
-		r = start_qemu(&v);
+		r = start_virtiofsd(&v);
+		if (r >= 0)
+			r = start_qemu(&v);
 	}
 	if (r >= 0)
 		r = accept_all(&v); /* 1: QEMU ended at once, its stderr says why */

@@ -7,18 +7,24 @@
 #ifndef ANOLE_VM_H
 #define ANOLE_VM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "anole/anole.h"
 
 struct vm_options {
-	const char *image;             /* an anole image file */
+	const char *image;             /* an anole image file (its metadata image) */
+	const int *device_fds;         /* its data blobs, in device table order */
+	size_t ndevices;
+	bool lazy;                     /* a lazy image's: refusals say "convert" */
 	const char *const *argv;       /* the command, argc > 0 */
 	size_t argc;
 	const char *const *env;        /* KEY=VALUE each */
 	size_t nenv;
 	const char *workdir;           /* NULL: / */
 	const char *user;              /* UID[:GID], NULL: 0:0 */
+	const char *const *volumes;    /* /SRC:/DST[:ro|rw], shared by virtio-fs */
+	size_t nvolumes;
 	void (*log)(void *ctx, const char *line);
 	void *log_ctx;
 };
@@ -49,12 +55,13 @@ bool vm_choose_accel(const struct vm_kernel *k, const char **why);
 
 /* Refuse an image the guest kernel (EROFS of Linux 6.1, lz4 only) cannot
  * mount, with one line naming why. */
-int vm_check_image(int fd, const char *name, struct anole_error *err);
+int vm_check_image(int fd, const char *name, size_t ndevices, bool lazy, struct anole_error *err);
 
 /* Write to @fd a newc cpio initramfs: /init (the file @init), the kernel
- * modules the guest needs, in load order, and /anole.conf: @conf (records
+ * modules the guest needs (and virtiofs's when @virtiofs), in load order,
+ * and /anole.conf: @conf (records
  * "K:VALUE\0", lib/vm/init/init.c) after one "m:" record per module. */
-int vm_initramfs(int fd, const char *init, const struct vm_kernel *k, const char *conf,
-		 size_t conf_len, struct anole_error *err);
+int vm_initramfs(int fd, const char *init, const struct vm_kernel *k, bool virtiofs,
+		 const char *conf, size_t conf_len, struct anole_error *err);
 
 #endif

@@ -4,7 +4,7 @@
  * A static program in the initramfs that lib/vm writes per run, next to
  * the kernel modules the guest needs and /anole.conf, the run's
  * configuration. It loads the modules, mounts the anole image read-only
- * as EROFS from /dev/vda (data blobs on /dev/vdb...), a tmpfs-backed
+ * as EROFS (its data blobs as device= disks), a tmpfs-backed
  * overlay on top as the container's root, runs the command there with
  * its stdin, stdout and stderr on virtio-serial ports, reports how it
  * ended on a fourth port and powers the guest off.
@@ -40,8 +40,8 @@
 enum { PORT_STDIN = 1, PORT_STDOUT, PORT_STDERR, PORT_STATUS, NPORTS };
 
 struct conf {
-	char *argv[256], *env[256], *modules[32];
-	size_t argc, envc, nmodules;
+	char *argv[256], *env[256], *modules[32], *volumes[16];
+	size_t argc, envc, nmodules, nvolumes;
 	const char *workdir;
 	unsigned long uid, gid, ndevices;
 };
@@ -135,6 +135,11 @@ static void parse_conf(struct conf *c)
 		case 'w':
 			c->workdir = v;
 			break;
+		case 'v':
+			if ((v[0] != 'r' && v[0] != 'w') || v[1] != '/')
+				die("%s: bad volume %s", CONF_PATH, v);
+			add(c->volumes, &c->nvolumes, 16, v);
+			break;
 		case 'u':
 			c->uid = number(v);
 			break;
@@ -180,22 +185,24 @@ static int open_wait(const char *path, int flags)
 	return -1;
 }
 
-/* The virtio-serial port QEMU named @name (lib/vm/vm.c): its node is
- * /dev/vportNpM with N the virtio device's index, which depends on the
- * order of QEMU's devices; the name in sysfs does not. */
-static bool find_port(const char *name, char *path, size_t len)
+/* The device in sysfs class directory @dir whose attribute @attr reads
+ * @want: its /dev node in @path. */
+static bool find_by_attr(const char *dir, const char *attr, const char *want, char *path,
+			 size_t len)
 {
-	DIR *d = opendir("/sys/class/virtio-ports");
+	DIR *d = opendir(dir);
 	struct dirent *e;
 	bool found = false;
 	while (d && !found && (e = readdir(d))) {
-		char attr[300], buf[64] = "";
-		snprintf(attr, sizeof(attr), "/sys/class/virtio-ports/%s/name", e->d_name);
-		int fd = open(attr, O_RDONLY | O_CLOEXEC);
+		char file[300], buf[64] = "";
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(file, sizeof(file), "%s/%s/%s", dir, e->d_name, attr);
+		int fd = open(file, O_RDONLY | O_CLOEXEC);
 		ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
 		if (fd >= 0)
 			close(fd);
-		if (n > 0 && (buf[n] = '\0', buf[strcspn(buf, "\n")] = '\0', !strcmp(buf, name))) {
+		if (n > 0 && (buf[n] = '\0', buf[strcspn(buf, "\n")] = '\0', !strcmp(buf, want))) {
 			snprintf(path, len, "/dev/%s", e->d_name);
 			found = true;
 		}
@@ -203,6 +210,14 @@ static bool find_port(const char *name, char *path, size_t len)
 	if (d)
 		closedir(d);
 	return found;
+}
+
+/* The virtio-serial port QEMU named @name (lib/vm/vm.c): its node is
+ * /dev/vportNpM with N the virtio device's index, which depends on the
+ * order of QEMU's devices; the name in sysfs does not. */
+static bool find_port(const char *name, char *path, size_t len)
+{
+	return find_by_attr("/sys/class/virtio-ports", "name", name, path, len);
 }
 
 static const char *const port_name[NPORTS] = {
@@ -224,28 +239,47 @@ static int open_port(int nr, int flags)
 	return fd;
 }
 
-/* The image read-only from /dev/vda (its blobs on vdb...), a tmpfs
- * upper layer, the overlay of both as the container's root. */
+/* The disk whose virtio serial is @serial (lib/vm/vm.c names the image
+ * anole.meta and its blobs anole.d0...): /dev/vdX letters follow the order
+ * the devices are probed in, which QEMU's order does not fix. */
+static bool find_disk(const char *serial, char *path, size_t len)
+{
+	return find_by_attr("/sys/block", "serial", serial, path, len);
+}
+
+/* The disk named @serial, once its driver has probed it (up to 10 s). */
+static void wait_disk(const char *serial, char *path, size_t len)
+{
+	struct timespec step = {0, 10000000L};
+	for (int i = 0; !find_disk(serial, path, len); i++) {
+		if (i == 1000)
+			die("no virtio disk with serial %s", serial);
+		nanosleep(&step, NULL);
+	}
+	int fd = open_wait(path, O_RDONLY);
+	if (fd < 0)
+		die("%s: %s", path, strerror(errno));
+	close(fd);
+}
+
+/* The image read-only (its blobs as device=), a tmpfs upper layer, the
+ * overlay of both as the container's root. */
 static void mount_root(const struct conf *c)
 {
-	char opts[512] = "";
+	char opts[512] = "", meta[300], dev[300], serial[32];
 	size_t len = 0;
 	if (c->ndevices > 20)
 		die("%lu data devices: at most 20", c->ndevices);
-	for (unsigned long i = 0; i <= c->ndevices; i++) {
-		char dev[32];
-		snprintf(dev, sizeof(dev), "/dev/vd%c", (char)('a' + i));
-		int fd = open_wait(dev, O_RDONLY);
-		if (fd < 0)
-			die("%s: %s", dev, strerror(errno));
-		close(fd);
-		if (i)
-			len += (size_t)snprintf(opts + len, sizeof(opts) - len, "%sdevice=%s",
-						len ? "," : "", dev);
+	wait_disk("anole.meta", meta, sizeof(meta));
+	for (unsigned long i = 0; i < c->ndevices; i++) {
+		snprintf(serial, sizeof(serial), "anole.d%lu", i);
+		wait_disk(serial, dev, sizeof(dev));
+		len += (size_t)snprintf(opts + len, sizeof(opts) - len, "%sdevice=%s",
+					len ? "," : "", dev);
 	}
 	if (mkdir("/mnt", 0755) < 0 && errno != EEXIST)
 		die("mkdir /mnt: %s", strerror(errno));
-	mount_or_die("/dev/vda", "/mnt/lower", "erofs", MS_RDONLY, opts);
+	mount_or_die(meta, "/mnt/lower", "erofs", MS_RDONLY, opts);
 	mount_or_die("tmpfs", "/mnt/rw", "tmpfs", 0, "mode=0755");
 	if (mkdir("/mnt/rw/upper", 0755) < 0 || mkdir("/mnt/rw/work", 0700) < 0)
 		die("mkdir in /mnt/rw: %s", strerror(errno));
@@ -255,6 +289,39 @@ static void mount_root(const struct conf *c)
 	mount_or_die("sysfs", ROOT "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
 		     NULL);
 	mount_or_die("devtmpfs", ROOT "/dev", "devtmpfs", MS_NOSUID | MS_NOEXEC, NULL);
+}
+
+/* mkdir -p in the container's root (the overlay's upper layer takes it). */
+static void mkdirs(char *path)
+{
+	for (char *p = path + strlen(ROOT) + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(path, 0755) < 0 && errno != EEXIST)
+			die("mkdir %s: %s", path, strerror(errno));
+		*p = '/';
+	}
+	if (mkdir(path, 0755) < 0 && errno != EEXIST)
+		die("mkdir %s: %s", path, strerror(errno));
+}
+
+/* Volume N is the virtio-fs share tagged anole.vN (lib/vm/vm.c); its
+ * record is MODE/DST, MODE r or w. Read-only here as well as on the host. */
+static void mount_volumes(const struct conf *c)
+{
+	for (size_t i = 0; i < c->nvolumes; i++) {
+		char dst[4096], tag[32];
+		const char *v = c->volumes[i];
+		size_t n = strlen(v);
+		if (strstr(v, "/../") || (n >= 3 && !strcmp(v + n - 3, "/..")))
+			die("volume %s: '..' in its path", v + 1);
+		snprintf(dst, sizeof(dst), ROOT "%s", v + 1);
+		snprintf(tag, sizeof(tag), "anole.v%zu", i);
+		mkdirs(dst);
+		if (mount(tag, dst, "virtiofs", v[0] == 'r' ? MS_RDONLY : 0, NULL) < 0)
+			die("mount volume %s: %s", v + 1, strerror(errno));
+	}
 }
 
 /* The container's process: its ports as stdin, stdout and stderr, the
@@ -319,6 +386,7 @@ int main(void)
 	ports[PORT_STDOUT] = open_port(PORT_STDOUT, O_WRONLY);
 	ports[PORT_STDERR] = open_port(PORT_STDERR, O_WRONLY);
 	mount_root(&c);
+	mount_volumes(&c);
 	pid_t pid = fork();
 	if (pid < 0)
 		die("fork: %s", strerror(errno));
