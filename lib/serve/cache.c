@@ -48,6 +48,20 @@ static void add_hex(struct strmap *set, const char *s)
 		*slot = (void *)1;
 }
 
+/* The pid of a live holder or worker of ours, else 0. */
+static long daemon_alive(const struct serve_files *f)
+{
+	const char *const pids[] = {f->holder_pid, f->daemon_pid};
+	for (int i = 0; i < 2; i++) {
+		char line[32] = "";
+		_cleanup_close_ int fd = open(pids[i], O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		long pid = fd >= 0 && read(fd, line, sizeof(line) - 1) > 0 ? atol(line) : 0;
+		if (pid > 0 && kill((pid_t)pid, 0) == 0)
+			return pid;
+	}
+	return 0;
+}
+
 /* Digests (hex) the daemon's mounts use, or an empty set when none runs;
  * in @held (or NULL) every blob it holds, lingering ones too. */
 static int in_use(const struct serve_files *f, struct strmap *set, struct strmap *held,
@@ -58,22 +72,22 @@ static int in_use(const struct serve_files *f, struct strmap *set, struct strmap
 	_cleanup_free_ char *req = ctl_request_encode(&(struct ctl_request){.op = CTL_STATUS});
 	if (!req)
 		return anole_err(err, ENOMEM, "out of memory");
-	if (serve_request(req, false, &reply, &e) < 0) {
+	/* no answer is "nothing in use" only when no daemon lives; one that
+	 * lives without answering is starting or quitting (it removes its
+	 * socket, then exits): wait a little for either to finish */
+	for (int tries = 0; serve_request(req, false, &reply, &e) < 0; tries++) {
 		if (e.code == EACCES || e.code == EPERM)
 			return anole_err(err, e.code, "%s", e.msg);
-		/* no answer is "nothing in use" only when no daemon lives */
-		const char *const pids[] = {f->holder_pid, f->daemon_pid};
-		for (int i = 0; i < 2; i++) {
-			char line[32] = "";
-			_cleanup_close_ int fd = open(pids[i], O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-			long pid = fd >= 0 && read(fd, line, sizeof(line) - 1) > 0 ? atol(line) : 0;
-			if (pid > 0 && kill((pid_t)pid, 0) == 0)
-				return anole_err(err, EAGAIN,
-						 "the anole daemon (pid %ld) runs but does not answer "
-						 "(%s); try again",
-						 pid, e.msg);
-		}
-		return 0;
+		long pid = daemon_alive(f);
+		if (!pid)
+			return 0;
+		if (tries == 100)
+			return anole_err(err, EAGAIN,
+					 "the anole daemon (pid %ld) runs but does not answer "
+					 "(%s); try again",
+					 pid, e.msg);
+		usleep(50000);
+		e = (struct anole_error){0};
 	}
 	json_error_t je;
 	json_t *st = json_loads(reply, 0, &je);
