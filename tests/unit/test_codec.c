@@ -4,6 +4,7 @@
  * an EROFS algorithm, a COMPR_CFGS record, and compresses (and fills, where
  * it can) what it then decodes; unknown kinds and algorithms are errors.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -116,12 +117,70 @@ static void round_trip(void **state)
 			 -EFSCORRUPTED);
 }
 
+/* A decoder may keep state between calls on a thread (zstd keeps its
+ * context): a cut frame, a corrupt one and a partial decode leave nothing
+ * behind for the next stream, on the main thread and on one that then
+ * exits (its state freed: valgrind, t0020). Returns the line of the first
+ * check that failed, 0 if none: cmocka's asserts only work on the test's
+ * own thread. */
+#define CHECK(cond)                                                                           \
+	do {                                                                                  \
+		if (!(cond))                                                                  \
+			return __LINE__;                                                      \
+	} while (0)
+
+static intptr_t decode_checks(uint8_t *in, uint8_t *out, uint8_t *back)
+{
+	enum { N = 65536, CAP = N + 4096 };
+	fill(in, N, 7);
+	for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+		struct anole_error err = {0};
+		struct codec_spec spec;
+		struct codec *c;
+		CHECK(codec_parse(names[i], &spec, &err) == 0);
+		uint32_t window = codec_window(&spec, 16384, false);
+		CHECK(codec_new(&spec, window, &c) == 0);
+		unsigned int alg = codec_erofs_alg(spec.kind);
+		ssize_t n = codec_compress(c, in, N, out, CAP);
+		codec_free(c);
+		CHECK(n > 16);
+		CHECK(codec_decompress(alg, out, (size_t)n / 2, back, N, 0, window) == -EFSCORRUPTED);
+		out[n / 2] ^= 0x55; /* may still decode (an lz4 literal): what is left matters */
+		(void)codec_decompress(alg, out, (size_t)n, back, N, 0, window);
+		out[n / 2] ^= 0x55;
+		CHECK(codec_decompress(alg, out, (size_t)n, back, 100, CODEC_PARTIAL, window) == 0);
+		memset(back, 0, N);
+		CHECK(codec_decompress(alg, out, (size_t)n, back, N, 0, window) == 0);
+		CHECK(memcmp(back, in, N) == 0);
+	}
+	return 0;
+}
+
+static void *decode_thread(void *arg)
+{
+	uint8_t *b = arg;
+	return (void *)decode_checks(b, b + 65536, b + 131072 + 4096);
+}
+
+static void state_between_calls(void **state)
+{
+	(void)state;
+	static uint8_t main_bufs[3 * 65536 + 4096], thread_bufs[3 * 65536 + 4096];
+	assert_int_equal(decode_thread(main_bufs), NULL);
+	pthread_t t;
+	void *failed_at = (void *)1;
+	assert_int_equal(pthread_create(&t, NULL, decode_thread, thread_bufs), 0);
+	assert_int_equal(pthread_join(t, &failed_at), 0);
+	assert_int_equal((intptr_t)failed_at, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(every_kind_named),
 		cmocka_unit_test(parse_errors),
 		cmocka_unit_test(round_trip),
+		cmocka_unit_test(state_between_calls),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
