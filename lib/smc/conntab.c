@@ -158,7 +158,7 @@ int smc_tuple_of(int fd, struct smc_tuple *t)
 
 static const char *const reason_names[SMC_R_COUNT] = {
 	"none", "no-rendezvous", "declined", "timeout", "bad-accept", "tcp-first",
-	"server-wrote-first", "no-memory", "withdrawn", "unsupported",
+	"server-wrote-first", "no-memory", "withdrawn", "unsupported", "short-lived",
 };
 
 const char *smc_reason_name(enum smc_reason r)

@@ -35,6 +35,7 @@ enum smc_reason {
 	SMC_R_NO_MEMORY,
 	SMC_R_WITHDRAWN,
 	SMC_R_UNSUPPORTED,
+	SMC_R_SHORT, /* client: this port's connections were short lately */
 	SMC_R_COUNT
 };
 
@@ -57,6 +58,7 @@ struct smc_conn {
 	int priv;                /* the library's own dup of the TCP socket once
 				  * the program has two numbers: c->fd then */
 	int fslot;               /* forked child: its slot in fork.c's table */
+	uint16_t dport;          /* client: the server's port, for learning */
 	struct smc_conn *next;   /* the server list */
 	/* SMC_ON */
 	int ctl;                 /* the handshake's socket: liveness */

@@ -352,8 +352,8 @@ static void poll_plan(struct poll_plan *pl, const struct pollfd *fds, nfds_t n, 
 		}
 		pl->big[pl->nbig] = fds[i];
 		pl->from[pl->nbig++] = (int)i;
-		if (st == SMC_SRV_PENDING && c->notify >= 0) {
-			pl->big[pl->nbig] = (struct pollfd){c->notify, POLLIN, 0};
+		if (st == SMC_SRV_PENDING && smc_srv_waitfd(c) >= 0) {
+			pl->big[pl->nbig] = (struct pollfd){smc_srv_waitfd(c), POLLIN, 0};
 			pl->from[pl->nbig++] = (int)i;
 			pl->nsub[i] = 1;
 		}
@@ -736,14 +736,16 @@ EXPORT int smc_fcntl64(int fd, int cmd, ...)
 
 EXPORT int ioctl(int fd, unsigned long req, ...)
 {
-	REAL(ioctl);
 	va_list ap;
 	void *arg;
 	struct smc_conn *c;
 
+	/* the argument first: clang's analyzer loses the va_list across
+	 * REAL's lookup */
 	va_start(ap, req);
 	arg = va_arg(ap, void *);
 	va_end(ap);
+	REAL(ioctl);
 	c = req == SIOCINQ || req == SIOCOUTQ ? conn_data(fd, false, false) : NULL;
 	if (c) {
 		int n = smc_conn_queued(c, req == SIOCOUTQ);
