@@ -30,7 +30,7 @@ count() { grep -c "\"role\":\"$1\",\"mode\":\"$2\",\"reason\":\"$3\"" "$ANOLE_SM
 
 run_short 20
 [ "$(count client smc none)" = 8 ] || fail "not 8 client connections in shared memory first"
-[ "$(count client tcp short-lived)" = 12 ] || fail "not 12 client connections kept on TCP as short"
+[ "$(smc_stat "['fallbacks']['short-lived']")" = 12 ] || fail "not 12 client connections kept on TCP as short"
 [ "$(count server smc none)" = 8 ] || fail "the server's ends do not match the client's"
 [ "$(count server tcp tcp-first)" = 12 ] || fail "the server did not see TCP first 12 times"
 [ "$(smc_stat "['smc_bytes_sent']")" = 1600 ] || fail "shared memory did not carry 8 x 100 bytes each way"

@@ -167,7 +167,9 @@ static int cli_take_accept(struct smc_conn *c, const struct smc_clc *m, int fds[
  * last connections there were short; after SHORT_STREAK in a row its new
  * connections to that port stay TCP without asking (reason
  * "short-lived"), except one in SHORT_PROBE, which tries shared memory
- * again so that a change to long connections is seen. Only this process's
+ * again so that a change to long connections is seen. connect() asks
+ * (smc_short_skip) before it tracks the socket at all, so a skipped
+ * connection costs the library nothing after that. Only this process's
  * own history counts, so nothing changes for the first connections of a
  * program, nor for a server. DESIGN-smc.md, "Short connections". */
 #define SHORT_BYTES (16u << 10) /* both directions together */
@@ -189,8 +191,7 @@ __attribute__((constructor)) static void short_settings(void)
 	shorts_on = !(v && !strcmp(v, "0"));
 }
 
-/* True if a new connection to @port should stay TCP without a proposal. */
-static bool short_skip(uint16_t port)
+bool smc_short_skip(uint16_t port)
 {
 	struct short_slot *s = &shorts[port % SHORT_SLOTS];
 	bool skip = false;
@@ -228,8 +229,6 @@ static void cli_handshake(struct smc_conn *c, uint16_t port)
 	int rc, sock;
 
 	c->dport = port;
-	if (short_skip(port))
-		return conn_fallback(c, SMC_R_SHORT);
 	sock = smc_rv_connect(port);
 	if (sock < 0)
 		return conn_fallback(c, SMC_R_NO_RENDEZVOUS);

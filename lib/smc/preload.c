@@ -106,8 +106,15 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 	/* a second connect() that only asks whether a non-blocking one
 	 * finished (hiredis does) keeps the connection it has */
 	if ((rc == 0 || errno == EINPROGRESS) && addr && !smc_tab_get(fd) &&
-	    (addr->sa_family == AF_INET || addr->sa_family == AF_INET6) && tcp_stream(fd))
-		track(fd, SMC_CLI_PENDING, false);
+	    (addr->sa_family == AF_INET || addr->sa_family == AF_INET6)) {
+		/* both families keep the port at the same offset */
+		uint16_t port = ntohs(((const struct sockaddr_in *)addr)->sin_port);
+
+		if (smc_short_skip(port))
+			smc_stat_short();
+		else if (tcp_stream(fd))
+			track(fd, SMC_CLI_PENDING, false);
+	}
 	errno = e;
 	return rc;
 }
