@@ -88,8 +88,10 @@ static void stat_add(struct smc_totals *t, json_t *o)
 {
 	bool smc = !strcmp(json_string_value(json_object_get(o, "mode")) ?: "", "smc");
 	const char *why = json_string_value(json_object_get(o, "reason"));
+	/* one line may stand for many connections kept on TCP */
+	json_int_t n = json_integer_value(json_object_get(o, "count")) ?: 1;
 
-	t->conns[smc]++;
+	t->conns[smc] += n;
 	t->bytes[smc] += json_integer_value(json_object_get(o, "tx"));
 	if (smc && !strcmp(json_string_value(json_object_get(o, "role")) ?: "", "server"))
 		t->smc_servers++;
@@ -99,12 +101,12 @@ static void stat_add(struct smc_totals *t, json_t *o)
 		return;
 	for (int i = 0; i < t->nreasons; i++)
 		if (!strcmp(t->names[i], why)) {
-			t->reasons[i]++;
+			t->reasons[i] += n;
 			return;
 		}
 	if (t->nreasons < 16) {
 		t->names[t->nreasons] = why;
-		t->reasons[t->nreasons++] = 1;
+		t->reasons[t->nreasons++] = n;
 	}
 }
 

@@ -158,14 +158,78 @@ static int cli_take_accept(struct smc_conn *c, const struct smc_clc *m, int fds[
 	return 0;
 }
 
+/* ---- short connections, learned per server port ----
+ *
+ * The handshake costs a round trip through two processes before the
+ * first byte; a connection that then moves a request and an answer and
+ * closes (HTTP with "Connection: close", redis-benchmark -k 0) is faster
+ * on TCP. A client process remembers, per server port, how many of its
+ * last connections there were short; after SHORT_STREAK in a row its new
+ * connections to that port stay TCP without asking (reason
+ * "short-lived"), except one in SHORT_PROBE, which tries shared memory
+ * again so that a change to long connections is seen. connect() asks
+ * (smc_short_skip) before it tracks the socket at all, so a skipped
+ * connection costs the library nothing after that. Only this process's
+ * own history counts, so nothing changes for the first connections of a
+ * program, nor for a server. DESIGN-smc.md, "Short connections". */
+#define SHORT_BYTES (16u << 10) /* both directions together */
+#define SHORT_STREAK 8
+#define SHORT_PROBE 64
+#define SHORT_SLOTS 256
+
+static struct short_slot {
+	uint32_t key; /* port + 1; 0: free */
+	uint32_t streak, skipped;
+} shorts[SHORT_SLOTS];
+static pthread_mutex_t shorts_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool shorts_on = true;
+
+__attribute__((constructor)) static void short_settings(void)
+{
+	const char *v = getenv("ANOLE_SMC_SHORT");
+
+	shorts_on = !(v && !strcmp(v, "0"));
+}
+
+bool smc_short_skip(uint16_t port)
+{
+	struct short_slot *s = &shorts[port % SHORT_SLOTS];
+	bool skip = false;
+
+	if (!shorts_on)
+		return false;
+	pthread_mutex_lock(&shorts_lock);
+	if (s->key == (uint32_t)port + 1 && s->streak >= SHORT_STREAK)
+		skip = ++s->skipped % SHORT_PROBE != 0;
+	pthread_mutex_unlock(&shorts_lock);
+	return skip;
+}
+
+/* A shared-memory client connection to @port closed after @bytes. */
+static void short_learn(uint16_t port, uint64_t bytes)
+{
+	struct short_slot *s = &shorts[port % SHORT_SLOTS];
+
+	pthread_mutex_lock(&shorts_lock);
+	if (s->key != (uint32_t)port + 1)
+		*s = (struct short_slot){(uint32_t)port + 1, 0, 0};
+	if (bytes > SHORT_BYTES)
+		s->streak = s->skipped = 0;
+	else if (s->streak < SHORT_STREAK)
+		s->streak++;
+	pthread_mutex_unlock(&shorts_lock);
+}
+
 /* Proposal, then the server's answer; the client's side of the
  * handshake. Caller holds c->lock. */
 static void cli_handshake(struct smc_conn *c, uint16_t port)
 {
 	struct smc_clc m = {0};
 	int fds[SMC_CLC_MAXFDS];
-	int rc, sock = smc_rv_connect(port);
+	int rc, sock;
 
+	c->dport = port;
+	sock = smc_rv_connect(port);
 	if (sock < 0)
 		return conn_fallback(c, SMC_R_NO_RENDEZVOUS);
 	if (smc_clc_send(sock, SMC_CLC_PROPOSAL, 0, &c->fd, 1)) {
@@ -233,12 +297,14 @@ static int srv_share(struct smc_conn *c, int *memfd)
 	return 0;
 }
 
-/* ACCEPT for queued proposal @p, then CONFIRM or not. Caller holds
- * c->lock; @p is consumed. */
+/* ACCEPT for queued proposal @p. The CONFIRM is not waited for here:
+ * the connection stays pending, "offered" (c->ctl open), and the
+ * client's answer is read on the server's next call (srv_answer), by
+ * which time it has usually arrived; an event loop never stops for the
+ * client's round trip. Caller holds c->lock; @p is consumed. */
 static void srv_offer(struct smc_conn *c, struct smc_proposal *p)
 {
-	int memfd = -1, fds[SMC_CLC_MAXFDS];
-	struct smc_clc m = {0};
+	int memfd = -1;
 	int rc = srv_share(c, &memfd);
 
 	if (rc) {
@@ -251,19 +317,44 @@ static void srv_offer(struct smc_conn *c, struct smc_proposal *p)
 
 	rc = smc_clc_send(p->sock, SMC_CLC_ACCEPT, SMC_RING_SIZE, out, 5);
 	close_fd(&memfd);
-	if (!rc)
-		rc = smc_clc_recv(p->sock, &m, fds, smc_timeout_ms());
-	for (int i = 0; !rc && i < SMC_CLC_MAXFDS; i++)
-		close_fd(&fds[i]);
 	c->ctl = p->sock;
 	p->sock = -1;
 	smc_proposal_drop(p, false);
+	if (rc)
+		conn_fallback(c, SMC_R_WITHDRAWN);
+}
+
+/* An offered connection: ACCEPT sent, the client's answer not read. */
+static bool offered(const struct smc_conn *c)
+{
+	return atomic_load(&c->state) == SMC_SRV_PENDING && c->ctl >= 0;
+}
+
+/* The client's answer to our ACCEPT, waiting at most @timeout_ms: SMC
+ * on CONFIRM, TCP on anything else (DECLINE, WITHDRAW, EOF). A client
+ * that declines sends DECLINE before its first TCP byte, so the control
+ * socket alone tells. Nothing yet: still offered. Caller holds c->lock. */
+static void srv_answer(struct smc_conn *c, int timeout_ms)
+{
+	struct smc_clc m = {0};
+	int fds[SMC_CLC_MAXFDS];
+	int rc = smc_clc_recv(c->ctl, &m, fds, timeout_ms);
+
+	if (rc == -ETIMEDOUT && timeout_ms == 0)
+		return;
+	for (int i = 0; !rc && i < SMC_CLC_MAXFDS; i++)
+		close_fd(&fds[i]);
 	if (rc || m.type != SMC_CLC_CONFIRM)
 		return conn_fallback(c, SMC_R_WITHDRAWN);
 	close_fd(&c->notify);
 	smc_fork_unregister(c->fslot);
 	c->fslot = -1;
 	atomic_store(&c->state, SMC_ON);
+}
+
+int smc_srv_waitfd(struct smc_conn *c)
+{
+	return c->ctl >= 0 ? c->ctl : c->notify;
 }
 
 static bool tcp_readable(int fd)
@@ -278,6 +369,12 @@ static bool srv_try(struct smc_conn *c, bool writing)
 {
 	struct smc_proposal *p;
 
+	if (offered(c)) {
+		/* a write must know where its bytes go: wait for the answer,
+		 * which a client sends right after our ACCEPT */
+		srv_answer(c, writing ? smc_timeout_ms() : 0);
+		return atomic_load(&c->state) != SMC_SRV_PENDING;
+	}
 	pthread_mutex_lock(&smc_srv_lock);
 	p = smc_srv_dequeue(&c->tuple);
 	/* under smc_srv_lock: the rendezvous thread declines from now on */
@@ -294,20 +391,22 @@ static bool srv_try(struct smc_conn *c, bool writing)
 int smc_srv_settle(struct smc_conn *c, bool may_wait, bool writing)
 {
 	for (;;) {
-		struct pollfd p[2] = {{c->fd, POLLIN, 0}, {c->notify, POLLIN, 0}};
+		struct pollfd p[2] = {{c->fd, POLLIN, 0}, {-1, POLLIN, 0}};
 		bool done;
 
 		pthread_mutex_lock(&c->lock);
 		done = atomic_load(&c->state) != SMC_SRV_PENDING || srv_try(c, writing);
+		p[1].fd = smc_srv_waitfd(c);
 		pthread_mutex_unlock(&c->lock);
 		if (done)
 			return 0;
 		if (!may_wait)
 			return -EAGAIN;
-		/* whichever comes first: TCP data, or a proposal (DESIGN (a)) */
+		/* whichever comes first: TCP data, or a proposal (DESIGN (a)),
+		 * or, once offered, the client's answer */
 		if (smc_poll(p, 2, -1) < 0 && errno == EINTR)
 			return -EINTR;
-		if (p[1].revents)
+		if (p[1].revents && p[1].fd == c->notify)
 			efd_drain(c->notify);
 	}
 }
@@ -327,6 +426,11 @@ bool smc_conn_to_tcp(struct smc_conn *c)
 	bool tcp;
 
 	pthread_mutex_lock(&c->lock);
+	/* offered: the client may have switched already; its answer
+	 * decides (CONFIRM: shared memory). Waited for outside
+	 * smc_srv_lock, which the rendezvous thread needs. */
+	if (offered(c))
+		srv_answer(c, smc_timeout_ms());
 	pthread_mutex_lock(&smc_srv_lock);
 	if (atomic_load(&c->state) == SMC_SRV_PENDING || atomic_load(&c->state) == SMC_CLI_PENDING) {
 		struct smc_proposal *p = c->server ? smc_srv_dequeue(&c->tuple) : NULL;
@@ -669,13 +773,16 @@ int smc_conn_queued(struct smc_conn *c, bool tx)
 
 void smc_conn_close(struct smc_conn *c)
 {
-	if (atomic_load(&c->state) == SMC_ON) {
+	/* offered: the client may have confirmed and be reading the ring */
+	if (atomic_load(&c->state) == SMC_ON || (c->server && offered(c))) {
 		/* the peer reads what is left, then EOF; its writes fail */
 		atomic_store(&c->tx.h->closed, 1);
 		atomic_store(&c->rx.h->reset, 1);
 		efd_signal(c->tx_data);
 		efd_signal(c->rx_space);
 	}
+	if (!c->server && atomic_load(&c->state) == SMC_ON)
+		short_learn(c->dport, atomic_load(&c->tx_bytes) + atomic_load(&c->rx_bytes));
 	if (c->server) {
 		pthread_mutex_lock(&smc_srv_lock);
 		smc_srv_remove(c);

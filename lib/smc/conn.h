@@ -24,6 +24,13 @@ void smc_cli_settle(struct smc_conn *c);
  * came first or @writing; waits for either if @may_wait. 0 when
  * settled, -EAGAIN (still pending) or -EINTR. */
 int smc_srv_settle(struct smc_conn *c, bool may_wait, bool writing);
+/* Server pending: the descriptor that becomes readable when a
+ * proposal comes (the notify eventfd: drain it) or, once ACCEPT is
+ * sent, when the client answers (the control socket: do not read it). */
+int smc_srv_waitfd(struct smc_conn *c);
+/* True if a new client connection to server port @port should stay TCP
+ * untracked: this process's last ones there were short (conn.c). */
+bool smc_short_skip(uint16_t port);
 /* Settles whatever is pending as far as possible without waiting long. */
 void smc_settle(struct smc_conn *c, bool writing);
 /* Commits a pending connection to TCP (a call the slice does not

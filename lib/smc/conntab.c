@@ -158,7 +158,7 @@ int smc_tuple_of(int fd, struct smc_tuple *t)
 
 static const char *const reason_names[SMC_R_COUNT] = {
 	"none", "no-rendezvous", "declined", "timeout", "bad-accept", "tcp-first",
-	"server-wrote-first", "no-memory", "withdrawn", "unsupported",
+	"server-wrote-first", "no-memory", "withdrawn", "unsupported", "short-lived",
 };
 
 const char *smc_reason_name(enum smc_reason r)
@@ -176,11 +176,54 @@ __attribute__((constructor)) static void stat_settings(void)
 	stats_path = p && *p ? strdup(p) : NULL;
 }
 
+/* One line with O_APPEND: lines of many processes do not mix. */
+static void stat_write(const char *line, int n)
+{
+	int fd = open(stats_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+
+	if (fd < 0)
+		return;
+	if (n > 0 && write(fd, line, (size_t)n) != n) {
+		/* statistics only: nothing to undo */
+	}
+	close(fd);
+}
+
+static _Atomic uint64_t shorts_unwritten;
+
+static void stat_short_flush(void)
+{
+	uint64_t n = atomic_exchange(&shorts_unwritten, 0);
+	char line[192];
+	int len;
+
+	if (!n)
+		return;
+	len = snprintf(line, sizeof(line),
+		       "{\"pid\":%d,\"role\":\"client\",\"mode\":\"tcp\",\"reason\":\"%s\","
+		       "\"tx\":0,\"rx\":0,\"count\":%llu}\n",
+		       (int)getpid(), smc_reason_name(SMC_R_SHORT), (unsigned long long)n);
+	stat_write(line, len);
+}
+
+/* The rest at exit (a killed process loses at most 255). */
+__attribute__((destructor)) static void stat_short_exit(void)
+{
+	if (stats_path)
+		stat_short_flush();
+}
+
+void smc_stat_short(void)
+{
+	if (stats_path && atomic_fetch_add(&shorts_unwritten, 1) + 1 >= 256)
+		stat_short_flush();
+}
+
 void smc_stat_close(const struct smc_conn *c)
 {
 	const char *path = stats_path;
 	char line[256];
-	int fd, n;
+	int n;
 	int st = atomic_load(&c->state);
 
 	if (!path || !*path || st == SMC_LISTEN)
@@ -190,12 +233,5 @@ void smc_stat_close(const struct smc_conn *c)
 		     (int)getpid(), c->server ? "server" : "client", st == SMC_ON ? "smc" : "tcp",
 		     smc_reason_name(c->reason), (unsigned long long)atomic_load(&c->tx_bytes),
 		     (unsigned long long)atomic_load(&c->rx_bytes));
-	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return;
-	/* one write with O_APPEND: lines of many processes do not mix */
-	if (n > 0 && write(fd, line, (size_t)n) != n) {
-		/* statistics only: nothing to undo */
-	}
-	close(fd);
+	stat_write(line, n);
 }

@@ -35,6 +35,7 @@ enum smc_reason {
 	SMC_R_NO_MEMORY,
 	SMC_R_WITHDRAWN,
 	SMC_R_UNSUPPORTED,
+	SMC_R_SHORT, /* client: this port's connections were short lately */
 	SMC_R_COUNT
 };
 
@@ -57,6 +58,7 @@ struct smc_conn {
 	int priv;                /* the library's own dup of the TCP socket once
 				  * the program has two numbers: c->fd then */
 	int fslot;               /* forked child: its slot in fork.c's table */
+	uint16_t dport;          /* client: the server's port, for learning */
 	struct smc_conn *next;   /* the server list */
 	/* SMC_ON */
 	int ctl;                 /* the handshake's socket: liveness */
@@ -104,6 +106,9 @@ int smc_tuple_of(int fd, struct smc_tuple *t);
 
 /* Counters; a line per connection to ANOLE_SMC_STATS when it closes. */
 void smc_stat_close(const struct smc_conn *c);
+/* A client connection kept on TCP untracked as short-lived: counted,
+ * written as one line per 256 and at exit ("count"). */
+void smc_stat_short(void);
 const char *smc_reason_name(enum smc_reason r);
 
 #endif

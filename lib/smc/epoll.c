@@ -301,7 +301,8 @@ static int member_arm(struct ep_member *m, struct pollfd *out)
 	}
 	if (st == SMC_SRV_PENDING) {
 		out[0] = (struct pollfd){c->fd, POLLIN, 0}; /* TCP data first */
-		out[1] = (struct pollfd){c->notify, POLLIN, 0}; /* a proposal */
+		/* a proposal, or the client's answer to our ACCEPT */
+		out[1] = (struct pollfd){smc_srv_waitfd(c), POLLIN, 0};
 		return 2;
 	}
 	k = smc_conn_arm(c, (short)(m->ev.events & EP_POLLBITS), out);

@@ -106,8 +106,15 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 	/* a second connect() that only asks whether a non-blocking one
 	 * finished (hiredis does) keeps the connection it has */
 	if ((rc == 0 || errno == EINPROGRESS) && addr && !smc_tab_get(fd) &&
-	    (addr->sa_family == AF_INET || addr->sa_family == AF_INET6) && tcp_stream(fd))
-		track(fd, SMC_CLI_PENDING, false);
+	    (addr->sa_family == AF_INET || addr->sa_family == AF_INET6)) {
+		/* both families keep the port at the same offset */
+		uint16_t port = ntohs(((const struct sockaddr_in *)addr)->sin_port);
+
+		if (smc_short_skip(port))
+			smc_stat_short();
+		else if (tcp_stream(fd))
+			track(fd, SMC_CLI_PENDING, false);
+	}
 	errno = e;
 	return rc;
 }
@@ -352,8 +359,8 @@ static void poll_plan(struct poll_plan *pl, const struct pollfd *fds, nfds_t n, 
 		}
 		pl->big[pl->nbig] = fds[i];
 		pl->from[pl->nbig++] = (int)i;
-		if (st == SMC_SRV_PENDING && c->notify >= 0) {
-			pl->big[pl->nbig] = (struct pollfd){c->notify, POLLIN, 0};
+		if (st == SMC_SRV_PENDING && smc_srv_waitfd(c) >= 0) {
+			pl->big[pl->nbig] = (struct pollfd){smc_srv_waitfd(c), POLLIN, 0};
 			pl->from[pl->nbig++] = (int)i;
 			pl->nsub[i] = 1;
 		}
@@ -736,14 +743,16 @@ EXPORT int smc_fcntl64(int fd, int cmd, ...)
 
 EXPORT int ioctl(int fd, unsigned long req, ...)
 {
-	REAL(ioctl);
 	va_list ap;
 	void *arg;
 	struct smc_conn *c;
 
+	/* the argument first: clang's analyzer loses the va_list across
+	 * REAL's lookup */
 	va_start(ap, req);
 	arg = va_arg(ap, void *);
 	va_end(ap);
+	REAL(ioctl);
 	c = req == SIOCINQ || req == SIOCOUTQ ? conn_data(fd, false, false) : NULL;
 	if (c) {
 		int n = smc_conn_queued(c, req == SIOCOUTQ);
