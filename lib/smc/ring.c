@@ -72,32 +72,30 @@ static size_t ring_iov(const struct smc_ring *r, uint64_t pos, size_t avail, con
 	return done;
 }
 
+/* Moves up to @avail bytes (a negative @avail is the error to return)
+ * between @iov and the ring at this side's own cursor @cur, which only
+ * this side writes, and publishes the new cursor unless @keep. The store
+ * is seq_cst, not only release: this side's later load of the other's
+ * sleep flag must not be ordered before it (Dekker). */
+static ssize_t ring_move(struct smc_ring *r, _Atomic uint64_t *cur, int64_t avail,
+			 const struct iovec *iov, int iovcnt, bool in, bool keep)
+{
+	uint64_t pos = atomic_load_explicit(cur, memory_order_relaxed);
+
+	if (avail < 0)
+		return avail;
+	size_t n = ring_iov(r, pos, (size_t)avail, iov, iovcnt, in);
+	if (n && !keep)
+		atomic_store(cur, pos + n);
+	return (ssize_t)n;
+}
+
 ssize_t smc_ring_write(struct smc_ring *r, const struct iovec *iov, int iovcnt)
 {
-	uint64_t prod = atomic_load_explicit(&r->h->prod, memory_order_relaxed);
-	int64_t space = smc_ring_space(r);
-	size_t n;
-
-	if (space < 0)
-		return space;
-	n = ring_iov(r, prod, (size_t)space, iov, iovcnt, true);
-	/* seq_cst, not only release: the producer's load of cons_sleep
-	 * after this store must not be ordered before it (Dekker). */
-	if (n)
-		atomic_store(&r->h->prod, prod + n);
-	return (ssize_t)n;
+	return ring_move(r, &r->h->prod, smc_ring_space(r), iov, iovcnt, true, false);
 }
 
 ssize_t smc_ring_read(struct smc_ring *r, const struct iovec *iov, int iovcnt, bool peek)
 {
-	uint64_t cons = atomic_load_explicit(&r->h->cons, memory_order_relaxed);
-	int64_t used = smc_ring_used(r);
-	size_t n;
-
-	if (used < 0)
-		return used;
-	n = ring_iov(r, cons, (size_t)used, iov, iovcnt, false);
-	if (n && !peek)
-		atomic_store(&r->h->cons, cons + n);
-	return (ssize_t)n;
+	return ring_move(r, &r->h->cons, smc_ring_used(r), iov, iovcnt, false, peek);
 }
