@@ -1,0 +1,112 @@
+#!/bin/bash
+# anole run --vm of a real image: the python3 rootfs the other run tests
+# use, converted with -z lz4 into a local registry, runs a script (it
+# computes, reads stdin, writes to stderr, exits non-zero) in a QEMU
+# microvm (TCG where there is no /dev/kvm) with the same stdout, stderr
+# and status as `anole run` (runc) of the same image, leaving nothing
+# mounted and no sockets' directory. A redis rootfs (bench/startup's) converted from its tree
+# gets a scripted session with redis-cli in the guest, compared with
+# runc's too. Two boots.
+# shellcheck source=lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
+# shellcheck source=lib/registry
+. "$ROOT/tests/lib/registry"
+# shellcheck source=lib/runimage
+. "$ROOT/tests/lib/runimage"
+need_root
+need_erofs
+need_cmd qemu-system-x86_64 docker-registry python3 runc
+need_fanotify
+kdir=${ANOLE_VM_KERNEL:-/var/cache/anole/vm/kernel}
+[ -f "$kdir/vmlinuz" ] || skip "no guest kernel in $kdir (scripts/vm-kernel)"
+export ANOLE_VM_KERNEL=$kdir
+ROOTFS=$("$ROOT/tests/lib/rootfs-variant" minbase-python-bookworm-v1 python3 --no-debs 2>"$TMP/rootfs.err") ||
+	skip "no python3 rootfs: $(tail -n 1 "$TMP/rootfs.err")"
+export ANOLE_RUNTIME_DIR=$TMP/run ANOLE_CACHE_DIR=$TMP/cache
+daemon_kill() {
+	# shellcheck disable=SC2046
+	kill -9 $(cat "$ANOLE_RUNTIME_DIR"/{keeper,holder,daemon}.pid 2>/dev/null) 2>/dev/null || true
+}
+trap '_rc=$?; daemon_kill; (exit $_rc); _cleanup' EXIT
+left_mounts() { awk -v p="$ANOLE_RUNTIME_DIR/" 'index($2, p) == 1' /proc/mounts; }
+# QEMU's sockets' directory goes here: checked empty
+scratch=$TMP/scratch
+mkdir "$scratch"
+left_behind() {
+	[ -z "$(ls -A "$scratch")" ] || fail "$1: left in TMPDIR: $(ls -A "$scratch")"
+	[ -z "$(left_mounts)" ] || fail "$1: left mounted: $(left_mounts)"
+	! pgrep -f "source=$TMP/" >/dev/null || fail "$1: a virtiofsd is left: $(pgrep -af "source=$TMP/")"
+}
+
+LAYOUT=$(run_image_layout "$ROOTFS") || fail "cannot make the image's layout"
+registry_start
+REF=docker://$REGISTRY/vm/python:v1
+"$ANOLE" convert -q -z lz4 "oci:$LAYOUT:v1" "$REF" >"$TMP/convert.out" 2>&1 ||
+	fail "convert: $(tail -n 3 "$TMP/convert.out")"
+
+echo "== 1. a python3 script: the same stdout, stderr and status as anole run"
+script='
+import hashlib, os, sys
+data = sys.stdin.buffer.read()
+print(sum(i * i for i in range(1000)), hashlib.sha256(data).hexdigest(), len(data.splitlines()))
+print(os.environ["GREETING"], os.getcwd(), os.getuid(), sys.version_info[:2])
+print("to stderr", len(data), file=sys.stderr)
+sys.exit(4)'
+seq 1000 >"$TMP/in"
+for how in vm runc; do
+	args=()
+	[ $how = runc ] || args=(--vm)
+	st=0
+	TMPDIR=$scratch "$ANOLE" run -q "${args[@]}" "$REF" -- python3 -c "$script" \
+		<"$TMP/in" >"$TMP/$how.out" 2>"$TMP/$how.err" || st=$?
+	echo "$st" >"$TMP/$how.st"
+	left_behind "$how"
+done
+cat "$TMP/vm.out" "$TMP/vm.err"
+[ "$(cat "$TMP/vm.st")" = 4 ] || fail "vm: status $(cat "$TMP/vm.st"): $(cat "$TMP/vm.err")"
+printf '332833500 %s 1000\nhello /tmp 0 (3, 11)\n' "$(sha256sum <"$TMP/in" | cut -d' ' -f1)" |
+	cmp - "$TMP/vm.out" || fail "vm: stdout: $(cat "$TMP/vm.out")"
+cmp "$TMP/runc.out" "$TMP/vm.out" || fail "stdout: runc '$(cat "$TMP/runc.out")', vm '$(cat "$TMP/vm.out")'"
+cmp "$TMP/runc.err" "$TMP/vm.err" || fail "stderr: runc '$(cat "$TMP/runc.err")', vm '$(cat "$TMP/vm.err")'"
+cmp "$TMP/runc.st" "$TMP/vm.st" || fail "status: runc $(cat "$TMP/runc.st"), vm $(cat "$TMP/vm.st")"
+
+echo "== 2. redis: a scripted session in the guest (it has no network: a unix socket)"
+# the rootfs bench/startup uses, converted from the tree (no config: the
+# default PATH, root, /)
+if REDIS=$("$ROOT/tests/lib/rootfs-variant" hb-redis-v1 redis-server --no-debs 2>"$TMP/redis.err"); then
+	RREF=docker://$REGISTRY/vm/redis:v1
+	"$ANOLE" convert -q -z lz4 "$REDIS" "$RREF" >"$TMP/convert.out" 2>&1 ||
+		fail "convert redis: $(tail -n 3 "$TMP/convert.out")"
+	session='redis-server --version
+	redis-server --port 0 --unixsocket /tmp/r.sock --daemonize yes --save "" >/dev/null
+	for i in $(seq 100); do redis-cli -s /tmp/r.sock ping 2>/dev/null && break; sleep 0.1; done
+	redis-cli -s /tmp/r.sock set greeting "from redis"
+	redis-cli -s /tmp/r.sock rpush l a b c
+	redis-cli -s /tmp/r.sock incrby n 41
+	redis-cli -s /tmp/r.sock get greeting
+	redis-cli -s /tmp/r.sock lrange l 0 -1
+	redis-cli -s /tmp/r.sock shutdown nosave; exit 6'
+	for how in vm runc; do
+		args=()
+		[ $how = runc ] || args=(--vm)
+		st=0
+		TMPDIR=$scratch "$ANOLE" run -q "${args[@]}" "$RREF" -- /bin/sh -c "$session" \
+			</dev/null >"$TMP/redis.$how.out" 2>"$TMP/redis.$how.err" || st=$?
+		echo "$st" >"$TMP/redis.$how.st"
+		left_behind "redis $how"
+	done
+	cat "$TMP/redis.vm.out" "$TMP/redis.vm.err"
+	[ "$(cat "$TMP/redis.vm.st")" = 6 ] || fail "redis vm: status $(cat "$TMP/redis.vm.st")"
+	# the version line, then the session's replies
+	{ "$REDIS/usr/bin/redis-server" --version
+	  printf 'PONG\nOK\n3\n41\nfrom redis\na\nb\nc\n'; } | cmp - "$TMP/redis.vm.out" ||
+		fail "redis vm: $(cat "$TMP/redis.vm.out")"
+	for f in out err st; do
+		cmp "$TMP/redis.runc.$f" "$TMP/redis.vm.$f" ||
+			fail "redis $f: runc '$(cat "$TMP/redis.runc.$f")', vm '$(cat "$TMP/redis.vm.$f")'"
+	done
+else
+	echo "no redis rootfs, skipped: $(tail -n 1 "$TMP/redis.err")"
+fi
+
+echo "t1120: anole run --vm of python3 and redis matches anole run"
