@@ -3,10 +3,13 @@
 # use, converted with -z lz4 into a local registry, runs a script (it
 # computes, reads stdin, writes to stderr, exits non-zero) in a QEMU
 # microvm (TCG where there is no /dev/kvm) with the same stdout, stderr
-# and status as `anole run` (runc) of the same image, leaving nothing
-# mounted and no sockets' directory. A redis rootfs (bench/startup's) converted from its tree
+# and status as `anole run` (runc) of the same image. Then QEMU is killed
+# with SIGKILL under a running `anole run --vm` (with a volume, so that a
+# virtiofsd runs): anole exits non-zero with one line saying QEMU died,
+# and nothing is left: no mount of the image, no virtiofsd, no sockets'
+# directory. A redis rootfs (bench/startup's) converted from its tree
 # gets a scripted session with redis-cli in the guest, compared with
-# runc's too. Two boots.
+# runc's too. Three boots.
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 # shellcheck source=lib/registry
@@ -109,4 +112,22 @@ else
 	echo "no redis rootfs, skipped: $(tail -n 1 "$TMP/redis.err")"
 fi
 
-echo "t1120: anole run --vm of python3 and redis matches anole run"
+echo "== 3. QEMU killed under a running anole run --vm: one line, nothing left"
+mkdir "$TMP/vol"
+TMPDIR=$scratch "$ANOLE" run -q --vm -v "$TMP/vol:/vol" "$REF" -- \
+	python3 -c 'import time; print("ready", flush=True); time.sleep(600)' \
+	</dev/null >"$TMP/kill.out" 2>"$TMP/kill.err" &
+anole=$!
+for _ in $(seq 900); do [ -s "$TMP/kill.out" ] && break; sleep 0.1; done
+[ "$(cat "$TMP/kill.out")" = ready ] || fail "no output from the guest: $(cat "$TMP/kill.err")"
+qemu=$(pgrep -P "$anole" qemu-system) || fail "no QEMU under anole"
+pgrep -f "source=$TMP/vol" >/dev/null || fail "no virtiofsd for the volume"
+kill -9 "$qemu"
+st=0
+wait "$anole" || st=$?
+cat "$TMP/kill.err"
+[ "$st" != 0 ] || fail "anole exited 0 after QEMU was killed"
+[ "$(wc -l <"$TMP/kill.err")" = 1 ] || fail "not one line: $(cat "$TMP/kill.err")"
+grep -q "QEMU died" "$TMP/kill.err" || fail "the line: $(cat "$TMP/kill.err")"
+left_behind "QEMU killed"
+echo "t1120: anole run --vm of python3 matches anole run; a killed QEMU leaves nothing"

@@ -662,13 +662,13 @@ static int result(struct vm *v, int qemu_status, int *status)
 	const char *why = last_line(v, CH_QEMU);
 	if (!*why)
 		why = console_reason(v);
-	char how[48];
-	if (WIFEXITED(qemu_status))
-		snprintf(how, sizeof(how), "QEMU exited %d", WEXITSTATUS(qemu_status));
-	else
-		snprintf(how, sizeof(how), "QEMU killed by signal %d", WTERMSIG(qemu_status));
-	return anole_err(v->err, EIO, "the guest ended without the command's status (%s)%s%s", how,
-			 *why ? ": " : "", why);
+	/* QEMU killed by a signal anole did not send (an OOM kill, a crash,
+	 * kill -9): its stderr and the console say nothing of it */
+	if (WIFSIGNALED(qemu_status))
+		return anole_err(v->err, EIO, "QEMU died (%s) before the command's status came",
+				 strsignal(WTERMSIG(qemu_status)));
+	return anole_err(v->err, EIO, "the guest ended without the command's status (QEMU exited "
+			 "%d)%s%s", WEXITSTATUS(qemu_status), *why ? ": " : "", why);
 }
 
 static int block_signals(struct vm *v, sigset_t *old)
