@@ -3,9 +3,10 @@
 # microvm (TCG where there is no /dev/kvm). Its stdout, stderr and exit
 # status match the same command run by chroot on the host, stdin is piped
 # through, env, workdir and user come from the command line, the image is
-# not written to, and SIGTERM or SIGKILL to anole leaves no QEMU process
+# not written to, SIGTERM to anole goes to the command (which traps it and
+# exits 7: anole's status), and SIGTERM or SIGKILL to anole leaves no QEMU process
 # and no file behind. Images the guest kernel cannot read are refused
-# with one line. Three boots in all: each takes seconds under TCG.
+# with one line. Four boots in all: each takes seconds under TCG.
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 need_cmd qemu-system-x86_64 chroot
@@ -50,25 +51,37 @@ cmp "$TMP/ref.err" "$TMP/vm.err" || fail "stderr differs from chroot's"
 [ "$(sha256sum <"$TMP/img.erofs")" = "$sum" ] || fail "the image changed"
 left_behind
 
-# 2, 3. SIGTERM and SIGKILL to anole while the command runs (as a user
-# of its own: it cannot write to the image's root-owned /etc); the two
-# guests boot side by side
+# 2, 3, 4. SIGTERM, SIGKILL and SIGHUP to anole while the command runs (as a user
+# of its own: it cannot write to the image's root-owned /etc); the three
+# guests boot side by side. SIGTERM goes to the command, which traps it:
+# its output and its status are anole's. A command that goes on after
+# SIGHUP is powered off by the second: 128 + 1
 declare -A pid
-for sig in TERM KILL; do
+for sig in TERM KILL HUP; do
 	"$ANOLE" run -q --vm -u 1234:56 "$TMP/img.erofs" -- \
-		/bin/sh -c 'touch /etc/nope 2>/dev/null && echo wrote; echo "$(id -u):$(id -g)"; exec sleep 600' \
+		/bin/sh -c 'trap "echo got TERM; exit 7" TERM; trap "echo got HUP" HUP
+		touch /etc/nope 2>/dev/null && echo wrote; echo "$(id -u):$(id -g)"
+		sleep 600 & while :; do wait; done' \
 		</dev/null >"$TMP/$sig.out" &
 	pid[$sig]=$!
 done
-for sig in TERM KILL; do
+for sig in TERM KILL HUP; do
 	for _ in $(seq 900); do [ -s "$TMP/$sig.out" ] && break; sleep 0.1; done
 	[ "$(cat "$TMP/$sig.out")" = 1234:56 ] || fail "$sig: user: $(cat "$TMP/$sig.out")"
 	qemu=$(pgrep -P "${pid[$sig]}" qemu-system) || fail "$sig: no QEMU under anole"
 	kill -"$sig" "${pid[$sig]}"
+	if [ $sig = HUP ]; then
+		# the second: (were both pending at once, they would be one, and
+		# the grace period would end the guest: the same status)
+		for _ in $(seq 100); do [ "$(wc -l <"$TMP/$sig.out")" = 2 ] && break; sleep 0.1; done
+		kill -HUP "${pid[$sig]}"
+	fi
 	st=0
 	wait "${pid[$sig]}" 2>/dev/null || st=$?
-	want=$([ $sig = TERM ] && echo 143 || echo 137)
+	case $sig in TERM) want=7 ;; KILL) want=137 ;; HUP) want=129 ;; esac
 	[ "$st" = "$want" ] || fail "SIG$sig: status $st, expected $want"
+	[ $sig = KILL ] || printf '1234:56\ngot %s\n' $sig | cmp - "$TMP/$sig.out" ||
+		fail "SIG$sig: output: $(cat "$TMP/$sig.out")"
 	for _ in $(seq 100); do kill -0 "$qemu" 2>/dev/null || break; sleep 0.1; done
 	! kill -0 "$qemu" 2>/dev/null || fail "SIG$sig: QEMU $qemu still runs"
 done

@@ -6,7 +6,7 @@
  * that QEMU connects to: the kernel console (a serial port, kept apart so
  * that the kernel's messages never mix with the container's output), the
  * status console (hvc0: "exit N", "signal N" or "error MSG" from the
- * guest's init) and the container's stdin, stdout and stderr
+ * guest's init; "kill N" to it, a signal for the command) and the container's stdin, stdout and stderr
  * (virtio-serial ports 1-3). It forwards stdio until QEMU is gone.
  */
 #include <errno.h>
@@ -44,6 +44,7 @@
 #define MAX_VOLUMES 8
 #define VIRTIOFSD "/usr/lib/qemu/virtiofsd" /* qemu-system-common's */
 #define KEEP_TAIL ((size_t)4096) /* bytes of the console and QEMU's stderr kept */
+#define STOP_GRACE_SECONDS 10 /* a forwarded signal's wait before the power-off */
 
 /* Sockets QEMU connects to, and QEMU's stderr (a pipe). */
 enum chan { CH_CONSOLE, CH_STATUS, CH_STDIN, CH_STDOUT, CH_STDERR, NSOCK, CH_QEMU = NSOCK, NCHAN };
@@ -588,21 +589,44 @@ static void feed_stdin(struct vm *v, short in_revents, short out_revents)
 	}
 }
 
-static int stop_signal(struct vm *v)
+/* The guest's power-off: QEMU ends on SIGTERM. */
+static void power_off(struct vm *v)
+{
+	if (v->pid > 0)
+		kill(v->pid, SIGTERM);
+}
+
+/* A signal to anole: the first goes to the command, as docker and runc
+ * pass a stop to the container's process ("kill N" on the status
+ * console: the guest's init kill()s the command); the second, or the
+ * first when the status console is gone, powers the guest off. Returns
+ * the signal when anole powered off. */
+static int stop_signal(struct vm *v, int *forwarded, double *deadline)
 {
 	struct signalfd_siginfo si;
 	if (read(v->sigfd, &si, sizeof(si)) != (ssize_t)sizeof(si))
 		return 0;
-	if (v->pid > 0)
-		kill(v->pid, SIGTERM);
-	return (int)si.ssi_signo;
+	int sig = (int)si.ssi_signo;
+	if (!*forwarded && v->fd[CH_STATUS] >= 0) {
+		char line[32];
+		int n = snprintf(line, sizeof(line), "kill %d\n", sig);
+		if (send(v->fd[CH_STATUS], line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) == n) {
+			*forwarded = sig;
+			*deadline = now_seconds() + STOP_GRACE_SECONDS;
+			return 0;
+		}
+	}
+	power_off(v);
+	return sig;
 }
 
 /* Forward until QEMU has ended and every channel is at its end; 0, or
- * the signal that stopped the guest. */
+ * the signal that stopped the guest (powered off: a second signal, or the
+ * command still running STOP_GRACE_SECONDS after the first). */
 static int forward(struct vm *v, int *qemu_status)
 {
-	int stopped = 0;
+	int stopped = 0, forwarded = 0;
+	double deadline = 0;
 	bool running = true;
 	for (;;) {
 		struct pollfd p[NCHAN + 3];
@@ -619,12 +643,20 @@ static int forward(struct vm *v, int *qemu_status)
 		p[NCHAN] = (struct pollfd){.fd = want_stdin ? 0 : -1, .events = POLLIN};
 		p[NCHAN + 1] = (struct pollfd){.fd = running ? v->pidfd : -1, .events = POLLIN};
 		p[NCHAN + 2] = (struct pollfd){.fd = v->sigfd, .events = POLLIN};
-		if (poll(p, NCHAN + 3, -1) < 0 && errno != EINTR)
+		int wait_ms = -1;
+		if (forwarded && !stopped && running) {
+			double left = deadline - now_seconds();
+			wait_ms = left > 0 ? (int)(left * 1000) + 1 : 0;
+		}
+		if (poll(p, NCHAN + 3, wait_ms) < 0 && errno != EINTR)
 			return anole_err(v->err, errno, "poll: %s", strerror(errno));
-		if (p[NCHAN + 2].revents)
-		{
-			int sig = stop_signal(v);
+		if (p[NCHAN + 2].revents) {
+			int sig = stop_signal(v, &forwarded, &deadline);
 			stopped = sig ? sig : stopped;
+		}
+		if (forwarded && !stopped && running && now_seconds() >= deadline) {
+			power_off(v);
+			stopped = forwarded;
 		}
 		for (int i = 0; i < NCHAN; i++)
 			if (i != CH_STDIN && p[i].revents)

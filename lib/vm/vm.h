@@ -31,7 +31,9 @@ struct vm_options {
 
 /* Run the command in a guest; *status: its exit status (128 + signal).
  * The guest's stdin, stdout and stderr are this process's; SIGINT,
- * SIGTERM and SIGHUP stop the guest (status 128 + signal). The QEMU
+ * SIGTERM and SIGHUP go to the command (its status stays its own); a
+ * second one, or 10 s without an end, powers the guest off (status 128 +
+ * signal). The QEMU
  * process dies with this one (PR_SET_PDEATHSIG) and nothing is left on
  * disk: the initramfs is an unnamed file, the sockets' directory goes as
  * soon as QEMU is connected. */

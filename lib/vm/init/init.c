@@ -6,8 +6,9 @@
  * configuration. It loads the modules, mounts the anole image read-only
  * as EROFS (its data blobs as device= disks), a tmpfs-backed
  * overlay on top as the container's root, runs the command there with
- * its stdin, stdout and stderr on virtio-serial ports, reports how it
- * ended on a fourth port and powers the guest off.
+ * its stdin, stdout and stderr on virtio-serial ports, passes it the
+ * signals the host sends as "kill N" lines on the status console, reports
+ * how it ended there and powers the guest off.
  *
  * Libc only: it is linked statically so that the initramfs needs no
  * loader and no libraries.
@@ -25,10 +26,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/reboot.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -328,6 +333,9 @@ static void mount_volumes(const struct conf *c)
  * overlay as its root, the configured user, directory and environment. */
 static void __attribute__((noreturn)) child(const struct conf *c, const int ports[NPORTS])
 {
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
 	setsid();
 	for (int i = 0; i < 3; i++)
 		if (dup2(ports[PORT_STDIN + i], i) < 0)
@@ -353,19 +361,73 @@ static void __attribute__((noreturn)) child(const struct conf *c, const int port
 	_exit(e == ENOENT ? 127 : 126);
 }
 
-/* Reap every process (orphans come to PID 1) until the command ends. */
-static int wait_for(pid_t pid)
+/* "kill N" lines from the host (a signal anole got): N to the command,
+ * as runc sends a stop to the container's process; how it ends is still
+ * its own status. Partial lines wait in @buf. */
+static void host_lines(pid_t pid, char *buf, size_t *len, size_t size)
 {
+	ssize_t n = read(status_fd, buf + *len, size - 1 - *len);
+	if (n <= 0)
+		return;
+	*len += (size_t)n;
+	buf[*len] = '\0';
+	char *line = buf, *nl;
+	while ((nl = strchr(line, '\n'))) {
+		*nl = '\0';
+		int sig;
+		if (sscanf(line, "kill %d", &sig) == 1 && sig > 0 && sig < 65)
+			kill(pid, sig);
+		line = nl + 1;
+	}
+	*len = strlen(line);
+	memmove(buf, line, *len + 1);
+	if (*len == size - 1)
+		*len = 0; /* no line this long comes from anole */
+}
+
+/* Reap every process (orphans come to PID 1) until the command ends;
+ * meanwhile pass the host's signals on. SIGCHLD is blocked and read from
+ * @sigfd so that one poll waits for both. */
+static int wait_for(pid_t pid, int sigfd)
+{
+	char buf[128];
+	size_t len = 0;
+	bool host = true;
 	for (;;) {
 		int st;
-		pid_t p = wait(&st);
-		if (p < 0 && errno == EINTR)
-			continue;
-		if (p < 0)
+		pid_t p;
+		while ((p = waitpid(-1, &st, WNOHANG)) > 0)
+			if (p == pid)
+				return st;
+		if (p < 0 && errno != EINTR)
 			die("wait: %s", strerror(errno));
-		if (p == pid)
-			return st;
+		struct pollfd fds[2] = {{.fd = sigfd, .events = POLLIN},
+					{.fd = host ? status_fd : -1, .events = POLLIN}};
+		if (poll(fds, 2, -1) < 0 && errno != EINTR)
+			die("poll: %s", strerror(errno));
+		if (fds[0].revents) {
+			struct signalfd_siginfo si;
+			if (read(sigfd, &si, sizeof(si)) < 0 && errno != EAGAIN)
+				die("signalfd: %s", strerror(errno));
+		}
+		if (fds[1].revents & POLLIN)
+			host_lines(pid, buf, &len, sizeof(buf));
+		else if (fds[1].revents)
+			host = false; /* the host end is gone: nothing more to read */
 	}
+}
+
+/* The status console both ways: raw, so that the host's lines are not
+ * echoed back into the status it reads, nor taken as terminal signals. */
+static int open_status(void)
+{
+	int fd = open_port(PORT_STATUS, O_RDWR);
+	struct termios t;
+	if (tcgetattr(fd, &t) == 0) {
+		cfmakeraw(&t);
+		tcsetattr(fd, TCSANOW, &t);
+	}
+	return fd;
 }
 
 int main(void)
@@ -381,12 +443,19 @@ int main(void)
 	parse_conf(&c);
 	load_modules(&c);
 	int ports[NPORTS] = {-1, -1, -1, -1, -1};
-	status_fd = ports[PORT_STATUS] = open_port(PORT_STATUS, O_WRONLY);
+	status_fd = ports[PORT_STATUS] = open_status();
 	ports[PORT_STDIN] = open_port(PORT_STDIN, O_RDONLY);
 	ports[PORT_STDOUT] = open_port(PORT_STDOUT, O_WRONLY);
 	ports[PORT_STDERR] = open_port(PORT_STDERR, O_WRONLY);
 	mount_root(&c);
 	mount_volumes(&c);
+	sigset_t chld;
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &chld, NULL);
+	int sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (sigfd < 0)
+		die("signalfd: %s", strerror(errno));
 	pid_t pid = fork();
 	if (pid < 0)
 		die("fork: %s", strerror(errno));
@@ -394,7 +463,7 @@ int main(void)
 		child(&c, ports);
 	for (int i = PORT_STDIN; i <= PORT_STDERR; i++)
 		close(ports[i]);
-	int st = wait_for(pid);
+	int st = wait_for(pid, sigfd);
 	if (WIFEXITED(st))
 		dprintf(status_fd, "exit %d\n", WEXITSTATUS(st));
 	else
