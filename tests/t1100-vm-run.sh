@@ -99,6 +99,9 @@ refused() {
 refused "compressed with zstd" "$ANOLE" run -q --vm "$TMP/zstd.erofs" -- /bin/true
 ANOLE_VM_KERNEL=$TMP/none refused "no guest kernel" "$ANOLE" run -q --vm "$TMP/img.erofs" -- /bin/true
 refused "no command" "$ANOLE" run -q --vm "$TMP/img.erofs"
+# a guest that does not reach its init in time is stopped: one line
+ANOLE_VM_BOOT_TIMEOUT=0.3 refused "did not start its init within 0.3 s" \
+	"$ANOLE" run -q --vm "$TMP/img.erofs" -- /bin/true
 # a lazy REF is mounted as anole run mounts it (t1110): an unreachable
 # registry is one line, before any boot
 export ANOLE_RUNTIME_DIR=$TMP/run ANOLE_CACHE_DIR=$TMP/cache

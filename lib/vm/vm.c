@@ -59,6 +59,10 @@ struct vm {
 	char dir[128];
 	int lfd[NSOCK], fd[NCHAN];
 	bool kvm;
+	/* the guest's init says "up" on the status console as it starts: a
+	 * boot that has not by boot_deadline is stopped (boot_stalled) */
+	bool up, boot_stalled;
+	double boot_deadline;
 	const char *accel_why; /* "" or " (why this accelerator)" */
 	pid_t pid;
 	int pidfd, sigfd;
@@ -557,7 +561,19 @@ static void drain(struct vm *v, int ch)
 			close_chan(v, ch); /* nobody reads it: the guest's writes block */
 		return;
 	}
+	v->up |= ch == CH_STATUS;
 	keep_tail(&v->tail[ch], buf, (size_t)n);
+}
+
+/* Seconds a guest may take to reach its init: $ANOLE_VM_BOOT_TIMEOUT,
+ * else 30 with KVM and 120 under TCG (boots of 2-21 s seen at load 13,
+ * ten at once; a guest whose timer interrupts stop under TCG idles
+ * forever, seen twice in a few hundred boots). */
+static double boot_timeout(const struct vm *v)
+{
+	const char *env = getenv("ANOLE_VM_BOOT_TIMEOUT");
+	double s = env ? strtod(env, NULL) : 0;
+	return s > 0 ? s : v->kvm ? 30 : 120;
 }
 
 /* Our stdin to the guest's; at its end, a half close: QEMU reads what is
@@ -648,11 +664,20 @@ static int forward(struct vm *v, int *qemu_status)
 			double left = deadline - now_seconds();
 			wait_ms = left > 0 ? (int)(left * 1000) + 1 : 0;
 		}
+		if (!v->up && running && !v->boot_stalled) {
+			double left = v->boot_deadline - now_seconds();
+			int ms = left > 0 ? (int)(left * 1000) + 1 : 0;
+			wait_ms = wait_ms < 0 || ms < wait_ms ? ms : wait_ms;
+		}
 		if (poll(p, NCHAN + 3, wait_ms) < 0 && errno != EINTR)
 			return anole_err(v->err, errno, "poll: %s", strerror(errno));
 		if (p[NCHAN + 2].revents) {
 			int sig = stop_signal(v, &forwarded, &deadline);
 			stopped = sig ? sig : stopped;
+		}
+		if (!v->up && running && !v->boot_stalled && now_seconds() >= v->boot_deadline) {
+			v->boot_stalled = true;
+			kill(v->pid, SIGKILL);
 		}
 		if (forwarded && !stopped && running && now_seconds() >= deadline) {
 			power_off(v);
@@ -679,6 +704,11 @@ static int forward(struct vm *v, int *qemu_status)
 /* How the command ended, from the status console; else why not. */
 static int result(struct vm *v, int qemu_status, int *status)
 {
+	if (v->boot_stalled)
+		return anole_err(v->err, ETIMEDOUT,
+				 "the guest did not start its init within %g s (accelerator %s; "
+				 "ANOLE_VM_BOOT_TIMEOUT sets the limit)",
+				 boot_timeout(v), v->kvm ? "kvm" : "tcg");
 	const char *st = last_line(v, CH_STATUS);
 	int n;
 	if (sscanf(st, "exit %d", &n) == 1 && n >= 0 && n < 256) {
@@ -797,6 +827,7 @@ int vm_run(const struct vm_options *o, int *status, struct anole_error *err)
 		log_line(o->log, o->log_ctx, "vm: QEMU microvm, accelerator %s%s, guest kernel %s",
 			 v.kvm ? "kvm" : "tcg", v.accel_why, v.k.version);
 		r = start_virtiofsd(&v);
+		v.boot_deadline = now_seconds() + boot_timeout(&v);
 		if (r >= 0)
 			r = start_qemu(&v);
 	}

@@ -444,6 +444,8 @@ int main(void)
 	load_modules(&c);
 	int ports[NPORTS] = {-1, -1, -1, -1, -1};
 	status_fd = ports[PORT_STATUS] = open_status();
+	/* anole stops a guest that has not said this in time */
+	dprintf(status_fd, "up\n");
 	ports[PORT_STDIN] = open_port(PORT_STDIN, O_RDONLY);
 	ports[PORT_STDOUT] = open_port(PORT_STDOUT, O_WRONLY);
 	ports[PORT_STDERR] = open_port(PORT_STDERR, O_WRONLY);
