@@ -4,9 +4,9 @@
 # on serving the restarted containerd, which lists the same snapshots
 # through it; the task is still there (containerd 1.6 reconnects to its
 # shim) and reads a file of its image it had not read, with the image's
-# bytes (fetched lazily, after the restart); then removing the
-# container, the image and containerd's content leaves no snapshot,
-# mount, directory or lazy mount behind.
+# bytes, fetched from the registry after the restart (the proxy's log);
+# then removing the container, the image and containerd's content leaves
+# no snapshot, mount, directory or lazy mount behind.
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 # shellcheck source=lib/containerd
@@ -32,7 +32,8 @@ head -c 400000 /dev/urandom >"$T/data/unread"
 registry_start
 "$ANOLE" convert -q "$T" "docker://$REGISTRY/lazy/bb:v1" >"$TMP/convert.out" 2>&1 ||
 	fail "convert failed: $(tail -n 3 "$TMP/convert.out")"
-IMG=$REGISTRY/lazy/bb:v1
+faultproxy_start
+IMG=$PROXY/lazy/bb:v1
 
 containerd_with_snapshotter "$D"
 "$ANOLE" ctr-pull --address "$D/containerd.sock" "$IMG" >"$TMP/pull.out" 2>&1 ||
@@ -44,6 +45,7 @@ snaplazy_pre_stop() { "${C[@]}" task kill -s SIGKILL t1 2>/dev/null; "${C[@]}" t
 	fail "snapshots ls failed before the kill"
 grep -q . <(tail -n +2 "$TMP/snaps.before") || fail "no snapshots listed: $(cat "$TMP/snaps.before")"
 
+cp "$TMP/proxy.log" "$TMP/proxy.before"
 kill -9 "$CTD_PID"
 { wait "$CTD_PID"; } 2>/dev/null || true
 containerd_start "$D"
@@ -60,6 +62,11 @@ done
 "${C[@]}" task exec --exec-id read1 t1 /bin/busybox cat /data/unread >"$TMP/read" 2>"$TMP/read.err" ||
 	fail "reading /data/unread in t1 failed: $(cat "$TMP/read.err")"
 cmp "$T/data/unread" "$TMP/read" || fail "/data/unread read in t1 after the restart differs from the image's"
+# its bytes came from the registry after the restart (nothing had read
+# them before): through the lazy mount, not from a copy made at pull
+tail -n +"$(($(wc -l <"$TMP/proxy.before") + 1))" "$TMP/proxy.log" >"$TMP/proxy.after"
+grep -q "^GET /v2/lazy/bb/blobs/sha256:.* -> 206" "$TMP/proxy.after" ||
+	fail "no blob range was fetched for the read after the restart: $(cat "$TMP/proxy.after")"
 
 # removal through the restarted containerd
 containerd_container_rm t1
