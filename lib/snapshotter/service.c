@@ -262,22 +262,25 @@ static void lazy_exists(struct call *c, const char *key, const char *what, const
 static int lazy_record(struct call *c, uint64_t id, const char *key, const char *parent,
 		       json_t *labels, json_t *lazy, struct anole_error *err)
 {
-	const char *mp = json_string_value(json_object_get(lazy, "mountpoint"));
 	struct anole_error e2 = {0};
+	char mp[4096];
 	int rc;
 
+	/* once recorded, @lazy is the store's too: let go of it, and read
+	 * it, under the lock only */
+	snprintf(mp, sizeof(mp), "%s", json_string_value(json_object_get(lazy, "mountpoint")) ?: "");
 	snap_lock(c->store);
 	rc = lazy ? snap_finish(c->store, id, SNAP_COMMITTED, key, parent, labels, lazy, err)
 		  : anole_err(err, ENOMEM, "out of memory");
+	json_decref(lazy);
 	snap_unlock(c->store);
 	if (rc < 0) {
-		if (mp)
+		if (*mp)
 			lazy_umount(mp, &e2);
 		snap_lock(c->store);
 		snap_abort(c->store, id);
 		snap_unlock(c->store);
 	}
-	json_decref(lazy);
 	return rc;
 }
 
