@@ -147,16 +147,8 @@ expect_err "mounts of a committed one" "failed precondition" "${S[@]}" mounts "$
 # The snapshotter's own answers, straight on its socket (containerd's
 # metadata store answers most misuses before they reach it): each is
 # the code containerd expects, and the server goes on serving.
-# pb FIELD STRING...: protobuf string fields (lengths below 128)
-pb() {
-	while [ $# -ge 2 ]; do
-		printf '%02x%02x' $((($1 << 3) | 2)) ${#2}
-		printf '%s' "$2" | od -An -tx1 | tr -d ' \n'
-		shift 2
-	done
-}
-# pbm FIELD HEX: a message field holding the encoded message HEX
-pbm() { printf '%02x%02x%s' $((($1 << 3) | 2)) $((${#2} / 2)) "$2"; }
+# shellcheck source=lib/snapraw
+. "$ROOT/tests/lib/snapraw"
 # raw METHOD HEX CODE WHAT: the call ends with gRPC status CODE
 raw() {
 	local got

@@ -10,21 +10,8 @@
 # Prepare (the proxy's log); a registry gone answers UNAVAILABLE.
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
-# shellcheck source=lib/registry
-. "$ROOT/tests/lib/registry"
-need_root
-need_erofs
-need_cmd docker-registry python3
-need_fanotify
-[ -x "$(dirname "$ANOLE")/anole-snapshotter" ] || skip "anole was built without gRPC"
-
-export ANOLE_RUNTIME_DIR=$TMP/run ANOLE_CACHE_DIR=$TMP/cache
-D=$TMP/snap
-GC=$(dirname "$ANOLE")/grpc-call
-M=/containerd.services.snapshots.v1.Snapshots
-# shellcheck source=lib/snaplazy
-. "$ROOT/tests/lib/snaplazy"
-mkdir -p "$D"
+# shellcheck source=lib/snaplazy-raw
+. "$ROOT/tests/lib/snaplazy-raw"
 
 # a small tree, a lazy image of it in the registry, read through a proxy
 # that logs every request
@@ -48,27 +35,8 @@ EOP
 )
 [ -n "$DATA" ] || fail "the image has no data blob: $(cat "$TMP/manifest.json")"
 
-start_snapshotter() {
-	"$ANOLE" snapshotter --socket "$D/snap.sock" --root "$D/root" 2>>"$D/snap.log" &
-	SNAP_PID=$!
-	for _ in $(seq 300); do
-		case $("$GC" "$D/snap.sock" "$M/Stat" "" 2>/dev/null | head -n 1) in 5\ *) return ;; esac
-		sleep 0.1
-	done
-	fail "the snapshotter does not answer: $(cat "$D/snap.log")"
-}
+start_snapshotter() { snapraw_start "$D/snap.sock" "$D/root" "$D/snap.log"; }
 start_snapshotter
-
-# protobuf: pb FIELD STRING... (lengths below 128); a label map entry
-pb() {
-	while [ $# -ge 2 ]; do
-		printf '%02x%02x' $((($1 << 3) | 2)) ${#2}
-		printf '%s' "$2" | od -An -tx1 | tr -d ' \n'
-		shift 2
-	done
-}
-pbm() { printf '%02x%02x%s' $((($1 << 3) | 2)) $((${#2} / 2)) "$2"; }
-label() { pbm 4 "$(pb 1 "$1" 2 "$2")"; }
 # the labels containerd's unpacker sends for layer digest $2 (chain $1)
 # of image $3
 cri() {

@@ -17,11 +17,7 @@
 . "$ROOT/tests/lib/containerd"
 # shellcheck source=lib/registry
 . "$ROOT/tests/lib/registry"
-need_root
-need_erofs
-need_fanotify
-need_cmd containerd ctr docker-registry skopeo python3
-[ -x "$(dirname "$ANOLE")/anole-ctr-pull" ] || skip "anole was built without gRPC"
+containerd_lazy_needs
 ROOTFS=$("$ROOT/tests/lib/rootfs-variant" minbase-python-bookworm-v1 python3 --no-debs 2>"$TMP/rootfs.err") ||
 	skip "no python3 rootfs: $(tail -n 1 "$TMP/rootfs.err")"
 
@@ -45,19 +41,7 @@ registry_push "$LAZY" v1 lazy/python:v1
 faultproxy_start
 IMG=$PROXY/lazy/python:v1
 
-"$ANOLE" snapshotter --print-config --socket "$D/snap.sock" >"$D/snap.toml"
-{ echo "version = 2"; containerd_config "$D"; grep -v '^version' "$D/snap.toml"; } >"$D/containerd.toml"
-start_snapshotter() {
-	"$ANOLE" snapshotter --socket "$D/snap.sock" --root "$D/snaproot" 2>>"$D/snap.log" &
-	SNAP_PID=$!
-}
-start_snapshotter
-containerd --config "$D/containerd.toml" >"$D/containerd.log" 2>&1 &
-CTD_PID=$!
-C=(ctr --address "$D/containerd.sock")
-for _ in $(seq 300); do "${C[@]}" plugins ls 2>/dev/null | grep -q 'snapshotter.v1 *anole .* ok' && break; sleep 0.1; done
-"${C[@]}" plugins ls | grep -q 'io.containerd.snapshotter.v1 *anole .* ok' ||
-	fail "containerd did not load the proxy plugin: $(tail -n 5 "$D/containerd.log")"
+containerd_with_snapshotter "$D"
 
 : >"$TMP/proxy.log"
 "$ANOLE" ctr-pull --address "$D/containerd.sock" "$IMG" >"$TMP/pull.out" 2>&1 ||
@@ -95,7 +79,7 @@ snaplazy_pre_stop() { "${C[@]}" task kill -s SIGKILL t2 2>/dev/null; "${C[@]}" t
 	fail "snapshots ls failed before the kill"
 kill -9 "$SNAP_PID"
 { wait "$SNAP_PID"; } 2>/dev/null || true
-start_snapshotter
+snapshotter_start "$D"
 F=$(cd "$ROOTFS" && echo usr/lib/python3*/pydoc_data/topics.py)
 [ -f "$ROOTFS/$F" ] || fail "no $F in the python rootfs"
 "${C[@]}" task ls | awk '$1 == "t2" { print $3 }' >"$TMP/t2.status"
@@ -111,12 +95,7 @@ done
 [ -n "$ok" ] || fail "snapshots ls after the restart: $(cat "$TMP/snaps.err"; tail -n 3 "$D/snap.log")"
 cmp "$TMP/snaps.before" "$TMP/snaps.after" ||
 	fail "the snapshots differ after the restart: $(diff "$TMP/snaps.before" "$TMP/snaps.after")"
-"${C[@]}" task kill -s SIGKILL t2 >/dev/null
-for _ in $(seq 100); do
-	"${C[@]}" task delete t2 >/dev/null 2>&1 && break
-	sleep 0.1
-done
-"${C[@]}" containers delete t2 || fail "deleting t2 failed: $(tail -n 3 "$D/snap.log")"
+containerd_container_rm t2
 
 # an ordinary image of two gzip layers (a static busybox; a file over
 # it), pushed to the same registry, pulled with plain `ctr images pull`
@@ -141,24 +120,9 @@ GZ=$REGISTRY/plain/bb:v1
 cat "$P/l2/etc/greeting" /bin/busybox >"$TMP/gz-run.want"
 cmp "$TMP/gz-run.want" "$TMP/gz-run.out" || fail "the gzip image's container printed something else"
 
-# removal: the image and the content, then containerd's collector
+# removal: the images and the content, then containerd's collector
 # removes our snapshots (children first), the base through the daemon
-"${C[@]}" images rm --sync "$IMG" "$GZ" >/dev/null
-"${C[@]}" content prune references >/dev/null 2>&1 || true
-lease=$("${C[@]}" leases create | awk '{ print $1 }')
-"${C[@]}" leases delete --sync "$lease" >/dev/null
-left=$("${C[@]}" snapshots --snapshotter anole ls | tail -n +2)
-[ -z "$left" ] || fail "snapshots left: $left"
-! grep -q " $D/" /proc/mounts || fail "a mount is left: $(grep " $D/" /proc/mounts)"
-left=$(find "$D/snaproot/snapshots" -mindepth 1 -maxdepth 1)
-[ -z "$left" ] || fail "left behind: $left"
-"$ANOLE" status >"$TMP/status" 2>&1 || true
-! grep -q "$D/snaproot" "$TMP/status" || fail "the daemon still serves: $(cat "$TMP/status")"
-# the shared cache keeps what was fetched (for the next pull) but no
-# mount holds it any more: a gc to size 0 empties it
-"$ANOLE" cache gc --max-size 0 >/dev/null
-left=$(find "$ANOLE_CACHE_DIR/blobs" -type f 2>/dev/null)
-[ -z "$left" ] || fail "cache entries still held: $left"
+containerd_remove_all "$IMG" "$GZ"
 # the registry gone at pull: exit 1 with one line, and no image record
 kill "$PROXY_PID"
 wait "$PROXY_PID" 2>/dev/null || true

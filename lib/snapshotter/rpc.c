@@ -1,10 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
-/* gRPC server over the C core API: one completion queue, calls served one
- * at a time in two batches each (receive the request; send the replies
- * and the status), which is all a unary or server-streaming method needs.
- * A signal thread turns SIGTERM/SIGINT into a server shutdown, the only
- * safe way to wake grpc_completion_queue_next (no grpc call is allowed in
- * a signal handler). */
+/* gRPC server over the C core API: RPC_WORKERS threads, each with a
+ * completion queue of its own and one outstanding request_call on it, so
+ * that a slow call (a lazy Prepare waiting on a registry) holds one
+ * thread and the others go on answering. Each thread serves its call in
+ * two batches (receive the request; send the replies and the status),
+ * which is all a unary or server-streaming method needs; as only that
+ * thread ever waits on its queue, a batch's completion is the next event
+ * there. A signal thread turns SIGTERM/SIGINT into a server shutdown,
+ * the only safe way to wake grpc_completion_queue_next (no grpc call is
+ * allowed in a signal handler); the shutdown fails every outstanding
+ * request_call, which ends the workers. */
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
@@ -13,15 +18,21 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 
 #include "snapshotter/rpc.h"
 #include "util/util.h"
 
-/* Completion queue tags: the addresses of these say which step ended. */
+/* Calls served at once: containerd's pulls of several images and its
+ * Stat/List calls meanwhile; more wait in gRPC's own queue. */
+#define RPC_WORKERS 8
+
+/* Completion queue tags: the addresses of these say which step ended
+ * (the same on every queue: each has one waiter). */
 static char tag_new_call, tag_batch, tag_shutdown;
-/* The shutdown tag came out of the queue (whichever wait took it). */
-static bool shutdown_seen;
+/* The shutdown tag came out of the first queue (whichever wait took it). */
+static atomic_bool shutdown_seen;
 
 /* The next event; notes the shutdown tag on the way. */
 static grpc_event next_event(grpc_completion_queue *cq)
@@ -169,7 +180,9 @@ out:
 struct sigwaiter {
 	sigset_t set;
 	grpc_server *server;
-	grpc_completion_queue *cq;
+	grpc_completion_queue *cq; /* the first worker's: the shutdown tag's */
+	pthread_t thread;
+	atomic_bool woken;
 };
 
 static void *signal_thread(void *arg)
@@ -182,10 +195,29 @@ static void *signal_thread(void *arg)
 	return NULL;
 }
 
-/* Serve calls until the shutdown tag arrives. */
-static void serve_loop(grpc_server *server, grpc_completion_queue *cq, rpc_handler handler,
-		       void *ctx)
+/* A worker's loop ended: on a failure of its own, the signal thread is
+ * still waiting, and this wakes it to shut the server (and so the other
+ * workers) down; once is enough. */
+static void wake_signal_thread(struct sigwaiter *w)
 {
+	if (!atomic_exchange(&w->woken, true))
+		pthread_kill(w->thread, SIGUSR1);
+}
+
+struct worker {
+	grpc_server *server;
+	grpc_completion_queue *cq;
+	rpc_handler handler;
+	void *ctx;
+	struct sigwaiter *sw;
+	pthread_t thread;
+};
+
+/* Serve calls on the worker's queue until the server shuts down. */
+static void *serve_loop(void *arg)
+{
+	struct worker *wk = arg;
+
 	for (;;) {
 		grpc_call *call = NULL;
 		grpc_call_details details;
@@ -194,84 +226,103 @@ static void serve_loop(grpc_server *server, grpc_completion_queue *cq, rpc_handl
 
 		grpc_call_details_init(&details);
 		grpc_metadata_array_init(&md);
-		if (grpc_server_request_call(server, &call, &details, &md, cq, cq, &tag_new_call) !=
-		    GRPC_CALL_OK)
+		if (grpc_server_request_call(wk->server, &call, &details, &md, wk->cq, wk->cq,
+					     &tag_new_call) != GRPC_CALL_OK)
 			break;
 		do
-			ev = next_event(cq);
-		while (ev.type == GRPC_OP_COMPLETE && ev.tag != &tag_new_call && !shutdown_seen);
-		if (ev.type == GRPC_OP_COMPLETE && ev.tag == &tag_new_call && ev.success)
-			serve_call(call, &details, cq, handler, ctx);
+			ev = next_event(wk->cq);
+		while (ev.type == GRPC_OP_COMPLETE && ev.tag != &tag_new_call);
+		if (ev.type == GRPC_OP_COMPLETE && ev.success)
+			serve_call(call, &details, wk->cq, wk->handler, wk->ctx);
 		if (call)
 			grpc_call_unref(call);
 		grpc_call_details_destroy(&details);
 		grpc_metadata_array_destroy(&md);
-		if (ev.type != GRPC_OP_COMPLETE || ev.tag != &tag_new_call || !ev.success ||
-		    shutdown_seen)
+		if (ev.type != GRPC_OP_COMPLETE || !ev.success)
 			break;
 	}
+	wake_signal_thread(wk->sw);
+	return NULL;
 }
 
-/* Wait for the shutdown tag (the signal thread asked for it, or a
- * failure asks now), then drain the queue. */
-static void server_stop(grpc_server *server, grpc_completion_queue *cq, bool asked)
+/* Drain and destroy a queue the server no longer uses. */
+static void queue_destroy(grpc_completion_queue *cq)
 {
-	grpc_event ev;
+	grpc_completion_queue_shutdown(cq);
+	while (next_event(cq).type != GRPC_QUEUE_SHUTDOWN)
+		;
+	grpc_completion_queue_destroy(cq);
+}
 
+/* Wait for the shutdown tag on the first queue (the signal thread asked
+ * for it, or a failure asks now), then drain every queue. */
+static void server_stop(grpc_server *server, grpc_completion_queue **cqs, size_t n, bool asked)
+{
 	if (!asked)
-		grpc_server_shutdown_and_notify(server, cq, &tag_shutdown);
+		grpc_server_shutdown_and_notify(server, cqs[0], &tag_shutdown);
 	grpc_server_cancel_all_calls(server);
-	while (!shutdown_seen && next_event(cq).type == GRPC_OP_COMPLETE)
+	while (!atomic_load(&shutdown_seen) && next_event(cqs[0]).type == GRPC_OP_COMPLETE)
 		;
 	grpc_server_destroy(server);
-	grpc_completion_queue_shutdown(cq);
-	do
-		ev = next_event(cq);
-	while (ev.type != GRPC_QUEUE_SHUTDOWN);
-	grpc_completion_queue_destroy(cq);
+	for (size_t i = 0; i < n; i++)
+		queue_destroy(cqs[i]);
 }
 
 int rpc_serve(const char *addr, rpc_handler handler, void *ctx, struct anole_error *err)
 {
-	struct sigwaiter w;
+	struct sigwaiter w = {0};
+	struct worker wk[RPC_WORKERS];
+	grpc_completion_queue *cqs[RPC_WORKERS];
 	grpc_server_credentials *creds;
-	pthread_t thr;
+	size_t started = 0;
 	int port, rc;
 
 	/* before grpc starts its threads, so that they all inherit the mask */
 	sigemptyset(&w.set);
 	sigaddset(&w.set, SIGTERM);
 	sigaddset(&w.set, SIGINT);
-	sigaddset(&w.set, SIGUSR1); /* our own wake-up, below */
+	sigaddset(&w.set, SIGUSR1); /* our own wake-up, wake_signal_thread */
 	rc = pthread_sigmask(SIG_BLOCK, &w.set, NULL);
 	if (rc)
 		return anole_err(err, rc, "snapshotter: blocking signals: %s", strerror(rc));
 	grpc_init();
-	w.cq = grpc_completion_queue_create_for_next(NULL);
 	w.server = grpc_server_create(NULL, NULL);
-	grpc_server_register_completion_queue(w.server, w.cq, NULL);
+	for (size_t i = 0; i < RPC_WORKERS; i++) {
+		cqs[i] = grpc_completion_queue_create_for_next(NULL);
+		grpc_server_register_completion_queue(w.server, cqs[i], NULL);
+	}
+	w.cq = cqs[0];
 	creds = grpc_insecure_server_credentials_create();
 	port = grpc_server_add_http2_port(w.server, addr, creds);
 	grpc_server_credentials_release(creds);
 	if (!port) {
-		server_stop(w.server, w.cq, false);
+		server_stop(w.server, cqs, RPC_WORKERS, false);
 		grpc_shutdown();
 		return anole_err(err, EADDRNOTAVAIL, "snapshotter: cannot listen on %s", addr);
 	}
 	grpc_server_start(w.server);
-	rc = pthread_create(&thr, NULL, signal_thread, &w);
+	rc = pthread_create(&w.thread, NULL, signal_thread, &w);
 	if (rc) {
-		server_stop(w.server, w.cq, false);
+		server_stop(w.server, cqs, RPC_WORKERS, false);
 		grpc_shutdown();
 		return anole_err(err, rc, "snapshotter: signal thread: %s", strerror(rc));
 	}
-	serve_loop(w.server, w.cq, handler, ctx);
-	/* the loop ends on the shutdown the signal thread asked for, or on a
-	 * failure: then the thread is still waiting, and this wakes it */
-	if (!shutdown_seen)
-		pthread_kill(thr, SIGUSR1);
-	pthread_join(thr, NULL);
-	server_stop(w.server, w.cq, true);
+	for (; started < RPC_WORKERS; started++) {
+		wk[started] = (struct worker){w.server, cqs[started], handler, ctx, &w, 0};
+		rc = pthread_create(&wk[started].thread, NULL, serve_loop, &wk[started]);
+		if (rc)
+			break;
+	}
+	/* a worker that did not start: the server shuts down as on a
+	 * signal, and the started ones end */
+	if (started < RPC_WORKERS)
+		wake_signal_thread(&w);
+	for (size_t i = 0; i < started; i++)
+		pthread_join(wk[i].thread, NULL);
+	pthread_join(w.thread, NULL);
+	server_stop(w.server, cqs, RPC_WORKERS, true);
 	grpc_shutdown();
+	if (started < RPC_WORKERS)
+		return anole_err(err, rc, "snapshotter: worker thread: %s", strerror(rc));
 	return 0;
 }

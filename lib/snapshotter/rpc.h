@@ -45,8 +45,9 @@ int rpc_reply_add(struct rpc_reply *reply, uint8_t *buf, size_t len);
 void rpc_reply_status(struct rpc_reply *reply, enum rpc_code code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
-/* Serve on @addr ("unix:/PATH") until SIGTERM or SIGINT, one call at a
- * time. 0 after a clean shutdown. */
+/* Serve on @addr ("unix:/PATH") until SIGTERM or SIGINT, several calls
+ * at once (each in a thread of its own: @handler must be thread-safe).
+ * 0 after a clean shutdown. */
 int rpc_serve(const char *addr, rpc_handler handler, void *ctx, struct anole_error *err);
 
 #endif

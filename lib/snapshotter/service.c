@@ -182,7 +182,10 @@ static int mounts_fill(struct snap_store *s, const struct snap_info *si, struct 
 
 /* ---- methods ---- */
 
-/* A call: its request already decoded and checked (request.c). */
+/* A call: its request already decoded and checked (request.c). The
+ * methods run with the store's lock held (snap_service) except the ones
+ * that wait on a registry, the daemon or the disk (prepare, remove,
+ * usage, cleanup): they take it around their in-memory steps. */
 struct call {
 	struct snap_store *store;
 	const char *method;
@@ -223,6 +226,7 @@ static void send_mounts(struct call *c, const char *key, int which)
 	}
 }
 
+/* With the lock held. */
 static void create(struct call *c, enum snap_kind kind, const char *key, const char *parent,
 		   json_t *labels)
 {
@@ -235,6 +239,14 @@ static void create(struct call *c, enum snap_kind kind, const char *key, const c
 	send_mounts(c, key, 0);
 }
 
+static void create_locked(struct call *c, enum snap_kind kind, const char *key,
+			  const char *parent, json_t *labels)
+{
+	snap_lock(c->store);
+	create(c, kind, key, parent, labels);
+	snap_unlock(c->store);
+}
+
 /* The remote snapshot is there: containerd's metadata store then finds
  * it by its containerd.io/snapshot.ref label and parent (List), and the
  * unpacker neither fetches nor applies the layer. */
@@ -245,21 +257,30 @@ static void lazy_exists(struct call *c, const char *key, const char *what, const
 }
 
 /* Record the committed @key with its @lazy object over the directories
- * of @id; undone (the directories, the mount) when the record fails. */
+ * of @id; undone (the mount, then the directories) when the record
+ * fails. Takes the lock for the record, not for the unmount. */
 static int lazy_record(struct call *c, uint64_t id, const char *key, const char *parent,
 		       json_t *labels, json_t *lazy, struct anole_error *err)
 {
-	int rc = lazy ? snap_finish(c->store, id, SNAP_COMMITTED, key, parent, labels, lazy, err)
-		      : anole_err(err, ENOMEM, "out of memory");
-	const char *mp = json_string_value(json_object_get(lazy, "mountpoint"));
 	struct anole_error e2 = {0};
+	char mp[4096];
+	int rc;
 
-	if (rc < 0) {
-		if (mp)
-			lazy_umount(mp, &e2);
-		snap_abort(c->store, id);
-	}
+	/* once recorded, @lazy is the store's too: let go of it, and read
+	 * it, under the lock only */
+	snprintf(mp, sizeof(mp), "%s", json_string_value(json_object_get(lazy, "mountpoint")) ?: "");
+	snap_lock(c->store);
+	rc = lazy ? snap_finish(c->store, id, SNAP_COMMITTED, key, parent, labels, lazy, err)
+		  : anole_err(err, ENOMEM, "out of memory");
 	json_decref(lazy);
+	snap_unlock(c->store);
+	if (rc < 0) {
+		if (*mp)
+			lazy_umount(mp, &e2);
+		snap_lock(c->store);
+		snap_abort(c->store, id);
+		snap_unlock(c->store);
+	}
 	return rc;
 }
 
@@ -269,8 +290,11 @@ static void lazy_upper(struct call *c, const char *key, const char *parent, json
 {
 	struct anole_error err = {0};
 	uint64_t id;
-	int rc = snap_begin(c->store, SNAP_COMMITTED, key, parent, &id, &err);
+	int rc;
 
+	snap_lock(c->store);
+	rc = snap_begin(c->store, SNAP_COMMITTED, key, parent, &id, &err);
+	snap_unlock(c->store);
 	if (rc == 0)
 		rc = lazy_record(c, id, key, parent, labels,
 				 json_pack("{s:s, s:b}", "ref", ref, "upper", 1), &err);
@@ -304,8 +328,12 @@ static int lazy_new_base(struct call *c, const char *key, const char *ref, json_
 {
 	char mp[4096];
 	uint64_t id;
-	int rc = snap_begin(c->store, SNAP_COMMITTED, key, "", &id, err);
+	int rc;
 
+	/* the key is taken while the daemon mounts, without the lock */
+	snap_lock(c->store);
+	rc = snap_begin(c->store, SNAP_COMMITTED, key, "", &id, err);
+	snap_unlock(c->store);
 	if (rc < 0)
 		return rc;
 	if (snap_dir(c->store, id, "fs", mp, sizeof(mp)) < 0)
@@ -313,7 +341,9 @@ static int lazy_new_base(struct call *c, const char *key, const char *ref, json_
 	else if (lazy_mount(ref, mp, err) < 0)
 		rc = -EHOSTUNREACH;
 	if (rc < 0) {
+		snap_lock(c->store);
 		snap_abort(c->store, id);
+		snap_unlock(c->store);
 		return rc;
 	}
 	return lazy_record(c, id, key, "", labels,
@@ -327,9 +357,22 @@ static int lazy_base(struct call *c, const char *key, json_t *labels)
 	const char *layer = json_string_value(json_object_get(labels, LABEL_LAYER_DIGEST));
 	struct anole_error err = {0};
 	char ref[2048];
+	bool taken;
 	int rc = lazy_ref_of(labels, ref, sizeof(ref));
 
-	if (rc < 0 || (rc = lazy_is_meta(ref, layer, &err)) == 0)
+	if (rc < 0)
+		return 0;
+	/* a key already there (or being made by another call) is answered
+	 * before the registry is asked: it may be slow */
+	snap_lock(c->store);
+	taken = snap_taken(c->store, key);
+	snap_unlock(c->store);
+	if (taken) {
+		fail(c->reply, c->method, anole_err(&err, EEXIST, "snapshot %s already exists", key),
+		     &err);
+		return 1;
+	}
+	if ((rc = lazy_is_meta(ref, layer, &err)) == 0)
 		return 0;
 	if (rc > 0)
 		rc = lazy_new_base(c, key, ref, labels, &err);
@@ -340,19 +383,33 @@ static int lazy_base(struct call *c, const char *key, json_t *labels)
 	return 1;
 }
 
-static void prepare(struct call *c, const char *key, const char *parent, json_t *labels)
+/* What a Prepare is, from its labels and its parent's record (under
+ * the lock); @pref gets a copy of the parent's lazy image reference. */
+static enum lazy_kind prepare_kind(struct call *c, const char *parent, json_t *labels,
+				   char *pref, size_t len)
 {
 	struct anole_error err = {0};
 	struct snap_info pi = {0};
 	bool has_parent = parent && *parent;
+	enum lazy_kind k = LAZY_NONE;
 
+	snap_lock(c->store);
 	/* a missing parent: create() answers NOT_FOUND */
-	if (has_parent && snap_stat(c->store, parent, &pi, &err) < 0)
-		return create(c, SNAP_ACTIVE, key, parent, labels);
-	switch (lazy_classify(labels, has_parent, pi.lazy)) {
+	if (!has_parent || snap_stat(c->store, parent, &pi, &err) == 0) {
+		k = lazy_classify(labels, has_parent, pi.lazy);
+		snprintf(pref, len, "%s", json_string_value(json_object_get(pi.lazy, "ref")) ?: "");
+	}
+	snap_unlock(c->store);
+	return k;
+}
+
+static void prepare(struct call *c, const char *key, const char *parent, json_t *labels)
+{
+	char pref[2048];
+
+	switch (prepare_kind(c, parent, labels, pref, sizeof(pref))) {
 	case LAZY_UPPER:
-		return lazy_upper(c, key, parent, labels,
-				  json_string_value(json_object_get(pi.lazy, "ref")));
+		return lazy_upper(c, key, parent, labels, pref);
 	case LAZY_BASE:
 		if (lazy_base(c, key, labels))
 			return;
@@ -360,7 +417,7 @@ static void prepare(struct call *c, const char *key, const char *parent, json_t 
 	case LAZY_NONE:
 		break;
 	}
-	create(c, SNAP_ACTIVE, key, parent, labels);
+	create_locked(c, SNAP_ACTIVE, key, parent, labels);
 }
 
 static void m_prepare(struct call *c)
@@ -370,7 +427,7 @@ static void m_prepare(struct call *c)
 
 static void m_view(struct call *c)
 {
-	create(c, SNAP_VIEW, c->r->key, c->r->parent, c->r->labels);
+	create_locked(c, SNAP_VIEW, c->r->key, c->r->parent, c->r->labels);
 }
 
 static void m_mounts(struct call *c)
@@ -411,18 +468,22 @@ static int unmount_lazy(const char *mp, struct anole_error *err)
 	return anole_err(err, EBUSY, "unmounting %s: %s", mp, why);
 }
 
-/* A lazy base's mount goes first, then the record and the directory as
- * for any snapshot; a base with children keeps its mount (snap_remove
- * answers EBUSY). */
+/* A lazy base's mount goes first (without the lock), then the record
+ * and the directory as for any snapshot; a base with children keeps its
+ * mount (snap_remove answers EBUSY). */
 static int lazy_unmount(struct snap_store *s, const char *key, struct anole_error *err)
 {
 	struct snap_info si = {0};
-	const char *mp;
+	const char *mp = NULL;
+	char dir[4096];
 
-	if (snap_stat(s, key, &si, err) < 0 || snap_has_children(s, key))
-		return 0;
-	mp = json_string_value(json_object_get(si.lazy, "mountpoint"));
-	return mp ? unmount_lazy(mp, err) : 0;
+	snap_lock(s);
+	if (snap_stat(s, key, &si, err) == 0 && !snap_has_children(s, key))
+		mp = json_string_value(json_object_get(si.lazy, "mountpoint"));
+	if (mp)
+		snprintf(dir, sizeof(dir), "%s", mp);
+	snap_unlock(s);
+	return mp ? unmount_lazy(dir, err) : 0;
 }
 
 static void m_remove(struct call *c)
@@ -430,8 +491,11 @@ static void m_remove(struct call *c)
 	struct anole_error err = {0};
 	int rc = lazy_unmount(c->store, c->r->key, &err);
 
-	if (rc == 0)
+	if (rc == 0) {
+		snap_lock(c->store);
 		rc = snap_remove(c->store, c->r->key, &err);
+		snap_unlock(c->store);
+	}
 	if (rc < 0)
 		return fail(c->reply, c->method, rc, &err);
 	send_empty(c);
@@ -524,8 +588,9 @@ static void m_update(struct call *c)
 	free(b);
 }
 
-/* nftw has no context argument; calls are served one at a time. */
-static int64_t du_bytes, du_inodes;
+/* nftw has no context argument: one count per thread (a call is served
+ * by one thread). */
+static _Thread_local int64_t du_bytes, du_inodes;
 
 static int du_one(const char *path, const struct stat *st, int type, struct FTW *ftw)
 {
@@ -544,11 +609,18 @@ static void m_usage(struct call *c)
 	struct anole_error err = {0};
 	struct snap_info si = {0};
 	char dir[4096];
-	int rc = snap_stat(c->store, c->r->key, &si, &err);
+	bool lazy;
+	int rc;
 
+	/* the walk goes without the lock: the directory is the snapshot's
+	 * own, and a Remove meanwhile is an ordinary failure of it */
+	snap_lock(c->store);
+	rc = snap_stat(c->store, c->r->key, &si, &err);
+	lazy = rc == 0 && si.lazy;
+	snap_unlock(c->store);
 	du_bytes = du_inodes = 0;
 	/* a lazy mount's bytes are the daemon's shared cache, not ours */
-	if (rc == 0 && !si.lazy && (snap_dir(c->store, si.id, "fs", dir, sizeof(dir)) < 0 ||
+	if (rc == 0 && !lazy && (snap_dir(c->store, si.id, "fs", dir, sizeof(dir)) < 0 ||
 			nftw(dir, du_one, 16, FTW_PHYS | FTW_MOUNT) != 0))
 		rc = anole_err(&err, errno ? errno : EIO, "snapshot %s: measuring %s failed",
 			       c->r->key, dir);
@@ -580,6 +652,12 @@ static void (*const methods[])(struct call *c) = {
 	[SNAP_OP_CLEANUP] = m_cleanup,
 };
 
+/* by enum snap_op: the methods that take the lock themselves */
+static const bool self_locking[ARRAY_SIZE(methods)] = {
+	[SNAP_OP_PREPARE] = true, [SNAP_OP_VIEW] = true,  [SNAP_OP_REMOVE] = true,
+	[SNAP_OP_USAGE] = true,	  [SNAP_OP_CLEANUP] = true,
+};
+
 void snap_service(void *ctx, const char *method, const uint8_t *req, size_t len,
 		  struct rpc_reply *reply)
 {
@@ -593,6 +671,12 @@ void snap_service(void *ctx, const char *method, const uint8_t *req, size_t len,
 		fprintf(stderr, "anole-snapshotter: %s: %s\n", method, why);
 		return;
 	}
-	methods[r.op](&c);
+	if (self_locking[r.op])
+		methods[r.op](&c);
+	else {
+		snap_lock(c.store);
+		methods[r.op](&c);
+		snap_unlock(c.store);
+	}
 	snap_request_release(&r);
 }

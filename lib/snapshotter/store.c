@@ -52,6 +52,10 @@ int snap_store_open(struct snap_store *s, const char *root, struct anole_error *
 
 	memset(s, 0, sizeof(*s));
 	s->rootfd = -1;
+	pthread_mutex_init(&s->lock, NULL);
+	s->pending = json_object();
+	if (!s->pending)
+		return anole_err(err, ENOMEM, "snapshotter: out of memory");
 	if (snprintf(path, sizeof(path), "%s/snapshots", root) >= (int)sizeof(path))
 		return anole_err(err, ENAMETOOLONG, "snapshotter: root path too long");
 	if (mkdir_parents(path, 0700) < 0)
@@ -83,12 +87,24 @@ int snap_store_open(struct snap_store *s, const char *root, struct anole_error *
 
 void snap_store_close(struct snap_store *s)
 {
+	json_decref(s->pending);
+	pthread_mutex_destroy(&s->lock);
 	json_decref(s->doc);
 	free(s->root);
 	if (s->rootfd >= 0)
 		close(s->rootfd);
 	memset(s, 0, sizeof(*s));
 	s->rootfd = -1;
+}
+
+void snap_lock(struct snap_store *s)
+{
+	pthread_mutex_lock(&s->lock);
+}
+
+void snap_unlock(struct snap_store *s)
+{
+	pthread_mutex_unlock(&s->lock);
 }
 
 static void info_of(const char *key, json_t *rec, struct snap_info *info)
@@ -190,7 +206,7 @@ int snap_begin(struct snap_store *s, enum snap_kind kind, const char *key, const
 	*id = (uint64_t)json_integer_value(json_object_get(s->doc, "next_id"));
 	if (!*key)
 		return anole_err(err, EINVAL, "snapshot key is empty");
-	if (json_object_get(snaps(s), key))
+	if (snap_taken(s, key))
 		return anole_err(err, EEXIST, "snapshot %s already exists", key);
 	if (*parent) {
 		struct snap_info pi;
@@ -209,15 +225,35 @@ int snap_begin(struct snap_store *s, enum snap_kind kind, const char *key, const
 	}
 	/* the id is taken even if no record comes of it: the next one
 	 * never meets the directory a failure may have left */
-	if (json_object_set_new(s->doc, "next_id", json_integer((json_int_t)*id + 1))) {
+	if (json_object_set_new(s->doc, "next_id", json_integer((json_int_t)*id + 1)) ||
+	    json_object_set_new(s->pending, key, json_integer((json_int_t)*id))) {
 		remove_dirs(s, *id);
 		return anole_err(err, ENOMEM, "snapshotter: out of memory");
 	}
 	return 0;
 }
 
+/* Let go of the key snap_begin took for @id. */
+static void unpend(struct snap_store *s, uint64_t id)
+{
+	const char *key;
+	json_t *v;
+
+	json_object_foreach (s->pending, key, v)
+		if ((uint64_t)json_integer_value(v) == id) {
+			json_object_del(s->pending, key);
+			return;
+		}
+}
+
+bool snap_taken(struct snap_store *s, const char *key)
+{
+	return json_object_get(snaps(s), key) || json_object_get(s->pending, key);
+}
+
 void snap_abort(struct snap_store *s, uint64_t id)
 {
+	unpend(s, id);
 	remove_dirs(s, id);
 }
 
@@ -230,6 +266,7 @@ int snap_finish(struct snap_store *s, uint64_t id, enum snap_kind kind, const ch
 				"updated", (json_int_t)now, "labels", labels_copy(labels));
 	int rc;
 
+	unpend(s, id);
 	if (!rec || (lazy && json_object_set(rec, "lazy", lazy)) ||
 	    json_object_set_new(snaps(s), key, rec)) {
 		json_object_del(snaps(s), key);
@@ -380,6 +417,18 @@ static int has_id(void *ctx, const struct snap_info *info)
 	return info->id == *(const uint64_t *)ctx;
 }
 
+/* Does a record, or a snapshot being made, have @id? */
+static bool id_taken(struct snap_store *s, uint64_t id)
+{
+	const char *key;
+	json_t *v;
+
+	json_object_foreach (s->pending, key, v)
+		if ((uint64_t)json_integer_value(v) == id)
+			return true;
+	return snap_each(s, has_id, &id) != 0;
+}
+
 /* A directory name that is a snapshot id: digits only, no leading 0. */
 static bool id_name(const char *name, uint64_t *id)
 {
@@ -424,12 +473,20 @@ int snap_cleanup(struct snap_store *s, int (*unmount)(const char *dir, struct an
 		return anole_err(err, -rc, "snapshotter: listing %s/snapshots: %s", s->root,
 				 strerror(-rc));
 	}
-	/* entries are a type byte, the name and a NUL */
+	/* entries are a type byte, the name and a NUL; an orphan's id is
+	 * never given again, so once found it can be unmounted and removed
+	 * without the lock */
 	for (size_t off = 0; off < names.len; off += 2 + strlen(names.buf + off + 1)) {
 		const char *name = names.buf + off + 1;
 		uint64_t id;
+		bool orphan;
 
-		if (id_name(name, &id) && !snap_each(s, has_id, &id)) {
+		if (!id_name(name, &id))
+			continue;
+		snap_lock(s);
+		orphan = !id_taken(s, id);
+		snap_unlock(s);
+		if (orphan) {
 			int r = unmount_orphan(s, fd, name, unmount, err);
 
 			if (r < 0) {

@@ -10,6 +10,7 @@
 #define ANOLE_SNAPSHOTTER_STORE_H
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdint.h>
 
 #include "anole/anole.h"
@@ -20,6 +21,16 @@ struct snap_store {
 	char *root;
 	int rootfd;
 	json_t *doc; /* {"next_id": N, "snapshots": {KEY: {...}}} */
+	/* {KEY: ID} of the snapshots between snap_begin and snap_finish or
+	 * snap_abort: the key is taken (a second Prepare of it is EEXIST)
+	 * and Cleanup leaves the directory alone */
+	json_t *pending;
+	/* Calls are served concurrently: every function here but
+	 * snap_store_open/close, snap_dir and snap_cleanup is called with
+	 * it held (snap_lock), and a snap_info's borrowed pointers are good
+	 * only while it is. Held only around in-memory work and small file
+	 * writes, never around a mount or a registry. */
+	pthread_mutex_t lock;
 };
 
 struct snap_info {
@@ -35,6 +46,8 @@ struct snap_info {
 };
 
 int snap_store_open(struct snap_store *s, const char *root, struct anole_error *err);
+void snap_lock(struct snap_store *s);
+void snap_unlock(struct snap_store *s);
 void snap_store_close(struct snap_store *s);
 
 int snap_stat(struct snap_store *s, const char *key, struct snap_info *info,
@@ -56,6 +69,8 @@ int snap_begin(struct snap_store *s, enum snap_kind kind, const char *key, const
 int snap_finish(struct snap_store *s, uint64_t id, enum snap_kind kind, const char *key,
 		const char *parent, json_t *labels, json_t *lazy, struct anole_error *err);
 void snap_abort(struct snap_store *s, uint64_t id);
+/* Has @key a record, or is it being made (between begin and finish)? */
+bool snap_taken(struct snap_store *s, const char *key);
 /* The active @key becomes the committed @name. */
 int snap_commit(struct snap_store *s, const char *name, const char *key, json_t *labels,
 		struct anole_error *err);
@@ -73,7 +88,8 @@ int snap_update(struct snap_store *s, const char *key, json_t *labels, const cha
 /* Remove the directories ROOT/snapshots/ID that no record names (what a
  * crash between a mkdir and the record's write leaves); one whose fs is
  * a mount point (a lazy mount made before such a crash) is given to
- * @unmount first, and kept when that fails. */
+ * @unmount first, and kept when that fails. Takes the lock itself, and
+ * lets go of it for the unmounts and removals. */
 int snap_cleanup(struct snap_store *s, int (*unmount)(const char *dir, struct anole_error *err),
 		 struct anole_error *err);
 
