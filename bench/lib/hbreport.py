@@ -39,21 +39,34 @@ lines = [
     "distinct bytes of the data blobs the kernel read." % (commit, reps, rate, rtt),
     "",
     "| image | (a) pull+unpack+run | (b) anole run | (c) anole run, recorded prefetch "
-    "| b/a | c/b | (b) fetched/read MiB | (c) fetched/read MiB |",
-    "|---|---|---|---|---|---|---|---|",
+    "| (d) ctr-pull + ctr run, anole snapshotter "
+    "| b/a | c/b | d/b | d/a | (b) fetched/read MiB | (c) fetched/read MiB |",
+    "|---|---|---|---|---|---|---|---|---|---|",
 ]
-dat = ["# image a_s b_s c_s"]
-worst_ba = worst_cb = worst_fr = 0.0
+dat = ["# image a_s b_s c_s d_s"]
+worst_ba = worst_cb = worst_fr = worst_db = worst_da = 0.0
+
+
+def ratio(x, y, fmt):
+    return (None, "-") if not x or not y else (x / y, fmt % (x / y))
+
+
 for im in order:
-    a, b, c = (med(im, m, 0) for m in "abc")
-    ab, bb, cb = (med(im, m, 1) for m in "abc")
+    a, b, c, d = (med(im, m, 0) for m in "abcd")
+    ab, bb, cb, db = (med(im, m, 1) for m in "abcd")
     cells = [im]
-    for t, n in ((a, ab), (b, bb), (c, cb)):
+    for t, n in ((a, ab), (b, bb), (c, cb), (d, db)):
         cells.append("-" if t is None else "%.2f s, %.1f MiB" % (t, n / MiB))
-    ba = b / a if a and b else None
-    cbr = c / b if b and c else None
-    cells.append("-" if ba is None else "%.3f" % ba)
-    cells.append("-" if cbr is None else "%.2f" % cbr)
+    ba, text = ratio(b, a, "%.3f")
+    cells.append(text)
+    cbr, text = ratio(c, b, "%.2f")
+    cells.append(text)
+    dbr, text = ratio(d, b, "%.2f")
+    cells.append(text)
+    dar, text = ratio(d, a, "%.3f")
+    cells.append(text)
+    worst_db = max(worst_db, dbr or 0)
+    worst_da = max(worst_da, dar or 0)
     for m in "bc":
         fe, rd = med(im, m, 2), med(im, m, 3)
         if fe is None or not rd:
@@ -64,9 +77,13 @@ for im in order:
     worst_ba = max(worst_ba, ba or 0)
     worst_cb = max(worst_cb, cbr or 0)
     lines.append("| " + " | ".join(cells) + " |")
-    dat.append("%s %s %s %s" % (im, *("%.3f" % x if x is not None else "NaN" for x in (a, b, c))))
+    dat.append("%s %s %s %s %s" % (im, *("%.3f" % x if x is not None else "NaN"
+                                         for x in (a, b, c, d))))
 lines += ["", "Worst b/a %.3f (goal <= 0.2); worst c/b %.2f (goal <= 1); worst fetched/read "
           "%.2fx (goal <= 1.5)." % (worst_ba, worst_cb, worst_fr)]
+if worst_db:
+    lines[-1] += " Worst d/b %.2f (goal <= 1.5); worst d/a %.3f (goal <= 0.25)." % (
+        worst_db, worst_da)
 with open(out_md, "w") as f:
     f.write("\n".join(lines) + "\n")
 with open(out_dat, "w") as f:

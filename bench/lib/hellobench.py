@@ -12,6 +12,9 @@ comma-separated subset of:
   a  skopeo copy + umoci unpack + runc run (the classic pull path)
   b  anole run --prefetch=none
   c  anole run (the recorded prefetch list)
+  d  anole ctr-pull + ctr run through the anole snapshotter: a containerd
+     and `anole snapshotter` of the run's own (root, state and sockets in
+     WORK), started before the clock starts, as on a node
 
 Every run starts from an empty cache (and dropped page cache) and ends when
 the workload is ready: its line appeared, or nginx answered 200. Servers
@@ -210,6 +213,95 @@ exec runc run -b %(bundle)s %(cid)s
     return r
 
 
+def containerd_up(anole, work):
+    """A containerd and `anole snapshotter` of WORK's own; their Popens."""
+    sock, snap = os.path.join(work, "containerd.sock"), os.path.join(work, "snap.sock")
+    proxy = subprocess.run([anole, "snapshotter", "--print-config", "--socket", snap],
+                           check=True, capture_output=True, text=True).stdout
+    # as tests/lib/containerd: nothing of the host's containerd is touched
+    cfg = """version = 2
+root = "%(w)s/root"
+state = "%(w)s/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt",
+  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
+[grpc]
+  address = "%(s)s"
+[ttrpc]
+  address = "%(s)s.ttrpc"
+[debug]
+  address = "%(w)s/debug.sock"
+""" % {"w": work, "s": sock}
+    cfg += "".join(l + "\n" for l in proxy.splitlines() if not l.startswith("version"))
+    with open(os.path.join(work, "containerd.toml"), "w") as f:
+        f.write(cfg)
+    logf = open(os.path.join(work, "services.log"), "ab")
+    procs = [subprocess.Popen([anole, "snapshotter", "--socket", snap, "--root",
+                               os.path.join(work, "snaproot")], stdout=logf, stderr=logf,
+                              env=anole_env(work)),
+             subprocess.Popen(["containerd", "--config", os.path.join(work, "containerd.toml")],
+                              stdout=logf, stderr=logf)]
+    for _ in range(300):
+        r = subprocess.run(["ctr", "--address", sock, "plugins", "ls"], capture_output=True,
+                           text=True, check=False)
+        if any(l.split()[:2] == ["io.containerd.snapshotter.v1", "anole"] and l.split()[-1] == "ok"
+               for l in r.stdout.splitlines()):
+            return procs
+        time.sleep(0.1)
+    raise SystemExit("hellobench: containerd did not load the anole snapshotter (see %s)" %
+                     os.path.join(work, "services.log"))
+
+
+def containerd_down(procs, work):
+    for p in reversed(procs):
+        p.terminate()
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    # the snapshotter leaves its lazy mounts for a restart to find: gone
+    # with the run, deepest first, and the anole daemon it started with them
+    with open("/proc/self/mountinfo") as f:
+        mounts = [l.split()[4] for l in f if l.split()[4].startswith(work + "/")]
+    for m in sorted(mounts, key=len, reverse=True):
+        subprocess.run(["umount", "-l", m], check=False)
+
+
+def daemon_kill(work):
+    """What is left of the anole daemon the snapshotter started."""
+    for name in ("keeper", "holder", "daemon"):
+        try:
+            with open(os.path.join(work, "rt", name + ".pid")) as f:
+                os.kill(int(f.read().split()[0]), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+
+
+def run_containerd(anole, registry, name, w, work):
+    """anole ctr-pull + ctr run --snapshotter anole, timed as one."""
+    sock = os.path.join(work, "containerd.sock")
+    ref = "%s/hb/%s:anole" % (registry, name)
+    cmd = w["cmd"]
+    if "user" in w:  # ctr 1.6 has no --user; util-linux is in every image
+        cmd = ["setpriv", "--reuid=" + w["user"], "--regid=" + w["user"], "--init-groups"] + cmd
+    script = os.path.join(work, "ctr.sh")
+    with open(script, "w") as f:
+        f.write('set -e\n"$1" ctr-pull --address "$2" "$3" >/dev/null\n'
+                'a=$1 s=$2 r=$3; shift 3\n'
+                'exec ctr --address "$s" run --rm --net-host --snapshotter anole "$r" hb-d "$@"\n')
+    procs = containerd_up(anole, work)
+    try:
+        r = until_ready(["sh", script, anole, sock, ref] + cmd, w)
+        subprocess.run(["ctr", "--address", sock, "task", "kill", "-s", "KILL", "hb-d"],
+                       capture_output=True, check=False)
+        subprocess.run(["ctr", "--address", sock, "container", "rm", "hb-d"],
+                       capture_output=True, check=False)
+        return r
+    finally:
+        containerd_down(procs, work)
+
+
 def one_run(anole, registry, name, mode, work):
     w = WORKLOADS[name]
     shutil.rmtree(work, ignore_errors=True)
@@ -220,6 +312,15 @@ def one_run(anole, registry, name, mode, work):
     waits = None
     if mode == "a":
         ms, status, tail = run_classic(registry, name, w, work, "hb-%d" % os.getpid())
+    elif mode == "d":
+        ms, status, tail = run_containerd(anole, registry, name, w, work)
+        # the daemon outlives the snapshotter (it serves mounts a restarted
+        # one finds again); its counters reach metrics.prom every 2 s
+        time.sleep(2.5)
+        m = metrics(work)
+        daemon_kill(work)
+        fetched = m.get("anole_fetched_bytes_total", "-")
+        read = m.get("anole_read_bytes_total", "-")
     else:
         ref = "docker://%s/hb/%s:anole" % (registry, name)
         extra = ["--prefetch=none"] if mode == "b" else []

@@ -14,4 +14,5 @@ set yrange [0:*]
 set offsets 0, 0, graph 0.08, 0
 plot datafile using 2:xtic(1) title "(a) skopeo copy + umoci unpack + runc", \
      '' using 3 title "(b) anole run", \
-     '' using 4 title "(c) anole run, recorded prefetch"
+     '' using 4 title "(c) anole run, recorded prefetch", \
+     '' using 5 title "(d) ctr-pull + ctr run, anole snapshotter"
