@@ -30,6 +30,8 @@ bench: deps all
 	bench/startup
 	bench/erofs-utils
 	bench/extract
+	bench/smc
+	bench/sandbox
 
 # The whole suite under AddressSanitizer and UBSan, in its own build dir.
 asan: deps
