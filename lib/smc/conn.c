@@ -364,11 +364,55 @@ static bool tcp_readable(int fd)
 	return smc_poll(&p, 1, 0) > 0;
 }
 
+/* A pending server connection made known to the rendezvous thread:
+ * its addresses read, put in the server list (a proposal for it is
+ * then queued and, with @notify, its eventfd signalled, or declined
+ * once it is TCP) and, in a forked child, announced in the pre-fork
+ * table. Deferred from accept() to the first call that needs it, so
+ * that a connection whose client sent TCP data first pays none of it.
+ * Caller holds c->lock; 0 or -errno. */
+static int srv_know(struct smc_conn *c, bool notify)
+{
+	int rc = 0;
+
+	if (c->known)
+		return 0;
+	if (smc_tuple_of(c->fd, &c->tuple))
+		return -ENOTCONN;
+	pthread_mutex_lock(&smc_srv_lock);
+	/* under the lock: a proposal queued from now on signals it */
+	if (notify)
+		c->notify = smc_fd_high(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+	if (notify && c->notify < 0)
+		rc = -EMFILE;
+	else
+		smc_srv_add(c);
+	c->known = !rc;
+	pthread_mutex_unlock(&smc_srv_lock);
+	if (!rc && notify)
+		smc_rv_accepted_in_child(c);
+	return rc;
+}
+
 /* One look at a pending server connection: true when settled. */
 static bool srv_try(struct smc_conn *c, bool writing)
 {
 	struct smc_proposal *p;
 
+	/* TCP data before the server knew the connection: the client is
+	 * plain TCP or decided so (a library client writes nothing to TCP
+	 * before its handshake ended), so no proposal of its can still
+	 * come; committed without reading its addresses (DESIGN (a)) */
+	if (!c->known && !writing && tcp_readable(c->fd)) {
+		conn_fallback(c, SMC_R_TCP_FIRST);
+		return true;
+	}
+	/* a server that writes first: known so that a late proposal is
+	 * declined at once rather than left to the client's timeout */
+	if (srv_know(c, !writing)) {
+		conn_fallback(c, SMC_R_UNSUPPORTED);
+		return true;
+	}
 	if (offered(c)) {
 		/* a write must know where its bytes go: wait for the answer,
 		 * which a client sends right after our ACCEPT */
@@ -426,6 +470,9 @@ bool smc_conn_to_tcp(struct smc_conn *c)
 	bool tcp;
 
 	pthread_mutex_lock(&c->lock);
+	/* known, so that a proposal coming later is declined at once */
+	if (c->server && atomic_load(&c->state) == SMC_SRV_PENDING)
+		srv_know(c, false);
 	/* offered: the client may have switched already; its answer
 	 * decides (CONFIRM: shared memory). Waited for outside
 	 * smc_srv_lock, which the rendezvous thread needs. */
@@ -783,7 +830,7 @@ void smc_conn_close(struct smc_conn *c)
 	}
 	if (!c->server && atomic_load(&c->state) == SMC_ON)
 		short_learn(c->dport, atomic_load(&c->tx_bytes) + atomic_load(&c->rx_bytes));
-	if (c->server) {
+	if (c->known) {
 		pthread_mutex_lock(&smc_srv_lock);
 		smc_srv_remove(c);
 		pthread_mutex_unlock(&smc_srv_lock);

@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/select.h>
 #include <sys/socket.h>
@@ -70,25 +69,16 @@ static bool tcp_stream(int fd)
 	       !getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &l2) && (dom == AF_INET || dom == AF_INET6);
 }
 
+/* A new connection: client pending, or an accepted one, which costs no
+ * system call here: its addresses, proposal eventfd and pre-fork slot
+ * wait until its first call needs them (DESIGN-smc.md, "Short
+ * connections"). */
 static void track(int fd, int state, bool server)
 {
 	struct smc_conn *c = smc_conn_new(fd, state, server);
 
 	if (!c)
 		return; /* stays TCP */
-	if (server) {
-		pthread_mutex_lock(&smc_srv_lock);
-		if (smc_tuple_of(fd, &c->tuple) == 0)
-			c->notify = smc_fd_high(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-		if (c->notify < 0) {
-			pthread_mutex_unlock(&smc_srv_lock);
-			smc_conn_free(c);
-			return;
-		}
-		smc_srv_add(c);
-		pthread_mutex_unlock(&smc_srv_lock);
-		smc_rv_accepted_in_child(c);
-	}
 	/* a number reused behind our back (closed by a raw syscall) */
 	struct smc_conn *old = smc_tab_take(fd);
 
