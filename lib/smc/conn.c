@@ -12,6 +12,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "smc/fork.h"
@@ -430,6 +431,34 @@ static bool srv_try(struct smc_conn *c, bool writing)
 	if (p)
 		srv_offer(c, p);
 	return atomic_load(&c->state) != SMC_SRV_PENDING;
+}
+
+bool smc_srv_first_read(struct smc_conn *c, struct msghdr *m, int flags, ssize_t *rc)
+{
+	bool done = false;
+	size_t want = 0;
+
+	for (size_t i = 0; i < m->msg_iovlen; i++)
+		want += m->msg_iov[i].iov_len;
+	/* 0 bytes read as 0 like EOF; MSG_WAITALL would return short */
+	if (!c->server || c->known || !want || (flags & MSG_WAITALL) ||
+	    atomic_load(&c->state) != SMC_SRV_PENDING)
+		return false;
+	pthread_mutex_lock(&c->lock);
+	if (atomic_load(&c->state) == SMC_SRV_PENDING && !c->known) {
+		/* the kernel's, not ours: this library interposes recvmsg */
+		ssize_t n = syscall(SYS_recvmsg, c->fd, m, flags | MSG_DONTWAIT);
+
+		/* bytes, EOF or an error came on TCP before the server knew
+		 * the connection: TCP, as srv_try decides, in this one call */
+		if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+			conn_fallback(c, SMC_R_TCP_FIRST);
+			*rc = n;
+			done = true;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	return done;
 }
 
 int smc_srv_settle(struct smc_conn *c, bool may_wait, bool writing)
