@@ -168,7 +168,9 @@ static int cli_take_accept(struct smc_conn *c, const struct smc_clc *m, int fds[
  * last connections there were short; after SHORT_STREAK in a row its new
  * connections to that port stay TCP without asking (reason
  * "short-lived"), except one in SHORT_PROBE, which tries shared memory
- * again so that a change to long connections is seen. connect() asks
+ * again so that a change to long connections is seen; each further
+ * short one in shared memory doubles that interval up to
+ * SHORT_PROBE_MAX, a long one sets it back. connect() asks
  * (smc_short_skip) before it tracks the socket at all, so a skipped
  * connection costs the library nothing after that. Only this process's
  * own history counts, so nothing changes for the first connections of a
@@ -176,11 +178,14 @@ static int cli_take_accept(struct smc_conn *c, const struct smc_clc *m, int fds[
 #define SHORT_BYTES (16u << 10) /* both directions together */
 #define SHORT_STREAK 8
 #define SHORT_PROBE 64
+#define SHORT_PROBE_MAX 1024
 #define SHORT_SLOTS 256
 
 static struct short_slot {
 	uint32_t key; /* port + 1; 0: free */
 	uint32_t streak, skipped;
+	uint32_t probe; /* one in this many proposes: SHORT_PROBE, doubled
+			 * per probe that was short again, to SHORT_PROBE_MAX */
 } shorts[SHORT_SLOTS];
 static pthread_mutex_t shorts_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool shorts_on = true;
@@ -201,7 +206,7 @@ bool smc_short_skip(uint16_t port)
 		return false;
 	pthread_mutex_lock(&shorts_lock);
 	if (s->key == (uint32_t)port + 1 && s->streak >= SHORT_STREAK)
-		skip = ++s->skipped % SHORT_PROBE != 0;
+		skip = ++s->skipped % s->probe != 0;
 	pthread_mutex_unlock(&shorts_lock);
 	return skip;
 }
@@ -213,11 +218,18 @@ static void short_learn(uint16_t port, uint64_t bytes)
 
 	pthread_mutex_lock(&shorts_lock);
 	if (s->key != (uint32_t)port + 1)
-		*s = (struct short_slot){(uint32_t)port + 1, 0, 0};
-	if (bytes > SHORT_BYTES)
+		*s = (struct short_slot){(uint32_t)port + 1, 0, 0, SHORT_PROBE};
+	if (bytes > SHORT_BYTES) {
 		s->streak = s->skipped = 0;
-	else if (s->streak < SHORT_STREAK)
+		s->probe = SHORT_PROBE;
+	} else if (s->streak < SHORT_STREAK) {
 		s->streak++;
+	} else if (s->probe < SHORT_PROBE_MAX) {
+		/* a probe, short again: each one costs both ends a full
+		 * handshake, and the server a shared-memory member in its
+		 * event loop for the connection's life */
+		s->probe *= 2;
+	}
 	pthread_mutex_unlock(&shorts_lock);
 }
 
