@@ -53,7 +53,8 @@ struct smc_conn {
 	pthread_mutex_t tx_lock; /* one producer */
 	pthread_mutex_t rx_lock; /* one consumer */
 	struct smc_tuple tuple;  /* server connections, once known */
-	bool known;              /* server: tuple read, in the server list */
+	_Atomic bool known;      /* server: tuple read, in the server list (read
+				  * unlocked by the first-read check) */
 	int notify;              /* server pending: eventfd, a proposal came */
 	int refs;                /* the program's numbers for it (dup), under lock */
 	int priv;                /* the library's own dup of the TCP socket once
