@@ -450,12 +450,15 @@ bool smc_srv_first_read(struct smc_conn *c, struct msghdr *m, int flags, ssize_t
 	bool done = false;
 	size_t want = 0;
 
-	for (size_t i = 0; i < m->msg_iovlen; i++)
-		want += m->msg_iov[i].iov_len;
-	/* 0 bytes read as 0 like EOF; MSG_WAITALL would return short */
-	if (!c->server || c->known || !want || (flags & MSG_WAITALL) ||
+	/* MSG_WAITALL would return short; a bad msghdr is the kernel's to
+	 * refuse, the usual way */
+	if (!c->server || c->known || (flags & MSG_WAITALL) || !m || !m->msg_iov ||
 	    atomic_load(&c->state) != SMC_SRV_PENDING)
 		return false;
+	for (size_t i = 0; i < m->msg_iovlen; i++)
+		want += m->msg_iov[i].iov_len;
+	if (!want)
+		return false; /* 0 bytes read as 0, like EOF */
 	pthread_mutex_lock(&c->lock);
 	if (atomic_load(&c->state) == SMC_SRV_PENDING && !c->known) {
 		/* the kernel's, not ours: this library interposes recvmsg */
