@@ -12,6 +12,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "smc/fork.h"
@@ -167,7 +168,9 @@ static int cli_take_accept(struct smc_conn *c, const struct smc_clc *m, int fds[
  * last connections there were short; after SHORT_STREAK in a row its new
  * connections to that port stay TCP without asking (reason
  * "short-lived"), except one in SHORT_PROBE, which tries shared memory
- * again so that a change to long connections is seen. connect() asks
+ * again so that a change to long connections is seen; each further
+ * short one in shared memory doubles that interval up to
+ * SHORT_PROBE_MAX, a long one sets it back. connect() asks
  * (smc_short_skip) before it tracks the socket at all, so a skipped
  * connection costs the library nothing after that. Only this process's
  * own history counts, so nothing changes for the first connections of a
@@ -175,11 +178,14 @@ static int cli_take_accept(struct smc_conn *c, const struct smc_clc *m, int fds[
 #define SHORT_BYTES (16u << 10) /* both directions together */
 #define SHORT_STREAK 8
 #define SHORT_PROBE 64
+#define SHORT_PROBE_MAX 1024
 #define SHORT_SLOTS 256
 
 static struct short_slot {
 	uint32_t key; /* port + 1; 0: free */
 	uint32_t streak, skipped;
+	uint32_t probe; /* one in this many proposes: SHORT_PROBE, doubled
+			 * per probe that was short again, to SHORT_PROBE_MAX */
 } shorts[SHORT_SLOTS];
 static pthread_mutex_t shorts_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool shorts_on = true;
@@ -200,7 +206,7 @@ bool smc_short_skip(uint16_t port)
 		return false;
 	pthread_mutex_lock(&shorts_lock);
 	if (s->key == (uint32_t)port + 1 && s->streak >= SHORT_STREAK)
-		skip = ++s->skipped % SHORT_PROBE != 0;
+		skip = ++s->skipped % s->probe != 0;
 	pthread_mutex_unlock(&shorts_lock);
 	return skip;
 }
@@ -212,11 +218,18 @@ static void short_learn(uint16_t port, uint64_t bytes)
 
 	pthread_mutex_lock(&shorts_lock);
 	if (s->key != (uint32_t)port + 1)
-		*s = (struct short_slot){(uint32_t)port + 1, 0, 0};
-	if (bytes > SHORT_BYTES)
+		*s = (struct short_slot){(uint32_t)port + 1, 0, 0, SHORT_PROBE};
+	if (bytes > SHORT_BYTES) {
 		s->streak = s->skipped = 0;
-	else if (s->streak < SHORT_STREAK)
+		s->probe = SHORT_PROBE;
+	} else if (s->streak < SHORT_STREAK) {
 		s->streak++;
+	} else if (s->probe < SHORT_PROBE_MAX) {
+		/* a probe, short again: each one costs both ends a full
+		 * handshake, and the server a shared-memory member in its
+		 * event loop for the connection's life */
+		s->probe *= 2;
+	}
 	pthread_mutex_unlock(&shorts_lock);
 }
 
@@ -364,11 +377,55 @@ static bool tcp_readable(int fd)
 	return smc_poll(&p, 1, 0) > 0;
 }
 
+/* A pending server connection made known to the rendezvous thread:
+ * its addresses read, put in the server list (a proposal for it is
+ * then queued and, with @notify, its eventfd signalled, or declined
+ * once it is TCP) and, in a forked child, announced in the pre-fork
+ * table. Deferred from accept() to the first call that needs it, so
+ * that a connection whose client sent TCP data first pays none of it.
+ * Caller holds c->lock; 0 or -errno. */
+static int srv_know(struct smc_conn *c, bool notify)
+{
+	int rc = 0;
+
+	if (c->known)
+		return 0;
+	if (smc_tuple_of(c->fd, &c->tuple))
+		return -ENOTCONN;
+	pthread_mutex_lock(&smc_srv_lock);
+	/* under the lock: a proposal queued from now on signals it */
+	if (notify)
+		c->notify = smc_fd_high(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+	if (notify && c->notify < 0)
+		rc = -EMFILE;
+	else
+		smc_srv_add(c);
+	c->known = !rc;
+	pthread_mutex_unlock(&smc_srv_lock);
+	if (!rc && notify)
+		smc_rv_accepted_in_child(c);
+	return rc;
+}
+
 /* One look at a pending server connection: true when settled. */
 static bool srv_try(struct smc_conn *c, bool writing)
 {
 	struct smc_proposal *p;
 
+	/* TCP data before the server knew the connection: the client is
+	 * plain TCP or decided so (a library client writes nothing to TCP
+	 * before its handshake ended), so no proposal of its can still
+	 * come; committed without reading its addresses (DESIGN (a)) */
+	if (!c->known && !writing && tcp_readable(c->fd)) {
+		conn_fallback(c, SMC_R_TCP_FIRST);
+		return true;
+	}
+	/* a server that writes first: known so that a late proposal is
+	 * declined at once rather than left to the client's timeout */
+	if (srv_know(c, !writing)) {
+		conn_fallback(c, SMC_R_UNSUPPORTED);
+		return true;
+	}
 	if (offered(c)) {
 		/* a write must know where its bytes go: wait for the answer,
 		 * which a client sends right after our ACCEPT */
@@ -386,6 +443,37 @@ static bool srv_try(struct smc_conn *c, bool writing)
 	if (p)
 		srv_offer(c, p);
 	return atomic_load(&c->state) != SMC_SRV_PENDING;
+}
+
+bool smc_srv_first_read(struct smc_conn *c, struct msghdr *m, int flags, ssize_t *rc)
+{
+	bool done = false;
+	size_t want = 0;
+
+	/* MSG_WAITALL would return short; a bad msghdr is the kernel's to
+	 * refuse, the usual way */
+	if (!c->server || c->known || (flags & MSG_WAITALL) || !m || !m->msg_iov ||
+	    atomic_load(&c->state) != SMC_SRV_PENDING)
+		return false;
+	for (size_t i = 0; i < m->msg_iovlen; i++)
+		want += m->msg_iov[i].iov_len;
+	if (!want)
+		return false; /* 0 bytes read as 0, like EOF */
+	pthread_mutex_lock(&c->lock);
+	if (atomic_load(&c->state) == SMC_SRV_PENDING && !c->known) {
+		/* the kernel's, not ours: this library interposes recvmsg */
+		ssize_t n = syscall(SYS_recvmsg, c->fd, m, flags | MSG_DONTWAIT);
+
+		/* bytes, EOF or an error came on TCP before the server knew
+		 * the connection: TCP, as srv_try decides, in this one call */
+		if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+			conn_fallback(c, SMC_R_TCP_FIRST);
+			*rc = n;
+			done = true;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	return done;
 }
 
 int smc_srv_settle(struct smc_conn *c, bool may_wait, bool writing)
@@ -426,6 +514,9 @@ bool smc_conn_to_tcp(struct smc_conn *c)
 	bool tcp;
 
 	pthread_mutex_lock(&c->lock);
+	/* known, so that a proposal coming later is declined at once */
+	if (c->server && atomic_load(&c->state) == SMC_SRV_PENDING)
+		srv_know(c, false);
 	/* offered: the client may have switched already; its answer
 	 * decides (CONFIRM: shared memory). Waited for outside
 	 * smc_srv_lock, which the rendezvous thread needs. */
@@ -783,7 +874,7 @@ void smc_conn_close(struct smc_conn *c)
 	}
 	if (!c->server && atomic_load(&c->state) == SMC_ON)
 		short_learn(c->dport, atomic_load(&c->tx_bytes) + atomic_load(&c->rx_bytes));
-	if (c->server) {
+	if (c->known) {
 		pthread_mutex_lock(&smc_srv_lock);
 		smc_srv_remove(c);
 		pthread_mutex_unlock(&smc_srv_lock);

@@ -6,6 +6,7 @@
 #define ANOLE_SMC_CONN_H
 
 #include <poll.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -24,6 +25,13 @@ void smc_cli_settle(struct smc_conn *c);
  * came first or @writing; waits for either if @may_wait. 0 when
  * settled, -EAGAIN (still pending) or -EINTR. */
 int smc_srv_settle(struct smc_conn *c, bool may_wait, bool writing);
+/* Server: the program's first read of an accepted connection it has
+ * not looked at yet, as one non-blocking recvmsg(@m, @flags): TCP data,
+ * EOF or an error there commit it to TCP and are the read's result
+ * (*@rc, errno set when -1); true then. False: nothing on TCP yet (or
+ * not such a read), the usual way decides (DESIGN-smc.md, "Short
+ * connections"). */
+bool smc_srv_first_read(struct smc_conn *c, struct msghdr *m, int flags, ssize_t *rc);
 /* Server pending: the descriptor that becomes readable when a
  * proposal comes (the notify eventfd: drain it) or, once ACCEPT is
  * sent, when the client answers (the control socket: do not read it). */

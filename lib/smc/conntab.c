@@ -189,34 +189,48 @@ static void stat_write(const char *line, int n)
 	close(fd);
 }
 
-static _Atomic uint64_t shorts_unwritten;
+/* Connections kept on TCP in bulk, one line per 256 (a line per
+ * connection costs open, write and close): the client's short-lived
+ * ones and the server's that saw TCP data before it knew them. */
+static struct stat_bulk {
+	const char *role;
+	enum smc_reason reason;
+	_Atomic uint64_t unwritten;
+} bulks[] = {{"client", SMC_R_SHORT, 0}, {"server", SMC_R_TCP_FIRST, 0}};
 
-static void stat_short_flush(void)
+static void stat_bulk_flush(struct stat_bulk *b)
 {
-	uint64_t n = atomic_exchange(&shorts_unwritten, 0);
+	uint64_t n = atomic_exchange(&b->unwritten, 0);
 	char line[192];
 	int len;
 
 	if (!n)
 		return;
 	len = snprintf(line, sizeof(line),
-		       "{\"pid\":%d,\"role\":\"client\",\"mode\":\"tcp\",\"reason\":\"%s\","
+		       "{\"pid\":%d,\"role\":\"%s\",\"mode\":\"tcp\",\"reason\":\"%s\","
 		       "\"tx\":0,\"rx\":0,\"count\":%llu}\n",
-		       (int)getpid(), smc_reason_name(SMC_R_SHORT), (unsigned long long)n);
+		       (int)getpid(), b->role, smc_reason_name(b->reason), (unsigned long long)n);
 	stat_write(line, len);
 }
 
-/* The rest at exit (a killed process loses at most 255). */
-__attribute__((destructor)) static void stat_short_exit(void)
+static void stat_bulk_add(struct stat_bulk *b)
 {
-	if (stats_path)
-		stat_short_flush();
+	if (stats_path && atomic_fetch_add(&b->unwritten, 1) + 1 >= 256)
+		stat_bulk_flush(b);
+}
+
+/* The rest at exit (a killed process loses at most 255 of each). */
+__attribute__((destructor)) static void stat_bulk_exit(void)
+{
+	if (!stats_path)
+		return;
+	for (size_t i = 0; i < sizeof(bulks) / sizeof(bulks[0]); i++)
+		stat_bulk_flush(&bulks[i]);
 }
 
 void smc_stat_short(void)
 {
-	if (stats_path && atomic_fetch_add(&shorts_unwritten, 1) + 1 >= 256)
-		stat_short_flush();
+	stat_bulk_add(&bulks[0]);
 }
 
 void smc_stat_close(const struct smc_conn *c)
@@ -228,6 +242,9 @@ void smc_stat_close(const struct smc_conn *c)
 
 	if (!path || !*path || st == SMC_LISTEN)
 		return;
+	/* never known: TCP data came first, no byte went through the library */
+	if (c->server && !c->known && st == SMC_TCP && c->reason == SMC_R_TCP_FIRST)
+		return stat_bulk_add(&bulks[1]);
 	n = snprintf(line, sizeof(line),
 		     "{\"pid\":%d,\"role\":\"%s\",\"mode\":\"%s\",\"reason\":\"%s\",\"tx\":%llu,\"rx\":%llu}\n",
 		     (int)getpid(), c->server ? "server" : "client", st == SMC_ON ? "smc" : "tcp",

@@ -52,7 +52,9 @@ struct smc_conn {
 	pthread_mutex_t lock;    /* state changes, the handshake */
 	pthread_mutex_t tx_lock; /* one producer */
 	pthread_mutex_t rx_lock; /* one consumer */
-	struct smc_tuple tuple;  /* server connections */
+	struct smc_tuple tuple;  /* server connections, once known */
+	_Atomic bool known;      /* server: tuple read, in the server list (read
+				  * unlocked by the first-read check) */
 	int notify;              /* server pending: eventfd, a proposal came */
 	int refs;                /* the program's numbers for it (dup), under lock */
 	int priv;                /* the library's own dup of the TCP socket once

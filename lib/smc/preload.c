@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/select.h>
 #include <sys/socket.h>
@@ -70,25 +69,16 @@ static bool tcp_stream(int fd)
 	       !getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &l2) && (dom == AF_INET || dom == AF_INET6);
 }
 
+/* A new connection: client pending, or an accepted one, which costs no
+ * system call here: its addresses, proposal eventfd and pre-fork slot
+ * wait until its first call needs them (DESIGN-smc.md, "Short
+ * connections"). */
 static void track(int fd, int state, bool server)
 {
 	struct smc_conn *c = smc_conn_new(fd, state, server);
 
 	if (!c)
 		return; /* stays TCP */
-	if (server) {
-		pthread_mutex_lock(&smc_srv_lock);
-		if (smc_tuple_of(fd, &c->tuple) == 0)
-			c->notify = smc_fd_high(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-		if (c->notify < 0) {
-			pthread_mutex_unlock(&smc_srv_lock);
-			smc_conn_free(c);
-			return;
-		}
-		smc_srv_add(c);
-		pthread_mutex_unlock(&smc_srv_lock);
-		smc_rv_accepted_in_child(c);
-	}
 	/* a number reused behind our back (closed by a raw syscall) */
 	struct smc_conn *old = smc_tab_take(fd);
 
@@ -195,9 +185,36 @@ static ssize_t smc_recv1(struct smc_conn *c, void *buf, size_t n, int flags)
 	return fail(smc_conn_recv(c, &v, 1, flags));
 }
 
+/* An accepted connection's first read answered by the kernel at once
+ * when TCP data is there (smc_srv_first_read); true then, *@rc set. */
+static bool first_read(int fd, struct msghdr *m, int flags, ssize_t *rc)
+{
+	struct smc_conn *c = smc_tab_get(fd);
+
+	return c && smc_srv_first_read(c, m, flags, rc);
+}
+
+/* first_read for one buffer, with recvfrom's address. */
+static bool first_read1(int fd, void *buf, size_t n, int flags, struct sockaddr *a, socklen_t *l,
+			ssize_t *rc)
+{
+	struct iovec v = {buf, n};
+	struct msghdr m = {.msg_name = a, .msg_namelen = a && l ? *l : 0, .msg_iov = &v, .msg_iovlen = 1};
+
+	if (!first_read(fd, &m, flags, rc))
+		return false;
+	if (a && l && *rc >= 0)
+		*l = m.msg_namelen;
+	return true;
+}
+
 EXPORT ssize_t read(int fd, void *buf, size_t n)
 {
 	REAL(read);
+	ssize_t rc;
+
+	if (first_read1(fd, buf, n, 0, NULL, NULL, &rc))
+		return rc;
 	struct smc_conn *c = conn_data(fd, false, true);
 
 	return c ? smc_recv1(c, buf, n, 0) : real_read(fd, buf, n);
@@ -220,6 +237,10 @@ EXPORT ssize_t write(int fd, const void *buf, size_t n)
 EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
 {
 	REAL(recv);
+	ssize_t rc;
+
+	if (first_read1(fd, buf, n, flags, NULL, NULL, &rc))
+		return rc;
 	struct smc_conn *c = conn_data(fd, false, !(flags & MSG_DONTWAIT));
 
 	return c ? smc_recv1(c, buf, n, flags) : real_recv(fd, buf, n, flags);
@@ -242,6 +263,10 @@ EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
 EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *a, socklen_t *l)
 {
 	REAL(recvfrom);
+	ssize_t rc;
+
+	if (first_read1(fd, buf, n, flags, a, l, &rc))
+		return rc;
 	struct smc_conn *c = conn_data(fd, false, !(flags & MSG_DONTWAIT));
 
 	if (c && l)
@@ -262,6 +287,11 @@ EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct
 EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
 {
 	REAL(readv);
+	struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = cnt > 0 ? (size_t)cnt : 0};
+	ssize_t rc;
+
+	if (cnt > 0 && cnt <= IOV_MAX && first_read(fd, &m, 0, &rc))
+		return rc;
 	struct smc_conn *c = conn_data(fd, false, true);
 
 	return c ? fail(smc_conn_recv(c, iov, cnt, 0)) : real_readv(fd, iov, cnt);
@@ -278,6 +308,10 @@ EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
 EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
 {
 	REAL(recvmsg);
+	ssize_t rc;
+
+	if (first_read(fd, m, flags, &rc))
+		return rc;
 	struct smc_conn *c = conn_data(fd, false, !(flags & MSG_DONTWAIT));
 
 	if (c) {
