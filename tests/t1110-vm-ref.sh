@@ -21,13 +21,8 @@ need_fanotify
 kdir=${ANOLE_VM_KERNEL:-/var/cache/anole/vm/kernel}
 [ -f "$kdir/vmlinuz" ] || skip "no guest kernel in $kdir (scripts/vm-kernel)"
 export ANOLE_VM_KERNEL=$kdir
-export ANOLE_RUNTIME_DIR=$TMP/run ANOLE_CACHE_DIR=$TMP/cache
-daemon_kill() {
-	# shellcheck disable=SC2046
-	kill -9 $(cat "$ANOLE_RUNTIME_DIR"/{keeper,holder,daemon}.pid 2>/dev/null) 2>/dev/null || true
-}
-trap '_rc=$?; daemon_kill; (exit $_rc); _cleanup' EXIT
-left_mounts() { awk -v p="$ANOLE_RUNTIME_DIR/" 'index($2, p) == 1' /proc/mounts; }
+# shellcheck source=lib/daemonstate
+. "$ROOT/tests/lib/daemonstate"
 
 tree=$TMP/tree
 mkdir -p "$tree/bin" "$tree/tmp" "$tree/etc" "$tree/proc" "$tree/sys" "$tree/dev" "$tree/home/app"

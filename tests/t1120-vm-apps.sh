@@ -25,13 +25,8 @@ kdir=${ANOLE_VM_KERNEL:-/var/cache/anole/vm/kernel}
 export ANOLE_VM_KERNEL=$kdir
 ROOTFS=$("$ROOT/tests/lib/rootfs-variant" minbase-python-bookworm-v1 python3 --no-debs 2>"$TMP/rootfs.err") ||
 	skip "no python3 rootfs: $(tail -n 1 "$TMP/rootfs.err")"
-export ANOLE_RUNTIME_DIR=$TMP/run ANOLE_CACHE_DIR=$TMP/cache
-daemon_kill() {
-	# shellcheck disable=SC2046
-	kill -9 $(cat "$ANOLE_RUNTIME_DIR"/{keeper,holder,daemon}.pid 2>/dev/null) 2>/dev/null || true
-}
-trap '_rc=$?; daemon_kill; (exit $_rc); _cleanup' EXIT
-left_mounts() { awk -v p="$ANOLE_RUNTIME_DIR/" 'index($2, p) == 1' /proc/mounts; }
+# shellcheck source=lib/daemonstate
+. "$ROOT/tests/lib/daemonstate"
 # QEMU's sockets' directory goes here: checked empty
 scratch=$TMP/scratch
 mkdir "$scratch"
