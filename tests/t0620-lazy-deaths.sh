@@ -53,6 +53,19 @@ wait_daemon_gone() {
 	fail "the daemon still runs with nothing mounted: $(tail -n 5 "$ANOLE_RUNTIME_DIR/daemon.log")"
 }
 
+# a fresh cache and runtime directory: a process that has just let go of
+# its pid file may still rename a file into the runtime directory as it
+# ends (rm then says "Directory not empty"), so try again for a while
+clear_state() {
+	local i
+	for i in $(seq 1 50); do
+		rm -rf "$ANOLE_CACHE_DIR" "$ANOLE_RUNTIME_DIR" 2>/dev/null &&
+			[ ! -e "$ANOLE_RUNTIME_DIR" ] && [ ! -e "$ANOLE_CACHE_DIR" ] && return 0
+		sleep 0.1
+	done
+	fail "cannot clear the cache and runtime directories: $(ls -la "$ANOLE_RUNTIME_DIR" 2>&1)"
+}
+
 # 72 files of 16 KiB to 384 KiB, random bytes: every 4 KiB page differs
 # from zeros, and each file is a fetch of its own
 mkdir -p "$TMP/src/d1" "$TMP/src/d2"
@@ -96,7 +109,7 @@ kill_case() {
 	local name=$1 step p list
 	shift
 	wait_daemon_gone
-	rm -rf "$ANOLE_CACHE_DIR" "$ANOLE_RUNTIME_DIR"
+	clear_state
 	mkdir -p "$TMP/m"
 	"$ANOLE" mount "$REF" "$TMP/m" || fail "$name: mount failed: $(tail -n 3 "$ANOLE_RUNTIME_DIR/daemon.log")"
 	recovered || fail "$name: the daemon is not up: $(tail -n 5 "$ANOLE_RUNTIME_DIR/daemon.log")"
@@ -143,7 +156,7 @@ kill_case "all of them, one after another" worker holder keeper worker
 
 echo "== 2. what the three processes are"
 wait_daemon_gone
-rm -rf "$ANOLE_CACHE_DIR" "$ANOLE_RUNTIME_DIR"
+clear_state
 "$ANOLE" mount "$REF" "$TMP/m" || fail "mount failed"
 recovered || fail "the daemon is not up"
 for p in keeper holder daemon; do
@@ -168,7 +181,7 @@ done
 
 echo "== 3. nothing can serve: reads fail (EIO), then the daemon comes back"
 wait_daemon_gone
-rm -rf "$ANOLE_CACHE_DIR" "$ANOLE_RUNTIME_DIR"
+clear_state
 "$ANOLE" mount "$REF" "$TMP/m" || fail "mount failed"
 recovered || fail "the daemon is not up"
 CG=/sys/fs/cgroup/pids/anole-t0620-$$
