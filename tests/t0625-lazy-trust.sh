@@ -34,11 +34,15 @@ wait_daemon_gone() {
 	for i in $(seq 1 50); do
 		busy=
 		for p in $(pids); do kill -0 "$p" 2>/dev/null && busy=1; done
-		[ -z "$busy" ] && return 0
+		# a process that let go of its pid file may still be ending with
+		# blob files open: the cache is the next step's only when no
+		# process holds a file of it
+		[ -z "$busy" ] && [ -z "$(holders)" ] && return 0
 		sleep 0.2
 	done
-	fail "the daemon still runs: $(tail -n 5 "$ANOLE_RUNTIME_DIR/daemon.log")"
+	fail "the daemon still runs: $(tail -n 5 "$ANOLE_RUNTIME_DIR/daemon.log") $(holders)"
 }
+holders() { find /proc/[0-9]*/fd -lname "$ANOLE_CACHE_DIR/*" 2>/dev/null | head -n 3; }
 fresh() {
 	wait_daemon_gone
 	rm -rf "$ANOLE_RUNTIME_DIR" "$ANOLE_CACHE_DIR"
