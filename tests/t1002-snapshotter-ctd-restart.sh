@@ -29,15 +29,7 @@ T=$TMP/tree
 mkdir -p "$T/bin" "$T/data"
 cp /bin/busybox "$T/bin/busybox"
 head -c 400000 /dev/urandom >"$T/data/unread"
-registry_start
-"$ANOLE" convert -q "$T" "docker://$REGISTRY/lazy/bb:v1" >"$TMP/convert.out" 2>&1 ||
-	fail "convert failed: $(tail -n 3 "$TMP/convert.out")"
-faultproxy_start
-IMG=$PROXY/lazy/bb:v1
-
-containerd_with_snapshotter "$D"
-"$ANOLE" ctr-pull --address "$D/containerd.sock" "$IMG" >"$TMP/pull.out" 2>&1 ||
-	fail "ctr-pull failed: $(cat "$TMP/pull.out"; tail -n 3 "$D/snap.log")"
+containerd_lazy_pull "$T" bb
 "${C[@]}" run -d --snapshotter anole "$IMG" t1 /bin/busybox sleep 600 >"$TMP/run-d.out" 2>&1 ||
 	fail "ctr run -d failed: $(cat "$TMP/run-d.out"; tail -n 3 "$D/snap.log")"
 snaplazy_pre_stop() { "${C[@]}" task kill -s SIGKILL t1 2>/dev/null; "${C[@]}" task delete -f t1 2>/dev/null; }

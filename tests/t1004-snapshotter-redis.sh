@@ -11,6 +11,8 @@
 . "$ROOT/tests/lib/containerd"
 # shellcheck source=lib/registry
 . "$ROOT/tests/lib/registry"
+# shellcheck source=lib/redissession
+. "$ROOT/tests/lib/redissession"
 containerd_lazy_needs
 REDIS=$("$ROOT/tests/lib/rootfs-variant" hb-redis-v1 redis-server --no-debs 2>"$TMP/rootfs.err") ||
 	skip "no redis rootfs: $(tail -n 1 "$TMP/rootfs.err")"
@@ -21,32 +23,12 @@ D=$TMP/ctd
 . "$ROOT/tests/lib/snaplazy"
 mkdir -p "$D"
 
-registry_start
-"$ANOLE" convert -q -z lz4 "$REDIS" "docker://$REGISTRY/lazy/redis:v1" >"$TMP/convert.out" 2>&1 ||
-	fail "convert failed: $(tail -n 3 "$TMP/convert.out")"
-faultproxy_start
-IMG=$PROXY/lazy/redis:v1
-
-containerd_with_snapshotter "$D"
-"$ANOLE" ctr-pull --address "$D/containerd.sock" "$IMG" >"$TMP/pull.out" 2>&1 ||
-	fail "ctr-pull failed: $(cat "$TMP/pull.out"; tail -n 3 "$D/snap.log")"
+containerd_lazy_pull "$REDIS" redis -z lz4
 ! grep -q "blobs/sha256:.* -> 206" "$TMP/proxy.log" || fail "a data range was fetched at pull"
 
-session='redis-server --version
-redis-server --port 0 --unixsocket /tmp/r.sock --daemonize yes --save "" >/dev/null
-for i in $(seq 100); do redis-cli -s /tmp/r.sock ping 2>/dev/null && break; sleep 0.1; done
-redis-cli -s /tmp/r.sock set greeting "from redis"
-redis-cli -s /tmp/r.sock rpush l a b c
-redis-cli -s /tmp/r.sock incrby n 41
-redis-cli -s /tmp/r.sock get greeting
-redis-cli -s /tmp/r.sock lrange l 0 -1
-redis-cli -s /tmp/r.sock shutdown nosave'
-"${C[@]}" run --rm --snapshotter anole "$IMG" r1 /bin/sh -c "$session" >"$TMP/out" 2>"$TMP/err" ||
+"${C[@]}" run --rm --snapshotter anole "$IMG" r1 /bin/sh -c "$REDIS_SESSION" >"$TMP/out" 2>"$TMP/err" ||
 	fail "ctr run failed: $(cat "$TMP/err"; tail -n 3 "$D/snap.log")"
-{
-	chroot "$REDIS" redis-server --version
-	printf 'PONG\nOK\n3\n41\nfrom redis\na\nb\nc\n'
-} >"$TMP/want"
+redis_session_want "$REDIS" >"$TMP/want"
 cmp "$TMP/want" "$TMP/out" || fail "the session: $(diff "$TMP/want" "$TMP/out")"
 grep -q "blobs/sha256:.* -> 206" "$TMP/proxy.log" || fail "no data range was fetched for the run"
 

@@ -27,6 +27,8 @@ ROOTFS=$("$ROOT/tests/lib/rootfs-variant" minbase-python-bookworm-v1 python3 --n
 	skip "no python3 rootfs: $(tail -n 1 "$TMP/rootfs.err")"
 # shellcheck source=lib/daemonstate
 . "$ROOT/tests/lib/daemonstate"
+# shellcheck source=lib/redissession
+. "$ROOT/tests/lib/redissession"
 # QEMU's sockets' directory goes here: checked empty
 scratch=$TMP/scratch
 mkdir "$scratch"
@@ -75,20 +77,11 @@ if REDIS=$("$ROOT/tests/lib/rootfs-variant" hb-redis-v1 redis-server --no-debs 2
 	RREF=docker://$REGISTRY/vm/redis:v1
 	"$ANOLE" convert -q -z lz4 "$REDIS" "$RREF" >"$TMP/convert.out" 2>&1 ||
 		fail "convert redis: $(tail -n 3 "$TMP/convert.out")"
-	session='redis-server --version
-	redis-server --port 0 --unixsocket /tmp/r.sock --daemonize yes --save "" >/dev/null
-	for i in $(seq 100); do redis-cli -s /tmp/r.sock ping 2>/dev/null && break; sleep 0.1; done
-	redis-cli -s /tmp/r.sock set greeting "from redis"
-	redis-cli -s /tmp/r.sock rpush l a b c
-	redis-cli -s /tmp/r.sock incrby n 41
-	redis-cli -s /tmp/r.sock get greeting
-	redis-cli -s /tmp/r.sock lrange l 0 -1
-	redis-cli -s /tmp/r.sock shutdown nosave; exit 6'
 	for how in vm runc; do
 		args=()
 		[ $how = runc ] || args=(--vm)
 		st=0
-		TMPDIR=$scratch "$ANOLE" run -q "${args[@]}" "$RREF" -- /bin/sh -c "$session" \
+		TMPDIR=$scratch "$ANOLE" run -q "${args[@]}" "$RREF" -- /bin/sh -c "$REDIS_SESSION; exit 6" \
 			</dev/null >"$TMP/redis.$how.out" 2>"$TMP/redis.$how.err" || st=$?
 		echo "$st" >"$TMP/redis.$how.st"
 		left_behind "redis $how"
@@ -96,8 +89,7 @@ if REDIS=$("$ROOT/tests/lib/rootfs-variant" hb-redis-v1 redis-server --no-debs 2
 	cat "$TMP/redis.vm.out" "$TMP/redis.vm.err"
 	[ "$(cat "$TMP/redis.vm.st")" = 6 ] || fail "redis vm: status $(cat "$TMP/redis.vm.st")"
 	# the version line, then the session's replies
-	{ "$REDIS/usr/bin/redis-server" --version
-	  printf 'PONG\nOK\n3\n41\nfrom redis\na\nb\nc\n'; } | cmp - "$TMP/redis.vm.out" ||
+	redis_session_want "$REDIS" | cmp - "$TMP/redis.vm.out" ||
 		fail "redis vm: $(cat "$TMP/redis.vm.out")"
 	for f in out err st; do
 		cmp "$TMP/redis.runc.$f" "$TMP/redis.vm.$f" ||
