@@ -6,7 +6,8 @@
 # not written to, SIGTERM to anole goes to the command (which traps it and
 # exits 7: anole's status), and SIGTERM or SIGKILL to anole leaves no QEMU process
 # and no file behind. Images the guest kernel cannot read are refused
-# with one line. Four boots in all: each takes seconds under TCG.
+# with one line, and so are a missing QEMU and a guest kernel panic. Five
+# boots in all: each takes seconds under TCG.
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 need_cmd qemu-system-x86_64 chroot
@@ -98,6 +99,13 @@ refused() {
 "$ANOLE" build -q -z zstd "$tree" "$TMP/zstd.erofs"
 refused "compressed with zstd" "$ANOLE" run -q --vm "$TMP/zstd.erofs" -- /bin/true
 ANOLE_VM_KERNEL=$TMP/none refused "no guest kernel" "$ANOLE" run -q --vm "$TMP/img.erofs" -- /bin/true
+refused "qemu-system-x86_64 not found" env PATH="$TMP/none" "$ANOLE" run -q --vm "$TMP/img.erofs" -- /bin/true
+# a guest kernel panic (an init the kernel cannot execute: "No working init
+# found") is one line with the panic's message, QEMU gone with the guest
+printf '#!/bin/none\n' >"$TMP/badinit"
+chmod +x "$TMP/badinit"
+ANOLE_VM_INIT=$TMP/badinit refused "Kernel panic - not syncing: No working init found" \
+	"$ANOLE" run -q --vm "$TMP/img.erofs" -- /bin/true
 refused "no command" "$ANOLE" run -q --vm "$TMP/img.erofs"
 # a guest that does not reach its init in time is stopped: one line
 ANOLE_VM_BOOT_TIMEOUT=0.3 refused "did not start its init within 0.3 s" \
