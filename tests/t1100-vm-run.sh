@@ -99,6 +99,13 @@ refused() {
 "$ANOLE" build -q -z zstd "$tree" "$TMP/zstd.erofs"
 refused "compressed with zstd" "$ANOLE" run -q --vm "$TMP/zstd.erofs" -- /bin/true
 ANOLE_VM_KERNEL=$TMP/none refused "no guest kernel" "$ANOLE" run -q --vm "$TMP/img.erofs" -- /bin/true
+# the codecs come from the guest kernel's config: without lz4 in it (here
+# no config at all) even an lz4 image is refused
+mkdir "$TMP/noconf"
+ln -s "$kdir/vmlinuz" "$TMP/noconf/vmlinuz"
+cp "$kdir/version" "$TMP/noconf/"
+ANOLE_VM_KERNEL=$TMP/noconf refused "compressed with lz4: the guest kernel ($(cat "$kdir/version")) reads no compressed data" \
+	"$ANOLE" run -q --vm "$TMP/img.erofs" -- /bin/true
 refused "qemu-system-x86_64 not found" env PATH="$TMP/none" "$ANOLE" run -q --vm "$TMP/img.erofs" -- /bin/true
 # a guest kernel panic (an init the kernel cannot execute: "No working init
 # found") is one line with the panic's message, QEMU gone with the guest

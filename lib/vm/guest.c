@@ -64,16 +64,21 @@ static bool exists(const char *path)
 	return access(path, F_OK) == 0;
 }
 
-/* Whether the guest kernel's config (the "config" file beside vmlinuz)
- * enables a PVM guest: any CONFIG_..._PVM_GUEST=y line. */
-static bool kernel_is_pvm_guest(const struct vm_kernel *k)
+/* Whether a line of the guest kernel's config (the "config" file beside
+ * vmlinuz) starts with "CONFIG_" and ends with "_" @suffix ("PVM_GUEST=y"
+ * matches any CONFIG_..._PVM_GUEST=y). No config: no line matches. */
+static bool kernel_config_has(const struct vm_kernel *k, const char *suffix)
 {
 	char path[700], line[256];
 	snprintf(path, sizeof(path), "%s/config", k->dir);
 	FILE *f = fopen(path, "re");
+	size_t slen = strlen(suffix);
 	bool yes = false;
-	while (f && !yes && fgets(line, sizeof(line), f))
-		yes = strncmp(line, "CONFIG_", 7) == 0 && strstr(line, "PVM_GUEST=y");
+	while (f && !yes && fgets(line, sizeof(line), f)) {
+		size_t n = strcspn(line, "\n");
+		yes = strncmp(line, "CONFIG_", 7) == 0 && n >= 7 + slen &&
+		      line[n - slen - 1] == '_' && memcmp(line + n - slen, suffix, slen) == 0;
+	}
 	if (f)
 		fclose(f);
 	return yes;
@@ -96,7 +101,7 @@ bool vm_choose_accel(const struct vm_kernel *k, const char **why)
 	 * a nested cloud VM) runs only kernels built as PVM guests; a stock
 	 * kernel hangs there at its first instruction after decompression. */
 	bool hardware = exists("/sys/module/kvm_intel") || exists("/sys/module/kvm_amd");
-	if (!hardware && exists("/sys/module/kvm_pvm") && !kernel_is_pvm_guest(k)) {
+	if (!hardware && exists("/sys/module/kvm_pvm") && !kernel_config_has(k, "PVM_GUEST=y")) {
 		*why = " (/dev/kvm is PVM and the guest kernel is no PVM guest)";
 		return false;
 	}
@@ -104,10 +109,43 @@ bool vm_choose_accel(const struct vm_kernel *k, const char **why)
 	return true;
 }
 
-/* Bit n of available_compr_algs: the codecs EROFS numbers 0..3. */
-static const char *const codec_names[] = {"lz4", "lzma", "deflate", "zstd"};
+/* Bit n of available_compr_algs: the codecs EROFS numbers 0..3, and the
+ * config option that makes the kernel's EROFS read each. */
+static const struct {
+	const char *name, *config;
+} codecs[] = {
+	{"lz4", "EROFS_FS_ZIP=y"},
+	{"lzma", "EROFS_FS_ZIP_LZMA=y"},
+	{"deflate", "EROFS_FS_ZIP_DEFLATE=y"},
+	{"zstd", "EROFS_FS_ZIP_ZSTD=y"},
+};
 
-int vm_check_image(int fd, const char *name, size_t ndevices, bool lazy, struct anole_error *err)
+/* The first codec of @algs the guest kernel cannot read, or -1. A kernel
+ * without a config file is taken to read none, which is refused with the
+ * hint to use lz4 (what Debian 12's cloud kernel reads). */
+static int unreadable_codec(const struct vm_kernel *k, uint16_t algs)
+{
+	for (unsigned i = 0; i < 16; i++)
+		if ((algs & (1u << i)) &&
+		    (i >= ARRAY_SIZE(codecs) || !kernel_config_has(k, codecs[i].config)))
+			return (int)i;
+	return -1;
+}
+
+/* The codecs of the guest kernel, "lz4, zstd" into @buf. */
+static const char *readable_codecs(const struct vm_kernel *k, char *buf, size_t size)
+{
+	size_t n = 0;
+	buf[0] = '\0';
+	for (size_t i = 0; i < ARRAY_SIZE(codecs); i++)
+		if (kernel_config_has(k, codecs[i].config))
+			n += (size_t)snprintf(buf + n, n < size ? size - n : 0, "%s%s", n ? ", " : "",
+					      codecs[i].name);
+	return n ? buf : "no compressed data";
+}
+
+int vm_check_image(const struct vm_kernel *k, int fd, const char *name, size_t ndevices, bool lazy,
+		   struct anole_error *err)
 {
 	struct erofs_super_block sb;
 	int r = pread_full(fd, &sb, sizeof(sb), EROFS_SUPER_OFFSET);
@@ -125,13 +163,16 @@ int vm_check_image(int fd, const char *name, size_t ndevices, bool lazy, struct 
 				 name, incompat & ~GUEST_INCOMPAT);
 	uint16_t algs = (incompat & EROFS_INCOMPAT_COMPR_CFGS) ? le16toh(sb.available_compr_algs)
 							       : 0;
-	for (unsigned i = 1; i < 16; i++)
-		if (algs & (1u << i))
-			return anole_err(err, EINVAL,
-					 "%s: compressed with %s: the guest kernel (Debian's 6.1 "
-					 "cloud kernel) reads lz4 only; %s it with -z lz4",
-					 name, i < ARRAY_SIZE(codec_names) ? codec_names[i] : "?",
-					 lazy ? "convert" : "rebuild");
+	int bad = unreadable_codec(k, algs);
+	if (bad >= 0) {
+		char can[64];
+		return anole_err(err, EINVAL,
+				 "%s: compressed with %s: the guest kernel (%s) reads %s; %s it "
+				 "with -z lz4",
+				 name, (size_t)bad < ARRAY_SIZE(codecs) ? codecs[bad].name : "?",
+				 k->version, readable_codecs(k, can, sizeof(can)),
+				 lazy ? "convert" : "rebuild");
+	}
 	if (le16toh(sb.extra_devices) != ndevices)
 		return anole_err(err, EINVAL, "%s: data in %u blob devices, %zu given", name,
 				 le16toh(sb.extra_devices), ndevices);

@@ -790,7 +790,7 @@ static int prepare(struct vm *v)
 	v->image_fd = open(v->o->image, O_RDONLY | O_CLOEXEC);
 	if (v->image_fd < 0)
 		return anole_err(v->err, errno, "%s: %s", v->o->image, strerror(errno));
-	r = vm_check_image(v->image_fd, v->o->image, v->o->ndevices, v->o->lazy, v->err);
+	r = vm_check_image(&v->k, v->image_fd, v->o->image, v->o->ndevices, v->o->lazy, v->err);
 	if (r >= 0)
 		r = parse_volumes(v);
 	if (r >= 0)

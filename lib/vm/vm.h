@@ -55,9 +55,11 @@ int vm_find_kernel(struct vm_kernel *k, struct anole_error *err);
  * @why: "" or " (reason)", to follow the accelerator's name in a log. */
 bool vm_choose_accel(const struct vm_kernel *k, const char **why);
 
-/* Refuse an image the guest kernel (EROFS of Linux 6.1, lz4 only) cannot
- * mount, with one line naming why. */
-int vm_check_image(int fd, const char *name, size_t ndevices, bool lazy, struct anole_error *err);
+/* Refuse an image the guest kernel @k cannot mount (a codec its config
+ * does not enable; features and block sizes past Linux 6.1's), with one
+ * line naming why. */
+int vm_check_image(const struct vm_kernel *k, int fd, const char *name, size_t ndevices, bool lazy,
+		   struct anole_error *err);
 
 /* Write to @fd a newc cpio initramfs: /init (the file @init), the kernel
  * modules the guest needs (and virtiofs's when @virtiofs), in load order,
