@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * anole run --vm: QEMU's microvm machine with Debian's cloud kernel, the
- * initramfs of lib/vm/initramfs.c and the image as a read-only virtio-blk
- * disk (docs/DESIGN-vm.md). This process listens on five unix sockets
+ * anole run --vm: QEMU's microvm machine (or q35, the baseline:
+ * vm_machine) with Debian's cloud kernel, the initramfs of
+ * lib/vm/initramfs.c and the image as a read-only virtio-blk disk
+ * (docs/DESIGN-vm.md). This process listens on five unix sockets
  * that QEMU connects to: the kernel console (a serial port, kept apart so
  * that the kernel's messages never mix with the container's output), the
  * status console (hvc0: "exit N", "signal N" or "error MSG" from the
