@@ -109,6 +109,25 @@ bool vm_choose_accel(const struct vm_kernel *k, const char **why)
 	return true;
 }
 
+/* microvm's virtio-mmio transports are legacy unless told; a PCI
+ * device is transitional, and the vhost-user ones are virtio 1.0. */
+static const struct vm_machine machines[] = {
+	{"microvm", "device", "virtio_mmio", "|-global|virtio-mmio.force-legacy=false"},
+	{"q35", "pci", "virtio_pci", ""},
+};
+
+const struct vm_machine *vm_machine(void)
+{
+	const char *env = getenv("ANOLE_VM_MACHINE");
+	if (!env || !*env)
+		return &machines[0];
+	for (size_t i = 0; i < ARRAY_SIZE(machines); i++)
+		if (!strcmp(env, machines[i].name))
+			return &machines[i];
+	return NULL;
+}
+
+
 /* Bit n of available_compr_algs: the codecs EROFS numbers 0..3, and the
  * config option that makes the kernel's EROFS read each. */
 static const struct {

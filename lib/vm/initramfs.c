@@ -16,11 +16,15 @@
 #include "util/util.h"
 #include "vm/vm.h"
 
-/* What the guest needs that Debian's cloud kernel builds as modules:
- * microvm's virtio-mmio transport, the image's disk, the stdio ports,
- * EROFS and overlayfs. Dependencies come from modules.dep; the built-in
- * ones (modules.builtin) are skipped, so another kernel works too. */
-static const char *const guest_modules[] = {"virtio_mmio", "virtio_blk", "virtio_console",
+/* What the guest needs that Debian's kernels build as modules: the
+ * machine's virtio transport (virtio_mmio, virtio_pci: vm_machine), then
+ * the image's disk, the stdio ports, EROFS and overlayfs. Dependencies
+ * come from modules.dep; the built-in ones (modules.builtin) are skipped,
+ * so another kernel works too. crc32c_generic is no dependency in
+ * modules.dep but a softdep of libcrc32c (EROFS's), which asks the crypto
+ * API for crc32c as it loads: built into the cloud kernel, a module of the
+ * full one, and the guest has no modprobe to load it on demand. */
+static const char *const guest_modules[] = {"virtio_blk", "virtio_console", "crc32c_generic",
 					    "erofs", "overlay"};
 
 #define MAX_MODULES 32
@@ -137,6 +141,10 @@ static int module_order(struct modlist *l, const struct vm_kernel *k, bool virti
 	snprintf(path, sizeof(path), "%s/modules/modules.builtin", k->dir);
 	if (r >= 0)
 		r = slurp(path, &builtin, &len, err);
+	const struct vm_machine *m = vm_machine();
+	if (r >= 0)
+		r = m ? resolve(l, dep, builtin, m->transport, k, err)
+		      : anole_err(err, EINVAL, "ANOLE_VM_MACHINE: microvm or q35");
 	for (size_t i = 0; r >= 0 && i < ARRAY_SIZE(guest_modules); i++)
 		r = resolve(l, dep, builtin, guest_modules[i], k, err);
 	/* volumes only: fuse and virtiofs are 0.2 MiB more to load */

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * anole run --vm: QEMU's microvm machine with Debian's cloud kernel, the
- * initramfs of lib/vm/initramfs.c and the image as a read-only virtio-blk
- * disk (docs/DESIGN-vm.md). This process listens on five unix sockets
+ * anole run --vm: QEMU's microvm machine (or q35, the baseline:
+ * vm_machine) with Debian's cloud kernel, the initramfs of
+ * lib/vm/initramfs.c and the image as a read-only virtio-blk disk
+ * (docs/DESIGN-vm.md). This process listens on five unix sockets
  * that QEMU connects to: the kernel console (a serial port, kept apart so
  * that the kernel's messages never mix with the container's output), the
  * status console (hvc0: "exit N", "signal N" or "error MSG" from the
@@ -59,6 +60,7 @@ struct vm {
 	char dir[128];
 	int lfd[NSOCK], fd[NCHAN];
 	bool kvm;
+	const struct vm_machine *m; /* microvm, or q35 (ANOLE_VM_MACHINE) */
 	/* the guest's init says "up" on the status console as it starts: a
 	 * boot that has not by boot_deadline is stopped (boot_stalled) */
 	bool up, boot_stalled;
@@ -280,32 +282,31 @@ static char **qemu_argv(struct vm *v, struct strbuf *s)
 	if (khz)
 		snprintf(append + n, sizeof(append) - (size_t)n, " tsc_early_khz=%lu", khz);
 	/* virtio-fs: virtiofsd maps the guest's memory, so it is a shared memfd */
-	strbuf_addf(s, "%s|-M|microvm%s|-accel|%s|-cpu|%s|-m|" GUEST_MEM "|-smp|1|-nodefaults|"
+	strbuf_addf(s, "%s|-M|%s%s|-accel|%s|-cpu|%s|-m|" GUEST_MEM "|-smp|1|-nodefaults|"
 		       "-no-user-config|-display|none|-sandbox|on|-no-reboot|-nic|none|"
 		       "-kernel|%s/vmlinuz|-initrd|/dev/fd/3|-append|%s|"
 		       "-drive|if=none,id=img,file=/dev/fd/%d,format=raw,readonly=on|"
-		       "-device|virtio-blk-device,drive=img,serial=anole.meta|"
-		       "-device|virtio-serial-device,max_ports=4|-serial|chardev:con|"
+		       "-device|virtio-blk-%s,drive=img,serial=anole.meta|"
+		       "-device|virtio-serial-%s,max_ports=4|-serial|chardev:con|"
 		       "-device|virtconsole,chardev=st,nr=0|"
 		       "-device|virtserialport,chardev=in,nr=1,name=anole.stdin|"
 		       "-device|virtserialport,chardev=out,nr=2,name=anole.stdout|"
 		       "-device|virtserialport,chardev=err,nr=3,name=anole.stderr",
-		    v->qemu, v->o->nvolumes ? ",memory-backend=mem" : "", v->kvm ? "kvm" : "tcg", v->kvm ? "host" : "max", v->k.dir, append,
-		    IMAGE_FD);
-	/* (libvhost-user serves virtio 1.0 only; microvm's virtio-mmio is
-	 * legacy unless told) */
+		    v->qemu, v->m->name, v->o->nvolumes ? ",memory-backend=mem" : "", v->kvm ? "kvm" : "tcg", v->kvm ? "host" : "max", v->k.dir, append,
+		    IMAGE_FD, v->m->virtio, v->m->virtio);
+	/* (libvhost-user serves virtio 1.0 only) */
 	if (v->o->nvolumes)
-		strbuf_addf(s, "|-object|memory-backend-memfd,id=mem,size=" GUEST_MEM ",share=on"
-			       "|-global|virtio-mmio.force-legacy=false");
+		strbuf_addf(s, "|-object|memory-backend-memfd,id=mem,size=" GUEST_MEM ",share=on%s",
+			    v->m->globals);
 	for (size_t i = 0; i < v->o->nvolumes; i++)
 		strbuf_addf(s, "|-chardev|socket,id=fs%zu,path=%s/fs%zu"
-			       "|-device|vhost-user-fs-device,chardev=fs%zu,tag=anole.v%zu",
-			    i, v->dir, i, i, i);
+			       "|-device|vhost-user-fs-%s,chardev=fs%zu,tag=anole.v%zu",
+			    i, v->dir, i, v->m->virtio, i, i);
 	/* the blobs by serial: the guest's vdX names follow probe order */
 	for (size_t i = 0; i < v->o->ndevices; i++)
 		strbuf_addf(s, "|-drive|if=none,id=d%zu,file=/dev/fd/%zu,format=raw,readonly=on"
-			       "|-device|virtio-blk-device,drive=d%zu,serial=anole.d%zu",
-			    i, IMAGE_FD + 1 + i, i, i);
+			       "|-device|virtio-blk-%s,drive=d%zu,serial=anole.d%zu",
+			    i, IMAGE_FD + 1 + i, v->m->virtio, i, i);
 	for (int i = 0; i < NSOCK; i++)
 		strbuf_addf(s, "|-chardev|socket,id=%s,path=%s/%s", chan_name[i], v->dir,
 			    chan_name[i]);
@@ -780,6 +781,10 @@ static void cleanup(struct vm *v, const sigset_t *old)
 
 static int prepare(struct vm *v)
 {
+	v->m = vm_machine();
+	if (!v->m)
+		return anole_err(v->err, EINVAL, "ANOLE_VM_MACHINE=%s: microvm or q35",
+				 getenv("ANOLE_VM_MACHINE"));
 	int r = vm_find_kernel(&v->k, v->err);
 	if (r >= 0)
 		r = find_init(v);
@@ -824,8 +829,8 @@ int vm_run(const struct vm_options *o, int *status, struct anole_error *err)
 	if (r >= 0)
 		r = listen_sockets(&v);
 	if (r >= 0) {
-		log_line(o->log, o->log_ctx, "vm: QEMU microvm, accelerator %s%s, guest kernel %s",
-			 v.kvm ? "kvm" : "tcg", v.accel_why, v.k.version);
+		log_line(o->log, o->log_ctx, "vm: QEMU %s, accelerator %s%s, guest kernel %s",
+			 v.m->name, v.kvm ? "kvm" : "tcg", v.accel_why, v.k.version);
 		r = start_virtiofsd(&v);
 		v.boot_deadline = now_seconds() + boot_timeout(&v);
 		if (r >= 0)

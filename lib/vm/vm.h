@@ -50,6 +50,19 @@ struct vm_kernel {
  * kernel, else /var/cache/anole/vm/kernel. */
 int vm_find_kernel(struct vm_kernel *k, struct anole_error *err);
 
+/* The machine QEMU emulates: microvm (virtio-mmio, no firmware: the
+ * default) or q35 (SeaBIOS, PCI: the Kata-QEMU-like baseline of
+ * bench/sandbox). */
+struct vm_machine {
+	const char *name;      /* QEMU's -M */
+	const char *virtio;    /* its virtio devices' suffix: virtio-blk-SUFFIX */
+	const char *transport; /* the guest's module that finds them */
+	const char *globals;   /* with volumes: "" or "|-global|..." (vhost-user wants virtio 1.0) */
+};
+/* $ANOLE_VM_MACHINE's machine ("microvm" or "q35"; unset or empty:
+ * microvm), or NULL for another name. */
+const struct vm_machine *vm_machine(void);
+
 /* KVM or TCG for a guest running kernel @k: $ANOLE_VM_ACCEL ("kvm" or
  * "tcg") when set, else KVM where /dev/kvm opens and can run that kernel.
  * @why: "" or " (reason)", to follow the accelerator's name in a log. */
