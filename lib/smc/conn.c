@@ -442,6 +442,10 @@ static bool srv_try(struct smc_conn *c, bool writing)
 	pthread_mutex_unlock(&smc_srv_lock);
 	if (p)
 		srv_offer(c, p);
+	/* a write must know where its bytes go, now: left pending, they
+	 * would go to TCP while the client switches to the rings */
+	if (p && writing && offered(c))
+		srv_answer(c, smc_timeout_ms());
 	return atomic_load(&c->state) != SMC_SRV_PENDING;
 }
 
