@@ -145,6 +145,15 @@ bool smc_addr_eq(const struct sockaddr_storage *a, const struct sockaddr_storage
 	       x->sin6_scope_id == y->sin6_scope_id;
 }
 
+bool smc_tcp_stream(int fd)
+{
+	int type = 0, dom = 0;
+	socklen_t l1 = sizeof(type), l2 = sizeof(dom);
+
+	return !getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l1) && type == SOCK_STREAM &&
+	       !getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &l2) && (dom == AF_INET || dom == AF_INET6);
+}
+
 int smc_tuple_of(int fd, struct smc_tuple *t)
 {
 	socklen_t l1 = sizeof(t->local), l2 = sizeof(t->peer);
@@ -158,7 +167,7 @@ int smc_tuple_of(int fd, struct smc_tuple *t)
 
 static const char *const reason_names[SMC_R_COUNT] = {
 	"none", "no-rendezvous", "declined", "timeout", "bad-accept", "tcp-first",
-	"server-wrote-first", "no-memory", "withdrawn", "unsupported", "short-lived",
+	"server-wrote-first", "no-memory", "withdrawn", "unsupported", "short-lived", "exec-lost",
 };
 
 const char *smc_reason_name(enum smc_reason r)
@@ -247,7 +256,9 @@ void smc_stat_close(const struct smc_conn *c)
 		return stat_bulk_add(&bulks[1]);
 	n = snprintf(line, sizeof(line),
 		     "{\"pid\":%d,\"role\":\"%s\",\"mode\":\"%s\",\"reason\":\"%s\",\"tx\":%llu,\"rx\":%llu}\n",
-		     (int)getpid(), c->server ? "server" : "client", st == SMC_ON ? "smc" : "tcp",
+		     (int)getpid(), c->server ? "server" : "client",
+		     /* "lost": an exec could not hand it over (exec.c) */
+		     st != SMC_ON ? "tcp" : c->reason == SMC_R_EXEC_LOST ? "lost" : "smc",
 		     smc_reason_name(c->reason), (unsigned long long)atomic_load(&c->tx_bytes),
 		     (unsigned long long)atomic_load(&c->rx_bytes));
 	stat_write(line, n);
