@@ -1,7 +1,8 @@
 #!/bin/bash
 # Shared-memory sockets across exec(): a server accepts, reads the
 # client's first byte, sends A bytes, then (after an exec that fails
-# and must leave every descriptor flag as it was) execs with the socket open
+# and must leave every descriptor flag as it was, and a system() whose
+# shell must not see the socket) execs with the socket open
 # while B1 bytes of the client's wait in the ring. The new image (python
 # reading and writing two inherited numbers; sh -c 'exec cat <&3 >&3',
 # two execs and cat's read/write on 0 and 1) carries on in shared memory:
