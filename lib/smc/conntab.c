@@ -18,10 +18,23 @@ struct smc_conn *smc_tab_get(int fd)
 	return atomic_load_explicit(&tab[fd], memory_order_acquire);
 }
 
+/* One past the highest number ever set: a walk of the table (exec,
+ * exit) stops there instead of at SMC_FD_MAX. */
+static _Atomic int tab_top;
+
 void smc_tab_set(int fd, struct smc_conn *c)
 {
-	if (fd >= 0 && fd < SMC_FD_MAX)
-		atomic_store_explicit(&tab[fd], c, memory_order_release);
+	if (fd < 0 || fd >= SMC_FD_MAX)
+		return;
+	atomic_store_explicit(&tab[fd], c, memory_order_release);
+	for (int top = atomic_load(&tab_top); c && fd >= top;)
+		if (atomic_compare_exchange_weak(&tab_top, &top, fd + 1))
+			break;
+}
+
+int smc_tab_top(void)
+{
+	return atomic_load(&tab_top);
 }
 
 struct smc_conn *smc_tab_take(int fd)

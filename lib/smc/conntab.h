@@ -86,6 +86,8 @@ struct smc_proposal {
 
 struct smc_conn *smc_tab_get(int fd);
 void smc_tab_set(int fd, struct smc_conn *c);
+/* The table's entries are all below this (0: never one). */
+int smc_tab_top(void);
 /* Takes the entry out of the table; NULL if none. */
 struct smc_conn *smc_tab_take(int fd);
 

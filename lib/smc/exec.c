@@ -167,7 +167,7 @@ static int plan_make(struct exec_plan *p, enum exec_mode mode)
 	p->nsaved = p->nmarks = p->nconn = 0;
 	memcpy(p->env, SMC_EXEC_ENV "=" SMC_EXEC_VERSION, sizeof(SMC_EXEC_ENV "=" SMC_EXEC_VERSION));
 	p->envoff = strlen(p->env);
-	for (int fd = 0; fd < SMC_FD_MAX; fd++) {
+	for (int fd = 0, top = smc_tab_top(); fd < top; fd++) {
 		struct smc_conn *c = smc_conn_of(fd);
 		int fl = c ? fd_flags(fd) : -1;
 
@@ -204,7 +204,7 @@ static int plan_make(struct exec_plan *p, enum exec_mode mode)
 	}
 	/* connections the exec closes (every number FD_CLOEXEC): the kernel
 	 * closes the control socket, the peer reads EOF after the data */
-	for (int fd = 0; fd < SMC_FD_MAX && !rc && mode != SPAWN_HIDE; fd++) {
+	for (int fd = 0, top = smc_tab_top(); fd < top && !rc && mode != SPAWN_HIDE; fd++) {
 		struct smc_conn *c = smc_conn_of(fd);
 
 		if (c && atomic_load(&c->state) == SMC_ON && !seen(lc, nlive, c))
@@ -358,12 +358,12 @@ EXPORT int execveat(int dirfd, const char *path, char *const argv[], char *const
 
 /* execl, execle, execlp: the list as an array on the stack (as glibc,
  * @arg is the first of the list, which ends with a NULL). */
-static int execl_any(enum exec_kind kind, const char *path, const char *arg, va_list ap, bool withenv)
+static int execl_any(enum exec_kind kind, const char *path, const char *arg, va_list *ap, bool withenv)
 {
 	va_list cp;
 	size_t n = 1;
 
-	va_copy(cp, ap);
+	va_copy(cp, *ap);
 	while (va_arg(cp, const char *))
 		n++;
 	va_end(cp);
@@ -373,8 +373,8 @@ static int execl_any(enum exec_kind kind, const char *path, const char *arg, va_
 
 	argv[0] = arg;
 	for (size_t i = 1; i <= n; i++)
-		argv[i] = va_arg(ap, const char *);
-	envp = withenv ? va_arg(ap, char *const *) : environ;
+		argv[i] = va_arg(*ap, const char *);
+	envp = withenv ? va_arg(*ap, char *const *) : environ;
 	if (kind == K_EXECVPE)
 		return execvpe(path, (char *const *)argv, envp);
 	return execve(path, (char *const *)argv, envp);
@@ -386,7 +386,7 @@ EXPORT int execl(const char *path, const char *arg, ...)
 	int rc;
 
 	va_start(ap, arg);
-	rc = execl_any(K_EXECVE, path, arg, ap, false);
+	rc = execl_any(K_EXECVE, path, arg, &ap, false);
 	va_end(ap);
 	return rc;
 }
@@ -397,7 +397,7 @@ EXPORT int execle(const char *path, const char *arg, ...)
 	int rc;
 
 	va_start(ap, arg);
-	rc = execl_any(K_EXECVE, path, arg, ap, true);
+	rc = execl_any(K_EXECVE, path, arg, &ap, true);
 	va_end(ap);
 	return rc;
 }
@@ -408,7 +408,7 @@ EXPORT int execlp(const char *file, const char *arg, ...)
 	int rc;
 
 	va_start(ap, arg);
-	rc = execl_any(K_EXECVPE, file, arg, ap, false);
+	rc = execl_any(K_EXECVPE, file, arg, &ap, false);
 	va_end(ap);
 	return rc;
 }
@@ -636,7 +636,7 @@ __attribute__((constructor)) static void exec_init(void)
  * holding the connection (forked ones too) let go of it. */
 __attribute__((destructor)) static void exec_exit(void)
 {
-	for (int fd = 0; fd < SMC_FD_MAX; fd++) {
+	for (int fd = 0, top = smc_tab_top(); fd < top; fd++) {
 		struct smc_conn *c = smc_conn_of(fd);
 
 		if (c && atomic_load(&c->state) == SMC_ON && c->map)
