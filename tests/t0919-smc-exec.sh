@@ -8,7 +8,9 @@
 # two execs and cat's read/write on 0 and 1) carries on in shared memory:
 # every byte both ways is compared, sizes pseudo-random and larger than a
 # ring, and the statistics show no TCP. A socket with FD_CLOEXEC is
-# closed by the exec: the client reads A, then EOF, never hangs. An
+# closed by the exec: the client reads A, then EOF, never hangs; so is
+# one kept for a statically linked new image, which cannot load the
+# library (it finds no descriptor: EBADF). An
 # ANOLE_SMC_EXEC value that does not check (any string) never crashes the
 # new image, is gone from its environment, attaches nothing to a
 # descriptor that is not a TCP socket, and makes a TCP socket it names
@@ -67,6 +69,32 @@ run_case sh-cat
 run_case cloexec
 [ "$CASE_OUT" = "ok eof" ] || fail "cloexec: $CASE_OUT"
 [ "$(line client)" = "smc 1 $A" ] || fail "cloexec: client $(line client)"
+
+# a statically linked new image cannot load the library: the socket is
+# closed for it (EBADF there, EOF at the client) instead of left bare
+if printf 'int main(void) { return 0; }' | cc -static -x c -o "$TMP/probe" - 2>/dev/null; then
+	cat >"$TMP/static-read.c" <<'C'
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+int main(int argc, char **argv)
+{
+	char b;
+	ssize_t n = read(atoi(argv[1]), &b, 1);
+
+	printf("%s\n", n < 0 && errno == EBADF ? "ebadf" : n < 0 ? "error" : n ? "byte" : "eof");
+	return 0;
+}
+C
+	cc -static -O2 -o "$TMP/static-read" "$TMP/static-read.c" || fail "cc -static"
+	run_case static
+	[ "$CASE_OUT" = "ok eof" ] || fail "static: $CASE_OUT"
+	[ "$(cat "$TMP/static.out")" = ebadf ] || fail "static: the new image read $(cat "$TMP/static.out")"
+	echo "static new image: $(cat "$TMP/static.out"), the client EOF"
+else
+	echo "no static libc: the statically linked case is not run"
+fi
 
 # values that do not check: nothing crashes, the variable is gone, stdout
 # (a file named as a number) is left alone

@@ -19,8 +19,10 @@
  * The exec side runs where a vfork() child may run it: no allocation,
  * nothing but the descriptor flags of this process and one flag in
  * shared memory is changed, and the state to undo lives on the stack. */
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -296,11 +298,99 @@ static int exec_real(const struct exec_call *x, char *const *envp)
 	}
 }
 
-/* One exec: planned, run, undone if it came back. */
+/* Whether the program in @fd, started by exec, loads this library
+ * (given an envp that preloads it): not if it is statically linked (an
+ * ELF without PT_INTERP: Go programs), of another class, or set-user-ID
+ * or set-group-ID to someone else (ld.so then ignores a preload named
+ * by its path). ld.so run as a program has no PT_INTERP either and is
+ * taken for static: its program gets the connections closed, which is
+ * loud, where a static one given them would wait on a bare socket. A
+ * script, or anything that cannot be read, is taken to load it: its
+ * interpreter usually does, and what cannot be read usually fails to
+ * exec. */
+static bool image_loads_us(int fd)
+{
+	Elf64_Ehdr eh;
+	Elf64_Phdr ph[64];
+	struct stat st;
+	ssize_t n;
+
+	if (fstat(fd, &st))
+		return true;
+	if (((st.st_mode & S_ISUID) && st.st_uid != geteuid()) ||
+	    ((st.st_mode & S_ISGID) && st.st_gid != getegid()))
+		return false;
+	if (pread(fd, &eh, sizeof(eh), 0) != (ssize_t)sizeof(eh) || memcmp(eh.e_ident, ELFMAG, SELFMAG))
+		return true;
+	if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_phentsize != sizeof(ph[0]))
+		return false;
+	n = eh.e_phnum > 64 ? 64 : eh.e_phnum;
+	n = pread(fd, ph, sizeof(ph[0]) * (size_t)n, (off_t)eh.e_phoff);
+	for (ssize_t i = 0; n > 0 && i < n / (ssize_t)sizeof(ph[0]); i++)
+		if (ph[i].p_type == PT_INTERP)
+			return true;
+	return false;
+}
+
+/* The file @file names for execvp: as the shell's PATH search finds
+ * it (the caller's PATH, glibc's default without one); fd or -1. */
+static int open_on_path(const char *file)
+{
+	const char *path = getenv("PATH");
+	char buf[PATH_MAX];
+
+	if (strchr(file, '/'))
+		return open(file, O_RDONLY | O_CLOEXEC);
+	for (const char *d = path && *path ? path : "/bin:/usr/bin"; *d;) {
+		size_t dl = strcspn(d, ":"), fl = strlen(file);
+
+		if (dl + fl + 2 <= sizeof(buf)) {
+			int fd;
+
+			memcpy(buf, d, dl);
+			buf[dl] = '/';
+			memcpy(buf + dl + (dl ? 1 : 0), file, fl + 1);
+			fd = access(buf, X_OK) ? -1 : open(buf, O_RDONLY | O_CLOEXEC);
+			if (fd >= 0)
+				return fd;
+		}
+		d += dl + (d[dl] == ':');
+	}
+	return -1;
+}
+
+/* image_loads_us for what @x execs. */
+static bool exec_loads_us(const struct exec_call *x)
+{
+	int fd;
+	bool yes;
+
+	if (x->kind == K_FEXECVE)
+		return image_loads_us(x->dirfd);
+	if (x->kind == K_EXECVEAT && !*x->path && (x->flags & AT_EMPTY_PATH))
+		return image_loads_us(x->dirfd);
+	if (x->kind == K_EXECVEAT)
+		fd = openat(x->dirfd, x->path, O_RDONLY | O_CLOEXEC |
+						  (x->flags & AT_SYMLINK_NOFOLLOW ? O_NOFOLLOW : 0));
+	else if (x->kind == K_EXECVPE)
+		fd = open_on_path(x->path);
+	else
+		fd = open(x->path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return true;
+	yes = image_loads_us(fd);
+	syscall(SYS_close, fd); /* not our close(): a vfork child may run this */
+	return yes;
+}
+
+/* One exec: planned, run, undone if it came back. A new image that
+ * will not load the library gets the connections closed, not a bare
+ * socket it would wait on. */
 static int exec_run(const struct exec_call *x, char *const *envp)
 {
 	struct exec_plan p;
-	int rc = plan_make(&p, envp_preloads_us(envp) ? EXEC_PASS : EXEC_HIDE), e;
+	bool pass = envp_preloads_us(envp) && (!smc_tab_top() || exec_loads_us(x));
+	int rc = plan_make(&p, pass ? EXEC_PASS : EXEC_HIDE), e;
 
 	if (rc)
 		return (int)smc_fail(rc);
