@@ -7,7 +7,7 @@
 . "$(dirname "$0")/lib/common.sh"
 bin=$ROOT/${BUILD_DIR:-build}/tests/fuzz
 F=$ROOT/tests/fuzz
-for t in image tar blobmeta oci prefetch control hints tarhdr snapreq; do
+for t in image tar blobmeta oci prefetch control hints tarhdr snapreq smcexec; do
 	exe=$bin/fuzz_${t}_replay
 	# the snapshotter's is built only where gRPC and protobuf-c are
 	[ -x "$exe" ] || [ $t != snapreq ] || [ -x "$(dirname "$ANOLE")/anole-snapshotter" ] || continue

@@ -15,6 +15,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "smc/execenv.h"
 #include "smc/fork.h"
 #include "smc/rendezvous.h"
 
@@ -31,7 +32,7 @@ struct smc_conn *smc_conn_new(int fd, int state, bool server)
 	c->fd = fd;
 	atomic_init(&c->state, state);
 	c->server = server;
-	c->notify = c->ctl = c->rx_data = c->rx_space = c->tx_data = c->tx_space = -1;
+	c->notify = c->ctl = c->memfd = c->rx_data = c->rx_space = c->tx_data = c->tx_space = -1;
 	c->refs = 1;
 	c->priv = -1;
 	c->fslot = -1;
@@ -54,6 +55,7 @@ static void conn_unshare(struct smc_conn *c)
 	if (c->map)
 		munmap(c->map, c->maplen);
 	c->map = NULL;
+	close_fd(&c->memfd);
 	close_fd(&c->ctl);
 	close_fd(&c->rx_data);
 	close_fd(&c->rx_space);
@@ -96,6 +98,11 @@ static void efd_drain(int fd)
 static size_t map_len(uint32_t ring)
 {
 	return SMC_DATA_OFF + 2 * (size_t)ring;
+}
+
+size_t smc_map_len(uint32_t ring)
+{
+	return map_len(ring);
 }
 
 /* Points @c's rings into the mapping: ring 0 client->server, 1 back. */
@@ -151,11 +158,13 @@ static int cli_take_accept(struct smc_conn *c, const struct smc_clc *m, int fds[
 	}
 	c->maplen = map_len(ring);
 	conn_rings(c, ring, false);
+	/* kept: an exec() hands it to the new image (exec.c) */
+	c->memfd = fds[0];
 	c->tx_data = fds[1];
 	c->tx_space = fds[2];
 	c->rx_data = fds[3];
 	c->rx_space = fds[4];
-	fds[1] = fds[2] = fds[3] = fds[4] = -1;
+	fds[0] = fds[1] = fds[2] = fds[3] = fds[4] = -1;
 	return 0;
 }
 
@@ -289,7 +298,8 @@ static int srv_share(struct smc_conn *c, int *memfd)
 {
 	int *e[4] = {&c->rx_data, &c->rx_space, &c->tx_data, &c->tx_space};
 
-	*memfd = memfd_create("anole-smc", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	/* high: it is kept for the connection's life (exec.c) */
+	*memfd = smc_fd_high(memfd_create("anole-smc", MFD_CLOEXEC | MFD_ALLOW_SEALING));
 	if (*memfd < 0)
 		return -errno;
 	if (ftruncate(*memfd, (off_t)map_len(SMC_RING_SIZE)) ||
@@ -329,7 +339,7 @@ static void srv_offer(struct smc_conn *c, struct smc_proposal *p)
 	int out[5] = {memfd, c->rx_data, c->rx_space, c->tx_data, c->tx_space};
 
 	rc = smc_clc_send(p->sock, SMC_CLC_ACCEPT, SMC_RING_SIZE, out, 5);
-	close_fd(&memfd);
+	c->memfd = memfd;
 	c->ctl = p->sock;
 	p->sock = -1;
 	smc_proposal_drop(p, false);
@@ -442,6 +452,10 @@ static bool srv_try(struct smc_conn *c, bool writing)
 	pthread_mutex_unlock(&smc_srv_lock);
 	if (p)
 		srv_offer(c, p);
+	/* a write must know where its bytes go, now: left pending, they
+	 * would go to TCP while the client switches to the rings */
+	if (p && writing && offered(c))
+		srv_answer(c, smc_timeout_ms());
 	return atomic_load(&c->state) != SMC_SRV_PENDING;
 }
 
@@ -543,6 +557,14 @@ static bool nonblocking(const struct smc_conn *c, int flags)
 	return (flags & MSG_DONTWAIT) || (fcntl(c->fd, F_GETFL) & O_NONBLOCK);
 }
 
+/* The peer shut its sending side down: shutdown, close, or an exec()
+ * that closed its descriptors (its control socket's EOF then). */
+static bool rx_closed(struct smc_conn *c)
+{
+	return atomic_load(&c->rx.h->closed) ||
+	       (atomic_load(&c->peer_gone) && atomic_load(&c->rx.h->gone_is_close));
+}
+
 /* The peer closed or died: its end of the control socket is closed. */
 static void check_peer(struct smc_conn *c, short revents)
 {
@@ -557,7 +579,7 @@ static bool cond_met(struct smc_conn *c, enum smc_cond w)
 	if (atomic_load(&c->peer_gone))
 		return true;
 	if (w == SMC_WANT_DATA)
-		return smc_ring_used(&c->rx) != 0 || atomic_load(&c->rx.h->closed);
+		return smc_ring_used(&c->rx) != 0 || rx_closed(c);
 	return smc_ring_space(&c->tx) != 0 || atomic_load(&c->tx.h->reset);
 }
 
@@ -692,7 +714,7 @@ static ssize_t send_locked(struct smc_conn *c, struct iovec *v, int cnt, int fla
 static ssize_t recv_empty(struct smc_conn *c)
 {
 	/* closed or gone is final only once the ring is seen empty after it */
-	bool closed = atomic_load(&c->rx.h->closed), gone = atomic_load(&c->peer_gone);
+	bool closed = rx_closed(c), gone = atomic_load(&c->peer_gone);
 
 	if ((closed || gone) && smc_ring_used(&c->rx) == 0)
 		return closed ? 0 : -ECONNRESET;
@@ -798,15 +820,15 @@ short smc_conn_revents_now(struct smc_conn *c, short events)
 	int64_t used = smc_ring_used(&c->rx), space = smc_ring_space(&c->tx);
 	if (used < 0 || space < 0)
 		return POLLERR | POLLHUP | (events & (POLLIN | POLLOUT));
-	if (used > 0 || atomic_load(&c->rx.h->closed) || atomic_load(&c->rd_shut))
+	if (used > 0 || rx_closed(c) || atomic_load(&c->rd_shut))
 		r |= POLLIN | POLLRDNORM;
-	if (atomic_load(&c->rx.h->closed))
+	if (rx_closed(c))
 		r |= POLLRDHUP;
 	if (space > 0 && !atomic_load(&c->wr_shut))
 		r |= POLLOUT | POLLWRNORM;
 	if (atomic_load(&c->peer_gone) || atomic_load(&c->tx.h->reset)) {
 		r |= POLLIN | POLLRDNORM | POLLOUT | POLLWRNORM | POLLRDHUP;
-		if (!atomic_load(&c->rx.h->closed))
+		if (!rx_closed(c))
 			r |= POLLERR | POLLHUP;
 	}
 	return r & (short)(events | POLLERR | POLLHUP);
@@ -844,7 +866,7 @@ void smc_conn_gens(struct smc_conn *c, uint64_t *gin, uint64_t *gout)
 {
 	uint64_t gone = atomic_load(&c->peer_gone) ? 1ull << 61 : 0;
 
-	*gin = atomic_load(&c->rx.h->prod) + (atomic_load(&c->rx.h->closed) ? 1ull << 62 : 0) + gone;
+	*gin = atomic_load(&c->rx.h->prod) + (rx_closed(c) ? 1ull << 62 : 0) + gone;
 	*gout = atomic_load(&c->tx.h->cons) + (atomic_load(&c->tx.h->reset) ? 1ull << 62 : 0) + gone;
 }
 
@@ -881,4 +903,56 @@ void smc_conn_close(struct smc_conn *c)
 	}
 	smc_stat_close(c);
 	smc_conn_free(c);
+}
+
+/* ---- exec (exec.c) ---- */
+
+struct smc_conn *smc_conn_resume(const struct smc_exec_ent *e)
+{
+	struct smc_conn *c = smc_conn_new(e->num[0], SMC_ON, e->server);
+	int *own[6] = {&c->memfd, &c->ctl, &c->rx_data, &c->rx_space, &c->tx_data, &c->tx_space};
+	const int in[6] = {e->memfd, e->ctl, e->efd[0], e->efd[1], e->efd[2], e->efd[3]};
+
+	if (!c)
+		return NULL;
+	c->map = mmap(NULL, map_len(e->ring), PROT_READ | PROT_WRITE, MAP_SHARED, e->memfd, 0);
+	if (c->map == MAP_FAILED) {
+		c->map = NULL;
+		smc_conn_free(c);
+		return NULL;
+	}
+	c->maplen = map_len(e->ring);
+	conn_rings(c, e->ring, false);
+	for (int i = 0; i < 6; i++)
+		*own[i] = in[i];
+	atomic_store(&c->rd_shut, (e->flags & SMC_EXEC_RD_SHUT) != 0);
+	atomic_store(&c->wr_shut, (e->flags & SMC_EXEC_WR_SHUT) != 0);
+	atomic_store(&c->peer_gone, (e->flags & SMC_EXEC_PEER_GONE) != 0);
+	atomic_store(&c->tx_bytes, e->tx_bytes);
+	atomic_store(&c->rx_bytes, e->rx_bytes);
+	c->dport = e->dport;
+	return c;
+}
+
+struct smc_conn *smc_conn_broken(int fd, bool server)
+{
+	struct smc_conn *c = smc_conn_new(fd, SMC_ON, server);
+	const uint32_t ring = 4096;
+
+	if (!c)
+		return NULL;
+	/* rings of the process's own that say "reset": no descriptor to
+	 * wait on, every call answers at once */
+	c->map = mmap(NULL, map_len(ring), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (c->map == MAP_FAILED) {
+		c->map = NULL;
+		smc_conn_free(c);
+		return NULL;
+	}
+	c->maplen = map_len(ring);
+	conn_rings(c, ring, true);
+	atomic_store(&c->tx.h->reset, 1);
+	atomic_store(&c->peer_gone, true);
+	c->reason = SMC_R_EXEC_LOST;
+	return c;
 }

@@ -72,6 +72,18 @@ void smc_conn_gens(struct smc_conn *c, uint64_t *gin, uint64_t *gout);
  * from the send ring), or -ECONNRESET (FIONREAD, SIOCOUTQ). */
 int smc_conn_queued(struct smc_conn *c, bool tx);
 
+/* exec (exec.c): the bytes a connection with rings of @ring bytes maps. */
+size_t smc_map_len(uint32_t ring);
+struct smc_exec_ent;
+/* The connection @e describes, its descriptors checked by the caller:
+ * mapped, in shared memory, owning @e's descriptors, c->fd its first
+ * number (not in the table yet); NULL if it cannot be mapped. */
+struct smc_conn *smc_conn_resume(const struct smc_exec_ent *e);
+/* A connection that could not be taken over at exec: reads give
+ * ECONNRESET, writes EPIPE, poll POLLERR|POLLHUP, never the bare TCP
+ * socket, which carries none of its bytes. NULL without memory. */
+struct smc_conn *smc_conn_broken(int fd, bool server);
+
 /* The rendezvous of listener @fd (bound to TCP @port), served by the
  * library's thread; 0 or -errno. */
 int smc_rv_serve(int fd, uint16_t port);

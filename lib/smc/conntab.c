@@ -18,10 +18,23 @@ struct smc_conn *smc_tab_get(int fd)
 	return atomic_load_explicit(&tab[fd], memory_order_acquire);
 }
 
+/* One past the highest number ever set: a walk of the table (exec,
+ * exit) stops there instead of at SMC_FD_MAX. */
+static _Atomic int tab_top;
+
 void smc_tab_set(int fd, struct smc_conn *c)
 {
-	if (fd >= 0 && fd < SMC_FD_MAX)
-		atomic_store_explicit(&tab[fd], c, memory_order_release);
+	if (fd < 0 || fd >= SMC_FD_MAX)
+		return;
+	atomic_store_explicit(&tab[fd], c, memory_order_release);
+	for (int top = atomic_load(&tab_top); c && fd >= top;)
+		if (atomic_compare_exchange_weak(&tab_top, &top, fd + 1))
+			break;
+}
+
+int smc_tab_top(void)
+{
+	return atomic_load(&tab_top);
 }
 
 struct smc_conn *smc_tab_take(int fd)
@@ -145,6 +158,15 @@ bool smc_addr_eq(const struct sockaddr_storage *a, const struct sockaddr_storage
 	       x->sin6_scope_id == y->sin6_scope_id;
 }
 
+bool smc_tcp_stream(int fd)
+{
+	int type = 0, dom = 0;
+	socklen_t l1 = sizeof(type), l2 = sizeof(dom);
+
+	return !getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l1) && type == SOCK_STREAM &&
+	       !getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &l2) && (dom == AF_INET || dom == AF_INET6);
+}
+
 int smc_tuple_of(int fd, struct smc_tuple *t)
 {
 	socklen_t l1 = sizeof(t->local), l2 = sizeof(t->peer);
@@ -158,7 +180,7 @@ int smc_tuple_of(int fd, struct smc_tuple *t)
 
 static const char *const reason_names[SMC_R_COUNT] = {
 	"none", "no-rendezvous", "declined", "timeout", "bad-accept", "tcp-first",
-	"server-wrote-first", "no-memory", "withdrawn", "unsupported", "short-lived",
+	"server-wrote-first", "no-memory", "withdrawn", "unsupported", "short-lived", "exec-lost",
 };
 
 const char *smc_reason_name(enum smc_reason r)
@@ -247,7 +269,9 @@ void smc_stat_close(const struct smc_conn *c)
 		return stat_bulk_add(&bulks[1]);
 	n = snprintf(line, sizeof(line),
 		     "{\"pid\":%d,\"role\":\"%s\",\"mode\":\"%s\",\"reason\":\"%s\",\"tx\":%llu,\"rx\":%llu}\n",
-		     (int)getpid(), c->server ? "server" : "client", st == SMC_ON ? "smc" : "tcp",
+		     (int)getpid(), c->server ? "server" : "client",
+		     /* "lost": an exec could not hand it over (exec.c) */
+		     st != SMC_ON ? "tcp" : c->reason == SMC_R_EXEC_LOST ? "lost" : "smc",
 		     smc_reason_name(c->reason), (unsigned long long)atomic_load(&c->tx_bytes),
 		     (unsigned long long)atomic_load(&c->rx_bytes));
 	stat_write(line, n);

@@ -36,6 +36,7 @@ enum smc_reason {
 	SMC_R_WITHDRAWN,
 	SMC_R_UNSUPPORTED,
 	SMC_R_SHORT, /* client: this port's connections were short lately */
+	SMC_R_EXEC_LOST, /* exec: the new image could not take the connection over */
 	SMC_R_COUNT
 };
 
@@ -66,6 +67,7 @@ struct smc_conn {
 	int ctl;                 /* the handshake's socket: liveness */
 	int rx_data, rx_space;   /* eventfds of the receive ring */
 	int tx_data, tx_space;   /* eventfds of the send ring */
+	int memfd;               /* the mapping's memfd, kept for exec */
 	void *map;
 	size_t maplen;
 	struct smc_ring rx, tx;
@@ -84,6 +86,8 @@ struct smc_proposal {
 
 struct smc_conn *smc_tab_get(int fd);
 void smc_tab_set(int fd, struct smc_conn *c);
+/* The table's entries are all below this (0: never one). */
+int smc_tab_top(void);
 /* Takes the entry out of the table; NULL if none. */
 struct smc_conn *smc_tab_take(int fd);
 
@@ -100,6 +104,9 @@ struct smc_proposal *smc_srv_dequeue(const struct smc_tuple *t);
 struct smc_proposal *smc_srv_dequeue_if(bool (*pred)(struct smc_proposal *p));
 /* Proposals queued now. */
 unsigned smc_srv_nqueued(void);
+
+/* An AF_INET/AF_INET6 stream socket. */
+bool smc_tcp_stream(int fd);
 
 /* Same connection: addresses equal, IPv4-mapped IPv6 taken as IPv4. */
 bool smc_addr_eq(const struct sockaddr_storage *a, const struct sockaddr_storage *b);

@@ -60,15 +60,6 @@ static struct smc_conn *conn_data(int fd, bool writing, bool may_wait)
 
 static void conn_unref(struct smc_conn *c);
 
-static bool tcp_stream(int fd)
-{
-	int type = 0, dom = 0;
-	socklen_t l1 = sizeof(type), l2 = sizeof(dom);
-
-	return !getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l1) && type == SOCK_STREAM &&
-	       !getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &l2) && (dom == AF_INET || dom == AF_INET6);
-}
-
 /* A new connection: client pending, or an accepted one, which costs no
  * system call here: its addresses, proposal eventfd and pre-fork slot
  * wait until its first call needs them (DESIGN-smc.md, "Short
@@ -102,7 +93,7 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 
 		if (smc_short_skip(port))
 			smc_stat_short();
-		else if (tcp_stream(fd))
+		else if (smc_tcp_stream(fd))
 			track(fd, SMC_CLI_PENDING, false);
 	}
 	errno = e;
@@ -127,7 +118,7 @@ static uint16_t bound_port(int fd)
 EXPORT int listen(int fd, int backlog)
 {
 	REAL(listen);
-	bool ours = !smc_tab_get(fd) && tcp_stream(fd);
+	bool ours = !smc_tab_get(fd) && smc_tcp_stream(fd);
 	uint16_t port = ours ? bound_port(fd) : 0;
 	/* the rendezvous before the kernel listens: a client that connects
 	 * the moment the port accepts (a readiness probe) finds it there,

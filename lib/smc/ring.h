@@ -22,6 +22,10 @@ struct smc_ring_hdr {
 	_Atomic uint32_t prod_sleep; /* producer waits for space */
 	_Atomic uint32_t cons_sleep; /* consumer waits for bytes */
 	uint32_t size;               /* data bytes, a power of two */
+	/* the producer's end goes by a close the kernel makes (exec with
+	 * FD_CLOEXEC, exit): its control socket's EOF is then a close (EOF
+	 * after the data), not a death (ECONNRESET) */
+	_Atomic uint32_t gone_is_close;
 };
 
 /* One process's view of a ring: the shared header, the data, and the
