@@ -380,7 +380,12 @@ static char **qemu_argv(struct vm *v, struct strbuf *s)
 {
 	char append[256];
 	unsigned long khz = v->kvm ? 0 : tsc_khz();
-	int n = snprintf(append, sizeof(append), "console=ttyS0 quiet panic=-1");
+	/* q35 with memory slots: the hotplug range above 4 GiB makes the
+	 * kernel set up 64 MiB of DMA bounce buffers (SWIOTLB), zeroed, so
+	 * each guest's RAM; virtio without VIRTIO_F_ACCESS_PLATFORM never
+	 * bounces */
+	int n = snprintf(append, sizeof(append), "console=ttyS0 quiet panic=-1%s",
+			 v->npmem ? " swiotlb=noforce" : "");
 	if (khz)
 		snprintf(append + n, sizeof(append) - (size_t)n, " tsc_early_khz=%lu", khz);
 	/* virtio-fs: virtiofsd maps the guest's memory, so it is a shared memfd */
