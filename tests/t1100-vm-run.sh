@@ -6,10 +6,8 @@
 # not written to, SIGTERM to anole goes to the command (which traps it and
 # exits 7: anole's status), and SIGTERM or SIGKILL to anole leaves no QEMU process
 # and no file behind. Images the guest kernel cannot read are refused
-# with one line, and so are a missing QEMU and a guest kernel panic. The
-# first command also runs with the image on virtio-pmem
-# (ANOLE_VM_DISK=pmem): the same output. Six boots in all: each takes
-# seconds under TCG.
+# with one line, and so are a missing QEMU and a guest kernel panic. Five
+# boots in all: each takes seconds under TCG.
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 need_cmd qemu-system-x86_64 chroot
@@ -52,23 +50,6 @@ printf 'out hi /tmp\nfrom the image\nline 1\nline 2\n' | cmp - "$TMP/vm.out" ||
 cmp "$TMP/ref.out" "$TMP/vm.out" || fail "stdout differs from chroot's"
 cmp "$TMP/ref.err" "$TMP/vm.err" || fail "stderr differs from chroot's"
 [ "$(sha256sum <"$TMP/img.erofs")" = "$sum" ] || fail "the image changed"
-left_behind
-
-# 1b. the same on virtio-pmem (ANOLE_VM_DISK=pmem: a q35 guest, EROFS
-# with DAX), which takes images of a multiple of 2 MiB: a copy padded
-# with zeros past the file system's end. Same stdout, stderr and status.
-cp "$TMP/img.erofs" "$TMP/img2m.erofs"
-truncate -s 2M "$TMP/img2m.erofs"
-sum2m=$(sha256sum <"$TMP/img2m.erofs")
-st=0
-ANOLE_VM_DISK=pmem "$ANOLE" run --vm -e GREETING=hi -w /tmp "$TMP/img2m.erofs" -- \
-	/bin/sh -c "$cmd" <"$TMP/in" >"$TMP/pmem.out" 2>"$TMP/pmem.log" || st=$?
-grep -q '^  vm: QEMU q35,' "$TMP/pmem.log" || fail "pmem: not a q35 guest: $(cat "$TMP/pmem.log")"
-grep -v '^  vm: ' "$TMP/pmem.log" >"$TMP/pmem.err" || true
-[ "$st" = 3 ] || fail "pmem: exit status $st, expected 3: $(cat "$TMP/pmem.err")"
-cmp "$TMP/vm.out" "$TMP/pmem.out" || fail "pmem: stdout differs from blk's"
-cmp "$TMP/vm.err" "$TMP/pmem.err" || fail "pmem: stderr differs from blk's"
-[ "$(sha256sum <"$TMP/img2m.erofs")" = "$sum2m" ] || fail "pmem: the image changed"
 left_behind
 
 # 2, 3, 4. SIGTERM, SIGKILL and SIGHUP to anole while the command runs (as a user
@@ -146,6 +127,5 @@ daemon_kill() {
 trap '_rc=$?; daemon_kill; (exit $_rc); _cleanup' EXIT
 refused "localhost:1" "$ANOLE" run -q --vm docker://localhost:1/none -- /bin/true
 refused "takes numbers" "$ANOLE" run -q --vm -u root "$TMP/img.erofs" -- /bin/true
-ANOLE_VM_DISK=nvme refused "expected blk or pmem" "$ANOLE" run -q --vm "$TMP/img.erofs" -- /bin/true
 left_behind
 echo "t1100: anole run --vm matches chroot; stdin, env, user, signals; nothing left behind"
