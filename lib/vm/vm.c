@@ -307,12 +307,14 @@ static unsigned long tsc_khz(void)
 /* How the disks go to the guest: ANOLE_VM_DISK=blk (the default) or
  * pmem. On pmem, a disk is the host's file mapped shared and read-only
  * into the guest, which reads it with DAX: guests of the same image share
- * the host's page cache instead of each copying it into its own. Only
- * files, and only those whose size is a multiple of PMEM_ALIGN: all disks
- * on pmem or none (EROFS's DAX is one choice for all its devices). A lazy
- * image stays on blk: a partial blob file's missing ranges are fetched on
- * read() (the daemon's pre-content mark); a mapping of it gets no such
- * event per page fault. */
+ * the host's page cache instead of each copying it into its own (for the
+ * files EROFS reads with DAX: uncompressed, no inline tail). Blk stays the
+ * default because anole's own images gain nothing from it (measured:
+ * docs/DECISIONS.md). Only files, and only those whose size is a multiple
+ * of PMEM_ALIGN; all disks on pmem or none (dax=always is one option for
+ * the mount). A lazy image stays on blk: a partial blob file's missing
+ * ranges are fetched on read() (the daemon's pre-content mark); a mapping
+ * of it gets no such event per page fault. */
 static int choose_disks(struct vm *v)
 {
 	const char *env = getenv("ANOLE_VM_DISK");
