@@ -116,15 +116,18 @@ static const struct vm_machine machines[] = {
 	{"q35", "pci", "virtio_pci", ""},
 };
 
+const struct vm_machine *vm_machine_named(const char *name)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(machines); i++)
+		if (!strcmp(name, machines[i].name))
+			return &machines[i];
+	return NULL;
+}
+
 const struct vm_machine *vm_machine(void)
 {
 	const char *env = getenv("ANOLE_VM_MACHINE");
-	if (!env || !*env)
-		return &machines[0];
-	for (size_t i = 0; i < ARRAY_SIZE(machines); i++)
-		if (!strcmp(env, machines[i].name))
-			return &machines[i];
-	return NULL;
+	return env && *env ? vm_machine_named(env) : &machines[0];
 }
 
 

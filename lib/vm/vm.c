@@ -46,6 +46,12 @@
 #define VIRTIOFSD "/usr/lib/qemu/virtiofsd" /* qemu-system-common's */
 #define KEEP_TAIL ((size_t)4096) /* bytes of the console and QEMU's stderr kept */
 #define STOP_GRACE_SECONDS 10 /* a forwarded signal's wait before the power-off */
+#define NDISKS (1 + MAX_DEVICES) /* disk 0 the metadata image, 1 + N blob N */
+/* a virtio-pmem disk's size must be a multiple of this: the guest maps it
+ * with struct pages (ZONE_DEVICE, what DAX needs), which takes whole
+ * 2 MiB subsections; QEMU never grows the file to fit */
+#define PMEM_ALIGN (2ll << 20)
+#define PMEM_SLOT 0x10 /* disk K on virtio-pmem: PCI slot PMEM_SLOT + K */
 
 /* Sockets QEMU connects to, and QEMU's stderr (a pipe). */
 enum chan { CH_CONSOLE, CH_STATUS, CH_STDIN, CH_STDOUT, CH_STDERR, NSOCK, CH_QEMU = NSOCK, NCHAN };
@@ -66,6 +72,11 @@ struct vm {
 	bool up, boot_stalled;
 	double boot_deadline;
 	const char *accel_why; /* "" or " (why this accelerator)" */
+	/* each disk's size, and whether it goes on virtio-pmem (ANOLE_VM_DISK) */
+	long long disk_size[NDISKS];
+	bool pmem[NDISKS];
+	size_t npmem;
+	char disk_why[160]; /* ANOLE_VM_DISK=pmem not taken: why */
 	pid_t pid;
 	int pidfd, sigfd;
 	struct strbuf tail[NCHAN]; /* the console, status and QEMU's stderr */
@@ -142,6 +153,15 @@ static int add_record(struct strbuf *c, char key, const char *value)
 	return 0;
 }
 
+/* The serial the guest's init finds disk @k by. */
+static void disk_serial(size_t k, char *buf, size_t len)
+{
+	if (k)
+		snprintf(buf, len, "anole.d%zu", k - 1);
+	else
+		snprintf(buf, len, "anole.meta");
+}
+
 /* /anole.conf's records (lib/vm/init/init.c reads them). */
 static int build_conf(struct vm *v, struct strbuf *c)
 {
@@ -186,6 +206,17 @@ static int build_conf(struct vm *v, struct strbuf *c)
 	snprintf(num, sizeof(num), "%zu", o->ndevices);
 	if (r >= 0)
 		r = add_record(c, 'd', num);
+	/* p:SERIAL@PCI: the disk named SERIAL is the virtio-pmem device at
+	 * that PCI address (it has no serial of its own) */
+	for (size_t k = 0; r >= 0 && k <= o->ndevices; k++) {
+		if (!v->pmem[k])
+			continue;
+		char serial[32];
+		disk_serial(k, serial, sizeof(serial));
+		if (strbuf_addf(c, "p:%s@0000:00:%02x.0", serial, PMEM_SLOT + (unsigned)k) < 0 ||
+		    strbuf_add(c, "", 1) < 0)
+			r = -ENOMEM;
+	}
 	return r < 0 ? anole_err(v->err, ENOMEM, "out of memory") : 0;
 }
 
@@ -200,7 +231,7 @@ static int make_initramfs(struct vm *v)
 				      strerror(-v->initrd_fd));
 	}
 	if (r >= 0)
-		r = vm_initramfs(v->initrd_fd, v->init, &v->k, v->o->nvolumes > 0, conf.buf, conf.len,
+		r = vm_initramfs(v->initrd_fd, v->init, &v->k, v->o->nvolumes > 0, v->npmem > 0, conf.buf, conf.len,
 				 v->err);
 	strbuf_release(&conf);
 	return r;
@@ -273,27 +304,103 @@ static unsigned long tsc_khz(void)
 #endif
 }
 
+/* How the disks go to the guest: ANOLE_VM_DISK=blk (the default) or
+ * pmem. On pmem, a disk is the host's file mapped shared and read-only
+ * into the guest, which reads it with DAX: guests of the same image share
+ * the host's page cache instead of each copying it into its own (for the
+ * files EROFS reads with DAX: uncompressed, no inline tail). Blk stays the
+ * default because anole's own images gain nothing from it (measured:
+ * docs/DECISIONS.md). Only files, and only those whose size is a multiple
+ * of PMEM_ALIGN; all disks on pmem or none (dax=always is one option for
+ * the mount). A lazy image stays on blk: a partial blob file's missing
+ * ranges are fetched on read() (the daemon's pre-content mark); a mapping
+ * of it gets no such event per page fault. */
+static int choose_disks(struct vm *v)
+{
+	const char *env = getenv("ANOLE_VM_DISK");
+	bool want = env && !strcmp(env, "pmem");
+	if (env && *env && !want && strcmp(env, "blk"))
+		return anole_err(v->err, EINVAL, "ANOLE_VM_DISK=%s: expected blk or pmem", env);
+	if (want && v->o->lazy)
+		snprintf(v->disk_why, sizeof(v->disk_why), "a lazy image's blobs are fetched as "
+			 "they are read, not as a mapping of them faults");
+	/* QEMU 7.2's microvm plugs no memory device: a virtio-pmem-pci on its
+	 * PCIe host bridge (pcie=on) is created, but its memory is never
+	 * mapped, and the guest finds the region at address 0, over its RAM
+	 * (nd_pmem: "could not reserve region"). q35 maps it above the RAM. */
+	const char *mach = getenv("ANOLE_VM_MACHINE");
+	if (want && !v->disk_why[0] && mach && *mach && strcmp(mach, "q35"))
+		snprintf(v->disk_why, sizeof(v->disk_why), "ANOLE_VM_MACHINE=%s plugs no memory "
+			 "device (QEMU 7.2), q35 does", mach);
+	for (size_t k = 0; k <= v->o->ndevices; k++) {
+		struct stat st;
+		int fd = k ? v->o->device_fds[k - 1] : v->image_fd;
+		if (fstat(fd, &st) < 0)
+			return anole_err(v->err, errno, "fstat: %s", strerror(errno));
+		v->disk_size[k] = (long long)st.st_size;
+		if (want && !v->disk_why[0] && (!S_ISREG(st.st_mode) || !st.st_size ||
+						st.st_size % PMEM_ALIGN))
+			snprintf(v->disk_why, sizeof(v->disk_why), "%s%s is %lld bytes, not a "
+				 "multiple of 2 MiB", k ? "a blob of " : "", v->o->image,
+				 (long long)st.st_size);
+	}
+	for (size_t k = 0; want && !v->disk_why[0] && k <= v->o->ndevices; k++)
+		v->pmem[k] = true;
+	v->npmem = want && !v->disk_why[0] ? v->o->ndevices + 1 : 0;
+	if (v->npmem)
+		v->m = vm_machine_named("q35");
+	return 0;
+}
+
+/* The disks' arguments: blk disks by serial (the guest's vdX names follow
+ * probe order), pmem disks by PCI slot, each in a memory slot of its own
+ * beyond the guest's RAM. */
+static void disk_args(struct vm *v, struct strbuf *s)
+{
+	long long maxmem = 256ll << 20;
+	for (size_t k = 0; k <= v->o->ndevices; k++) {
+		char serial[32];
+		disk_serial(k, serial, sizeof(serial));
+		if (!v->pmem[k]) {
+			strbuf_addf(s, "|-drive|if=none,id=disk%zu,file=/dev/fd/%zu,format=raw,"
+				       "readonly=on|-device|virtio-blk-%s,drive=disk%zu,serial=%s",
+				    k, IMAGE_FD + k, v->m->virtio, k, serial);
+			continue;
+		}
+		strbuf_addf(s, "|-object|memory-backend-file,id=pm%zu,mem-path=/dev/fd/%zu,size=%lld,"
+			       "share=on,readonly=on"
+			       "|-device|virtio-pmem-pci,memdev=pm%zu,bus=pcie.0,addr=0x%02x",
+			    k, IMAGE_FD + k, v->disk_size[k], k, PMEM_SLOT + (unsigned)k);
+		maxmem += v->disk_size[k];
+	}
+	if (v->npmem)
+		strbuf_addf(s, "|-m|slots=%zu,maxmem=%lldM", v->npmem, (maxmem + (1 << 20) - 1) >> 20);
+}
+
 /* QEMU's command line; @s holds its strings. */
 static char **qemu_argv(struct vm *v, struct strbuf *s)
 {
 	char append[256];
 	unsigned long khz = v->kvm ? 0 : tsc_khz();
-	int n = snprintf(append, sizeof(append), "console=ttyS0 quiet panic=-1");
+	/* q35 with memory slots: the hotplug range above 4 GiB makes the
+	 * kernel set up 64 MiB of DMA bounce buffers (SWIOTLB), zeroed, so
+	 * each guest's RAM; virtio without VIRTIO_F_ACCESS_PLATFORM never
+	 * bounces */
+	int n = snprintf(append, sizeof(append), "console=ttyS0 quiet panic=-1%s",
+			 v->npmem ? " swiotlb=noforce" : "");
 	if (khz)
 		snprintf(append + n, sizeof(append) - (size_t)n, " tsc_early_khz=%lu", khz);
 	/* virtio-fs: virtiofsd maps the guest's memory, so it is a shared memfd */
+	const char *bus = v->m->virtio;
 	strbuf_addf(s, "%s|-M|%s%s|-accel|%s|-cpu|%s|-m|" GUEST_MEM "|-smp|1|-nodefaults|"
 		       "-no-user-config|-display|none|-sandbox|on|-no-reboot|-nic|none|"
 		       "-kernel|%s/vmlinuz|-initrd|/dev/fd/3|-append|%s|"
-		       "-drive|if=none,id=img,file=/dev/fd/%d,format=raw,readonly=on|"
-		       "-device|virtio-blk-%s,drive=img,serial=anole.meta|"
 		       "-device|virtio-serial-%s,max_ports=4|-serial|chardev:con|"
 		       "-device|virtconsole,chardev=st,nr=0|"
 		       "-device|virtserialport,chardev=in,nr=1,name=anole.stdin|"
 		       "-device|virtserialport,chardev=out,nr=2,name=anole.stdout|"
 		       "-device|virtserialport,chardev=err,nr=3,name=anole.stderr",
-		    v->qemu, v->m->name, v->o->nvolumes ? ",memory-backend=mem" : "", v->kvm ? "kvm" : "tcg", v->kvm ? "host" : "max", v->k.dir, append,
-		    IMAGE_FD, v->m->virtio, v->m->virtio);
+		    v->qemu, v->m->name, v->o->nvolumes ? ",memory-backend=mem" : "", v->kvm ? "kvm" : "tcg", v->kvm ? "host" : "max", v->k.dir, append, bus);
 	/* (libvhost-user serves virtio 1.0 only) */
 	if (v->o->nvolumes)
 		strbuf_addf(s, "|-object|memory-backend-memfd,id=mem,size=" GUEST_MEM ",share=on%s",
@@ -301,12 +408,8 @@ static char **qemu_argv(struct vm *v, struct strbuf *s)
 	for (size_t i = 0; i < v->o->nvolumes; i++)
 		strbuf_addf(s, "|-chardev|socket,id=fs%zu,path=%s/fs%zu"
 			       "|-device|vhost-user-fs-%s,chardev=fs%zu,tag=anole.v%zu",
-			    i, v->dir, i, v->m->virtio, i, i);
-	/* the blobs by serial: the guest's vdX names follow probe order */
-	for (size_t i = 0; i < v->o->ndevices; i++)
-		strbuf_addf(s, "|-drive|if=none,id=d%zu,file=/dev/fd/%zu,format=raw,readonly=on"
-			       "|-device|virtio-blk-%s,drive=d%zu,serial=anole.d%zu",
-			    i, IMAGE_FD + 1 + i, v->m->virtio, i, i);
+			    i, v->dir, i, bus, i, i);
+	disk_args(v, s);
 	for (int i = 0; i < NSOCK; i++)
 		strbuf_addf(s, "|-chardev|socket,id=%s,path=%s/%s", chan_name[i], v->dir,
 			    chan_name[i]);
@@ -797,6 +900,8 @@ static int prepare(struct vm *v)
 		return anole_err(v->err, errno, "%s: %s", v->o->image, strerror(errno));
 	r = vm_check_image(&v->k, v->image_fd, v->o->image, v->o->ndevices, v->o->lazy, v->err);
 	if (r >= 0)
+		r = choose_disks(v);
+	if (r >= 0)
 		r = parse_volumes(v);
 	if (r >= 0)
 		r = make_initramfs(v);
@@ -831,6 +936,9 @@ int vm_run(const struct vm_options *o, int *status, struct anole_error *err)
 	if (r >= 0) {
 		log_line(o->log, o->log_ctx, "vm: QEMU %s, accelerator %s%s, guest kernel %s",
 			 v.m->name, v.kvm ? "kvm" : "tcg", v.accel_why, v.k.version);
+		if (v.disk_why[0])
+			log_line(o->log, o->log_ctx, "vm: ANOLE_VM_DISK=pmem: %s: virtio-blk instead",
+				 v.disk_why);
 		r = start_virtiofsd(&v);
 		v.boot_deadline = now_seconds() + boot_timeout(&v);
 		if (r >= 0)

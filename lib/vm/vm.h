@@ -62,6 +62,8 @@ struct vm_machine {
 /* $ANOLE_VM_MACHINE's machine ("microvm" or "q35"; unset or empty:
  * microvm), or NULL for another name. */
 const struct vm_machine *vm_machine(void);
+/* The machine called @name, or NULL. */
+const struct vm_machine *vm_machine_named(const char *name);
 
 /* KVM or TCG for a guest running kernel @k: $ANOLE_VM_ACCEL ("kvm" or
  * "tcg") when set, else KVM where /dev/kvm opens and can run that kernel.
@@ -75,10 +77,11 @@ int vm_check_image(const struct vm_kernel *k, int fd, const char *name, size_t n
 		   struct anole_error *err);
 
 /* Write to @fd a newc cpio initramfs: /init (the file @init), the kernel
- * modules the guest needs (and virtiofs's when @virtiofs), in load order,
+ * modules the guest needs (and virtiofs's when @virtiofs, virtio-pmem's when
+ * @pmem), in load order,
  * and /anole.conf: @conf (records
  * "K:VALUE\0", lib/vm/init/init.c) after one "m:" record per module. */
-int vm_initramfs(int fd, const char *init, const struct vm_kernel *k, bool virtiofs,
+int vm_initramfs(int fd, const char *init, const struct vm_kernel *k, bool virtiofs, bool pmem,
 		 const char *conf, size_t conf_len, struct anole_error *err);
 
 #endif

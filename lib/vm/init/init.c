@@ -45,8 +45,8 @@
 enum { PORT_STDIN = 1, PORT_STDOUT, PORT_STDERR, PORT_STATUS, NPORTS };
 
 struct conf {
-	char *argv[256], *env[256], *modules[32], *volumes[16];
-	size_t argc, envc, nmodules, nvolumes;
+	char *argv[256], *env[256], *modules[32], *volumes[16], *pmem[32];
+	size_t argc, envc, nmodules, nvolumes, npmem;
 	const char *workdir;
 	unsigned long uid, gid, ndevices;
 };
@@ -154,6 +154,11 @@ static void parse_conf(struct conf *c)
 		case 'd':
 			c->ndevices = number(v);
 			break;
+		case 'p':
+			if (!strchr(v, '@'))
+				die("%s: bad pmem disk %s", CONF_PATH, v);
+			add(c->pmem, &c->npmem, 32, v);
+			break;
 		default:
 			die("%s: unknown record '%c'", CONF_PATH, rec[0]);
 		}
@@ -252,13 +257,58 @@ static bool find_disk(const char *serial, char *path, size_t len)
 	return find_by_attr("/sys/block", "serial", serial, path, len);
 }
 
+/* The pmem disk of the virtio-pmem device at PCI address @pci: virtio-pmem
+ * has no serial, and pmemN numbers follow probe order, but the device's
+ * sysfs path (/sys/devices/pci0000:00/PCI/virtioN/ndbusN/...) names it. */
+static bool find_pmem(const char *pci, char *path, size_t len)
+{
+	DIR *d = opendir("/sys/block");
+	struct dirent *e;
+	char want[64];
+	bool found = false;
+	snprintf(want, sizeof(want), "/%s/", pci);
+	while (d && !found && (e = readdir(d))) {
+		char link[600], target[1024];
+		if (strncmp(e->d_name, "pmem", 4))
+			continue;
+		snprintf(link, sizeof(link), "/sys/block/%s", e->d_name);
+		ssize_t n = readlink(link, target, sizeof(target) - 1);
+		if (n > 0 && (target[n] = '\0', strstr(target, want))) {
+			snprintf(path, len, "/dev/%s", e->d_name);
+			found = true;
+		}
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+/* Disk @serial's PCI address when it is on virtio-pmem (a p:SERIAL@PCI
+ * record), else NULL. */
+static const char *pmem_pci(const struct conf *c, const char *serial)
+{
+	size_t n = strlen(serial);
+	for (size_t i = 0; i < c->npmem; i++)
+		if (!strncmp(c->pmem[i], serial, n) && c->pmem[i][n] == '@')
+			return c->pmem[i] + n + 1;
+	return NULL;
+}
+
+static bool find_any(const struct conf *c, const char *serial, char *path, size_t len)
+{
+	const char *pci = pmem_pci(c, serial);
+	return pci ? find_pmem(pci, path, len) : find_disk(serial, path, len);
+}
+
 /* The disk named @serial, once its driver has probed it (up to 10 s). */
-static void wait_disk(const char *serial, char *path, size_t len)
+static void wait_disk(const struct conf *c, const char *serial, char *path, size_t len)
 {
 	struct timespec step = {0, 10000000L};
-	for (int i = 0; !find_disk(serial, path, len); i++) {
+	for (int i = 0; !find_any(c, serial, path, len); i++) {
 		if (i == 1000)
-			die("no virtio disk with serial %s", serial);
+			die(pmem_pci(c, serial) ? "no virtio-pmem disk for %s" :
+						  "no virtio disk with serial %s",
+			    serial);
 		nanosleep(&step, NULL);
 	}
 	int fd = open_wait(path, O_RDONLY);
@@ -275,13 +325,18 @@ static void mount_root(const struct conf *c)
 	size_t len = 0;
 	if (c->ndevices > 20)
 		die("%lu data devices: at most 20", c->ndevices);
-	wait_disk("anole.meta", meta, sizeof(meta));
+	wait_disk(c, "anole.meta", meta, sizeof(meta));
 	for (unsigned long i = 0; i < c->ndevices; i++) {
 		snprintf(serial, sizeof(serial), "anole.d%lu", i);
-		wait_disk(serial, dev, sizeof(dev));
+		wait_disk(c, serial, dev, sizeof(dev));
 		len += (size_t)snprintf(opts + len, sizeof(opts) - len, "%sdevice=%s",
 					len ? "," : "", dev);
 	}
+	/* every disk on pmem: uncompressed files read through DAX, from the
+	 * host's page cache (EROFS takes one DAX choice for all its devices;
+	 * compressed files go through the guest's page cache anyway) */
+	if (c->npmem == c->ndevices + 1)
+		snprintf(opts + len, sizeof(opts) - len, "%sdax=always", len ? "," : "");
 	if (mkdir("/mnt", 0755) < 0 && errno != EEXIST)
 		die("mkdir /mnt: %s", strerror(errno));
 	mount_or_die(meta, "/mnt/lower", "erofs", MS_RDONLY, opts);
