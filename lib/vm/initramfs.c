@@ -21,7 +21,7 @@
  * EROFS and overlayfs. Dependencies come from modules.dep; the built-in
  * ones (modules.builtin) are skipped, so another kernel works too. */
 static const char *const guest_modules[] = {"virtio_mmio", "virtio_blk", "virtio_console",
-					    "erofs", "overlay"};
+					    "erofs", "overlay", "virtio_balloon"};
 
 #define MAX_MODULES 32
 #define MAX_FILE (64u << 20)
