@@ -226,15 +226,14 @@ static int pids_twin(int pids, const char *was, const char *name)
 	return openat(pids, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 }
 
-/* A free one (v1: free.* or a dead run's run.*), renamed to cg->name on
- * v1; else a new one. */
-static int claim(struct vm_cgroup *cg, int mem, int pids)
+/* The first free one of @base whose name starts with @prefix, renamed to
+ * cg->name on v1: 0, or -1 when there is none. */
+static int claim_free(struct vm_cgroup *cg, int mem, int pids, const char *prefix)
 {
 	bool v1 = cg->kind == VM_CG_V1;
 	DIR *d = open_dir(mem);
 	for (struct dirent *e; d && (e = readdir(d));) {
-		if ((strncmp(e->d_name, "free.", 5) && (!v1 || strncmp(e->d_name, "run.", 4))) ||
-		    strlen(e->d_name) >= sizeof(cg->name))
+		if (strncmp(e->d_name, prefix, strlen(prefix)) || strlen(e->d_name) >= sizeof(cg->name))
 			continue;
 		int fd = lock_free(mem, e->d_name);
 		if (fd < 0)
@@ -252,6 +251,16 @@ static int claim(struct vm_cgroup *cg, int mem, int pids)
 	}
 	if (d)
 		closedir(d);
+	return -1;
+}
+
+/* A dead run's run.* first (v1: so that stale ones do not pile up), then
+ * a free.*; else a new one. */
+static int claim(struct vm_cgroup *cg, int mem, int pids)
+{
+	bool v1 = cg->kind == VM_CG_V1;
+	if ((v1 && claim_free(cg, mem, pids, "run.") == 0) || claim_free(cg, mem, pids, "free.") == 0)
+		return 0;
 	/* none free: a new one (v2: the first free.N not there) */
 	for (unsigned n = 0; n < 4 * POOL_KEEP + 4096; n++) {
 		if (!v1)
