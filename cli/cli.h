@@ -25,6 +25,7 @@ int cmd_cache(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_prefetch(int argc, char **argv);
 int cmd_smc(int argc, char **argv);
+int cmd_vm(int argc, char **argv);
 /* libanole-smc.so's path into @buf (0, or -ENAMETOOLONG); the rendezvous
  * directory ($ANOLE_SMC_DIR, else /run/anole/smc, made if missing). */
 int cli_smc_lib(char *buf, size_t len);

@@ -31,6 +31,7 @@ static const struct {
 	{"smc", cmd_smc, "run programs with same-host TCP through shared memory"},
 	{"snapshotter", cmd_snapshotter, "serve containerd's snapshots API (a proxy plugin)"},
 	{"ctr-pull", cmd_ctr_pull, "pull a lazy image into containerd (anole snapshotter)"},
+	{"vm", cmd_vm, "pre-create the cgroups anole run --vm takes (vm pool N)"},
 };
 
 void cli_error(const char *fmt, ...)

@@ -4,12 +4,15 @@
 # status match the same command run by chroot on the host, stdin is piped
 # through, env, workdir and user come from the command line, the image is
 # not written to, SIGTERM to anole goes to the command (which traps it and
-# exits 7: anole's status), and SIGTERM or SIGKILL to anole leaves no QEMU process
-# and no file behind. Images the guest kernel cannot read are refused
-# with one line, and so are a missing QEMU and a guest kernel panic. Five
-# boots in all: each takes seconds under TCG.
+# exits 7: anole's status), and SIGTERM or SIGKILL to anole leaves no QEMU process,
+# no file and no run.PID cgroup behind (QEMU ran in its run's cgroup). Images
+# the guest kernel cannot read are refused with one line, and so are a
+# missing QEMU and a guest kernel panic. Five boots in all: each takes
+# seconds under TCG.
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
+# shellcheck source=lib/vmcgroup
+. "$ROOT/tests/lib/vmcgroup"
 need_cmd qemu-system-x86_64 chroot
 [ -x /bin/busybox ] || skip "needs busybox-static"
 kdir=${ANOLE_VM_KERNEL:-/var/cache/anole/vm/kernel}
@@ -27,16 +30,28 @@ echo "from the image" >"$tree/etc/motd"
 "$ANOLE" build -q -z lz4 "$tree" "$TMP/img.erofs" || fail "anole build"
 sum=$(sha256sum <"$TMP/img.erofs")
 
+# left_behind [ANOLE_PID...]: also no cgroup of these runs
 left_behind() {
 	[ -z "$(ls -A "$TMPDIR")" ] || fail "left in TMPDIR: $(ls -A "$TMPDIR")"
+	[ $# = 0 ] || vm_cgroup_gone "left behind" "$@"
 }
 
-# 1. output, status, stdin, env, workdir; the same command under chroot
+# 1. output, status, stdin, env, workdir; the same command under chroot.
+# A dead run's cgroup (v1: run.PID, empty, its lock free; a number no pid
+# reaches) is taken back by this run, or by one beside it.
+stale=
+if vm_cgroup_v1; then
+	stale=$((4194304 + $$))
+	mkdir -p "/sys/fs/cgroup/memory/anole-vm/run.$stale"
+	[ ! -d /sys/fs/cgroup/pids ] || mkdir -p "/sys/fs/cgroup/pids/anole-vm/run.$stale"
+fi
 cmd='echo "out $GREETING $(pwd)"; cat /etc/motd; echo err >&2; cat; echo x >/etc/motd; exit 3'
 printf 'line 1\nline 2\n' >"$TMP/in"
 st=0
 "$ANOLE" run -q --vm -e GREETING=hi -w /tmp "$TMP/img.erofs" -- /bin/sh -c "$cmd" \
-	<"$TMP/in" >"$TMP/vm.out" 2>"$TMP/vm.err" || st=$?
+	<"$TMP/in" >"$TMP/vm.out" 2>"$TMP/vm.err" &
+first=$!
+wait $first || st=$?
 cat "$TMP/vm.err"
 [ "$st" = 3 ] || fail "exit status $st, expected 3"
 cp -a "$tree" "$TMP/ref"
@@ -50,7 +65,7 @@ printf 'out hi /tmp\nfrom the image\nline 1\nline 2\n' | cmp - "$TMP/vm.out" ||
 cmp "$TMP/ref.out" "$TMP/vm.out" || fail "stdout differs from chroot's"
 cmp "$TMP/ref.err" "$TMP/vm.err" || fail "stderr differs from chroot's"
 [ "$(sha256sum <"$TMP/img.erofs")" = "$sum" ] || fail "the image changed"
-left_behind
+left_behind $first $stale
 
 # 2, 3, 4. SIGTERM, SIGKILL and SIGHUP to anole while the command runs (as a user
 # of its own: it cannot write to the image's root-owned /etc); the three
@@ -70,6 +85,7 @@ for sig in TERM KILL HUP; do
 	for _ in $(seq 900); do [ -s "$TMP/$sig.out" ] && break; sleep 0.1; done
 	[ "$(cat "$TMP/$sig.out")" = 1234:56 ] || fail "$sig: user: $(cat "$TMP/$sig.out")"
 	qemu=$(pgrep -P "${pid[$sig]}" qemu-system) || fail "$sig: no QEMU under anole"
+	vm_cgroup_in "$sig: QEMU" "$qemu" "${pid[$sig]}"
 	kill -"$sig" "${pid[$sig]}"
 	if [ $sig = HUP ]; then
 		# the second: (were both pending at once, they would be one, and
@@ -86,7 +102,7 @@ for sig in TERM KILL HUP; do
 	for _ in $(seq 100); do kill -0 "$qemu" 2>/dev/null || break; sleep 0.1; done
 	! kill -0 "$qemu" 2>/dev/null || fail "SIG$sig: QEMU $qemu still runs"
 done
-left_behind
+left_behind "${pid[@]}"
 
 # refused before a boot, one line each: refused TEXT CMD...
 refused() {
@@ -115,8 +131,15 @@ ANOLE_VM_INIT=$TMP/badinit refused "Kernel panic - not syncing: No working init 
 	"$ANOLE" run -q --vm "$TMP/img.erofs" -- /bin/true
 refused "no command" "$ANOLE" run -q --vm "$TMP/img.erofs"
 # a guest that does not reach its init in time is stopped: one line
-ANOLE_VM_BOOT_TIMEOUT=0.3 refused "did not start its init within 0.3 s" \
-	"$ANOLE" run -q --vm "$TMP/img.erofs" -- /bin/true
+# (without -q: after the accelerator's line, the one saying QEMU runs
+# without a cgroup, asked for here)
+out=$(ANOLE_VM_BOOT_TIMEOUT=0.3 ANOLE_VM_CGROUP=none "$ANOLE" run --vm "$TMP/img.erofs" -- /bin/true 2>&1) &&
+	fail "a boot stopped at 0.3 s succeeded"
+printf '%s\n' "$out" | grep -v '^  vm: QEMU microvm, accelerator ' |
+	sed 's/(accelerator [a-z]*;/(accelerator A;/' | cmp - <(
+	echo "  vm: no cgroup for QEMU (ANOLE_VM_CGROUP=none): it runs without a memory limit"
+	echo "anole: the guest did not start its init within 0.3 s (accelerator A; ANOLE_VM_BOOT_TIMEOUT sets the limit)"
+) || fail "a boot stopped at 0.3 s without a cgroup: $out"
 # a lazy REF is mounted as anole run mounts it (t1110): an unreachable
 # registry is one line, before any boot
 export ANOLE_RUNTIME_DIR=$TMP/run ANOLE_CACHE_DIR=$TMP/cache
@@ -128,4 +151,21 @@ trap '_rc=$?; daemon_kill; (exit $_rc); _cleanup' EXIT
 refused "localhost:1" "$ANOLE" run -q --vm docker://localhost:1/none -- /bin/true
 refused "takes numbers" "$ANOLE" run -q --vm -u root "$TMP/img.erofs" -- /bin/true
 left_behind
+# the pool: anole vm pool N makes free ones (anole-vm's only)
+if vm_cgroup_expected; then
+	out=$("$ANOLE" vm pool 2) || fail "anole vm pool 2: $out"
+	[[ $out =~ ^([0-9]+)\ free\ in\ (/sys/fs/cgroup/[a-z/]*anole-vm)\ \(cgroup\ v[12]\)$ ]] ||
+		fail "anole vm pool 2: $out"
+	# (a run beside this test may take one: free.* or run.*)
+	n=$(find "${BASH_REMATCH[2]}" -maxdepth 1 \( -name 'free.*' -o -name 'run.*' \) | wc -l)
+	if [ "${BASH_REMATCH[1]}" -lt 2 ] || [ "$n" -lt 2 ]; then
+		fail "anole vm pool 2: $out: $(ls "${BASH_REMATCH[2]}")"
+	fi
+fi
+st=0
+"$ANOLE" vm pool x 2>"$TMP/pool.err" || st=$?
+if [ "$st" != 2 ] ||
+	! grep -qx "anole: vm pool: expected a number of cgroups up to 1024, got 'x'" "$TMP/pool.err"; then
+	fail "anole vm pool x: status $st: $(cat "$TMP/pool.err")"
+fi
 echo "t1100: anole run --vm matches chroot; stdin, env, user, signals; nothing left behind"

@@ -7,7 +7,7 @@
 # with SIGKILL under a running `anole run --vm` (with a volume, so that a
 # virtiofsd runs): anole exits non-zero with one line saying QEMU died,
 # and nothing is left: no mount of the image, no virtiofsd, no sockets'
-# directory. A redis rootfs (bench/startup's) converted from its tree
+# directory, no run.PID cgroup (QEMU and virtiofsd ran in it). A redis rootfs (bench/startup's) converted from its tree
 # gets a scripted session with redis-cli in the guest, compared with
 # runc's too. Three boots.
 # shellcheck source=lib/common.sh
@@ -16,6 +16,8 @@
 . "$ROOT/tests/lib/registry"
 # shellcheck source=lib/runimage
 . "$ROOT/tests/lib/runimage"
+# shellcheck source=lib/vmcgroup
+. "$ROOT/tests/lib/vmcgroup"
 need_root
 need_erofs
 need_cmd qemu-system-x86_64 docker-registry python3 runc
@@ -108,7 +110,10 @@ anole=$!
 for _ in $(seq 900); do [ -s "$TMP/kill.out" ] && break; sleep 0.1; done
 [ "$(cat "$TMP/kill.out")" = ready ] || fail "no output from the guest: $(cat "$TMP/kill.err")"
 qemu=$(pgrep -P "$anole" qemu-system) || fail "no QEMU under anole"
-pgrep -f "source=$TMP/vol" >/dev/null || fail "no virtiofsd for the volume"
+vfsd=$(pgrep -f "source=$TMP/vol") || fail "no virtiofsd for the volume"
+vm_cgroup_in "QEMU" "$qemu" "$anole"
+# (virtiofsd forks its sandboxed server: both)
+for p in $vfsd; do vm_cgroup_in "virtiofsd $p" "$p" "$anole"; done
 kill -9 "$qemu"
 st=0
 wait "$anole" || st=$?
@@ -117,4 +122,5 @@ cat "$TMP/kill.err"
 [ "$(wc -l <"$TMP/kill.err")" = 1 ] || fail "not one line: $(cat "$TMP/kill.err")"
 grep -q "QEMU died" "$TMP/kill.err" || fail "the line: $(cat "$TMP/kill.err")"
 left_behind "QEMU killed"
+vm_cgroup_gone "QEMU killed" "$anole"
 echo "t1120: anole run --vm of python3 matches anole run; a killed QEMU leaves nothing"

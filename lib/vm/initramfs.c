@@ -23,9 +23,10 @@
  * so another kernel works too. crc32c_generic is no dependency in
  * modules.dep but a softdep of libcrc32c (EROFS's), which asks the crypto
  * API for crc32c as it loads: built into the cloud kernel, a module of the
- * full one, and the guest has no modprobe to load it on demand. */
+ * full one, and the guest has no modprobe to load it on demand.
+ * virtio_balloon reports freed guest pages to the host. */
 static const char *const guest_modules[] = {"virtio_blk", "virtio_console", "crc32c_generic",
-					    "erofs", "overlay"};
+					    "erofs", "overlay", "virtio_balloon"};
 
 static const char *const pmem_modules[] = {"virtio_pci", "virtio_pmem", "nd_pmem"};
 

@@ -35,10 +35,15 @@
 #endif
 
 #include "util/util.h"
+#include "vm/pool.h"
 #include "vm/vm.h"
 
 #define QEMU "qemu-system-x86_64"
 #define GUEST_MEM "256M"
+/* TCG's translation buffer: QEMU's default is 1 GiB, of which a boot
+ * fills 44 MiB; 64 MiB bounds what a long run can grow it to at no cost
+ * to a boot (32 MiB flushes it during one: 2-3x slower) */
+#define TCG_TB_SIZE "tb-size=64"
 #define CONNECT_SECONDS 30
 #define IMAGE_FD 4 /* QEMU's fd of the image; its blobs' follow */
 #define MAX_DEVICES 20 /* as the guest's init takes */
@@ -93,7 +98,37 @@ struct vm {
 	char inbuf[65536];
 	size_t inlen;
 	bool stdin_done;
+	struct vm_cgroup cg; /* QEMU's and virtiofsd's (lib/vm/pool.c) */
 };
+
+/* The run's cgroup's memory limit: the guest's RAM, TCG's translation
+ * buffer, and 256 MiB for QEMU itself (20-35 MiB idle), virtiofsd and the
+ * page cache of what QEMU reads (reclaimed at the limit, never a kill). */
+static uint64_t memory_limit(const struct vm *v)
+{
+	uint64_t mib = 256 + (v->kvm ? 0 : 64) + 256;
+	return mib << 20;
+}
+
+/* In QEMU's or virtiofsd's child, before its exec: into the run's cgroup,
+ * so that nothing of theirs is ever charged elsewhere. */
+static void enter_cgroup(const struct vm *v)
+{
+	int r = vm_cgroup_enter(&v->cg);
+	if (r < 0) {
+		dprintf(2, "anole: the run's cgroup: %s\n", strerror(-r));
+		_exit(127);
+	}
+}
+
+static void take_cgroup(struct vm *v)
+{
+	const char *why = "";
+	vm_cgroup_take(&v->cg, memory_limit(v), &why);
+	if (v->cg.kind == VM_CG_NONE)
+		log_line(v->o->log, v->o->log_ctx, "vm: no cgroup for QEMU (%s): it runs without a "
+			 "memory limit", why);
+}
 
 /* anole-vm-init: $ANOLE_VM_INIT, beside this executable (the build
  * tree), or in ../libexec/anole (an installed tree). */
@@ -399,8 +434,12 @@ static char **qemu_argv(struct vm *v, struct strbuf *s)
 		       "-device|virtconsole,chardev=st,nr=0|"
 		       "-device|virtserialport,chardev=in,nr=1,name=anole.stdin|"
 		       "-device|virtserialport,chardev=out,nr=2,name=anole.stdout|"
-		       "-device|virtserialport,chardev=err,nr=3,name=anole.stderr",
-		    v->qemu, v->m->name, v->o->nvolumes ? ",memory-backend=mem" : "", v->kvm ? "kvm" : "tcg", v->kvm ? "host" : "max", v->k.dir, append, bus);
+		       "-device|virtserialport,chardev=err,nr=3,name=anole.stderr|"
+		       /* free page reporting: the guest's freed memory goes back */
+		       "-device|virtio-balloon-%s,free-page-reporting=on",
+		    v->qemu, v->m->name, v->o->nvolumes ? ",memory-backend=mem" : "",
+		    v->kvm ? "kvm" : "tcg," TCG_TB_SIZE, v->kvm ? "host" : "max", v->k.dir, append, bus,
+		    bus);
 	/* (libvhost-user serves virtio 1.0 only) */
 	if (v->o->nvolumes)
 		strbuf_addf(s, "|-object|memory-backend-memfd,id=mem,size=" GUEST_MEM ",share=on%s",
@@ -435,6 +474,11 @@ static void __attribute__((noreturn)) exec_qemu(struct vm *v, char **argv, int e
 	 * stops QEMU; and it dies with anole */
 	setpgid(0, 0);
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	/* no transparent huge pages: a 4 KiB page the guest touches
+	 * would cost the host 2 MiB, and khugepaged would fill back the
+	 * holes free page reporting makes (docs/DESIGN-vm.md) */
+	prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
+	enter_cgroup(v);
 	/* above every fd it is moved to, before any move */
 	int low = IMAGE_FD + 1 + (int)v->o->ndevices;
 	int initrd = fcntl(v->initrd_fd, F_DUPFD_CLOEXEC, low);
@@ -496,6 +540,7 @@ static void __attribute__((noreturn)) exec_virtiofsd(struct vm *v, size_t i)
 	struct volume *vol = &v->vol[i];
 	setpgid(0, 0);
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	enter_cgroup(v);
 	sigset_t none;
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
@@ -865,6 +910,7 @@ static void cleanup(struct vm *v, const sigset_t *old)
 		if (v->vol[i].lfd >= 0)
 			close(v->vol[i].lfd);
 	}
+	vm_cgroup_release(&v->cg);
 	remove_sockets(v);
 	for (int i = 0; i < NCHAN; i++) {
 		if (i < NSOCK && v->lfd[i] >= 0)
@@ -939,6 +985,7 @@ int vm_run(const struct vm_options *o, int *status, struct anole_error *err)
 		if (v.disk_why[0])
 			log_line(o->log, o->log_ctx, "vm: ANOLE_VM_DISK=pmem: %s: virtio-blk instead",
 				 v.disk_why);
+		take_cgroup(&v);
 		r = start_virtiofsd(&v);
 		v.boot_deadline = now_seconds() + boot_timeout(&v);
 		if (r >= 0)

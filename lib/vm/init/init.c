@@ -180,6 +180,35 @@ static void load_modules(const struct conf *c)
 	}
 }
 
+/* The loaded modules' files: in the initramfs (a ramfs) they would keep
+ * their pages, about 1 MiB of guest memory the host backs, for the
+ * guest's life. */
+static void drop_modules(const struct conf *c)
+{
+	for (size_t i = 0; i < c->nmodules; i++)
+		unlink(c->modules[i]);
+}
+
+/* Free page reporting (virtio_balloon) hands the guest's free memory
+ * back to the host in chunks of page_reporting_order, which the driver
+ * sets to the pageblock order (2 MiB). A zone is reported only while its
+ * free memory stays above its low watermark plus 32 chunks: ZONE_DMA
+ * (16 MiB), which holds the compressed kernel the firmware loaded at
+ * 1 MiB, never is at 2 MiB. 128 KiB chunks (order 5) pass there, and
+ * give back the fragments slab leaves between its pages: 22 MiB less
+ * host memory per idle guest (docs/DESIGN-vm.md). The flush starts 2 s
+ * after the driver registers; this write comes first. Best effort: a
+ * kernel without the parameter reports as it does. */
+static void report_small_chunks(void)
+{
+	int fd = open("/sys/module/page_reporting/parameters/page_reporting_order",
+		      O_WRONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		(void)!write(fd, "5\n", 2);
+		close(fd);
+	}
+}
+
 /* Devices appear as their drivers probe them, which may be after
  * finit_module returned: wait for the node, up to 10 s. */
 static int open_wait(const char *path, int flags)
@@ -497,6 +526,8 @@ int main(void)
 	mount_or_die("devtmpfs", "/dev", "devtmpfs", 0, NULL);
 	parse_conf(&c);
 	load_modules(&c);
+	report_small_chunks();
+	drop_modules(&c);
 	int ports[NPORTS] = {-1, -1, -1, -1, -1};
 	status_fd = ports[PORT_STATUS] = open_status();
 	/* anole stops a guest that has not said this in time */
