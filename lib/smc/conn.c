@@ -21,7 +21,11 @@
 
 #define SMC_HDR_OFF(i) ((size_t)(i) * 256)
 #define SMC_DATA_OFF 4096
-#define SMC_SPIN 2000
+/* How long a waiter spins before it sleeps, when spinning pays: a
+ * sleeping peer's wake-up costs 10-30 us here (a scheduler wake-up and a
+ * context switch each way), so a reply that comes within this budget is
+ * had for a fraction of that. ANOLE_SMC_SPIN_US overrides (0: never). */
+#define SMC_SPIN_US 50
 
 struct smc_conn *smc_conn_new(int fd, int state, bool server)
 {
@@ -588,14 +592,14 @@ static bool cond_met(struct smc_conn *c, enum smc_cond w)
  * CPU) a spinner takes the time its peer needs; with the peer asleep
  * in a wait for our bytes it will not produce either. The machine's
  * runnable count (/proc/loadavg) is read at most every 10 ms. */
-static bool spin_pays(struct smc_conn *c)
+bool smc_spin_pays(struct smc_conn *c)
 {
 	static _Atomic long next_ms;
 	static _Atomic bool crowded;
 	struct timespec ts;
 	long now;
 
-	if (atomic_load(&c->tx.h->cons_sleep))
+	if (c && atomic_load(&c->tx.h->cons_sleep))
 		return false;
 	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
 	now = ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
@@ -622,6 +626,62 @@ static bool spin_pays(struct smc_conn *c)
 	return !atomic_load(&crowded);
 }
 
+static long spin_budget_ns(void)
+{
+	static _Atomic long budget = -1;
+	long b = atomic_load(&budget);
+
+	if (b < 0) {
+		const char *env = getenv("ANOLE_SMC_SPIN_US");
+		char *end = NULL;
+		long us = env && *env ? strtol(env, &end, 10) : SMC_SPIN_US;
+
+		if (end && (*end || us < 0 || us > 10000))
+			us = SMC_SPIN_US;
+		b = us * 1000;
+		atomic_store(&budget, b);
+	}
+	return b;
+}
+
+static long mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+bool smc_spin_until(bool (*done)(void *), void *arg)
+{
+	long budget = spin_budget_ns(), end;
+
+	if (!budget)
+		return false;
+	end = mono_ns() + budget;
+	for (;;) {
+		for (int i = 0; i < 64; i++) {
+			if (done(arg))
+				return true;
+			__builtin_ia32_pause();
+		}
+		if (mono_ns() >= end)
+			return false;
+	}
+}
+
+struct cond_arg {
+	struct smc_conn *c;
+	enum smc_cond w;
+};
+
+static bool cond_done(void *arg)
+{
+	struct cond_arg *a = arg;
+
+	return cond_met(a->c, a->w);
+}
+
 /* Spins, then sleeps on the ring's eventfd and the control socket
  * until @w holds (DESIGN "Rings": flag, check again, sleep). */
 static int conn_wait(struct smc_conn *c, enum smc_cond w)
@@ -631,11 +691,10 @@ static int conn_wait(struct smc_conn *c, enum smc_cond w)
 			      {c->ctl, POLLIN, 0}};
 	int rc = 0;
 
-	for (int i = 0, n = spin_pays(c) ? SMC_SPIN : 0; i < n; i++) {
-		if (cond_met(c, w))
-			return 0;
-		__asm__ __volatile__("" ::: "memory");
-	}
+	struct cond_arg ca = {c, w};
+
+	if (smc_spin_pays(c) && smc_spin_until(cond_done, &ca))
+		return 0;
 	atomic_store(flag, 1);
 	if (!cond_met(c, w) && smc_poll(p, 2, -1) < 0 && errno == EINTR)
 		rc = -EINTR;

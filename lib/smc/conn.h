@@ -65,6 +65,13 @@ int smc_conn_arm(struct smc_conn *c, short events, struct pollfd *out);
 void smc_conn_disarm(struct smc_conn *c, const struct pollfd *fds, int n);
 /* Clears the sleep flags and drains both wake-up eventfds. */
 void smc_conn_drain(struct smc_conn *c);
+/* Whether a waiter should spin before it sleeps: another CPU is free for
+ * the peer, and (@c not NULL) the peer is not itself asleep waiting for
+ * us. */
+bool smc_spin_pays(struct smc_conn *c);
+/* Calls @done(@arg) until it is true (true) or the spin budget (50 us,
+ * ANOLE_SMC_SPIN_US) ran out (false). */
+bool smc_spin_until(bool (*done)(void *), void *arg);
 /* Edge-triggered epoll: numbers that change whenever bytes or space
  * arrive (the ring cursors) or the peer closes, per direction. */
 void smc_conn_gens(struct smc_conn *c, uint64_t *gin, uint64_t *gout);

@@ -416,6 +416,36 @@ static bool poll_merge(struct poll_plan *pl, struct pollfd *fds, nfds_t n)
 	return again;
 }
 
+struct spin_poll {
+	struct pollfd *fds;
+	nfds_t n;
+};
+
+static bool spin_poll_ready(void *arg)
+{
+	struct spin_poll *sp = arg;
+
+	return smc_ready(sp->fds, sp->n) != 0;
+}
+
+/* Before a poll would sleep: a few shared-memory members' data may be
+ * a few microseconds away (a ping-pong peer), and a sleep and wake-up
+ * cost more than that. Only for small sets: each look is O(members). */
+static bool poll_spin(struct pollfd *fds, nfds_t n)
+{
+	struct spin_poll sp = {fds, n};
+	nfds_t smc = 0;
+
+	for (nfds_t i = 0; i < n; i++) {
+		struct smc_conn *c = conn_of(fds[i].fd);
+
+		if (c && atomic_load(&c->state) != SMC_ON)
+			return false;
+		smc += c != NULL;
+	}
+	return smc && smc <= 8 && smc_spin_pays(NULL) && smc_spin_until(spin_poll_ready, &sp);
+}
+
 int smc_poll_fds(struct pollfd *fds, nfds_t n, int timeout, const sigset_t *mask)
 {
 	struct poll_plan pl;
@@ -440,6 +470,8 @@ int smc_poll_fds(struct pollfd *fds, nfds_t n, int timeout, const sigset_t *mask
 				smc_settle(c, false);
 		}
 		ready = smc_ready(fds, n);
+		if (!ready && timeout != 0 && poll_spin(fds, n))
+			ready = smc_ready(fds, n);
 		poll_plan(&pl, fds, n, !ready);
 		/* armed: look once more, a wake-up may have been missed */
 		if (!ready && smc_ready(fds, n))
