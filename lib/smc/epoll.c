@@ -261,11 +261,9 @@ static void ep_liveness(struct ep_set *s)
 		free(who);
 }
 
-static int ep_collect(struct ep_set *s, struct epoll_event *evs, int max)
+static int ep_collect_ready(struct ep_set *s, struct epoll_event *evs, int max)
 {
 	int n = 0;
-
-	ep_liveness(s);
 
 	for (struct ep_member *m = s->members; m && n < max; m = m->next) {
 		uint32_t r = member_ready(m);
@@ -277,6 +275,12 @@ static int ep_collect(struct ep_set *s, struct epoll_event *evs, int max)
 		}
 	}
 	return n;
+}
+
+static int ep_collect(struct ep_set *s, struct epoll_event *evs, int max)
+{
+	ep_liveness(s);
+	return ep_collect_ready(s, evs, max);
 }
 
 /* One sleep's descriptors: the kernel's set first, then each member's
@@ -412,6 +416,50 @@ static int ep_look(struct ep_set *s, struct epoll_event *evs, int max, struct ep
 	return n;
 }
 
+/* Spinning before a sleep (DESIGN-smc "Rings"): only for sets this
+ * small, since each look is O(members). */
+#define EP_SPIN_MEMBERS 64
+
+struct ep_spin {
+	int ep, max, n, looks;
+	bool plain; /* n is the kernel's answer */
+	struct epoll_event *evs;
+};
+
+/* One look of a spin: the members' rings (their peers' liveness is
+ * left to the sleep's poll, at most a spin later), and every 256 looks
+ * the kernel's own set, so that plain descriptors are not kept waiting
+ * for the whole spin. */
+static bool ep_spin_look(void *arg)
+{
+	REAL(epoll_pwait);
+	struct ep_spin *a = arg;
+	struct ep_set *s;
+
+	pthread_mutex_lock(&ep_lock);
+	s = set_find(a->ep);
+	a->n = s ? ep_collect_ready(s, a->evs, a->max) : 0;
+	pthread_mutex_unlock(&ep_lock);
+	if (!s || a->n)
+		return true;
+	if (++a->looks % 256 == 0) {
+		a->n = real_epoll_pwait(a->ep, a->evs, a->max, 0, NULL);
+		a->plain = true;
+		return a->n != 0;
+	}
+	return false;
+}
+
+static bool ep_spins(struct ep_set *s)
+{
+	int k = 0;
+
+	for (struct ep_member *m = s->members; m; m = m->next)
+		if (++k > EP_SPIN_MEMBERS || atomic_load(&m->c->state) != SMC_ON)
+			return false;
+	return k && smc_spin_pays(NULL);
+}
+
 static int ep_wait(int ep, struct epoll_event *evs, int max, int timeout, const sigset_t *mask)
 {
 	REAL(epoll_pwait);
@@ -431,6 +479,24 @@ static int ep_wait(int ep, struct epoll_event *evs, int max, int timeout, const 
 		if (!s || !s->members) {
 			pthread_mutex_unlock(&ep_lock);
 			return real_epoll_pwait(ep, evs, max, left, mask);
+		}
+		if (timeout != 0 && ep_spins(s)) {
+			struct ep_spin a = {ep, max, 0, 0, false, evs};
+
+			n = ep_collect(s, evs, max);
+			pthread_mutex_unlock(&ep_lock);
+			if (!n && smc_spin_until(ep_spin_look, &a))
+				n = a.n;
+			if (n && !a.plain)
+				return ep_plain(ep, evs, n, max);
+			if (n)
+				return n; /* the kernel's answer; -1 with its errno */
+			pthread_mutex_lock(&ep_lock);
+			s = set_find(ep);
+			if (!s || !s->members) {
+				pthread_mutex_unlock(&ep_lock);
+				return real_epoll_pwait(ep, evs, max, left, mask);
+			}
 		}
 		n = ep_look(s, evs, max, &pl);
 		pthread_mutex_unlock(&ep_lock);
