@@ -403,7 +403,7 @@ static bool poll_merge(struct poll_plan *pl, struct pollfd *fds, nfds_t n)
 
 		if (c && atomic_load(&c->state) == SMC_ON) {
 			if (pl->nsub[i])
-				smc_conn_disarm(c, pl->big + k, pl->nsub[i]);
+				smc_conn_disarm(c, fds[i].events, pl->big + k, pl->nsub[i]);
 			k += pl->nsub[i];
 			continue;
 		}
@@ -422,8 +422,8 @@ int smc_poll_fds(struct pollfd *fds, nfds_t n, int timeout, const sigset_t *mask
 	long end = timeout > 0 ? smc_now_ms() + timeout : 0;
 	int rc = -1;
 
-	pl.big = calloc(n * 3 + 1, sizeof(*pl.big));
-	pl.from = calloc(n * 3 + 1, sizeof(*pl.from));
+	pl.big = calloc(n * SMC_ARM_MAX + 1, sizeof(*pl.big));
+	pl.from = calloc(n * SMC_ARM_MAX + 1, sizeof(*pl.from));
 	pl.nsub = calloc(n + 1, sizeof(*pl.nsub));
 	if (!pl.big || !pl.from || !pl.nsub) {
 		errno = ENOMEM;
@@ -620,7 +620,7 @@ static void conn_unref(struct smc_conn *c)
 	pthread_mutex_unlock(&c->lock);
 	if (last) {
 		smc_ep_forget(c);
-		smc_conn_close(c);
+		smc_conn_put(c);
 	}
 }
 
