@@ -679,7 +679,14 @@ bool smc_conn_to_tcp(struct smc_conn *c)
 
 static bool nonblocking(const struct smc_conn *c, int flags)
 {
-	return (flags & MSG_DONTWAIT) || (fcntl(c->fd, F_GETFL) & O_NONBLOCK);
+	int fl;
+
+	if (flags & MSG_DONTWAIT)
+		return true;
+	/* -1: the number was closed by another thread just now; the call
+	 * goes on as a blocking one, as it began */
+	fl = fcntl(c->fd, F_GETFL);
+	return fl >= 0 && (fl & O_NONBLOCK);
 }
 
 /* The peer shut its sending side down: shutdown, close, or an exec()

@@ -100,7 +100,10 @@ struct smc_proposal {
 	struct smc_proposal *next;
 };
 
+/* The entry, not held: only where no other thread can close it. */
 struct smc_conn *smc_tab_get(int fd);
+/* The entry, held (smc_conn_put when done); NULL if none. */
+struct smc_conn *smc_tab_hold(int fd);
 void smc_tab_set(int fd, struct smc_conn *c);
 /* The table's entries are all below this (0: never one). */
 int smc_tab_top(void);

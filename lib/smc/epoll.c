@@ -88,9 +88,22 @@ static int ep_add(int ep, int fd, struct smc_conn *c, const struct epoll_event *
 	return 0;
 }
 
-int smc_ep_ctl(int ep, int op, int fd, struct epoll_event *ev, int *rc)
+/* A member for @c unless its last number was closed meanwhile (then
+ * smc_ep_forget has run or runs after ep_lock is let go). Under
+ * ep_lock. */
+static int ep_add_live(int ep, int fd, struct smc_conn *c, const struct epoll_event *ev)
 {
-	struct smc_conn *c = smc_conn_of(fd);
+	bool live;
+
+	pthread_mutex_lock(&c->lock);
+	live = c->refs > 0;
+	pthread_mutex_unlock(&c->lock);
+	return live ? ep_add(ep, fd, c, ev) : -EBADF;
+}
+
+/* smc_ep_ctl with @c held. */
+static int ep_ctl(int ep, int op, int fd, struct epoll_event *ev, int *rc, struct smc_conn *c)
+{
 	struct ep_member **p, *m;
 	struct ep_set *s;
 	int r = 0;
@@ -117,7 +130,7 @@ int smc_ep_ctl(int ep, int op, int fd, struct epoll_event *ev, int *rc)
 		return 0; /* the kernel's member, or its ENOENT */
 	}
 	if (op == EPOLL_CTL_ADD) {
-		r = ep_add(ep, fd, c, ev);
+		r = ep_add_live(ep, fd, c, ev);
 	} else if (op == EPOLL_CTL_MOD) {
 		*m = (struct ep_member){fd, m->c, *ev, EP_NEVER, EP_NEVER, false, m->next};
 	} else if (op == EPOLL_CTL_DEL) {
@@ -130,6 +143,18 @@ int smc_ep_ctl(int ep, int op, int fd, struct epoll_event *ev, int *rc)
 	pthread_mutex_unlock(&ep_lock);
 	*rc = (int)smc_fail(r);
 	return 1;
+}
+
+int smc_ep_ctl(int ep, int op, int fd, struct epoll_event *ev, int *rc)
+{
+	struct smc_conn *c = smc_conn_get(fd);
+	int handled = ep_ctl(ep, op, fd, ev, rc, c);
+	int e = errno;
+
+	if (c)
+		smc_conn_put(c);
+	errno = e;
+	return handled;
 }
 
 void smc_ep_forget(struct smc_conn *c)
