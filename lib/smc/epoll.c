@@ -320,11 +320,15 @@ struct ep_plan {
 	int n, narm;
 };
 
-static int member_arm(struct ep_member *m, struct pollfd *out)
+/* @m's descriptors to sleep on into @out; *@on: armed in shared
+ * memory (else as a pending connection). The state is read once, so
+ * that what is undone is what was armed. */
+static int member_arm(struct ep_member *m, struct pollfd *out, bool *on)
 {
 	struct smc_conn *c = m->c;
 	int st = atomic_load(&c->state), k;
 
+	*on = false;
 	if (m->off)
 		return 0;
 	if (st == SMC_CLI_PENDING) {
@@ -337,6 +341,13 @@ static int member_arm(struct ep_member *m, struct pollfd *out)
 		out[1] = (struct pollfd){smc_srv_waitfd(c), POLLIN, 0};
 		return 2;
 	}
+	if (st != SMC_ON) {
+		/* TCP meanwhile (settled by another thread): the socket
+		 * itself, until the next look moves it into the kernel's set */
+		out[0] = (struct pollfd){c->fd, (short)(m->ev.events & EP_POLLBITS), 0};
+		return 1;
+	}
+	*on = true;
 	k = smc_conn_arm(c, (short)(m->ev.events & EP_POLLBITS), out);
 	/* a dead peer's control socket stays readable: an edge already told */
 	if (atomic_load(&c->peer_gone))
@@ -360,10 +371,9 @@ static int ep_arm(struct ep_set *s, struct ep_plan *pl)
 	for (struct ep_member *m = s->members; m; m = m->next) {
 		struct ep_armed *a = &pl->arm[pl->narm];
 
-		a->on = atomic_load(&m->c->state) == SMC_ON;
 		a->events = (short)(m->ev.events & EP_POLLBITS);
 		a->first = pl->n;
-		a->n = member_arm(m, pl->big + pl->n);
+		a->n = member_arm(m, pl->big + pl->n, &a->on);
 		if (!a->n)
 			continue;
 		a->c = m->c;
