@@ -38,11 +38,14 @@ struct smc_conn *smc_conn_new(int fd, int state, bool server)
 	c->server = server;
 	c->notify = c->ctl = c->memfd = c->rx_data = c->rx_space = c->tx_data = c->tx_space = -1;
 	c->refs = 1;
+	atomic_init(&c->holds, 1);
 	c->priv = -1;
 	c->fslot = -1;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->tx_lock, NULL);
 	pthread_mutex_init(&c->rx_lock, NULL);
+	pthread_mutex_init(&c->rxq.lock, NULL);
+	pthread_mutex_init(&c->txq.lock, NULL);
 	return c;
 }
 
@@ -78,6 +81,10 @@ void smc_conn_free(struct smc_conn *c)
 	pthread_mutex_destroy(&c->lock);
 	pthread_mutex_destroy(&c->tx_lock);
 	pthread_mutex_destroy(&c->rx_lock);
+	pthread_mutex_destroy(&c->rxq.lock);
+	pthread_mutex_destroy(&c->txq.lock);
+	free(c->rxq.w);
+	free(c->txq.w);
 	free(c);
 }
 
@@ -97,6 +104,124 @@ static void efd_drain(int fd)
 	if (read(fd, &v, sizeof(v)) < 0) {
 		/* EAGAIN: already drained by the other end of a race */
 	}
+}
+
+/* ---- several waiters (DESIGN-smc.md, "Several waiters") ----
+ *
+ * The peer signals a ring's eventfd once while the ring's sleep count
+ * is non-zero; every thread of ours waiting on that direction sleeps in
+ * poll on it. The one that drains it would take the wake-up of the
+ * others that had not yet looked, so it signals each other waiter's own
+ * eventfd (one per thread, made at its first wait), which that thread
+ * also sleeps on and drains itself. Nothing changes while nobody sleeps:
+ * the producer still only loads the count. */
+
+static __thread int self_efd = -1;
+static pthread_key_t self_key;
+static pthread_once_t self_once = PTHREAD_ONCE_INIT;
+
+/* A thread's own eventfd goes with the thread. */
+static void self_close(void *v)
+{
+	close((int)(intptr_t)v - 1);
+}
+
+/* A forked child's thread must not share its parent's eventfd: a
+ * wake-up for one would be drained by the other. */
+static void self_atfork_child(void)
+{
+	if (self_efd >= 0)
+		close(self_efd);
+	self_efd = -1;
+	pthread_setspecific(self_key, NULL);
+}
+
+static void self_init(void)
+{
+	if (!pthread_key_create(&self_key, self_close))
+		pthread_atfork(NULL, NULL, self_atfork_child);
+}
+
+/* This thread's own eventfd, made at its first wait; -1 if none can be
+ * (it then waits as a single waiter would: woken by the ring's eventfd
+ * alone). */
+static int self_fd(void)
+{
+	if (self_efd < 0) {
+		pthread_once(&self_once, self_init);
+		self_efd = smc_fd_high(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+		if (self_efd >= 0)
+			pthread_setspecific(self_key, (void *)(intptr_t)(self_efd + 1));
+	}
+	return self_efd;
+}
+
+static void waitq_add(struct smc_waitq *q, int efd)
+{
+	pthread_mutex_lock(&q->lock);
+	for (int i = 0; i < q->n; i++)
+		if (q->w[i].efd == efd) {
+			q->w[i].cnt++;
+			goto out;
+		}
+	if (q->n == q->cap) {
+		int cap = q->cap ? q->cap * 2 : 4;
+		struct smc_waiter *w = realloc(q->w, sizeof(*w) * (size_t)cap);
+
+		if (!w)
+			goto out; /* not told by the others: woken by the ring's eventfd alone */
+		q->w = w;
+		q->cap = cap;
+	}
+	q->w[q->n++] = (struct smc_waiter){efd, 1};
+out:
+	pthread_mutex_unlock(&q->lock);
+}
+
+static void waitq_del(struct smc_waitq *q, int efd)
+{
+	pthread_mutex_lock(&q->lock);
+	for (int i = 0; i < q->n; i++)
+		if (q->w[i].efd == efd) {
+			if (--q->w[i].cnt == 0)
+				q->w[i] = q->w[--q->n];
+			break;
+		}
+	pthread_mutex_unlock(&q->lock);
+}
+
+/* The ring's eventfd @efd fired for the waiters of @q: drained, and
+ * every other waiter told through its own eventfd. */
+static void ring_drain(struct smc_waitq *q, int efd)
+{
+	uint64_t v;
+
+	if (read(efd, &v, sizeof(v)) != sizeof(v) || !v)
+		return; /* another waiter drained it, and told us */
+	pthread_mutex_lock(&q->lock);
+	for (int i = 0; i < q->n; i++)
+		if (q->w[i].efd != self_efd)
+			efd_signal(q->w[i].efd);
+	pthread_mutex_unlock(&q->lock);
+}
+
+/* This thread waits on @in's direction of @c: told by the others, and
+ * counted in the ring header, before it looks at the ring once more. */
+static void wait_begin(struct smc_conn *c, bool in)
+{
+	waitq_add(in ? &c->rxq : &c->txq, self_fd());
+	atomic_fetch_add(in ? &c->rx.h->cons_sleep : &c->tx.h->prod_sleep, 1);
+}
+
+/* Undoes wait_begin; @fired: the ring's eventfd @efd was readable. */
+static void wait_end(struct smc_conn *c, bool in, int efd, bool fired)
+{
+	struct smc_waitq *q = in ? &c->rxq : &c->txq;
+
+	atomic_fetch_sub(in ? &c->rx.h->cons_sleep : &c->tx.h->prod_sleep, 1);
+	if (fired)
+		ring_drain(q, efd);
+	waitq_del(q, self_efd);
 }
 
 static size_t map_len(uint32_t ring)
@@ -558,7 +683,14 @@ bool smc_conn_to_tcp(struct smc_conn *c)
 
 static bool nonblocking(const struct smc_conn *c, int flags)
 {
-	return (flags & MSG_DONTWAIT) || (fcntl(c->fd, F_GETFL) & O_NONBLOCK);
+	int fl;
+
+	if (flags & MSG_DONTWAIT)
+		return true;
+	/* -1: the number was closed by another thread just now; the call
+	 * goes on as a blocking one, as it began */
+	fl = fcntl(c->fd, F_GETFL);
+	return fl >= 0 && (fl & O_NONBLOCK);
 }
 
 /* The peer shut its sending side down: shutdown, close, or an exec()
@@ -682,26 +814,32 @@ static bool cond_done(void *arg)
 	return cond_met(a->c, a->w);
 }
 
-/* Spins, then sleeps on the ring's eventfd and the control socket
- * until @w holds (DESIGN "Rings": flag, check again, sleep). */
-static int conn_wait(struct smc_conn *c, enum smc_cond w)
+/* Spins, then sleeps on the ring's eventfd, the thread's own and the
+ * control socket until @w holds (DESIGN "Rings": count, check again,
+ * sleep). @held, the direction's lock, is let go meanwhile, as the
+ * kernel lets go of a socket's lock while a call on it sleeps: another
+ * thread's non-blocking call must not wait behind a blocking one. */
+static int conn_wait(struct smc_conn *c, enum smc_cond w, pthread_mutex_t *held)
 {
-	_Atomic uint32_t *flag = w == SMC_WANT_DATA ? &c->rx.h->cons_sleep : &c->tx.h->prod_sleep;
-	struct pollfd p[2] = {{w == SMC_WANT_DATA ? c->rx_data : c->tx_space, POLLIN, 0},
-			      {c->ctl, POLLIN, 0}};
+	bool in = w == SMC_WANT_DATA;
+	struct pollfd p[3] = {
+		{in ? c->rx_data : c->tx_space, POLLIN, 0}, {self_fd(), POLLIN, 0}, {c->ctl, POLLIN, 0}};
 	int rc = 0;
 
 	struct cond_arg ca = {c, w};
 
+	pthread_mutex_unlock(held);
 	if (smc_spin_pays(c) && smc_spin_until(cond_done, &ca))
-		return 0;
-	atomic_store(flag, 1);
-	if (!cond_met(c, w) && smc_poll(p, 2, -1) < 0 && errno == EINTR)
+		goto out;
+	wait_begin(c, in);
+	if (!cond_met(c, w) && smc_poll(p, 3, -1) < 0 && errno == EINTR)
 		rc = -EINTR;
-	atomic_store(flag, 0);
-	if (p[0].revents)
-		efd_drain(p[0].fd);
-	check_peer(c, p[1].revents);
+	wait_end(c, in, p[0].fd, p[0].revents);
+	if (p[1].revents)
+		efd_drain(p[1].fd);
+	check_peer(c, p[2].revents);
+out:
+	pthread_mutex_lock(held);
 	return rc;
 }
 
@@ -764,7 +902,7 @@ static ssize_t send_locked(struct smc_conn *c, struct iovec *v, int cnt, int fla
 			return (ssize_t)done;
 		if (nb && !n)
 			return done ? (ssize_t)done : -EAGAIN;
-		if (!n && conn_wait(c, SMC_WANT_SPACE) == -EINTR)
+		if (!n && conn_wait(c, SMC_WANT_SPACE, &c->tx_lock) == -EINTR)
 			return done ? (ssize_t)done : -EINTR;
 	}
 }
@@ -811,7 +949,7 @@ static ssize_t recv_locked(struct smc_conn *c, struct iovec *v, int cnt, int fla
 			return done ? (ssize_t)done : n;
 		if (nb)
 			return done ? (ssize_t)done : -EAGAIN;
-		if (conn_wait(c, SMC_WANT_DATA) == -EINTR)
+		if (conn_wait(c, SMC_WANT_DATA, &c->rx_lock) == -EINTR)
 			return done ? (ssize_t)done : -EINTR;
 	}
 }
@@ -893,32 +1031,42 @@ short smc_conn_revents_now(struct smc_conn *c, short events)
 	return r & (short)(events | POLLERR | POLLHUP);
 }
 
+#define ARM_IN (POLLIN | POLLRDNORM | POLLRDHUP)
+#define ARM_OUT (POLLOUT | POLLWRNORM)
+
 int smc_conn_arm(struct smc_conn *c, short events, struct pollfd *out)
 {
 	int n = 0;
 
-	if (events & (POLLIN | POLLRDNORM | POLLRDHUP)) {
-		atomic_store(&c->rx.h->cons_sleep, 1);
+	if (events & ARM_IN) {
+		wait_begin(c, true);
 		out[n++] = (struct pollfd){c->rx_data, POLLIN, 0};
 	}
-	if (events & (POLLOUT | POLLWRNORM)) {
-		atomic_store(&c->tx.h->prod_sleep, 1);
+	if (events & ARM_OUT) {
+		wait_begin(c, false);
 		out[n++] = (struct pollfd){c->tx_space, POLLIN, 0};
 	}
+	out[n++] = (struct pollfd){self_fd(), POLLIN, 0};
 	out[n++] = (struct pollfd){c->ctl, POLLIN, 0};
 	return n;
 }
 
-void smc_conn_disarm(struct smc_conn *c, const struct pollfd *fds, int n)
+void smc_conn_disarm(struct smc_conn *c, short events, const struct pollfd *fds, int n)
 {
-	atomic_store(&c->rx.h->cons_sleep, 0);
-	atomic_store(&c->tx.h->prod_sleep, 0);
-	for (int i = 0; i < n; i++) {
-		if (fds[i].fd == c->ctl)
-			check_peer(c, fds[i].revents);
-		else if (fds[i].revents)
-			efd_drain(fds[i].fd);
+	int k = 0;
+
+	if (events & ARM_IN) {
+		wait_end(c, true, fds[k].fd, fds[k].revents);
+		k++;
 	}
+	if (events & ARM_OUT) {
+		wait_end(c, false, fds[k].fd, fds[k].revents);
+		k++;
+	}
+	if (k < n && fds[k].revents)
+		efd_drain(fds[k].fd);
+	if (++k < n)
+		check_peer(c, fds[k].revents);
 }
 
 void smc_conn_gens(struct smc_conn *c, uint64_t *gin, uint64_t *gout)
@@ -927,13 +1075,6 @@ void smc_conn_gens(struct smc_conn *c, uint64_t *gin, uint64_t *gout)
 
 	*gin = atomic_load(&c->rx.h->prod) + (rx_closed(c) ? 1ull << 62 : 0) + gone;
 	*gout = atomic_load(&c->tx.h->cons) + (atomic_load(&c->tx.h->reset) ? 1ull << 62 : 0) + gone;
-}
-
-void smc_conn_drain(struct smc_conn *c)
-{
-	struct pollfd p[2] = {{c->rx_data, POLLIN, POLLIN}, {c->tx_space, POLLIN, POLLIN}};
-
-	smc_conn_disarm(c, p, 2);
 }
 
 int smc_conn_queued(struct smc_conn *c, bool tx)
@@ -962,6 +1103,17 @@ void smc_conn_close(struct smc_conn *c)
 	}
 	smc_stat_close(c);
 	smc_conn_free(c);
+}
+
+void smc_conn_hold(struct smc_conn *c)
+{
+	atomic_fetch_add(&c->holds, 1);
+}
+
+void smc_conn_put(struct smc_conn *c)
+{
+	if (atomic_fetch_sub(&c->holds, 1) == 1)
+		smc_conn_close(c);
 }
 
 /* ---- exec (exec.c) ---- */

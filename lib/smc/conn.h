@@ -52,6 +52,11 @@ ssize_t smc_conn_recv(struct smc_conn *c, const struct iovec *iov, int iovcnt, i
 int smc_conn_shutdown(struct smc_conn *c, int how);
 /* Tells the peer, counts, frees @c (the caller closes c->fd). */
 void smc_conn_close(struct smc_conn *c);
+/* Keeps @c alive while it is used without the table (a sleep in
+ * epoll_wait, a call in progress); the last put closes it
+ * (smc_conn_close). The numbers together hold one (smc_conn_new). */
+void smc_conn_hold(struct smc_conn *c);
+void smc_conn_put(struct smc_conn *c);
 
 /* poll: the readiness of @c for @events now. */
 short smc_conn_revents(struct smc_conn *c, short events);
@@ -59,12 +64,13 @@ short smc_conn_revents(struct smc_conn *c, short events);
  * it, and gives its revents to smc_conn_ctl_event). */
 short smc_conn_revents_now(struct smc_conn *c, short events);
 void smc_conn_ctl_event(struct smc_conn *c, short revents);
-/* Arms the wake-ups for @events and fills @out (at most 3) with the
- * descriptors to sleep on; the count. smc_conn_disarm undoes it. */
+/* Arms the wake-ups for @events and fills @out (at most
+ * SMC_ARM_MAX) with the descriptors to sleep on; the count. The
+ * control socket is the last of them (a caller may leave it out).
+ * smc_conn_disarm, given the same @events, undoes it. */
+#define SMC_ARM_MAX 4
 int smc_conn_arm(struct smc_conn *c, short events, struct pollfd *out);
-void smc_conn_disarm(struct smc_conn *c, const struct pollfd *fds, int n);
-/* Clears the sleep flags and drains both wake-up eventfds. */
-void smc_conn_drain(struct smc_conn *c);
+void smc_conn_disarm(struct smc_conn *c, short events, const struct pollfd *fds, int n);
 /* Whether a waiter should spin before it sleeps: another CPU is free for
  * the peer, and (@c not NULL) the peer is not itself asleep waiting for
  * us. */

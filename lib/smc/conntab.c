@@ -11,6 +11,32 @@
 
 static _Atomic(struct smc_conn *) tab[SMC_FD_MAX];
 
+/* A call's hold on a connection is taken under its number's lock, so
+ * that close(), which takes the entry out under the same lock before it
+ * lets the numbers' hold go, cannot free the connection between the
+ * lookup and the hold. Striped: a lock per number would cost 2.5 MiB. */
+#define TAB_STRIPES 64
+static pthread_mutex_t tab_locks[TAB_STRIPES] = {[0 ... TAB_STRIPES - 1] = PTHREAD_MUTEX_INITIALIZER};
+
+static pthread_mutex_t *tab_lock(int fd)
+{
+	return &tab_locks[fd % TAB_STRIPES];
+}
+
+struct smc_conn *smc_tab_hold(int fd)
+{
+	struct smc_conn *c;
+
+	if (fd < 0 || fd >= SMC_FD_MAX)
+		return NULL;
+	pthread_mutex_lock(tab_lock(fd));
+	c = atomic_load(&tab[fd]);
+	if (c)
+		atomic_fetch_add(&c->holds, 1);
+	pthread_mutex_unlock(tab_lock(fd));
+	return c;
+}
+
 struct smc_conn *smc_tab_get(int fd)
 {
 	if (fd < 0 || fd >= SMC_FD_MAX)
@@ -26,7 +52,9 @@ void smc_tab_set(int fd, struct smc_conn *c)
 {
 	if (fd < 0 || fd >= SMC_FD_MAX)
 		return;
+	pthread_mutex_lock(tab_lock(fd));
 	atomic_store_explicit(&tab[fd], c, memory_order_release);
+	pthread_mutex_unlock(tab_lock(fd));
 	for (int top = atomic_load(&tab_top); c && fd >= top;)
 		if (atomic_compare_exchange_weak(&tab_top, &top, fd + 1))
 			break;
@@ -39,9 +67,14 @@ int smc_tab_top(void)
 
 struct smc_conn *smc_tab_take(int fd)
 {
+	struct smc_conn *c;
+
 	if (fd < 0 || fd >= SMC_FD_MAX)
 		return NULL;
-	return atomic_exchange(&tab[fd], NULL);
+	pthread_mutex_lock(tab_lock(fd));
+	c = atomic_exchange(&tab[fd], NULL);
+	pthread_mutex_unlock(tab_lock(fd));
+	return c;
 }
 
 pthread_mutex_t smc_srv_lock = PTHREAD_MUTEX_INITIALIZER;

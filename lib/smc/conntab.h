@@ -45,6 +45,19 @@ struct smc_tuple {
 	struct sockaddr_storage local, peer;
 };
 
+/* The threads of this process waiting on one direction of a
+ * connection, each with an eventfd of its own (DESIGN-smc.md, "Several
+ * waiters"): the thread that drains the ring's eventfd signals the
+ * others' own, so none of them sleeps on a wake-up another took. */
+struct smc_waitq {
+	pthread_mutex_t lock;
+	int n, cap;
+	struct smc_waiter {
+		int efd; /* the thread's own eventfd (-1: it has none) */
+		int cnt; /* its waits in progress here (poll may name a socket twice) */
+	} *w;
+};
+
 struct smc_conn {
 	int fd;
 	_Atomic int state;
@@ -58,6 +71,8 @@ struct smc_conn {
 				  * unlocked by the first-read check) */
 	int notify;              /* server pending: eventfd, a proposal came */
 	int refs;                /* the program's numbers for it (dup), under lock */
+	_Atomic int holds;       /* one for all the numbers, one per sleep or call
+				  * using it: the last smc_conn_put closes it */
 	int priv;                /* the library's own dup of the TCP socket once
 				  * the program has two numbers: c->fd then */
 	int fslot;               /* forked child: its slot in fork.c's table */
@@ -71,6 +86,7 @@ struct smc_conn {
 	void *map;
 	size_t maplen;
 	struct smc_ring rx, tx;
+	struct smc_waitq rxq, txq; /* waiting for bytes, for space */
 	_Atomic bool peer_gone, rd_shut, wr_shut;
 	_Atomic uint64_t rx_bytes, tx_bytes;
 };
@@ -84,7 +100,10 @@ struct smc_proposal {
 	struct smc_proposal *next;
 };
 
+/* The entry, not held: only where no other thread can close it. */
 struct smc_conn *smc_tab_get(int fd);
+/* The entry, held (smc_conn_put when done); NULL if none. */
+struct smc_conn *smc_tab_hold(int fd);
 void smc_tab_set(int fd, struct smc_conn *c);
 /* The table's entries are all below this (0: never one). */
 int smc_tab_top(void);

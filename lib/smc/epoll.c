@@ -25,7 +25,6 @@ struct ep_member {
 
 struct ep_set {
 	int ep;
-	unsigned epoch; /* bumped whenever a member is freed */
 	struct ep_member *members;
 	struct ep_set *next;
 };
@@ -58,13 +57,12 @@ static struct ep_member *member_find(struct ep_set *s, int fd)
 }
 
 /* Unlinks *@p and frees it. */
-static void member_drop(struct ep_set *s, struct ep_member **p)
+static void member_drop(struct ep_member **p)
 {
 	struct ep_member *m = *p;
 
 	*p = m->next;
 	free(m);
-	s->epoch++;
 }
 
 static int ep_add(int ep, int fd, struct smc_conn *c, const struct epoll_event *ev)
@@ -90,9 +88,22 @@ static int ep_add(int ep, int fd, struct smc_conn *c, const struct epoll_event *
 	return 0;
 }
 
-int smc_ep_ctl(int ep, int op, int fd, struct epoll_event *ev, int *rc)
+/* A member for @c unless its last number was closed meanwhile (then
+ * smc_ep_forget has run or runs after ep_lock is let go). Under
+ * ep_lock. */
+static int ep_add_live(int ep, int fd, struct smc_conn *c, const struct epoll_event *ev)
 {
-	struct smc_conn *c = smc_conn_of(fd);
+	bool live;
+
+	pthread_mutex_lock(&c->lock);
+	live = c->refs > 0;
+	pthread_mutex_unlock(&c->lock);
+	return live ? ep_add(ep, fd, c, ev) : -EBADF;
+}
+
+/* smc_ep_ctl with @c held. */
+static int ep_ctl(int ep, int op, int fd, struct epoll_event *ev, int *rc, struct smc_conn *c)
+{
 	struct ep_member **p, *m;
 	struct ep_set *s;
 	int r = 0;
@@ -119,19 +130,31 @@ int smc_ep_ctl(int ep, int op, int fd, struct epoll_event *ev, int *rc)
 		return 0; /* the kernel's member, or its ENOENT */
 	}
 	if (op == EPOLL_CTL_ADD) {
-		r = ep_add(ep, fd, c, ev);
+		r = ep_add_live(ep, fd, c, ev);
 	} else if (op == EPOLL_CTL_MOD) {
 		*m = (struct ep_member){fd, m->c, *ev, EP_NEVER, EP_NEVER, false, m->next};
 	} else if (op == EPOLL_CTL_DEL) {
 		for (p = &s->members; *p != m; p = &(*p)->next)
 			;
-		member_drop(s, p);
+		member_drop(p);
 	} else {
 		r = -EINVAL;
 	}
 	pthread_mutex_unlock(&ep_lock);
 	*rc = (int)smc_fail(r);
 	return 1;
+}
+
+int smc_ep_ctl(int ep, int op, int fd, struct epoll_event *ev, int *rc)
+{
+	struct smc_conn *c = smc_conn_get(fd);
+	int handled = ep_ctl(ep, op, fd, ev, rc, c);
+	int e = errno;
+
+	if (c)
+		smc_conn_put(c);
+	errno = e;
+	return handled;
 }
 
 void smc_ep_forget(struct smc_conn *c)
@@ -142,7 +165,7 @@ void smc_ep_forget(struct smc_conn *c)
 	for (struct ep_set *s = atomic_load(&sets); s; s = s->next)
 		for (struct ep_member **p = &s->members; *p;)
 			if ((*p)->c == c)
-				member_drop(s, p);
+				member_drop(p);
 			else
 				p = &(*p)->next;
 	pthread_mutex_unlock(&ep_lock);
@@ -164,7 +187,7 @@ void smc_ep_closed(int fd)
 	else if (s)
 		atomic_store(&sets, s->next);
 	while (s && s->members)
-		member_drop(s, &s->members);
+		member_drop(&s->members);
 	pthread_mutex_unlock(&ep_lock);
 	free(s);
 }
@@ -194,7 +217,7 @@ static void ep_settle(struct ep_set *s)
 			if (real_epoll_ctl(s->ep, EPOLL_CTL_ADD, (*p)->fd, &(*p)->ev)) {
 				/* nothing to report to a later epoll_wait */
 			}
-			member_drop(s, p);
+			member_drop(p);
 			continue;
 		}
 		p = &(*p)->next;
@@ -283,20 +306,33 @@ static int ep_collect(struct ep_set *s, struct epoll_event *evs, int max)
 	return ep_collect_ready(s, evs, max);
 }
 
-/* One sleep's descriptors: the kernel's set first, then each member's
- * wake-ups; who[k] is the member of big[k]. */
-struct ep_plan {
-	struct pollfd *big;
-	struct ep_member **who;
-	int n;
-	unsigned epoch;
+/* One member's part of a sleep: its connection, held until the sleep
+ * is undone (the program may close it or delete the member meanwhile),
+ * and what was armed, so that exactly that is undone. */
+struct ep_armed {
+	struct smc_conn *c;
+	int first, n;  /* its descriptors in big[] */
+	short events;  /* armed in shared memory with these, ... */
+	bool on;       /* ... or as a pending connection */
 };
 
-static int member_arm(struct ep_member *m, struct pollfd *out)
+/* One sleep's descriptors: the kernel's set first, then each member's
+ * wake-ups. */
+struct ep_plan {
+	struct pollfd *big;
+	struct ep_armed *arm;
+	int n, narm;
+};
+
+/* @m's descriptors to sleep on into @out; *@on: armed in shared
+ * memory (else as a pending connection). The state is read once, so
+ * that what is undone is what was armed. */
+static int member_arm(struct ep_member *m, struct pollfd *out, bool *on)
 {
 	struct smc_conn *c = m->c;
 	int st = atomic_load(&c->state), k;
 
+	*on = false;
 	if (m->off)
 		return 0;
 	if (st == SMC_CLI_PENDING) {
@@ -309,6 +345,13 @@ static int member_arm(struct ep_member *m, struct pollfd *out)
 		out[1] = (struct pollfd){smc_srv_waitfd(c), POLLIN, 0};
 		return 2;
 	}
+	if (st != SMC_ON) {
+		/* TCP meanwhile (settled by another thread): the socket
+		 * itself, until the next look moves it into the kernel's set */
+		out[0] = (struct pollfd){c->fd, (short)(m->ev.events & EP_POLLBITS), 0};
+		return 1;
+	}
+	*on = true;
 	k = smc_conn_arm(c, (short)(m->ev.events & EP_POLLBITS), out);
 	/* a dead peer's control socket stays readable: an edge already told */
 	if (atomic_load(&c->peer_gone))
@@ -318,23 +361,30 @@ static int member_arm(struct ep_member *m, struct pollfd *out)
 
 static int ep_arm(struct ep_set *s, struct ep_plan *pl)
 {
-	int cap = 1;
+	int cap = 1, nm = 0;
 
 	for (struct ep_member *m = s->members; m; m = m->next)
-		cap += 3;
+		nm++;
+	cap += nm * SMC_ARM_MAX;
 	pl->big = calloc((size_t)cap, sizeof(*pl->big));
-	pl->who = calloc((size_t)cap, sizeof(*pl->who));
-	if (!pl->big || !pl->who)
+	pl->arm = calloc((size_t)nm + 1, sizeof(*pl->arm));
+	if (!pl->big || !pl->arm)
 		return -ENOMEM;
 	pl->big[0] = (struct pollfd){s->ep, POLLIN, 0};
 	pl->n = 1;
 	for (struct ep_member *m = s->members; m; m = m->next) {
-		int k = member_arm(m, pl->big + pl->n);
+		struct ep_armed *a = &pl->arm[pl->narm];
 
-		for (int j = 0; j < k; j++)
-			pl->who[pl->n++] = m;
+		a->events = (short)(m->ev.events & EP_POLLBITS);
+		a->first = pl->n;
+		a->n = member_arm(m, pl->big + pl->n, &a->on);
+		if (!a->n)
+			continue;
+		a->c = m->c;
+		smc_conn_hold(a->c);
+		pl->n += a->n;
+		pl->narm++;
 	}
-	pl->epoch = s->epoch;
 	return 0;
 }
 
@@ -350,41 +400,31 @@ static void notify_drain(struct smc_conn *c)
 	pthread_mutex_unlock(&c->lock);
 }
 
-/* Undoes ep_arm after the sleep: sleep flags off, fired eventfds
- * drained. If a member went meanwhile, every member is drained. */
-static void ep_disarm(struct ep_set *s, struct ep_plan *pl)
+/* Undoes ep_arm after the sleep, member by member as armed (whether
+ * or not it is still in the set): waits ended, fired eventfds drained,
+ * the connections let go. */
+static void ep_disarm(struct ep_plan *pl)
 {
-	if (!s)
-		return;
-	if (s->epoch != pl->epoch) {
-		for (struct ep_member *m = s->members; m; m = m->next)
-			if (atomic_load(&m->c->state) == SMC_ON)
-				smc_conn_drain(m->c);
-		return;
-	}
-	for (int k = 1; k < pl->n;) {
-		struct ep_member *m = pl->who[k];
-		int j = k;
+	for (int i = 0; i < pl->narm; i++) {
+		struct ep_armed *a = &pl->arm[i];
 
-		while (j < pl->n && pl->who[j] == m)
-			j++;
-		/* armed as pending and settled by another thread meanwhile:
-		 * its notify eventfd is closed (under its lock), the number
-		 * maybe reused */
-		if (atomic_load(&m->c->state) == SMC_ON && pl->big[k].fd != m->c->fd)
-			smc_conn_disarm(m->c, pl->big + k, j - k);
-		else if (j - k == 2 && pl->big[k + 1].revents)
-			notify_drain(m->c);
-		k = j;
+		if (a->on)
+			smc_conn_disarm(a->c, a->events, pl->big + a->first, a->n);
+		/* armed as pending: its notify eventfd, if it is still one
+		 * (settled by another thread meanwhile: closed under its lock) */
+		else if (a->n == 2 && pl->big[a->first + 1].revents)
+			notify_drain(a->c);
+		smc_conn_put(a->c);
 	}
+	pl->narm = 0;
 }
 
 static void plan_free(struct ep_plan *pl)
 {
 	free(pl->big);
-	free(pl->who);
+	free(pl->arm);
 	pl->big = NULL;
-	pl->who = NULL;
+	pl->arm = NULL;
 }
 
 /* The kernel's own ready members after ours, without waiting. */
@@ -405,12 +445,15 @@ static int ep_look(struct ep_set *s, struct epoll_event *evs, int max, struct ep
 	n = ep_collect(s, evs, max);
 	if (n)
 		return n;
-	if (ep_arm(s, pl))
+	if (ep_arm(s, pl)) {
+		ep_disarm(pl);
+		plan_free(pl);
 		return -ENOMEM;
+	}
 	/* armed: look once more, a wake-up may have been missed */
 	n = ep_collect(s, evs, max);
 	if (n) {
-		ep_disarm(s, pl);
+		ep_disarm(pl);
 		plan_free(pl);
 	}
 	return n;
@@ -506,7 +549,7 @@ static int ep_wait(int ep, struct epoll_event *evs, int max, int timeout, const 
 		err = errno; /* the disarm's reads must not change it */
 		pthread_mutex_lock(&ep_lock);
 		s = set_find(ep);
-		ep_disarm(s, &pl);
+		ep_disarm(&pl);
 		n = rc < 0 || !s ? 0 : ep_collect(s, evs, max);
 		pthread_mutex_unlock(&ep_lock);
 		if (rc < 0) {

@@ -35,7 +35,6 @@ ssize_t smc_fail(ssize_t rc)
 }
 
 #define fail smc_fail
-#define conn_of smc_conn_of
 
 struct smc_conn *smc_conn_of(int fd)
 {
@@ -44,10 +43,44 @@ struct smc_conn *smc_conn_of(int fd)
 	return c && atomic_load(&c->state) != SMC_LISTEN ? c : NULL;
 }
 
-/* @fd's connection settled as far as a data call needs; NULL if TCP. */
+struct smc_conn *smc_conn_get(int fd)
+{
+	struct smc_conn *c = smc_tab_hold(fd);
+
+	if (c && atomic_load(&c->state) == SMC_LISTEN) {
+		smc_conn_put(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* Whether @fd is a connection of ours (looked at under a hold). */
+static bool is_conn(int fd)
+{
+	struct smc_conn *c = smc_conn_get(fd);
+
+	if (c)
+		smc_conn_put(c);
+	return c != NULL;
+}
+
+/* @rc of a call on @c, which is let go (errno kept). */
+static ssize_t done(struct smc_conn *c, ssize_t rc)
+{
+	int e = errno;
+
+	smc_conn_put(c);
+	errno = e;
+	return rc;
+}
+
+/* @fd's connection settled as far as a data call needs, held for the
+ * call (close() by another thread meanwhile does not free it: the
+ * call goes on as over TCP, where the file lives while a call is in
+ * it); NULL if TCP. */
 static struct smc_conn *conn_data(int fd, bool writing, bool may_wait)
 {
-	struct smc_conn *c = conn_of(fd);
+	struct smc_conn *c = smc_conn_get(fd);
 
 	if (!c)
 		return NULL;
@@ -55,7 +88,10 @@ static struct smc_conn *conn_data(int fd, bool writing, bool may_wait)
 		smc_cli_settle(c);
 	else if (atomic_load(&c->state) == SMC_SRV_PENDING)
 		smc_srv_settle(c, may_wait && !(fcntl(fd, F_GETFL) & O_NONBLOCK), writing);
-	return atomic_load(&c->state) == SMC_ON ? c : NULL;
+	if (atomic_load(&c->state) == SMC_ON)
+		return c;
+	smc_conn_put(c);
+	return NULL;
 }
 
 static void conn_unref(struct smc_conn *c);
@@ -137,14 +173,16 @@ EXPORT int listen(int fd, int backlog)
 
 static int accepted(int lfd, int fd)
 {
-	struct smc_conn *l = smc_tab_get(lfd);
+	struct smc_conn *l = fd >= 0 ? smc_tab_hold(lfd) : NULL;
 
-	if (fd >= 0 && l && atomic_load(&l->state) == SMC_LISTEN) {
+	if (l && atomic_load(&l->state) == SMC_LISTEN) {
 		int e = errno;
 
 		track(fd, SMC_SRV_PENDING, true);
 		errno = e;
 	}
+	if (l)
+		done(l, 0);
 	return fd;
 }
 
@@ -180,9 +218,12 @@ static ssize_t smc_recv1(struct smc_conn *c, void *buf, size_t n, int flags)
  * when TCP data is there (smc_srv_first_read); true then, *@rc set. */
 static bool first_read(int fd, struct msghdr *m, int flags, ssize_t *rc)
 {
-	struct smc_conn *c = smc_tab_get(fd);
+	struct smc_conn *c = smc_tab_hold(fd);
+	bool answered = c && smc_srv_first_read(c, m, flags, rc);
 
-	return c && smc_srv_first_read(c, m, flags, rc);
+	if (c)
+		done(c, 0);
+	return answered;
 }
 
 /* first_read for one buffer, with recvfrom's address. */
@@ -208,7 +249,7 @@ EXPORT ssize_t read(int fd, void *buf, size_t n)
 		return rc;
 	struct smc_conn *c = conn_data(fd, false, true);
 
-	return c ? smc_recv1(c, buf, n, 0) : real_read(fd, buf, n);
+	return c ? done(c, smc_recv1(c, buf, n, 0)) : real_read(fd, buf, n);
 }
 
 EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
@@ -222,7 +263,7 @@ EXPORT ssize_t write(int fd, const void *buf, size_t n)
 	REAL(write);
 	struct smc_conn *c = conn_data(fd, true, false);
 
-	return c ? smc_send1(c, buf, n, 0) : real_write(fd, buf, n);
+	return c ? done(c, smc_send1(c, buf, n, 0)) : real_write(fd, buf, n);
 }
 
 EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
@@ -234,7 +275,7 @@ EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
 		return rc;
 	struct smc_conn *c = conn_data(fd, false, !(flags & MSG_DONTWAIT));
 
-	return c ? smc_recv1(c, buf, n, flags) : real_recv(fd, buf, n, flags);
+	return c ? done(c, smc_recv1(c, buf, n, flags)) : real_recv(fd, buf, n, flags);
 }
 
 EXPORT ssize_t __recv_chk(int fd, void *buf, size_t n, size_t buflen, int flags)
@@ -248,7 +289,7 @@ EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
 	REAL(send);
 	struct smc_conn *c = conn_data(fd, true, false);
 
-	return c ? smc_send1(c, buf, n, flags) : real_send(fd, buf, n, flags);
+	return c ? done(c, smc_send1(c, buf, n, flags)) : real_send(fd, buf, n, flags);
 }
 
 EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *a, socklen_t *l)
@@ -262,7 +303,7 @@ EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr 
 
 	if (c && l)
 		*l = 0; /* a connected stream tells no source address */
-	return c ? smc_recv1(c, buf, n, flags) : real_recvfrom(fd, buf, n, flags, a, l);
+	return c ? done(c, smc_recv1(c, buf, n, flags)) : real_recvfrom(fd, buf, n, flags, a, l);
 }
 
 EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *a, socklen_t l)
@@ -272,7 +313,7 @@ EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct
 	 * passes one): with it to libc the bytes would go around the ring */
 	struct smc_conn *c = conn_data(fd, true, false);
 
-	return c ? smc_send1(c, buf, n, flags) : real_sendto(fd, buf, n, flags, a, l);
+	return c ? done(c, smc_send1(c, buf, n, flags)) : real_sendto(fd, buf, n, flags, a, l);
 }
 
 EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
@@ -285,7 +326,7 @@ EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
 		return rc;
 	struct smc_conn *c = conn_data(fd, false, true);
 
-	return c ? fail(smc_conn_recv(c, iov, cnt, 0)) : real_readv(fd, iov, cnt);
+	return c ? done(c, fail(smc_conn_recv(c, iov, cnt, 0))) : real_readv(fd, iov, cnt);
 }
 
 EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
@@ -293,7 +334,7 @@ EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
 	REAL(writev);
 	struct smc_conn *c = conn_data(fd, true, false);
 
-	return c ? fail(smc_conn_send(c, iov, cnt, 0)) : real_writev(fd, iov, cnt);
+	return c ? done(c, fail(smc_conn_send(c, iov, cnt, 0))) : real_writev(fd, iov, cnt);
 }
 
 EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
@@ -310,7 +351,7 @@ EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
 		m->msg_controllen = 0;
 		m->msg_namelen = 0;
 		m->msg_flags = 0;
-		return fail(smc_conn_recv(c, m->msg_iov, (int)m->msg_iovlen, flags));
+		return done(c, fail(smc_conn_recv(c, m->msg_iov, (int)m->msg_iovlen, flags)));
 	}
 	return real_recvmsg(fd, m, flags);
 }
@@ -318,13 +359,15 @@ EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
 EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
 {
 	REAL(sendmsg);
-	struct smc_conn *c = conn_of(fd);
+	struct smc_conn *c = smc_conn_get(fd);
 
 	/* ancillary data (SCM_RIGHTS) cannot go through a ring */
 	if (c && (m->msg_controllen || m->msg_name) && !smc_conn_to_tcp(c))
-		return fail(-EOPNOTSUPP);
+		return done(c, fail(-EOPNOTSUPP));
+	if (c)
+		done(c, 0);
 	c = conn_data(fd, true, false);
-	return c ? fail(smc_conn_send(c, m->msg_iov, (int)m->msg_iovlen, flags))
+	return c ? done(c, fail(smc_conn_send(c, m->msg_iov, (int)m->msg_iovlen, flags)))
 		 : real_sendmsg(fd, m, flags);
 }
 
@@ -333,25 +376,30 @@ EXPORT int shutdown(int fd, int how)
 	REAL(shutdown);
 	struct smc_conn *c = conn_data(fd, true, false);
 
-	return c ? (int)fail(smc_conn_shutdown(c, how)) : real_shutdown(fd, how);
+	return c ? (int)done(c, fail(smc_conn_shutdown(c, how))) : real_shutdown(fd, how);
 }
 
 /* ---- poll ---- */
+
+enum { POLL_SMC, POLL_ARMED, POLL_PLAIN };
 
 struct poll_plan {
 	struct pollfd *big; /* what the kernel is asked */
 	int *from;          /* big[k] came from fds[from[k]] ... */
 	int *nsub;          /* ... fds[i]'s SMC or notify entries, if any */
+	char *how;          /* fds[i] in big: POLL_SMC (not), POLL_ARMED (its
+			     * nsub entries, armed), POLL_PLAIN (itself first) */
 	int nbig;
 };
 
-/* The readiness of the SMC entries of @fds now; how many are ready. */
-static int smc_ready(struct pollfd *fds, nfds_t n)
+/* The readiness of the SMC entries of @fds (connections @cs) now;
+ * how many are ready. */
+static int smc_ready(struct pollfd *fds, struct smc_conn **cs, nfds_t n)
 {
 	int ready = 0;
 
 	for (nfds_t i = 0; i < n; i++) {
-		struct smc_conn *c = conn_of(fds[i].fd);
+		struct smc_conn *c = cs[i];
 
 		if (c && atomic_load(&c->state) == SMC_ON) {
 			fds[i].revents = smc_conn_revents(c, fds[i].events);
@@ -364,14 +412,16 @@ static int smc_ready(struct pollfd *fds, nfds_t n)
 /* The kernel's poll set: plain descriptors as they are, an SMC one as
  * its wake-up descriptors (armed only if nothing is ready), a pending
  * server one as itself plus its proposal eventfd. */
-static void poll_plan(struct poll_plan *pl, const struct pollfd *fds, nfds_t n, bool arm)
+static void poll_plan(struct poll_plan *pl, const struct pollfd *fds, struct smc_conn **cs, nfds_t n,
+		      bool arm)
 {
 	pl->nbig = 0;
 	for (nfds_t i = 0; i < n; i++) {
-		struct smc_conn *c = conn_of(fds[i].fd);
+		struct smc_conn *c = cs[i];
 		int st = c ? atomic_load(&c->state) : 0;
 
 		pl->nsub[i] = 0;
+		pl->how[i] = POLL_SMC;
 		if (st == SMC_ON) {
 			if (arm) {
 				int k = smc_conn_arm(c, fds[i].events, pl->big + pl->nbig);
@@ -379,9 +429,11 @@ static void poll_plan(struct poll_plan *pl, const struct pollfd *fds, nfds_t n, 
 				for (int j = 0; j < k; j++)
 					pl->from[pl->nbig++] = (int)i;
 				pl->nsub[i] = k;
+				pl->how[i] = POLL_ARMED;
 			}
 			continue;
 		}
+		pl->how[i] = POLL_PLAIN;
 		pl->big[pl->nbig] = fds[i];
 		pl->from[pl->nbig++] = (int)i;
 		if (st == SMC_SRV_PENDING && smc_srv_waitfd(c) >= 0) {
@@ -393,20 +445,22 @@ static void poll_plan(struct poll_plan *pl, const struct pollfd *fds, nfds_t n, 
 }
 
 /* The kernel's answers back into @fds; true if a proposal came. */
-static bool poll_merge(struct poll_plan *pl, struct pollfd *fds, nfds_t n)
+static bool poll_merge(struct poll_plan *pl, struct pollfd *fds, struct smc_conn **cs, nfds_t n)
 {
 	bool again = false;
 	int k = 0;
 
 	for (nfds_t i = 0; i < n; i++) {
-		struct smc_conn *c = conn_of(fds[i].fd);
+		struct smc_conn *c = cs[i];
 
-		if (c && atomic_load(&c->state) == SMC_ON) {
-			if (pl->nsub[i])
-				smc_conn_disarm(c, pl->big + k, pl->nsub[i]);
+		/* undone as planned, whatever its state now */
+		if (pl->how[i] == POLL_ARMED) {
+			smc_conn_disarm(c, fds[i].events, pl->big + k, pl->nsub[i]);
 			k += pl->nsub[i];
 			continue;
 		}
+		if (pl->how[i] == POLL_SMC)
+			continue;
 		fds[i].revents = pl->big[k++].revents;
 		if (pl->nsub[i]) {
 			again |= pl->big[k].revents != 0;
@@ -418,6 +472,7 @@ static bool poll_merge(struct poll_plan *pl, struct pollfd *fds, nfds_t n)
 
 struct spin_poll {
 	struct pollfd *fds;
+	struct smc_conn **cs;
 	nfds_t n;
 };
 
@@ -425,19 +480,19 @@ static bool spin_poll_ready(void *arg)
 {
 	struct spin_poll *sp = arg;
 
-	return smc_ready(sp->fds, sp->n) != 0;
+	return smc_ready(sp->fds, sp->cs, sp->n) != 0;
 }
 
 /* Before a poll would sleep: a few shared-memory members' data may be
  * a few microseconds away (a ping-pong peer), and a sleep and wake-up
  * cost more than that. Only for small sets: each look is O(members). */
-static bool poll_spin(struct pollfd *fds, nfds_t n)
+static bool poll_spin(struct pollfd *fds, struct smc_conn **cs, nfds_t n)
 {
-	struct spin_poll sp = {fds, n};
+	struct spin_poll sp = {fds, cs, n};
 	nfds_t smc = 0;
 
 	for (nfds_t i = 0; i < n; i++) {
-		struct smc_conn *c = conn_of(fds[i].fd);
+		struct smc_conn *c = cs[i];
 
 		if (c && atomic_load(&c->state) != SMC_ON)
 			return false;
@@ -451,53 +506,61 @@ int smc_poll_fds(struct pollfd *fds, nfds_t n, int timeout, const sigset_t *mask
 	struct poll_plan pl;
 	long end = timeout > 0 ? smc_now_ms() + timeout : 0;
 	int rc = -1;
+	/* held for the call: a number closed by another thread meanwhile
+	 * is still this connection to it */
+	struct smc_conn **cs = calloc(n + 1, sizeof(*cs));
 
-	pl.big = calloc(n * 3 + 1, sizeof(*pl.big));
-	pl.from = calloc(n * 3 + 1, sizeof(*pl.from));
+	pl.big = calloc(n * SMC_ARM_MAX + 1, sizeof(*pl.big));
+	pl.from = calloc(n * SMC_ARM_MAX + 1, sizeof(*pl.from));
 	pl.nsub = calloc(n + 1, sizeof(*pl.nsub));
-	if (!pl.big || !pl.from || !pl.nsub) {
+	pl.how = calloc(n + 1, sizeof(*pl.how));
+	if (!pl.big || !pl.from || !pl.nsub || !pl.how || !cs) {
 		errno = ENOMEM;
 		goto out;
 	}
+	for (nfds_t i = 0; i < n; i++)
+		cs[i] = smc_conn_get(fds[i].fd);
 	for (;;) {
 		int left = timeout < 0 ? -1 : timeout == 0 ? 0 : (int)(end - smc_now_ms());
 		int ready, plain;
 
-		for (nfds_t i = 0; i < n; i++) {
-			struct smc_conn *c = conn_of(fds[i].fd);
-
-			if (c)
-				smc_settle(c, false);
-		}
-		ready = smc_ready(fds, n);
-		if (!ready && timeout != 0 && poll_spin(fds, n))
-			ready = smc_ready(fds, n);
-		poll_plan(&pl, fds, n, !ready);
+		for (nfds_t i = 0; i < n; i++)
+			if (cs[i])
+				smc_settle(cs[i], false);
+		ready = smc_ready(fds, cs, n);
+		if (!ready && timeout != 0 && poll_spin(fds, cs, n))
+			ready = smc_ready(fds, cs, n);
+		poll_plan(&pl, fds, cs, n, !ready);
 		/* armed: look once more, a wake-up may have been missed */
-		if (!ready && smc_ready(fds, n))
+		if (!ready && smc_ready(fds, cs, n))
 			left = 0;
 		plain = smc_kpoll(pl.big, (nfds_t)pl.nbig, ready ? 0 : left < 0 && timeout >= 0 ? 0 : left,
 				  mask);
 		if (plain < 0) {
 			int e = errno;
 
-			poll_merge(&pl, fds, n); /* its reads must not change errno */
+			poll_merge(&pl, fds, cs, n); /* its reads must not change errno */
 			errno = e;
 			goto out;
 		}
-		bool again = poll_merge(&pl, fds, n);
+		bool again = poll_merge(&pl, fds, cs, n);
 
 		rc = 0;
-		smc_ready(fds, n);
+		smc_ready(fds, cs, n);
 		for (nfds_t i = 0; i < n; i++)
 			rc += fds[i].revents != 0;
 		if (rc || (!again && timeout >= 0 && smc_now_ms() >= end))
 			goto out;
 	}
 out:
+	for (nfds_t i = 0; cs && i < n; i++)
+		if (cs[i])
+			done(cs[i], 0);
+	free(cs);
 	free(pl.big);
 	free(pl.from);
 	free(pl.nsub);
+	free(pl.how);
 	return rc;
 }
 
@@ -505,7 +568,7 @@ EXPORT int poll(struct pollfd *fds, nfds_t n, int timeout)
 {
 	REAL(poll);
 	for (nfds_t i = 0; i < n; i++)
-		if (conn_of(fds[i].fd))
+		if (is_conn(fds[i].fd))
 			return smc_poll_fds(fds, n, timeout, NULL);
 	return real_poll(fds, n, timeout);
 }
@@ -519,7 +582,7 @@ EXPORT int __poll_chk(struct pollfd *fds, nfds_t n, int timeout, size_t fdslen)
 static bool any_smc(const struct pollfd *fds, nfds_t n)
 {
 	for (nfds_t i = 0; i < n; i++)
-		if (conn_of(fds[i].fd))
+		if (is_conn(fds[i].fd))
 			return true;
 	return false;
 }
@@ -561,7 +624,7 @@ static nfds_t sel_plan(int n, const fd_set *r, const fd_set *w, const fd_set *e,
 
 		if (ev) {
 			p[k++] = (struct pollfd){fd, ev, 0};
-			*smc |= conn_of(fd) != NULL;
+			*smc |= is_conn(fd);
 		}
 	}
 	return k;
@@ -652,7 +715,7 @@ static void conn_unref(struct smc_conn *c)
 	pthread_mutex_unlock(&c->lock);
 	if (last) {
 		smc_ep_forget(c);
-		smc_conn_close(c);
+		smc_conn_put(c);
 	}
 }
 
@@ -690,22 +753,33 @@ static int real_dupfd(int fd, int cmd, int from)
  * unsettled connection would each have to agree on its fate). */
 static void dup_prepare(int fd)
 {
-	struct smc_conn *c = conn_of(fd);
+	struct smc_conn *c = smc_conn_get(fd);
 
 	if (c) {
 		smc_settle(c, false);
 		smc_conn_to_tcp(c);
+		done(c, 0);
 	}
 }
 
 /* @nfd, a new number of @fd's socket, shares @fd's connection. */
 static int dup_share(int fd, int nfd)
 {
-	struct smc_conn *c = conn_of(fd), *old;
+	struct smc_conn *c = nfd < 0 || nfd == fd ? NULL : smc_conn_get(fd), *old;
 
-	if (nfd < 0 || nfd == fd || !c || atomic_load(&c->state) != SMC_ON)
+	if (c && atomic_load(&c->state) != SMC_ON) {
+		done(c, 0);
+		c = NULL;
+	}
+	if (!c)
 		return nfd;
 	pthread_mutex_lock(&c->lock);
+	if (!c->refs) {
+		/* its last number was closed meanwhile: nothing to share */
+		pthread_mutex_unlock(&c->lock);
+		done(c, 0);
+		return nfd;
+	}
 	/* a number of the library's own, so c->fd outlives the program's */
 	if (c->priv < 0) {
 		c->priv = real_dupfd(fd, F_DUPFD_CLOEXEC, 0);
@@ -718,6 +792,7 @@ static int dup_share(int fd, int nfd)
 	if (old)
 		conn_unref(old);
 	smc_tab_set(nfd, c);
+	done(c, 0);
 	return nfd;
 }
 
@@ -814,10 +889,9 @@ EXPORT int ioctl(int fd, unsigned long req, ...)
 	if (c) {
 		int n = smc_conn_queued(c, req == SIOCOUTQ);
 
-		if (n < 0)
-			return (int)fail(n);
-		*(int *)arg = n;
-		return 0;
+		if (n >= 0)
+			*(int *)arg = n;
+		return (int)done(c, fail(n < 0 ? n : 0));
 	}
 	return real_ioctl(fd, req, arg);
 }
@@ -878,7 +952,7 @@ static ssize_t sendfile_any(int out, int in, off_t *off, size_t count, int which
 	struct smc_conn *c = conn_data(out, true, false);
 
 	if (c)
-		return fail(smc_sendfile(c, in, off, count));
+		return done(c, fail(smc_sendfile(c, in, off, count)));
 	if (!real[which])
 		real[which] = (sendfile_fn)dlsym(RTLD_NEXT, which ? "sendfile64" : "sendfile");
 	return real[which] ? real[which](out, in, off, count) : fail(-ENOSYS);

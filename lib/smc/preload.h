@@ -42,8 +42,11 @@ static inline long smc_now_ms(void)
 
 /* @rc, or -1 with errno = -@rc if it is negative. */
 ssize_t smc_fail(ssize_t rc);
-/* The connection of @fd if it is (or may become) shared memory. */
+/* The connection of @fd if it is (or may become) shared memory; not
+ * held: only where no other thread can close it (exec). */
 struct smc_conn *smc_conn_of(int fd);
+/* The same, held for the caller's call (smc_conn_put). */
+struct smc_conn *smc_conn_get(int fd);
 /* poll(2) over descriptors some of which are SMC (-1 timeout: none),
  * with @mask in place while it sleeps (NULL: the thread's own). */
 int smc_poll_fds(struct pollfd *fds, nfds_t n, int timeout, const sigset_t *mask);

@@ -19,8 +19,11 @@ struct smc_ring_hdr {
 	_Alignas(SMC_CACHELINE) _Atomic uint64_t cons; /* bytes ever consumed */
 	_Alignas(SMC_CACHELINE) _Atomic uint32_t closed; /* producer shut down */
 	_Atomic uint32_t reset;      /* consumer is gone: writes get EPIPE */
-	_Atomic uint32_t prod_sleep; /* producer waits for space */
-	_Atomic uint32_t cons_sleep; /* consumer waits for bytes */
+	/* threads of the producer's process waiting for space, of the
+	 * consumer's waiting for bytes: the other side signals the ring's
+	 * eventfd while one is non-zero (DESIGN-smc.md, "Several waiters") */
+	_Atomic uint32_t prod_sleep;
+	_Atomic uint32_t cons_sleep;
 	uint32_t size;               /* data bytes, a power of two */
 	/* the producer's end goes by a close the kernel makes (exec with
 	 * FD_CLOEXEC, exit): its control socket's EOF is then a close (EOF
