@@ -7,7 +7,7 @@
 # exits 7: anole's status), and SIGTERM or SIGKILL to anole leaves no QEMU process,
 # no file and no run.PID cgroup behind (QEMU ran in its run's cgroup). Images
 # the guest kernel cannot read are refused with one line, and so are a
-# missing QEMU and a guest kernel panic. Five boots in all: each takes
+# missing QEMU and a guest kernel panic. Six boots in all: each takes
 # seconds under TCG.
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
@@ -67,13 +67,14 @@ cmp "$TMP/ref.err" "$TMP/vm.err" || fail "stderr differs from chroot's"
 [ "$(sha256sum <"$TMP/img.erofs")" = "$sum" ] || fail "the image changed"
 left_behind $first $stale
 
-# 2, 3, 4. SIGTERM, SIGKILL and SIGHUP to anole while the command runs (as a user
-# of its own: it cannot write to the image's root-owned /etc); the three
-# guests boot side by side. SIGTERM goes to the command, which traps it:
-# its output and its status are anole's. A command that goes on after
-# SIGHUP is powered off by the second: 128 + 1
+# 2-5. SIGTERM, SIGKILL, SIGHUP and SIGINT (a terminal's Ctrl-C) to anole
+# while the command runs (as a user of its own: it cannot write to the
+# image's root-owned /etc); the four guests boot side by side. SIGTERM
+# goes to the command, which traps it: its output and its status are
+# anole's. A command that goes on after SIGHUP is powered off by the
+# second: 128 + 1. SIGINT, not trapped, ends the command: 128 + 2
 declare -A pid
-for sig in TERM KILL HUP; do
+for sig in TERM KILL HUP INT; do
 	"$ANOLE" run -q --vm -u 1234:56 "$TMP/img.erofs" -- \
 		/bin/sh -c 'trap "echo got TERM; exit 7" TERM; trap "echo got HUP" HUP
 		touch /etc/nope 2>/dev/null && echo wrote; echo "$(id -u):$(id -g)"
@@ -81,7 +82,7 @@ for sig in TERM KILL HUP; do
 		</dev/null >"$TMP/$sig.out" &
 	pid[$sig]=$!
 done
-for sig in TERM KILL HUP; do
+for sig in TERM KILL HUP INT; do
 	for _ in $(seq 900); do [ -s "$TMP/$sig.out" ] && break; sleep 0.1; done
 	[ "$(cat "$TMP/$sig.out")" = 1234:56 ] || fail "$sig: user: $(cat "$TMP/$sig.out")"
 	qemu=$(pgrep -P "${pid[$sig]}" qemu-system) || fail "$sig: no QEMU under anole"
@@ -95,10 +96,13 @@ for sig in TERM KILL HUP; do
 	fi
 	st=0
 	wait "${pid[$sig]}" 2>/dev/null || st=$?
-	case $sig in TERM) want=7 ;; KILL) want=137 ;; HUP) want=129 ;; esac
+	case $sig in TERM) want=7 ;; KILL) want=137 ;; HUP) want=129 ;; INT) want=130 ;; esac
 	[ "$st" = "$want" ] || fail "SIG$sig: status $st, expected $want"
-	[ $sig = KILL ] || printf '1234:56\ngot %s\n' $sig | cmp - "$TMP/$sig.out" ||
-		fail "SIG$sig: output: $(cat "$TMP/$sig.out")"
+	case $sig in
+	TERM|HUP) printf '1234:56\ngot %s\n' $sig ;;
+	INT) echo 1234:56 ;;
+	KILL) cat "$TMP/$sig.out" ;;
+	esac | cmp - "$TMP/$sig.out" || fail "SIG$sig: output: $(cat "$TMP/$sig.out")"
 	for _ in $(seq 100); do kill -0 "$qemu" 2>/dev/null || break; sleep 0.1; done
 	! kill -0 "$qemu" 2>/dev/null || fail "SIG$sig: QEMU $qemu still runs"
 done
