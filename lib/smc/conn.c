@@ -546,6 +546,19 @@ static int srv_know(struct smc_conn *c, bool notify)
 	return rc;
 }
 
+/* The proposal queued for @c, taken; the count still waiting
+ * published for the pre-fork table (and the check of epoll_ctl, which
+ * puts a connection in the kernel's set only while none waits). Under
+ * smc_srv_lock. */
+static struct smc_proposal *srv_take(struct smc_conn *c)
+{
+	struct smc_proposal *p = smc_srv_dequeue(&c->tuple);
+
+	if (p)
+		smc_fork_set_waiting(smc_srv_nqueued());
+	return p;
+}
+
 /* One look at a pending server connection: true when settled. */
 static bool srv_try(struct smc_conn *c, bool writing)
 {
@@ -572,7 +585,7 @@ static bool srv_try(struct smc_conn *c, bool writing)
 		return atomic_load(&c->state) != SMC_SRV_PENDING;
 	}
 	pthread_mutex_lock(&smc_srv_lock);
-	p = smc_srv_dequeue(&c->tuple);
+	p = srv_take(c);
 	/* under smc_srv_lock: the rendezvous thread declines from now on */
 	if (!p && writing)
 		conn_fallback(c, SMC_R_SERVER_WROTE);
@@ -667,7 +680,7 @@ bool smc_conn_to_tcp(struct smc_conn *c)
 		srv_answer(c, smc_timeout_ms());
 	pthread_mutex_lock(&smc_srv_lock);
 	if (atomic_load(&c->state) == SMC_SRV_PENDING || atomic_load(&c->state) == SMC_CLI_PENDING) {
-		struct smc_proposal *p = c->server ? smc_srv_dequeue(&c->tuple) : NULL;
+		struct smc_proposal *p = c->server ? srv_take(c) : NULL;
 
 		if (p)
 			smc_proposal_drop(p, true);

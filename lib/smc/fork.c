@@ -32,6 +32,7 @@ struct fork_tab {
 
 static struct fork_tab *ftab;
 static int fwake = -1;
+static int fbell = -1;
 static bool is_child;
 static uint64_t my_token;
 static int inbox = -1;
@@ -50,8 +51,31 @@ int smc_fork_init(void)
 		munmap(t, sizeof(*t));
 		return -EMFILE;
 	}
+	/* the doorbell (DESIGN-smc "The server's side of a connection
+	 * that stays TCP"): never drained, so that every process's
+	 * edge-triggered epoll set sees each ring however many share it */
+	fbell = smc_fd_high(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
 	ftab = t;
 	return 0;
+}
+
+int smc_fork_doorbell(void)
+{
+	return ftab ? fbell : -1;
+}
+
+bool smc_fork_waiting(void)
+{
+	return ftab && atomic_load(&ftab->waiting);
+}
+
+void smc_fork_ring(void)
+{
+	uint64_t one = 1;
+
+	if (fbell >= 0 && write(fbell, &one, sizeof(one)) < 0) {
+		/* EAGAIN after 2^64-2 rings: the count still says rung */
+	}
 }
 
 bool smc_fork_is_child(void)
@@ -66,7 +90,8 @@ int smc_fork_wakefd(void)
 
 void smc_fork_set_waiting(unsigned n)
 {
-	if (ftab)
+	/* a child's own queue (forwarded proposals) is not the listener's */
+	if (ftab && !is_child)
 		atomic_store(&ftab->waiting, n);
 }
 

@@ -27,6 +27,14 @@ uint64_t smc_fork_lookup(const struct smc_tuple *t);
 void smc_fork_set_waiting(unsigned n);
 /* The eventfd children signal after registering while proposals wait. */
 int smc_fork_wakefd(void);
+/* The process tree's doorbell eventfd, made with the table (-1: none):
+ * rung when a proposal matches no known connection, so that event
+ * loops look at the connections they added to epoll without looking
+ * (epoll.c). Never drained: watched edge-triggered. */
+int smc_fork_doorbell(void);
+void smc_fork_ring(void);
+/* Whether the rendezvous holds proposals not matched yet. */
+bool smc_fork_waiting(void);
 /* Hands the client's rendezvous socket @sock and its TCP socket @tcp
  * to the inbox @token; 0 or -errno. Closes neither. */
 int smc_fork_forward(uint64_t token, int sock, int tcp);

@@ -121,6 +121,8 @@ static void take(int sock, int tcp)
 	pthread_mutex_unlock(&smc_srv_lock);
 	if (!ok)
 		smc_proposal_drop(p, true);
+	else if (!c && !token)
+		smc_fork_ring(); /* perhaps an event loop's connection not looked at */
 	else if (token)
 		smc_proposal_drop(p, smc_fork_forward(token, p->sock, p->tcp) != 0);
 }
