@@ -541,6 +541,9 @@ static int srv_know(struct smc_conn *c, bool notify)
 		smc_srv_add(c);
 	c->known = !rc;
 	pthread_mutex_unlock(&smc_srv_lock);
+	/* a write or dup made it known while epoll watches its TCP socket */
+	if (!rc && atomic_load(&c->ep_lazy))
+		atomic_store(&smc_ep_lazy_moved, true);
 	if (!rc && notify)
 		smc_rv_accepted_in_child(c);
 	return rc;

@@ -106,4 +106,8 @@ void smc_proposal_drop(struct smc_proposal *p, bool decline);
  * process: announced so that its proposal is forwarded here. */
 void smc_rv_accepted_in_child(struct smc_conn *c);
 
+/* A connection put in a kernel epoll set without a look became known
+ * (epoll.c moves such ones into its shadow at the next epoll_wait). */
+extern _Atomic bool smc_ep_lazy_moved;
+
 #endif

@@ -70,6 +70,8 @@ struct smc_conn {
 	_Atomic bool known;      /* server: tuple read, in the server list (read
 				  * unlocked by the first-read check) */
 	int notify;              /* server pending: eventfd, a proposal came */
+	_Atomic bool ep_lazy;    /* server: put in a kernel epoll set unknown
+				  * (epoll.c), moved out once known */
 	int refs;                /* the program's numbers for it (dup), under lock */
 	_Atomic int holds;       /* one for all the numbers, one per sleep or call
 				  * using it: the last smc_conn_put closes it */

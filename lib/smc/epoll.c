@@ -5,12 +5,20 @@
  * their readiness computed from the rings as poll does. epoll_wait
  * reports ready members without sleeping; otherwise it arms their
  * wake-ups and sleeps in one ppoll on the kernel's set and the members'
- * wake-up descriptors, then looks again. */
+ * wake-up descriptors, then looks again.
+ *
+ * An accepted connection nobody has looked at yet goes into the
+ * kernel's set as a plain member ("lazy", remembered here), with the
+ * process tree's doorbell (fork.c) in the set: the rendezvous rings it
+ * when a proposal matches no known connection, and epoll_wait then
+ * looks at the lazy members as epoll_ctl did before (DESIGN-smc.md,
+ * "The server's side of a connection that stays TCP"). */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "smc/fork.h"
 #include "smc/preload.h"
 #include "smc/rendezvous.h"
 
@@ -26,8 +34,17 @@ struct ep_member {
 struct ep_set {
 	int ep;
 	struct ep_member *members;
+	struct ep_member *lazy; /* in the kernel's set, not looked at yet */
+	bool bell;              /* the doorbell is in the kernel's set */
+	bool nolazy;            /* the program's data is the doorbell's */
 	struct ep_set *next;
 };
+
+/* The doorbell's data in the kernel's set: filtered out of what
+ * epoll_wait returns, only in sets that hold the doorbell. */
+#define EP_BELL 0xa701e5bd00bbe11ULL
+
+_Atomic bool smc_ep_lazy_moved;
 
 /* All shadows, under ep_lock; the head is atomic so that close() of
  * a program without SMC members in epoll costs no lock. Lock order:
@@ -48,12 +65,17 @@ static struct ep_set *set_find(int ep)
 	return NULL;
 }
 
-static struct ep_member *member_find(struct ep_set *s, int fd)
+static struct ep_member *in_list(struct ep_member *m, int fd)
 {
-	for (struct ep_member *m = s ? s->members : NULL; m; m = m->next)
+	for (; m; m = m->next)
 		if (m->fd == fd)
 			return m;
 	return NULL;
+}
+
+static struct ep_member *member_find(struct ep_set *s, int fd)
+{
+	return s ? in_list(s->members, fd) : NULL;
 }
 
 /* Unlinks *@p and frees it. */
@@ -65,6 +87,22 @@ static void member_drop(struct ep_member **p)
 	free(m);
 }
 
+/* The shadow of @ep, made if need be (NULL: no memory). Under ep_lock. */
+static struct ep_set *set_get(int ep)
+{
+	struct ep_set *s = set_find(ep);
+
+	if (!s) {
+		s = calloc(1, sizeof(*s));
+		if (!s)
+			return NULL;
+		s->ep = ep;
+		s->next = atomic_load(&sets);
+		atomic_store(&sets, s);
+	}
+	return s;
+}
+
 static int ep_add(int ep, int fd, struct smc_conn *c, const struct epoll_event *ev)
 {
 	struct ep_set *s = set_find(ep);
@@ -72,14 +110,9 @@ static int ep_add(int ep, int fd, struct smc_conn *c, const struct epoll_event *
 
 	if (member_find(s, fd))
 		return -EEXIST;
-	if (!s) {
-		s = calloc(1, sizeof(*s));
-		if (!s)
-			return -ENOMEM;
-		s->ep = ep;
-		s->next = atomic_load(&sets);
-		atomic_store(&sets, s);
-	}
+	s = set_get(ep);
+	if (!s)
+		return -ENOMEM;
 	m = calloc(1, sizeof(*m));
 	if (!m)
 		return -ENOMEM;
@@ -101,6 +134,120 @@ static int ep_add_live(int ep, int fd, struct smc_conn *c, const struct epoll_ev
 	return live ? ep_add(ep, fd, c, ev) : -EBADF;
 }
 
+/* Whether @c can go into the kernel's set without a look: a server
+ * connection nobody has looked at, in a process tree with a doorbell.
+ * EPOLLONESHOT is left to the usual way: the kernel may have fired and
+ * disarmed it before the member moves into the shadow. */
+static bool lazy_ok(struct smc_conn *c, const struct epoll_event *ev)
+{
+	return c->server && ev && !(ev->events & EPOLLONESHOT) &&
+	       atomic_load(&c->state) == SMC_SRV_PENDING && !atomic_load(&c->known) &&
+	       smc_fork_doorbell() >= 0;
+}
+
+/* epoll_ctl(ADD) of @c as a lazy member: 1 done (*@rc the kernel's
+ * answer), 0 the usual way (a proposal is waiting, or no doorbell). */
+static int lazy_add(int ep, int fd, struct smc_conn *c, struct epoll_event *ev, int *rc)
+{
+	REAL(epoll_ctl);
+	struct ep_member *m = NULL;
+	struct ep_set *s;
+
+	pthread_mutex_lock(&ep_lock);
+	s = set_get(ep);
+	if (s && !s->bell && !s->nolazy) {
+		struct epoll_event b = {EPOLLIN | EPOLLET, {.u64 = EP_BELL}};
+
+		s->bell = !real_epoll_ctl(ep, EPOLL_CTL_ADD, smc_fork_doorbell(), &b) ||
+			  errno == EEXIST;
+	}
+	/* Dekker with the rendezvous, which queues, then rings: with the
+	 * doorbell in the set, a proposal not seen waiting here rings it */
+	if (s && s->bell && !smc_fork_waiting() && !member_find(s, fd))
+		m = calloc(1, sizeof(*m));
+	if (!m) {
+		pthread_mutex_unlock(&ep_lock);
+		return 0;
+	}
+	*rc = real_epoll_ctl(ep, EPOLL_CTL_ADD, fd, ev);
+	if (*rc) {
+		int e = errno;
+
+		free(m);
+		pthread_mutex_unlock(&ep_lock);
+		errno = e;
+		return 1;
+	}
+	*m = (struct ep_member){fd, c, *ev, EP_NEVER, EP_NEVER, false, s->lazy};
+	s->lazy = m;
+	atomic_store(&c->ep_lazy, true);
+	pthread_mutex_unlock(&ep_lock);
+	return 1;
+}
+
+/* The lazy members of @s that are known now leave the kernel's set
+ * for the shadow; those committed to TCP stay plain members, forgotten
+ * here. @look (the doorbell rang): each still unknown is looked at
+ * first, as epoll_ctl does for a connection that is not lazy. Under
+ * ep_lock. */
+static void lazy_sort(struct ep_set *s, bool look)
+{
+	REAL(epoll_ctl);
+	for (struct ep_member **p = &s->lazy; *p;) {
+		struct ep_member *m = *p;
+		struct smc_conn *c = m->c;
+		int st;
+
+		if (look && atomic_load(&c->state) == SMC_SRV_PENDING && !atomic_load(&c->known))
+			smc_settle(c, false);
+		st = atomic_load(&c->state);
+		if (st != SMC_TCP && !atomic_load(&c->known)) {
+			p = &m->next;
+			continue;
+		}
+		*p = m->next;
+		if (st == SMC_TCP) {
+			free(m);
+			continue;
+		}
+		/* fails only if the program closed the number: forgotten then */
+		if (real_epoll_ctl(s->ep, EPOLL_CTL_DEL, m->fd, NULL)) {
+			/* the shadow member goes with smc_ep_forget */
+		}
+		m->next = s->members;
+		s->members = m;
+	}
+}
+
+/* Lazy members made known by a write, a dup or a read: into the
+ * shadow before the program sleeps on them. */
+static void lazy_moved(void)
+{
+	if (!atomic_load(&smc_ep_lazy_moved))
+		return;
+	pthread_mutex_lock(&ep_lock);
+	atomic_store(&smc_ep_lazy_moved, false);
+	for (struct ep_set *s = atomic_load(&sets); s; s = s->next)
+		if (s->lazy)
+			lazy_sort(s, false);
+	pthread_mutex_unlock(&ep_lock);
+}
+
+/* EPOLL_CTL_MOD or _DEL of lazy member @fd of @s: the shadow follows,
+ * the kernel's set does the rest. Under ep_lock. */
+static void lazy_ctl(struct ep_set *s, int op, int fd, const struct epoll_event *ev)
+{
+	for (struct ep_member **p = s ? &s->lazy : NULL; p && *p; p = &(*p)->next) {
+		if ((*p)->fd != fd)
+			continue;
+		if (op == EPOLL_CTL_MOD && ev)
+			(*p)->ev = *ev;
+		else if (op == EPOLL_CTL_DEL)
+			member_drop(p);
+		return;
+	}
+}
+
 /* smc_ep_ctl with @c held. */
 static int ep_ctl(int ep, int op, int fd, struct epoll_event *ev, int *rc, struct smc_conn *c)
 {
@@ -111,6 +258,8 @@ static int ep_ctl(int ep, int op, int fd, struct epoll_event *ev, int *rc, struc
 	if (op == EPOLL_CTL_ADD) {
 		if (!c)
 			return 0;
+		if (lazy_ok(c, ev) && lazy_add(ep, fd, c, ev, rc))
+			return 1;
 		/* a connected client finishes its handshake, a server answers
 		 * a queued proposal; still pending stays pending (settled in
 		 * epoll_wait), never forced to TCP */
@@ -126,6 +275,7 @@ static int ep_ctl(int ep, int op, int fd, struct epoll_event *ev, int *rc, struc
 	s = set_find(ep);
 	m = member_find(s, fd);
 	if (op != EPOLL_CTL_ADD && !m) {
+		lazy_ctl(s, op, fd, ev);
 		pthread_mutex_unlock(&ep_lock);
 		return 0; /* the kernel's member, or its ENOENT */
 	}
@@ -145,9 +295,34 @@ static int ep_ctl(int ep, int op, int fd, struct epoll_event *ev, int *rc, struc
 	return 1;
 }
 
+/* The program gives a member of @ep the doorbell's data: the doorbell
+ * leaves that set for good and its lazy members are looked at now, so
+ * that the program's events are never taken for a ring. */
+static void bell_clash(int ep)
+{
+	REAL(epoll_ctl);
+	struct ep_set *s;
+
+	pthread_mutex_lock(&ep_lock);
+	s = set_get(ep);
+	if (s && s->bell && real_epoll_ctl(ep, EPOLL_CTL_DEL, smc_fork_doorbell(), NULL)) {
+		/* not in the set after all */
+	}
+	if (s) {
+		s->bell = false;
+		s->nolazy = true;
+		lazy_sort(s, true);
+	}
+	pthread_mutex_unlock(&ep_lock);
+}
+
 int smc_ep_ctl(int ep, int op, int fd, struct epoll_event *ev, int *rc)
 {
-	struct smc_conn *c = smc_conn_get(fd);
+	struct smc_conn *c;
+
+	if (op != EPOLL_CTL_DEL && ev && ev->data.u64 == EP_BELL)
+		bell_clash(ep);
+	c = smc_conn_get(fd);
 	int handled = ep_ctl(ep, op, fd, ev, rc, c);
 	int e = errno;
 
@@ -157,17 +332,25 @@ int smc_ep_ctl(int ep, int op, int fd, struct epoll_event *ev, int *rc)
 	return handled;
 }
 
+static void forget_in(struct ep_member **p, const struct smc_conn *c)
+{
+	while (*p)
+		if ((*p)->c == c)
+			member_drop(p);
+		else
+			p = &(*p)->next;
+}
+
 void smc_ep_forget(struct smc_conn *c)
 {
 	if (!atomic_load(&sets))
 		return;
 	pthread_mutex_lock(&ep_lock);
-	for (struct ep_set *s = atomic_load(&sets); s; s = s->next)
-		for (struct ep_member **p = &s->members; *p;)
-			if ((*p)->c == c)
-				member_drop(p);
-			else
-				p = &(*p)->next;
+	for (struct ep_set *s = atomic_load(&sets); s; s = s->next) {
+		forget_in(&s->members, c);
+		if (atomic_load(&c->ep_lazy))
+			forget_in(&s->lazy, c);
+	}
 	pthread_mutex_unlock(&ep_lock);
 }
 
@@ -188,6 +371,8 @@ void smc_ep_closed(int fd)
 		atomic_store(&sets, s->next);
 	while (s && s->members)
 		member_drop(&s->members);
+	while (s && s->lazy)
+		member_drop(&s->lazy);
 	pthread_mutex_unlock(&ep_lock);
 	free(s);
 }
@@ -427,11 +612,37 @@ static void plan_free(struct ep_plan *pl)
 	pl->arm = NULL;
 }
 
+/* The kernel's answer for @ep without the doorbell's events; a ring
+ * has the set's lazy members looked at. */
+static int kwait(int ep, struct epoll_event *evs, int max, int timeout, const sigset_t *mask)
+{
+	REAL(epoll_pwait);
+	int n = real_epoll_pwait(ep, evs, max, timeout, mask), k = 0;
+	struct ep_set *s;
+	bool rung = false;
+
+	for (int i = 0; i < n; i++)
+		rung |= evs[i].data.u64 == EP_BELL;
+	if (!rung)
+		return n;
+	pthread_mutex_lock(&ep_lock);
+	s = set_find(ep);
+	if (s && s->bell) {
+		for (int i = 0; i < n; i++)
+			if (evs[i].data.u64 != EP_BELL)
+				evs[k++] = evs[i];
+		lazy_sort(s, true);
+	} else {
+		k = n; /* the program's own data */
+	}
+	pthread_mutex_unlock(&ep_lock);
+	return k;
+}
+
 /* The kernel's own ready members after ours, without waiting. */
 static int ep_plain(int ep, struct epoll_event *evs, int n, int max)
 {
-	REAL(epoll_pwait);
-	int k = n < max ? real_epoll_pwait(ep, evs + n, max - n, 0, NULL) : 0;
+	int k = n < max ? kwait(ep, evs + n, max - n, 0, NULL) : 0;
 
 	return n + (k > 0 ? k : 0);
 }
@@ -475,7 +686,6 @@ struct ep_spin {
  * for the whole spin. */
 static bool ep_spin_look(void *arg)
 {
-	REAL(epoll_pwait);
 	struct ep_spin *a = arg;
 	struct ep_set *s;
 
@@ -486,7 +696,7 @@ static bool ep_spin_look(void *arg)
 	if (!s || a->n)
 		return true;
 	if (++a->looks % 256 == 0) {
-		a->n = real_epoll_pwait(a->ep, a->evs, a->max, 0, NULL);
+		a->n = kwait(a->ep, a->evs, a->max, 0, NULL);
 		a->plain = true;
 		return a->n != 0;
 	}
@@ -503,6 +713,15 @@ static bool ep_spins(struct ep_set *s)
 	return k && smc_spin_pays(NULL);
 }
 
+/* A set without shadow members: the kernel's wait, again if all it
+ * said was the doorbell and time is left; true when done (*@n). */
+static bool ep_kernel(int ep, struct epoll_event *evs, int max, int left, const sigset_t *mask,
+		      int *n)
+{
+	*n = kwait(ep, evs, max, left, mask);
+	return *n != 0 || left == 0;
+}
+
 static int ep_wait(int ep, struct epoll_event *evs, int max, int timeout, const sigset_t *mask)
 {
 	REAL(epoll_pwait);
@@ -511,17 +730,20 @@ static int ep_wait(int ep, struct epoll_event *evs, int max, int timeout, const 
 	if (max <= 0 || !evs)
 		return real_epoll_pwait(ep, evs, max, timeout, mask);
 	for (;;) {
-		int left = timeout < 0 ? -1 : timeout == 0 ? 0 : (int)(end - smc_now_ms());
+		long rest = timeout > 0 ? end - smc_now_ms() : timeout;
+		int left = rest < 0 && timeout >= 0 ? 0 : (int)rest;
 		struct ep_plan pl = {0};
 		struct ep_set *s;
 		int n, rc, err;
 
-		left = left < -1 ? 0 : left;
+		lazy_moved();
 		pthread_mutex_lock(&ep_lock);
 		s = set_find(ep);
 		if (!s || !s->members) {
 			pthread_mutex_unlock(&ep_lock);
-			return real_epoll_pwait(ep, evs, max, left, mask);
+			if (ep_kernel(ep, evs, max, left, mask, &n))
+				return n;
+			continue;
 		}
 		if (timeout != 0 && ep_spins(s)) {
 			struct ep_spin a = {ep, max, 0, 0, false, evs};
@@ -538,7 +760,9 @@ static int ep_wait(int ep, struct epoll_event *evs, int max, int timeout, const 
 			s = set_find(ep);
 			if (!s || !s->members) {
 				pthread_mutex_unlock(&ep_lock);
-				return real_epoll_pwait(ep, evs, max, left, mask);
+				if (ep_kernel(ep, evs, max, left, mask, &n))
+					return n;
+				continue;
 			}
 		}
 		n = ep_look(s, evs, max, &pl);
