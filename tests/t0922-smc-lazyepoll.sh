@@ -7,8 +7,9 @@
 # a proposal left to it would end in TCP, so "smc" on both ends shows
 # that it was answered from the event loop. A plain client's bytes
 # arriving after the add make the connection TCP (the first read is the
-# look); every byte comes back. Both for one process and for a worker
-# forked after listen().
+# look); every byte comes back. For one process, for a worker forked
+# after listen(), and for a program that gives a member of the set the
+# library's doorbell data (its events must reach it).
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 # shellcheck source=lib/smc
@@ -33,7 +34,7 @@ run() {
 	_SMC_PIDS=()
 	cat "$ANOLE_SMC_STATS"
 }
-for fork in "" fork; do
+for fork in "" fork clash; do
 	run "$fork"
 	[ "$(smc_stat "['fallbacks']['tcp-first']")" = $N ] || fail "plain client ($fork): not $N tcp-first"
 	[ "$(smc_stat "['smc_connections']")" = 0 ] || fail "plain client ($fork): a connection claims shared memory"
