@@ -729,6 +729,8 @@ static int ep_wait(int ep, struct epoll_event *evs, int max, int timeout, const 
 
 	if (max <= 0 || !evs)
 		return real_epoll_pwait(ep, evs, max, timeout, mask);
+	bool spun = false; /* before each sleep, once */
+
 	for (;;) {
 		long rest = timeout > 0 ? end - smc_now_ms() : timeout;
 		int left = rest < 0 && timeout >= 0 ? 0 : (int)rest;
@@ -745,9 +747,10 @@ static int ep_wait(int ep, struct epoll_event *evs, int max, int timeout, const 
 				return n;
 			continue;
 		}
-		if (timeout != 0 && ep_spins(s)) {
+		if (timeout != 0 && !spun && ep_spins(s)) {
 			struct ep_spin a = {ep, max, 0, 0, false, evs};
 
+			spun = true;
 			n = ep_collect(s, evs, max);
 			pthread_mutex_unlock(&ep_lock);
 			if (!n && smc_spin_until(ep_spin_look, &a))
@@ -756,14 +759,7 @@ static int ep_wait(int ep, struct epoll_event *evs, int max, int timeout, const 
 				return ep_plain(ep, evs, n, max);
 			if (n)
 				return n; /* the kernel's answer; -1 with its errno */
-			pthread_mutex_lock(&ep_lock);
-			s = set_find(ep);
-			if (!s || !s->members) {
-				pthread_mutex_unlock(&ep_lock);
-				if (ep_kernel(ep, evs, max, left, mask, &n))
-					return n;
-				continue;
-			}
+			continue; /* look again, arm and sleep: no second spin */
 		}
 		n = ep_look(s, evs, max, &pl);
 		pthread_mutex_unlock(&ep_lock);
@@ -785,6 +781,7 @@ static int ep_wait(int ep, struct epoll_event *evs, int max, int timeout, const 
 		plan_free(&pl);
 		if (n || (timeout >= 0 && smc_now_ms() >= end))
 			return n;
+		spun = false; /* woken with nothing: spin again first */
 	}
 }
 
