@@ -297,7 +297,7 @@ static int cli_take_accept(struct smc_conn *c, const struct smc_clc *m, int fds[
 	return 0;
 }
 
-/* ---- short connections, learned per server port ----
+/* ---- what a client learned per server port ----
  *
  * The handshake costs a round trip through two processes before the
  * first byte; a connection that then moves a request and an answer and
@@ -308,22 +308,32 @@ static int cli_take_accept(struct smc_conn *c, const struct smc_clc *m, int fds[
  * "short-lived"), except one in SHORT_PROBE, which tries shared memory
  * again so that a change to long connections is seen; each further
  * short one in shared memory doubles that interval up to
- * SHORT_PROBE_MAX, a long one sets it back. connect() asks
- * (smc_short_skip) before it tracks the socket at all, so a skipped
- * connection costs the library nothing after that. Only this process's
- * own history counts, so nothing changes for the first connections of a
- * program, nor for a server. DESIGN-smc.md, "Short connections". */
+ * SHORT_PROBE_MAX, a long one sets it back. It also remembers a port
+ * whose rendezvous it could not reach (a server without the library, a
+ * remote host, another rendezvous directory): for NORV_NS after that,
+ * new connections there stay TCP without looking again (reason
+ * "no-rendezvous"), since each look costs a socket, a connect and a
+ * statistics line where the program itself makes a handful of calls.
+ * connect() asks (smc_port_skip) before it tracks the socket at all, so
+ * a skipped connection costs the library nothing after that. Only this
+ * process's own history counts, so nothing changes for the first
+ * connections of a program, nor for a server. DESIGN-smc.md, "Short
+ * connections". */
 #define SHORT_BYTES (16u << 10) /* both directions together */
 #define SHORT_STREAK 8
 #define SHORT_PROBE 64
 #define SHORT_PROBE_MAX 1024
 #define SHORT_SLOTS 256
+#define NORV_NS 1000000000ull /* a server that starts later waits this long */
+#define PROBE_GAP_NS 100000000ull /* probes at most ten a second */
 
 static struct short_slot {
 	uint32_t key; /* port + 1; 0: free */
 	uint32_t streak, skipped;
-	uint32_t probe; /* one in this many proposes: SHORT_PROBE, doubled
-			 * per probe that was short again, to SHORT_PROBE_MAX */
+	uint32_t probe;	    /* one in this many proposes: SHORT_PROBE, doubled
+			     * per probe that was short again, to SHORT_PROBE_MAX */
+	uint64_t norv_until; /* CLOCK_MONOTONIC_COARSE ns; 0: none */
+	uint64_t probed;     /* when the last probe went out (same clock) */
 } shorts[SHORT_SLOTS];
 static pthread_mutex_t shorts_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool shorts_on = true;
@@ -335,28 +345,77 @@ __attribute__((constructor)) static void short_settings(void)
 	shorts_on = !(v && !strcmp(v, "0"));
 }
 
-bool smc_short_skip(uint16_t port)
+static uint64_t coarse_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* @port's slot, taken over if another port had it. Under shorts_lock. */
+static struct short_slot *short_slot(uint16_t port)
 {
 	struct short_slot *s = &shorts[port % SHORT_SLOTS];
-	bool skip = false;
+
+	if (s->key != (uint32_t)port + 1)
+		*s = (struct short_slot){(uint32_t)port + 1, 0, 0, SHORT_PROBE, 0, 0};
+	return s;
+}
+
+/* Whether this connection to a short port is the probe: one in
+ * s->probe, and none sooner than PROBE_GAP_NS after the last (a busy
+ * client makes tens of thousands a second, and each probe holds its
+ * event loop for a handshake). Under shorts_lock. */
+static bool short_probe(struct short_slot *s)
+{
+	uint64_t now;
+
+	if (++s->skipped % s->probe != 0)
+		return false;
+	now = coarse_ns();
+	if (s->probed && now - s->probed < PROBE_GAP_NS) {
+		s->skipped--; /* the next one is the probe, if late enough */
+		return false;
+	}
+	s->probed = now;
+	return true;
+}
+
+enum smc_reason smc_port_skip(uint16_t port)
+{
+	struct short_slot *s = &shorts[port % SHORT_SLOTS];
+	enum smc_reason why = SMC_R_NONE;
 
 	if (!shorts_on)
-		return false;
+		return SMC_R_NONE;
 	pthread_mutex_lock(&shorts_lock);
-	if (s->key == (uint32_t)port + 1 && s->streak >= SHORT_STREAK)
-		skip = ++s->skipped % s->probe != 0;
+	if (s->key == (uint32_t)port + 1) {
+		if (s->norv_until && coarse_ns() < s->norv_until)
+			why = SMC_R_NO_RENDEZVOUS;
+		else if (s->streak >= SHORT_STREAK)
+			why = short_probe(s) ? SMC_R_NONE : SMC_R_SHORT;
+	}
 	pthread_mutex_unlock(&shorts_lock);
-	return skip;
+	return why;
+}
+
+/* The rendezvous of @port could not be reached just now. */
+static void norv_learn(uint16_t port)
+{
+	pthread_mutex_lock(&shorts_lock);
+	short_slot(port)->norv_until = coarse_ns() + NORV_NS;
+	pthread_mutex_unlock(&shorts_lock);
 }
 
 /* A shared-memory client connection to @port closed after @bytes. */
 static void short_learn(uint16_t port, uint64_t bytes)
 {
-	struct short_slot *s = &shorts[port % SHORT_SLOTS];
+	struct short_slot *s;
 
 	pthread_mutex_lock(&shorts_lock);
-	if (s->key != (uint32_t)port + 1)
-		*s = (struct short_slot){(uint32_t)port + 1, 0, 0, SHORT_PROBE};
+	s = short_slot(port);
+	s->norv_until = 0; /* it answered */
 	if (bytes > SHORT_BYTES) {
 		s->streak = s->skipped = 0;
 		s->probe = SHORT_PROBE;
@@ -381,8 +440,10 @@ static void cli_handshake(struct smc_conn *c, uint16_t port)
 
 	c->dport = port;
 	sock = smc_rv_connect(port);
-	if (sock < 0)
+	if (sock < 0) {
+		norv_learn(port);
 		return conn_fallback(c, SMC_R_NO_RENDEZVOUS);
+	}
 	if (smc_clc_send(sock, SMC_CLC_PROPOSAL, 0, &c->fd, 1)) {
 		close(sock);
 		return conn_fallback(c, SMC_R_DECLINED);

@@ -36,9 +36,11 @@ bool smc_srv_first_read(struct smc_conn *c, struct msghdr *m, int flags, ssize_t
  * proposal comes (the notify eventfd: drain it) or, once ACCEPT is
  * sent, when the client answers (the control socket: do not read it). */
 int smc_srv_waitfd(struct smc_conn *c);
-/* True if a new client connection to server port @port should stay TCP
- * untracked: this process's last ones there were short (conn.c). */
-bool smc_short_skip(uint16_t port);
+/* Why a new client connection to server port @port should stay TCP
+ * untracked (SMC_R_SHORT: this process's last ones there were short;
+ * SMC_R_NO_RENDEZVOUS: its rendezvous was not there a moment ago), or
+ * SMC_R_NONE to propose as usual (conn.c). */
+enum smc_reason smc_port_skip(uint16_t port);
 /* Settles whatever is pending as far as possible without waiting long. */
 void smc_settle(struct smc_conn *c, bool writing);
 /* Commits a pending connection to TCP (a call the slice does not

@@ -27,7 +27,8 @@ struct smc_conn *smc_tab_hold(int fd)
 {
 	struct smc_conn *c;
 
-	if (fd < 0 || fd >= SMC_FD_MAX)
+	/* nothing to hold: most descriptors of a program (no lock) */
+	if (fd < 0 || fd >= SMC_FD_MAX || !atomic_load_explicit(&tab[fd], memory_order_acquire))
 		return NULL;
 	pthread_mutex_lock(tab_lock(fd));
 	c = atomic_load(&tab[fd]);
@@ -69,7 +70,10 @@ struct smc_conn *smc_tab_take(int fd)
 {
 	struct smc_conn *c;
 
-	if (fd < 0 || fd >= SMC_FD_MAX)
+	/* a number the library never tracked: no lock (a set of the same
+	 * number can only race with its close in a program that closes a
+	 * descriptor it is still opening) */
+	if (fd < 0 || fd >= SMC_FD_MAX || !atomic_load_explicit(&tab[fd], memory_order_acquire))
 		return NULL;
 	pthread_mutex_lock(tab_lock(fd));
 	c = atomic_exchange(&tab[fd], NULL);
@@ -245,13 +249,15 @@ static void stat_write(const char *line, int n)
 }
 
 /* Connections kept on TCP in bulk, one line per 256 (a line per
- * connection costs open, write and close): the client's short-lived
- * ones and the server's that saw TCP data before it knew them. */
+ * connection costs open, write and close): the server's that saw TCP
+ * data before it knew them, the client's it did not propose for. */
 static struct stat_bulk {
 	const char *role;
 	enum smc_reason reason;
 	_Atomic uint64_t unwritten;
-} bulks[] = {{"client", SMC_R_SHORT, 0}, {"server", SMC_R_TCP_FIRST, 0}};
+} bulks[] = {{"server", SMC_R_TCP_FIRST, 0},
+	     {"client", SMC_R_SHORT, 0},
+	     {"client", SMC_R_NO_RENDEZVOUS, 0}};
 
 static void stat_bulk_flush(struct stat_bulk *b)
 {
@@ -283,9 +289,9 @@ __attribute__((destructor)) static void stat_bulk_exit(void)
 		stat_bulk_flush(&bulks[i]);
 }
 
-void smc_stat_short(void)
+void smc_stat_skipped(enum smc_reason why)
 {
-	stat_bulk_add(&bulks[0]);
+	stat_bulk_add(&bulks[why == SMC_R_SHORT ? 1 : 2]);
 }
 
 void smc_stat_close(const struct smc_conn *c)
@@ -299,7 +305,7 @@ void smc_stat_close(const struct smc_conn *c)
 		return;
 	/* never known: TCP data came first, no byte went through the library */
 	if (c->server && !c->known && st == SMC_TCP && c->reason == SMC_R_TCP_FIRST)
-		return stat_bulk_add(&bulks[1]);
+		return stat_bulk_add(&bulks[0]);
 	n = snprintf(line, sizeof(line),
 		     "{\"pid\":%d,\"role\":\"%s\",\"mode\":\"%s\",\"reason\":\"%s\",\"tx\":%llu,\"rx\":%llu}\n",
 		     (int)getpid(), c->server ? "server" : "client",

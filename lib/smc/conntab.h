@@ -136,9 +136,10 @@ int smc_tuple_of(int fd, struct smc_tuple *t);
 
 /* Counters; a line per connection to ANOLE_SMC_STATS when it closes. */
 void smc_stat_close(const struct smc_conn *c);
-/* A client connection kept on TCP untracked as short-lived: counted,
- * written as one line per 256 and at exit ("count"). */
-void smc_stat_short(void);
+/* A client connection kept on TCP untracked for @why (short-lived or
+ * no-rendezvous): counted, written as one line per 256 and at exit
+ * ("count"). */
+void smc_stat_skipped(enum smc_reason why);
 const char *smc_reason_name(enum smc_reason r);
 
 #endif

@@ -53,6 +53,10 @@ _Atomic bool smc_ep_lazy_moved;
  * and close() comes back here (those are never epoll sets). */
 static pthread_mutex_t ep_lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
 static _Atomic(struct ep_set *) sets;
+/* Members and lazy members in all shadows: with none, EPOLL_CTL_MOD
+ * and _DEL (an event loop's every connection) go to the kernel
+ * without ep_lock. */
+static _Atomic unsigned ep_nmembers;
 
 #define EP_POLLBITS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLRDNORM | EPOLLWRNORM | EPOLLPRI)
 #define EP_NEVER UINT64_MAX
@@ -85,6 +89,7 @@ static void member_drop(struct ep_member **p)
 
 	*p = m->next;
 	free(m);
+	atomic_fetch_sub(&ep_nmembers, 1);
 }
 
 /* The shadow of @ep, made if need be (NULL: no memory). Under ep_lock. */
@@ -118,6 +123,7 @@ static int ep_add(int ep, int fd, struct smc_conn *c, const struct epoll_event *
 		return -ENOMEM;
 	*m = (struct ep_member){fd, c, *ev, EP_NEVER, EP_NEVER, false, s->members};
 	s->members = m;
+	atomic_fetch_add(&ep_nmembers, 1);
 	return 0;
 }
 
@@ -180,6 +186,7 @@ static int lazy_add(int ep, int fd, struct smc_conn *c, struct epoll_event *ev, 
 	}
 	*m = (struct ep_member){fd, c, *ev, EP_NEVER, EP_NEVER, false, s->lazy};
 	s->lazy = m;
+	atomic_fetch_add(&ep_nmembers, 1);
 	atomic_store(&c->ep_lazy, true);
 	pthread_mutex_unlock(&ep_lock);
 	return 1;
@@ -205,11 +212,11 @@ static void lazy_sort(struct ep_set *s, bool look)
 			p = &m->next;
 			continue;
 		}
-		*p = m->next;
 		if (st == SMC_TCP) {
-			free(m);
+			member_drop(p);
 			continue;
 		}
+		*p = m->next;
 		/* fails only if the program closed the number: forgotten then */
 		if (real_epoll_ctl(s->ep, EPOLL_CTL_DEL, m->fd, NULL)) {
 			/* the shadow member goes with smc_ep_forget */
@@ -271,6 +278,8 @@ static int ep_ctl(int ep, int op, int fd, struct epoll_event *ev, int *rc, struc
 		*rc = (int)smc_fail(-EFAULT);
 		return c != NULL;
 	}
+	if (op != EPOLL_CTL_ADD && !atomic_load(&ep_nmembers))
+		return 0; /* no shadow member of any set: the kernel's */
 	pthread_mutex_lock(&ep_lock);
 	s = set_find(ep);
 	m = member_find(s, fd);

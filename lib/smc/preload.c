@@ -127,8 +127,10 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 		/* both families keep the port at the same offset */
 		uint16_t port = ntohs(((const struct sockaddr_in *)addr)->sin_port);
 
-		if (smc_short_skip(port))
-			smc_stat_short();
+		enum smc_reason skip = smc_port_skip(port);
+
+		if (skip != SMC_R_NONE)
+			smc_stat_skipped(skip);
 		else if (smc_tcp_stream(fd))
 			track(fd, SMC_CLI_PENDING, false);
 	}
