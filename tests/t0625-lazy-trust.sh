@@ -23,7 +23,7 @@ daemon_kill() {
 	local m
 	# all three at once (one left alive restarts the others), then the mounts
 	# shellcheck disable=SC2046
-	kill -9 $(cat "$ANOLE_RUNTIME_DIR"/{keeper,holder,daemon}.pid 2>/dev/null) 2>/dev/null
+	kill -9 $(cat "$ANOLE_RUNTIME_DIR"/{keeper,holder,daemon}.pid 2>/dev/null) 2>/dev/null || true
 	for m in $(_mounts_under "$TMP"); do umount -l "$m" 2>/dev/null; done
 	true
 }

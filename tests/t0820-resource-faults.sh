@@ -30,9 +30,9 @@ daemon_kill() {
 	for m in $(_mounts_under "$TMP/m" 2>/dev/null); do "$ANOLE" umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
 	# all three at once: one left alive restarts the others
 	# shellcheck disable=SC2046
-	kill -9 $(cat "$ANOLE_RUNTIME_DIR"/{keeper,holder,daemon}.pid 2>/dev/null) 2>/dev/null
-	kill -9 "$(cat "$ANOLE_RUNTIME_DIR/holder.pid" 2>/dev/null)" 2>/dev/null
-	kill -9 "$(cat "$ANOLE_RUNTIME_DIR/daemon.pid" 2>/dev/null)" 2>/dev/null
+	kill -9 $(cat "$ANOLE_RUNTIME_DIR"/{keeper,holder,daemon}.pid 2>/dev/null) 2>/dev/null || true
+	kill -9 "$(cat "$ANOLE_RUNTIME_DIR/holder.pid" 2>/dev/null)" 2>/dev/null || true
+	kill -9 "$(cat "$ANOLE_RUNTIME_DIR/daemon.pid" 2>/dev/null)" 2>/dev/null || true
 	sleep 0.2
 	umount "$TMP/cachefs" 2>/dev/null
 	umount "$TMP/smallfs" 2>/dev/null

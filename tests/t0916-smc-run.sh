@@ -30,7 +30,7 @@ stop_all() {
 	for p in "${NS[@]}"; do kill "$p" 2>/dev/null; done
 	umount "$TMP/keep" 2>/dev/null
 	# shellcheck disable=SC2046
-	kill -9 $(cat "$ANOLE_RUNTIME_DIR"/{keeper,holder,daemon}.pid 2>/dev/null) 2>/dev/null
+	kill -9 $(cat "$ANOLE_RUNTIME_DIR"/{keeper,holder,daemon}.pid 2>/dev/null) 2>/dev/null || true
 	return 0
 }
 trap '_rc=$?; stop_all; (exit $_rc); _cleanup' EXIT
