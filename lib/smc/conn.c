@@ -325,7 +325,7 @@ static int cli_take_accept(struct smc_conn *c, const struct smc_clc *m, int fds[
 #define SHORT_PROBE_MAX 1024
 #define SHORT_SLOTS 256
 #define NORV_NS 1000000000ull /* a server that starts later waits this long */
-#define PROBE_GAP_NS 100000000ull /* probes at most ten a second */
+#define PROBE_GAP_NS 1000000000ull /* probes at most one a second */
 
 static struct short_slot {
 	uint32_t key; /* port + 1; 0: free */
@@ -441,7 +441,9 @@ static void cli_handshake(struct smc_conn *c, uint16_t port)
 	c->dport = port;
 	sock = smc_rv_connect(port);
 	if (sock < 0) {
-		norv_learn(port);
+		/* a full backlog or a signal says nothing of the next one */
+		if (sock != -EAGAIN && sock != -EINTR)
+			norv_learn(port);
 		return conn_fallback(c, SMC_R_NO_RENDEZVOUS);
 	}
 	if (smc_clc_send(sock, SMC_CLC_PROPOSAL, 0, &c->fd, 1)) {
