@@ -13,20 +13,15 @@
 . "$(dirname "$0")/lib/common.sh"
 # shellcheck source=lib/vmcgroup
 . "$ROOT/tests/lib/vmcgroup"
-need_cmd qemu-system-x86_64 chroot
-[ -x /bin/busybox ] || skip "needs busybox-static"
-kdir=${ANOLE_VM_KERNEL:-/var/cache/anole/vm/kernel}
-[ -f "$kdir/vmlinuz" ] || skip "no guest kernel in $kdir (scripts/vm-kernel)"
-export ANOLE_VM_KERNEL=$kdir
+# shellcheck source=lib/vmguest
+. "$ROOT/tests/lib/vmguest"
+need_cmd chroot
+vm_need_kernel busybox
 # the sockets' directory and the unnamed initramfs go here: checked empty
-export TMPDIR=$TMP/scratch
-mkdir "$TMPDIR"
+vm_scratch
 
 tree=$TMP/tree
-mkdir -p "$tree/bin" "$tree/tmp" "$tree/etc" "$tree/proc" "$tree/sys" "$tree/dev"
-cp /bin/busybox "$tree/bin/"
-for c in sh cat echo id kill pwd sleep touch; do ln -s busybox "$tree/bin/$c"; done
-echo "from the image" >"$tree/etc/motd"
+vm_busybox_tree "$tree" sh cat echo id kill pwd sleep touch
 "$ANOLE" build -q -z lz4 "$tree" "$TMP/img.erofs" || fail "anole build"
 sum=$(sha256sum <"$TMP/img.erofs")
 

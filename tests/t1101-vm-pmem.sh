@@ -10,19 +10,13 @@
 # ANOLE_VM_DISK is refused in one line, before any boot.
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
-need_cmd qemu-system-x86_64
-[ -x /bin/busybox ] || skip "needs busybox-static"
-kdir=${ANOLE_VM_KERNEL:-/var/cache/anole/vm/kernel}
-[ -f "$kdir/vmlinuz" ] || skip "no guest kernel in $kdir (scripts/vm-kernel)"
-export ANOLE_VM_KERNEL=$kdir
-export TMPDIR=$TMP/scratch
-mkdir "$TMPDIR"
+# shellcheck source=lib/vmguest
+. "$ROOT/tests/lib/vmguest"
+vm_need_kernel busybox
+vm_scratch
 
 tree=$TMP/tree
-mkdir -p "$tree/bin" "$tree/tmp" "$tree/etc" "$tree/proc" "$tree/sys" "$tree/dev"
-cp /bin/busybox "$tree/bin/"
-for c in sh cat echo grep md5sum pwd; do ln -s busybox "$tree/bin/$c"; done
-echo "from the image" >"$tree/etc/motd"
+vm_busybox_tree "$tree" sh cat echo grep md5sum pwd
 "$ANOLE" build -q -z lz4 "$tree" "$TMP/img.erofs" || fail "anole build"
 size=$(stat -c %s "$TMP/img.erofs")
 [ $((size % 2097152)) != 0 ] || fail "the test image is a multiple of 2 MiB: pad it otherwise"

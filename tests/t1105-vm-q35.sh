@@ -9,21 +9,17 @@
 # one line, before any boot.
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
-need_cmd qemu-system-x86_64
-[ -x /bin/busybox ] || skip "needs busybox-static"
-kdir=${ANOLE_VM_KERNEL:-/var/cache/anole/vm/kernel}
+# shellcheck source=lib/vmguest
+. "$ROOT/tests/lib/vmguest"
+vm_need_kernel busybox
 full=/var/cache/anole/vm/kernel-full
-[ -f "$kdir/vmlinuz" ] || skip "no guest kernel in $kdir (scripts/vm-kernel)"
 [ -f "$full/vmlinuz" ] || skip "no full guest kernel in $full (scripts/vm-kernel --full)"
 [ -x /usr/lib/qemu/virtiofsd ] || skip "needs qemu-system-common's virtiofsd"
-export TMPDIR=$TMP/scratch
-mkdir "$TMPDIR"
+vm_scratch
 
 tree=$TMP/tree
-mkdir -p "$tree/bin" "$tree/tmp" "$tree/etc" "$tree/proc" "$tree/sys" "$tree/dev" "$tree/mnt"
-cp /bin/busybox "$tree/bin/"
-for c in sh cat echo pwd; do ln -s busybox "$tree/bin/$c"; done
-echo "from the image" >"$tree/etc/motd"
+vm_busybox_tree "$tree" sh cat echo pwd
+mkdir "$tree/mnt"
 "$ANOLE" build -q -z lz4 "$tree" "$TMP/img.erofs" || fail "anole build"
 mkdir "$TMP/vol"
 echo "from the volume" >"$TMP/vol/f"

@@ -17,20 +17,17 @@ need_root
 need_erofs
 need_cmd qemu-system-x86_64 docker-registry python3 runc
 need_fanotify
-[ -x /bin/busybox ] || skip "needs busybox-static"
-kdir=${ANOLE_VM_KERNEL:-/var/cache/anole/vm/kernel}
-[ -f "$kdir/vmlinuz" ] || skip "no guest kernel in $kdir (scripts/vm-kernel)"
-export ANOLE_VM_KERNEL=$kdir
+# shellcheck source=lib/vmguest
+. "$ROOT/tests/lib/vmguest"
+vm_need_kernel busybox
 # shellcheck source=lib/daemonstate
 . "$ROOT/tests/lib/daemonstate"
 
 tree=$TMP/tree
-mkdir -p "$tree/bin" "$tree/tmp" "$tree/etc" "$tree/proc" "$tree/sys" "$tree/dev" "$tree/home/app"
-cp /bin/busybox "$tree/bin/"
-for c in sh cat echo id pwd; do ln -s busybox "$tree/bin/$c"; done
+vm_busybox_tree "$tree" sh cat echo id pwd
+mkdir -p "$tree/home/app"
 printf 'root:x:0:0:root:/root:/bin/sh\napp:x:1234:99:app:/home/app:/bin/sh\n' >"$tree/etc/passwd"
 printf 'root:x:0:\ngrp:x:56:\n' >"$tree/etc/group"
-echo "from the image" >"$tree/etc/motd"
 # never read: its ranges stay missing, so the blob stays partial
 head -c 8M /dev/urandom >"$tree/unread"
 chown 1234:99 "$tree/home/app"

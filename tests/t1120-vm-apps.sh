@@ -22,9 +22,9 @@ need_root
 need_erofs
 need_cmd qemu-system-x86_64 docker-registry python3 runc
 need_fanotify
-kdir=${ANOLE_VM_KERNEL:-/var/cache/anole/vm/kernel}
-[ -f "$kdir/vmlinuz" ] || skip "no guest kernel in $kdir (scripts/vm-kernel)"
-export ANOLE_VM_KERNEL=$kdir
+# shellcheck source=lib/vmguest
+. "$ROOT/tests/lib/vmguest"
+vm_need_kernel
 ROOTFS=$("$ROOT/tests/lib/rootfs-variant" minbase-python-bookworm-v1 python3 --no-debs 2>"$TMP/rootfs.err") ||
 	skip "no python3 rootfs: $(tail -n 1 "$TMP/rootfs.err")"
 # shellcheck source=lib/daemonstate
