@@ -338,6 +338,43 @@ static struct short_slot {
 static pthread_mutex_t shorts_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool shorts_on = true;
 
+/* Server addresses whose port's rendezvous declined them as not its
+ * own (another host or namespace on the same port): skipped like a
+ * port without a rendezvous, for NORV_NS, by address and port, so that
+ * local servers on that port keep shared memory. Under shorts_lock. */
+#define REMOTE_SLOTS 64
+static struct remote_slot {
+	struct sockaddr_storage addr;
+	uint64_t until; /* 0: free */
+} remotes[REMOTE_SLOTS];
+
+/* Hashed on what smc_addr_eq compares: port and address, an IPv4-mapped
+ * IPv6 one as IPv4. */
+static struct remote_slot *remote_slot(const struct sockaddr_storage *a)
+{
+	const uint8_t *ip;
+	size_t n;
+	uint32_t h;
+
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *s = (const struct sockaddr_in *)a;
+
+		ip = (const uint8_t *)&s->sin_addr;
+		n = 4;
+		h = s->sin_port;
+	} else {
+		const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)a;
+		bool v4 = IN6_IS_ADDR_V4MAPPED(&s->sin6_addr);
+
+		ip = s->sin6_addr.s6_addr + (v4 ? 12 : 0);
+		n = v4 ? 4 : 16;
+		h = s->sin6_port;
+	}
+	for (size_t i = 0; i < n; i++)
+		h = h * 31 + ip[i];
+	return &remotes[h % REMOTE_SLOTS];
+}
+
 __attribute__((constructor)) static void short_settings(void)
 {
 	const char *v = getenv("ANOLE_SMC_SHORT");
@@ -382,15 +419,23 @@ static bool short_probe(struct short_slot *s)
 	return true;
 }
 
-enum smc_reason smc_port_skip(uint16_t port)
+enum smc_reason smc_port_skip(const struct sockaddr *addr, socklen_t len)
 {
+	/* both families keep the port at the same offset */
+	uint16_t port = ntohs(((const struct sockaddr_in *)addr)->sin_port);
 	struct short_slot *s = &shorts[port % SHORT_SLOTS];
 	enum smc_reason why = SMC_R_NONE;
+	struct sockaddr_storage a = {0};
+	struct remote_slot *r;
 
 	if (!shorts_on)
 		return SMC_R_NONE;
+	memcpy(&a, addr, (size_t)len < sizeof(a) ? (size_t)len : sizeof(a));
+	r = remote_slot(&a);
 	pthread_mutex_lock(&shorts_lock);
-	if (s->key == (uint32_t)port + 1) {
+	if (r->until && smc_addr_eq(&r->addr, &a) && coarse_ns() < r->until)
+		why = SMC_R_NO_RENDEZVOUS;
+	else if (s->key == (uint32_t)port + 1) {
 		if (s->norv_until && coarse_ns() < s->norv_until)
 			why = SMC_R_NO_RENDEZVOUS;
 		else if (s->streak >= SHORT_STREAK)
@@ -398,6 +443,17 @@ enum smc_reason smc_port_skip(uint16_t port)
 	}
 	pthread_mutex_unlock(&shorts_lock);
 	return why;
+}
+
+/* The rendezvous of @a's port declined @a as not its server's. */
+static void remote_learn(const struct sockaddr_storage *a)
+{
+	struct remote_slot *r = remote_slot(a);
+
+	pthread_mutex_lock(&shorts_lock);
+	r->addr = *a;
+	r->until = coarse_ns() + NORV_NS;
+	pthread_mutex_unlock(&shorts_lock);
 }
 
 /* The rendezvous of @port could not be reached just now. */
@@ -432,8 +488,9 @@ static void short_learn(uint16_t port, uint64_t bytes)
 
 /* Proposal, then the server's answer; the client's side of the
  * handshake. Caller holds c->lock. */
-static void cli_handshake(struct smc_conn *c, uint16_t port)
+static void cli_handshake(struct smc_conn *c, const struct sockaddr_storage *peer)
 {
+	uint16_t port = peer_port(peer);
 	struct smc_clc m = {0};
 	int fds[SMC_CLC_MAXFDS];
 	int rc, sock;
@@ -460,6 +517,8 @@ static void cli_handshake(struct smc_conn *c, uint16_t port)
 		for (int i = 0; i < SMC_CLC_MAXFDS; i++)
 			close_fd(&fds[i]);
 		close(sock);
+		if (!rc && m.type == SMC_CLC_DECLINE && m.ring_size == SMC_DECLINE_NOT_LOCAL)
+			remote_learn(peer);
 		return conn_fallback(c, SMC_R_DECLINED);
 	}
 	rc = cli_take_accept(c, &m, fds);
@@ -479,7 +538,7 @@ void smc_cli_settle(struct smc_conn *c)
 	pthread_mutex_lock(&c->lock);
 	/* not connected yet (non-blocking connect): stays pending */
 	if (atomic_load(&c->state) == SMC_CLI_PENDING && smc_tuple_of(c->fd, &t) == 0)
-		cli_handshake(c, peer_port(&t.peer));
+		cli_handshake(c, &t.peer);
 	pthread_mutex_unlock(&c->lock);
 }
 

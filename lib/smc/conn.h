@@ -40,7 +40,7 @@ int smc_srv_waitfd(struct smc_conn *c);
  * untracked (SMC_R_SHORT: this process's last ones there were short;
  * SMC_R_NO_RENDEZVOUS: its rendezvous was not there a moment ago), or
  * SMC_R_NONE to propose as usual (conn.c). */
-enum smc_reason smc_port_skip(uint16_t port);
+enum smc_reason smc_port_skip(const struct sockaddr *addr, socklen_t len);
 /* Settles whatever is pending as far as possible without waiting long. */
 void smc_settle(struct smc_conn *c, bool writing);
 /* Commits a pending connection to TCP (a call the slice does not

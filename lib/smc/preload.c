@@ -124,10 +124,7 @@ EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 	 * finished (hiredis does) keeps the connection it has */
 	if ((rc == 0 || errno == EINPROGRESS) && addr && !smc_tab_get(fd) &&
 	    (addr->sa_family == AF_INET || addr->sa_family == AF_INET6)) {
-		/* both families keep the port at the same offset */
-		uint16_t port = ntohs(((const struct sockaddr_in *)addr)->sin_port);
-
-		enum smc_reason skip = smc_port_skip(port);
+		enum smc_reason skip = smc_port_skip(addr, len);
 
 		if (skip != SMC_R_NONE)
 			smc_stat_skipped(skip);

@@ -28,9 +28,14 @@ enum smc_clc_type {
 struct smc_clc {
 	uint32_t magic;
 	uint32_t type;
-	uint32_t ring_size;
+	uint32_t ring_size; /* ACCEPT: the rings' size; DECLINE: why (below) */
 	uint32_t nfds;
 };
+
+/* DECLINE's reason: the address the client connected to is not one of
+ * this server's network namespace, so no connection of this server can
+ * be it (another host, or another namespace, on the same port). */
+#define SMC_DECLINE_NOT_LOCAL 1
 
 /* The rendezvous socket of TCP port @port in @buf; -ENAMETOOLONG. */
 int smc_rv_path(char *buf, size_t len, uint16_t port);

@@ -2,7 +2,9 @@
 /* The rendezvous thread: takes proposals for this process's listeners
  * and queues them for the connection's first operation, or declines
  * those for connections already committed to TCP (DESIGN-smc.md). */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -93,6 +95,44 @@ static bool queue_local(struct smc_conn *c, struct smc_proposal *p)
 	return true;
 }
 
+/* Whether @a, the address a client connected to, is one of this
+ * network namespace's: only then can the connection be one of ours. A
+ * client connected to another host (or namespace) on our port would
+ * otherwise wait for its handshake's timeout. Loopback needs no look;
+ * else a datagram socket bound to it says (EADDRNOTAVAIL: not ours). */
+static bool addr_is_local(const struct sockaddr_storage *a)
+{
+	struct sockaddr_storage b = *a;
+	socklen_t len;
+	int fd;
+	bool local;
+
+	if (a->ss_family == AF_INET) {
+		struct sockaddr_in *s = (struct sockaddr_in *)&b;
+
+		if (ntohl(s->sin_addr.s_addr) >> 24 == 127)
+			return true;
+		s->sin_port = 0;
+		len = sizeof(*s);
+	} else if (a->ss_family == AF_INET6) {
+		struct sockaddr_in6 *s = (struct sockaddr_in6 *)&b;
+
+		if (IN6_IS_ADDR_LOOPBACK(&s->sin6_addr) ||
+		    (IN6_IS_ADDR_V4MAPPED(&s->sin6_addr) && s->sin6_addr.s6_addr[12] == 127))
+			return true;
+		s->sin6_port = 0;
+		len = sizeof(*s);
+	} else {
+		return true; /* not ours to judge: the usual way */
+	}
+	fd = socket(a->ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return true;
+	local = bind(fd, (struct sockaddr *)&b, len) == 0 || errno != EADDRNOTAVAIL;
+	close(fd);
+	return local;
+}
+
 /* A proposal received: the client's rendezvous socket @sock, and its
  * TCP socket @tcp, which proves the client holds the connection. */
 static void take(int sock, int tcp)
@@ -112,6 +152,12 @@ static void take(int sock, int tcp)
 	p->tcp = tcp;
 	p->tuple.local = client.peer;
 	p->tuple.peer = client.local;
+	if (!addr_is_local(&p->tuple.local)) {
+		smc_clc_send(sock, SMC_CLC_DECLINE, SMC_DECLINE_NOT_LOCAL, NULL, 0);
+		p->sock = -1;
+		close(sock);
+		return smc_proposal_drop(p, false);
+	}
 	pthread_mutex_lock(&smc_srv_lock);
 	c = smc_srv_find(&p->tuple);
 	/* accepted by a forked child: it answers (DESIGN "Pre-fork servers") */
