@@ -39,7 +39,8 @@ daemon_kill() {
 	kill -9 "$(cat "$ANOLE_RUNTIME_DIR/daemon.pid" 2>/dev/null)" 2>/dev/null || true
 }
 # (the test's status reaches _cleanup through $?)
-trap '_rc=$?; daemon_kill; [ -n "${FUSE_MODE:-}" ] && chmod "$FUSE_MODE" /dev/fuse
+trap '_rc=$?; daemon_kill; [ -z "${PROXY_PID:-}" ] || kill "$PROXY_PID" 2>/dev/null || true
+	[ -n "${FUSE_MODE:-}" ] && chmod "$FUSE_MODE" /dev/fuse
 	[ -n "${U:-}" ] && { umount -l "$U/mnt" 2>/dev/null; rm -rf "$U"; }; (exit $_rc); _cleanup' EXIT
 
 # wait_daemon_gone: the holder exits within a few seconds of the last umount
