@@ -8,7 +8,10 @@
 # port stay in shared memory. Two network namespaces of the test's own
 # joined by a veth pair: in A the client and a local echo server under
 # the library (127.0.0.1:PORT), in B a plain echo server (10.232.0.2:PORT)
-# standing for the other host. Every byte comes back either way.
+# standing for the other host. Then the same with a local server under
+# the library bound to A's veth address only and a plain one on
+# 127.0.0.1 with the same port: the client's connections to 127.0.0.1
+# are not the library server's either. Every byte comes back.
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 need_root
@@ -47,7 +50,7 @@ wait_file "$TMP/port.b"
 cat >"$TMP/client.py" <<'PY'
 import hashlib, socket, sys
 port = int(sys.argv[1])
-for i, host in enumerate(["10.232.0.2"] * 3 + ["127.0.0.1"] + ["10.232.0.2"] * 3 + ["127.0.0.1"]):
+for i, host in enumerate(sys.argv[2:]):
     data = hashlib.shake_256(b"remote%d" % i).digest(1000)
     s = socket.create_connection((host, port), timeout=60)
     s.sendall(data)
@@ -63,7 +66,9 @@ for i, host in enumerate(["10.232.0.2"] * 3 + ["127.0.0.1"] + ["10.232.0.2"] * 3
         sys.exit("connection %d to %s: %d bytes back, not the 1000 sent" % (i, host, len(got)))
 print("ok")
 PY
-out=$(timeout 120 nsenter -t "$A" -n "$ANOLE" smc run -- python3 "$TMP/client.py" "$port" 2>&1) ||
+R=10.232.0.2 L=127.0.0.1
+out=$(timeout 120 nsenter -t "$A" -n "$ANOLE" smc run -- python3 "$TMP/client.py" "$port" \
+	$R $R $R $L $R $R $R $L 2>&1) ||
 	fail "client: $out"
 [ "$out" = ok ] || fail "client said: $out"
 for p in "${_SMC_PIDS[@]}"; do wait "$p" || fail "an echo server failed"; done
@@ -77,4 +82,29 @@ count() { grep -c "$1" "$ANOLE_SMC_STATS" || true; }
 	fail "the other host's address was not remembered: $(smc_stat "['fallbacks']")"
 [ "$(count '"role":"client","mode":"smc"')" = 2 ] && [ "$(count '"role":"server","mode":"smc"')" = 2 ] ||
 	fail "the local server's connections on the same port were not in shared memory"
-echo "t0905: the other host's address declined at once and remembered; the local server on its port in shared memory"
+
+# 2. the library's server bound to 10.232.0.1 only, a plain one on
+# 127.0.0.1, one port
+rm -f "$ANOLE_SMC_STATS"
+port=$(free_port)
+SMC_PEER_HOST=127.0.0.1 SMC_PEER_PORT=$port timeout 120 nsenter -t "$A" -n \
+	python3 "$PEER" echo-server "$TMP/port.l" 2 &
+smc_bg $!
+SMC_PEER_HOST=10.232.0.1 SMC_PEER_PORT=$port timeout 120 nsenter -t "$A" -n "$ANOLE" smc run -- \
+	python3 "$PEER" echo-server "$TMP/port.v" 1 &
+smc_bg $!
+wait_file "$TMP/port.l"
+wait_file "$TMP/port.v"
+out=$(timeout 120 nsenter -t "$A" -n "$ANOLE" smc run -- python3 "$TMP/client.py" "$port" \
+	127.0.0.1 127.0.0.1 10.232.0.1 2>&1) || fail "client: $out"
+[ "$out" = ok ] || fail "client said: $out"
+for p in "${_SMC_PIDS[@]}"; do wait "$p" || fail "an echo server failed"; done
+_SMC_PIDS=()
+cat "$ANOLE_SMC_STATS"
+[ "$(count '"reason":"timeout"')" = 0 ] || fail "a proposal for another server's address waited for its timeout"
+[ "$(count '"role":"client","mode":"tcp","reason":"declined"')" = 1 ] &&
+	[ "$(smc_stat "['fallbacks']['no-rendezvous']")" = 1 ] ||
+	fail "127.0.0.1 was not declined at once and remembered: $(smc_stat "['fallbacks']")"
+[ "$(count '"role":"client","mode":"smc"')" = 1 ] ||
+	fail "the connection to the library's server's own address was not in shared memory"
+echo "t0905: addresses that are not the local server's (another host; another local address on its port) declined at once and remembered; the server's own in shared memory"

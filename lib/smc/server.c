@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -25,6 +26,51 @@ static int nlst;
 static int wake = -1;
 static bool started;
 static pthread_mutex_t inbox_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The addresses this process's TCP listeners are bound to, per port
+ * (under lst_lock): a proposal for another address on the same port is
+ * not ours. A wildcard (or more than SMC_BOUND addresses) leaves it to
+ * whether the address is this network namespace's. */
+#define SMC_BOUND 4
+static struct bound {
+	uint16_t port;
+	bool any;
+	int n;
+	struct sockaddr_storage a[SMC_BOUND];
+} bound[SMC_LISTENERS];
+static int nbound;
+
+static bool addr_wildcard(const struct sockaddr_storage *a)
+{
+	if (a->ss_family == AF_INET)
+		return ((const struct sockaddr_in *)a)->sin_addr.s_addr == htonl(INADDR_ANY);
+	return a->ss_family != AF_INET6 ||
+	       IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)a)->sin6_addr);
+}
+
+/* TCP listener @fd on @port: its address remembered. */
+static void bound_add(int fd, uint16_t port)
+{
+	struct sockaddr_storage a = {0};
+	socklen_t len = sizeof(a);
+	struct bound *b = NULL;
+
+	if (getsockname(fd, (struct sockaddr *)&a, &len))
+		memset(&a, 0, sizeof(a)); /* unknown: as a wildcard */
+	pthread_mutex_lock(&lst_lock);
+	for (int i = 0; i < nbound && !b; i++)
+		if (bound[i].port == port)
+			b = &bound[i];
+	if (!b && nbound < SMC_LISTENERS) {
+		b = &bound[nbound++];
+		*b = (struct bound){.port = port};
+	}
+	if (b && (addr_wildcard(&a) || b->n == SMC_BOUND))
+		b->any = true;
+	else if (b)
+		b->a[b->n++] = a;
+	pthread_mutex_unlock(&lst_lock);
+}
 
 static void decline(int sock)
 {
@@ -96,10 +142,8 @@ static bool queue_local(struct smc_conn *c, struct smc_proposal *p)
 }
 
 /* Whether @a, the address a client connected to, is one of this
- * network namespace's: only then can the connection be one of ours. A
- * client connected to another host (or namespace) on our port would
- * otherwise wait for its handshake's timeout. Loopback needs no look;
- * else a datagram socket bound to it says (EADDRNOTAVAIL: not ours). */
+ * network namespace's. Loopback needs no look; else a datagram socket
+ * bound to it says (EADDRNOTAVAIL: not ours). */
 static bool addr_is_local(const struct sockaddr_storage *a)
 {
 	struct sockaddr_storage b = *a;
@@ -133,6 +177,28 @@ static bool addr_is_local(const struct sockaddr_storage *a)
 	return local;
 }
 
+/* Whether a connection to @a can be one a listener of ours accepted: its
+ * address is one a listener on that port is bound to, or, for a
+ * wildcard listener, one of this namespace's. A client connected to
+ * another host (or namespace, or a server bound to another address)
+ * on our port would otherwise wait for its handshake's timeout. */
+static bool addr_is_ours(const struct sockaddr_storage *a)
+{
+	uint16_t port = ntohs(((const struct sockaddr_in *)a)->sin_port);
+	bool any = true, match = false;
+
+	pthread_mutex_lock(&lst_lock);
+	for (int i = 0; i < nbound; i++) {
+		if (bound[i].port != port)
+			continue;
+		any = bound[i].any;
+		for (int k = 0; k < bound[i].n && !match; k++)
+			match = smc_addr_eq(&bound[i].a[k], a);
+	}
+	pthread_mutex_unlock(&lst_lock);
+	return match || (any && addr_is_local(a));
+}
+
 /* A proposal received: the client's rendezvous socket @sock, and its
  * TCP socket @tcp, which proves the client holds the connection. */
 static void take(int sock, int tcp)
@@ -152,7 +218,7 @@ static void take(int sock, int tcp)
 	p->tcp = tcp;
 	p->tuple.local = client.peer;
 	p->tuple.peer = client.local;
-	if (!addr_is_local(&p->tuple.local)) {
+	if (!addr_is_ours(&p->tuple.local)) {
 		smc_clc_send(sock, SMC_CLC_DECLINE, SMC_DECLINE_NOT_LOCAL, NULL, 0);
 		p->sock = -1;
 		close(sock);
@@ -321,7 +387,7 @@ int smc_rv_serve(int fd, uint16_t port)
 {
 	int rc = 0, l;
 
-	(void)fd;
+	bound_add(fd, port);
 	/* a listener closed and opened again on its port (iperf3 between
 	 * tests): the rendezvous socket is ours already */
 	pthread_mutex_lock(&lst_lock);
