@@ -178,8 +178,12 @@ static json_t *error_json(const struct anole_error *err, int r)
 
 static void maybe_quit(struct worker *wk)
 {
-	/* lingering blobs may still be read by a lazily unmounted EROFS */
-	if (wk->mtab.nmounts || wk->ops || wk->nlingering || wk->mtab.nmounting)
+	/* lingering blobs may still be read by a lazily unmounted EROFS;
+	 * a fetch whose reader has its bytes is still making them durable
+	 * and recording them in the blob's ranges map (persist_job): leaving
+	 * now would lose ranges the last reads fetched */
+	if (wk->mtab.nmounts || wk->ops || wk->nlingering || wk->mtab.nmounting ||
+	    wk->jobs_running)
 		return;
 	struct pollfd p = {.fd = wk->ctl_fd, .events = POLLIN};
 	if (wk->ctl_fd >= 0 && poll(&p, 1, 0) > 0)

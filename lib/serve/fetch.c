@@ -499,6 +499,7 @@ static void *fetcher(void *arg)
 			continue;
 		}
 		j->b->busy++;
+		wk->jobs_running++;
 		pthread_mutex_unlock(&wk->lock);
 		uint64_t len = 0;
 		int r = run_job(wk, j, &len);
@@ -517,6 +518,7 @@ static void *fetcher(void *arg)
 		bool was_background = j->background;
 		release_job(wk, j, r);
 		free(j);
+		wk->jobs_running--;
 		if (was_background && wk->prefetch_rate) {
 			pthread_mutex_unlock(&wk->lock);
 			sleep_s((double)len / (double)wk->prefetch_rate);

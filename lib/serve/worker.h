@@ -70,6 +70,7 @@ struct worker {
 	struct serve_paths paths;
 	struct serve_files files; /* paths.h: where its files are */
 	unsigned ops;      /* control requests under way */
+	unsigned jobs_running; /* fetches taken and not yet persisted */
 	int group, holder; /* group -1: no kernel path (FUSE only) */
 	char no_kernel_why[160];
 	struct holder_state inherited;
