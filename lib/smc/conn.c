@@ -347,6 +347,8 @@ static struct remote_slot {
 	struct sockaddr_storage addr;
 	uint64_t until; /* 0: free */
 } remotes[REMOTE_SLOTS];
+/* Set by the first remote_learn: until then connect() skips the look */
+static _Atomic bool remotes_used;
 
 /* Hashed on what smc_addr_eq compares: port and address, an IPv4-mapped
  * IPv6 one as IPv4. */
@@ -426,14 +428,16 @@ enum smc_reason smc_port_skip(const struct sockaddr *addr, socklen_t len)
 	struct short_slot *s = &shorts[port % SHORT_SLOTS];
 	enum smc_reason why = SMC_R_NONE;
 	struct sockaddr_storage a = {0};
-	struct remote_slot *r;
+	struct remote_slot *r = NULL;
 
 	if (!shorts_on)
 		return SMC_R_NONE;
-	memcpy(&a, addr, (size_t)len < sizeof(a) ? (size_t)len : sizeof(a));
-	r = remote_slot(&a);
+	if (atomic_load(&remotes_used)) {
+		memcpy(&a, addr, (size_t)len < sizeof(a) ? (size_t)len : sizeof(a));
+		r = remote_slot(&a);
+	}
 	pthread_mutex_lock(&shorts_lock);
-	if (r->until && smc_addr_eq(&r->addr, &a) && coarse_ns() < r->until)
+	if (r && r->until && smc_addr_eq(&r->addr, &a) && coarse_ns() < r->until)
 		why = SMC_R_NO_RENDEZVOUS;
 	else if (s->key == (uint32_t)port + 1) {
 		if (s->norv_until && coarse_ns() < s->norv_until)
@@ -454,6 +458,7 @@ static void remote_learn(const struct sockaddr_storage *a)
 	r->addr = *a;
 	r->until = coarse_ns() + NORV_NS;
 	pthread_mutex_unlock(&shorts_lock);
+	atomic_store(&remotes_used, true);
 }
 
 /* The rendezvous of @port could not be reached just now. */

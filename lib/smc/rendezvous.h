@@ -32,9 +32,10 @@ struct smc_clc {
 	uint32_t nfds;
 };
 
-/* DECLINE's reason: the address the client connected to is not one of
- * this server's network namespace, so no connection of this server can
- * be it (another host, or another namespace, on the same port). */
+/* DECLINE's reason: the address the client connected to is none a
+ * listener of this server on that port accepts on, so no connection of
+ * this server can be it (another host, another namespace, or another
+ * server bound to another address, on the same port). */
 #define SMC_DECLINE_NOT_LOCAL 1
 
 /* The rendezvous socket of TCP port @port in @buf; -ENAMETOOLONG. */

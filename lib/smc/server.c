@@ -220,8 +220,6 @@ static void take(int sock, int tcp)
 	p->tuple.peer = client.local;
 	if (!addr_is_ours(&p->tuple.local)) {
 		smc_clc_send(sock, SMC_CLC_DECLINE, SMC_DECLINE_NOT_LOCAL, NULL, 0);
-		p->sock = -1;
-		close(sock);
 		return smc_proposal_drop(p, false);
 	}
 	pthread_mutex_lock(&smc_srv_lock);
