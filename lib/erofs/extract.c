@@ -34,6 +34,7 @@
 #define WORK_PREFIX ".anole-extract."
 #define FILES_OPEN_MAX 128 /* files the pool still writes, each holding a descriptor */
 #define SMALL_FILE (256u << 10) /* at most this big: the pool creates it too */
+#define COPY_PART (1u << 20)     /* bytes copied by one part, so batches stay small */
 
 /* A directory extract made and holds open while the pool creates files
  * in it; its attributes wait for those files (a creation would change its
@@ -58,6 +59,13 @@ struct extractor {
 	int rootfd;
 	bool as_root;
 	bool warned_xattr;
+	/* What a new file under the root gets without asking: its owner, and
+	 * its mode bits unless the umask (or a default ACL, which
+	 * @final_mode false stands for) takes them away. */
+	uid_t new_uid;
+	gid_t new_gid;
+	mode_t umask;
+	bool final_mode;
 	struct link_seen *links;
 	size_t nlinks, lcap;
 	struct strbuf rel; /* path relative to the target, for links and messages */
@@ -165,7 +173,11 @@ static int finish_file(struct extractor *x, struct xfile *f)
 	if (f->err)
 		r = f->err_decode   ? zmap_decode_error(x->img, &f->ino, &f->bad, f->err)
 		    : f->err_create ? xerr(x, -f->err, "cannot create file")
+		    : f->err_short  ? img_corrupt(x->img, f->ino.nid, f->ino.pos, "image is truncated")
+		    : f->err_what   ? xerr(x, -f->err, f->err_what)
 				    : xerr(x, -f->err, "cannot write");
+	else if (f->finish)
+		r = 0; /* the pool did the rest */
 	else if ((r = set_size(x, f->fd, f->wend, f->ino.size)) >= 0)
 		r = restore_attrs(x, f->fd, false, &f->ino);
 	x->here = NULL;
@@ -253,27 +265,42 @@ static int queue_raw(struct extractor *x, struct xfile *f, uint64_t off, uint64_
 	return 0;
 }
 
-/* Extent @z of a compressed file, from @off: its stored bytes queued for
- * decoding when it needs that; else (plain, fragment) as read. */
+/* Extent @z of a compressed file, from @off, for the pool: stored bytes
+ * that lie in a file are read by the pool (and when stored as they are,
+ * copied by the kernel); a pcluster inline in the metadata is read here;
+ * else (a fragment) the reader's bytes are queued as they are. */
 static int queue_extent(struct extractor *x, struct xfile *f, const struct zextent *z,
 			uint64_t off)
 {
 	const struct anole_inode *ino = &f->ino;
 	uint64_t end = z->la + z->llen;
-	if ((z->where != ZX_BLOCKS && z->where != ZX_INLINE) || z->form >= Z_EROFS_COMPRESSION_MAX)
+	if ((z->where != ZX_BLOCKS && z->where != ZX_INLINE) ||
+	    (z->form >= Z_EROFS_COMPRESSION_MAX && z->form != ZFORM_SHIFTED &&
+	     z->form != ZFORM_INTERLACED))
 		return queue_raw(x, f, off, end);
 	if (z->plen > (1u << 20))
 		return img_corrupt(x->img, ino->nid, z->pa, "pcluster of %u bytes", z->plen);
-	uint8_t *in = xpool_reserve(x->pool, z->plen);
-	if (!in)
-		return anole_err(x->err, ENOMEM, "out of memory");
-	int r = zmap_stored(x->img, ino, z, in);
+	int fd, r;
+	uint64_t at;
 	struct zdecode_req rq;
-	zmap_request(x->img, z, in, &rq);
-	if (r >= 0 && (r = xpool_add(x->pool, f, &rq, z, off - z->la, end - off)) < 0)
-		r = anole_err(x->err, -r, "out of memory");
+	if ((r = zmap_stored_at(x->img, ino, z, &fd, &at)) < 0)
+		return r;
 	f->wend = end;
-	return r;
+	if (fd >= 0 && z->form == ZFORM_SHIFTED && z->llen <= z->plen) {
+		r = xpool_add_copy(x->pool, f, off, (size_t)(end - off), fd, at + (off - z->la));
+	} else if (fd >= 0) {
+		zmap_request(x->img, z, NULL, &rq);
+		r = xpool_add_at(x->pool, f, &rq, z, off - z->la, end - off, fd, at);
+	} else {
+		uint8_t *in = xpool_reserve(x->pool, z->plen);
+		if (!in)
+			return anole_err(x->err, ENOMEM, "out of memory");
+		if ((r = zmap_stored(x->img, ino, z, in)) < 0)
+			return r;
+		zmap_request(x->img, z, in, &rq);
+		r = xpool_add(x->pool, f, &rq, z, off - z->la, end - off);
+	}
+	return r < 0 ? anole_err(x->err, -r, "out of memory") : 0;
 }
 
 static int queue_extents(struct extractor *x, struct xfile *f)
@@ -290,17 +317,27 @@ static int queue_extents(struct extractor *x, struct xfile *f)
 	return 0;
 }
 
-/* An uncompressed file's data runs; holes stay unwritten. */
+/* An uncompressed file's data runs, copied from the image by the pool
+ * where they lie in a file (else read here); holes stay unwritten. */
 static int queue_plain(struct extractor *x, struct xfile *f)
 {
 	const struct anole_inode *ino = &f->ino;
 	for (uint64_t off = 0; off < ino->size;) {
 		bool hole;
-		uint64_t end;
-		int r = anole_map(x->img, ino, off, &hole, &end);
+		uint64_t end, at;
+		int fd;
+		int r = img_data_at(x->img, ino, off, &hole, &end, &fd, &at);
 		if (r < 0)
 			return r;
-		if (!hole && (r = queue_raw(x, f, off, end)) < 0)
+		if (fd < 0 && !hole)
+			r = queue_raw(x, f, off, end);
+		for (uint64_t o = off; fd >= 0 && o < end && r >= 0; o += COPY_PART) {
+			size_t n = (size_t)MIN(end - o, (uint64_t)COPY_PART);
+			if ((r = xpool_add_copy(x->pool, f, o, n, fd, at + (o - off))) < 0)
+				r = anole_err(x->err, -r, "out of memory");
+			f->wend = o + n;
+		}
+		if (r < 0)
 			return r;
 		off = end;
 	}
@@ -313,9 +350,32 @@ static bool is_compressed(const struct anole_inode *ino)
 	       ino->layout == EROFS_INODE_COMPRESSED_COMPACT;
 }
 
+/* How the pool finishes @f, which it creates: all there unless it has
+ * xattrs (they need the reader, which stays on this thread). Owner and
+ * mode only when creating it did not already give them: most files of a
+ * root-owned tree then need neither chown nor chmod. */
+static void plan_finish(const struct extractor *x, struct xfile *f)
+{
+	const struct anole_inode *ino = &f->ino;
+	mode_t mode = ino->mode & 07777;
+	f->cmode = 0600;
+	if (ino->xattr_icount)
+		return;
+	f->finish = true;
+	f->chown = x->as_root && x->opts->restore_owner &&
+		   (ino->uid != x->new_uid || ino->gid != x->new_gid);
+	f->chmod = true;
+	if (x->final_mode && !(mode & 07000) && !(mode & x->umask)) {
+		f->cmode = mode;
+		f->chmod = false;
+	}
+}
+
 /* A regular file, written by the pool. A small one with one link the pool
- * also creates; else (a later hard link must find it) it is created here
- * and the pool owns its descriptor. Its attributes follow in reap(). */
+ * also creates, and finishes when it can (plan_finish); else (a later
+ * hard link must find it) it is created here and the pool owns its
+ * descriptor. Its attributes, unless the pool set them, follow in
+ * reap(). */
 static int queue_file(struct extractor *x, struct xdir *dir, const char *name,
 		      const struct anole_inode *ino)
 {
@@ -342,12 +402,17 @@ static int queue_file(struct extractor *x, struct xdir *dir, const char *name,
 		return anole_err(x->err, ENOMEM, "out of memory");
 	}
 	f->name = strrchr(f->rel, '/') ? strrchr(f->rel, '/') + 1 : f->rel;
+	if (fd < 0)
+		plan_finish(x, f);
 	int r = fd >= 0 ? 0 : xpool_create(x->pool, f);
 	if (r < 0)
 		r = anole_err(x->err, -r, "out of memory");
 	else
 		r = is_compressed(ino) ? queue_extents(x, f) : queue_plain(x, f);
-	xpool_seal(x->pool, f);
+	if (r < 0)
+		f->finish = false;
+	if (xpool_seal(x->pool, f) < 0 && r >= 0)
+		r = anole_err(x->err, ENOMEM, "out of memory");
 	return r < 0 ? r : reap(x, false);
 }
 
@@ -687,6 +752,39 @@ static int commit_new(struct extractor *x, struct target *t, struct workdir *w,
 	return r;
 }
 
+/* The process's umask, from the kernel's report (umask() would set it,
+ * racing other threads); 0777 (nothing kept) if it cannot be read. */
+static mode_t current_umask(void)
+{
+	_cleanup_fclose_ FILE *f = fopen("/proc/self/status", "re");
+	char line[128];
+	unsigned int m;
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "Umask: %o", &m) == 1)
+			return (mode_t)m & 0777;
+	return 0777;
+}
+
+/* What new files under the root get (x->new_uid and the rest): the
+ * directories extract makes below it inherit its set-group-ID bit and
+ * group, and its default ACL, if any (which replaces the umask: then
+ * every mode is set explicitly). */
+static void learn_defaults(struct extractor *x)
+{
+	struct stat st;
+	x->new_uid = geteuid();
+	x->new_gid = getegid();
+	x->umask = current_umask();
+	if (fstat(x->rootfd, &st) < 0) {
+		x->new_uid = (uid_t)-1; /* never matches: always chown, chmod */
+		return;
+	}
+	if (st.st_mode & S_ISGID)
+		x->new_gid = st.st_gid;
+	x->final_mode = fgetxattr(x->rootfd, "system.posix_acl_default", NULL, 0) < 0 &&
+			(errno == ENODATA || errno == ENOTSUP);
+}
+
 /* The work directory for the tree, and the tree's root in it. */
 static int make_work(struct extractor *x, struct target *t, struct workdir *w)
 {
@@ -700,6 +798,8 @@ static int make_work(struct extractor *x, struct target *t, struct workdir *w)
 		       (x->rootfd = openat(w->fd, "root",
 					   O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0))
 		r = anole_err(x->err, errno, "%s: %s", t->path, strerror(errno));
+	if (r >= 0)
+		learn_defaults(x);
 	return r;
 }
 

@@ -21,6 +21,12 @@ int img_metabox_inode(struct anole_image *img, struct anole_inode *ino);
  * address space (an error naming @nid when none has them all). */
 int img_locate(struct anole_image *img, uint64_t nid, uint64_t pa, uint64_t len, int *fd,
 	       uint64_t *off);
+/* anole_map for an uncompressed file, and where its bytes from @off to
+ * *run_end lie: *fd at *at, or *fd -1 when they are no file's bytes
+ * (a hole, a tail in the metabox, a compressed file): read them with
+ * anole_pread. */
+int img_data_at(struct anole_image *img, const struct anole_inode *ino, uint64_t off, bool *hole,
+		uint64_t *run_end, int *fd, uint64_t *at);
 /* Compressed files' state (erofs/zmap.h). */
 struct zimage *img_zimage(const struct anole_image *img);
 

@@ -13,14 +13,16 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/stat.h>
 
 #define BATCH_OUT (512u << 10) /* decoded bytes per batch */
 #define BATCH_PARTS 256u
 #define QUEUED_MAX (32u << 20) /* stored bytes queued at most */
 #define WRITE_MAX (1u << 20)   /* decoded bytes gathered for one pwrite() */
 #define SPARE_MAX 8u           /* run batches kept for reuse */
+#define COPY_PIPE (1 << 20)    /* bytes a thread's copy pipe holds, if it may */
 
-enum xkind { XP_DECODE, XP_RAW, XP_CREATE };
+enum xkind { XP_DECODE, XP_RAW, XP_COPY, XP_CREATE, XP_FINISH };
 
 struct xpart {
 	struct xfile *f;
@@ -29,7 +31,12 @@ struct xpart {
 	struct zextent x;
 	uint64_t skip;
 	size_t n;
+	int srcfd; /* XP_COPY: @n bytes of it from @srcoff; XP_DECODE: its
+		      stored bytes there (-1: in the batch) */
+	uint64_t srcoff;
+	bool short_read; /* the image ended before them */
 	int r;
+	const char *what;  /* XP_FINISH: the step that failed */
 	uint8_t kind;      /* enum xkind */
 	bool write_failed; /* else r is zdecode()'s (or the creation's) */
 };
@@ -39,15 +46,29 @@ struct xbatch {
 	size_t inlen, incap;
 	struct xpart *parts;
 	size_t nparts, pcap, outlen;
+	size_t weight; /* what it adds to the pool's queued */
+	int key[2];    /* the directories of its first and last files */
 	struct xbatch *next;
+	struct xbatch *rnext; /* in the pool's running list */
+};
+
+/* A thread's buffers, kept from batch to batch: stored bytes it reads
+ * itself, and decoded bytes. */
+struct xwork {
+	uint8_t *in, *out;
+	size_t incap, outcap;
+	int pipe[2]; /* for part_copy(); -1 until made */
+	size_t pipesz;
 };
 
 struct xpool {
 	pthread_mutex_t lock;
 	pthread_cond_t work, done;
 	struct xbatch *head, *tail; /* queued, in order */
+	struct xbatch *running;     /* being run */
 	struct xbatch *cur;         /* being filled by the caller */
-	size_t queued;              /* stored bytes in queued and running batches */
+	size_t queued;              /* stored bytes (and bytes to copy) in
+				       queued and running batches */
 	bool stop;
 	bool hold;                  /* a file being queued must stay in cur */
 	struct xbatch *spare;       /* run batches, their buffers kept: fresh
@@ -55,8 +76,7 @@ struct xpool {
 	unsigned int nspare;
 	unsigned int nthreads;
 	pthread_t *threads;
-	uint8_t *out; /* the caller's decode buffer */
-	size_t outcap;
+	struct xwork own; /* the caller's buffers */
 };
 
 static void batch_free(struct xbatch *b)
@@ -76,7 +96,7 @@ static void recycle(struct xpool *p, struct xbatch *b)
 		batch_free(b);
 		return;
 	}
-	b->inlen = b->nparts = b->outlen = 0;
+	b->inlen = b->nparts = b->outlen = b->weight = 0;
 	b->next = p->spare;
 	p->spare = b;
 	p->nspare++;
@@ -103,7 +123,7 @@ static void part_create(struct xpart *pt)
 {
 	struct xfile *f = pt->f;
 	f->fd = openat(f->dirfd, f->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-		       0600);
+		       f->cmode);
 	if (f->fd < 0)
 		pt->r = -errno;
 }
@@ -134,11 +154,160 @@ static void part_decode(struct xpart *pt, struct wpend *w, uint8_t **out, size_t
 	w->last = pt;
 }
 
+/* A thread's pipe for part_copy(), made at first use; -1 after a failure
+ * that may have left bytes in it. */
+static int copy_pipe(struct xwork *wk)
+{
+	if (wk->pipe[0] < 0) {
+		if (pipe2(wk->pipe, O_CLOEXEC) < 0)
+			return wk->pipe[0] = wk->pipe[1] = -1, -errno;
+		int sz = fcntl(wk->pipe[0], F_SETPIPE_SZ, COPY_PIPE);
+		wk->pipesz = sz > 0 ? (size_t)sz : 65536;
+	}
+	return 0;
+}
+
+static void pipe_drop(struct xwork *wk)
+{
+	if (wk->pipe[0] >= 0) {
+		close(wk->pipe[0]);
+		close(wk->pipe[1]);
+	}
+	wk->pipe[0] = wk->pipe[1] = -1;
+}
+
+/* @pt's bytes copied from the image inside the kernel: spliced from the
+ * image's page cache into a pipe and from there into the file, at offsets
+ * given on both sides (other threads may write other parts of the same
+ * file), one copy where pread() and pwrite() make two. An image that ends
+ * early is -ENODATA. */
+static void part_copy(struct xpart *pt, struct xwork *wk)
+{
+	loff_t in = (loff_t)pt->srcoff, out = (loff_t)pt->skip;
+	size_t left = pt->n;
+	int r = copy_pipe(wk);
+	while (r >= 0 && left) {
+		ssize_t k = splice(pt->srcfd, &in, wk->pipe[1], NULL, MIN(left, wk->pipesz),
+				   SPLICE_F_MOVE);
+		if (k <= 0) {
+			r = k ? -errno : -ENODATA;
+			if (r == -EINTR)
+				r = 0;
+			else
+				pt->short_read = r == -ENODATA;
+			continue;
+		}
+		for (size_t inpipe = (size_t)k; inpipe && r >= 0;) {
+			ssize_t w = splice(wk->pipe[0], NULL, pt->f->fd, &out, inpipe, SPLICE_F_MOVE);
+			if (w < 0 && errno != EINTR)
+				r = -errno, pt->write_failed = true;
+			else if (w > 0)
+				inpipe -= (size_t)w;
+		}
+		left -= (size_t)k;
+	}
+	if (r < 0) {
+		pt->r = r;
+		if (!pt->short_read && !pt->write_failed)
+			pt->what = "cannot read the image";
+		pipe_drop(wk);
+	}
+}
+
+/* @pt's file, all of its data written: size, owner (before the mode: a
+ * chown clears setuid bits), mode, times, in the order the caller's
+ * restore follows; then closed. */
+static void part_finish(struct xpart *pt)
+{
+	struct xfile *f = pt->f;
+	const struct anole_inode *ino = &f->ino;
+	const struct timespec ts[2] = {{ino->mtime, ino->mtime_nsec}, {ino->mtime, ino->mtime_nsec}};
+	if (f->wend != ino->size && ftruncate(f->fd, (off_t)ino->size) < 0)
+		pt->what = "cannot set size";
+	else if (f->chown && fchown(f->fd, ino->uid, ino->gid) < 0)
+		pt->what = "cannot set owner";
+	else if (f->chmod && fchmod(f->fd, ino->mode & 07777) < 0)
+		pt->what = "cannot set mode";
+	else if (futimens(f->fd, ts) < 0)
+		pt->what = "cannot set times";
+	if (pt->what)
+		pt->r = -errno;
+	close(f->fd);
+	f->fd = -1;
+}
+
+/* Whether a part of @b before @i, of @i's file, failed. */
+static bool file_failed(const struct xbatch *b, size_t i)
+{
+	for (size_t j = i; j-- > 0 && b->parts[j].f == b->parts[i].f;)
+		if (b->parts[j].r < 0)
+			return true;
+	return false;
+}
+
 /* Create, decode and write a batch's parts, in order; results stay in
  * the parts. */
-static void batch_run(struct xbatch *b, uint8_t **out, size_t *outcap)
+static bool reads_own(const struct xpart *pt)
 {
+	return pt->kind == XP_DECODE && pt->srcfd >= 0;
+}
+
+/* The stored bytes of @b's parts that name where they lie, read into
+ * @wk->in in the parts' order, one pread() per run of them that follows
+ * on in one file (a file's pclusters, and small files one after another,
+ * mostly do); each such part's rq.in set, or its failure. */
+static void batch_read(struct xbatch *b, struct xwork *wk)
+{
+	size_t need = 0;
+	for (size_t i = 0; i < b->nparts; i++)
+		if (reads_own(&b->parts[i]))
+			need += b->parts[i].rq.inlen;
+	uint8_t *in = need ? array_grow(wk->in, &wk->incap, need, 1, 1) : wk->in;
+	for (size_t i = 0; !in && i < b->nparts; i++)
+		if (reads_own(&b->parts[i]))
+			b->parts[i].r = -ENOMEM;
+	if (!in)
+		return;
+	wk->in = in;
+	size_t at = 0;
+	for (size_t i = 0; i < b->nparts;) {
+		struct xpart *pt = &b->parts[i];
+		if (!reads_own(pt)) {
+			i++;
+			continue;
+		}
+		size_t j = i + 1, len = pt->rq.inlen;
+		for (; j < b->nparts; j++) {
+			const struct xpart *q = &b->parts[j];
+			if (!reads_own(q))
+				continue;
+			if (q->srcfd != pt->srcfd || q->srcoff != pt->srcoff + len)
+				break;
+			len += q->rq.inlen;
+		}
+		int r = pread_full(pt->srcfd, in + at, len, pt->srcoff);
+		for (size_t k = i; k < j; k++) {
+			struct xpart *q = &b->parts[k];
+			if (!reads_own(q))
+				continue;
+			q->rq.in = in + at;
+			at += q->rq.inlen;
+			if (r < 0) {
+				q->r = r;
+				q->short_read = r == -ENODATA;
+				q->what = r == -ENODATA || r == -ENOMEM ? NULL : "cannot read the image";
+			}
+		}
+		i = j;
+	}
+}
+
+static void batch_run(struct xbatch *b, struct xwork *wk)
+{
+	uint8_t **out = &wk->out;
+	size_t *outcap = &wk->outcap;
 	struct wpend w = {0};
+	batch_read(b, wk);
 	for (size_t i = 0; i < b->nparts; i++) {
 		struct xpart *pt = &b->parts[i];
 		if (pt->f->fd < 0 && pt->kind != XP_CREATE)
@@ -147,17 +316,71 @@ static void batch_run(struct xbatch *b, uint8_t **out, size_t *outcap)
 			flush(&w, *out);
 		if (pt->kind == XP_CREATE) {
 			part_create(pt);
+		} else if (pt->kind == XP_FINISH) {
+			if (!file_failed(b, i))
+				part_finish(pt);
+		} else if (pt->kind == XP_COPY) {
+			part_copy(pt, wk);
 		} else if (pt->kind == XP_RAW) {
 			if (pwrite_full(pt->f->fd, b->in + pt->in_off, pt->n, pt->skip) < 0) {
 				pt->r = -errno;
 				pt->write_failed = true;
 			}
-		} else {
-			pt->rq.in = b->in + pt->in_off;
+		} else if (pt->r >= 0) { /* else its read failed */
+			if (pt->srcfd < 0)
+				pt->rq.in = b->in + pt->in_off;
 			part_decode(pt, &w, out, outcap);
 		}
 	}
 	flush(&w, *out);
+}
+
+#define POP_LOOK 8 /* queued batches looked at for one that conflicts with none */
+
+/* Whether @b works in a directory a running batch works in: creating
+ * files in one directory, or writing one file, from two threads at once
+ * makes one wait for (or spin on) the other's lock. */
+static bool conflicts(const struct xpool *p, const struct xbatch *b)
+{
+	for (const struct xbatch *r = p->running; r; r = r->rnext)
+		for (int i = 0; i < 2; i++)
+			if (b->key[i] == r->key[0] || b->key[i] == r->key[1])
+				return true;
+	return false;
+}
+
+/* With the lock held: the next batch to run, now in the running list:
+ * the first of the next few queued that conflicts with no running one,
+ * else the oldest (work waits for no lock as long as it waits for
+ * nothing at all). */
+static struct xbatch *pop(struct xpool *p)
+{
+	struct xbatch **pb = &p->head, *prev = NULL;
+	for (int i = 0; *pb && i < POP_LOOK; i++, prev = *pb, pb = &(*pb)->next)
+		if (!conflicts(p, *pb))
+			break;
+	if (!*pb || conflicts(p, *pb))
+		pb = &p->head, prev = NULL;
+	struct xbatch *b = *pb;
+	if (!b)
+		return NULL;
+	*pb = b->next;
+	if (p->tail == b)
+		p->tail = prev;
+	b->next = NULL;
+	b->rnext = p->running;
+	p->running = b;
+	return b;
+}
+
+/* With the lock held: @b is no longer running. */
+static void unrun(struct xpool *p, struct xbatch *b)
+{
+	struct xbatch **pr = &p->running;
+	while (*pr && *pr != b)
+		pr = &(*pr)->rnext;
+	if (*pr)
+		*pr = b->rnext;
 }
 
 /* With the lock held: a run batch's results into its files. */
@@ -169,31 +392,24 @@ static void batch_retire(struct xpool *p, struct xbatch *b)
 		f->pending--;
 		if (pt->r < 0 && !f->err) {
 			f->err = pt->r;
-			f->err_decode = pt->kind == XP_DECODE && !pt->write_failed;
+			f->err_decode = pt->kind == XP_DECODE && !pt->write_failed &&
+					!pt->short_read && pt->what == NULL;
 			f->err_create = pt->kind == XP_CREATE;
+			f->err_short = pt->short_read;
+			f->err_what = pt->what;
 			f->bad = pt->x;
 		}
 	}
-	p->queued -= b->inlen;
+	p->queued -= b->weight;
+	unrun(p, b);
 	pthread_cond_broadcast(&p->done);
 }
 
-static struct xbatch *pop(struct xpool *p)
-{
-	struct xbatch *b = p->head;
-	if (b) {
-		p->head = b->next;
-		if (!p->head)
-			p->tail = NULL;
-	}
-	return b;
-}
 
 static void *worker(void *arg)
 {
 	struct xpool *p = arg;
-	uint8_t *out = NULL;
-	size_t outcap = 0;
+	struct xwork wk = {.pipe = {-1, -1}};
 	pthread_mutex_lock(&p->lock);
 	for (;;) {
 		while (!p->head && !p->stop)
@@ -202,13 +418,15 @@ static void *worker(void *arg)
 		if (!b)
 			break;
 		pthread_mutex_unlock(&p->lock);
-		batch_run(b, &out, &outcap);
+		batch_run(b, &wk);
 		pthread_mutex_lock(&p->lock);
 		batch_retire(p, b);
 		recycle(p, b);
 	}
 	pthread_mutex_unlock(&p->lock);
-	free(out);
+	free(wk.in);
+	free(wk.out);
+	pipe_drop(&wk);
 	return NULL;
 }
 
@@ -219,8 +437,10 @@ static void submit(struct xpool *p)
 	if (!b)
 		return;
 	p->cur = NULL;
+	b->key[0] = b->nparts ? b->parts[0].f->dirfd : -1;
+	b->key[1] = b->nparts ? b->parts[b->nparts - 1].f->dirfd : -1;
 	if (!p->nthreads) {
-		batch_run(b, &p->out, &p->outcap);
+		batch_run(b, &p->own);
 		batch_retire(p, b);
 		recycle(p, b);
 		return;
@@ -241,6 +461,7 @@ int xpool_new(unsigned int threads, struct xpool **out)
 	*out = NULL;
 	if (!p)
 		return -ENOMEM;
+	p->own.pipe[0] = p->own.pipe[1] = -1;
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->work, NULL);
 	pthread_cond_init(&p->done, NULL);
@@ -287,7 +508,7 @@ uint8_t *xpool_reserve(struct xpool *p, size_t n)
 /* Append @pt (its stored bytes, @inlen of them, reserved and read) to the
  * batch being filled; hand the batch over once it is big enough, unless
  * a file the pool creates is being queued. */
-static int add(struct xpool *p, struct xpart *pt, size_t inlen, size_t outlen)
+static int add(struct xpool *p, struct xpart *pt, size_t inlen, size_t outlen, size_t weight)
 {
 	struct xbatch *b = current(p);
 	struct xpart *parts = b ? array_grow(b->parts, &b->pcap, b->nparts + 1, sizeof(*parts), 1)
@@ -299,9 +520,10 @@ static int add(struct xpool *p, struct xpart *pt, size_t inlen, size_t outlen)
 	b->parts[b->nparts++] = *pt;
 	b->inlen += inlen;
 	b->outlen += outlen;
+	b->weight += weight;
 	pthread_mutex_lock(&p->lock); /* workers retire the file's earlier parts meanwhile */
 	pt->f->pending++;
-	p->queued += inlen;
+	p->queued += weight;
 	pthread_mutex_unlock(&p->lock);
 	if (!p->hold && (b->outlen >= BATCH_OUT || b->nparts >= BATCH_PARTS))
 		submit(p);
@@ -313,7 +535,7 @@ int xpool_create(struct xpool *p, struct xfile *f)
 	if (p->cur && (p->cur->outlen >= BATCH_OUT || p->cur->nparts >= BATCH_PARTS))
 		submit(p);
 	p->hold = true;
-	return add(p, &(struct xpart){.f = f, .kind = XP_CREATE}, 0, 0);
+	return add(p, &(struct xpart){.f = f, .kind = XP_CREATE}, 0, 0, 0);
 }
 
 int xpool_add(struct xpool *p, struct xfile *f, const struct zdecode_req *rq,
@@ -321,23 +543,44 @@ int xpool_add(struct xpool *p, struct xfile *f, const struct zdecode_req *rq,
 {
 	if (!rq->inlen)
 		return -EINVAL; /* zmap_extent: never 0 stored bytes */
-	struct xpart pt = {.f = f, .rq = *rq, .x = *x, .skip = skip, .n = n, .kind = XP_DECODE};
-	return add(p, &pt, rq->inlen, x->llen);
+	struct xpart pt = {.f = f, .rq = *rq, .x = *x, .skip = skip, .n = n, .srcfd = -1,
+			   .kind = XP_DECODE};
+	return add(p, &pt, rq->inlen, x->llen, rq->inlen);
+}
+
+int xpool_add_at(struct xpool *p, struct xfile *f, const struct zdecode_req *rq,
+		 const struct zextent *x, uint64_t skip, size_t n, int srcfd, uint64_t srcoff)
+{
+	if (!rq->inlen)
+		return -EINVAL;
+	struct xpart pt = {.f = f, .rq = *rq, .x = *x, .skip = skip, .n = n, .srcfd = srcfd,
+			   .srcoff = srcoff, .kind = XP_DECODE};
+	return add(p, &pt, 0, x->llen, rq->inlen);
 }
 
 int xpool_add_raw(struct xpool *p, struct xfile *f, uint64_t off, size_t n)
 {
-	return add(p, &(struct xpart){.f = f, .skip = off, .n = n, .kind = XP_RAW}, n, n);
+	return add(p, &(struct xpart){.f = f, .skip = off, .n = n, .kind = XP_RAW}, n, n, n);
 }
 
-void xpool_seal(struct xpool *p, struct xfile *f)
+int xpool_add_copy(struct xpool *p, struct xfile *f, uint64_t off, size_t n, int srcfd,
+		   uint64_t srcoff)
 {
+	struct xpart pt = {.f = f, .skip = off, .n = n, .srcfd = srcfd, .srcoff = srcoff,
+			   .kind = XP_COPY};
+	return add(p, &pt, 0, n, n);
+}
+
+int xpool_seal(struct xpool *p, struct xfile *f)
+{
+	int r = f->finish ? add(p, &(struct xpart){.f = f, .kind = XP_FINISH}, 0, 0, 0) : 0;
 	p->hold = false;
 	if (p->cur && (p->cur->outlen >= BATCH_OUT || p->cur->nparts >= BATCH_PARTS))
 		submit(p);
 	pthread_mutex_lock(&p->lock);
 	f->sealed = true;
 	pthread_mutex_unlock(&p->lock);
+	return r;
 }
 
 bool xpool_file_done(struct xpool *p, struct xfile *f)
@@ -363,7 +606,7 @@ void xpool_step(struct xpool *p)
 	struct xbatch *b = pop(p);
 	if (b) {
 		pthread_mutex_unlock(&p->lock);
-		batch_run(b, &p->out, &p->outcap);
+		batch_run(b, &p->own);
 		pthread_mutex_lock(&p->lock);
 		batch_retire(p, b);
 		recycle(p, b);
@@ -386,7 +629,7 @@ void xpool_free(struct xpool *p)
 		pthread_join(p->threads[i], NULL);
 	struct xbatch *b;
 	while ((b = pop(p))) { /* without workers: run here */
-		batch_run(b, &p->out, &p->outcap);
+		batch_run(b, &p->own);
 		batch_retire(p, b);
 		recycle(p, b);
 	}
@@ -399,6 +642,8 @@ void xpool_free(struct xpool *p)
 	pthread_cond_destroy(&p->work);
 	pthread_cond_destroy(&p->done);
 	free(p->threads);
-	free(p->out);
+	free(p->own.in);
+	free(p->own.out);
+	pipe_drop(&p->own);
 	free(p);
 }

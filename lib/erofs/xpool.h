@@ -25,6 +25,14 @@ struct xfile {
 	int err;              /* first failure: zdecode()'s, or -errno of pwrite */
 	bool err_decode;      /* err came from zdecode() on extent @bad */
 	bool err_create;      /* err came from creating it */
+	bool err_short;       /* the image ended before a copy's bytes */
+	const char *err_what; /* else what failed, when the pool finished it */
+	/* A file the pool creates may also be finished there, once its data
+	 * is written (@finish): its size set, owner (@chown) and mode (@chmod)
+	 * restored, times set, descriptor closed. Its mode at creation is
+	 * @cmode (0600 unless it may be the final one). */
+	bool finish, chown, chmod;
+	mode_t cmode;
 	struct zextent bad;
 	struct anole_inode ino;
 	uint64_t wend; /* where its last queued write ends (writes go in order) */
@@ -50,8 +58,17 @@ int xpool_add(struct xpool *p, struct xfile *f, const struct zdecode_req *rq,
 	      const struct zextent *x, uint64_t skip, size_t n);
 /* Queue @n bytes, just reserved and read, for @f at @off as they are. */
 int xpool_add_raw(struct xpool *p, struct xfile *f, uint64_t off, size_t n);
-/* All of @f's extents are queued. */
-void xpool_seal(struct xpool *p, struct xfile *f);
+/* As xpool_add(), the stored bytes read by the pool from @srcfd at
+ * @srcoff (nothing reserved): the worker reads them itself. */
+int xpool_add_at(struct xpool *p, struct xfile *f, const struct zdecode_req *rq,
+		 const struct zextent *x, uint64_t skip, size_t n, int srcfd, uint64_t srcoff);
+/* Queue @n bytes of @srcfd from @srcoff for @f at @off, copied as they
+ * are (by the kernel, never through user memory); @srcfd stays open until
+ * the pool is freed. */
+int xpool_add_copy(struct xpool *p, struct xfile *f, uint64_t off, size_t n, int srcfd,
+		   uint64_t srcoff);
+/* All of @f's extents are queued; then its finish, if @f->finish. */
+int xpool_seal(struct xpool *p, struct xfile *f);
 /* Whether @f is written (or failed): its fields may be read then. */
 bool xpool_file_done(struct xpool *p, struct xfile *f);
 /* Let queued work make progress: run some on this thread, or wait for a

@@ -86,6 +86,11 @@ ssize_t zmap_pread(struct anole_image *img, const struct anole_inode *ino, void 
  * @r < 0. Only zdecode() itself may run on another thread. */
 int zmap_stored(struct anole_image *img, const struct anole_inode *ino, const struct zextent *x,
 		uint8_t *in);
+/* Where those stored bytes lie, for another thread to read: *fd at *at
+ * (checked to be within it), or *fd -1 when not in a file (ZX_INLINE:
+ * read them with zmap_stored). */
+int zmap_stored_at(struct anole_image *img, const struct anole_inode *ino,
+		   const struct zextent *x, int *fd, uint64_t *at);
 void zmap_request(struct anole_image *img, const struct zextent *x, const uint8_t *in,
 		  struct zdecode_req *rq);
 int zmap_decode_error(struct anole_image *img, const struct anole_inode *ino,

@@ -109,6 +109,13 @@ void zmap_request(struct anole_image *img, const struct zextent *x, const uint8_
 	};
 }
 
+int zmap_stored_at(struct anole_image *img, const struct anole_inode *ino,
+		   const struct zextent *x, int *fd, uint64_t *at)
+{
+	*fd = -1;
+	return x->where == ZX_BLOCKS ? img_locate(img, ino->nid, x->pa, x->plen, fd, at) : 0;
+}
+
 int zmap_stored(struct anole_image *img, const struct anole_inode *ino, const struct zextent *x,
 		uint8_t *in)
 {
