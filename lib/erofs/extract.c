@@ -22,6 +22,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/xattr.h>
@@ -32,9 +33,14 @@
 #include "util/safefs.h"
 
 #define WORK_PREFIX ".anole-extract."
-#define FILES_OPEN_MAX 128 /* files the pool still writes, each holding a descriptor */
+#define FILES_OPEN_MAX 128 /* files made here that the pool still writes (each
+			      holds a descriptor until finished here) */
+#define FILES_QUEUED_MAX 4096 /* files queued at most: the pool's own hold no
+				 descriptor until they run, and a deep queue
+				 keeps the threads busy while this one waits
+				 for a disk read in mkdir or the like */
 #define SMALL_FILE (256u << 10) /* at most this big: the pool creates it too */
-#define COPY_PART (1u << 20)     /* bytes copied by one part, so batches stay small */
+#define COPY_PART (64u << 20)    /* bytes copied by one part */
 
 /* A directory extract made and holds open while the pool creates files
  * in it; its attributes wait for those files (a creation would change its
@@ -44,7 +50,7 @@ struct xdir {
 	unsigned int refs; /* the walk's (until it leaves), one per queued file */
 	struct anole_inode ino;
 	char *rel;
-	struct xdir *next;
+	struct xdir *next, **pprev; /* pprev: in the extractor's dirs list */
 };
 
 struct link_seen {
@@ -73,8 +79,11 @@ struct extractor {
 	char *buf;
 	struct xpool *pool;
 	struct xfile *files, **files_tail; /* the pool's, oldest first */
-	size_t nfiles;
-	struct xdir *dirs; /* walked, attributes not yet set */
+	size_t nfiles, nopen; /* queued; those of them made here */
+	struct xdir *dirs;  /* walked, waiting for their files */
+	struct xdir *ready; /* walked, their files written: attributes next */
+	size_t ndirs; /* in those lists (each holds a descriptor) */
+	size_t dirs_max, open_max; /* what the queue may keep open (fd_budget) */
 };
 
 static const char *here(const struct extractor *x)
@@ -164,6 +173,21 @@ static int set_size(struct extractor *x, int fd, uint64_t wend, uint64_t size)
 	return 0;
 }
 
+/* One reference to @d gone; when it was the last, @d moves to the list
+ * settle_dirs() finishes (the top directory, in neither, is finished at
+ * the commit). */
+static void dir_unref(struct extractor *x, struct xdir *d)
+{
+	if (--d->refs || !d->pprev)
+		return;
+	*d->pprev = d->next;
+	if (d->next)
+		d->next->pprev = d->pprev;
+	d->next = x->ready;
+	d->pprev = NULL;
+	x->ready = d;
+}
+
 /* A written file's size, attributes (after its data: a write would drop
  * file capabilities) and descriptor; its failure, if it had one. */
 static int finish_file(struct extractor *x, struct xfile *f)
@@ -181,7 +205,7 @@ static int finish_file(struct extractor *x, struct xfile *f)
 	else if ((r = set_size(x, f->fd, f->wend, f->ino.size)) >= 0)
 		r = restore_attrs(x, f->fd, false, &f->ino);
 	x->here = NULL;
-	((struct xdir *)f->owner)->refs--;
+	dir_unref(x, f->owner);
 	return r;
 }
 
@@ -204,16 +228,13 @@ static void dir_free(struct xdir *d)
 static int settle_dirs(struct extractor *x)
 {
 	int r = 0;
-	for (struct xdir **pd = &x->dirs; r >= 0 && *pd;) {
-		struct xdir *d = *pd;
-		if (d->refs) {
-			pd = &d->next;
-			continue;
-		}
+	while (r >= 0 && x->ready) {
+		struct xdir *d = x->ready;
 		x->here = d->rel;
 		r = restore_attrs(x, d->fd, false, &d->ino);
 		x->here = NULL;
-		*pd = d->next;
+		x->ready = d->next;
+		x->ndirs--;
 		dir_free(d);
 	}
 	return r;
@@ -227,7 +248,8 @@ static int reap(struct extractor *x, bool wait)
 	int r = 0;
 	while (r >= 0 && x->files) {
 		struct xfile *f = x->files;
-		bool must = wait || x->nfiles > FILES_OPEN_MAX || xpool_full(x->pool);
+		bool must = wait || x->nopen > x->open_max || x->nfiles > FILES_QUEUED_MAX ||
+			    x->ndirs > x->dirs_max || xpool_full(x->pool);
 		if (!xpool_file_done(x->pool, f)) {
 			if (!must)
 				break;
@@ -239,6 +261,7 @@ static int reap(struct extractor *x, bool wait)
 		if (!x->files)
 			x->files_tail = &x->files;
 		x->nfiles--;
+		x->nopen -= f->made_here;
 		file_free(f);
 	}
 	return r < 0 ? r : settle_dirs(x);
@@ -392,10 +415,11 @@ static int queue_file(struct extractor *x, struct xdir *dir, const char *name,
 		return anole_err(x->err, ENOMEM, "out of memory");
 	}
 	*f = (struct xfile){.fd = fd, .dirfd = dir->fd, .ino = *ino, .rel = strdup(x->rel.buf),
-			    .owner = dir};
+			    .owner = dir, .made_here = fd >= 0};
 	*x->files_tail = f;
 	x->files_tail = &f->next;
 	x->nfiles++;
+	x->nopen += f->made_here;
 	dir->refs++;
 	if (!f->rel) {
 		f->err = -ENOMEM; /* never queued: reap reports it */
@@ -491,10 +515,14 @@ static int extract_subdir(struct extractor *x, int dirfd, const struct dent *d,
 		free(sub);
 		return anole_err(x->err, ENOMEM, "out of memory");
 	}
-	sub->next = x->dirs; /* deeper ones first: settle_dirs() finds them sooner */
+	sub->next = x->dirs;
+	if (sub->next)
+		sub->next->pprev = &sub->next;
+	sub->pprev = &x->dirs;
 	x->dirs = sub;
+	x->ndirs++;
 	int r = extract_dir(x, sub, depth + 1);
-	sub->refs--;
+	dir_unref(x, sub);
 	/* now, if it has no file left to wait for: a tree of only
 	 * directories must not keep them all open */
 	return r < 0 || sub->refs ? r : settle_dirs(x);
@@ -803,6 +831,18 @@ static int make_work(struct extractor *x, struct target *t, struct workdir *w)
 	return r;
 }
 
+/* Descriptors the queue may hold: directories with files still queued,
+ * files made here; a quarter of RLIMIT_NOFILE each, so a low limit slows
+ * extract down rather than failing it. */
+static void fd_budget(struct extractor *x)
+{
+	struct rlimit rl;
+	rlim_t q = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur / 4 : 16;
+	q = q < 8 ? 8 : q > 1024 ? 1024 : q;
+	x->dirs_max = (size_t)q;
+	x->open_max = MIN((size_t)q, (size_t)FILES_OPEN_MAX);
+}
+
 /* Decoding threads: as asked, else one per core. */
 static unsigned int extract_threads(const struct anole_extract_options *opts)
 {
@@ -819,6 +859,7 @@ int anole_extract(struct anole_image *img, const char *dir,
 	struct extractor x = {.img = img, .err = err, .opts = opts ? opts : &defaults,
 			      .rootfd = -1, .as_root = geteuid() == 0};
 	x.files_tail = &x.files;
+	fd_budget(&x);
 	struct xdir top = {.fd = -1};
 	struct anole_inode *root = &top.ino;
 	struct target t;
@@ -846,11 +887,12 @@ int anole_extract(struct anole_image *img, const char *dir,
 		x.files = f->next;
 		file_free(f);
 	}
-	while (x.dirs) { /* after a failure */
-		struct xdir *d = x.dirs;
-		x.dirs = d->next;
-		dir_free(d);
-	}
+	for (struct xdir **l = &x.dirs; l; l = l == &x.dirs ? &x.ready : NULL)
+		while (*l) { /* after a failure */
+			struct xdir *d = *l;
+			*l = d->next;
+			dir_free(d);
+		}
 	if (r >= 0)
 		r = t.dir >= 0 ? commit_into(&x, &t, &w, root) : commit_new(&x, &t, &w, root);
 	if (r < 0 && !err->code)

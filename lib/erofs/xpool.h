@@ -38,6 +38,7 @@ struct xfile {
 	uint64_t wend; /* where its last queued write ends (writes go in order) */
 	char *rel; /* its path in the target, for messages */
 	void *owner; /* the caller's */
+	bool made_here; /* the caller's: it created the file, not the pool */
 	struct xfile *next;
 };
 
