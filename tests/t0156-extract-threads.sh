@@ -7,8 +7,8 @@
 # extracted with -j1 (no threads), -j2 and -j7 (more threads than cores):
 # each equals the source (treecmp, contents byte for byte) and the -j1
 # tree; so does an uncompressed image; 3000 directories extract under a
-# limit of 64 descriptors; a damaged pcluster fails with one line and
-# leaves no target.
+# limit of 64 descriptors, and 600 with files under 32 with seven
+# threads; a damaged pcluster fails with one line and leaves no target.
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 need_root
@@ -57,6 +57,24 @@ mkdir "$TMP/dirs"
 "$TREECMP" --ignore-root-mtime "$TMP/dirs" "$TMP/out/dirs" >"$TMP/cmp.log" 2>&1 ||
 	{ cat "$TMP/cmp.log"; fail "dirs: extract differs from the source"; }
 rm -rf "$TMP/out/dirs"
+
+# 600 directories with a file each (every tenth also a big one, made by
+# the walk), under a limit of 32 descriptors, with seven threads: the
+# queue keeps as many directories and files open as the limit leaves room
+# for, and the threads as many as it allows
+mkdir "$TMP/fds"
+for i in $(seq 600); do
+	mkdir "$TMP/fds/d$i" && echo "$i" >"$TMP/fds/d$i/f"
+	[ $((i % 10)) = 0 ] && head -c 300000 /dev/urandom >"$TMP/fds/d$i/big"
+done
+"$ANOLE" build -q -z lz4 "$TMP/fds" "$TMP/fds.img" || fail "fds: build failed"
+for j in 1 7; do
+	(ulimit -n 32 && exec "$ANOLE" extract -q -j "$j" "$TMP/fds.img" "$TMP/out/fds") ||
+		fail "fds: extract -j$j with 32 descriptors failed"
+	"$TREECMP" --ignore-root-mtime "$TMP/fds" "$TMP/out/fds" >"$TMP/cmp.log" 2>&1 ||
+		{ cat "$TMP/cmp.log"; fail "fds: extract -j$j differs from the source"; }
+	rm -rf "$TMP/out/fds"
+done
 
 # 0xff over the middle of an image of compressible files (whole
 # pclusters: flipped bits could still decode, lzma has no checksum; and

@@ -831,25 +831,33 @@ static int make_work(struct extractor *x, struct target *t, struct workdir *w)
 	return r;
 }
 
-/* Descriptors the queue may hold: directories with files still queued,
- * files made here; a quarter of RLIMIT_NOFILE each, so a low limit slows
- * extract down rather than failing it. */
-static void fd_budget(struct extractor *x)
+static rlim_t fd_limit(void)
 {
 	struct rlimit rl;
-	rlim_t q = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur / 4 : 16;
-	q = q < 8 ? 8 : q > 1024 ? 1024 : q;
-	x->dirs_max = (size_t)q;
-	x->open_max = MIN((size_t)q, (size_t)FILES_OPEN_MAX);
+	return getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 1024;
 }
 
-/* Decoding threads: as asked, else one per core. */
+/* Decoding threads: as asked, else one per core; at most what the
+ * descriptor limit leaves room for (each may hold a file and a pipe). */
 static unsigned int extract_threads(const struct anole_extract_options *opts)
 {
-	if (opts->threads)
-		return opts->threads;
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
-	return n < 1 ? 1 : n > 64 ? 64 : (unsigned int)n;
+	long n = opts->threads ? (long)opts->threads : sysconf(_SC_NPROCESSORS_ONLN);
+	rlim_t lim = fd_limit();
+	long room = lim > 32 ? (long)MIN((lim - 32) / 4, (rlim_t)64) : 0;
+	n = MIN(n, MIN(room, 64L));
+	return n < 1 ? 1 : (unsigned int)n;
+}
+
+/* Descriptors the queue may hold: directories with files still queued,
+ * files made here; a quarter each of what the limit leaves beside the
+ * threads', so a low limit slows extract down rather than failing it. */
+static void fd_budget(struct extractor *x, unsigned int threads)
+{
+	rlim_t lim = fd_limit(), used = 16 + 3 * (rlim_t)threads;
+	rlim_t q = lim > used ? (lim - used) / 4 : 0;
+	q = q < 4 ? 4 : q > 1024 ? 1024 : q;
+	x->dirs_max = (size_t)q;
+	x->open_max = MIN((size_t)q, (size_t)FILES_OPEN_MAX);
 }
 
 int anole_extract(struct anole_image *img, const char *dir,
@@ -859,7 +867,8 @@ int anole_extract(struct anole_image *img, const char *dir,
 	struct extractor x = {.img = img, .err = err, .opts = opts ? opts : &defaults,
 			      .rootfd = -1, .as_root = geteuid() == 0};
 	x.files_tail = &x.files;
-	fd_budget(&x);
+	unsigned int threads = extract_threads(x.opts);
+	fd_budget(&x, threads);
 	struct xdir top = {.fd = -1};
 	struct anole_inode *root = &top.ino;
 	struct target t;
@@ -871,7 +880,7 @@ int anole_extract(struct anole_image *img, const char *dir,
 	strbuf_add(&x.rel, "", 0);
 	if (r >= 0 && !x.buf)
 		r = anole_err(err, ENOMEM, "out of memory");
-	if (r >= 0 && (r = xpool_new(extract_threads(x.opts), &x.pool)) < 0)
+	if (r >= 0 && (r = xpool_new(threads, &x.pool)) < 0)
 		r = anole_err(err, -r, "cannot start decoding threads: %s", strerror(-r));
 	if (r >= 0)
 		r = anole_inode_read(img, anole_image_info(img)->root_nid, root);

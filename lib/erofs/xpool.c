@@ -59,6 +59,8 @@ struct xwork {
 	size_t incap, outcap;
 	int pipe[2]; /* for part_copy(); -1 until made */
 	size_t pipesz;
+	uint8_t *bounce; /* for copy_bounce() */
+	size_t bouncecap;
 };
 
 struct xpool {
@@ -176,6 +178,32 @@ static void pipe_drop(struct xwork *wk)
 	wk->pipe[0] = wk->pipe[1] = -1;
 }
 
+/* part_copy() without a pipe (none could be made: descriptors ran out;
+ * or the image cannot be spliced): bytes [@in, @in + @left) of the image
+ * through @wk->bounce into the file at @out. */
+static int copy_bounce(struct xpart *pt, struct xwork *wk, uint64_t in, uint64_t out,
+		       size_t left)
+{
+	uint8_t *buf = array_grow(wk->bounce, &wk->bouncecap, MIN(left, (size_t)COPY_PIPE), 1, 1);
+	if (!buf)
+		return -ENOMEM;
+	wk->bounce = buf;
+	while (left) {
+		size_t n = MIN(left, (size_t)COPY_PIPE);
+		int r = pread_full(pt->srcfd, buf, n, in);
+		if (r < 0) {
+			pt->short_read = r == -ENODATA;
+			return r;
+		}
+		if (pwrite_full(pt->f->fd, buf, n, out) < 0) {
+			pt->write_failed = true;
+			return -errno;
+		}
+		in += n, out += n, left -= n;
+	}
+	return 0;
+}
+
 /* @pt's bytes copied from the image inside the kernel: spliced from the
  * image's page cache into a pipe and from there into the file, at offsets
  * given on both sides (other threads may write other parts of the same
@@ -186,16 +214,21 @@ static void part_copy(struct xpart *pt, struct xwork *wk)
 	loff_t in = (loff_t)pt->srcoff, out = (loff_t)pt->skip;
 	size_t left = pt->n;
 	int r = copy_pipe(wk);
+	if (r < 0)
+		r = copy_bounce(pt, wk, (uint64_t)in, (uint64_t)out, left), left = 0;
 	while (r >= 0 && left) {
 		ssize_t k = splice(pt->srcfd, &in, wk->pipe[1], NULL, MIN(left, wk->pipesz),
 				   SPLICE_F_MOVE);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0 && errno == EINVAL && in == (loff_t)pt->srcoff) {
+			r = copy_bounce(pt, wk, (uint64_t)in, (uint64_t)out, left);
+			break;
+		}
 		if (k <= 0) {
 			r = k ? -errno : -ENODATA;
-			if (r == -EINTR)
-				r = 0;
-			else
-				pt->short_read = r == -ENODATA;
-			continue;
+			pt->short_read = r == -ENODATA;
+			break;
 		}
 		for (size_t inpipe = (size_t)k; inpipe && r >= 0;) {
 			ssize_t w = splice(wk->pipe[0], NULL, pt->f->fd, &out, inpipe, SPLICE_F_MOVE);
@@ -208,7 +241,7 @@ static void part_copy(struct xpart *pt, struct xwork *wk)
 	}
 	if (r < 0) {
 		pt->r = r;
-		if (!pt->short_read && !pt->write_failed)
+		if (!pt->short_read && !pt->write_failed && r != -ENOMEM)
 			pt->what = "cannot read the image";
 		pipe_drop(wk);
 	}
@@ -426,6 +459,7 @@ static void *worker(void *arg)
 	pthread_mutex_unlock(&p->lock);
 	free(wk.in);
 	free(wk.out);
+	free(wk.bounce);
 	pipe_drop(&wk);
 	return NULL;
 }
@@ -644,6 +678,7 @@ void xpool_free(struct xpool *p)
 	free(p->threads);
 	free(p->own.in);
 	free(p->own.out);
+	free(p->own.bounce);
 	pipe_drop(&p->own);
 	free(p);
 }
