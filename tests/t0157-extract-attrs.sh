@@ -1,11 +1,12 @@
 #!/bin/bash
 # anole extract gives every file its owner, mode and times whoever sets
-# them: the pool finishes most regular files itself and skips the chown
-# and chmod that creating the file already made true. Files of every mode
-# class (plain, no permissions, read-only, setuid, setgid, sticky) and of
-# several owners, small (created by the pool) and big (created by the
-# walk), hard-linked and with xattrs, in an uncompressed and an lz4
-# image, extracted under umasks 022, 077 and 000, into a new directory,
+# them: the pool finishes most regular files itself, and every entry
+# skips the chown and chmod that creating it already made true. Files of
+# every mode class (plain, no permissions, read-only, setuid, setgid,
+# sticky) and of several owners, small (created by the pool) and big
+# (created by the walk), hard-linked and with xattrs; directories,
+# symlinks and FIFOs of several modes and owners; in an uncompressed and
+# an lz4 image, extracted under umasks 022, 077 and 000, into a new directory,
 # into an empty set-group-ID directory of another group and into one with
 # a default ACL that takes group and others' bits away (it replaces the
 # umask): every tree equals the source (treecmp: mode, owner, times,
@@ -30,6 +31,20 @@ for m in 0644 0755 0600 0444 0000 0664 0640 0777 4755 2755 1644 6711 0705; do
 		touch -d "@$((1000000000 + i * 1001))" "$f"
 	done
 done
+# directories, symlinks and FIFOs of several modes and owners: made with
+# their final mode and owner where creating them gives those
+for m in 0755 0700 0555 0750 1777 0711 0500 3775; do
+	for o in 0:0 1000:1000; do
+		dd=$S/dirs/d-$m-${o/:/-}
+		mkdir -p "$dd" && echo x >"$dd/in" && ln -s ../in "$dd/ln" && mkfifo "$dd/fifo"
+		chown -h "$o" "$dd" "$dd/ln" "$dd/fifo"
+		chmod "${m#0}" "$dd/fifo" 2>/dev/null || chmod 0640 "$dd/fifo"
+		chmod "$m" "$dd"
+		touch -h -d @1200000000 "$dd/ln"
+		touch -d @1200000000 "$dd/fifo" "$dd"
+	done
+done
+touch -d @1200000000 "$S/dirs"
 ln "$S/d1/f-0755-0-0" "$S/d1/d2/link"
 cp -a "$S/d1/f-0644-1000-1000" "$S/d1/d2/copy"
 chmod 0555 "$S/ro"

@@ -51,6 +51,7 @@ struct xdir {
 	struct anole_inode ino;
 	char *rel;
 	struct xdir *next, **pprev; /* pprev: in the extractor's dirs list */
+	bool mode_set; /* made with its final mode */
 };
 
 struct link_seen {
@@ -96,6 +97,29 @@ static int xerr(struct extractor *x, int e, const char *what)
 	return anole_err(x->err, e, "%s: %s: %s", here(x), what, strerror(e));
 }
 
+/* Whether what extract makes under the root already has @ino's owner. */
+static bool has_new_owner(const struct extractor *x, const struct anole_inode *ino)
+{
+	return ino->uid == x->new_uid && ino->gid == x->new_gid;
+}
+
+/* Whether creating with @mode gives exactly @mode: no bit the umask (or a
+ * default ACL) takes away, no set-ID or sticky bit (chown would clear
+ * those, and a set-group-ID directory would pass its group on). */
+static bool mode_is_given(const struct extractor *x, mode_t mode)
+{
+	return x->final_mode && !(mode & 07000) && !(mode & x->umask);
+}
+
+/* A directory is made with its final mode when that is given and lets
+ * the walk create in it (as root, any mode does); else 0700, and its mode
+ * is set once its files are written. */
+static mode_t dir_create_mode(const struct extractor *x, const struct anole_inode *ino)
+{
+	mode_t mode = ino->mode & 07777;
+	return mode_is_given(x, mode) && (x->as_root || (mode & 0700) == 0700) ? mode : 0700;
+}
+
 struct xattr_apply {
 	struct extractor *x;
 	int fd;           /* a file or directory opened for real */
@@ -126,12 +150,19 @@ static int apply_xattr(void *ctx, const char *name, const void *value, size_t si
  * never its name. @fd is an O_PATH descriptor for symlinks and special
  * files (opening those for real could block or reach a device); the calls
  * that take only paths get /proc/self/fd/N, which reaches the very inode
- * (for a symlink, the link itself). */
-static int restore_attrs(struct extractor *x, int fd, bool opath, const struct anole_inode *ino)
+ * (for a symlink, the link itself). @how: what need not be done, as
+ * creating it already did it (RA_*). */
+enum {
+	RA_OWNER = 1, /* it was made under the root: its owner, if the image
+			 names that one, is right (has_new_owner) */
+	RA_MODE = 2,  /* it was made with its final mode */
+};
+static int restore_attrs(struct extractor *x, int fd, bool opath, const struct anole_inode *ino,
+			 unsigned int how)
 {
 	char proc[32];
 	fd_path(fd, proc);
-	if (x->as_root && x->opts->restore_owner &&
+	if (x->as_root && x->opts->restore_owner && !(how & RA_OWNER && has_new_owner(x, ino)) &&
 	    fchownat(fd, "", ino->uid, ino->gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
 		return xerr(x, errno, "cannot set owner");
 	struct xattr_apply a = {.x = x, .fd = opath ? -1 : fd, .path = proc};
@@ -139,7 +170,8 @@ static int restore_attrs(struct extractor *x, int fd, bool opath, const struct a
 	if (r < 0)
 		return r;
 	mode_t mode = ino->mode & 07777;
-	if (!S_ISLNK(ino->mode) && (opath ? chmod(proc, mode) : fchmod(fd, mode)) < 0)
+	if (!S_ISLNK(ino->mode) && !(how & RA_MODE) &&
+	    (opath ? chmod(proc, mode) : fchmod(fd, mode)) < 0)
 		return xerr(x, errno, "cannot set mode");
 	struct timespec ts[2] = {{ino->mtime, ino->mtime_nsec}, {ino->mtime, ino->mtime_nsec}};
 	if (utimensat(fd, "", ts, AT_EMPTY_PATH) < 0)
@@ -158,7 +190,7 @@ static int restore_created(struct extractor *x, int dirfd, const char *name,
 		return xerr(x, errno, "cannot open what was created");
 	if ((st.st_mode & S_IFMT) != (ino->mode & S_IFMT))
 		return xerr(x, EEXIST, "replaced while extracting");
-	return restore_attrs(x, fd, true, ino);
+	return restore_attrs(x, fd, true, ino, RA_OWNER);
 }
 
 /* ---- regular files: created and written on the pool's threads ------------ */
@@ -203,7 +235,7 @@ static int finish_file(struct extractor *x, struct xfile *f)
 	else if (f->finish)
 		r = 0; /* the pool did the rest */
 	else if ((r = set_size(x, f->fd, f->wend, f->ino.size)) >= 0)
-		r = restore_attrs(x, f->fd, false, &f->ino);
+		r = restore_attrs(x, f->fd, false, &f->ino, RA_OWNER);
 	x->here = NULL;
 	dir_unref(x, f->owner);
 	return r;
@@ -231,7 +263,7 @@ static int settle_dirs(struct extractor *x)
 	while (r >= 0 && x->ready) {
 		struct xdir *d = x->ready;
 		x->here = d->rel;
-		r = restore_attrs(x, d->fd, false, &d->ino);
+		r = restore_attrs(x, d->fd, false, &d->ino, RA_OWNER | (d->mode_set ? RA_MODE : 0));
 		x->here = NULL;
 		x->ready = d->next;
 		x->ndirs--;
@@ -385,10 +417,9 @@ static void plan_finish(const struct extractor *x, struct xfile *f)
 	if (ino->xattr_icount)
 		return;
 	f->finish = true;
-	f->chown = x->as_root && x->opts->restore_owner &&
-		   (ino->uid != x->new_uid || ino->gid != x->new_gid);
+	f->chown = x->as_root && x->opts->restore_owner && !has_new_owner(x, ino);
 	f->chmod = true;
-	if (x->final_mode && !(mode & 07000) && !(mode & x->umask)) {
+	if (mode_is_given(x, mode)) {
 		f->cmode = mode;
 		f->chmod = false;
 	}
@@ -502,14 +533,16 @@ static __attribute__((noinline)) int extract_symlink(struct extractor *x, int di
 static int extract_subdir(struct extractor *x, int dirfd, const struct dent *d,
 			  const struct anole_inode *ino, int depth)
 {
-	if (mkdirat(dirfd, d->name, 0700) < 0)
+	mode_t mode = dir_create_mode(x, ino);
+	if (mkdirat(dirfd, d->name, mode) < 0)
 		return xerr(x, errno, "cannot create directory");
 	int fd = openat(dirfd, d->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return xerr(x, errno, "cannot open directory");
 	struct xdir *sub = calloc(1, sizeof(*sub));
 	if (sub)
-		*sub = (struct xdir){.fd = fd, .refs = 1, .ino = *ino, .rel = strdup(x->rel.buf)};
+		*sub = (struct xdir){.fd = fd, .refs = 1, .ino = *ino, .rel = strdup(x->rel.buf),
+				     .mode_set = mode == (ino->mode & 07777) && mode_is_given(x, mode)};
 	if (!sub || !sub->rel) {
 		close(fd);
 		free(sub);
@@ -752,7 +785,7 @@ static int commit_into(struct extractor *x, struct target *t, struct workdir *w,
 		close(x->rootfd);
 		x->rootfd = -1;
 		workdir_remove(w);
-		if ((r = restore_attrs(x, t->dir, false, root)) < 0) {
+		if ((r = restore_attrs(x, t->dir, false, root, 0)) < 0) {
 			target_put_back(t); /* DIR writable again */
 			unmove(t, -1, &names, inos, moved);
 		}
@@ -772,7 +805,7 @@ static int commit_new(struct extractor *x, struct target *t, struct workdir *w,
 		return anole_err(x->err, -r, "%s: %s", t->path,
 				 r == -EEXIST ? "appeared while extracting; left alone" : strerror(-r));
 	struct stat st, now;
-	r = restore_attrs(x, x->rootfd, false, root);
+	r = restore_attrs(x, x->rootfd, false, root, 0);
 	if (r < 0 && !fstat(x->rootfd, &st) &&
 	    !fstatat(t->parent, t->base, &now, AT_SYMLINK_NOFOLLOW) && st.st_ino == now.st_ino &&
 	    st.st_dev == now.st_dev)
