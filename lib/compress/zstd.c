@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* zstd over libzstd, EROFS's algorithm 3: one frame per pcluster. */
-#include <pthread.h>
 #include <zstd.h>
 #include <zstd_errors.h>
 
 #include "anole/erofs_fs.h"
 #include "compress/codec_ops.h"
+#include "util/tls.h"
 
 /* mkfs.erofs's default, min(1 MiB, 8 x @pcluster); the kernel takes no
  * zstd window over 1 MiB */
@@ -98,33 +98,23 @@ static ssize_t zstd_fill(struct codec *c, const void *inv, size_t *inlen, void *
  * decoding a 4 KiB pcluster (an extract of mkfs.erofs's zstd minbase
  * image: 0.34 s user with a context per pcluster, 0.09 s reused). NULL:
  * none to be had, the caller makes its own. */
-static pthread_key_t dctx_key;
-static bool dctx_key_ok;
-
 static void dctx_free(void *d)
 {
 	ZSTD_freeDCtx(d);
 }
 
-static void dctx_key_init(void)
-{
-	dctx_key_ok = pthread_key_create(&dctx_key, dctx_free) == 0;
-}
+static struct tls_slot dctx_slot = TLS_SLOT(dctx_free);
 
 static ZSTD_DCtx *thread_dctx(void)
 {
-	static pthread_once_t once = PTHREAD_ONCE_INIT;
-	pthread_once(&once, dctx_key_init);
-	if (!dctx_key_ok)
-		return NULL;
-	ZSTD_DCtx *d = pthread_getspecific(dctx_key);
+	ZSTD_DCtx *d = tls_get(&dctx_slot);
 	if (d) {
 		/* whatever the last frame left (an error mid-frame, a
 		 * partial decode), not the parameters: set below */
 		ZSTD_DCtx_reset(d, ZSTD_reset_session_only);
 		return d;
 	}
-	if ((d = ZSTD_createDCtx()) && pthread_setspecific(dctx_key, d)) {
+	if ((d = ZSTD_createDCtx()) && !tls_set(&dctx_slot, d)) {
 		ZSTD_freeDCtx(d);
 		d = NULL;
 	}
