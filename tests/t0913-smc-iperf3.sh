@@ -1,9 +1,10 @@
 #!/bin/bash
 # Shared-memory sockets under iperf3 (select(2), a control connection
 # beside the data one): 50 MiB client to server, then 20 MiB server to
-# client (-R); iperf3's JSON says every byte was sent with no error, the
-# receiver got bytes, and the statistics show the data went through
-# shared memory on all four connections.
+# client (-R); iperf3's JSON says every byte was sent with no error (or
+# one block more: iperf3's own overshoot), the receiver got bytes, and
+# the statistics show the data went through shared memory on all four
+# connections.
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 need_cmd iperf3
@@ -21,7 +22,10 @@ want = int(sys.argv[2])
 assert "error" not in r, r.get("error")
 sent = r["end"]["sum_sent"]["bytes"]
 got = r["end"]["sum_received"]["bytes"]
-assert sent == want, (sent, want)
+# iperf 3.12 skips its byte-count check before the last write of a round
+# of ten (iperf_send in src/iperf_api.c): when a write that would block
+# shifted the rounds, the sender ends one 128 KiB block past the count
+assert want <= sent <= want + (128 << 10), (sent, want)
 assert 0 < got <= sent, (got, sent)
 print("sent", sent, "received", got)
 PY
