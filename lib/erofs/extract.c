@@ -40,7 +40,9 @@
 				 keeps the threads busy while this one waits
 				 for a disk read in mkdir or the like */
 #define SMALL_FILE (256u << 10) /* at most this big: the pool creates it too */
-#define COPY_PART (64u << 20)    /* bytes copied by one part */
+#define COPY_PART (8u << 20) /* bytes copied by one part: a big file near the
+				  end of the walk must not leave one thread
+				  copying it alone */
 
 /* A directory extract made and holds open while the pool creates files
  * in it; its attributes wait for those files (a creation would change its
