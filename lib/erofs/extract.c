@@ -873,12 +873,13 @@ static rlim_t fd_limit(void)
 }
 
 /* Decoding threads: as asked, else one per core; at most what the
- * descriptor limit leaves room for (each may hold a file and a pipe). */
+ * descriptor limit leaves room for (each may hold a file, a pipe and
+ * its own descriptor of the image). */
 static unsigned int extract_threads(const struct anole_extract_options *opts)
 {
 	long n = opts->threads ? (long)opts->threads : sysconf(_SC_NPROCESSORS_ONLN);
 	rlim_t lim = fd_limit();
-	long room = lim > 32 ? (long)MIN((lim - 32) / 4, (rlim_t)64) : 0;
+	long room = lim > 32 ? (long)MIN((lim - 32) / 5, (rlim_t)64) : 0;
 	n = MIN(n, MIN(room, 64L));
 	return n < 1 ? 1 : (unsigned int)n;
 }
@@ -888,7 +889,7 @@ static unsigned int extract_threads(const struct anole_extract_options *opts)
  * threads', so a low limit slows extract down rather than failing it. */
 static void fd_budget(struct extractor *x, unsigned int threads)
 {
-	rlim_t lim = fd_limit(), used = 16 + 3 * (rlim_t)threads;
+	rlim_t lim = fd_limit(), used = 16 + 4 * (rlim_t)threads;
 	rlim_t q = lim > used ? (lim - used) / 4 : 0;
 	q = q < 4 ? 4 : q > 1024 ? 1024 : q;
 	x->dirs_max = (size_t)q;

@@ -10,6 +10,7 @@
  * runs batches itself while it waits, so the calling thread works too.
  */
 #include "erofs/xpool.h"
+#include "util/safefs.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -21,6 +22,7 @@
 #define WRITE_MAX (1u << 20)   /* decoded bytes gathered for one pwrite() */
 #define SPARE_MAX 8u           /* run batches kept for reuse */
 #define COPY_PIPE (1 << 20)    /* bytes a thread's copy pipe holds, if it may */
+#define SRC_OWN_MAX 4u         /* image files a thread opens for itself */
 
 enum xkind { XP_DECODE, XP_RAW, XP_COPY, XP_CREATE, XP_FINISH };
 
@@ -61,6 +63,10 @@ struct xwork {
 	size_t pipesz;
 	uint8_t *bounce; /* for copy_bounce() */
 	size_t bouncecap;
+	struct {
+		int fd, own; /* the caller's descriptor; this thread's, or -1 */
+	} src[SRC_OWN_MAX];
+	unsigned int nsrc;
 };
 
 struct xpool {
@@ -156,6 +162,40 @@ static void part_decode(struct xpart *pt, struct wpend *w, uint8_t **out, size_t
 	w->last = pt;
 }
 
+/* This thread's own descriptor for image file @fd: the same file opened
+ * again, so its reads have a read-ahead state of their own (one shared by
+ * two threads reading at two places sees neither as sequential, and the
+ * pages the kernel dropped come back one small read at a time); @fd
+ * itself when it cannot be opened again. */
+static int own_fd(struct xwork *wk, int fd)
+{
+	for (unsigned int i = 0; i < wk->nsrc; i++)
+		if (wk->src[i].fd == fd)
+			return wk->src[i].own >= 0 ? wk->src[i].own : fd;
+	if (wk->nsrc == SRC_OWN_MAX)
+		return fd;
+	char proc[32];
+	fd_path(fd, proc);
+	int own = open(proc, O_RDONLY | O_CLOEXEC);
+	struct stat a, b;
+	if (own >= 0 && (fstat(own, &a) < 0 || fstat(fd, &b) < 0 || a.st_ino != b.st_ino ||
+			 a.st_dev != b.st_dev)) {
+		close(own);
+		own = -1;
+	}
+	wk->src[wk->nsrc].fd = fd;
+	wk->src[wk->nsrc++].own = own;
+	return own >= 0 ? own : fd;
+}
+
+static void own_fds_close(struct xwork *wk)
+{
+	for (unsigned int i = 0; i < wk->nsrc; i++)
+		if (wk->src[i].own >= 0)
+			close(wk->src[i].own);
+	wk->nsrc = 0;
+}
+
 /* A thread's pipe for part_copy(), made at first use; -1 after a failure
  * that may have left bytes in it. */
 static int copy_pipe(struct xwork *wk)
@@ -190,7 +230,7 @@ static int copy_bounce(struct xpart *pt, struct xwork *wk, uint64_t in, uint64_t
 	wk->bounce = buf;
 	while (left) {
 		size_t n = MIN(left, (size_t)COPY_PIPE);
-		int r = pread_full(pt->srcfd, buf, n, in);
+		int r = pread_full(own_fd(wk, pt->srcfd), buf, n, in);
 		if (r < 0) {
 			pt->short_read = r == -ENODATA;
 			return r;
@@ -217,7 +257,7 @@ static void part_copy(struct xpart *pt, struct xwork *wk)
 	if (r < 0)
 		r = copy_bounce(pt, wk, (uint64_t)in, (uint64_t)out, left), left = 0;
 	while (r >= 0 && left) {
-		ssize_t k = splice(pt->srcfd, &in, wk->pipe[1], NULL, MIN(left, wk->pipesz),
+		ssize_t k = splice(own_fd(wk, pt->srcfd), &in, wk->pipe[1], NULL, MIN(left, wk->pipesz),
 				   SPLICE_F_MOVE);
 		if (k < 0 && errno == EINTR)
 			continue;
@@ -318,7 +358,7 @@ static void batch_read(struct xbatch *b, struct xwork *wk)
 				break;
 			len += q->rq.inlen;
 		}
-		int r = pread_full(pt->srcfd, in + at, len, pt->srcoff);
+		int r = pread_full(own_fd(wk, pt->srcfd), in + at, len, pt->srcoff);
 		for (size_t k = i; k < j; k++) {
 			struct xpart *q = &b->parts[k];
 			if (!reads_own(q))
@@ -460,6 +500,7 @@ static void *worker(void *arg)
 	free(wk.in);
 	free(wk.out);
 	free(wk.bounce);
+	own_fds_close(&wk);
 	pipe_drop(&wk);
 	return NULL;
 }
@@ -679,6 +720,7 @@ void xpool_free(struct xpool *p)
 	free(p->own.in);
 	free(p->own.out);
 	free(p->own.bounce);
+	own_fds_close(&p->own);
 	pipe_drop(&p->own);
 	free(p);
 }
