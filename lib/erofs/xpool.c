@@ -274,6 +274,8 @@ static void part_copy(struct xpart *pt, struct xwork *wk)
 			ssize_t w = splice(wk->pipe[0], NULL, pt->f->fd, &out, inpipe, SPLICE_F_MOVE);
 			if (w < 0 && errno != EINTR)
 				r = -errno, pt->write_failed = true;
+			else if (!w) /* the pipe holds bytes: never, but no endless loop */
+				r = -EIO, pt->write_failed = true;
 			else if (w > 0)
 				inpipe -= (size_t)w;
 		}
