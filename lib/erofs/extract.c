@@ -258,6 +258,15 @@ static void dir_free(struct xdir *d)
 	free(d);
 }
 
+static void dirs_free(struct xdir *d)
+{
+	while (d) {
+		struct xdir *next = d->next;
+		dir_free(d);
+		d = next;
+	}
+}
+
 /* The attributes of walked directories whose files are all written. */
 static int settle_dirs(struct extractor *x)
 {
@@ -880,7 +889,7 @@ static unsigned int extract_threads(const struct anole_extract_options *opts)
 	long n = opts->threads ? (long)opts->threads : sysconf(_SC_NPROCESSORS_ONLN);
 	rlim_t lim = fd_limit();
 	long room = lim > 32 ? (long)MIN((lim - 32) / 5, (rlim_t)64) : 0;
-	n = MIN(n, MIN(room, 64L));
+	n = MIN(n, room);
 	return n < 1 ? 1 : (unsigned int)n;
 }
 
@@ -932,12 +941,8 @@ int anole_extract(struct anole_image *img, const char *dir,
 		x.files = f->next;
 		file_free(f);
 	}
-	for (struct xdir **l = &x.dirs; l; l = l == &x.dirs ? &x.ready : NULL)
-		while (*l) { /* after a failure */
-			struct xdir *d = *l;
-			*l = d->next;
-			dir_free(d);
-		}
+	dirs_free(x.dirs); /* after a failure */
+	dirs_free(x.ready);
 	if (r >= 0)
 		r = t.dir >= 0 ? commit_into(&x, &t, &w, root) : commit_new(&x, &t, &w, root);
 	if (r < 0 && !err->code)

@@ -299,17 +299,17 @@ static int map_one(struct anole_image *img, const struct anole_inode *ino, uint6
 	return img_corrupt(img, ino->nid, ino->pos, "cannot map data of layout %u", ino->layout);
 }
 
-int anole_map(struct anole_image *img, const struct anole_inode *ino, uint64_t off, bool *hole,
-	      uint64_t *run_end)
+/* anole_map, and where the run lies (map_one's *phys and *dev). */
+static int map_run(struct anole_image *img, const struct anole_inode *ino, uint64_t off,
+		   bool *hole, uint64_t *run_end, uint64_t *phys, unsigned int *dev)
 {
-	uint64_t phys, run;
-	unsigned int dev;
+	uint64_t run;
 	if (off >= ino->size) {
 		*hole = false;
 		*run_end = ino->size;
 		return 0;
 	}
-	int r = map_one(img, ino, off, hole, &phys, &run, &dev);
+	int r = map_one(img, ino, off, hole, phys, &run, dev);
 	if (r < 0)
 		return r;
 	/* callers walk runs: each must move on and stay in the file */
@@ -319,24 +319,26 @@ int anole_map(struct anole_image *img, const struct anole_inode *ino, uint64_t o
 	return 0;
 }
 
+int anole_map(struct anole_image *img, const struct anole_inode *ino, uint64_t off, bool *hole,
+	      uint64_t *run_end)
+{
+	uint64_t phys;
+	unsigned int dev;
+	return map_run(img, ino, off, hole, run_end, &phys, &dev);
+}
+
 int img_data_at(struct anole_image *img, const struct anole_inode *ino, uint64_t off, bool *hole,
 		uint64_t *run_end, int *fd, uint64_t *at)
 {
-	uint64_t phys, run;
+	uint64_t phys;
 	unsigned int dev;
 	*fd = -1;
-	if (off >= ino->size || ino->layout == EROFS_INODE_COMPRESSED_FULL ||
+	int r = map_run(img, ino, off, hole, run_end, &phys, &dev);
+	if (r < 0 || *hole || off >= ino->size || (phys & META_MBOX) ||
+	    ino->layout == EROFS_INODE_COMPRESSED_FULL ||
 	    ino->layout == EROFS_INODE_COMPRESSED_COMPACT)
-		return anole_map(img, ino, off, hole, run_end);
-	int r = map_one(img, ino, off, hole, &phys, &run, &dev);
-	if (r < 0)
 		return r;
-	if (!run || run > ino->size - off) /* as anole_map */
-		return img_corrupt(img, ino->nid, ino->pos, "data map makes no progress");
-	*run_end = off + run;
-	if (*hole || (phys & META_MBOX))
-		return 0;
-	return img_locate_dev(img, ino->nid, dev, phys, run, fd, at);
+	return img_locate_dev(img, ino->nid, dev, phys, *run_end - off, fd, at);
 }
 
 ssize_t anole_pread(struct anole_image *img, const struct anole_inode *ino, void *buf, size_t len,

@@ -25,7 +25,7 @@ struct xfile {
 	int err;              /* first failure: zdecode()'s, or -errno of pwrite */
 	bool err_decode;      /* err came from zdecode() on extent @bad */
 	bool err_create;      /* err came from creating it */
-	bool err_short;       /* the image ended before a copy's bytes */
+	bool err_short;       /* the image ended before bytes the pool read */
 	const char *err_what; /* else what failed, when the pool finished it */
 	/* A file the pool creates may also be finished there, once its data
 	 * is written (@finish): its size set, owner (@chown) and mode (@chmod)
